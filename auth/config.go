@@ -1,0 +1,136 @@
+package auth
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// IssuerConfig describes one trusted token issuer.
+type IssuerConfig struct {
+	// Issuer is the exact iss value of its tokens.
+	Issuer string
+	// JWKSURL is where the issuer publishes its keys. When empty the URL is
+	// taken from OIDC discovery: {Issuer}/.well-known/openid-configuration.
+	JWKSURL string
+	// Audiences are aud values accepted for this issuer in addition to the
+	// ones the caller passes to Verify.
+	Audiences []string
+	// ScopeClaims name the claims holding scopes (a space-separated string or
+	// an array of strings). Default: scope, scp.
+	ScopeClaims []string
+	// ClientIDClaims name the claims holding the client id; the first
+	// non-empty one wins. Default: client_id, azp, cid, appid.
+	ClientIDClaims []string
+	// Keys, when set, is the only source of keys: no HTTP is done.
+	Keys KeySource
+}
+
+// KeySource returns the public key with the given kid ("" when the token
+// has none). It returns an error wrapping ErrUnknownKey when it has none.
+type KeySource interface {
+	Key(ctx context.Context, kid string) (crypto.PublicKey, error)
+}
+
+// Options tune a Verifier. The zero value is usable.
+type Options struct {
+	// HTTPClient fetches discovery documents and JWKS. Default: a client
+	// with a 10 s timeout.
+	HTTPClient *http.Client
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+	// Leeway is the clock skew tolerated on exp, nbf and iat. Default 30 s.
+	Leeway time.Duration
+	// MinRefetchInterval bounds how often an unknown kid may trigger a JWKS
+	// refetch per issuer. Default 1 min.
+	MinRefetchInterval time.Duration
+	// JWKSCacheTTL is how long a fetched JWKS (and discovery document) is
+	// used before it is fetched again; a key removed by the issuer stops
+	// working at most this long after removal. Default 10 min.
+	JWKSCacheTTL time.Duration
+	// TokenCacheSize bounds the verified-token cache. Default 10000;
+	// negative disables the cache.
+	TokenCacheSize int
+}
+
+const (
+	defaultLeeway       = 30 * time.Second
+	defaultMinRefetch   = time.Minute
+	defaultJWKSCacheTTL = 10 * time.Minute
+	defaultTokenCache   = 10000
+	defaultFetchTimeout = 10 * time.Second
+	maxDocumentBytes    = 1 << 20
+	maxTokenBytes       = 16 << 10
+	discoveryPathSuffix = "/.well-known/openid-configuration"
+)
+
+var (
+	defaultScopeClaims    = []string{"scope", "scp"}
+	defaultClientIDClaims = []string{"client_id", "azp", "cid", "appid"}
+)
+
+func (o Options) withDefaults() Options {
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: defaultFetchTimeout}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Leeway == 0 {
+		o.Leeway = defaultLeeway
+	}
+	if o.MinRefetchInterval == 0 {
+		o.MinRefetchInterval = defaultMinRefetch
+	}
+	if o.JWKSCacheTTL == 0 {
+		o.JWKSCacheTTL = defaultJWKSCacheTTL
+	}
+	if o.TokenCacheSize == 0 {
+		o.TokenCacheSize = defaultTokenCache
+	}
+	return o
+}
+
+func (c IssuerConfig) validate() error {
+	if c.Issuer == "" {
+		return errors.New("issuer is empty")
+	}
+	if c.Keys != nil {
+		return nil
+	}
+	if c.JWKSURL != "" {
+		if err := checkHTTPURL(c.JWKSURL); err != nil {
+			return fmt.Errorf("jwks url: %w", err)
+		}
+		return nil
+	}
+	if err := checkHTTPURL(c.Issuer); err != nil {
+		return fmt.Errorf("issuer %q needs a jwks url or must be an http(s) URL for discovery: %w", c.Issuer, err)
+	}
+	return nil
+}
+
+func checkHTTPURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q has no host", raw)
+	}
+	return nil
+}
+
+func orDefault(v, def []string) []string {
+	if len(v) == 0 {
+		return def
+	}
+	return v
+}
