@@ -1,0 +1,100 @@
+package fhirpath
+
+import (
+	"fmt"
+)
+
+// Node is one item of a FHIRPath result collection.
+type Node struct {
+	// Value is the JSON value: map[string]any for complex types and
+	// resources, string, bool, float64 or json.Number for primitives.
+	Value any
+	// Type is the FHIR type name when it is known: the resourceType of a
+	// resource, the suffix of a choice element (valueQuantity gives
+	// "Quantity", valueDateTime gives "dateTime"), or the type of a literal.
+	// It is empty for ordinary elements, whose type a caller infers from the
+	// JSON shape.
+	Type string
+}
+
+// Resolver returns the resource a reference string points to, for resolve().
+// It is consulted before the built-in rules (contained "#id", "Type/id").
+type Resolver func(reference string) (resource map[string]any, ok bool)
+
+// Env carries what an evaluation may need beyond the resource itself.
+// The zero value is ready to use.
+type Env struct {
+	// Resolve, if set, resolves references that the built-in rules cannot,
+	// such as "urn:uuid:…" entries of a Bundle being written.
+	Resolve Resolver
+}
+
+// Expr is a compiled FHIRPath expression. It is immutable and safe for
+// concurrent use.
+type Expr struct {
+	src  string
+	root node
+}
+
+// Compile parses src into an Expr.
+func Compile(src string) (*Expr, error) {
+	toks, err := lex(src)
+	if err != nil {
+		return nil, fmt.Errorf("fhirpath: compile %q: %w", src, err)
+	}
+	p := &parser{toks: toks}
+	root, err := p.parseExpr(0)
+	if err != nil {
+		return nil, fmt.Errorf("fhirpath: compile %q: %w", src, err)
+	}
+	if t := p.peek(); t.kind != tokEOF {
+		return nil, fmt.Errorf("fhirpath: compile %q: at offset %d: unexpected %q", src, t.pos, t.text)
+	}
+	return &Expr{src: src, root: root}, nil
+}
+
+// MustCompile is Compile for expressions known to be valid; it panics on error.
+func MustCompile(src string) *Expr {
+	e, err := Compile(src)
+	if err != nil {
+		panic(err)
+	}
+	return e
+}
+
+// String returns the source text of e.
+func (e *Expr) String() string { return e.src }
+
+// Evaluate evaluates e with resource as %resource and as the initial focus.
+func (e *Expr) Evaluate(resource map[string]any) ([]Node, error) {
+	return e.EvaluateEnv(resource, nil)
+}
+
+// EvaluateEnv is Evaluate with an environment (may be nil).
+func (e *Expr) EvaluateEnv(resource map[string]any, env *Env) ([]Node, error) {
+	if resource == nil {
+		return nil, nil
+	}
+	if env == nil {
+		env = &Env{}
+	}
+	root := resourceNode(resource)
+	c := &evalContext{env: env, resource: root}
+	out, err := e.root.eval(c, []Node{root})
+	if err != nil {
+		return nil, fmt.Errorf("fhirpath: evaluate %q: %w", e.src, err)
+	}
+	return out, nil
+}
+
+// resourceNode wraps a resource, typed by its resourceType.
+func resourceNode(res map[string]any) Node {
+	t, _ := res["resourceType"].(string)
+	return Node{Value: res, Type: t}
+}
+
+// evalContext is the per-evaluation state shared by all nodes.
+type evalContext struct {
+	env      *Env
+	resource Node
+}
