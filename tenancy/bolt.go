@@ -1,0 +1,210 @@
+package tenancy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Bucket names. All start with "tenancy/" so the package can share a bbolt
+// file with others. Entries in bucketPartitions and bucketRetiredIDs are
+// never deleted: they are what makes partition ids and record ids
+// never-reused.
+var (
+	bucketMeta               = []byte("tenancy/meta")                // its sequence numbers partitions
+	bucketRecords            = []byte("tenancy/records")             // record id → recordDoc
+	bucketSlugs              = []byte("tenancy/slugs")               // slug → record id
+	bucketPartitions         = []byte("tenancy/partitions")          // partition id (8 bytes, big-endian) → record id
+	bucketRetiredIDs         = []byte("tenancy/retired-ids")         // deleted record id → deletion time
+	bucketAccounts           = []byte("tenancy/accounts")            // account id → accountDoc
+	bucketIdentities         = []byte("tenancy/identities")          // identityKey(iss, sub) → account id
+	bucketMemberships        = []byte("tenancy/memberships")         // record id "/" account id → membershipDoc
+	bucketAccountMemberships = []byte("tenancy/account-memberships") // account id "/" record id → empty
+	bucketInvitations        = []byte("tenancy/invitations")         // code hash → invitationDoc
+	bucketRecordInvitations  = []byte("tenancy/record-invitations")  // record id "/" code hash → empty
+)
+
+var allBuckets = [][]byte{
+	bucketMeta, bucketRecords, bucketSlugs, bucketPartitions, bucketRetiredIDs,
+	bucketAccounts, bucketIdentities, bucketMemberships, bucketAccountMemberships,
+	bucketInvitations, bucketRecordInvitations,
+}
+
+// BoltStore is the Store on a bbolt database. The database stays the
+// caller's: BoltStore never closes it.
+type BoltStore struct {
+	db *bbolt.DB
+
+	// Now returns the current time; nil means time.Now. Tests set it to
+	// move time without sleeping. Set it before the store is shared.
+	Now func() time.Time
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// NewBoltStore returns a Store on db, creating its buckets if needed. db
+// must be open for writing.
+func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
+	if db == nil {
+		return nil, fmt.Errorf("tenancy: %w: nil database", ErrInvalid)
+	}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("creating bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tenancy: opening store: %w", err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Update implements Store.
+func (s *BoltStore) Update(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	btx, err := s.db.Begin(true)
+	if err != nil {
+		return fmt.Errorf("tenancy: beginning transaction: %w", err)
+	}
+	// Rolls back unless committed, also when fn panics.
+	defer func() { _ = btx.Rollback() }()
+	if err := s.run(btx, true, fn); err != nil {
+		return err
+	}
+	// A caller that gave up must not find its work half-kept.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := btx.Commit(); err != nil {
+		return fmt.Errorf("tenancy: committing: %w", err)
+	}
+	return nil
+}
+
+// View implements Store.
+func (s *BoltStore) View(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	btx, err := s.db.Begin(false)
+	if err != nil {
+		return fmt.Errorf("tenancy: beginning transaction: %w", err)
+	}
+	defer func() { _ = btx.Rollback() }()
+	return s.run(btx, false, fn)
+}
+
+// run calls fn with a Tx that is closed when fn returns, however it returns.
+func (s *BoltStore) run(btx *bbolt.Tx, writable bool, fn func(Tx) error) error {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	// One timestamp per transaction: everything it writes happened at once.
+	t := &boltTx{tx: btx, writable: writable, now: now().UTC()}
+	defer func() { t.closed = true }()
+	return fn(t)
+}
+
+// boltTx implements Tx on a bbolt transaction.
+type boltTx struct {
+	tx       *bbolt.Tx
+	writable bool
+	closed   bool
+	now      time.Time
+}
+
+// checkRead fails once the transaction's function has returned.
+func (t *boltTx) checkRead() error {
+	if t.closed {
+		return fmt.Errorf("tenancy: %w", ErrTxClosed)
+	}
+	return nil
+}
+
+// checkWrite also fails inside View.
+func (t *boltTx) checkWrite() error {
+	if err := t.checkRead(); err != nil {
+		return err
+	}
+	if !t.writable {
+		return fmt.Errorf("tenancy: %w", ErrReadOnly)
+	}
+	return nil
+}
+
+func (t *boltTx) bucket(name []byte) *bbolt.Bucket { return t.tx.Bucket(name) }
+
+// getJSON decodes the value at key into v and reports whether it existed.
+func (t *boltTx) getJSON(bucket, key []byte, v any) (bool, error) {
+	data := t.bucket(bucket).Get(key)
+	if data == nil {
+		return false, nil
+	}
+	return true, decodeJSON(bucket, key, data, v)
+}
+
+// decodeJSON decodes a stored value, naming it on failure.
+func decodeJSON(bucket, key, data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decoding %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// putJSON stores v encoded at key.
+func (t *boltTx) putJSON(bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding %s/%s: %w", bucket, key, err)
+	}
+	if err := t.bucket(bucket).Put(key, data); err != nil {
+		return fmt.Errorf("writing %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// put stores a raw value at key.
+func (t *boltTx) put(bucket, key, value []byte) error {
+	if err := t.bucket(bucket).Put(key, value); err != nil {
+		return fmt.Errorf("writing %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// del removes key.
+func (t *boltTx) del(bucket, key []byte) error {
+	if err := t.bucket(bucket).Delete(key); err != nil {
+		return fmt.Errorf("deleting %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// pairKey joins two ids into an index key; ids never contain '/'.
+func pairKey(a, b string) []byte { return []byte(a + "/" + b) }
+
+// suffixesWithPrefix returns, for every key "prefix/x" in bucket, x.
+// Keys are collected before anyone deletes, since deleting under a bbolt
+// cursor can skip entries.
+func (t *boltTx) suffixesWithPrefix(bucket []byte, prefix string) []string {
+	p := []byte(prefix + "/")
+	var out []string
+	c := t.bucket(bucket).Cursor()
+	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		out = append(out, string(k[len(p):]))
+	}
+	return out
+}
+
+// isNotFound reports whether err wraps ErrNotFound.
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
