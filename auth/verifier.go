@@ -37,6 +37,9 @@ type Identity struct {
 	Claims map[string]any
 }
 
+// Grants parses the identity's scopes into SMART permissions.
+func (id *Identity) Grants() Grants { return ParseScopes(id.Scopes) }
+
 // Verifier checks bearer tokens against a fixed set of trusted issuers.
 // It is safe for concurrent use.
 type Verifier struct {
