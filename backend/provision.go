@@ -1,0 +1,167 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// HAPI FHIR's partition management operations.
+const (
+	opCreatePartition = "$partition-management-create-partition"
+	opDeletePartition = "$partition-management-delete-partition"
+	opReadPartition   = "$partition-management-read-partition"
+	// defaultPartition names HAPI's default partition, where the partition
+	// management operations live.
+	defaultPartition = "DEFAULT"
+)
+
+// HAPI FHIR message codes ("HAPI-1309: …") that mean the partition is
+// already there, or already gone (PartitionLookupSvcImpl).
+const (
+	// codeNameTaken: Partition name "…" is already defined. HAPI checks the
+	// name before the id, so it says nothing about the id.
+	codeNameTaken = "HAPI-1309"
+	// codeIDTaken: the id belongs to a partition of another name.
+	codeIDTaken = "HAPI-2366"
+	// codeUnknownID: no partition exists with this id (update, delete).
+	codeUnknownID = "HAPI-1308"
+)
+
+// ErrPartitionExists is returned by CheckProvisionResponse when the
+// upstream says the partition name is already defined: the caller must
+// confirm that it is this PFR's partition (same id) before using it, as
+// Provision does.
+var ErrPartitionExists = errors.New("backend: partition already exists upstream")
+
+// ProvisionRequests returns the requests that create t's partition on the
+// upstream, in order: in header and url_prefix modes one POST of HAPI FHIR's
+// $partition-management-create-partition with a Parameters body (id
+// valueInteger, name valueCode, description valueString), sent to
+// {FHIRPath}/$… with PartitionHeader "DEFAULT" in header mode, and to
+// {FHIRPath}/DEFAULT/$… in url_prefix mode. tenant_header and
+// per_record_url modes need none (nil).
+//
+// The requests carry a path-only URL and no Host: they are meant for the
+// caller's upstream handler (set URL.Scheme and URL.Host to send them with
+// an http.Client). Judge each answer with CheckProvisionResponse; Provision
+// does all of it, including confirming a partition that already exists.
+func (b *Backend) ProvisionRequests(ctx context.Context, t Target) ([]*http.Request, error) {
+	params := []parameter{
+		{Name: "id", ValueInteger: &t.PartitionID},
+		{Name: "name", ValueCode: t.PartitionName},
+		{Name: "description", ValueString: "Personal FHIR Record " + t.RecordID},
+	}
+	return b.partitionRequests(ctx, t, opCreatePartition, params)
+}
+
+// DeleteRequests returns the requests that remove t's partition from the
+// upstream: HAPI FHIR's $partition-management-delete-partition (Parameters
+// with the id), addressed like ProvisionRequests; nil in tenant_header and
+// per_record_url modes. Deleting a HAPI partition does not expunge the
+// resources stored in it: that needs HAPI's $expunge to be enabled and is
+// left to the operator. Judge each answer with CheckDeleteResponse.
+func (b *Backend) DeleteRequests(ctx context.Context, t Target) ([]*http.Request, error) {
+	params := []parameter{{Name: "id", ValueInteger: &t.PartitionID}}
+	return b.partitionRequests(ctx, t, opDeletePartition, params)
+}
+
+func (b *Backend) partitionRequests(ctx context.Context, t Target, op string, params []parameter) ([]*http.Request, error) {
+	if b.cfg.Mode != ModeHeader && b.cfg.Mode != ModeURLPrefix {
+		return nil, nil
+	}
+	if t.PartitionID < 1 || t.PartitionID > 1<<31-1 {
+		return nil, fmt.Errorf("backend: partition id %d out of range 1…%d", t.PartitionID, 1<<31-1)
+	}
+	if err := checkPartitionName(t.PartitionName); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(parameters{ResourceType: "Parameters", Parameter: params})
+	if err != nil {
+		return nil, fmt.Errorf("backend: encode %s parameters: %w", op, err)
+	}
+	path := b.cfg.FHIRPath + "/" + op
+	if b.cfg.Mode == ModeURLPrefix {
+		path = b.cfg.FHIRPath + "/" + defaultPartition + "/" + op
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("backend: build %s request: %w", op, err)
+	}
+	req.Header.Set("Content-Type", fhir.ContentType)
+	req.Header.Set("Accept", "application/fhir+json")
+	if b.cfg.Mode == ModeHeader {
+		req.Header.Set(b.cfg.PartitionHeader, defaultPartition)
+	}
+	return []*http.Request{req}, nil
+}
+
+// parameters is a FHIR Parameters resource with primitive values only.
+type parameters struct {
+	ResourceType string      `json:"resourceType"`
+	Parameter    []parameter `json:"parameter"`
+}
+
+type parameter struct {
+	Name         string `json:"name"`
+	ValueInteger *int64 `json:"valueInteger,omitempty"`
+	ValueCode    string `json:"valueCode,omitempty"`
+	ValueString  string `json:"valueString,omitempty"`
+}
+
+// CheckProvisionResponse judges the upstream's answer to a provisioning
+// request: nil for a 2xx; ErrPartitionExists for a 409 or a 4xx carrying
+// HAPI FHIR's duplicate-name code (HAPI-1309), which needs confirming; an
+// error for anything else, notably HAPI-2366 (the partition id belongs to a
+// partition of another name: using it would mix two people's data).
+func CheckProvisionResponse(status int, body []byte) error {
+	switch {
+	case status >= 200 && status < 300:
+		return nil
+	case status == http.StatusConflict,
+		status >= 400 && status < 500 && containsCode(body, codeNameTaken):
+		return ErrPartitionExists
+	case containsCode(body, codeIDTaken):
+		return fmt.Errorf("backend: partition id is taken by another partition upstream: %s", excerpt(body))
+	}
+	return fmt.Errorf("backend: partition creation answered %d: %s", status, excerpt(body))
+}
+
+// CheckDeleteResponse judges the upstream's answer to a delete request: nil
+// for a 2xx, for 404 and 410, and for an answer carrying HAPI FHIR's
+// unknown-partition code (HAPI-1308, which HAPI sends with a 500 on delete),
+// so that deleting is idempotent.
+func CheckDeleteResponse(status int, body []byte) error {
+	switch {
+	case status >= 200 && status < 300, status == http.StatusNotFound, status == http.StatusGone:
+		return nil
+	case status >= 400 && containsCode(body, codeUnknownID):
+		return nil
+	}
+	return fmt.Errorf("backend: partition deletion answered %d: %s", status, excerpt(body))
+}
+
+// containsCode reports whether body carries a HAPI FHIR message code, as
+// HAPI writes it at the start of a diagnostics string ("HAPI-1309: …").
+func containsCode(body []byte, code string) bool {
+	return bytes.Contains(body, []byte(code+":"))
+}
+
+// excerpt returns the start of body for an error message.
+func excerpt(body []byte) string {
+	const n = 300
+	s := strings.TrimSpace(string(body))
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	if s == "" {
+		s = "(empty body)"
+	}
+	return s
+}

@@ -1,0 +1,217 @@
+package backend
+
+import (
+	"bytes"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// replacer replaces upstream FHIR base URLs by the public one. A base is
+// replaced only at a boundary: when the byte after it cannot continue a
+// path segment (so "/fhir" matches in "/fhir/Patient", "/fhir?x" and
+// "/fhir\"" but not in "/fhir2"). At one position the longest base wins.
+type replacer struct {
+	patterns []pattern // longest first
+	maxLen   int       // longest pattern
+}
+
+type pattern struct {
+	from, to []byte
+}
+
+// candidatePrefix starts every pattern: all bases are http(s) URLs.
+var candidatePrefix = []byte("http")
+
+// newReplacer builds the patterns for bases (absolute http(s) base URLs) and
+// the public base: each base in both schemes, with and without its default
+// port, with its host as given and lower-cased, and each in JSON's
+// escaped-slash form ("http:\/\/…"). It returns nil when there is nothing to
+// replace.
+func newReplacer(bases []string, publicBase string) *replacer {
+	publicBase = strings.TrimRight(publicBase, "/")
+	seen := map[string]bool{}
+	rp := &replacer{}
+	add := func(from, to string) {
+		if from == to || seen[from] {
+			return
+		}
+		seen[from] = true
+		rp.patterns = append(rp.patterns, pattern{from: []byte(from), to: []byte(to)})
+		rp.maxLen = max(rp.maxLen, len(from))
+	}
+	for _, base := range bases {
+		for _, v := range baseVariants(base) {
+			add(v, publicBase)
+			add(escapeSlashes(v), escapeSlashes(publicBase))
+		}
+	}
+	if len(rp.patterns) == 0 {
+		return nil
+	}
+	sort.SliceStable(rp.patterns, func(i, j int) bool {
+		return len(rp.patterns[i].from) > len(rp.patterns[j].from)
+	})
+	return rp
+}
+
+// baseVariants spells one base URL every way an upstream might write it.
+func baseVariants(base string) []string {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return nil
+	}
+	path := u.EscapedPath()
+	port := u.Port()
+	hosts := []string{u.Hostname()}
+	if lower := strings.ToLower(u.Hostname()); lower != hosts[0] {
+		hosts = append(hosts, lower)
+	}
+	var out []string
+	for _, host := range hosts {
+		for _, scheme := range []string{"http", "https"} {
+			if port != "" {
+				out = append(out, scheme+"://"+joinHostPort(host, port)+path)
+			}
+			if port == "" || port == defaultPort(u.Scheme) {
+				out = append(out,
+					scheme+"://"+joinHostPort(host, "")+path,
+					scheme+"://"+joinHostPort(host, defaultPort(scheme))+path)
+			}
+		}
+	}
+	return out
+}
+
+func defaultPort(scheme string) string {
+	if scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// joinHostPort brackets IPv6 literals; an empty port gives the bare host.
+func joinHostPort(host, port string) string {
+	if port == "" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// escapeSlashes gives the form of s inside a JSON string written by an
+// encoder that escapes '/'.
+func escapeSlashes(s string) string { return strings.ReplaceAll(s, "/", `\/`) }
+
+// isPathChar reports whether c can continue a URL path segment (RFC 3986
+// pchar, plus '%'): a base followed by such a byte is not a base.
+func isPathChar(c byte) bool {
+	return isAlnum(c) || strings.IndexByte("-._~!$&'()*+,;=:@%", c) >= 0
+}
+
+// matchState is the verdict on a candidate position.
+type matchState int
+
+const (
+	noMatch  matchState = iota
+	matched             // pattern k matches here
+	needMore            // a pattern may match, but more input is needed to know
+)
+
+// matchAt judges buf, which starts at a candidate position. atEOF says that
+// no byte follows buf.
+func (rp *replacer) matchAt(buf []byte, atEOF bool) (int, matchState) {
+	for k, p := range rp.patterns {
+		n := len(p.from)
+		if len(buf) > n {
+			if bytes.HasPrefix(buf, p.from) && !isPathChar(buf[n]) {
+				return k, matched
+			}
+			continue
+		}
+		if bytes.HasPrefix(p.from, buf) {
+			if !atEOF {
+				return -1, needMore
+			}
+			if len(buf) == n {
+				return k, matched
+			}
+		}
+	}
+	return -1, noMatch
+}
+
+// rewrite scans buf, passing literal spans and replacements to emit, for
+// candidates starting before limit. It returns the number of bytes of buf
+// it consumed (at least limit unless it stopped at an undecided candidate,
+// whose bytes are left for the caller to carry) and how many replacements
+// it made. When limit < len(buf), every candidate before limit must have
+// more than maxLen bytes after it, so none is undecided.
+func (rp *replacer) rewrite(buf []byte, limit int, atEOF bool, emit func([]byte) error) (consumed, replaced int, err error) {
+	i, lit := 0, 0
+	for i < limit {
+		j := bytes.Index(buf[i:], candidatePrefix)
+		if j < 0 || i+j >= limit {
+			break
+		}
+		pos := i + j
+		k, state := rp.matchAt(buf[pos:], atEOF)
+		switch state {
+		case noMatch:
+			i = pos + 1
+			continue
+		case needMore:
+			return pos, replaced, emitSpan(emit, buf[lit:pos])
+		}
+		if err := emitSpan(emit, buf[lit:pos]); err != nil {
+			return pos, replaced, err
+		}
+		if err := emit(rp.patterns[k].to); err != nil {
+			return pos, replaced, err
+		}
+		replaced++
+		i = pos + len(rp.patterns[k].from)
+		lit = i
+	}
+	end := max(lit, limit)
+	if end == len(buf) && !atEOF {
+		// A partial "http" at the very end may start a base.
+		end -= partialTail(buf[lit:])
+	}
+	return end, replaced, emitSpan(emit, buf[lit:end])
+}
+
+// partialTail returns the length of the longest proper prefix of
+// candidatePrefix that buf ends with.
+func partialTail(buf []byte) int {
+	for t := min(len(candidatePrefix)-1, len(buf)); t > 0; t-- {
+		if bytes.Equal(buf[len(buf)-t:], candidatePrefix[:t]) {
+			return t
+		}
+	}
+	return 0
+}
+
+func emitSpan(emit func([]byte) error, span []byte) error {
+	if len(span) == 0 {
+		return nil
+	}
+	return emit(span)
+}
+
+// replaceString rewrites a whole value (a header), reporting whether it
+// changed.
+func (rp *replacer) replaceString(s string) (string, bool) {
+	if rp == nil || !strings.Contains(s, "http") {
+		return s, false
+	}
+	var out bytes.Buffer
+	_, n, _ := rp.rewrite([]byte(s), len(s), true, func(p []byte) error {
+		out.Write(p)
+		return nil
+	})
+	return out.String(), n > 0
+}
