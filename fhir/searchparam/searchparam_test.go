@@ -159,7 +159,7 @@ func TestCompileAll(t *testing.T) {
 func TestEvaluate(t *testing.T) {
 	obs := map[string]any{
 		"resourceType": "Observation", "id": "x",
-		"subject":      map[string]any{"reference": "Patient/1"},
+		"subject": map[string]any{"reference": "Patient/1"},
 	}
 	p, _ := Lookup("Observation", "patient")
 	got, err := p.Evaluate(obs)
