@@ -17,22 +17,23 @@ const (
 // mistaken for, infrastructure under the base domain: web, mail and DNS
 // hosts, identity and API endpoints, this gateway's own paths, deployment
 // stages and mail-policy or autodiscovery names that clients probe by
-// convention. Labels with characters a slug cannot contain anyway (such as
+// convention. Names shorter than MinSlugLength (mx, ns) are refused by
+// length, and labels with characters a slug cannot contain anyway (such as
 // "_acme-challenge" or "_dmarc") are refused by the character rules and need
 // no entry. Kept sorted; a test checks it.
 var reservedSlugs = []string{
-	"abuse", "account", "accounts", "acme", "admin", "administrator", "api",
-	"apex", "app", "apps", "assets", "audit", "auth", "autoconfig",
+	"abuse", "account", "accounts", "acme", "admin", "administrator", "apex",
+	"api", "app", "apps", "assets", "audit", "auth", "autoconfig",
 	"autodiscover", "billing", "blog", "cdn", "console", "dashboard", "default",
 	"demo", "dev", "dns", "doc", "docs", "dopu", "download", "dropoff", "email",
 	"fhir", "ftp", "gateway", "hapi", "help", "hostmaster", "imap", "img",
-	"internal", "invitations", "isatap", "local", "localhost", "login", "logout",
-	"mail", "manage", "media", "metadata", "mta-sts", "mx", "noc", "ns", "ns1",
-	"ns2", "ns3", "ns4", "oauth", "oauth2", "oidc", "openid", "partition", "pfr",
-	"pop", "pop3", "portal", "postmaster", "prod", "production", "proxy",
-	"register", "root", "security", "signin", "signup", "smart", "smtp", "sso",
-	"staging", "static", "status", "support", "system", "test", "token", "webmail",
-	"webmaster", "well-known", "wpad", "www",
+	"internal", "invitations", "isatap", "local", "localhost", "login",
+	"logout", "mail", "manage", "media", "metadata", "mta-sts", "noc",
+	"ns1", "ns2", "ns3", "ns4", "oauth", "oauth2", "oidc", "openid",
+	"partition", "pfr", "pop", "pop3", "portal", "postmaster", "prod",
+	"production", "proxy", "register", "root", "security", "signin", "signup",
+	"smart", "smtp", "sso", "staging", "static", "status", "support", "system",
+	"test", "token", "webmail", "webmaster", "well-known", "wpad", "www",
 }
 
 // ReservedSlugs returns a copy of the labels ValidateSlug refuses by name,
