@@ -1,0 +1,139 @@
+// Package gateway is the request pipeline of caddy-pfr: it maps a request's
+// host to a Personal FHIR Record, authenticates and authorizes the caller,
+// sends the request to the upstream FHIR server in that record's partition and
+// rewrites the response back to the record's address. It also serves the
+// management API on the apex host. It knows nothing of Caddy: the Caddy module
+// hands it the configured upstream handler on every request.
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// Upstream is the handler that reaches the upstream FHIR server: Caddy's
+// reverse_proxy or the embedded store, adapted by the Caddy module.
+type Upstream interface {
+	ServeHTTP(w http.ResponseWriter, r *http.Request) error
+}
+
+// UpstreamFunc adapts a function to Upstream.
+type UpstreamFunc func(w http.ResponseWriter, r *http.Request) error
+
+// ServeHTTP calls f.
+func (f UpstreamFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) error { return f(w, r) }
+
+// Config configures a Gateway.
+type Config struct {
+	// BaseDomain is the apex host; records live at {slug}.{BaseDomain}.
+	BaseDomain string
+	// FHIRPath is where each record's FHIR API is served. Default "/fhir".
+	FHIRPath string
+	// UpstreamFHIRPath is the FHIR base path on the upstream. Default "/fhir".
+	UpstreamFHIRPath string
+	// Backend maps records onto the upstream.
+	Backend *backend.Backend
+	// Tenancy holds records, accounts and memberships.
+	Tenancy tenancy.Store
+	// Verifier checks bearer tokens.
+	Verifier *auth.Verifier
+	// SetUpstream is called with the per-record upstream URL in
+	// per_record_url mode, before the request is proxied.
+	SetUpstream func(r *http.Request, u *url.URL)
+	// Logger receives security events and failures. Default: a no-op logger.
+	Logger *zap.Logger
+}
+
+// Gateway serves the records of one base domain.
+type Gateway struct {
+	cfg Config
+	log *zap.Logger
+}
+
+// New checks cfg and returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	cfg.BaseDomain = normalizeHost(cfg.BaseDomain)
+	if cfg.BaseDomain == "" {
+		return nil, errors.New("gateway: base_domain is required")
+	}
+	if cfg.FHIRPath == "" {
+		cfg.FHIRPath = "/fhir"
+	}
+	if cfg.UpstreamFHIRPath == "" {
+		cfg.UpstreamFHIRPath = "/fhir"
+	}
+	for _, p := range []string{cfg.FHIRPath, cfg.UpstreamFHIRPath} {
+		if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") && p != "/" {
+			return nil, fmt.Errorf("gateway: FHIR path %q must start with '/' and not end with one", p)
+		}
+	}
+	if cfg.Backend == nil || cfg.Tenancy == nil || cfg.Verifier == nil {
+		return nil, errors.New("gateway: backend, tenancy and verifier are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Gateway{cfg: cfg, log: log}, nil
+}
+
+// ServeHTTP routes r by host: the apex gets the management API, a record's
+// subdomain gets its FHIR API, anything else a 404 OperationOutcome.
+// Client-visible errors are written here; the returned error is reserved for
+// failures the caller should log.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream) error {
+	host := normalizeHost(hostOnly(r.Host))
+	switch {
+	case host == g.cfg.BaseDomain:
+		g.serveApex(w, r, up)
+	case strings.HasSuffix(host, "."+g.cfg.BaseDomain):
+		slug := strings.TrimSuffix(host, "."+g.cfg.BaseDomain)
+		if strings.Contains(slug, ".") || tenancy.ValidateSlug(slug) != nil {
+			fhir.WriteError(w, unknownHost(host))
+			return nil
+		}
+		g.serveRecord(w, r, up, slug)
+	default:
+		fhir.WriteError(w, unknownHost(host))
+	}
+	return nil
+}
+
+func unknownHost(host string) *fhir.Error {
+	return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no Personal FHIR Record is served at %q", host)
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+func normalizeHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+}
+
+// scheme is the scheme the client used to reach the gateway.
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// origin is scheme://host[:port] as the client addressed the gateway.
+func origin(r *http.Request) string {
+	return scheme(r) + "://" + strings.ToLower(r.Host)
+}

@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// apiPrefix is where the management API lives on the apex host.
+const apiPrefix = "/pfr/v1/"
+
+// maxCreateBody bounds a record-creation request (a Patient resource).
+const maxCreateBody = 1 << 20
+
+// RecordView is a record as the management API shows it.
+type RecordView struct {
+	Slug         string       `json:"slug"`
+	FHIRBase     string       `json:"fhirBase"`
+	PatientID    string       `json:"patientId"`
+	Role         tenancy.Role `json:"role"`
+	Relationship string       `json:"relationship,omitempty"`
+	Status       string       `json:"status"`
+	Created      time.Time    `json:"created"`
+}
+
+// serveApex serves the management API. Its errors are OperationOutcomes, like
+// everywhere else in the gateway.
+func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream) {
+	rest, ok := strings.CutPrefix(r.URL.Path, apiPrefix)
+	if !ok {
+		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
+			"not found; the management API is under %s", apiPrefix))
+		return
+	}
+	id, err := g.authenticate(r, []string{origin(r)})
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	if id == nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin, "a bearer token is required").
+			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(origin(r), nil)))
+		return
+	}
+	parts := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+	route := func(method string, allow string, handlers map[string]func()) {
+		if h, ok := handlers[method]; ok {
+			h()
+			return
+		}
+		methodNotAllowed(w, allow)
+	}
+	switch {
+	case len(parts) == 1 && parts[0] == "records":
+		route(r.Method, "GET, POST", map[string]func(){
+			http.MethodGet:  func() { g.listRecords(w, r, id) },
+			http.MethodPost: func() { g.createRecord(w, r, up, id) },
+		})
+	case len(parts) == 2 && parts[0] == "records":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.getRecord(w, r, id, parts[1]) },
+		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "members":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.listMembers(w, r, id, parts[1]) },
+		})
+	case len(parts) == 4 && parts[0] == "records" && parts[2] == "members":
+		route(r.Method, "PUT, DELETE", map[string]func(){
+			http.MethodPut:    func() { g.putMember(w, r, id, parts[1], parts[3]) },
+			http.MethodDelete: func() { g.deleteMember(w, r, id, parts[1], parts[3]) },
+		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "invitations":
+		route(r.Method, "POST", map[string]func(){
+			http.MethodPost: func() { g.createInvitation(w, r, id, parts[1]) },
+		})
+	case len(parts) == 3 && parts[0] == "invitations" && parts[2] == "accept":
+		route(r.Method, "POST", map[string]func(){
+			http.MethodPost: func() { g.acceptInvitation(w, r, id, parts[1]) },
+		})
+	default:
+		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no such management resource: %s", r.URL.Path))
+	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	fhir.WriteError(w, fhir.Errorf(http.StatusMethodNotAllowed, fhir.CodeNotSupported, "method not allowed; use %s", allow).
+		WithHeader("Allow", allow))
+}
+
+// recordBase is the FHIR base URL of the record at slug, on the same scheme
+// and port the client used to reach the apex.
+func (g *Gateway) recordBase(r *http.Request, slug string) string {
+	port := ""
+	if _, p, found := strings.Cut(r.Host, "]:"); found { // IPv6 literal hosts never match a base domain; keep the form simple
+		port = ":" + p
+	} else if i := strings.LastIndexByte(r.Host, ':'); i >= 0 {
+		port = r.Host[i:]
+	}
+	return scheme(r) + "://" + slug + "." + g.cfg.BaseDomain + port + g.cfg.FHIRPath
+}
+
+func (g *Gateway) view(r *http.Request, rec *tenancy.Record, role tenancy.Role) RecordView {
+	return RecordView{
+		Slug: rec.Slug, FHIRBase: g.recordBase(r, rec.Slug), PatientID: rec.PatientID, Role: role,
+		Relationship: string(rec.Relationship), Status: string(rec.Status), Created: rec.Created,
+	}
+}
+
+func (g *Gateway) listRecords(w http.ResponseWriter, r *http.Request, id *auth.Identity) {
+	views := []RecordView{}
+	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
+		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
+		if errors.Is(err, tenancy.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		list, err := tx.RecordsForAccount(acct.ID)
+		if err != nil {
+			return err
+		}
+		for _, rr := range list {
+			if rr.Record.Status == tenancy.StatusActive {
+				views = append(views, g.view(r, &rr.Record, rr.Role))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "listing records failed").WithCause(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"records": views})
+}
+
+func (g *Gateway) getRecord(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
+	var out RecordView
+	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
+		rec, err := tx.RecordBySlug(slug)
+		if err != nil {
+			return err
+		}
+		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
+		if err != nil {
+			return err
+		}
+		m, err := tx.Membership(rec.ID, acct.ID)
+		if err != nil {
+			return err
+		}
+		if rec.Status != tenancy.StatusActive {
+			return tenancy.ErrNotFound
+		}
+		out = g.view(r, rec, m.Role)
+		return nil
+	})
+	if errors.Is(err, tenancy.ErrNotFound) {
+		// Not found and not a member look the same: slugs are not an oracle.
+		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no record %q that you can access", slug))
+		return
+	}
+	if err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "reading record failed").WithCause(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// createRequest is the body of POST /pfr/v1/records.
+type createRequest struct {
+	Slug         string          `json:"slug"`
+	Relationship string          `json:"relationship"`
+	Patient      json.RawMessage `json:"patient"`
+}
+
+func (g *Gateway) createRecord(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity) {
+	var req createRequest
+	if err := decodeJSONBody(w, r, maxCreateBody, &req); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	if err := tenancy.ValidateSlug(req.Slug); err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "invalid slug: %v", err).WithExpression("slug"))
+		return
+	}
+	if req.Relationship == "" {
+		req.Relationship = string(tenancy.RelationshipSelf)
+	}
+	if !tenancy.Relationship(req.Relationship).Valid() {
+		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue,
+			"relationship must be one of self, parent, child, spouse, caregiver, other").WithExpression("relationship"))
+		return
+	}
+	patient, ferr := newPatientBody(req.Patient)
+	if ferr != nil {
+		fhir.WriteError(w, ferr)
+		return
+	}
+	rec, role, err := g.provision(r, up, id, req.Slug, req.Relationship, patient)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	w.Header().Set("Location", apiPrefix+"records/"+rec.Slug)
+	writeJSON(w, http.StatusCreated, g.view(r, rec, role))
+}
+
+// newPatientBody checks the Patient a record is created for and strips what
+// the server assigns (id, meta).
+func newPatientBody(raw json.RawMessage) ([]byte, *fhir.Error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "a Patient resource is required").WithExpression("patient")
+	}
+	var p map[string]any
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "patient must be a JSON object: %v", err).WithExpression("patient")
+	}
+	if p["resourceType"] != "Patient" {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "patient.resourceType must be \"Patient\"").WithExpression("patient.resourceType")
+	}
+	delete(p, "id")
+	delete(p, "meta")
+	out, err := json.Marshal(p)
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "patient cannot be encoded: %v", err)
+	}
+	return out, nil
+}
+
+// writeJSON writes a management API body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "cannot encode response").WithCause(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,192 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"path"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// serveRecord runs the FHIR pipeline for the record at slug (DESIGN.md, "The
+// request pipeline").
+func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstream, slug string) {
+	rec, err := g.activeRecord(r, slug)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	rest, err := g.fhirSubpath(r)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	publicBase := origin(r) + g.cfg.FHIRPath
+
+	// Public: the CapabilityStatement.
+	if rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		g.proxy(w, r, up, rec, rest, publicBase)
+		return
+	}
+
+	id, err := g.authenticate(r, []string{publicBase})
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	if id == nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin,
+			"a bearer token is required to access this record").
+			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(publicBase, nil)))
+		return
+	}
+	role, err := g.roleOf(r, rec, id)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	if role == "" {
+		g.log.Info("access denied: not a member",
+			zap.String("record", rec.ID), zap.String("iss", id.Issuer), zap.String("sub", id.Subject))
+		fhir.WriteError(w, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
+			"you have no access to this Personal FHIR Record"))
+		return
+	}
+	if isWrite(r, rest) && !role.CanWrite() {
+		fhir.WriteError(w, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
+			"role %q may read this record but not write to it", role))
+		return
+	}
+	g.proxy(w, r, up, rec, rest, publicBase)
+}
+
+// activeRecord returns the active record at slug, or a 404.
+func (g *Gateway) activeRecord(r *http.Request, slug string) (*tenancy.Record, error) {
+	var rec *tenancy.Record
+	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
+		var err error
+		rec, err = tx.RecordBySlug(slug)
+		return err
+	})
+	if errors.Is(err, tenancy.ErrNotFound) || err == nil && rec.Status != tenancy.StatusActive {
+		return nil, unknownHost(normalizeHost(hostOnly(r.Host)))
+	}
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "record lookup failed").WithCause(err)
+	}
+	return rec, nil
+}
+
+// fhirSubpath returns the part of the request path below the FHIR base
+// ("" for the base itself), refusing paths that could mean something else
+// upstream than they seem to mean here.
+func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
+	p := r.URL.Path
+	if p != g.cfg.FHIRPath && !strings.HasPrefix(p, g.cfg.FHIRPath+"/") {
+		return "", fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
+			"this Personal FHIR Record serves FHIR at %s", g.cfg.FHIRPath)
+	}
+	raw := r.URL.EscapedPath()
+	lower := strings.ToLower(raw)
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") ||
+		strings.Contains(p, "\\") || strings.Contains(p, "//") {
+		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "encoded or doubled separators are not allowed in FHIR paths")
+	}
+	if clean := path.Clean(p); clean != strings.TrimSuffix(p, "/") && clean != p {
+		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "dot segments are not allowed in FHIR paths")
+	}
+	if r.Header.Get("X-HTTP-Method-Override") != "" || r.Header.Get("X-HTTP-Method") != "" || r.Header.Get("X-Method-Override") != "" {
+		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "HTTP method overrides are not supported")
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(p, g.cfg.FHIRPath), "/"), nil
+}
+
+// isWrite reports whether the request may change data. Searches sent as POST
+// (`_search`) are reads.
+func isWrite(r *http.Request, rest string) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	case http.MethodPost:
+		return !strings.HasSuffix(rest, "/_search") && rest != "/_search"
+	}
+	return true
+}
+
+// roleOf returns the caller's role on rec, or "" when the caller is no member.
+func (g *Gateway) roleOf(r *http.Request, rec *tenancy.Record, id *auth.Identity) (tenancy.Role, error) {
+	var role tenancy.Role
+	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
+		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
+		if err != nil {
+			return err
+		}
+		m, err := tx.Membership(rec.ID, acct.ID)
+		if err != nil {
+			return err
+		}
+		role = m.Role
+		return nil
+	})
+	if errors.Is(err, tenancy.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "membership lookup failed").WithCause(err)
+	}
+	return role, nil
+}
+
+// proxy sends r to the upstream in rec's partition and rewrites the response
+// back to publicBase.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
+	out := r.Clone(r.Context())
+	out.URL.Path = g.cfg.UpstreamFHIRPath + rest
+	out.URL.RawPath = ""
+	out.RequestURI = ""
+	route, err := g.cfg.Backend.Outbound(out, target(rec))
+	if err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "cannot route to the upstream").WithCause(err))
+		return
+	}
+	if route.Upstream != nil && g.cfg.SetUpstream != nil {
+		g.cfg.SetUpstream(out, route.Upstream)
+	}
+	tw := &trackingWriter{ResponseWriter: w}
+	rw := backend.NewResponseRewriter(tw, route.UpstreamBases, publicBase)
+	err = up.ServeHTTP(rw, out)
+	if err != nil && !tw.wroteHeader {
+		g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
+		fhir.WriteError(w, upstreamError(err))
+		return
+	}
+	if cerr := rw.Close(); cerr != nil {
+		g.log.Warn("finishing response", zap.String("record", rec.ID), zap.Error(cerr))
+	}
+}
+
+func target(rec *tenancy.Record) backend.Target {
+	return backend.Target{RecordID: rec.ID, PartitionID: rec.PartitionID, PartitionName: rec.PartitionName}
+}
+
+// StatusError is implemented by upstream errors that carry an HTTP status
+// (the Caddy module adapts caddyhttp.HandlerError to it).
+type StatusError interface {
+	error
+	HTTPStatus() int
+}
+
+func upstreamError(err error) *fhir.Error {
+	status := http.StatusBadGateway
+	var se StatusError
+	if errors.As(err, &se) && se.HTTPStatus() >= 400 {
+		status = se.HTTPStatus()
+	}
+	return fhir.Errorf(status, fhir.CodeTransient, "the upstream FHIR server could not be reached").WithCause(err)
+}
