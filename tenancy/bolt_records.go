@@ -54,6 +54,11 @@ func (t *boltTx) CreateRecord(r *Record) error {
 	if err := ValidateSlug(c.Slug); err != nil {
 		return fmt.Errorf("tenancy: creating record: %w", err)
 	}
+	// Before allocating, so a caller that tries another slug in the same
+	// transaction leaves no gap in the partition ids.
+	if t.bucket(bucketSlugs).Get([]byte(c.Slug)) != nil {
+		return fmt.Errorf("tenancy: creating record %q: %w", c.Slug, ErrSlugTaken)
+	}
 	if c.Status == "" {
 		c.Status = StatusProvisioning
 	}
@@ -69,9 +74,6 @@ func (t *boltTx) CreateRecord(r *Record) error {
 	c.Created, c.Updated = t.now, t.now
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("tenancy: creating record %q: %w", c.Slug, err)
-	}
-	if t.bucket(bucketSlugs).Get([]byte(c.Slug)) != nil {
-		return fmt.Errorf("tenancy: creating record %q: %w", c.Slug, ErrSlugTaken)
 	}
 	if err := t.writeRecord(&c); err != nil {
 		return fmt.Errorf("tenancy: creating record %q: %w", c.Slug, err)

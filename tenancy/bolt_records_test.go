@@ -3,6 +3,7 @@ package tenancy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -342,4 +343,20 @@ func TestStaleRecords(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestRetryingAnotherSlugInOneTxLeavesNoGap(t *testing.T) {
+	e := newTestEnv(t)
+	e.update(t, func(tx Tx) error { return tx.CreateRecord(&Record{Slug: "john", Relationship: RelationshipSelf}) })
+	second := &Record{Slug: "john", Relationship: RelationshipSelf}
+	e.update(t, func(tx Tx) error {
+		if err := tx.CreateRecord(second); !errors.Is(err, ErrSlugTaken) {
+			return fmt.Errorf("first try: %v, want ErrSlugTaken", err)
+		}
+		second.Slug = "john-2"
+		return tx.CreateRecord(second)
+	})
+	if second.PartitionID != 2 {
+		t.Fatalf("PartitionID = %d, want 2: the refused try consumed an id", second.PartitionID)
+	}
 }

@@ -40,8 +40,9 @@ type Tx interface {
 	// CreateRecord stores a new record and fills in r. Slug and
 	// Relationship are required. ID is allocated when empty (when given,
 	// it must have NewID's form and never have been used: ErrConflict);
-	// PartitionID is allocated when zero (when given, it must never have
-	// been used: ErrConflict); PartitionName is derived from ID; Status
+	// PartitionID is allocated when zero, as the smallest number above
+	// every id allocated before that was never used (when given, it must
+	// never have been used: ErrConflict); PartitionName is derived from ID; Status
 	// defaults to StatusProvisioning; Created and Updated are set to now.
 	// A slug in use gives ErrSlugTaken. No membership is created: make the
 	// creator owner with SetMembership in the same transaction.
@@ -113,6 +114,8 @@ type Tx interface {
 	// offered role in the record (a transfer whose creator is no longer an
 	// owner), ErrNotPermitted, and the invitation stays unused.
 	//
-	// It returns the accepting account's membership after the change.
+	// It does not look at the record's Status: whether a disabled record
+	// takes new members is the caller's decision. It returns the accepting
+	// account's membership after the change.
 	AcceptInvitation(code string, accountID string) (*Membership, error)
 }
