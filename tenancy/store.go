@@ -13,7 +13,8 @@ import (
 // requests for the same slug: exactly one wins). Keep them short and never
 // call the network inside one: commit a record in StatusProvisioning, make
 // the upstream partition, then activate it in a second Update. That way a
-// partition id is committed before anything upstream uses it.
+// partition id is committed before anything upstream uses it. Do not
+// start a transaction inside another: a bbolt writer waits for itself.
 type Store interface {
 	// Update runs fn in one atomic read-write transaction. If fn returns
 	// an error (or panics, or ctx is done by the time fn returns), nothing
@@ -38,23 +39,29 @@ type Tx interface {
 	Account(id string) (*Account, error)
 
 	// CreateRecord stores a new record and fills in r. Slug and
-	// Relationship are required. ID is allocated when empty (when given,
-	// it must have NewID's form and never have been used: ErrConflict);
-	// PartitionID is allocated when zero, as the smallest number above
-	// every id allocated before that was never used (when given, it must
-	// never have been used: ErrConflict); PartitionName is derived from ID; Status
-	// defaults to StatusProvisioning; Created and Updated are set to now.
-	// A slug in use gives ErrSlugTaken. No membership is created: make the
-	// creator owner with SetMembership in the same transaction.
+	// Relationship are required; a slug in use gives ErrSlugTaken.
+	//
+	// ID is allocated when empty; when given (an import), it must have
+	// NewID's form and never have been used (ErrConflict). PartitionID is
+	// allocated when zero, from a counter that starts at 1 and only grows
+	// (a committed id is never handed out again; numbers may be skipped);
+	// when given, it must never have been used (ErrConflict).
+	// PartitionName is derived from ID. Status defaults to
+	// StatusProvisioning. Created and Updated are set to now.
+	//
+	// No membership is created: make the creator owner with SetMembership
+	// in the same transaction.
 	CreateRecord(r *Record) error
 	// Record returns the record with the given id, or ErrNotFound.
 	Record(id string) (*Record, error)
 	// RecordBySlug returns the record using slug, or ErrNotFound.
 	RecordBySlug(slug string) (*Record, error)
-	// PutRecord updates a stored record from r: slug (still unique),
-	// PatientID, Status, webhook fields. ID, PartitionID, PartitionName,
-	// Relationship and Created are immutable (ErrConflict). Updated is set
-	// to now and written back into r.
+	// PutRecord updates the stored record with r's ID from r: Slug (still
+	// unique: ErrSlugTaken), PatientID, Status and the webhook fields.
+	// PartitionID, PartitionName and Relationship cannot change
+	// (ErrConflict). Read the record, change it, put it back: Created is
+	// taken from the stored record and Updated set to now, and both are
+	// written back into r.
 	PutRecord(r *Record) error
 	// DeleteRecord removes the record, its memberships and invitations.
 	// The slug becomes free; the id and partition id stay used forever.
@@ -88,8 +95,8 @@ type Tx interface {
 	// role and returns its code (128 random bits, 26 characters of
 	// lower-case base32: URL-safe), which is not stored and cannot be
 	// recovered. The creator must hold at least the offered role
-	// (ErrNotPermitted): only an owner can offer a transfer (RoleOwner). ttl must be positive and at most
-	// MaxInvitationTTL (ErrInvalid).
+	// (ErrNotPermitted), so only an owner can offer a transfer (RoleOwner).
+	// ttl must be positive and at most MaxInvitationTTL (ErrInvalid).
 	CreateInvitation(recordID string, role Role, createdBy string, ttl time.Duration) (code string, err error)
 	// Invitation returns the invitation with the given code, or
 	// ErrNotFound; used and expired invitations are returned too.
