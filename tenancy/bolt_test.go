@@ -266,3 +266,20 @@ func TestNewBoltStoreNilDB(t *testing.T) {
 		t.Fatalf("NewBoltStore(nil) = %v, want ErrInvalid", err)
 	}
 }
+
+func TestCorruptEntryIsAnErrorNotAPanic(t *testing.T) {
+	e := newTestEnv(t)
+	r := e.recordOwnedBy(t, "john", e.account(t, "alice"))
+	if err := e.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketRecords).Put([]byte(r.ID), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := e.store.View(context.Background(), func(tx Tx) error {
+		_, err := tx.RecordBySlug("john")
+		return err
+	})
+	if err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "decoding") {
+		t.Fatalf("reading a corrupt record: %v, want a decoding error", err)
+	}
+}
