@@ -1,0 +1,269 @@
+package store
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func patient(family string) map[string]any {
+	return map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": family}}}
+}
+
+func TestCreateReadVreadUpdateDelete(t *testing.T) {
+	s := newTestServer(t)
+
+	r := s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("Chalmers"))
+	loc := r.Header.Get("Location")
+	if !strings.HasPrefix(loc, s.srv.URL+"/fhir/Patient/") || !strings.HasSuffix(loc, "/_history/1") {
+		t.Fatalf("Location %q", loc)
+	}
+	if r.Header.Get("ETag") != `W/"1"` || r.Header.Get("Last-Modified") == "" {
+		t.Fatalf("headers %v", r.Header)
+	}
+	created := r.JSON(t)
+	id := str(created, "id")
+	if !validID(id) || str(created, "meta", "versionId") != "1" || str(created, "meta", "lastUpdated") == "" {
+		t.Fatalf("created %s", r.Body)
+	}
+
+	r = s.must(http.StatusOK, "GET", "/fhir/Patient/"+id, "DEFAULT", nil)
+	if string(r.Body) != string(mustJSON(t, created)) && str(r.JSON(t), "name", 0, "family") != "Chalmers" {
+		t.Fatalf("read %s", r.Body)
+	}
+
+	// Update with the right version, then with a stale one.
+	upd := patient("Windsor")
+	upd["id"] = id
+	r = s.must(http.StatusOK, "PUT", "/fhir/Patient/"+id, "DEFAULT", upd, "If-Match", `W/"1"`)
+	if str(r.JSON(t), "meta", "versionId") != "2" || r.Header.Get("ETag") != `W/"2"` {
+		t.Fatalf("update %s %v", r.Body, r.Header)
+	}
+	expectOutcome(t, s.do("PUT", "/fhir/Patient/"+id, "DEFAULT", upd, "If-Match", `W/"1"`), http.StatusPreconditionFailed, "version 2")
+
+	// vread both versions.
+	if got := str(s.must(http.StatusOK, "GET", "/fhir/Patient/"+id+"/_history/1", "DEFAULT", nil).JSON(t), "name", 0, "family"); got != "Chalmers" {
+		t.Fatalf("vread 1: %s", got)
+	}
+	if got := str(s.must(http.StatusOK, "GET", "/fhir/Patient/"+id+"/_history/2", "DEFAULT", nil).JSON(t), "name", 0, "family"); got != "Windsor" {
+		t.Fatalf("vread 2: %s", got)
+	}
+	expectOutcome(t, s.do("GET", "/fhir/Patient/"+id+"/_history/9", "DEFAULT", nil), http.StatusNotFound, "Version 9")
+
+	// Delete: soft, versioned; read is 410; history keeps every version.
+	r = s.must(http.StatusOK, "DELETE", "/fhir/Patient/"+id, "DEFAULT", nil)
+	if r.Header.Get("ETag") != `W/"3"` {
+		t.Fatalf("delete ETag %q", r.Header.Get("ETag"))
+	}
+	expectOutcome(t, s.do("GET", "/fhir/Patient/"+id, "DEFAULT", nil), http.StatusGone, "deleted")
+	expectOutcome(t, s.do("GET", "/fhir/Patient/"+id+"/_history/3", "DEFAULT", nil), http.StatusGone, "deletion")
+	s.must(http.StatusOK, "GET", "/fhir/Patient/"+id+"/_history/2", "DEFAULT", nil)
+
+	// Deleting again changes nothing.
+	s.must(http.StatusOK, "DELETE", "/fhir/Patient/"+id, "DEFAULT", nil)
+	h := s.must(http.StatusOK, "GET", "/fhir/Patient/"+id+"/_history", "DEFAULT", nil).JSON(t)
+	if h["total"].(float64) != 3 || str(h, "entry", 0, "request", "method") != "DELETE" || str(h, "entry", 2, "request", "method") != "POST" {
+		t.Fatalf("history %v", h)
+	}
+
+	// Re-create by update.
+	upd["name"] = []any{map[string]any{"family": "Again"}}
+	r = s.must(http.StatusCreated, "PUT", "/fhir/Patient/"+id, "DEFAULT", upd)
+	if str(r.JSON(t), "meta", "versionId") != "4" {
+		t.Fatalf("re-create %s", r.Body)
+	}
+	s.must(http.StatusOK, "GET", "/fhir/Patient/"+id, "DEFAULT", nil)
+}
+
+func TestCreateOnUpdateAndClientIDs(t *testing.T) {
+	s := newTestServer(t)
+	p := patient("Client")
+	p["id"] = "pat-1.a"
+	r := s.must(http.StatusCreated, "PUT", "/fhir/Patient/pat-1.a", "DEFAULT", p)
+	if r.Header.Get("Location") != s.srv.URL+"/fhir/Patient/pat-1.a/_history/1" {
+		t.Fatalf("Location %q", r.Header.Get("Location"))
+	}
+	// If-Match on a resource that does not exist cannot match.
+	p["id"] = "nope"
+	expectOutcome(t, s.do("PUT", "/fhir/Patient/nope", "DEFAULT", p, "If-Match", `W/"1"`), http.StatusPreconditionFailed, "does not exist")
+
+	for _, bad := range []string{"a_b", strings.Repeat("x", 65), "a%20b"} {
+		p["id"] = bad
+		r := s.do("PUT", "/fhir/Patient/"+bad, "DEFAULT", p)
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("id %q: status %d: %s", bad, r.Status, r.Body)
+		}
+	}
+}
+
+func TestBadRequestsStoreNothing(t *testing.T) {
+	s := newTestServer(t)
+	before := dumpPartition(t, s.db, defaultPartitionKey)
+
+	cases := []struct {
+		name, method, path string
+		body               any
+		headers            []string
+		status             int
+		substr             string
+	}{
+		{"invalid JSON", "POST", "/fhir/Patient", `{"resourceType":"Patient",`, nil, 400, "invalid JSON"},
+		{"trailing data", "POST", "/fhir/Patient", `{"resourceType":"Patient"} {}`, nil, 400, "trailing"},
+		{"array body", "POST", "/fhir/Patient", `[1,2]`, nil, 400, "JSON object"},
+		{"no resourceType", "POST", "/fhir/Patient", `{"id":"x"}`, nil, 400, "resourceType"},
+		{"unknown resourceType", "POST", "/fhir/Patient", `{"resourceType":"Hacker"}`, nil, 400, "unknown resource type"},
+		{"wrong resourceType", "POST", "/fhir/Patient", map[string]any{"resourceType": "Observation"}, nil, 400, "does not match"},
+		{"wrong resourceType on update", "PUT", "/fhir/Patient/a", map[string]any{"resourceType": "Observation", "id": "a"}, nil, 400, "does not match"},
+		{"id mismatch", "PUT", "/fhir/Patient/a", map[string]any{"resourceType": "Patient", "id": "b"}, nil, 400, "does not match"},
+		{"missing id on update", "PUT", "/fhir/Patient/a", map[string]any{"resourceType": "Patient"}, nil, 400, "must contain an id"},
+		{"numeric id", "PUT", "/fhir/Patient/a", map[string]any{"resourceType": "Patient", "id": 7}, nil, 400, "invalid resource id"},
+		{"meta not object", "POST", "/fhir/Patient", map[string]any{"resourceType": "Patient", "meta": "x"}, nil, 400, "meta"},
+		{"xml content", "POST", "/fhir/Patient", `<Patient/>`, []string{"Content-Type", "application/fhir+xml"}, 415, "Content-Type"},
+		{"no content type", "POST", "/fhir/Patient", `{}`, []string{"Content-Type", ""}, 415, "Content-Type"},
+		{"empty body", "POST", "/fhir/Patient", "", []string{"Content-Type", "application/fhir+json"}, 400, "empty"},
+		{"xml accept", "GET", "/fhir/Patient/x", nil, []string{"Accept", "application/fhir+xml"}, 406, "JSON"},
+		{"turtle format", "GET", "/fhir/Patient/x?_format=ttl", nil, nil, 406, "_format"},
+		{"unknown type", "GET", "/fhir/Hacker/x", nil, nil, 404, "unknown resource type"},
+		{"bad id", "GET", "/fhir/Patient/a$b", nil, nil, 400, "invalid resource id"},
+		{"not found", "GET", "/fhir/Patient/nobody", nil, nil, 404, "not known"},
+		{"method", "PATCH", "/fhir/Patient/x", `{}`, nil, 405, "not allowed"},
+		{"bad If-Match", "PUT", "/fhir/Patient/a", map[string]any{"resourceType": "Patient", "id": "a"}, []string{"If-Match", "W/\"x\""}, 400, "If-Match"},
+		{"outside base", "GET", "/other/Patient/x", nil, nil, 404, "not under"},
+		{"unsupported op", "POST", "/fhir/Patient/$match", `{}`, nil, 400, "not supported"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			expectOutcome(t, s.do(c.method, c.path, "DEFAULT", c.body, c.headers...), c.status, c.substr)
+		})
+	}
+	if after := dumpPartition(t, s.db, defaultPartitionKey); after != before {
+		t.Fatalf("bad requests changed the store:\nbefore %s\nafter %s", before, after)
+	}
+}
+
+func TestBodyTooLarge(t *testing.T) {
+	s := newTestServer(t)
+	big := `{"resourceType":"Patient","text":{"div":"` + strings.Repeat("x", maxBodyBytes) + `"}}`
+	expectOutcome(t, s.do("POST", "/fhir/Patient", "DEFAULT", big), http.StatusRequestEntityTooLarge, "larger")
+}
+
+func TestAcceptAndFormat(t *testing.T) {
+	s := newTestServer(t)
+	for _, accept := range []string{"", "*/*", "application/json", "application/fhir+json; fhirVersion=4.0", "text/html, application/fhir+json;q=0.9", "application/*"} {
+		r := s.do("GET", "/fhir/metadata", "", nil, "Accept", accept)
+		if r.Status != http.StatusOK {
+			t.Errorf("Accept %q: %d", accept, r.Status)
+		}
+	}
+	for _, f := range []string{"json", "application/json", "application/fhir+json"} {
+		if r := s.do("GET", "/fhir/metadata?_format="+f, "", nil); r.Status != http.StatusOK {
+			t.Errorf("_format %q: %d", f, r.Status)
+		}
+	}
+	for _, f := range []string{"xml", "application/fhir+xml", "turtle", "html"} {
+		expectOutcome(t, s.do("GET", "/fhir/metadata?_format="+f, "", nil), http.StatusNotAcceptable, "JSON")
+	}
+	expectOutcome(t, s.do("GET", "/fhir/metadata", "", nil, "Accept", "application/fhir+json;q=0, text/xml"), http.StatusNotAcceptable, "JSON")
+}
+
+func TestPreferReturn(t *testing.T) {
+	s := newTestServer(t)
+	r := s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("Min"), "Prefer", "return=minimal")
+	if len(r.Body) != 0 || r.Header.Get("Location") == "" || r.Header.Get("ETag") != `W/"1"` {
+		t.Fatalf("minimal: %q %v", r.Body, r.Header)
+	}
+	r = s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("OO"), "Prefer", "return=OperationOutcome")
+	if m := r.JSON(t); m["resourceType"] != "OperationOutcome" || !strings.Contains(string(r.Body), "Successfully created") {
+		t.Fatalf("OperationOutcome: %s", r.Body)
+	}
+	r = s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("Rep"), "Prefer", "return=representation")
+	if str(r.JSON(t), "name", 0, "family") != "Rep" {
+		t.Fatalf("representation: %s", r.Body)
+	}
+	id := str(r.JSON(t), "id")
+	s.must(http.StatusNoContent, "DELETE", "/fhir/Patient/"+id, "DEFAULT", nil, "Prefer", "return=minimal")
+}
+
+func TestReadIfNoneMatchAndHead(t *testing.T) {
+	s := newTestServer(t)
+	id := str(s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("N")).JSON(t), "id")
+	s.must(http.StatusNotModified, "GET", "/fhir/Patient/"+id, "DEFAULT", nil, "If-None-Match", `W/"1"`)
+	s.must(http.StatusOK, "GET", "/fhir/Patient/"+id, "DEFAULT", nil, "If-None-Match", `W/"7"`)
+	if r := s.must(http.StatusOK, "HEAD", "/fhir/Patient/"+id, "DEFAULT", nil); len(r.Body) != 0 || r.Header.Get("ETag") != `W/"1"` {
+		t.Fatalf("HEAD %q %v", r.Body, r.Header)
+	}
+}
+
+func TestHistoryPagingAndSince(t *testing.T) {
+	s := newTestServer(t)
+	p := patient("H")
+	p["id"] = "h1"
+	for i := 0; i < 5; i++ {
+		s.must(map[bool]int{true: 201, false: 200}[i == 0], "PUT", "/fhir/Patient/h1", "DEFAULT", p)
+	}
+	s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", map[string]any{"resourceType": "Observation", "status": "final"})
+
+	seen := map[string]bool{}
+	next := "/fhir/Patient/h1/_history?_count=2"
+	for pages := 0; next != ""; pages++ {
+		if pages > 5 {
+			t.Fatal("history paging does not end")
+		}
+		b := s.must(http.StatusOK, "GET", next, "DEFAULT", nil).JSON(t)
+		if b["type"] != "history" || b["total"].(float64) != 5 {
+			t.Fatalf("history bundle %v", b)
+		}
+		for _, e := range b["entry"].([]any) {
+			v := str(e, "resource", "meta", "versionId")
+			if seen[v] {
+				t.Fatalf("version %s twice", v)
+			}
+			seen[v] = true
+		}
+		next = ""
+		for _, l := range b["link"].([]any) {
+			if str(l, "relation") == "next" {
+				next = strings.TrimPrefix(str(l, "url"), s.srv.URL)
+			}
+		}
+	}
+	if len(seen) != 5 {
+		t.Fatalf("saw versions %v", seen)
+	}
+
+	typeHist := s.must(http.StatusOK, "GET", "/fhir/Patient/_history", "DEFAULT", nil).JSON(t)
+	if typeHist["total"].(float64) != 5 {
+		t.Fatalf("type history %v", typeHist["total"])
+	}
+	sys := s.must(http.StatusOK, "GET", "/fhir/_history", "DEFAULT", nil).JSON(t)
+	if sys["total"].(float64) != 6 || str(sys, "entry", 0, "resource", "resourceType") != "Observation" {
+		t.Fatalf("system history %v", sys)
+	}
+	future := s.must(http.StatusOK, "GET", "/fhir/_history?_since=2999-01-01T00:00:00Z", "DEFAULT", nil).JSON(t)
+	if future["total"].(float64) != 0 {
+		t.Fatalf("_since future: %v", future)
+	}
+	expectOutcome(t, s.do("GET", "/fhir/_history?_since=yesterday", "DEFAULT", nil), 400, "_since")
+	expectOutcome(t, s.do("GET", "/fhir/_history?_count=-1", "DEFAULT", nil), 400, "_count")
+	expectOutcome(t, s.do("GET", "/fhir/Patient/nobody/_history", "DEFAULT", nil), 404, "not known")
+}
+
+func TestCapabilityStatement(t *testing.T) {
+	s := newTestServer(t)
+	cs := s.must(http.StatusOK, "GET", "/fhir/metadata", "", nil).JSON(t)
+	if cs["resourceType"] != "CapabilityStatement" || cs["fhirVersion"] != "4.0.1" {
+		t.Fatalf("metadata %v", cs["resourceType"])
+	}
+	rest := cs["rest"].([]any)[0].(map[string]any)
+	var patientOK bool
+	for _, r := range rest["resource"].([]any) {
+		m := r.(map[string]any)
+		if m["type"] == "Patient" {
+			patientOK = m["conditionalCreate"] == true && str(m, "operation", 0, "name") == "everything"
+		}
+	}
+	if !patientOK || !strings.Contains(string(mustJSON(t, rest["interaction"])), "transaction") {
+		t.Fatalf("capabilities incomplete")
+	}
+	expectOutcome(t, s.do("POST", "/fhir/metadata", "", `{}`), 405, "not allowed")
+}

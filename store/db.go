@@ -1,0 +1,97 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Options tunes Open. The zero value is ready to use.
+type Options struct {
+	// LockTimeout bounds how long Open waits for the file lock held by
+	// another process before it fails. Default 2s.
+	LockTimeout time.Duration
+	// Now returns the current time; tests may pin it. Default time.Now.
+	Now func() time.Time
+}
+
+// DB is an open store file. It is safe for concurrent use; many handlers may
+// share one DB.
+type DB struct {
+	bolt *bolt.DB
+	now  func() time.Time
+}
+
+// Root bucket names. Every partition's data lives under its own bucket so
+// that deleting a partition is deleting one bucket.
+var (
+	bucketMeta       = []byte("meta")       // sequence counters
+	bucketPartitions = []byte("partitions") // partition key → partitionInfo JSON
+	bucketSearches   = []byte("searches")   // search id → searchSnapshot JSON
+)
+
+// Nested bucket names inside a partition bucket.
+var (
+	bucketCurrent  = []byte("current")  // type bucket: id → current record
+	bucketVersions = []byte("versions") // type\x00id\x00version → record
+	bucketSequence = []byte("sequence") // global seq → type\x00id\x00version
+)
+
+const defaultLockTimeout = 2 * time.Second
+
+// Open opens (creating if needed) the bbolt file at path. A second process
+// gets a clear error after opts.LockTimeout (default 2s) instead of hanging.
+func Open(path string, opts *Options) (*DB, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = defaultLockTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: file is locked by another process (waited %s): %w", path, o.LockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketPartitions, bucketSearches} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		// The default partition always exists, as in HAPI.
+		if _, err := tx.CreateBucketIfNotExists(partitionBucketName(defaultPartitionKey)); err != nil {
+			return fmt.Errorf("create default partition: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("initialize store %s: %w", path, err)
+	}
+	return &DB{bolt: bdb, now: o.Now}, nil
+}
+
+// Close closes the file. Handlers using the DB must not be called afterwards.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// Path returns the file the DB was opened from.
+func (db *DB) Path() string { return db.bolt.Path() }
+
+// clock returns the current time truncated to milliseconds in UTC, the
+// precision FHIR instants carry in this store.
+func (db *DB) clock() time.Time { return db.now().UTC().Truncate(time.Millisecond) }

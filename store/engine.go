@@ -1,0 +1,60 @@
+package store
+
+import "net/url"
+
+// searchEngine is what the store needs from a search implementation: turn
+// query parameters into a plan it can run over decoded resources. The store
+// owns storage, paging and Bundle assembly; the engine owns FHIR search
+// semantics. engine_search.go adapts package store/search.
+type searchEngine interface {
+	// plan validates a search on resourceType. strict rejects unknown
+	// parameters; otherwise they are reported in plan.unknown. Errors are
+	// *fhir.Error (400).
+	plan(resourceType string, params url.Values, strict bool) (*searchPlan, error)
+	// params lists the search parameters of resourceType for the
+	// CapabilityStatement.
+	params(resourceType string) []searchParamInfo
+	// includes and revIncludes list the _include and _revinclude values
+	// resourceType supports, for the CapabilityStatement.
+	includes(resourceType string) []string
+	revIncludes(resourceType string) []string
+}
+
+// searchParamInfo describes one search parameter in the CapabilityStatement.
+type searchParamInfo struct {
+	Name          string
+	Definition    string
+	Type          string
+	Documentation string
+}
+
+// searchPlan is a parsed search.
+type searchPlan struct {
+	// match reports whether a current resource matches the criteria.
+	match func(res map[string]any) bool
+	// less orders matches per _sort; nil means no _sort (id order).
+	less func(a, b map[string]any) bool
+	// count is _count (0 when absent); countSet tells _count=0 from absent.
+	count    int
+	countSet bool
+	// summaryCount is _summary=count.
+	summaryCount bool
+	// elements is _elements (top-level element names), nil when absent.
+	elements []string
+	// unknown lists parameters that were ignored (lenient handling).
+	unknown []string
+	// include resolves _include and _revinclude for one page of matches;
+	// nil when the search has neither.
+	include func(page []map[string]any, src includeSource) ([]map[string]any, error)
+}
+
+// includeSource is what include resolution may read: the current resources
+// of the partition being searched, and nothing else.
+type includeSource interface {
+	// Resolve returns the current resource a relative reference "Type/id"
+	// points at, or nil.
+	Resolve(reference string) (map[string]any, error)
+	// Scan calls fn with every current resource of resourceType until fn
+	// returns false.
+	Scan(resourceType string, fn func(res map[string]any) bool) error
+}

@@ -1,0 +1,125 @@
+package store
+
+import (
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// everything answers Patient/{id}/$everything (id "" for Patient/$everything):
+// the patients, every resource in their compartments, and the resources
+// those reference, paged like a search.
+func (q *request) everything(id string) error {
+	count, err := pageSize(q.r.URL.Query())
+	if err != nil {
+		return err
+	}
+	var refs []string
+	err = q.h.db.view(q.part, func(p *ptx) error {
+		var patients []string
+		if id != "" {
+			if _, err := p.live("Patient", id); err != nil {
+				return err
+			}
+			patients = []string{id}
+		} else if err := p.scanCurrent("Patient", func(pid string, _ []byte) error {
+			patients = append(patients, pid)
+			return nil
+		}); err != nil {
+			return err
+		}
+		refs, err = q.h.compartment(p, patients)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+
+	total := len(refs)
+	b := q.newBundle("searchset")
+	b.Total = &total
+	b.Link = []outLink{{Relation: "self", URL: q.base + trimBase(q.h.cfg.BasePath, q.r.URL.Path) + queryString(q.r.URL.Query())}}
+	if total > count {
+		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Refs: refs})
+		if err != nil {
+			return err
+		}
+		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, count, count)})
+	}
+	if err := q.fillPage(b, refs[:min(count, total)], nil); err != nil {
+		return err
+	}
+	q.writeBundle(http.StatusOK, b)
+	return nil
+}
+
+// compartment returns the patients, the resources in their compartments
+// (by the official CompartmentDefinition's parameters) and what those
+// reference, as "Type/id" in a stable order: patients first, then by type
+// and id.
+func (h *handler) compartment(p *ptx, patients []string) ([]string, error) {
+	seen := map[string]bool{}
+	var members []string
+	add := func(ref string) {
+		if !seen[ref] {
+			seen[ref] = true
+			members = append(members, ref)
+		}
+	}
+	for _, pid := range patients {
+		add("Patient/" + pid)
+	}
+	types := p.types()
+	sort.Strings(types)
+	for _, typ := range types {
+		params := patientCompartmentParams[typ]
+		if typ == "Patient" {
+			continue // Patient.link is about other patients, not content
+		}
+		var ids []string
+		for _, param := range params {
+			for _, pid := range patients {
+				found, err := h.matchIDs(p, typ, url.Values{param: {"Patient/" + pid}})
+				if err != nil {
+					return nil, err
+				}
+				ids = append(ids, found...)
+			}
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			add(typ + "/" + id)
+		}
+	}
+
+	// What the compartment references: practitioners, organizations,
+	// locations, medications… one level deep.
+	var referenced []string
+	for _, ref := range members {
+		typ, id, _ := strings.Cut(ref, "/")
+		rec, err := p.current(typ, id)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil || rec.Deleted {
+			continue
+		}
+		res, err := decodeForSearch(rec.Body)
+		if err != nil {
+			return nil, err
+		}
+		_ = rewriteReferences(res, func(target string) (string, error) {
+			t, tid, ok := strings.Cut(target, "/")
+			if ok && isResourceType(t) && validID(tid) && !seen[target] {
+				if cur, err := p.current(t, tid); err == nil && cur != nil && !cur.Deleted {
+					seen[target] = true
+					referenced = append(referenced, target)
+				}
+			}
+			return target, nil
+		})
+	}
+	sort.Strings(referenced)
+	return append(members, referenced...), nil
+}

@@ -1,0 +1,290 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// formatParams are request parameters about the response format, not the
+// search: they never reach the engine.
+var formatParams = []string{"_format", "_pretty"}
+
+// match is one search hit: its current record and decoded form.
+type match struct {
+	rec *record
+	res map[string]any
+}
+
+// searchPost answers POST Type/_search: form parameters and URL parameters
+// together.
+func (q *request) searchPost(typ string) error {
+	ct := q.r.Header.Get("Content-Type")
+	if ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/x-www-form-urlencoded") {
+		return fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+			"POST _search takes application/x-www-form-urlencoded, not %q", ct)
+	}
+	q.r.Body = http.MaxBytesReader(q.w, q.r.Body, maxBodyBytes)
+	if err := q.r.ParseForm(); err != nil {
+		return fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "invalid form body: %v", err)
+	}
+	return q.search(typ, q.r.Form)
+}
+
+// searchParams copies params without the format parameters.
+func searchParams(params url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range params {
+		out[k] = append([]string(nil), v...)
+	}
+	for _, k := range formatParams {
+		delete(out, k)
+	}
+	return out
+}
+
+// run evaluates plan over the current resources of typ in the partition and
+// returns the ordered hits.
+func run(p *ptx, typ string, plan *searchPlan) ([]match, error) {
+	var hits []match
+	err := p.scanCurrent(typ, func(id string, raw []byte) error {
+		res, err := decodeForSearch(raw)
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", typ, id, err)
+		}
+		if plan.match(res) {
+			hits = append(hits, match{rec: &record{Type: typ, ID: id}, res: res})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if plan.less != nil {
+		sort.SliceStable(hits, func(i, j int) bool { return plan.less(hits[i].res, hits[j].res) })
+	}
+	return hits, nil
+}
+
+// matchIDs returns the ids of the current resources of typ matching params
+// (conditional create, update, delete and references).
+func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, error) {
+	plan, err := h.engine.plan(typ, searchParams(params), true)
+	if err != nil {
+		return nil, err
+	}
+	hits, err := run(p, typ, plan)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(hits))
+	for i, m := range hits {
+		ids[i] = m.rec.ID
+	}
+	return ids, nil
+}
+
+// search answers a type search.
+func (q *request) search(typ string, params url.Values) error {
+	params = searchParams(params)
+	plan, err := q.h.engine.plan(typ, params, preferStrict(q.r))
+	if err != nil {
+		return err
+	}
+	count := defaultPageSize
+	if plan.countSet {
+		count = min(max(plan.count, 0), maxPageSize)
+	}
+	self := q.base + "/" + typ + queryString(params)
+
+	var hits []match
+	if err := q.h.db.view(q.part, func(p *ptx) error {
+		hits, err = run(p, typ, plan)
+		return err
+	}); err != nil {
+		return err
+	}
+	total := len(hits)
+	b := q.newBundle("searchset")
+	b.Total = &total
+	b.Link = []outLink{{Relation: "self", URL: self}}
+	if plan.summaryCount {
+		q.appendUnknownOutcome(b, plan)
+		q.writeBundle(http.StatusOK, b)
+		return nil
+	}
+
+	refs := make([]string, total)
+	for i, m := range hits {
+		refs[i] = typ + "/" + m.rec.ID
+	}
+	if total > count {
+		snap := &searchSnapshot{Partition: q.part, Type: typ, Query: params.Encode(), Refs: refs}
+		searchID, err := q.h.db.saveSnapshot(snap)
+		if err != nil {
+			return err
+		}
+		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, count, count)})
+	}
+	if err := q.fillPage(b, refs[:min(count, total)], plan); err != nil {
+		return err
+	}
+	q.writeBundle(http.StatusOK, b)
+	return nil
+}
+
+// fillPage adds the match entries of page ("Type/id" references), their
+// includes and the outcome entry to b, reading current versions in one
+// transaction. plan is nil for $everything pages.
+func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error {
+	if plan == nil {
+		plan = &searchPlan{}
+	}
+	err := q.h.db.view(q.part, func(p *ptx) error {
+		var resources []map[string]any
+		seen := map[string]bool{}
+		for _, ref := range page {
+			typ, id, _ := strings.Cut(ref, "/")
+			rec, err := p.current(typ, id)
+			if err != nil {
+				return err
+			}
+			if rec == nil || rec.Deleted {
+				// Deleted since the search ran: the page keeps its place
+				// in the snapshot but cannot show what no longer exists.
+				continue
+			}
+			body, res, err := project(rec.Body, plan.elements)
+			if err != nil {
+				return err
+			}
+			seen[typ+"/"+id] = true
+			resources = append(resources, res)
+			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
+		}
+		if plan.include == nil || len(resources) == 0 {
+			return nil
+		}
+		included, err := plan.include(resources, partitionSource{p})
+		if err != nil {
+			return err
+		}
+		for _, inc := range included {
+			rt, _ := inc["resourceType"].(string)
+			id, _ := inc["id"].(string)
+			if seen[rt+"/"+id] {
+				continue
+			}
+			seen[rt+"/"+id] = true
+			rec, err := p.current(rt, id)
+			if err != nil {
+				return err
+			}
+			if rec == nil || rec.Deleted {
+				continue
+			}
+			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(rt, id), Resource: rec.Body, Search: &outSearch{Mode: "include"}})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	q.appendUnknownOutcome(b, plan)
+	return nil
+}
+
+// appendUnknownOutcome reports ignored parameters (lenient handling) as an
+// OperationOutcome entry with search.mode outcome.
+func (q *request) appendUnknownOutcome(b *outBundle, plan *searchPlan) {
+	if len(plan.unknown) == 0 {
+		return
+	}
+	oo := &fhir.OperationOutcome{ResourceType: "OperationOutcome"}
+	for _, name := range plan.unknown {
+		oo.Issue = append(oo.Issue, fhir.Issue{Severity: fhir.SeverityWarning, Code: fhir.CodeNotSupported,
+			Diagnostics: fmt.Sprintf("unknown search parameter %q was ignored", name)})
+	}
+	b.Entry = append(b.Entry, outEntry{Resource: outcomeJSON(oo), Search: &outSearch{Mode: "outcome"}})
+}
+
+// project applies _elements: only the named top-level elements plus the
+// mandatory ones, marked SUBSETTED. It returns the JSON and decoded form.
+func project(body []byte, elements []string) (json.RawMessage, map[string]any, error) {
+	res, err := decodeForSearch(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(elements) == 0 {
+		return body, res, nil
+	}
+	keep := map[string]bool{"resourceType": true, "id": true, "meta": true}
+	for _, e := range elements {
+		// "Observation.code" and "code" both name the top-level element.
+		if i := strings.LastIndexByte(e, '.'); i >= 0 {
+			e = e[i+1:]
+		}
+		keep[e] = true
+	}
+	out := map[string]any{}
+	for k, v := range res {
+		if keep[k] {
+			out[k] = v
+		}
+	}
+	meta, _ := out["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	tags, _ := meta["tag"].([]any)
+	meta["tag"] = append(tags, map[string]any{
+		"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+		"code":   "SUBSETTED", "display": "Resource encoded in summary mode",
+	})
+	out["meta"] = meta
+	raw, err := encodeResource(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return raw, out, nil
+}
+
+// partitionSource lets include resolution read one partition.
+type partitionSource struct{ p *ptx }
+
+// Resolve implements includeSource.
+func (s partitionSource) Resolve(reference string) (map[string]any, error) {
+	typ, id, ok := strings.Cut(reference, "/")
+	if !ok || !isResourceType(typ) || !validID(id) {
+		return nil, nil
+	}
+	rec, err := s.p.current(typ, id)
+	if err != nil || rec == nil || rec.Deleted {
+		return nil, err
+	}
+	return decodeForSearch(rec.Body)
+}
+
+// Scan implements includeSource.
+func (s partitionSource) Scan(resourceType string, fn func(map[string]any) bool) error {
+	stop := fmt.Errorf("stop")
+	err := s.p.scanCurrent(resourceType, func(id string, raw []byte) error {
+		res, err := decodeForSearch(raw)
+		if err != nil {
+			return err
+		}
+		if !fn(res) {
+			return stop
+		}
+		return nil
+	})
+	if err == stop {
+		return nil
+	}
+	return err
+}
