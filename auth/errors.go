@@ -43,7 +43,7 @@ type TokenError struct {
 
 // Error implements error.
 func (e *TokenError) Error() string {
-	if e.Reason == "" {
+	if e.Reason == "" && e.Kind != nil {
 		return "invalid token: " + e.Kind.Error()
 	}
 	return "invalid token: " + e.Reason

@@ -50,7 +50,6 @@ type remoteKeySet struct {
 
 	discovery    map[string]any // last good discovery document
 	discoveredAt time.Time
-	fetches      int // JWKS fetches started, for tests and metrics
 }
 
 // flight is one fetch shared by every caller waiting for it.
@@ -100,7 +99,6 @@ func (s *remoteKeySet) startFetchLocked(ctx context.Context) *flight {
 	f := &flight{done: make(chan struct{})}
 	s.inflight = f
 	s.lastAttempt = s.now()
-	s.fetches++
 	go func() {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultFetchTimeout)
 		keys, err := s.fetchKeys(fctx)
@@ -182,12 +180,6 @@ func (s *remoteKeySet) discoveryCopy(ctx context.Context) (map[string]any, error
 		return nil, err
 	}
 	return maps.Clone(doc), nil
-}
-
-func (s *remoteKeySet) fetchCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fetches
 }
 
 // selectKey picks the key for kid and alg. A token without kid is accepted

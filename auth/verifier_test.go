@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -575,5 +576,25 @@ func TestWWWAuthenticate(t *testing.T) {
 	}
 	if got := WWWAuthenticateInsufficientScope("pfr", "patient/Observation.r"); got != `Bearer realm="pfr", error="insufficient_scope", scope="patient/Observation.r"` {
 		t.Errorf("insufficient scope header = %s", got)
+	}
+}
+
+func TestVerifyGivesUpWhenContextEnds(t *testing.T) {
+	clock := newTestClock()
+	key := newEdKey(t, "k")
+	release := make(chan struct{})
+	blocking := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		http.Error(w, "late", http.StatusServiceUnavailable)
+	}))
+	defer blocking.Close()
+	defer close(release) // runs before Close, so the handler can return
+	const issuer = "https://slow.example"
+	v := newTestVerifier(t, clock, IssuerConfig{Issuer: issuer, JWKSURL: blocking.URL})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := v.Verify(ctx, key.sign(t, claimsFor(issuer, clock.Now(), testAud)), []string{testAud})
+	if !errors.Is(err, ErrKeysUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("error = %v, want ErrKeysUnavailable caused by context.Canceled", err)
 	}
 }
