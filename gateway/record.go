@@ -150,6 +150,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rest
 	out.URL.RawPath = ""
 	out.RequestURI = ""
+	// The upstream trusts the gateway, not the client: the caller's
+	// credentials stay here (an upstream that needs its own goes in the
+	// upstream handler's config, e.g. reverse_proxy header_up).
+	out.Header.Del("Authorization")
+	out.Header.Del("Cookie")
 	route, err := g.cfg.Backend.Outbound(out, target(rec))
 	if err != nil {
 		fhir.WriteError(w, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "cannot route to the upstream").WithCause(err))

@@ -1,0 +1,268 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/gateway"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+func init() {
+	caddy.RegisterModule(Gateway{})
+	httpcaddyfile.RegisterHandlerDirective("pfr", parseGatewayCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("pfr", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// upstreamVar is the HTTP variable that holds the per-record upstream
+// address (host:port) in `per_record_url` mode; use it as
+// `reverse_proxy {http.vars.pfr_upstream}`.
+const upstreamVar = "pfr_upstream"
+
+// Gateway is the caddy-pfr gateway: it serves every Personal FHIR Record of
+// one base domain at `{slug}.{base_domain}{fhir_path}` and the management API
+// on the apex, in front of the configured upstream FHIR server.
+type Gateway struct {
+	// The apex domain. Records are served at its subdomains, the management
+	// API at the apex itself. Required.
+	BaseDomain string `json:"base_domain"`
+
+	// Path of each record's FHIR API. Default: `/fhir`.
+	FHIRPath string `json:"fhir_path,omitempty"`
+
+	// Directory of the gateway's own data: records, accounts and memberships
+	// (`pfr.db`) and the dev issuer's key. Shared across config reloads.
+	// Default: `pfr` in Caddy's data directory.
+	DataDir string `json:"data_dir,omitempty"`
+
+	// How records map onto the upstream FHIR server.
+	Partition *PartitionConfig `json:"partition,omitempty"`
+
+	// The OpenID providers whose access tokens are trusted.
+	Issuers []IssuerConfig `json:"issuers,omitempty"`
+
+	// Trust a development token issuer whose key lives in data_dir; mint
+	// tokens with `pfr token`. Refused unless base_domain is `localhost` or
+	// under `.localhost`.
+	DevIssuer bool `json:"dev_issuer,omitempty"`
+
+	// The handler that reaches the upstream FHIR server, usually
+	// `reverse_proxy` or the embedded `pfr_store`. Required.
+	UpstreamRaw json.RawMessage `json:"upstream,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
+
+	upstream caddyhttp.MiddlewareHandler
+	gw       *gateway.Gateway
+	poolKey  string
+	logger   *zap.Logger
+}
+
+// PartitionConfig says how a record maps onto the upstream.
+type PartitionConfig struct {
+	// One of `header` (default: HAPI's RequestHeaderPartitionInterceptor,
+	// the numeric partition id in a header), `url_prefix` (HAPI's
+	// UrlBaseTenantIdentificationStrategy: `/fhir/{partition name}/…`),
+	// `tenant_header` (IBM/LinuxForHealth FHIR server) or `per_record_url`
+	// (one FHIR service per record).
+	Mode string `json:"mode,omitempty"`
+
+	// Header carrying the partition id in `header` mode. Default:
+	// `X-Request-Partition-IDs`.
+	Header string `json:"header,omitempty"`
+
+	// Header carrying the tenant in `tenant_header` mode. Default:
+	// `X-FHIR-TENANT-ID`.
+	TenantHeader string `json:"tenant_header,omitempty"`
+
+	// Header carrying the datastore id in `tenant_header` mode. Default:
+	// `X-FHIR-DSID`.
+	DataStoreHeader string `json:"datastore_header,omitempty"`
+
+	// Datastore id to send in `tenant_header` mode; not sent when empty.
+	DataStoreID string `json:"datastore_id,omitempty"`
+
+	// Upstream base URL template in `per_record_url` mode, with the
+	// placeholders `{record_id}`, `{partition_name}` and `{partition_id}`,
+	// e.g. `https://fhir-{record_id}.internal/fhir`. The upstream handler
+	// dials the host it finds in the `{http.vars.pfr_upstream}` placeholder.
+	URLTemplate string `json:"url_template,omitempty"`
+
+	// FHIR base path on the upstream. Default: `/fhir`.
+	UpstreamFHIRPath string `json:"upstream_fhir_path,omitempty"`
+
+	// Absolute base URLs the upstream may write into responses (for
+	// example its configured server address), rewritten to the record's
+	// address like the ones derived from the request.
+	UpstreamURLs []string `json:"upstream_urls,omitempty"`
+
+	// More client-sent headers to remove before the request goes upstream,
+	// besides every partition and tenant header.
+	StripHeaders []string `json:"strip_headers,omitempty"`
+}
+
+// IssuerConfig is one trusted OpenID provider.
+type IssuerConfig struct {
+	// The exact `iss` value of its tokens. Required.
+	Issuer string `json:"issuer"`
+
+	// Where its signing keys are. Default: the `jwks_uri` of its OpenID
+	// discovery document.
+	JWKSURL string `json:"jwks_url,omitempty"`
+
+	// Audiences accepted from this issuer on every record and on the apex,
+	// besides each record's own FHIR base URL.
+	Audiences []string `json:"audiences,omitempty"`
+
+	// Claims that hold the granted scopes. Default: `scope`, `scp`.
+	ScopeClaims []string `json:"scope_claims,omitempty"`
+
+	// Claims that name the client. Default: `client_id`, `azp`, `cid`, `appid`.
+	ClientIDClaims []string `json:"client_id_claims,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Gateway) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.pfr",
+		New: func() caddy.Module { return new(Gateway) },
+	}
+}
+
+// Provision loads the upstream handler, opens the data directory and builds
+// the pipeline.
+func (g *Gateway) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	if g.DataDir == "" {
+		g.DataDir = filepath.Join(caddy.AppDataDir(), "pfr")
+	}
+	if g.Partition == nil {
+		g.Partition = new(PartitionConfig)
+	}
+	if g.UpstreamRaw == nil {
+		return errors.New("pfr: an upstream handler is required (reverse_proxy or pfr_store)")
+	}
+	mod, err := ctx.LoadModule(g, "UpstreamRaw")
+	if err != nil {
+		return fmt.Errorf("pfr: loading upstream handler: %w", err)
+	}
+	up, ok := mod.(caddyhttp.MiddlewareHandler)
+	if !ok {
+		return fmt.Errorf("pfr: upstream module %T is not an HTTP handler", mod)
+	}
+	g.upstream = up
+
+	db, key, err := openBolt(filepath.Join(g.DataDir, "pfr.db"))
+	if err != nil {
+		return fmt.Errorf("pfr: %w", err)
+	}
+	g.poolKey = key
+	tenants, err := tenancy.NewBoltStore(db)
+	if err != nil {
+		return fmt.Errorf("pfr: %w", err)
+	}
+
+	issuers := make([]auth.IssuerConfig, 0, len(g.Issuers)+1)
+	for _, ic := range g.Issuers {
+		issuers = append(issuers, auth.IssuerConfig{
+			Issuer: ic.Issuer, JWKSURL: ic.JWKSURL, Audiences: ic.Audiences,
+			ScopeClaims: ic.ScopeClaims, ClientIDClaims: ic.ClientIDClaims,
+		})
+	}
+	if g.DevIssuer {
+		if !auth.DevIssuerAllowed(g.BaseDomain) {
+			return fmt.Errorf("pfr: dev_issuer is only allowed when base_domain is localhost or under .localhost, not %q", g.BaseDomain)
+		}
+		dev, err := auth.LoadOrCreateDevIssuer(g.DataDir)
+		if err != nil {
+			return fmt.Errorf("pfr: dev issuer: %w", err)
+		}
+		issuers = append(issuers, dev.Config())
+		g.logger.Warn("development token issuer enabled; never use it in production",
+			zap.String("issuer", dev.Issuer()), zap.String("audience", dev.Audience()))
+	}
+	verifier, err := auth.NewVerifier(issuers, auth.Options{HTTPClient: &http.Client{Timeout: 10 * time.Second}})
+	if err != nil {
+		return fmt.Errorf("pfr: %w", err)
+	}
+
+	pc := g.Partition
+	be, err := backend.New(backend.Config{
+		Mode: backend.Mode(pc.Mode), FHIRPath: pc.UpstreamFHIRPath, PartitionHeader: pc.Header,
+		TenantHeader: pc.TenantHeader, DataStoreHeader: pc.DataStoreHeader, DataStoreID: pc.DataStoreID,
+		URLTemplate: pc.URLTemplate, UpstreamURLs: pc.UpstreamURLs, StripHeaders: pc.StripHeaders,
+	})
+	if err != nil {
+		return fmt.Errorf("pfr: partition: %w", err)
+	}
+
+	g.gw, err = gateway.New(gateway.Config{
+		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
+		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,
+		SetUpstream: func(r *http.Request, u *url.URL) { caddyhttp.SetVar(r.Context(), upstreamVar, u.Host) },
+	})
+	if err != nil {
+		return fmt.Errorf("pfr: %w", err)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (g *Gateway) Validate() error {
+	if g.BaseDomain == "" {
+		return errors.New("pfr: base_domain is required")
+	}
+	if len(g.Issuers) == 0 && !g.DevIssuer {
+		return errors.New("pfr: at least one issuer (or dev_issuer) is required")
+	}
+	return nil
+}
+
+// Cleanup releases the data directory.
+func (g *Gateway) Cleanup() error {
+	return releaseBolt(g.poolKey)
+}
+
+// ServeHTTP runs the gateway pipeline. The gateway answers every request for
+// its base domain; next is not called.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	return g.gw.ServeHTTP(w, r, gateway.UpstreamFunc(func(w http.ResponseWriter, r *http.Request) error {
+		err := g.upstream.ServeHTTP(w, r, noNext)
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) {
+			return statusError{he}
+		}
+		return err
+	}))
+}
+
+// noNext ends the chain behind the upstream handler: an upstream that passes
+// a request on has not answered it.
+var noNext = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+	return caddyhttp.Error(http.StatusBadGateway, errors.New("the upstream handler did not answer"))
+})
+
+// statusError carries a Caddy handler error's status to the gateway.
+type statusError struct{ caddyhttp.HandlerError }
+
+func (e statusError) HTTPStatus() int { return e.StatusCode }
+func (e statusError) Unwrap() error   { return e.Err }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Gateway)(nil)
+	_ caddy.Validator             = (*Gateway)(nil)
+	_ caddy.CleanerUpper          = (*Gateway)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
+	_ gateway.StatusError         = statusError{}
+)

@@ -1,0 +1,218 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// UnmarshalCaddyfile sets up the gateway from Caddyfile tokens:
+//
+//	pfr {
+//	    base_domain  <domain>
+//	    fhir_path    <path>
+//	    data_dir     <dir>
+//	    partition    header [<header name>]
+//	    partition    url_prefix
+//	    partition    tenant_header [<tenant header>] {
+//	        datastore_header <name>
+//	        datastore_id     <id>
+//	    }
+//	    partition    per_record_url <url template>
+//	    upstream_fhir_path <path>
+//	    upstream_url <absolute base URL>...
+//	    strip_header <name>...
+//	    issuer <issuer URL> {
+//	        jwks_url        <url>
+//	        audience        <aud>...
+//	        scope_claim     <claim>...
+//	        client_id_claim <claim>...
+//	    }
+//	    dev_issuer
+//	    upstream <handler> [<args...>] {
+//	        <handler options>
+//	    }
+//	}
+func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if g.Partition == nil {
+		g.Partition = new(PartitionConfig)
+	}
+	pc := g.Partition
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "base_domain":
+			if err := oneArg(d, &g.BaseDomain); err != nil {
+				return err
+			}
+		case "fhir_path":
+			if err := oneArg(d, &g.FHIRPath); err != nil {
+				return err
+			}
+		case "data_dir":
+			if err := oneArg(d, &g.DataDir); err != nil {
+				return err
+			}
+		case "upstream_fhir_path":
+			if err := oneArg(d, &pc.UpstreamFHIRPath); err != nil {
+				return err
+			}
+		case "upstream_url":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			pc.UpstreamURLs = append(pc.UpstreamURLs, args...)
+		case "strip_header":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			pc.StripHeaders = append(pc.StripHeaders, args...)
+		case "partition":
+			if err := parsePartition(d, pc); err != nil {
+				return err
+			}
+		case "issuer":
+			ic, err := parseIssuer(d)
+			if err != nil {
+				return err
+			}
+			g.Issuers = append(g.Issuers, ic)
+		case "dev_issuer":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.DevIssuer = true
+		case "upstream":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "http.handlers."+name)
+			if err != nil {
+				return err
+			}
+			h, ok := unm.(caddyhttp.MiddlewareHandler)
+			if !ok {
+				return d.Errf("upstream %q is not an HTTP handler", name)
+			}
+			g.UpstreamRaw = caddyconfig.JSONModuleObject(h, "handler", name, nil)
+		default:
+			return d.Errf("unrecognized pfr option '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func parsePartition(d *caddyfile.Dispenser, pc *PartitionConfig) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	pc.Mode = d.Val()
+	switch pc.Mode {
+	case "header":
+		if d.NextArg() {
+			pc.Header = d.Val()
+		}
+	case "url_prefix":
+	case "tenant_header":
+		if d.NextArg() {
+			pc.TenantHeader = d.Val()
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			switch d.Val() {
+			case "datastore_header":
+				if err := oneArg(d, &pc.DataStoreHeader); err != nil {
+					return err
+				}
+			case "datastore_id":
+				if err := oneArg(d, &pc.DataStoreID); err != nil {
+					return err
+				}
+			default:
+				return d.Errf("unrecognized tenant_header option '%s'", d.Val())
+			}
+		}
+	case "per_record_url":
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		pc.URLTemplate = d.Val()
+	default:
+		return d.Errf("unknown partition mode '%s' (want header, url_prefix, tenant_header or per_record_url)", pc.Mode)
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func parseIssuer(d *caddyfile.Dispenser) (IssuerConfig, error) {
+	var ic IssuerConfig
+	if err := oneArgNoEnd(d, &ic.Issuer); err != nil {
+		return ic, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "jwks_url":
+			if err := oneArg(d, &ic.JWKSURL); err != nil {
+				return ic, err
+			}
+		case "audience":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return ic, d.ArgErr()
+			}
+			ic.Audiences = append(ic.Audiences, args...)
+		case "scope_claim":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return ic, d.ArgErr()
+			}
+			ic.ScopeClaims = append(ic.ScopeClaims, args...)
+		case "client_id_claim":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return ic, d.ArgErr()
+			}
+			ic.ClientIDClaims = append(ic.ClientIDClaims, args...)
+		default:
+			return ic, d.Errf("unrecognized issuer option '%s'", d.Val())
+		}
+	}
+	return ic, nil
+}
+
+// oneArg reads exactly one argument into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if err := oneArgNoEnd(d, dst); err != nil {
+		return err
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// oneArgNoEnd reads one argument into dst; a block may follow.
+func oneArgNoEnd(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	return nil
+}
+
+func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Gateway)
+	err := g.UnmarshalCaddyfile(h.Dispenser)
+	return g, err
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Gateway)(nil)

@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func observation(patientRef, code string) map[string]any {
+	return map[string]any{
+		"resourceType": "Observation", "status": "final",
+		"code":          map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": code}}},
+		"subject":       map[string]any{"reference": patientRef},
+		"valueQuantity": map[string]any{"value": 72, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+	}
+}
+
+// TestTwoRecordsIsolated creates two records for two people and checks that
+// each person reads and writes only their own, through real Caddy and TLS.
+func TestTwoRecordsIsolated(t *testing.T) {
+	e := startGateway(t, "")
+	alice, bob := e.token("alice"), e.token("bob")
+
+	ra := e.createRecord(alice, "alice-home", "Smith", "Alice")
+	rb := e.createRecord(bob, "bob-home", "Jones", "Bob")
+	if ra["fhirBase"] != recordURL("alice-home", "") || ra["role"] != "owner" || ra["patientId"] == "" {
+		t.Fatalf("created record view: %v", ra)
+	}
+	pa, pb := "Patient/"+ra["patientId"].(string), "Patient/"+rb["patientId"].(string)
+
+	// Each writes an Observation in their own record.
+	wa := e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7"))
+	wa.expect(t, http.StatusCreated, "alice writes")
+	if loc := wa.header.Get("Location"); !strings.HasPrefix(loc, recordURL("alice-home", "/Observation/")) {
+		t.Errorf("Location %q is not on alice's record address", loc)
+	}
+	e.do("POST", recordURL("bob-home", "/Observation"), bob, observation(pb, "8302-2")).expect(t, http.StatusCreated, "bob writes")
+
+	// Each sees exactly one Observation, their own.
+	for _, c := range []struct{ slug, tok, code string }{{"alice-home", alice, "29463-7"}, {"bob-home", bob, "8302-2"}} {
+		res := e.do("GET", recordURL(c.slug, "/Observation"), c.tok, nil).expect(t, http.StatusOK, "search "+c.slug)
+		if total, _ := res.body["total"].(float64); total != 1 || !strings.Contains(string(res.raw), c.code) {
+			t.Errorf("%s sees %.600s", c.slug, res.raw)
+		}
+		if strings.Contains(string(res.raw), "127.0.0.1") || !strings.Contains(string(res.raw), recordURL(c.slug, "/Observation/")) {
+			t.Errorf("%s: upstream URLs leak or record URLs missing: %.600s", c.slug, res.raw)
+		}
+	}
+
+	// Alice's token on Bob's record: authenticated, but no member.
+	e.do("GET", recordURL("bob-home", "/Observation"), alice, nil).expectOutcome(t, http.StatusForbidden, "alice reads bob")
+	e.do("POST", recordURL("bob-home", "/Observation"), alice, observation(pb, "1-1")).
+		expectOutcome(t, http.StatusForbidden, "alice writes to bob")
+
+	// A client-sent partition header does not reach the upstream: Alice
+	// names Bob's partition and still sees only her own record.
+	for _, hdr := range []string{"X-Request-Partition-IDs", "x-request-partition-ids", "X-FHIR-TENANT-ID"} {
+		res := e.do("GET", recordURL("alice-home", "/Observation"), alice, nil, hdr, "2", hdr, "DEFAULT")
+		res.expect(t, http.StatusOK, "smuggled "+hdr)
+		if strings.Contains(string(res.raw), "8302-2") {
+			t.Fatalf("header %s let alice see bob's data: %.600s", hdr, res.raw)
+		}
+	}
+
+	// The management API lists only one's own records.
+	list := e.do("GET", apex("/pfr/v1/records"), alice, nil).expect(t, http.StatusOK, "list")
+	if recs := list.body["records"].([]any); len(recs) != 1 || recs[0].(map[string]any)["slug"] != "alice-home" {
+		t.Errorf("alice's list: %s", list.raw)
+	}
+	e.do("GET", apex("/pfr/v1/records/bob-home"), alice, nil).expectOutcome(t, http.StatusNotFound, "alice gets bob's record")
+}
+
+// TestRequestsRefused covers hosts, paths and tokens the gateway must refuse.
+func TestRequestsRefused(t *testing.T) {
+	e := startGateway(t, "")
+	alice := e.token("alice")
+	e.createRecord(alice, "alice-home", "Smith", "Alice")
+
+	// Unknown record subdomain: 404 OperationOutcome (the name gets no
+	// certificate either, so ask over the apex connection).
+	req, _ := http.NewRequest("GET", apex("/fhir/metadata"), nil)
+	req.Host = fmt.Sprintf("nobody-here.%s:%d", baseDomain, httpsPort)
+	res, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown record: status %d, want 404", res.StatusCode)
+	}
+
+	// No token.
+	r := e.do("GET", recordURL("alice-home", "/Patient"), "", nil).expectOutcome(t, http.StatusUnauthorized, "no token")
+	if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("WWW-Authenticate = %q", r.header.Get("WWW-Authenticate"))
+	}
+	// The CapabilityStatement is public.
+	e.do("GET", recordURL("alice-home", "/metadata"), "", nil).expect(t, http.StatusOK, "metadata")
+
+	base := recordURL("alice-home", "")
+	now := time.Now()
+	valid := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": "alice", "aud": base, "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "scope": "patient/*.cruds"}
+	}
+	// The test issuer's valid token works once alice of that issuer is a member;
+	// here alice@test-issuer is no member, so a valid token gets 403, never 401.
+	e.do("GET", recordURL("alice-home", "/Patient"), e.idp.sign(t, valid()), nil).
+		expectOutcome(t, http.StatusForbidden, "valid token, no membership")
+
+	expired := valid()
+	expired["exp"] = now.Add(-time.Hour).Unix()
+	wrongAud := valid()
+	wrongAud["aud"] = "https://evil.example/fhir"
+	otherRecordAud := valid()
+	otherRecordAud["aud"] = recordURL("bob-home", "")
+	wrongIss := valid()
+	wrongIss["iss"] = "https://issuer.invalid"
+	noExp := valid()
+	delete(noExp, "exp")
+
+	none := jwt.NewWithClaims(jwt.SigningMethodNone, valid())
+	noneTok, _ := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
+	// HMAC "signed" with the RSA public key bytes: the classic alg confusion.
+	pub := e.idp.key.PublicKey.N.Bytes()
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, valid())
+	hs.Header["kid"] = e.idp.kid
+	hsTok, _ := hs.SignedString(pub)
+	// A token of the dev issuer for another gateway (another data dir).
+	other := startOtherDevIssuer(t)
+
+	for name, tok := range map[string]string{
+		"expired":           e.idp.sign(t, expired),
+		"wrong aud":         e.idp.sign(t, wrongAud),
+		"other record aud":  e.idp.sign(t, otherRecordAud),
+		"unknown issuer":    e.idp.sign(t, wrongIss),
+		"no exp":            e.idp.sign(t, noExp),
+		"alg none":          noneTok,
+		"HMAC with pub key": hsTok,
+		"other dev issuer":  other,
+		"garbage":           "not.a.jwt",
+	} {
+		r := e.do("GET", recordURL("alice-home", "/Patient"), tok, nil)
+		r.expectOutcome(t, http.StatusUnauthorized, name)
+		if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_token") {
+			t.Errorf("%s: WWW-Authenticate = %q", name, r.header.Get("WWW-Authenticate"))
+		}
+	}
+
+	// Path tricks.
+	for _, p := range []string{"/fhir/../fhir/Patient", "/fhir/Patient%2F..%2F", "/fhir//Patient", "/other"} {
+		req, _ := http.NewRequest("GET", "https://alice-home."+baseDomain+fmt.Sprintf(":%d", httpsPort)+p, nil)
+		req.URL.Opaque = p
+		req.Header.Set("Authorization", "Bearer "+alice)
+		res, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest && res.StatusCode != http.StatusNotFound {
+			t.Errorf("path %s: status %d, want 400 or 404", p, res.StatusCode)
+		}
+	}
+	e.do("GET", recordURL("alice-home", "/Patient"), alice, nil, "X-HTTP-Method-Override", "DELETE").
+		expectOutcome(t, http.StatusBadRequest, "method override")
+}
+
+// TestViewerCannotWrite gives bob a viewer invitation to alice's record.
+func TestViewerCannotWrite(t *testing.T) {
+	e := startGateway(t, "")
+	alice, bob := e.token("alice"), e.token("bob")
+	rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
+	pa := "Patient/" + rec["patientId"].(string)
+	e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7")).expect(t, http.StatusCreated, "owner writes")
+
+	inv := e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), alice, map[string]any{"role": "viewer"}).
+		expect(t, http.StatusCreated, "invite")
+	code := inv.body["code"].(string)
+	// Bob may not invite himself with someone else's record.
+	e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), bob, map[string]any{"role": "owner"}).
+		expectOutcome(t, http.StatusNotFound, "non-member invites")
+	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
+	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), e.token("mallory"), nil).
+		expectOutcome(t, http.StatusConflict, "second use of an invitation")
+
+	e.do("GET", recordURL("alice-home", "/Observation"), bob, nil).expect(t, http.StatusOK, "viewer reads")
+	e.do("POST", recordURL("alice-home", "/Observation/_search"), bob, "").expect(t, http.StatusOK, "viewer searches by POST")
+	e.do("POST", recordURL("alice-home", "/Observation"), bob, observation(pa, "1-1")).
+		expectOutcome(t, http.StatusForbidden, "viewer writes")
+	e.do("DELETE", recordURL("alice-home", "/"+pa), bob, nil).expectOutcome(t, http.StatusForbidden, "viewer deletes")
+	e.do("POST", recordURL("alice-home", ""), bob, map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{}}).
+		expect(t, http.StatusForbidden, "viewer posts a transaction")
+}
+
+// TestCreateRecordRefusals checks the management API's input rules.
+func TestCreateRecordRefusals(t *testing.T) {
+	e := startGateway(t, "")
+	alice := e.token("alice")
+	e.createRecord(alice, "alice-home", "Smith", "Alice")
+	patient := map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": "X"}}}
+	for name, body := range map[string]any{
+		"slug taken":    map[string]any{"slug": "alice-home", "patient": patient},
+		"reserved slug": map[string]any{"slug": "www", "patient": patient},
+		"short slug":    map[string]any{"slug": "ab", "patient": patient},
+		"upper slug":    map[string]any{"slug": "Alice", "patient": patient},
+		"not a patient": map[string]any{"slug": "alice-two", "patient": map[string]any{"resourceType": "Observation"}},
+		"no patient":    map[string]any{"slug": "alice-three"},
+		"unknown field": map[string]any{"slug": "alice-four", "patient": patient, "partition": 1},
+		"bad json":      "{",
+	} {
+		r := e.do("POST", apex("/pfr/v1/records"), alice, body)
+		if r.status < 400 || r.status >= 500 || r.body["resourceType"] != "OperationOutcome" {
+			t.Errorf("%s: status %d body %.300s", name, r.status, r.raw)
+		}
+	}
+	// None of the refusals left a record behind.
+	list := e.do("GET", apex("/pfr/v1/records"), alice, nil).expect(t, http.StatusOK, "list")
+	if n := len(list.body["records"].([]any)); n != 1 {
+		t.Errorf("records after refusals: %d, want 1: %s", n, list.raw)
+	}
+}

@@ -1,0 +1,308 @@
+// Package e2e runs caddy-pfr end to end inside real Caddy (caddytest): TLS
+// with on-demand certificates, the gateway, the embedded store, real tokens.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/golang-jwt/jwt/v5"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/pfrgateway/caddy-pfr"
+	"github.com/pfrgateway/caddy-pfr/auth"
+)
+
+const (
+	baseDomain = "pfr.localhost"
+	httpsPort  = 9443
+	httpPort   = 9080
+)
+
+// env is one running gateway: Caddy with a fresh data directory, its dev
+// issuer, and a second, JWKS-based issuer whose tokens the tests craft freely.
+type env struct {
+	t       *testing.T
+	dataDir string
+	dev     *auth.DevIssuer
+	idp     *testIssuer
+	client  *http.Client
+}
+
+// gatewayConfig is the Caddyfile every end-to-end test starts from; %[1]s is
+// the data directory, %[2]s the test issuer URL, %[3]s the upstream lines.
+const gatewayConfig = `{
+	admin localhost:2999
+	http_port %[4]d
+	https_port %[5]d
+	local_certs
+	skip_install_trust
+	storage file_system {
+		root %[6]s
+	}
+	on_demand_tls {
+		permission pfr {
+			base_domain pfr.localhost
+			data_dir %[1]s
+		}
+	}
+}
+
+https://pfr.localhost:%[5]d, https://*.pfr.localhost:%[5]d {
+	tls {
+		on_demand
+	}
+	pfr {
+		base_domain pfr.localhost
+		data_dir %[1]s
+		dev_issuer
+		issuer %[2]s {
+			jwks_url %[2]s/jwks
+		}
+%[3]s
+	}
+}
+`
+
+// caddyStorage is Caddy's storage for the whole test process: the
+// in-process Caddy keeps certificates in memory across config loads, so every
+// config must use the same local CA.
+var caddyStorage string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pfr-e2e-caddy-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	caddyStorage = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startGateway loads a gateway config into the in-process Caddy. upstream
+// holds the pfr block's partition/upstream lines; empty means the embedded
+// store in the data directory.
+func startGateway(t *testing.T, upstream string) *env {
+	t.Helper()
+	// caddytest skips a test whose Caddy cannot start; here that is a failure.
+	t.Cleanup(func() {
+		if t.Skipped() {
+			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
+		}
+	})
+	dir := t.TempDir()
+	idp := newTestIssuer(t)
+	if upstream == "" {
+		upstream = "\t\tupstream pfr_store " + dir + "/store.db"
+	}
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(gatewayConfig, dir, idp.url, upstream, httpPort, httpsPort, caddyStorage), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	dev, err := auth.LoadOrCreateDevIssuer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, dataDir: dir, dev: dev, idp: idp, client: newClient()}
+}
+
+// newClient dials every name to 127.0.0.1 (as *.localhost resolves) and
+// does not verify the local CA: the TLS test checks certificates itself.
+func newClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, port, _ := net.SplitHostPort(addr)
+				return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
+			},
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // test client; certificates are checked in TestOnDemandTLS
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func apex(path string) string { return fmt.Sprintf("https://%s:%d%s", baseDomain, httpsPort, path) }
+
+func recordURL(slug, path string) string {
+	return fmt.Sprintf("https://%s.%s:%d/fhir%s", slug, baseDomain, httpsPort, path)
+}
+
+// token mints a dev-issuer token for sub with the default scope.
+func (e *env) token(sub string) string {
+	e.t.Helper()
+	tok, err := e.dev.Mint(sub, "openid patient/*.cruds", nil, time.Hour)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// response is what do returns: the status, headers and decoded JSON body.
+type response struct {
+	status int
+	header http.Header
+	raw    []byte
+	body   map[string]any
+}
+
+// do sends a request; body may be nil, a []byte or anything JSON-encodable.
+func (e *env) do(method, url, token string, body any, headers ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	res, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := response{status: res.StatusCode, header: res.Header, raw: raw}
+	_ = json.Unmarshal(raw, &out.body)
+	return out
+}
+
+// expect fails the test unless r has the wanted status.
+func (r response) expect(t *testing.T, status int, what string) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("%s: status %d, want %d; body: %.800s", what, r.status, status, r.raw)
+	}
+	return r
+}
+
+// expectOutcome fails unless r is an OperationOutcome with the given status.
+func (r response) expectOutcome(t *testing.T, status int, what string) response {
+	t.Helper()
+	r.expect(t, status, what)
+	if r.body["resourceType"] != "OperationOutcome" {
+		t.Fatalf("%s: body is not an OperationOutcome: %.500s", what, r.raw)
+	}
+	return r
+}
+
+// createRecord creates a record for the caller and returns its view.
+func (e *env) createRecord(token, slug, family, given string) map[string]any {
+	e.t.Helper()
+	res := e.do("POST", apex("/pfr/v1/records"), token, map[string]any{
+		"slug": slug, "relationship": "self",
+		"patient": map[string]any{
+			"resourceType": "Patient",
+			"name":         []any{map[string]any{"family": family, "given": []any{given}}},
+			"gender":       "female", "birthDate": "1980-04-02",
+		},
+	})
+	res.expect(e.t, http.StatusCreated, "create record "+slug)
+	return res.body
+}
+
+// testIssuer is an OpenID-provider stand-in that only serves a JWKS: the
+// tests sign whatever tokens they need with its RSA key (the full OIDC
+// flows with a real provider live in the SMART tests).
+type testIssuer struct {
+	url string
+	key *rsa.PrivateKey
+	kid string
+}
+
+func newTestIssuer(t *testing.T) *testIssuer {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti := &testIssuer{key: key, kid: "test-key-1"}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/jwks" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{map[string]any{
+			"kty": "RSA", "kid": ti.kid, "use": "sig", "alg": "RS256",
+			"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
+			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
+		}}})
+	}))
+	t.Cleanup(srv.Close)
+	ti.url = srv.URL
+	return ti
+}
+
+// sign signs claims with the issuer's key; iss defaults to the issuer.
+func (ti *testIssuer) sign(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	if _, ok := claims["iss"]; !ok {
+		claims["iss"] = ti.url
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = ti.kid
+	s, err := tok.SignedString(ti.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// startOtherDevIssuer mints a token from a dev issuer this gateway does not
+// trust (another data directory).
+func startOtherDevIssuer(t *testing.T) string {
+	t.Helper()
+	other, err := auth.LoadOrCreateDevIssuer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := other.Mint("alice", "patient/*.cruds", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

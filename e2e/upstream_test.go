@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// recordingUpstream is a stand-in FHIR server that records every request it
+// receives and answers with absolute URLs of its own address, to assert the
+// exact requests the gateway sends through Caddy's reverse_proxy.
+type recordingUpstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []*http.Request
+}
+
+func newRecordingUpstream(t *testing.T) *recordingUpstream {
+	u := &recordingUpstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *recordingUpstream) serve(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.seen = append(u.seen, r.Clone(r.Context()))
+	u.mu.Unlock()
+	self := "http://" + r.Host
+	w.Header().Set("Content-Type", "application/fhir+json")
+	switch {
+	case strings.HasSuffix(r.URL.Path, "$partition-management-create-partition"):
+		fmt.Fprint(w, `{"resourceType":"Parameters","parameter":[]}`)
+	case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/Patient"):
+		w.Header().Set("Location", self+r.URL.Path+"/p1/_history/1")
+		w.WriteHeader(http.StatusCreated)
+	default:
+		base := self + strings.TrimSuffix(r.URL.Path, "/Observation")
+		body, _ := json.Marshal(map[string]any{
+			"resourceType": "Bundle", "type": "searchset", "total": 1,
+			"link": []any{map[string]any{"relation": "self", "url": base + "/Observation?_count=20"}},
+			"entry": []any{map[string]any{
+				"fullUrl": base + "/Observation/o1",
+				"resource": map[string]any{"resourceType": "Observation", "id": "o1",
+					"subject": map[string]any{"reference": base + "/Patient/p1"}},
+			}},
+		})
+		w.Header().Set("Content-Location", base+"/Observation")
+		_, _ = w.Write(body)
+	}
+}
+
+func (u *recordingUpstream) last() *http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seen[len(u.seen)-1]
+}
+
+// TestUpstreamRequests checks, per partition mode, the exact request the
+// upstream receives through Caddy's reverse_proxy and that its absolute URLs
+// come back as the record's address.
+func TestUpstreamRequests(t *testing.T) {
+	for _, mode := range []struct {
+		name, lines string
+		check       func(t *testing.T, r *http.Request)
+	}{
+		{"header", "\t\tpartition header\n", func(t *testing.T, r *http.Request) {
+			if v := r.Header.Values("X-Request-Partition-IDs"); len(v) != 1 || v[0] != "1" {
+				t.Errorf("partition header %q, want exactly [1]", v)
+			}
+			if r.URL.Path != "/fhir/Observation" {
+				t.Errorf("path %q", r.URL.Path)
+			}
+		}},
+		{"url_prefix", "\t\tpartition url_prefix\n", func(t *testing.T, r *http.Request) {
+			if !strings.HasPrefix(r.URL.Path, "/fhir/pfr-") || !strings.HasSuffix(r.URL.Path, "/Observation") {
+				t.Errorf("path %q, want /fhir/pfr-<record id>/Observation", r.URL.Path)
+			}
+			if v := r.Header.Values("X-Request-Partition-IDs"); len(v) != 0 {
+				t.Errorf("partition header %q reached the upstream", v)
+			}
+		}},
+		{"tenant_header", "\t\tpartition tenant_header X-FHIR-TENANT-ID {\n\t\t\tdatastore_id default\n\t\t}\n", func(t *testing.T, r *http.Request) {
+			if v := r.Header.Values("X-FHIR-TENANT-ID"); len(v) != 1 || !strings.HasPrefix(v[0], "pfr-") {
+				t.Errorf("tenant header %q", v)
+			}
+			if v := r.Header.Values("X-FHIR-DSID"); len(v) != 1 || v[0] != "default" {
+				t.Errorf("datastore header %q", v)
+			}
+			if v := r.Header.Values("X-Request-Partition-IDs"); len(v) != 0 {
+				t.Errorf("partition header %q reached the upstream", v)
+			}
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			up := newRecordingUpstream(t)
+			e := startGateway(t, mode.lines+"\t\tupstream reverse_proxy "+strings.TrimPrefix(up.URL, "http://"))
+			alice := e.token("alice")
+			rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
+			if rec["patientId"] != "p1" {
+				t.Fatalf("patient id from the upstream's Location: %v", rec["patientId"])
+			}
+			res := e.do("GET", recordURL("alice-home", "/Observation"), alice, nil,
+				"X-Request-Partition-IDs", "7", "X-FHIR-TENANT-ID", "someone-else", "X-FHIR-DSID", "other")
+			res.expect(t, http.StatusOK, "search")
+			got := up.last()
+			mode.check(t, got)
+			if got.Header.Get("Authorization") != "" {
+				t.Errorf("the client's bearer token reached the upstream")
+			}
+			body := string(res.raw)
+			if strings.Contains(body, up.URL) {
+				t.Errorf("upstream address leaked: %s", body)
+			}
+			for _, want := range []string{
+				recordURL("alice-home", "/Observation?_count=20"),
+				recordURL("alice-home", "/Observation/o1"),
+				recordURL("alice-home", "/Patient/p1"),
+			} {
+				if !strings.Contains(body, want) {
+					t.Errorf("response lacks %s: %s", want, body)
+				}
+			}
+			if cl := res.header.Get("Content-Location"); cl != recordURL("alice-home", "/Observation") {
+				t.Errorf("Content-Location %q", cl)
+			}
+		})
+	}
+}
