@@ -5,8 +5,10 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -114,18 +116,37 @@ func (c IssuerConfig) validate() error {
 	return nil
 }
 
+// checkHTTPURL accepts https URLs, and http only on loopback hosts (local
+// development and tests): keys fetched over plain HTTP from elsewhere could
+// be swapped by anyone on the path.
 func checkHTTPURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return err
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return fmt.Errorf("%q is not an http(s) URL", raw)
-	}
 	if u.Host == "" {
 		return fmt.Errorf("%q has no host", raw)
 	}
-	return nil
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q must use https (http is allowed on loopback only)", raw)
+	default:
+		return fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+}
+
+func isLoopbackHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func orDefault(v, def []string) []string {

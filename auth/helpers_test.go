@@ -128,7 +128,9 @@ type testIssuer struct {
 	jwksOverride []byte
 	// discoveryIssuer, when set, is the issuer the discovery document names.
 	discoveryIssuer string
-	jwksStatus      int
+	// jwksURI, when set, is the jwks_uri the discovery document names.
+	jwksURI    string
+	jwksStatus int
 
 	jwksFetches      atomic.Int64
 	discoveryFetches atomic.Int64
@@ -141,14 +143,17 @@ func newTestIssuer(t testing.TB, keys ...signingKey) *testIssuer {
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		ti.discoveryFetches.Add(1)
 		ti.mu.Lock()
-		iss := ti.discoveryIssuer
+		iss, jwksURI := ti.discoveryIssuer, ti.jwksURI
 		ti.mu.Unlock()
 		if iss == "" {
 			iss = ti.issuer()
 		}
+		if jwksURI == "" {
+			jwksURI = ti.srv.URL + "/jwks"
+		}
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"issuer":                 iss,
-			"jwks_uri":               ti.srv.URL + "/jwks",
+			"jwks_uri":               jwksURI,
 			"authorization_endpoint": ti.srv.URL + "/auth",
 			"token_endpoint":         ti.srv.URL + "/token",
 		})

@@ -451,6 +451,8 @@ func TestVerifyIssuerFailures(t *testing.T) {
 		{"oversized JWKS", func(ti *testIssuer) {
 			ti.jwksOverride = []byte(`{"keys":[],"pad":"` + strings.Repeat("x", maxDocumentBytes) + `"}`)
 		}},
+		{"discovery names plain-http JWKS off loopback", func(ti *testIssuer) { ti.jwksURI = "http://idp.example/jwks" }},
+		{"discovery names no JWKS", func(ti *testIssuer) { ti.jwksURI = "urn:none" }},
 		{"JWKS not JSON", func(ti *testIssuer) { ti.jwksOverride = []byte("<html>") }},
 		{"JWKS without keys", func(ti *testIssuer) { ti.jwksOverride = []byte(`{}`) }},
 		{"JWKS server error", func(ti *testIssuer) { ti.jwksStatus = http.StatusInternalServerError }},
@@ -547,6 +549,9 @@ func TestNewVerifierRejectsBadConfig(t *testing.T) {
 		{"URN issuer without keys", []IssuerConfig{{Issuer: "urn:x"}}},
 		{"bad JWKS URL", []IssuerConfig{{Issuer: "urn:x", JWKSURL: "file:///etc/passwd"}}},
 		{"duplicate", []IssuerConfig{{Issuer: "https://a"}, {Issuer: "https://a"}}},
+		{"plain-http issuer off loopback", []IssuerConfig{{Issuer: "http://idp.example"}}},
+		{"plain-http JWKS off loopback", []IssuerConfig{{Issuer: "https://idp.example", JWKSURL: "http://idp.example/jwks"}}},
+		{"http issuer on a look-alike host", []IssuerConfig{{Issuer: "http://localhost.evil.example"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -554,6 +559,20 @@ func TestNewVerifierRejectsBadConfig(t *testing.T) {
 				t.Fatal("NewVerifier accepted a bad configuration")
 			}
 		})
+	}
+}
+
+func TestNewVerifierAcceptsGoodConfig(t *testing.T) {
+	good := []IssuerConfig{
+		{Issuer: "https://idp.example/realms/pfr"},
+		{Issuer: "urn:pfr:partner", JWKSURL: "https://keys.partner.example/jwks"},
+		{Issuer: "http://127.0.0.1:3000"},
+		{Issuer: "http://[::1]:3000"},
+		{Issuer: "http://localhost:3000"},
+		{Issuer: "http://auth.pfr.localhost"},
+	}
+	if _, err := NewVerifier(good, Options{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
