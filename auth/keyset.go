@@ -58,6 +58,10 @@ type flight struct {
 	err  error
 }
 
+// resolve returns the key for kid and alg. It answers from the cached set
+// while it is fresh; it fetches when the set is stale, or when the kid is
+// unknown and the last fetch is older than minRefetch. After one fetch its
+// answer is final, so each call makes at most one pass through the network.
 func (s *remoteKeySet) resolve(ctx context.Context, kid, alg string) (crypto.PublicKey, error) {
 	for refetched := false; ; refetched = true {
 		s.mu.Lock()
