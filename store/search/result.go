@@ -1,0 +1,151 @@
+package search
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
+)
+
+// addResultParam handles a result-control parameter.
+func (q *Query) addResultParam(name, modifier string, hasModifier bool, value string, strict bool) error {
+	if hasModifier {
+		full := name + ":" + modifier
+		return q.unknown(full, value, strict, "modifier :"+modifier+" is not supported on "+name)
+	}
+	switch name {
+	case "_count", "_offset":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 {
+			return invalid(name, value, "must be a non-negative integer")
+		}
+		if name == "_offset" {
+			q.Offset = n
+		} else if n == 0 {
+			q.SummaryCount = true
+		} else {
+			q.Count = n
+		}
+	case "_summary":
+		switch value {
+		case "true", "text", "data", "false":
+		case "count":
+			q.SummaryCount = true
+		default:
+			return invalid(name, value, "must be true, text, data, count or false")
+		}
+		q.Summary = value
+	case "_total":
+		switch value {
+		case "none", "estimate", "accurate":
+		default:
+			return invalid(name, value, "must be none, estimate or accurate")
+		}
+		q.Total = value
+	case "_format":
+		q.Format = value
+	case "_pretty":
+	case "_elements":
+		for _, e := range strings.Split(value, ",") {
+			e = strings.TrimSpace(e)
+			if q.ResourceType != "" {
+				e = strings.TrimPrefix(e, q.ResourceType+".")
+			}
+			if e == "" {
+				continue
+			}
+			if !isElementName(e) {
+				return invalid(name, value, "element names must be top-level names like code or subject")
+			}
+			q.Elements = append(q.Elements, e)
+		}
+	case "_sort":
+		return q.addSort(value, strict)
+	case "_include", "_revinclude":
+		return q.addInclude(name, value, strict)
+	}
+	return nil
+}
+
+func isElementName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !(isLetter(s[i]) || s[i] >= '0' && s[i] <= '9' || s[i] == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// addSort parses _sort=a,-b.
+func (q *Query) addSort(value string, strict bool) error {
+	for _, key := range strings.Split(value, ",") {
+		key = strings.TrimSpace(key)
+		desc := strings.HasPrefix(key, "-")
+		code := strings.TrimPrefix(key, "-")
+		if code == "" {
+			continue
+		}
+		p, why := q.lookup(code)
+		if p != nil && !sortable(p) {
+			p, why = nil, "cannot sort by a "+p.Type+" parameter"
+		}
+		if p == nil {
+			if err := q.unknown("_sort", key, strict, why); err != nil {
+				return err
+			}
+			continue
+		}
+		q.SortBy = append(q.SortBy, SortKey{Param: p, Descending: desc})
+	}
+	return nil
+}
+
+func sortable(p *searchparam.Param) bool {
+	switch p.Type {
+	case searchparam.TypeComposite, searchparam.TypeSpecial:
+		return false
+	}
+	return p.Expression != ""
+}
+
+// addInclude parses _include and _revinclude values SourceType:param and
+// SourceType:param:TargetType. _include's source must be the searched type.
+func (q *Query) addInclude(name, value string, strict bool) error {
+	if value == "" {
+		return nil
+	}
+	parts := strings.Split(value, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		if value == "*" || len(parts) == 2 && parts[1] == "*" {
+			return q.unknown(name, value, strict, "wildcard includes are not supported")
+		}
+		return invalid(name, value, "must be SourceType:parameter[:TargetType]")
+	}
+	inc := Include{SourceType: parts[0], Param: parts[1]}
+	if len(parts) == 3 {
+		inc.TargetType = parts[2]
+	}
+	if inc.Param == "*" {
+		return q.unknown(name, value, strict, "wildcard includes are not supported")
+	}
+	if !searchparam.IsResourceType(inc.SourceType) || inc.TargetType != "" && !searchparam.IsResourceType(inc.TargetType) {
+		return invalid(name, value, "unknown resource type")
+	}
+	if name == "_include" && q.ResourceType != "" && inc.SourceType != q.ResourceType {
+		return invalid(name, value, "the source type must be the searched type "+q.ResourceType)
+	}
+	p, ok := searchparam.Lookup(inc.SourceType, inc.Param)
+	if !ok || p.Type != searchparam.TypeReference {
+		return q.unknown(name, value, strict, inc.SourceType+" has no reference parameter "+inc.Param)
+	}
+	if inc.TargetType != "" && len(p.Target) > 0 && !slices.Contains(p.Target, inc.TargetType) {
+		return invalid(name, value, inc.Param+" cannot refer to "+inc.TargetType)
+	}
+	if name == "_include" {
+		q.Includes = append(q.Includes, inc)
+	} else {
+		q.RevIncludes = append(q.RevIncludes, inc)
+	}
+	return nil
+}
