@@ -60,7 +60,7 @@ type ResponseRewriter struct {
 // (absolute upstream FHIR base URLs, in either scheme) is rewritten to start
 // with publicBase (e.g. "https://john.pfr.localhost:8443/fhir") instead.
 func NewResponseRewriter(w http.ResponseWriter, bases []string, publicBase string) *ResponseRewriter {
-	return &ResponseRewriter{w: w, rp: newReplacer(bases, publicBase)}
+	return &ResponseRewriter{w: w, rp: cachedReplacer(bases, publicBase)}
 }
 
 // Header returns the header map of the wrapped writer.
@@ -99,6 +99,10 @@ func (rw *ResponseRewriter) WriteHeader(status int) {
 		rw.startStreaming()
 	} else {
 		rw.buffered = true
+		if err == nil && declared > 0 {
+			// Room for the body with longer URLs, in one allocation.
+			rw.buf.Grow(min(int(declared)+int(declared)/4+1024, rw.limit()))
+		}
 	}
 	rw.stream = newStreamRewriter(rw.rp, bodySink{rw})
 }
