@@ -230,8 +230,8 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.base + "/" + typ + queryString(params)}}
 	if !plan.summaryCount {
-		for _, m := range hits[:min(count, total)] {
-			rec, err := p.current(typ, m.rec.ID)
+		for _, id := range hits[:min(count, total)] {
+			rec, err := p.current(typ, id)
 			if err != nil {
 				return nil, err
 			}
@@ -239,7 +239,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 			if err != nil {
 				return nil, err
 			}
-			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, m.rec.ID), Resource: body, Search: &outSearch{Mode: "match"}})
+			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
 		}
 	}
 	q.appendUnknownOutcome(b, plan)

@@ -32,11 +32,14 @@ type searchParamInfo struct {
 type searchPlan struct {
 	// match reports whether a current resource matches the criteria.
 	match func(res map[string]any) bool
-	// less orders matches per _sort; nil means no _sort (id order).
-	less func(a, b map[string]any) bool
+	// sort orders matches in place per _sort (or the engine's default
+	// order); nil keeps id order.
+	sort func(matches []map[string]any)
 	// count is _count (0 when absent); countSet tells _count=0 from absent.
 	count    int
 	countSet bool
+	// offset is _offset: matches to skip before the first page.
+	offset int
 	// summaryCount is _summary=count.
 	summaryCount bool
 	// elements is _elements (top-level element names), nil when absent.

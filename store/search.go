@@ -5,21 +5,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/store/search"
 )
 
 // formatParams are request parameters about the response format, not the
 // search: they never reach the engine.
 var formatParams = []string{"_format", "_pretty"}
-
-// match is one search hit: its current record and decoded form.
-type match struct {
-	rec *record
-	res map[string]any
-}
 
 // searchPost answers POST Type/_search: form parameters and URL parameters
 // together.
@@ -49,26 +43,30 @@ func searchParams(params url.Values) url.Values {
 }
 
 // run evaluates plan over the current resources of typ in the partition and
-// returns the ordered hits.
-func run(p *ptx, typ string, plan *searchPlan) ([]match, error) {
-	var hits []match
+// returns the ids of the hits in order.
+func run(p *ptx, typ string, plan *searchPlan) ([]string, error) {
+	var hits []map[string]any
 	err := p.scanCurrent(typ, func(id string, raw []byte) error {
 		res, err := decodeForSearch(raw)
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", typ, id, err)
 		}
 		if plan.match(res) {
-			hits = append(hits, match{rec: &record{Type: typ, ID: id}, res: res})
+			hits = append(hits, res)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if plan.less != nil {
-		sort.SliceStable(hits, func(i, j int) bool { return plan.less(hits[i].res, hits[j].res) })
+	if plan.sort != nil {
+		plan.sort(hits)
 	}
-	return hits, nil
+	ids := make([]string, len(hits))
+	for i, res := range hits {
+		ids[i], _ = res["id"].(string)
+	}
+	return ids, nil
 }
 
 // matchIDs returns the ids of the current resources of typ matching params
@@ -78,15 +76,7 @@ func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	hits, err := run(p, typ, plan)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, len(hits))
-	for i, m := range hits {
-		ids[i] = m.rec.ID
-	}
-	return ids, nil
+	return run(p, typ, plan)
 }
 
 // search answers a type search.
@@ -102,7 +92,7 @@ func (q *request) search(typ string, params url.Values) error {
 	}
 	self := q.base + "/" + typ + queryString(params)
 
-	var hits []match
+	var hits []string
 	if err := q.h.db.view(q.part, func(p *ptx) error {
 		hits, err = run(p, typ, plan)
 		return err
@@ -120,18 +110,25 @@ func (q *request) search(typ string, params url.Values) error {
 	}
 
 	refs := make([]string, total)
-	for i, m := range hits {
-		refs[i] = typ + "/" + m.rec.ID
+	for i, id := range hits {
+		refs[i] = typ + "/" + id
 	}
-	if total > count {
+	offset := min(plan.offset, total)
+	end := min(offset+count, total)
+	if end < total || offset > 0 {
 		snap := &searchSnapshot{Partition: q.part, Type: typ, Query: params.Encode(), Refs: refs}
 		searchID, err := q.h.db.saveSnapshot(snap)
 		if err != nil {
 			return err
 		}
-		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, count, count)})
+		if end < total {
+			b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, end, count)})
+		}
+		if offset > 0 {
+			b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, max(offset-count, 0), count)})
+		}
 	}
-	if err := q.fillPage(b, refs[:min(count, total)], plan); err != nil {
+	if err := q.fillPage(b, refs[offset:end], plan); err != nil {
 		return err
 	}
 	q.writeBundle(http.StatusOK, b)
@@ -213,8 +210,8 @@ func (q *request) appendUnknownOutcome(b *outBundle, plan *searchPlan) {
 	b.Entry = append(b.Entry, outEntry{Resource: outcomeJSON(oo), Search: &outSearch{Mode: "outcome"}})
 }
 
-// project applies _elements: only the named top-level elements plus the
-// mandatory ones, marked SUBSETTED. It returns the JSON and decoded form.
+// project applies _elements (the named top-level elements plus the
+// mandatory ones, marked SUBSETTED). It returns the JSON and decoded form.
 func project(body []byte, elements []string) (json.RawMessage, map[string]any, error) {
 	res, err := decodeForSearch(body)
 	if err != nil {
@@ -223,30 +220,7 @@ func project(body []byte, elements []string) (json.RawMessage, map[string]any, e
 	if len(elements) == 0 {
 		return body, res, nil
 	}
-	keep := map[string]bool{"resourceType": true, "id": true, "meta": true}
-	for _, e := range elements {
-		// "Observation.code" and "code" both name the top-level element.
-		if i := strings.LastIndexByte(e, '.'); i >= 0 {
-			e = e[i+1:]
-		}
-		keep[e] = true
-	}
-	out := map[string]any{}
-	for k, v := range res {
-		if keep[k] {
-			out[k] = v
-		}
-	}
-	meta, _ := out["meta"].(map[string]any)
-	if meta == nil {
-		meta = map[string]any{}
-	}
-	tags, _ := meta["tag"].([]any)
-	meta["tag"] = append(tags, map[string]any{
-		"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-		"code":   "SUBSETTED", "display": "Resource encoded in summary mode",
-	})
-	out["meta"] = meta
+	out := search.ApplyElements(res, elements)
 	raw, err := encodeResource(out)
 	if err != nil {
 		return nil, nil, err

@@ -1,0 +1,153 @@
+package store
+
+import (
+	"net/url"
+	"slices"
+	"sync"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
+	"github.com/pfrgateway/caddy-pfr/store/search"
+)
+
+// engine adapts package search, the FHIR search engine, to the store.
+type engine struct{}
+
+// newSearchEngine returns the store's search engine.
+func newSearchEngine() searchEngine { return engine{} }
+
+// plan implements searchEngine.
+func (engine) plan(resourceType string, params url.Values, strict bool) (*searchPlan, error) {
+	q, err := search.Parse(resourceType, params, strict)
+	if err != nil {
+		return nil, err
+	}
+	p := &searchPlan{
+		match:        q.Match,
+		sort:         q.Sort,
+		count:        q.Count,
+		countSet:     q.Count > 0,
+		offset:       q.Offset,
+		summaryCount: q.SummaryCount,
+		elements:     q.Elements,
+		unknown:      q.Unknown,
+	}
+	if len(q.Includes) > 0 || len(q.RevIncludes) > 0 {
+		p.include = func(page []map[string]any, src includeSource) ([]map[string]any, error) {
+			return resolveIncludes(q, page, src)
+		}
+	}
+	return p, nil
+}
+
+// resolveIncludes follows _include from the page's resources to what they
+// reference, and _revinclude from resources that reference the page's.
+func resolveIncludes(q *search.Query, page []map[string]any, src includeSource) ([]map[string]any, error) {
+	var out []map[string]any
+	seen := map[string]bool{}
+	for _, res := range page {
+		seen[refOf(res)] = true
+	}
+	add := func(res map[string]any) {
+		if ref := refOf(res); !seen[ref] {
+			seen[ref] = true
+			out = append(out, res)
+		}
+	}
+	for _, inc := range q.Includes {
+		for _, res := range page {
+			for _, ref := range inc.References(res) {
+				if seen[ref] {
+					continue
+				}
+				target, err := src.Resolve(ref)
+				if err != nil {
+					return nil, err
+				}
+				if target != nil {
+					add(target)
+				}
+			}
+		}
+	}
+	for _, inc := range q.RevIncludes {
+		err := src.Scan(inc.SourceType, func(cand map[string]any) bool {
+			for _, res := range page {
+				rt, _ := res["resourceType"].(string)
+				id, _ := res["id"].(string)
+				if inc.Refers(cand, rt, id) {
+					add(cand)
+					break
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// refOf is "Type/id" of a decoded resource.
+func refOf(res map[string]any) string {
+	rt, _ := res["resourceType"].(string)
+	id, _ := res["id"].(string)
+	return rt + "/" + id
+}
+
+// params implements searchEngine: the parameters search really evaluates
+// (composite and special ones are not).
+func (engine) params(resourceType string) []searchParamInfo {
+	var out []searchParamInfo
+	for _, p := range searchparam.ForType(resourceType) {
+		if p.Type == searchparam.TypeComposite || p.Type == searchparam.TypeSpecial || p.Expression == "" {
+			continue
+		}
+		out = append(out, searchParamInfo{Name: p.Code, Definition: p.URL, Type: p.Type})
+	}
+	return out
+}
+
+// includes implements searchEngine: Type:param for each reference parameter.
+func (engine) includes(resourceType string) []string {
+	return includeTable()[resourceType]
+}
+
+// revIncludes implements searchEngine: Source:param for every reference
+// parameter that may point at resourceType.
+func (engine) revIncludes(resourceType string) []string {
+	return revIncludeTable()[resourceType]
+}
+
+var (
+	includeOnce           sync.Once
+	includes, revIncludes map[string][]string
+)
+
+func buildIncludeTables() {
+	includes, revIncludes = map[string][]string{}, map[string][]string{}
+	types := searchparam.ResourceTypes()
+	for _, src := range types {
+		for _, p := range searchparam.ForType(src) {
+			if p.Type != searchparam.TypeReference || p.Expression == "" {
+				continue
+			}
+			includes[src] = append(includes[src], src+":"+p.Code)
+			for _, target := range types {
+				if len(p.Target) == 0 || slices.Contains(p.Target, target) {
+					revIncludes[target] = append(revIncludes[target], src+":"+p.Code)
+				}
+			}
+		}
+	}
+}
+
+func includeTable() map[string][]string {
+	includeOnce.Do(buildIncludeTables)
+	return includes
+}
+
+func revIncludeTable() map[string][]string {
+	includeOnce.Do(buildIncludeTables)
+	return revIncludes
+}
