@@ -55,7 +55,8 @@ func (rt *Route) DialAddress() string {
 // It removes every client-sent partition and tenant header
 // (X-Request-Partition-IDs, X-FHIR-TENANT-ID, X-FHIR-DSID, the configured
 // names and Config.StripHeaders, in any letter case, with '_' for '-', every
-// repeated value) and Accept-Encoding, then, by mode:
+// repeated value, from the header and the declared trailers) and
+// Accept-Encoding, then, by mode:
 //
 //   - header: sets PartitionHeader to t.PartitionID;
 //   - url_prefix: inserts t.PartitionName after FHIRPath in the path
@@ -80,6 +81,9 @@ func (b *Backend) Outbound(r *http.Request, t Target) (*Route, error) {
 		return nil, err
 	}
 	b.stripClientHeaders(r.Header)
+	// A declared trailer would be copied to the upstream request and
+	// filled after the body: strip it too.
+	b.stripClientHeaders(r.Trailer)
 
 	route := &Route{}
 	switch b.cfg.Mode {

@@ -425,6 +425,21 @@ func TestOutboundRefusesBadTargets(t *testing.T) {
 	}
 }
 
+func TestOutboundStripsDeclaredTrailers(t *testing.T) {
+	b, _ := New(Config{})
+	r := httptest.NewRequest("POST", "/fhir", strings.NewReader("{}"))
+	r.Trailer = http.Header{"X-Request-Partition-Ids": nil, "x-fhir-tenant-id": nil, "X-Checksum": nil}
+	if _, err := b.Outbound(r, testTarget); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Trailer) != 1 {
+		t.Errorf("trailers after Outbound: %v", r.Trailer)
+	}
+	if _, ok := r.Trailer["X-Checksum"]; !ok {
+		t.Error("an unrelated trailer was dropped")
+	}
+}
+
 func TestOutboundKeepsRequestURIInStep(t *testing.T) {
 	b, _ := New(Config{Mode: ModeURLPrefix})
 	r := httptest.NewRequest("GET", "/fhir/Patient/a%3Ab?_format=json", nil)
