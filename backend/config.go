@@ -121,6 +121,9 @@ func New(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("backend: a URL template is only used in per_record_url mode, not %s", cfg.Mode)
 	}
 	if cfg.URLTemplate != "" {
+		if !strings.Contains(cfg.URLTemplate, "{") {
+			return nil, fmt.Errorf("backend: URL template %q has no placeholder: every PFR would share one upstream", cfg.URLTemplate)
+		}
 		if _, err := parseBaseTemplate(cfg.URLTemplate, sampleTarget); err != nil {
 			return nil, fmt.Errorf("backend: URL template: %w", err)
 		}

@@ -34,6 +34,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"template unknown placeholder": {Mode: ModePerRecordURL, URLTemplate: "https://{slug}.internal/fhir"},
 		"template unbalanced":          {Mode: ModePerRecordURL, URLTemplate: "https://{record_id.internal/fhir"},
 		"template unbalanced close":    {Mode: ModePerRecordURL, URLTemplate: "https://record_id}.internal/fhir"},
+		"template without placeholder": {Mode: ModePerRecordURL, URLTemplate: "https://shared.internal/fhir"},
 		"template not http":            {Mode: ModePerRecordURL, URLTemplate: "ftp://{record_id}/fhir"},
 		"template relative":            {Mode: ModePerRecordURL, URLTemplate: "/records/{record_id}"},
 		"template with query":          {Mode: ModePerRecordURL, URLTemplate: "https://x/fhir?tenant={record_id}"},

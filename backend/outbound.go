@@ -80,35 +80,36 @@ func (b *Backend) Outbound(r *http.Request, t Target) (*Route, error) {
 	if err != nil {
 		return nil, err
 	}
+	route := &Route{}
+	if b.cfg.Mode == ModePerRecordURL {
+		up, err := parseBaseTemplate(b.cfg.URLTemplate, t)
+		if err != nil {
+			return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException,
+				"internal server error").WithCause(fmt.Errorf("backend: per-record upstream: %w", err))
+		}
+		route.Upstream = up
+	}
+
 	b.stripClientHeaders(r.Header)
 	// A declared trailer would be copied to the upstream request and
 	// filled after the body: strip it too.
 	b.stripClientHeaders(r.Trailer)
-
-	route := &Route{}
 	switch b.cfg.Mode {
 	case ModeHeader:
 		r.Header.Set(b.cfg.PartitionHeader, strconv.FormatInt(t.PartitionID, 10))
 	case ModeURLPrefix:
-		setPath(r, b.cfg.FHIRPath+"/"+t.PartitionName, rest, escRest)
+		prefix := b.cfg.FHIRPath + "/" + t.PartitionName
+		setPath(r, prefix, prefix, rest, escRest)
 	case ModeTenantHeader:
 		r.Header.Set(b.cfg.TenantHeader, t.PartitionName)
 		if b.cfg.DataStoreID != "" {
 			r.Header.Set(b.cfg.DataStoreHeader, b.cfg.DataStoreID)
 		}
 	case ModePerRecordURL:
-		up, err := parseBaseTemplate(b.cfg.URLTemplate, t)
-		if err != nil {
-			return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException,
-				"internal server error").WithCause(fmt.Errorf("backend: per-record upstream: %w", err))
-		}
+		up := route.Upstream
 		r.URL.Scheme, r.URL.Host = up.Scheme, up.Host
 		r.Host = up.Host
-		setPath(r, up.Path, rest, escRest)
-		if up.RawPath != "" {
-			r.URL.RawPath = up.RawPath + escRest
-		}
-		route.Upstream = up
+		setPath(r, up.Path, up.EscapedPath(), rest, escRest)
 	}
 	route.UpstreamBases = b.upstreamBases(r, t, route.Upstream)
 	return route, nil
@@ -125,12 +126,18 @@ func (b *Backend) checkTarget(t Target) error {
 		if err := checkPartitionName(t.PartitionName); err != nil {
 			return err
 		}
-	case ModePerRecordURL:
-		if !validName(t.RecordID) {
+	}
+	// Every value a template uses must be safe in a host and a path.
+	templates := append([]string{b.cfg.URLTemplate}, b.cfg.UpstreamURLs...)
+	for _, tmpl := range templates {
+		if strings.Contains(tmpl, "{record_id}") && !validName(t.RecordID) {
 			return fmt.Errorf("backend: record id %q must be 1…%d letters, digits, '_' or '-'", t.RecordID, maxNameLen)
 		}
-		if t.PartitionName != "" && !validName(t.PartitionName) {
-			return fmt.Errorf("backend: partition name %q must be letters, digits, '_' or '-'", t.PartitionName)
+		if strings.Contains(tmpl, "{partition_name}") && !validName(t.PartitionName) {
+			return fmt.Errorf("backend: partition name %q must be 1…%d letters, digits, '_' or '-'", t.PartitionName, maxNameLen)
+		}
+		if strings.Contains(tmpl, "{partition_id}") && t.PartitionID < 1 {
+			return fmt.Errorf("backend: partition id %d must be positive", t.PartitionID)
 		}
 	}
 	return nil
@@ -182,14 +189,13 @@ func hasPathPrefix(p, base string) bool {
 	return p == base || strings.HasPrefix(p, base+"/")
 }
 
-// setPath sets r's path to prefix+rest, keeping RawPath consistent (prefix
-// is its own escaped form) and RequestURI in step for handlers that read it.
-func setPath(r *http.Request, prefix, rest, escRest string) {
-	hadRaw := r.URL.RawPath != ""
+// setPath sets r's path to prefix+rest, keeping RawPath consistent and
+// RequestURI in step for handlers that read it.
+func setPath(r *http.Request, prefix, escPrefix, rest, escRest string) {
 	r.URL.Path = prefix + rest
 	r.URL.RawPath = ""
-	if hadRaw {
-		r.URL.RawPath = prefix + escRest
+	if escaped := escPrefix + escRest; escaped != r.URL.EscapedPath() {
+		r.URL.RawPath = escaped
 	}
 	if r.RequestURI != "" {
 		r.RequestURI = r.URL.RequestURI()

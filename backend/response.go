@@ -110,11 +110,11 @@ func (rw *ResponseRewriter) WriteHeader(status int) {
 // Write sends p through the rewriter (writing a 200 header first if none
 // was written).
 func (rw *ResponseRewriter) Write(p []byte) (int, error) {
-	if rw.status == 0 {
-		rw.WriteHeader(http.StatusOK)
-	}
 	if rw.closed {
 		return 0, errors.New("backend: write after Close")
+	}
+	if rw.status == 0 {
+		rw.WriteHeader(http.StatusOK)
 	}
 	if !rw.rewrite {
 		return rw.w.Write(p)
