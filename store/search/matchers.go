@@ -356,7 +356,8 @@ func dateMatcher(raw string, now time.Time) (valueMatcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	search, err := parseDateRange(rest)
+	// An unencoded "+" of a time zone arrives as a space.
+	search, err := parseDateRange(strings.ReplaceAll(rest, " ", "+"))
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +381,9 @@ func dateMatcher(raw string, now time.Time) (valueMatcher, error) {
 func toRat(v any) (*big.Rat, bool) {
 	switch n := v.(type) {
 	case float64:
-		return new(big.Rat).SetFloat64(n), true
+		// The shortest decimal that round-trips is what the JSON said:
+		// 0.6, not the binary 0.59999….
+		return new(big.Rat).SetString(strconv.FormatFloat(n, 'g', -1, 64))
 	case json.Number:
 		return new(big.Rat).SetString(string(n))
 	}
