@@ -241,9 +241,9 @@ func TestNumberAndQuantityParams(t *testing.T) {
 	runMatchCases(t, "RiskAssessment", `{"resourceType":"RiskAssessment","id":"r",
 		"prediction":[{"probabilityDecimal":0.25},{"probabilityRange":{"low":{"value":0.5},"high":{"value":0.6}}}]}`, []matchCase{
 		{"probability=0.25", true},
-		{"probability=0.2", false},        // [0.15, 0.25) excludes 0.25
-		{"probability=0.3", true},         // [0.25, 0.35) includes it
-		{"probability=2.5e-1", true},      // same number, exponent form
+		{"probability=0.2", false},   // [0.15, 0.25) excludes 0.25
+		{"probability=0.3", true},    // [0.25, 0.35) includes it
+		{"probability=2.5e-1", true}, // same number, exponent form
 		{"probability=0.250", true},
 		{"probability=0.251", false},
 		{"probability=gt0.24", true},
