@@ -8,10 +8,13 @@
 //     partition), strips Accept-Encoding so that bodies come back rewritable,
 //     then adds the PFR's own partition header, URL prefix, tenant header or
 //     upstream URL, depending on the Mode.
-//   - ProvisionRequests and DeleteRequests build the requests that create and
-//     remove a PFR's partition upstream (HAPI FHIR's partition management
-//     operations); CheckProvisionResponse and CheckDeleteResponse judge their
-//     answers, counting "already exists" and "already gone" as success.
+//   - Provision and Deprovision create and remove a PFR's partition through
+//     the caller's Upstream handler (HAPI FHIR's partition management
+//     operations), idempotently: a partition that already exists is confirmed
+//     to have the PFR's id and name before it counts as created, and one
+//     already gone counts as removed. ProvisionRequests, DeleteRequests,
+//     CheckProvisionResponse and CheckDeleteResponse are the pieces, for
+//     callers that send requests themselves.
 //   - NewResponseRewriter wraps the response so that every upstream absolute
 //     URL, in the Location, Content-Location and Link headers and anywhere in
 //     a textual (JSON, XML) body, becomes the PFR's public FHIR base URL. The
