@@ -255,12 +255,24 @@ func TestCapabilityStatement(t *testing.T) {
 		t.Fatalf("metadata %v", cs["resourceType"])
 	}
 	rest := cs["rest"].([]any)[0].(map[string]any)
-	var patientOK bool
+	var patientOK, obsOK bool
 	for _, r := range rest["resource"].([]any) {
 		m := r.(map[string]any)
-		if m["type"] == "Patient" {
-			patientOK = m["conditionalCreate"] == true && str(m, "operation", 0, "name") == "everything"
+		params := map[string]string{}
+		sps, _ := m["searchParam"].([]any)
+		for _, sp := range sps {
+			params[str(sp, "name")] = str(sp, "type")
 		}
+		switch m["type"] {
+		case "Patient":
+			patientOK = m["conditionalCreate"] == true && str(m, "operation", 0, "name") == "everything" && params["family"] == "string"
+		case "Observation":
+			// Composite parameters are not evaluated, so not announced.
+			obsOK = params["patient"] == "reference" && params["date"] == "date" && params["code-value-quantity"] == ""
+		}
+	}
+	if !obsOK {
+		t.Fatal("Observation search parameters are not announced right")
 	}
 	if !patientOK || !strings.Contains(string(mustJSON(t, rest["interaction"])), "transaction") {
 		t.Fatalf("capabilities incomplete")

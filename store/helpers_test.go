@@ -202,3 +202,11 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return raw
 }
+
+// newLocalServer serves h on 127.0.0.1 until the test ends.
+func newLocalServer(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}

@@ -145,6 +145,14 @@ func TestParseUnsupported(t *testing.T) {
 	if !slices.Equal(q.Unknown, []string{"subject.name=peter"}) {
 		t.Errorf("Unknown = %v", q.Unknown)
 	}
+	oo := q.Outcome()
+	if oo == nil || len(oo.Issue) != 1 || oo.Issue[0].Severity != "warning" ||
+		!strings.Contains(oo.Issue[0].Diagnostics, "subject.name=peter: chained parameters are not supported") {
+		t.Errorf("Outcome = %+v", oo)
+	}
+	if mustParse(t, "Observation", "code=1").Outcome() != nil {
+		t.Error("Outcome without unknown parameters is not nil")
+	}
 }
 
 func TestInclude(t *testing.T) {

@@ -44,6 +44,8 @@ type Query struct {
 	// rejects them instead, so it leaves Unknown empty.
 	Unknown []string
 
+	// unknownWhy[i] says why Unknown[i] was ignored.
+	unknownWhy []string
 	// filters must all match (AND); each ORs its values.
 	filters []filter
 }
@@ -186,7 +188,26 @@ func (q *Query) unknown(name, value string, strict bool, why string) error {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "search parameter %s: %s", name, why)
 	}
 	q.Unknown = append(q.Unknown, name+"="+value)
+	q.unknownWhy = append(q.unknownWhy, why)
 	return nil
+}
+
+// Outcome returns an OperationOutcome with one warning per parameter that
+// lenient parsing ignored, for the searchset entry with search.mode
+// "outcome"; nil when nothing was ignored.
+func (q *Query) Outcome() *fhir.OperationOutcome {
+	if len(q.Unknown) == 0 {
+		return nil
+	}
+	oo := &fhir.OperationOutcome{ResourceType: "OperationOutcome"}
+	for i, u := range q.Unknown {
+		oo.Issue = append(oo.Issue, fhir.Issue{
+			Severity:    fhir.SeverityWarning,
+			Code:        fhir.CodeNotSupported,
+			Diagnostics: "ignored search parameter " + u + ": " + q.unknownWhy[i],
+		})
+	}
+	return oo
 }
 
 // invalid is the 400 for a bad value.
