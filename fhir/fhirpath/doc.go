@@ -6,9 +6,11 @@
 // valueCodeableConcept, …), the indexer [n], the union operator |, the type
 // operators is and as, parentheses, string, number and boolean literals, the
 // operators = != < <= > >= and or xor implies, the environment variables
-// %resource, %rootResource and %context, $this, and the functions where,
-// exists, empty, not, first, last, count, ofType, as, is, resolve, extension,
-// hasValue and iif-free boolean logic.
+// %resource, %rootResource and %context (all three the evaluated resource),
+// $this, and the functions where,
+// exists, empty, not, first, last, count, ofType, as, is, resolve, extension
+// and hasValue. Anything else fails to compile with an error naming the
+// expression, never silently.
 //
 // resolve() does not fetch anything: a reference "Type/id", an absolute URL
 // ending in Type/id or a "#id" pointing at a contained resource yields a node

@@ -120,9 +120,6 @@ func parseToken(raw string) (tokenValue, error) {
 		return tokenValue{code: unescape(parts[0]), hasCode: true}, nil
 	case 2:
 		tv := tokenValue{system: unescape(parts[0]), hasSystem: true, code: unescape(parts[1]), hasCode: parts[1] != ""}
-		if !tv.hasSystem && !tv.hasCode {
-			return tv, fmt.Errorf("token %q has neither system nor code", raw)
-		}
 		if tv.system == "" && !tv.hasCode {
 			return tv, fmt.Errorf("token %q has neither system nor code", raw)
 		}
