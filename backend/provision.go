@@ -17,28 +17,27 @@ const (
 	opCreatePartition = "$partition-management-create-partition"
 	opDeletePartition = "$partition-management-delete-partition"
 	opReadPartition   = "$partition-management-read-partition"
+	opListPartitions  = "$partition-management-list-partitions"
 	// defaultPartition names HAPI's default partition, where the partition
 	// management operations live.
 	defaultPartition = "DEFAULT"
 )
 
-// HAPI FHIR message codes ("HAPI-1309: …") that mean the partition is
-// already there, or already gone (PartitionLookupSvcImpl).
-const (
-	// codeNameTaken: Partition name "…" is already defined. HAPI checks the
-	// name before the id, so it says nothing about the id.
-	codeNameTaken = "HAPI-1309"
-	// codeIDTaken: the id belongs to a partition of another name.
-	codeIDTaken = "HAPI-2366"
-	// codeUnknownID: no partition exists with this id (update, delete).
-	codeUnknownID = "HAPI-1308"
-)
+// existsMarkers in a 4xx answer to a create say that the name or the id is
+// taken: HAPI FHIR's message codes (PartitionLookupSvcImpl: HAPI-1309 the
+// name is already defined, HAPI-2366 the id already exists) and the plain
+// phrases other servers (the embedded store) use.
+var existsMarkers = []string{"HAPI-1309:", "HAPI-2366:", "already defined", "already exists"}
+
+// codeUnknownID: no partition exists with this id (HAPI FHIR, on delete).
+const codeUnknownID = "HAPI-1308:"
 
 // ErrPartitionExists is returned by CheckProvisionResponse when the
-// upstream says the partition name is already defined: the caller must
-// confirm that it is this PFR's partition (same id) before using it, as
-// Provision does.
-var ErrPartitionExists = errors.New("backend: partition already exists upstream")
+// upstream says the partition's name or id is taken. It is not success:
+// the name or id may belong to another PFR's partition, so the caller must
+// confirm that the upstream partition with the PFR's id has the PFR's name
+// before using it, as Provision does.
+var ErrPartitionExists = errors.New("backend: partition name or id already taken upstream")
 
 // ProvisionRequests returns the requests that create t's partition on the
 // upstream, in order: in header and url_prefix modes one POST of HAPI FHIR's
@@ -105,30 +104,29 @@ func (b *Backend) partitionRequests(ctx context.Context, t Target, op string, pa
 // parameters is a FHIR Parameters resource with primitive values only.
 type parameters struct {
 	ResourceType string      `json:"resourceType"`
-	Parameter    []parameter `json:"parameter"`
+	Parameter    []parameter `json:"parameter,omitempty"`
 }
 
 type parameter struct {
-	Name         string `json:"name"`
-	ValueInteger *int64 `json:"valueInteger,omitempty"`
-	ValueCode    string `json:"valueCode,omitempty"`
-	ValueString  string `json:"valueString,omitempty"`
+	Name         string      `json:"name"`
+	ValueInteger *int64      `json:"valueInteger,omitempty"`
+	ValueCode    string      `json:"valueCode,omitempty"`
+	ValueString  string      `json:"valueString,omitempty"`
+	Part         []parameter `json:"part,omitempty"`
 }
 
 // CheckProvisionResponse judges the upstream's answer to a provisioning
-// request: nil for a 2xx; ErrPartitionExists for a 409 or a 4xx carrying
-// HAPI FHIR's duplicate-name code (HAPI-1309), which needs confirming; an
-// error for anything else, notably HAPI-2366 (the partition id belongs to a
-// partition of another name: using it would mix two people's data).
+// request: nil for a 2xx; ErrPartitionExists for a 409, or a 4xx saying
+// the name or id is taken (HAPI-1309, HAPI-2366, "already defined",
+// "already exists"), which needs confirming; an error quoting the start of
+// the body for anything else.
 func CheckProvisionResponse(status int, body []byte) error {
 	switch {
 	case status >= 200 && status < 300:
 		return nil
 	case status == http.StatusConflict,
-		status >= 400 && status < 500 && containsCode(body, codeNameTaken):
+		status >= 400 && status < 500 && containsAny(body, existsMarkers):
 		return ErrPartitionExists
-	case containsCode(body, codeIDTaken):
-		return fmt.Errorf("backend: partition id is taken by another partition upstream: %s", excerpt(body))
 	}
 	return fmt.Errorf("backend: partition creation answered %d: %s", status, excerpt(body))
 }
@@ -141,16 +139,19 @@ func CheckDeleteResponse(status int, body []byte) error {
 	switch {
 	case status >= 200 && status < 300, status == http.StatusNotFound, status == http.StatusGone:
 		return nil
-	case status >= 400 && containsCode(body, codeUnknownID):
+	case status >= 400 && bytes.Contains(body, []byte(codeUnknownID)):
 		return nil
 	}
 	return fmt.Errorf("backend: partition deletion answered %d: %s", status, excerpt(body))
 }
 
-// containsCode reports whether body carries a HAPI FHIR message code, as
-// HAPI writes it at the start of a diagnostics string ("HAPI-1309: …").
-func containsCode(body []byte, code string) bool {
-	return bytes.Contains(body, []byte(code+":"))
+func containsAny(body []byte, markers []string) bool {
+	for _, m := range markers {
+		if bytes.Contains(body, []byte(m)) {
+			return true
+		}
+	}
+	return false
 }
 
 // excerpt returns the start of body for an error message.

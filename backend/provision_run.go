@@ -62,43 +62,91 @@ func (b *Backend) Deprovision(ctx context.Context, up Upstream, t Target) error 
 	return nil
 }
 
-// confirmPartition reads the partition with t's id and checks its name.
+// confirmPartition checks that the upstream partition with t's id is
+// named t.PartitionName. It asks HAPI FHIR's
+// $partition-management-read-partition, and when that is not answered (a
+// server without it, such as the embedded store),
+// $partition-management-list-partitions.
 func (b *Backend) confirmPartition(ctx context.Context, up Upstream, t Target) error {
-	reqs, err := b.partitionRequests(ctx, t, opReadPartition,
-		[]parameter{{Name: "id", ValueInteger: &t.PartitionID}})
+	name, found, err := b.readPartition(ctx, up, t)
 	if err != nil {
 		return err
 	}
-	for _, req := range reqs {
-		status, body, err := send(up, req)
-		if err != nil {
-			return fmt.Errorf("read partition %d: %w", t.PartitionID, err)
-		}
-		if status < 200 || status >= 300 {
-			return fmt.Errorf("partition name %q exists upstream but partition id %d does not (%d: %s)",
-				t.PartitionName, t.PartitionID, status, excerpt(body))
-		}
-		var got parameters
-		if err := json.Unmarshal(body, &got); err != nil {
-			return fmt.Errorf("read partition %d: decode answer: %w", t.PartitionID, err)
-		}
-		name, id := "", int64(0)
-		for _, p := range got.Parameter {
-			switch p.Name {
-			case "name":
-				name = p.ValueCode + p.ValueString
-			case "id":
-				if p.ValueInteger != nil {
-					id = *p.ValueInteger
-				}
-			}
-		}
-		if name != t.PartitionName || id != t.PartitionID {
-			return fmt.Errorf("partition id %d upstream is named %q, want %q: refusing to share it",
-				t.PartitionID, name, t.PartitionName)
-		}
+	if !found {
+		return fmt.Errorf("the name %q or the id %d belongs to another partition upstream: refusing to share it",
+			t.PartitionName, t.PartitionID)
+	}
+	if name != t.PartitionName {
+		return fmt.Errorf("partition id %d upstream is named %q, not %q: refusing to share it",
+			t.PartitionID, name, t.PartitionName)
 	}
 	return nil
+}
+
+// readPartition returns the name of the upstream partition with t's id.
+func (b *Backend) readPartition(ctx context.Context, up Upstream, t Target) (name string, found bool, err error) {
+	idParam := []parameter{{Name: "id", ValueInteger: &t.PartitionID}}
+	status, body, err := b.sendOp(ctx, up, t, opReadPartition, idParam)
+	if err != nil {
+		return "", false, err
+	}
+	if status >= 200 && status < 300 {
+		var got parameters
+		if err := json.Unmarshal(body, &got); err != nil {
+			return "", false, fmt.Errorf("read partition %d: decode answer: %w", t.PartitionID, err)
+		}
+		id, name := partitionFields(got.Parameter)
+		return name, id == t.PartitionID, nil
+	}
+	status, body, err = b.sendOp(ctx, up, t, opListPartitions, nil)
+	if err != nil {
+		return "", false, err
+	}
+	if status < 200 || status >= 300 {
+		return "", false, fmt.Errorf("cannot read partition %d upstream: list answered %d: %s", t.PartitionID, status, excerpt(body))
+	}
+	var list parameters
+	if err := json.Unmarshal(body, &list); err != nil {
+		return "", false, fmt.Errorf("list partitions: decode answer: %w", err)
+	}
+	for _, p := range list.Parameter {
+		if id, name := partitionFields(p.Part); id == t.PartitionID {
+			return name, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// sendOp sends one partition management operation and returns its answer.
+func (b *Backend) sendOp(ctx context.Context, up Upstream, t Target, op string, params []parameter) (int, []byte, error) {
+	reqs, err := b.partitionRequests(ctx, t, op, params)
+	if err != nil {
+		return 0, nil, fmt.Errorf("build %s: %w", op, err)
+	}
+	if len(reqs) == 0 {
+		return 0, nil, fmt.Errorf("%s: not used in %s mode", op, b.cfg.Mode)
+	}
+	status, body, err := send(up, reqs[0])
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return status, body, nil
+}
+
+// partitionFields picks the id and the name out of a partition's
+// parameters.
+func partitionFields(params []parameter) (id int64, name string) {
+	for _, p := range params {
+		switch p.Name {
+		case "id":
+			if p.ValueInteger != nil {
+				id = *p.ValueInteger
+			}
+		case "name":
+			name = p.ValueCode + p.ValueString
+		}
+	}
+	return id, name
 }
 
 // maxAnswer bounds how much of a management answer is kept.

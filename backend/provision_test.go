@@ -19,6 +19,7 @@ type fakeHAPI struct {
 	seen       []*http.Request
 	bodies     []string
 	failWith   error // transport failure
+	noRead     bool  // answer like a server without read-partition
 }
 
 func (f *fakeHAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
@@ -29,7 +30,7 @@ func (f *fakeHAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	f.seen = append(f.seen, r)
 	f.bodies = append(f.bodies, string(body))
 	var in parameters
-	if err := json.Unmarshal(body, &in); err != nil {
+	if err := json.Unmarshal(body, &in); err != nil && len(body) > 0 {
 		w.WriteHeader(http.StatusBadRequest)
 		return nil
 	}
@@ -63,7 +64,13 @@ func (f *fakeHAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		f.partitions[id] = name
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(body)
-	case strings.HasSuffix(r.URL.Path, opReadPartition):
+	case strings.HasSuffix(r.URL.Path, opListPartitions):
+		var parts []string
+		for id, n := range f.partitions {
+			parts = append(parts, fmt.Sprintf(`{"name":"partition","part":[{"name":"id","valueInteger":%d},{"name":"name","valueCode":%q}]}`, id, n))
+		}
+		fmt.Fprintf(w, `{"resourceType":"Parameters","parameter":[%s]}`, strings.Join(parts, ","))
+	case strings.HasSuffix(r.URL.Path, opReadPartition) && !f.noRead:
 		n, ok := f.partitions[id]
 		if !ok {
 			outcome(http.StatusNotFound, fmt.Sprintf("No partition exists with ID %d", id))
@@ -150,9 +157,13 @@ func TestProvisionRefusesBadTargets(t *testing.T) {
 
 func TestProvisionIsIdempotentAndSafe(t *testing.T) {
 	ctx := context.Background()
-	for _, mode := range []Mode{ModeHeader, ModeURLPrefix} {
+	for _, c := range []struct {
+		mode   Mode
+		noRead bool
+	}{{ModeHeader, false}, {ModeURLPrefix, false}, {ModeHeader, true}} {
+		mode := c.mode
 		b, _ := New(Config{Mode: mode})
-		hapi := &fakeHAPI{partitions: map[int64]string{3: "someone-else"}}
+		hapi := &fakeHAPI{partitions: map[int64]string{3: "someone-else"}, noRead: c.noRead}
 
 		if err := b.Provision(ctx, hapi, testTarget); err != nil {
 			t.Fatalf("%s: first provisioning: %v", mode, err)
@@ -162,7 +173,11 @@ func TestProvisionIsIdempotentAndSafe(t *testing.T) {
 		}
 		// Confirmation read went to the management path too.
 		last := hapi.seen[len(hapi.seen)-1]
-		if !strings.HasSuffix(last.URL.Path, opReadPartition) {
+		wantOp := opReadPartition
+		if c.noRead {
+			wantOp = opListPartitions
+		}
+		if !strings.HasSuffix(last.URL.Path, wantOp) {
 			t.Errorf("%s: an existing partition must be confirmed, last request %s", mode, last.URL.Path)
 		}
 		if mode == ModeHeader && last.Header.Get("X-Request-Partition-IDs") != "DEFAULT" {
@@ -171,7 +186,7 @@ func TestProvisionIsIdempotentAndSafe(t *testing.T) {
 
 		// Another person's partition id: refused, never shared.
 		err := b.Provision(ctx, hapi, Target{RecordID: "r2", PartitionID: 3, PartitionName: "pfr-r2"})
-		if err == nil || !strings.Contains(err.Error(), "taken") {
+		if err == nil || !strings.Contains(err.Error(), "someone-else") {
 			t.Errorf("%s: id of another partition: %v", mode, err)
 		}
 		// Our name registered under another id: refused.
@@ -216,7 +231,8 @@ func TestCheckResponses(t *testing.T) {
 		{201, ``, nil, true},
 		{409, `conflict`, ErrPartitionExists, false},
 		{400, `{"diagnostics":"HAPI-1309: Partition name \"p\" is already defined"}`, ErrPartitionExists, false},
-		{400, `{"diagnostics":"HAPI-2366: Partition ID already exists"}`, errAny, false},
+		{400, `{"diagnostics":"HAPI-2366: Partition ID already exists"}`, ErrPartitionExists, false},
+		{400, `{"diagnostics":"Partition ID 7 already exists"}`, ErrPartitionExists, false},
 		{400, `{"diagnostics":"HAPI-1312: invalid name"}`, errAny, false},
 		{500, `HAPI-1309: in a 500`, errAny, false},
 		{404, `not found`, errAny, true},
