@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,6 +24,9 @@ type Options struct {
 type DB struct {
 	bolt *bolt.DB
 	now  func() time.Time
+
+	mu        sync.Mutex
+	lastSweep time.Time // last drop of expired search snapshots
 }
 
 // Root bucket names. Every partition's data lives under its own bucket so

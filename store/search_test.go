@@ -423,3 +423,30 @@ func TestConditionalReferencesInTransaction(t *testing.T) {
 	obs["subject"] = map[string]any{"reference": "Patient?identifier=urn:mrn|42"}
 	expectOutcome(t, s.do("POST", "/fhir", "DEFAULT", txBundle("transaction", postEntry("urn:uuid:a", obs))), 412, "Multiple resources")
 }
+
+func TestExpiredSnapshotsAreSwept(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := newTestServer(t)
+	s.db.now = func() time.Time { return now }
+	for i := 0; i < 3; i++ {
+		s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("Sweep"))
+	}
+	count := func() int {
+		var n int
+		_ = s.db.bolt.View(func(tx *bolt.Tx) error {
+			n = tx.Bucket(bucketSearches).Stats().KeyN
+			return nil
+		})
+		return n
+	}
+	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil)
+	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil)
+	if count() != 2 {
+		t.Fatalf("%d snapshots, want 2", count())
+	}
+	now = now.Add(snapshotTTL + sweepInterval)
+	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil)
+	if count() != 1 {
+		t.Fatalf("%d snapshots after expiry, want 1", count())
+	}
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -30,8 +31,15 @@ type searchSnapshot struct {
 	Expires time.Time `json:"expires"`
 }
 
-// saveSnapshot stores snap under a fresh random id and drops expired
-// snapshots on the way.
+// sweepInterval bounds how often saving a snapshot also drops expired ones.
+const sweepInterval = time.Minute
+
+// A stored snapshot is its expiry (Unix ms, 8 bytes) followed by its JSON,
+// so that sweeping reads 8 bytes per snapshot instead of decoding it.
+const snapshotHeaderLen = 8
+
+// saveSnapshot stores snap under a fresh random id, dropping expired
+// snapshots at most once per sweepInterval.
 func (db *DB) saveSnapshot(snap *searchSnapshot) (string, error) {
 	now := db.clock()
 	snap.Expires = now.Add(snapshotTTL)
@@ -39,33 +47,63 @@ func (db *DB) saveSnapshot(snap *searchSnapshot) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("encode search snapshot: %w", err)
 	}
+	value := binary.BigEndian.AppendUint64(make([]byte, 0, snapshotHeaderLen+len(raw)), uint64(snap.Expires.UnixMilli()))
+	value = append(value, raw...)
+	sweep := db.sweepDue(now)
 	id := newID()
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSearches)
-		var expired [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			var s struct {
-				Expires time.Time `json:"expires"`
-			}
-			if json.Unmarshal(v, &s) != nil || now.After(s.Expires) {
-				expired = append(expired, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range expired {
-			if err := b.Delete(k); err != nil {
-				return fmt.Errorf("drop expired search: %w", err)
+		if sweep {
+			if err := dropSnapshots(b, func(v []byte) bool { return snapshotExpired(v, now) }); err != nil {
+				return err
 			}
 		}
-		return b.Put([]byte(id), raw)
+		return b.Put([]byte(id), value)
 	})
 	if err != nil {
 		return "", fmt.Errorf("save search snapshot: %w", err)
 	}
 	return id, nil
+}
+
+// sweepDue reports whether a sweep of expired snapshots is due, and if so
+// records that one is happening now.
+func (db *DB) sweepDue(now time.Time) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if now.Sub(db.lastSweep) < sweepInterval {
+		return false
+	}
+	db.lastSweep = now
+	return true
+}
+
+// snapshotExpired reads the expiry header of a stored snapshot.
+func snapshotExpired(v []byte, now time.Time) bool {
+	if len(v) < snapshotHeaderLen {
+		return true
+	}
+	return now.UnixMilli() > int64(binary.BigEndian.Uint64(v[:snapshotHeaderLen]))
+}
+
+// dropSnapshots deletes the snapshots for which doomed is true.
+func dropSnapshots(b *bolt.Bucket, doomed func(v []byte) bool) error {
+	var keys [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		if doomed(v) {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan search snapshots: %w", err)
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return fmt.Errorf("drop search snapshot: %w", err)
+		}
+	}
+	return nil
 }
 
 // loadSnapshot returns the snapshot id of partition part, or HAPI's 410 for
@@ -74,11 +112,11 @@ func (db *DB) loadSnapshot(id, part string) (*searchSnapshot, error) {
 	var snap *searchSnapshot
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		raw := tx.Bucket(bucketSearches).Get([]byte(id))
-		if raw == nil {
+		if len(raw) < snapshotHeaderLen {
 			return nil
 		}
 		snap = &searchSnapshot{}
-		return json.Unmarshal(raw, snap)
+		return json.Unmarshal(raw[snapshotHeaderLen:], snap)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load search snapshot: %w", err)
@@ -91,24 +129,10 @@ func (db *DB) loadSnapshot(id, part string) (*searchSnapshot, error) {
 
 // dropSnapshotsOf deletes every snapshot of a partition.
 func dropSnapshotsOf(tx *bolt.Tx, part string) error {
-	b := tx.Bucket(bucketSearches)
-	var doomed [][]byte
-	err := b.ForEach(func(k, v []byte) error {
+	return dropSnapshots(tx.Bucket(bucketSearches), func(v []byte) bool {
 		var s searchSnapshot
-		if json.Unmarshal(v, &s) != nil || s.Partition == part {
-			doomed = append(doomed, append([]byte(nil), k...))
-		}
-		return nil
+		return len(v) < snapshotHeaderLen || json.Unmarshal(v[snapshotHeaderLen:], &s) != nil || s.Partition == part
 	})
-	if err != nil {
-		return err
-	}
-	for _, k := range doomed {
-		if err := b.Delete(k); err != nil {
-			return fmt.Errorf("drop search snapshot: %w", err)
-		}
-	}
-	return nil
 }
 
 // snapshotLink is the URL of one page of a snapshot, in HAPI's form.
