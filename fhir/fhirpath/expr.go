@@ -87,6 +87,21 @@ func (e *Expr) EvaluateEnv(resource map[string]any, env *Env) ([]Node, error) {
 	return out, nil
 }
 
+// EvaluateFocus evaluates e with focus as the initial focus and resource as
+// %resource: the component expressions of a composite SearchParameter are
+// relative to each item its main expression found.
+func (e *Expr) EvaluateFocus(resource map[string]any, focus Node, env *Env) ([]Node, error) {
+	if env == nil {
+		env = &Env{}
+	}
+	c := &evalContext{env: env, resource: resourceNode(resource)}
+	out, err := e.root.eval(c, []Node{focus})
+	if err != nil {
+		return nil, fmt.Errorf("fhirpath: evaluate %q: %w", e.src, err)
+	}
+	return out, nil
+}
+
 // resourceNode wraps a resource, typed by its resourceType.
 func resourceNode(res map[string]any) Node {
 	t, _ := res["resourceType"].(string)

@@ -47,6 +47,17 @@ type Param struct {
 	compileOnce sync.Once
 	compiled    *fhirpath.Expr
 	compileErr  error
+
+	componentsOnce sync.Once
+	components     []ResolvedComponent
+	componentsErr  error
+}
+
+// ResolvedComponent is a composite parameter's component with its
+// definition looked up and its expression compiled.
+type ResolvedComponent struct {
+	Param *Param         // the component's own SearchParameter, for its type
+	Expr  *fhirpath.Expr // relative to each item of the composite's expression
 }
 
 // Component is one part of a composite SearchParameter.
@@ -70,6 +81,32 @@ func (p *Param) Compiled() (*fhirpath.Expr, error) {
 		}
 	})
 	return p.compiled, p.compileErr
+}
+
+// ResolvedComponents returns the components of a composite parameter with
+// their definitions looked up by URL and their expressions compiled, once,
+// safely for concurrent use. Other parameters return an error.
+func (p *Param) ResolvedComponents() ([]ResolvedComponent, error) {
+	p.componentsOnce.Do(func() {
+		if p.Type != TypeComposite || len(p.Components) == 0 {
+			p.componentsErr = fmt.Errorf("search parameter %s is not a composite", p.ID)
+			return
+		}
+		for _, c := range p.Components {
+			def, ok := ByURL(c.Definition)
+			if !ok {
+				p.componentsErr = fmt.Errorf("search parameter %s: unknown component %s", p.ID, c.Definition)
+				return
+			}
+			e, err := fhirpath.Compile(c.Expression)
+			if err != nil {
+				p.componentsErr = fmt.Errorf("search parameter %s: component %s: %w", p.ID, def.Code, err)
+				return
+			}
+			p.components = append(p.components, ResolvedComponent{Param: def, Expr: e})
+		}
+	})
+	return p.components, p.componentsErr
 }
 
 // Evaluate evaluates the parameter's expression on res.
@@ -101,6 +138,7 @@ func isDomainResource(t string) bool {
 var (
 	indexOnce sync.Once
 	byType    map[string]map[string]*Param
+	byURL     map[string]*Param
 )
 
 // index builds the resource type → code → parameter map, with the
@@ -108,10 +146,12 @@ var (
 func index() map[string]map[string]*Param {
 	indexOnce.Do(func() {
 		byType = make(map[string]map[string]*Param, len(resourceTypes))
+		byURL = make(map[string]*Param, len(params))
 		for _, t := range resourceTypes {
 			byType[t] = map[string]*Param{}
 		}
 		for _, p := range params {
+			byURL[p.URL] = p
 			for _, t := range resourceTypes {
 				if p.AppliesTo(t) {
 					byType[t][p.Code] = p
@@ -127,6 +167,13 @@ func index() map[string]map[string]*Param {
 // _security, _source, _text, …).
 func Lookup(resourceType, code string) (*Param, bool) {
 	p, ok := index()[resourceType][code]
+	return p, ok
+}
+
+// ByURL returns the SearchParameter with the canonical URL url.
+func ByURL(url string) (*Param, bool) {
+	index()
+	p, ok := byURL[url]
 	return p, ok
 }
 

@@ -175,3 +175,34 @@ func TestEvaluate(t *testing.T) {
 		t.Error("_text evaluated without an expression")
 	}
 }
+
+func TestResolvedComponents(t *testing.T) {
+	var composites int
+	for _, p := range All() {
+		comps, err := p.ResolvedComponents()
+		if p.Type != TypeComposite {
+			if err == nil {
+				t.Errorf("%s: components of a %s parameter", p.ID, p.Type)
+			}
+			continue
+		}
+		composites++
+		if err != nil || len(comps) != len(p.Components) || len(comps) < 2 {
+			t.Errorf("%s: %v, %d components", p.ID, err, len(comps))
+		}
+	}
+	if composites != 46 {
+		t.Errorf("%d composites, want 46", composites)
+	}
+	p, _ := Lookup("Observation", "code-value-quantity")
+	comps, _ := p.ResolvedComponents()
+	if comps[0].Param.Type != TypeToken || comps[1].Param.Type != TypeQuantity || comps[1].Expr.String() != "value.as(Quantity)" {
+		t.Errorf("code-value-quantity components = %+v", comps)
+	}
+	if q, ok := ByURL("http://hl7.org/fhir/SearchParameter/clinical-code"); !ok || q.Code != "code" {
+		t.Errorf("ByURL clinical-code = %v, %v", q, ok)
+	}
+	if _, ok := ByURL("http://nope"); ok {
+		t.Error("ByURL found an unknown URL")
+	}
+}

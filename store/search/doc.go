@@ -24,11 +24,13 @@
 //     digits of the search value; quantity system and code (no unit
 //     conversion)
 //   - uri: exact; :below, :above
+//   - composite: one value per component separated by $, all matching
+//     within the same item (code-value-quantity=http://loinc.org|8480-6$gt120)
 //   - :missing=true|false on every type
 //
 // A comma separates values of which one must match (OR); a repeated
 // parameter must match every time (AND). Chained parameters, _has,
-// composite and special parameters, _text, _content, _query, _filter and
+// special parameters (Location near), _text, _content, _query, _filter and
 // _list are not supported: lenient parsing lists them in Query.Unknown,
 // strict parsing rejects them. An unsupported modifier or an invalid value is
 // always a 400, as the specification requires.

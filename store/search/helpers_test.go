@@ -88,6 +88,16 @@ func decodeJSON(t testing.TB, s string) map[string]any {
 	return m
 }
 
+// mustValues parses a query string.
+func mustValues(t testing.TB, query string) url.Values {
+	t.Helper()
+	v, err := url.ParseQuery(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // mustParse parses a query string in lenient mode.
 func mustParse(t testing.TB, resourceType, query string) *Query {
 	t.Helper()

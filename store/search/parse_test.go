@@ -106,13 +106,13 @@ func TestParseUnsupported(t *testing.T) {
 		"_text=cancer",
 		"_content=cancer",
 		"_query=special",
-		"code-value-quantity=http://loinc.org|8302-2$gt100",
 		"_include:iterate=Observation:subject",
 		"_include=*",
 		"_include=Observation:*",
 		"_include=Observation:code",
 		"_sort=nope",
 		"_sort=code-value-quantity",
+		"near=1|2|3|km",
 	}
 	for _, query := range cases {
 		v, _ := url.ParseQuery(query)

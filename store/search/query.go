@@ -63,6 +63,8 @@ type filter struct {
 	negate   bool   // :not
 	missing  []bool // :missing values; empty unless the modifier is missing
 	matchers []valueMatcher
+	// composites replaces matchers for a composite parameter.
+	composites []*compositeMatcher
 }
 
 // resultParams are the result-control parameters, handled apart from filters.
@@ -119,7 +121,7 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 		why = "_has is not supported"
 	case strings.Contains(name, "."):
 		why = "chained parameters are not supported"
-	case p != nil && (p.Type == searchparam.TypeComposite || p.Type == searchparam.TypeSpecial || p.Expression == ""):
+	case p != nil && (p.Type == searchparam.TypeSpecial || p.Expression == ""):
 		why = "parameters of type " + p.Type + " are not supported"
 		if p.Expression == "" {
 			why = "parameter " + base + " is not supported"
@@ -154,13 +156,21 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 		if v == "" {
 			continue
 		}
+		if p.Type == searchparam.TypeComposite {
+			c, err := newCompositeMatcher(p, v, now)
+			if err != nil {
+				return invalid(name, v, err.Error())
+			}
+			f.composites = append(f.composites, c)
+			continue
+		}
 		m, err := newValueMatcher(p, modifier, v, now)
 		if err != nil {
 			return invalid(name, v, err.Error())
 		}
 		f.matchers = append(f.matchers, m)
 	}
-	if len(f.matchers) > 0 {
+	if len(f.matchers) > 0 || len(f.composites) > 0 {
 		q.filters = append(q.filters, f)
 	}
 	return nil
@@ -238,7 +248,8 @@ func (f *filter) match(res map[string]any) bool {
 	if f.missing != nil {
 		return slices.Contains(f.missing, len(nodes) == 0)
 	}
-	matched := slices.ContainsFunc(f.matchers, func(m valueMatcher) bool { return m(nodes) })
+	matched := slices.ContainsFunc(f.matchers, func(m valueMatcher) bool { return m(nodes) }) ||
+		slices.ContainsFunc(f.composites, func(c *compositeMatcher) bool { return c.match(res, nodes) })
 	return matched != f.negate
 }
 
