@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"time"
 
@@ -209,7 +208,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.gw, err = gateway.New(gateway.Config{
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,
-		SetUpstream: func(r *http.Request, u *url.URL) { caddyhttp.SetVar(r.Context(), upstreamVar, u.Host) },
+		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },
 	})
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)

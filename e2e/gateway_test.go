@@ -187,7 +187,8 @@ func TestViewerCannotWrite(t *testing.T) {
 		expectOutcome(t, http.StatusConflict, "second use of an invitation")
 
 	e.do("GET", recordURL("alice-home", "/Observation"), bob, nil).expect(t, http.StatusOK, "viewer reads")
-	e.do("POST", recordURL("alice-home", "/Observation/_search"), bob, "").expect(t, http.StatusOK, "viewer searches by POST")
+	e.do("POST", recordURL("alice-home", "/Observation/_search"), bob, "code=29463-7",
+		"Content-Type", "application/x-www-form-urlencoded").expect(t, http.StatusOK, "viewer searches by POST")
 	e.do("POST", recordURL("alice-home", "/Observation"), bob, observation(pa, "1-1")).
 		expectOutcome(t, http.StatusForbidden, "viewer writes")
 	e.do("DELETE", recordURL("alice-home", "/"+pa), bob, nil).expectOutcome(t, http.StatusForbidden, "viewer deletes")

@@ -50,6 +50,7 @@ type env struct {
 // the data directory, %[2]s the test issuer URL, %[3]s the upstream lines.
 const gatewayConfig = `{
 	admin localhost:2999
+	default_bind 127.0.0.1
 	http_port %[4]d
 	https_port %[5]d
 	local_certs
@@ -188,14 +189,14 @@ func (e *env) do(method, url, token string, body any, headers ...string) respons
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
+	}
+	if rd != nil && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/fhir+json")
 	}
 	res, err := e.client.Do(req)
 	if err != nil {

@@ -65,10 +65,10 @@ func (u *recordingUpstream) last() *http.Request {
 // come back as the record's address.
 func TestUpstreamRequests(t *testing.T) {
 	for _, mode := range []struct {
-		name, lines string
+		name, lines string // %s: the upstream's host:port
 		check       func(t *testing.T, r *http.Request)
 	}{
-		{"header", "\t\tpartition header\n", func(t *testing.T, r *http.Request) {
+		{"header", "\t\tpartition header\n\t\tupstream reverse_proxy %s", func(t *testing.T, r *http.Request) {
 			if v := r.Header.Values("X-Request-Partition-IDs"); len(v) != 1 || v[0] != "1" {
 				t.Errorf("partition header %q, want exactly [1]", v)
 			}
@@ -76,7 +76,7 @@ func TestUpstreamRequests(t *testing.T) {
 				t.Errorf("path %q", r.URL.Path)
 			}
 		}},
-		{"url_prefix", "\t\tpartition url_prefix\n", func(t *testing.T, r *http.Request) {
+		{"url_prefix", "\t\tpartition url_prefix\n\t\tupstream reverse_proxy %s", func(t *testing.T, r *http.Request) {
 			if !strings.HasPrefix(r.URL.Path, "/fhir/pfr-") || !strings.HasSuffix(r.URL.Path, "/Observation") {
 				t.Errorf("path %q, want /fhir/pfr-<record id>/Observation", r.URL.Path)
 			}
@@ -84,7 +84,7 @@ func TestUpstreamRequests(t *testing.T) {
 				t.Errorf("partition header %q reached the upstream", v)
 			}
 		}},
-		{"tenant_header", "\t\tpartition tenant_header X-FHIR-TENANT-ID {\n\t\t\tdatastore_id default\n\t\t}\n", func(t *testing.T, r *http.Request) {
+		{"tenant_header", "\t\tpartition tenant_header X-FHIR-TENANT-ID {\n\t\t\tdatastore_id default\n\t\t}\n\t\tupstream reverse_proxy %s", func(t *testing.T, r *http.Request) {
 			if v := r.Header.Values("X-FHIR-TENANT-ID"); len(v) != 1 || !strings.HasPrefix(v[0], "pfr-") {
 				t.Errorf("tenant header %q", v)
 			}
@@ -95,10 +95,20 @@ func TestUpstreamRequests(t *testing.T) {
 				t.Errorf("partition header %q reached the upstream", v)
 			}
 		}},
+		{"per_record_url", "\t\tpartition per_record_url http://%[1]s/r/{record_id}/fhir\n\t\tupstream reverse_proxy {http.vars.pfr_upstream}", func(t *testing.T, r *http.Request) {
+			if !strings.HasPrefix(r.URL.Path, "/r/") || !strings.HasSuffix(r.URL.Path, "/fhir/Observation") {
+				t.Errorf("path %q, want /r/<record id>/fhir/Observation", r.URL.Path)
+			}
+			for _, h := range []string{"X-Request-Partition-IDs", "X-FHIR-TENANT-ID", "X-FHIR-DSID"} {
+				if v := r.Header.Values(h); len(v) != 0 {
+					t.Errorf("%s %q reached the upstream", h, v)
+				}
+			}
+		}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			up := newRecordingUpstream(t)
-			e := startGateway(t, mode.lines+"\t\tupstream reverse_proxy "+strings.TrimPrefix(up.URL, "http://"))
+			e := startGateway(t, fmt.Sprintf(mode.lines, strings.TrimPrefix(up.URL, "http://")))
 			alice := e.token("alice")
 			rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
 			if rec["patientId"] != "p1" {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"go.uber.org/zap"
@@ -48,9 +47,9 @@ type Config struct {
 	Tenancy tenancy.Store
 	// Verifier checks bearer tokens.
 	Verifier *auth.Verifier
-	// SetUpstream is called with the per-record upstream URL in
+	// SetUpstream is called with the per-record upstream's host:port in
 	// per_record_url mode, before the request is proxied.
-	SetUpstream func(r *http.Request, u *url.URL)
+	SetUpstream func(r *http.Request, dialAddress string)
 	// Logger receives security events and failures. Default: a no-op logger.
 	Logger *zap.Logger
 }

@@ -102,7 +102,7 @@ func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.R
 		return "", fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "routing the Patient upstream failed").WithCause(err)
 	}
 	if route.Upstream != nil && g.cfg.SetUpstream != nil {
-		g.cfg.SetUpstream(req, route.Upstream)
+		g.cfg.SetUpstream(req, route.DialAddress())
 	}
 	res, err := call(up, req)
 	if err != nil {

@@ -148,7 +148,11 @@ func (g *Gateway) roleOf(r *http.Request, rec *tenancy.Record, id *auth.Identity
 func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
 	out := r.Clone(r.Context())
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rest
-	out.URL.RawPath = ""
+	// Keep the client's escaping of the rest (e.g. an encoded space in an id).
+	out.URL.RawPath = g.cfg.UpstreamFHIRPath + strings.TrimPrefix(r.URL.EscapedPath(), g.cfg.FHIRPath)
+	if out.URL.RawPath == out.URL.Path || strings.HasSuffix(r.URL.Path, "/") {
+		out.URL.RawPath = ""
+	}
 	out.RequestURI = ""
 	// The upstream trusts the gateway, not the client: the caller's
 	// credentials stay here (an upstream that needs its own goes in the
@@ -161,7 +165,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		return
 	}
 	if route.Upstream != nil && g.cfg.SetUpstream != nil {
-		g.cfg.SetUpstream(out, route.Upstream)
+		g.cfg.SetUpstream(out, route.DialAddress())
 	}
 	tw := &trackingWriter{ResponseWriter: w}
 	rw := backend.NewResponseRewriter(tw, route.UpstreamBases, publicBase)

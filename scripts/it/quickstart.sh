@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the README's quickstart as a new user would: `pfr run --config
+# Caddyfile.example` in a fresh directory, then every command of the README's
+# walkthrough, verbatim. Fails if any command fails or prints an error.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+pfr=${PFR_BIN:?PFR_BIN must point at the pfr binary}
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cp "$root/Caddyfile.example" "$work/"
+cd "$work"
+# Caddy's own data (the local CA) stays inside the work directory.
+export XDG_DATA_HOME="$work/xdg-data" XDG_CONFIG_HOME="$work/xdg-config"
+"$pfr" run --config Caddyfile.example >"$work/pfr.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 50); do
+	curl -s -o /dev/null http://localhost:2019/config/ && break
+	sleep 0.2
+done
+
+# The README says `go run ./cmd/pfr`; here the binary built from the same source stands in.
+mkdir -p "$work/bin"
+cat >"$work/bin/go" <<SH
+#!/usr/bin/env bash
+[ "\$1 \$2" = "run ./cmd/pfr" ] || { echo "unexpected go command: \$*" >&2; exit 1; }
+shift 2
+exec "$pfr" "\$@"
+SH
+chmod +x "$work/bin/go"
+
+# Extract the walkthrough's shell blocks from the README and run them.
+awk '/<!-- walkthrough:begin -->/{on=1} /<!-- walkthrough:end -->/{on=0}
+     on && /^```/{inblock=!inblock; next} on && inblock' "$root/README.md" >"$work/walkthrough.sh"
+[ -s "$work/walkthrough.sh" ] || { echo "README has no walkthrough block"; exit 1; }
+echo "--- running the README walkthrough:"; cat "$work/walkthrough.sh"; echo "---"
+PATH="$work/bin:$PATH" bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"
+
+grep -q '"resourceType":"Observation"' "$work/out.txt" || { echo "walkthrough did not read the Observation back"; exit 1; }
+if grep -q '"OperationOutcome"' "$work/out.txt"; then echo "walkthrough printed an error"; exit 1; fi
+echo "quickstart: OK"

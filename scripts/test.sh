@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (Go tools, npm packages)
+# and runs every check and test. A missing component fails the run; nothing
+# is skipped silently.
+#
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export PATH="$(go env GOPATH)/bin:$PATH"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "Go tools"
+command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+command -v xcaddy >/dev/null || go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+
+step "Node packages"
+for dir in test/*/; do
+	if [ -f "$dir/package.json" ]; then
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+done
+
+step "gofmt, go vet, staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+staticcheck ./...
+
+step "build cmd/pfr"
+bin="$root/.build"
+mkdir -p "$bin"
+go build -o "$bin/pfr" ./cmd/pfr
+
+step "go test"
+go test -count=1 -timeout 30m ./...
+
+step "xcaddy build --with github.com/pfrgateway/caddy-pfr@v0.0.0=."
+xcaddy build v2.11.9 --with github.com/pfrgateway/caddy-pfr@v0.0.0=. --output "$bin/caddy-xcaddy" >"$bin/xcaddy.log" 2>&1 ||
+	{ tail -30 "$bin/xcaddy.log"; exit 1; }
+"$bin/caddy-xcaddy" list-modules | grep -qx 'http.handlers.pfr' || { echo "xcaddy build lacks http.handlers.pfr"; exit 1; }
+"$bin/caddy-xcaddy" list-modules | grep -qx 'tls.permission.pfr' || { echo "xcaddy build lacks tls.permission.pfr"; exit 1; }
+
+for script in scripts/it/*.sh; do
+	step "integration: $script"
+	PFR_BIN="$bin/pfr" bash "$script"
+done
+
+step "all tests passed"
