@@ -112,7 +112,7 @@ func extension(c *evalContext, focus []Node, arg node) ([]Node, error) {
 	}
 	var out []Node
 	for _, item := range focus {
-		for _, ext := range appendChildren(nil, item, "extension") {
+		for _, ext := range appendChildren(nil, item, "extension", nil) {
 			if m, ok := ext.Value.(map[string]any); ok && m["url"] == url {
 				out = append(out, Node{Value: m, Type: "Extension"})
 			}

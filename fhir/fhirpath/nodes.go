@@ -21,6 +21,7 @@ type (
 	memberNode struct {
 		name    string
 		leading bool
+		choices []choiceKey
 	}
 	chainNode struct{ target, step node }
 	indexNode struct{ target, index node }
@@ -56,7 +57,7 @@ func (n memberNode) eval(_ *evalContext, focus []Node) ([]Node, error) {
 			out = append(out, item)
 			continue
 		}
-		out = appendChildren(out, item, n.name)
+		out = appendChildren(out, item, n.name, n.choices)
 	}
 	return out, nil
 }

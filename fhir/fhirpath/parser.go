@@ -198,7 +198,7 @@ func (p *parser) parseInvocation(leading bool) (node, error) {
 		return nil, fmt.Errorf("at offset %d: expected a name, found %q", t.pos, t.text)
 	}
 	if !isOp(p.peek(), "(") {
-		return memberNode{name: t.text, leading: leading}, nil
+		return memberNode{name: t.text, leading: leading, choices: choiceKeys(t.text)}, nil
 	}
 	p.next()
 	fn := funcNode{name: t.text}

@@ -3,6 +3,7 @@ package fhirpath
 import (
 	"encoding/json"
 	"strings"
+	"sync"
 )
 
 // choiceSuffixes are the type suffixes a choice element name (value[x]) can
@@ -44,9 +45,31 @@ func choiceTypeName(suffix string) string {
 	return suffix
 }
 
+// choiceKeyCache shares the choice keys of each element name between
+// compiled expressions (many use value, code, subject).
+var choiceKeyCache sync.Map // string → []choiceKey
+
+// choiceKeys returns the JSON names a choice element called name may have
+// (valueQuantity, valueString, …), with their FHIR type names.
+func choiceKeys(name string) []choiceKey {
+	if keys, ok := choiceKeyCache.Load(name); ok {
+		return keys.([]choiceKey)
+	}
+	keys := make([]choiceKey, len(choiceSuffixes))
+	for i, suffix := range choiceSuffixes {
+		keys[i] = choiceKey{key: name + suffix, typ: choiceTypeName(suffix)}
+	}
+	actual, _ := choiceKeyCache.LoadOrStore(name, keys)
+	return actual.([]choiceKey)
+}
+
+// choiceKey is one JSON name of a choice element and its type.
+type choiceKey struct{ key, typ string }
+
 // appendChildren appends the children called name of item to out, expanding
-// JSON arrays and resolving choice elements (name "value" finds valueQuantity).
-func appendChildren(out []Node, item Node, name string) []Node {
+// JSON arrays; when name is absent, the choice keys (valueQuantity for
+// value) are tried in order.
+func appendChildren(out []Node, item Node, name string, choices []choiceKey) []Node {
 	m, ok := item.Value.(map[string]any)
 	if !ok {
 		return out
@@ -54,9 +77,9 @@ func appendChildren(out []Node, item Node, name string) []Node {
 	if v, ok := m[name]; ok {
 		return appendValue(out, v, "")
 	}
-	for _, suffix := range choiceSuffixes {
-		if v, ok := m[name+suffix]; ok {
-			return appendValue(out, v, choiceTypeName(suffix))
+	for _, c := range choices {
+		if v, ok := m[c.key]; ok {
+			return appendValue(out, v, c.typ)
 		}
 	}
 	return out
