@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -135,11 +134,10 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 	case !hasModifier:
 	case modifier == "missing":
 		for _, v := range splitOr(value) {
-			b, err := strconv.ParseBool(v)
-			if err != nil || v != "true" && v != "false" {
+			if v != "true" && v != "false" {
 				return invalid(name, value, "must be true or false")
 			}
-			f.missing = append(f.missing, b)
+			f.missing = append(f.missing, v == "true")
 		}
 		q.filters = append(q.filters, f)
 		return nil
