@@ -226,17 +226,21 @@ func TestHistoryPagingAndSince(t *testing.T) {
 				next = strings.TrimPrefix(str(l, "url"), s.srv.URL)
 			}
 		}
+		// A write between pages does not shift the pages.
+		if next != "" {
+			s.must(http.StatusOK, "PUT", "/fhir/Patient/h1", "DEFAULT", p)
+		}
 	}
-	if len(seen) != 5 {
+	if len(seen) != 5 || !seen["1"] || !seen["5"] {
 		t.Fatalf("saw versions %v", seen)
 	}
 
 	typeHist := s.must(http.StatusOK, "GET", "/fhir/Patient/_history", "DEFAULT", nil).JSON(t)
-	if typeHist["total"].(float64) != 5 {
+	if typeHist["total"].(float64) != 7 {
 		t.Fatalf("type history %v", typeHist["total"])
 	}
 	sys := s.must(http.StatusOK, "GET", "/fhir/_history", "DEFAULT", nil).JSON(t)
-	if sys["total"].(float64) != 6 || str(sys, "entry", 0, "resource", "resourceType") != "Observation" {
+	if sys["total"].(float64) != 8 || str(sys, "entry", 2, "resource", "resourceType") != "Observation" || str(sys, "entry", 0, "resource", "meta", "versionId") != "7" {
 		t.Fatalf("system history %v", sys)
 	}
 	future := s.must(http.StatusOK, "GET", "/fhir/_history?_since=2999-01-01T00:00:00Z", "DEFAULT", nil).JSON(t)
@@ -278,4 +282,34 @@ func TestCapabilityStatement(t *testing.T) {
 		t.Fatalf("capabilities incomplete")
 	}
 	expectOutcome(t, s.do("POST", "/fhir/metadata", "", `{}`), 405, "not allowed")
+}
+
+func TestDeleteIfMatch(t *testing.T) {
+	s := newTestServer(t)
+	p := patient("D")
+	p["id"] = "d1"
+	s.must(http.StatusCreated, "PUT", "/fhir/Patient/d1", "DEFAULT", p)
+	expectOutcome(t, s.do("DELETE", "/fhir/Patient/d1", "DEFAULT", nil, "If-Match", `W/"2"`), http.StatusPreconditionFailed, "If-Match")
+	s.must(http.StatusOK, "GET", "/fhir/Patient/d1", "DEFAULT", nil)
+	s.must(http.StatusOK, "DELETE", "/fhir/Patient/d1", "DEFAULT", nil, "If-Match", `W/"1"`)
+	s.must(http.StatusGone, "GET", "/fhir/Patient/d1", "DEFAULT", nil)
+}
+
+func TestInternalErrorsAreReportedNotShown(t *testing.T) {
+	db, err := Open(t.TempDir()+"/e.db", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported error
+	h, err := NewHandler(db, Config{OnInternalError: func(_ *http.Request, err error) { reported = err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &testServer{t: t, db: db, srv: newLocalServer(t, h)}
+	_ = db.Close() // every transaction now fails inside bbolt
+	r := s.do("GET", "/fhir/Patient/x", "DEFAULT", nil)
+	expectOutcome(t, r, http.StatusInternalServerError, "internal server error")
+	if reported == nil || strings.Contains(string(r.Body), reported.Error()) {
+		t.Fatalf("cause %v leaked or not reported: %s", reported, r.Body)
+	}
 }

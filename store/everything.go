@@ -3,6 +3,7 @@ package store
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -41,11 +42,11 @@ func (q *request) everything(id string) error {
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.base + trimBase(q.h.cfg.BasePath, q.r.URL.Path) + queryString(q.r.URL.Query())}}
 	if total > count {
-		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Refs: refs})
+		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Kind: snapshotSearch, Refs: refs})
 		if err != nil {
 			return err
 		}
-		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, count, count)})
+		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, snapshotSearch, count, count)})
 	}
 	if err := q.fillPage(b, refs[:min(count, total)], nil); err != nil {
 		return err
@@ -80,14 +81,22 @@ func (h *handler) compartment(p *ptx, patients []string) ([]string, error) {
 		var ids []string
 		for _, param := range params {
 			for _, pid := range patients {
-				found, err := h.matchIDs(p, typ, url.Values{param: {"Patient/" + pid}})
+				plan, err := h.engine.plan(typ, url.Values{param: {"Patient/" + pid}}, false)
+				if err != nil {
+					return nil, err
+				}
+				if len(plan.unknown) > 0 {
+					break // a parameter the engine cannot evaluate
+				}
+				found, err := run(p, typ, plan)
 				if err != nil {
 					return nil, err
 				}
 				ids = append(ids, found...)
 			}
 		}
-		sort.Strings(ids)
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
 		for _, id := range ids {
 			add(typ + "/" + id)
 		}

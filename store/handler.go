@@ -16,6 +16,9 @@ type Config struct {
 	// PartitionHeader names the header that carries the partition id.
 	// Default "X-Request-Partition-IDs", as in HAPI.
 	PartitionHeader string
+	// OnInternalError, if set, is called with the cause of every 5xx
+	// answer; clients only see a generic OperationOutcome.
+	OnInternalError func(r *http.Request, err error)
 }
 
 // handler serves the FHIR REST API over one DB.
@@ -60,6 +63,9 @@ type request struct {
 // ServeHTTP implements http.Handler.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.serve(w, r); err != nil {
+		if fe := fhir.AsError(err); fe.Status >= http.StatusInternalServerError && h.cfg.OnInternalError != nil {
+			h.cfg.OnInternalError(r, err)
+		}
 		fhir.WriteError(w, err)
 	}
 }

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -16,17 +18,16 @@ const (
 )
 
 // history answers system (typ ""), type (id "") and instance history,
-// newest first, with _count, _since and an offset cursor.
+// newest first, with _count and _since. Like a search, a history longer
+// than one page is pinned in a snapshot so its pages stay stable while
+// resources are written.
 func (q *request) history(typ, id string) error {
 	params := q.r.URL.Query()
 	count, err := pageSize(params)
 	if err != nil {
 		return err
 	}
-	offset, err := nonNegativeInt(params, "_offset")
-	if err != nil {
-		return err
-	}
+	count = max(count, 1)
 	var since time.Time
 	if s := params.Get("_since"); s != "" {
 		since, err = parseInstant(s)
@@ -36,16 +37,16 @@ func (q *request) history(typ, id string) error {
 	}
 
 	b := q.newBundle("history")
-	total := 0
+	var refs []string
 	err = q.h.db.view(q.part, func(p *ptx) error {
 		visit := func(rec *record) (bool, error) {
 			if !since.IsZero() && rec.LastUpdated.Before(since) {
 				return true, nil
 			}
-			if total >= offset && total < offset+count {
+			if len(refs) < count {
 				b.Entry = append(b.Entry, q.historyEntry(rec))
 			}
-			total++
+			refs = append(refs, rec.Type+"/"+rec.ID+"/"+rec.versionID())
 			return true, nil
 		}
 		if id != "" {
@@ -61,21 +62,40 @@ func (q *request) history(typ, id string) error {
 	if err != nil {
 		return err
 	}
+	total := len(refs)
 	b.Total = &total
-	self := *q.r.URL
-	b.Link = append(b.Link, outLink{Relation: "self", URL: q.base + trimBase(q.h.cfg.BasePath, self.Path) + queryString(self.Query())})
-	if offset+count < total {
-		b.Link = append(b.Link, outLink{Relation: "next", URL: q.pageLink(self, offset+count, count)})
-	}
-	if offset > 0 {
-		prev := offset - count
-		if prev < 0 {
-			prev = 0
+	b.Link = append(b.Link, outLink{Relation: "self", URL: q.base + trimBase(q.h.cfg.BasePath, q.r.URL.Path) + queryString(params)})
+	if total > count {
+		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Kind: snapshotHistory, Refs: refs})
+		if err != nil {
+			return err
 		}
-		b.Link = append(b.Link, outLink{Relation: "previous", URL: q.pageLink(self, prev, count)})
+		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, snapshotHistory, count, count)})
 	}
 	q.writeBundle(http.StatusOK, b)
 	return nil
+}
+
+// historyPage fills b with the versions refs ("Type/id/version") name.
+func (q *request) historyPage(b *outBundle, refs []string) error {
+	return q.h.db.view(q.part, func(p *ptx) error {
+		for _, ref := range refs {
+			parts := strings.Split(ref, "/")
+			if len(parts) != 3 {
+				return fmt.Errorf("corrupt history snapshot entry %q", ref)
+			}
+			v, err := strconv.ParseUint(parts[2], 10, 64)
+			if err != nil {
+				return fmt.Errorf("corrupt history snapshot entry %q", ref)
+			}
+			rec, err := p.version(parts[0], parts[1], v)
+			if err != nil {
+				return err
+			}
+			b.Entry = append(b.Entry, q.historyEntry(rec))
+		}
+		return nil
+	})
 }
 
 // historyEntry renders one version as a history Bundle entry.
@@ -99,14 +119,6 @@ func (q *request) historyEntry(rec *record) outEntry {
 	}
 	e.Response = resp
 	return e
-}
-
-// pageLink is u with _offset and _count replaced.
-func (q *request) pageLink(u url.URL, offset, count int) string {
-	v := u.Query()
-	v.Set("_offset", strconv.Itoa(offset))
-	v.Set("_count", strconv.Itoa(count))
-	return q.base + trimBase(q.h.cfg.BasePath, u.Path) + queryString(v)
 }
 
 // trimBase returns path relative to the FHIR base, with its leading slash.

@@ -138,7 +138,7 @@ func (q *request) delete(typ, id string) error {
 	var out *writeResult
 	err := q.h.db.update(q.part, func(p *ptx) error {
 		var err error
-		out, err = remove(p, typ, id)
+		out, err = remove(p, typ, id, q.r.Header.Get("If-Match"))
 		return err
 	})
 	if err != nil {

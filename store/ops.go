@@ -179,11 +179,22 @@ func (h *handler) conditionalUpdateID(p *ptx, typ, query string, res resource) (
 }
 
 // remove implements delete: a tombstone version; deleting what is already
-// gone is a no-op success, as in HAPI.
-func remove(p *ptx, typ, id string) (*writeResult, error) {
+// gone is a no-op success, as in HAPI. ifMatch, when set, must name the
+// current version.
+func remove(p *ptx, typ, id, ifMatch string) (*writeResult, error) {
 	prev, err := p.current(typ, id)
 	if err != nil {
 		return nil, err
+	}
+	if ifMatch != "" {
+		want, err := parseIfMatch(ifMatch)
+		if err != nil {
+			return nil, err
+		}
+		if prev == nil || prev.Deleted || prev.Version != want {
+			return nil, fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict,
+				"If-Match %s does not match the current version of %s/%s", ifMatch, typ, id)
+		}
 	}
 	if prev == nil {
 		return &writeResult{Status: http.StatusOK,
@@ -217,7 +228,7 @@ func (h *handler) conditionalDelete(p *ptx, typ, query string) (*writeResult, er
 		return &writeResult{Status: http.StatusOK,
 			Message: fmt.Sprintf("No %s matches %s; nothing deleted", typ, query)}, nil
 	case 1:
-		return remove(p, typ, ids[0])
+		return remove(p, typ, ids[0], "")
 	default:
 		return nil, fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeDuplicate,
 			"conditional delete %s?%s matches %d resources; at most one may match", typ, query, len(ids))

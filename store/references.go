@@ -50,15 +50,17 @@ func conditionalReference(ref string) (typ, query string, ok bool) {
 	return typ, query, true
 }
 
-// resolveReferences rewrites placeholders via ids and conditional
+// resolveReferences rewrites references to entry fullUrls via ids and conditional
 // references via a search in the partition: exactly one match, or the
 // write fails (404 none, 412 several), as HAPI does.
 func (h *handler) resolveReferences(p *ptx, res resource, ids map[string]string) error {
 	return rewriteReferences(map[string]any(res), func(ref string) (string, error) {
+		// Any entry's fullUrl (placeholder or absolute URL) resolves to
+		// where that entry was written.
+		if target, ok := ids[ref]; ok {
+			return target, nil
+		}
 		if isPlaceholder(ref) {
-			if target, ok := ids[ref]; ok {
-				return target, nil
-			}
 			return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotFound,
 				"reference %q in %s does not match the fullUrl of any entry of the transaction", ref, res.Type())
 		}

@@ -116,16 +116,16 @@ func (q *request) search(typ string, params url.Values) error {
 	offset := min(plan.offset, total)
 	end := min(offset+count, total)
 	if end < total || offset > 0 {
-		snap := &searchSnapshot{Partition: q.part, Type: typ, Query: params.Encode(), Refs: refs}
+		snap := &searchSnapshot{Partition: q.part, Kind: snapshotSearch, Type: typ, Query: params.Encode(), Refs: refs}
 		searchID, err := q.h.db.saveSnapshot(snap)
 		if err != nil {
 			return err
 		}
 		if end < total {
-			b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, end, count)})
+			b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, snapshotSearch, end, count)})
 		}
 		if offset > 0 {
-			b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, max(offset-count, 0), count)})
+			b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, snapshotSearch, max(offset-count, 0), count)})
 		}
 	}
 	if err := q.fillPage(b, refs[offset:end], plan); err != nil {

@@ -22,11 +22,14 @@ const snapshotTTL = time.Hour
 // stable while resources are written between page requests.
 type searchSnapshot struct {
 	Partition string `json:"partition"`
+	// Kind is the Bundle type of the pages: searchset or history.
+	Kind string `json:"kind"`
 	// Type and Query are the search to re-plan for _include and _elements
 	// on every page; Type is "" for $everything.
 	Type  string `json:"type"`
 	Query string `json:"query"`
-	// Refs is the ordered result, "Type/id" each.
+	// Refs is the ordered result: "Type/id" each for a searchset,
+	// "Type/id/version" for a history.
 	Refs    []string  `json:"refs"`
 	Expires time.Time `json:"expires"`
 }
@@ -135,13 +138,19 @@ func dropSnapshotsOf(tx *bolt.Tx, part string) error {
 	})
 }
 
+// Snapshot kinds: the Bundle type their pages have.
+const (
+	snapshotSearch  = "searchset"
+	snapshotHistory = "history"
+)
+
 // snapshotLink is the URL of one page of a snapshot, in HAPI's form.
-func (q *request) snapshotLink(searchID string, offset, count int) string {
+func (q *request) snapshotLink(searchID, kind string, offset, count int) string {
 	v := url.Values{}
 	v.Set("_getpages", searchID)
 	v.Set("_getpagesoffset", strconv.Itoa(offset))
 	v.Set("_count", strconv.Itoa(count))
-	v.Set("_bundletype", "searchset")
+	v.Set("_bundletype", kind)
 	return q.base + "?" + v.Encode()
 }
 
@@ -157,6 +166,7 @@ func (q *request) page() error {
 	if err != nil {
 		return err
 	}
+	count = max(count, 1)
 	snap, err := q.h.db.loadSnapshot(searchID, q.part)
 	if err != nil {
 		return err
@@ -165,27 +175,35 @@ func (q *request) page() error {
 	if err != nil {
 		return fmt.Errorf("search snapshot query: %w", err)
 	}
+	if snap.Kind == "" {
+		snap.Kind = snapshotSearch
+	}
 	var plan *searchPlan
-	if snap.Type != "" {
+	if snap.Kind == snapshotSearch && snap.Type != "" {
 		if plan, err = q.h.engine.plan(snap.Type, query, false); err != nil {
 			return err
 		}
 	}
 	total := len(snap.Refs)
-	b := q.newBundle("searchset")
+	b := q.newBundle(snap.Kind)
 	b.Total = &total
-	b.Link = []outLink{{Relation: "self", URL: q.snapshotLink(searchID, offset, count)}}
+	b.Link = []outLink{{Relation: "self", URL: q.snapshotLink(searchID, snap.Kind, offset, count)}}
 	if offset+count < total {
-		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, offset+count, count)})
+		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, snap.Kind, offset+count, count)})
 	}
 	if offset > 0 {
-		b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, max(offset-count, 0), count)})
+		b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, snap.Kind, max(offset-count, 0), count)})
 	}
 	var page []string
 	if offset < total {
 		page = snap.Refs[offset:min(offset+count, total)]
 	}
-	if err := q.fillPage(b, page, plan); err != nil {
+	if snap.Kind == snapshotHistory {
+		err = q.historyPage(b, page)
+	} else {
+		err = q.fillPage(b, page, plan)
+	}
+	if err != nil {
 		return err
 	}
 	q.writeBundle(http.StatusOK, b)

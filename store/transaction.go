@@ -77,7 +77,7 @@ func (h *handler) applyTransaction(q *request, p *ptx, entries []*entry) error {
 	for _, e := range deletes {
 		var err error
 		if e.id != "" {
-			e.result, err = remove(p, e.typ, e.id)
+			e.result, err = remove(p, e.typ, e.id, e.ifMatch)
 		} else {
 			e.result, err = h.conditionalDelete(p, e.typ, e.query)
 		}
@@ -189,7 +189,7 @@ func (q *request) batchEntry(e *entry) error {
 		switch e.method {
 		case http.MethodDelete:
 			if e.id != "" {
-				e.result, err = remove(p, e.typ, e.id)
+				e.result, err = remove(p, e.typ, e.id, e.ifMatch)
 			} else {
 				e.result, err = h.conditionalDelete(p, e.typ, e.query)
 			}

@@ -224,14 +224,15 @@ func TestTransactionOrderAndPlaceholders(t *testing.T) {
 	named["id"] = "named"
 	obs := map[string]any{"resourceType": "Observation", "status": "final",
 		"subject":   map[string]any{"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"},
-		"performer": []any{map[string]any{"reference": "urn:uuid:22222222-2222-2222-2222-222222222222"}},
-		"hasMember": []any{map[string]any{"reference": "#contained"}}}
+		"performer": []any{map[string]any{"reference": "Patient/named"}},
+		"hasMember": []any{map[string]any{"reference": "#contained"}},
+		"focus":     []any{map[string]any{"reference": "http://example.org/fhir/Patient/named"}}}
 	b := txBundle("transaction",
 		map[string]any{"request": map[string]any{"method": "GET", "url": "Observation/_history"}},
 		map[string]any{"request": map[string]any{"method": "GET", "url": "Patient/named"}},
 		postEntry("urn:uuid:33333333-3333-3333-3333-333333333333", obs),
 		postEntry("urn:uuid:11111111-1111-1111-1111-111111111111", patient("Forward")),
-		map[string]any{"fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222", "resource": named, "request": map[string]any{"method": "PUT", "url": "Patient/named"}},
+		map[string]any{"fullUrl": "http://example.org/fhir/Patient/named", "resource": named, "request": map[string]any{"method": "PUT", "url": "Patient/named"}},
 		map[string]any{"request": map[string]any{"method": "DELETE", "url": "Patient/old"}},
 	)
 	// A GET of a history URL is not a supported entry.
@@ -251,7 +252,7 @@ func TestTransactionOrderAndPlaceholders(t *testing.T) {
 	patientID := strings.TrimSuffix(strings.TrimPrefix(str(resp, "entry", 2, "response", "location"), "Patient/"), "/_history/1")
 	obsLoc := strings.TrimSuffix(str(resp, "entry", 1, "response", "location"), "/_history/1")
 	stored := s.must(http.StatusOK, "GET", "/fhir/"+obsLoc, "DEFAULT", nil).JSON(t)
-	if str(stored, "subject", "reference") != "Patient/"+patientID || str(stored, "performer", 0, "reference") != "Patient/named" || str(stored, "hasMember", 0, "reference") != "#contained" {
+	if str(stored, "subject", "reference") != "Patient/"+patientID || str(stored, "performer", 0, "reference") != "Patient/named" || str(stored, "hasMember", 0, "reference") != "#contained" || str(stored, "focus", 0, "reference") != "Patient/named" {
 		t.Fatalf("references not resolved: %v", stored)
 	}
 	s.must(http.StatusGone, "GET", "/fhir/Patient/old", "DEFAULT", nil)
