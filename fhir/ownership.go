@@ -52,8 +52,7 @@ type OwnershipPolicy struct {
 //
 // Deliberately absent: Bundle (its entries cannot be proved to be this
 // person's: a transaction or batch is checked entry by entry, a document is
-// picked up through the drop-off), Binary (opaque content), Person and
-// Provenance (they bind resources of several people), conformance and
+// picked up through the drop-off), Binary (opaque content), conformance and
 // infrastructure resources such as SearchParameter, StructureDefinition or
 // Subscription (they change how the upstream behaves or send data
 // elsewhere).
