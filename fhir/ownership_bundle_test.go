@@ -230,14 +230,14 @@ func TestCheckWrite(t *testing.T) {
 
 func TestParseRequestTarget(t *testing.T) {
 	good := map[string]requestTarget{
-		"Observation":                  {typ: "Observation"},
-		"/Observation":                 {typ: "Observation"},
-		"Observation/o1":               {typ: "Observation", id: "o1"},
-		"Observation/_history":         {typ: "Observation", history: true},
-		"Observation/o1/_history":      {typ: "Observation", id: "o1", history: true},
-		"Observation/o1/_history/3":    {typ: "Observation", id: "o1", history: true},
-		"Observation?code=1":           {typ: "Observation", query: "code=1", hasQuery: true},
-		"Observation?":                 {typ: "Observation", hasQuery: true},
+		"Observation":                   {typ: "Observation"},
+		"/Observation":                  {typ: "Observation"},
+		"Observation/o1":                {typ: "Observation", id: "o1"},
+		"Observation/_history":          {typ: "Observation", history: true},
+		"Observation/o1/_history":       {typ: "Observation", id: "o1", history: true},
+		"Observation/o1/_history/3":     {typ: "Observation", id: "o1", history: true},
+		"Observation?code=1":            {typ: "Observation", query: "code=1", hasQuery: true},
+		"Observation?":                  {typ: "Observation", hasQuery: true},
 		"Observation?x=http://a.b/c%2F": {typ: "Observation", query: "x=http://a.b/c%2F", hasQuery: true},
 	}
 	for raw, want := range good {
