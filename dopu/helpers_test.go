@@ -1,0 +1,192 @@
+package dopu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// clock is a settable time for tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func openDB(t *testing.T, path string) *bbolt.DB {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("opening %s: %v", path, err)
+	}
+	return db
+}
+
+type fixture struct {
+	t     *testing.T
+	path  string
+	db    *bbolt.DB
+	svc   *Service
+	clock *clock
+}
+
+// newFixture returns a Service on a fresh database; opts.Now is the
+// fixture's clock unless set.
+func newFixture(t *testing.T, limits Limits, opts Options) *fixture {
+	t.Helper()
+	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "pfr.db"), clock: newClock()}
+	f.db = openDB(t, f.path)
+	t.Cleanup(func() { f.db.Close() })
+	if opts.Now == nil {
+		opts.Now = f.clock.Now
+	}
+	svc, err := New(f.db, limits, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc
+	return f
+}
+
+// reopen closes the database and opens a new Service on it, as after a
+// restart.
+func (f *fixture) reopen(limits Limits, opts Options) {
+	f.t.Helper()
+	if err := f.db.Close(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.db = openDB(f.t, f.path)
+	f.t.Cleanup(func() { f.db.Close() })
+	if opts.Now == nil {
+		opts.Now = f.clock.Now
+	}
+	svc, err := New(f.db, limits, opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.svc = svc
+}
+
+func readTestdata(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "fhir", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+const ipsPath = "documents/IPS_IG-bundle-01.json"
+
+func (f *fixture) drop(record string, body []byte, ip string) (*Receipt, error) {
+	return f.svc.Intake(context.Background(), record, fhir.ContentType, "", bytes.NewReader(body), Sender{IP: ip, UserAgent: "test"})
+}
+
+func (f *fixture) mustDrop(record string, body []byte, ip string) *Receipt {
+	f.t.Helper()
+	r, err := f.drop(record, body, ip)
+	if err != nil {
+		f.t.Fatalf("intake: %v", err)
+	}
+	return r
+}
+
+// keyCount counts the keys in every dopu bucket.
+func keyCount(t *testing.T, db *bbolt.DB) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	err := db.View(func(tx *bbolt.Tx) error {
+		for _, name := range BoltBuckets {
+			b := tx.Bucket(name)
+			if b == nil {
+				return fmt.Errorf("bucket %s missing", name)
+			}
+			out[string(name)] = b.Stats().KeyN
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func assertEmpty(t *testing.T, f *fixture, record string) {
+	t.Helper()
+	for name, n := range keyCount(t, f.db) {
+		if n != 0 {
+			t.Errorf("bucket %s holds %d keys, want none", name, n)
+		}
+	}
+	list, err := f.svc.List(context.Background(), record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 0 {
+		t.Errorf("List returned %d drop-offs, want none", len(list))
+	}
+}
+
+// wantFHIRError asserts err is a *fhir.Error with status and a diagnostic
+// containing substr.
+func wantFHIRError(t *testing.T, err error, status int, substr string) *fhir.Error {
+	t.Helper()
+	var fe *fhir.Error
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v (%T), want *fhir.Error %d", err, err, status)
+	}
+	if fe.Status != status {
+		t.Errorf("status %d, want %d (%v)", fe.Status, status, fe)
+	}
+	outcome, _ := json.Marshal(fe.Outcome())
+	if !bytes.Contains(outcome, []byte(substr)) {
+		t.Errorf("OperationOutcome %s does not mention %q", outcome, substr)
+	}
+	if fe.Status == http.StatusTooManyRequests && fe.Header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After")
+	}
+	return fe
+}
+
+// bundleJSON builds a Bundle of the given type around resources.
+func bundleJSON(t testing.TB, typ string, resources ...map[string]any) []byte {
+	var entries []any
+	for i, r := range resources {
+		e := map[string]any{"fullUrl": fmt.Sprintf("urn:uuid:00000000-0000-4000-8000-%012d", i), "resource": r}
+		if typ == "transaction" || typ == "batch" {
+			e["request"] = map[string]any{"method": "POST", "url": r["resourceType"]}
+		}
+		entries = append(entries, e)
+	}
+	data, err := json.Marshal(map[string]any{"resourceType": "Bundle", "type": typ, "entry": entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func patient(family, given, birth, gender string) map[string]any {
+	return map[string]any{
+		"resourceType": "Patient",
+		"name":         []any{map[string]any{"family": family, "given": []any{given}}},
+		"birthDate":    birth,
+		"gender":       gender,
+	}
+}

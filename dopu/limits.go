@@ -1,0 +1,78 @@
+package dopu
+
+import "time"
+
+// Rate is a token bucket: PerMinute tokens are added each minute, up to
+// Burst. A zero Rate takes the default; a negative PerMinute disables the
+// limit.
+type Rate struct {
+	PerMinute float64
+	Burst     int
+}
+
+// Limits bound what a drop-off may be and how many a record may hold. Zero
+// fields take the defaults below.
+type Limits struct {
+	// MaxBytes bounds the body, both as sent and inflated. Default 20 MiB.
+	MaxBytes int64
+	// MaxEntries bounds Bundle.entry. Default 10 000.
+	MaxEntries int
+	// MaxDepth bounds the JSON nesting (objects and arrays). Default 64.
+	MaxDepth int
+	// TTL is how long a drop-off stays pending. Default 30 days.
+	TTL time.Duration
+	// PendingPerRecord bounds the pending drop-offs of one record. Default 100.
+	PendingPerRecord int
+	// PendingBytesPerRecord bounds their total size. Default 256 MiB.
+	PendingBytesPerRecord int64
+	// SourceRate limits drop-offs per sender IP address (IPv6 per /64).
+	// Default 30 per minute, burst 10.
+	SourceRate Rate
+	// RecordRate limits drop-offs per record. Default 60 per minute, burst 20.
+	RecordRate Rate
+}
+
+// Defaults.
+const (
+	DefaultMaxBytes              = 20 << 20
+	DefaultMaxEntries            = 10000
+	DefaultMaxDepth              = 64
+	DefaultTTL                   = 30 * 24 * time.Hour
+	DefaultPendingPerRecord      = 100
+	DefaultPendingBytesPerRecord = 256 << 20
+)
+
+// Default rates.
+var (
+	DefaultSourceRate = Rate{PerMinute: 30, Burst: 10}
+	DefaultRecordRate = Rate{PerMinute: 60, Burst: 20}
+)
+
+// withDefaults returns l with zero fields set to the defaults.
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxEntries
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	if l.TTL <= 0 {
+		l.TTL = DefaultTTL
+	}
+	if l.PendingPerRecord <= 0 {
+		l.PendingPerRecord = DefaultPendingPerRecord
+	}
+	if l.PendingBytesPerRecord <= 0 {
+		l.PendingBytesPerRecord = DefaultPendingBytesPerRecord
+	}
+	if l.SourceRate == (Rate{}) {
+		l.SourceRate = DefaultSourceRate
+	}
+	if l.RecordRate == (Rate{}) {
+		l.RecordRate = DefaultRecordRate
+	}
+	return l
+}

@@ -1,0 +1,206 @@
+package dopu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// deliveryBatch and deliveryWorkers bound one pass of the deliverer.
+const (
+	deliveryBatch   = 64
+	deliveryWorkers = 4
+)
+
+// Run delivers alerts and expires drop-offs until ctx is done, then
+// returns nil. Run it once per Service.
+func (s *Service) Run(ctx context.Context) error {
+	poll := time.NewTicker(s.opts.PollInterval)
+	defer poll.Stop()
+	expiry := time.NewTicker(s.opts.ExpiryInterval)
+	defer expiry.Stop()
+	s.expireAndLog(ctx)
+	for {
+		if _, err := s.DeliverDue(ctx); err != nil && ctx.Err() == nil {
+			s.opts.Logger.Error("delivering drop-off alerts", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		case <-s.wake:
+		case <-expiry.C:
+			s.expireAndLog(ctx)
+		}
+	}
+}
+
+func (s *Service) expireAndLog(ctx context.Context) {
+	n, err := s.Expire(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.opts.Logger.Error("expiring drop-offs", zap.Error(err))
+	}
+	if n > 0 {
+		s.opts.Logger.Info("expired drop-offs", zap.Int("count", n))
+	}
+}
+
+// DeliverDue makes one delivery attempt for each alert due now (at most a
+// batch of them) and returns how many were delivered. Run calls it; tests
+// call it to step the outbox.
+func (s *Service) DeliverDue(ctx context.Context) (int, error) {
+	var due []Alert
+	err := s.store.View(ctx, func(tx Tx) error {
+		var err error
+		due, err = tx.DueAlerts(s.now(), deliveryBatch)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dopu: reading the outbox: %w", err)
+	}
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		delivered int
+		firstErr  error
+	)
+	sem := make(chan struct{}, deliveryWorkers)
+	for _, a := range due {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ok, err := s.deliver(ctx, a)
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
+				delivered++
+			}
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	return delivered, firstErr
+}
+
+// deliver makes one attempt at an alert. It returns an error only when the
+// outbox itself could not be updated; a failed delivery is rescheduled.
+func (s *Service) deliver(ctx context.Context, a Alert) (bool, error) {
+	var d *DropOff
+	err := s.store.View(ctx, func(tx Tx) error {
+		var err error
+		d, err = tx.Get(a.DropOffID)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) || (err == nil && effectiveStatus(d, s.now()) != StatusPending) {
+		// Picked up, rejected or expired: nobody needs the alert any more.
+		return false, s.dropAlert(ctx, a.DropOffID)
+	}
+	if err != nil {
+		return false, fmt.Errorf("dopu: reading drop-off %s: %w", a.DropOffID, err)
+	}
+	if s.opts.Webhook == nil {
+		return false, s.dropAlert(ctx, a.DropOffID)
+	}
+	target, secret, err := s.opts.Webhook(ctx, a.RecordID)
+	if err != nil {
+		return false, s.retry(ctx, a, fmt.Errorf("looking up the webhook: %w", err))
+	}
+	if target == "" {
+		return false, s.dropAlert(ctx, a.DropOffID)
+	}
+	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		s.opts.Logger.Warn("drop-off webhook URL is not http(s); alert dropped",
+			zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID))
+		return false, s.dropAlert(ctx, a.DropOffID)
+	}
+	if err := s.post(ctx, target, secret, d); err != nil {
+		return false, s.retry(ctx, a, err)
+	}
+	return true, s.dropAlert(ctx, a.DropOffID)
+}
+
+// post sends the signed alert of d to target.
+func (s *Service) post(ctx context.Context, target, secret string, d *DropOff) error {
+	body, err := json.Marshal(AlertPayload{
+		Record: d.RecordID, DropOff: d.ID, Received: d.Received, Expires: d.Expires,
+		Summary: AlertSummary{BundleType: d.BundleType, ResourceCounts: d.ResourceCounts, Size: d.Size, Sender: d.Sender},
+	})
+	if err != nil {
+		return fmt.Errorf("encoding the alert: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("building the webhook request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "caddy-pfr-dopu")
+	req.Header.Set(SignatureHeader, Sign(secret, s.now(), body))
+	resp, err := s.opts.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("posting the webhook: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+func (s *Service) dropAlert(ctx context.Context, dropOffID string) error {
+	err := s.store.Update(ctx, func(tx Tx) error { return tx.DeleteAlert(dropOffID) })
+	if err != nil {
+		return fmt.Errorf("dopu: removing alert %s: %w", dropOffID, err)
+	}
+	return nil
+}
+
+// retry reschedules a failed alert with exponential backoff and jitter.
+func (s *Service) retry(ctx context.Context, a Alert, cause error) error {
+	s.opts.Logger.Info("drop-off alert not delivered; will retry",
+		zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID),
+		zap.Int("attempt", a.Attempts+1), zap.Error(cause))
+	err := s.store.Update(ctx, func(tx Tx) error {
+		cur, err := tx.Alert(a.DropOffID)
+		if errors.Is(err, ErrNotFound) {
+			return nil // delivered or dropped meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		cur.Attempts++
+		cur.NextAttempt = s.now().Add(s.backoff(cur.Attempts))
+		cur.LastError = cause.Error()
+		return tx.PutAlert(cur)
+	})
+	if err != nil {
+		return fmt.Errorf("dopu: rescheduling alert %s: %w", a.DropOffID, err)
+	}
+	return nil
+}
+
+// backoff is the delay after the given number of failed attempts:
+// RetryBase doubled per attempt, capped at RetryCap, and drawn uniformly
+// from its upper half so that alerts failing together spread out.
+func (s *Service) backoff(attempts int) time.Duration {
+	d := s.opts.RetryCap
+	if attempts < 32 {
+		if exp := s.opts.RetryBase << (attempts - 1); exp > 0 && exp < d {
+			d = exp
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}

@@ -1,0 +1,391 @@
+package dopu
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// quotaRetryAfter is the Retry-After of a quota refusal: the quota frees
+// only when the person acts or drop-offs expire, so there is no exact time.
+const quotaRetryAfter = time.Hour
+
+// Options configure a Service. Every field is optional.
+type Options struct {
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+	// Logger receives delivery failures and expiry counts. Default no-op.
+	Logger *zap.Logger
+	// HTTPClient delivers webhooks. Default: a client with a 10 s timeout
+	// that does not follow redirects.
+	HTTPClient *http.Client
+	// Webhook returns a record's webhook URL and HMAC secret. An empty URL
+	// means the record has none; an error is retried later. Nil means no
+	// record has a webhook.
+	Webhook func(ctx context.Context, recordID string) (url, secret string, err error)
+	// PollInterval is how often Run looks for alerts due. Default 5 s.
+	PollInterval time.Duration
+	// ExpiryInterval is how often Run expires drop-offs. Default 1 min.
+	ExpiryInterval time.Duration
+	// RetryBase is the first retry delay of a failed delivery; it doubles
+	// with each attempt up to RetryCap. Defaults 30 s and 1 h.
+	RetryBase, RetryCap time.Duration
+	// LeaseTTL is how long a pick-up holds its drop-off before another may
+	// take over (after a crash between BeginPickup and Commit). Default 10 min.
+	LeaseTTL time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{
+			Timeout:       10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 5 * time.Second
+	}
+	if o.ExpiryInterval <= 0 {
+		o.ExpiryInterval = time.Minute
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = 30 * time.Second
+	}
+	if o.RetryCap <= 0 {
+		o.RetryCap = time.Hour
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 10 * time.Minute
+	}
+	return o
+}
+
+// Service is DOPU: intake, inbox, pick-up, rejection, expiry and alerts.
+// It is safe for concurrent use.
+type Service struct {
+	store  Store
+	limits Limits
+	opts   Options
+
+	sources *limiter
+	records *limiter
+	// wake tells Run that a new alert is waiting.
+	wake chan struct{}
+}
+
+// New returns a Service storing its data in db, a bbolt database shared
+// with other packages (buckets "dopu/…").
+func New(db *bbolt.DB, limits Limits, opts Options) (*Service, error) {
+	store, err := NewBoltStore(db)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithStore(store, limits, opts), nil
+}
+
+// NewWithStore returns a Service on any Store.
+func NewWithStore(store Store, limits Limits, opts Options) *Service {
+	limits = limits.withDefaults()
+	return &Service{
+		store:   store,
+		limits:  limits,
+		opts:    opts.withDefaults(),
+		sources: newLimiter(limits.SourceRate, maxBuckets),
+		records: newLimiter(limits.RecordRate, maxBuckets),
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (s *Service) Limits() Limits { return s.limits }
+
+func (s *Service) now() time.Time { return s.opts.Now().UTC() }
+
+// newID returns 128 random bits, base64url without padding.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// digest identifies a body dropped off for a record.
+func digest(recordID string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(recordID))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func throttled(retryAfter time.Duration, format string, args ...any) error {
+	secs := int64((retryAfter + time.Second - 1) / time.Second)
+	return fhir.Errorf(http.StatusTooManyRequests, fhir.CodeThrottled, format, args...).
+		WithHeader("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+}
+
+// Intake validates a Bundle dropped off for recordID and stores it, with
+// its alert, durably before returning. contentType and contentEncoding are
+// the request's headers. Refusals are *fhir.Error (see the package
+// documentation for each); other errors are the store's. The same body
+// dropped off again for the same record returns the first receipt.
+func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEncoding string, body io.Reader, from Sender) (*Receipt, error) {
+	if recordID == "" || strings.ContainsRune(recordID, 0) {
+		return nil, fmt.Errorf("dopu: intake: invalid record id %q", recordID)
+	}
+	if err := checkContentType(contentType); err != nil {
+		return nil, err
+	}
+	gzipped, err := checkEncoding(contentEncoding)
+	if err != nil {
+		return nil, err
+	}
+	// Rate limits come before reading: a flood must not cost parsing.
+	now := s.now()
+	if ok, wait := s.sources.allow(sourceKey(from.IP), now); !ok {
+		return nil, throttled(wait, "too many drop-offs from this address; retry later")
+	}
+	if ok, wait := s.records.allow(recordID, now); !ok {
+		return nil, throttled(wait, "too many drop-offs for this record; retry later")
+	}
+	data, err := readBody(body, gzipped, s.limits.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	facts, err := parseBundle(data, s.limits)
+	if err != nil {
+		return nil, err
+	}
+
+	d := &DropOff{
+		Summary: Summary{
+			ID: newID(), RecordID: recordID, Received: now, Sender: from,
+			Size: int64(len(data)), BundleType: facts.Type, ResourceCounts: facts.ResourceCounts,
+			Subject: facts.Subject, Status: StatusPending, Expires: now.Add(s.limits.TTL), Changed: now,
+		},
+		Digest: digest(recordID, data),
+	}
+	var receipt *Receipt
+	err = s.store.Update(ctx, func(tx Tx) error {
+		prev, err := tx.ByDigest(d.Digest)
+		if err == nil {
+			receipt = &Receipt{ID: prev.ID, Status: effectiveStatus(prev, now), Received: prev.Received, Duplicate: true}
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		count, size, err := tx.Usage(recordID)
+		if err != nil {
+			return err
+		}
+		if count+1 > s.limits.PendingPerRecord || size+d.Size > s.limits.PendingBytesPerRecord {
+			return throttled(quotaRetryAfter, "this record holds too many pending drop-offs; retry later")
+		}
+		if err := tx.Create(d, data); err != nil {
+			return err
+		}
+		receipt = &Receipt{ID: d.ID, Status: StatusPending, Received: now}
+		return tx.PutAlert(&Alert{DropOffID: d.ID, RecordID: recordID, NextAttempt: now})
+	})
+	if err != nil {
+		var fe *fhir.Error
+		if errors.As(err, &fe) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("dopu: storing drop-off for %s: %w", recordID, err)
+	}
+	if !receipt.Duplicate {
+		s.notify()
+	}
+	return receipt, nil
+}
+
+// notify wakes Run without blocking.
+func (s *Service) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// effectiveStatus is expired for a pending drop-off past its expiry that
+// the expiry loop has not reached yet.
+func effectiveStatus(d *DropOff, now time.Time) Status {
+	if d.Status == StatusPending && !now.Before(d.Expires) {
+		return StatusExpired
+	}
+	return d.Status
+}
+
+// Status returns a drop-off's status for the sender holding its receipt,
+// and nothing else. Unknown receipts give ErrNotFound.
+func (s *Service) Status(ctx context.Context, receiptID string) (Status, error) {
+	var st Status
+	err := s.store.View(ctx, func(tx Tx) error {
+		d, err := tx.Get(receiptID)
+		if err != nil {
+			return err
+		}
+		st = effectiveStatus(d, s.now())
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("dopu: status: %w", err)
+	}
+	return st, nil
+}
+
+// summary returns d's summary as the inbox shows it.
+func (s *Service) summary(d *DropOff) Summary {
+	sum := d.Summary
+	sum.Status = effectiveStatus(d, s.now())
+	return sum
+}
+
+// List returns the record's drop-offs, newest first, in every status.
+func (s *Service) List(ctx context.Context, recordID string) ([]Summary, error) {
+	var out []Summary
+	err := s.store.View(ctx, func(tx Tx) error {
+		list, err := tx.List(recordID)
+		if err != nil {
+			return err
+		}
+		out = make([]Summary, len(list))
+		for i := range list {
+			out[i] = s.summary(&list[i])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dopu: listing drop-offs of %s: %w", recordID, err)
+	}
+	return out, nil
+}
+
+// Get returns a drop-off of the record and its Bundle. The Bundle is nil
+// once the drop-off is no longer pending. A drop-off of another record
+// gives ErrNotFound.
+func (s *Service) Get(ctx context.Context, recordID, id string) (*Summary, []byte, error) {
+	var sum Summary
+	var body []byte
+	err := s.store.View(ctx, func(tx Tx) error {
+		d, err := tx.Get(id)
+		if err != nil {
+			return err
+		}
+		if d.RecordID != recordID {
+			return ErrNotFound
+		}
+		sum = s.summary(d)
+		if d.Status == StatusPending {
+			body, err = tx.Body(id)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("dopu: reading drop-off %s: %w", id, err)
+	}
+	return &sum, body, nil
+}
+
+// Reject marks a pending drop-off rejected with the person's reason and
+// deletes its Bundle. ErrNotPending if it is no longer pending,
+// ErrPickupInProgress while a pick-up holds it.
+func (s *Service) Reject(ctx context.Context, recordID, id, reason string) error {
+	now := s.now()
+	err := s.store.Update(ctx, func(tx Tx) error {
+		d, err := tx.Get(id)
+		if err != nil {
+			return err
+		}
+		if d.RecordID != recordID {
+			return ErrNotFound
+		}
+		if effectiveStatus(d, now) != StatusPending {
+			return ErrNotPending
+		}
+		if d.Lease != "" && now.Before(d.LeaseExpires) {
+			return ErrPickupInProgress
+		}
+		d.Status, d.Reason, d.Changed = StatusRejected, reason, now
+		d.Lease, d.LeaseExpires = "", time.Time{}
+		if err := tx.Put(d); err != nil {
+			return err
+		}
+		return tx.DeleteAlert(id)
+	})
+	if err != nil {
+		return fmt.Errorf("dopu: rejecting drop-off %s: %w", id, err)
+	}
+	return nil
+}
+
+// expiryBatch bounds the drop-offs expired in one transaction.
+const expiryBatch = 256
+
+// Expire marks pending drop-offs past their TTL expired, deletes their
+// Bundles and alerts, and returns how many it expired. A drop-off held by
+// a live pick-up lease waits for the lease to end.
+func (s *Service) Expire(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		now := s.now()
+		n, more := 0, false
+		err := s.store.Update(ctx, func(tx Tx) error {
+			due, err := tx.Expiring(now, expiryBatch)
+			if err != nil {
+				return err
+			}
+			more = len(due) == expiryBatch
+			for i := range due {
+				d := &due[i]
+				if d.Lease != "" && now.Before(d.LeaseExpires) {
+					continue
+				}
+				d.Status, d.Changed = StatusExpired, now
+				d.Lease, d.LeaseExpires = "", time.Time{}
+				if err := tx.Put(d); err != nil {
+					return err
+				}
+				if err := tx.DeleteAlert(d.ID); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("dopu: expiring drop-offs: %w", err)
+		}
+		total += n
+		if !more || n == 0 {
+			return total, nil
+		}
+	}
+}
+
+func mustRandom(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand never fails
+	return b
+}

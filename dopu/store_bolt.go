@@ -1,0 +1,419 @@
+package dopu
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Buckets, all prefixed "dopu/" since the bbolt file is shared.
+var (
+	bucketDropOffs  = []byte("dopu/dropoffs")   // id → DropOff JSON
+	bucketBodies    = []byte("dopu/bodies")     // id → Bundle bytes, pending only
+	bucketDigests   = []byte("dopu/digests")    // digest → id
+	bucketByRecord  = []byte("dopu/by-record")  // record id, 0, received (8 bytes), id → empty
+	bucketExpiry    = []byte("dopu/expiry")     // expires (8 bytes), id → empty, pending only
+	bucketUsage     = []byte("dopu/usage")      // record id → usage JSON, pending only
+	bucketOutbox    = []byte("dopu/outbox")     // drop-off id → Alert JSON
+	bucketAlertsDue = []byte("dopu/alerts-due") // next attempt (8 bytes), id → empty
+)
+
+// BoltBuckets lists every bucket the bbolt store uses.
+var BoltBuckets = [][]byte{
+	bucketDropOffs, bucketBodies, bucketDigests, bucketByRecord,
+	bucketExpiry, bucketUsage, bucketOutbox, bucketAlertsDue,
+}
+
+// BoltStore is the Store on a bbolt database shared with other packages.
+// It never closes the database.
+type BoltStore struct {
+	db *bbolt.DB
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// NewBoltStore returns a Store on db, creating its buckets if needed.
+func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
+	if db == nil {
+		return nil, errors.New("dopu: nil database")
+	}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range BoltBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("creating bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dopu: opening store: %w", err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Update implements Store. bbolt syncs on commit unless the database was
+// opened with NoSync.
+func (s *BoltStore) Update(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	btx, err := s.db.Begin(true)
+	if err != nil {
+		return fmt.Errorf("dopu: beginning transaction: %w", err)
+	}
+	defer func() { _ = btx.Rollback() }()
+	t := &boltTx{tx: btx}
+	err = fn(t)
+	t.closed = true
+	if err != nil {
+		return err
+	}
+	if err := btx.Commit(); err != nil {
+		return fmt.Errorf("dopu: committing: %w", err)
+	}
+	return nil
+}
+
+// View implements Store.
+func (s *BoltStore) View(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	btx, err := s.db.Begin(false)
+	if err != nil {
+		return fmt.Errorf("dopu: beginning transaction: %w", err)
+	}
+	defer func() { _ = btx.Rollback() }()
+	t := &boltTx{tx: btx}
+	defer func() { t.closed = true }()
+	return fn(t)
+}
+
+// boltTx implements Tx.
+type boltTx struct {
+	tx     *bbolt.Tx
+	closed bool
+}
+
+var errTxClosed = errors.New("dopu: transaction used after it ended")
+
+type usage struct {
+	Count int   `json:"count"`
+	Size  int64 `json:"size"`
+}
+
+func (t *boltTx) b(name []byte) *bbolt.Bucket { return t.tx.Bucket(name) }
+
+func timeKey(ts time.Time, id string) []byte {
+	k := make([]byte, 8, 8+len(id))
+	binary.BigEndian.PutUint64(k, uint64(ts.UnixNano()))
+	return append(k, id...)
+}
+
+func recordKey(recordID string, received time.Time, id string) []byte {
+	k := append([]byte(recordID), 0)
+	return append(k, timeKey(received, id)...)
+}
+
+func (t *boltTx) putJSON(bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("dopu: encoding %s/%s: %w", bucket, key, err)
+	}
+	if err := t.b(bucket).Put(key, data); err != nil {
+		return fmt.Errorf("dopu: writing %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func (t *boltTx) getJSON(bucket, key []byte, v any) (bool, error) {
+	data := t.b(bucket).Get(key)
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return true, fmt.Errorf("dopu: decoding %s/%s: %w", bucket, key, err)
+	}
+	return true, nil
+}
+
+func (t *boltTx) put(bucket, key, value []byte) error {
+	if err := t.b(bucket).Put(key, value); err != nil {
+		return fmt.Errorf("dopu: writing %s: %w", bucket, err)
+	}
+	return nil
+}
+
+func (t *boltTx) del(bucket, key []byte) error {
+	if err := t.b(bucket).Delete(key); err != nil {
+		return fmt.Errorf("dopu: deleting from %s: %w", bucket, err)
+	}
+	return nil
+}
+
+func (t *boltTx) addUsage(recordID string, count int, size int64) error {
+	var u usage
+	if _, err := t.getJSON(bucketUsage, []byte(recordID), &u); err != nil {
+		return err
+	}
+	u.Count += count
+	u.Size += size
+	if u.Count <= 0 {
+		return t.del(bucketUsage, []byte(recordID))
+	}
+	return t.putJSON(bucketUsage, []byte(recordID), u)
+}
+
+// Create implements Tx.
+func (t *boltTx) Create(d *DropOff, body []byte) error {
+	if t.closed {
+		return errTxClosed
+	}
+	if d.ID == "" || d.RecordID == "" || d.Digest == "" || bytes.IndexByte([]byte(d.RecordID), 0) >= 0 {
+		return fmt.Errorf("dopu: creating drop-off: incomplete or invalid drop-off")
+	}
+	if t.b(bucketDropOffs).Get([]byte(d.ID)) != nil {
+		return fmt.Errorf("dopu: creating drop-off %s: id in use", d.ID)
+	}
+	if t.b(bucketDigests).Get([]byte(d.Digest)) != nil {
+		return fmt.Errorf("dopu: creating drop-off %s: digest in use", d.ID)
+	}
+	if d.Status != StatusPending {
+		return fmt.Errorf("dopu: creating drop-off %s: status %q, want pending", d.ID, d.Status)
+	}
+	id := []byte(d.ID)
+	if err := t.putJSON(bucketDropOffs, id, d); err != nil {
+		return err
+	}
+	if err := t.put(bucketBodies, id, body); err != nil {
+		return err
+	}
+	if err := t.put(bucketDigests, []byte(d.Digest), id); err != nil {
+		return err
+	}
+	if err := t.put(bucketByRecord, recordKey(d.RecordID, d.Received, d.ID), nil); err != nil {
+		return err
+	}
+	if err := t.put(bucketExpiry, timeKey(d.Expires, d.ID), nil); err != nil {
+		return err
+	}
+	return t.addUsage(d.RecordID, 1, d.Size)
+}
+
+// Get implements Tx.
+func (t *boltTx) Get(id string) (*DropOff, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	var d DropOff
+	found, err := t.getJSON(bucketDropOffs, []byte(id), &d)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
+	}
+	return &d, nil
+}
+
+// ByDigest implements Tx.
+func (t *boltTx) ByDigest(digest string) (*DropOff, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	id := t.b(bucketDigests).Get([]byte(digest))
+	if id == nil {
+		return nil, ErrNotFound
+	}
+	return t.Get(string(id))
+}
+
+// Body implements Tx.
+func (t *boltTx) Body(id string) ([]byte, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	body := t.b(bucketBodies).Get([]byte(id))
+	if body == nil {
+		return nil, ErrNoBody
+	}
+	// bbolt's memory is valid only during the transaction.
+	return bytes.Clone(body), nil
+}
+
+// Put implements Tx.
+func (t *boltTx) Put(d *DropOff) error {
+	if t.closed {
+		return errTxClosed
+	}
+	old, err := t.Get(d.ID)
+	if err != nil {
+		return fmt.Errorf("dopu: updating drop-off %s: %w", d.ID, err)
+	}
+	// Only the mutable fields change; the rest stays as created.
+	next := *old
+	next.Status, next.Reason, next.Changed = d.Status, d.Reason, d.Changed
+	next.Expires, next.Lease, next.LeaseExpires = d.Expires, d.Lease, d.LeaseExpires
+	if old.Status != StatusPending && next.Status != old.Status {
+		return fmt.Errorf("dopu: updating drop-off %s from %s to %s: %w", d.ID, old.Status, next.Status, ErrNotPending)
+	}
+	id := []byte(d.ID)
+	if old.Status == StatusPending && !old.Expires.Equal(next.Expires) {
+		if err := t.del(bucketExpiry, timeKey(old.Expires, old.ID)); err != nil {
+			return err
+		}
+		if next.Status == StatusPending {
+			if err := t.put(bucketExpiry, timeKey(next.Expires, next.ID), nil); err != nil {
+				return err
+			}
+		}
+	}
+	if old.Status == StatusPending && next.Status != StatusPending {
+		if err := t.del(bucketExpiry, timeKey(old.Expires, old.ID)); err != nil {
+			return err
+		}
+		if err := t.del(bucketBodies, id); err != nil {
+			return err
+		}
+		if err := t.addUsage(old.RecordID, -1, -old.Size); err != nil {
+			return err
+		}
+		if next.Status == StatusExpired {
+			if err := t.del(bucketDigests, []byte(old.Digest)); err != nil {
+				return err
+			}
+		}
+	}
+	*d = next
+	return t.putJSON(bucketDropOffs, id, &next)
+}
+
+// List implements Tx.
+func (t *boltTx) List(recordID string) ([]DropOff, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	prefix := append([]byte(recordID), 0)
+	var ids []string
+	c := t.b(bucketByRecord).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, string(k[len(prefix)+8:]))
+	}
+	out := make([]DropOff, 0, len(ids))
+	for i := len(ids) - 1; i >= 0; i-- {
+		d, err := t.Get(ids[i])
+		if err != nil {
+			return nil, fmt.Errorf("dopu: listing %s: %w", recordID, err)
+		}
+		out = append(out, *d)
+	}
+	return out, nil
+}
+
+// Usage implements Tx.
+func (t *boltTx) Usage(recordID string) (int, int64, error) {
+	if t.closed {
+		return 0, 0, errTxClosed
+	}
+	var u usage
+	if _, err := t.getJSON(bucketUsage, []byte(recordID), &u); err != nil {
+		return 0, 0, err
+	}
+	return u.Count, u.Size, nil
+}
+
+// Expiring implements Tx.
+func (t *boltTx) Expiring(at time.Time, limit int) ([]DropOff, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	end := uint64(at.UnixNano())
+	var out []DropOff
+	c := t.b(bucketExpiry).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		if binary.BigEndian.Uint64(k[:8]) > end {
+			break
+		}
+		d, err := t.Get(string(k[8:]))
+		if err != nil {
+			return nil, fmt.Errorf("dopu: expiry index: %w", err)
+		}
+		out = append(out, *d)
+	}
+	return out, nil
+}
+
+// PutAlert implements Tx.
+func (t *boltTx) PutAlert(a *Alert) error {
+	if t.closed {
+		return errTxClosed
+	}
+	if err := t.DeleteAlert(a.DropOffID); err != nil {
+		return err
+	}
+	if err := t.putJSON(bucketOutbox, []byte(a.DropOffID), a); err != nil {
+		return err
+	}
+	return t.put(bucketAlertsDue, timeKey(a.NextAttempt, a.DropOffID), nil)
+}
+
+// Alert implements Tx.
+func (t *boltTx) Alert(dropOffID string) (*Alert, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	var a Alert
+	found, err := t.getJSON(bucketOutbox, []byte(dropOffID), &a)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
+	}
+	return &a, nil
+}
+
+// DueAlerts implements Tx.
+func (t *boltTx) DueAlerts(at time.Time, limit int) ([]Alert, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	end := uint64(at.UnixNano())
+	var out []Alert
+	c := t.b(bucketAlertsDue).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		if binary.BigEndian.Uint64(k[:8]) > end {
+			break
+		}
+		a, err := t.Alert(string(k[8:]))
+		if err != nil {
+			return nil, fmt.Errorf("dopu: alert index: %w", err)
+		}
+		out = append(out, *a)
+	}
+	return out, nil
+}
+
+// DeleteAlert implements Tx.
+func (t *boltTx) DeleteAlert(dropOffID string) error {
+	if t.closed {
+		return errTxClosed
+	}
+	old, err := t.Alert(dropOffID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := t.del(bucketAlertsDue, timeKey(old.NextAttempt, dropOffID)); err != nil {
+		return err
+	}
+	return t.del(bucketOutbox, []byte(dropOffID))
+}

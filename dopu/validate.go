@@ -1,0 +1,254 @@
+package dopu
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// acceptedTypes are the media types of a FHIR JSON body; R4 servers also
+// see the DSTU2 spelling in the wild.
+var acceptedTypes = map[string]bool{
+	"application/fhir+json": true,
+	"application/json":      true,
+	"application/json+fhir": true,
+}
+
+// bundleTypes are the Bundle types a drop-off may have: those that carry
+// resources for someone, not search results or histories.
+var bundleTypes = map[string]bool{
+	"document": true, "collection": true, "transaction": true, "batch": true, "message": true,
+}
+
+// checkContentType refuses anything but FHIR JSON in UTF-8.
+func checkContentType(contentType string) error {
+	mediaType, params, err := mime.ParseMediaType(contentType)
+	if err != nil || !acceptedTypes[mediaType] {
+		return fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+			"a drop-off must be a FHIR JSON Bundle (Content-Type application/fhir+json), not %q", contentType)
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+			"a drop-off must be UTF-8, not charset %q", cs)
+	}
+	return nil
+}
+
+// checkEncoding reports whether the body is gzip; other codings are refused.
+func checkEncoding(contentEncoding string) (gzipped bool, err error) {
+	switch strings.ToLower(strings.TrimSpace(contentEncoding)) {
+	case "", "identity":
+		return false, nil
+	case "gzip", "x-gzip":
+		return true, nil
+	}
+	return false, fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+		"Content-Encoding %q is not supported; use gzip or none", contentEncoding)
+}
+
+func tooLarge(limit int64) error {
+	return fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly,
+		"the Bundle is larger than the limit of %d bytes", limit)
+}
+
+// readBody reads the body, inflating gzip, and refuses more than limit
+// bytes before or after inflating: reading stops at limit+1 bytes, so a
+// gzip bomb never costs more than that.
+func readBody(r io.Reader, gzipped bool, limit int64) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "cannot read the body").WithCause(err)
+	}
+	if int64(len(raw)) > limit {
+		return nil, tooLarge(limit)
+	}
+	if !gzipped {
+		return raw, nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid gzip").WithCause(err)
+	}
+	data, err := io.ReadAll(io.LimitReader(zr, limit+1))
+	if int64(len(data)) > limit {
+		return nil, tooLarge(limit)
+	}
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid gzip").WithCause(err)
+	}
+	return data, nil
+}
+
+// jsonDepth returns the deepest nesting of objects and arrays in data,
+// stopping early once it passes limit. It does not validate.
+func jsonDepth(data []byte, limit int) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range data {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > deepest {
+				deepest = depth
+				if deepest > limit {
+					return deepest
+				}
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// rawBundle is a Bundle with its entries still encoded, so that intake
+// decodes one resource at a time.
+type rawBundle struct {
+	ResourceType string     `json:"resourceType"`
+	Type         string     `json:"type"`
+	Entry        []rawEntry `json:"entry"`
+}
+
+type rawEntry struct {
+	FullURL  string          `json:"fullUrl"`
+	Resource json.RawMessage `json:"resource"`
+	Request  *entryRequest   `json:"request"`
+}
+
+type entryRequest struct {
+	Method      string `json:"method"`
+	URL         string `json:"url"`
+	IfNoneExist string `json:"ifNoneExist,omitempty"`
+}
+
+// bundleFacts is what intake learns of a valid Bundle.
+type bundleFacts struct {
+	Type           string
+	ResourceCounts map[string]int
+	Subject        *PatientSummary
+}
+
+// parseBundle validates data as a drop-off and summarizes it.
+func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
+	if d := jsonDepth(data, limits.MaxDepth); d > limits.MaxDepth {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure,
+			"the JSON is nested deeper than the limit of %d levels", limits.MaxDepth)
+	}
+	if !json.Valid(data) {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid JSON")
+	}
+	var head struct {
+		ResourceType any `json:"resourceType"`
+		Type         any `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
+			"the body is not a FHIR resource: %s", decodeProblem(err))
+	}
+	if head.ResourceType != "Bundle" {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeInvalid,
+			"only a Bundle can be dropped off, not %s", describe(head.ResourceType)).WithExpression("resourceType")
+	}
+	bundleType, _ := head.Type.(string)
+	if !bundleTypes[bundleType] {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeInvalid,
+			"Bundle.type must be document, collection, transaction, batch or message, not %s", describe(head.Type)).WithExpression("Bundle.type")
+	}
+	var b rawBundle
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
+			"the Bundle is malformed: %s", decodeProblem(err))
+	}
+	if len(b.Entry) > limits.MaxEntries {
+		return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly,
+			"the Bundle has %d entries, more than the limit of %d", len(b.Entry), limits.MaxEntries).WithExpression("Bundle.entry")
+	}
+	facts := &bundleFacts{Type: bundleType, ResourceCounts: map[string]int{}}
+	heads := make([]entryHead, len(b.Entry))
+	patients := map[int]json.RawMessage{}
+	for i, e := range b.Entry {
+		res, err := checkEntry(i, e, bundleType)
+		if err != nil {
+			return nil, err
+		}
+		heads[i] = headOf(e.FullURL, res)
+		facts.ResourceCounts[heads[i].Type]++
+		if heads[i].Type == "Patient" {
+			patients[i] = e.Resource
+		}
+	}
+	if subject, _ := newBundleIndex(heads).subject(); subject >= 0 {
+		facts.Subject = summarizePatientJSON(patients[subject])
+	}
+	return facts, nil
+}
+
+// checkEntry validates one entry and returns its decoded resource. Every
+// entry must carry a resource: a drop-off adds data, it never deletes,
+// reads or patches.
+func checkEntry(i int, e rawEntry, bundleType string) (map[string]any, error) {
+	expr := fmt.Sprintf("Bundle.entry[%d]", i)
+	var res map[string]any
+	if len(e.Resource) == 0 || json.Unmarshal(e.Resource, &res) != nil || res == nil {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
+			"%s has no resource; every entry of a drop-off must carry one", expr).WithExpression(expr + ".resource")
+	}
+	if rt, _ := res["resourceType"].(string); !isTypeName(rt) {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
+			"%s.resource has no valid resourceType", expr).WithExpression(expr + ".resource.resourceType")
+	}
+	if (bundleType == "transaction" || bundleType == "batch") && e.Request != nil {
+		if m := strings.ToUpper(e.Request.Method); m != "POST" && m != "PUT" {
+			return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeNotSupported,
+				"%s.request.method is %q; a drop-off may only create or update (POST, PUT)", expr, e.Request.Method).WithExpression(expr + ".request.method")
+		}
+	}
+	return res, nil
+}
+
+// describe names a JSON value for a diagnostic without echoing much of it.
+func describe(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nothing"
+	case string:
+		if len(v) > 64 {
+			v = v[:64] + "…"
+		}
+		return fmt.Sprintf("%q", v)
+	default:
+		return fmt.Sprintf("a JSON %T", v)
+	}
+}
+
+// decodeProblem explains a decoding error without quoting the body.
+func decodeProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		field := typeErr.Field
+		if field == "" {
+			field = "the top level"
+		}
+		return fmt.Sprintf("%s must not be a JSON %s", field, typeErr.Value)
+	}
+	return "invalid structure"
+}
