@@ -79,6 +79,7 @@ func (q *request) capabilities() error {
 			{Name: "partition-management-create-partition", Definition: "http://hapifhir.io/fhir/OperationDefinition/partition-management-create-partition"},
 			{Name: "partition-management-delete-partition", Definition: "http://hapifhir.io/fhir/OperationDefinition/partition-management-delete-partition"},
 			{Name: "partition-management-list-partitions", Definition: "http://hapifhir.io/fhir/OperationDefinition/partition-management-list-partitions"},
+			{Name: "partition-management-read-partition", Definition: "http://hapifhir.io/fhir/OperationDefinition/partition-management-read-partition"},
 		},
 	}
 	for _, t := range types {

@@ -123,6 +123,8 @@ func (q *request) route(segs []string) error {
 			return q.onlyPost(q.deletePartitionOp)
 		case s == "$partition-management-list-partitions":
 			return q.onlyGetOrPost(q.listPartitionsOp)
+		case s == "$partition-management-read-partition":
+			return q.onlyGetOrPost(q.readPartitionOp)
 		}
 		typ, err := resourceTypeSegment(s)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -174,5 +175,48 @@ func (q *request) listPartitionsOp() error {
 		out.Parameter = append(out.Parameter, parameter{Name: "partition", Part: partitionParameters(p).Parameter})
 	}
 	fhir.WriteJSON(q.w, http.StatusOK, out)
+	return nil
+}
+
+// readPartitionOp answers $partition-management-read-partition: parameter
+// id in a Parameters body (POST) or the query (GET).
+func (q *request) readPartitionOp() error {
+	if err := q.requireDefaultPartition("$partition-management-read-partition"); err != nil {
+		return err
+	}
+	var id int64
+	if q.r.Method == http.MethodPost {
+		ps, err := q.readParameters()
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, x := range ps.Parameter {
+			if x.Name == "id" && x.ValueInteger != nil {
+				id, found = *x.ValueInteger, true
+			}
+		}
+		if !found {
+			return fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "parameter id (valueInteger) is required")
+		}
+	} else {
+		n, err := strconv.ParseInt(q.r.URL.Query().Get("id"), 10, 64)
+		if err != nil {
+			return fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "parameter id (an integer) is required")
+		}
+		id = n
+	}
+	var p partitionInfo
+	err := q.h.db.bolt.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketPartitions).Get([]byte(partitionKey(id)))
+		if raw == nil {
+			return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "No partition exists with ID %d", id)
+		}
+		return json.Unmarshal(raw, &p)
+	})
+	if err != nil {
+		return err
+	}
+	fhir.WriteJSON(q.w, http.StatusOK, partitionParameters(p))
 	return nil
 }

@@ -38,6 +38,14 @@ func TestPartitionManagement(t *testing.T) {
 	expectOutcome(t, s.do("POST", create, "DEFAULT", patient("x")), http.StatusBadRequest, "Parameters")
 	expectOutcome(t, s.do("GET", create, "DEFAULT", nil), http.StatusMethodNotAllowed, "not allowed")
 
+	read := s.must(http.StatusOK, "POST", "/fhir/$partition-management-read-partition", "DEFAULT",
+		map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "id", "valueInteger": 7}}})
+	if !strings.Contains(string(read.Body), `"valueCode":"john"`) {
+		t.Fatalf("read %s", read.Body)
+	}
+	s.must(http.StatusOK, "GET", "/fhir/$partition-management-read-partition?id=7", "DEFAULT", nil)
+	expectOutcome(t, s.do("GET", "/fhir/$partition-management-read-partition?id=8", "DEFAULT", nil), http.StatusNotFound, "No partition exists with ID 8")
+	expectOutcome(t, s.do("GET", "/fhir/$partition-management-read-partition", "DEFAULT", nil), http.StatusBadRequest, "id")
 	list := s.must(http.StatusOK, "POST", "/fhir/$partition-management-list-partitions", "DEFAULT", nil)
 	if !strings.Contains(string(list.Body), `"john"`) {
 		t.Fatalf("list %s", list.Body)
