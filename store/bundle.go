@@ -153,6 +153,9 @@ func (q *request) parseEntry(i int, in inEntry) (*entry, error) {
 		if res.Type() != e.typ {
 			return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "resource type %s does not match request.url %q", res.Type(), in.Request.URL)
 		}
+		if e.method == http.MethodPut && e.id != "" && res.ID() == "" {
+			return e, fail(http.StatusBadRequest, fhir.CodeRequired, "the resource to update must contain an id (expected %q)", e.id)
+		}
 		if e.method == http.MethodPut && e.id != "" && res.ID() != e.id {
 			return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "resource id %q does not match request.url %q", res.ID(), in.Request.URL)
 		}
@@ -235,7 +238,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 			if err != nil {
 				return nil, err
 			}
-			body, _, err := project(rec.Body, plan.elements)
+			body, _, err := project(rec.Body, plan)
 			if err != nil {
 				return nil, err
 			}

@@ -44,6 +44,8 @@ type searchPlan struct {
 	summaryCount bool
 	// elements is _elements (top-level element names), nil when absent.
 	elements []string
+	// summaryData is _summary=data: resources without their narrative.
+	summaryData bool
 	// unknown lists parameters that were ignored (lenient handling).
 	unknown []string
 	// include resolves _include and _revinclude for one page of matches;

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"net/http"
 	"net/url"
 	"slices"
 	"sync"
 
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/store/search"
 )
@@ -21,6 +23,16 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 	if err != nil {
 		return nil, err
 	}
+	unknown := q.Unknown
+	// _summary=true and text keep the elements the StructureDefinitions
+	// mark as summary or mandatory, which this store does not carry.
+	if q.Summary == "true" || q.Summary == "text" {
+		if strict {
+			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
+				"_summary=%s is not supported (supported: count, data, false)", q.Summary)
+		}
+		unknown = append(slices.Clone(unknown), "_summary="+q.Summary)
+	}
 	p := &searchPlan{
 		match:        q.Match,
 		sort:         q.Sort,
@@ -29,7 +41,8 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		offset:       q.Offset,
 		summaryCount: q.SummaryCount,
 		elements:     q.Elements,
-		unknown:      q.Unknown,
+		summaryData:  q.Summary == "data",
+		unknown:      unknown,
 	}
 	if len(q.Includes) > 0 || len(q.RevIncludes) > 0 {
 		p.include = func(page []map[string]any, src includeSource) ([]map[string]any, error) {

@@ -86,7 +86,11 @@ func (h *handler) create(p *ptx, typ string, res resource, ifNoneExist string) (
 // conditionalMatch resolves a conditional create: no match (nil), exactly
 // one (its record) or several (412).
 func (h *handler) conditionalMatch(p *ptx, typ, query, what string) (*record, error) {
-	params, err := url.ParseQuery(strings.TrimPrefix(query, "?"))
+	// Accept "identifier=x" and, as some clients send it, "Patient?identifier=x".
+	if _, after, ok := strings.Cut(query, "?"); ok {
+		query = after
+	}
+	params, err := url.ParseQuery(query)
 	if err != nil || len(params) == 0 {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "invalid %s query %q", what, query)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -156,7 +157,7 @@ func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error 
 				// in the snapshot but cannot show what no longer exists.
 				continue
 			}
-			body, res, err := project(rec.Body, plan.elements)
+			body, res, err := project(rec.Body, plan)
 			if err != nil {
 				return err
 			}
@@ -211,21 +212,49 @@ func (q *request) appendUnknownOutcome(b *outBundle, plan *searchPlan) {
 }
 
 // project applies _elements (the named top-level elements plus the
-// mandatory ones, marked SUBSETTED). It returns the JSON and decoded form.
-func project(body []byte, elements []string) (json.RawMessage, map[string]any, error) {
+// mandatory ones) or _summary=data (everything but the narrative), marking
+// the result SUBSETTED. It returns the JSON and decoded form.
+func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, error) {
 	res, err := decodeForSearch(body)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(elements) == 0 {
+	var out map[string]any
+	switch {
+	case len(plan.elements) > 0:
+		out = search.ApplyElements(res, plan.elements)
+	case plan.summaryData:
+		out = withoutNarrative(res)
+	default:
 		return body, res, nil
 	}
-	out := search.ApplyElements(res, elements)
 	raw, err := encodeResource(out)
 	if err != nil {
 		return nil, nil, err
 	}
 	return raw, out, nil
+}
+
+// withoutNarrative copies res without text, tagged SUBSETTED.
+func withoutNarrative(res map[string]any) map[string]any {
+	out := make(map[string]any, len(res))
+	for k, v := range res {
+		if k != "text" {
+			out[k] = v
+		}
+	}
+	meta := map[string]any{}
+	if m, ok := res["meta"].(map[string]any); ok {
+		for k, v := range m {
+			meta[k] = v
+		}
+	}
+	tags, _ := meta["tag"].([]any)
+	meta["tag"] = append(slices.Clone(tags), map[string]any{
+		"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
+	})
+	out["meta"] = meta
+	return out
 }
 
 // partitionSource lets include resolution read one partition.

@@ -268,6 +268,25 @@ func TestSearchControls(t *testing.T) {
 		t.Fatalf("_elements: %v", e0)
 	}
 
+	// _summary=data drops the narrative; true and text are not supported.
+	s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", map[string]any{"resourceType": "Observation", "status": "final",
+		"text": map[string]any{"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">narrative</div>"}})
+	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_summary=data&_count=100", "DEFAULT", nil).JSON(t)
+	if strings.Contains(string(mustJSON(t, b)), "narrative") || !strings.Contains(string(mustJSON(t, b)), "SUBSETTED") {
+		t.Fatalf("_summary=data: %v", b)
+	}
+	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_summary=true&_count=100", "DEFAULT", nil).JSON(t)
+	if !strings.Contains(string(mustJSON(t, b)), "_summary=true") {
+		t.Fatal("_summary=true is not reported as ignored")
+	}
+	expectOutcome(t, s.do("GET", "/fhir/Observation?_summary=text", "DEFAULT", nil, "Prefer", "handling=strict"), 400, "_summary=text")
+	all := s.must(http.StatusOK, "GET", "/fhir/Observation?_summary=data&_count=100", "DEFAULT", nil).JSON(t)
+	for _, e := range all["entry"].([]any) {
+		if str(e, "resource", "status") == "final" && str(e, "resource", "subject", "reference") == "" {
+			s.must(http.StatusOK, "DELETE", "/fhir/Observation/"+str(e, "resource", "id"), "DEFAULT", nil)
+		}
+	}
+
 	// _include and _revinclude.
 	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_include=Observation:patient", "DEFAULT", nil).JSON(t)
 	modes := map[string]int{}
@@ -299,7 +318,7 @@ func TestSearchControls(t *testing.T) {
 		t.Fatalf("_count=0: %v", b)
 	}
 	// Deleted resources are not found.
-	all := s.must(http.StatusOK, "GET", "/fhir/Observation", "DEFAULT", nil).JSON(t)
+	all = s.must(http.StatusOK, "GET", "/fhir/Observation", "DEFAULT", nil).JSON(t)
 	s.must(http.StatusOK, "DELETE", "/fhir/Observation/"+str(all, "entry", 0, "resource", "id"), "DEFAULT", nil)
 	if got := s.must(http.StatusOK, "GET", "/fhir/Observation", "DEFAULT", nil).JSON(t)["total"].(float64); got != 2 {
 		t.Fatalf("after delete total %v", got)
@@ -316,7 +335,7 @@ func TestConditionalInteractions(t *testing.T) {
 	}
 	r := s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", withID("urn:sys", "1"), "If-None-Exist", "identifier=urn:sys|1")
 	id := str(r.JSON(t), "id")
-	r = s.must(http.StatusOK, "POST", "/fhir/Patient", "DEFAULT", withID("urn:sys", "1"), "If-None-Exist", "identifier=urn:sys|1")
+	r = s.must(http.StatusOK, "POST", "/fhir/Patient", "DEFAULT", withID("urn:sys", "1"), "If-None-Exist", "Patient?identifier=urn:sys|1")
 	if str(r.JSON(t), "id") != id {
 		t.Fatal("conditional create did not return the match")
 	}

@@ -52,6 +52,8 @@ func TestParseInvalid(t *testing.T) {
 		{"RiskAssessment", "probability=1.2.3", "probability"},
 		{"RiskAssessment", "probability=0x10", "probability"},
 		{"RiskAssessment", "probability=1e99999", "probability"},
+		{"RiskAssessment", "probability=1e999999999999", "probability"},
+		{"RiskAssessment", "probability=1" + strings.Repeat("0", 100), "probability"},
 		{"Observation", "code=a|b|c", "code"},
 		{"Observation", "code=|", "code"},
 		{"Observation", "subject=Nope/1", "subject"},

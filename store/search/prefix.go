@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -92,8 +93,18 @@ type searchNumber struct {
 
 func parseSearchNumber(s string) (searchNumber, error) {
 	m := decimalPattern.FindStringSubmatch(s)
-	if m == nil {
+	if m == nil || len(s) > 64 {
 		return searchNumber{}, fmt.Errorf("%q is not a number", s)
+	}
+	// Check the exponent before big.Rat expands it: 1e999999999 would cost
+	// gigabytes.
+	exp := 0
+	if m[2] != "" {
+		e, err := strconv.Atoi(m[2][1:])
+		if err != nil || e > 1000 || e < -1000 {
+			return searchNumber{}, fmt.Errorf("%q has an unusable exponent", s)
+		}
+		exp = e
 	}
 	v, ok := new(big.Rat).SetString(s)
 	if !ok {
@@ -102,12 +113,6 @@ func parseSearchNumber(s string) (searchNumber, error) {
 	decimals := 0
 	if m[1] != "" {
 		decimals = len(m[1]) - 1
-	}
-	exp := 0
-	if m[2] != "" {
-		if _, err := fmt.Sscan(m[2][1:], &exp); err != nil || exp > 1000 || exp < -1000 {
-			return searchNumber{}, fmt.Errorf("%q has an unusable exponent", s)
-		}
 	}
 	// Half a unit of the last significant digit: 5 × 10^(exp-decimals-1).
 	half := big.NewRat(5, 1)
