@@ -88,6 +88,18 @@ func decodeJSON(t testing.TB, s string) map[string]any {
 	return m
 }
 
+// decodeNumbers decodes JSON with json.Number numbers, as the store does.
+func decodeNumbers(t testing.TB, s string) map[string]any {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("%v in %s", err, s)
+	}
+	return m
+}
+
 // mustValues parses a query string.
 func mustValues(t testing.TB, query string) url.Values {
 	t.Helper()

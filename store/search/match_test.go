@@ -1,6 +1,7 @@
 package search
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -327,5 +328,23 @@ func TestMalformedResources(t *testing.T) {
 		if q.Match(decodeJSON(t, s)) {
 			t.Errorf("matched malformed %s", s)
 		}
+	}
+}
+
+// TestHugeStoredNumbers: numbers a client stored to stall the engine are
+// treated as absent, quickly.
+func TestHugeStoredNumbers(t *testing.T) {
+	for _, n := range []string{"1e999999999", "1E-999999999", "1e+999999999", "1" + strings.Repeat("0", 70)} {
+		res := decodeNumbers(t, `{"resourceType":"Observation","id":"o","valueQuantity":{"value":`+n+`}}`)
+		if mustParse(t, "Observation", "value-quantity=gt0").Match(res) {
+			t.Errorf("%s matched", n)
+		}
+		if !mustParse(t, "Observation", "value-quantity:missing=false").Match(res) {
+			t.Errorf("%s: the element itself is present", n)
+		}
+	}
+	ok := decodeNumbers(t, `{"resourceType":"Observation","id":"o","valueQuantity":{"value":1.5e2}}`)
+	if !mustParse(t, "Observation", "value-quantity=150").Match(ok) {
+		t.Error("1.5e2 does not equal 150")
 	}
 }

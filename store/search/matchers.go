@@ -382,9 +382,25 @@ func toRat(v any) (*big.Rat, bool) {
 		// 0.6, not the binary 0.59999….
 		return new(big.Rat).SetString(strconv.FormatFloat(n, 'g', -1, 64))
 	case json.Number:
-		return new(big.Rat).SetString(string(n))
+		return ratFromDecimal(string(n))
 	}
 	return nil, false
+}
+
+// ratFromDecimal parses a decimal from stored JSON. Numbers longer than 64
+// characters or with an exponent beyond ±400 are refused rather than
+// expanded: 1e999999999 in a stored resource must not stall every search.
+func ratFromDecimal(s string) (*big.Rat, bool) {
+	if len(s) > 64 {
+		return nil, false
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		e, err := strconv.Atoi(s[i+1:])
+		if err != nil || e > 400 || e < -400 {
+			return nil, false
+		}
+	}
+	return new(big.Rat).SetString(s)
 }
 
 // matchIntervals applies a prefix to every interval; ne needs all of them
