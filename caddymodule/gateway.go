@@ -57,6 +57,17 @@ type Gateway struct {
 	// under `.localhost`.
 	DevIssuer bool `json:"dev_issuer,omitempty"`
 
+	// SMART scopes a token without any resource scopes counts as having.
+	// Default: none, so such a token reaches no FHIR data; the management
+	// API does not look at scopes.
+	ScopesWhenAbsent []string `json:"scopes_when_absent,omitempty"`
+
+	// What each record's `/.well-known/smart-configuration` shows.
+	SMART *SMARTConfig `json:"smart,omitempty"`
+
+	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+
 	// The handler that reaches the upstream FHIR server, usually
 	// `reverse_proxy` or the embedded `pfr_store`. Required.
 	UpstreamRaw json.RawMessage `json:"upstream,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
@@ -108,6 +119,17 @@ type PartitionConfig struct {
 	// More client-sent headers to remove before the request goes upstream,
 	// besides every partition and tenant header.
 	StripHeaders []string `json:"strip_headers,omitempty"`
+}
+
+// SMARTConfig says what `/.well-known/smart-configuration` shows.
+type SMARTConfig struct {
+	// The trusted issuer whose OIDC discovery document the SMART
+	// configuration is built from. Default: the first one that has one.
+	Issuer string `json:"issuer,omitempty"`
+
+	// Members that replace or add to the document, e.g.
+	// `authorization_endpoint` or `capabilities`.
+	Overrides map[string]any `json:"overrides,omitempty"`
 }
 
 // IssuerConfig is one trusted OpenID provider.
@@ -205,7 +227,12 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("pfr: partition: %w", err)
 	}
 
+	var smart gateway.SMARTConfig
+	if g.SMART != nil {
+		smart = gateway.SMARTConfig{Issuer: g.SMART.Issuer, Overrides: g.SMART.Overrides}
+	}
 	g.gw, err = gateway.New(gateway.Config{
+		ScopesWhenAbsent: g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,
 		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },

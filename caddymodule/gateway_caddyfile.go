@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -30,6 +33,12 @@ import (
 //	        client_id_claim <claim>...
 //	    }
 //	    dev_issuer
+//	    scopes_when_absent <scope>...
+//	    smart {
+//	        issuer <issuer URL>
+//	        <member> <value>...   # e.g. authorization_endpoint https://…, capabilities a b c
+//	    }
+//	    max_body_bytes <n>
 //	    upstream <handler> [<args...>] {
 //	        <handler options>
 //	    }
@@ -88,6 +97,26 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.DevIssuer = true
+		case "scopes_when_absent":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			g.ScopesWhenAbsent = append(g.ScopesWhenAbsent, args...)
+		case "smart":
+			if err := parseSMART(d, g); err != nil {
+				return err
+			}
+		case "max_body_bytes":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return d.Errf("max_body_bytes must be a positive number of bytes: %q", v)
+			}
+			g.MaxBodyBytes = n
 		case "upstream":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -148,6 +177,40 @@ func parsePartition(d *caddyfile.Dispenser, pc *PartitionConfig) error {
 	}
 	if d.NextArg() {
 		return d.ArgErr()
+	}
+	return nil
+}
+
+// parseSMART parses the smart block; a member with one value is a string,
+// with several a list (capabilities, scopes_supported, …).
+func parseSMART(d *caddyfile.Dispenser, g *Gateway) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if g.SMART == nil {
+		g.SMART = &SMARTConfig{}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		if key == "issuer" {
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			g.SMART.Issuer = args[0]
+			continue
+		}
+		if g.SMART.Overrides == nil {
+			g.SMART.Overrides = map[string]any{}
+		}
+		if len(args) == 1 && key != "capabilities" && !strings.HasSuffix(key, "_supported") {
+			g.SMART.Overrides[key] = args[0]
+		} else {
+			g.SMART.Overrides[key] = args
+		}
 	}
 	return nil
 }

@@ -223,3 +223,59 @@ func TestCreateRecordRefusals(t *testing.T) {
 		t.Errorf("records after refusals: %d, want 1: %s", n, list.raw)
 	}
 }
+
+// TestScopesEnforced checks SMART scopes through real Caddy: a token that
+// may only read Observations can neither write them nor read the Patient,
+// and the 403 names the missing scope.
+func TestScopesEnforced(t *testing.T) {
+	e := startGateway(t, "")
+	alice := e.token("alice")
+	rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
+	pa := "Patient/" + rec["patientId"].(string)
+	e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7")).expect(t, http.StatusCreated, "write")
+
+	mint := func(scope string) string {
+		tok, err := e.dev.Mint("alice", scope, nil, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	obsRead := mint("openid patient/Observation.rs")
+	e.do("GET", recordURL("alice-home", "/Observation"), obsRead, nil).expect(t, http.StatusOK, "search with .rs")
+	r := e.do("POST", recordURL("alice-home", "/Observation"), obsRead, observation(pa, "1-1")).
+		expectOutcome(t, http.StatusForbidden, "create with .rs")
+	if !strings.Contains(string(r.raw), "patient/Observation.c") || !strings.Contains(r.header.Get("WWW-Authenticate"), "insufficient_scope") {
+		t.Errorf("403 does not name the missing scope: %s / %q", r.raw, r.header.Get("WWW-Authenticate"))
+	}
+	e.do("GET", recordURL("alice-home", "/"+pa), obsRead, nil).expectOutcome(t, http.StatusForbidden, "read Patient with Observation scope")
+	// A transaction is no way around the scopes.
+	e.do("POST", recordURL("alice-home", ""), mint("patient/Observation.cruds"), map[string]any{
+		"resourceType": "Bundle", "type": "transaction", "entry": []any{map[string]any{
+			"resource": map[string]any{"resourceType": "Patient", "id": rec["patientId"]},
+			"request":  map[string]any{"method": "PUT", "url": pa},
+		}},
+	}).expectOutcome(t, http.StatusForbidden, "transaction beyond the scopes")
+	// v1 scopes work too; a token without resource scopes reaches nothing.
+	e.do("GET", recordURL("alice-home", "/"+pa), mint("patient/*.read"), nil).expect(t, http.StatusOK, "v1 read")
+	e.do("GET", recordURL("alice-home", "/"+pa), mint("openid profile"), nil).expectOutcome(t, http.StatusForbidden, "no scopes")
+	// ...but it still works on the management API.
+	e.do("GET", apex("/pfr/v1/records"), mint("openid"), nil).expect(t, http.StatusOK, "management without scopes")
+	// Query-restricted scope: reads only matching resources.
+	lab := mint("patient/Observation.rs?code=http://loinc.org|29463-7")
+	e.do("GET", recordURL("alice-home", "/Observation?code=http://loinc.org|29463-7"), lab, nil).expect(t, http.StatusOK, "restricted search")
+	e.do("GET", recordURL("alice-home", "/Observation"), lab, nil).expectOutcome(t, http.StatusForbidden, "unrestricted search")
+}
+
+// TestPublicEndpoints: the CapabilityStatement is public; without an
+// authorization server with discovery, smart-configuration is a clear 404.
+func TestPublicEndpoints(t *testing.T) {
+	e := startGateway(t, "")
+	e.createRecord(e.token("alice"), "alice-home", "Smith", "Alice")
+	md := e.do("GET", recordURL("alice-home", "/metadata"), "", nil).expect(t, http.StatusOK, "metadata")
+	if md.body["resourceType"] != "CapabilityStatement" {
+		t.Fatalf("metadata: %.300s", md.raw)
+	}
+	e.do("GET", recordURL("alice-home", "/.well-known/smart-configuration"), "", nil).
+		expectOutcome(t, http.StatusNotFound, "smart-configuration without a discovery-capable issuer")
+}

@@ -50,6 +50,15 @@ type Config struct {
 	// SetUpstream is called with the per-record upstream's host:port in
 	// per_record_url mode, before the request is proxied.
 	SetUpstream func(r *http.Request, dialAddress string)
+	// ScopesWhenAbsent are the SMART scopes a token without any resource
+	// scopes is treated as having. Default: none, so such a token reaches
+	// no FHIR data (the management API does not look at scopes).
+	ScopesWhenAbsent []string
+	// SMART configures /.well-known/smart-configuration.
+	SMART SMARTConfig
+	// MaxBodyBytes bounds request bodies the gateway reads (writes are
+	// validated before they go upstream). Default 32 MiB.
+	MaxBodyBytes int64
 	// Logger receives security events and failures. Default: a no-op logger.
 	Logger *zap.Logger
 }
@@ -79,6 +88,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Backend == nil || cfg.Tenancy == nil || cfg.Verifier == nil {
 		return nil, errors.New("gateway: backend, tenancy and verifier are required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 32 << 20
 	}
 	log := cfg.Logger
 	if log == nil {

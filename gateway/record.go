@@ -22,6 +22,10 @@ func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstrea
 		fhir.WriteError(w, err)
 		return
 	}
+	if r.URL.Path == smartConfigPath || r.URL.Path == g.cfg.FHIRPath+smartConfigPath {
+		g.serveSMARTConfig(w, r)
+		return
+	}
 	rest, err := g.fhirSubpath(r)
 	if err != nil {
 		fhir.WriteError(w, err)
@@ -31,39 +35,79 @@ func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstrea
 
 	// Public: the CapabilityStatement.
 	if rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		g.proxy(w, r, up, rec, rest, publicBase)
+		g.serveMetadata(w, r, up, rec, rest, publicBase)
 		return
 	}
+	if err := g.serveFHIR(w, r, up, rec, rest, publicBase); err != nil {
+		fhir.WriteError(w, err)
+	}
+}
 
+// serveFHIR authenticates, authorizes and proxies one FHIR request.
+func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) error {
+	query, err := parseQuery(r.URL.RawQuery)
+	if err != nil {
+		return err
+	}
+	in, err := classify(r.Method, rest, query)
+	if err != nil {
+		return err
+	}
 	id, err := g.authenticate(r, []string{publicBase})
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	if id == nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin,
-			"a bearer token is required to access this record").
-			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(publicBase, nil)))
-		return
+		return fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin, "a bearer token is required to access this record").
+			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(publicBase, nil))
 	}
 	role, err := g.roleOf(r, rec, id)
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	if role == "" {
 		g.log.Info("access denied: not a member",
 			zap.String("record", rec.ID), zap.String("iss", id.Issuer), zap.String("sub", id.Subject))
-		fhir.WriteError(w, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
-			"you have no access to this Personal FHIR Record"))
-		return
+		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "you have no access to this Personal FHIR Record")
 	}
-	if isWrite(r, rest) && !role.CanWrite() {
-		fhir.WriteError(w, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
-			"role %q may read this record but not write to it", role))
-		return
+	grants := g.grantsFor(id)
+	if in.kind == auth.InteractionSearch && r.Method == http.MethodPost {
+		// POST _search carries its parameters in a form body: the scope
+		// check must see them.
+		form, err := readSearchForm(w, r)
+		if err != nil {
+			return err
+		}
+		for k, vs := range form {
+			in.query[k] = append(in.query[k], vs...)
+		}
+	}
+	if in.bundle {
+		body, bundle, err := g.readBundle(w, r)
+		if err != nil {
+			return err
+		}
+		if t, _ := bundle["type"].(string); t != "batch" && t != "transaction" {
+			return fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid,
+				"only batch and transaction Bundles can be posted to the base (got type %q)", t)
+		}
+		if !role.CanWrite() {
+			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "role %q may read this record but not write to it", role)
+		}
+		if err := g.checkBundleEntries(rec, role, grants, bundle, publicBase); err != nil {
+			return err
+		}
+		setBody(r, body)
+	}
+	needsMatch, err := g.authorize(rec, role, grants, in, publicBase)
+	if err != nil {
+		return err
+	}
+	if needsMatch {
+		return g.proxyRestrictedRead(w, r, up, rec, rest, publicBase, grants, in)
 	}
 	g.proxy(w, r, up, rec, rest, publicBase)
+	return nil
 }
 
 // activeRecord returns the active record at slug, or a 404.
@@ -107,18 +151,6 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 	return strings.TrimSuffix(strings.TrimPrefix(p, g.cfg.FHIRPath), "/"), nil
 }
 
-// isWrite reports whether the request may change data. Searches sent as POST
-// (`_search`) are reads.
-func isWrite(r *http.Request, rest string) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
-		return false
-	case http.MethodPost:
-		return !strings.HasSuffix(rest, "/_search") && rest != "/_search"
-	}
-	return true
-}
-
 // roleOf returns the caller's role on rec, or "" when the caller is no member.
 func (g *Gateway) roleOf(r *http.Request, rec *tenancy.Record, id *auth.Identity) (tenancy.Role, error) {
 	var role tenancy.Role
@@ -143,9 +175,9 @@ func (g *Gateway) roleOf(r *http.Request, rec *tenancy.Record, id *auth.Identity
 	return role, nil
 }
 
-// proxy sends r to the upstream in rec's partition and rewrites the response
-// back to publicBase.
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
+// outbound clones r for the upstream: the path below the upstream's FHIR
+// base, no client credentials, and the record's partition.
+func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string) (*http.Request, *backend.Route, error) {
 	out := r.Clone(r.Context())
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rest
 	// Keep the client's escaping of the rest (e.g. an encoded space in an id).
@@ -161,11 +193,21 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	out.Header.Del("Cookie")
 	route, err := g.cfg.Backend.Outbound(out, target(rec))
 	if err != nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "cannot route to the upstream").WithCause(err))
-		return
+		return nil, nil, fhir.AsError(err)
 	}
 	if route.Upstream != nil && g.cfg.SetUpstream != nil {
 		g.cfg.SetUpstream(out, route.DialAddress())
+	}
+	return out, route, nil
+}
+
+// proxy sends r to the upstream in rec's partition and streams the
+// response back, rewritten to publicBase.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
+	out, route, err := g.outbound(r, rec, rest)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
 	}
 	tw := &trackingWriter{ResponseWriter: w}
 	rw := backend.NewResponseRewriter(tw, route.UpstreamBases, publicBase)

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// allowedOperations are the FHIR operations a record's callers may invoke;
+// everything else (notably partition management and $expunge) is refused.
+var allowedOperations = map[string]bool{
+	"$everything": true, "$validate": true, "$meta": true, "$lastn": true, "$summary": true, "$docref": true,
+}
+
+// grantsFor returns the SMART grants of a caller: the token's scopes, or the
+// configured default when the token carries no resource scopes.
+func (g *Gateway) grantsFor(id *auth.Identity) auth.Grants {
+	grants := id.Grants()
+	if !grants.HasResourceScopes() {
+		return auth.ParseScopes(g.cfg.ScopesWhenAbsent)
+	}
+	return grants
+}
+
+// authorize decides whether role and grants allow in on rec. A read of one
+// resource under a query-restricted scope may be allowed only once the
+// resource is seen: then it returns needsMatch.
+func (g *Gateway) authorize(rec *tenancy.Record, role tenancy.Role, grants auth.Grants, in interaction, realm string) (needsMatch bool, err error) {
+	if in.isWrite() && !role.CanWrite() {
+		return false, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
+			"role %q may read this record but not write to it", role)
+	}
+	if in.kind == auth.InteractionOperation {
+		if err := checkOperation(rec, in); err != nil {
+			return false, err
+		}
+	}
+	for _, req := range in.scopeRequests() {
+		ok, missing := grants.Allows(req)
+		if ok {
+			continue
+		}
+		if (req.Interaction == auth.InteractionRead || req.Interaction == auth.InteractionVRead) && restrictedOnly(grants, req) {
+			needsMatch = true
+			continue
+		}
+		return false, insufficientScope(realm, missing)
+	}
+	return needsMatch, nil
+}
+
+// restrictedOnly reports whether a query-restricted scope could allow req
+// once the resource is known.
+func restrictedOnly(grants auth.Grants, req auth.Request) bool {
+	ok, _ := grants.AllowsWith(req, func(url.Values) bool { return true })
+	return ok
+}
+
+// checkOperation refuses operations outside the allow-list, and
+// $everything on any Patient but the record's own.
+func checkOperation(rec *tenancy.Record, in interaction) error {
+	op := in.opName
+	if !allowedOperations[op] {
+		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "the operation %s is not available on a Personal FHIR Record", op)
+	}
+	if op == "$everything" && (in.typ != "Patient" || in.id != rec.PatientID) {
+		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
+			"$everything is available as Patient/%s/$everything, on this record's own Patient", rec.PatientID)
+	}
+	return nil
+}
+
+func insufficientScope(realm, missing string) *fhir.Error {
+	return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
+		"the token's scopes do not allow this; it needs %s", missing).
+		WithHeader("WWW-Authenticate", auth.WWWAuthenticateInsufficientScope(realm, missing))
+}
+
+// checkBundleEntries authorizes every entry of a batch or transaction
+// Bundle, so a Bundle cannot do what its entries could not do alone.
+func (g *Gateway) checkBundleEntries(rec *tenancy.Record, role tenancy.Role, grants auth.Grants, bundle map[string]any, realm string) error {
+	entries, _ := bundle["entry"].([]any)
+	for i, e := range entries {
+		entry, _ := e.(map[string]any)
+		req, _ := entry["request"].(map[string]any)
+		method, _ := req["method"].(string)
+		rawURL, _ := req["url"].(string)
+		in, err := classifyEntry(method, rawURL)
+		if err != nil {
+			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
+		}
+		needsMatch, err := g.authorize(rec, role, grants, in, realm)
+		if err != nil {
+			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
+		}
+		if needsMatch {
+			return insufficientScope(realm, fmt.Sprintf("an unrestricted read scope for %s (Bundle.entry[%d])", in.typ, i))
+		}
+	}
+	return nil
+}
+
+// classifyEntry classifies a Bundle entry's request: a relative URL only,
+// no host, no dot segments, no nested Bundles.
+func classifyEntry(method, rawURL string) (interaction, error) {
+	if method == "" || rawURL == "" {
+		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "every entry needs request.method and request.url")
+	}
+	if strings.Contains(rawURL, "://") || strings.HasPrefix(rawURL, "/") || strings.HasPrefix(rawURL, "\\") {
+		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "entry URLs must be relative to this record's base: %q", rawURL)
+	}
+	path, rawQuery, _ := strings.Cut(rawURL, "?")
+	lower := strings.ToLower(path)
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%2e") || strings.Contains(lower, "%5c") ||
+		strings.Contains(path, "..") || strings.Contains(path, "//") || strings.Contains(path, "\\") {
+		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "entry URL %q has encoded or dot segments", rawURL)
+	}
+	q, err := parseQuery(rawQuery)
+	if err != nil {
+		return interaction{}, err
+	}
+	in, err := classify(strings.ToUpper(method), "/"+path, q)
+	if err != nil {
+		return interaction{}, err
+	}
+	if in.bundle {
+		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "a Bundle entry cannot post another Bundle to the base")
+	}
+	return in, nil
+}

@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// maxSearchForm bounds the form body of a POST _search.
+const maxSearchForm = 1 << 20
+
+// readBody reads the whole request body, at most g.cfg.MaxBodyBytes, and
+// leaves r.Body readable again for the upstream.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly,
+				"the request body is larger than %d bytes", g.cfg.MaxBodyBytes)
+		}
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "reading the request body: %v", err)
+	}
+	setBody(r, body)
+	return body, nil
+}
+
+// setBody makes body the request's body.
+func setBody(r *http.Request, body []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+}
+
+// readJSONResource reads and decodes a FHIR JSON body.
+func (g *Gateway) readJSONResource(w http.ResponseWriter, r *http.Request) ([]byte, map[string]any, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/fhir+json" && mt != "application/json" && mt != "application/json-patch+json") {
+			return nil, nil, fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+				"the body must be FHIR JSON (application/fhir+json), not %q", ct)
+		}
+	}
+	body, err := g.readBody(w, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	var res map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&res); err != nil {
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body holds more than one JSON value")
+	}
+	return body, res, nil
+}
+
+// readBundle reads a Bundle posted to the base.
+func (g *Gateway) readBundle(w http.ResponseWriter, r *http.Request) ([]byte, map[string]any, error) {
+	body, res, err := g.readJSONResource(w, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if res["resourceType"] != "Bundle" {
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "only a Bundle can be posted to the base")
+	}
+	return body, res, nil
+}
+
+// readSearchForm reads the form body of a POST _search and restores it.
+func readSearchForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSearchForm))
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly, "the search form is larger than %d bytes", maxSearchForm)
+	}
+	setBody(r, body)
+	if len(bytes.TrimSpace(body)) == 0 {
+		return url.Values{}, nil
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "malformed search form: %v", err)
+	}
+	return form, nil
+}

@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// SMARTConfig says what a record's /.well-known/smart-configuration shows.
+type SMARTConfig struct {
+	// Issuer is the trusted issuer whose OIDC discovery document the
+	// configuration is built from. Default: the first trusted issuer that
+	// has one.
+	Issuer string
+	// Overrides replace or add top-level members of the document.
+	Overrides map[string]any
+}
+
+const smartConfigPath = "/.well-known/smart-configuration"
+
+// defaultCapabilities are the SMART capabilities the gateway supports: it
+// enforces v1 and v2 scopes for patient, user and system contexts, and
+// works with any client type the authorization server supports.
+var defaultCapabilities = []string{
+	"launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+	"sso-openid-connect", "context-standalone-patient", "permission-patient", "permission-user",
+	"permission-v1", "permission-v2", "permission-offline",
+}
+
+// smartConfiguration builds the SMART configuration document from the
+// authorization server's discovery document.
+func (g *Gateway) smartConfiguration(ctx context.Context) (map[string]any, error) {
+	issuers := g.cfg.Verifier.Issuers()
+	if g.cfg.SMART.Issuer != "" {
+		issuers = []string{g.cfg.SMART.Issuer}
+	}
+	var disc map[string]any
+	var lastErr error
+	for _, iss := range issuers {
+		d, err := g.cfg.Verifier.Discovery(ctx, iss)
+		if err == nil {
+			disc = d
+			break
+		}
+		lastErr = err
+	}
+	if disc == nil && len(g.cfg.SMART.Overrides) == 0 {
+		return nil, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
+			"no SMART authorization server is configured for this gateway").WithCause(lastErr)
+	}
+	out := map[string]any{
+		"response_types_supported":         []string{"code"},
+		"code_challenge_methods_supported": []string{"S256"},
+		"grant_types_supported":            []string{"authorization_code", "client_credentials"},
+		"capabilities":                     defaultCapabilities,
+	}
+	for _, k := range []string{
+		"issuer", "jwks_uri", "authorization_endpoint", "token_endpoint", "token_endpoint_auth_methods_supported",
+		"token_endpoint_auth_signing_alg_values_supported", "registration_endpoint", "introspection_endpoint",
+		"revocation_endpoint", "userinfo_endpoint", "scopes_supported", "grant_types_supported",
+		"response_types_supported", "end_session_endpoint",
+	} {
+		if v, ok := disc[k]; ok {
+			out[k] = v
+		}
+	}
+	for k, v := range g.cfg.SMART.Overrides {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// serveSMARTConfig answers GET /.well-known/smart-configuration, public.
+func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	doc, err := g.smartConfiguration(r.Context())
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// serveMetadata serves the upstream's CapabilityStatement, public, with the
+// SMART security section added to every server rest entry.
+func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
+	out, route, err := g.outbound(r, rec, rest)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	res, err := call(up, out)
+	if err != nil {
+		g.log.Warn("upstream metadata failed", zap.String("record", rec.ID), zap.Error(err))
+		fhir.WriteError(w, upstreamError(err))
+		return
+	}
+	body := res.body.Bytes()
+	if res.status == http.StatusOK {
+		if smart, err := g.smartConfiguration(r.Context()); err == nil {
+			body = addSMARTSecurity(body, smart)
+		}
+	}
+	for k, vs := range res.header {
+		w.Header()[k] = vs
+	}
+	w.Header().Del("Content-Length")
+	rw := backend.NewResponseRewriter(w, route.UpstreamBases, publicBase)
+	rw.WriteHeader(res.status)
+	_, _ = rw.Write(body)
+	if err := rw.Close(); err != nil {
+		g.log.Warn("finishing metadata response", zap.Error(err))
+	}
+}
+
+// addSMARTSecurity returns the CapabilityStatement with rest.security
+// saying "SMART-on-FHIR" and carrying the oauth-uris extension. A body that
+// is not a CapabilityStatement is returned unchanged.
+func addSMARTSecurity(body []byte, smart map[string]any) []byte {
+	var cs map[string]any
+	if json.Unmarshal(body, &cs) != nil || cs["resourceType"] != "CapabilityStatement" {
+		return body
+	}
+	uris := []any{}
+	for _, p := range [][2]string{{"authorize", "authorization_endpoint"}, {"token", "token_endpoint"},
+		{"register", "registration_endpoint"}, {"revoke", "revocation_endpoint"}, {"introspect", "introspection_endpoint"}} {
+		if v, ok := smart[p[1]].(string); ok && v != "" {
+			uris = append(uris, map[string]any{"url": p[0], "valueUri": v})
+		}
+	}
+	security := map[string]any{
+		"cors": true,
+		"service": []any{map[string]any{
+			"coding": []any{map[string]any{
+				"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+				"code":   "SMART-on-FHIR", "display": "SMART-on-FHIR",
+			}},
+			"text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+		}},
+		"extension": []any{map[string]any{
+			"url":       "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+			"extension": uris,
+		}},
+	}
+	rests, _ := cs["rest"].([]any)
+	for _, r := range rests {
+		if m, ok := r.(map[string]any); ok && (m["mode"] == "server" || m["mode"] == nil) {
+			m["security"] = security
+		}
+	}
+	out, err := json.Marshal(cs)
+	if err != nil {
+		return body
+	}
+	return out
+}
