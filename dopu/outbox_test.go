@@ -1,0 +1,331 @@
+package dopu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const hookSecret = "whsec-test-secret"
+
+// receiver is a webhook endpoint on 127.0.0.1 that verifies signatures.
+type receiver struct {
+	t      *testing.T
+	clock  *clock
+	mu     sync.Mutex
+	got    []AlertPayload
+	bodies []string
+	bad    int
+	status int
+	hits   chan struct{}
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	defer func() {
+		select {
+		case rc.hits <- struct{}{}:
+		default:
+		}
+	}()
+	if err := VerifySignature(r.Header.Get(SignatureHeader), body, hookSecret, rc.clock.Now(), 5*time.Minute); err != nil {
+		rc.bad++
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if rc.status != 0 {
+		w.WriteHeader(rc.status)
+		return
+	}
+	var p AlertPayload
+	if err := json.Unmarshal(body, &p); err != nil {
+		rc.t.Errorf("payload: %v", err)
+	}
+	rc.got = append(rc.got, p)
+	rc.bodies = append(rc.bodies, string(body))
+}
+
+func (rc *receiver) delivered() []AlertPayload {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]AlertPayload(nil), rc.got...)
+}
+
+func newReceiver(t *testing.T, c *clock) *receiver {
+	return &receiver{t: t, clock: c, hits: make(chan struct{}, 1)}
+}
+
+// serveOn starts rc on addr (127.0.0.1:port), closed at the end of the test.
+func serveOn(t *testing.T, addr string, h http.Handler) *httptest.Server {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on %s: %v", addr, err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func webhookTo(url string) func(context.Context, string) (string, string, error) {
+	return func(_ context.Context, record string) (string, string, error) {
+		if record == "no-hook" {
+			return "", "", nil
+		}
+		return url, hookSecret, nil
+	}
+}
+
+func outboxLen(t *testing.T, f *fixture) int { return keyCount(t, f.db)["dopu/outbox"] }
+
+func TestAlertSignedAndWithoutClinicalContent(t *testing.T) {
+	c := newClock()
+	rc := newReceiver(t, c)
+	srv := serveOn(t, "127.0.0.1:0", rc)
+	f := newFixture(t, Limits{}, Options{Now: c.Now, Webhook: webhookTo(srv.URL + "/hook")})
+	f.clock = c
+	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	f.mustDrop("no-hook", readTestdata(t, ipsPath), "192.0.2.1")
+	if outboxLen(t, f) != 2 {
+		t.Fatalf("outbox holds %d, want 2", outboxLen(t, f))
+	}
+	n, err := f.svc.DeliverDue(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("delivered %d (%v), want 1", n, err)
+	}
+	got := rc.delivered()
+	if len(got) != 1 || rc.bad != 0 {
+		t.Fatalf("receiver got %d alerts, %d badly signed", len(got), rc.bad)
+	}
+	p := got[0]
+	if p.Record != "rec1" || p.DropOff != r.ID || p.Summary.BundleType != "document" ||
+		p.Summary.ResourceCounts["Observation"] != 7 || p.Summary.Sender.IP != "192.0.2.1" || !p.Received.Equal(r.Received) {
+		t.Errorf("payload %+v", p)
+	}
+	for _, secret := range []string{"DeLarosa", "Martha", "1972", "574687583", "urn:uuid"} {
+		if strings.Contains(rc.bodies[0], secret) {
+			t.Errorf("the alert carries clinical content %q: %s", secret, rc.bodies[0])
+		}
+	}
+	// Both alerts are gone: one delivered, one for a record without webhook.
+	if n := outboxLen(t, f); n != 0 {
+		t.Errorf("outbox holds %d after delivery", n)
+	}
+}
+
+func TestAlertSurvivesReceiverDownAndRestart(t *testing.T) {
+	c := newClock()
+	addr := freeAddr(t) // nothing listens yet: connections are refused
+	opts := Options{Now: c.Now, Webhook: webhookTo("http://" + addr + "/hook"), RetryBase: time.Minute, RetryCap: time.Hour}
+	f := newFixture(t, Limits{}, opts)
+	f.clock = c
+	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+
+	for attempt := 1; attempt <= 3; attempt++ {
+		if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 0 {
+			t.Fatalf("attempt %d: delivered %d, %v", attempt, n, err)
+		}
+		a := getAlert(t, f, r.ID)
+		if a.Attempts != attempt || a.LastError == "" {
+			t.Fatalf("after attempt %d: %+v", attempt, a)
+		}
+		// Backoff: RetryBase doubled per attempt, jitter in its upper half.
+		wait := a.NextAttempt.Sub(c.Now())
+		max := time.Minute << (attempt - 1)
+		if wait < max/2 || wait > max {
+			t.Errorf("attempt %d: next in %s, want within [%s, %s]", attempt, wait, max/2, max)
+		}
+		// Not due yet: nothing is attempted.
+		if _, err := f.svc.DeliverDue(context.Background()); err != nil || getAlert(t, f, r.ID).Attempts != attempt {
+			t.Fatalf("an alert not due was attempted")
+		}
+		c.Advance(wait)
+	}
+
+	// The gateway restarts: the alert is still in the outbox.
+	f.reopen(Limits{}, opts)
+	if outboxLen(t, f) != 1 {
+		t.Fatal("the alert did not survive the restart")
+	}
+	// The receiver comes back on the same address.
+	rc := newReceiver(t, c)
+	serveOn(t, addr, rc)
+	if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 1 {
+		t.Fatalf("after the receiver came back: delivered %d, %v", n, err)
+	}
+	if got := rc.delivered(); len(got) != 1 || got[0].DropOff != r.ID {
+		t.Errorf("receiver got %+v", got)
+	}
+	if outboxLen(t, f) != 0 {
+		t.Error("alert kept after delivery")
+	}
+}
+
+func TestAlertRetriesOnErrorsAndCapsBackoff(t *testing.T) {
+	c := newClock()
+	rc := newReceiver(t, c)
+	rc.status = http.StatusInternalServerError
+	srv := serveOn(t, "127.0.0.1:0", rc)
+	lookups := 0
+	opts := Options{Now: c.Now, RetryBase: time.Minute, RetryCap: 10 * time.Minute,
+		Webhook: func(ctx context.Context, record string) (string, string, error) {
+			lookups++
+			if lookups == 1 {
+				return "", "", errors.New("tenancy unavailable")
+			}
+			return srv.URL, hookSecret, nil
+		}}
+	f := newFixture(t, Limits{}, opts)
+	f.clock = c
+	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	for i := 1; i <= 8; i++ {
+		f.svc.DeliverDue(context.Background())
+		a := getAlert(t, f, r.ID)
+		if a.Attempts != i {
+			t.Fatalf("attempt %d: %+v", i, a)
+		}
+		if wait := a.NextAttempt.Sub(c.Now()); wait > 10*time.Minute {
+			t.Errorf("backoff %s beyond the cap", wait)
+		}
+		c.Advance(10 * time.Minute)
+	}
+	if !strings.Contains(getAlert(t, f, r.ID).LastError, "500") {
+		t.Errorf("last error %q", getAlert(t, f, r.ID).LastError)
+	}
+	// A signature made with another secret is refused by the receiver.
+	if rc.bad != 0 {
+		t.Errorf("%d deliveries badly signed", rc.bad)
+	}
+	// Once the drop-off is picked up, the alert is dropped without a call.
+	p, err := f.svc.BeginPickup(context.Background(), "rec1", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if outboxLen(t, f) != 0 {
+		t.Error("alert of a picked-up drop-off kept")
+	}
+}
+
+func TestAlertDroppedWhenDropOffNoLongerPending(t *testing.T) {
+	c := newClock()
+	calls := 0
+	srv := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls++ }))
+	f := newFixture(t, Limits{TTL: time.Hour}, Options{Now: c.Now, Webhook: webhookTo(srv.URL)})
+	f.clock = c
+	f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	c.Advance(2 * time.Hour) // expired, though the expiry loop has not run
+	if n, err := f.svc.DeliverDue(context.Background()); n != 0 || err != nil || calls != 0 {
+		t.Errorf("alert of an expired drop-off: delivered %d, %d calls, %v", n, calls, err)
+	}
+	if outboxLen(t, f) != 0 {
+		t.Error("alert kept")
+	}
+}
+
+func TestRunDeliversAndStops(t *testing.T) {
+	c := newClock()
+	rc := newReceiver(t, c)
+	srv := serveOn(t, "127.0.0.1:0", rc)
+	f := newFixture(t, Limits{}, Options{Now: c.Now, Webhook: webhookTo(srv.URL), PollInterval: time.Hour, ExpiryInterval: time.Hour})
+	f.clock = c
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.svc.Run(ctx) }()
+	// Intake wakes Run: no need to wait for the (hour-long) poll.
+	f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	select {
+	case <-rc.hits:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not deliver the alert")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	if len(rc.delivered()) != 1 {
+		t.Errorf("delivered %d", len(rc.delivered()))
+	}
+}
+
+func TestVerifySignature(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	body := []byte(`{"record":"r"}`)
+	good := Sign(hookSecret, now, body)
+	if !strings.HasPrefix(good, "t=1800000000,v1=") {
+		t.Errorf("header %q", good)
+	}
+	if err := VerifySignature(good, body, hookSecret, now.Add(time.Minute), 5*time.Minute); err != nil {
+		t.Errorf("good signature: %v", err)
+	}
+	rotated := good + ",v1=" + strings.Repeat("00", 32)
+	if err := VerifySignature(rotated, body, hookSecret, now, time.Minute); err != nil {
+		t.Errorf("with an extra v1: %v", err)
+	}
+	cases := map[string]struct {
+		header string
+		body   []byte
+		secret string
+		now    time.Time
+		want   error
+	}{
+		"tampered body":   {good, []byte(`{"record":"s"}`), hookSecret, now, ErrSignatureInvalid},
+		"other secret":    {good, body, "other", now, ErrSignatureInvalid},
+		"replayed later":  {good, body, hookSecret, now.Add(time.Hour), ErrSignatureExpired},
+		"from the future": {good, body, hookSecret, now.Add(-time.Hour), ErrSignatureExpired},
+		"moved timestamp": {strings.Replace(good, "t=1800000000", "t=1800003600", 1), body, hookSecret, now.Add(time.Hour), ErrSignatureInvalid},
+		"missing":         {"", body, hookSecret, now, ErrSignatureMissing},
+		"no v1":           {"t=1800000000", body, hookSecret, now, ErrSignatureMissing},
+		"not hex":         {"t=1800000000,v1=zz", body, hookSecret, now, ErrSignatureMissing},
+	}
+	for name, c := range cases {
+		if err := VerifySignature(c.header, c.body, c.secret, c.now, 5*time.Minute); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+func getAlert(t *testing.T, f *fixture, id string) *Alert {
+	t.Helper()
+	var a *Alert
+	err := f.svc.store.View(context.Background(), func(tx Tx) error {
+		var err error
+		a, err = tx.Alert(id)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
