@@ -16,7 +16,7 @@ type (
 	thisNode    struct{}
 	envNode     struct{ name string }
 	// memberNode selects a child element of every focus item. As the first
-	// step of a term a capitalised name may instead name the focus's type
+	// step of a term a capitalised name instead names the focus's type
 	// (Observation.code), keeping the items of that type.
 	memberNode struct {
 		name    string
@@ -53,8 +53,14 @@ func (n envNode) eval(c *evalContext, _ []Node) ([]Node, error) {
 func (n memberNode) eval(_ *evalContext, focus []Node) ([]Node, error) {
 	var out []Node
 	for _, item := range focus {
-		if n.leading && startsUpper(n.name) && item.Type != "" && typeMatches(item, n.name) {
-			out = append(out, item)
+		if n.leading && startsUpper(n.name) {
+			// FHIR element names start lowercase: a capitalised first
+			// name is a type, which keeps the items of that type
+			// (Observation.code on an Observation) and drops the others
+			// (Patient.name on an Observation).
+			if typeMatches(item, n.name) {
+				out = append(out, item)
+			}
 			continue
 		}
 		out = appendChildren(out, item, n.name, n.choices)
