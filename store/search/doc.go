@@ -15,7 +15,7 @@
 //
 //   - string: starts-with, case- and accent-insensitive; :exact, :contains
 //   - token: code, system|code, |code, system|; on Coding, CodeableConcept,
-//     Identifier, ContactPoint, code, boolean, string; :not, :text
+//     Identifier, ContactPoint, code, boolean, string; :not, :text, :of-type
 //   - reference: Type/id, id, absolute URL ending in Type/id, urn:uuid:…;
 //     :[Type], :identifier
 //   - date: prefixes eq ne lt le gt ge sa eb ap with the precision of the

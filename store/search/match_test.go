@@ -60,7 +60,7 @@ func TestStringParams(t *testing.T) {
 
 func TestTokenParams(t *testing.T) {
 	runMatchCases(t, "Patient", `{"resourceType":"Patient","id":"p","active":true,"gender":"female",
-		"identifier":[{"system":"http://hospital/mrn","value":"MRN|42","type":{"text":"Medical record"}},{"value":"nosys"}],
+		"identifier":[{"system":"http://hospital/mrn","value":"MRN|42","type":{"text":"Medical record","coding":[{"system":"http://v2","code":"MR"}]}},{"value":"nosys"}],
 		"telecom":[{"system":"phone","value":"555-1234"},{"system":"email","value":"a@b.org"}],
 		"maritalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-MaritalStatus","code":"M","display":"Married"}],"text":"married"},
 		"meta":{"tag":[{"system":"http://tags","code":"t1"}],"security":[{"system":"http://sec","code":"R"}],"profile":["http://profiles/p1"]}}`, []matchCase{
@@ -81,6 +81,11 @@ func TestTokenParams(t *testing.T) {
 		{"identifier=|nosys", true},
 		{`identifier=|MRN\|42`, false},
 		{"identifier:text=medical", true},
+		{`identifier:of-type=http://v2|MR|MRN\|42`, true},
+		{`identifier:of-type=http://v2|MR|MRN\|43`, false},
+		{`identifier:of-type=http://v2|SS|MRN\|42`, false},
+		{`identifier:of-type=http://v3|MR|MRN\|42`, false},
+		{"identifier:of-type=http://v2|MR|nosys", false},
 		{"identifier:not=nosys", false},
 		{"telecom=555-1234", true},
 		{"phone=555-1234", true},

@@ -22,7 +22,7 @@ type valueMatcher func(nodes []fhirpath.Node) bool
 // accepts a resource type as modifier.
 var supportedModifiers = map[string][]string{
 	searchparam.TypeString:    {"exact", "contains"},
-	searchparam.TypeToken:     {"not", "text"},
+	searchparam.TypeToken:     {"not", "text", "of-type"},
 	searchparam.TypeReference: {"identifier"},
 	searchparam.TypeDate:      nil,
 	searchparam.TypeNumber:    nil,
@@ -185,8 +185,11 @@ func (tv tokenValue) matches(c coded) bool {
 // Coding.display as a string parameter would. :not is applied by the
 // filter, which negates the whole parameter.
 func tokenMatcher(modifier, raw string) (valueMatcher, error) {
-	if modifier == "text" {
+	switch modifier {
+	case "text":
 		return textMatcher(normalize(unescape(raw))), nil
+	case "of-type":
+		return ofTypeMatcher(raw)
 	}
 	tv, err := parseToken(raw)
 	if err != nil {
@@ -196,6 +199,31 @@ func tokenMatcher(modifier, raw string) (valueMatcher, error) {
 		for _, n := range nodes {
 			for _, c := range codesOf(n.Value) {
 				if tv.matches(c) {
+					return true
+				}
+			}
+		}
+		return false
+	}, nil
+}
+
+// ofTypeMatcher matches Identifiers by type and value:
+// identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345.
+func ofTypeMatcher(raw string) (valueMatcher, error) {
+	parts := splitEscaped(raw, '|')
+	if len(parts) != 3 || parts[1] == "" || parts[2] == "" {
+		return nil, fmt.Errorf("%q is not type-system|type-code|value", raw)
+	}
+	typ := tokenValue{system: unescape(parts[0]), hasSystem: true, code: unescape(parts[1]), hasCode: true}
+	value := unescape(parts[2])
+	return func(nodes []fhirpath.Node) bool {
+		for _, n := range nodes {
+			m, ok := n.Value.(map[string]any)
+			if !ok || m["value"] != value {
+				continue
+			}
+			for _, c := range codesOf(m["type"]) {
+				if typ.matches(c) {
 					return true
 				}
 			}

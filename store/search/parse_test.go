@@ -65,6 +65,8 @@ func TestParseInvalid(t *testing.T) {
 		{"Observation", "subject:missing=maybe", "subject:missing"},
 		{"Observation", "code:below=x", "code:below"},
 		{"Observation", "code:exact=x", "code:exact"},
+		{"Patient", "identifier:of-type=a|b", "identifier:of-type"},
+		{"Patient", "identifier:of-type=a||v", "identifier:of-type"},
 		{"Observation", "date:exact=2013", "date:exact"},
 		{"Patient", "name:text=x", "name:text"},
 		{"Observation", "_count=-1", "_count"},

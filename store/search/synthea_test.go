@@ -152,6 +152,7 @@ func TestSyntheaPatientName(t *testing.T) {
 			"birthdate=eq" + birth[:4],
 			"gender=" + patient["gender"].(string),
 			"identifier=" + firstIdentifier(patient),
+			"identifier:of-type=" + typedIdentifier(t, patient),
 		} {
 			if got := count(mustParse(t, "Patient", query), resources); got != 1 {
 				t.Errorf("%s: Patient?%s = %d, want 1", name, query, got)
@@ -169,6 +170,21 @@ func TestSyntheaPatientName(t *testing.T) {
 			}
 		}
 	}
+}
+
+// typedIdentifier returns type-system|type-code|value of the Patient's
+// medical record number, by a plain walk.
+func typedIdentifier(t *testing.T, p map[string]any) string {
+	for _, x := range p["identifier"].([]any) {
+		id := x.(map[string]any)
+		for _, c := range codingsOf(id["type"]) {
+			if c["code"] == "MR" {
+				return c["system"].(string) + "|MR|" + id["value"].(string)
+			}
+		}
+	}
+	t.Fatal("no MR identifier")
+	return ""
 }
 
 func firstIdentifier(p map[string]any) string {
