@@ -9,6 +9,7 @@ package searchparam
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
@@ -188,15 +189,7 @@ func ForType(resourceType string) []*Param {
 	for _, p := range m {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b *Param) int {
-		switch {
-		case a.Code < b.Code:
-			return -1
-		case a.Code > b.Code:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b *Param) int { return strings.Compare(a.Code, b.Code) })
 	return out
 }
 
