@@ -127,6 +127,8 @@ func (c *refChecker) classify(ref string) refTarget {
 	case strings.HasPrefix(ref, "#"):
 		typ, ok := c.contained[ref[1:]]
 		switch {
+		case !isID(ref[1:]):
+			return refTarget{why: "not a valid contained resource id"}
 		case !ok:
 			return refTarget{why: "no contained resource has this id"}
 		case typ == "Patient":

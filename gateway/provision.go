@@ -123,7 +123,7 @@ func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.R
 	m := patientLocation.FindStringSubmatch(loc)
 	if m == nil {
 		return "", fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream did not say where it created the Patient").
-			WithCause(fmt.Errorf("Location %q", loc))
+			WithCause(fmt.Errorf("upstream Location header %q", loc))
 	}
 	return m[1], nil
 }
