@@ -1,0 +1,413 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// maxPatchOperations bounds the operations of one JSON Patch document.
+const maxPatchOperations = 10000
+
+// ApplyJSONPatch applies an RFC 6902 JSON Patch document (media type
+// application/json-patch+json, which FHIR allows for PATCH) to a copy of
+// doc and returns the patched copy; doc is not modified. The operations
+// add, remove, replace, move, copy and test are applied in order with RFC
+// 6901 JSON Pointers ("~1" is "/", "~0" is "~"); if any fails, nothing is
+// returned.
+//
+// A patch document that is not valid (not an array of operations, unknown
+// op, missing or mistyped member, bad pointer syntax) is a 400 *Error; a
+// valid patch that does not apply to doc (missing path, index out of
+// range, failed test, a result that is not a JSON object) is a 422 *Error.
+// The caller checks the result as the write it becomes: the patched
+// resource must keep its resourceType and id and pass the ownership rules
+// (see Owner.CheckWrite).
+func ApplyJSONPatch(doc map[string]any, patch []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(patch))
+	dec.UseNumber()
+	var ops []any
+	if err := dec.Decode(&ops); err != nil {
+		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the JSON Patch must be a JSON array of operations: %v", err)
+	}
+	if dec.More() {
+		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the JSON Patch has data after its array")
+	}
+	if len(ops) > maxPatchOperations {
+		return nil, Errorf(http.StatusBadRequest, CodeTooCostly, "the JSON Patch has more than %d operations", maxPatchOperations)
+	}
+	var root any = deepCopy(doc)
+	for i, raw := range ops {
+		op, err := parsePatchOperation(raw)
+		if err != nil {
+			return nil, Errorf(http.StatusBadRequest, CodeStructure, "JSON Patch operation %d: %v", i, err).WithCause(err)
+		}
+		if root, err = op.apply(root); err != nil {
+			return nil, Errorf(http.StatusUnprocessableEntity, CodeProcessing, "JSON Patch operation %d (%s %s): %v", i, op.op, op.rawPath, err).WithCause(err)
+		}
+	}
+	result, ok := root.(map[string]any)
+	if !ok {
+		return nil, Errorf(http.StatusUnprocessableEntity, CodeProcessing, "the patched document is not a JSON object")
+	}
+	return result, nil
+}
+
+// patchOperation is one parsed JSON Patch operation.
+type patchOperation struct {
+	op       string
+	rawPath  string
+	path     []string // reference tokens, unescaped
+	from     []string // for move and copy
+	value    any      // for add, replace and test
+	hasValue bool
+}
+
+// parsePatchOperation checks the members an operation needs.
+func parsePatchOperation(raw any) (patchOperation, error) {
+	var op patchOperation
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return op, fmt.Errorf("not a JSON object")
+	}
+	op.op, ok = m["op"].(string)
+	if !ok {
+		return op, fmt.Errorf("op must be a string")
+	}
+	op.rawPath, ok = m["path"].(string)
+	if !ok {
+		return op, fmt.Errorf("path must be a string")
+	}
+	var err error
+	if op.path, err = parsePointer(op.rawPath); err != nil {
+		return op, fmt.Errorf("path: %w", err)
+	}
+	op.value, op.hasValue = m["value"]
+	switch op.op {
+	case "add", "replace", "test":
+		if !op.hasValue {
+			return op, fmt.Errorf("%s needs a value", op.op)
+		}
+	case "remove":
+	case "move", "copy":
+		from, ok := m["from"].(string)
+		if !ok {
+			return op, fmt.Errorf("%s needs from as a string", op.op)
+		}
+		if op.from, err = parsePointer(from); err != nil {
+			return op, fmt.Errorf("from: %w", err)
+		}
+		if op.op == "move" && len(op.from) < len(op.path) && hasPrefix(op.path, op.from) {
+			return op, fmt.Errorf("cannot move a value into one of its own children")
+		}
+	default:
+		return op, fmt.Errorf("unknown op %q", op.op)
+	}
+	return op, nil
+}
+
+// apply applies op to root and returns the new root.
+func (op patchOperation) apply(root any) (any, error) {
+	switch op.op {
+	case "add":
+		return pointerAdd(root, op.path, op.value)
+	case "remove":
+		root, _, err := pointerRemove(root, op.path)
+		return root, err
+	case "replace":
+		if _, err := pointerGet(root, op.path); err != nil {
+			return root, err
+		}
+		return pointerSet(root, op.path, op.value)
+	case "move":
+		if hasPrefix(op.path, op.from) && len(op.path) == len(op.from) {
+			_, err := pointerGet(root, op.from)
+			return root, err
+		}
+		root, v, err := pointerRemove(root, op.from)
+		if err != nil {
+			return root, err
+		}
+		return pointerAdd(root, op.path, v)
+	case "copy":
+		v, err := pointerGet(root, op.from)
+		if err != nil {
+			return root, err
+		}
+		return pointerAdd(root, op.path, deepCopy(v))
+	case "test":
+		v, err := pointerGet(root, op.path)
+		if err != nil {
+			return root, err
+		}
+		if !jsonEqual(v, op.value) {
+			return root, fmt.Errorf("test failed: the value differs")
+		}
+		return root, nil
+	}
+	return root, fmt.Errorf("unknown op %q", op.op)
+}
+
+// parsePointer splits an RFC 6901 JSON Pointer into unescaped tokens.
+func parsePointer(p string) ([]string, error) {
+	if p == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(p, "/") {
+		return nil, fmt.Errorf("pointer %q must be empty or start with /", p)
+	}
+	toks := strings.Split(p[1:], "/")
+	for i, t := range toks {
+		for j := 0; j < len(t); j++ {
+			if t[j] == '~' && (j+1 == len(t) || t[j+1] != '0' && t[j+1] != '1') {
+				return nil, fmt.Errorf("pointer %q: '~' must be followed by 0 or 1", p)
+			}
+		}
+		toks[i] = strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~")
+	}
+	return toks, nil
+}
+
+// arrayIndex parses an array index token for an array of length n. With
+// forAdd, "-" and n (the end) are allowed.
+func arrayIndex(tok string, n int, forAdd bool) (int, error) {
+	if tok == "-" && forAdd {
+		return n, nil
+	}
+	if tok == "" || len(tok) > 1 && tok[0] == '0' || strings.TrimLeft(tok, "0123456789") != "" {
+		return 0, fmt.Errorf("%q is not an array index", tok)
+	}
+	i, err := strconv.Atoi(tok)
+	if err != nil || i > n || i == n && !forAdd {
+		return 0, fmt.Errorf("index %s is out of range (length %d)", tok, n)
+	}
+	return i, nil
+}
+
+// pointerGet returns the value at path.
+func pointerGet(v any, path []string) (any, error) {
+	for _, tok := range path {
+		switch c := v.(type) {
+		case map[string]any:
+			child, ok := c[tok]
+			if !ok {
+				return nil, fmt.Errorf("no member %q", tok)
+			}
+			v = child
+		case []any:
+			i, err := arrayIndex(tok, len(c), false)
+			if err != nil {
+				return nil, err
+			}
+			v = c[i]
+		default:
+			return nil, fmt.Errorf("cannot descend into a %s with %q", jsonKind(v), tok)
+		}
+	}
+	return v, nil
+}
+
+// pointerUpdate finds the container holding the last token of path and
+// replaces it by what change returns; it returns the new root.
+func pointerUpdate(v any, path []string, change func(container any, last string) (any, error)) (any, error) {
+	if len(path) == 1 {
+		return change(v, path[0])
+	}
+	switch c := v.(type) {
+	case map[string]any:
+		child, ok := c[path[0]]
+		if !ok {
+			return v, fmt.Errorf("no member %q", path[0])
+		}
+		nc, err := pointerUpdate(child, path[1:], change)
+		if err != nil {
+			return v, err
+		}
+		c[path[0]] = nc
+		return c, nil
+	case []any:
+		i, err := arrayIndex(path[0], len(c), false)
+		if err != nil {
+			return v, err
+		}
+		nc, err := pointerUpdate(c[i], path[1:], change)
+		if err != nil {
+			return v, err
+		}
+		c[i] = nc
+		return c, nil
+	}
+	return v, fmt.Errorf("cannot descend into a %s with %q", jsonKind(v), path[0])
+}
+
+// pointerAdd is the add operation: set a member, or insert into an array.
+func pointerAdd(root any, path []string, value any) (any, error) {
+	if len(path) == 0 {
+		return value, nil
+	}
+	return pointerUpdate(root, path, func(container any, last string) (any, error) {
+		switch c := container.(type) {
+		case map[string]any:
+			c[last] = value
+			return c, nil
+		case []any:
+			i, err := arrayIndex(last, len(c), true)
+			if err != nil {
+				return c, err
+			}
+			return append(c[:i], append([]any{value}, c[i:]...)...), nil
+		}
+		return container, fmt.Errorf("cannot add %q to a %s", last, jsonKind(container))
+	})
+}
+
+// pointerSet replaces the existing value at path.
+func pointerSet(root any, path []string, value any) (any, error) {
+	if len(path) == 0 {
+		return value, nil
+	}
+	return pointerUpdate(root, path, func(container any, last string) (any, error) {
+		switch c := container.(type) {
+		case map[string]any:
+			c[last] = value
+			return c, nil
+		case []any:
+			i, err := arrayIndex(last, len(c), false)
+			if err != nil {
+				return c, err
+			}
+			c[i] = value
+			return c, nil
+		}
+		return container, fmt.Errorf("cannot replace %q in a %s", last, jsonKind(container))
+	})
+}
+
+// pointerRemove removes the value at path and returns it.
+func pointerRemove(root any, path []string) (any, any, error) {
+	if len(path) == 0 {
+		return root, nil, fmt.Errorf("cannot remove the whole document")
+	}
+	var removed any
+	root, err := pointerUpdate(root, path, func(container any, last string) (any, error) {
+		switch c := container.(type) {
+		case map[string]any:
+			v, ok := c[last]
+			if !ok {
+				return c, fmt.Errorf("no member %q", last)
+			}
+			removed = v
+			delete(c, last)
+			return c, nil
+		case []any:
+			i, err := arrayIndex(last, len(c), false)
+			if err != nil {
+				return c, err
+			}
+			removed = c[i]
+			return append(c[:i:i], c[i+1:]...), nil
+		}
+		return container, fmt.Errorf("cannot remove %q from a %s", last, jsonKind(container))
+	})
+	return root, removed, err
+}
+
+// hasPrefix reports whether path starts with the tokens of prefix.
+func hasPrefix(path, prefix []string) bool {
+	if len(prefix) > len(path) {
+		return false
+	}
+	for i := range prefix {
+		if path[i] != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// deepCopy copies a decoded JSON value so that changes to the copy never
+// reach the original.
+func deepCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			m[k] = deepCopy(x)
+		}
+		return m
+	case []any:
+		s := make([]any, len(v))
+		for i, x := range v {
+			s[i] = deepCopy(x)
+		}
+		return s
+	}
+	return v
+}
+
+// jsonEqual compares decoded JSON values as RFC 6902 test does: numbers
+// by value (json.Number and float64 alike), objects regardless of order.
+func jsonEqual(a, b any) bool {
+	if x, ok := jsonNumber(a); ok {
+		y, ok := jsonNumber(b)
+		return ok && x == y
+	}
+	switch a := a.(type) {
+	case map[string]any:
+		b, ok := b.(map[string]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for k, x := range a {
+			y, ok := b[k]
+			if !ok || !jsonEqual(x, y) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		b, ok := b.([]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if !jsonEqual(a[i], b[i]) {
+				return false
+			}
+		}
+		return true
+	case string, bool, nil:
+		return a == b
+	}
+	return false
+}
+
+// jsonNumber returns the value of a decoded JSON number.
+func jsonNumber(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case json.Number:
+		f, err := strconv.ParseFloat(string(n), 64)
+		return f, err == nil
+	}
+	return 0, false
+}
+
+// jsonKind names the JSON type of v for error messages.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case nil:
+		return "null"
+	}
+	return "scalar"
+}
