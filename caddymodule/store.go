@@ -58,12 +58,18 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.poolKey = key
-	h, err := store.NewHandler(db, store.Config{BasePath: s.BasePath, PartitionHeader: s.PartitionHeader})
+	logger := ctx.Logger()
+	h, err := store.NewHandler(db, store.Config{
+		BasePath: s.BasePath, PartitionHeader: s.PartitionHeader,
+		OnInternalError: func(r *http.Request, err error) {
+			logger.Error("FHIR store error", zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Error(err))
+		},
+	})
 	if err != nil {
 		return fmt.Errorf("pfr_store: %w", err)
 	}
 	s.handler = h
-	ctx.Logger().Info("embedded FHIR store ready", zap.String("path", key))
+	logger.Info("embedded FHIR store ready", zap.String("path", key))
 	return nil
 }
 

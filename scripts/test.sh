@@ -38,6 +38,8 @@ mkdir -p "$bin"
 go build -o "$bin/pfr" ./cmd/pfr
 
 step "go test"
+# Tests that drive Node clients fail instead of skipping when their packages are missing.
+export PFR_REQUIRE_FHIRKIT=1
 go test -count=1 -timeout 30m ./...
 
 step "xcaddy build --with github.com/pfrgateway/caddy-pfr@v0.0.0=."
