@@ -21,6 +21,10 @@ type Limits struct {
 	MaxDepth int
 	// TTL is how long a drop-off stays pending. Default 30 days.
 	TTL time.Duration
+	// Retention is how long a drop-off's summary is kept once it is no
+	// longer pending (for the inbox's history, the sender's status and
+	// de-duplication); then it is deleted. Default 90 days.
+	Retention time.Duration
 	// PendingPerRecord bounds the pending drop-offs of one record. Default 100.
 	PendingPerRecord int
 	// PendingBytesPerRecord bounds their total size. Default 256 MiB.
@@ -38,6 +42,7 @@ const (
 	DefaultMaxEntries            = 10000
 	DefaultMaxDepth              = 64
 	DefaultTTL                   = 30 * 24 * time.Hour
+	DefaultRetention             = 90 * 24 * time.Hour
 	DefaultPendingPerRecord      = 100
 	DefaultPendingBytesPerRecord = 256 << 20
 )
@@ -61,6 +66,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.TTL <= 0 {
 		l.TTL = DefaultTTL
+	}
+	if l.Retention <= 0 {
+		l.Retention = DefaultRetention
 	}
 	if l.PendingPerRecord <= 0 {
 		l.PendingPerRecord = DefaultPendingPerRecord

@@ -29,31 +29,31 @@ type Sender struct {
 // to ask for the status (128 random bits, base64url), and also the
 // drop-off's id in the record's inbox.
 type Receipt struct {
-	ID       string
-	Status   Status
-	Received time.Time
+	ID       string    `json:"id"`
+	Status   Status    `json:"status"`
+	Received time.Time `json:"received"`
 	// Duplicate is set when the same body had already been dropped off
 	// for the same record: ID is the first drop-off's.
-	Duplicate bool
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 // Summary describes a drop-off without its clinical content.
 type Summary struct {
-	ID             string
-	RecordID       string
-	Received       time.Time
-	Sender         Sender
-	Size           int64 // bytes of the (inflated) Bundle
-	BundleType     string
-	ResourceCounts map[string]int // entries by resourceType
+	ID             string         `json:"id"`
+	RecordID       string         `json:"recordId"`
+	Received       time.Time      `json:"received"`
+	Sender         Sender         `json:"sender"`
+	Size           int64          `json:"size"`           // bytes of the (inflated) Bundle
+	BundleType     string         `json:"bundleType"`     // document, collection, …
+	ResourceCounts map[string]int `json:"resourceCounts"` // entries by resourceType
 	// Subject is the Bundle's subject Patient (see Pickup.Prepare for the
 	// rule), nil when the Bundle names none.
-	Subject *PatientSummary
-	Status  Status
-	Reason  string // why it was rejected
-	Expires time.Time
+	Subject *PatientSummary `json:"subject,omitempty"`
+	Status  Status          `json:"status"`
+	Reason  string          `json:"reason,omitempty"` // why it was rejected
+	Expires time.Time       `json:"expires"`
 	// Changed is when Status last changed (Received while pending).
-	Changed time.Time
+	Changed time.Time `json:"changed"`
 }
 
 // DropOff is a stored drop-off: its summary plus what the store and the
@@ -62,18 +62,18 @@ type DropOff struct {
 	Summary
 	// Digest is the hex SHA-256 of the record id and the body, for
 	// de-duplication.
-	Digest string
+	Digest string `json:"digest"`
 	// Lease and LeaseExpires belong to the pick-up holding it, if any.
-	Lease        string
-	LeaseExpires time.Time
+	Lease        string    `json:"lease,omitempty"`
+	LeaseExpires time.Time `json:"leaseExpires,omitzero"`
 }
 
 // Alert is one outbox entry: a drop-off whose webhook is still to be
 // delivered.
 type Alert struct {
-	DropOffID   string
-	RecordID    string
-	Attempts    int
-	NextAttempt time.Time
-	LastError   string
+	DropOffID   string    `json:"dropoff"`
+	RecordID    string    `json:"record"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next"`
+	LastError   string    `json:"lastError,omitempty"`
 }

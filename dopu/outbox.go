@@ -22,8 +22,8 @@ const (
 	deliveryWorkers = 4
 )
 
-// Run delivers alerts and expires drop-offs until ctx is done, then
-// returns nil. Run it once per Service.
+// Run delivers alerts, expires and purges drop-offs until ctx is done,
+// then returns nil. Run it once per Service.
 func (s *Service) Run(ctx context.Context) error {
 	poll := time.NewTicker(s.opts.PollInterval)
 	defer poll.Stop()
@@ -52,6 +52,13 @@ func (s *Service) expireAndLog(ctx context.Context) {
 	}
 	if n > 0 {
 		s.opts.Logger.Info("expired drop-offs", zap.Int("count", n))
+	}
+	n, err = s.Purge(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.opts.Logger.Error("purging drop-offs", zap.Error(err))
+	}
+	if n > 0 {
+		s.opts.Logger.Info("purged finished drop-offs", zap.Int("count", n))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
@@ -167,6 +168,7 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 	if ok, wait := s.records.allow(recordID, now); !ok {
 		return nil, throttled(wait, "too many drop-offs for this record; retry later")
 	}
+	from = from.truncated()
 	data, err := readBody(body, gzipped, s.limits.MaxBytes)
 	if err != nil {
 		return nil, err
@@ -218,6 +220,34 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		s.notify()
 	}
 	return receipt, nil
+}
+
+// Bounds on what a drop-off keeps of its sender's words.
+const (
+	maxSenderField = 256
+	maxUserAgent   = 512
+	maxReason      = 1024
+)
+
+// truncated bounds the sender's fields: they come from request headers and
+// tokens and end up in summaries and alerts.
+func (s Sender) truncated() Sender {
+	return Sender{
+		IP: truncate(s.IP, maxSenderField), UserAgent: truncate(s.UserAgent, maxUserAgent),
+		Issuer: truncate(s.Issuer, maxSenderField), Subject: truncate(s.Subject, maxSenderField),
+		ClientID: truncate(s.ClientID, maxSenderField),
+	}
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // notify wakes Run without blocking.
@@ -327,7 +357,7 @@ func (s *Service) Reject(ctx context.Context, recordID, id, reason string) error
 		if d.Lease != "" && now.Before(d.LeaseExpires) {
 			return ErrPickupInProgress
 		}
-		d.Status, d.Reason, d.Changed = StatusRejected, reason, now
+		d.Status, d.Reason, d.Changed = StatusRejected, truncate(reason, maxReason), now
 		d.Lease, d.LeaseExpires = "", time.Time{}
 		if err := tx.Put(d); err != nil {
 			return err
@@ -388,4 +418,35 @@ func mustRandom(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand never fails
 	return b
+}
+
+// Purge deletes the drop-offs that left pending more than
+// Limits.Retention ago, summary and all, and returns how many. Their
+// receipts then answer ErrNotFound, and their bodies may be dropped off
+// again.
+func (s *Service) Purge(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := s.store.Update(ctx, func(tx Tx) error {
+			old, err := tx.Finished(s.now().Add(-s.limits.Retention), expiryBatch)
+			if err != nil {
+				return err
+			}
+			for _, d := range old {
+				if err := tx.Delete(d.ID); err != nil {
+					return err
+				}
+			}
+			n = len(old)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("dopu: purging drop-offs: %w", err)
+		}
+		total += n
+		if n < expiryBatch {
+			return total, nil
+		}
+	}
 }

@@ -25,8 +25,9 @@ type Store interface {
 // The store keeps one invariant on its own: a drop-off has a body exactly
 // while it is pending. Put of a drop-off that leaves StatusPending deletes
 // its body, takes it out of the record's pending usage and out of the
-// expiry index; leaving it as StatusExpired also forgets its digest, so
-// the same body can be dropped off again.
+// expiry index, and into the index Finished reads; leaving it as
+// StatusExpired also forgets its digest, so the same body can be dropped
+// off again.
 type Tx interface {
 	// Create stores a new pending drop-off with its body. d.ID and
 	// d.Digest must be unused.
@@ -47,6 +48,12 @@ type Tx interface {
 	// Expiring returns up to limit pending drop-offs whose Expires is not
 	// after t, oldest first.
 	Expiring(t time.Time, limit int) ([]DropOff, error)
+	// Finished returns up to limit drop-offs that left StatusPending
+	// (their Changed) at or before t, oldest first.
+	Finished(t time.Time, limit int) ([]DropOff, error)
+	// Delete removes a drop-off that is no longer pending, with its
+	// alert and every index entry; ErrNotPending for a pending one.
+	Delete(id string) error
 
 	// PutAlert creates or replaces the alert of a.DropOffID.
 	PutAlert(a *Alert) error

@@ -22,12 +22,13 @@ var (
 	bucketUsage     = []byte("dopu/usage")      // record id → usage JSON, pending only
 	bucketOutbox    = []byte("dopu/outbox")     // drop-off id → Alert JSON
 	bucketAlertsDue = []byte("dopu/alerts-due") // next attempt (8 bytes), id → empty
+	bucketFinished  = []byte("dopu/finished")   // changed (8 bytes), id → empty, not pending only
 )
 
 // BoltBuckets lists every bucket the bbolt store uses.
 var BoltBuckets = [][]byte{
 	bucketDropOffs, bucketBodies, bucketDigests, bucketByRecord,
-	bucketExpiry, bucketUsage, bucketOutbox, bucketAlertsDue,
+	bucketExpiry, bucketUsage, bucketOutbox, bucketAlertsDue, bucketFinished,
 }
 
 // BoltStore is the Store on a bbolt database shared with other packages.
@@ -284,6 +285,9 @@ func (t *boltTx) Put(d *DropOff) error {
 		if err := t.addUsage(old.RecordID, -1, -old.Size); err != nil {
 			return err
 		}
+		if err := t.put(bucketFinished, timeKey(next.Changed, next.ID), nil); err != nil {
+			return err
+		}
 		if next.Status == StatusExpired {
 			if err := t.del(bucketDigests, []byte(old.Digest)); err != nil {
 				return err
@@ -347,6 +351,62 @@ func (t *boltTx) Expiring(at time.Time, limit int) ([]DropOff, error) {
 		out = append(out, *d)
 	}
 	return out, nil
+}
+
+// Finished implements Tx.
+func (t *boltTx) Finished(at time.Time, limit int) ([]DropOff, error) {
+	if t.closed {
+		return nil, errTxClosed
+	}
+	end := uint64(at.UnixNano())
+	var out []DropOff
+	c := t.b(bucketFinished).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		if binary.BigEndian.Uint64(k[:8]) > end {
+			break
+		}
+		d, err := t.Get(string(k[8:]))
+		if err != nil {
+			return nil, fmt.Errorf("dopu: finished index: %w", err)
+		}
+		out = append(out, *d)
+	}
+	return out, nil
+}
+
+// Delete implements Tx.
+func (t *boltTx) Delete(id string) error {
+	if t.closed {
+		return errTxClosed
+	}
+	d, err := t.Get(id)
+	if err != nil {
+		return fmt.Errorf("dopu: deleting drop-off %s: %w", id, err)
+	}
+	if d.Status == StatusPending {
+		return fmt.Errorf("dopu: deleting drop-off %s: %w", id, ErrNotPending)
+	}
+	if string(t.b(bucketDigests).Get([]byte(d.Digest))) == id {
+		if err := t.del(bucketDigests, []byte(d.Digest)); err != nil {
+			return err
+		}
+	}
+	if err := t.DeleteAlert(id); err != nil {
+		return err
+	}
+	for _, k := range []struct {
+		bucket, key []byte
+	}{
+		{bucketFinished, timeKey(d.Changed, id)},
+		{bucketByRecord, recordKey(d.RecordID, d.Received, id)},
+		{bucketBodies, []byte(id)},
+		{bucketDropOffs, []byte(id)},
+	} {
+		if err := t.del(k.bucket, k.key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutAlert implements Tx.

@@ -178,6 +178,10 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
 			"the Bundle is malformed: %s", decodeProblem(err))
 	}
+	if len(b.Entry) == 0 {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
+			"the Bundle has no entries; there is nothing to drop off").WithExpression("Bundle.entry")
+	}
 	if len(b.Entry) > limits.MaxEntries {
 		return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly,
 			"the Bundle has %d entries, more than the limit of %d", len(b.Entry), limits.MaxEntries).WithExpression("Bundle.entry")
