@@ -86,18 +86,18 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens:
 //
-//	pfr_store [<path>] {
+//	pfr_store {
 //	    path             <file>
 //	    partition_header <name>
 //	    base_path        <path>
 //	}
+//
+// The file is not taken as an argument: as the first argument of a
+// directive, an absolute path would be read as a path matcher.
 func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
-		s.Path = d.Val()
-	}
-	if d.NextArg() {
-		return d.ArgErr()
+		return d.Errf("pfr_store takes no arguments; set the database file with a 'path' line in its block")
 	}
 	for d.NextBlock(0) {
 		var target *string

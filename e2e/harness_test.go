@@ -113,7 +113,7 @@ func startGateway(t *testing.T, upstream string) *env {
 	dir := t.TempDir()
 	idp := newTestIssuer(t)
 	if upstream == "" {
-		upstream = "\t\tupstream pfr_store " + dir + "/store.db"
+		upstream = "\t\tupstream pfr_store {\n\t\t\tpath " + dir + "/store.db\n\t\t}"
 	}
 	tester := caddytest.NewTester(t)
 	tester.InitServer(fmt.Sprintf(gatewayConfig, dir, idp.url, upstream, httpPort, httpsPort, caddyStorage), "caddyfile")
