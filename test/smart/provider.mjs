@@ -7,8 +7,6 @@
 //   SMART_PORT           port to listen on (default 0: any free port)
 //   SMART_CONFIG         the JSON configuration (default testdata/oidc/provider.json)
 //   SMART_ADMIN_TOKEN    bearer token of the /admin endpoints (required)
-//   SMART_REDIRECT_URIS  space-separated redirect URIs added to every client
-//                        with the authorization_code grant
 //
 // When it is ready it prints one line to stdout: "ready <issuer>".
 //
@@ -50,7 +48,6 @@ if (adminToken.length < 16) {
   console.error('SMART_ADMIN_TOKEN must be set (at least 16 characters)');
   process.exit(2);
 }
-const extraRedirectURIs = (process.env.SMART_REDIRECT_URIS || '').split(/\s+/).filter(Boolean);
 const fhirBasePattern = new RegExp(settings.resources.fhirBase);
 const managementAPI = settings.resources.managementAPI;
 
@@ -65,12 +62,9 @@ function newSigningKey() {
   return { ...privateKey.export({ format: 'jwk' }), kid: `rsa-${randomUUID()}`, alg: 'RS256', use: 'sig' };
 }
 
-const clients = settings.clients.map((c) => ({
-  ...c,
-  redirect_uris: c.grant_types.includes('authorization_code')
-    ? [...c.redirect_uris, ...extraRedirectURIs]
-    : c.redirect_uris,
-}));
+// The public app is "native" (RFC 8252): its loopback redirect URI
+// http://127.0.0.1/callback matches on any port, so each test owns its own.
+const { clients } = settings;
 
 const cookieKeys = [randomBytes(32).toString('base64url')];
 
