@@ -57,6 +57,15 @@ type Gateway struct {
 	// under `.localhost`.
 	DevIssuer bool `json:"dev_issuer,omitempty"`
 
+	// How long fetched signing keys (JWKS) are trusted before they are
+	// fetched again; a key the issuer removed stops working after this.
+	// Default: 10m.
+	JWKSCacheTTL caddy.Duration `json:"jwks_cache_ttl,omitempty"`
+
+	// The least time between two fetches of an issuer's keys caused by a
+	// token with an unknown `kid`. Default: 1m.
+	JWKSMinRefetch caddy.Duration `json:"jwks_min_refetch,omitempty"`
+
 	// SMART scopes a token without any resource scopes counts as having.
 	// Default: none, so such a token reaches no FHIR data; the management
 	// API does not look at scopes.
@@ -212,7 +221,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.logger.Warn("development token issuer enabled; never use it in production",
 			zap.String("issuer", dev.Issuer()), zap.String("audience", dev.Audience()))
 	}
-	verifier, err := auth.NewVerifier(issuers, auth.Options{HTTPClient: &http.Client{Timeout: 10 * time.Second}})
+	verifier, err := auth.NewVerifier(issuers, auth.Options{
+		HTTPClient:         &http.Client{Timeout: 10 * time.Second},
+		JWKSCacheTTL:       time.Duration(g.JWKSCacheTTL),
+		MinRefetchInterval: time.Duration(g.JWKSMinRefetch),
+	})
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)
 	}

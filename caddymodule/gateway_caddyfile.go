@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"github.com/caddyserver/caddy/v2"
 	"strconv"
 	"strings"
 
@@ -39,6 +40,8 @@ import (
 //	        <member> <value>...   # e.g. authorization_endpoint https://…, capabilities a b c
 //	    }
 //	    max_body_bytes <n>
+//	    jwks_cache_ttl <duration>
+//	    jwks_min_refetch <duration>
 //	    upstream <handler> [<args...>] {
 //	        <handler options>
 //	    }
@@ -117,6 +120,21 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body_bytes must be a positive number of bytes: %q", v)
 			}
 			g.MaxBodyBytes = n
+		case "jwks_cache_ttl", "jwks_min_refetch":
+			name := d.Val()
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s must be a positive duration: %q", name, v)
+			}
+			if name == "jwks_cache_ttl" {
+				g.JWKSCacheTTL = caddy.Duration(dur)
+			} else {
+				g.JWKSMinRefetch = caddy.Duration(dur)
+			}
 		case "upstream":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // recordingUpstream is a stand-in FHIR server that records every request it
@@ -140,4 +142,70 @@ func TestUpstreamRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFailedProvisioningLeavesNothing: when the upstream refuses the
+// Patient, the record, its slug and its partition are all undone.
+func TestFailedProvisioningLeavesNothing(t *testing.T) {
+	var failPatient sync.Map
+	failPatient.Store("on", true)
+	up := &recordingUpstream{}
+	up.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if on, _ := failPatient.Load("on"); on == true && r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/Patient") {
+			up.mu.Lock()
+			up.seen = append(up.seen, r.Clone(r.Context()))
+			up.mu.Unlock()
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		up.serve(w, r)
+	}))
+	t.Cleanup(up.Close)
+	e := startGateway(t, "\t\tupstream reverse_proxy "+strings.TrimPrefix(up.URL, "http://"))
+	alice := e.token("alice")
+	res := e.do("POST", apex("/pfr/v1/records"), alice, map[string]any{
+		"slug": "alice-home", "patient": map[string]any{"resourceType": "Patient"},
+	})
+	res.expectOutcome(t, http.StatusBadGateway, "provisioning against a failing upstream")
+
+	deleted := false
+	up.mu.Lock()
+	for _, r := range up.seen {
+		deleted = deleted || strings.HasSuffix(r.URL.Path, "$partition-management-delete-partition")
+	}
+	up.mu.Unlock()
+	if !deleted {
+		t.Error("the partition created upstream was not deleted after the failure")
+	}
+	if n := len(e.do("GET", apex("/pfr/v1/records"), alice, nil).body["records"].([]any)); n != 0 {
+		t.Errorf("%d records after a failed provisioning", n)
+	}
+	// No certificate for the half-made record, and the slug is free again.
+	if _, err := tlsHandshake("alice-home." + baseDomain); err == nil {
+		t.Error("a certificate was issued for a record whose provisioning failed")
+	}
+	failPatient.Store("on", false)
+	e.createRecord(alice, "alice-home", "Smith", "Alice")
+}
+
+// TestDevIssuerRefusedInProduction: dev_issuer with a real domain does not load.
+func TestDevIssuerRefusedInProduction(t *testing.T) {
+	startGateway(t, "") // make sure Caddy runs
+	cfg := fmt.Sprintf(`{
+	admin localhost:2999
+	default_bind 127.0.0.1
+	http_port %d
+	https_port %d
+}
+http://pfr.example.com:%d {
+	pfr {
+		base_domain pfr.example.com
+		data_dir %s
+		dev_issuer
+		upstream pfr_store {
+			path %s/store.db
+		}
+	}
+}`, httpPort, httpsPort, httpPort, t.TempDir(), t.TempDir())
+	caddytest.AssertLoadError(t, cfg, "caddyfile", "dev_issuer is only allowed")
 }
