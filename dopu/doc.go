@@ -62,6 +62,7 @@
 // doubling up to Options.RetryCap, with jitter) while the drop-off is
 // pending. An alert for a record without a webhook (empty URL) is dropped
 // after that look-up. The outbox is in the store, so it survives restarts.
+// Delivery is at least once: a receiver deduplicates by "dropoff".
 //
 // # Pick-up
 //

@@ -30,7 +30,7 @@ func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 
 func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-func openDB(t *testing.T, path string) *bbolt.DB {
+func openDB(t testing.TB, path string) *bbolt.DB {
 	t.Helper()
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -40,7 +40,7 @@ func openDB(t *testing.T, path string) *bbolt.DB {
 }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	path  string
 	db    *bbolt.DB
 	svc   *Service
@@ -49,7 +49,7 @@ type fixture struct {
 
 // newFixture returns a Service on a fresh database; opts.Now is the
 // fixture's clock unless set.
-func newFixture(t *testing.T, limits Limits, opts Options) *fixture {
+func newFixture(t testing.TB, limits Limits, opts Options) *fixture {
 	t.Helper()
 	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "pfr.db"), clock: newClock()}
 	f.db = openDB(t, f.path)
@@ -84,7 +84,7 @@ func (f *fixture) reopen(limits Limits, opts Options) {
 	f.svc = svc
 }
 
-func readTestdata(t *testing.T, path string) []byte {
+func readTestdata(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "testdata", "fhir", path))
 	if err != nil {

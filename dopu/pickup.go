@@ -14,7 +14,12 @@ import (
 // Commit or Abort (or until Options.LeaseTTL passes, after a crash).
 //
 // The gateway calls Prepare, runs the transaction upstream, then Commit on
-// success or Abort on failure.
+// success or Abort on anything else (a refused match included): defer
+// Abort right after BeginPickup, it does nothing after Commit. A crash
+// after the upstream transaction and before Commit leaves the drop-off
+// pending with its resources already imported; they carry the meta.tag
+// {TagSystem, drop-off id}, so the next attempt can search for them
+// (_tag=urn:pfr:dopu|<id>) before importing again.
 type Pickup struct {
 	s       *Service
 	dropOff DropOff

@@ -376,3 +376,32 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(data)
 }
+
+// Intake (from raw JSON) and Prepare (from decoded maps) must read the
+// same heads, or they would disagree on the subject Patient.
+func TestEntryHeadsAgree(t *testing.T) {
+	for _, path := range []string{ipsPath, father, synthea, "spec/Bundle-bundle-transaction.json", "spec/Bundle-bundle-request-medsallergies.json"} {
+		data := readTestdata(t, path)
+		var raw rawBundle
+		var decoded decodedBundle
+		if err := json.Unmarshal(data, &raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, &decoded); err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range raw.Entry {
+			if len(e.Resource) == 0 {
+				continue
+			}
+			fromRaw, err := checkEntry(i, e, "collection")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromMap := headOf(decoded.Entry[i].FullURL, decoded.Entry[i].Resource)
+			if mustJSON(t, fromRaw) != mustJSON(t, fromMap) {
+				t.Errorf("%s entry %d:\n%s\n%s", path, i, mustJSON(t, fromRaw), mustJSON(t, fromMap))
+			}
+		}
+	}
+}

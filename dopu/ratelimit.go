@@ -82,8 +82,12 @@ func (l *limiter) evict(now time.Time, burst, perSecond float64) {
 }
 
 // sourceKey returns the rate-limit key of an address: the IP itself, or
-// its /64 for IPv6, since one subscriber commonly holds a whole /64.
+// its /64 for IPv6, since one subscriber commonly holds a whole /64. A
+// "host:port" remote address is accepted too.
 func sourceKey(ip string) string {
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
 	parsed := net.ParseIP(ip)
 	if parsed == nil {
 		return ip

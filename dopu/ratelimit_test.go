@@ -57,11 +57,13 @@ func TestLimiterBounded(t *testing.T) {
 
 func TestSourceKey(t *testing.T) {
 	for in, want := range map[string]string{
-		"192.0.2.1":           "192.0.2.1",
-		"::ffff:192.0.2.1":    "192.0.2.1",
-		"2001:db8:1:2:3::4":   "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::": "2001:db8:1:2::/64",
-		"not-an-ip":           "not-an-ip",
+		"192.0.2.1":             "192.0.2.1",
+		"::ffff:192.0.2.1":      "192.0.2.1",
+		"2001:db8:1:2:3::4":     "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::":   "2001:db8:1:2::/64",
+		"192.0.2.1:5555":        "192.0.2.1",
+		"[2001:db8:1:2::9]:443": "2001:db8:1:2::/64",
+		"not-an-ip":             "not-an-ip",
 	} {
 		if got := sourceKey(in); got != want {
 			t.Errorf("sourceKey(%q) = %q, want %q", in, got, want)

@@ -259,9 +259,11 @@ func (s *Service) notify() {
 }
 
 // effectiveStatus is expired for a pending drop-off past its expiry that
-// the expiry loop has not reached yet.
+// the expiry loop has not reached yet, unless a pick-up holds it (that
+// pick-up may still complete).
 func effectiveStatus(d *DropOff, now time.Time) Status {
-	if d.Status == StatusPending && !now.Before(d.Expires) {
+	leased := d.Lease != "" && now.Before(d.LeaseExpires)
+	if d.Status == StatusPending && !now.Before(d.Expires) && !leased {
 		return StatusExpired
 	}
 	return d.Status

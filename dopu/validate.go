@@ -123,8 +123,8 @@ func jsonDepth(data []byte, limit int) int {
 // rawBundle is a Bundle with its entries still encoded, so that intake
 // decodes one resource at a time.
 type rawBundle struct {
-	ResourceType string     `json:"resourceType"`
-	Type         string     `json:"type"`
+	ResourceType any        `json:"resourceType"` // any: described when wrong
+	Type         any        `json:"type"`
 	Entry        []rawEntry `json:"entry"`
 }
 
@@ -153,30 +153,31 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure,
 			"the JSON is nested deeper than the limit of %d levels", limits.MaxDepth)
 	}
-	if !json.Valid(data) {
+	// One decoding pass reads everything intake needs; entries stay
+	// encoded until each is checked.
+	var b rawBundle
+	decodeErr := json.Unmarshal(data, &b)
+	var syntaxErr *json.SyntaxError
+	if errors.As(decodeErr, &syntaxErr) {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid JSON")
 	}
-	var head struct {
-		ResourceType any `json:"resourceType"`
-		Type         any `json:"type"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
+	var typeErr *json.UnmarshalTypeError
+	if decodeErr != nil && (!errors.As(decodeErr, &typeErr) || typeErr.Field == "") {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
-			"the body is not a FHIR resource: %s", decodeProblem(err))
+			"the body is not a FHIR resource: %s", decodeProblem(decodeErr))
 	}
-	if head.ResourceType != "Bundle" {
+	if b.ResourceType != "Bundle" {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeInvalid,
-			"only a Bundle can be dropped off, not %s", describe(head.ResourceType)).WithExpression("resourceType")
+			"only a Bundle can be dropped off, not %s", describe(b.ResourceType)).WithExpression("resourceType")
 	}
-	bundleType, _ := head.Type.(string)
+	bundleType, _ := b.Type.(string)
 	if !bundleTypes[bundleType] {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeInvalid,
-			"Bundle.type must be document, collection, transaction, batch or message, not %s", describe(head.Type)).WithExpression("Bundle.type")
+			"Bundle.type must be document, collection, transaction, batch or message, not %s", describe(b.Type)).WithExpression("Bundle.type")
 	}
-	var b rawBundle
-	if err := json.Unmarshal(data, &b); err != nil {
+	if decodeErr != nil {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
-			"the Bundle is malformed: %s", decodeProblem(err))
+			"the Bundle is malformed: %s", decodeProblem(decodeErr))
 	}
 	if len(b.Entry) == 0 {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
@@ -190,11 +191,11 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 	heads := make([]entryHead, len(b.Entry))
 	patients := map[int]json.RawMessage{}
 	for i, e := range b.Entry {
-		res, err := checkEntry(i, e, bundleType)
+		head, err := checkEntry(i, e, bundleType)
 		if err != nil {
 			return nil, err
 		}
-		heads[i] = headOf(e.FullURL, res)
+		heads[i] = head
 		facts.ResourceCounts[heads[i].Type]++
 		if heads[i].Type == "Patient" {
 			patients[i] = e.Resource
@@ -206,27 +207,76 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 	return facts, nil
 }
 
-// checkEntry validates one entry and returns its decoded resource. Every
-// entry must carry a resource: a drop-off adds data, it never deletes,
-// reads or patches.
-func checkEntry(i int, e rawEntry, bundleType string) (map[string]any, error) {
+// resourceHead is the part of a resource that intake reads: what an
+// entryHead needs. Fields of unexpected JSON types are left empty.
+type resourceHead struct {
+	ResourceType string          `json:"resourceType"`
+	ID           string          `json:"id"`
+	Identifier   json.RawMessage `json:"identifier"`
+	Subject      *struct {
+		Reference string `json:"reference"`
+	} `json:"subject"`
+	Patient *struct {
+		Reference string `json:"reference"`
+	} `json:"patient"`
+}
+
+// checkEntry validates one entry and returns its head. Every entry must
+// carry a resource: a drop-off adds data, it never deletes, reads or
+// patches.
+func checkEntry(i int, e rawEntry, bundleType string) (entryHead, error) {
 	expr := fmt.Sprintf("Bundle.entry[%d]", i)
-	var res map[string]any
-	if len(e.Resource) == 0 || json.Unmarshal(e.Resource, &res) != nil || res == nil {
-		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
+	var res resourceHead
+	if err := json.Unmarshal(e.Resource, &res); len(e.Resource) == 0 || e.Resource[0] != '{' || (err != nil && !isTypeError(err)) {
+		return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
 			"%s has no resource; every entry of a drop-off must carry one", expr).WithExpression(expr + ".resource")
 	}
-	if rt, _ := res["resourceType"].(string); !isTypeName(rt) {
-		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
+	if !isTypeName(res.ResourceType) {
+		return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
 			"%s.resource has no valid resourceType", expr).WithExpression(expr + ".resource.resourceType")
 	}
 	if (bundleType == "transaction" || bundleType == "batch") && e.Request != nil {
 		if m := strings.ToUpper(e.Request.Method); m != "POST" && m != "PUT" {
-			return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeNotSupported,
+			return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeNotSupported,
 				"%s.request.method is %q; a drop-off may only create or update (POST, PUT)", expr, e.Request.Method).WithExpression(expr + ".request.method")
 		}
 	}
-	return res, nil
+	h := entryHead{FullURL: strings.TrimSpace(e.FullURL), Type: res.ResourceType, ID: res.ID}
+	// Most resources have a list of identifiers, some (Composition,
+	// Bundle) a single one.
+	var ids []Identifier
+	switch {
+	case len(res.Identifier) > 0 && res.Identifier[0] == '[':
+		_ = json.Unmarshal(res.Identifier, &ids) // type errors leave what they can
+	case len(res.Identifier) > 0 && res.Identifier[0] == '{':
+		var id Identifier
+		_ = json.Unmarshal(res.Identifier, &id)
+		ids = []Identifier{id}
+	}
+	h.Identifiers = nonEmptyIdentifiers(ids)
+	for _, ref := range []*struct {
+		Reference string `json:"reference"`
+	}{res.Subject, res.Patient} {
+		if ref != nil && ref.Reference != "" {
+			h.SubjectRefs = append(h.SubjectRefs, ref.Reference)
+		}
+	}
+	return h, nil
+}
+
+func isTypeError(err error) bool {
+	var typeErr *json.UnmarshalTypeError
+	return errors.As(err, &typeErr)
+}
+
+func nonEmptyIdentifiers(ids []Identifier) []Identifier {
+	var out []Identifier
+	for _, id := range ids {
+		if id.Value != "" {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // describe names a JSON value for a diagnostic without echoing much of it.
