@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,7 +14,10 @@ import (
 // relative to the FHIR base ("Observation", "Patient/123",
 // "Observation?identifier=x"), ifNoneExist is the If-None-Exist header of a
 // conditional create ("" if none), and res is the parsed body, or for
-// PATCH the resource as the patch leaves it. It applies the same rules as
+// PATCH the resource as the patch leaves it. Pass the path as the client
+// sent it, still percent-encoded (URL.EscapedPath), so that encoded
+// slashes and dots are seen; _format, _pretty, _summary and _elements in
+// the query are ignored. It applies the same rules as
 // a Bundle entry (see CheckBundle) and CheckResource.
 func (o Owner) CheckWrite(method, target, ifNoneExist string, res map[string]any, p OwnershipPolicy) []Issue {
 	typ, _ := res["resourceType"].(string)
@@ -24,9 +28,32 @@ func (o Owner) CheckWrite(method, target, ifNoneExist string, res map[string]any
 		method = "PUT"
 	}
 	return o.checkRequest(request{
-		method: method, url: target, ifNoneExist: ifNoneExist,
+		method: method, url: withoutFormatParams(target), ifNoneExist: ifNoneExist,
 		res: res, urlLoc: "", resLoc: typ,
 	}, p, nil)
+}
+
+// formatParams shape the response, not the resources a request names.
+var formatParams = []string{"_format", "_pretty", "_summary", "_elements"}
+
+// withoutFormatParams removes formatParams from the query of target, so
+// that "Observation?_format=json" is checked as the create it is.
+func withoutFormatParams(target string) string {
+	path, query, found := strings.Cut(target, "?")
+	if !found {
+		return target
+	}
+	values, err := url.ParseQuery(query)
+	if err != nil {
+		return target // refused later as a malformed query
+	}
+	for _, name := range formatParams {
+		values.Del(name)
+	}
+	if len(values) == 0 {
+		return path
+	}
+	return path + "?" + values.Encode()
 }
 
 // request is one write or Bundle entry to check.

@@ -215,6 +215,12 @@ func TestCheckWrite(t *testing.T) {
 		{"DELETE", "Patient/pfr-john", "", "", false},
 		{"POST", "Observation", "", "", false},
 		{"GET", "Observation", "", subj("Patient/pfr-john"), false},
+		{"POST", "Observation?_format=json&_pretty=true", "", subj("Patient/pfr-john"), true},
+		{"PUT", "Observation/o1?_format=json", "", obs(`"id":"o1",` + self), true},
+		{"PUT", "Observation?_format=json", "", obs(`"id":"o1",` + self), false},
+		{"POST", "Observation?code=1", "", subj("Patient/pfr-john"), false},
+		{"POST", "Observation?_format=%zz", "", subj("Patient/pfr-john"), false},
+		{"PUT", "Observation%2Fo1", "", obs(`"id":"o1",` + self), false},
 	}
 	for _, tc := range tests {
 		var res map[string]any
