@@ -17,7 +17,9 @@
 //   - a corrupt gzip stream, invalid JSON or JSON nested deeper than
 //     Limits.MaxDepth: 400;
 //   - a resource other than a Bundle, a Bundle type outside the five above,
-//     an entry without a resource: 422;
+//     a Bundle without entries, an entry without a resource or with a
+//     resource without a valid resourceType, a transaction or batch entry
+//     whose method is not POST or PUT: 422;
 //   - more than Limits.MaxEntries entries: 413;
 //   - a sender over its rate (Limits.SourceRate, keyed by IP address, IPv6
 //     by /64), a record over its rate (Limits.RecordRate): 429 with
@@ -27,7 +29,9 @@
 //     when the person picks up, rejects, or drop-offs expire; 429 rather
 //     than 507 because the condition is the record's, not the server's).
 //
-// An accepted drop-off is committed (and, with bbolt, fsynced) together with
+// Content type and encoding are checked first, then the rate limits, and
+// only then is the body read, so a flood costs no parsing. An accepted
+// drop-off is committed (and, with bbolt, fsynced) together with
 // its alert before Intake returns. The same body dropped off again for the
 // same record returns the first receipt with Duplicate set, whatever its
 // status, until it expires; after expiry the same body is a new drop-off.
@@ -38,7 +42,8 @@
 // [Pickup.Commit]), rejected ([Service.Reject]) or expired ([Service.Expire],
 // Limits.TTL after it was received). Its body is kept only while it is
 // pending; its summary stays so the inbox and the sender's status
-// ([Service.Status]) keep answering.
+// ([Service.Status]) keep answering, until Limits.Retention after it left
+// pending ([Service.Purge]).
 //
 // # Alerts
 //

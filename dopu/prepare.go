@@ -60,7 +60,8 @@ type transactionEntry struct {
 //
 // Then:
 //   - the sender's Patient entry is dropped, its identifiers returned in
-//     SenderIdentifiers;
+//     SenderIdentifiers (without assigner references that are not
+//     absolute URLs: they would not resolve outside the Bundle);
 //   - every reference to it (its fullUrl, "urn:uuid:…", "Patient/<id>",
 //     "http://…/Patient/<id>", or a conditional "Patient?identifier=…"
 //     matching it) becomes "Patient/<pfrPatientID>"; when the subject is a
@@ -73,7 +74,8 @@ type transactionEntry struct {
 //     conditional PUT "Type?query" becomes a POST with ifNoneExist
 //     "query": a drop-off creates, it never overwrites;
 //   - resource ids, meta.versionId and meta.lastUpdated are removed (the
-//     server assigns them) and meta.tag gets {TagSystem, <drop-off id>};
+//     server assigns them), and so are meta.tag entries of TagSystem the
+//     sender wrote; meta.tag gets {TagSystem, <drop-off id>};
 //   - conditional references that match no single entry, and relative
 //     references to resources not in the Bundle, are kept and reported in
 //     Unresolved.
@@ -107,9 +109,7 @@ func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, force b
 		return imp, mismatchError(imp.Match)
 	}
 	if subject >= 0 {
-		if ids, ok := b.Entry[subject].Resource["identifier"].([]any); ok {
-			imp.SenderIdentifiers = ids
-		}
+		imp.SenderIdentifiers = senderIdentifiers(b.Entry[subject].Resource)
 	}
 
 	// Every entry kept gets a urn:uuid fullUrl that references can use.
@@ -173,6 +173,31 @@ func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, force b
 	return imp, nil
 }
 
+// senderIdentifiers returns the Patient's identifiers for the record's
+// Patient. An assigner reference only means something inside the Bundle
+// (or on the sender's server) unless it is absolute, so other ones are
+// removed, keeping the assigner's display and identifier.
+func senderIdentifiers(patient map[string]any) []any {
+	ids, _ := patient["identifier"].([]any)
+	var out []any
+	for _, v := range ids {
+		id, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		if assigner, ok := id["assigner"].(map[string]any); ok {
+			if ref, _ := assigner["reference"].(string); ref != "" && !strings.HasPrefix(ref, "http://") && !strings.HasPrefix(ref, "https://") {
+				delete(assigner, "reference")
+				if len(assigner) == 0 {
+					delete(id, "assigner")
+				}
+			}
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
 // mismatchError is the 422 of a refused match, one issue per reason.
 func mismatchError(m Match) error {
 	fe := fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule,
@@ -230,7 +255,16 @@ func prepareResource(res map[string]any, dropOffID string) {
 	}
 	delete(meta, "versionId")
 	delete(meta, "lastUpdated")
-	tags, _ := meta["tag"].([]any)
+	// A sender's own urn:pfr:dopu tags go: they could make a retried
+	// pick-up believe another drop-off was already imported.
+	var tags []any
+	old, _ := meta["tag"].([]any)
+	for _, tag := range old {
+		if m, ok := tag.(map[string]any); ok && m["system"] == TagSystem {
+			continue
+		}
+		tags = append(tags, tag)
+	}
 	meta["tag"] = append(tags, map[string]any{"system": TagSystem, "code": dropOffID})
 	res["meta"] = meta
 }

@@ -354,6 +354,33 @@ func TestPrepareRules(t *testing.T) {
 			t.Errorf("forced: %d references rewritten, want 2", n)
 		}
 	})
+	t.Run("forged tags and local assigners", func(t *testing.T) {
+		p := patient("Smith", "Carol", "1990-02-03", "female")
+		p["identifier"] = []any{
+			map[string]any{"system": "urn:mrn", "value": "1", "assigner": map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000001", "display": "Clinic"}},
+			map[string]any{"system": "urn:mrn2", "value": "2", "assigner": map[string]any{"reference": "https://example.org/Organization/1"}},
+			map[string]any{"system": "urn:mrn3", "value": "3", "assigner": map[string]any{"reference": "Organization/1"}},
+		}
+		o := obs("urn:uuid:00000000-0000-4000-8000-000000000000")
+		o["meta"] = map[string]any{"versionId": "7", "tag": []any{
+			map[string]any{"system": TagSystem, "code": "someone-elses-dropoff"},
+			map[string]any{"system": "urn:other", "code": "keep"},
+		}}
+		in := bundleJSON(t, "collection", p, map[string]any{"resourceType": "Organization", "name": "Clinic"}, o)
+		imp, err := prepare(t, in, patient("Smith", "Carol", "1990-02-03", "female"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(imp.Transaction, []byte("someone-elses-dropoff")) || !bytes.Contains(imp.Transaction, []byte(`"keep"`)) ||
+			bytes.Contains(imp.Transaction, []byte(`"versionId"`)) {
+			t.Errorf("tags: %s", imp.Transaction)
+		}
+		ids := mustJSON(t, imp.SenderIdentifiers)
+		if strings.Contains(ids, "urn:uuid") || strings.Contains(ids, `"Organization/1"`) || !strings.Contains(ids, "Clinic") ||
+			!strings.Contains(ids, "https://example.org/Organization/1") || len(imp.SenderIdentifiers) != 3 {
+			t.Errorf("sender identifiers %s", ids)
+		}
+	})
 	t.Run("bad patient id", func(t *testing.T) {
 		in := bundleJSON(t, "collection", carol)
 		if _, err := prepare(t, in, carol, true); err != nil {
