@@ -38,7 +38,10 @@ type Tx interface {
 	ByDigest(digest string) (*DropOff, error)
 	// Body returns the body of a pending drop-off, or ErrNoBody.
 	Body(id string) ([]byte, error)
-	// Put updates a stored drop-off's status, reason, times and lease.
+	// Put updates a pending drop-off's status, reason, Changed, Expires
+	// and lease; the other fields keep their stored values, and d is set
+	// to what was stored. A drop-off that is no longer pending cannot
+	// change: ErrNotPending.
 	Put(d *DropOff) error
 	// List returns the record's drop-offs, newest first.
 	List(recordID string) ([]DropOff, error)

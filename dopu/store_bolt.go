@@ -261,8 +261,8 @@ func (t *boltTx) Put(d *DropOff) error {
 	next := *old
 	next.Status, next.Reason, next.Changed = d.Status, d.Reason, d.Changed
 	next.Expires, next.Lease, next.LeaseExpires = d.Expires, d.Lease, d.LeaseExpires
-	if old.Status != StatusPending && next.Status != old.Status {
-		return fmt.Errorf("dopu: updating drop-off %s from %s to %s: %w", d.ID, old.Status, next.Status, ErrNotPending)
+	if old.Status != StatusPending {
+		return fmt.Errorf("dopu: updating drop-off %s, %s: %w", d.ID, old.Status, ErrNotPending)
 	}
 	id := []byte(d.ID)
 	if old.Status == StatusPending && !old.Expires.Equal(next.Expires) {
