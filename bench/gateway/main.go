@@ -1,0 +1,176 @@
+// Command gateway measures the gateway's cost as ratios taken in one run:
+// the same FHIR read and search, against the same data, sent (a) straight
+// to the embedded store pfr_store, (b) through a bare Caddy reverse_proxy
+// in front of it, (c) through the gateway with bearer-token auth over plain
+// HTTP, and (d) through the gateway over HTTPS. One Caddy process serves all
+// four, so the machine's noise hits each alike.
+//
+//	go run ./bench/gateway [-n requests] [-c concurrency] [-duration d]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	requests    int           // measured requests per target and kind
+	concurrency int           // concurrent workers
+	duration    time.Duration // bound on the measured phase
+	warmup      int           // unmeasured, fully verified requests per target and kind
+	roundSize   int           // requests per target and kind in one round
+	pfrBinary   string        // a built pfr; empty: build cmd/pfr
+	https       bool          // also measure (d)
+	cpuProfile  string        // write a CPU profile of the gateway path here
+	profileTime time.Duration // how long to profile
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.requests, "n", 5000, "measured requests per target and request kind")
+	flag.IntVar(&o.concurrency, "c", 4, "concurrent keep-alive clients")
+	flag.DurationVar(&o.duration, "duration", 90*time.Second, "no new round starts once the measured phase has run this long")
+	flag.IntVar(&o.warmup, "warmup", 200, "unmeasured warm-up requests per target and request kind (every answer fully decoded and checked)")
+	flag.IntVar(&o.roundSize, "round", 100, "requests per target and request kind in one round; targets take turns round by round")
+	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
+	flag.BoolVar(&o.https, "https", true, "also measure (d), the gateway over HTTPS")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, load only the gateway and write Caddy's CPU profile to this file")
+	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/gateway:", err)
+		os.Exit(1)
+	}
+}
+
+// validate refuses options that cannot give a measurement.
+func (o options) validate() error {
+	switch {
+	case o.requests < 1:
+		return errors.New("-n must be at least 1")
+	case o.concurrency < 1:
+		return errors.New("-c must be at least 1")
+	case o.warmup < 1:
+		return errors.New("-warmup must be at least 1: it is where every answer is decoded and checked")
+	case o.roundSize < 1:
+		return errors.New("-round must be at least 1")
+	case o.duration <= 0:
+		return errors.New("-duration must be positive")
+	}
+	return nil
+}
+
+// run does one whole bench: Caddy up, data in, warm-up, measurement,
+// report, Caddy down. Progress goes to logw, the results to out.
+func run(ctx context.Context, o options, out, logw io.Writer) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	workDir, err := os.MkdirTemp("", "pfr-bench-gateway-")
+	if err != nil {
+		return fmt.Errorf("creating the work directory: %w", err)
+	}
+	defer os.RemoveAll(workDir)
+
+	binary := o.pfrBinary
+	if binary == "" {
+		fmt.Fprintln(logw, "building cmd/pfr …")
+		if binary, err = buildPFR(ctx, workDir); err != nil {
+			return err
+		}
+	}
+	list, err := freePorts(5)
+	if err != nil {
+		return err
+	}
+	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], admin: list[4]}
+	caddy, err := startCaddy(ctx, binary, workDir, caddyfile(p, workDir, o.https))
+	if err != nil {
+		return err
+	}
+	defer caddy.stop()
+	if err := caddy.waitReady(ctx, p.store, time.Minute); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(logw, "creating the record and its data through the gateway …")
+	fx, err := prepare(ctx, newClient(1), p, workDir)
+	if err != nil {
+		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.logTail())
+	}
+	targets := benchTargets(p, fx, o)
+
+	fmt.Fprintf(out, "bench/gateway: %d CPUs, %s %s/%s; partition %s, %d Observations; -n %d -c %d -round %d -warmup %d\n",
+		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, fx.partition, len(fx.obsIDs),
+		o.requests, o.concurrency, o.roundSize, o.warmup)
+
+	fmt.Fprintln(logw, "warming up (every answer decoded and checked) …")
+	warm := plan{requests: o.warmup, roundSize: max(o.warmup/2, 1), concurrency: o.concurrency, check: (*target).checkFull}
+	if _, err := rounds(ctx, targets, fx, warm); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+
+	start := time.Now()
+	measure := plan{
+		requests: o.requests, roundSize: o.roundSize, concurrency: o.concurrency,
+		deadline: start.Add(o.duration), check: (*target).checkFast,
+		progress: func(done, total int) { fmt.Fprintf(logw, "\rmeasuring: %d/%d per target and kind", done, total) },
+	}
+	results, err := rounds(ctx, targets, fx, measure)
+	fmt.Fprintln(logw)
+	if err != nil {
+		return fmt.Errorf("measuring: %w", err)
+	}
+	fmt.Fprintf(out, "measured in %s\n\n", time.Since(start).Round(100*time.Millisecond))
+	report(out, targets, results, comparisons(o.https))
+
+	if o.cpuProfile != "" {
+		fmt.Fprintf(logw, "profiling the gateway path for %s …\n", o.profileTime)
+		if err := profileGateway(ctx, p.admin, targets[2], fx, o.concurrency, o.profileTime, o.cpuProfile); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\nCPU profile of Caddy under gateway-only load: %s (go tool pprof -top %s)\n", o.cpuProfile, o.cpuProfile)
+	}
+	return nil
+}
+
+// benchTargets returns (a), (b), (c) and, with HTTPS, (d), in that order.
+func benchTargets(p ports, fx *fixture, o options) []*target {
+	partition := map[string][]string{"X-Request-Partition-IDs": {fx.partition}}
+	bearer := map[string][]string{"Authorization": {"Bearer " + fx.token}}
+	targets := []*target{
+		{label: "(a) pfr_store", base: fmt.Sprintf("http://127.0.0.1:%d/fhir", p.store), header: partition},
+		{label: "(b) reverse_proxy", base: fmt.Sprintf("http://127.0.0.1:%d/fhir", p.proxy), header: partition},
+		{label: "(c) gateway", base: fmt.Sprintf("http://%s.%s:%d/fhir", slug, baseDomain, p.gateway), header: bearer},
+	}
+	if o.https {
+		targets = append(targets, &target{label: "(d) gateway https", base: fmt.Sprintf("https://%s.%s:%d/fhir", slug, baseDomain, p.gatewayTLS), header: bearer})
+	}
+	for _, t := range targets {
+		t.client = newClient(o.concurrency) // one pool per target: no target reuses another's connections
+	}
+	return targets
+}
+
+// comparisons are the ratio rows: the gateway against the bare proxy (the
+// issue's target), the proxy against the store, and TLS against plain HTTP.
+func comparisons(https bool) []comparison {
+	cs := []comparison{{"(c)/(b)", 2, 1}, {"(b)/(a)", 1, 0}, {"(c)/(a)", 2, 0}}
+	if https {
+		cs = append(cs, comparison{"(d)/(c)", 3, 2})
+	}
+	return cs
+}
