@@ -452,3 +452,37 @@ func (s *Service) Purge(ctx context.Context) (int, error) {
 		}
 	}
 }
+
+// DeleteRecord deletes every drop-off of a record, pending ones with their
+// Bundles, and their alerts: call it when the record itself is deleted. It
+// returns how many it deleted.
+func (s *Service) DeleteRecord(ctx context.Context, recordID string) (int, error) {
+	now := s.now()
+	n := 0
+	err := s.store.Update(ctx, func(tx Tx) error {
+		list, err := tx.List(recordID)
+		if err != nil {
+			return err
+		}
+		for i := range list {
+			d := &list[i]
+			if d.Status == StatusPending {
+				// Finish it first: the store deletes only finished ones.
+				d.Status, d.Reason, d.Changed = StatusRejected, "record deleted", now
+				d.Lease, d.LeaseExpires = "", time.Time{}
+				if err := tx.Put(d); err != nil {
+					return err
+				}
+			}
+			if err := tx.Delete(d.ID); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dopu: deleting the drop-offs of %s: %w", recordID, err)
+	}
+	return n, nil
+}

@@ -186,3 +186,68 @@ func getDropOff(t *testing.T, f *fixture, id string) *DropOff {
 	}
 	return d
 }
+
+func TestDeleteRecord(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, Limits{}, Options{})
+	body := readTestdata(t, ipsPath)
+	a := f.mustDrop("gone", body, "192.0.2.1")
+	f.mustDrop("gone", bundleJSON(t, "collection", patient("A", "B", "2000-01-01", "male")), "192.0.2.1")
+	if err := f.svc.Reject(ctx, "gone", a.ID, "no"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.svc.BeginPickup(ctx, "gone", f.mustDrop("gone", bundleJSON(t, "batch", patient("C", "D", "2000-01-01", "male")), "192.0.2.1").ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := f.mustDrop("stays", body, "192.0.2.1")
+	n, err := f.svc.DeleteRecord(ctx, "gone")
+	if err != nil || n != 3 {
+		t.Fatalf("deleted %d, %v", n, err)
+	}
+	if err := p.Commit(ctx); err == nil {
+		t.Error("a pick-up of a deleted record committed")
+	}
+	for name, n := range keyCount(t, f.db) {
+		want := 1
+		if name == "dopu/finished" {
+			want = 0
+		}
+		if n != want {
+			t.Errorf("%s: %d keys, want %d (only the other record's drop-off)", name, n, want)
+		}
+	}
+	if st, _ := f.svc.Status(ctx, kept.ID); st != StatusPending {
+		t.Errorf("other record's drop-off: %s", st)
+	}
+	// The same body may be dropped off again for a new record of that id.
+	if r := f.mustDrop("gone", body, "192.0.2.2"); r.Duplicate {
+		t.Error("deleted drop-off still deduplicates")
+	}
+}
+
+func TestPickupLeaseSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	opts := Options{LeaseTTL: 5 * time.Minute}
+	f := newFixture(t, Limits{}, opts)
+	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	if _, err := f.svc.BeginPickup(ctx, "rec1", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway dies mid pick-up (no Commit, no Abort) and restarts.
+	f.reopen(Limits{}, opts)
+	if st, _ := f.svc.Status(ctx, r.ID); st != StatusPending {
+		t.Fatalf("after a crash mid pick-up: %s", st)
+	}
+	if _, err := f.svc.BeginPickup(ctx, "rec1", r.ID); !errors.Is(err, ErrPickupInProgress) {
+		t.Errorf("while the dead pick-up's lease runs: %v", err)
+	}
+	f.clock.Advance(6 * time.Minute)
+	p, err := f.svc.BeginPickup(ctx, "rec1", r.ID)
+	if err != nil {
+		t.Fatalf("after the lease ran out: %v", err)
+	}
+	if err := p.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
