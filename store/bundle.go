@@ -148,7 +148,7 @@ func (q *request) parseEntry(i int, in inEntry) (*entry, error) {
 		}
 		res, err := parseResource(in.Resource)
 		if err != nil {
-			return e, fmt.Errorf("Bundle.entry[%d]: %w", i, err)
+			return e, fmt.Errorf("entry %d (Bundle.entry[%d]): %w", i, i, err)
 		}
 		if res.Type() != e.typ {
 			return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "resource type %s does not match request.url %q", res.Type(), in.Request.URL)

@@ -188,8 +188,8 @@ func (p *ptx) versions(typ, id string, fn func(*record) (bool, error)) error {
 	c := vb.Cursor()
 	// Seek past the last version of this resource, then walk back.
 	end := append(append([]byte(nil), prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-	k, v := c.Seek(end)
-	if k == nil {
+	var k, v []byte
+	if k, _ = c.Seek(end); k == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()

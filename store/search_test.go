@@ -350,7 +350,7 @@ func TestConditionalInteractions(t *testing.T) {
 	if str(r.JSON(t), "id") != id || str(r.JSON(t), "meta", "versionId") != "2" {
 		t.Fatalf("conditional update: %s", r.Body)
 	}
-	r = s.must(http.StatusCreated, "PUT", "/fhir/Patient?identifier=urn:sys|new", "DEFAULT", withID("urn:sys", "new"))
+	s.must(http.StatusCreated, "PUT", "/fhir/Patient?identifier=urn:sys|new", "DEFAULT", withID("urn:sys", "new"))
 	expectOutcome(t, s.do("PUT", "/fhir/Patient?identifier=urn:sys|dup", "DEFAULT", withID("urn:sys", "dup")), 412, "matches 2")
 	bad := withID("urn:sys", "1")
 	bad["id"] = "other"

@@ -97,8 +97,8 @@ func sortValueOfNode(typ string, n fhirpath.Node) (sortValue, bool) {
 	return sortValue{}, false
 }
 
-// lastUpdatedParam and idParam give the default order and the tie-break.
-var lastUpdatedParam, idParam = mustParam("_lastUpdated"), mustParam("_id")
+// lastUpdatedParam gives the default order (ties are broken by type and id).
+var lastUpdatedParam = mustParam("_lastUpdated")
 
 func mustParam(code string) *searchparam.Param {
 	p, ok := searchparam.Lookup("Parameters", code)
