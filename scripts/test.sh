@@ -16,6 +16,7 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "Go tools"
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 command -v xcaddy >/dev/null || go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+command -v pebble >/dev/null || go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
 
 step "Node packages"
 for dir in test/*/; do
