@@ -192,15 +192,15 @@ func (l *lazySearchset) Read(p []byte) (int, error) {
 		case l.made == 0:
 			l.pending = []byte(`{"resourceType":"Bundle","type":"searchset","entry":[`)
 		case l.made <= l.n:
-			id := fmt.Sprintf("x%d", l.made)
+			id, patient := fmt.Sprintf("x%d", l.made), "other"
 			if l.made%2 == 0 {
-				id = fmt.Sprintf("own%d", l.made)
+				id, patient = fmt.Sprintf("own%d", l.made), testOwner.PatientID
 			}
 			sep := ","
 			if l.made == 1 {
 				sep = ""
 			}
-			l.pending = fmt.Appendf(nil, `%s{"resource":{"resourceType":"Observation","id":%q,"note":[{"text":%q}]}}`, sep, id, strings.Repeat("n", 1000))
+			l.pending = fmt.Appendf(nil, `%s{"resource":{"resourceType":"Observation","id":%q,"subject":{"reference":"Patient/%s"},"note":[{"text":%q}]}}`, sep, id, patient, strings.Repeat("n", 1000))
 		case l.made == l.n+1:
 			l.pending = []byte(`]}`)
 		default:
@@ -268,8 +268,9 @@ func BenchmarkFilterSearchset(b *testing.B) {
 	b.SetBytes(n)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := FilterSearchset(bytes.NewReader(buf.Bytes()), io.Discard, keep); err != nil {
-			b.Fatal(err)
+		removed, err := FilterSearchset(bytes.NewReader(buf.Bytes()), io.Discard, keep)
+		if err != nil || removed != 1000 {
+			b.Fatal(removed, err)
 		}
 	}
 }
