@@ -87,12 +87,18 @@ https://pfr.localhost:%[5]d, https://*.pfr.localhost:%[5]d {
 // startSmartGateway loads a gateway that trusts the provider at issuer.
 func startSmartGateway(t *testing.T, issuer, extra string) *env {
 	t.Helper()
+	return startSmartGatewayIn(t, t.TempDir(), issuer, extra)
+}
+
+// startSmartGatewayIn loads (or reloads) the gateway on data directory dir,
+// so a test can change the configuration and keep its records.
+func startSmartGatewayIn(t *testing.T, dir, issuer, extra string) *env {
+	t.Helper()
 	t.Cleanup(func() {
 		if t.Skipped() {
 			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
 		}
 	})
-	dir := t.TempDir()
 	tester := caddytest.NewTester(t)
 	tester.InitServer(fmt.Sprintf(smartGatewayConfig, dir, issuer, extra, httpPort, httpsPort, caddyStorage), "caddyfile")
 	if t.Failed() {
