@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchSmoke runs the whole harness with a handful of requests: Caddy
+// built and started, the record created, data loaded, every target
+// answering verified responses, the table printed, a profile written, and
+// Caddy stopped. It asserts what was measured, never how fast.
+func TestBenchSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	profile := filepath.Join(t.TempDir(), "cpu.pprof")
+	var out, log bytes.Buffer
+	o := options{
+		requests: 12, concurrency: 2, duration: time.Minute, warmup: 4, roundSize: 5,
+		https: true, cpuProfile: profile, profileTime: time.Second,
+	}
+	if err := run(ctx, o, &out, &log); err != nil {
+		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
+	}
+	text := out.String()
+	t.Log("\n" + text)
+	for _, k := range []string{"read", "search"} {
+		for _, target := range []string{"(a) pfr_store", "(b) reverse_proxy", "(c) gateway", "(d) gateway https"} {
+			row := regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(target) + `\s+(\d+)\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s*$`)
+			m := row.FindStringSubmatch(text)
+			if m == nil {
+				t.Errorf("no %s row for %s", k, target)
+				continue
+			}
+			if m[1] != "12" {
+				t.Errorf("%s %s: %s requests measured, want 12", k, target, m[1])
+			}
+		}
+		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(c)"} {
+			if !regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(r) + `\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s*$`).MatchString(text) {
+				t.Errorf("no %s ratio row %s", k, r)
+			}
+		}
+	}
+	if fi, err := os.Stat(profile); err != nil || fi.Size() == 0 {
+		t.Errorf("no CPU profile written: %v", err)
+	}
+	if !strings.Contains(text, "50 Observations") {
+		t.Errorf("the header does not report the 50 Observations loaded")
+	}
+}
+
+// testFixture is a fixture with n Observations of Patient p1.
+func testFixture(n int) *fixture {
+	fx := &fixture{partition: "7", patientID: "p1", readID: "o0"}
+	for i := range n {
+		fx.obsIDs = append(fx.obsIDs, fmt.Sprintf("o%d", i))
+	}
+	slices.Sort(fx.obsIDs) // as prepare keeps them
+	return fx
+}
+
+// observationJSON is a generated Observation with an id.
+func observationJSON(t *testing.T, id, patient string) json.RawMessage {
+	t.Helper()
+	var o map[string]any
+	if err := json.Unmarshal(observation(3, patient), &o); err != nil {
+		t.Fatal(err)
+	}
+	o["id"] = id
+	raw, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// searchset builds a searchset body as the store writes it: compact JSON,
+// total before link. fullBase names the entries; ids their resources.
+func searchset(t *testing.T, fullBase string, ids []string, total int, patient string, next bool) []byte {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"resourceType":"Bundle","type":"searchset","total":%d,"link":[{"relation":"self","url":"%s/Observation"}`, total, fullBase)
+	if next {
+		fmt.Fprintf(&b, `,{"relation":"next","url":"%s?_getpages=x"}`, fullBase)
+	}
+	b.WriteString(`],"entry":[`)
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"fullUrl":"%s/Observation/%s","resource":%s,"search":{"mode":"match"}}`, fullBase, id, observationJSON(t, id, patient))
+	}
+	b.WriteString(`]}`)
+	return []byte(b.String())
+}
+
+// TestChecksRefuseWrongAnswers feeds the verification answers a broken or
+// misrouted server could give: none may be counted as a measurement.
+func TestChecksRefuseWrongAnswers(t *testing.T) {
+	const base = "http://bench.pfr.localhost:1/fhir"
+	tg := &target{label: "(c) gateway", base: base}
+	fx := testFixture(searchSize)
+	goodRead := observationJSON(t, "o0", "p1")
+	goodSearch := searchset(t, base, fx.obsIDs, searchSize, "p1", false)
+
+	for name, check := range map[string]checkFunc{"fast": (*target).checkFast, "full": (*target).checkFull} {
+		if err := check(tg, readKind, fx, 200, goodRead); err != nil {
+			t.Errorf("%s: a good read is refused: %v", name, err)
+		}
+		if err := check(tg, searchKind, fx, 200, goodSearch); err != nil {
+			t.Errorf("%s: a good search is refused: %v", name, err)
+		}
+		bad := []struct {
+			what   string
+			k      kind
+			status int
+			body   []byte
+		}{
+			{"error status", readKind, 500, goodRead},
+			{"401 with a body", readKind, 401, []byte(`{"resourceType":"OperationOutcome"}`)},
+			{"another Observation", readKind, 200, observationJSON(t, "o9", "p1")},
+			{"an OperationOutcome with 200", readKind, 200, []byte(`{"resourceType":"OperationOutcome","id":"o0"}`)},
+			{"49 entries", searchKind, 200, searchset(t, base, fx.obsIDs[:49], searchSize, "p1", false)},
+			{"wrong total", searchKind, 200, searchset(t, base, fx.obsIDs, 51, "p1", false)},
+			{"a next page", searchKind, 200, searchset(t, base, fx.obsIDs, searchSize, "p1", true)},
+			{"upstream URLs not rewritten", searchKind, 200, searchset(t, "http://127.0.0.1:2/fhir", fx.obsIDs, searchSize, "p1", false)},
+			{"empty search", searchKind, 200, nil},
+		}
+		for _, b := range bad {
+			if err := check(tg, b.k, fx, b.status, b.body); err == nil {
+				t.Errorf("%s: %s is accepted", name, b.what)
+			}
+		}
+	}
+
+	// What only the full check sees.
+	other := testFixture(searchSize)
+	other.obsIDs[7] = "z7"
+	if err := tg.checkFull(searchKind, other, 200, goodSearch); err == nil {
+		t.Errorf("full: a searchset of other Observations is accepted")
+	}
+	if err := tg.checkFull(readKind, fx, 200, observationJSON(t, "o0", "someone-else")); err == nil {
+		t.Errorf("full: another patient's Observation is accepted")
+	}
+	if err := tg.checkFull(searchKind, fx, 200, searchset(t, base, fx.obsIDs, searchSize, "someone-else", false)); err == nil {
+		t.Errorf("full: a searchset of another patient's Observations is accepted")
+	}
+	if err := tg.checkFull(searchKind, fx, 200, append(goodSearch[:len(goodSearch)-2:len(goodSearch)-2], '}')); err == nil {
+		t.Errorf("full: truncated JSON is accepted")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 200; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct {
+		q    int
+		want time.Duration
+	}{{50, 100 * time.Millisecond}, {99, 198 * time.Millisecond}, {100, 200 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := percentile(d, c.q); got != c.want {
+			t.Errorf("p%d = %s, want %s", c.q, got, c.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %s", got)
+	}
+	if got := percentile(d[:1], 99); got != time.Millisecond {
+		t.Errorf("p99 of one = %s", got)
+	}
+	st := summarize(sample{latencies: []time.Duration{3, 1, 2}, busy: time.Second})
+	if st.count != 3 || st.p50 != 2 || st.rps != 3 {
+		t.Errorf("summarize = %+v", st)
+	}
+}
+
+func TestRecordPartitions(t *testing.T) {
+	list := `{"resourceType":"Parameters","parameter":[
+		{"name":"partition","part":[{"name":"id","valueInteger":1},{"name":"name","valueCode":"pfr-abc"}]},
+		{"name":"partition","part":[{"name":"id","valueInteger":77},{"name":"name","valueCode":"other"}]},
+		{"name":"partition","part":[{"name":"name","valueCode":"pfr-no-id"}]},
+		{"name":"partition","part":[{"name":"id","valueInteger":3},{"name":"name","valueCode":"pfr-def"}]}]}`
+	ids, err := recordPartitions([]byte(list))
+	if err != nil || strings.Join(ids, ",") != "1,3" {
+		t.Errorf("recordPartitions = %v, %v; want [1 3]", ids, err)
+	}
+	for _, bad := range []string{``, `[]`, `{"resourceType":"OperationOutcome"}`, `{"resourceType":"Parameters","parameter":7}`} {
+		if _, err := recordPartitions([]byte(bad)); err == nil {
+			t.Errorf("recordPartitions(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCreatedID(t *testing.T) {
+	const base = "http://bench.pfr.localhost:1/fhir/Observation/"
+	if id, err := createdID(base+"abc-1/_history/1", base); err != nil || id != "abc-1" {
+		t.Errorf("createdID = %q, %v", id, err)
+	}
+	for _, bad := range []string{
+		"http://127.0.0.1:2/fhir/Observation/abc/_history/1", // not rewritten to the record's address
+		base,                         // no id
+		base + "a b/_history/1",      // not a FHIR id
+		"Observation/abc/_history/1", // relative
+		"",
+	} {
+		if _, err := createdID(bad, base); err == nil {
+			t.Errorf("createdID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	good := options{requests: 1, concurrency: 1, duration: time.Second, warmup: 1, roundSize: 1}
+	if err := good.validate(); err != nil {
+		t.Fatalf("good options refused: %v", err)
+	}
+	for name, mutate := range map[string]func(*options){
+		"n 0":        func(o *options) { o.requests = 0 },
+		"c 0":        func(o *options) { o.concurrency = 0 },
+		"warmup 0":   func(o *options) { o.warmup = 0 },
+		"round 0":    func(o *options) { o.roundSize = 0 },
+		"duration 0": func(o *options) { o.duration = 0 },
+	} {
+		o := good
+		mutate(&o)
+		if err := o.validate(); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func TestCaddyfileHasEveryPath(t *testing.T) {
+	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, admin: 1005}
+	plain := caddyfile(p, "/w", false)
+	for _, want := range []string{"admin 127.0.0.1:1005", "default_bind 127.0.0.1", "http://:1001 {", "path /w/store.db",
+		"http://:1002 {\n\treverse_proxy 127.0.0.1:1001", "http://pfr.localhost:1003, http://*.pfr.localhost:1003",
+		"upstream reverse_proxy 127.0.0.1:1001", "dev_issuer", "root /w/caddy"} {
+		if !strings.Contains(plain, want) {
+			t.Errorf("Caddyfile lacks %q:\n%s", want, plain)
+		}
+	}
+	if strings.Contains(plain, "https://") {
+		t.Errorf("the HTTPS site is there without -https")
+	}
+	if tls := caddyfile(p, "/w", true); !strings.Contains(tls, "https://pfr.localhost:1004, https://*.pfr.localhost:1004") {
+		t.Errorf("no HTTPS site with -https:\n%s", tls)
+	}
+}
