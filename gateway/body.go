@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -51,14 +50,11 @@ func (g *Gateway) readJSONResource(w http.ResponseWriter, r *http.Request) ([]by
 	if err != nil {
 		return nil, nil, err
 	}
-	var res map[string]any
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&res); err != nil {
-		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid JSON: %v", err)
-	}
-	if dec.More() {
-		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body holds more than one JSON value")
+	// Strict decoding (no repeated members, valid UTF-8, bounded depth):
+	// the upstream must store exactly what was checked.
+	res, err := fhir.DecodeResource(body)
+	if err != nil {
+		return nil, nil, err
 	}
 	return body, res, nil
 }

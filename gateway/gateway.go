@@ -59,6 +59,14 @@ type Config struct {
 	// MaxBodyBytes bounds request bodies the gateway reads (writes are
 	// validated before they go upstream). Default 32 MiB.
 	MaxBodyBytes int64
+	// Ownership says which resources outside the Patient's compartment may
+	// be written. Default: fhir.DefaultOwnershipPolicy().
+	Ownership fhir.OwnershipPolicy
+	// TrustUpstreamIsolation turns off the defense in depth that assumes
+	// the upstream might ignore partitions: removing foreign resources from
+	// responses, and checking the current resource before an update or
+	// delete. Default false: both are on.
+	TrustUpstreamIsolation bool
 	// Logger receives security events and failures. Default: a no-op logger.
 	Logger *zap.Logger
 }
@@ -88,6 +96,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Backend == nil || cfg.Tenancy == nil || cfg.Verifier == nil {
 		return nil, errors.New("gateway: backend, tenancy and verifier are required")
+	}
+	if cfg.Ownership.AllowedTypes == nil {
+		cfg.Ownership = fhir.DefaultOwnershipPolicy()
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 32 << 20

@@ -82,6 +82,7 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			in.query[k] = append(in.query[k], vs...)
 		}
 	}
+	var bundleDoc map[string]any
 	if in.bundle {
 		body, bundle, err := g.readBundle(w, r)
 		if err != nil {
@@ -98,15 +99,31 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return err
 		}
 		setBody(r, body)
+		bundleDoc = bundle
 	}
 	needsMatch, err := g.authorize(rec, role, grants, in, publicBase)
 	if err != nil {
 		return err
 	}
+	switch {
+	case in.bundle:
+		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(bundleDoc, g.cfg.Ownership)); err != nil {
+			return err
+		}
+	case in.isWrite():
+		if err := g.checkWrite(w, r, up, rec, role, in, rest, publicBase); err != nil {
+			return err
+		}
+		if !g.cfg.TrustUpstreamIsolation {
+			if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
+				return err
+			}
+		}
+	}
 	if needsMatch {
 		return g.proxyRestrictedRead(w, r, up, rec, rest, publicBase, grants, in)
 	}
-	g.proxy(w, r, up, rec, rest, publicBase)
+	g.proxy(w, r, up, rec, rest, publicBase, in)
 	return nil
 }
 
@@ -203,14 +220,27 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string) (*
 
 // proxy sends r to the upstream in rec's partition and streams the
 // response back, rewritten to publicBase.
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string, in interaction) {
 	out, route, err := g.outbound(r, rec, rest)
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
 	}
 	tw := &trackingWriter{ResponseWriter: w}
-	rw := backend.NewResponseRewriter(tw, route.UpstreamBases, publicBase)
+	var sink http.ResponseWriter = tw
+	var filter *filteringWriter
+	if !g.cfg.TrustUpstreamIsolation {
+		// The filter judges absolute references against the record's own
+		// base, so it runs after the rewriter.
+		o := owner(rec, publicBase)
+		filter = &filteringWriter{
+			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes,
+			keep:   func(res map[string]any) bool { return o.Belongs(res, g.cfg.Ownership) },
+			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead,
+		}
+		sink = filter
+	}
+	rw := backend.NewResponseRewriter(sink, route.UpstreamBases, publicBase)
 	err = up.ServeHTTP(rw, out)
 	if err != nil && !tw.wroteHeader {
 		g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
@@ -219,6 +249,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	}
 	if cerr := rw.Close(); cerr != nil {
 		g.log.Warn("finishing response", zap.String("record", rec.ID), zap.Error(cerr))
+	}
+	if filter != nil {
+		if ferr := filter.Close(); ferr != nil {
+			g.log.Warn("filtering response", zap.String("record", rec.ID), zap.Error(ferr))
+			panic(http.ErrAbortHandler) // a half-filtered body must not look complete
+		}
 	}
 }
 

@@ -1,0 +1,115 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// filteringWriter removes, on its way to the client, every resource of a
+// FHIR JSON response that does not belong to the record: defense in depth
+// against an upstream that ignores partitions. A Bundle (search, history,
+// $everything, batch and transaction responses) is filtered entry by entry
+// as it streams through; a single resource (read, vread) is held, bounded,
+// and replaced by a 404 when it is foreign.
+type filteringWriter struct {
+	w      http.ResponseWriter
+	keep   func(map[string]any) bool
+	log    *zap.Logger
+	record string
+	single bool  // the response is one resource, not a Bundle
+	limit  int64 // how much of a single resource may be held
+
+	started bool
+	pass    bool // not a 200 JSON body: untouched
+	status  int
+	held    bytes.Buffer
+	pw      *io.PipeWriter
+	done    chan error
+}
+
+func (f *filteringWriter) Header() http.Header { return f.w.Header() }
+
+func (f *filteringWriter) WriteHeader(status int) {
+	if f.started {
+		return
+	}
+	f.started, f.status = true, status
+	ct := strings.ToLower(f.w.Header().Get("Content-Type"))
+	if status != http.StatusOK || !strings.Contains(ct, "json") || f.w.Header().Get("Content-Encoding") != "" {
+		f.pass = true
+		f.w.WriteHeader(status)
+		return
+	}
+	f.w.Header().Del("Content-Length")
+	if f.single {
+		return
+	}
+	f.w.WriteHeader(status)
+	pr, pw := io.Pipe()
+	f.pw, f.done = pw, make(chan error, 1)
+	go func() {
+		removed, err := fhir.FilterSearchset(pr, f.w, f.keep)
+		pr.CloseWithError(err) // unblocks the writer if the filter stopped early
+		if removed > 0 {
+			f.log.Warn("security: removed resources of another person from an upstream response",
+				zap.String("record", f.record), zap.Int("removed", removed))
+		}
+		f.done <- err
+	}()
+}
+
+func (f *filteringWriter) Write(b []byte) (int, error) {
+	if !f.started {
+		f.WriteHeader(http.StatusOK)
+	}
+	switch {
+	case f.pass:
+		return f.w.Write(b)
+	case f.single:
+		if int64(f.held.Len()+len(b)) > f.limit {
+			return 0, fmt.Errorf("resource larger than %d bytes cannot be checked", f.limit)
+		}
+		return f.held.Write(b)
+	}
+	return f.pw.Write(b)
+}
+
+// Flush passes through only for untouched bodies: the filter writes whole
+// entries as it goes.
+func (f *filteringWriter) Flush() {
+	if fl, ok := f.w.(http.Flusher); ok && f.pass {
+		fl.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (f *filteringWriter) Unwrap() http.ResponseWriter { return f.w }
+
+// Close ends the body: it waits for the Bundle filter, or judges and
+// writes the held resource.
+func (f *filteringWriter) Close() error {
+	switch {
+	case !f.started || f.pass:
+		return nil
+	case !f.single:
+		_ = f.pw.Close()
+		return <-f.done
+	}
+	res, err := fhir.DecodeResource(f.held.Bytes())
+	if err != nil || !f.keep(res) {
+		f.log.Warn("security: refused a resource of another person (or unreadable) from the upstream",
+			zap.String("record", f.record), zap.Error(err))
+		fhir.WriteError(f.w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no such resource in this record"))
+		return nil
+	}
+	f.w.WriteHeader(f.status)
+	_, err = f.w.Write(f.held.Bytes())
+	return err
+}
