@@ -32,24 +32,31 @@ type options struct {
 	https       bool          // also measure (d)
 	cpuProfile  string        // write a CPU profile of the gateway path here
 	profileTime time.Duration // how long to profile
+	profileKind string        // read, search or both
 }
 
 func main() {
 	var o options
-	flag.IntVar(&o.requests, "n", 5000, "measured requests per target and request kind")
+	flag.IntVar(&o.requests, "n", 4000, "measured requests per target and request kind")
 	flag.IntVar(&o.concurrency, "c", 4, "concurrent keep-alive clients")
-	flag.DurationVar(&o.duration, "duration", 90*time.Second, "no new round starts once the measured phase has run this long")
+	flag.DurationVar(&o.duration, "duration", 75*time.Second, "no new round starts once the measured phase has run this long")
 	flag.IntVar(&o.warmup, "warmup", 200, "unmeasured warm-up requests per target and request kind (every answer fully decoded and checked)")
 	flag.IntVar(&o.roundSize, "round", 100, "requests per target and request kind in one round; targets take turns round by round")
 	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
 	flag.BoolVar(&o.https, "https", true, "also measure (d), the gateway over HTTPS")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, load only the gateway and write Caddy's CPU profile to this file")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
+	flag.StringVar(&o.profileKind, "profilekind", "both", "the requests sent while profiling: read, search or both")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, o, os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
 	stop()
+	if interrupted {
+		fmt.Fprintln(os.Stderr, "bench/gateway: interrupted; Caddy stopped")
+		os.Exit(130)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/gateway:", err)
 		os.Exit(1)
@@ -69,6 +76,9 @@ func (o options) validate() error {
 		return errors.New("-round must be at least 1")
 	case o.duration <= 0:
 		return errors.New("-duration must be positive")
+	}
+	if _, err := parseKinds(o.profileKind); o.cpuProfile != "" && err != nil {
+		return err
 	}
 	return nil
 }
@@ -139,10 +149,11 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 
 	if o.cpuProfile != "" {
 		fmt.Fprintf(logw, "profiling the gateway path for %s …\n", o.profileTime)
-		if err := profileGateway(ctx, p.admin, targets[2], fx, o.concurrency, o.profileTime, o.cpuProfile); err != nil {
+		profiled, _ := parseKinds(o.profileKind) // validated above
+		if err := profileGateway(ctx, p.admin, targets[2], fx, profiled, o.concurrency, o.profileTime, o.cpuProfile); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "\nCPU profile of Caddy under gateway-only load: %s (go tool pprof -top %s)\n", o.cpuProfile, o.cpuProfile)
+		fmt.Fprintf(out, "\nCPU profile of Caddy under gateway-only load (%s): %s (go tool pprof -top %s)\n", o.profileKind, o.cpuProfile, o.cpuProfile)
 	}
 	return nil
 }

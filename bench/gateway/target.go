@@ -19,6 +19,19 @@ const (
 
 var kinds = []kind{readKind, searchKind}
 
+// parseKinds reads read, search or both.
+func parseKinds(s string) ([]kind, error) {
+	switch s {
+	case "read":
+		return []kind{readKind}, nil
+	case "search":
+		return []kind{searchKind}, nil
+	case "both":
+		return kinds, nil
+	}
+	return nil, fmt.Errorf("request kind %q: want read, search or both", s)
+}
+
 func (k kind) String() string {
 	if k == readKind {
 		return "read"
