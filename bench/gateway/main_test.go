@@ -25,7 +25,7 @@ func TestBenchSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	o := options{
 		requests: 12, concurrency: 2, duration: time.Minute, warmup: 4, roundSize: 5,
-		https: true, cpuProfile: profile, profileTime: time.Second,
+		https: true, cpuProfile: profile, profileTime: time.Second, profileKind: "both",
 	}
 	if err := run(ctx, o, &out, &log); err != nil {
 		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
@@ -224,12 +224,20 @@ func TestOptionsValidate(t *testing.T) {
 	if err := good.validate(); err != nil {
 		t.Fatalf("good options refused: %v", err)
 	}
+	for _, k := range []string{"read", "search", "both"} {
+		o := good
+		o.cpuProfile, o.profileKind = "cpu.pprof", k
+		if err := o.validate(); err != nil {
+			t.Errorf("-profilekind %s refused: %v", k, err)
+		}
+	}
 	for name, mutate := range map[string]func(*options){
-		"n 0":        func(o *options) { o.requests = 0 },
-		"c 0":        func(o *options) { o.concurrency = 0 },
-		"warmup 0":   func(o *options) { o.warmup = 0 },
-		"round 0":    func(o *options) { o.roundSize = 0 },
-		"duration 0": func(o *options) { o.duration = 0 },
+		"n 0":          func(o *options) { o.requests = 0 },
+		"c 0":          func(o *options) { o.concurrency = 0 },
+		"warmup 0":     func(o *options) { o.warmup = 0 },
+		"round 0":      func(o *options) { o.roundSize = 0 },
+		"duration 0":   func(o *options) { o.duration = 0 },
+		"profile kind": func(o *options) { o.cpuProfile, o.profileKind = "cpu.pprof", "reads" },
 	} {
 		o := good
 		mutate(&o)
