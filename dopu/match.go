@@ -218,8 +218,7 @@ func contains(list []string, s string) bool {
 func nameTokens(names []HumanName) (family []familyName, given []string) {
 	for _, n := range names {
 		f, g := n.Family, n.Given
-		if f == "" && len(g) == 0 && n.Text != "" {
-			words := strings.Fields(n.Text)
+		if words := strings.Fields(n.Text); f == "" && len(g) == 0 && len(words) > 0 {
 			f, g = words[len(words)-1], words[:len(words)-1]
 		}
 		if whole := fold(f); whole != "" {

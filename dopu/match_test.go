@@ -32,6 +32,7 @@ func TestScoreMatch(t *testing.T) {
 		{"identifier only", summary("Other", "Name", "2000-01-01", "male", ssn("123")), 0.15, false, ""},
 		{"nobody", nil, 0, false, "names no patient"},
 		{"empty", &PatientSummary{}, 0, false, "no family name"},
+		{"blank text", &PatientSummary{Names: []HumanName{{Text: "   "}}}, 0, false, "no family name"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
