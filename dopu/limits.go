@@ -34,6 +34,10 @@ type Limits struct {
 	SourceRate Rate
 	// RecordRate limits drop-offs per record. Default 60 per minute, burst 20.
 	RecordRate Rate
+	// Concurrent bounds the intakes reading and parsing a body at once,
+	// so that memory stays near Concurrent × MaxBytes × a small factor
+	// however many senders there are; the others wait. Default 4.
+	Concurrent int
 }
 
 // Defaults.
@@ -45,6 +49,7 @@ const (
 	DefaultRetention             = 90 * 24 * time.Hour
 	DefaultPendingPerRecord      = 100
 	DefaultPendingBytesPerRecord = 256 << 20
+	DefaultConcurrent            = 4
 )
 
 // Default rates.
@@ -75,6 +80,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.PendingBytesPerRecord <= 0 {
 		l.PendingBytesPerRecord = DefaultPendingBytesPerRecord
+	}
+	if l.Concurrent <= 0 {
+		l.Concurrent = DefaultConcurrent
 	}
 	if l.SourceRate == (Rate{}) {
 		l.SourceRate = DefaultSourceRate

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -157,5 +158,40 @@ func TestPurge(t *testing.T) {
 		if n != want {
 			t.Errorf("%s: %d keys, want %d", name, n, want)
 		}
+	}
+}
+
+// blockingReader blocks until released, like a slow sender.
+type blockingReader struct{ release chan struct{} }
+
+func (b blockingReader) Read(p []byte) (int, error) { <-b.release; return 0, io.EOF }
+
+func TestConcurrentIntakesBounded(t *testing.T) {
+	f := newFixture(t, Limits{Concurrent: 2, SourceRate: Rate{PerMinute: -1}}, Options{})
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.svc.Intake(context.Background(), "rec1", fhir.ContentType, "", blockingReader{release}, Sender{})
+		}()
+	}
+	// Wait until both slow senders hold the two slots.
+	for deadline := time.Now().Add(30 * time.Second); len(f.svc.parsing) < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow senders never started")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f.svc.Intake(ctx, "rec1", fhir.ContentType, "", strings.NewReader("{}"), Sender{})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("third intake while two are reading: %v, want it to wait (and give up with its context)", err)
+	}
+	close(release)
+	wg.Wait()
+	if _, err := f.drop("rec1", readTestdata(t, ipsPath), "192.0.2.1"); err != nil {
+		t.Errorf("after the slow senders left: %v", err)
 	}
 }

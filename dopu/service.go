@@ -90,6 +90,8 @@ type Service struct {
 
 	sources *limiter
 	records *limiter
+	// parsing holds a token per intake reading or parsing a body.
+	parsing chan struct{}
 	// wake tells Run that a new alert is waiting.
 	wake chan struct{}
 }
@@ -113,6 +115,7 @@ func NewWithStore(store Store, limits Limits, opts Options) *Service {
 		opts:    opts.withDefaults(),
 		sources: newLimiter(limits.SourceRate, maxBuckets),
 		records: newLimiter(limits.RecordRate, maxBuckets),
+		parsing: make(chan struct{}, limits.Concurrent),
 		wake:    make(chan struct{}, 1),
 	}
 }
@@ -169,11 +172,7 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		return nil, throttled(wait, "too many drop-offs for this record; retry later")
 	}
 	from = from.truncated()
-	data, err := readBody(body, gzipped, s.limits.MaxBytes)
-	if err != nil {
-		return nil, err
-	}
-	facts, err := parseBundle(data, s.limits)
+	data, facts, err := s.readAndParse(ctx, body, gzipped)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +219,26 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		s.notify()
 	}
 	return receipt, nil
+}
+
+// readAndParse reads and validates a body, at most Limits.Concurrent at a
+// time.
+func (s *Service) readAndParse(ctx context.Context, body io.Reader, gzipped bool) ([]byte, *bundleFacts, error) {
+	select {
+	case s.parsing <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
+	}
+	defer func() { <-s.parsing }()
+	data, err := readBody(body, gzipped, s.limits.MaxBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	facts, err := parseBundle(data, s.limits)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, facts, nil
 }
 
 // Bounds on what a drop-off keeps of its sender's words.
