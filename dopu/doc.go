@@ -30,7 +30,9 @@
 //     than 507 because the condition is the record's, not the server's).
 //
 // Content type and encoding are checked first, then the rate limits, and
-// only then is the body read, so a flood costs no parsing. An accepted
+// only then is the body read, so a flood costs no parsing; at most
+// Limits.Concurrent bodies are read and parsed at once, the other senders
+// wait. An accepted
 // drop-off is committed (and, with bbolt, fsynced) together with
 // its alert before Intake returns. The same body dropped off again for the
 // same record returns the first receipt with Duplicate set, whatever its
