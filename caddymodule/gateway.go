@@ -15,6 +15,8 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -73,6 +75,17 @@ type Gateway struct {
 
 	// What each record's `/.well-known/smart-configuration` shows.
 	SMART *SMARTConfig `json:"smart,omitempty"`
+
+	// Resource types outside every Patient compartment that may be written
+	// to a record. Default: Practitioner, PractitionerRole, Organization,
+	// Location, HealthcareService, Endpoint, Medication, Substance, Device.
+	AllowedTypes []string `json:"allowed_types,omitempty"`
+
+	// Trust the upstream to keep partitions apart, and turn off the
+	// defense in depth against one that does not (removing other people's
+	// resources from responses; reading a resource before updating or
+	// deleting it). Default: false.
+	TrustUpstreamIsolation bool `json:"trust_upstream_isolation,omitempty"`
 
 	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
@@ -244,7 +257,18 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.SMART != nil {
 		smart = gateway.SMARTConfig{Issuer: g.SMART.Issuer, Overrides: g.SMART.Overrides}
 	}
+	ownership := fhir.DefaultOwnershipPolicy()
+	if len(g.AllowedTypes) > 0 {
+		ownership.AllowedTypes = map[string]bool{}
+		for _, t := range g.AllowedTypes {
+			if !searchparam.IsResourceType(t) || fhir.InPatientCompartment(t) {
+				return fmt.Errorf("pfr: allowed_types: %q is not an R4 resource type outside the Patient compartment", t)
+			}
+			ownership.AllowedTypes[t] = true
+		}
+	}
 	g.gw, err = gateway.New(gateway.Config{
+		Ownership: ownership, TrustUpstreamIsolation: g.TrustUpstreamIsolation,
 		ScopesWhenAbsent: g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,

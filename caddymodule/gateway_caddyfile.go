@@ -39,6 +39,8 @@ import (
 //	        issuer <issuer URL>
 //	        <member> <value>...   # e.g. authorization_endpoint https://…, capabilities a b c
 //	    }
+//	    allowed_types <type>...
+//	    trust_upstream_isolation
 //	    max_body_bytes <n>
 //	    jwks_cache_ttl <duration>
 //	    jwks_min_refetch <duration>
@@ -100,6 +102,17 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.DevIssuer = true
+		case "allowed_types":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			g.AllowedTypes = append(g.AllowedTypes, args...)
+		case "trust_upstream_isolation":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.TrustUpstreamIsolation = true
 		case "scopes_when_absent":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
