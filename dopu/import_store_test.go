@@ -1,0 +1,117 @@
+package dopu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/store"
+)
+
+// TestImportIntoEmbeddedStore runs prepared pick-ups against the project's
+// embedded FHIR store: each transaction is accepted whole, every
+// Observation is then found through the record's Patient, and the
+// drop-off's tag finds what was imported (what a retried pick-up checks).
+func TestImportIntoEmbeddedStore(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "store.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	h, err := store.NewHandler(db, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, path string, body any) (int, map[string]any) {
+		t.Helper()
+		var data []byte
+		switch b := body.(type) {
+		case []byte:
+			data = b
+		case nil:
+		default:
+			data = []byte(mustJSON(t, b))
+		}
+		req := httptest.NewRequest(method, path, bytes.NewReader(data))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("X-Request-Partition-IDs", "DEFAULT")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		var out map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
+			t.Fatalf("%s %s: %d %s", method, path, w.Code, w.Body)
+		}
+		return w.Code, out
+	}
+	type testCase struct {
+		path         string
+		patient      map[string]any
+		observations int
+	}
+	cases := []testCase{
+		{ipsPath, martha, 7},
+		{father, patient("Everywoman1", "Eve", "1955-01-06", "female"), 1},
+	}
+	// Every Synthea Bundle, for the person it describes.
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "fhir", "synthea", "*.json"))
+	for _, file := range files {
+		path, _ := filepath.Rel(filepath.Join("..", "testdata", "fhir"), file)
+		var b decodedBundle
+		if err := json.Unmarshal(readTestdata(t, path), &b); err != nil {
+			t.Fatal(err)
+		}
+		c := testCase{path: path, patient: b.Entry[0].Resource}
+		for _, e := range b.Entry {
+			if e.Resource["resourceType"] == "Observation" {
+				c.observations++
+			}
+		}
+		cases = append(cases, c)
+	}
+	if len(cases) != 8 {
+		t.Fatalf("%d cases, want the 2 documents and 6 Synthea Bundles", len(cases))
+	}
+	for _, c := range cases {
+		t.Run(c.path, func(t *testing.T) {
+			pat := map[string]any{}
+			for k, v := range c.patient {
+				if k != "id" {
+					pat[k] = v
+				}
+			}
+			code, created := call(http.MethodPost, "/fhir/Patient", pat)
+			id, _ := created["id"].(string)
+			if code != http.StatusCreated || id == "" {
+				t.Fatalf("creating the record's Patient: %d %v", code, created)
+			}
+			f := newFixture(t, Limits{}, Options{})
+			r := f.mustDrop("rec1", readTestdata(t, c.path), "192.0.2.1")
+			p, err := f.svc.BeginPickup(context.Background(), "rec1", r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Abort()
+			imp, err := p.Prepare(created, id, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code, out := call(http.MethodPost, "/fhir", imp.Transaction); code != http.StatusOK {
+				t.Fatalf("transaction: %d %v", code, out)
+			}
+			if err := p.Commit(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for _, query := range []string{"subject=Patient/" + id, "_tag=" + TagSystem + "|" + r.ID} {
+				_, out := call(http.MethodGet, "/fhir/Observation?_summary=count&"+query, nil)
+				if got := fmt.Sprint(out["total"]); got != fmt.Sprint(c.observations) {
+					t.Errorf("Observation?%s: total %s, want %d", query, got, c.observations)
+				}
+			}
+		})
+	}
+}
