@@ -73,6 +73,14 @@ func checkImport(t *testing.T, in []byte, imp *Import) outBundle {
 	if out.ResourceType != "Bundle" || out.Type != "transaction" || imp.Entries != len(out.Entry) {
 		t.Fatalf("not a transaction of %d entries: %s %s %d", imp.Entries, out.ResourceType, out.Type, len(out.Entry))
 	}
+	// The gateway's ownership check, as it will run on the pick-up.
+	var generic map[string]any
+	if err := json.Unmarshal(imp.Transaction, &generic); err != nil {
+		t.Fatal(err)
+	}
+	for _, issue := range (fhir.Owner{PatientID: pfrID}).CheckBundle(generic, fhir.DefaultOwnershipPolicy()) {
+		t.Errorf("ownership: %+v", issue)
+	}
 	var src decodedBundle
 	if err := json.Unmarshal(in, &src); err != nil {
 		t.Fatal(err)
