@@ -2,8 +2,9 @@
 // the same FHIR read and search, against the same data, sent (a) straight
 // to the embedded store pfr_store, (b) through a bare Caddy reverse_proxy
 // in front of it, (c) through the gateway with bearer-token auth over plain
-// HTTP, and (d) through the gateway over HTTPS. One Caddy process serves all
-// four, so the machine's noise hits each alike.
+// HTTP, (d) through the gateway over HTTPS, and (e) through the gateway
+// over plain HTTP with trust_upstream_isolation (no response filtering).
+// One Caddy process serves them all, so the machine's noise hits each alike.
 //
 //	go run ./bench/gateway [-n requests] [-c concurrency] [-duration d]
 package main
@@ -30,6 +31,7 @@ type options struct {
 	roundSize   int           // requests per target and kind in one round
 	pfrBinary   string        // a built pfr; empty: build cmd/pfr
 	https       bool          // also measure (d)
+	trusted     bool          // also measure (e)
 	cpuProfile  string        // write a CPU profile of the gateway path here
 	profileTime time.Duration // how long to profile
 	profileKind string        // read, search or both
@@ -44,6 +46,7 @@ func main() {
 	flag.IntVar(&o.roundSize, "round", 100, "requests per target and request kind in one round; targets take turns round by round")
 	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
 	flag.BoolVar(&o.https, "https", true, "also measure (d), the gateway over HTTPS")
+	flag.BoolVar(&o.trusted, "trusted", true, "also measure (e), the gateway with trust_upstream_isolation (no response filtering)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, load only the gateway and write Caddy's CPU profile to this file")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
 	flag.StringVar(&o.profileKind, "profilekind", "both", "the requests sent while profiling: read, search or both")
@@ -102,12 +105,12 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 			return err
 		}
 	}
-	list, err := freePorts(5)
+	list, err := freePorts(6)
 	if err != nil {
 		return err
 	}
-	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], admin: list[4]}
-	caddy, err := startCaddy(ctx, binary, workDir, caddyfile(p, workDir, o.https))
+	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], trusted: list[4], admin: list[5]}
+	caddy, err := startCaddy(ctx, binary, workDir, caddyfile(p, workDir, o.https, o.trusted))
 	if err != nil {
 		return err
 	}
@@ -145,7 +148,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		return fmt.Errorf("measuring: %w", err)
 	}
 	fmt.Fprintf(out, "measured in %s\n\n", time.Since(start).Round(100*time.Millisecond))
-	report(out, targets, results, comparisons(o.https))
+	report(out, targets, results, comparisons(targets))
 
 	if o.cpuProfile != "" {
 		fmt.Fprintf(logw, "profiling the gateway path for %s …\n", o.profileTime)
@@ -158,17 +161,24 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	return nil
 }
 
-// benchTargets returns (a), (b), (c) and, with HTTPS, (d), in that order.
+// benchTargets returns (a), (b), (c) and, as asked for, (d) and (e), in
+// that order.
 func benchTargets(p ports, fx *fixture, o options) []*target {
 	partition := map[string][]string{"X-Request-Partition-IDs": {fx.partition}}
 	bearer := map[string][]string{"Authorization": {"Bearer " + fx.token}}
+	record := func(scheme string, port int) string {
+		return fmt.Sprintf("%s://%s.%s:%d/fhir", scheme, slug, baseDomain, port)
+	}
 	targets := []*target{
 		{label: "(a) pfr_store", base: fmt.Sprintf("http://127.0.0.1:%d/fhir", p.store), header: partition},
 		{label: "(b) reverse_proxy", base: fmt.Sprintf("http://127.0.0.1:%d/fhir", p.proxy), header: partition},
-		{label: "(c) gateway", base: fmt.Sprintf("http://%s.%s:%d/fhir", slug, baseDomain, p.gateway), header: bearer},
+		{label: "(c) gateway", base: record("http", p.gateway), header: bearer},
 	}
 	if o.https {
-		targets = append(targets, &target{label: "(d) gateway https", base: fmt.Sprintf("https://%s.%s:%d/fhir", slug, baseDomain, p.gatewayTLS), header: bearer})
+		targets = append(targets, &target{label: "(d) gateway https", base: record("https", p.gatewayTLS), header: bearer})
+	}
+	if o.trusted {
+		targets = append(targets, &target{label: "(e) gateway trusting", base: record("http", p.trusted), header: bearer})
 	}
 	for _, t := range targets {
 		t.client = newClient(o.concurrency) // one pool per target: no target reuses another's connections
@@ -176,12 +186,22 @@ func benchTargets(p ports, fx *fixture, o options) []*target {
 	return targets
 }
 
-// comparisons are the ratio rows: the gateway against the bare proxy (the
-// issue's target), the proxy against the store, and TLS against plain HTTP.
-func comparisons(https bool) []comparison {
-	cs := []comparison{{"(c)/(b)", 2, 1}, {"(b)/(a)", 1, 0}, {"(c)/(a)", 2, 0}}
-	if https {
-		cs = append(cs, comparison{"(d)/(c)", 3, 2})
+// comparisons are the ratio rows for the targets present: the gateway
+// against the bare proxy (the target), the proxy against the store,
+// TLS against plain HTTP, and the gateway without response filtering
+// against the bare proxy.
+func comparisons(targets []*target) []comparison {
+	index := map[byte]int{}
+	for i, t := range targets {
+		index[t.label[1]] = i // the letter in "(a) …"
+	}
+	var cs []comparison
+	for _, pair := range []string{"cb", "ba", "ca", "dc", "eb", "ce"} {
+		x, okX := index[pair[0]]
+		y, okY := index[pair[1]]
+		if okX && okY {
+			cs = append(cs, comparison{fmt.Sprintf("(%c)/(%c)", pair[0], pair[1]), x, y})
+		}
 	}
 	return cs
 }

@@ -25,7 +25,7 @@ func TestBenchSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	o := options{
 		requests: 12, concurrency: 2, duration: time.Minute, warmup: 4, roundSize: 5,
-		https: true, cpuProfile: profile, profileTime: time.Second, profileKind: "both",
+		https: true, trusted: true, cpuProfile: profile, profileTime: time.Second, profileKind: "both",
 	}
 	if err := run(ctx, o, &out, &log); err != nil {
 		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
@@ -33,7 +33,7 @@ func TestBenchSmoke(t *testing.T) {
 	text := out.String()
 	t.Log("\n" + text)
 	for _, k := range []string{"read", "search"} {
-		for _, target := range []string{"(a) pfr_store", "(b) reverse_proxy", "(c) gateway", "(d) gateway https"} {
+		for _, target := range []string{"(a) pfr_store", "(b) reverse_proxy", "(c) gateway", "(d) gateway https", "(e) gateway trusting"} {
 			row := regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(target) + `\s+(\d+)\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s*$`)
 			m := row.FindStringSubmatch(text)
 			if m == nil {
@@ -44,7 +44,7 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("%s %s: %s requests measured, want 12", k, target, m[1])
 			}
 		}
-		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(c)"} {
+		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(c)", "(e)/(b)", "(c)/(e)"} {
 			if !regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(r) + `\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s*$`).MatchString(text) {
 				t.Errorf("no %s ratio row %s", k, r)
 			}
@@ -248,19 +248,46 @@ func TestOptionsValidate(t *testing.T) {
 }
 
 func TestCaddyfileHasEveryPath(t *testing.T) {
-	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, admin: 1005}
-	plain := caddyfile(p, "/w", false)
-	for _, want := range []string{"admin 127.0.0.1:1005", "default_bind 127.0.0.1", "http://:1001 {", "path /w/store.db",
+	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, trusted: 1005, admin: 1006}
+	plain := caddyfile(p, "/w", false, false)
+	for _, want := range []string{"admin 127.0.0.1:1006", "default_bind 127.0.0.1", "http://:1001 {", "path /w/store.db",
 		"http://:1002 {\n\treverse_proxy 127.0.0.1:1001", "http://pfr.localhost:1003, http://*.pfr.localhost:1003",
-		"upstream reverse_proxy 127.0.0.1:1001", "dev_issuer", "root /w/caddy"} {
+		"upstream reverse_proxy 127.0.0.1:1001", "dev_issuer", "data_dir /w/gateway", "root /w/caddy"} {
 		if !strings.Contains(plain, want) {
 			t.Errorf("Caddyfile lacks %q:\n%s", want, plain)
 		}
 	}
-	if strings.Contains(plain, "https://") {
-		t.Errorf("the HTTPS site is there without -https")
+	if strings.Contains(plain, "https://") || strings.Contains(plain, "trust_upstream_isolation") {
+		t.Errorf("optional sites are there unasked:\n%s", plain)
 	}
-	if tls := caddyfile(p, "/w", true); !strings.Contains(tls, "https://pfr.localhost:1004, https://*.pfr.localhost:1004") {
-		t.Errorf("no HTTPS site with -https:\n%s", tls)
+	all := caddyfile(p, "/w", true, true)
+	for _, want := range []string{"https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
+		"http://pfr.localhost:1005, http://*.pfr.localhost:1005 {\n\tpfr {", "\t\ttrust_upstream_isolation\n"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("Caddyfile lacks %q:\n%s", want, all)
+		}
+	}
+	if n := strings.Count(all, "trust_upstream_isolation"); n != 1 {
+		t.Errorf("trust_upstream_isolation in %d sites, want only (e)", n)
+	}
+}
+
+func TestComparisons(t *testing.T) {
+	names := func(labels ...string) string {
+		var ts []*target
+		for _, l := range labels {
+			ts = append(ts, &target{label: l})
+		}
+		var out []string
+		for _, c := range comparisons(ts) {
+			out = append(out, fmt.Sprintf("%s=%d/%d", c.name, c.x, c.y))
+		}
+		return strings.Join(out, " ")
+	}
+	if got := names("(a) s", "(b) p", "(c) g"); got != "(c)/(b)=2/1 (b)/(a)=1/0 (c)/(a)=2/0" {
+		t.Errorf("three targets: %s", got)
+	}
+	if got := names("(a) s", "(b) p", "(c) g", "(e) t"); got != "(c)/(b)=2/1 (b)/(a)=1/0 (c)/(a)=2/0 (e)/(b)=3/1 (c)/(e)=2/3" {
+		t.Errorf("without (d): %s", got)
 	}
 }

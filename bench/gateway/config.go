@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ports are the loopback ports of one bench Caddy.
+type ports struct {
+	store      int // (a) pfr_store alone
+	proxy      int // (b) bare reverse_proxy to the store
+	gateway    int // (c) the gateway over plain HTTP
+	gatewayTLS int // (d) the gateway over HTTPS
+	trusted    int // (e) the gateway over plain HTTP with trust_upstream_isolation
+	admin      int // Caddy's admin endpoint (pprof)
+}
+
+// globalOptions are the Caddyfile's global options. Arguments: %[1]d
+// admin, %[2]d HTTP port, %[3]d HTTPS port, %[4]s work directory.
+const globalOptions = `{
+	admin 127.0.0.1:%[1]d
+	persist_config off
+	default_bind 127.0.0.1
+	http_port %[2]d
+	https_port %[3]d
+	auto_https disable_redirects
+	local_certs
+	skip_install_trust
+	storage file_system {
+		root %[4]s/caddy
+	}
+	on_demand_tls {
+		permission pfr {
+			base_domain ` + baseDomain + `
+			data_dir %[4]s/gateway
+		}
+	}
+}
+`
+
+// storeAndProxySites are (a) and (b). They have no host matcher: the
+// gateway's upstream requests carry the PFR's Host, and a site bound to the
+// host 127.0.0.1 would answer them with an empty 200. Arguments: %[1]d
+// store, %[2]d proxy, %[3]s work directory.
+const storeAndProxySites = `
+http://:%[1]d {
+	pfr_store {
+		path %[3]s/store.db
+	}
+}
+
+http://:%[2]d {
+	reverse_proxy 127.0.0.1:%[1]d
+}
+`
+
+// gatewaySite is a gateway site on scheme and port in front of the store,
+// with extra lines in its pfr block. Every gateway site shares one data
+// directory, so one record and one token serve them all.
+func gatewaySite(scheme string, port int, p ports, workDir string, extra ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%[1]s://%[2]s:%[3]d, %[1]s://*.%[2]s:%[3]d {\n", scheme, baseDomain, port)
+	if scheme == "https" {
+		b.WriteString("\ttls {\n\t\ton_demand\n\t}\n")
+	}
+	fmt.Fprintf(&b, "\tpfr {\n\t\tbase_domain %s\n\t\tdata_dir %s/gateway\n\t\tdev_issuer\n", baseDomain, workDir)
+	for _, line := range extra {
+		b.WriteString("\t\t" + line + "\n")
+	}
+	fmt.Fprintf(&b, "\t\tupstream reverse_proxy 127.0.0.1:%d\n\t}\n}\n", p.store)
+	return b.String()
+}
+
+// caddyfile renders the bench configuration: (a), (b), (c), and (d) and
+// (e) when asked for.
+func caddyfile(p ports, workDir string, withTLS, withTrusted bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, globalOptions, p.admin, p.gateway, p.gatewayTLS, workDir)
+	fmt.Fprintf(&b, storeAndProxySites, p.store, p.proxy, workDir)
+	b.WriteString(gatewaySite("http", p.gateway, p, workDir))
+	if withTLS {
+		b.WriteString(gatewaySite("https", p.gatewayTLS, p, workDir))
+	}
+	if withTrusted {
+		b.WriteString(gatewaySite("http", p.trusted, p, workDir, "trust_upstream_isolation"))
+	}
+	return b.String()
+}
