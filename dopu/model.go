@@ -47,7 +47,8 @@ type Summary struct {
 	BundleType     string         `json:"bundleType"`     // document, collection, …
 	ResourceCounts map[string]int `json:"resourceCounts"` // entries by resourceType
 	// Subject is the Bundle's subject Patient (see Pickup.Prepare for the
-	// rule), nil when the Bundle names none.
+	// rule), nil when the Bundle names none. The inbox's match score is
+	// ScoreMatch(Subject, SummarizePatient(the record's Patient)).
 	Subject *PatientSummary `json:"subject,omitempty"`
 	Status  Status          `json:"status"`
 	Reason  string          `json:"reason,omitempty"` // why it was rejected

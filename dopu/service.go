@@ -36,7 +36,7 @@ type Options struct {
 	HTTPClient *http.Client
 	// Webhook returns a record's webhook URL and HMAC secret. An empty URL
 	// means the record has none; an error is retried later. Nil means no
-	// record has a webhook.
+	// record has a webhook. It is called from several goroutines at once.
 	Webhook func(ctx context.Context, recordID string) (url, secret string, err error)
 	// PollInterval is how often Run looks for alerts due. Default 5 s.
 	PollInterval time.Duration
