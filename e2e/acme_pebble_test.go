@@ -127,9 +127,11 @@ func TestPebbleOnDemandTLS(t *testing.T) {
 
 // startPebbleGateway loads pebbleGatewayConfig into the in-process Caddy,
 // with a data directory and a Caddy storage of its own. Caddy's certificate
-// cache outlives config loads and on-demand certificates stay in it, so the
-// cache is dropped before (certificates from Caddy's local CA that other
-// tests left for pfr.localhost) and after (this test's Pebble certificates).
+// cache outlives config loads: on a reload Caddy evicts a certificate only for
+// a site name whose issuer changes kind (pfr.localhost between the local CA and
+// ACME), never the on-demand certificates of names under *.pfr.localhost. So
+// the cache is dropped before (whatever other tests left) and after (this
+// test's Pebble certificates), and the record's slug is this test's own.
 func startPebbleGateway(t *testing.T, pebble *pebbleServer) *env {
 	t.Helper()
 	t.Cleanup(func() {
