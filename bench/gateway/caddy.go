@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"net"
@@ -51,6 +52,39 @@ func buildPFR(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("building cmd/pfr (run inside the caddy-pfr module, or pass -pfr): %w", err)
 	}
 	return bin, nil
+}
+
+// revision returns the VCS revision binary was built from ("+dirty" when
+// the working tree had changes), as stamped in the binary, or else, when
+// the bench built it, the git HEAD it was built at; or "unknown revision".
+func revision(ctx context.Context, binary string, builtHere bool) string {
+	unknown := "unknown revision"
+	if builtHere {
+		if head, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+			unknown = "git HEAD " + strings.TrimSpace(string(head))
+		}
+	}
+	info, err := buildinfo.ReadFile(binary)
+	if err != nil {
+		return unknown
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" { // built with -buildvcs=false
+		return unknown
+	}
+	rev = rev[:min(len(rev), 12)]
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
 }
 
 // caddyProcess is a running `pfr run`.

@@ -126,8 +126,8 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	}
 	targets := benchTargets(p, fx, o)
 
-	fmt.Fprintf(out, "bench/gateway: %d CPUs, %s %s/%s; partition %s, %d Observations; -n %d -c %d -round %d -warmup %d\n",
-		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, fx.partition, len(fx.obsIDs),
+	fmt.Fprintf(out, "bench/gateway: %d CPUs, %s %s/%s; pfr at %s; partition %s, %d Observations; -n %d -c %d -round %d -warmup %d\n",
+		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, revision(ctx, binary, o.pfrBinary == ""), fx.partition, len(fx.obsIDs),
 		o.requests, o.concurrency, o.roundSize, o.warmup)
 
 	fmt.Fprintln(logw, "warming up (every answer decoded and checked) …")
