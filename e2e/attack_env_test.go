@@ -229,6 +229,14 @@ func (w *world) seed() {
 		"code": map[string]any{"text": bobConditionTxt},
 	}).expect(t, http.StatusCreated, "bob's Condition")
 
+	// A resource bob deleted: its id and the deletion are his too.
+	gone := w.do("POST", recordURL("bob-home", "/Observation"), bob, observation("Patient/"+bobID, "2708-6")).
+		expect(t, http.StatusCreated, "bob's short-lived Observation")
+	w.do("DELETE", recordURL("bob-home", "/Observation/"+idOf(t, gone)), bob, nil)
+	if r := w.do("GET", recordURL("bob-home", "/Observation/"+idOf(t, gone)), bob, nil); r.status != http.StatusGone && r.status != http.StatusNotFound {
+		t.Fatalf("bob's deleted Observation still reads: %d", r.status)
+	}
+
 	ao := w.do("POST", recordURL("alice-home", "/Observation"), alice, observation("Patient/"+aliceID, sharedCode)).
 		expect(t, http.StatusCreated, "alice's Observation")
 
@@ -253,13 +261,13 @@ func (w *world) seed() {
 	w.vars = map[string]string{
 		"alice": aliceID, "bob": bobID,
 		"aliceObs": idOf(t, ao), "bobObs": idOf(t, o1), "bobObs2": idOf(t, o2), "bobCond": idOf(t, cond),
-		"bobPract": idOf(t, pract), "bobOnlyCode": bobOnlyCode, "sharedCode": sharedCode,
+		"bobPract": idOf(t, pract), "bobDeleted": idOf(t, gone), "bobOnlyCode": bobOnlyCode, "sharedCode": sharedCode,
 		"aliceBase": aliceBase, "bobBase": bobBase,
 		"aliceHost": fmt.Sprintf("alice-home.%s:%d", baseDomain, httpsPort),
 		"bobHost":   fmt.Sprintf("bob-home.%s:%d", baseDomain, httpsPort),
 		"ssn":       bobSSN,
 	}
-	w.secrets = []string{bobID, w.vars["bobObs"], w.vars["bobObs2"], w.vars["bobCond"], w.vars["bobPract"],
+	w.secrets = []string{bobID, w.vars["bobObs"], w.vars["bobObs2"], w.vars["bobCond"], w.vars["bobPract"], w.vars["bobDeleted"],
 		bobSSN, bobNote, bobConditionTxt, bobDoctor, "Jones"}
 	w.bobMarkers = w.secrets
 }

@@ -47,6 +47,8 @@ const (
 	// transportLimit: Go's or Caddy's own limits answer before the
 	// gateway (414, 431); no OperationOutcome is required, but no 5xx.
 	transportLimit
+	// noBody: one of the statuses, and no body (HEAD).
+	noBody
 )
 
 // outcome is what an attack must get.
@@ -66,7 +68,12 @@ func noLeak() outcome {
 // reach alice's own data.
 func harmless(statuses ...int) outcome { return outcome{kind: noData, statuses: statuses} }
 
+// limited accepts the answers of Go's and Caddy's own size limits.
 func limited(statuses ...int) outcome { return outcome{kind: transportLimit, statuses: statuses} }
+
+// bodiless is the answer to a HEAD, which has no body to hold an
+// OperationOutcome.
+func bodiless(statuses ...int) outcome { return outcome{kind: noBody, statuses: statuses} }
 
 // TestAttackSuite runs every attack of issue 5 against two records, alice's
 // and bob's, on the embedded store and on an upstream that ignores
@@ -135,6 +142,7 @@ func (w *world) run(t *testing.T, a attack) {
 	if a.wantShared != nil && w.kind == shared {
 		want = *a.wantShared
 	}
+	t.Logf("answer %d %.200s", res.status, res.raw)
 	w.judge(t, want, sent, res)
 	if a.check != nil {
 		if problem := a.check(w, res); problem != "" {
@@ -151,7 +159,9 @@ func (w *world) judge(t *testing.T, want outcome, sent string, res response) {
 		t.Errorf("server error %d instead of a clean refusal: %.600s", res.status, res.raw)
 	case !slices.Contains(want.statuses, res.status) && !(want.kind == transportLimit && res.status == 0):
 		t.Errorf("status %d, want one of %v: %.800s", res.status, want.statuses, res.raw)
-	case res.status >= 400 && want.kind != transportLimit:
+	case want.kind == noBody && len(res.raw) > 0:
+		t.Errorf("a HEAD answer with a body: %.300s", res.raw)
+	case res.status >= 400 && want.kind != transportLimit && want.kind != noBody:
 		if res.body["resourceType"] != "OperationOutcome" {
 			t.Errorf("refusal %d is not an OperationOutcome: %.600s", res.status, res.raw)
 		} else if ct := res.header.Get("Content-Type"); !strings.Contains(ct, "json") {
