@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/gateway"
@@ -87,6 +89,9 @@ type Gateway struct {
 	// deleting it). Default: false.
 	TrustUpstreamIsolation bool `json:"trust_upstream_isolation,omitempty"`
 
+	// Drop-off (DOPU) settings. Drop-offs are on by default.
+	DropOff *DropOffConfig `json:"dropoff,omitempty"`
+
 	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 
@@ -96,6 +101,7 @@ type Gateway struct {
 
 	upstream caddyhttp.MiddlewareHandler
 	gw       *gateway.Gateway
+	stopDOPU context.CancelFunc
 	poolKey  string
 	logger   *zap.Logger
 }
@@ -267,7 +273,31 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			ownership.AllowedTypes[t] = true
 		}
 	}
+	var svc *dopu.Service
+	if g.DropOff == nil || !g.DropOff.Disabled {
+		svc, err = dopu.New(db, g.DropOff.limits(), dopu.Options{
+			Logger:  g.logger.Named("dopu"),
+			Webhook: gateway.WebhookFor(tenants),
+		})
+		if err != nil {
+			return fmt.Errorf("pfr: drop-offs: %w", err)
+		}
+		// Alerts and expiry run until this config is cleaned up; the
+		// outbox lives in the database, so the next config takes over.
+		runCtx, cancel := context.WithCancel(context.Background())
+		g.stopDOPU = cancel
+		go func() {
+			if err := svc.Run(runCtx); err != nil && runCtx.Err() == nil {
+				g.logger.Error("drop-off alerts stopped", zap.Error(err))
+			}
+		}()
+	}
 	g.gw, err = gateway.New(gateway.Config{
+		DOPU: svc,
+		ClientIP: func(r *http.Request) string {
+			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+			return ip
+		},
 		Ownership: ownership, TrustUpstreamIsolation: g.TrustUpstreamIsolation,
 		ScopesWhenAbsent: g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
@@ -291,8 +321,11 @@ func (g *Gateway) Validate() error {
 	return nil
 }
 
-// Cleanup releases the data directory.
+// Cleanup stops the drop-off alerts and releases the data directory.
 func (g *Gateway) Cleanup() error {
+	if g.stopDOPU != nil {
+		g.stopDOPU()
+	}
 	return releaseBolt(g.poolKey)
 }
 

@@ -41,6 +41,9 @@ import (
 //	    }
 //	    allowed_types <type>...
 //	    trust_upstream_isolation
+//	    dropoff [off] {
+//	        <see DropOffConfig>
+//	    }
 //	    max_body_bytes <n>
 //	    jwks_cache_ttl <duration>
 //	    jwks_min_refetch <duration>
@@ -102,6 +105,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.DevIssuer = true
+		case "dropoff":
+			if g.DropOff == nil {
+				g.DropOff = new(DropOffConfig)
+			}
+			if err := parseDropOff(d, g.DropOff); err != nil {
+				return err
+			}
 		case "allowed_types":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

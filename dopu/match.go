@@ -28,12 +28,12 @@ const (
 // Match is how well a drop-off's patient matches the record's Patient.
 type Match struct {
 	// Score is in [0, 1]; see ScoreMatch.
-	Score     float64
-	Threshold float64
+	Score     float64 `json:"score"`
+	Threshold float64 `json:"threshold"`
 	// Reasons lists what did not match or was missing.
-	Reasons []string
+	Reasons []string `json:"reasons,omitempty"`
 	// Accepted is Score >= Threshold.
-	Accepted bool
+	Accepted bool `json:"accepted"`
 }
 
 // ScoreMatch scores the drop-off's patient (sender) against the record's

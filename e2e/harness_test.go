@@ -17,7 +17,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +90,16 @@ https://pfr.localhost:%[5]d, https://*.pfr.localhost:%[5]d {
 var caddyStorage string
 
 func TestMain(m *testing.M) {
+	// Every e2e process drives the Caddy on admin port 2999: two at once
+	// would load their configs into each other's. Queue them instead.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "caddy-pfr-e2e.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e lock:", err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "pfr-e2e-caddy-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -67,6 +68,12 @@ type Config struct {
 	// responses, and checking the current resource before an update or
 	// delete. Default false: both are on.
 	TrustUpstreamIsolation bool
+	// DOPU parks Bundles that callers without write access post to a
+	// record, for its owners to pick up. Nil: such posts are refused.
+	DOPU *dopu.Service
+	// ClientIP returns the client's address for drop-off records and rate
+	// limits (in Caddy: after trusted proxies). Default: the peer address.
+	ClientIP func(r *http.Request) string
 	// Logger receives security events and failures. Default: a no-op logger.
 	Logger *zap.Logger
 }

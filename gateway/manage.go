@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -36,6 +37,11 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 	if !ok {
 		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
 			"not found; the management API is under %s", apiPrefix))
+		return
+	}
+	// The drop-off receipt status is public: the receipt id is the secret.
+	if rid, ok := strings.CutPrefix(rest, "receipts/"); ok && rid != "" && !strings.Contains(rid, "/") {
+		g.serveReceipt(w, r, rid)
 		return
 	}
 	id, err := g.authenticate(r, []string{origin(r)})
@@ -75,6 +81,27 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 			http.MethodPut:    func() { g.putMember(w, r, id, parts[1], parts[3]) },
 			http.MethodDelete: func() { g.deleteMember(w, r, id, parts[1], parts[3]) },
 		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "dropoffs":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.listDropOffs(w, r, up, id, parts[1]) },
+		})
+	case len(parts) == 4 && parts[0] == "records" && parts[2] == "dropoffs":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.getDropOff(w, r, up, id, parts[1], parts[3]) },
+		})
+	case len(parts) == 5 && parts[0] == "records" && parts[2] == "dropoffs" && parts[4] == "pickup":
+		route(r.Method, "POST", map[string]func(){
+			http.MethodPost: func() { g.pickUp(w, r, up, id, parts[1], parts[3]) },
+		})
+	case len(parts) == 5 && parts[0] == "records" && parts[2] == "dropoffs" && parts[4] == "reject":
+		route(r.Method, "POST", map[string]func(){
+			http.MethodPost: func() { g.rejectDropOff(w, r, id, parts[1], parts[3]) },
+		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "webhook":
+		route(r.Method, "GET, PUT", map[string]func(){
+			http.MethodGet: func() { g.getWebhook(w, r, id, parts[1]) },
+			http.MethodPut: func() { g.putWebhook(w, r, id, parts[1]) },
+		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "invitations":
 		route(r.Method, "POST", map[string]func(){
 			http.MethodPost: func() { g.createInvitation(w, r, id, parts[1]) },
@@ -93,16 +120,23 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 		WithHeader("Allow", allow))
 }
 
-// recordBase is the FHIR base URL of the record at slug, on the same scheme
-// and port the client used to reach the apex.
+// recordBase is the FHIR base URL of the record at slug, on the scheme and
+// port the client used to reach the gateway.
 func (g *Gateway) recordBase(r *http.Request, slug string) string {
-	port := ""
-	if _, p, found := strings.Cut(r.Host, "]:"); found { // IPv6 literal hosts never match a base domain; keep the form simple
-		port = ":" + p
-	} else if i := strings.LastIndexByte(r.Host, ':'); i >= 0 {
-		port = r.Host[i:]
+	return scheme(r) + "://" + slug + "." + g.cfg.BaseDomain + portOf(r.Host) + g.cfg.FHIRPath
+}
+
+// apexOrigin is the apex's origin, on the scheme and port the client used.
+func (g *Gateway) apexOrigin(r *http.Request) string {
+	return scheme(r) + "://" + g.cfg.BaseDomain + portOf(r.Host)
+}
+
+// portOf returns ":port" of a Host header, or "".
+func portOf(hostport string) string {
+	if _, port, err := net.SplitHostPort(hostport); err == nil && port != "" {
+		return ":" + port
 	}
-	return scheme(r) + "://" + slug + "." + g.cfg.BaseDomain + port + g.cfg.FHIRPath
+	return ""
 }
 
 func (g *Gateway) view(r *http.Request, rec *tenancy.Record, role tenancy.Role) RecordView {

@@ -49,19 +49,26 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	if err != nil {
 		return err
 	}
-	in, err := classify(r.Method, rest, query)
-	if err != nil {
-		return err
-	}
 	id, err := g.authenticate(r, []string{publicBase})
 	if err != nil {
 		return err
+	}
+	var role tenancy.Role
+	if id != nil {
+		if role, err = g.roleOf(r, rec, id); err != nil {
+			return err
+		}
+	}
+	// Drop-off: a Bundle from someone who may not write here is parked for
+	// the record's owners instead of refused.
+	if g.cfg.DOPU != nil && isDropOffTarget(r, rest) && !role.CanWrite() {
+		return g.dropOff(w, r, rec, id)
 	}
 	if id == nil {
 		return fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin, "a bearer token is required to access this record").
 			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(publicBase, nil))
 	}
-	role, err := g.roleOf(r, rec, id)
+	in, err := classify(r.Method, rest, query)
 	if err != nil {
 		return err
 	}

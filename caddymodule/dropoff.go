@@ -1,0 +1,149 @@
+package caddymodule
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/pfrgateway/caddy-pfr/dopu"
+)
+
+// DropOffConfig configures DOPU, the drop-off of Bundles by senders without
+// access to a record. Zero values take the defaults.
+type DropOffConfig struct {
+	// Refuse drop-offs: posts by callers without write access get 401/403.
+	Disabled bool `json:"disabled,omitempty"`
+
+	// Largest Bundle, as sent and inflated, in bytes. Default: 20 MiB.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+
+	// Most entries in one Bundle. Default: 10000.
+	MaxEntries int `json:"max_entries,omitempty"`
+
+	// Deepest JSON nesting. Default: 64.
+	MaxDepth int `json:"max_depth,omitempty"`
+
+	// How long a drop-off waits to be picked up. Default: 30 days.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// How long a finished drop-off's summary is kept. Default: 90 days.
+	Retention caddy.Duration `json:"retention,omitempty"`
+
+	// Most pending drop-offs per record. Default: 100.
+	PendingPerRecord int `json:"pending_per_record,omitempty"`
+
+	// Most pending bytes per record. Default: 256 MiB.
+	PendingBytesPerRecord int64 `json:"pending_bytes_per_record,omitempty"`
+
+	// Drop-offs per minute from one address (IPv6: per /64), and the
+	// burst. Default: 30, burst 10. A negative rate turns the limit off.
+	SourcePerMinute float64 `json:"source_per_minute,omitempty"`
+	SourceBurst     int     `json:"source_burst,omitempty"`
+
+	// Drop-offs per minute to one record, and the burst. Default: 60,
+	// burst 20. A negative rate turns the limit off.
+	RecordPerMinute float64 `json:"record_per_minute,omitempty"`
+	RecordBurst     int     `json:"record_burst,omitempty"`
+}
+
+func (c *DropOffConfig) limits() dopu.Limits {
+	if c == nil {
+		return dopu.Limits{}
+	}
+	return dopu.Limits{
+		MaxBytes: c.MaxBytes, MaxEntries: c.MaxEntries, MaxDepth: c.MaxDepth,
+		TTL: time.Duration(c.TTL), Retention: time.Duration(c.Retention),
+		PendingPerRecord: c.PendingPerRecord, PendingBytesPerRecord: c.PendingBytesPerRecord,
+		SourceRate: dopu.Rate{PerMinute: c.SourcePerMinute, Burst: c.SourceBurst},
+		RecordRate: dopu.Rate{PerMinute: c.RecordPerMinute, Burst: c.RecordBurst},
+	}
+}
+
+// parseDropOff parses
+//
+//	dropoff [off] {
+//	    max_bytes                <n>
+//	    max_entries              <n>
+//	    max_depth                <n>
+//	    ttl                      <duration>
+//	    retention                <duration>
+//	    pending_per_record       <n>
+//	    pending_bytes_per_record <n>
+//	    source_rate              <per minute> [<burst>]
+//	    record_rate              <per minute> [<burst>]
+//	}
+func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
+	if d.NextArg() {
+		if d.Val() != "off" {
+			return d.Errf("dropoff takes 'off' or a block, not %q", d.Val())
+		}
+		c.Disabled = true
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		intArg := func(i int) (int64, error) {
+			n, err := strconv.ParseInt(args[i], 10, 64)
+			if err != nil || n <= 0 {
+				return 0, d.Errf("%s: %q is not a positive number", key, args[i])
+			}
+			return n, nil
+		}
+		var err error
+		var n int64
+		switch key {
+		case "max_bytes":
+			c.MaxBytes, err = intArg(0)
+		case "max_entries":
+			n, err = intArg(0)
+			c.MaxEntries = int(n)
+		case "max_depth":
+			n, err = intArg(0)
+			c.MaxDepth = int(n)
+		case "pending_per_record":
+			n, err = intArg(0)
+			c.PendingPerRecord = int(n)
+		case "pending_bytes_per_record":
+			c.PendingBytesPerRecord, err = intArg(0)
+		case "ttl", "retention":
+			dur, perr := caddy.ParseDuration(args[0])
+			if perr != nil || dur <= 0 {
+				return d.Errf("%s: %q is not a positive duration", key, args[0])
+			}
+			if key == "ttl" {
+				c.TTL = caddy.Duration(dur)
+			} else {
+				c.Retention = caddy.Duration(dur)
+			}
+		case "source_rate", "record_rate":
+			rate, perr := strconv.ParseFloat(args[0], 64)
+			if perr != nil || rate == 0 {
+				return d.Errf("%s: %q is not a rate per minute (negative turns the limit off)", key, args[0])
+			}
+			burst := 0
+			if len(args) > 1 {
+				n, err = intArg(1)
+				burst = int(n)
+			}
+			if key == "source_rate" {
+				c.SourcePerMinute, c.SourceBurst = rate, burst
+			} else {
+				c.RecordPerMinute, c.RecordBurst = rate, burst
+			}
+		default:
+			return d.Errf("unrecognized dropoff option '%s'", key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

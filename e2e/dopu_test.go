@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pfrgateway/caddy-pfr/dopu"
+)
+
+// webhookReceiver records the drop-off alerts it gets and checks their
+// signature.
+type webhookReceiver struct {
+	*httptest.Server
+	secret string
+	mu     sync.Mutex
+	alerts []map[string]any
+	bodies []string
+	bad    int
+}
+
+func newWebhookReceiver(t *testing.T, secret string) *webhookReceiver {
+	wr := &webhookReceiver{secret: secret}
+	wr.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		wr.mu.Lock()
+		defer wr.mu.Unlock()
+		if err := dopu.VerifySignature(r.Header.Get("X-PFR-Signature"), body, secret, time.Now(), 5*time.Minute); err != nil {
+			wr.bad++
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var alert map[string]any
+		_ = json.Unmarshal(body, &alert)
+		wr.alerts = append(wr.alerts, alert)
+		wr.bodies = append(wr.bodies, string(body))
+	}))
+	t.Cleanup(wr.Close)
+	return wr
+}
+
+// waitAlert waits (bounded) for an alert about dropoff.
+func (wr *webhookReceiver) waitAlert(t *testing.T, dropoff string) (map[string]any, string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		wr.mu.Lock()
+		for i, a := range wr.alerts {
+			if a["dropoff"] == dropoff {
+				body := wr.bodies[i]
+				wr.mu.Unlock()
+				return a, body
+			}
+		}
+		wr.mu.Unlock()
+	}
+	t.Fatalf("no alert for drop-off %s within 30s (bad signatures: %d)", dropoff, wr.bad)
+	return nil, ""
+}
+
+func readFixture(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// bundlePatient returns the Patient of a Bundle, without its id.
+func bundlePatient(t *testing.T, raw []byte) map[string]any {
+	var b struct {
+		Entry []struct {
+			Resource map[string]any `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range b.Entry {
+		if e.Resource["resourceType"] == "Patient" {
+			delete(e.Resource, "id")
+			return e.Resource
+		}
+	}
+	t.Fatal("no Patient in the Bundle")
+	return nil
+}
+
+// dropOff posts raw to a record without a token, as a provider would.
+func (e *env) dropOff(slug string, raw []byte, headers ...string) response {
+	return e.do("POST", recordURL(slug, ""), "", raw, headers...)
+}
+
+// TestDropOffAndPickUp is the DOPU story through real Caddy: a provider
+// drops off the IPS document and a Synthea Bundle without any token, the
+// owners' webhooks get signed alerts, the owners list, preview and pick up,
+// and the records then hold every clinical resource pointing at their own
+// Patient; a drop-off for another person is refused at pick-up.
+func TestDropOffAndPickUp(t *testing.T) {
+	e := startGateway(t, "")
+	ips := readFixture(t, "../testdata/fhir/documents/IPS_IG-bundle-01.json")
+	synthea := readFixture(t, "../testdata/fhir/synthea/Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
+
+	martha, ned := e.token("martha"), e.token("ned")
+	for _, c := range []struct {
+		tok, slug string
+		raw       []byte
+	}{{martha, "martha", ips}, {ned, "ned-hintz", synthea}} {
+		e.do("POST", apex("/pfr/v1/records"), c.tok, map[string]any{"slug": c.slug, "patient": bundlePatient(t, c.raw)}).
+			expect(t, http.StatusCreated, "create "+c.slug)
+	}
+	hook := newWebhookReceiver(t, "a-long-webhook-secret-for-martha")
+	e.do("PUT", apex("/pfr/v1/records/martha/webhook"), martha, map[string]any{"url": hook.URL, "secret": hook.secret}).
+		expect(t, http.StatusOK, "set webhook")
+
+	// The provider drops off the IPS document: no token, 202, a receipt.
+	res := e.dropOff("martha", ips, "User-Agent", "clinic-emr/1.0").expectOutcome(t, http.StatusAccepted, "drop off IPS")
+	receipt := res.header.Get("X-PFR-Receipt")
+	statusURL := res.header.Get("Content-Location")
+	if len(receipt) < 20 || statusURL != apex("/pfr/v1/receipts/"+receipt) {
+		t.Fatalf("receipt %q status URL %q", receipt, statusURL)
+	}
+	again := e.dropOff("martha", ips).expect(t, http.StatusAccepted, "same bytes again")
+	if again.header.Get("X-PFR-Receipt") != receipt {
+		t.Errorf("the same Bundle dropped twice got a new receipt")
+	}
+	status := e.do("GET", statusURL, "", nil).expect(t, http.StatusOK, "receipt status")
+	if !strings.Contains(string(status.raw), "pending") {
+		t.Errorf("status: %s", status.raw)
+	}
+	// Nothing is in the record before pick-up.
+	e.do("GET", recordURL("martha", "/Observation?_summary=count"), martha, nil).expect(t, http.StatusOK, "count")
+
+	// The owner's webhook gets a signed alert without clinical content.
+	alert, body := hook.waitAlert(t, receipt)
+	if strings.Contains(body, "DeLarosa") || strings.Contains(body, "574687583") {
+		t.Errorf("the alert carries clinical content: %s", body)
+	}
+	if alert["record"] == nil {
+		t.Errorf("alert without record: %s", body)
+	}
+
+	// The inbox: owners see it with a match score; strangers see nothing.
+	inbox := e.do("GET", apex("/pfr/v1/records/martha/dropoffs"), martha, nil).expect(t, http.StatusOK, "inbox")
+	items := inbox.body["dropoffs"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("inbox: %s", inbox.raw)
+	}
+	item := items[0].(map[string]any)
+	if item["id"] != receipt || item["match"].(map[string]any)["accepted"] != true || item["sender"].(map[string]any)["userAgent"] != "clinic-emr/1.0" {
+		t.Errorf("inbox item: %s", inbox.raw)
+	}
+	e.do("GET", apex("/pfr/v1/records/martha/dropoffs"), ned, nil).expectOutcome(t, http.StatusNotFound, "a stranger's inbox")
+	preview := e.do("GET", apex("/pfr/v1/records/martha/dropoffs/"+receipt), martha, nil).expect(t, http.StatusOK, "preview")
+	if preview.body["bundle"].(map[string]any)["type"] != "document" {
+		t.Errorf("preview: %.300s", preview.raw)
+	}
+
+	// A Synthea Bundle of another person dropped off for Martha is refused
+	// at pick-up with the reasons, and stays pending until rejected.
+	wrong := e.dropOff("martha", synthea).expect(t, http.StatusAccepted, "drop off the wrong person")
+	wrongID := wrong.header.Get("X-PFR-Receipt")
+	refused := e.do("POST", apex("/pfr/v1/records/martha/dropoffs/"+wrongID+"/pickup"), martha, nil).
+		expectOutcome(t, http.StatusUnprocessableEntity, "pick up the wrong person")
+	if len(refused.body["issue"].([]any)) < 2 {
+		t.Errorf("the refusal gives no reasons: %s", refused.raw)
+	}
+	e.do("POST", apex("/pfr/v1/records/martha/dropoffs/"+wrongID+"/reject"), martha, map[string]any{"reason": "not me"}).
+		expect(t, http.StatusOK, "reject")
+	if s := e.do("GET", apex("/pfr/v1/receipts/"+wrongID), "", nil); !strings.Contains(string(s.raw), "rejected") {
+		t.Errorf("status after reject: %s", s.raw)
+	}
+
+	// Pick up the IPS document and Ned's Synthea Bundle.
+	for _, c := range []struct {
+		tok, slug, receipt string
+		raw                []byte
+	}{{martha, "martha", receipt, ips}, {ned, "ned-hintz", "", synthea}} {
+		if c.receipt == "" {
+			c.receipt = e.dropOff(c.slug, c.raw).expect(t, http.StatusAccepted, "drop off").header.Get("X-PFR-Receipt")
+		}
+		p := e.do("POST", apex("/pfr/v1/records/"+c.slug+"/dropoffs/"+c.receipt+"/pickup"), c.tok, nil).expect(t, http.StatusOK, "pick up "+c.slug)
+		e.do("POST", apex("/pfr/v1/records/"+c.slug+"/dropoffs/"+c.receipt+"/pickup"), c.tok, nil).
+			expectOutcome(t, http.StatusConflict, "pick up twice")
+		rec := e.do("GET", apex("/pfr/v1/records/"+c.slug), c.tok, nil).expect(t, http.StatusOK, "record")
+		pid := rec.body["patientId"].(string)
+		counts := map[string]int{}
+		var b struct {
+			Entry []struct {
+				Resource map[string]any `json:"resource"`
+			} `json:"entry"`
+		}
+		_ = json.Unmarshal(c.raw, &b)
+		for _, en := range b.Entry {
+			counts[en.Resource["resourceType"].(string)]++
+		}
+		for typ, n := range counts {
+			if typ == "Patient" {
+				continue
+			}
+			got := e.do("GET", recordURL(c.slug, "/"+typ+"?_count=1000"), c.tok, nil).expect(t, http.StatusOK, "search "+typ)
+			if got.body["total"] != float64(n) {
+				t.Errorf("%s: %s has %v, the drop-off had %d (picked up: %s)", c.slug, typ, got.body["total"], n, p.raw)
+			}
+			if strings.Contains(string(got.raw), `"reference":"urn:uuid`) {
+				t.Errorf("%s: %s still references urn:uuid placeholders", c.slug, typ)
+			}
+			for _, en := range got.body["entry"].([]any) {
+				res := en.(map[string]any)["resource"].(map[string]any)
+				for _, field := range []string{"subject", "patient"} {
+					if ref, ok := res[field].(map[string]any); ok && ref["reference"] != "Patient/"+pid {
+						t.Errorf("%s: %s/%v %s = %v, want Patient/%s", c.slug, typ, res["id"], field, ref["reference"], pid)
+					}
+				}
+			}
+		}
+		if s := e.do("GET", apex("/pfr/v1/receipts/"+c.receipt), "", nil); !strings.Contains(string(s.raw), "picked-up") {
+			t.Errorf("status after pick-up: %s", s.raw)
+		}
+	}
+	// Martha's Patient keeps the sender's identifier.
+	rec := e.do("GET", apex("/pfr/v1/records/martha"), martha, nil).expect(t, http.StatusOK, "record")
+	pat := e.do("GET", recordURL("martha", "/Patient/"+rec.body["patientId"].(string)), martha, nil).expect(t, http.StatusOK, "patient")
+	if !strings.Contains(string(pat.raw), "574687583") {
+		t.Errorf("the sender's identifier was not kept on the record's Patient: %s", pat.raw)
+	}
+}
+
+// TestDropOffRefusals: bad input is refused with a clear OperationOutcome
+// and nothing is stored; a flood hits the rate limit and the record stays
+// usable.
+func TestDropOffRefusals(t *testing.T) {
+	e := startGateway(t, "\t\tdropoff {\n\t\t\trecord_rate 60 8\n\t\t\tmax_bytes 200000\n\t\t}\n\t\tupstream pfr_store {\n\t\t\tpath "+t.TempDir()+"/store.db\n\t\t}")
+	owner := e.token("owner")
+	e.createRecord(owner, "flooded", "Smith", "Ann")
+	for name, c := range map[string]struct {
+		body   string
+		ctype  string
+		status int
+	}{
+		"not JSON":        {"{", "application/fhir+json", http.StatusBadRequest},
+		"a Patient":       {`{"resourceType":"Patient"}`, "application/fhir+json", http.StatusUnprocessableEntity},
+		"searchset":       {`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Patient"}}]}`, "application/fhir+json", http.StatusUnprocessableEntity},
+		"XML":             {`<Bundle xmlns="http://hl7.org/fhir"/>`, "application/fhir+xml", http.StatusUnsupportedMediaType},
+		"too large":       {`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Basic","text":"` + strings.Repeat("x", 300000) + `"}}]}`, "application/fhir+json", http.StatusRequestEntityTooLarge},
+		"nested too deep": {`{"resourceType":"Bundle","type":"collection","x":` + strings.Repeat("[", 500) + strings.Repeat("]", 500) + `}`, "application/fhir+json", http.StatusBadRequest},
+	} {
+		r := e.do("POST", recordURL("flooded", ""), "", c.body, "Content-Type", c.ctype)
+		r.expectOutcome(t, c.status, name)
+	}
+	if n := len(e.do("GET", apex("/pfr/v1/records/flooded/dropoffs"), owner, nil).body["dropoffs"].([]any)); n != 0 {
+		t.Fatalf("refused drop-offs were stored: %d", n)
+	}
+
+	// Flood: distinct Bundles until the record's rate limit answers 429.
+	limited := false
+	for i := 0; i < 10 && !limited; i++ {
+		body := fmt.Sprintf(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"n%d"}}}]}`, i)
+		r := e.do("POST", recordURL("flooded", ""), "", body)
+		switch r.status {
+		case http.StatusAccepted:
+		case http.StatusTooManyRequests:
+			limited = true
+			if r.header.Get("Retry-After") == "" || r.body["resourceType"] != "OperationOutcome" {
+				t.Errorf("429 without Retry-After or OperationOutcome: %v %s", r.header, r.raw)
+			}
+		default:
+			t.Fatalf("flood drop-off %d: %d %s", i, r.status, r.raw)
+		}
+	}
+	if !limited {
+		t.Fatal("the record's drop-off rate limit never answered 429")
+	}
+	// The record stays usable for its owner.
+	e.do("GET", recordURL("flooded", "/Patient"), owner, nil).expect(t, http.StatusOK, "owner reads during a flood")
+	e.do("POST", recordURL("flooded", "/Observation"), owner, observation("Patient/"+e.do("GET", apex("/pfr/v1/records/flooded"), owner, nil).body["patientId"].(string), "1-1")).
+		expect(t, http.StatusCreated, "owner writes during a flood")
+}

@@ -1,0 +1,387 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// dopuTagSystem tags every resource a pick-up imports, with the drop-off id
+// as code (set by dopu.Pickup.Prepare).
+const dopuTagSystem = "urn:pfr:dopu"
+
+// InboxItem is a drop-off as the inbox shows it: its summary and how well
+// its patient matches the record's.
+type InboxItem struct {
+	dopu.Summary
+	Match *dopu.Match `json:"match,omitempty"`
+}
+
+// inboxRecord resolves the record of an inbox request; only owners and
+// managers see the inbox.
+func (g *Gateway) inboxRecord(r *http.Request, id *auth.Identity, slug string) (*tenancy.Record, error) {
+	if g.cfg.DOPU == nil {
+		return nil, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "drop-offs are not enabled on this gateway")
+	}
+	var rec *tenancy.Record
+	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
+		if !m.Role.CanWrite() {
+			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers see the drop-off inbox")
+		}
+		rec = rr
+		return nil
+	})
+	return rec, err
+}
+
+// recordPatient reads the record's Patient from the upstream.
+func (g *Gateway) recordPatient(r *http.Request, up Upstream, rec *tenancy.Record) (map[string]any, string, error) {
+	return g.fetch(r, up, rec, "Patient", rec.PatientID)
+}
+
+func (g *Gateway) listDropOffs(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug string) {
+	rec, err := g.inboxRecord(r, id, slug)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	list, err := g.cfg.DOPU.List(r.Context(), rec.ID)
+	if err != nil {
+		fhir.WriteError(w, dopu.HTTPError(err))
+		return
+	}
+	patient, _, err := g.recordPatient(r, up, rec)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	mine := dopu.SummarizePatient(patient)
+	items := make([]InboxItem, 0, len(list))
+	for _, s := range list {
+		item := InboxItem{Summary: s}
+		if s.Status == dopu.StatusPending {
+			m := dopu.ScoreMatch(s.Subject, mine)
+			item.Match = &m
+		}
+		items = append(items, item)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dropoffs": items})
+}
+
+func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
+	rec, err := g.inboxRecord(r, id, slug)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	sum, bundle, err := g.cfg.DOPU.Get(r.Context(), rec.ID, dropID)
+	if err != nil {
+		fhir.WriteError(w, dopu.HTTPError(err))
+		return
+	}
+	out := map[string]any{"summary": sum}
+	if bundle != nil {
+		out["bundle"] = json.RawMessage(bundle)
+		if patient, _, err := g.recordPatient(r, up, rec); err == nil {
+			out["match"] = dopu.ScoreMatch(sum.Subject, dopu.SummarizePatient(patient))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, dropID string) {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeOptionalJSON(w, r, &body); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	rec, err := g.inboxRecord(r, id, slug)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	if err := g.cfg.DOPU.Reject(r.Context(), rec.ID, dropID, body.Reason); err != nil {
+		fhir.WriteError(w, dopu.HTTPError(err))
+		return
+	}
+	g.log.Info("drop-off rejected", zap.String("record", rec.ID), zap.String("dropoff", dropID), zap.String("sub", id.Subject))
+	writeJSON(w, http.StatusOK, map[string]any{"dropoff": dropID, "status": dopu.StatusRejected})
+}
+
+// PickupResult is the answer to a pick-up.
+type PickupResult struct {
+	DropOff    string     `json:"dropoff"`
+	Status     string     `json:"status"`
+	Imported   int        `json:"imported"`
+	Match      dopu.Match `json:"match"`
+	Unresolved []string   `json:"unresolved,omitempty"`
+	// Resumed is set when an earlier attempt had already written the data
+	// (it crashed before marking the drop-off picked up).
+	Resumed bool `json:"resumed,omitempty"`
+}
+
+// pickUp imports a drop-off into the record: the sender's Patient becomes
+// the record's, the rest is written as one transaction that passes the
+// ownership check, and only then is the drop-off marked picked up. A
+// failure anywhere leaves the drop-off pending and the record unchanged.
+func (g *Gateway) pickUp(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
+	var body struct {
+		Force bool `json:"force"`
+	}
+	if err := decodeOptionalJSON(w, r, &body); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	rec, err := g.inboxRecord(r, id, slug)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	res, err := g.runPickup(r, up, rec, dropID, body.Force)
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	g.log.Info("drop-off picked up", zap.String("record", rec.ID), zap.String("dropoff", dropID),
+		zap.Int("imported", res.Imported), zap.Bool("resumed", res.Resumed), zap.String("sub", id.Subject))
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, force bool) (*PickupResult, error) {
+	ctx := r.Context()
+	p, err := g.cfg.DOPU.BeginPickup(ctx, rec.ID, dropID)
+	if err != nil {
+		return nil, dopu.HTTPError(err)
+	}
+	defer p.Abort()
+	patient, version, err := g.recordPatient(r, up, rec)
+	if err != nil {
+		return nil, err
+	}
+	imp, err := p.Prepare(patient, rec.PatientID, force)
+	if err != nil {
+		return nil, dopu.HTTPError(err)
+	}
+	res := &PickupResult{DropOff: dropID, Status: string(dopu.StatusPickedUp), Imported: imp.Entries, Match: imp.Match, Unresolved: imp.Unresolved}
+
+	var tx map[string]any
+	if err := json.Unmarshal(imp.Transaction, &tx); err != nil {
+		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "the prepared import is unreadable").WithCause(err)
+	}
+	done, err := g.alreadyImported(r, up, rec, dropID, tx)
+	if err != nil {
+		return nil, err
+	}
+	if !done {
+		addIdentifiersEntry(tx, patient, rec.PatientID, version, imp.SenderIdentifiers)
+		publicBase := g.recordBase(r, rec.Slug)
+		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(tx, g.cfg.Ownership)); err != nil {
+			return nil, err
+		}
+		body, err := json.Marshal(tx)
+		if err != nil {
+			return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the import").WithCause(err)
+		}
+		req, _, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
+		if err != nil {
+			return nil, err
+		}
+		out, err := call(up, req)
+		if err != nil {
+			return nil, upstreamError(err)
+		}
+		if out.status != http.StatusOK {
+			return nil, &fhir.Error{Status: http.StatusUnprocessableEntity,
+				Issues: outcomeIssues(out.body.Bytes(), fmt.Sprintf("the record's FHIR server refused the import (HTTP %d)", out.status))}
+		}
+	} else {
+		res.Resumed = true
+	}
+	if err := p.Commit(ctx); err != nil {
+		return nil, dopu.HTTPError(err)
+	}
+	return res, nil
+}
+
+// alreadyImported reports whether an earlier pick-up of this drop-off
+// wrote its transaction and then died before marking it: the upstream
+// transaction is atomic, so one resource carrying the drop-off's tag
+// proves all of it is there.
+func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, tx map[string]any) (bool, error) {
+	entries, _ := tx["entry"].([]any)
+	if len(entries) == 0 {
+		return false, nil
+	}
+	first, _ := entries[0].(map[string]any)
+	resource, _ := first["resource"].(map[string]any)
+	typ, _ := resource["resourceType"].(string)
+	if !resourceTypeRE.MatchString(typ) {
+		return false, nil
+	}
+	req, _, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ, nil)
+	if err != nil {
+		return false, err
+	}
+	req.URL.RawQuery = url.Values{"_tag": {dopuTagSystem + "|" + dropID}, "_summary": {"count"}}.Encode()
+	out, err := call(up, req)
+	if err != nil {
+		return false, upstreamError(err)
+	}
+	if out.status != http.StatusOK {
+		return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "cannot check for an earlier import (HTTP %d)", out.status)
+	}
+	var bundle struct {
+		Total int `json:"total"`
+	}
+	if err := json.Unmarshal(out.body.Bytes(), &bundle); err != nil {
+		return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "unreadable search answer").WithCause(err)
+	}
+	return bundle.Total > 0, nil
+}
+
+// addIdentifiersEntry adds to tx the update of the record's Patient that
+// keeps the sender's identifiers for it, in the same transaction, guarded
+// by the version read (If-Match).
+func addIdentifiersEntry(tx, patient map[string]any, patientID, version string, senderIDs []any) {
+	existing, _ := patient["identifier"].([]any)
+	seen := map[string]bool{}
+	key := func(v any) string {
+		m, _ := v.(map[string]any)
+		sys, _ := m["system"].(string)
+		val, _ := m["value"].(string)
+		return sys + "|" + val
+	}
+	for _, e := range existing {
+		seen[key(e)] = true
+	}
+	added := false
+	for _, s := range senderIDs {
+		if k := key(s); k != "|" && !seen[k] {
+			seen[k] = true
+			existing = append(existing, s)
+			added = true
+		}
+	}
+	if !added {
+		return
+	}
+	updated := make(map[string]any, len(patient))
+	for k, v := range patient {
+		if k != "meta" {
+			updated[k] = v
+		}
+	}
+	updated["identifier"] = existing
+	request := map[string]any{"method": "PUT", "url": "Patient/" + patientID}
+	if version != "" {
+		request["ifMatch"] = `W/"` + version + `"`
+	}
+	entries, _ := tx["entry"].([]any)
+	tx["entry"] = append(entries, map[string]any{
+		"fullUrl": "Patient/" + patientID, "resource": updated, "request": request,
+	})
+}
+
+// webhookView is a record's alert webhook as the management API shows it;
+// the secret is write-only.
+type webhookView struct {
+	URL       string `json:"url"`
+	HasSecret bool   `json:"hasSecret"`
+}
+
+func (g *Gateway) getWebhook(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
+	var out webhookView
+	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
+		if !m.Role.CanWrite() {
+			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers see the webhook")
+		}
+		out = webhookView{URL: rec.WebhookURL, HasSecret: rec.WebhookSecret != ""}
+		return nil
+	})
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// putWebhook sets where drop-off alerts go and the HMAC secret that signs
+// them (owners and managers).
+func (g *Gateway) putWebhook(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
+	var body struct {
+		URL    string `json:"url"`
+		Secret string `json:"secret"`
+	}
+	if err := decodeSmallJSON(w, r, &body); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	if body.URL != "" {
+		u, err := url.Parse(body.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "url must be an absolute http(s) URL").WithExpression("url"))
+			return
+		}
+		if len(body.Secret) < 16 {
+			fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "secret must have at least 16 characters").WithExpression("secret"))
+			return
+		}
+	}
+	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
+		if !m.Role.CanWrite() {
+			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers set the webhook")
+		}
+		rec.WebhookURL, rec.WebhookSecret = body.URL, body.Secret
+		return tx.PutRecord(rec)
+	})
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, webhookView{URL: body.URL, HasSecret: body.Secret != ""})
+}
+
+// WebhookFor returns the alert webhook of a record, for dopu.Options.Webhook.
+func WebhookFor(store tenancy.Store) func(ctx context.Context, recordID string) (string, string, error) {
+	return func(ctx context.Context, recordID string) (string, string, error) {
+		var u, secret string
+		err := store.View(ctx, func(tx tenancy.Tx) error {
+			rec, err := tx.Record(recordID)
+			if err != nil {
+				return err
+			}
+			u, secret = rec.WebhookURL, rec.WebhookSecret
+			return nil
+		})
+		if errors.Is(err, tenancy.ErrNotFound) {
+			return "", "", nil
+		}
+		return u, secret, err
+	}
+}
+
+// decodeOptionalJSON decodes a small body into v; an empty body leaves v as it is.
+func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
+		return nil
+	}
+	err := decodeSmallJSON(w, r, v)
+	var fe *fhir.Error
+	if errors.As(err, &fe) && strings.Contains(fe.Error(), "EOF") {
+		return nil
+	}
+	return err
+}
