@@ -113,6 +113,27 @@ func TestAttackSuite(t *testing.T) {
 	}
 }
 
+// TestAttackSuiteDetects shows that the suite's detectors can fail: a
+// change bob makes to his own data shows in the store snapshot and in his
+// view, and his own data read back counts as a leak for anyone else.
+func TestAttackSuiteDetects(t *testing.T) {
+	w := startAttackWorld(t, embedded)
+	before, view := w.snapshot(), w.bobView()
+	bob := w.tokens["bob"]
+	read := w.do("GET", recordURL("bob-home", "/Condition/"+w.vars["bobCond"]), bob, nil).expect(t, http.StatusOK, "bob reads")
+	if found := w.leaks("GET /fhir/Condition", read); len(found) == 0 {
+		t.Errorf("bob's own Condition was not recognised as bob's data: %s", read.raw)
+	}
+	read.body["note"] = []any{map[string]any{"text": "changed"}}
+	w.do("PUT", recordURL("bob-home", "/Condition/"+w.vars["bobCond"]), bob, read.body).expect(t, http.StatusOK, "bob updates")
+	if d := before.diff(w.snapshot()); len(d) != 1 || !strings.HasPrefix(d[0], "new: ") {
+		t.Errorf("the snapshot did not see exactly bob's one new version: %v", d)
+	}
+	if slices.Equal(view, w.bobView()) {
+		t.Error("bob's view did not change after his update")
+	}
+}
+
 // run makes one attack and judges the answer.
 func (w *world) run(t *testing.T, a attack) {
 	t.Helper()
@@ -168,17 +189,26 @@ func (w *world) judge(t *testing.T, want outcome, sent string, res response) {
 			t.Errorf("refusal %d has Content-Type %q", res.status, ct)
 		}
 	}
-	// Nothing of bob's that the request did not itself name may come back.
+	for _, s := range w.leaks(sent, res) {
+		t.Errorf("LEAK: the answer (%d) contains bob's %q: %.1000s", res.status, s, res.raw)
+	}
+}
+
+// leaks returns bob's secrets that res carries (headers or body) although
+// the request, sent, did not itself name them.
+func (w *world) leaks(sent string, res response) []string {
 	var headers strings.Builder
 	for k, vs := range res.header {
 		fmt.Fprintf(&headers, "%s: %s\n", k, strings.Join(vs, ", "))
 	}
 	answer := headers.String() + string(res.raw)
+	var found []string
 	for _, s := range w.secrets {
 		if !strings.Contains(sent, s) && strings.Contains(answer, s) {
-			t.Errorf("LEAK: the answer (%d) contains bob's %q: %.1000s", res.status, s, res.raw)
+			found = append(found, s)
 		}
 	}
+	return found
 }
 
 // send makes the attack's request with the Go client.
