@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 func TestBoltStoreContract(t *testing.T) {
@@ -95,7 +96,7 @@ func TestBoltStoreContract(t *testing.T) {
 	}
 	ro := *d
 	ro.ID, ro.Digest, ro.Status = "d4", "cc", StatusPending
-	if err := store.View(ctx, func(tx Tx) error { return tx.Create(&ro, []byte("x")) }); !errors.Is(err, bbolt.ErrTxNotWritable) {
+	if err := store.View(ctx, func(tx Tx) error { return tx.Create(&ro, []byte("x")) }); !errors.Is(err, bolterrors.ErrTxNotWritable) {
 		t.Error("wrote in a read-only transaction")
 	}
 	f.db.View(func(tx *bbolt.Tx) error {

@@ -214,7 +214,7 @@ func (o Owner) checkMethodTarget(r request, t requestTarget) error {
 				return fmt.Errorf("resource.id %q differs from the id in the url", id)
 			}
 			if t.typ == "Patient" && t.id != o.PatientID {
-				return fmt.Errorf("Patient/%s is not this record's Patient (%s)", t.id, o.selfReference())
+				return fmt.Errorf("the target Patient/%s is not this record's Patient (%s)", t.id, o.selfReference())
 			}
 		case t.conditional():
 			if t.typ == "Patient" {
@@ -238,7 +238,7 @@ func (o Owner) checkMethodTarget(r request, t requestTarget) error {
 		}
 	case "GET", "HEAD":
 		if t.typ == "Patient" && t.id != "" && t.id != o.PatientID {
-			return fmt.Errorf("Patient/%s is not this record's Patient (%s)", t.id, o.selfReference())
+			return fmt.Errorf("the target Patient/%s is not this record's Patient (%s)", t.id, o.selfReference())
 		}
 		if t.hasQuery {
 			return o.checkQuery(t, false)
