@@ -57,6 +57,8 @@ type outcome struct {
 	statuses []int
 }
 
+// refused accepts only a clean refusal: one of statuses, with an
+// OperationOutcome.
 func refused(statuses ...int) outcome { return outcome{kind: refusal, statuses: statuses} }
 
 // noLeak accepts a 200 that shows nothing of bob's, or a clean refusal.
