@@ -37,7 +37,9 @@ type fixture struct {
 // newClient returns a keep-alive client that dials every host to
 // 127.0.0.1 (as *.localhost resolves) and does not verify the gateway's
 // local-CA certificate. Compression stays off so every target sends the
-// same bytes.
+// same bytes. With a custom dialer and TLS config the transport speaks
+// HTTP/1.1 on every path, HTTPS included (no ForceAttemptHTTP2), so (d)
+// differs from (c) by TLS alone.
 func newClient(concurrency int) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Client{
