@@ -32,6 +32,7 @@ func parseKinds(s string) ([]kind, error) {
 	return nil, fmt.Errorf("request kind %q: want read, search or both", s)
 }
 
+// String names the kind in the table.
 func (k kind) String() string {
 	if k == readKind {
 		return "read"
