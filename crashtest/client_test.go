@@ -1,0 +1,136 @@
+package crashtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"testing"
+)
+
+// response is a gateway answer: status, headers, raw and decoded body.
+type response struct {
+	status int
+	header http.Header
+	raw    []byte
+	body   map[string]any
+}
+
+// send makes one request; body may be nil, []byte or anything
+// JSON-encodable. Transport errors are returned: requests cut by a SIGKILL
+// fail this way.
+func (g *gatewayProcess) send(ctx context.Context, method, url, token string, body any) (response, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return response{}, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return response{}, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	res, err := g.client.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("reading the answer of %s %s: %w", method, url, err)
+	}
+	out := response{status: res.StatusCode, header: res.Header, raw: raw}
+	_ = json.Unmarshal(raw, &out.body)
+	return out, nil
+}
+
+// do is send for requests that must get an answer: the test fails
+// otherwise.
+func (g *gatewayProcess) do(method, url, token string, body any) response {
+	g.t.Helper()
+	res, err := g.send(context.Background(), method, url, token, body)
+	if err != nil {
+		g.t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return res
+}
+
+// expect fails the test unless r has the wanted status.
+func (r response) expect(t *testing.T, status int, what string) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("%s: status %d, want %d; body: %.800s", what, r.status, status, r.raw)
+	}
+	return r
+}
+
+// createRecord creates a record owned by token's subject for patient and
+// returns the record's Patient id.
+func (g *gatewayProcess) createRecord(token, slug string, patient map[string]any) string {
+	g.t.Helper()
+	res := g.do("POST", g.apex("/pfr/v1/records"), token, map[string]any{"slug": slug, "relationship": "self", "patient": patient})
+	res.expect(g.t, http.StatusCreated, "create record "+slug)
+	id, _ := res.body["patientId"].(string)
+	if id == "" {
+		g.t.Fatalf("create record %s: no patientId in %s", slug, res.raw)
+	}
+	return id
+}
+
+// receiptStatus is the sender's view of a receipt: pending, picked-up,
+// rejected or expired.
+func (g *gatewayProcess) receiptStatus(receipt string) string {
+	g.t.Helper()
+	res := g.do("GET", g.apex("/pfr/v1/receipts/"+receipt), "", nil).expect(g.t, http.StatusOK, "receipt "+receipt)
+	params, _ := res.body["parameter"].([]any)
+	for _, p := range params {
+		if m, _ := p.(map[string]any); m["name"] == "status" {
+			s, _ := m["valueCode"].(string)
+			return s
+		}
+	}
+	g.t.Fatalf("receipt %s: no status in %s", receipt, res.raw)
+	return ""
+}
+
+// inbox lists the record's drop-offs by id.
+func (g *gatewayProcess) inbox(token, slug string) map[string]map[string]any {
+	g.t.Helper()
+	res := g.do("GET", g.apex("/pfr/v1/records/"+slug+"/dropoffs"), token, nil).expect(g.t, http.StatusOK, "inbox of "+slug)
+	items, _ := res.body["dropoffs"].([]any)
+	out := make(map[string]map[string]any, len(items))
+	for _, it := range items {
+		m, _ := it.(map[string]any)
+		id, _ := m["id"].(string)
+		if _, dup := out[id]; dup || id == "" {
+			g.t.Errorf("inbox of %s lists drop-off %q twice or without id", slug, id)
+		}
+		out[id] = m
+	}
+	return out
+}
+
+// readFixture reads a test data file.
+func readFixture(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
