@@ -83,11 +83,13 @@ type Gateway struct {
 	// Location, HealthcareService, Endpoint, Medication, Substance, Device.
 	AllowedTypes []string `json:"allowed_types,omitempty"`
 
-	// Trust the upstream to keep partitions apart, and turn off the
-	// defense in depth against one that does not (removing other people's
-	// resources from responses; reading a resource before updating or
-	// deleting it). Default: false.
-	TrustUpstreamIsolation bool `json:"trust_upstream_isolation,omitempty"`
+	// Whether the upstream is trusted to keep partitions apart. When it is
+	// not, the gateway defends in depth: it stamps what it writes with the
+	// record, removes other people's resources (and Bundle.total) from
+	// responses, counts `_summary=count` itself and reads what an update or
+	// delete targets first. Default: trusted for the embedded `pfr_store`,
+	// which enforces its partitions; not trusted for any other upstream.
+	TrustUpstreamIsolation *bool `json:"trust_upstream_isolation,omitempty"`
 
 	// Drop-off (DOPU) settings. Drop-offs are on by default.
 	DropOff *DropOffConfig `json:"dropoff,omitempty"`
@@ -298,7 +300,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 			return ip
 		},
-		Ownership: ownership, TrustUpstreamIsolation: g.TrustUpstreamIsolation,
+		Ownership: ownership, TrustUpstreamIsolation: g.trustsUpstream(),
 		ScopesWhenAbsent: g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,
@@ -308,6 +310,16 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("pfr: %w", err)
 	}
 	return nil
+}
+
+// trustsUpstream says whether the upstream keeps partitions apart: as
+// configured, or by default only for the embedded store.
+func (g *Gateway) trustsUpstream() bool {
+	if g.TrustUpstreamIsolation != nil {
+		return *g.TrustUpstreamIsolation
+	}
+	_, embedded := g.upstream.(*Store)
+	return embedded
 }
 
 // Validate checks the configuration.

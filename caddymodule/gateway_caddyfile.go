@@ -40,7 +40,7 @@ import (
 //	        <member> <value>...   # e.g. authorization_endpoint https://…, capabilities a b c
 //	    }
 //	    allowed_types <type>...
-//	    trust_upstream_isolation
+//	    trust_upstream_isolation [true|false]
 //	    dropoff [off] {
 //	        <see DropOffConfig>
 //	    }
@@ -119,10 +119,18 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.AllowedTypes = append(g.AllowedTypes, args...)
 		case "trust_upstream_isolation":
+			trust := true
+			if d.NextArg() {
+				v, err := strconv.ParseBool(d.Val())
+				if err != nil {
+					return d.Errf("trust_upstream_isolation takes true or false, not %q", d.Val())
+				}
+				trust = v
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			g.TrustUpstreamIsolation = true
+			g.TrustUpstreamIsolation = &trust
 		case "scopes_when_absent":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -192,8 +192,14 @@ func TestViewerCannotWrite(t *testing.T) {
 	e.do("POST", recordURL("alice-home", "/Observation"), bob, observation(pa, "1-1")).
 		expectOutcome(t, http.StatusForbidden, "viewer writes")
 	e.do("DELETE", recordURL("alice-home", "/"+pa), bob, nil).expectOutcome(t, http.StatusForbidden, "viewer deletes")
-	e.do("POST", recordURL("alice-home", ""), bob, map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{}}).
-		expect(t, http.StatusForbidden, "viewer posts a transaction")
+	// A viewer's transaction is not written: like anyone without write
+	// access, the viewer can only drop it off for the owners.
+	e.do("POST", recordURL("alice-home", ""), bob, map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
+		map[string]any{"resource": observation(pa, "1-2"), "request": map[string]any{"method": "POST", "url": "Observation"}},
+	}}).expectOutcome(t, http.StatusAccepted, "viewer posts a transaction")
+	if got := e.do("GET", recordURL("alice-home", "/Observation?code=1-2"), alice, nil).expect(t, http.StatusOK, "search"); strings.Contains(string(got.raw), `"entry"`) {
+		t.Errorf("the viewer's transaction was written: %s", got.raw)
+	}
 }
 
 // TestCreateRecordRefusals checks the management API's input rules.

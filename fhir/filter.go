@@ -30,6 +30,21 @@ import (
 // On error part of the body may already be written: the caller must abort
 // the response rather than end it as if complete.
 func FilterSearchset(r io.Reader, w io.Writer, keep func(res map[string]any) bool) (removed int, err error) {
+	return FilterBundle(r, w, keep, FilterOptions{})
+}
+
+// FilterOptions tighten FilterBundle for an upstream that may mix people's
+// data, where even what passes around the resources tells something.
+type FilterOptions struct {
+	// DropTotal leaves Bundle.total out: it counts matches of everyone.
+	DropTotal bool
+	// DropResourceless leaves out entries without a resource (such as a
+	// history entry of a deletion), which cannot be told apart by owner.
+	DropResourceless bool
+}
+
+// FilterBundle is FilterSearchset with options.
+func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, opts FilterOptions) (removed int, err error) {
 	rec := &recordingReader{r: r, recording: true}
 	dec := json.NewDecoder(rec)
 	dec.UseNumber()
@@ -63,7 +78,7 @@ func FilterSearchset(r io.Reader, w io.Writer, keep func(res map[string]any) boo
 		}
 	}
 	rec.stopRecording()
-	f := &searchsetFilter{dec: dec, out: bufio.NewWriter(w), keep: keep}
+	f := &searchsetFilter{dec: dec, out: bufio.NewWriter(w), keep: keep, opts: opts}
 	if err := f.copyObject(firstKey, firstValue); err != nil {
 		return f.removed, fmt.Errorf("filter searchset: %w", err)
 	}
@@ -82,6 +97,7 @@ type searchsetFilter struct {
 	dec     *json.Decoder
 	out     *bufio.Writer
 	keep    func(res map[string]any) bool
+	opts    FilterOptions
 	removed int
 }
 
@@ -92,6 +108,20 @@ func (f *searchsetFilter) copyObject(firstKey string, firstValue json.RawMessage
 	f.out.WriteByte('{')
 	key, n := firstKey, 0
 	for key != "" {
+		if key == "total" && f.opts.DropTotal && !(n == 0 && firstValue != nil) {
+			if err := f.skipValue(); err != nil {
+				return fmt.Errorf("member %q: %w", key, err)
+			}
+			key = ""
+			if f.dec.More() {
+				tok, err := f.dec.Token()
+				if err != nil {
+					return err
+				}
+				key, _ = tok.(string)
+			}
+			continue
+		}
 		if n > 0 {
 			f.out.WriteByte(',')
 		}
@@ -155,7 +185,7 @@ func (f *searchsetFilter) copyEntries() error {
 		if err := dec.Decode(&e); err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
-		if e.Resource != nil && !f.keep(e.Resource) {
+		if e.Resource != nil && !f.keep(e.Resource) || e.Resource == nil && f.opts.DropResourceless {
 			f.removed++
 			continue
 		}
@@ -171,6 +201,12 @@ func (f *searchsetFilter) copyEntries() error {
 		return fmt.Errorf("unterminated entry array: %v", err)
 	}
 	return f.out.WriteByte(']')
+}
+
+// skipValue reads past the next value.
+func (f *searchsetFilter) skipValue() error {
+	var raw json.RawMessage
+	return f.dec.Decode(&raw)
 }
 
 // copyValue copies the next value as it is.

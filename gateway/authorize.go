@@ -114,10 +114,13 @@ func classifyEntry(method, rawURL string) (interaction, error) {
 	if method == "" || rawURL == "" {
 		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "every entry needs request.method and request.url")
 	}
-	if strings.Contains(rawURL, "://") || strings.HasPrefix(rawURL, "/") || strings.HasPrefix(rawURL, "\\") {
+	path, rawQuery, _ := strings.Cut(rawURL, "?")
+	if !strings.HasPrefix(path, "//") {
+		path = strings.TrimPrefix(path, "/") // as the official batch example writes them
+	}
+	if strings.Contains(path, "://") || strings.HasPrefix(path, "/") || strings.HasPrefix(path, "\\") || strings.Contains(path, ":") {
 		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "entry URLs must be relative to this record's base: %q", rawURL)
 	}
-	path, rawQuery, _ := strings.Cut(rawURL, "?")
 	lower := strings.ToLower(path)
 	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%2e") || strings.Contains(lower, "%5c") ||
 		strings.Contains(path, "..") || strings.Contains(path, "//") || strings.Contains(path, "\\") {

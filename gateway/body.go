@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -86,4 +87,15 @@ func readSearchForm(w http.ResponseWriter, r *http.Request) (url.Values, error) 
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "malformed search form: %v", err)
 	}
 	return form, nil
+}
+
+// setJSONBody makes the JSON encoding of v the request's body: what the
+// gateway checked (and stamped) is exactly what the upstream gets.
+func setJSONBody(r *http.Request, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the request body").WithCause(err)
+	}
+	setBody(r, body)
+	return nil
 }

@@ -25,6 +25,7 @@ type filteringWriter struct {
 	record string
 	single bool  // the response is one resource, not a Bundle
 	limit  int64 // how much of a single resource may be held
+	opts   fhir.FilterOptions
 
 	started bool
 	pass    bool // not a 200 JSON body: untouched
@@ -55,7 +56,7 @@ func (f *filteringWriter) WriteHeader(status int) {
 	pr, pw := io.Pipe()
 	f.pw, f.done = pw, make(chan error, 1)
 	go func() {
-		removed, err := fhir.FilterSearchset(pr, f.w, f.keep)
+		removed, err := fhir.FilterBundle(pr, f.w, f.keep, f.opts)
 		pr.CloseWithError(err) // unblocks the writer if the filter stopped early
 		if removed > 0 {
 			f.log.Warn("security: removed resources of another person from an upstream response",

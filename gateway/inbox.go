@@ -187,6 +187,9 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 	}
 	if !done {
 		addIdentifiersEntry(tx, patient, rec.PatientID, version, imp.SenderIdentifiers)
+		if !g.cfg.TrustUpstreamIsolation {
+			stampBundle(tx, rec.ID)
+		}
 		publicBase := g.recordBase(r, rec.Slug)
 		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(tx, g.cfg.Ownership)); err != nil {
 			return nil, err

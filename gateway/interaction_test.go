@@ -60,7 +60,7 @@ func TestClassify(t *testing.T) {
 
 func TestClassifyEntry(t *testing.T) {
 	for _, u := range []string{
-		"http://evil.example/fhir/Patient/1", "/Patient/1", "Patient/../Observation", "Patient%2F1",
+		"http://evil.example/fhir/Patient/1", "//evil.example/Patient/1", "Patient/../Observation", "Patient%2F1",
 		"Patient/%2e%2e/x", `Patient\1`, "Observation//1", "", "?x=1",
 	} {
 		if _, err := classifyEntry("GET", u); err == nil {
@@ -69,6 +69,9 @@ func TestClassifyEntry(t *testing.T) {
 	}
 	if _, err := classifyEntry("", "Patient/1"); err == nil {
 		t.Error("entry without method accepted")
+	}
+	if in, err := classifyEntry("DELETE", "Observation?code=http://loinc.org|1"); err != nil || !in.conditional {
+		t.Errorf("a conditional entry with a URL in its query: %+v, %v", in, err)
 	}
 	in, err := classifyEntry("put", "Observation?identifier=x|1")
 	if err != nil || in.kind != auth.InteractionUpdate || !in.conditional || in.query.Get("identifier") != "x|1" {

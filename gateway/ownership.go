@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"go.uber.org/zap"
@@ -50,7 +49,13 @@ func (g *Gateway) checkWrite(w http.ResponseWriter, r *http.Request, up Upstream
 		return err
 	}
 	if in.typ == "Patient" && in.id == rec.PatientID && in.kind == auth.InteractionUpdate {
-		return g.checkIdentityChange(r, up, rec, role, res)
+		if err := g.checkIdentityChange(r, up, rec, role, res); err != nil {
+			return err
+		}
+	}
+	if !g.cfg.TrustUpstreamIsolation {
+		stamp(res, rec.ID)
+		return setJSONBody(r, res)
 	}
 	return nil
 }
@@ -99,7 +104,7 @@ func (g *Gateway) patchToUpdate(w http.ResponseWriter, r *http.Request, up Upstr
 	if err != nil {
 		return err
 	}
-	if want := r.Header.Get("If-Match"); want != "" && want != `W/"`+version+`"` {
+	if want := r.Header.Get("If-Match"); want != "" && want != "*" && want != `W/"`+version+`"` {
 		return fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "version conflict: the resource is at version %s", version)
 	}
 	patched, err := fhir.ApplyJSONPatch(current, patch)
@@ -116,6 +121,9 @@ func (g *Gateway) patchToUpdate(w http.ResponseWriter, r *http.Request, up Upstr
 		if err := g.checkIdentityChange(r, up, rec, role, patched); err != nil {
 			return err
 		}
+	}
+	if !g.cfg.TrustUpstreamIsolation {
+		stamp(patched, rec.ID)
 	}
 	body, err := json.Marshal(patched)
 	if err != nil {
@@ -165,63 +173,4 @@ func (g *Gateway) upstreamRequest(parent *http.Request, rec *tenancy.Record, met
 		g.cfg.SetUpstream(req, route.DialAddress())
 	}
 	return req, route, nil
-}
-
-// checkTargetsBelong makes sure an update or delete touches only resources
-// of this record, even if the upstream ignored partitions: it reads the
-// resource (or, for a conditional write, the matches) first.
-func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.Record, in interaction, publicBase string) error {
-	if in.kind != auth.InteractionUpdate && in.kind != auth.InteractionDelete && in.kind != auth.InteractionPatch {
-		return nil
-	}
-	o := owner(rec, publicBase)
-	foreign := fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no such resource in this record")
-	if !in.conditional {
-		current, _, err := g.fetch(r, up, rec, in.typ, in.id)
-		if fe, ok := err.(*fhir.Error); ok && (fe.Status == http.StatusNotFound || fe.Status == http.StatusGone) {
-			return nil // an update may create; a delete of nothing is harmless
-		}
-		if err != nil {
-			return err
-		}
-		if !o.Belongs(current, g.cfg.Ownership) {
-			g.log.Warn("security: write aimed at another person's resource", zap.String("record", rec.ID),
-				zap.String("type", in.typ), zap.String("id", in.id))
-			return foreign
-		}
-		return nil
-	}
-	req, _, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+in.typ, nil)
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	for k, vs := range in.query {
-		q[k] = vs
-	}
-	q.Set("_count", "50")
-	req.URL.RawQuery = q.Encode()
-	res, err := call(up, req)
-	if err != nil {
-		return upstreamError(err)
-	}
-	if res.status != http.StatusOK {
-		return nil // the upstream will refuse the write the same way
-	}
-	var bundle struct {
-		Entry []struct {
-			Resource map[string]any `json:"resource"`
-		} `json:"entry"`
-	}
-	if json.Unmarshal(res.body.Bytes(), &bundle) != nil {
-		return fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's search answer is unreadable")
-	}
-	for _, e := range bundle.Entry {
-		if e.Resource != nil && !o.Belongs(e.Resource, g.cfg.Ownership) {
-			g.log.Warn("security: conditional write would touch another person's resource", zap.String("record", rec.ID),
-				zap.String("type", in.typ))
-			return fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "the condition matches resources outside this record")
-		}
-	}
-	return nil
 }

@@ -17,34 +17,34 @@ import (
 // serveRecord runs the FHIR pipeline for the record at slug (DESIGN.md, "The
 // request pipeline").
 func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstream, slug string) {
-	rec, err := g.activeRecord(r, slug)
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
 	if r.URL.Path == smartConfigPath || r.URL.Path == g.cfg.FHIRPath+smartConfigPath {
+		if _, _, err := g.recordAndRole(r, slug, nil); err != nil {
+			fhir.WriteError(w, err)
+			return
+		}
 		g.serveSMARTConfig(w, r)
 		return
 	}
 	rest, err := g.fhirSubpath(r)
+	if err == nil {
+		err = g.serveFHIR(w, r, up, slug, rest, origin(r)+g.cfg.FHIRPath)
+	}
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	publicBase := origin(r) + g.cfg.FHIRPath
-
-	// Public: the CapabilityStatement.
-	if rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		g.serveMetadata(w, r, up, rec, rest, publicBase)
-		return
-	}
-	if err := g.serveFHIR(w, r, up, rec, rest, publicBase); err != nil {
 		fhir.WriteError(w, err)
 	}
 }
 
 // serveFHIR authenticates, authorizes and proxies one FHIR request.
-func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) error {
+func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream, slug, rest, publicBase string) error {
+	// Public: the CapabilityStatement.
+	if rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		rec, _, err := g.recordAndRole(r, slug, nil)
+		if err != nil {
+			return err
+		}
+		g.serveMetadata(w, r, up, rec, rest, publicBase)
+		return nil
+	}
 	query, err := parseQuery(r.URL.RawQuery)
 	if err != nil {
 		return err
@@ -53,11 +53,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	if err != nil {
 		return err
 	}
-	var role tenancy.Role
-	if id != nil {
-		if role, err = g.roleOf(r, rec, id); err != nil {
-			return err
-		}
+	rec, role, err := g.recordAndRole(r, slug, id)
+	if err != nil {
+		return err
 	}
 	// Drop-off: a Bundle from someone who may not write here is parked for
 	// the record's owners instead of refused.
@@ -91,7 +89,7 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	}
 	var bundleDoc map[string]any
 	if in.bundle {
-		body, bundle, err := g.readBundle(w, r)
+		_, bundle, err := g.readBundle(w, r)
 		if err != nil {
 			return err
 		}
@@ -99,33 +97,41 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid,
 				"only batch and transaction Bundles can be posted to the base (got type %q)", t)
 		}
-		if !role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "role %q may read this record but not write to it", role)
-		}
 		if err := g.checkBundleEntries(rec, role, grants, bundle, publicBase); err != nil {
 			return err
 		}
-		setBody(r, body)
 		bundleDoc = bundle
 	}
 	needsMatch, err := g.authorize(rec, role, grants, in, publicBase)
 	if err != nil {
 		return err
 	}
+	guarded := !g.cfg.TrustUpstreamIsolation
 	switch {
 	case in.bundle:
 		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(bundleDoc, g.cfg.Ownership)); err != nil {
+			return err
+		}
+		if guarded {
+			if err := g.checkEntryTargets(r, up, rec, bundleDoc, publicBase); err != nil {
+				return err
+			}
+			stampBundle(bundleDoc, rec.ID)
+		}
+		if err := setJSONBody(r, bundleDoc); err != nil {
 			return err
 		}
 	case in.isWrite():
 		if err := g.checkWrite(w, r, up, rec, role, in, rest, publicBase); err != nil {
 			return err
 		}
-		if !g.cfg.TrustUpstreamIsolation {
+		if guarded {
 			if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
 				return err
 			}
 		}
+	case guarded && in.kind == auth.InteractionSearch && isCountOnly(in.query):
+		return g.serveCount(w, r, up, rec, in, publicBase)
 	}
 	if needsMatch {
 		return g.proxyRestrictedRead(w, r, up, rec, rest, publicBase, grants, in)
@@ -134,21 +140,47 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	return nil
 }
 
-// activeRecord returns the active record at slug, or a 404.
-func (g *Gateway) activeRecord(r *http.Request, slug string) (*tenancy.Record, error) {
+// recordAndRole returns, in one transaction, the active record at slug and
+// the role of the caller (none for an anonymous caller or a non-member); a
+// missing or inactive record is a 404.
+func (g *Gateway) recordAndRole(r *http.Request, slug string, id *auth.Identity) (*tenancy.Record, tenancy.Role, error) {
 	var rec *tenancy.Record
+	var role tenancy.Role
 	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
 		var err error
-		rec, err = tx.RecordBySlug(slug)
-		return err
+		if rec, err = tx.RecordBySlug(slug); err != nil {
+			return err
+		}
+		if rec.Status != tenancy.StatusActive {
+			return tenancy.ErrNotFound
+		}
+		if id == nil {
+			return nil
+		}
+		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
+		if errors.Is(err, tenancy.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		m, err := tx.Membership(rec.ID, acct.ID)
+		if errors.Is(err, tenancy.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		role = m.Role
+		return nil
 	})
-	if errors.Is(err, tenancy.ErrNotFound) || err == nil && rec.Status != tenancy.StatusActive {
-		return nil, unknownHost(normalizeHost(hostOnly(r.Host)))
+	if errors.Is(err, tenancy.ErrNotFound) {
+		return nil, "", unknownHost(normalizeHost(hostOnly(r.Host)))
 	}
 	if err != nil {
-		return nil, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "record lookup failed").WithCause(err)
+		return nil, "", fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "record lookup failed").WithCause(err)
 	}
-	return rec, nil
+	return rec, role, nil
 }
 
 // fhirSubpath returns the part of the request path below the FHIR base
@@ -173,30 +205,6 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "HTTP method overrides are not supported")
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(p, g.cfg.FHIRPath), "/"), nil
-}
-
-// roleOf returns the caller's role on rec, or "" when the caller is no member.
-func (g *Gateway) roleOf(r *http.Request, rec *tenancy.Record, id *auth.Identity) (tenancy.Role, error) {
-	var role tenancy.Role
-	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
-		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
-		if err != nil {
-			return err
-		}
-		m, err := tx.Membership(rec.ID, acct.ID)
-		if err != nil {
-			return err
-		}
-		role = m.Role
-		return nil
-	})
-	if errors.Is(err, tenancy.ErrNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "membership lookup failed").WithCause(err)
-	}
-	return role, nil
 }
 
 // outbound clones r for the upstream: the path below the upstream's FHIR
@@ -239,11 +247,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	if !g.cfg.TrustUpstreamIsolation {
 		// The filter judges absolute references against the record's own
 		// base, so it runs after the rewriter.
-		o := owner(rec, publicBase)
 		filter = &filteringWriter{
 			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes,
-			keep:   func(res map[string]any) bool { return o.Belongs(res, g.cfg.Ownership) },
+			keep:   g.keeper(rec, publicBase),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead,
+			opts: fhir.FilterOptions{
+				DropTotal:        true,
+				DropResourceless: in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType,
+			},
 		}
 		sink = filter
 	}

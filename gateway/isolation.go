@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// Defense in depth against an upstream that ignores partitions (on unless
+// Config.TrustUpstreamIsolation): the gateway cannot rely on the upstream to
+// keep records apart, so it
+//   - stamps every resource it writes with the record's id (a meta.tag of
+//     RecordTagSystem), because a Practitioner or an Organization says
+//     nothing about whose record it is;
+//   - shows only resources that belong: the record's Patient, resources of
+//     its compartment that point at it, and other resources carrying the
+//     record's stamp;
+//   - drops Bundle.total and resource-less history entries, which count or
+//     name other people's data;
+//   - counts `_summary=count` itself, over the resources it would show;
+//   - reads what an update or delete targets before letting it through.
+
+// RecordTagSystem is the meta.tag system of the record stamp.
+const RecordTagSystem = "urn:pfr:record"
+
+// stamp sets the record stamp on a resource about to be written, replacing
+// any tag of that system a client sent.
+func stamp(res map[string]any, recordID string) {
+	meta, _ := res["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+		res["meta"] = meta
+	}
+	tags, _ := meta["tag"].([]any)
+	kept := make([]any, 0, len(tags)+1)
+	for _, t := range tags {
+		if m, ok := t.(map[string]any); ok && m["system"] == RecordTagSystem {
+			continue
+		}
+		kept = append(kept, t)
+	}
+	meta["tag"] = append(kept, map[string]any{"system": RecordTagSystem, "code": recordID})
+}
+
+// stamped reports whether res carries the record's stamp.
+func stamped(res map[string]any, recordID string) bool {
+	meta, _ := res["meta"].(map[string]any)
+	tags, _ := meta["tag"].([]any)
+	for _, t := range tags {
+		if m, ok := t.(map[string]any); ok && m["system"] == RecordTagSystem && m["code"] == recordID {
+			return true
+		}
+	}
+	return false
+}
+
+// stampBundle stamps the resource of every entry that creates or updates.
+func stampBundle(bundle map[string]any, recordID string) {
+	entries, _ := bundle["entry"].([]any)
+	for _, e := range entries {
+		entry, _ := e.(map[string]any)
+		res, _ := entry["resource"].(map[string]any)
+		req, _ := entry["request"].(map[string]any)
+		if m, _ := req["method"].(string); res != nil && (strings.EqualFold(m, "POST") || strings.EqualFold(m, "PUT")) {
+			stamp(res, recordID)
+		}
+	}
+}
+
+// keeper decides which upstream resources a response may show.
+func (g *Gateway) keeper(rec *tenancy.Record, publicBase string) func(map[string]any) bool {
+	o := owner(rec, publicBase)
+	return func(res map[string]any) bool {
+		if !o.Belongs(res, g.cfg.Ownership) {
+			return false
+		}
+		typ, _ := res["resourceType"].(string)
+		if typ == "Patient" || typ == "OperationOutcome" || fhir.InPatientCompartment(typ) {
+			return true
+		}
+		return stamped(res, rec.ID)
+	}
+}
+
+// checkEntryTargets runs checkTargetsBelong for every entry of a batch or
+// transaction that updates or deletes.
+func (g *Gateway) checkEntryTargets(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {
+	entries, _ := bundle["entry"].([]any)
+	for i, e := range entries {
+		entry, _ := e.(map[string]any)
+		req, _ := entry["request"].(map[string]any)
+		method, _ := req["method"].(string)
+		rawURL, _ := req["url"].(string)
+		in, err := classifyEntry(method, rawURL)
+		if err != nil {
+			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
+		}
+		if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
+			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
+		}
+	}
+	return nil
+}
+
+// checkTargetsBelong makes sure an update or delete touches only resources
+// of this record: it reads the resource (or, for a conditional write, the
+// matches) first.
+func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.Record, in interaction, publicBase string) error {
+	if in.kind != auth.InteractionUpdate && in.kind != auth.InteractionDelete && in.kind != auth.InteractionPatch {
+		return nil
+	}
+	keep := g.keeper(rec, publicBase)
+	if !in.conditional {
+		current, _, err := g.fetch(r, up, rec, in.typ, in.id)
+		if fe, ok := err.(*fhir.Error); ok && (fe.Status == http.StatusNotFound || fe.Status == http.StatusGone) {
+			return nil // an update may create; a delete of nothing is harmless
+		}
+		if err != nil {
+			return err
+		}
+		if !keep(current) {
+			g.log.Warn("security: write aimed at another person's resource", zap.String("record", rec.ID),
+				zap.String("type", in.typ), zap.String("id", in.id))
+			return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no such resource in this record")
+		}
+		return nil
+	}
+	matches, err := g.searchAll(r, up, rec, in.typ, in.query, 1)
+	if err != nil {
+		return err
+	}
+	for _, m := range matches {
+		if !keep(m) {
+			g.log.Warn("security: conditional write would touch another person's resource", zap.String("record", rec.ID),
+				zap.String("type", in.typ))
+			return fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "the condition matches resources outside this record")
+		}
+	}
+	return nil
+}
+
+// maxCountPages bounds how many upstream pages a gateway-side count or
+// check reads.
+const maxCountPages = 20
+
+// searchAll runs a search upstream and returns the resources of up to
+// pages pages of 1000 (following next links).
+func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, typ string, query url.Values, pages int) ([]map[string]any, error) {
+	q := url.Values{}
+	for k, vs := range query {
+		if k != "_summary" && k != "_count" && k != "_elements" && k != "_total" {
+			q[k] = vs
+		}
+	}
+	q.Set("_count", "1000")
+	req, route, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.URL.RawQuery = q.Encode()
+	var out []map[string]any
+	for page := 0; page < pages; page++ {
+		res, err := call(up, req)
+		if err != nil {
+			return nil, upstreamError(err)
+		}
+		if res.status != http.StatusOK {
+			return nil, &fhir.Error{Status: res.status, Issues: outcomeIssues(res.body.Bytes(), "the upstream refused the search")}
+		}
+		var bundle struct {
+			Link []struct {
+				Relation string `json:"relation"`
+				URL      string `json:"url"`
+			} `json:"link"`
+			Entry []struct {
+				Resource map[string]any `json:"resource"`
+				Search   struct {
+					Mode string `json:"mode"`
+				} `json:"search"`
+			} `json:"entry"`
+		}
+		if err := json.Unmarshal(res.body.Bytes(), &bundle); err != nil {
+			return nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's search answer is unreadable").WithCause(err)
+		}
+		for _, e := range bundle.Entry {
+			if e.Resource != nil && (e.Search.Mode == "" || e.Search.Mode == "match") {
+				out = append(out, e.Resource)
+			}
+		}
+		next := ""
+		for _, l := range bundle.Link {
+			if l.Relation == "next" {
+				next = l.URL
+			}
+		}
+		if next == "" {
+			return out, nil
+		}
+		rest, ok := restBelow(next, route.UpstreamBases)
+		if !ok {
+			return nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's next link is not under its base")
+		}
+		path, rawQuery, _ := strings.Cut(rest, "?")
+		if req, _, err = g.upstreamRequest(r, rec, http.MethodGet, path, nil); err != nil {
+			return nil, err
+		}
+		req.URL.RawQuery = rawQuery
+	}
+	return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeTooCostly,
+		"more than %d matches; narrow the search", pages*1000)
+}
+
+// restBelow returns the part of an upstream URL below one of its bases.
+func restBelow(link string, bases []string) (string, bool) {
+	for _, b := range bases {
+		if rest, ok := strings.CutPrefix(link, b); ok && (rest == "" || rest[0] == '/' || rest[0] == '?') {
+			return rest, true
+		}
+	}
+	return "", false
+}
+
+// isCountOnly reports whether a search asks only for the number of matches.
+func isCountOnly(q url.Values) bool {
+	return q.Get("_summary") == "count" || q.Get("_count") == "0"
+}
+
+// serveCount answers `_summary=count` by counting, over all pages, the
+// matches the record may see: the upstream's own total would count
+// everyone's.
+func (g *Gateway) serveCount(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, in interaction, publicBase string) error {
+	if in.typ == "" {
+		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "_summary=count needs a resource type")
+	}
+	matches, err := g.searchAll(r, up, rec, in.typ, in.query, maxCountPages)
+	if err != nil {
+		return err
+	}
+	keep := g.keeper(rec, publicBase)
+	n := 0
+	for _, m := range matches {
+		if keep(m) {
+			n++
+		}
+	}
+	self := publicBase + "/" + in.typ
+	if r.URL.RawQuery != "" {
+		self += "?" + r.URL.RawQuery
+	}
+	fhir.WriteJSON(w, http.StatusOK, map[string]any{
+		"resourceType": "Bundle", "type": "searchset", "total": n,
+		"link": []any{map[string]any{"relation": "self", "url": self}},
+	})
+	return nil
+}
