@@ -94,6 +94,11 @@ type Gateway struct {
 	// Drop-off (DOPU) settings. Drop-offs are on by default.
 	DropOff *DropOffConfig `json:"dropoff,omitempty"`
 
+	// Remove from responses the resources that do not belong to the record
+	// (defense in depth), logging each as a security event. Default: on.
+	// Always on when the upstream is not trusted.
+	ResponseFilter *bool `json:"response_filter,omitempty"`
+
 	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 
@@ -301,7 +306,8 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			return ip
 		},
 		Ownership: ownership, TrustUpstreamIsolation: g.trustsUpstream(),
-		ScopesWhenAbsent: g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
+		DisableResponseFilter: g.ResponseFilter != nil && !*g.ResponseFilter,
+		ScopesWhenAbsent:      g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,
 		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },

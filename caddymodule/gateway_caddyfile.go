@@ -41,6 +41,7 @@ import (
 //	    }
 //	    allowed_types <type>...
 //	    trust_upstream_isolation [true|false]
+//	    response_filter on|off
 //	    dropoff [off] {
 //	        <see DropOffConfig>
 //	    }
@@ -118,6 +119,18 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.AllowedTypes = append(g.AllowedTypes, args...)
+		case "response_filter":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			on := d.Val() == "on"
+			if !on && d.Val() != "off" {
+				return d.Errf("response_filter takes on or off, not %q", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.ResponseFilter = &on
 		case "trust_upstream_isolation":
 			trust := true
 			if d.NextArg() {

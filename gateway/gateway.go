@@ -63,11 +63,14 @@ type Config struct {
 	// Ownership says which resources outside the Patient's compartment may
 	// be written. Default: fhir.DefaultOwnershipPolicy().
 	Ownership fhir.OwnershipPolicy
-	// TrustUpstreamIsolation turns off the defense in depth that assumes
-	// the upstream might ignore partitions: removing foreign resources from
-	// responses, and checking the current resource before an update or
-	// delete. Default false: both are on.
+	// TrustUpstreamIsolation says the upstream keeps partitions apart,
+	// which turns off the defenses against one that does not (see
+	// isolation.go). Default false.
 	TrustUpstreamIsolation bool
+	// DisableResponseFilter turns off removing resources that do not belong
+	// to the record from responses (defense in depth, on by default). It is
+	// ignored when the upstream is not trusted.
+	DisableResponseFilter bool
 	// DOPU parks Bundles that callers without write access post to a
 	// record, for its owners to pick up. Nil: such posts are refused.
 	DOPU *dopu.Service

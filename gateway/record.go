@@ -244,7 +244,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	tw := &trackingWriter{ResponseWriter: w}
 	var sink http.ResponseWriter = tw
 	var filter *filteringWriter
-	if !g.cfg.TrustUpstreamIsolation {
+	if !g.cfg.TrustUpstreamIsolation || !g.cfg.DisableResponseFilter {
 		// The filter judges absolute references against the record's own
 		// base, so it runs after the rewriter.
 		filter = &filteringWriter{
@@ -252,8 +252,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 			keep:   g.keeper(rec, publicBase),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead,
 			opts: fhir.FilterOptions{
-				DropTotal:        true,
-				DropResourceless: in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType,
+				DropTotal:        !g.cfg.TrustUpstreamIsolation,
+				DropResourceless: !g.cfg.TrustUpstreamIsolation && (in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
 			},
 		}
 		sink = filter

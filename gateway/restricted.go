@@ -35,7 +35,7 @@ func (g *Gateway) proxyRestrictedRead(w http.ResponseWriter, r *http.Request, up
 		if json.Unmarshal(res.body.Bytes(), &resource) != nil || resource["resourceType"] != in.typ {
 			return fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream answered the read with something else than a %s", in.typ)
 		}
-		if !g.cfg.TrustUpstreamIsolation && !g.keeper(rec, publicBase)(resource) {
+		if (!g.cfg.TrustUpstreamIsolation || !g.cfg.DisableResponseFilter) && !g.keeper(rec, publicBase)(resource) {
 			return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no such resource in this record")
 		}
 		ok, missing := grants.AllowsWith(req, func(restriction url.Values) bool {
