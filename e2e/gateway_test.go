@@ -285,3 +285,46 @@ func TestPublicEndpoints(t *testing.T) {
 	e.do("GET", recordURL("alice-home", "/.well-known/smart-configuration"), "", nil).
 		expectOutcome(t, http.StatusNotFound, "smart-configuration without a discovery-capable issuer")
 }
+
+// TestIdentityAndPatch: an update that changes who the record is about needs
+// the owner's confirmation; a JSON Patch is applied, checked and stored.
+func TestIdentityAndPatch(t *testing.T) {
+	e := startGateway(t, "")
+	alice, bob := e.token("alice"), e.token("bob")
+	rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
+	pid := rec["patientId"].(string)
+	inv := e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), alice, map[string]any{"role": "manager"}).expect(t, http.StatusCreated, "invite")
+	e.do("POST", apex("/pfr/v1/invitations/"+inv.body["code"].(string)+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
+
+	patient := e.do("GET", recordURL("alice-home", "/Patient/"+pid), alice, nil).expect(t, http.StatusOK, "read patient").body
+	patient["telecom"] = []any{map[string]any{"system": "phone", "value": "555-0100"}}
+	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), bob, patient).expect(t, http.StatusOK, "a manager adds a phone number")
+
+	patient["birthDate"] = "1990-12-31"
+	delete(patient, "meta")
+	r := e.do("PUT", recordURL("alice-home", "/Patient/"+pid), bob, patient, "X-PFR-Identity-Change", "confirm")
+	r.expectOutcome(t, http.StatusUnprocessableEntity, "a manager changes the birth date")
+	if !strings.Contains(string(r.raw), "birthDate") {
+		t.Errorf("the refusal does not say what changed: %s", r.raw)
+	}
+	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), alice, patient).expectOutcome(t, http.StatusUnprocessableEntity, "owner without confirmation")
+	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), alice, patient, "X-PFR-Identity-Change", "confirm").expect(t, http.StatusOK, "owner confirms")
+
+	obs := e.do("POST", recordURL("alice-home", "/Observation"), alice, observation("Patient/"+pid, "29463-7"), "Prefer", "return=representation").
+		expect(t, http.StatusCreated, "create")
+	oid := obs.body["id"].(string)
+	patch := `[{"op":"replace","path":"/status","value":"amended"}]`
+	p := e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, patch, "Content-Type", "application/json-patch+json")
+	p.expect(t, http.StatusOK, "patch")
+	got := e.do("GET", recordURL("alice-home", "/Observation/"+oid), alice, nil).expect(t, http.StatusOK, "read")
+	if got.body["status"] != "amended" || got.body["meta"].(map[string]any)["versionId"] != "2" {
+		t.Errorf("after the patch: %s", got.raw)
+	}
+	stray := `[{"op":"replace","path":"/subject/reference","value":"Patient/someone-else"}]`
+	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, stray, "Content-Type", "application/json-patch+json").
+		expectOutcome(t, http.StatusUnprocessableEntity, "patch to another person")
+	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, patch, "Content-Type", "application/json-patch+json", "If-Match", `W/"1"`).
+		expectOutcome(t, http.StatusPreconditionFailed, "stale If-Match")
+	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, `{"op":"x"}`, "Content-Type", "application/json-patch+json").
+		expectOutcome(t, http.StatusBadRequest, "not a patch document")
+}
