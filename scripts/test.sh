@@ -33,6 +33,15 @@ fi
 go vet ./...
 staticcheck ./...
 
+step "generated code is up to date (go generate ./...)"
+generated=$(grep -rl --include='*.go' '^// Code generated .* DO NOT EDIT' . | sort)
+before=$(sha256sum $generated)
+go generate ./...
+after=$(sha256sum $generated)
+if [ "$before" != "$after" ]; then
+	echo "go generate changed generated files: commit them"; diff <(echo "$before") <(echo "$after"); exit 1
+fi
+
 step "build cmd/pfr"
 bin="$root/.build"
 mkdir -p "$bin"
