@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"net/http"
 	"sort"
 
@@ -66,10 +67,7 @@ var resourceInteractions = []capCode{
 
 // capabilities answers GET metadata: exactly what this server does.
 func (q *request) capabilities() error {
-	types := make([]string, 0, len(resourceTypes))
-	for t := range resourceTypes {
-		types = append(types, t)
-	}
+	types := searchparam.ResourceTypes()
 	sort.Strings(types)
 
 	rest := capRest{
