@@ -20,6 +20,7 @@ const receiptHeader = "X-PFR-Receipt"
 type intakeResult struct {
 	label     string          // "50 KB" in the table
 	bodySize  int             // bytes of each Bundle
+	senders   int             // concurrent senders
 	entries   int             // entries of each Bundle
 	latencies []time.Duration // one per accepted drop-off
 	wall      time.Duration   // the phase's wall time
@@ -93,7 +94,7 @@ type intakePlan struct {
 // times each from the request's start to the answer's last byte. Only new
 // 202 receipts count as measurements.
 func measureIntake(ctx context.Context, g *gateway, seen *receipts, plan intakePlan) *intakeResult {
-	res := &intakeResult{bodySize: plan.maker.size(), latencies: make([]time.Duration, 0, plan.count)}
+	res := &intakeResult{bodySize: plan.maker.size(), senders: plan.concurrency, latencies: make([]time.Duration, 0, plan.count)}
 	url := g.fhirBase(plan.slug)
 	var (
 		next atomic.Int64

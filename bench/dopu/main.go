@@ -20,6 +20,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,7 +37,7 @@ const (
 
 // options are the command's flags.
 type options struct {
-	concurrency int           // concurrent senders
+	concurrency []int         // concurrent senders, one intake phase each
 	small       int           // measured ~50 KB drop-offs
 	large       int           // measured ~2 MB drop-offs
 	warmup      int           // unmeasured, checked drop-offs per size
@@ -44,24 +47,31 @@ type options struct {
 	synthea     string        // the Synthea Bundles' directory
 	cpuProfile  string        // write a CPU profile of Caddy here
 	profileLoad string        // what runs while profiling: pickup or intake
+	profileTime time.Duration // how long to profile
 }
 
 func main() {
 	var o options
-	flag.IntVar(&o.concurrency, "c", 4, "concurrent senders of drop-offs")
-	flag.IntVar(&o.small, "n50k", 400, "measured drop-offs of the ~50 KB Bundle")
-	flag.IntVar(&o.large, "n2m", 40, "measured drop-offs of the ~2 MB Bundle")
+	concurrency := flag.String("c", "1,4,16", "concurrent senders of drop-offs: a comma-separated list, one intake phase per size and value")
+	flag.IntVar(&o.small, "n50k", 1000, "measured drop-offs of the ~50 KB Bundle per phase")
+	flag.IntVar(&o.large, "n2m", 100, "measured drop-offs of the ~2 MB Bundle per phase")
 	flag.IntVar(&o.warmup, "warmup", 8, "unmeasured (but checked) drop-offs per size before measuring")
-	flag.DurationVar(&o.duration, "duration", 40*time.Second, "no new drop-off starts once an intake phase has run this long")
-	flag.IntVar(&o.rounds, "rounds", 5, "pick-up rounds of the largest Synthea Bundle, one fresh record each")
+	flag.DurationVar(&o.duration, "duration", 15*time.Second, "no new drop-off starts once an intake phase has run this long")
+	flag.IntVar(&o.rounds, "rounds", 10, "pick-up rounds of the largest Synthea Bundle, one fresh record each")
 	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
 	flag.StringVar(&o.synthea, "synthea", "", "directory of the Synthea Bundles (default: testdata/fhir/synthea of the module)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, write a CPU profile of Caddy under -profileload to this file")
-	flag.StringVar(&o.profileLoad, "profileload", "pickup", "the load while profiling: pickup (3 more rounds) or intake (2 MB drop-offs for 10 s)")
+	flag.StringVar(&o.profileLoad, "profileload", "pickup", "the load while profiling: pickup (more rounds, fresh records) or intake (2 MB drop-offs from the most senders of -c)")
+	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile records (whole seconds)")
 	flag.Parse()
+	var err error
+	if o.concurrency, err = parseConcurrency(*concurrency); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/dopu:", err)
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o, os.Stdout, os.Stderr)
+	err = run(ctx, o, os.Stdout, os.Stderr)
 	interrupted := ctx.Err() != nil
 	stop()
 	if interrupted {
@@ -77,8 +87,8 @@ func main() {
 // validate refuses options that cannot give a measurement.
 func (o options) validate() error {
 	switch {
-	case o.concurrency < 1:
-		return errors.New("-c must be at least 1")
+	case len(o.concurrency) == 0 || slices.Min(o.concurrency) < 1:
+		return errors.New("-c must list senders counts of at least 1")
 	case o.small < 1 || o.large < 1:
 		return errors.New("-n50k and -n2m must be at least 1")
 	case o.warmup < 0:
@@ -131,19 +141,19 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	if err := caddy.waitReady(ctx, p.gateway, time.Minute); err != nil {
 		return err
 	}
-	g, err := newGateway(workDir, p, o.concurrency)
+	g, err := newGateway(workDir, p, slices.Max(o.concurrency))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "bench/dopu: %d CPUs, %s %s/%s; pfr at %s; -c %d -n50k %d -n2m %d -warmup %d -rounds %d\n\n",
+	fmt.Fprintf(out, "bench/dopu: %d CPUs, %s %s/%s; pfr at %s; -c %s -n50k %d -n2m %d -warmup %d -rounds %d\n\n",
 		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, revision(ctx, binary, o.pfrBinary == ""),
-		o.concurrency, o.small, o.large, o.warmup, o.rounds)
+		joinInts(o.concurrency), o.small, o.large, o.warmup, o.rounds)
 
 	results, err := intakePhases(ctx, g, src, o, logw)
 	if err != nil {
 		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.logTail())
 	}
-	reportIntake(out, results, o.concurrency)
+	reportIntake(out, results)
 	fmt.Fprintln(out)
 
 	var rounds []*pickupRound
@@ -185,8 +195,9 @@ func newGateway(workDir string, p ports, concurrency int) (*gateway, error) {
 	return &gateway{client: newClient(concurrency), port: p.gateway, token: token}, nil
 }
 
-// intakePhases creates the intake record and measures the ~50 KB and then
-// the ~2 MB drop-offs; the inbox must then list every receipt.
+// intakePhases creates the intake record and measures, for the ~50 KB
+// and then the ~2 MB Bundle, one phase per sender count (after a warm-up
+// per size); the inbox must then list every receipt.
 func intakePhases(ctx context.Context, g *gateway, src *syntheaBundle, o options, logw io.Writer) ([]*intakeResult, error) {
 	const slug = "intake"
 	if _, err := g.createRecord(ctx, slug, src.patient); err != nil {
@@ -206,21 +217,23 @@ func intakePhases(ctx context.Context, g *gateway, src *syntheaBundle, o options
 		maker := newBodyMaker(entries, hex.EncodeToString(nonce))
 		if o.warmup > 0 {
 			fmt.Fprintf(logw, "intake %s: warming up …\n", size.label)
-			warm := measureIntake(ctx, g, seen, intakePlan{slug: slug, maker: maker, first: sent, count: o.warmup, concurrency: o.concurrency})
+			warm := measureIntake(ctx, g, seen, intakePlan{slug: slug, maker: maker, first: sent, count: o.warmup, concurrency: slices.Max(o.concurrency)})
 			if warm.failed > 0 {
 				return nil, fmt.Errorf("intake %s warm-up: %w", size.label, warm.firstFail)
 			}
 			sent += o.warmup
 		}
-		fmt.Fprintf(logw, "intake %s: %d drop-offs from %d senders …\n", size.label, size.count, o.concurrency)
-		r := measureIntake(ctx, g, seen, intakePlan{slug: slug, maker: maker, first: sent, count: size.count,
-			concurrency: o.concurrency, deadline: time.Now().Add(o.duration)})
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		for _, c := range o.concurrency {
+			fmt.Fprintf(logw, "intake %s: %d drop-offs from %d senders …\n", size.label, size.count, c)
+			r := measureIntake(ctx, g, seen, intakePlan{slug: slug, maker: maker, first: sent, count: size.count,
+				concurrency: c, deadline: time.Now().Add(o.duration)})
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			r.label, r.entries = size.label, len(entries)
+			results = append(results, r)
+			sent += size.count
 		}
-		r.label, r.entries = size.label, len(entries)
-		results = append(results, r)
-		sent += size.count
 	}
 	listed, err := inboxSize(ctx, g, slug)
 	if err != nil {
@@ -230,6 +243,28 @@ func intakePhases(ctx context.Context, g *gateway, src *syntheaBundle, o options
 		return nil, fmt.Errorf("the inbox lists %d drop-offs, but %d receipts were given", listed, seen.count())
 	}
 	return results, nil
+}
+
+// parseConcurrency reads -c: a comma-separated list of positive numbers.
+func parseConcurrency(s string) ([]int, error) {
+	var out []int
+	for field := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-c %q: want a comma-separated list of positive numbers", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// joinInts formats a list of numbers as -c takes it.
+func joinInts(ns []int) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
 }
 
 // loadSynthea loads the largest Synthea Bundle from dir, or from the

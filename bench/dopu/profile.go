@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
-
-// profileSeconds is how long -cpuprofile records.
-const profileSeconds = 10
 
 // profileCaddy records a CPU profile of Caddy through its admin endpoint
 // while the chosen load runs: pick-up rounds into fresh records, or 2 MB
@@ -22,12 +20,14 @@ const profileSeconds = 10
 func profileCaddy(ctx context.Context, g *gateway, adminPort int, src *syntheaBundle, o options, logw io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fmt.Fprintf(logw, "profiling Caddy for %ds under %s load …\n", profileSeconds, o.profileLoad)
+	seconds := max(int(o.profileTime.Seconds()), 1)
+	fmt.Fprintf(logw, "profiling Caddy for %ds under %s load …\n", seconds, o.profileLoad)
 	done := make(chan error, 1)
-	go func() { done <- fetchProfile(ctx, adminPort, profileSeconds, o.cpuProfile) }()
+	go func() { done <- fetchProfile(ctx, adminPort, seconds, o.cpuProfile) }()
 
 	maker := newBodyMaker(fillEntries(src, largeBundle), "profile")
 	seen := &receipts{}
+	senders := slices.Max(o.concurrency)
 	for i := 1; ; i++ {
 		select {
 		case err := <-done:
@@ -37,8 +37,8 @@ func profileCaddy(ctx context.Context, g *gateway, adminPort int, src *syntheaBu
 		var err error
 		if o.profileLoad == "pickup" {
 			_, err = pickupOnce(ctx, g, src, fmt.Sprintf("profile-%d", i))
-		} else if r := measureIntake(ctx, g, seen, intakePlan{slug: "intake", maker: maker, first: i * o.concurrency,
-			count: o.concurrency, concurrency: o.concurrency}); r.failed > 0 {
+		} else if r := measureIntake(ctx, g, seen, intakePlan{slug: "intake", maker: maker, first: i * senders,
+			count: senders, concurrency: senders}); r.failed > 0 {
 			err = r.firstFail
 		}
 		if err != nil {
@@ -84,12 +84,16 @@ func fetchProfile(ctx context.Context, adminPort, seconds int, path string) erro
 
 // revision returns the VCS revision binary was built from ("+dirty" when
 // the working tree had changes), as stamped in the binary, or else, when
-// the bench built it, the git HEAD it was built at; or "unknown revision".
+// the bench built it, the git HEAD it was built at (with "+dirty" when the
+// working tree differs from it); or "unknown revision".
 func revision(ctx context.Context, binary string, builtHere bool) string {
 	unknown := "unknown revision"
 	if builtHere {
 		if head, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
 			unknown = "git HEAD " + strings.TrimSpace(string(head))
+			if changes, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(changes) > 0 {
+				unknown += "+dirty"
+			}
 		}
 	}
 	info, err := buildinfo.ReadFile(binary)

@@ -32,7 +32,7 @@ func ms(d time.Duration) string {
 // reportIntake prints one row per intake phase: accepted drop-offs per
 // second of the phase's wall time, the megabytes per second they carried,
 // and their latency.
-func reportIntake(w io.Writer, results []*intakeResult, concurrency int) {
+func reportIntake(w io.Writer, results []*intakeResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "intake\tbytes\tentries\tc\taccepted\tfailed\tdrop-offs/s\tMB/s\tp50\tp99\tmax\t")
 	for _, r := range results {
@@ -46,7 +46,7 @@ func reportIntake(w io.Writer, results []*intakeResult, concurrency int) {
 		if len(sorted) > 0 {
 			worst = sorted[len(sorted)-1]
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t\n", r.label, r.bodySize, r.entries, concurrency,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t\n", r.label, r.bodySize, r.entries, r.senders,
 			len(sorted), r.failed, rate, mbps, ms(percentile(sorted, 50)), ms(percentile(sorted, 99)), ms(worst))
 	}
 	_ = tw.Flush()
