@@ -87,6 +87,21 @@ func insufficientScope(realm, missing string) *fhir.Error {
 // checkBundleEntries authorizes every entry of a batch or transaction
 // Bundle, so a Bundle cannot do what its entries could not do alone.
 func (g *Gateway) checkBundleEntries(rec *tenancy.Record, role tenancy.Role, grants auth.Grants, bundle map[string]any, realm string) error {
+	return forEachEntry(bundle, func(i int, in interaction) error {
+		needsMatch, err := g.authorize(rec, role, grants, in, realm)
+		if err != nil {
+			return err
+		}
+		if needsMatch {
+			return insufficientScope(realm, fmt.Sprintf("an unrestricted read scope for %s (Bundle.entry[%d])", in.typ, i))
+		}
+		return nil
+	})
+}
+
+// forEachEntry classifies the request of every entry of a batch or
+// transaction Bundle and calls fn with it; an error names the entry.
+func forEachEntry(bundle map[string]any, fn func(i int, in interaction) error) error {
 	entries, _ := bundle["entry"].([]any)
 	for i, e := range entries {
 		entry, _ := e.(map[string]any)
@@ -94,15 +109,11 @@ func (g *Gateway) checkBundleEntries(rec *tenancy.Record, role tenancy.Role, gra
 		method, _ := req["method"].(string)
 		rawURL, _ := req["url"].(string)
 		in, err := classifyEntry(method, rawURL)
+		if err == nil {
+			err = fn(i, in)
+		}
 		if err != nil {
 			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
-		}
-		needsMatch, err := g.authorize(rec, role, grants, in, realm)
-		if err != nil {
-			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
-		}
-		if needsMatch {
-			return insufficientScope(realm, fmt.Sprintf("an unrestricted read scope for %s (Bundle.entry[%d])", in.typ, i))
 		}
 	}
 	return nil

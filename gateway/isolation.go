@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -93,21 +92,9 @@ func (g *Gateway) keeper(rec *tenancy.Record, publicBase string) func(map[string
 // checkEntryTargets runs checkTargetsBelong for every entry of a batch or
 // transaction that updates or deletes.
 func (g *Gateway) checkEntryTargets(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {
-	entries, _ := bundle["entry"].([]any)
-	for i, e := range entries {
-		entry, _ := e.(map[string]any)
-		req, _ := entry["request"].(map[string]any)
-		method, _ := req["method"].(string)
-		rawURL, _ := req["url"].(string)
-		in, err := classifyEntry(method, rawURL)
-		if err != nil {
-			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
-		}
-		if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
-			return fhir.AsError(err).WithExpression(fmt.Sprintf("Bundle.entry[%d].request", i))
-		}
-	}
-	return nil
+	return forEachEntry(bundle, func(_ int, in interaction) error {
+		return g.checkTargetsBelong(r, up, rec, in, publicBase)
+	})
 }
 
 // checkTargetsBelong makes sure an update or delete touches only resources

@@ -176,32 +176,13 @@ func (g *Gateway) listRecords(w http.ResponseWriter, r *http.Request, id *auth.I
 
 func (g *Gateway) getRecord(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
 	var out RecordView
-	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
-		rec, err := tx.RecordBySlug(slug)
-		if err != nil {
-			return err
-		}
-		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
-		if err != nil {
-			return err
-		}
-		m, err := tx.Membership(rec.ID, acct.ID)
-		if err != nil {
-			return err
-		}
-		if rec.Status != tenancy.StatusActive {
-			return tenancy.ErrNotFound
-		}
+	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
 		out = g.view(r, rec, m.Role)
 		return nil
 	})
-	if errors.Is(err, tenancy.ErrNotFound) {
-		// Not found and not a member look the same: slugs are not an oracle.
-		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no record %q that you can access", slug))
-		return
-	}
 	if err != nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "reading record failed").WithCause(err))
+		// Not found and not a member look the same: slugs are not an oracle.
+		fhir.WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
