@@ -328,3 +328,32 @@ func TestIdentityAndPatch(t *testing.T) {
 	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, `{"op":"x"}`, "Content-Type", "application/json-patch+json").
 		expectOutcome(t, http.StatusBadRequest, "not a patch document")
 }
+
+// TestDeleteRecord: only an owner deletes a record, with confirmation; its
+// address, data and slug go with it.
+func TestDeleteRecord(t *testing.T) {
+	e := startGateway(t, "")
+	alice, bob := e.token("alice"), e.token("bob")
+	rec := e.createRecord(alice, "to-delete", "Smith", "Alice")
+	e.do("POST", recordURL("to-delete", "/Observation"), alice, observation("Patient/"+rec["patientId"].(string), "29463-7")).
+		expect(t, http.StatusCreated, "write")
+	inv := e.do("POST", apex("/pfr/v1/records/to-delete/invitations"), alice, map[string]any{"role": "manager"}).expect(t, http.StatusCreated, "invite")
+	e.do("POST", apex("/pfr/v1/invitations/"+inv.body["code"].(string)+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
+
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil).expectOutcome(t, http.StatusPreconditionRequired, "without confirmation")
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), bob, nil, "X-PFR-Confirm-Delete", "to-delete").
+		expectOutcome(t, http.StatusForbidden, "a manager deletes")
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil, "X-PFR-Confirm-Delete", "to-delete").expect(t, http.StatusNoContent, "owner deletes")
+
+	e.do("GET", apex("/pfr/v1/records/to-delete"), alice, nil).expectOutcome(t, http.StatusNotFound, "record after delete")
+	e.do("GET", recordURL("to-delete", "/Observation"), alice, nil).expectOutcome(t, http.StatusNotFound, "address after delete")
+	if _, err := tlsHandshake("to-delete-never." + baseDomain); err == nil {
+		t.Error("certificate for an unknown record")
+	}
+	// The slug is free again, and the new record starts empty.
+	again := e.createRecord(bob, "to-delete", "Jones", "Bob")
+	res := e.do("GET", recordURL("to-delete", "/Observation"), bob, nil).expect(t, http.StatusOK, "new record")
+	if res.body["total"] != float64(0) || again["patientId"] == rec["patientId"] {
+		t.Errorf("the new record sees old data: %s", res.raw)
+	}
+}

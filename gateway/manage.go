@@ -69,8 +69,9 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 			http.MethodPost: func() { g.createRecord(w, r, up, id) },
 		})
 	case len(parts) == 2 && parts[0] == "records":
-		route(r.Method, "GET", map[string]func(){
-			http.MethodGet: func() { g.getRecord(w, r, id, parts[1]) },
+		route(r.Method, "GET, DELETE", map[string]func(){
+			http.MethodGet:    func() { g.getRecord(w, r, id, parts[1]) },
+			http.MethodDelete: func() { g.deleteRecord(w, r, up, id, parts[1]) },
 		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "members":
 		route(r.Method, "GET", map[string]func(){

@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
+)
+
+// DeleteConfirmHeader must carry the record's slug on a delete: deleting a
+// record deletes the person's data upstream, and a typo must not do that.
+const DeleteConfirmHeader = "X-PFR-Confirm-Delete"
+
+// deleteRecord deletes a record (owner only): it is taken offline at once
+// (status deleting: no certificate, no requests), its partition and data
+// are removed upstream, its drop-offs deleted, and then the record itself.
+// If the upstream fails, the record stays in the deleting state and the
+// owner may try again.
+func (g *Gateway) deleteRecord(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug string) {
+	if r.Header.Get(DeleteConfirmHeader) != slug {
+		fhir.WriteError(w, fhir.Errorf(http.StatusPreconditionRequired, fhir.CodeBusinessRule,
+			"deleting a record deletes its data: send the header %s: %s to confirm", DeleteConfirmHeader, slug))
+		return
+	}
+	var rec *tenancy.Record
+	err := g.cfg.Tenancy.Update(r.Context(), func(tx tenancy.Tx) error {
+		cur, err := tx.RecordBySlug(slug)
+		if err != nil {
+			return err
+		}
+		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
+		if err != nil {
+			return err
+		}
+		m, err := tx.Membership(cur.ID, acct.ID)
+		if err != nil {
+			return err
+		}
+		if !m.Role.CanManage() {
+			return errOwnerOnly
+		}
+		if cur.Status != tenancy.StatusActive && cur.Status != tenancy.StatusDeleting {
+			return tenancy.ErrNotFound
+		}
+		cur.Status = tenancy.StatusDeleting
+		rec = cur
+		return tx.PutRecord(cur)
+	})
+	if err != nil {
+		fhir.WriteError(w, managementError(err, slug))
+		return
+	}
+	// The removal must finish even if the client goes away.
+	ctx := context.WithoutCancel(r.Context())
+	r = r.WithContext(ctx)
+	if err := g.cfg.Backend.Deprovision(ctx, adopting(r, up), target(rec)); err != nil {
+		g.log.Error("deleting a record's partition upstream", zap.String("record", rec.ID), zap.Error(err))
+		fhir.WriteError(w, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient,
+			"the upstream could not delete the record's data; the record is offline, try again").WithCause(err))
+		return
+	}
+	if g.cfg.DOPU != nil {
+		if _, err := g.cfg.DOPU.DeleteRecord(ctx, rec.ID); err != nil {
+			fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "deleting the drop-offs failed; try again").WithCause(err))
+			return
+		}
+	}
+	if err := g.cfg.Tenancy.Update(ctx, func(tx tenancy.Tx) error { return tx.DeleteRecord(rec.ID) }); err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "removing the record failed; try again").WithCause(err))
+		return
+	}
+	g.log.Info("record deleted", zap.String("slug", slug), zap.String("record", rec.ID), zap.String("iss", id.Issuer), zap.String("sub", id.Subject))
+	w.WriteHeader(http.StatusNoContent)
+}
