@@ -11,7 +11,7 @@ type ports struct {
 	proxy      int // (b) bare reverse_proxy to the store
 	gateway    int // (c) the gateway over plain HTTP
 	gatewayTLS int // (d) the gateway over HTTPS
-	trusted    int // (e) the gateway over plain HTTP with trust_upstream_isolation
+	trusted    int // (e) the gateway over plain HTTP with trust_upstream_isolation and response_filter off
 	admin      int // Caddy's admin endpoint (pprof)
 }
 
@@ -82,7 +82,7 @@ func caddyfile(p ports, workDir string, withTLS, withTrusted bool) string {
 		b.WriteString(gatewaySite("https", p.gatewayTLS, p, workDir))
 	}
 	if withTrusted {
-		b.WriteString(gatewaySite("http", p.trusted, p, workDir, "trust_upstream_isolation"))
+		b.WriteString(gatewaySite("http", p.trusted, p, workDir, "trust_upstream_isolation", "response_filter off"))
 	}
 	return b.String()
 }

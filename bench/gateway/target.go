@@ -72,7 +72,10 @@ func (t *target) checkFast(k kind, fx *fixture, status int, body []byte) error {
 		}
 	case searchKind:
 		entries := bytes.Count(body, []byte(`"fullUrl":"`+t.base+`/Observation/`))
-		if entries != searchSize || !bytes.Contains(body, []byte(`"total":`+strconv.Itoa(searchSize)+`,`)) {
+		// A gateway in front of an upstream it does not trust leaves total
+		// out (it would count everyone's matches); when present it must be right.
+		wrongTotal := bytes.Contains(body, []byte(`"total":`)) && !bytes.Contains(body, []byte(`"total":`+strconv.Itoa(searchSize)+`,`))
+		if entries != searchSize || wrongTotal {
 			return fmt.Errorf("%s search: %d entries under %s, want %d: %.300s", t.label, entries, t.base, searchSize, body)
 		}
 		if bytes.Contains(body, []byte(`"relation":"next"`)) {
@@ -115,7 +118,7 @@ func (t *target) checkFull(k kind, fx *fixture, status int, body []byte) error {
 		var b struct {
 			ResourceType string `json:"resourceType"`
 			Type         string `json:"type"`
-			Total        int    `json:"total"`
+			Total        *int   `json:"total"`
 			Entry        []struct {
 				FullURL  string      `json:"fullUrl"`
 				Resource observation `json:"resource"`
@@ -124,8 +127,8 @@ func (t *target) checkFull(k kind, fx *fixture, status int, body []byte) error {
 		if err := json.Unmarshal(body, &b); err != nil {
 			return fmt.Errorf("%s search: invalid JSON: %w", t.label, err)
 		}
-		if b.ResourceType != "Bundle" || b.Type != "searchset" || b.Total != searchSize || len(b.Entry) != searchSize {
-			return fmt.Errorf("%s search: %s %s total %d with %d entries, want a searchset of %d", t.label, b.ResourceType, b.Type, b.Total, len(b.Entry), searchSize)
+		if b.ResourceType != "Bundle" || b.Type != "searchset" || b.Total != nil && *b.Total != searchSize || len(b.Entry) != searchSize {
+			return fmt.Errorf("%s search: %s %s total %v with %d entries, want a searchset of %d", t.label, b.ResourceType, b.Type, b.Total, len(b.Entry), searchSize)
 		}
 		ids := make([]string, 0, len(b.Entry))
 		for _, e := range b.Entry {
