@@ -27,8 +27,7 @@ type sentBundle struct {
 // intakeBundle returns a distinct collection Bundle named marker, with a
 // varying number of Observations and a Basic whose text pads it to a
 // varying size (about 1 KB to 60 KB), and what should be stored of it.
-func intakeBundle(t *testing.T, marker string, n int) ([]byte, sentBundle) {
-	t.Helper()
+func intakeBundle(marker string, n int) ([]byte, sentBundle, error) {
 	observations := 1 + n%17
 	entries := make([]any, 0, observations+1)
 	for i := range observations {
@@ -48,25 +47,28 @@ func intakeBundle(t *testing.T, marker string, n int) ([]byte, sentBundle) {
 		"entry":      entries,
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, sentBundle{}, fmt.Errorf("encoding bundle %s: %w", marker, err)
 	}
-	return raw, sentBundle{hash: canonicalHash(t, raw), counts: map[string]int{"Observation": observations, "Basic": 1}}
+	hash, err := canonicalHash(raw)
+	if err != nil {
+		return nil, sentBundle{}, err
+	}
+	return raw, sentBundle{hash: hash, counts: map[string]int{"Observation": observations, "Basic": 1}}, nil
 }
 
 // canonicalHash is the SHA-256 of a JSON document re-encoded with sorted
 // keys and no spacing: equal for equal documents however they are spelled.
-func canonicalHash(t *testing.T, raw []byte) string {
-	t.Helper()
+func canonicalHash(raw []byte) (string, error) {
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatalf("not JSON: %v: %.200s", err, raw)
+		return "", fmt.Errorf("not JSON: %w", err)
 	}
 	canon, err := json.Marshal(v)
 	if err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("re-encoding: %w", err)
 	}
 	sum := sha256.Sum256(canon)
-	return hex.EncodeToString(sum[:])
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // bundleMarker returns the marker a stored Bundle carries.
@@ -187,7 +189,11 @@ func runSenders(t *testing.T, g *gatewayProcess, slug string, ledger *intakeLedg
 			defer wg.Done()
 			for i := range perSender {
 				marker := fmt.Sprintf("r%d-s%d-b%d", round, s, i)
-				raw, want := intakeBundle(t, marker, round*100000+s*1000+i)
+				raw, want, err := intakeBundle(marker, round*100000+s*1000+i)
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				ledger.mu.Lock()
 				ledger.sent[marker] = want
 				ledger.mu.Unlock()
@@ -247,8 +253,8 @@ func checkStoredDropOff(t *testing.T, g *gatewayProcess, owner, slug, id string,
 		t.Errorf("drop-off %s holds a Bundle nobody sent (marker %q): %.300s", id, marker, preview.Bundle)
 		return marker
 	}
-	if got := canonicalHash(t, preview.Bundle); got != want.hash {
-		t.Errorf("drop-off %s (%s): the stored Bundle differs from the one sent", id, marker)
+	if got, err := canonicalHash(preview.Bundle); err != nil || got != want.hash {
+		t.Errorf("drop-off %s (%s): the stored Bundle differs from the one sent (%v)", id, marker, err)
 	}
 	counts, _ := item["resourceCounts"].(map[string]any)
 	for typ, n := range want.counts {

@@ -194,8 +194,9 @@ func (g *gatewayProcess) logTail(n int) string {
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
-// logContains reports whether the log since the last start contains s.
-func (g *gatewayProcess) logContains(s string) bool {
+// logHasLine reports whether one line of the log since the last start
+// contains every one of parts.
+func (g *gatewayProcess) logHasLine(parts ...string) bool {
 	raw, err := os.ReadFile(g.logPath)
 	if err != nil {
 		return false
@@ -204,7 +205,16 @@ func (g *gatewayProcess) logContains(s string) bool {
 	if i := strings.LastIndex(text, fmt.Sprintf("=== start %d\n", g.starts)); i >= 0 {
 		text = text[i:]
 	}
-	return strings.Contains(text, s)
+lines:
+	for _, line := range strings.Split(text, "\n") {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue lines
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // token mints a dev-issuer token for sub that may do everything on FHIR.
