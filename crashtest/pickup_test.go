@@ -229,7 +229,9 @@ func retryPickup(t *testing.T, g *gatewayProcess, owner, slug, receipt, what str
 		}
 		return "already picked up (409)", false
 	case res.status == http.StatusConflict && strings.Contains(outcomeText(res), "in progress"):
-		return "blocked by the dead pick-up's lease (409)", true
+		// The same lease keeps the owner from rejecting it too.
+		rej := g.do("POST", g.apex("/pfr/v1/records/"+slug+"/dropoffs/"+receipt+"/reject"), owner, map[string]any{"reason": "crash test"})
+		return fmt.Sprintf("blocked by the dead pick-up's lease (409; reject: %d %s)", rej.status, outcomeText(rej)), true
 	case res.status != http.StatusOK:
 		t.Errorf("%s: retrying the pick-up answered %d: %.300s", what, res.status, res.raw)
 		return fmt.Sprintf("refused (%d)", res.status), false
