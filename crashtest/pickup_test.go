@@ -61,6 +61,20 @@ func (g *gatewayProcess) recordCounts(token, slug string, types []string) map[st
 	return out
 }
 
+// dopuTagSystem is the meta.tag system a pick-up puts on every resource it
+// imports, with the drop-off id as code.
+const dopuTagSystem = "urn:pfr:dopu"
+
+// taggedCount counts the record's resources of typ that a pick-up of the
+// drop-off imported.
+func (g *gatewayProcess) taggedCount(token, slug, typ, dropOff string) int {
+	g.t.Helper()
+	q := url.Values{"_tag": {dopuTagSystem + "|" + dropOff}, "_summary": {"count"}}.Encode()
+	res := g.do("GET", g.recordURL(slug, "/"+typ+"?"+q), token, nil).expect(g.t, http.StatusOK, "tagged "+typ+" in "+slug)
+	total, _ := res.body["total"].(float64)
+	return int(total)
+}
+
 // importState is how much of a drop-off a record holds.
 type importState string
 
@@ -189,6 +203,12 @@ func TestSIGKILLDuringPickup(t *testing.T) {
 			t.Errorf("%s: the pick-up answered 200 before the kill, yet the record holds %s and the drop-off is %q", what, state, status)
 		case status != "pending" && status != "picked-up":
 			t.Errorf("%s: the drop-off is %q after SIGKILL", what, status)
+		case state == importedAll:
+			// What a resumed pick-up looks for: the drop-off's tag on what
+			// the crashed one wrote.
+			if tagged := g.taggedCount(owner, slug, "Observation", receipt); tagged != want["Observation"] {
+				t.Errorf("%s: %d of %d imported Observations carry the tag %s|%s", what, tagged, want["Observation"], dopuTagSystem, receipt)
+			}
 		}
 
 		if state == importedNone {
