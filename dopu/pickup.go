@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,7 +35,7 @@ type Pickup struct {
 // pick-up holds it.
 func (s *Service) BeginPickup(ctx context.Context, recordID, id string) (*Pickup, error) {
 	now := s.now()
-	p := &Pickup{s: s, lease: newID()}
+	p := &Pickup{s: s, lease: processLeasePrefix + newID()}
 	expired := false
 	err := s.store.Update(ctx, func(tx Tx) error {
 		d, err := tx.Get(id)
@@ -57,7 +58,7 @@ func (s *Service) BeginPickup(ctx context.Context, recordID, id string) (*Pickup
 			}
 			return tx.DeleteAlert(id)
 		}
-		if d.Lease != "" && now.Before(d.LeaseExpires) {
+		if s.leaseHeld(d, now) {
 			return ErrPickupInProgress
 		}
 		body, err := tx.Body(id)
@@ -78,6 +79,19 @@ func (s *Service) BeginPickup(ctx context.Context, recordID, id string) (*Pickup
 		return nil, fmt.Errorf("dopu: beginning pick-up of %s: %w", id, err)
 	}
 	return p, nil
+}
+
+// processLeasePrefix starts every lease this process takes. With a store
+// only one process can open (bbolt locks its file), a lease with another
+// prefix was left by a process that died mid-pick-up: it blocks nothing.
+var processLeasePrefix = newID() + ":"
+
+// leaseHeld reports whether a live pick-up holds d at now.
+func (s *Service) leaseHeld(d *DropOff, now time.Time) bool {
+	if d.Lease == "" || !now.Before(d.LeaseExpires) {
+		return false
+	}
+	return !s.exclusive || strings.HasPrefix(d.Lease, processLeasePrefix)
 }
 
 // Summary returns the drop-off being picked up.

@@ -94,6 +94,9 @@ type Service struct {
 	parsing chan struct{}
 	// wake tells Run that a new alert is waiting.
 	wake chan struct{}
+	// exclusive: no other process uses the store (bbolt), so leases other
+	// processes took are from dead ones.
+	exclusive bool
 }
 
 // New returns a Service storing its data in db, a bbolt database shared
@@ -103,7 +106,11 @@ func New(db *bbolt.DB, limits Limits, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewWithStore(store, limits, opts), nil
+	svc := NewWithStore(store, limits, opts)
+	// Only this process can have the bbolt file open: leases of any other
+	// process are from one that died (see leaseHeld).
+	svc.exclusive = true
+	return svc, nil
 }
 
 // NewWithStore returns a Service on any Store.
@@ -375,7 +382,7 @@ func (s *Service) Reject(ctx context.Context, recordID, id, reason string) error
 		if effectiveStatus(d, now) != StatusPending {
 			return ErrNotPending
 		}
-		if d.Lease != "" && now.Before(d.LeaseExpires) {
+		if s.leaseHeld(d, now) {
 			return ErrPickupInProgress
 		}
 		d.Status, d.Reason, d.Changed = StatusRejected, truncate(reason, maxReason), now
@@ -410,7 +417,7 @@ func (s *Service) Expire(ctx context.Context) (int, error) {
 			more = len(due) == expiryBatch
 			for i := range due {
 				d := &due[i]
-				if d.Lease != "" && now.Before(d.LeaseExpires) {
+				if s.leaseHeld(d, now) {
 					continue
 				}
 				d.Status, d.Changed = StatusExpired, now
