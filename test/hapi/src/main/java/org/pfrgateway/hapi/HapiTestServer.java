@@ -1,0 +1,97 @@
+package org.pfrgateway.hapi;
+
+import ca.uhn.fhir.context.FhirContext;
+import ca.uhn.fhir.context.support.IValidationSupport;
+import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
+import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
+import ca.uhn.fhir.jpa.interceptor.RequestHeaderPartitionInterceptor;
+import ca.uhn.fhir.jpa.model.config.PartitionSettings;
+import ca.uhn.fhir.jpa.partition.PartitionManagementProvider;
+import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
+import ca.uhn.fhir.jpa.provider.JpaSystemProvider;
+import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
+import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.interceptor.partition.RequestTenantPartitionInterceptor;
+import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
+import ca.uhn.fhir.rest.server.tenant.UrlBaseTenantIdentificationStrategy;
+import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
+import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
+import org.eclipse.jetty.ee10.servlet.ServletHolder;
+import org.eclipse.jetty.server.Server;
+import org.eclipse.jetty.server.ServerConnector;
+import org.springframework.context.annotation.AnnotationConfigApplicationContext;
+
+/**
+ * A HAPI FHIR JPA R4 server with partitioning, for caddy-pfr's end-to-end
+ * tests. Usage: {@code java -jar hapi-test-server.jar <header|url> <port>}.
+ *
+ * <p>{@code header}: the partition comes from {@code X-Request-Partition-IDs}
+ * (RequestHeaderPartitionInterceptor). {@code url}: from the first path
+ * segment after {@code /fhir} (UrlBaseTenantIdentificationStrategy, so
+ * {@code /fhir/<partition name>/Patient}). Both serve
+ * {@code $partition-management-create-partition} in the DEFAULT partition.
+ * It listens on 127.0.0.1 only and prints {@code HAPI ready} once it serves.
+ */
+public final class HapiTestServer {
+
+	private HapiTestServer() {}
+
+	public static void main(String[] args) throws Exception {
+		if (args.length != 2 || !(args[0].equals("header") || args[0].equals("url"))) {
+			System.err.println("usage: hapi-test-server <header|url> <port>");
+			System.exit(2);
+		}
+		String mode = args[0];
+		int port = Integer.parseInt(args[1]);
+		long start = System.nanoTime();
+
+		AnnotationConfigApplicationContext spring = new AnnotationConfigApplicationContext(HapiTestConfig.class);
+		RestfulServer fhir = restfulServer(spring, mode);
+
+		Server jetty = new Server();
+		ServerConnector http = new ServerConnector(jetty);
+		http.setHost("127.0.0.1");
+		http.setPort(port);
+		jetty.addConnector(http);
+		ServletContextHandler context = new ServletContextHandler();
+		context.setContextPath("/");
+		ServletHolder holder = new ServletHolder(fhir);
+		holder.setInitOrder(0); // initialize the FHIR servlet at startup, not on the first request
+		context.addServlet(holder, "/fhir/*");
+		jetty.setHandler(context);
+		jetty.setStopAtShutdown(true);
+		jetty.start();
+
+		Runtime.getRuntime().addShutdownHook(new Thread(spring::close));
+		System.out.printf("HAPI ready: mode=%s http://127.0.0.1:%d/fhir in %.1fs%n",
+				mode, port, (System.nanoTime() - start) / 1e9);
+		System.out.flush();
+		jetty.join();
+	}
+
+	/** Builds the FHIR servlet from the Spring context, partitioned as mode says. */
+	static RestfulServer restfulServer(AnnotationConfigApplicationContext spring, String mode) {
+		FhirContext ctx = spring.getBean(FhirContext.class);
+		RestfulServer server = new RestfulServer(ctx);
+		server.setDefaultPrettyPrint(false);
+		server.setPagingProvider(spring.getBean(DatabaseBackedPagingProvider.class));
+		server.registerProviders(spring.getBean(ResourceProviderFactory.class).createProviders());
+		server.registerProvider(spring.getBean(JpaSystemProvider.class));
+		server.registerProvider(spring.getBean(PartitionManagementProvider.class));
+
+		@SuppressWarnings("unchecked")
+		IFhirSystemDao<?, ?> systemDao = spring.getBean(IFhirSystemDao.class);
+		server.setServerConformanceProvider(new JpaCapabilityStatementProvider(server, systemDao,
+				spring.getBean(JpaStorageSettings.class), spring.getBean(ISearchParamRegistry.class),
+				spring.getBean(IValidationSupport.class)));
+
+		PartitionSettings partitions = spring.getBean(PartitionSettings.class);
+		if (mode.equals("url")) {
+			server.setTenantIdentificationStrategy(new UrlBaseTenantIdentificationStrategy());
+			server.registerInterceptor(spring.getBean(RequestTenantPartitionInterceptor.class));
+		} else {
+			server.registerInterceptor(new RequestHeaderPartitionInterceptor(partitions));
+		}
+		return server;
+	}
+}
