@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -133,4 +134,29 @@ func readFixture(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// outcomeText is the diagnostics of an OperationOutcome answer.
+func outcomeText(r response) string {
+	var parts []string
+	issues, _ := r.body["issue"].([]any)
+	for _, i := range issues {
+		m, _ := i.(map[string]any)
+		if d, ok := m["diagnostics"].(string); ok {
+			parts = append(parts, d)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// dropOffReceipt drops raw off for the record without a token and returns
+// the receipt.
+func (g *gatewayProcess) dropOffReceipt(slug string, raw []byte) string {
+	g.t.Helper()
+	res := g.do("POST", g.recordURL(slug, ""), "", raw).expect(g.t, http.StatusAccepted, "drop off for "+slug)
+	id := res.header.Get("X-Pfr-Receipt")
+	if id == "" {
+		g.t.Fatalf("drop off for %s: no receipt header", slug)
+	}
+	return id
 }
