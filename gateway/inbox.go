@@ -100,7 +100,7 @@ func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, dropID string) {
+func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
 	var body struct {
 		Reason string `json:"reason"`
 	}
@@ -113,12 +113,66 @@ func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, id *auth
 		fhir.WriteError(w, err)
 		return
 	}
+	if err := g.undoInterruptedImport(r, up, rec, dropID); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
 	if err := g.cfg.DOPU.Reject(r.Context(), rec.ID, dropID, body.Reason); err != nil {
 		fhir.WriteError(w, dopu.HTTPError(err))
 		return
 	}
 	g.log.Info("drop-off rejected", zap.String("record", rec.ID), zap.String("dropoff", dropID), zap.String("sub", id.Subject))
 	writeJSON(w, http.StatusOK, map[string]any{"dropoff": dropID, "status": dopu.StatusRejected})
+}
+
+// undoInterruptedImport takes out of the record what a pick-up of dropID
+// imported before it died unmarked (found by the drop-off's tag), so that a
+// rejected drop-off leaves nothing behind. It holds the pick-up lease while
+// it works, and removes everything in one transaction.
+func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenancy.Record, dropID string) error {
+	p, err := g.cfg.DOPU.BeginPickup(r.Context(), rec.ID, dropID)
+	if err != nil {
+		return dopu.HTTPError(err)
+	}
+	defer p.Abort()
+	tag := url.Values{"_tag": {dopuTagSystem + "|" + dropID}}
+	var entries []any
+	for typ := range p.Summary().ResourceCounts {
+		if !resourceTypeRE.MatchString(typ) || typ == "Patient" {
+			continue
+		}
+		found, err := g.searchAll(r, up, rec, typ, tag, maxCountPages)
+		if err != nil {
+			return err
+		}
+		for _, res := range found {
+			if id, _ := res["id"].(string); resourceIDRE.MatchString(id) {
+				entries = append(entries, map[string]any{"request": map[string]any{"method": "DELETE", "url": typ + "/" + id}})
+			}
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+	if err != nil {
+		return fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the removal").WithCause(err)
+	}
+	req, _, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
+	if err != nil {
+		return err
+	}
+	out, err := call(up, req)
+	if err != nil {
+		return upstreamError(err)
+	}
+	if out.status != http.StatusOK {
+		return &fhir.Error{Status: http.StatusBadGateway, Issues: outcomeIssues(out.body.Bytes(),
+			"the record's FHIR server could not remove an interrupted import; the drop-off stays pending")}
+	}
+	g.log.Info("removed the import of an interrupted pick-up before rejecting", zap.String("record", rec.ID),
+		zap.String("dropoff", dropID), zap.Int("resources", len(entries)))
+	return nil
 }
 
 // PickupResult is the answer to a pick-up.

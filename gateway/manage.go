@@ -96,7 +96,7 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 		})
 	case len(parts) == 5 && parts[0] == "records" && parts[2] == "dropoffs" && parts[4] == "reject":
 		route(r.Method, "POST", map[string]func(){
-			http.MethodPost: func() { g.rejectDropOff(w, r, id, parts[1], parts[3]) },
+			http.MethodPost: func() { g.rejectDropOff(w, r, up, id, parts[1], parts[3]) },
 		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "webhook":
 		route(r.Method, "GET, PUT", map[string]func(){
