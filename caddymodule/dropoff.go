@@ -46,6 +46,27 @@ type DropOffConfig struct {
 	// burst 20. A negative rate turns the limit off.
 	RecordPerMinute float64 `json:"record_per_minute,omitempty"`
 	RecordBurst     int     `json:"record_burst,omitempty"`
+
+	// First delay before a failed alert is sent again; it doubles up to
+	// RetryCap. Defaults: dopu's (see dopu.Options).
+	RetryBase caddy.Duration `json:"retry_base,omitempty"`
+	RetryCap  caddy.Duration `json:"retry_cap,omitempty"`
+
+	// How often due alerts are looked for. Default: 5s.
+	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
+
+	// How long a pick-up holds its drop-off. Default: 10m.
+	LeaseTTL caddy.Duration `json:"lease_ttl,omitempty"`
+}
+
+// options returns the dopu.Options these settings give, on top of base.
+func (c *DropOffConfig) options(base dopu.Options) dopu.Options {
+	if c == nil {
+		return base
+	}
+	base.RetryBase, base.RetryCap = time.Duration(c.RetryBase), time.Duration(c.RetryCap)
+	base.PollInterval, base.LeaseTTL = time.Duration(c.PollInterval), time.Duration(c.LeaseTTL)
+	return base
 }
 
 func (c *DropOffConfig) limits() dopu.Limits {
@@ -73,6 +94,10 @@ func (c *DropOffConfig) limits() dopu.Limits {
 //	    pending_bytes_per_record <n>
 //	    source_rate              <per minute> [<burst>]
 //	    record_rate              <per minute> [<burst>]
+//	    retry_base               <duration>
+//	    retry_cap                <duration>
+//	    poll_interval            <duration>
+//	    lease_ttl                <duration>
 //	}
 func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
 	if d.NextArg() {
@@ -113,16 +138,15 @@ func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
 			c.PendingPerRecord = int(n)
 		case "pending_bytes_per_record":
 			c.PendingBytesPerRecord, err = intArg(0)
-		case "ttl", "retention":
+		case "ttl", "retention", "retry_base", "retry_cap", "poll_interval", "lease_ttl":
 			dur, perr := caddy.ParseDuration(args[0])
 			if perr != nil || dur <= 0 {
 				return d.Errf("%s: %q is not a positive duration", key, args[0])
 			}
-			if key == "ttl" {
-				c.TTL = caddy.Duration(dur)
-			} else {
-				c.Retention = caddy.Duration(dur)
-			}
+			*map[string]*caddy.Duration{
+				"ttl": &c.TTL, "retention": &c.Retention, "retry_base": &c.RetryBase,
+				"retry_cap": &c.RetryCap, "poll_interval": &c.PollInterval, "lease_ttl": &c.LeaseTTL,
+			}[key] = caddy.Duration(dur)
 		case "source_rate", "record_rate":
 			rate, perr := strconv.ParseFloat(args[0], 64)
 			if perr != nil || rate == 0 {

@@ -282,10 +282,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	}
 	var svc *dopu.Service
 	if g.DropOff == nil || !g.DropOff.Disabled {
-		svc, err = dopu.New(db, g.DropOff.limits(), dopu.Options{
+		svc, err = dopu.New(db, g.DropOff.limits(), g.DropOff.options(dopu.Options{
 			Logger:  g.logger.Named("dopu"),
 			Webhook: gateway.WebhookFor(tenants),
-		})
+		}))
 		if err != nil {
 			return fmt.Errorf("pfr: drop-offs: %w", err)
 		}

@@ -1,0 +1,164 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func adapt(t *testing.T, caddyfile string) (map[string]any, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		return nil, err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, nil
+}
+
+// handler digs the first handler named name out of an adapted config.
+func handler(t *testing.T, cfg map[string]any, name string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if x["handler"] == name && found == nil {
+				found = x
+			}
+			for _, c := range x {
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(cfg)
+	if found == nil {
+		t.Fatalf("no %s handler in %v", name, cfg)
+	}
+	return found
+}
+
+func TestGatewayCaddyfile(t *testing.T) {
+	cfg, err := adapt(t, `
+https://:8443 {
+	pfr {
+		base_domain pfr.example.com
+		fhir_path /r4
+		data_dir /var/lib/pfr
+		partition tenant_header X-Tenant {
+			datastore_header X-DS
+			datastore_id main
+		}
+		upstream_fhir_path /fhir-server/api/v4
+		upstream_url https://fhir.internal/fhir-server/api/v4
+		strip_header X-Other
+		issuer https://login.example.com/realms/pfr {
+			jwks_url https://login.example.com/certs
+			audience pfr-gateway api://pfr
+			scope_claim scope permissions
+		}
+		scopes_when_absent patient/*.rs
+		smart {
+			issuer https://login.example.com/realms/pfr
+			authorization_endpoint https://login.example.com/auth
+			capabilities launch-standalone client-public
+		}
+		allowed_types Practitioner Organization
+		trust_upstream_isolation false
+		response_filter off
+		jwks_cache_ttl 5m
+		jwks_min_refetch 30s
+		max_body_bytes 1048576
+		dropoff {
+			max_bytes 1000000
+			ttl 48h
+			source_rate 10 5
+			record_rate -1
+			retry_base 1s
+		}
+		upstream reverse_proxy fhir.internal:9443 {
+			header_up X-Api-Key secret
+		}
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := handler(t, cfg, "pfr")
+	raw, _ := json.Marshal(h)
+	for _, want := range []string{
+		`"base_domain":"pfr.example.com"`, `"fhir_path":"/r4"`, `"data_dir":"/var/lib/pfr"`,
+		`"mode":"tenant_header"`, `"tenant_header":"X-Tenant"`, `"datastore_header":"X-DS"`, `"datastore_id":"main"`,
+		`"upstream_fhir_path":"/fhir-server/api/v4"`, `"upstream_urls":["https://fhir.internal/fhir-server/api/v4"]`,
+		`"strip_headers":["X-Other"]`, `"jwks_url":"https://login.example.com/certs"`, `"audiences":["pfr-gateway","api://pfr"]`,
+		`"scope_claims":["scope","permissions"]`, `"scopes_when_absent":["patient/*.rs"]`,
+		`"authorization_endpoint":"https://login.example.com/auth"`, `"capabilities":["launch-standalone","client-public"]`,
+		`"allowed_types":["Practitioner","Organization"]`, `"trust_upstream_isolation":false`, `"response_filter":false`,
+		`"jwks_cache_ttl":300000000000`, `"max_body_bytes":1048576`, `"source_per_minute":10`, `"source_burst":5`,
+		`"record_per_minute":-1`, `"retry_base":1000000000`, `"handler":"reverse_proxy"`, `"X-Api-Key":["secret"]`,
+	} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("adapted pfr handler lacks %s:\n%s", want, raw)
+		}
+	}
+}
+
+func TestCaddyfileRefusals(t *testing.T) {
+	for name, body := range map[string]string{
+		"unknown option":        "pfr {\n\tbase_domain x.localhost\n\tbogus 1\n}",
+		"unknown partition":     "pfr {\n\tpartition sideways\n}",
+		"per_record_url no url": "pfr {\n\tpartition per_record_url\n}",
+		"argument to pfr":       "pfr extra {\n}",
+		"bad duration":          "pfr {\n\tjwks_cache_ttl soon\n}",
+		"bad filter":            "pfr {\n\tresponse_filter maybe\n}",
+		"bad dropoff":           "pfr {\n\tdropoff {\n\t\tmax_bytes -5\n\t}\n}",
+		"store path argument":   "pfr_store ./store.db",
+		"unknown upstream":      "pfr {\n\tupstream no_such_handler\n}",
+	} {
+		if _, err := adapt(t, "http://:8080 {\n"+body+"\n}"); err == nil {
+			t.Errorf("%s: adapted without error", name)
+		}
+	}
+}
+
+func TestStoreAndPermissionCaddyfile(t *testing.T) {
+	cfg, err := adapt(t, `{
+	on_demand_tls {
+		permission pfr {
+			base_domain pfr.example.com
+			data_dir /var/lib/pfr
+		}
+	}
+}
+http://:8095 {
+	pfr_store {
+		path /var/lib/pfr/store.db
+		partition_header X-Partition
+		base_path /r4
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(cfg)
+	for _, want := range []string{
+		`"handler":"pfr_store"`, `"path":"/var/lib/pfr/store.db"`, `"partition_header":"X-Partition"`, `"base_path":"/r4"`,
+		`"module":"pfr"`, `"base_domain":"pfr.example.com"`,
+	} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, raw)
+		}
+	}
+}
