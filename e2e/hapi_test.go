@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestHAPI runs the gateway inside real Caddy in front of a real HAPI FHIR
+// JPA server (test/hapi), once per partition mode HAPI offers: the gateway
+// provisions a HAPI partition per record, each record sees only its own
+// data (checked in HAPI itself too), HAPI's absolute URLs come back as the
+// record's address, a Synthea transaction Bundle is stored whole, and
+// client-sent partition headers or paths reach no other record.
+func TestHAPI(t *testing.T) {
+	for _, mode := range []struct{ gateway, hapi string }{
+		{"header", "header"},
+		{"url_prefix", "url"},
+	} {
+		t.Run(mode.gateway, func(t *testing.T) {
+			h := startHAPI(t, mode.hapi)
+			// upstream_url: HAPI caches its CapabilityStatement with the
+			// address of the request that built it (here the readiness
+			// probe's), so the gateway must know that address too.
+			e := startGateway(t, fmt.Sprintf("\t\tpartition %s\n\t\tupstream_url %s\n\t\tupstream reverse_proxy %s",
+				mode.gateway, h.base, h.addr))
+			c := &hapiCase{t: t, e: e, h: h, mode: mode.hapi}
+			c.createRecords()
+			c.writeAndSearch()
+			c.smuggling()
+			c.transaction()
+			c.paging()
+		})
+	}
+}
+
+// hapiCase is one gateway in front of one HAPI server, with two records.
+type hapiCase struct {
+	t          *testing.T
+	e          *env
+	h          *hapiServer
+	mode       string // HAPI's: header or url
+	alice, bob string // tokens
+	// Per record: its Patient id, HAPI partition and Observation id.
+	alicePID, bobPID   string
+	alicePart, bobPart hapiPartition
+	aliceObs, bobObs   string
+}
+
+const (
+	aliceSlug, bobSlug = "hapi-alice", "hapi-bob"
+	aliceCode, bobCode = "29463-7", "8302-2"
+)
+
+// createRecords creates one record each for Alice and Bob and finds, in
+// HAPI itself, the partition the gateway provisioned for each, holding
+// that record's Patient and nothing else.
+func (c *hapiCase) createRecords() {
+	t, e := c.t, c.e
+	c.alice, c.bob = e.token("alice"), e.token("bob")
+	ra := e.createRecord(c.alice, aliceSlug, "Smith", "Alice")
+	parts := c.h.partitions(t, c.mode)
+	if len(parts) != 1 {
+		t.Fatalf("HAPI partitions after one record: %v", parts)
+	}
+	for _, p := range parts {
+		c.alicePart = p
+	}
+	rb := e.createRecord(c.bob, bobSlug, "Jones", "Bob")
+	parts = c.h.partitions(t, c.mode)
+	if len(parts) != 2 {
+		t.Fatalf("HAPI partitions after two records: %v", parts)
+	}
+	for name, p := range parts {
+		if name != c.alicePart.name {
+			c.bobPart = p
+		}
+	}
+	c.alicePID, _ = ra["patientId"].(string)
+	c.bobPID, _ = rb["patientId"].(string)
+	if c.alicePID == "" || c.bobPID == "" || c.alicePID == c.bobPID {
+		t.Fatalf("patient ids %q and %q", c.alicePID, c.bobPID)
+	}
+	if ra["fhirBase"] != recordURL(aliceSlug, "") {
+		t.Errorf("fhirBase %v", ra["fhirBase"])
+	}
+	// Each partition in HAPI holds exactly its record's Patient.
+	for _, p := range []struct {
+		part hapiPartition
+		pid  string
+	}{{c.alicePart, c.alicePID}, {c.bobPart, c.bobPID}} {
+		raw := string(c.h.direct(t, c.mode, p.part.key(c.mode), "/Patient"))
+		if !strings.Contains(raw, `"total":1`) || !strings.Contains(raw, `"id":"`+p.pid+`"`) {
+			t.Errorf("HAPI partition %s holds: %.600s", p.part.name, raw)
+		}
+	}
+	if raw := string(c.h.direct(t, c.mode, "DEFAULT", "/Patient")); !strings.Contains(raw, `"total":0`) {
+		t.Errorf("HAPI's DEFAULT partition holds Patients: %.600s", raw)
+	}
+}
+
+// writeAndSearch writes an Observation in each record and checks that each
+// record sees only its own, under its own address.
+func (c *hapiCase) writeAndSearch() {
+	t, e := c.t, c.e
+	for _, w := range []struct {
+		slug, tok, pid, code string
+		id                   *string
+	}{{aliceSlug, c.alice, c.alicePID, aliceCode, &c.aliceObs}, {bobSlug, c.bob, c.bobPID, bobCode, &c.bobObs}} {
+		res := e.do("POST", recordURL(w.slug, "/Observation"), w.tok, observation("Patient/"+w.pid, w.code))
+		res.expect(t, http.StatusCreated, "write in "+w.slug)
+		loc := res.header.Get("Location")
+		prefix := recordURL(w.slug, "/Observation/")
+		if !strings.HasPrefix(loc, prefix) {
+			t.Fatalf("Location %q is not on the record's address %s", loc, prefix)
+		}
+		*w.id = strings.SplitN(strings.TrimPrefix(loc, prefix), "/", 2)[0]
+		c.noUpstreamAddress("create in "+w.slug, res)
+	}
+	for _, r := range []struct{ slug, tok, code, other, id string }{
+		{aliceSlug, c.alice, aliceCode, bobCode, c.aliceObs}, {bobSlug, c.bob, bobCode, aliceCode, c.bobObs},
+	} {
+		res := e.do("GET", recordURL(r.slug, "/Observation"), r.tok, nil).expect(t, http.StatusOK, "search "+r.slug)
+		body := string(res.raw)
+		if len(anyEntries(res)) != 1 || !strings.Contains(body, r.code) || strings.Contains(body, r.other) {
+			t.Errorf("%s sees: %.800s", r.slug, body)
+		}
+		for _, want := range []string{recordURL(r.slug, "/Observation/"+r.id), recordURL(r.slug, "/Observation")} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s: the search lacks %s: %.800s", r.slug, want, body)
+			}
+		}
+		c.noUpstreamAddress("search "+r.slug, res)
+		read := e.do("GET", recordURL(r.slug, "/Observation/"+r.id), r.tok, nil).expect(t, http.StatusOK, "read "+r.slug)
+		if cl := read.header.Get("Content-Location"); cl != "" && !strings.HasPrefix(cl, recordURL(r.slug, "/Observation/"+r.id)) {
+			t.Errorf("Content-Location %q", cl)
+		}
+	}
+	// HAPI itself holds each Observation in its record's partition only.
+	for _, p := range []struct {
+		part       hapiPartition
+		code, miss string
+	}{{c.alicePart, aliceCode, bobCode}, {c.bobPart, bobCode, aliceCode}} {
+		raw := string(c.h.direct(t, c.mode, p.part.key(c.mode), "/Observation"))
+		if !strings.Contains(raw, p.code) || strings.Contains(raw, p.miss) {
+			t.Errorf("HAPI partition %s holds: %.600s", p.part.name, raw)
+		}
+	}
+	// Bob's Observation does not exist in Alice's record, even by id.
+	e.do("GET", recordURL(aliceSlug, "/Observation/"+c.bobObs), c.alice, nil).
+		expectOutcome(t, http.StatusNotFound, "alice reads bob's Observation by id")
+	// The public CapabilityStatement does not name the upstream either.
+	c.noUpstreamAddress("metadata", e.do("GET", recordURL(aliceSlug, "/metadata"), "", nil).expect(t, http.StatusOK, "metadata"))
+}
+
+// smuggling sends Alice's requests with every partition header and path HAPI
+// would honour for Bob's partition (or all): none reaches Bob's data.
+func (c *hapiCase) smuggling() {
+	t, e := c.t, c.e
+	bobID := fmt.Sprint(c.bobPart.id)
+	for _, hdr := range []string{partitionHeader, strings.ToLower(partitionHeader), "X-FHIR-TENANT-ID"} {
+		for _, val := range []string{bobID, "_ALL", "DEFAULT", fmt.Sprint(c.alicePart.id) + "," + bobID, c.bobPart.name} {
+			res := e.do("GET", recordURL(aliceSlug, "/Observation"), c.alice, nil, hdr, val)
+			res.expect(t, http.StatusOK, fmt.Sprintf("search with %s: %s", hdr, val))
+			if strings.Contains(string(res.raw), bobCode) || len(anyEntries(res)) != 1 {
+				t.Fatalf("%s: %s let alice see other data: %.600s", hdr, val, res.raw)
+			}
+			read := e.do("GET", recordURL(aliceSlug, "/Observation/"+c.bobObs), c.alice, nil, hdr, val)
+			if read.status == http.StatusOK || strings.Contains(string(read.raw), bobCode) {
+				t.Fatalf("%s: %s let alice read bob's Observation: %d %.600s", hdr, val, read.status, read.raw)
+			}
+		}
+	}
+	// A partition name in the path is, for HAPI, a resource type below
+	// Alice's own partition: refused, never Bob's data.
+	for _, path := range []string{"/" + c.bobPart.name + "/Observation", "/DEFAULT/Observation", "/" + bobID + "/Observation"} {
+		res := e.do("GET", recordURL(aliceSlug, path), c.alice, nil)
+		if res.status == http.StatusOK || strings.Contains(string(res.raw), bobCode) {
+			t.Errorf("GET %s: %d %.600s", path, res.status, res.raw)
+		}
+	}
+	// Writing with Bob's partition header lands in Alice's partition.
+	res := e.do("POST", recordURL(aliceSlug, "/Observation"), c.alice, observation("Patient/"+c.alicePID, "1-8"),
+		partitionHeader, bobID)
+	res.expect(t, http.StatusCreated, "write with bob's partition header")
+	if raw := string(c.h.direct(t, c.mode, c.bobPart.key(c.mode), "/Observation")); strings.Contains(raw, `"1-8"`) {
+		t.Fatalf("alice's write reached bob's HAPI partition: %.600s", raw)
+	}
+	e.do("DELETE", strings.TrimSuffix(res.header.Get("Location"), "/_history/1"), c.alice, nil).expect(t, http.StatusOK, "delete")
+}
+
+// transaction posts a Synthea patient's transaction Bundle, aimed at
+// Alice's Patient, through the gateway into HAPI: stored whole, searchable
+// in Alice's record only.
+func (c *hapiCase) transaction() {
+	t, e := c.t, c.e
+	path := filepath.Join("..", "testdata", "fhir", "synthea", "Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
+	bundle, _, counts := syntheaForRecord(t, path, c.alicePID)
+	res := e.do("POST", recordURL(aliceSlug, ""), c.alice, bundle).expect(t, http.StatusOK, "transaction")
+	entries, _ := res.body["entry"].([]any)
+	if res.body["type"] != "transaction-response" || len(entries) != len(bundle["entry"].([]any)) {
+		t.Fatalf("transaction response: %.500s", res.raw)
+	}
+	for i, en := range entries {
+		resp, _ := en.(map[string]any)["response"].(map[string]any)
+		status, _ := resp["status"].(string)
+		if !strings.HasPrefix(status, "200") && !strings.HasPrefix(status, "201") {
+			t.Errorf("entry %d: %v", i, resp)
+		}
+	}
+	c.noUpstreamAddress("transaction", res)
+	for _, typ := range []string{"Observation", "Encounter", "Immunization", "Condition", "Claim"} {
+		got := e.do("GET", recordURL(aliceSlug, "/"+typ+"?patient="+c.alicePID+"&_summary=count"), c.alice, nil).
+			expect(t, http.StatusOK, "count "+typ)
+		want := counts[typ]
+		if typ == "Observation" {
+			want++ // the one written before
+		}
+		if got.body["total"] != float64(want) {
+			t.Errorf("%s: %v in alice's record, want %d", typ, got.body["total"], want)
+		}
+	}
+	bob := e.do("GET", recordURL(bobSlug, "/Observation?_summary=count"), c.bob, nil).expect(t, http.StatusOK, "bob's count")
+	if bob.body["total"] != float64(1) {
+		t.Errorf("bob's record has %v Observations after alice's transaction", bob.body["total"])
+	}
+	// The same Bundle aimed at Bob's Patient is refused whole.
+	wrong, _, _ := syntheaForRecord(t, path, c.bobPID)
+	e.do("POST", recordURL(aliceSlug, ""), c.alice, wrong).expectOutcome(t, http.StatusUnprocessableEntity, "bundle aimed at bob")
+}
+
+// paging follows HAPI's paging links (its _getpages URLs on the FHIR base)
+// through the gateway, and checks that Bob cannot page through Alice's
+// search results.
+func (c *hapiCase) paging() {
+	t, e := c.t, c.e
+	// A query no earlier step sent: HAPI reuses a cached search's results
+	// for a minute (JpaStorageSettings.reuseCachedSearchResultsForMillis),
+	// and _count is no part of its cache key.
+	first := e.do("GET", recordURL(aliceSlug, "/Observation?subject=Patient/"+c.alicePID+"&_count=10"), c.alice, nil).
+		expect(t, http.StatusOK, "page 1")
+	next := link(first, "next")
+	if !strings.HasPrefix(next, recordURL(aliceSlug, "")) {
+		t.Fatalf("next link %q is not on alice's address: %.600s", next, first.raw)
+	}
+	c.noUpstreamAddress("page 1", first)
+	second := e.do("GET", next, c.alice, nil).expect(t, http.StatusOK, "page 2")
+	if n := len(second.body["entry"].([]any)); n != 10 {
+		t.Errorf("page 2 has %d entries", n)
+	}
+	c.noUpstreamAddress("page 2", second)
+	// Bob asks for Alice's page through his own record.
+	stolen := strings.Replace(next, recordURL(aliceSlug, ""), recordURL(bobSlug, ""), 1)
+	res := e.do("GET", stolen, c.bob, nil)
+	if res.status == http.StatusOK && len(anyEntries(res)) > 0 {
+		t.Errorf("bob paged through alice's search: %.600s", res.raw)
+	}
+}
+
+// link returns the Bundle link with the relation.
+func link(r response, relation string) string {
+	links, _ := r.body["link"].([]any)
+	for _, l := range links {
+		m, _ := l.(map[string]any)
+		if m["relation"] == relation {
+			s, _ := m["url"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+func anyEntries(r response) []any {
+	entries, _ := r.body["entry"].([]any)
+	return entries
+}
+
+// noUpstreamAddress fails if HAPI's own address or a partition name shows
+// in a response's body or headers.
+func (c *hapiCase) noUpstreamAddress(what string, r response) {
+	c.t.Helper()
+	text := string(r.raw)
+	for k, vs := range r.header {
+		text += "\n" + k + ": " + strings.Join(vs, ", ")
+	}
+	for _, leak := range []string{c.h.addr, "127.0.0.1", c.alicePart.name, c.bobPart.name} {
+		if leak != "" && strings.Contains(text, leak) {
+			c.t.Errorf("%s: the response shows %q: %.800s", what, leak, text)
+		}
+	}
+}
