@@ -32,8 +32,14 @@ type hapiServer struct {
 }
 
 // startHAPI starts the HAPI test server in mode ("header" or "url") on a
-// free loopback port, waits until it answers /fhir/metadata and stops it
-// when the test ends. A missing jar fails the test with the build command.
+// free loopback port, waits until it answers a search in its DEFAULT
+// partition and stops it when the test ends. A missing jar fails the test
+// with the build command.
+//
+// The probe is a search, not /fhir/metadata, on purpose: HAPI caches one
+// CapabilityStatement for every caller, built with the address of the
+// request that asked first, and the test needs that first request to come
+// through the gateway.
 func startHAPI(t *testing.T, mode string) *hapiServer {
 	t.Helper()
 	jar, err := filepath.Abs(hapiJar)
@@ -69,10 +75,10 @@ func startHAPI(t *testing.T, mode string) *hapiServer {
 		close(h.exited)
 	}()
 	t.Cleanup(h.stop)
-	if err := h.waitReady(); err != nil {
+	if err := h.waitReady(mode); err != nil {
 		t.Fatalf("HAPI (%s mode) did not come up: %v\n%s", mode, err, h.logTail())
 	}
-	t.Logf("HAPI FHIR (%s mode) answered /fhir/metadata %.1fs after start", mode, time.Since(started).Seconds())
+	t.Logf("HAPI FHIR (%s mode) answered %.1fs after start", mode, time.Since(started).Seconds())
 	return h
 }
 
@@ -96,9 +102,13 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
-// waitReady polls /fhir/metadata until it answers 200, the process dies or
-// hapiStartLimit passes.
-func (h *hapiServer) waitReady() error {
+// waitReady searches Patient in the DEFAULT partition until HAPI answers
+// 200, the process dies or hapiStartLimit passes.
+func (h *hapiServer) waitReady(mode string) error {
+	url := h.base + "/Patient?_count=1"
+	if mode == "url" {
+		url = h.base + "/DEFAULT/Patient?_count=1"
+	}
 	deadline := time.Now().Add(hapiStartLimit)
 	probe := &http.Client{Timeout: 10 * time.Second}
 	for time.Now().Before(deadline) {
@@ -107,7 +117,14 @@ func (h *hapiServer) waitReady() error {
 			return errors.New("the process exited")
 		case <-time.After(time.Second):
 		}
-		res, err := probe.Get(h.base + "/metadata")
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			return err
+		}
+		if mode == "header" {
+			req.Header.Set(partitionHeader, "DEFAULT")
+		}
+		res, err := probe.Do(req)
 		if err != nil {
 			continue
 		}
@@ -116,7 +133,7 @@ func (h *hapiServer) waitReady() error {
 			return nil
 		}
 	}
-	return fmt.Errorf("no answer from %s/metadata within %v", h.base, hapiStartLimit)
+	return fmt.Errorf("no answer from %s within %v", url, hapiStartLimit)
 }
 
 // stop kills the process and waits (bounded) for it to go.
