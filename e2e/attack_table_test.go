@@ -408,7 +408,11 @@ func attackTable() []attack {
 			method: "POST", path: "/pfr/v1/records/bob-home/invitations", body: `{"role":"owner"}`, want: refused(403, 404)},
 
 		// --- Management API on bob's record -------------------------------------------------------
-		{name: "alice deletes bob's record", host: "apex", method: "DELETE", path: "/pfr/v1/records/bob-home", want: refused(404, 405)},
+		{name: "alice deletes bob's record", host: "apex", method: "DELETE", path: "/pfr/v1/records/bob-home", want: notFound},
+		{name: "alice deletes bob's record, confirming it", host: "apex", method: "DELETE", path: "/pfr/v1/records/bob-home",
+			headers: []string{"X-PFR-Confirm-Delete", "bob-home"}, want: notFound},
+		{name: "carol (bob's viewer) deletes bob's record, confirming it", as: "carol", host: "apex", method: "DELETE",
+			path: "/pfr/v1/records/bob-home", headers: []string{"X-PFR-Confirm-Delete", "bob-home"}, want: refused(403)},
 		{name: "alice lists bob's members", host: "apex", method: "GET", path: "/pfr/v1/records/bob-home/members", want: notFound},
 		{name: "alice invites herself to bob's record", host: "apex", method: "POST", path: "/pfr/v1/records/bob-home/invitations",
 			body: `{"role":"owner"}`, want: notFound},

@@ -340,6 +340,7 @@ func TestDeleteRecord(t *testing.T) {
 	inv := e.do("POST", apex("/pfr/v1/records/to-delete/invitations"), alice, map[string]any{"role": "manager"}).expect(t, http.StatusCreated, "invite")
 	e.do("POST", apex("/pfr/v1/invitations/"+inv.body["code"].(string)+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
 
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), e.token("mallory"), nil).expectOutcome(t, http.StatusNotFound, "a stranger deletes")
 	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil).expectOutcome(t, http.StatusPreconditionRequired, "without confirmation")
 	e.do("DELETE", apex("/pfr/v1/records/to-delete"), bob, nil, "X-PFR-Confirm-Delete", "to-delete").
 		expectOutcome(t, http.StatusForbidden, "a manager deletes")

@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,6 +111,8 @@ func TestMain(m *testing.M) {
 	}
 	caddyStorage = dir
 	code := m.Run()
+	// The lock's file must stay open (not collected) until the end.
+	runtime.KeepAlive(lock)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -21,11 +21,6 @@ const DeleteConfirmHeader = "X-PFR-Confirm-Delete"
 // If the upstream fails, the record stays in the deleting state and the
 // owner may try again.
 func (g *Gateway) deleteRecord(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug string) {
-	if r.Header.Get(DeleteConfirmHeader) != slug {
-		fhir.WriteError(w, fhir.Errorf(http.StatusPreconditionRequired, fhir.CodeBusinessRule,
-			"deleting a record deletes its data: send the header %s: %s to confirm", DeleteConfirmHeader, slug))
-		return
-	}
 	var rec *tenancy.Record
 	err := g.cfg.Tenancy.Update(r.Context(), func(tx tenancy.Tx) error {
 		cur, err := tx.RecordBySlug(slug)
@@ -40,11 +35,15 @@ func (g *Gateway) deleteRecord(w http.ResponseWriter, r *http.Request, up Upstre
 		if err != nil {
 			return err
 		}
+		if cur.Status != tenancy.StatusActive && cur.Status != tenancy.StatusDeleting {
+			return tenancy.ErrNotFound
+		}
 		if !m.Role.CanManage() {
 			return errOwnerOnly
 		}
-		if cur.Status != tenancy.StatusActive && cur.Status != tenancy.StatusDeleting {
-			return tenancy.ErrNotFound
+		if r.Header.Get(DeleteConfirmHeader) != slug {
+			return fhir.Errorf(http.StatusPreconditionRequired, fhir.CodeBusinessRule,
+				"deleting a record deletes its data: send the header %s: %s to confirm", DeleteConfirmHeader, slug)
 		}
 		cur.Status = tenancy.StatusDeleting
 		rec = cur
