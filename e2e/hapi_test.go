@@ -15,13 +15,16 @@ import (
 // record's address, a Synthea transaction Bundle is stored whole, and
 // client-sent partition headers or paths reach no other record.
 func TestHAPI(t *testing.T) {
-	for _, mode := range []struct{ gateway, hapi string }{
-		{"header", "header"},
-		{"url_prefix", "url"},
+	for _, mode := range []struct{ name, gateway, hapi, extra string }{
+		{"header", "header", "header", ""},
+		{"url_prefix", "url_prefix", "url", ""},
+		// Trusting HAPI's partitions turns the gateway's response filter
+		// off: then nothing but HAPI keeps Bob from Alice's paged search.
+		{"header_trusted", "header", "header", "\t\ttrust_upstream_isolation true\n"},
 	} {
-		t.Run(mode.gateway, func(t *testing.T) {
+		t.Run(mode.name, func(t *testing.T) {
 			h := startHAPI(t, mode.hapi)
-			e := startGateway(t, fmt.Sprintf("\t\tpartition %s\n\t\tupstream reverse_proxy %s", mode.gateway, h.addr))
+			e := startGateway(t, fmt.Sprintf("\t\tpartition %s\n%s\t\tupstream reverse_proxy %s", mode.gateway, mode.extra, h.addr))
 			c := &hapiCase{t: t, e: e, h: h, mode: mode.hapi}
 			c.createRecords()
 			c.metadata()
@@ -29,6 +32,7 @@ func TestHAPI(t *testing.T) {
 			c.smuggling()
 			c.transaction()
 			c.paging()
+			c.deleteRecord()
 		})
 	}
 }
@@ -279,7 +283,36 @@ func (c *hapiCase) paging() {
 	if res.status == http.StatusOK && len(anyEntries(res)) > 0 || strings.Contains(string(res.raw), alicesRef) {
 		t.Errorf("bob paged through alice's search: %.600s", res.raw)
 	}
+	if total, ok := res.body["total"].(float64); ok && total > 0 {
+		t.Errorf("bob learns that alice's search matched %v resources: %.300s", total, res.raw)
+	}
 	t.Logf("bob asking for alice's page: %d %.300s", res.status, res.raw)
+}
+
+// deleteRecord deletes Bob's record: its HAPI partition goes, and a new
+// record under the same slug gets a new, empty partition.
+func (c *hapiCase) deleteRecord() {
+	t, e := c.t, c.e
+	e.do("DELETE", apex("/pfr/v1/records/"+bobSlug), c.bob, nil, "X-PFR-Confirm-Delete", bobSlug).
+		expect(t, http.StatusNoContent, "delete bob's record")
+	parts := c.h.partitions(t, c.mode)
+	if _, ok := parts[c.bobPart.name]; ok || len(parts) != 1 {
+		t.Errorf("HAPI partitions after deleting bob's record: %v", parts)
+	}
+	again := e.createRecord(c.bob, bobSlug, "Jones", "Bob")
+	parts = c.h.partitions(t, c.mode)
+	if len(parts) != 2 {
+		t.Fatalf("HAPI partitions after recreating bob's record: %v", parts)
+	}
+	for name, p := range parts {
+		if name != c.alicePart.name && (name == c.bobPart.name || p.id == c.bobPart.id) {
+			t.Errorf("the new record reuses the old partition %v", p)
+		}
+	}
+	res := e.do("GET", recordURL(bobSlug, "/Observation"), c.bob, nil).expect(t, http.StatusOK, "new record's search")
+	if n := len(anyEntries(res)); n != 0 || again["patientId"] == c.bobPID {
+		t.Errorf("the new record sees %d old Observations: %.600s", n, res.raw)
+	}
 }
 
 // link returns the Bundle link with the relation.
