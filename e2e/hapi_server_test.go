@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +28,7 @@ type hapiServer struct {
 	base    string // http://127.0.0.1:port/fhir
 	logPath string
 	cmd     *exec.Cmd
+	stdin   io.WriteCloser // held open while HAPI should run
 	exited  chan struct{}
 	client  *http.Client
 }
@@ -62,8 +64,14 @@ func startHAPI(t *testing.T, mode string) *hapiServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.cmd = exec.Command(java, "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", jar, mode, port)
+	h.cmd = exec.Command(java, "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+		"-jar", jar, mode, port, "--exit-on-stdin-eof")
 	h.cmd.Stdout, h.cmd.Stderr = logFile, logFile
+	// HAPI exits when this pipe closes: with the test process, even one
+	// killed before its cleanups run.
+	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
 	started := time.Now()
 	if err := h.cmd.Start(); err != nil {
 		logFile.Close()
@@ -138,6 +146,7 @@ func (h *hapiServer) waitReady(mode string) error {
 
 // stop kills the process and waits (bounded) for it to go.
 func (h *hapiServer) stop() {
+	_ = h.stdin.Close()
 	_ = h.cmd.Process.Kill()
 	select {
 	case <-h.exited:

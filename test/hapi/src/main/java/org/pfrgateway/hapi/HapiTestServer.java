@@ -23,7 +23,8 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
 
 /**
  * A HAPI FHIR JPA R4 server with partitioning, for caddy-pfr's end-to-end
- * tests. Usage: {@code java -jar hapi-test-server.jar <header|url> <port>}.
+ * tests. Usage: {@code java -jar hapi-test-server.jar <header|url> <port>
+ * [--exit-on-stdin-eof]}.
  *
  * <p>{@code header}: the partition comes from {@code X-Request-Partition-IDs}
  * (RequestHeaderPartitionInterceptor). {@code url}: from the first path
@@ -37,9 +38,13 @@ public final class HapiTestServer {
 	private HapiTestServer() {}
 
 	public static void main(String[] args) throws Exception {
-		if (args.length != 2 || !(args[0].equals("header") || args[0].equals("url"))) {
-			System.err.println("usage: hapi-test-server <header|url> <port>");
+		boolean watchStdin = args.length == 3 && args[2].equals("--exit-on-stdin-eof");
+		if (args.length != 2 && !watchStdin || !(args[0].equals("header") || args[0].equals("url"))) {
+			System.err.println("usage: hapi-test-server <header|url> <port> [--exit-on-stdin-eof]");
 			System.exit(2);
+		}
+		if (watchStdin) {
+			exitOnStdinEOF();
 		}
 		String mode = args[0];
 		int port = Integer.parseInt(args[1]);
@@ -67,6 +72,26 @@ public final class HapiTestServer {
 				mode, port, (System.nanoTime() - start) / 1e9);
 		System.out.flush();
 		jetty.join();
+	}
+
+	/**
+	 * Exits once standard input ends: a test that starts the server holds
+	 * the other end of the pipe, so the server dies with the test process
+	 * even when that is killed before it could stop the server.
+	 */
+	static void exitOnStdinEOF() {
+		Thread watcher = new Thread(() -> {
+			try {
+				while (System.in.read() >= 0) {
+					// discard
+				}
+			} catch (java.io.IOException e) {
+				// a broken pipe ends the parent too
+			}
+			Runtime.getRuntime().halt(0);
+		}, "stdin-watcher");
+		watcher.setDaemon(true);
+		watcher.start();
 	}
 
 	/** Builds the FHIR servlet from the Spring context, partitioned as mode says. */
