@@ -59,6 +59,7 @@ public class HapiTestConfig {
 		return ds;
 	}
 
+	/** Hibernate on H2, the schema made at startup; Hibernate Search off. */
 	@Bean
 	public LocalContainerEntityManagerFactoryBean entityManagerFactory(
 			ConfigurableListableBeanFactory beanFactory, FhirContext fhirContext, DataSource dataSource,
@@ -77,19 +78,20 @@ public class HapiTestConfig {
 		return emf;
 	}
 
+	/** JPA transactions, the one HAPI's services use. */
 	@Bean
 	@Primary
 	public JpaTransactionManager transactionManager(EntityManagerFactory entityManagerFactory) {
 		return new JpaTransactionManager(entityManagerFactory);
 	}
 
-	/** Storage as a gateway expects it: any client may reference within its partition. */
+	/**
+	 * HAPI's default storage settings, as a stock server has them (among
+	 * them: a search's results are reused for a minute by the same search).
+	 */
 	@Bean
 	public JpaStorageSettings storageSettings() {
-		JpaStorageSettings s = new JpaStorageSettings();
-		s.setAllowMultipleDelete(true);
-		s.setAutoCreatePlaceholderReferenceTargets(false);
-		return s;
+		return new JpaStorageSettings();
 	}
 
 	/** Partitioning on: every request names its partition (header or URL). */
@@ -106,6 +108,7 @@ public class HapiTestConfig {
 		return new SubscriptionSettings();
 	}
 
+	/** Binary content in memory, like everything else here. */
 	@Bean
 	public IBinaryStorageSvc binaryStorage() {
 		return new MemoryBinaryStorageSvcImpl();

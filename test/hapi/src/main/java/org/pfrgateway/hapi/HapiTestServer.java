@@ -37,6 +37,7 @@ public final class HapiTestServer {
 
 	private HapiTestServer() {}
 
+	/** Starts the server; see the class comment for the arguments. */
 	public static void main(String[] args) throws Exception {
 		boolean watchStdin = args.length == 3 && args[2].equals("--exit-on-stdin-eof");
 		if (args.length != 2 && !watchStdin || !(args[0].equals("header") || args[0].equals("url"))) {
