@@ -200,6 +200,42 @@ func (c *hapiCase) smuggling() {
 			t.Errorf("GET %s: %d %.600s", path, res.status, res.raw)
 		}
 	}
+	// HAPI's server-wide operations (its CapabilityStatement lists them)
+	// act on every partition, whichever the request names: a record's
+	// owner must reach none of them.
+	bobPartition := map[string]any{"resourceType": "Parameters", "parameter": []any{
+		map[string]any{"name": "id", "valueInteger": c.bobPart.id},
+		map[string]any{"name": "name", "valueCode": c.bobPart.name},
+	}}
+	for _, op := range []struct{ method, path string }{
+		{"POST", "/$partition-management-list-partitions"},
+		{"GET", "/$partition-management-list-partitions"},
+		{"POST", "/$partition-management-read-partition"},
+		{"POST", "/$partition-management-update-partition"},
+		{"POST", "/$partition-management-delete-partition"},
+		{"POST", "/$partition-management-create-partition"},
+		{"GET", "/$get-resource-counts"},
+		{"POST", "/$expunge"},
+		{"POST", "/Observation/$expunge"},
+		{"POST", "/$mark-all-resources-for-reindexing"},
+		{"POST", "/$perform-reindexing-pass"},
+		{"POST", "/$reindex-terminology"},
+		{"POST", "/$hapi.fhir.replace-references"},
+		{"GET", "/$meta"},
+	} {
+		var body any
+		if op.method == "POST" {
+			body = bobPartition
+		}
+		res := e.do(op.method, recordURL(aliceSlug, op.path), c.alice, body)
+		if res.status < 400 || strings.Contains(string(res.raw), c.bobPart.name) {
+			t.Errorf("%s %s: %d %.400s", op.method, op.path, res.status, res.raw)
+		}
+	}
+	if parts := c.h.partitions(t, c.mode); len(parts) != 2 || parts[c.bobPart.name] != c.bobPart {
+		t.Fatalf("HAPI partitions after alice's operations: %v", parts)
+	}
+
 	// Writing with Bob's partition header lands in Alice's partition.
 	res := e.do("POST", recordURL(aliceSlug, "/Observation"), c.alice, observation("Patient/"+c.alicePID, "1-8"),
 		partitionHeader, bobID)
