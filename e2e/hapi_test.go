@@ -222,6 +222,8 @@ func (c *hapiCase) smuggling() {
 		{"POST", "/$reindex-terminology"},
 		{"POST", "/$hapi.fhir.replace-references"},
 		{"GET", "/$meta"},
+		{"GET", "/Observation/$meta"},
+		{"POST", "/Observation/$meta"},
 	} {
 		var body any
 		if op.method == "POST" {
