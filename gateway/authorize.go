@@ -13,8 +13,24 @@ import (
 
 // allowedOperations are the FHIR operations a record's callers may invoke;
 // everything else (notably partition management and $expunge) is refused.
-var allowedOperations = map[string]bool{
-	"$everything": true, "$validate": true, "$meta": true, "$lastn": true, "$summary": true, "$docref": true,
+//
+// Each is allowed only at the levels where it cannot reach across
+// partitions: nothing at system level ([base]/$op answers for the whole
+// server on some upstreams, e.g. HAPI's $meta lists every partition's tags),
+// and operations on one Patient only on the record's own.
+var allowedOperations = map[string]opLevels{
+	"$everything": {instance: true, ownPatientOnly: true},
+	"$summary":    {instance: true, ownPatientOnly: true},
+	"$meta":       {instance: true},
+	"$validate":   {typ: true, instance: true},
+	"$lastn":      {typ: true},
+	"$docref":     {typ: true},
+}
+
+// opLevels says where an operation may be invoked.
+type opLevels struct {
+	typ, instance  bool
+	ownPatientOnly bool // only as Patient/{the record's Patient}/$op
 }
 
 // grantsFor returns the SMART grants of a caller: the token's scopes, or the
@@ -68,12 +84,20 @@ func restrictedOnly(grants auth.Grants, req auth.Request) bool {
 // $everything on any Patient but the record's own.
 func checkOperation(rec *tenancy.Record, in interaction) error {
 	op := in.opName
-	if !allowedOperations[op] {
+	levels, ok := allowedOperations[op]
+	if !ok {
 		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "the operation %s is not available on a Personal FHIR Record", op)
 	}
-	if op == "$everything" && (in.typ != "Patient" || in.id != rec.PatientID) {
+	switch {
+	case levels.ownPatientOnly && (in.typ != "Patient" || in.id != rec.PatientID):
 		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
-			"$everything is available as Patient/%s/$everything, on this record's own Patient", rec.PatientID)
+			"%s is available as Patient/%s/%s, on this record's own Patient", op, rec.PatientID, op)
+	case in.typ == "":
+		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "%s is not available at the server level of a Personal FHIR Record", op)
+	case in.id == "" && !levels.typ:
+		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "%s is available on one resource, as %s/{id}/%s", op, in.typ, op)
+	case in.id != "" && !levels.instance:
+		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "%s is available on the type, as %s/%s", op, in.typ, op)
 	}
 	return nil
 }

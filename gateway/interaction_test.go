@@ -152,6 +152,13 @@ func TestRoleAndOperations(t *testing.T) {
 		{"GET", "/Patient/$everything", "owner", http.StatusForbidden},
 		{"POST", "/$partition-management-create-partition", "owner", http.StatusForbidden},
 		{"POST", "/$expunge", "owner", http.StatusForbidden},
+		{"GET", "/$meta", "owner", http.StatusForbidden},
+		{"GET", "/Observation/$meta", "owner", http.StatusForbidden},
+		{"GET", "/Observation/o1/$meta", "viewer", 0},
+		{"POST", "/Observation/$validate", "viewer", 0},
+		{"GET", "/Patient/p1/$summary", "viewer", 0},
+		{"GET", "/Patient/other/$summary", "owner", http.StatusForbidden},
+		{"GET", "/Observation/$lastn", "viewer", 0},
 	} {
 		in, err := classify(c.method, c.rest, nil)
 		if err != nil {

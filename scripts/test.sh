@@ -25,6 +25,10 @@ for dir in test/*/; do
 	fi
 done
 
+step "HAPI FHIR JPA test server (Maven)"
+(cd test/hapi && mvn -q -B package -DskipTests)
+test -f test/hapi/target/hapi-test-server.jar
+
 step "gofmt, go vet, staticcheck"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
