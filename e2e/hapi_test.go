@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -200,6 +201,23 @@ func (c *hapiCase) smuggling() {
 			t.Errorf("GET %s: %d %.600s", path, res.status, res.raw)
 		}
 	}
+	// Reads HAPI answers from more than one resource: in Alice's record
+	// none shows Bob's Patient or Observation.
+	bobsPatient := `"id":"` + c.bobPID + `"`
+	for _, path := range []string{
+		"/Patient/" + c.bobPID, "/Patient?_id=" + c.bobPID, "/Observation?subject=Patient/" + c.bobPID,
+		"/Observation?_id=" + c.bobObs, "/Observation/" + c.bobObs + "/_history", "/_history", "/Observation/_history",
+		"/Patient/_history", "/Observation?_include=Observation:subject", "/Patient?_revinclude=Observation:subject",
+		"/Patient/" + c.alicePID + "/$everything", "/Observation?code=" + bobCode,
+	} {
+		res := e.do("GET", recordURL(aliceSlug, path), c.alice, nil)
+		delete(res.body, "link") // links repeat the query
+		shown, _ := json.Marshal(res.body)
+		if strings.Contains(string(shown), bobCode) || strings.Contains(string(shown), bobsPatient) {
+			t.Errorf("GET %s in alice's record shows bob's data: %d %.600s", path, res.status, res.raw)
+		}
+	}
+
 	// HAPI's server-wide operations (its CapabilityStatement lists them)
 	// act on every partition, whichever the request names: a record's
 	// owner must reach none of them.
