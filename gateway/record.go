@@ -252,7 +252,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 			keep:   g.keeper(rec, publicBase),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead,
 			opts: fhir.FilterOptions{
-				DropTotal:        !g.cfg.TrustUpstreamIsolation,
+				// HAPI serves a paged search (_getpages) to any partition
+				// that names its id: its total may count another record's.
+				DropTotal:        !g.cfg.TrustUpstreamIsolation || in.query.Has("_getpages"),
 				DropResourceless: !g.cfg.TrustUpstreamIsolation && (in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
 			},
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -107,9 +108,8 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 	}
 	body := res.body.Bytes()
 	if res.status == http.StatusOK {
-		if smart, err := g.smartConfiguration(r.Context()); err == nil {
-			body = addSMARTSecurity(body, smart)
-		}
+		smart, _ := g.smartConfiguration(r.Context()) // nil: no authorization server to announce
+		body = adaptCapabilities(body, smart, publicBase)
 	}
 	for k, vs := range res.header {
 		w.Header()[k] = vs
@@ -123,14 +123,61 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 	}
 }
 
-// addSMARTSecurity returns the CapabilityStatement with rest.security
-// saying "SMART-on-FHIR" and carrying the oauth-uris extension. A body that
-// is not a CapabilityStatement is returned unchanged.
-func addSMARTSecurity(body []byte, smart map[string]any) []byte {
+// adaptCapabilities makes the upstream's CapabilityStatement the record's:
+// its own base where the statement names the server's (see
+// pinCapabilityBase) and, when smart is not nil, rest.security saying
+// "SMART-on-FHIR" with the oauth-uris extension. A body that is not a
+// CapabilityStatement is returned unchanged.
+func adaptCapabilities(body []byte, smart map[string]any, publicBase string) []byte {
 	var cs map[string]any
 	if json.Unmarshal(body, &cs) != nil || cs["resourceType"] != "CapabilityStatement" {
 		return body
 	}
+	pinCapabilityBase(cs, publicBase)
+	if smart != nil {
+		addSMARTSecurity(cs, smart)
+	}
+	out, err := json.Marshal(cs)
+	if err != nil {
+		return body
+	}
+	return out
+}
+
+// pinCapabilityBase puts publicBase where a CapabilityStatement names the
+// server's own base: implementation.url and every operation definition on
+// it. HAPI FHIR builds one CapabilityStatement for all callers from the
+// first request's address (another record's host and partition) and caches
+// it, so rewriting the upstream bases of this request is not enough.
+func pinCapabilityBase(cs map[string]any, publicBase string) {
+	if impl, ok := cs["implementation"].(map[string]any); ok {
+		impl["url"] = publicBase
+	}
+	pinOps := func(ops any) {
+		list, _ := ops.([]any)
+		for _, o := range list {
+			op, _ := o.(map[string]any)
+			def, _ := op["definition"].(string)
+			if i := strings.Index(def, "/OperationDefinition/"); i >= 0 && (strings.HasPrefix(def, "http://") || strings.HasPrefix(def, "https://")) {
+				op["definition"] = publicBase + def[i:]
+			}
+		}
+	}
+	rests, _ := cs["rest"].([]any)
+	for _, r := range rests {
+		rest, _ := r.(map[string]any)
+		pinOps(rest["operation"])
+		resources, _ := rest["resource"].([]any)
+		for _, res := range resources {
+			m, _ := res.(map[string]any)
+			pinOps(m["operation"])
+		}
+	}
+}
+
+// addSMARTSecurity sets rest.security of every server rest entry: the
+// "SMART-on-FHIR" service and the oauth-uris extension.
+func addSMARTSecurity(cs map[string]any, smart map[string]any) {
 	uris := []any{}
 	for _, p := range [][2]string{{"authorize", "authorization_endpoint"}, {"token", "token_endpoint"},
 		{"register", "registration_endpoint"}, {"revoke", "revocation_endpoint"}, {"introspect", "introspection_endpoint"}} {
@@ -158,9 +205,4 @@ func addSMARTSecurity(body []byte, smart map[string]any) []byte {
 			m["security"] = security
 		}
 	}
-	out, err := json.Marshal(cs)
-	if err != nil {
-		return body
-	}
-	return out
 }
