@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
-	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
@@ -110,33 +107,12 @@ func startAttackWorld(t *testing.T, kind upstreamKind) *world {
 			return readResponse(t, rec.Result())
 		}
 	}
-	e := startGatewayConfig(t, dir, upstream, extraSites)
+	idp := newTestIssuer(t)
+	e := loadGateway(t, dir, idp.issuerLines()+withStore(dir, upstream), extraSites)
+	e.idp = idp
 	w := &world{env: e, kind: kind, raw: raw, tokens: map[string]string{}}
 	w.seed()
 	return w
-}
-
-// startGatewayConfig is startGateway with the data directory chosen by the
-// caller and more sites after the gateway's.
-func startGatewayConfig(t *testing.T, dir, upstream, extraSites string) *env {
-	t.Helper()
-	t.Cleanup(func() {
-		if t.Skipped() {
-			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
-		}
-	})
-	idp := newTestIssuer(t)
-	tester := caddytest.NewTester(t)
-	cfg := fmt.Sprintf(gatewayConfig, dir, idp.url, upstream, httpPort, httpsPort, caddyStorage) + extraSites
-	tester.InitServer(cfg, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
-	dev, err := auth.LoadOrCreateDevIssuer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, dataDir: dir, dev: dev, idp: idp, client: newClient()}
 }
 
 // sharedUpstream is a real store that ignores the partition the gateway

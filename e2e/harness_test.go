@@ -50,7 +50,9 @@ type env struct {
 }
 
 // gatewayConfig is the Caddyfile every end-to-end test starts from; %[1]s is
-// the data directory, %[2]s the test issuer URL, %[3]s the upstream lines.
+// the data directory, %[2]s the pfr block's further lines (issuers,
+// partition, upstream, …), %[3]s more sites, then the ports and Caddy's
+// storage.
 const gatewayConfig = `{
 	admin localhost:2999
 	default_bind 127.0.0.1
@@ -80,13 +82,10 @@ https://:%[5]d {
 		base_domain pfr.localhost
 		data_dir %[1]s
 		dev_issuer
-		issuer %[2]s {
-			jwks_url %[2]s/jwks
-		}
-%[3]s
+%[2]s
 	}
 }
-`
+%[3]s`
 
 // caddyStorage is Caddy's storage for the whole test process: the
 // in-process Caddy keeps certificates in memory across config loads, so every
@@ -117,10 +116,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// startGateway loads a gateway config into the in-process Caddy. upstream
-// holds the pfr block's partition/upstream lines; empty means the embedded
-// store in the data directory.
+// startGateway loads a gateway config into the in-process Caddy, trusting
+// the dev issuer and a fresh test issuer (JWKS only). upstream holds the pfr
+// block's partition/upstream lines; empty means the embedded store in the
+// data directory.
 func startGateway(t *testing.T, upstream string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	idp := newTestIssuer(t)
+	e := loadGateway(t, dir, idp.issuerLines()+withStore(dir, upstream), "")
+	e.idp = idp
+	return e
+}
+
+// withStore returns upstream, or the embedded store in dir when it is empty.
+func withStore(dir, upstream string) string {
+	if upstream == "" {
+		return "\t\tupstream pfr_store {\n\t\t\tpath " + dir + "/store.db\n\t\t}"
+	}
+	return upstream
+}
+
+// loadGateway loads (or reloads) the gateway on data directory dir with
+// pfrLines in its pfr block and extraSites after its site.
+func loadGateway(t *testing.T, dir, pfrLines, extraSites string) *env {
 	t.Helper()
 	// caddytest skips a test whose Caddy cannot start; here that is a failure.
 	t.Cleanup(func() {
@@ -128,13 +147,8 @@ func startGateway(t *testing.T, upstream string) *env {
 			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
 		}
 	})
-	dir := t.TempDir()
-	idp := newTestIssuer(t)
-	if upstream == "" {
-		upstream = "\t\tupstream pfr_store {\n\t\t\tpath " + dir + "/store.db\n\t\t}"
-	}
 	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(gatewayConfig, dir, idp.url, upstream, httpPort, httpsPort, caddyStorage), "caddyfile")
+	tester.InitServer(fmt.Sprintf(gatewayConfig, dir, pfrLines, extraSites, httpPort, httpsPort, caddyStorage), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -142,7 +156,7 @@ func startGateway(t *testing.T, upstream string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, dataDir: dir, dev: dev, idp: idp, client: newClient()}
+	return &env{t: t, dataDir: dir, dev: dev, client: newClient()}
 }
 
 // newClient dials every name to 127.0.0.1 (as *.localhost resolves) and
@@ -294,6 +308,11 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	t.Cleanup(srv.Close)
 	ti.url = srv.URL
 	return ti
+}
+
+// issuerLines are the pfr block lines that trust this issuer.
+func (ti *testIssuer) issuerLines() string {
+	return "\t\tissuer " + ti.url + " {\n\t\t\tjwks_url " + ti.url + "/jwks\n\t\t}\n"
 }
 
 // sign signs claims with the issuer's key; iss defaults to the issuer.

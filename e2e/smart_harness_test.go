@@ -21,10 +21,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
-
-	"github.com/pfrgateway/caddy-pfr/auth"
 )
 
 // The SMART tests run a real OpenID provider (oidc-provider, test/smart)
@@ -46,44 +42,6 @@ const (
 // managementAudience is the resource (and token aud) of the management API.
 var managementAudience = fmt.Sprintf("https://%s:%d", baseDomain, httpsPort)
 
-// smartGatewayConfig is gatewayConfig with the real provider as the trusted
-// issuer, found by OIDC discovery (no jwks_url); %[2]s is its issuer URL and
-// %[3]s more lines for the pfr block. The dev issuer stays for record owners.
-const smartGatewayConfig = `{
-	admin localhost:2999
-	default_bind 127.0.0.1
-	http_port %[4]d
-	https_port %[5]d
-	local_certs
-	skip_install_trust
-	storage file_system {
-		root %[6]s
-	}
-	on_demand_tls {
-		permission pfr {
-			base_domain pfr.localhost
-			data_dir %[1]s
-		}
-	}
-}
-
-https://pfr.localhost:%[5]d, https://*.pfr.localhost:%[5]d {
-	tls {
-		on_demand
-	}
-	pfr {
-		base_domain pfr.localhost
-		data_dir %[1]s
-		dev_issuer
-		issuer %[2]s
-		upstream pfr_store {
-			path %[1]s/store.db
-		}
-%[3]s
-	}
-}
-`
-
 // startSmartGateway loads a gateway that trusts the provider at issuer.
 func startSmartGateway(t *testing.T, issuer, extra string) *env {
 	t.Helper()
@@ -94,21 +52,7 @@ func startSmartGateway(t *testing.T, issuer, extra string) *env {
 // so a test can change the configuration and keep its records.
 func startSmartGatewayIn(t *testing.T, dir, issuer, extra string) *env {
 	t.Helper()
-	t.Cleanup(func() {
-		if t.Skipped() {
-			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
-		}
-	})
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(smartGatewayConfig, dir, issuer, extra, httpPort, httpsPort, caddyStorage), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
-	dev, err := auth.LoadOrCreateDevIssuer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, dataDir: dir, dev: dev, client: newClient()}
+	return loadGateway(t, dir, "\t\tissuer "+issuer+"\n"+withStore(dir, "")+"\n"+extra, "")
 }
 
 // oidcProvider is a running test/smart/provider.mjs.
