@@ -1,11 +1,12 @@
 package crashtest
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // pfrBinary is the cmd/pfr binary every test runs, built once by TestMain.
@@ -17,12 +18,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "crashtest:", err)
 		os.Exit(1)
 	}
-	pfrBinary = filepath.Join(dir, "pfr")
-	// The import path builds from anywhere inside the module.
-	build := exec.Command("go", "build", "-o", pfrBinary, "github.com/pfrgateway/caddy-pfr/cmd/pfr")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "crashtest: building cmd/pfr:", err)
+	if pfrBinary, err = pfrproc.Build(context.Background(), dir); err != nil {
+		fmt.Fprintln(os.Stderr, "crashtest:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

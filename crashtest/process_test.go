@@ -2,18 +2,15 @@ package crashtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // baseDomain is the gateway's base domain: under .localhost, as the dev
@@ -55,28 +52,21 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 // gatewayProcess is the real pfr binary serving one work directory. It can
 // be killed and started again on the same data and port.
 type gatewayProcess struct {
-	t       *testing.T
-	dir     string
-	port    int
-	dev     *auth.DevIssuer
-	client  *http.Client
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logPath string
-	starts  int
+	t      *testing.T
+	dir    string
+	port   int
+	dev    *auth.DevIssuer
+	client *http.Client
+	proc   *pfrproc.Process // the latest start
+	starts int
 }
 
-// newGateway writes the Caddyfile into a fresh work directory, starts the
-// gateway and waits until it answers. The process is killed when the test
-// ends.
+// newGateway starts the gateway on a fresh work directory and waits until
+// it answers. The process is killed when the test ends.
 func newGateway(t *testing.T) *gatewayProcess {
 	t.Helper()
-	dir := t.TempDir()
-	g := &gatewayProcess{t: t, dir: dir, port: freePort(t), client: newClient(), logPath: filepath.Join(dir, "caddy.log")}
-	if err := os.WriteFile(filepath.Join(dir, "Caddyfile"), fmt.Appendf(nil, caddyfile, g.port, dir), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dev, err := auth.LoadOrCreateDevIssuer(filepath.Join(dir, "data"))
+	g := &gatewayProcess{t: t, dir: t.TempDir(), port: freePort(t), client: newClient()}
+	dev, err := auth.LoadOrCreateDevIssuer(filepath.Join(g.dir, "data"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,73 +79,34 @@ func newGateway(t *testing.T) *gatewayProcess {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := pfrproc.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
 
 // start runs the binary on the work directory and waits (bounded) until it
-// serves HTTP. Caddy's home, config and data directories stay inside it.
+// serves HTTP, answering anything on the apex.
 func (g *gatewayProcess) start() {
 	g.t.Helper()
 	g.starts++
-	logFile, err := os.OpenFile(g.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	proc, err := pfrproc.Start(context.Background(), pfrBinary, g.dir, fmt.Sprintf(caddyfile, g.port, g.dir))
 	if err != nil {
-		g.t.Fatal(err)
+		g.t.Fatalf("pfr start %d: %v", g.starts, err)
 	}
-	fmt.Fprintf(logFile, "=== start %d\n", g.starts)
-	home := filepath.Join(g.dir, "home")
-	cmd := exec.Command(pfrBinary, "run", "--config", filepath.Join(g.dir, "Caddyfile"), "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_DATA_HOME="+home+"/data", "XDG_CONFIG_HOME="+home+"/config")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		g.t.Fatalf("starting pfr: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(exited)
-	}()
-	g.cmd, g.exited = cmd, exited
-	if err := g.waitReady(30 * time.Second); err != nil {
+	g.proc = proc
+	if err := proc.WaitReady(context.Background(), g.apex("/pfr/v1/records"), 0, 30*time.Second); err != nil {
 		g.t.Fatalf("pfr start %d: %v\n%s", g.starts, err, g.logTail(30))
 	}
-}
-
-// waitReady polls the apex until the gateway answers anything.
-func (g *gatewayProcess) waitReady(timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second, Transport: g.client.Transport}
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		select {
-		case <-g.exited:
-			return errors.New("the process exited before it served")
-		case <-time.After(50 * time.Millisecond):
-		}
-		res, err := client.Get(g.apex("/pfr/v1/records"))
-		if err == nil {
-			res.Body.Close()
-			return nil
-		}
-	}
-	return fmt.Errorf("no answer within %s", timeout)
 }
 
 // kill sends SIGKILL and waits for the process to be gone: no cleanup, no
 // flush, exactly a power cut as far as the process is concerned.
 func (g *gatewayProcess) kill() {
 	g.t.Helper()
-	if err := g.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		g.t.Fatalf("SIGKILL: %v", err)
-	}
-	select {
-	case <-g.exited:
-	case <-time.After(30 * time.Second):
-		g.t.Fatal("pfr did not die within 30s of SIGKILL")
+	if err := g.proc.Kill(); err != nil {
+		g.t.Fatal(err)
 	}
 	g.client.CloseIdleConnections()
 }
@@ -169,41 +120,22 @@ func (g *gatewayProcess) restart() {
 
 // stop kills the process if it still runs (test cleanup).
 func (g *gatewayProcess) stop() {
-	if g.cmd == nil {
-		return
-	}
-	select {
-	case <-g.exited:
-		return
-	default:
-	}
-	_ = g.cmd.Process.Kill()
-	select {
-	case <-g.exited:
-	case <-time.After(30 * time.Second):
+	if g.proc != nil {
+		_ = g.proc.Kill()
 	}
 }
 
 // logTail returns the last n lines of the gateway's log, for failures.
 func (g *gatewayProcess) logTail(n int) string {
-	raw, err := os.ReadFile(g.logPath)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
-	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+	return g.proc.LogTail(n)
 }
 
 // logHasLine reports whether one line of the log since the last start
 // contains every one of parts.
 func (g *gatewayProcess) logHasLine(parts ...string) bool {
-	raw, err := os.ReadFile(g.logPath)
+	text, err := g.proc.Log()
 	if err != nil {
 		return false
-	}
-	text := string(raw)
-	if i := strings.LastIndex(text, fmt.Sprintf("=== start %d\n", g.starts)); i >= 0 {
-		text = text[i:]
 	}
 lines:
 	for _, line := range strings.Split(text, "\n") {
@@ -237,19 +169,7 @@ func (g *gatewayProcess) recordURL(slug, path string) string {
 
 // newClient dials every name to 127.0.0.1, as *.localhost resolves.
 func newClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	return &http.Client{
-		Timeout: 60 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				_, port, err := net.SplitHostPort(addr)
-				if err != nil {
-					return nil, err
-				}
-				return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
-			},
-			MaxIdleConnsPerHost: 16,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	transport := pfrproc.LocalTransport()
+	transport.MaxIdleConnsPerHost = 16
+	return pfrproc.LocalClient(60*time.Second, transport)
 }

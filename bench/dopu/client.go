@@ -6,32 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // newClient returns a keep-alive client that dials every host to
 // 127.0.0.1 (as *.localhost resolves), so Host names the record. A 2 MB
 // drop-off over loopback takes well under the timeout even when slow.
 func newClient(concurrency int) *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	return &http.Client{
-		Timeout: 2 * time.Minute,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				_, port, err := net.SplitHostPort(addr)
-				if err != nil {
-					return nil, fmt.Errorf("dialing %s: %w", addr, err)
-				}
-				return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
-			},
-			MaxIdleConns:        2 * concurrency,
-			MaxIdleConnsPerHost: concurrency,
-			DisableCompression:  true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	transport := pfrproc.LocalTransport()
+	transport.MaxIdleConns = 2 * concurrency
+	transport.MaxIdleConnsPerHost = concurrency
+	transport.DisableCompression = true
+	return pfrproc.LocalClient(2*time.Minute, transport)
 }
 
 // gateway addresses the bench gateway.

@@ -16,17 +16,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // Sizes of the intake Bundles.
@@ -70,18 +70,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o, os.Stdout, os.Stderr)
-	interrupted := ctx.Err() != nil
-	stop()
-	if interrupted {
-		fmt.Fprintln(os.Stderr, "bench/dopu: interrupted; Caddy stopped")
-		os.Exit(130)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/dopu:", err)
-		os.Exit(1)
-	}
+	pfrproc.Main("bench/dopu", func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
 }
 
 // validate refuses options that cannot give a measurement.
@@ -115,43 +104,28 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	workDir, err := os.MkdirTemp("", "pfr-bench-dopu-")
-	if err != nil {
-		return fmt.Errorf("creating the work directory: %w", err)
-	}
-	defer os.RemoveAll(workDir)
-
-	binary := o.pfrBinary
-	if binary == "" {
-		fmt.Fprintln(logw, "building cmd/pfr …")
-		if binary, err = buildPFR(ctx, workDir); err != nil {
-			return err
-		}
-	}
-	list, err := freePorts(2)
+	caddy, err := pfrproc.NewBench(ctx, "dopu", o.pfrBinary, 2, logw)
 	if err != nil {
 		return err
 	}
-	p := ports{gateway: list[0], admin: list[1]}
-	caddy, err := startCaddy(ctx, binary, workDir, caddyfile(p, workDir))
-	if err != nil {
+	defer caddy.Close()
+	p := ports{gateway: caddy.Ports[0], admin: caddy.Ports[1]}
+	// Any management API answer, even a 401, means the pfr handler serves.
+	records := fmt.Sprintf("http://%s:%d/pfr/v1/records", baseDomain, p.gateway)
+	if err := caddy.Start(ctx, caddyfile(p, caddy.WorkDir), records, http.StatusUnauthorized); err != nil {
 		return err
 	}
-	defer caddy.stop()
-	if err := caddy.waitReady(ctx, p.gateway, time.Minute); err != nil {
-		return err
-	}
-	g, err := newGateway(workDir, p, slices.Max(o.concurrency))
+	g, err := newGateway(caddy.WorkDir, p, slices.Max(o.concurrency))
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "bench/dopu: %d CPUs, %s %s/%s; pfr at %s; -c %s -n50k %d -n2m %d -warmup %d -rounds %d\n\n",
-		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, revision(ctx, binary, o.pfrBinary == ""),
+		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, caddy.Revision(ctx),
 		joinInts(o.concurrency), o.small, o.large, o.warmup, o.rounds)
 
 	results, err := intakePhases(ctx, g, src, o, logw)
 	if err != nil {
-		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.logTail())
+		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.LogTail())
 	}
 	reportIntake(out, results)
 	fmt.Fprintln(out)
@@ -161,7 +135,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		fmt.Fprintf(logw, "pick-up round %d/%d …\n", i+1, o.rounds)
 		r, err := pickupOnce(ctx, g, src, fmt.Sprintf("pickup-%d", i+1))
 		if err != nil {
-			return fmt.Errorf("pick-up round %d: %w\ncaddy log:\n%s", i+1, err, caddy.logTail())
+			return fmt.Errorf("pick-up round %d: %w\ncaddy log:\n%s", i+1, err, caddy.LogTail())
 		}
 		rounds = append(rounds, r)
 	}

@@ -5,6 +5,13 @@ import (
 	"strings"
 )
 
+// baseDomain is the gateway's base domain: under .localhost, as the dev
+// issuer requires, and dialled as 127.0.0.1 by the bench client.
+const baseDomain = "pfr.localhost"
+
+// slug is the record every gateway request goes to.
+const slug = "bench"
+
 // ports are the loopback ports of one bench Caddy.
 type ports struct {
 	store      int // (a) pfr_store alone

@@ -15,11 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // options are the command's flags.
@@ -52,18 +53,7 @@ func main() {
 	flag.StringVar(&o.profileKind, "profilekind", "both", "the requests sent while profiling: read, search or both")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o, os.Stdout, os.Stderr)
-	interrupted := ctx.Err() != nil
-	stop()
-	if interrupted {
-		fmt.Fprintln(os.Stderr, "bench/gateway: interrupted; Caddy stopped")
-		os.Exit(130)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/gateway:", err)
-		os.Exit(1)
-	}
+	pfrproc.Main("bench/gateway", func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
 }
 
 // validate refuses options that cannot give a measurement.
@@ -92,42 +82,27 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	workDir, err := os.MkdirTemp("", "pfr-bench-gateway-")
-	if err != nil {
-		return fmt.Errorf("creating the work directory: %w", err)
-	}
-	defer os.RemoveAll(workDir)
-
-	binary := o.pfrBinary
-	if binary == "" {
-		fmt.Fprintln(logw, "building cmd/pfr …")
-		if binary, err = buildPFR(ctx, workDir); err != nil {
-			return err
-		}
-	}
-	list, err := freePorts(6)
+	caddy, err := pfrproc.NewBench(ctx, "gateway", o.pfrBinary, 6, logw)
 	if err != nil {
 		return err
 	}
+	defer caddy.Close()
+	list, workDir := caddy.Ports, caddy.WorkDir
 	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], trusted: list[4], admin: list[5]}
-	caddy, err := startCaddy(ctx, binary, workDir, caddyfile(p, workDir, o.https, o.trusted))
-	if err != nil {
-		return err
-	}
-	defer caddy.stop()
-	if err := caddy.waitReady(ctx, p.store, time.Minute); err != nil {
+	storeMetadata := fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", p.store)
+	if err := caddy.Start(ctx, caddyfile(p, workDir, o.https, o.trusted), storeMetadata, http.StatusOK); err != nil {
 		return err
 	}
 
 	fmt.Fprintln(logw, "creating the record and its data through the gateway …")
 	fx, err := prepare(ctx, newClient(1), p, workDir)
 	if err != nil {
-		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.logTail())
+		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.LogTail())
 	}
 	targets := benchTargets(p, fx, o)
 
 	fmt.Fprintf(out, "bench/gateway: %d CPUs, %s %s/%s; pfr at %s; partition %s, %d Observations; -n %d -c %d -round %d -warmup %d\n",
-		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, revision(ctx, binary, o.pfrBinary == ""), fx.partition, len(fx.obsIDs),
+		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, caddy.Revision(ctx), fx.partition, len(fx.obsIDs),
 		o.requests, o.concurrency, o.roundSize, o.warmup)
 
 	fmt.Fprintln(logw, "warming up (every answer decoded and checked) …")

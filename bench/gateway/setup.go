@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // searchSize is how many Observations the record holds and the page size of
@@ -41,24 +41,12 @@ type fixture struct {
 // HTTP/1.1 on every path, HTTPS included (no ForceAttemptHTTP2), so (d)
 // differs from (c) by TLS alone.
 func newClient(concurrency int) *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				_, port, err := net.SplitHostPort(addr)
-				if err != nil {
-					return nil, fmt.Errorf("dialing %s: %w", addr, err)
-				}
-				return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
-			},
-			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the bench's own local CA; TLS cost is what is measured
-			MaxIdleConns:        4 * concurrency,
-			MaxIdleConnsPerHost: concurrency,
-			DisableCompression:  true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	transport := pfrproc.LocalTransport()
+	transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the bench's own local CA; TLS cost is what is measured
+	transport.MaxIdleConns = 4 * concurrency
+	transport.MaxIdleConnsPerHost = concurrency
+	transport.DisableCompression = true
+	return pfrproc.LocalClient(30*time.Second, transport)
 }
 
 // exchange sends one set-up request and returns the response body, failing
