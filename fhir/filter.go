@@ -41,6 +41,10 @@ type FilterOptions struct {
 	// DropResourceless leaves out entries without a resource (such as a
 	// history entry of a deletion), which cannot be told apart by owner.
 	DropResourceless bool
+	// Quick, when set, judges an entry from its raw JSON first (see
+	// Owner.QuickBelongs); only entries it leaves undecided are decoded
+	// and given to keep.
+	Quick func(entry []byte) (keep, decided bool)
 }
 
 // FilterBundle is FilterSearchset with options.
@@ -176,6 +180,22 @@ func (f *searchsetFilter) copyEntries() error {
 		var raw json.RawMessage
 		if err := f.dec.Decode(&raw); err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
+		}
+		if f.opts.Quick != nil {
+			if keep, decided := f.opts.Quick(raw); decided {
+				if !keep {
+					f.removed++
+					continue
+				}
+				if written > 0 {
+					f.out.WriteByte(',')
+				}
+				if _, err := f.out.Write(raw); err != nil {
+					return err
+				}
+				written++
+				continue
+			}
 		}
 		var e struct {
 			Resource map[string]any `json:"resource"`

@@ -103,6 +103,16 @@ func (f *filteringWriter) Close() error {
 		_ = f.pw.Close()
 		return <-f.done
 	}
+	if f.opts.Quick != nil {
+		// The fast path judges entries: make the resource one.
+		entry := make([]byte, 0, f.held.Len()+len(`{"resource":}`))
+		entry = append(append(append(entry, `{"resource":`...), f.held.Bytes()...), '}')
+		if keep, decided := f.opts.Quick(entry); decided && keep {
+			f.w.WriteHeader(f.status)
+			_, err := f.w.Write(f.held.Bytes())
+			return err
+		}
+	}
 	res, err := fhir.DecodeResource(f.held.Bytes())
 	if err != nil || !f.keep(res) {
 		f.log.Warn("security: refused a resource of another person (or unreadable) from the upstream",

@@ -89,6 +89,21 @@ func (g *Gateway) keeper(rec *tenancy.Record, publicBase string) func(map[string
 	}
 }
 
+// quickKeeper is keeper's fast path on a raw searchset entry (see
+// fhir.Owner.QuickBelongs); it leaves to keeper what needs the decoded
+// resource, notably the record stamp of non-compartment resources from an
+// untrusted upstream.
+func (g *Gateway) quickKeeper(rec *tenancy.Record, publicBase string) func([]byte) (bool, bool) {
+	o := owner(rec, publicBase)
+	return func(entry []byte) (bool, bool) {
+		typ, keep, decided := o.QuickBelongs(entry, g.cfg.Ownership)
+		if decided && keep && !g.cfg.TrustUpstreamIsolation && typ != "OperationOutcome" && !fhir.InPatientCompartment(typ) {
+			return false, false
+		}
+		return keep, decided
+	}
+}
+
 // checkEntryTargets runs checkTargetsBelong for every entry of a batch or
 // transaction that updates or deletes.
 func (g *Gateway) checkEntryTargets(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {

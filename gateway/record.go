@@ -256,6 +256,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 				// that names its id: its total may count another record's.
 				DropTotal:        !g.cfg.TrustUpstreamIsolation || in.query.Has("_getpages"),
 				DropResourceless: !g.cfg.TrustUpstreamIsolation && (in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
+				Quick:            g.quickKeeper(rec, publicBase),
 			},
 		}
 		sink = filter

@@ -1,0 +1,79 @@
+package fhir
+
+import (
+	"bytes"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Patterns of QuickBelongs, on the raw JSON of a Bundle entry. Inside a JSON
+// string every quote is escaped, so `"reference":"` only matches a member.
+var (
+	quickResourceType = regexp.MustCompile(`"resource"\s*:\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"`)
+	quickReference    = regexp.MustCompile(`"reference"\s*:\s*("(?:[^"\\]|\\.)*")`)
+)
+
+// QuickBelongs judges a Bundle entry (its raw JSON) without decoding it,
+// for the common cases of a response filter: decided is false whenever it
+// cannot be sure, and the caller then decodes the entry and asks Belongs.
+// typ is the entry's resource type when it could be read.
+// It decides
+//   - false for a resource that references another Patient (or whose type
+//     may not be written to a record at all), as Belongs would;
+//   - true for a resource of the Patient compartment whose every Patient
+//     reference is the record's own and which has at least one, and for a
+//     resource of an allowed type without Patient references. Belongs is
+//     stricter here in one way: it wants the record's Patient in a
+//     compartment element (an Observation whose only reference to the
+//     person is `focus`); such a resource names nobody else, so showing it
+//     leaks nothing.
+//
+// Patients, Groups, Bundles, contained resources, urn: and external
+// references, and entries whose resource does not start with its
+// resourceType are left to Belongs.
+func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belongs, decided bool) {
+	m := quickResourceType.FindSubmatch(entry)
+	if m == nil || bytes.Contains(entry, []byte(`"contained"`)) {
+		return "", false, false
+	}
+	typ = string(m[1])
+	switch {
+	case typ == "OperationOutcome":
+		return typ, true, true
+	case typ == "Patient" || typ == "Group" || typ == "Bundle" || !isResourceType(typ):
+		return typ, false, false
+	case !InPatientCompartment(typ) && !p.AllowedTypes[typ]:
+		return typ, false, true // never writable to a record
+	}
+	self := 0
+	for _, rm := range quickReference.FindAllSubmatch(entry, -1) {
+		ref, err := strconv.Unquote(string(rm[1]))
+		if err != nil {
+			return typ, false, false
+		}
+		for _, base := range o.Bases {
+			if base = strings.TrimSuffix(base, "/"); base != "" && strings.HasPrefix(ref, base+"/") {
+				ref = ref[len(base)+1:]
+				break
+			}
+		}
+		if strings.Contains(ref, ":") || strings.HasPrefix(ref, "#") {
+			return typ, false, false // urn:, external or contained: Belongs knows
+		}
+		rtyp, id, ok := splitLiteralReference(ref)
+		switch {
+		case !ok || rtyp == "Group":
+			return typ, false, false
+		case rtyp != "Patient":
+		case id == o.PatientID && o.PatientID != "":
+			self++
+		default:
+			return typ, false, true // another person
+		}
+	}
+	if InPatientCompartment(typ) && self == 0 {
+		return typ, false, false
+	}
+	return typ, true, true
+}
