@@ -108,6 +108,7 @@ func TestQuickBelongsAgreesWithBelongs(t *testing.T) {
 		`{"resource":{"resourceType":"Observation","subject":{"reference":"urn:uuid:1"}}}`,
 		`{"resource":{"resourceType":"Patient","id":"p2"}}`,
 		`{"search":{"mode":"match"},"resource":{"id":"x","resourceType":"Observation"}}`,
+		`{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p1"},"performer":[{"refer\u0065nce":"Patient/p2"}]}}`,
 	} {
 		if _, _, decided := o.QuickBelongs([]byte(raw), p); decided {
 			t.Errorf("decided what only Belongs can judge: %s", raw)
@@ -162,4 +163,56 @@ func BenchmarkFilterQuick(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzQuickBelongs: QuickBelongs never shows an entry whose references name
+// a Patient other than the record's, whatever the JSON around them.
+func FuzzQuickBelongs(f *testing.F) {
+	for _, seed := range []string{
+		`{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p1"}}}`,
+		`{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p1"},"performer":[{"reference":"Practitioner/x"}]}}`,
+		`{"fullUrl":"https://x/fhir/Encounter/e","resource":{"resourceType":"Encounter","subject":{"reference":"https://x/fhir/Patient/p1"}}}`,
+		`{"resource":{"resourceType":"Organization","name":"clinic"}}`,
+	} {
+		f.Add(seed, "Patient/other")
+	}
+	o := Owner{PatientID: "p1", Bases: []string{"https://x/fhir"}}
+	p := DefaultOwnershipPolicy()
+	f.Fuzz(func(t *testing.T, entry, foreign string) {
+		_, keep, decided := o.QuickBelongs([]byte(entry), p)
+		if !decided || !keep {
+			return
+		}
+		var e struct {
+			Resource map[string]any `json:"resource"`
+		}
+		if json.Unmarshal([]byte(entry), &e) != nil || e.Resource == nil {
+			return // not JSON a server would send; the filter's decoder refuses it first
+		}
+		refs := []string{}
+		var walk func(v any)
+		walk = func(v any) {
+			switch x := v.(type) {
+			case map[string]any:
+				for k, c := range x {
+					if s, ok := c.(string); ok && k == "reference" {
+						refs = append(refs, s)
+					}
+					walk(c)
+				}
+			case []any:
+				for _, c := range x {
+					walk(c)
+				}
+			}
+		}
+		walk(e.Resource)
+		for _, ref := range refs {
+			trimmed := strings.TrimPrefix(ref, "https://x/fhir/")
+			typ, id, ok := splitLiteralReference(trimmed)
+			if ok && (typ == "Patient" && id != "p1" || typ == "Group") {
+				t.Fatalf("QuickBelongs showed an entry referencing %q: %s", ref, entry)
+			}
+		}
+	})
 }
