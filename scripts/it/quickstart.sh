@@ -37,5 +37,7 @@ echo "--- running the README walkthrough:"; cat "$work/walkthrough.sh"; echo "--
 PATH="$work/bin:$PATH" bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"
 
 grep -q '"resourceType":"Observation"' "$work/out.txt" || { echo "walkthrough did not read the Observation back"; exit 1; }
-if grep -q '"OperationOutcome"' "$work/out.txt"; then echo "walkthrough printed an error"; exit 1; fi
+if grep -q '"severity":"error"' "$work/out.txt"; then echo "walkthrough printed an error"; exit 1; fi
+grep -q '"status":"picked-up"' "$work/out.txt" || { echo "walkthrough did not pick up the drop-off"; exit 1; }
+grep -q '"code":"2339-0"' "$work/out.txt" || { echo "the picked-up Observation is not in the record"; exit 1; }
 echo "quickstart: OK"
