@@ -1,0 +1,126 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+)
+
+// Run writes queued events until ctx ends: one bbolt transaction per
+// batch, at most one batch every FlushInterval, pruning each record to
+// MaxPerRecord events and deleting events older than Retention. When ctx
+// ends it writes what is queued and returns; the error is that last
+// write's. Errors of earlier batches are logged and counted as dropped
+// events, and Run goes on.
+func (l *Log) Run(ctx context.Context) error {
+	tick := l.tick
+	if tick == nil {
+		ticker := time.NewTicker(l.flushInterval)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return l.writeQueued()
+		case <-tick:
+			if err := l.writeQueued(); err != nil {
+				l.logger.Error("writing audit events", zap.Error(err))
+			}
+		}
+	}
+}
+
+// Flush writes everything queued now, and prunes, in one transaction. Run
+// need not be running.
+func (l *Log) Flush(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return l.writeQueued()
+}
+
+// DeleteRecord deletes every event of recordID, after writing what is
+// queued so that no queued event of the record outlives it.
+func (l *Log) DeleteRecord(ctx context.Context, recordID string) error {
+	if !validRecordID(recordID) {
+		return fmt.Errorf("audit: deleting log of %q: invalid record id", recordID)
+	}
+	if err := l.Flush(ctx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := l.db.Update(func(tx *bbolt.Tx) error { return boltTx{tx}.deleteRecord(recordID) })
+	if err != nil {
+		return fmt.Errorf("audit: deleting log of %s: %w", recordID, err)
+	}
+	return nil
+}
+
+// writeQueued takes the events queued now and writes them in one
+// transaction with the pruning they call for. It never gives up halfway
+// for a cancelled context: the events it took from the queue would be
+// lost.
+func (l *Log) writeQueued() error {
+	batch := l.takeQueued()
+	cutoff := l.now().Add(-l.retention)
+	if len(batch) == 0 && !l.anyExpired(cutoff) {
+		return nil
+	}
+	err := l.db.Update(func(tx *bbolt.Tx) error {
+		t := boltTx{tx}
+		added, err := t.add(batch)
+		if err != nil {
+			return err
+		}
+		for id := range added {
+			if err := t.keepNewest(id, l.maxPerRecord); err != nil {
+				return err
+			}
+		}
+		// What is left over is deleted by the next batch.
+		_, err = t.deleteExpired(cutoff)
+		return err
+	})
+	if err != nil {
+		l.dropped.Add(uint64(len(batch)))
+		return fmt.Errorf("audit: writing %d events: %w", len(batch), err)
+	}
+	if l.written != nil {
+		l.written(len(batch))
+	}
+	return nil
+}
+
+// takeQueued removes and returns the events queued now; events queued
+// meanwhile wait for the next batch, so a busy queue cannot make a batch
+// endless.
+func (l *Log) takeQueued() []Event {
+	n := len(l.queue)
+	batch := make([]Event, 0, n)
+	for range n {
+		select {
+		case e := <-l.queue:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// anyExpired reports whether an event is older than cutoff. A failed read
+// says yes, so that the write reports the error.
+func (l *Log) anyExpired(cutoff time.Time) bool {
+	var found bool
+	err := l.db.View(func(tx *bbolt.Tx) error {
+		found = boltTx{tx}.hasExpired(cutoff)
+		return nil
+	})
+	return found || err != nil
+}
