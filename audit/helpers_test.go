@@ -1,0 +1,214 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// clock is a settable time for tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func openDB(t testing.TB, path string) *bbolt.DB {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("opening %s: %v", path, err)
+	}
+	return db
+}
+
+type fixture struct {
+	t     testing.TB
+	path  string
+	db    *bbolt.DB
+	log   *Log
+	clock *clock
+}
+
+// newFixture returns a Log on a fresh database; opts.Now is the fixture's
+// clock unless set.
+func newFixture(t testing.TB, opts Options) *fixture {
+	t.Helper()
+	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "pfr.db"), clock: newClock()}
+	f.db = openDB(t, f.path)
+	t.Cleanup(func() { f.db.Close() })
+	if opts.Now == nil {
+		opts.Now = f.clock.Now
+	}
+	l, err := New(f.db, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	f.log = l
+	return f
+}
+
+func (f *fixture) flush() {
+	f.t.Helper()
+	if err := f.log.Flush(context.Background()); err != nil {
+		f.t.Fatalf("Flush: %v", err)
+	}
+}
+
+// events returns the AuditEvents of recordID's Bundle (default count).
+func (f *fixture) events(recordID string) []map[string]any {
+	f.t.Helper()
+	return entriesOf(f.t, f.bundle(recordID, time.Time{}, 0))
+}
+
+func (f *fixture) bundle(recordID string, since time.Time, count int) map[string]any {
+	f.t.Helper()
+	b, err := f.log.Bundle(context.Background(), recordID, since, count)
+	if err != nil {
+		f.t.Fatalf("Bundle(%s): %v", recordID, err)
+	}
+	return b
+}
+
+// entriesOf checks the Bundle's own shape and returns its resources.
+func entriesOf(t testing.TB, b map[string]any) []map[string]any {
+	t.Helper()
+	if b["resourceType"] != "Bundle" || b["type"] != "searchset" {
+		t.Fatalf("not a searchset Bundle: %v", b)
+	}
+	raw, ok := b["entry"]
+	if !ok {
+		return nil
+	}
+	entries := raw.([]any)
+	if len(entries) == 0 {
+		t.Fatalf("empty entry array (FHIR forbids it)")
+	}
+	out := make([]map[string]any, len(entries))
+	for i, e := range entries {
+		entry := e.(map[string]any)
+		if entry["search"].(map[string]any)["mode"] != "match" {
+			t.Errorf("entry %d: search.mode %v", i, entry["search"])
+		}
+		out[i] = entry["resource"].(map[string]any)
+	}
+	return out
+}
+
+var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+
+// checkAuditEvent fails unless ae has the required elements of an R4
+// AuditEvent as this package writes them, and returns its recorded time.
+func checkAuditEvent(t testing.TB, ae map[string]any) time.Time {
+	t.Helper()
+	if ae["resourceType"] != "AuditEvent" {
+		t.Fatalf("resourceType %v", ae["resourceType"])
+	}
+	if id, _ := ae["id"].(string); !fhirID.MatchString(id) {
+		t.Errorf("id %q is not a FHIR id", id)
+	}
+	typ, _ := ae["type"].(map[string]any)
+	if typ["system"] != "http://terminology.hl7.org/CodeSystem/audit-event-type" || typ["code"] != "rest" {
+		t.Errorf("type %v", ae["type"])
+	}
+	if a, _ := ae["action"].(string); !actions[a] {
+		t.Errorf("action %v", ae["action"])
+	}
+	rec, _ := ae["recorded"].(string)
+	recorded, err := time.Parse(time.RFC3339Nano, rec)
+	if err != nil {
+		t.Errorf("recorded %q: %v", rec, err)
+	}
+	agents, _ := ae["agent"].([]any)
+	if len(agents) == 0 {
+		t.Fatalf("no agent")
+	}
+	if agents[0].(map[string]any)["requestor"] != true {
+		t.Errorf("agent[0].requestor %v", agents[0])
+	}
+	src, _ := ae["source"].(map[string]any)
+	obs, _ := src["observer"].(map[string]any)
+	if obs["display"] != "caddy-pfr" {
+		t.Errorf("source %v", ae["source"])
+	}
+	return recorded
+}
+
+// path returns the value at a path of map keys and array indexes.
+func path(v any, keys ...any) any {
+	for _, k := range keys {
+		switch k := k.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			a, ok := v.([]any)
+			if !ok || k >= len(a) {
+				return nil
+			}
+			v = a[k]
+		}
+	}
+	return v
+}
+
+// keyCount returns how many keys a bucket holds.
+func keyCount(t testing.TB, db *bbolt.DB, bucket []byte) int {
+	t.Helper()
+	n := 0
+	if err := db.View(func(tx *bbolt.Tx) error {
+		n = tx.Bucket(bucket).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkCounts fails unless the stored counts, the events and the time
+// index agree.
+func checkCounts(t testing.TB, db *bbolt.DB) {
+	t.Helper()
+	if err := db.View(func(tx *bbolt.Tx) error {
+		actual := map[string]uint64{}
+		err := tx.Bucket(bucketEvents).ForEach(func(k, _ []byte) error {
+			rec := string(k[:len(k)-stampLen-1])
+			actual[rec]++
+			if got := tx.Bucket(bucketByTime).Get(k[len(k)-stampLen:]); string(got) != rec {
+				t.Errorf("event of %s indexed as %q", rec, got)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n := tx.Bucket(bucketByTime).Stats().KeyN; n != tx.Bucket(bucketEvents).Stats().KeyN {
+			t.Errorf("%d index entries for %d events", n, tx.Bucket(bucketEvents).Stats().KeyN)
+		}
+		stored := map[string]uint64{}
+		_ = tx.Bucket(bucketCounts).ForEach(func(k, _ []byte) error {
+			stored[string(k)] = boltTx{tx}.count(string(k))
+			return nil
+		})
+		if fmt.Sprint(stored) != fmt.Sprint(actual) {
+			t.Errorf("stored counts %v, actual %v", stored, actual)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
