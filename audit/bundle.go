@@ -21,7 +21,7 @@ const (
 // ones. Events past Retention are never listed, pruned yet or not.
 func (l *Log) Bundle(ctx context.Context, recordID string, since time.Time, count int) (map[string]any, error) {
 	if !validRecordID(recordID) {
-		return nil, fmt.Errorf("audit: reading log of %q: invalid record id", recordID)
+		return nil, fmt.Errorf("audit: reading log of %q: %w", recordID, ErrInvalidRecordID)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -19,6 +19,11 @@ const (
 	DefaultQueueSize     = 10000
 )
 
+// ErrInvalidRecordID is wrapped by the errors of Bundle and DeleteRecord
+// for a record id that cannot be in the log: empty, longer than 255 bytes,
+// or holding a NUL byte.
+var ErrInvalidRecordID = errors.New("invalid record id")
+
 // dropWarningInterval is how often, at most, a full queue is logged.
 const dropWarningInterval = time.Minute
 

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -193,8 +194,8 @@ func TestRecordsNeverSeeEachOthersEvents(t *testing.T) {
 		t.Errorf("unknown record lists %d events", len(got))
 	}
 	for _, bad := range []string{"", "rec\x00", strings.Repeat("r", 300)} {
-		if _, err := f.log.Bundle(context.Background(), bad, time.Time{}, 0); err == nil {
-			t.Errorf("Bundle(%q) accepted", bad)
+		if _, err := f.log.Bundle(context.Background(), bad, time.Time{}, 0); !errors.Is(err, ErrInvalidRecordID) {
+			t.Errorf("Bundle(%q): %v, want ErrInvalidRecordID", bad, err)
 		}
 	}
 }
@@ -442,8 +443,8 @@ func TestDeleteRecordRemovesOnlyItsEvents(t *testing.T) {
 		}
 	}
 	checkCounts(t, f.db)
-	if err := f.log.DeleteRecord(context.Background(), "a\x00b"); err == nil {
-		t.Errorf("DeleteRecord accepted an invalid id")
+	if err := f.log.DeleteRecord(context.Background(), "a\x00b"); !errors.Is(err, ErrInvalidRecordID) {
+		t.Errorf("DeleteRecord of an invalid id: %v", err)
 	}
 }
 
@@ -495,4 +496,43 @@ func TestBadOptionsAndCancelledContexts(t *testing.T) {
 	if n := len(f.events(recA)); n != 1 {
 		t.Errorf("%d events after the refused calls, want 1", n)
 	}
+}
+
+func TestRetentionDeletesInBoundedRounds(t *testing.T) {
+	f := newFixture(t, Options{Retention: time.Hour, QueueSize: 2 * maxExpiredPerTx})
+	// Two records, each under MaxPerRecord.
+	for i := range maxExpiredPerTx + 5 {
+		f.log.Record(Event{RecordID: []string{recA, recB}[i%2], Interaction: "read"})
+	}
+	f.flush()
+	f.clock.Advance(2 * time.Hour)
+	f.flush()
+	if n := keyCount(t, f.db, bucketEvents); n != 5 {
+		t.Errorf("%d events left after one round, want 5", n)
+	}
+	checkCounts(t, f.db)
+	f.flush()
+	if n := keyCount(t, f.db, bucketEvents); n != 0 {
+		t.Errorf("%d events left after two rounds, want 0", n)
+	}
+	checkCounts(t, f.db)
+}
+
+func TestTimesOutsideTheStampRange(t *testing.T) {
+	f := newFixture(t, Options{})
+	future := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.log.Record(Event{Time: future, RecordID: recA, Interaction: "read", Target: "Patient/future"})
+	f.log.Record(Event{RecordID: recA, Interaction: "read", Target: "Patient/now"})
+	f.log.Record(Event{Time: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), RecordID: recA, Interaction: "read", Target: "Patient/past"})
+	f.flush()
+	got := f.events(recA)
+	// The 1900 event is past retention; the future one sorts first and
+	// keeps its time.
+	if len(got) != 2 || path(got[0], "entity", 0, "what", "reference") != "Patient/future" {
+		t.Fatalf("got %v", got)
+	}
+	if recorded := checkAuditEvent(t, got[0]); !recorded.Equal(future) {
+		t.Errorf("recorded %v, want %v", recorded, future)
+	}
+	checkCounts(t, f.db)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -68,22 +69,26 @@ func validRecordID(id string) bool {
 	return id != "" && len(id) <= 255 && !bytes.ContainsRune([]byte(id), 0)
 }
 
+// Times a stamp can hold: nanoseconds since 1970 in an int64.
+var (
+	earliestStamp = time.Unix(0, 0)
+	latestStamp   = time.Unix(0, math.MaxInt64)
+)
+
 // stamp returns the stamp of an event at t with sequence number seq. Times
-// before 1970 count as 1970.
+// outside what a stamp holds count as its earliest or latest.
 func stamp(t time.Time, seq uint64) []byte {
 	k := make([]byte, stampLen)
 	var ns uint64
-	if t.After(time.Unix(0, 0)) {
+	switch {
+	case t.After(latestStamp):
+		ns = math.MaxInt64
+	case t.After(earliestStamp):
 		ns = uint64(t.UnixNano())
 	}
 	binary.BigEndian.PutUint64(k, ns)
 	binary.BigEndian.PutUint64(k[8:], seq)
 	return k
-}
-
-// stampTime returns the time in a stamp.
-func stampTime(st []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(st))).UTC()
 }
 
 // recordPrefix is the start of every event key of recordID.
@@ -175,9 +180,8 @@ func (t boltTx) keepNewest(recordID string, max uint64) error {
 	return t.setCount(recordID, n-uint64(len(stamps)))
 }
 
-// deleteExpired deletes up to maxExpiredPerTx events older than cutoff and
-// reports whether any older ones remain.
-func (t boltTx) deleteExpired(cutoff time.Time) (more bool, err error) {
+// deleteExpired deletes up to maxExpiredPerTx events older than cutoff.
+func (t boltTx) deleteExpired(cutoff time.Time) error {
 	limit := stamp(cutoff, 0)
 	type expired struct {
 		recordID string
@@ -187,7 +191,6 @@ func (t boltTx) deleteExpired(cutoff time.Time) (more bool, err error) {
 	c := t.b(bucketByTime).Cursor()
 	for k, v := c.First(); k != nil && bytes.Compare(k, limit) < 0; k, v = c.Next() {
 		if len(found) == maxExpiredPerTx {
-			more = true
 			break
 		}
 		found = append(found, expired{string(v), bytes.Clone(k)})
@@ -195,7 +198,7 @@ func (t boltTx) deleteExpired(cutoff time.Time) (more bool, err error) {
 	removed := make(map[string]uint64)
 	for _, x := range found {
 		if err := t.deleteStamps(x.recordID, [][]byte{x.stamp}); err != nil {
-			return false, err
+			return err
 		}
 		removed[x.recordID]++
 	}
@@ -205,10 +208,10 @@ func (t boltTx) deleteExpired(cutoff time.Time) (more bool, err error) {
 			n = have
 		}
 		if err := t.setCount(id, have-n); err != nil {
-			return false, err
+			return err
 		}
 	}
-	return more, nil
+	return nil
 }
 
 // hasExpired reports whether any event is older than cutoff.
