@@ -536,3 +536,39 @@ func TestTimesOutsideTheStampRange(t *testing.T) {
 	}
 	checkCounts(t, f.db)
 }
+
+func TestFailedWritesAreCountedAsDropped(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	f := newFixture(t, Options{Logger: zap.New(core)})
+	tick := make(chan time.Time)
+	f.log.tick = tick
+	f.log.Record(Event{RecordID: recA, Interaction: "read"})
+	f.log.Record(Event{RecordID: recA, Interaction: "read"})
+	if err := f.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.log.Flush(context.Background()); err == nil {
+		t.Fatalf("Flush on a closed database succeeded")
+	}
+	if f.log.Dropped() != 2 {
+		t.Errorf("Dropped = %d, want 2", f.log.Dropped())
+	}
+	// Run logs a failed batch and goes on; its last write's error is
+	// what it returns.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.log.Run(ctx) }()
+	f.log.Record(Event{RecordID: recA, Interaction: "read"})
+	tick <- time.Time{}
+	f.log.Record(Event{RecordID: recA, Interaction: "read"})
+	cancel()
+	if err := <-done; err == nil {
+		t.Errorf("Run's last write on a closed database succeeded")
+	}
+	if n := logs.FilterMessage("writing audit events").Len(); n != 1 {
+		t.Errorf("%d write errors logged, want 1", n)
+	}
+	if f.log.Dropped() != 4 {
+		t.Errorf("Dropped = %d, want 4", f.log.Dropped())
+	}
+}
