@@ -263,8 +263,8 @@ func (t boltTx) newest(recordID string, from time.Time, limit int) ([]listed, er
 	end := append([]byte(recordID), 1)
 	lowest := stamp(from, 0)
 	c := t.b(bucketEvents).Cursor()
-	k, v := c.Seek(end)
-	if k == nil {
+	var k, v []byte
+	if k, _ = c.Seek(end); k == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/audit"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/dopu"
@@ -99,6 +100,10 @@ type Gateway struct {
 	// Always on when the upstream is not trusted.
 	ResponseFilter *bool `json:"response_filter,omitempty"`
 
+	// The access log of each record (who did what, when, with what
+	// outcome), readable by its owners and managers. On by default.
+	Audit *AuditConfig `json:"audit,omitempty"`
+
 	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 
@@ -106,11 +111,12 @@ type Gateway struct {
 	// `reverse_proxy` or the embedded `pfr_store`. Required.
 	UpstreamRaw json.RawMessage `json:"upstream,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
-	upstream caddyhttp.MiddlewareHandler
-	gw       *gateway.Gateway
-	stopDOPU context.CancelFunc
-	poolKey  string
-	logger   *zap.Logger
+	upstream  caddyhttp.MiddlewareHandler
+	gw        *gateway.Gateway
+	stopDOPU  func()
+	stopAudit func()
+	poolKey   string
+	logger    *zap.Logger
 }
 
 // PartitionConfig says how a record maps onto the upstream.
@@ -165,6 +171,18 @@ type SMARTConfig struct {
 	// Members that replace or add to the document, e.g.
 	// `authorization_endpoint` or `capabilities`.
 	Overrides map[string]any `json:"overrides,omitempty"`
+}
+
+// AuditConfig configures the access log.
+type AuditConfig struct {
+	// Keep no access log.
+	Disabled bool `json:"disabled,omitempty"`
+
+	// How long events are kept. Default: 365 days.
+	Retention caddy.Duration `json:"retention,omitempty"`
+
+	// Most events kept per record; the oldest go first. Default: 10000.
+	MaxPerRecord int `json:"max_per_record,omitempty"`
 }
 
 // IssuerConfig is one trusted OpenID provider.
@@ -291,16 +309,30 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		}
 		// Alerts and expiry run until this config is cleaned up; the
 		// outbox lives in the database, so the next config takes over.
-		runCtx, cancel := context.WithCancel(context.Background())
-		g.stopDOPU = cancel
-		go func() {
-			if err := svc.Run(runCtx); err != nil && runCtx.Err() == nil {
+		g.stopDOPU = g.background(func(ctx context.Context) {
+			if err := svc.Run(ctx); err != nil && ctx.Err() == nil {
 				g.logger.Error("drop-off alerts stopped", zap.Error(err))
 			}
-		}()
+		})
+	}
+	var accessLog *audit.Log
+	if g.Audit == nil || !g.Audit.Disabled {
+		opts := audit.Options{Logger: g.logger.Named("audit")}
+		if g.Audit != nil {
+			opts.Retention, opts.MaxPerRecord = time.Duration(g.Audit.Retention), g.Audit.MaxPerRecord
+		}
+		accessLog, err = audit.New(db, opts)
+		if err != nil {
+			return fmt.Errorf("pfr: access log: %w", err)
+		}
+		g.stopAudit = g.background(func(ctx context.Context) {
+			if err := accessLog.Run(ctx); err != nil {
+				g.logger.Error("access log writer stopped", zap.Error(err))
+			}
+		})
 	}
 	g.gw, err = gateway.New(gateway.Config{
-		DOPU: svc,
+		DOPU: svc, Audit: accessLog,
 		ClientIP: func(r *http.Request) string {
 			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 			return ip
@@ -339,12 +371,35 @@ func (g *Gateway) Validate() error {
 	return nil
 }
 
-// Cleanup stops the drop-off alerts and releases the data directory.
+// Cleanup stops the drop-off alerts and the access log writer (which
+// writes what is queued) and releases the data directory.
 func (g *Gateway) Cleanup() error {
-	if g.stopDOPU != nil {
-		g.stopDOPU()
+	for _, stop := range []func(){g.stopDOPU, g.stopAudit} {
+		if stop != nil {
+			stop()
+		}
 	}
 	return releaseBolt(g.poolKey)
+}
+
+// background runs fn in a goroutine until the returned stop is called;
+// stop waits (a bounded time) for fn to return, so the database it uses is
+// still open when it finishes.
+func (g *Gateway) background(fn func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(ctx)
+	}()
+	return func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			g.logger.Warn("a background task did not stop in time")
+		}
+	}
 }
 
 // ServeHTTP runs the gateway pipeline. The gateway answers every request for

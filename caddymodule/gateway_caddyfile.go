@@ -45,6 +45,10 @@ import (
 //	    dropoff [off] {
 //	        <see DropOffConfig>
 //	    }
+//	    audit [off] {
+//	        retention      <duration>
+//	        max_per_record <n>
+//	    }
 //	    max_body_bytes <n>
 //	    jwks_cache_ttl <duration>
 //	    jwks_min_refetch <duration>
@@ -111,6 +115,10 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				g.DropOff = new(DropOffConfig)
 			}
 			if err := parseDropOff(d, g.DropOff); err != nil {
+				return err
+			}
+		case "audit":
+			if err := parseAudit(d, g); err != nil {
 				return err
 			}
 		case "allowed_types":
@@ -239,6 +247,46 @@ func parsePartition(d *caddyfile.Dispenser, pc *PartitionConfig) error {
 	}
 	if d.NextArg() {
 		return d.ArgErr()
+	}
+	return nil
+}
+
+// parseAudit parses `audit [off] { retention <d>; max_per_record <n> }`.
+func parseAudit(d *caddyfile.Dispenser, g *Gateway) error {
+	if g.Audit == nil {
+		g.Audit = new(AuditConfig)
+	}
+	if d.NextArg() {
+		if d.Val() != "off" {
+			return d.Errf("audit takes 'off' or a block, not %q", d.Val())
+		}
+		g.Audit.Disabled = true
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var v string
+		key := d.Val()
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		switch key {
+		case "retention":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("retention must be a positive duration: %q", v)
+			}
+			g.Audit.Retention = caddy.Duration(dur)
+		case "max_per_record":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("max_per_record must be a positive number: %q", v)
+			}
+			g.Audit.MaxPerRecord = n
+		default:
+			return d.Errf("unrecognized audit option '%s'", key)
+		}
 	}
 	return nil
 }

@@ -358,3 +358,49 @@ func TestDeleteRecord(t *testing.T) {
 		t.Errorf("the new record sees old data: %s", res.raw)
 	}
 }
+
+// TestAccessLog: every access to a record, allowed or refused, and every
+// management action on it, is in its access log, which only its owners and
+// managers read.
+func TestAccessLog(t *testing.T) {
+	e := startGateway(t, "")
+	alice, bob := e.token("alice"), e.token("bob")
+	rec := e.createRecord(alice, "logged", "Smith", "Alice")
+	pid := rec["patientId"].(string)
+	e.do("POST", recordURL("logged", "/Observation"), alice, observation("Patient/"+pid, "29463-7")).expect(t, http.StatusCreated, "write")
+	e.do("GET", recordURL("logged", "/Patient/"+pid), alice, nil).expect(t, http.StatusOK, "read")
+	e.do("GET", recordURL("logged", "/Observation"), bob, nil).expectOutcome(t, http.StatusForbidden, "a stranger reads")
+	e.dropOff("logged", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","name":[{"family":"Smith"}]}}]}`)).
+		expect(t, http.StatusAccepted, "drop-off")
+
+	var events []any
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		log := e.do("GET", apex("/pfr/v1/records/logged/audit"), alice, nil).expect(t, http.StatusOK, "access log")
+		events, _ = log.body["entry"].([]any)
+		if len(events) >= 5 {
+			break
+		}
+	}
+	var seen []string
+	for _, en := range events {
+		ev := en.(map[string]any)["resource"].(map[string]any)
+		if ev["resourceType"] != "AuditEvent" {
+			t.Fatalf("not an AuditEvent: %v", ev)
+		}
+		sub := ev["subtype"].([]any)[0].(map[string]any)["code"]
+		who := ""
+		if agents, ok := ev["agent"].([]any); ok && len(agents) > 0 {
+			if w, ok := agents[0].(map[string]any)["who"].(map[string]any); ok {
+				who, _ = w["identifier"].(map[string]any)["value"].(string)
+			}
+		}
+		seen = append(seen, fmt.Sprintf("%v:%s:%v", sub, who, ev["outcome"]))
+	}
+	joined := strings.Join(seen, " ")
+	for _, want := range []string{"record-create:alice:0", "create:alice:0", "read:alice:0", "search-type:bob:4", "dropoff::0"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("the access log lacks %s: %s", want, joined)
+		}
+	}
+	e.do("GET", apex("/pfr/v1/records/logged/audit"), bob, nil).expectOutcome(t, http.StatusNotFound, "a stranger reads the log")
+}

@@ -62,6 +62,12 @@ func (g *Gateway) deleteRecord(w http.ResponseWriter, r *http.Request, up Upstre
 			"the upstream could not delete the record's data; the record is offline, try again").WithCause(err))
 		return
 	}
+	if g.cfg.Audit != nil {
+		if err := g.cfg.Audit.DeleteRecord(ctx, rec.ID); err != nil {
+			fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "deleting the access log failed; try again").WithCause(err))
+			return
+		}
+	}
 	if g.cfg.DOPU != nil {
 		if _, err := g.cfg.DOPU.DeleteRecord(ctx, rec.ID); err != nil {
 			fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "deleting the drop-offs failed; try again").WithCause(err))

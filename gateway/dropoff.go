@@ -25,7 +25,7 @@ func isDropOffTarget(r *http.Request, rest string) bool {
 // dropOff parks a Bundle posted by someone who may not write to the
 // record (DESIGN.md step 4) and answers 202 with a receipt. The Bundle is
 // stored durably before the answer.
-func (g *Gateway) dropOff(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, id *auth.Identity) error {
+func (g *Gateway) dropOff(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, id *auth.Identity, ae *auditEntry) error {
 	sender := dopu.Sender{IP: g.clientIP(r), UserAgent: r.UserAgent()}
 	if id != nil {
 		sender.Issuer, sender.Subject, sender.ClientID = id.Issuer, id.Subject, id.ClientID
@@ -34,6 +34,7 @@ func (g *Gateway) dropOff(w http.ResponseWriter, r *http.Request, rec *tenancy.R
 	if err != nil {
 		return dopu.HTTPError(err)
 	}
+	ae.detail = "dropoff " + receipt.ID
 	g.log.Info("drop-off received", zap.String("record", rec.ID), zap.String("dropoff", receipt.ID),
 		zap.String("ip", sender.IP), zap.Bool("duplicate", receipt.Duplicate))
 	// The receipt's status lives on the apex, beside the management API.

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/audit"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/dopu"
@@ -74,6 +75,8 @@ type Config struct {
 	// DOPU parks Bundles that callers without write access post to a
 	// record, for its owners to pick up. Nil: such posts are refused.
 	DOPU *dopu.Service
+	// Audit keeps each record's access log. Nil: no access log.
+	Audit *audit.Log
 	// ClientIP returns the client's address for drop-off records and rate
 	// limits (in Caddy: after trusted proxies). Default: the peer address.
 	ClientIP func(r *http.Request) string

@@ -121,6 +121,7 @@ func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, up Upstr
 		fhir.WriteError(w, dopu.HTTPError(err))
 		return
 	}
+	g.auditAction(r, rec, id, http.StatusOK, "E", "reject", "", "dropoff "+dropID)
 	g.log.Info("drop-off rejected", zap.String("record", rec.ID), zap.String("dropoff", dropID), zap.String("sub", id.Subject))
 	writeJSON(w, http.StatusOK, map[string]any{"dropoff": dropID, "status": dopu.StatusRejected})
 }
@@ -209,6 +210,7 @@ func (g *Gateway) pickUp(w http.ResponseWriter, r *http.Request, up Upstream, id
 		fhir.WriteError(w, err)
 		return
 	}
+	g.auditAction(r, rec, id, http.StatusOK, "C", "pickup", "", fmt.Sprintf("dropoff %s: %d resources", dropID, res.Imported))
 	g.log.Info("drop-off picked up", zap.String("record", rec.ID), zap.String("dropoff", dropID),
 		zap.Int("imported", res.Imported), zap.Bool("resumed", res.Resumed), zap.String("sub", id.Subject))
 	writeJSON(w, http.StatusOK, res)

@@ -98,6 +98,10 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 		route(r.Method, "POST", map[string]func(){
 			http.MethodPost: func() { g.rejectDropOff(w, r, up, id, parts[1], parts[3]) },
 		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "audit":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.serveAudit(w, r, id, parts[1]) },
+		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "webhook":
 		route(r.Method, "GET, PUT", map[string]func(){
 			http.MethodGet: func() { g.getWebhook(w, r, id, parts[1]) },
@@ -224,6 +228,7 @@ func (g *Gateway) createRecord(w http.ResponseWriter, r *http.Request, up Upstre
 		fhir.WriteError(w, err)
 		return
 	}
+	g.auditAction(r, rec, id, http.StatusCreated, "C", "record-create", "Patient/"+rec.PatientID, "slug "+rec.Slug)
 	w.Header().Set("Location", apiPrefix+"records/"+rec.Slug)
 	writeJSON(w, http.StatusCreated, g.view(r, rec, role))
 }

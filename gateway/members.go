@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -124,10 +125,12 @@ func (g *Gateway) putMember(w http.ResponseWriter, r *http.Request, id *auth.Ide
 		return
 	}
 	var out MemberView
+	var changed *tenancy.Record
 	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanManage() {
 			return errOwnerOnly
 		}
+		changed = rec
 		cur, err := tx.Membership(rec.ID, accountID)
 		if err != nil {
 			return err
@@ -147,22 +150,26 @@ func (g *Gateway) putMember(w http.ResponseWriter, r *http.Request, id *auth.Ide
 		fhir.WriteError(w, err)
 		return
 	}
+	g.auditAction(r, changed, id, http.StatusOK, "U", "member-change", "", fmt.Sprintf("account %s is now %s", out.AccountID, out.Role))
 	writeJSON(w, http.StatusOK, out)
 }
 
 // deleteMember removes a member: owners remove anyone, anyone removes
 // themselves; the last owner stays.
 func (g *Gateway) deleteMember(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, accountID string) {
+	var changed *tenancy.Record
 	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, acct *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanManage() && acct.ID != accountID {
 			return errOwnerOnly
 		}
+		changed = rec
 		return tx.DeleteMembership(rec.ID, accountID)
 	})
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
 	}
+	g.auditAction(r, changed, id, http.StatusNoContent, "D", "member-change", "", "account "+accountID+" removed")
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -212,6 +219,7 @@ func (g *Gateway) createInvitation(w http.ResponseWriter, r *http.Request, id *a
 
 func (g *Gateway) acceptInvitation(w http.ResponseWriter, r *http.Request, id *auth.Identity, code string) {
 	var out RecordView
+	var joined *tenancy.Record
 	err := g.cfg.Tenancy.Update(r.Context(), func(tx tenancy.Tx) error {
 		acct, err := tx.EnsureAccount(id.Issuer, id.Subject)
 		if err != nil {
@@ -226,12 +234,14 @@ func (g *Gateway) acceptInvitation(w http.ResponseWriter, r *http.Request, id *a
 			return err
 		}
 		out = g.view(r, rec, m.Role)
+		joined = rec
 		return nil
 	})
 	if err != nil {
 		fhir.WriteError(w, managementError(err, ""))
 		return
 	}
+	g.auditAction(r, joined, id, http.StatusOK, "U", "member-change", "", "joined as "+string(out.Role)+" by invitation")
 	writeJSON(w, http.StatusOK, out)
 }
 

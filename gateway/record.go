@@ -25,17 +25,20 @@ func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstrea
 		g.serveSMARTConfig(w, r)
 		return
 	}
+	sw := &statusRecorder{ResponseWriter: w}
+	var ae auditEntry
+	defer func() { g.audit(r, sw.status, &ae) }()
 	rest, err := g.fhirSubpath(r)
 	if err == nil {
-		err = g.serveFHIR(w, r, up, slug, rest, origin(r)+g.cfg.FHIRPath)
+		err = g.serveFHIR(sw, r, up, slug, rest, origin(r)+g.cfg.FHIRPath, &ae)
 	}
 	if err != nil {
-		fhir.WriteError(w, err)
+		fhir.WriteError(sw, err)
 	}
 }
 
 // serveFHIR authenticates, authorizes and proxies one FHIR request.
-func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream, slug, rest, publicBase string) error {
+func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream, slug, rest, publicBase string, ae *auditEntry) error {
 	// Public: the CapabilityStatement.
 	if rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		rec, _, err := g.recordAndRole(r, slug, nil)
@@ -57,10 +60,12 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	if err != nil {
 		return err
 	}
+	ae.rec, ae.id = rec, id
 	// Drop-off: a Bundle from someone who may not write here is parked for
 	// the record's owners instead of refused.
 	if g.cfg.DOPU != nil && isDropOffTarget(r, rest) && !role.CanWrite() {
-		return g.dropOff(w, r, rec, id)
+		ae.action, ae.interaction = "C", "dropoff"
+		return g.dropOff(w, r, rec, id, ae)
 	}
 	if id == nil {
 		return fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin, "a bearer token is required to access this record").
@@ -70,6 +75,7 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	if err != nil {
 		return err
 	}
+	ae.fromInteraction(in)
 	if role == "" {
 		g.log.Info("access denied: not a member",
 			zap.String("record", rec.ID), zap.String("iss", id.Issuer), zap.String("sub", id.Subject))
