@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"io"
 	"strings"
 	"testing"
@@ -89,7 +90,7 @@ func TestFilterSearchsetSynthea(t *testing.T) {
 	}
 	ownIdx := 0
 	for _, e := range kept {
-		if ownIdx < len(own) && jsonEqual(e, decodeJSON(t, mustJSON(t, own[ownIdx]))) {
+		if ownIdx < len(own) && fhirpath.JSONEqual(e, decodeJSON(t, mustJSON(t, own[ownIdx]))) {
 			ownIdx++
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"net/http"
 	"strconv"
 	"strings"
@@ -143,7 +144,7 @@ func (op patchOperation) apply(root any) (any, error) {
 		if err != nil {
 			return root, err
 		}
-		if !jsonEqual(v, op.value) {
+		if !fhirpath.JSONEqual(v, op.value) {
 			return root, fmt.Errorf("test failed: the value differs")
 		}
 		return root, nil
@@ -346,55 +347,6 @@ func deepCopy(v any) any {
 		return s
 	}
 	return v
-}
-
-// jsonEqual compares decoded JSON values as RFC 6902 test does: numbers
-// by value (json.Number and float64 alike), objects regardless of order.
-func jsonEqual(a, b any) bool {
-	if x, ok := jsonNumber(a); ok {
-		y, ok := jsonNumber(b)
-		return ok && x == y
-	}
-	switch a := a.(type) {
-	case map[string]any:
-		b, ok := b.(map[string]any)
-		if !ok || len(a) != len(b) {
-			return false
-		}
-		for k, x := range a {
-			y, ok := b[k]
-			if !ok || !jsonEqual(x, y) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		b, ok := b.([]any)
-		if !ok || len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if !jsonEqual(a[i], b[i]) {
-				return false
-			}
-		}
-		return true
-	case string, bool, nil:
-		return a == b
-	}
-	return false
-}
-
-// jsonNumber returns the value of a decoded JSON number.
-func jsonNumber(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case json.Number:
-		f, err := strconv.ParseFloat(string(n), 64)
-		return f, err == nil
-	}
-	return 0, false
 }
 
 // jsonKind names the JSON type of v for error messages.

@@ -3,6 +3,7 @@ package fhir
 import (
 	"encoding/json"
 	"errors"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"reflect"
 	"testing"
 )
@@ -83,7 +84,7 @@ func TestApplyJSONPatch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := decodeJSON(t, []byte(tc.want)); !jsonEqual(got, want) {
+			if want := decodeJSON(t, []byte(tc.want)); !fhirpath.JSONEqual(got, want) {
 				gotJSON, _ := json.Marshal(got)
 				t.Errorf("got %s, want %s", gotJSON, tc.want)
 			}

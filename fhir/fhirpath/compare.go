@@ -23,8 +23,12 @@ func toFloat(v any) (float64, bool) {
 	return 0, false
 }
 
-// valuesEqual compares two JSON values; numbers compare by value whatever
-// their Go representation.
+// JSONEqual compares two decoded JSON values: objects regardless of member
+// order, numbers by value whatever their Go representation (float64,
+// json.Number, int). FHIRPath equality and JSON Patch's test both need it.
+func JSONEqual(a, b any) bool { return valuesEqual(a, b) }
+
+// valuesEqual is JSONEqual.
 func valuesEqual(a, b any) bool {
 	if fa, ok := toFloat(a); ok {
 		fb, ok := toFloat(b)
