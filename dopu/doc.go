@@ -52,7 +52,7 @@
 // Every drop-off writes an outbox entry in the same transaction.
 // [Service.Run] delivers it as an HTTP POST of a JSON document
 //
-//	{"record": "<record id>", "dropoff": "<id>", "received": "<RFC 3339>",
+//	{"record": "<record id>", "slug": "<record slug>", "dropoff": "<id>", "received": "<RFC 3339>",
 //	 "expires": "<RFC 3339>",
 //	 "summary": {"bundleType": "...", "resourceCounts": {...}, "size": n,
 //	             "sender": {"ip": "...", "userAgent": "...", ...}}}

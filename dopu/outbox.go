@@ -121,10 +121,11 @@ func (s *Service) deliver(ctx context.Context, a Alert) (bool, error) {
 	if s.opts.Webhook == nil {
 		return false, s.dropAlert(ctx, a.DropOffID)
 	}
-	target, secret, err := s.opts.Webhook(ctx, a.RecordID)
+	hook, err := s.opts.Webhook(ctx, a.RecordID)
 	if err != nil {
 		return false, s.retry(ctx, a, fmt.Errorf("looking up the webhook: %w", err))
 	}
+	target := hook.URL
 	if target == "" {
 		return false, s.dropAlert(ctx, a.DropOffID)
 	}
@@ -133,28 +134,28 @@ func (s *Service) deliver(ctx context.Context, a Alert) (bool, error) {
 			zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID))
 		return false, s.dropAlert(ctx, a.DropOffID)
 	}
-	if err := s.post(ctx, target, secret, d); err != nil {
+	if err := s.post(ctx, hook, d); err != nil {
 		return false, s.retry(ctx, a, err)
 	}
 	return true, s.dropAlert(ctx, a.DropOffID)
 }
 
 // post sends the signed alert of d to target.
-func (s *Service) post(ctx context.Context, target, secret string, d *DropOff) error {
+func (s *Service) post(ctx context.Context, hook WebhookTarget, d *DropOff) error {
 	body, err := json.Marshal(AlertPayload{
-		Record: d.RecordID, DropOff: d.ID, Received: d.Received, Expires: d.Expires,
+		Record: d.RecordID, Slug: hook.Slug, DropOff: d.ID, Received: d.Received, Expires: d.Expires,
 		Summary: AlertSummary{BundleType: d.BundleType, ResourceCounts: d.ResourceCounts, Size: d.Size, Sender: d.Sender},
 	})
 	if err != nil {
 		return fmt.Errorf("encoding the alert: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("building the webhook request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "caddy-pfr-dopu")
-	req.Header.Set(SignatureHeader, Sign(secret, s.now(), body))
+	req.Header.Set(SignatureHeader, Sign(hook.Secret, s.now(), body))
 	resp, err := s.opts.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("posting the webhook: %w", err)

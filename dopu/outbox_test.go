@@ -91,12 +91,12 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-func webhookTo(url string) func(context.Context, string) (string, string, error) {
-	return func(_ context.Context, record string) (string, string, error) {
+func webhookTo(url string) func(context.Context, string) (WebhookTarget, error) {
+	return func(_ context.Context, record string) (WebhookTarget, error) {
 		if record == "no-hook" {
-			return "", "", nil
+			return WebhookTarget{}, nil
 		}
-		return url, hookSecret, nil
+		return WebhookTarget{URL: url, Secret: hookSecret, Slug: "slug-of-" + record}, nil
 	}
 }
 
@@ -192,12 +192,12 @@ func TestAlertRetriesOnErrorsAndCapsBackoff(t *testing.T) {
 	srv := serveOn(t, "127.0.0.1:0", rc)
 	lookups := 0
 	opts := Options{Now: c.Now, RetryBase: time.Minute, RetryCap: 10 * time.Minute,
-		Webhook: func(ctx context.Context, record string) (string, string, error) {
+		Webhook: func(ctx context.Context, record string) (WebhookTarget, error) {
 			lookups++
 			if lookups == 1 {
-				return "", "", errors.New("tenancy unavailable")
+				return WebhookTarget{}, errors.New("tenancy unavailable")
 			}
-			return srv.URL, hookSecret, nil
+			return WebhookTarget{URL: srv.URL, Secret: hookSecret}, nil
 		}}
 	f := newFixture(t, Limits{}, opts)
 	f.clock = c

@@ -34,10 +34,10 @@ type Options struct {
 	// HTTPClient delivers webhooks. Default: a client with a 10 s timeout
 	// that does not follow redirects.
 	HTTPClient *http.Client
-	// Webhook returns a record's webhook URL and HMAC secret. An empty URL
-	// means the record has none; an error is retried later. Nil means no
-	// record has a webhook. It is called from several goroutines at once.
-	Webhook func(ctx context.Context, recordID string) (url, secret string, err error)
+	// Webhook returns where a record's alerts go. An empty URL means the
+	// record has none; an error is retried later. Nil means no record has
+	// a webhook. It is called from several goroutines at once.
+	Webhook func(ctx context.Context, recordID string) (WebhookTarget, error)
 	// PollInterval is how often Run looks for alerts due. Default 5 s.
 	PollInterval time.Duration
 	// ExpiryInterval is how often Run expires drop-offs. Default 1 min.

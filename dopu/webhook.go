@@ -16,10 +16,17 @@ import (
 //	X-PFR-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 const SignatureHeader = "X-PFR-Signature"
 
+// WebhookTarget is where a record's alerts go: URL and HMAC secret, and
+// the record's slug for the payload.
+type WebhookTarget struct {
+	URL, Secret, Slug string
+}
+
 // AlertPayload is the JSON body of a webhook: who the drop-off is for,
 // when it came and what it holds in counts, never clinical content.
 type AlertPayload struct {
 	Record   string       `json:"record"`
+	Slug     string       `json:"slug,omitempty"`
 	DropOff  string       `json:"dropoff"`
 	Received time.Time    `json:"received"`
 	Expires  time.Time    `json:"expires"`

@@ -143,8 +143,8 @@ func TestDropOffAndPickUp(t *testing.T) {
 	if strings.Contains(body, "DeLarosa") || strings.Contains(body, "574687583") {
 		t.Errorf("the alert carries clinical content: %s", body)
 	}
-	if alert["record"] == nil {
-		t.Errorf("alert without record: %s", body)
+	if alert["record"] == nil || alert["slug"] != "martha" {
+		t.Errorf("alert without record or slug: %s", body)
 	}
 
 	// The inbox: owners see it with a match score; strangers see nothing.
@@ -282,4 +282,31 @@ func TestDropOffRefusals(t *testing.T) {
 	e.do("GET", recordURL("flooded", "/Patient"), owner, nil).expect(t, http.StatusOK, "owner reads during a flood")
 	e.do("POST", recordURL("flooded", "/Observation"), owner, observation("Patient/"+e.do("GET", apex("/pfr/v1/records/flooded"), owner, nil).body["patientId"].(string), "1-1")).
 		expect(t, http.StatusCreated, "owner writes during a flood")
+}
+
+// TestDropOffQuota: the per-record quota of pending drop-offs answers 429
+// once full, other records keep receiving, and the owner frees it by
+// rejecting.
+func TestDropOffQuota(t *testing.T) {
+	e := startGateway(t, "\t\tdropoff {\n\t\t\tpending_per_record 3\n\t\t\tsource_rate -1\n\t\t\trecord_rate -1\n\t\t}\n\t\tupstream pfr_store {\n\t\t\tpath "+t.TempDir()+"/store.db\n\t\t}")
+	owner := e.token("owner")
+	e.createRecord(owner, "full", "Smith", "Ann")
+	e.createRecord(owner, "other", "Smith", "Ann")
+	bundle := func(i int) string {
+		return fmt.Sprintf(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"q%d"}}}]}`, i)
+	}
+	var first string
+	for i := 0; i < 3; i++ {
+		r := e.do("POST", recordURL("full", ""), "", bundle(i)).expect(t, http.StatusAccepted, "within the quota")
+		if i == 0 {
+			first = r.header.Get("X-PFR-Receipt")
+		}
+	}
+	r := e.do("POST", recordURL("full", ""), "", bundle(3)).expectOutcome(t, http.StatusTooManyRequests, "over the quota")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("quota refusal without Retry-After")
+	}
+	e.do("POST", recordURL("other", ""), "", bundle(3)).expect(t, http.StatusAccepted, "another record")
+	e.do("POST", apex("/pfr/v1/records/full/dropoffs/"+first+"/reject"), owner, map[string]any{"reason": "spam"}).expect(t, http.StatusOK, "reject")
+	e.do("POST", recordURL("full", ""), "", bundle(4)).expect(t, http.StatusAccepted, "after the owner freed the quota")
 }

@@ -414,21 +414,21 @@ func (g *Gateway) putWebhook(w http.ResponseWriter, r *http.Request, id *auth.Id
 }
 
 // WebhookFor returns the alert webhook of a record, for dopu.Options.Webhook.
-func WebhookFor(store tenancy.Store) func(ctx context.Context, recordID string) (string, string, error) {
-	return func(ctx context.Context, recordID string) (string, string, error) {
-		var u, secret string
+func WebhookFor(store tenancy.Store) func(ctx context.Context, recordID string) (dopu.WebhookTarget, error) {
+	return func(ctx context.Context, recordID string) (dopu.WebhookTarget, error) {
+		var hook dopu.WebhookTarget
 		err := store.View(ctx, func(tx tenancy.Tx) error {
 			rec, err := tx.Record(recordID)
 			if err != nil {
 				return err
 			}
-			u, secret = rec.WebhookURL, rec.WebhookSecret
+			hook = dopu.WebhookTarget{URL: rec.WebhookURL, Secret: rec.WebhookSecret, Slug: rec.Slug}
 			return nil
 		})
 		if errors.Is(err, tenancy.ErrNotFound) {
-			return "", "", nil
+			return dopu.WebhookTarget{}, nil
 		}
-		return u, secret, err
+		return hook, err
 	}
 }
 
