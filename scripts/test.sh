@@ -62,6 +62,17 @@ xcaddy build v2.11.9 --with github.com/pfrgateway/caddy-pfr@v0.0.0=. --output "$
 "$bin/caddy-xcaddy" list-modules | grep -qx 'http.handlers.pfr' || { echo "xcaddy build lacks http.handlers.pfr"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'tls.permission.pfr' || { echo "xcaddy build lacks tls.permission.pfr"; exit 1; }
 
+step "the README's benchmark and fuzz commands, briefly (nothing is judged by speed)"
+go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10 >"$bin/bench-gateway.txt" 2>&1 ||
+	{ tail -30 "$bin/bench-gateway.txt"; exit 1; }
+go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1 >"$bin/bench-dopu.txt" 2>&1 ||
+	{ tail -30 "$bin/bench-dopu.txt"; exit 1; }
+go test ./bench/store/ -run '^$' -bench . -benchtime 1x
+for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter'; do
+	set -- $target
+	go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
+done
+
 for script in scripts/it/*.sh; do
 	step "integration: $script"
 	PFR_BIN="$bin/pfr" bash "$script"
