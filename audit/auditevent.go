@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -37,11 +36,11 @@ var instanceRef = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}/[A-Za-z0-9\-.]{1,64}(
 var resourceType = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
 
 // auditEvent returns ev as a FHIR R4 AuditEvent resource.
-func auditEvent(ev listed) map[string]any {
+func auditEvent(ev Stored) map[string]any {
 	e := ev.Event
 	ae := map[string]any{
 		"resourceType": "AuditEvent",
-		"id":           hex.EncodeToString(ev.stamp),
+		"id":           ev.ID,
 		"type": map[string]any{
 			"system": systemEventType, "code": "rest", "display": "RESTful Operation",
 		},

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"go.etcd.io/bbolt"
 )
 
 // Page sizes of Bundle.
@@ -37,12 +35,7 @@ func (l *Log) Bundle(ctx context.Context, recordID string, since time.Time, coun
 	if since.After(from) {
 		from = since
 	}
-	var events []listed
-	err := l.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		events, err = boltTx{tx}.newest(recordID, from, count)
-		return err
-	})
+	events, err := l.store.Newest(ctx, recordID, from, count)
 	if err != nil {
 		return nil, fmt.Errorf("audit: reading log of %s: %w", recordID, err)
 	}

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +51,7 @@ type Options struct {
 // use, and so are the other methods. The database stays the caller's: Log
 // never closes it.
 type Log struct {
-	db            *bbolt.DB
+	store         Store
 	logger        *zap.Logger
 	now           func() time.Time
 	flushInterval time.Duration
@@ -71,17 +70,26 @@ type Log struct {
 	written func(n int)
 }
 
-// New returns a Log on db, creating its buckets if needed. db must be open
-// for writing. Call Run to have queued events written.
+// New returns a Log on db (a BoltStore), creating its buckets if needed.
+// db must be open for writing. Call Run to have queued events written.
 func New(db *bbolt.DB, opts Options) (*Log, error) {
-	if db == nil {
-		return nil, errors.New("audit: nil database")
+	store, err := NewBoltStore(db)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithStore(store, opts)
+}
+
+// NewWithStore returns a Log on any Store.
+func NewWithStore(store Store, opts Options) (*Log, error) {
+	if store == nil {
+		return nil, errors.New("audit: nil store")
 	}
 	if opts.FlushInterval < 0 || opts.MaxPerRecord < 0 || opts.Retention < 0 || opts.QueueSize < 0 {
 		return nil, errors.New("audit: negative option")
 	}
 	l := &Log{
-		db:            db,
+		store:         store,
 		logger:        opts.Logger,
 		now:           opts.Now,
 		flushInterval: opts.FlushInterval,
@@ -107,17 +115,6 @@ func New(db *bbolt.DB, opts Options) (*Log, error) {
 		opts.QueueSize = DefaultQueueSize
 	}
 	l.queue = make(chan Event, opts.QueueSize)
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range BoltBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("creating bucket %s: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audit: opening log: %w", err)
-	}
 	return l, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
@@ -55,8 +54,7 @@ func (l *Log) DeleteRecord(ctx context.Context, recordID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := l.db.Update(func(tx *bbolt.Tx) error { return boltTx{tx}.deleteRecord(recordID) })
-	if err != nil {
+	if err := l.store.DeleteRecord(ctx, recordID); err != nil {
 		return fmt.Errorf("audit: deleting log of %s: %w", recordID, err)
 	}
 	return nil
@@ -72,20 +70,8 @@ func (l *Log) writeQueued() error {
 	if len(batch) == 0 && !l.anyExpired(cutoff) {
 		return nil
 	}
-	err := l.db.Update(func(tx *bbolt.Tx) error {
-		t := boltTx{tx}
-		added, err := t.add(batch)
-		if err != nil {
-			return err
-		}
-		for id := range added {
-			if err := t.keepNewest(id, l.maxPerRecord); err != nil {
-				return err
-			}
-		}
-		// Whatever a busy round leaves over, the next one deletes.
-		return t.deleteExpired(cutoff)
-	})
+	// Not ctx-bound: the events taken from the queue must be written.
+	err := l.store.Write(context.Background(), batch, l.maxPerRecord, cutoff)
 	if err != nil {
 		l.dropped.Add(uint64(len(batch)))
 		return fmt.Errorf("audit: writing %d events: %w", len(batch), err)
@@ -116,10 +102,6 @@ func (l *Log) takeQueued() []Event {
 // anyExpired reports whether an event is older than cutoff. A failed read
 // says yes, so that the write reports the error.
 func (l *Log) anyExpired(cutoff time.Time) bool {
-	var found bool
-	err := l.db.View(func(tx *bbolt.Tx) error {
-		found = boltTx{tx}.hasExpired(cutoff)
-		return nil
-	})
+	found, err := l.store.HasExpired(context.Background(), cutoff)
 	return found || err != nil
 }

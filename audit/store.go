@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -248,15 +249,16 @@ func (t boltTx) deleteStamps(recordID string, stamps [][]byte) error {
 	return nil
 }
 
-// listed is an event read back with its stamp, which makes its id.
-type listed struct {
+// Stored is an event read back, with the id its store gave it (stable,
+// sortable by time, unique across records).
+type Stored struct {
 	Event
-	stamp []byte
+	ID string
 }
 
 // newest returns up to limit events of recordID at or after from, newest
 // first: a reverse walk over the record's keys.
-func (t boltTx) newest(recordID string, from time.Time, limit int) ([]listed, error) {
+func (t boltTx) newest(recordID string, from time.Time, limit int) ([]Stored, error) {
 	prefix := recordPrefix(recordID)
 	// Every key of the record sorts before recordID+1, the first key of
 	// no other record can start with prefix.
@@ -269,7 +271,7 @@ func (t boltTx) newest(recordID string, from time.Time, limit int) ([]listed, er
 	} else {
 		k, v = c.Prev()
 	}
-	var out []listed
+	var out []Stored
 	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
 		st := k[len(prefix):]
 		if bytes.Compare(st, lowest) < 0 {
@@ -279,7 +281,7 @@ func (t boltTx) newest(recordID string, from time.Time, limit int) ([]listed, er
 		if err := json.Unmarshal(v, &s); err != nil {
 			return nil, fmt.Errorf("audit: decoding event of %s: %w", recordID, err)
 		}
-		out = append(out, listed{Event: s.event(recordID), stamp: bytes.Clone(st)})
+		out = append(out, Stored{Event: s.event(recordID), ID: hex.EncodeToString(st)})
 	}
 	return out, nil
 }
