@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/boltutil"
 )
 
 // Store keeps the log's events. It is shaped by what the log does (append
@@ -38,15 +40,7 @@ func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
 	if db == nil {
 		return nil, errors.New("audit: nil database")
 	}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range BoltBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("creating bucket %s: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := boltutil.CreateBuckets(db, BoltBuckets); err != nil {
 		return nil, fmt.Errorf("audit: opening log: %w", err)
 	}
 	return &BoltStore{db: db}, nil

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/boltutil"
 )
 
 // Buckets, all prefixed "dopu/" since the bbolt file is shared.
@@ -44,15 +46,7 @@ func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
 	if db == nil {
 		return nil, errors.New("dopu: nil database")
 	}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range BoltBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("creating bucket %s: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := boltutil.CreateBuckets(db, BoltBuckets); err != nil {
 		return nil, fmt.Errorf("dopu: opening store: %w", err)
 	}
 	return &BoltStore{db: db}, nil
@@ -61,39 +55,21 @@ func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
 // Update implements Store. bbolt syncs on commit unless the database was
 // opened with NoSync.
 func (s *BoltStore) Update(ctx context.Context, fn func(Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	btx, err := s.db.Begin(true)
-	if err != nil {
-		return fmt.Errorf("dopu: beginning transaction: %w", err)
-	}
-	defer func() { _ = btx.Rollback() }()
-	t := &boltTx{tx: btx}
-	err = fn(t)
-	t.closed = true
-	if err != nil {
-		return err
-	}
-	if err := btx.Commit(); err != nil {
-		return fmt.Errorf("dopu: committing: %w", err)
-	}
-	return nil
+	return boltutil.Update(ctx, s.db, "dopu", withTx(fn))
 }
 
 // View implements Store.
 func (s *BoltStore) View(ctx context.Context, fn func(Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	return boltutil.View(ctx, s.db, "dopu", withTx(fn))
+}
+
+// withTx gives fn a Tx that is closed when fn returns.
+func withTx(fn func(Tx) error) func(*bbolt.Tx) error {
+	return func(btx *bbolt.Tx) error {
+		t := &boltTx{tx: btx}
+		defer func() { t.closed = true }()
+		return fn(t)
 	}
-	btx, err := s.db.Begin(false)
-	if err != nil {
-		return fmt.Errorf("dopu: beginning transaction: %w", err)
-	}
-	defer func() { _ = btx.Rollback() }()
-	t := &boltTx{tx: btx}
-	defer func() { t.closed = true }()
-	return fn(t)
 }
 
 // boltTx implements Tx.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/boltutil"
 )
 
 // Bucket names. All start with "tenancy/" so the package can share a bbolt
@@ -53,15 +55,7 @@ func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
 	if db == nil {
 		return nil, fmt.Errorf("tenancy: %w: nil database", ErrInvalid)
 	}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("creating bucket %s: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := boltutil.CreateBuckets(db, allBuckets); err != nil {
 		return nil, fmt.Errorf("tenancy: opening store: %w", err)
 	}
 	return &BoltStore{db: db}, nil
@@ -69,39 +63,12 @@ func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
 
 // Update implements Store.
 func (s *BoltStore) Update(ctx context.Context, fn func(Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	btx, err := s.db.Begin(true)
-	if err != nil {
-		return fmt.Errorf("tenancy: beginning transaction: %w", err)
-	}
-	// Rolls back unless committed, also when fn panics.
-	defer func() { _ = btx.Rollback() }()
-	if err := s.run(btx, true, fn); err != nil {
-		return err
-	}
-	// A caller that gave up must not find its work half-kept.
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := btx.Commit(); err != nil {
-		return fmt.Errorf("tenancy: committing: %w", err)
-	}
-	return nil
+	return boltutil.Update(ctx, s.db, "tenancy", func(btx *bbolt.Tx) error { return s.run(btx, true, fn) })
 }
 
 // View implements Store.
 func (s *BoltStore) View(ctx context.Context, fn func(Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	btx, err := s.db.Begin(false)
-	if err != nil {
-		return fmt.Errorf("tenancy: beginning transaction: %w", err)
-	}
-	defer func() { _ = btx.Rollback() }()
-	return s.run(btx, false, fn)
+	return boltutil.View(ctx, s.db, "tenancy", func(btx *bbolt.Tx) error { return s.run(btx, false, fn) })
 }
 
 // run calls fn with a Tx that is closed when fn returns, however it returns.
