@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 )
@@ -45,7 +46,13 @@ func Example() {
 	ok, missing := grants.Allows(auth.Request{Interaction: auth.InteractionCreate, ResourceType: "Observation"})
 	fmt.Println("create Observation:", ok, "missing", missing) // 403
 
-	_, err = verifier.Verify(context.Background(), token+"x", nil)
+	// A token whose signature was changed (its first character) is refused.
+	i := strings.LastIndexByte(token, '.') + 1
+	other := map[byte]string{'A': "B"}[token[i]]
+	if other == "" {
+		other = "A"
+	}
+	_, err = verifier.Verify(context.Background(), token[:i]+other+token[i+1:], nil)
 	fmt.Println(auth.WWWAuthenticate("pfr", err))
 	// Output:
 	// search Observation: true

@@ -67,6 +67,10 @@ func NewVerifier(issuers []IssuerConfig, opts Options) (*Verifier, error) {
 			jwt.WithTimeFunc(opts.Now),
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
+			// One token, one spelling: non-canonical base64url (unused
+			// bits set in the last character) is refused, so caches and
+			// replay checks keyed by the token string see one token.
+			jwt.WithStrictDecoding(),
 		),
 		cache: newTokenCache(opts.TokenCacheSize),
 	}
@@ -108,6 +112,11 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 	}
 	if len(token) > maxTokenBytes {
 		return nil, tokenErr(ErrMalformed, "token too large", nil)
+	}
+	if !compactJWS(token) {
+		// Go's base64 decoders skip '\r' and '\n' even when strict: a token
+		// with line breaks would be another spelling of the same token.
+		return nil, tokenErr(ErrMalformed, "token has characters outside base64url", nil)
 	}
 	hash := sha256.Sum256([]byte(token))
 	if id := v.cache.get(hash, v.opts.Now()); id != nil {
@@ -202,15 +211,28 @@ type jwsHeader struct {
 	Crit json.RawMessage `json:"crit"`
 }
 
+// compactJWS reports whether token has only the characters of a JWS compact
+// serialization: the base64url alphabet and '.'.
+func compactJWS(token string) bool {
+	for i := 0; i < len(token); i++ {
+		switch c := token[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func parseHeader(token string) (jwsHeader, error) {
 	var h jwsHeader
 	encoded, _, ok := strings.Cut(token, ".")
 	if !ok || strings.Count(token, ".") != 2 {
 		return h, tokenErr(ErrMalformed, "token is not a JWS compact serialization", nil)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(encoded)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(encoded)
 	if err != nil {
-		return h, tokenErr(ErrMalformed, "token header is not base64url", err)
+		return h, tokenErr(ErrMalformed, "token header is not canonical base64url", err)
 	}
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return h, tokenErr(ErrMalformed, "token header is not JSON", err)

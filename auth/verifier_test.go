@@ -161,6 +161,13 @@ func TestVerifyRejectsAttacks(t *testing.T) {
 		{"payload not JSON", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("[")) + "." + parts[2], ErrMalformed},
 		{"signature not base64", parts[0] + "." + parts[1] + ".%%%", ErrMalformed},
 		{"oversized", parts[0] + "." + strings.Repeat("A", maxTokenBytes) + "." + parts[2], ErrMalformed},
+		// Malleability: the same bytes spelled differently are not the token.
+		{"signature with unused bits set", parts[0] + "." + parts[1] + "." + flipUnusedBits(t, parts[2]), ErrMalformed},
+		{"header with unused bits set", flipUnusedBits(t, parts[0]) + "." + parts[1] + "." + parts[2], ErrMalformed},
+		{"payload with unused bits set", parts[0] + "." + flipUnusedBits(t, parts[1]) + "." + parts[2], ErrMalformed},
+		{"padded signature", parts[0] + "." + parts[1] + "." + parts[2] + "==", ErrMalformed},
+		{"standard base64 alphabet", parts[0] + "." + parts[1] + "." + strings.NewReplacer("-", "+", "_", "/").Replace(parts[2]), ErrMalformed},
+		{"whitespace in signature", parts[0] + "." + parts[1] + "." + parts[2][:10] + "\n" + parts[2][10:], ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -616,4 +623,23 @@ func TestVerifyGivesUpWhenContextEnds(t *testing.T) {
 	if !errors.Is(err, ErrKeysUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("error = %v, want ErrKeysUnavailable caused by context.Canceled", err)
 	}
+}
+
+// flipUnusedBits returns seg, a base64url segment, with the last character
+// changed only in bits the decoder ignores: a non-canonical spelling of the
+// same bytes. It fails the test when seg has no unused bits.
+func flipUnusedBits(t *testing.T, seg string) string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	if len(seg)%4 == 0 {
+		t.Fatalf("segment %q has no unused bits", seg)
+	}
+	last := strings.IndexByte(alphabet, seg[len(seg)-1])
+	flipped := seg[:len(seg)-1] + string(alphabet[last^1])
+	a, err1 := base64.RawURLEncoding.DecodeString(seg)
+	b, err2 := base64.RawURLEncoding.DecodeString(flipped)
+	if err1 != nil || err2 != nil || string(a) != string(b) {
+		t.Fatalf("flipping did not keep the bytes: %v %v", err1, err2)
+	}
+	return flipped
 }

@@ -52,6 +52,11 @@ type DropOffConfig struct {
 	RetryBase caddy.Duration `json:"retry_base,omitempty"`
 	RetryCap  caddy.Duration `json:"retry_cap,omitempty"`
 
+	// Failed deliveries after which an alert is dead: kept for the owner to
+	// see in the inbox, never attempted again. A destination the webhook
+	// policy refuses makes it dead at once. Default: 12.
+	AlertAttempts int `json:"alert_attempts,omitempty"`
+
 	// How often due alerts are looked for. Default: 5s.
 	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
 
@@ -66,6 +71,7 @@ func (c *DropOffConfig) options(base dopu.Options) dopu.Options {
 	}
 	base.RetryBase, base.RetryCap = time.Duration(c.RetryBase), time.Duration(c.RetryCap)
 	base.PollInterval, base.LeaseTTL = time.Duration(c.PollInterval), time.Duration(c.LeaseTTL)
+	base.MaxAttempts = c.AlertAttempts
 	return base
 }
 
@@ -96,6 +102,7 @@ func (c *DropOffConfig) limits() dopu.Limits {
 //	    record_rate              <per minute> [<burst>]
 //	    retry_base               <duration>
 //	    retry_cap                <duration>
+//	    alert_attempts           <n>
 //	    poll_interval            <duration>
 //	    lease_ttl                <duration>
 //	}
@@ -138,6 +145,9 @@ func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
 			c.PendingPerRecord = int(n)
 		case "pending_bytes_per_record":
 			c.PendingBytesPerRecord, err = intArg(0)
+		case "alert_attempts":
+			n, err = intArg(0)
+			c.AlertAttempts = int(n)
 		case "ttl", "retention", "retry_base", "retry_cap", "poll_interval", "lease_ttl":
 			dur, perr := caddy.ParseDuration(args[0])
 			if perr != nil || dur <= 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/gateway"
@@ -91,6 +92,15 @@ type Gateway struct {
 	// delete targets first. Default: trusted for the embedded `pfr_store`,
 	// which enforces its partitions; not trusted for any other upstream.
 	TrustUpstreamIsolation *bool `json:"trust_upstream_isolation,omitempty"`
+
+	// Networks (CIDR prefixes or single addresses) that drop-off webhooks
+	// may reach although the outbound policy refuses them by default:
+	// loopback, private, link-local, CGNAT, multicast and the other
+	// special-purpose addresses, e.g. `10.0.0.0/8` for an in-house
+	// receiver. Plain http is allowed only to these networks; every other
+	// webhook must be https to a public address. Checked when a webhook is
+	// saved and on every address dialled at delivery. Default: none.
+	WebhookAllow []string `json:"webhook_allow,omitempty"`
 
 	// Drop-off (DOPU) settings. Drop-offs are on by default.
 	DropOff *DropOffConfig `json:"dropoff,omitempty"`
@@ -298,11 +308,17 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			ownership.AllowedTypes[t] = true
 		}
 	}
+	allow, err := egress.ParseAllow(g.WebhookAllow)
+	if err != nil {
+		return fmt.Errorf("pfr: webhook_allow: %w", err)
+	}
+	webhooks := &egress.Policy{Allow: allow}
 	var svc *dopu.Service
 	if g.DropOff == nil || !g.DropOff.Disabled {
 		svc, err = dopu.New(db, g.DropOff.limits(), g.DropOff.options(dopu.Options{
 			Logger:  g.logger.Named("dopu"),
 			Webhook: gateway.WebhookFor(tenants),
+			Egress:  webhooks,
 		}))
 		if err != nil {
 			return fmt.Errorf("pfr: drop-offs: %w", err)
@@ -332,7 +348,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		})
 	}
 	g.gw, err = gateway.New(gateway.Config{
-		DOPU: svc, Audit: accessLog,
+		DOPU: svc, Audit: accessLog, Webhooks: webhooks,
 		ClientIP: func(r *http.Request) string {
 			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 			return ip

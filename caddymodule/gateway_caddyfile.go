@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/pfrgateway/caddy-pfr/egress"
 )
 
 // UnmarshalCaddyfile sets up the gateway from Caddyfile tokens:
@@ -40,6 +42,7 @@ import (
 //	        <member> <value>...   # e.g. authorization_endpoint https://…, capabilities a b c
 //	    }
 //	    allowed_types <type>...
+//	    webhook_allow <cidr or address>...
 //	    trust_upstream_isolation [true|false]
 //	    response_filter on|off
 //	    dropoff [off] {
@@ -121,6 +124,15 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseAudit(d, g); err != nil {
 				return err
 			}
+		case "webhook_allow":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := egress.ParseAllow(args); err != nil {
+				return d.Errf("webhook_allow: %v", err)
+			}
+			g.WebhookAllow = append(g.WebhookAllow, args...)
 		case "allowed_types":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

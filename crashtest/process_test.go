@@ -36,6 +36,7 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 		base_domain pfr.localhost
 		data_dir %[2]s/data
 		dev_issuer
+		webhook_allow 127.0.0.1/32
 		dropoff {
 			source_rate -1
 			record_rate -1

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
@@ -57,6 +59,7 @@ func newFixture(t testing.TB, limits Limits, opts Options) *fixture {
 	if opts.Now == nil {
 		opts.Now = f.clock.Now
 	}
+	opts = withTestEgress(opts)
 	svc, err := New(f.db, limits, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +80,7 @@ func (f *fixture) reopen(limits Limits, opts Options) {
 	if opts.Now == nil {
 		opts.Now = f.clock.Now
 	}
+	opts = withTestEgress(opts)
 	svc, err := New(f.db, limits, opts)
 	if err != nil {
 		f.t.Fatal(err)
@@ -189,4 +193,14 @@ func patient(family, given, birth, gender string) map[string]any {
 		"birthDate":    birth,
 		"gender":       gender,
 	}
+}
+
+// withTestEgress lets the receivers of the tests, on 127.0.0.1, be
+// reached, as an operator's `webhook_allow 127.0.0.1/32` would, unless the
+// test sets its own policy.
+func withTestEgress(opts Options) Options {
+	if opts.Egress == nil && opts.HTTPClient == nil {
+		opts.Egress = &egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	}
+	return opts
 }

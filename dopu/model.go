@@ -51,8 +51,12 @@ type Summary struct {
 	// ScoreMatch(Subject, SummarizePatient(the record's Patient)).
 	Subject *PatientSummary `json:"subject,omitempty"`
 	Status  Status          `json:"status"`
-	Reason  string          `json:"reason,omitempty"` // why it was rejected
-	Expires time.Time       `json:"expires"`
+	// Alert is the state of the drop-off's webhook alert while it is in
+	// the outbox (computed when read, never stored); nil once delivered or
+	// when the record has no webhook.
+	Alert   *AlertState `json:"alert,omitempty"`
+	Reason  string      `json:"reason,omitempty"` // why it was rejected
+	Expires time.Time   `json:"expires"`
 	// Changed is when Status last changed (Received while pending).
 	Changed time.Time `json:"changed"`
 }
@@ -77,4 +81,24 @@ type Alert struct {
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next"`
 	LastError   string    `json:"lastError,omitempty"`
+	// Dead is set when the alert will never be delivered: MaxAttempts
+	// failures, or a destination the egress policy refuses. A dead alert
+	// stays for the owner to see and is never attempted again.
+	Dead bool `json:"dead,omitempty"`
+}
+
+// The states of an alert in the outbox.
+const (
+	AlertPending = "pending"
+	AlertDead    = "dead"
+)
+
+// AlertState is what the inbox shows of a drop-off's alert.
+type AlertState struct {
+	// State is AlertPending (to be delivered, perhaps after failures) or
+	// AlertDead (never delivered; LastError says why).
+	State       string    `json:"state"`
+	Attempts    int       `json:"attempts"`
+	LastError   string    `json:"lastError,omitempty"`
+	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 }

@@ -9,11 +9,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/egress"
 )
 
 // deliveryBatch and deliveryWorkers bound one pass of the deliverer.
@@ -125,14 +126,14 @@ func (s *Service) deliver(ctx context.Context, a Alert) (bool, error) {
 	if err != nil {
 		return false, s.retry(ctx, a, fmt.Errorf("looking up the webhook: %w", err))
 	}
-	target := hook.URL
-	if target == "" {
+	if hook.URL == "" {
 		return false, s.dropAlert(ctx, a.DropOffID)
 	}
-	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		s.opts.Logger.Warn("drop-off webhook URL is not http(s); alert dropped",
-			zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID))
-		return false, s.dropAlert(ctx, a.DropOffID)
+	// The destination policy again at delivery: the URL may have been saved
+	// under another configuration, or its name may resolve elsewhere now.
+	// The client checks every address it dials as well.
+	if err := s.opts.Egress.Check(ctx, hook.URL); err != nil {
+		return false, s.retry(ctx, a, err)
 	}
 	if err := s.post(ctx, hook, d); err != nil {
 		return false, s.retry(ctx, a, err)
@@ -162,6 +163,9 @@ func (s *Service) post(ctx context.Context, hook WebhookTarget, d *DropOff) erro
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return fmt.Errorf("webhook answered %s; redirects are not followed", resp.Status)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("webhook answered %s", resp.Status)
 	}
@@ -176,10 +180,19 @@ func (s *Service) dropAlert(ctx context.Context, dropOffID string) error {
 	return nil
 }
 
-// retry reschedules a failed alert with exponential backoff and jitter.
+// retry reschedules a failed alert with exponential backoff and jitter,
+// or makes it dead: after MaxAttempts failures, or at once when the egress
+// policy refuses the destination (it can never be delivered as things are
+// configured). A dead alert leaves the due index, so it never holds up the
+// outbox, and stays for the owner to see.
 func (s *Service) retry(ctx context.Context, a Alert, cause error) error {
-	s.opts.Logger.Info("drop-off alert not delivered; will retry",
-		zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID),
+	dead := errors.Is(cause, egress.ErrRefused) || a.Attempts+1 >= s.opts.MaxAttempts
+	log := s.opts.Logger.Info
+	msg := "drop-off alert not delivered; will retry"
+	if dead {
+		log, msg = s.opts.Logger.Warn, "drop-off alert will never be delivered; kept as dead for the owner"
+	}
+	log(msg, zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID),
 		zap.Int("attempt", a.Attempts+1), zap.Error(cause))
 	err := s.store.Update(ctx, func(tx Tx) error {
 		cur, err := tx.Alert(a.DropOffID)
@@ -192,12 +205,55 @@ func (s *Service) retry(ctx context.Context, a Alert, cause error) error {
 		cur.Attempts++
 		cur.NextAttempt = s.now().Add(s.backoff(cur.Attempts))
 		cur.LastError = cause.Error()
+		cur.Dead = dead
 		return tx.PutAlert(cur)
 	})
 	if err != nil {
 		return fmt.Errorf("dopu: rescheduling alert %s: %w", a.DropOffID, err)
 	}
 	return nil
+}
+
+// ReviveAlerts makes the dead alerts of a record's pending drop-offs due
+// again, with a fresh count of attempts: call it when the owner changes
+// the webhook. It returns how many it revived.
+func (s *Service) ReviveAlerts(ctx context.Context, recordID string) (int, error) {
+	n := 0
+	err := s.store.Update(ctx, func(tx Tx) error {
+		n = 0
+		list, err := tx.List(recordID)
+		if err != nil {
+			return err
+		}
+		for i := range list {
+			if effectiveStatus(&list[i], s.now()) != StatusPending {
+				continue
+			}
+			a, err := tx.Alert(list[i].ID)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !a.Dead {
+				continue
+			}
+			a.Dead, a.Attempts, a.NextAttempt = false, 0, s.now()
+			if err := tx.PutAlert(a); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dopu: reviving the alerts of %s: %w", recordID, err)
+	}
+	if n > 0 {
+		s.notify()
+	}
+	return n, nil
 }
 
 // backoff is the delay after the given number of failed attempts:

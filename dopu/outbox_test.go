@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/egress"
 )
 
 const hookSecret = "whsec-test-secret"
@@ -328,4 +331,117 @@ func getAlert(t *testing.T, f *fixture, id string) *Alert {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestAlertToRefusedDestinationsIsDeadNeverDialled sets webhooks at the
+// Caddy admin API's address, at 127.0.0.1, at [::1], at a name resolving to
+// loopback and at an allowed receiver that redirects to loopback: nothing
+// on loopback is dialled, each alert ends dead with its reason in the
+// inbox, and an alert to a good receiver queued behind them is delivered
+// in the same pass.
+func TestAlertToRefusedDestinationsIsDeadNeverDialled(t *testing.T) {
+	c := newClock()
+	var victimHits sync.Mutex
+	hits := 0
+	victim := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		victimHits.Lock()
+		hits++
+		victimHits.Unlock()
+	}))
+	_, vport, _ := net.SplitHostPort(victim.Listener.Addr().String())
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2: %v", err)
+	}
+	ln.Close()
+	redirector := serveOn(t, ln.Addr().String(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://127.0.0.1:"+vport+"/stop", http.StatusFound)
+	}))
+	_, rport, _ := net.SplitHostPort(redirector.Listener.Addr().String())
+	rc := newReceiver(t, c)
+	good := serveOn(t, "127.0.0.3:0", rc)
+
+	hooks := map[string]string{
+		"admin":    "http://localhost:2019/stop",
+		"v4":       "http://127.0.0.1:" + vport + "/hook",
+		"v6":       "http://[::1]:" + vport + "/hook",
+		"mapped":   "https://[::ffff:127.0.0.1]:" + vport + "/hook",
+		"name":     "https://loopback.test:" + vport + "/hook",
+		"redirect": "http://public.test:" + rport + "/hook",
+		"good":     good.URL + "/hook",
+	}
+	policy := &egress.Policy{
+		Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("127.0.0.3/32")},
+		LookupNetIP: func(_ context.Context, _, host string) ([]netip.Addr, error) {
+			switch host {
+			case "localhost", "loopback.test":
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}, nil
+			case "public.test":
+				return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+			}
+			return nil, errors.New("no such host")
+		},
+	}
+	f := newFixture(t, Limits{}, Options{Now: c.Now, Egress: policy, MaxAttempts: 3, RetryBase: time.Minute, RetryCap: time.Minute,
+		Webhook: func(_ context.Context, record string) (WebhookTarget, error) {
+			return WebhookTarget{URL: hooks[record], Secret: hookSecret}, nil
+		}})
+	f.clock = c
+	ids := map[string]string{}
+	for rec := range hooks {
+		ids[rec] = f.mustDrop(rec, readTestdata(t, ipsPath), "192.0.2.1").ID
+	}
+	if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 1 {
+		t.Fatalf("first pass delivered %d (%v), want the good one", n, err)
+	}
+	// The redirect is an ordinary failure (the receiver is allowed):
+	// retried up to MaxAttempts, then dead.
+	for range 3 {
+		c.Advance(2 * time.Minute)
+		if _, err := f.svc.DeliverDue(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for rec, id := range ids {
+		sums, err := f.svc.List(context.Background(), rec)
+		if err != nil || len(sums) != 1 {
+			t.Fatalf("%s: inbox %v, %v", rec, sums, err)
+		}
+		st := sums[0].Alert
+		if rec == "good" {
+			if st != nil {
+				t.Errorf("good: alert still %+v", st)
+			}
+			continue
+		}
+		if st == nil || st.State != AlertDead || st.LastError == "" {
+			t.Fatalf("%s (%s): alert %+v, want dead with a reason", rec, id, st)
+		}
+		want := "refused by the outbound policy"
+		if rec == "redirect" {
+			want = "redirects are not followed"
+		}
+		if !strings.Contains(st.LastError, want) {
+			t.Errorf("%s: last error %q, want it to say %q", rec, st.LastError, want)
+		}
+		if rec != "redirect" && st.Attempts != 1 {
+			t.Errorf("%s: %d attempts, a refused destination is dead at once", rec, st.Attempts)
+		}
+	}
+	victimHits.Lock()
+	defer victimHits.Unlock()
+	if hits != 0 {
+		t.Fatalf("loopback was dialled %d times", hits)
+	}
+	if len(rc.delivered()) != 1 {
+		t.Errorf("good receiver got %d alerts", len(rc.delivered()))
+	}
+	// The owner fixes the webhook: the dead alert is due again.
+	hooks["v4"] = good.URL + "/fixed"
+	if n, err := f.svc.ReviveAlerts(context.Background(), "v4"); err != nil || n != 1 {
+		t.Fatalf("revived %d, %v", n, err)
+	}
+	if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 1 {
+		t.Fatalf("after revival delivered %d, %v", n, err)
+	}
 }

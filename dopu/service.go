@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
@@ -31,9 +32,20 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives delivery failures and expiry counts. Default no-op.
 	Logger *zap.Logger
-	// HTTPClient delivers webhooks. Default: a client with a 10 s timeout
-	// that does not follow redirects.
+	// Egress is the destination policy of webhooks: checked on the URL
+	// before each delivery and, through the default HTTPClient, on every
+	// address dialled. Default: the zero egress.Policy (public addresses
+	// over https only).
+	Egress *egress.Policy
+	// HTTPClient delivers webhooks. Default: Egress.Client with a 10 s
+	// timeout (no redirects followed, no proxy, the policy at connect
+	// time). A client given here must enforce the policy itself.
 	HTTPClient *http.Client
+	// MaxAttempts is how many failed deliveries make an alert dead: kept
+	// for the owner to see in the inbox (alert.state "dead", with the last
+	// error), never attempted again. A destination the policy refuses is
+	// dead at once. Default 12 (about 8 hours with the default backoff).
+	MaxAttempts int
 	// Webhook returns where a record's alerts go. An empty URL means the
 	// record has none; an error is retried later. Nil means no record has
 	// a webhook. It is called from several goroutines at once.
@@ -57,11 +69,14 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	if o.Egress == nil {
+		o.Egress = new(egress.Policy)
+	}
 	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{
-			Timeout:       10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+		o.HTTPClient = o.Egress.Client(10 * time.Second)
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 12
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 5 * time.Second
@@ -313,11 +328,26 @@ func (s *Service) Status(ctx context.Context, receiptID string) (Status, error) 
 	return st, nil
 }
 
-// summary returns d's summary as the inbox shows it.
-func (s *Service) summary(d *DropOff) Summary {
+// summary returns d's summary as the inbox shows it, with the state of
+// its alert while one is in the outbox.
+func (s *Service) summary(tx Tx, d *DropOff) (Summary, error) {
 	sum := d.Summary
 	sum.Status = effectiveStatus(d, s.now())
-	return sum
+	a, err := tx.Alert(d.ID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return sum, err
+	default:
+		st := &AlertState{State: AlertPending, Attempts: a.Attempts, LastError: a.LastError}
+		if a.Dead {
+			st.State = AlertDead
+		} else if a.Attempts > 0 {
+			st.NextAttempt = a.NextAttempt
+		}
+		sum.Alert = st
+	}
+	return sum, nil
 }
 
 // List returns the record's drop-offs, newest first, in every status.
@@ -330,7 +360,9 @@ func (s *Service) List(ctx context.Context, recordID string) ([]Summary, error) 
 		}
 		out = make([]Summary, len(list))
 		for i := range list {
-			out[i] = s.summary(&list[i])
+			if out[i], err = s.summary(tx, &list[i]); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -354,7 +386,9 @@ func (s *Service) Get(ctx context.Context, recordID, id string) (*Summary, []byt
 		if d.RecordID != recordID {
 			return ErrNotFound
 		}
-		sum = s.summary(d)
+		if sum, err = s.summary(tx, d); err != nil {
+			return err
+		}
 		if d.Status == StatusPending {
 			body, err = tx.Body(id)
 		}

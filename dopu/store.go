@@ -58,11 +58,13 @@ type Tx interface {
 	// alert and every index entry; ErrNotPending for a pending one.
 	Delete(id string) error
 
-	// PutAlert creates or replaces the alert of a.DropOffID.
+	// PutAlert creates or replaces the alert of a.DropOffID. A dead
+	// alert is kept but never due.
 	PutAlert(a *Alert) error
 	// Alert returns the alert of a drop-off, or ErrNotFound.
 	Alert(dropOffID string) (*Alert, error)
-	// DueAlerts returns up to limit alerts whose NextAttempt is not after t.
+	// DueAlerts returns up to limit live alerts whose NextAttempt is not
+	// after t.
 	DueAlerts(t time.Time, limit int) ([]Alert, error)
 	// DeleteAlert removes a drop-off's alert, if any.
 	DeleteAlert(dropOffID string) error

@@ -396,6 +396,9 @@ func (t *boltTx) PutAlert(a *Alert) error {
 	if err := t.putJSON(bucketOutbox, []byte(a.DropOffID), a); err != nil {
 		return err
 	}
+	if a.Dead {
+		return nil // kept for the owner to see, never due
+	}
 	return t.put(bucketAlertsDue, timeKey(a.NextAttempt, a.DropOffID), nil)
 }
 
@@ -448,8 +451,10 @@ func (t *boltTx) DeleteAlert(dropOffID string) error {
 	if err != nil {
 		return err
 	}
-	if err := t.del(bucketAlertsDue, timeKey(old.NextAttempt, dropOffID)); err != nil {
-		return err
+	if !old.Dead {
+		if err := t.del(bucketAlertsDue, timeKey(old.NextAttempt, dropOffID)); err != nil {
+			return err
+		}
 	}
 	return t.del(bucketOutbox, []byte(dropOffID))
 }

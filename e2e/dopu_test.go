@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,7 +29,7 @@ type webhookReceiver struct {
 
 func newWebhookReceiver(t *testing.T, secret string) *webhookReceiver {
 	wr := &webhookReceiver{secret: secret}
-	wr.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	wr.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		wr.mu.Lock()
 		defer wr.mu.Unlock()
@@ -42,9 +43,22 @@ func newWebhookReceiver(t *testing.T, secret string) *webhookReceiver {
 		wr.alerts = append(wr.alerts, alert)
 		wr.bodies = append(wr.bodies, string(body))
 	}))
+	// The receiver listens on the one loopback address the harness's
+	// webhook_allow opens: the rest of loopback stays refused.
+	l, err := net.Listen("tcp", webhookAllowed+":0")
+	if err != nil {
+		t.Fatalf("listening on %s: %v", webhookAllowed, err)
+	}
+	wr.Listener.Close()
+	wr.Listener = l
+	wr.Start()
 	t.Cleanup(wr.Close)
 	return wr
 }
+
+// webhookAllowed is the address the harness's gateways allow webhooks to
+// reach (webhook_allow): an in-house receiver, as an operator would have.
+const webhookAllowed = "127.0.0.2"
 
 // waitAlert waits (bounded) for an alert about dropoff.
 func (wr *webhookReceiver) waitAlert(t *testing.T, dropoff string) (map[string]any, string) {

@@ -82,6 +82,7 @@ https://:%[5]d {
 		base_domain pfr.localhost
 		data_dir %[1]s
 		dev_issuer
+		webhook_allow ` + webhookAllowed + `/32
 %[2]s
 	}
 }

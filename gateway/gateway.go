@@ -19,6 +19,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -75,6 +76,10 @@ type Config struct {
 	// DOPU parks Bundles that callers without write access post to a
 	// record, for its owners to pick up. Nil: such posts are refused.
 	DOPU *dopu.Service
+	// Webhooks is the destination policy of drop-off webhooks, checked
+	// when one is saved (422 with the reason). Default: the zero
+	// egress.Policy (public addresses over https only).
+	Webhooks *egress.Policy
 	// Audit keeps each record's access log. Nil: no access log.
 	Audit *audit.Log
 	// ClientIP returns the client's address for drop-off records and rate
@@ -115,6 +120,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 32 << 20
+	}
+	if cfg.Webhooks == nil {
+		cfg.Webhooks = new(egress.Policy)
 	}
 	log := cfg.Logger
 	if log == nil {

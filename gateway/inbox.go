@@ -389,9 +389,11 @@ func (g *Gateway) putWebhook(w http.ResponseWriter, r *http.Request, id *auth.Id
 		return
 	}
 	if body.URL != "" {
-		u, err := url.Parse(body.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "url must be an absolute http(s) URL").WithExpression("url"))
+		// The destination policy (egress): refused destinations are a 422
+		// with the reason; delivery checks again on every address dialled.
+		if err := g.cfg.Webhooks.Check(r.Context(), body.URL); err != nil {
+			fhir.WriteError(w, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule,
+				"webhook url refused: %v", err).WithExpression("url"))
 			return
 		}
 		if len(body.Secret) < 16 {
@@ -399,16 +401,26 @@ func (g *Gateway) putWebhook(w http.ResponseWriter, r *http.Request, id *auth.Id
 			return
 		}
 	}
+	var recID string
 	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanWrite() {
 			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers set the webhook")
 		}
 		rec.WebhookURL, rec.WebhookSecret = body.URL, body.Secret
+		recID = rec.ID
 		return tx.PutRecord(rec)
 	})
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
+	}
+	if g.cfg.DOPU != nil && body.URL != "" {
+		// A new destination gives the alerts that died a new chance.
+		if n, err := g.cfg.DOPU.ReviveAlerts(r.Context(), recID); err != nil {
+			g.log.Error("reviving dead drop-off alerts", zap.String("record", recID), zap.Error(err))
+		} else if n > 0 {
+			g.log.Info("dead drop-off alerts revived", zap.String("record", recID), zap.Int("count", n))
+		}
 	}
 	writeJSON(w, http.StatusOK, webhookView{URL: body.URL, HasSecret: body.Secret != ""})
 }

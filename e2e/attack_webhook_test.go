@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestAttackWebhookSSRF points a record's drop-off webhook at the Caddy
+// admin API the test server runs (localhost:2999), at loopback in every
+// spelling, at names resolving to loopback, at private, link-local and
+// metadata addresses, and at an allowed receiver that redirects to the
+// admin API's /stop. Saving is refused with a 422 that says why; the
+// redirect is not followed; the alert ends dead with its reason in the
+// owner's inbox; the gateway and its admin API stay up throughout.
+func TestAttackWebhookSSRF(t *testing.T) {
+	e := startGateway(t, "\t\tdropoff {\n\t\t\talert_attempts 2\n\t\t\tretry_base 1s\n\t\t\tretry_cap 1s\n\t\t\tpoll_interval 200ms\n\t\t}\n"+
+		withStore(t.TempDir(), ""))
+	owner := e.token("hook-owner")
+	e.createRecord(owner, "hooked", "Hook", "Wendy")
+	hookURL := apex("/pfr/v1/records/hooked/webhook")
+	const secret = "a-long-webhook-secret-0123456789"
+
+	adminUp := func(when string) {
+		t.Helper()
+		res, err := http.Get("http://localhost:2999/config/")
+		if err != nil {
+			t.Fatalf("%s: Caddy's admin API is gone: %v", when, err)
+		}
+		res.Body.Close()
+		e.do("GET", apex("/pfr/v1/records/hooked"), owner, nil).expect(t, http.StatusOK, when+": the gateway answers")
+	}
+
+	for _, c := range []struct{ url, why string }{
+		{"http://localhost:2999/stop", "loopback"},
+		{"https://localhost:2999/stop", "loopback"},
+		{"http://127.0.0.1:2999/load", "loopback"},
+		{"http://[::1]:2999/stop", "loopback"},
+		{"http://[::ffff:127.0.0.1]:2999/stop", "loopback"},
+		{"http://[::ffff:7f00:1]:2999/stop", "loopback"},
+		{"http://0.0.0.0:2999/stop", "unspecified"},
+		{"http://[::]:2999/stop", "unspecified"},
+		{"http://169.254.169.254/latest/meta-data/", "link-local"},
+		{"http://[fe80::1]/", "link-local"},
+		{"http://10.0.0.1/", "private"},
+		{"http://192.168.1.1/", "private"},
+		{"http://[fd00::1]/", "private"},
+		{"http://100.64.0.1/", "CGNAT"},
+		{"http://224.0.0.1/", "multicast"},
+		{"http://[64:ff9b::7f00:1]/", "NAT64"},
+		{"http://pfr.localhost:2999/stop", ""}, // the gateway's own name: loopback, or does not resolve
+		{"http://127.1:2999/stop", ""},         // a short IPv4 form some resolvers accept
+		{"http://2130706433:2999/stop", ""},    // 127.0.0.1 as one number
+		{"http://93.184.215.14/hook", "https is required"},
+		{"https://user:pw@93.184.215.14/hook", "user information"},
+		{"gopher://127.0.0.1:2999/", "scheme"},
+		{"file:///etc/passwd", "scheme"},
+		{"unix:/run/caddy/admin.sock", "scheme"},
+	} {
+		res := e.do("PUT", hookURL, owner, map[string]any{"url": c.url, "secret": secret}).
+			expectOutcome(t, http.StatusUnprocessableEntity, "webhook "+c.url)
+		if !strings.Contains(string(res.raw), "refused") || (c.why != "" && !strings.Contains(string(res.raw), c.why)) {
+			t.Errorf("webhook %s: the refusal does not say why (%q): %s", c.url, c.why, res.raw)
+		}
+	}
+	if got := e.do("GET", hookURL, owner, nil).expect(t, http.StatusOK, "webhook"); got.body["url"] != "" {
+		t.Errorf("a refused webhook was stored: %s", got.raw)
+	}
+	adminUp("after the refusals")
+
+	// An allowed receiver (127.0.0.2, webhook_allow) that redirects every
+	// alert to the admin API's /stop with a 307 (which keeps the POST).
+	var redirected atomic.Int32
+	ln, err := net.Listen("tcp", webhookAllowed+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redirected.Add(1)
+		http.Redirect(w, r, "http://localhost:2999/stop", http.StatusTemporaryRedirect)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	e.do("PUT", hookURL, owner, map[string]any{"url": fmt.Sprintf("http://%s/hook", ln.Addr()), "secret": secret}).
+		expect(t, http.StatusOK, "an allowed receiver")
+
+	receipt := e.dropOff("hooked", []byte(bundle("collection", `{"resource":`+obs(`"subject":{"display":"x"}`)+`}`))).
+		expect(t, http.StatusAccepted, "drop off").header.Get("X-PFR-Receipt")
+	var alert map[string]any
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		inbox := e.do("GET", apex("/pfr/v1/records/hooked/dropoffs"), owner, nil).expect(t, http.StatusOK, "inbox")
+		items, _ := inbox.body["dropoffs"].([]any)
+		for _, it := range items {
+			if m := it.(map[string]any); m["id"] == receipt {
+				alert, _ = m["alert"].(map[string]any)
+			}
+		}
+		if alert != nil && alert["state"] == "dead" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the alert is not dead after 60s: %v (%s)", alert, inbox.raw)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(alert["lastError"]), "redirects are not followed") || alert["attempts"] != float64(2) {
+		t.Errorf("the owner does not see why: %v", alert)
+	}
+	if redirected.Load() < 1 {
+		t.Errorf("the receiver was never called")
+	}
+	adminUp("after the redirected alert")
+
+	// The owner points the webhook at a working receiver: the dead alert
+	// gets a new start and arrives.
+	hook := newWebhookReceiver(t, secret)
+	e.do("PUT", hookURL, owner, map[string]any{"url": hook.URL, "secret": secret}).expect(t, http.StatusOK, "a working receiver")
+	hook.waitAlert(t, receipt)
+}
