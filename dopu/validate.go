@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // acceptedTypes are the media types of a FHIR JSON body; R4 servers also
@@ -152,6 +153,12 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 	if d := jsonDepth(data, limits.MaxDepth); d > limits.MaxDepth {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure,
 			"the JSON is nested deeper than the limit of %d levels", limits.MaxDepth)
+	}
+	// What cannot round-trip (invalid UTF-8, lone surrogates, repeated
+	// members, numbers no double holds) is refused at the door, as on every
+	// write: it would be stored and then fail at pick-up.
+	if err := fhirjson.Check(data); err != nil {
+		return nil, fhir.JSONError(err)
 	}
 	// One decoding pass reads everything intake needs; entries stay
 	// encoded until each is checked.

@@ -1,94 +1,48 @@
 package fhir
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"unicode/utf8"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
-// maxJSONDepth bounds the nesting of a decoded body. FHIR resources nest a
-// few dozen levels at most, a Bundle of Bundles included.
-const maxJSONDepth = 100
+// maxJSONDepth bounds the nesting of a decoded body (fhirjson.MaxDepth).
+const maxJSONDepth = fhirjson.MaxDepth
 
-// DecodeResource decodes a FHIR JSON body for the ownership checks, more
-// strictly than encoding/json does: invalid UTF-8, a member name repeated
-// in one object (however its characters are escaped), data after the
+// DecodeResource decodes a FHIR JSON body at the door of every write, with
+// fhirjson: invalid UTF-8, lone surrogates, a member name repeated in one
+// object (however its characters are escaped), numbers outside the range
+// of a double or with more than 18 significant digits, data after the
 // object, a body that is not an object and nesting deeper than 100 levels
-// are refused with a 400 *Error. Numbers are kept as json.Number.
+// are refused with a 400 *Error whose expression names the offending path.
+// Numbers are kept as json.Number.
 //
 // Why: the gateway checks what it decoded but the upstream parses the bytes
 // itself. Where encoding/json keeps the last of two "subject" members, an
 // upstream may keep the first, and where it replaces invalid UTF-8, an
 // upstream may not: the check and the write would then see different
-// resources. Decoding with DecodeResource (or forwarding a re-encoding of
-// what was checked) closes that gap.
+// resources. A number no double holds is stored and then breaks every
+// reader. Decoding with DecodeResource (or forwarding a re-encoding of
+// what was checked) closes those gaps.
 func DecodeResource(data []byte) (map[string]any, error) {
-	if !utf8.Valid(data) {
-		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the body is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := decodeStrict(dec, 0)
+	m, err := fhirjson.DecodeObject(data)
 	if err != nil {
-		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the body is not acceptable FHIR JSON: %v", err).WithCause(err)
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the body must be a JSON object")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the body has data after its JSON object")
+		return nil, JSONError(err)
 	}
 	return m, nil
 }
 
-// decodeStrict decodes the next value from dec, refusing repeated member
-// names and nesting beyond maxJSONDepth.
-func decodeStrict(dec *json.Decoder, depth int) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	delim, isDelim := tok.(json.Delim)
-	if !isDelim {
-		return tok, nil
-	}
-	if depth >= maxJSONDepth {
-		return nil, fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
-	}
-	switch delim {
-	case '{':
-		m := map[string]any{}
-		for dec.More() {
-			keyTok, err := dec.Token()
-			if err != nil {
-				return nil, err
-			}
-			key, _ := keyTok.(string)
-			if _, dup := m[key]; dup {
-				return nil, fmt.Errorf("member %q appears twice in one object", key)
-			}
-			if m[key], err = decodeStrict(dec, depth+1); err != nil {
-				return nil, err
-			}
+// JSONError turns a fhirjson refusal into the 400 OperationOutcome error
+// every door answers with, its expression naming the path.
+func JSONError(err error) *Error {
+	var je *fhirjson.Error
+	if errors.As(err, &je) {
+		fe := Errorf(http.StatusBadRequest, CodeStructure, "invalid JSON body, not valid JSON for FHIR: %v", je).WithCause(err)
+		if je.Path != "" {
+			fe = fe.WithExpression(je.Path)
 		}
-		_, err := dec.Token() // '}'
-		return m, err
-	case '[':
-		list := []any{}
-		for dec.More() {
-			v, err := decodeStrict(dec, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			list = append(list, v)
-		}
-		_, err := dec.Token() // ']'
-		return list, err
+		return fe
 	}
-	return nil, fmt.Errorf("unexpected %v", delim)
+	return Errorf(http.StatusBadRequest, CodeStructure, "invalid JSON body, not valid JSON for FHIR: %v", err).WithCause(err)
 }

@@ -1,13 +1,13 @@
 package fhir
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 )
 
 // maxPatchOperations bounds the operations of one JSON Patch document.
@@ -28,14 +28,13 @@ const maxPatchOperations = 10000
 // resource must keep its resourceType and id and pass the ownership rules
 // (see Owner.CheckWrite).
 func ApplyJSONPatch(doc map[string]any, patch []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(patch))
-	dec.UseNumber()
-	var ops []any
-	if err := dec.Decode(&ops); err != nil {
-		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the JSON Patch must be a JSON array of operations: %v", err)
+	v, err := fhirjson.Decode(patch)
+	if err != nil {
+		return nil, JSONError(err)
 	}
-	if dec.More() {
-		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the JSON Patch has data after its array")
+	ops, ok := v.([]any)
+	if !ok {
+		return nil, Errorf(http.StatusBadRequest, CodeStructure, "the JSON Patch must be a JSON array of operations")
 	}
 	if len(ops) > maxPatchOperations {
 		return nil, Errorf(http.StatusBadRequest, CodeTooCostly, "the JSON Patch has more than %d operations", maxPatchOperations)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // inBundle is a Bundle POSTed to the base.
@@ -60,6 +61,10 @@ func (q *request) bundle() error {
 	body, err := readBody(q.w, q.r)
 	if err != nil {
 		return err
+	}
+	// The door: what cannot round-trip is refused, naming its path.
+	if err := fhirjson.Check(body); err != nil {
+		return fhir.JSONError(err)
 	}
 	var in inBundle
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -224,7 +229,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	if plan.countSet {
 		count = min(max(plan.count, 0), maxPageSize)
 	}
-	hits, err := run(p, typ, plan)
+	hits, err := run(p, typ, plan, &q.unreadable)
 	if err != nil {
 		return nil, err
 	}
@@ -240,12 +245,14 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 			}
 			body, _, err := project(rec.Body, plan)
 			if err != nil {
-				return nil, err
+				q.unreadable.add(typ+"/"+id, err)
+				continue
 			}
 			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
 		}
 	}
 	q.appendUnknownOutcome(b, plan)
+	q.appendUnreadableOutcome(b)
 	raw, err := json.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("encode search result: %w", err)

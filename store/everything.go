@@ -30,7 +30,7 @@ func (q *request) everything(id string) error {
 		}); err != nil {
 			return err
 		}
-		refs, err = q.h.compartment(p, patients)
+		refs, err = q.h.compartment(p, patients, &q.unreadable)
 		return err
 	})
 	if err != nil {
@@ -59,7 +59,7 @@ func (q *request) everything(id string) error {
 // (by the official CompartmentDefinition's parameters) and what those
 // reference, as "Type/id" in a stable order: patients first, then by type
 // and id.
-func (h *handler) compartment(p *ptx, patients []string) ([]string, error) {
+func (h *handler) compartment(p *ptx, patients []string, skip *unreadable) ([]string, error) {
 	seen := map[string]bool{}
 	var members []string
 	add := func(ref string) {
@@ -88,7 +88,7 @@ func (h *handler) compartment(p *ptx, patients []string) ([]string, error) {
 				if len(plan.unknown) > 0 {
 					break // a parameter the engine cannot evaluate
 				}
-				found, err := run(p, typ, plan)
+				found, err := run(p, typ, plan, skip)
 				if err != nil {
 					return nil, err
 				}
@@ -116,7 +116,8 @@ func (h *handler) compartment(p *ptx, patients []string) ([]string, error) {
 		}
 		res, err := decodeForSearch(rec.Body)
 		if err != nil {
-			return nil, err
+			skip.add(ref, err)
+			continue
 		}
 		_ = rewriteReferences(res, func(target string) (string, error) {
 			t, tid, ok := strings.Cut(target, "/")

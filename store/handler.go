@@ -58,6 +58,8 @@ type request struct {
 	r    *http.Request
 	part string // partition key
 	base string // absolute FHIR base URL, no trailing slash
+	// unreadable collects stored resources left out of the answer.
+	unreadable unreadable
 }
 
 // ServeHTTP implements http.Handler.
@@ -148,6 +150,11 @@ func (q *request) route(segs []string) error {
 		}
 		switch segs[1] {
 		case "_search":
+			// GET [type]/_search is the same search as GET [type] (the
+			// gateway routes both).
+			if m == http.MethodGet || m == http.MethodHead {
+				return q.search(typ, q.r.URL.Query())
+			}
 			return q.onlyPost(func() error { return q.searchPost(typ) })
 		case "_history":
 			return q.onlyGet(func() error { return q.history(typ, "") })

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // resource is a decoded FHIR resource. Numbers stay json.Number so that
@@ -24,15 +25,11 @@ func validID(id string) bool { return idPattern.MatchString(id) }
 
 // parseResource decodes one resource from JSON and checks that it is an
 // object of a known resource type.
+// What cannot round-trip (fhirjson) is refused with a 400 naming the path.
 func parseResource(body []byte) (resource, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "invalid JSON body: %v", err)
-	}
-	if dec.More() {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "invalid JSON body: trailing data after the resource")
+	v, err := fhirjson.Decode(body)
+	if err != nil {
+		return nil, fhir.JSONError(err)
 	}
 	return asResource(v)
 }

@@ -43,14 +43,53 @@ func searchParams(params url.Values) url.Values {
 	return out
 }
 
+// unreadable collects the stored resources a read could not decode (written
+// before the door refused what cannot round-trip, or damaged): they are
+// left out of the answer, named in an OperationOutcome entry (search.mode
+// outcome) and logged, instead of failing the whole answer. A nil
+// *unreadable skips them silently.
+type unreadable struct {
+	refs []string
+	errs []error
+}
+
+func (u *unreadable) add(ref string, err error) {
+	if u == nil || slices.Contains(u.refs, ref) {
+		return
+	}
+	u.refs = append(u.refs, ref)
+	u.errs = append(u.errs, fmt.Errorf("%s: %w", ref, err))
+}
+
+// appendUnreadableOutcome reports the resources left out as unreadable in
+// an OperationOutcome entry and logs each (OnInternalError).
+func (q *request) appendUnreadableOutcome(b *outBundle) {
+	if len(q.unreadable.refs) == 0 {
+		return
+	}
+	oo := &fhir.OperationOutcome{ResourceType: "OperationOutcome"}
+	for i, ref := range q.unreadable.refs {
+		oo.Issue = append(oo.Issue, fhir.Issue{Severity: fhir.SeverityWarning, Code: fhir.CodeException,
+			Diagnostics: fmt.Sprintf("%s is stored but cannot be read back (a value that does not round-trip); it was left out of this answer", ref),
+			Expression:  []string{ref}})
+		if q.h.cfg.OnInternalError != nil {
+			q.h.cfg.OnInternalError(q.r, fmt.Errorf("store: unreadable resource left out of an answer: %w", q.unreadable.errs[i]))
+		}
+	}
+	b.Entry = append(b.Entry, outEntry{Resource: outcomeJSON(oo), Search: &outSearch{Mode: "outcome"}})
+	q.unreadable = unreadable{}
+}
+
 // run evaluates plan over the current resources of typ in the partition and
-// returns the ids of the hits in order.
-func run(p *ptx, typ string, plan *searchPlan) ([]string, error) {
+// returns the ids of the hits in order. Resources that cannot be decoded
+// go to skip.
+func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
 	var hits []map[string]any
 	err := p.scanCurrent(typ, func(id string, raw []byte) error {
 		res, err := decodeForSearch(raw)
 		if err != nil {
-			return fmt.Errorf("%s/%s: %w", typ, id, err)
+			skip.add(typ+"/"+id, err)
+			return nil
 		}
 		if plan.match(res) {
 			hits = append(hits, res)
@@ -77,7 +116,7 @@ func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	return run(p, typ, plan)
+	return run(p, typ, plan, nil)
 }
 
 // search answers a type search.
@@ -95,7 +134,7 @@ func (q *request) search(typ string, params url.Values) error {
 
 	var hits []string
 	if err := q.h.db.view(q.part, func(p *ptx) error {
-		hits, err = run(p, typ, plan)
+		hits, err = run(p, typ, plan, &q.unreadable)
 		return err
 	}); err != nil {
 		return err
@@ -106,6 +145,7 @@ func (q *request) search(typ string, params url.Values) error {
 	b.Link = []outLink{{Relation: "self", URL: self}}
 	if plan.summaryCount {
 		q.appendUnknownOutcome(b, plan)
+		q.appendUnreadableOutcome(b)
 		q.writeBundle(http.StatusOK, b)
 		return nil
 	}
@@ -159,7 +199,8 @@ func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error 
 			}
 			body, res, err := project(rec.Body, plan)
 			if err != nil {
-				return err
+				q.unreadable.add(ref, err)
+				continue
 			}
 			seen[typ+"/"+id] = true
 			resources = append(resources, res)
@@ -168,7 +209,7 @@ func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error 
 		if plan.include == nil || len(resources) == 0 {
 			return nil
 		}
-		included, err := plan.include(resources, partitionSource{p})
+		included, err := plan.include(resources, partitionSource{p, &q.unreadable})
 		if err != nil {
 			return err
 		}
@@ -194,6 +235,7 @@ func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error 
 		return err
 	}
 	q.appendUnknownOutcome(b, plan)
+	q.appendUnreadableOutcome(b)
 	return nil
 }
 
@@ -257,8 +299,12 @@ func withoutNarrative(res map[string]any) map[string]any {
 	return out
 }
 
-// partitionSource lets include resolution read one partition.
-type partitionSource struct{ p *ptx }
+// partitionSource lets include resolution read one partition; resources it
+// cannot decode go to skip.
+type partitionSource struct {
+	p    *ptx
+	skip *unreadable
+}
 
 // Resolve implements includeSource.
 func (s partitionSource) Resolve(reference string) (map[string]any, error) {
@@ -270,7 +316,12 @@ func (s partitionSource) Resolve(reference string) (map[string]any, error) {
 	if err != nil || rec == nil || rec.Deleted {
 		return nil, err
 	}
-	return decodeForSearch(rec.Body)
+	res, err := decodeForSearch(rec.Body)
+	if err != nil {
+		s.skip.add(reference, err)
+		return nil, nil
+	}
+	return res, nil
 }
 
 // Scan implements includeSource.
@@ -279,7 +330,8 @@ func (s partitionSource) Scan(resourceType string, fn func(map[string]any) bool)
 	err := s.p.scanCurrent(resourceType, func(id string, raw []byte) error {
 		res, err := decodeForSearch(raw)
 		if err != nil {
-			return err
+			s.skip.add(resourceType+"/"+id, err)
+			return nil
 		}
 		if !fn(res) {
 			return stop

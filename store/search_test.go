@@ -311,6 +311,11 @@ func TestSearchControls(t *testing.T) {
 		t.Fatalf("POST _search: %d %s", r.Status, r.Body)
 	}
 	expectOutcome(t, s.do("POST", "/fhir/Observation/_search", "DEFAULT", `{}`), 415, "form")
+	// GET [type]/_search is GET [type].
+	r = s.do("GET", "/fhir/Observation/_search?patient="+pid, "DEFAULT", nil)
+	if r.Status != 200 || r.JSON(t)["total"].(float64) != 3 {
+		t.Fatalf("GET _search: %d %s", r.Status, r.Body)
+	}
 
 	// _count caps at 1000, _count=0 is a count.
 	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_count=0", "DEFAULT", nil).JSON(t)
