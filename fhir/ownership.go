@@ -215,3 +215,37 @@ func joinPath(loc, name string) string {
 	}
 	return loc + "." + name
 }
+
+// newPatientID stands for the id the upstream will give a record's first
+// Patient while CheckNewPatient judges it.
+const newPatientID = "pfr-new-record-patient"
+
+// CheckNewPatient checks the Patient a new record is created with, under
+// the rules of any write (CheckResource, as the record's own Patient) and
+// one more that only a new record has: its partition is empty, so a
+// literal reference to any other resource ("Practitioner/1",
+// "Organization/2", "Patient/3") can only point at someone else's data on an
+// upstream that does not isolate partitions. Contained resources
+// ("#org"), references by identifier or display, and external references
+// the policy allows remain possible; the rest can be added once the
+// referenced resources are in the record. res must have no id (the caller
+// removes it); loc names it in the issues.
+func (o Owner) CheckNewPatient(res map[string]any, loc string, p OwnershipPolicy) []Issue {
+	o.PatientID = newPatientID
+	probe := make(map[string]any, len(res)+1)
+	for k, v := range res {
+		probe[k] = v
+	}
+	probe["id"] = newPatientID
+	issues := o.CheckResource(probe, loc, p, nil)
+	c := o.newRefChecker(probe, p, nil)
+	c.walk(probe, loc, true)
+	for ref, at := range c.paths {
+		if t := c.classify(ref); (t.kind == refLocal || t.kind == refSelf) && !strings.HasPrefix(ref, "#") {
+			issues = append(issues, ownershipIssue(CodeBusinessRule, at, fmt.Sprintf(
+				"reference %q: a new record holds nothing yet, so this can only point at another record's data; add it once the resource is in the record", ref)))
+		}
+	}
+	slices.SortFunc(issues, func(a, b Issue) int { return strings.Compare(strings.Join(a.Expression, ","), strings.Join(b.Expression, ",")) })
+	return issues
+}

@@ -218,7 +218,7 @@ func (g *Gateway) createRecord(w http.ResponseWriter, r *http.Request, up Upstre
 			"relationship must be one of self, parent, child, spouse, caregiver, other").WithExpression("relationship"))
 		return
 	}
-	patient, ferr := newPatientBody(req.Patient)
+	patient, ferr := g.newPatientBody(r, req.Slug, req.Patient)
 	if ferr != nil {
 		fhir.WriteError(w, ferr)
 		return
@@ -234,25 +234,37 @@ func (g *Gateway) createRecord(w http.ResponseWriter, r *http.Request, up Upstre
 }
 
 // newPatientBody checks the Patient a record is created for and strips what
-// the server assigns (id, meta).
-func newPatientBody(raw json.RawMessage) ([]byte, *fhir.Error) {
+// the server assigns (id, meta). It is decoded at the same door as every
+// write (fhir.DecodeResource) and judged by the same ownership rules
+// (fhir.Owner.CheckNewPatient): no link to another Patient, no contained
+// Patient, no reference into a record that holds nothing yet. On an
+// upstream that is not trusted to isolate partitions it carries the
+// record's stamp like every write (the record id is not known yet: the
+// caller stamps it).
+func (g *Gateway) newPatientBody(r *http.Request, slug string, raw json.RawMessage) (map[string]any, *fhir.Error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "a Patient resource is required").WithExpression("patient")
 	}
-	var p map[string]any
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "patient must be a JSON object: %v", err).WithExpression("patient")
+	p, err := fhir.DecodeResource(raw)
+	if err != nil {
+		fe := fhir.AsError(err)
+		for i := range fe.Issues {
+			for j, e := range fe.Issues[i].Expression {
+				fe.Issues[i].Expression[j] = "patient." + strings.TrimPrefix(strings.TrimPrefix(e, "Patient"), ".")
+			}
+		}
+		return nil, fe
 	}
 	if p["resourceType"] != "Patient" {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "patient.resourceType must be \"Patient\"").WithExpression("patient.resourceType")
 	}
 	delete(p, "id")
 	delete(p, "meta")
-	out, err := json.Marshal(p)
-	if err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "patient cannot be encoded: %v", err)
+	o := fhir.Owner{Bases: []string{g.recordBase(r, slug)}}
+	if err := fhir.OwnershipError(o.CheckNewPatient(p, "patient", g.cfg.Ownership)); err != nil {
+		return nil, fhir.AsError(err)
 	}
-	return out, nil
+	return p, nil
 }
 
 // writeJSON writes a management API body.

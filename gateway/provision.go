@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,7 +25,7 @@ const staleProvisioning = 10 * time.Minute
 // the partition and the Patient upstream, then activates the record with the
 // caller as owner. Any failure undoes what was done, so no half-made record
 // remains.
-func (g *Gateway) provision(r *http.Request, up Upstream, id *auth.Identity, slug, relationship string, patient []byte) (*tenancy.Record, tenancy.Role, error) {
+func (g *Gateway) provision(r *http.Request, up Upstream, id *auth.Identity, slug, relationship string, patient map[string]any) (*tenancy.Record, tenancy.Role, error) {
 	ctx := r.Context()
 	rec := &tenancy.Record{Slug: slug, Relationship: tenancy.Relationship(relationship), Status: tenancy.StatusProvisioning}
 	err := g.cfg.Tenancy.Update(ctx, func(tx tenancy.Tx) error {
@@ -90,12 +91,19 @@ var patientLocation = regexp.MustCompile(`(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(
 
 // provisionUpstream creates rec's partition and Patient upstream and returns
 // the Patient's id.
-func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.Record, patient []byte) (string, *fhir.Error) {
+func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.Record, patient map[string]any) (string, *fhir.Error) {
+	if !g.cfg.TrustUpstreamIsolation {
+		stamp(patient, rec.ID)
+	}
+	body, err := json.Marshal(patient)
+	if err != nil {
+		return "", fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the Patient").WithCause(err)
+	}
 	if err := g.cfg.Backend.Provision(r.Context(), adopting(r, up), target(rec)); err != nil {
 		return "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "creating the partition upstream failed").WithCause(err)
 	}
 
-	req := newInternalRequest(r, http.MethodPost, g.cfg.UpstreamFHIRPath+"/Patient", patient)
+	req := newInternalRequest(r, http.MethodPost, g.cfg.UpstreamFHIRPath+"/Patient", body)
 	req.Header.Set("Prefer", "return=minimal")
 	route, err := g.cfg.Backend.Outbound(req, target(rec))
 	if err != nil {
