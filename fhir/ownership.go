@@ -246,6 +246,8 @@ func (o Owner) CheckNewPatient(res map[string]any, loc string, p OwnershipPolicy
 				"reference %q: a new record holds nothing yet, so this can only point at another record's data; add it once the resource is in the record", ref)))
 		}
 	}
-	slices.SortFunc(issues, func(a, b Issue) int { return strings.Compare(strings.Join(a.Expression, ","), strings.Join(b.Expression, ",")) })
+	slices.SortFunc(issues, func(a, b Issue) int {
+		return strings.Compare(strings.Join(a.Expression, ","), strings.Join(b.Expression, ","))
+	})
 	return issues
 }
