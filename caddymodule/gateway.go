@@ -117,6 +117,10 @@ type Gateway struct {
 	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 
+	// How long the gateway waits for its upstream; see UpstreamTimeouts.
+	// Timeouts are on by default.
+	UpstreamTimeouts *UpstreamTimeouts `json:"upstream_timeouts,omitempty"`
+
 	// The handler that reaches the upstream FHIR server, usually
 	// `reverse_proxy` or the embedded `pfr_store`. Required.
 	UpstreamRaw json.RawMessage `json:"upstream,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
@@ -235,6 +239,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	}
 	if g.UpstreamRaw == nil {
 		return errors.New("pfr: an upstream handler is required (reverse_proxy or pfr_store)")
+	}
+	timeouts := g.UpstreamTimeouts.durations()
+	var err error
+	if g.UpstreamRaw, err = withTransportTimeouts(g.UpstreamRaw, timeouts); err != nil {
+		return fmt.Errorf("pfr: upstream timeouts: %w", err)
 	}
 	mod, err := ctx.LoadModule(g, "UpstreamRaw")
 	if err != nil {
@@ -356,8 +365,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		Ownership: ownership, TrustUpstreamIsolation: g.trustsUpstream(),
 		DisableResponseFilter: g.ResponseFilter != nil && !*g.ResponseFilter,
 		ScopesWhenAbsent:      g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
+		CallTimeout: time.Duration(timeouts.Call), InboxTimeout: time.Duration(timeouts.Inbox),
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
-		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger,
+		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger, DataPath: key,
 		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },
 	})
 	if err != nil {

@@ -55,6 +55,13 @@ import (
 //	    max_body_bytes <n>
 //	    jwks_cache_ttl <duration>
 //	    jwks_min_refetch <duration>
+//	    upstream_timeouts {
+//	        dial            <duration>
+//	        response_header <duration>
+//	        read            <duration>
+//	        call            <duration>
+//	        inbox           <duration>
+//	    }
 //	    upstream <handler> [<args...>] {
 //	        <handler options>
 //	    }
@@ -198,6 +205,10 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				g.JWKSCacheTTL = caddy.Duration(dur)
 			} else {
 				g.JWKSMinRefetch = caddy.Duration(dur)
+			}
+		case "upstream_timeouts":
+			if err := parseUpstreamTimeouts(d, g); err != nil {
+				return err
 			}
 		case "upstream":
 			if !d.NextArg() {

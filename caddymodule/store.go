@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
@@ -62,6 +63,14 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	h, err := store.NewHandler(db, store.Config{
 		BasePath: s.BasePath, PartitionHeader: s.PartitionHeader,
 		OnInternalError: func(r *http.Request, err error) {
+			if path, full := fhir.StorageFull(err); full {
+				if path == "" {
+					path = key
+				}
+				logger.Error("FHIR store: disk full, nothing written", zap.String("path", path),
+					zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Error(err))
+				return
+			}
 			logger.Error("FHIR store error", zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Error(err))
 		},
 	})

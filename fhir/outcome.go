@@ -125,12 +125,19 @@ func NewOutcome(severity, code, diagnostics string) *OperationOutcome {
 }
 
 // AsError converts any error into an *Error: an *Error anywhere in the chain
-// is returned as it is; anything else becomes a 500 whose diagnostics do not
-// leak the cause.
+// is returned as it is; a full disk becomes a 507 that says so (see
+// StorageFull); anything else becomes a 500 whose diagnostics do not leak
+// the cause.
 func AsError(err error) *Error {
 	var fe *Error
 	if errors.As(err, &fe) {
+		if _, full := StorageFull(fe.Err); full && fe.Status >= http.StatusInternalServerError {
+			return storageFullError(fe.Err)
+		}
 		return fe
+	}
+	if _, full := StorageFull(err); full {
+		return storageFullError(err)
 	}
 	return Errorf(http.StatusInternalServerError, CodeException, "internal server error").WithCause(err)
 }

@@ -2,27 +2,33 @@ package gateway
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // maxInternalResponse bounds what the gateway reads back from its own calls
 // to the upstream (provisioning, pick-up).
 const maxInternalResponse = 8 << 20
 
-// captured is the response of an internal upstream call.
+// captured is an upstream response held whole: the answer to one of the
+// gateway's own calls, or a client's request whose answer is checked before
+// it is passed on (see verify.go).
 type captured struct {
 	status int
 	header http.Header
 	body   bytes.Buffer
 	over   bool
+	limit  int // most bytes held; 0: maxInternalResponse
 }
 
 func (c *captured) Header() http.Header { return c.header }
 
 func (c *captured) WriteHeader(code int) {
-	if c.status == 0 {
+	if c.status == 0 && code >= 200 { // informational answers (103) are not the answer
 		c.status = code
 	}
 }
@@ -31,7 +37,11 @@ func (c *captured) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if room := maxInternalResponse - c.body.Len(); len(b) > room {
+	limit := c.limit
+	if limit <= 0 {
+		limit = maxInternalResponse
+	}
+	if room := limit - c.body.Len(); len(b) > room {
 		c.over = true
 		c.body.Write(b[:max(room, 0)])
 		return len(b), nil
@@ -42,19 +52,47 @@ func (c *captured) Write(b []byte) (int, error) {
 // call sends req (built by the gateway, not by a client) through the
 // upstream and returns the captured response. The request inherits the
 // context of the client request that caused it, which carries what the
-// upstream handler needs from its server.
+// upstream handler needs from its server, and gets the deadline of the
+// gateway's own calls (Config.CallTimeout).
 func call(up Upstream, req *http.Request) (*captured, error) {
-	res := &captured{header: http.Header{}}
-	if err := up.ServeHTTP(res, req); err != nil && res.status == 0 {
+	req, after, cancel := withCallDeadline(up, req)
+	defer cancel()
+	return capture(up, req, 0, after)
+}
+
+// capture sends req through the upstream and holds the whole answer, up to
+// limit bytes (0: maxInternalResponse). An error is returned whenever the
+// answer is not complete: the upstream handler failed (even after it had
+// started the answer), the body was larger than limit, or the request's
+// deadline (of length after) passed.
+func capture(up Upstream, req *http.Request, limit int, after time.Duration) (*captured, error) {
+	res := &captured{header: http.Header{}, limit: limit}
+	err := up.ServeHTTP(res, req)
+	if after > 0 && errors.Is(req.Context().Err(), context.DeadlineExceeded) {
+		err = upstreamTimeout{after: after}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	if res.status == 0 {
 		res.status = http.StatusOK
 	}
 	if res.over {
-		return nil, fmt.Errorf("%s %s: response larger than %d bytes", req.Method, req.URL.Path, maxInternalResponse)
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, answerTooLarge{res.limit})
 	}
 	return res, nil
+}
+
+// answerTooLarge is the cause when an upstream answer exceeds what the
+// gateway holds.
+type answerTooLarge struct{ limit int }
+
+func (e answerTooLarge) Error() string {
+	limit := e.limit
+	if limit <= 0 {
+		limit = maxInternalResponse
+	}
+	return fmt.Sprintf("the upstream's answer is larger than the %d bytes the gateway holds to check it", limit)
 }
 
 // newInternalRequest builds a request for the upstream, carrying the context

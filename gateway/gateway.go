@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -87,7 +88,25 @@ type Config struct {
 	ClientIP func(r *http.Request) string
 	// Logger receives security events and failures. Default: a no-op logger.
 	Logger *zap.Logger
+	// DataPath is the file of the gateway's own database, named in the log
+	// when a write to it fails for want of disk space.
+	DataPath string
+	// CallTimeout bounds each of the gateway's own calls to the upstream
+	// (provisioning, pick-up, the reads and searches it makes before a
+	// write, metadata): past it the client gets a 504 OperationOutcome.
+	// Default 60s; negative: no deadline.
+	CallTimeout time.Duration
+	// InboxTimeout bounds how long the drop-off inbox waits for the
+	// record's Patient (for the match scores) before it answers from the
+	// gateway's own state without them. Default 2s.
+	InboxTimeout time.Duration
 }
+
+// Defaults of Config's timeouts.
+const (
+	DefaultCallTimeout  = 60 * time.Second
+	DefaultInboxTimeout = 2 * time.Second
+)
 
 // Gateway serves the records of one base domain.
 type Gateway struct {
@@ -124,6 +143,15 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Webhooks == nil {
 		cfg.Webhooks = new(egress.Policy)
 	}
+	switch {
+	case cfg.CallTimeout == 0:
+		cfg.CallTimeout = DefaultCallTimeout
+	case cfg.CallTimeout < 0:
+		cfg.CallTimeout = 0
+	}
+	if cfg.InboxTimeout <= 0 {
+		cfg.InboxTimeout = DefaultInboxTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -136,6 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 // Client-visible errors are written here; the returned error is reserved for
 // failures the caller should log.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream) error {
+	up = g.guard(up)
 	host := normalizeHost(hostOnly(r.Host))
 	switch {
 	case host == g.cfg.BaseDomain:

@@ -61,22 +61,39 @@ func (g *Gateway) listDropOffs(w http.ResponseWriter, r *http.Request, up Upstre
 		fhir.WriteError(w, dopu.HTTPError(err))
 		return
 	}
-	patient, _, err := g.recordPatient(r, up, rec)
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	mine := dopu.SummarizePatient(patient)
+	patient, perr := g.inboxPatient(r, up, rec)
 	items := make([]InboxItem, 0, len(list))
 	for _, s := range list {
 		item := InboxItem{Summary: s}
-		if s.Status == dopu.StatusPending {
-			m := dopu.ScoreMatch(s.Subject, mine)
+		if s.Status == dopu.StatusPending && perr == nil {
+			m := dopu.ScoreMatch(s.Subject, dopu.SummarizePatient(patient))
 			item.Match = &m
 		}
 		items = append(items, item)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dropoffs": items})
+	out := map[string]any{"dropoffs": items}
+	if perr != nil {
+		out["matchUnavailable"] = perr.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// inboxPatient reads the record's Patient for the inbox's match scores,
+// waiting at most Config.InboxTimeout: the inbox is the gateway's own
+// state and answers, without the scores, while the upstream is down or
+// hung. The error says why the scores are missing.
+func (g *Gateway) inboxPatient(r *http.Request, up Upstream, rec *tenancy.Record) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.InboxTimeout)
+	defer cancel()
+	patient, _, err := g.recordPatient(r.WithContext(ctx), up, rec)
+	if err != nil {
+		g.log.Warn("inbox without match scores", zap.String("record", rec.ID), zap.Error(err))
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("the record's Patient could not be read from the upstream FHIR server within %s; match scores are missing", g.cfg.InboxTimeout)
+		}
+		return nil, fmt.Errorf("the record's Patient could not be read from the upstream FHIR server (%s); match scores are missing", fhir.AsError(err).Issues[0].Diagnostics)
+	}
+	return patient, nil
 }
 
 func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
@@ -93,8 +110,10 @@ func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream
 	out := map[string]any{"summary": sum}
 	if bundle != nil {
 		out["bundle"] = json.RawMessage(bundle)
-		if patient, _, err := g.recordPatient(r, up, rec); err == nil {
+		if patient, err := g.inboxPatient(r, up, rec); err == nil {
 			out["match"] = dopu.ScoreMatch(sum.Subject, dopu.SummarizePatient(patient))
+		} else {
+			out["matchUnavailable"] = err.Error()
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -170,6 +189,9 @@ func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 	if out.status != http.StatusOK {
 		return &fhir.Error{Status: http.StatusBadGateway, Issues: outcomeIssues(out.body.Bytes(),
 			"the record's FHIR server could not remove an interrupted import; the drop-off stays pending")}
+	}
+	if ferr := verifyAnswer(ownTransaction(len(entries)), req, out); ferr != nil {
+		return ferr
 	}
 	g.log.Info("removed the import of an interrupted pick-up before rejecting", zap.String("record", rec.ID),
 		zap.String("dropoff", dropID), zap.Int("resources", len(entries)))
@@ -265,6 +287,10 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 		if out.status != http.StatusOK {
 			return nil, &fhir.Error{Status: http.StatusUnprocessableEntity,
 				Issues: outcomeIssues(out.body.Bytes(), fmt.Sprintf("the record's FHIR server refused the import (HTTP %d)", out.status))}
+		}
+		sent, _ := tx["entry"].([]any)
+		if ferr := verifyAnswer(ownTransaction(len(sent)), req, out); ferr != nil {
+			return nil, ferr // the drop-off stays pending: nothing is reported as imported
 		}
 	} else {
 		res.Resumed = true

@@ -23,6 +23,10 @@ type interaction struct {
 	conditional bool
 	// bundle marks a POST of a Bundle to the base (batch or transaction).
 	bundle bool
+	// bundleType and entries are the posted Bundle's type and number of
+	// entries, for checking the upstream's answer (verify.go).
+	bundleType string
+	entries    int
 }
 
 var (

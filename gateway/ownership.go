@@ -152,6 +152,9 @@ func (g *Gateway) fetch(r *http.Request, up Upstream, rec *tenancy.Record, typ, 
 	case res.status != http.StatusOK:
 		return nil, "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "the upstream could not read %s/%s (HTTP %d)", typ, id, res.status)
 	}
+	if ferr := verifyAnswer(interaction{kind: auth.InteractionRead, typ: typ, id: id}, req, res); ferr != nil {
+		return nil, "", ferr
+	}
 	resource, err := fhir.DecodeResource(res.body.Bytes())
 	if err != nil {
 		return nil, "", fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream sent an unreadable %s", typ).WithCause(err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"time"
 
 	"go.uber.org/zap"
@@ -87,8 +86,6 @@ func (g *Gateway) provision(r *http.Request, up Upstream, id *auth.Identity, slu
 	return rec, tenancy.RoleOwner, nil
 }
 
-var patientLocation = regexp.MustCompile(`(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$`)
-
 // provisionUpstream creates rec's partition and Patient upstream and returns
 // the Patient's id.
 func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.Record, patient map[string]any) (string, *fhir.Error) {
@@ -124,16 +121,12 @@ func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.R
 	if res.status/100 != 2 {
 		return "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "the upstream refused to create the Patient (HTTP %d)", res.status)
 	}
-	loc := res.header.Get("Location")
-	if loc == "" {
-		loc = res.header.Get("Content-Location")
-	}
-	m := patientLocation.FindStringSubmatch(loc)
-	if m == nil {
+	patientID, ok := locationID(res.header, "Patient")
+	if !ok {
 		return "", fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream did not say where it created the Patient").
-			WithCause(fmt.Errorf("upstream Location header %q", loc))
+			WithCause(fmt.Errorf("upstream answered HTTP %d, Location %q", res.status, res.header.Get("Location")))
 	}
-	return m[1], nil
+	return patientID, nil
 }
 
 // undoProvisioning removes a record whose provisioning failed, and its

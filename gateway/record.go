@@ -33,8 +33,28 @@ func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstrea
 		err = g.serveFHIR(sw, r, up, slug, rest, origin(r)+g.cfg.FHIRPath, &ae)
 	}
 	if err != nil {
+		g.logServerError(r, err)
 		fhir.WriteError(sw, err)
 	}
+}
+
+// logServerError logs an error the client gets as a 5xx from the gateway
+// itself, naming the file when the disk is full.
+func (g *Gateway) logServerError(r *http.Request, err error) {
+	fe := fhir.AsError(err)
+	if fe.Status < http.StatusInternalServerError {
+		return
+	}
+	if path, full := fhir.StorageFull(err); full {
+		if path == "" {
+			path = g.cfg.DataPath
+		}
+		g.log.Error("disk full: nothing of the request was stored", zap.String("path", path),
+			zap.String("method", r.Method), zap.String("host", r.Host), zap.String("uri", r.RequestURI), zap.Error(err))
+		return
+	}
+	g.log.Error("request failed", zap.Int("status", fe.Status), zap.String("method", r.Method),
+		zap.String("host", r.Host), zap.String("uri", r.RequestURI), zap.Error(err))
 }
 
 // serveFHIR authenticates, authorizes and proxies one FHIR request.
@@ -107,6 +127,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return err
 		}
 		bundleDoc = bundle
+		entries, _ := bundle["entry"].([]any)
+		in.bundleType, _ = bundle["type"].(string)
+		in.entries = len(entries)
 	}
 	needsMatch, err := g.authorize(rec, role, grants, in, publicBase)
 	if err != nil {
@@ -268,11 +291,38 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		sink = filter
 	}
 	rw := backend.NewResponseRewriter(sink, route.UpstreamBases, publicBase)
-	err = up.ServeHTTP(rw, out)
+	if in.verified() {
+		// Held whole and checked before anything reaches the client.
+		res, err := capture(up, out, g.answerLimit(), 0)
+		if err != nil {
+			g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
+			fhir.WriteError(w, writeOutcomeUnknown(in, upstreamError(err)))
+			return
+		}
+		if ferr := verifyAnswer(in, r, res); ferr != nil {
+			g.log.Warn("upstream answer refused", zap.String("record", rec.ID), zap.String("method", r.Method),
+				zap.String("path", out.URL.Path), zap.Int("status", res.status), zap.String("diagnostics", ferr.Error()))
+			fhir.WriteError(w, ferr)
+			return
+		}
+		for k, vs := range res.header {
+			rw.Header()[k] = vs
+		}
+		rw.WriteHeader(res.status)
+		_, err = rw.Write(res.body.Bytes())
+	} else {
+		err = up.ServeHTTP(rw, out)
+	}
 	if err != nil && !tw.wroteHeader {
 		g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
 		fhir.WriteError(w, upstreamError(err))
 		return
+	}
+	if err != nil {
+		// Started and then cut: the client must see an incomplete answer,
+		// not a short one that looks whole.
+		g.log.Warn("upstream answer cut short", zap.String("record", rec.ID), zap.Error(err))
+		panic(http.ErrAbortHandler)
 	}
 	if cerr := rw.Close(); cerr != nil {
 		g.log.Warn("finishing response", zap.String("record", rec.ID), zap.Error(cerr))
@@ -283,6 +333,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 			panic(http.ErrAbortHandler) // a half-filtered body must not look complete
 		}
 	}
+}
+
+// answerLimit is the most the gateway holds of an upstream answer it checks
+// before passing it on: a transaction-response may carry every resource
+// the request did, and more.
+func (g *Gateway) answerLimit() int {
+	return int(min(2*g.cfg.MaxBodyBytes+1<<20, 1<<30))
 }
 
 func target(rec *tenancy.Record) backend.Target {
@@ -296,11 +353,48 @@ type StatusError interface {
 	HTTPStatus() int
 }
 
+// writeOutcomeUnknown adds to a timeout's answer to a write that the write
+// may still happen upstream (the request had been sent), and how to retry
+// it safely.
+func writeOutcomeUnknown(in interaction, e *fhir.Error) *fhir.Error {
+	if e.Status == http.StatusGatewayTimeout && in.isWrite() {
+		e.Issues = append(e.Issues, fhir.Issue{Severity: fhir.SeverityInformation, Code: fhir.CodeInformational,
+			Diagnostics: "the upstream may still carry out this write: read before repeating it, or repeat a create with If-None-Exist on an identifier"})
+	}
+	return e
+}
+
+// upstreamError is the client's answer when the upstream could not be
+// reached or did not answer completely: 504 when it did not answer in time
+// (the gateway's own deadline, or the upstream handler's timeouts), the
+// upstream handler's status when it has one (reverse_proxy: 502, 503 when
+// no upstream is healthy), 502 otherwise.
 func upstreamError(err error) *fhir.Error {
 	status := http.StatusBadGateway
 	var se StatusError
 	if errors.As(err, &se) && se.HTTPStatus() >= 400 {
 		status = se.HTTPStatus()
 	}
-	return fhir.Errorf(status, fhir.CodeTransient, "the upstream FHIR server could not be reached").WithCause(err)
+	var te interface{ Timeout() bool }
+	if errors.As(err, &te) && te.Timeout() {
+		status = http.StatusGatewayTimeout
+	}
+	var msg string
+	var tl answerTooLarge
+	var ut upstreamTimeout
+	switch {
+	case errors.As(err, &ut):
+		msg = "the upstream FHIR server did not answer within " + ut.after.String()
+	case status == http.StatusGatewayTimeout:
+		msg = "the upstream FHIR server did not answer in time"
+	case errors.Is(err, errAnswerCut):
+		msg = "the upstream FHIR server's answer was cut short"
+	case errors.As(err, &tl):
+		msg = tl.Error()
+	case status == http.StatusServiceUnavailable:
+		msg = "the upstream FHIR server is unavailable"
+	default:
+		msg = "the upstream FHIR server could not be reached"
+	}
+	return fhir.Errorf(status, fhir.CodeTransient, "%s", msg).WithCause(err)
 }

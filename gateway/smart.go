@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
@@ -104,6 +105,11 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 	if err != nil {
 		g.log.Warn("upstream metadata failed", zap.String("record", rec.ID), zap.Error(err))
 		fhir.WriteError(w, upstreamError(err))
+		return
+	}
+	if ferr := verifyAnswer(interaction{kind: auth.InteractionRead, typ: "CapabilityStatement"}, r, res); ferr != nil {
+		g.log.Warn("upstream metadata refused", zap.String("record", rec.ID), zap.String("diagnostics", ferr.Error()))
+		fhir.WriteError(w, ferr)
 		return
 	}
 	body := res.body.Bytes()

@@ -1,0 +1,158 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// Defaults of UpstreamTimeouts.
+const (
+	defaultDialTimeout           = 3 * time.Second
+	defaultResponseHeaderTimeout = 30 * time.Second
+	defaultReadTimeout           = 30 * time.Second
+)
+
+// UpstreamTimeouts bounds how long the gateway waits for its upstream, so
+// that a hung upstream (stopped, overloaded, a firewall dropping packets)
+// costs a client a 504 OperationOutcome instead of a request that never
+// ends. Dial, ResponseHeader and Read are set on the `reverse_proxy`
+// upstream's HTTP transport wherever its own configuration leaves them
+// unset (`transport http { dial_timeout … }` wins); Call and Inbox are the
+// gateway's own.
+type UpstreamTimeouts struct {
+	// How long to wait for a connection to the upstream (the transport's
+	// `dial_timeout`). Default: `3s`.
+	Dial caddy.Duration `json:"dial,omitempty"`
+
+	// How long to wait for the upstream's response headers once the
+	// request is sent (the transport's `response_header_timeout`).
+	// Default: `30s`.
+	ResponseHeader caddy.Duration `json:"response_header,omitempty"`
+
+	// The longest wait for the next bytes of the upstream's answer (the
+	// transport's `read_timeout`); a body that stalls is cut (the client
+	// sees the answer aborted, or a 502 where the gateway checks the answer
+	// before passing it on). Default: `30s`.
+	Read caddy.Duration `json:"read,omitempty"`
+
+	// The deadline of each of the gateway's own calls to the upstream:
+	// record provisioning, pick-up, the reads and searches it makes before
+	// a write, metadata. Default: `60s`.
+	Call caddy.Duration `json:"call,omitempty"`
+
+	// How long the drop-off inbox waits for the record's Patient (for the
+	// match scores) before it answers without them. Default: `2s`.
+	Inbox caddy.Duration `json:"inbox,omitempty"`
+}
+
+// durations returns the timeouts with their defaults.
+func (t *UpstreamTimeouts) durations() UpstreamTimeouts {
+	out := UpstreamTimeouts{
+		Dial:           caddy.Duration(defaultDialTimeout),
+		ResponseHeader: caddy.Duration(defaultResponseHeaderTimeout),
+		Read:           caddy.Duration(defaultReadTimeout),
+	}
+	if t == nil {
+		return out
+	}
+	for _, p := range []struct{ set, into *caddy.Duration }{
+		{&t.Dial, &out.Dial}, {&t.ResponseHeader, &out.ResponseHeader}, {&t.Read, &out.Read},
+		{&t.Call, &out.Call}, {&t.Inbox, &out.Inbox},
+	} {
+		if *p.set > 0 {
+			*p.into = *p.set
+		}
+	}
+	return out
+}
+
+// withTransportTimeouts returns the upstream handler's JSON with t's dial,
+// response header and read timeouts on its HTTP transport where that
+// leaves them unset. Handlers other than `reverse_proxy`, and transports
+// other than `http`, are returned unchanged.
+func withTransportTimeouts(raw json.RawMessage, t UpstreamTimeouts) (json.RawMessage, error) {
+	var handler map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &handler); err != nil {
+		return nil, fmt.Errorf("reading the upstream handler: %w", err)
+	}
+	var name string
+	if err := json.Unmarshal(handler["handler"], &name); err != nil || name != "reverse_proxy" {
+		return raw, nil
+	}
+	transport := map[string]json.RawMessage{"protocol": json.RawMessage(`"http"`)}
+	if tr, ok := handler["transport"]; ok {
+		if err := json.Unmarshal(tr, &transport); err != nil {
+			return nil, fmt.Errorf("reading the upstream's transport: %w", err)
+		}
+	}
+	var protocol string
+	if err := json.Unmarshal(transport["protocol"], &protocol); err != nil || protocol != "http" {
+		return raw, nil
+	}
+	for key, d := range map[string]caddy.Duration{
+		"dial_timeout": t.Dial, "response_header_timeout": t.ResponseHeader, "read_timeout": t.Read,
+	} {
+		if _, set := transport[key]; !set && d > 0 {
+			transport[key] = json.RawMessage(fmt.Sprintf("%q", time.Duration(d).String()))
+		}
+	}
+	tr, err := json.Marshal(transport)
+	if err != nil {
+		return nil, fmt.Errorf("writing the upstream's transport: %w", err)
+	}
+	handler["transport"] = tr
+	out, err := json.Marshal(handler)
+	if err != nil {
+		return nil, fmt.Errorf("writing the upstream handler: %w", err)
+	}
+	return out, nil
+}
+
+// parseUpstreamTimeouts parses
+//
+//	upstream_timeouts {
+//	    dial            <duration>
+//	    response_header <duration>
+//	    read            <duration>
+//	    call            <duration>
+//	    inbox           <duration>
+//	}
+func parseUpstreamTimeouts(d *caddyfile.Dispenser, g *Gateway) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if g.UpstreamTimeouts == nil {
+		g.UpstreamTimeouts = new(UpstreamTimeouts)
+	}
+	t := g.UpstreamTimeouts
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		dur, err := caddy.ParseDuration(v)
+		if err != nil || dur <= 0 {
+			return d.Errf("upstream_timeouts %s must be a positive duration: %q", key, v)
+		}
+		switch key {
+		case "dial":
+			t.Dial = caddy.Duration(dur)
+		case "response_header":
+			t.ResponseHeader = caddy.Duration(dur)
+		case "read":
+			t.Read = caddy.Duration(dur)
+		case "call":
+			t.Call = caddy.Duration(dur)
+		case "inbox":
+			t.Inbox = caddy.Duration(dur)
+		default:
+			return d.Errf("unrecognized upstream_timeouts option '%s'", key)
+		}
+	}
+	return nil
+}

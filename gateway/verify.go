@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// Upstream answers are checked before they are passed on: a client must
+// never be told that something was stored, or read, when the upstream did
+// not say so. A web server that is not the FHIR server (a Caddy site that
+// does not match the gateway's Host answers an empty 200), a proxy's error
+// page or an answer cut short would otherwise reach the client as success.
+// An error the upstream states as an OperationOutcome is passed on as it
+// is: it is the upstream's own refusal.
+
+// verified reports whether the answer to in is checked before it is passed
+// on; other answers (searches, history, operations) are streamed, and an
+// answer cut short aborts the client's response.
+func (in interaction) verified() bool {
+	switch in.kind {
+	case auth.InteractionCreate, auth.InteractionUpdate, auth.InteractionPatch, auth.InteractionDelete,
+		auth.InteractionRead, auth.InteractionVRead:
+		return true
+	}
+	return in.bundle
+}
+
+// ownTransaction is the gateway's own transaction of n entries (pick-up,
+// removing an interrupted import), as verifyAnswer checks its answer.
+func ownTransaction(n int) interaction {
+	return interaction{bundle: true, bundleType: "transaction", entries: n}
+}
+
+// answerBody is what the checks read of an upstream body.
+type answerBody struct {
+	ResourceType string `json:"resourceType"`
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	Entry        []struct {
+		Response *struct {
+			Status string `json:"status"`
+		} `json:"response"`
+	} `json:"entry"`
+}
+
+// verifyAnswer checks the upstream's answer to the client request r,
+// classified as in, and returns the client's error when it does not confirm
+// what was asked; nil means it may be passed on.
+func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
+	raw := res.body.Bytes()
+	var body answerBody
+	decoded := len(raw) > 0 && json.Unmarshal(raw, &body) == nil && body.ResourceType != ""
+	what := describeAnswer(res, decoded, &body)
+	notConfirmed := func(format string, args ...any) *fhir.Error {
+		return fhir.Errorf(http.StatusBadGateway, fhir.CodeException,
+			"the upstream FHIR server did not confirm the %s: it answered %s%s; treat it as not done",
+			in.describe(), what, fmt.Sprintf(format, args...))
+	}
+	if res.status >= 300 {
+		if decoded && body.ResourceType == "OperationOutcome" {
+			return nil // the upstream's own refusal, stated in FHIR
+		}
+		if res.status == http.StatusNotModified && (in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead) {
+			return nil
+		}
+		e := notConfirmed("")
+		switch res.status {
+		case http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			e.Status = res.status
+			if ra := res.header.Get("Retry-After"); ra != "" {
+				e = e.WithHeader("Retry-After", ra)
+			}
+		}
+		return e
+	}
+	if len(raw) > 0 && !decoded && r.Method != http.MethodHead {
+		return notConfirmed("")
+	}
+	bodyIs := func(typ string) bool { return decoded && body.ResourceType == typ }
+	switch {
+	case in.bundle:
+		want := in.bundleType + "-response"
+		if res.status != http.StatusOK || !bodyIs("Bundle") || body.Type != want {
+			return notConfirmed(" instead of 200 with a %s Bundle", want)
+		}
+		if len(body.Entry) != in.entries {
+			return notConfirmed(" for %d requests", in.entries)
+		}
+		for i, e := range body.Entry {
+			if e.Response == nil || !statusLine.MatchString(e.Response.Status) {
+				return notConfirmed(": entry %d has no response status", i)
+			}
+			if in.bundleType == "transaction" && !strings.HasPrefix(e.Response.Status, "2") {
+				return notConfirmed(": entry %d failed (%s) in a transaction that claims success", i, e.Response.Status)
+			}
+		}
+	case in.kind == auth.InteractionCreate:
+		conditional := r.Header.Get("If-None-Exist") != ""
+		if res.status != http.StatusCreated && !(conditional && res.status == http.StatusOK) {
+			return notConfirmed(" instead of 201 Created")
+		}
+		if decoded && !bodyIs(in.typ) && !bodyIs("OperationOutcome") {
+			return notConfirmed(" instead of a %s", in.typ)
+		}
+		if _, ok := locationID(res.header, in.typ); !ok && !(bodyIs(in.typ) && body.ID != "") {
+			return notConfirmed(" without a Location naming the %s created", in.typ)
+		}
+	case in.kind == auth.InteractionUpdate || in.kind == auth.InteractionPatch:
+		if res.status != http.StatusOK && res.status != http.StatusCreated {
+			return notConfirmed(" instead of 200 or 201")
+		}
+		if decoded && !bodyIs(in.typ) && !bodyIs("OperationOutcome") {
+			return notConfirmed(" instead of a %s", in.typ)
+		}
+		if bodyIs(in.typ) && in.id != "" && body.ID != in.id {
+			return notConfirmed(" instead of %s/%s", in.typ, in.id)
+		}
+		_, located := locationID(res.header, in.typ)
+		if !bodyIs(in.typ) && !located && res.header.Get("ETag") == "" {
+			return notConfirmed(" without the resource, a Location or an ETag")
+		}
+	case in.kind == auth.InteractionDelete:
+		if res.status != http.StatusOK && res.status != http.StatusAccepted && res.status != http.StatusNoContent {
+			return notConfirmed(" instead of 200, 202 or 204")
+		}
+	case in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead:
+		if res.status != http.StatusOK {
+			return notConfirmed(" instead of 200")
+		}
+		if r.Method != http.MethodHead && (!bodyIs(in.typ) || body.ID != in.id) {
+			return notConfirmed(" instead of %s/%s", in.typ, in.id)
+		}
+	}
+	return nil
+}
+
+// statusLine is a Bundle entry's response.status: a status code first.
+var statusLine = regexp.MustCompile(`^[1-5][0-9][0-9](\s|$)`)
+
+// describe names the interaction for messages.
+func (in interaction) describe() string {
+	switch {
+	case in.bundle:
+		return in.bundleType
+	case in.id != "":
+		return fmt.Sprintf("%s of %s/%s", in.kind, in.typ, in.id)
+	case in.typ != "":
+		return fmt.Sprintf("%s of %s", in.kind, in.typ)
+	}
+	return string(in.kind)
+}
+
+// describeAnswer says what the upstream answered, without its content: the
+// status, and the kind and size of the body.
+func describeAnswer(res *captured, decoded bool, body *answerBody) string {
+	n := res.body.Len()
+	switch {
+	case n == 0:
+		return fmt.Sprintf("HTTP %d with an empty body", res.status)
+	case decoded && body.ResourceType == "Bundle":
+		return fmt.Sprintf("HTTP %d with a Bundle of type %q and %d entries", res.status, body.Type, len(body.Entry))
+	case decoded:
+		return fmt.Sprintf("HTTP %d with a %s", res.status, body.ResourceType)
+	}
+	ct, _, _ := mime.ParseMediaType(res.header.Get("Content-Type"))
+	if ct == "" {
+		ct = "untyped"
+	}
+	if strings.Contains(ct, "json") {
+		return fmt.Sprintf("HTTP %d with %d bytes of %s that are no FHIR resource (cut short?)", res.status, n, ct)
+	}
+	return fmt.Sprintf("HTTP %d with a %s body of %d bytes", res.status, ct, n)
+}
+
+// resourceLocation matches a Location naming a resource: [base/]Type/id,
+// optionally with /_history/version.
+var resourceLocation = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$`)
+
+// locationID returns the id of the resource of type typ that the answer's
+// Location (or Content-Location) names.
+func locationID(h http.Header, typ string) (string, bool) {
+	for _, name := range []string{"Location", "Content-Location"} {
+		loc, _, _ := strings.Cut(h.Get(name), "?")
+		if m := resourceLocation.FindStringSubmatch(loc); m != nil && m[1] == typ {
+			return m[2], true
+		}
+	}
+	return "", false
+}
