@@ -24,6 +24,11 @@ type response struct {
 // JSON-encodable. Transport errors are returned: requests cut by a SIGKILL
 // fail this way.
 func (g *gatewayProcess) send(ctx context.Context, method, url, token string, body any) (response, error) {
+	return g.sendWith(ctx, method, url, token, body, nil)
+}
+
+// sendWith is send with extra request headers.
+func (g *gatewayProcess) sendWith(ctx context.Context, method, url, token string, body any, header http.Header) (response, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -45,6 +50,9 @@ func (g *gatewayProcess) send(ctx context.Context, method, url, token string, bo
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	res, err := g.client.Do(req)
 	if err != nil {

@@ -60,13 +60,37 @@ type gatewayProcess struct {
 	client *http.Client
 	proc   *pfrproc.Process // the latest start
 	starts int
+	opts   gatewayOptions
+}
+
+// gatewayOptions vary a test gateway.
+type gatewayOptions struct {
+	// config is the Caddyfile, with %[1]d the port, %[2]s the work
+	// directory and args after them. Default: caddyfile.
+	config string
+	args   []any
+	// prepare runs on the work directory before anything is written there
+	// (e.g. to mount a file system on its data directory).
+	prepare func(dir string)
 }
 
 // newGateway starts the gateway on a fresh work directory and waits until
 // it answers. The process is killed when the test ends.
 func newGateway(t *testing.T) *gatewayProcess {
 	t.Helper()
-	g := &gatewayProcess{t: t, dir: t.TempDir(), port: freePort(t), client: newClient()}
+	return newGatewayWith(t, gatewayOptions{})
+}
+
+// newGatewayWith is newGateway with options.
+func newGatewayWith(t *testing.T, opts gatewayOptions) *gatewayProcess {
+	t.Helper()
+	if opts.config == "" {
+		opts.config = caddyfile
+	}
+	g := &gatewayProcess{t: t, dir: t.TempDir(), port: freePort(t), client: newClient(), opts: opts}
+	if opts.prepare != nil {
+		opts.prepare(g.dir)
+	}
 	dev, err := auth.LoadOrCreateDevIssuer(filepath.Join(g.dir, "data"))
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +116,8 @@ func freePort(t *testing.T) int {
 func (g *gatewayProcess) start() {
 	g.t.Helper()
 	g.starts++
-	proc, err := pfrproc.Start(context.Background(), pfrBinary, g.dir, fmt.Sprintf(caddyfile, g.port, g.dir))
+	proc, err := pfrproc.Start(context.Background(), pfrBinary, g.dir,
+		fmt.Sprintf(g.opts.config, append([]any{g.port, g.dir}, g.opts.args...)...))
 	if err != nil {
 		g.t.Fatalf("pfr start %d: %v", g.starts, err)
 	}

@@ -55,11 +55,12 @@ func (g *Gateway) deleteRecord(w http.ResponseWriter, r *http.Request, up Upstre
 	}
 	// The removal must finish even if the client goes away.
 	ctx := context.WithoutCancel(r.Context())
-	r = r.WithContext(ctx)
-	if err := g.cfg.Backend.Deprovision(ctx, adopting(r, up), target(rec)); err != nil {
+	bounded, cancel := g.ownCallsDeadline(r.WithContext(ctx))
+	err = g.cfg.Backend.Deprovision(bounded.Context(), adopting(bounded, up), target(rec))
+	cancel()
+	if err != nil {
 		g.log.Error("deleting a record's partition upstream", zap.String("record", rec.ID), zap.Error(err))
-		fhir.WriteError(w, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient,
-			"the upstream could not delete the record's data; the record is offline, try again").WithCause(err))
+		fhir.WriteError(w, upstreamStepError("the upstream could not delete the record's data; the record is offline, try again", err))
 		return
 	}
 	if g.cfg.Audit != nil {

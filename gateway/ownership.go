@@ -146,14 +146,14 @@ func (g *Gateway) fetch(r *http.Request, up Upstream, rec *tenancy.Record, typ, 
 	if err != nil {
 		return nil, "", upstreamError(err)
 	}
-	switch {
-	case res.status == http.StatusNotFound || res.status == http.StatusGone:
+	if res.status == http.StatusNotFound || res.status == http.StatusGone {
 		return nil, "", fhir.Errorf(res.status, fhir.CodeNotFound, "%s/%s does not exist in this record", typ, id)
-	case res.status != http.StatusOK:
-		return nil, "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "the upstream could not read %s/%s (HTTP %d)", typ, id, res.status)
 	}
 	if ferr := verifyAnswer(interaction{kind: auth.InteractionRead, typ: typ, id: id}, req, res); ferr != nil {
 		return nil, "", ferr
+	}
+	if res.status != http.StatusOK {
+		return nil, "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "the upstream could not read %s/%s (HTTP %d)", typ, id, res.status)
 	}
 	resource, err := fhir.DecodeResource(res.body.Bytes())
 	if err != nil {

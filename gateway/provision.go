@@ -54,7 +54,9 @@ func (g *Gateway) provision(r *http.Request, up Upstream, id *auth.Identity, slu
 		return nil, "", fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "reserving the record failed").WithCause(err)
 	}
 
-	patientID, perr := g.provisionUpstream(r, up, rec, patient)
+	bounded, cancel := g.ownCallsDeadline(r)
+	patientID, perr := g.provisionUpstream(bounded, up, rec, patient)
+	cancel()
 	if perr != nil {
 		g.undoProvisioning(r, up, rec)
 		return nil, "", perr
@@ -97,7 +99,7 @@ func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.R
 		return "", fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the Patient").WithCause(err)
 	}
 	if err := g.cfg.Backend.Provision(r.Context(), adopting(r, up), target(rec)); err != nil {
-		return "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "creating the partition upstream failed").WithCause(err)
+		return "", upstreamStepError("creating the partition upstream failed", err)
 	}
 
 	req := newInternalRequest(r, http.MethodPost, g.cfg.UpstreamFHIRPath+"/Patient", body)
@@ -111,7 +113,7 @@ func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.R
 	}
 	res, err := call(up, req)
 	if err != nil {
-		return "", fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "creating the Patient upstream failed").WithCause(err)
+		return "", upstreamStepError("creating the Patient upstream failed", err)
 	}
 	if res.status == http.StatusBadRequest || res.status == http.StatusUnprocessableEntity {
 		// The upstream judged the Patient itself: pass its verdict on.
@@ -133,11 +135,14 @@ func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.R
 // partition upstream (best effort: a leftover empty partition holds no data
 // and its id is never reused).
 func (g *Gateway) undoProvisioning(r *http.Request, up Upstream, rec *tenancy.Record) {
-	if err := g.cfg.Backend.Deprovision(r.Context(), adopting(r, up), target(rec)); err != nil {
+	// The client may have gone away, and the provisioning's deadline may
+	// have passed: the clean-up must still happen, within its own deadline.
+	ctx := context.WithoutCancel(r.Context())
+	bounded, cancel := g.ownCallsDeadline(r.WithContext(ctx))
+	defer cancel()
+	if err := g.cfg.Backend.Deprovision(bounded.Context(), adopting(bounded, up), target(rec)); err != nil {
 		g.log.Warn("deleting partition after failed provisioning", zap.String("record", rec.ID), zap.Error(err))
 	}
-	// The client may have gone away: the clean-up must still happen.
-	ctx := context.WithoutCancel(r.Context())
 	if err := g.cfg.Tenancy.Update(ctx, func(tx tenancy.Tx) error { return tx.DeleteRecord(rec.ID) }); err != nil {
 		g.log.Error("removing a record after failed provisioning", zap.String("record", rec.ID), zap.Error(err))
 	}

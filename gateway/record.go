@@ -311,7 +311,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		rw.WriteHeader(res.status)
 		_, err = rw.Write(res.body.Bytes())
 	} else {
-		err = up.ServeHTTP(rw, out)
+		var to http.ResponseWriter = rw
+		if in.streamedBundle() && r.Method != http.MethodHead {
+			to = &bundleAnswerCheck{ResponseWriter: rw, in: in}
+		}
+		err = up.ServeHTTP(to, out)
 	}
 	if err != nil && !tw.wroteHeader {
 		g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))

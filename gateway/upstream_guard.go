@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
 // guardedUpstream is the upstream as the gateway uses it on one request:
@@ -76,4 +78,16 @@ func (g *Gateway) ownCallsDeadline(r *http.Request) (*http.Request, context.Canc
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.CallTimeout)
 	return r.WithContext(ctx), cancel
+}
+
+// upstreamStepError is the answer when a step of the gateway's own work
+// upstream failed (creating or deleting a partition): what failed, with the
+// status upstreamError gives a timeout (504) or an unavailable upstream
+// (503), 502 otherwise.
+func upstreamStepError(step string, err error) *fhir.Error {
+	e := upstreamError(err)
+	if e.Status == http.StatusBadGateway {
+		return fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "%s", step).WithCause(err)
+	}
+	return fhir.Errorf(e.Status, fhir.CodeTransient, "%s: %s", step, e.Issues[0].Diagnostics).WithCause(err)
 }

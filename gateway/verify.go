@@ -80,7 +80,7 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 		}
 		return e
 	}
-	if len(raw) > 0 && !decoded && r.Method != http.MethodHead {
+	if len(raw) > 0 && !decoded && r.Method != http.MethodHead && !(in.typ == "Binary" && !isFHIRMediaType(res.header)) {
 		return notConfirmed("")
 	}
 	bodyIs := func(typ string) bool { return decoded && body.ResourceType == typ }
@@ -134,7 +134,13 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 		if res.status != http.StatusOK {
 			return notConfirmed(" instead of 200")
 		}
-		if r.Method != http.MethodHead && (!bodyIs(in.typ) || body.ID != in.id) {
+		if in.typ == "Binary" && !decoded && len(raw) > 0 && !isFHIRMediaType(res.header) {
+			return nil // a Binary's own content, as the client's Accept asked
+		}
+		if r.Method != http.MethodHead && (!bodyIs(in.typ) || (in.id != "" && body.ID != in.id)) {
+			if in.id == "" {
+				return notConfirmed(" instead of a %s", in.typ)
+			}
 			return notConfirmed(" instead of %s/%s", in.typ, in.id)
 		}
 	}
@@ -193,4 +199,85 @@ func locationID(h http.Header, typ string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// isFHIRMediaType reports whether the answer says it is FHIR (JSON or XML).
+func isFHIRMediaType(h http.Header) bool {
+	ct, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return strings.Contains(ct, "json") || strings.Contains(ct, "xml")
+}
+
+// bundleAnswerCheck stands before the client on a streamed answer that must
+// be a Bundle (search, history): a 200 that does not say it is FHIR (an
+// empty 200 from a web server that is not the FHIR server, an HTML page)
+// becomes a 502 OperationOutcome, and its body is dropped.
+type bundleAnswerCheck struct {
+	http.ResponseWriter
+	in      interaction
+	refused bool
+	started bool
+}
+
+func (b *bundleAnswerCheck) WriteHeader(status int) {
+	if b.started || status < 200 {
+		if !b.started {
+			b.ResponseWriter.WriteHeader(status)
+		}
+		return
+	}
+	b.started = true
+	if status == http.StatusNotModified || isFHIRMediaType(b.Header()) {
+		b.ResponseWriter.WriteHeader(status)
+		return
+	}
+	b.refused = true
+	what := fmt.Sprintf("HTTP %d with a body that does not say what it is", status)
+	if ct, _, _ := mime.ParseMediaType(b.Header().Get("Content-Type")); b.Header().Get("Content-Length") == "0" {
+		what = fmt.Sprintf("HTTP %d with an empty body", status)
+	} else if ct != "" {
+		what = fmt.Sprintf("HTTP %d with a %s body", status, ct)
+	}
+	e := fhir.Errorf(http.StatusBadGateway, fhir.CodeException,
+		"the upstream FHIR server did not answer the %s with a Bundle: it answered %s", b.in.describe(), what)
+	if status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout {
+		e.Status = status
+		if ra := b.Header().Get("Retry-After"); ra != "" {
+			e = e.WithHeader("Retry-After", ra)
+		}
+	}
+	h := b.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	fhir.WriteError(b.ResponseWriter, e)
+}
+
+func (b *bundleAnswerCheck) Write(p []byte) (int, error) {
+	if !b.started {
+		b.WriteHeader(http.StatusOK)
+	}
+	if b.refused {
+		return len(p), nil
+	}
+	return b.ResponseWriter.Write(p)
+}
+
+// Flush passes through unless the answer was refused.
+func (b *bundleAnswerCheck) Flush() {
+	if f, ok := b.ResponseWriter.(http.Flusher); ok && !b.refused {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (b *bundleAnswerCheck) Unwrap() http.ResponseWriter { return b.ResponseWriter }
+
+// streamedBundle reports whether in's answer is a Bundle passed on as it
+// streams.
+func (in interaction) streamedBundle() bool {
+	switch in.kind {
+	case auth.InteractionSearch, auth.InteractionHistoryType, auth.InteractionHistoryInstance:
+		return true
+	}
+	return false
 }

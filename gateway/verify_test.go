@@ -147,3 +147,44 @@ func TestCallGuards(t *testing.T) {
 		t.Errorf("hung upstream: %v", ferr)
 	}
 }
+
+// TestBundleAnswerCheck: a streamed search answer that does not say it is
+// FHIR becomes a 502 OperationOutcome; a FHIR one streams through.
+func TestBundleAnswerCheck(t *testing.T) {
+	in := interaction{kind: auth.InteractionSearch, typ: "Observation"}
+	for _, c := range []struct {
+		ct, cl, body string
+		want         int
+		says         string
+	}{
+		{"", "0", "", 502, "HTTP 200 with an empty body"},
+		{"text/html", "", "<html>", 502, "text/html body"},
+		{"application/fhir+json", "", `{"resourceType":"Bundle"}`, 200, `{"resourceType":"Bundle"}`},
+		{"application/fhir+json", "", `{"resourceType":"OperationOutcome"}`, 404, `{"resourceType":"OperationOutcome"}`},
+		{"text/html", "", "<html>sign in</html>", 502, "HTTP 302 with a text/html body"},
+		{"text/html", "", "<html>later</html>", 503, "HTTP 503 with a text/html body"},
+	} {
+		rec := httptest.NewRecorder()
+		w := &bundleAnswerCheck{ResponseWriter: rec, in: in}
+		if c.ct != "" {
+			w.Header().Set("Content-Type", c.ct)
+		}
+		if c.cl != "" {
+			w.Header().Set("Content-Length", c.cl)
+		}
+		status := http.StatusOK
+		switch {
+		case strings.Contains(c.body, "OperationOutcome"):
+			status = http.StatusNotFound
+		case strings.Contains(c.body, "sign in"):
+			status = http.StatusFound
+		case strings.Contains(c.body, "later"):
+			status = http.StatusServiceUnavailable
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(c.body))
+		if rec.Code != c.want || !strings.Contains(rec.Body.String(), c.says) {
+			t.Errorf("%s: %d %s, want %d saying %q", c.ct, rec.Code, rec.Body, c.want, c.says)
+		}
+	}
+}

@@ -97,6 +97,15 @@ func (p *Process) Kill() error {
 	}
 }
 
+// Signal sends sig to the process, e.g. SIGSTOP and SIGCONT to freeze and
+// thaw it in fault tests.
+func (p *Process) Signal(sig os.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %v: %w", sig, err)
+	}
+	return nil
+}
+
 // WaitReady polls url until it answers with status want (any status when
 // want is 0), and fails when the process exits, ctx ends or timeout
 // passes first. Every name in url is dialled on 127.0.0.1.
