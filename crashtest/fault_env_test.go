@@ -261,9 +261,9 @@ func (g *gatewayProcess) run(t *testing.T, fault string, p probe) (response, tim
 func faultObservation(patientID, marker string) map[string]any {
 	return map[string]any{
 		"resourceType": "Observation", "status": "final",
-		"identifier": []any{map[string]any{"system": faultSystem, "value": marker}},
-		"code":       map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "29463-7"}}},
-		"subject":    map[string]any{"reference": "Patient/" + patientID},
+		"identifier":    []any{map[string]any{"system": faultSystem, "value": marker}},
+		"code":          map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "29463-7"}}},
+		"subject":       map[string]any{"reference": "Patient/" + patientID},
 		"valueQuantity": map[string]any{"value": 72.50, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
 	}
 }
