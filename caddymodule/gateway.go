@@ -241,7 +241,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return errors.New("pfr: an upstream handler is required (reverse_proxy or pfr_store)")
 	}
 	timeouts := g.UpstreamTimeouts.durations()
-	var err error
+	err := timeouts.validate()
+	if err != nil {
+		return fmt.Errorf("pfr: %w", err)
+	}
 	if g.UpstreamRaw, err = withTransportTimeouts(g.UpstreamRaw, timeouts); err != nil {
 		return fmt.Errorf("pfr: upstream timeouts: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 const (
 	defaultDialTimeout           = 3 * time.Second
 	defaultResponseHeaderTimeout = 30 * time.Second
-	defaultReadTimeout           = 30 * time.Second
+	defaultReadTimeout           = 60 * time.Second
 )
 
 // UpstreamTimeouts bounds how long the gateway waits for its upstream, so
@@ -33,10 +33,14 @@ type UpstreamTimeouts struct {
 	// Default: `30s`.
 	ResponseHeader caddy.Duration `json:"response_header,omitempty"`
 
-	// The longest wait for the next bytes of the upstream's answer (the
-	// transport's `read_timeout`); a body that stalls is cut (the client
-	// sees the answer aborted, or a 502 where the gateway checks the answer
-	// before passing it on). Default: `30s`.
+	// The longest wait for the next bytes from the upstream's connection
+	// (the transport's `read_timeout`); a body that stalls is cut (the
+	// client sees the answer aborted, or a 502 where the gateway checks the
+	// answer before passing it on). It must be longer than response_header:
+	// the deadline runs from the connection's last read, also while it
+	// waits idle in the pool, and a GET whose connection fails that way is
+	// sent again, so an equal value doubles the wait for a hung upstream.
+	// Default: `60s`.
 	Read caddy.Duration `json:"read,omitempty"`
 
 	// The deadline of each of the gateway's own calls to the upstream:
@@ -68,6 +72,16 @@ func (t *UpstreamTimeouts) durations() UpstreamTimeouts {
 		}
 	}
 	return out
+}
+
+// validate refuses a read timeout that does not exceed the response
+// header timeout (see UpstreamTimeouts.Read).
+func (t UpstreamTimeouts) validate() error {
+	if t.Read <= t.ResponseHeader {
+		return fmt.Errorf("upstream_timeouts: read (%s) must be longer than response_header (%s)",
+			time.Duration(t.Read), time.Duration(t.ResponseHeader))
+	}
+	return nil
 }
 
 // withTransportTimeouts returns the upstream handler's JSON with t's dial,

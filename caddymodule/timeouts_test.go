@@ -43,14 +43,20 @@ func TestUpstreamTimeoutsCaddyfile(t *testing.T) {
 // leaves unset, keeps the ones it sets, and other handlers are untouched.
 func TestTransportTimeouts(t *testing.T) {
 	d := (*UpstreamTimeouts)(nil).durations()
-	if d.Dial != caddy.Duration(3*time.Second) || d.ResponseHeader != caddy.Duration(30*time.Second) || d.Read != caddy.Duration(30*time.Second) {
+	if d.Dial != caddy.Duration(3*time.Second) || d.ResponseHeader != caddy.Duration(30*time.Second) || d.Read != caddy.Duration(60*time.Second) {
 		t.Errorf("defaults %+v", d)
+	}
+	if err := d.validate(); err != nil {
+		t.Error(err)
+	}
+	if err := (UpstreamTimeouts{ResponseHeader: caddy.Duration(time.Minute), Read: caddy.Duration(time.Minute)}).validate(); err == nil {
+		t.Error("a read timeout equal to the response header timeout was accepted")
 	}
 	for _, c := range []struct{ in, want string }{
 		{`{"handler":"reverse_proxy","upstreams":[{"dial":"h:1"}]}`,
-			`{"dial_timeout":"3s","protocol":"http","read_timeout":"30s","response_header_timeout":"30s"}`},
+			`{"dial_timeout":"3s","protocol":"http","read_timeout":"1m0s","response_header_timeout":"30s"}`},
 		{`{"handler":"reverse_proxy","transport":{"protocol":"http","response_header_timeout":5000000000,"tls":{}}}`,
-			`{"dial_timeout":"3s","protocol":"http","read_timeout":"30s","response_header_timeout":5000000000,"tls":{}}`},
+			`{"dial_timeout":"3s","protocol":"http","read_timeout":"1m0s","response_header_timeout":5000000000,"tls":{}}`},
 		{`{"handler":"reverse_proxy","transport":{"protocol":"fastcgi"}}`, `{"protocol":"fastcgi"}`},
 		{`{"handler":"pfr_store","path":"x.db"}`, ``},
 	} {

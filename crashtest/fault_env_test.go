@@ -121,7 +121,7 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 // shortTimeouts are the fault tests' upstream timeouts.
 const shortTimeouts = `		upstream_timeouts {
 			response_header 2s
-			read 2s
+			read 4s
 			call 4s
 			inbox 1s
 		}`

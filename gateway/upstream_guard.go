@@ -81,13 +81,15 @@ func (g *Gateway) ownCallsDeadline(r *http.Request) (*http.Request, context.Canc
 }
 
 // upstreamStepError is the answer when a step of the gateway's own work
-// upstream failed (creating or deleting a partition): what failed, with the
-// status upstreamError gives a timeout (504) or an unavailable upstream
-// (503), 502 otherwise.
+// upstream failed (creating or deleting a partition): what failed and, when
+// the upstream could not be reached or did not answer completely, why, with
+// the status upstreamError gives that (504 for a timeout); 502 otherwise.
 func upstreamStepError(step string, err error) *fhir.Error {
-	e := upstreamError(err)
-	if e.Status == http.StatusBadGateway {
-		return fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "%s", step).WithCause(err)
+	var se StatusError
+	var te interface{ Timeout() bool }
+	if errors.As(err, &se) || errors.As(err, &te) || errors.Is(err, errAnswerCut) {
+		e := upstreamError(err)
+		return fhir.Errorf(e.Status, fhir.CodeTransient, "%s: %s", step, e.Issues[0].Diagnostics).WithCause(err)
 	}
-	return fhir.Errorf(e.Status, fhir.CodeTransient, "%s: %s", step, e.Issues[0].Diagnostics).WithCause(err)
+	return fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "%s", step).WithCause(err)
 }

@@ -18,6 +18,16 @@ command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticche
 command -v xcaddy >/dev/null || go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
 command -v pebble >/dev/null || go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
 
+step "a tmpfs can be mounted (crashtest's full-disk test needs root and mount)"
+command -v mount >/dev/null && command -v umount >/dev/null || { echo "mount/umount missing (util-linux)"; exit 1; }
+probe=$(mktemp -d)
+if ! mount -t tmpfs -o size=1m tmpfs "$probe"; then
+	rmdir "$probe"
+	echo "cannot mount a tmpfs: run the tests as root in a container or VM that allows mount (CAP_SYS_ADMIN)"
+	exit 1
+fi
+umount "$probe" && rmdir "$probe"
+
 step "Node packages"
 for dir in test/*/; do
 	if [ -f "$dir/package.json" ]; then
