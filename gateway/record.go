@@ -309,7 +309,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 			rw.Header()[k] = vs
 		}
 		rw.WriteHeader(res.status)
-		_, err = rw.Write(res.body.Bytes())
+		_, _ = rw.Write(res.body.Bytes()) // a client gone away is no upstream failure
 	} else {
 		var to http.ResponseWriter = rw
 		if in.streamedBundle() && r.Method != http.MethodHead {
