@@ -9,7 +9,19 @@
 //   - after a pick-up was cut between its import and its marking, a
 //     rejection must not leave the rejected data in the record;
 //   - with the webhook receiver down, the alerts outlive the process and
-//     arrive, signed, once it is back.
+//     arrive, signed, once it is back;
+//   - during owner writes (creates, updates, transactions), every
+//     acknowledged write is there once, byte for byte, and a transaction
+//     is whole or absent.
+//
+// The fault tests (TestFault…) run the gateway in front of the real store
+// process (testdata/Caddyfile.store) and break the upstream: a
+// misconfigured site's empty 200, a 302 or 503 page, an answer cut short,
+// the process frozen (SIGSTOP) or killed (SIGKILL); and the data directory
+// on a full tmpfs (mounted by the test, which needs root). Clients get an
+// OperationOutcome with the right status quickly, and nothing is reported
+// as stored that is not. TestReloadUnderLoad counts what config reloads do
+// to HTTP/1.1 and HTTP/2 clients.
 //
 // The package holds only tests: go test ./crashtest -count=1 -v
 package crashtest
