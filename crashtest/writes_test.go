@@ -174,14 +174,20 @@ func runWriters(t *testing.T, g *gatewayProcess, owner, slug, patientID string, 
 // that each kept its decimal's spelling.
 func (g *gatewayProcess) storedMarkers(token, slug string) map[string]int {
 	g.t.Helper()
+	return g.storedMarkersAt(token, g.recordURL(slug, ""))
+}
+
+// storedMarkersAt is storedMarkers for a record's FHIR base URL.
+func (g *gatewayProcess) storedMarkersAt(token, fhirBase string) map[string]int {
+	g.t.Helper()
 	out := map[string]int{}
-	next := g.recordURL(slug, "/Observation?_count=500&identifier="+url.QueryEscape(writesSystem+"|"))
+	next := fhirBase + "/Observation?_count=500&identifier=" + url.QueryEscape(writesSystem+"|")
 	for next != "" {
 		res := g.do("GET", next, token, nil).expect(g.t, http.StatusOK, "search the written Observations")
-		if !strings.Contains(string(res.raw), `"value":72.50`) && len(res.body["entry"].([]any)) > 0 {
+		entries, _ := res.body["entry"].([]any)
+		if len(entries) > 0 && !strings.Contains(string(res.raw), `"value":72.50`) {
 			g.t.Errorf("the stored Observations lost the decimal's spelling 72.50: %.300s", res.raw)
 		}
-		entries, _ := res.body["entry"].([]any)
 		for _, e := range entries {
 			resource, _ := e.(map[string]any)["resource"].(map[string]any)
 			ids, _ := resource["identifier"].([]any)
