@@ -91,32 +91,9 @@ func (s *storeProcess) start() {
 func (s *storeProcess) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 
 // proxiedGateway is the gateway of the fault tests: reverse_proxy to the
-// upstream at 127.0.0.1:%[3]d, short timeouts so that the tests do not wait
-// the defaults out. %[4]s is more pfr options.
-const proxiedGateway = `{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-	storage file_system {
-		root %[2]s/caddy
-	}
-}
-
-http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
-	pfr {
-		base_domain pfr.localhost
-		data_dir %[2]s/data
-		dev_issuer
-		dropoff {
-			source_rate -1
-			record_rate -1
-		}
-%[4]s
-		upstream reverse_proxy 127.0.0.1:%[3]d
-	}
-}
-`
+// upstream at 127.0.0.1:%[3]d; %[4]s is more pfr options (shortTimeouts,
+// so that the tests do not wait the defaults out).
+var proxiedGateway = withUpstream("%[4]s\n\t\tupstream reverse_proxy 127.0.0.1:%[3]d")
 
 // shortTimeouts are the fault tests' upstream timeouts.
 const shortTimeouts = `		upstream_timeouts {

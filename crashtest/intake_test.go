@@ -215,17 +215,23 @@ func runSenders(t *testing.T, g *gatewayProcess, slug string, ledger *intakeLedg
 		}()
 	}
 	// Kill once a few drop-offs are in, at a random moment after that.
+	g.killOnceAcked(acks, 3, 400*time.Millisecond)
+	wg.Wait()
+}
+
+// killOnceAcked kills the gateway at a random moment (up to jitter) after n
+// acknowledgements arrived on acks (or half a minute passed).
+func (g *gatewayProcess) killOnceAcked(acks <-chan struct{}, n int, jitter time.Duration) {
 	waitAcks := time.After(30 * time.Second)
-	for n := 0; n < 3; n++ {
+	for i := 0; i < n; i++ {
 		select {
 		case <-acks:
 		case <-waitAcks:
-			n = 3
+			i = n
 		}
 	}
-	time.Sleep(time.Duration(rand.N(400)) * time.Millisecond)
+	time.Sleep(rand.N(jitter))
 	g.kill()
-	wg.Wait()
 }
 
 // checkStoredDropOff previews one drop-off and checks that it is exactly a

@@ -17,11 +17,12 @@ import (
 // issuer requires; the client dials every name under it as 127.0.0.1.
 const baseDomain = "pfr.localhost"
 
-// caddyfile is the configuration of a crash-test gateway: plain HTTP on one
-// loopback port, no admin endpoint, the embedded store, drop-off rate
-// limits and quotas out of the way so that only crashes decide what
-// happens. Arguments: %[1]d the port, %[2]s the work directory.
-const caddyfile = `{
+// gatewayTemplate is the configuration of a crash-test gateway: plain HTTP
+// on one loopback port, no admin endpoint, drop-off rate limits and quotas
+// out of the way so that only crashes decide what happens. Arguments: %[1]d
+// the port, %[2]s the work directory; upstreamSlot stands for the upstream
+// (and any more pfr options).
+const gatewayTemplate = `{
 	admin off
 	persist_config off
 	auto_https off
@@ -43,12 +44,20 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 			pending_per_record 1000000
 			pending_bytes_per_record 100000000000
 		}
-		upstream pfr_store {
-			path %[2]s/data/store.db
-		}
+UPSTREAM
 	}
 }
 `
+
+// withUpstream is gatewayTemplate with the upstream lines.
+func withUpstream(lines string) string {
+	return strings.Replace(gatewayTemplate, "UPSTREAM", lines, 1)
+}
+
+// caddyfile is the crash tests' gateway: the embedded store.
+var caddyfile = withUpstream(`		upstream pfr_store {
+			path %[2]s/data/store.db
+		}`)
 
 // gatewayProcess is the real pfr binary serving one work directory. It can
 // be killed and started again on the same data and port.

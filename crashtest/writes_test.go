@@ -3,7 +3,6 @@ package crashtest
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -156,16 +155,7 @@ func runWriters(t *testing.T, g *gatewayProcess, owner, slug, patientID string, 
 			}
 		}()
 	}
-	waitAcks := time.After(30 * time.Second)
-	for n := 0; n < 5; n++ {
-		select {
-		case <-acks:
-		case <-waitAcks:
-			n = 5
-		}
-	}
-	time.Sleep(time.Duration(rand.N(300)) * time.Millisecond)
-	g.kill()
+	g.killOnceAcked(acks, 5, 300*time.Millisecond)
 	wg.Wait()
 }
 
