@@ -9,7 +9,6 @@
 package named
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -21,11 +20,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/pfrgateway/caddy-pfr/internal/syncbuf"
 )
 
 // Install is how scripts/test.sh installs named when it is missing.
@@ -59,7 +59,7 @@ type Server struct {
 	KeySecret string // its secret, base64
 
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *syncbuf.Buffer
 	done   chan struct{}
 	err    error // how it exited; read after done is closed
 }
@@ -145,7 +145,7 @@ zone %[6]q {
 	s.cmd = exec.CommandContext(ctx, bin, "-g", "-n", "1", "-c", confFile)
 	s.cmd.Dir = opts.Dir
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s.output = new(syncBuffer)
+	s.output = new(syncbuf.Buffer)
 	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("named: starting %s: %w", bin, err)
@@ -266,23 +266,4 @@ func freeUDPAndTCPPort() (int, error) {
 		}
 	}
 	return 0, errors.New("named: no loopback port free for both UDP and TCP")
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// caller's reads at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
