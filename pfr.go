@@ -7,7 +7,9 @@
 //	xcaddy build --with github.com/pfrgateway/caddy-pfr
 //
 // builds a Caddy with the gateway (http.handlers.pfr), the embedded FHIR store
-// (http.handlers.pfr_store) and the on-demand TLS permission (tls.permission.pfr).
+// (http.handlers.pfr_store), the on-demand TLS permission (tls.permission.pfr)
+// and an RFC 2136 DNS provider for wildcard certificates through the ACME
+// DNS-01 challenge (dns.providers.rfc2136).
 package pfr
 
 import (

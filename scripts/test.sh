@@ -28,6 +28,17 @@ if ! mount -t tmpfs -o size=1m tmpfs "$probe"; then
 fi
 umount "$probe" && rmdir "$probe"
 
+step "BIND (named) for the DNS-01 tests"
+# Debian's bind9: internal/named runs it as a child process of the tests on a
+# loopback port; the package's own service is not used (and not started where
+# policy-rc.d forbids it, as in containers).
+export PATH="$PATH:/usr/sbin"
+if ! command -v named >/dev/null; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 >/dev/null
+fi
+named -v
+
 step "Node packages"
 for dir in test/*/; do
 	if [ -f "$dir/package.json" ]; then
@@ -71,6 +82,7 @@ xcaddy build v2.11.9 --with github.com/pfrgateway/caddy-pfr@v0.0.0=. --output "$
 	{ tail -30 "$bin/xcaddy.log"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'http.handlers.pfr' || { echo "xcaddy build lacks http.handlers.pfr"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'tls.permission.pfr' || { echo "xcaddy build lacks tls.permission.pfr"; exit 1; }
+"$bin/caddy-xcaddy" list-modules | grep -qx 'dns.providers.rfc2136' || { echo "xcaddy build lacks dns.providers.rfc2136"; exit 1; }
 
 step "the README's benchmark and fuzz commands, briefly (nothing is judged by speed)"
 go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10 >"$bin/bench-gateway.txt" 2>&1 ||
@@ -78,6 +90,8 @@ go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10 >"$bin/bench-g
 go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1 >"$bin/bench-dopu.txt" 2>&1 ||
 	{ tail -30 "$bin/bench-dopu.txt"; exit 1; }
 go test ./bench/store/ -run '^$' -bench . -benchtime 1x
+go run ./bench/tls -pfr "$bin/pfr" -n 2 >"$bin/bench-tls.txt" 2>&1 ||
+	{ tail -30 "$bin/bench-tls.txt"; exit 1; }
 for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter'; do
 	set -- $target
 	go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
