@@ -26,28 +26,34 @@ func adapt(t *testing.T, caddyfile string) (map[string]any, error) {
 // handler digs the first handler named name out of an adapted config.
 func handler(t *testing.T, cfg map[string]any, name string) map[string]any {
 	t.Helper()
-	var found map[string]any
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			if x["handler"] == name && found == nil {
-				found = x
-			}
-			for _, c := range x {
-				walk(c)
-			}
-		case []any:
-			for _, c := range x {
-				walk(c)
-			}
-		}
-	}
-	walk(cfg)
+	found := findObject(cfg, func(x map[string]any) bool { return x["handler"] == name })
 	if found == nil {
 		t.Fatalf("no %s handler in %v", name, cfg)
 	}
 	return found
+}
+
+// findObject returns the first JSON object in v (depth first) that match
+// accepts, or nil.
+func findObject(v any, match func(map[string]any) bool) map[string]any {
+	switch x := v.(type) {
+	case map[string]any:
+		if match(x) {
+			return x
+		}
+		for _, c := range x {
+			if found := findObject(c, match); found != nil {
+				return found
+			}
+		}
+	case []any:
+		for _, c := range x {
+			if found := findObject(c, match); found != nil {
+				return found
+			}
+		}
+	}
+	return nil
 }
 
 func TestGatewayCaddyfile(t *testing.T) {

@@ -16,26 +16,9 @@ import (
 // config: under an ACME issuer's challenges, or the TLS app's global one.
 func dnsProvider(t *testing.T, cfg map[string]any) map[string]any {
 	t.Helper()
-	var found map[string]any
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			if p, ok := x["provider"].(map[string]any); ok && p["name"] != nil && found == nil {
-				found = p
-			}
-			for _, c := range x {
-				walk(c)
-			}
-		case []any:
-			for _, c := range x {
-				walk(c)
-			}
-		}
-	}
-	walk(cfg)
+	found := findObject(cfg, func(x map[string]any) bool { return x["name"] == "rfc2136" })
 	if found == nil {
-		t.Fatalf("no DNS provider in %v", cfg)
+		t.Fatalf("no rfc2136 provider in %v", cfg)
 	}
 	return found
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
-	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/named"
 	"github.com/pfrgateway/caddy-pfr/internal/pebble"
 )
@@ -29,23 +28,7 @@ import (
 // %[2]d/%[3]d the HTTP/HTTPS ports, %[4]s Caddy's storage root, %[5]s the
 // ACME directory URL, %[6]s the PEM root of Pebble's own HTTPS
 // certificate, %[7]s BIND's address, %[8]s the TSIG key's name.
-const dnsGatewayConfig = `{
-	admin localhost:2999
-	default_bind 127.0.0.1
-	http_port %[2]d
-	https_port %[3]d
-	skip_install_trust
-	storage file_system {
-		root %[4]s
-	}
-	on_demand_tls {
-		permission pfr {
-			base_domain pfr.localhost
-			data_dir %[1]s
-		}
-	}
-}
-
+const dnsGatewayConfig = acmeGlobalOptions + `
 (gateway) {
 	pfr {
 		base_domain pfr.localhost
@@ -121,19 +104,9 @@ func TestWildcardCertificateDNS01(t *testing.T) {
 	pb := startPebbleWith(t, pebble.Options{HTTPPort: httpPort, TLSPort: httpsPort, DNSServer: dns.Addr})
 
 	t.Setenv("PFR_E2E_TSIG_KEY", dns.KeySecret)
-	dropCertificateCache(t)
-	t.Cleanup(func() { dropCertificateCache(t) })
-	dir, storage := t.TempDir(), t.TempDir()
-	config := fmt.Sprintf(dnsGatewayConfig, dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile, dns.Addr, dns.KeyName)
-	caddytest.NewTester(t).InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
-	dev, err := auth.LoadOrCreateDevIssuer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, dataDir: dir, dev: dev, client: pb.client()}
+	e, config := startACMEGateway(t, pb, func(dir, storage string) string {
+		return fmt.Sprintf(dnsGatewayConfig, dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile, dns.Addr, dns.KeyName)
+	})
 
 	// Caddy orders the wildcard when the config loads. Until it has it, a
 	// name under the base is on demand, and the permission refuses this one

@@ -24,12 +24,10 @@ import (
 // another test left in Caddy's in-memory cache can answer for its name.
 const pebbleSlug = "pebble-home"
 
-// pebbleGatewayConfig is gatewayConfig with certificates from an ACME server
-// instead of Caddy's local CA: %[1]s is the data directory, %[2]d/%[3]d the
-// HTTP/HTTPS ports, %[4]s Caddy's storage root, %[5]s the ACME directory URL,
-// %[6]s the PEM file of the root that signs the ACME server's own HTTPS
-// certificate.
-const pebbleGatewayConfig = `{
+// acmeGlobalOptions are the global options of the gateways that get their
+// certificates from Pebble: %[1]s is the data directory, %[2]d/%[3]d the
+// HTTP/HTTPS ports, %[4]s Caddy's storage root.
+const acmeGlobalOptions = `{
 	admin localhost:2999
 	default_bind 127.0.0.1
 	http_port %[2]d
@@ -45,7 +43,14 @@ const pebbleGatewayConfig = `{
 		}
 	}
 }
+`
 
+// pebbleGatewayConfig is gatewayConfig with certificates from an ACME server
+// instead of Caddy's local CA: %[1]s is the data directory, %[2]d/%[3]d the
+// HTTP/HTTPS ports, %[4]s Caddy's storage root, %[5]s the ACME directory URL,
+// %[6]s the PEM file of the root that signs the ACME server's own HTTPS
+// certificate.
+const pebbleGatewayConfig = acmeGlobalOptions + `
 https://pfr.localhost:%[3]d, https://*.pfr.localhost:%[3]d {
 	tls {
 		on_demand
@@ -122,6 +127,18 @@ func TestPebbleOnDemandTLS(t *testing.T) {
 // test's Pebble certificates), and the record's slug is this test's own.
 func startPebbleGateway(t *testing.T, pb *pebbleServer) *env {
 	t.Helper()
+	e, _ := startACMEGateway(t, pb, func(dir, storage string) string {
+		return fmt.Sprintf(pebbleGatewayConfig, dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile)
+	})
+	return e
+}
+
+// startACMEGateway loads the Caddyfile that render makes for a fresh data
+// directory and Caddy storage into the in-process Caddy, with the
+// certificate cache dropped before and after, and returns the gateway
+// (its client trusting Pebble's root only) and the Caddyfile.
+func startACMEGateway(t *testing.T, pb *pebbleServer, render func(dir, storage string) string) (*env, string) {
+	t.Helper()
 	t.Cleanup(func() {
 		if t.Skipped() {
 			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
@@ -131,8 +148,7 @@ func startPebbleGateway(t *testing.T, pb *pebbleServer) *env {
 	t.Cleanup(func() { dropCertificateCache(t) })
 
 	dir := t.TempDir()
-	storage := t.TempDir()
-	config := fmt.Sprintf(pebbleGatewayConfig, dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile)
+	config := render(dir, t.TempDir())
 	caddytest.NewTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
@@ -141,7 +157,7 @@ func startPebbleGateway(t *testing.T, pb *pebbleServer) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, dataDir: dir, dev: dev, client: pb.client()}
+	return &env{t: t, dataDir: dir, dev: dev, client: pb.client()}, config
 }
 
 // dropCertificateCache loads a config without a TLS app, which makes Caddy

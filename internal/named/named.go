@@ -20,12 +20,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 
-	"github.com/pfrgateway/caddy-pfr/internal/syncbuf"
+	"github.com/pfrgateway/caddy-pfr/internal/childproc"
 )
 
 // Install is how scripts/test.sh installs named when it is missing.
@@ -58,10 +57,7 @@ type Server struct {
 	KeyName   string // the TSIG key's name, fully qualified
 	KeySecret string // its secret, base64
 
-	cmd    *exec.Cmd
-	output *syncbuf.Buffer
-	done   chan struct{}
-	err    error // how it exited; read after done is closed
+	*childproc.Process // Output, Stop
 }
 
 // Binary finds named on PATH or in /usr/sbin (where Debian puts it, often
@@ -142,16 +138,11 @@ zone %[6]q {
 
 	// -g: foreground, log to stderr; -n 1: one worker thread (the machine
 	// is shared); named stays the user it is started as (no -u).
-	s.cmd = exec.CommandContext(ctx, bin, "-g", "-n", "1", "-c", confFile)
-	s.cmd.Dir = opts.Dir
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s.output = new(syncbuf.Buffer)
-	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("named: starting %s: %w", bin, err)
+	cmd := exec.CommandContext(ctx, bin, "-g", "-n", "1", "-c", confFile)
+	cmd.Dir = opts.Dir
+	if s.Process, err = childproc.Start(cmd); err != nil {
+		return nil, fmt.Errorf("named: %w", err)
 	}
-	s.done = make(chan struct{})
-	go func() { s.err = s.cmd.Wait(); close(s.done) }()
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("%w\nnamed's output:\n%s", err, s.Output())
@@ -164,8 +155,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 	var lastErr error
 	for range 200 {
 		select {
-		case <-s.done:
-			return fmt.Errorf("named exited before it was ready (%v)", s.err)
+		case <-s.Exited():
+			return fmt.Errorf("named exited before it was ready (%v)", s.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -229,24 +220,6 @@ func (s *Server) Serial(ctx context.Context) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("no SOA for %s in %v", s.Zone, r)
-}
-
-// Output is everything named printed so far (its log).
-func (s *Server) Output() string { return s.output.String() }
-
-// Stop kills named (its state is the caller's temporary directory) and
-// waits until it is gone.
-func (s *Server) Stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-	}
 }
 
 // freeUDPAndTCPPort returns a loopback port that was free for both UDP and

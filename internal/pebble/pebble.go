@@ -33,10 +33,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/pfrgateway/caddy-pfr/internal/syncbuf"
+	"github.com/pfrgateway/caddy-pfr/internal/childproc"
 )
 
 // Install is how scripts/test.sh installs Pebble.
@@ -74,10 +73,7 @@ type Server struct {
 	Root          *x509.Certificate
 	Intermediate  *x509.Certificate
 
-	cmd    *exec.Cmd
-	output *syncbuf.Buffer
-	done   chan struct{}
-	err    error // how it exited; read after done is closed
+	*childproc.Process // Output, Stop
 }
 
 // Binary finds the pebble command on PATH or in GOPATH/bin.
@@ -144,23 +140,18 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.DNSServer != "" {
 		args = append(args, "-dnsserver", opts.DNSServer)
 	}
-	s.cmd = exec.CommandContext(ctx, bin, args...)
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s.cmd.Env = append(os.Environ(),
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(),
 		"PEBBLE_VA_NOSLEEP=1",      // no random pause before validating
 		"PEBBLE_WFE_NONCEREJECT=0", // no random bad-nonce errors
 		"PEBBLE_AUTHZREUSE=0",      // (almost) every order validates its own challenges
 	)
 	if opts.AlwaysValid {
-		s.cmd.Env = append(s.cmd.Env, "PEBBLE_VA_ALWAYS_VALID=1")
+		cmd.Env = append(cmd.Env, "PEBBLE_VA_ALWAYS_VALID=1")
 	}
-	s.output = new(syncbuf.Buffer)
-	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting pebble: %w", err)
+	if s.Process, err = childproc.Start(cmd); err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
 	}
-	s.done = make(chan struct{})
-	go func() { s.err = s.cmd.Wait(); close(s.done) }()
 
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
@@ -204,8 +195,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 	var lastErr error
 	for range 100 {
 		select {
-		case <-s.done:
-			return fmt.Errorf("pebble exited before it was ready (%v):\n%s", s.err, s.Output())
+		case <-s.Exited():
+			return fmt.Errorf("pebble exited before it was ready (%v):\n%s", s.Err(), s.Output())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
@@ -266,24 +257,6 @@ func (s *Server) CertificateStatus(serial *big.Int) (status string, der []byte, 
 // (the management interface has no such count).
 func (s *Server) Orders() int {
 	return strings.Count(s.Output(), "Added order ")
-}
-
-// Output is everything Pebble printed so far (its log).
-func (s *Server) Output() string { return s.output.String() }
-
-// Stop kills Pebble (once; later calls return at once) and waits until it
-// is gone.
-func (s *Server) Stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-	}
 }
 
 // freeLoopbackAddr returns a 127.0.0.1 address whose port was free a moment
