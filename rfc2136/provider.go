@@ -256,7 +256,7 @@ func (p *Provider) matching(ctx context.Context, zone string, want libdns.RR) ([
 		if want.TTL != 0 && time.Duration(h.Ttl)*time.Second != want.TTL.Truncate(time.Second) {
 			continue
 		}
-		if wantRR != nil && !dns.IsDuplicate(wantRR, rr) {
+		if wantRR != nil && !sameData(wantRR, rr) {
 			continue
 		}
 		found = append(found, rr)
@@ -310,6 +310,17 @@ func (p *Provider) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		return nil, fmt.Errorf("%w: %s refused key %s: TSIG %s", ErrUpdate, p.Server, key, dns.RcodeToString[int(t.Error)])
 	}
 	return r, nil
+}
+
+// sameData reports whether two records of one name and type hold the same
+// data. TXT records compare as one text (libdns's view), however the
+// server split them into strings.
+func sameData(want, have dns.RR) bool {
+	if w, ok := want.(*dns.TXT); ok {
+		h, ok := have.(*dns.TXT)
+		return ok && txtText(w) == txtText(h)
+	}
+	return dns.IsDuplicate(want, have)
 }
 
 // slicesContainDuplicate reports whether rrs holds a record with rr's name,

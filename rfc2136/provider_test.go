@@ -31,7 +31,7 @@ func startNamed(t *testing.T, grant string) (*named.Server, *Provider) {
 		Zone:    zone,
 		Dir:     t.TempDir(),
 		Grant:   grant,
-		Records: []string{"www 60 IN A 127.0.0.1"},
+		Records: []string{"www 60 IN A 127.0.0.1", `split 60 IN TXT "abc" "def"`},
 	})
 	if err != nil {
 		cancel()
@@ -161,6 +161,14 @@ func TestTXTBytesSurvive(t *testing.T) {
 		if err != nil || len(deleted) != 1 || deleted[0].(libdns.TXT).Text != text {
 			t.Errorf("delete %q by its text returned %#v, %v", text, deleted, err)
 		}
+	}
+	// A TXT record another tool split into two strings is one text.
+	deleted, err := p.DeleteRecords(ctx, zone, []libdns.Record{libdns.TXT{Name: "split", Text: "abcdef"}})
+	if err != nil || len(deleted) != 1 || deleted[0].(libdns.TXT).Text != "abcdef" {
+		t.Errorf("delete of a two-string TXT by its whole text returned %#v, %v", deleted, err)
+	}
+	if got := txt(t, srv, "split."+zone); len(got) != 0 {
+		t.Errorf("split TXT still there: %q", got)
 	}
 	if strs := escapeTXT(`a"b\c` + "\xff"); strs != `a\"b\\c\255` {
 		t.Errorf("escapeTXT = %q", strs)

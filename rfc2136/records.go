@@ -80,11 +80,7 @@ func fromDNS(rr dns.RR, zone string) (libdns.Record, error) {
 		Type: dns.TypeToString[h.Rrtype],
 	}
 	if txt, ok := rr.(*dns.TXT); ok {
-		var text strings.Builder
-		for _, s := range txt.Txt {
-			text.WriteString(unescapeTXT(s))
-		}
-		out.Data = text.String()
+		out.Data = txtText(txt)
 	} else {
 		out.Data = strings.TrimPrefix(rr.String(), h.String())
 	}
@@ -93,6 +89,15 @@ func fromDNS(rr dns.RR, zone string) (libdns.Record, error) {
 		return nil, fmt.Errorf("rfc2136: %s record %s: %w", out.Type, h.Name, err)
 	}
 	return typed, nil
+}
+
+// txtText is a TXT record's strings joined into one raw text.
+func txtText(txt *dns.TXT) string {
+	var text strings.Builder
+	for _, s := range txt.Txt {
+		text.WriteString(unescapeTXT(s))
+	}
+	return text.String()
 }
 
 // splitTXT splits raw text into character-strings of at most 255 bytes,
