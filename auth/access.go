@@ -227,3 +227,54 @@ func splitAlternatives(s string) []string {
 	out = append(out, cur.String())
 	return slices.DeleteFunc(out, func(v string) bool { return v == "" })
 }
+
+// Visibility says, for the resources of one type, whether a token may see
+// them in an answer: every one (an unrestricted r or s scope covers the
+// type), some (only v2 query-restricted scopes cover it: those matching
+// one of the restrictions), or none.
+type Visibility int
+
+// The Visibility values.
+const (
+	SeeNone Visibility = iota
+	SeeSome
+	SeeAll
+)
+
+// Visible says which resources of resourceType a token may see returned,
+// by any interaction: the rule the gateway applies to every resource of
+// every answer (searches, includes, $everything, history, batch answers,
+// operations). A scope with r or s on the type (or on "*") counts.
+func (g Grants) Visible(resourceType string) Visibility {
+	v := SeeNone
+	for _, r := range g.rules {
+		if r.perms&(permRead|permSearch) == 0 || r.resourceType != "*" && r.resourceType != resourceType {
+			continue
+		}
+		if r.restriction == nil {
+			return SeeAll
+		}
+		v = SeeSome
+	}
+	return v
+}
+
+// SeesEverything reports whether the token may see every resource of every
+// type: an unrestricted r or s scope on "*". Then no answer needs the
+// scope filter.
+func (g Grants) SeesEverything() bool { return g.Visible("\x00any") == SeeAll }
+
+// VisibleWith reports whether one resource of resourceType may be shown:
+// its type is fully visible, or match accepts one of the query
+// restrictions of the scopes that cover it.
+func (g Grants) VisibleWith(resourceType string, match Matcher) bool {
+	for _, r := range g.rules {
+		if r.perms&(permRead|permSearch) == 0 || r.resourceType != "*" && r.resourceType != resourceType {
+			continue
+		}
+		if r.restriction == nil || match != nil && match(r.restriction) {
+			return true
+		}
+	}
+	return false
+}

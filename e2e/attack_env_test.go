@@ -215,6 +215,25 @@ func (w *world) seed() {
 
 	ao := w.do("POST", recordURL("alice-home", "/Observation"), alice, observation("Patient/"+aliceID, sharedCode)).
 		expect(t, http.StatusCreated, "alice's Observation")
+	// Alice's own data of several types, for the scope attacks: a doctor,
+	// a Condition, and a laboratory panel whose member is her vital-signs
+	// Observation (has-member crosses categories).
+	apract := w.do("POST", recordURL("alice-home", "/Practitioner"), alice, map[string]any{
+		"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Alicesdoctor"}},
+	}).expect(t, http.StatusCreated, "alice's Practitioner")
+	w.do("POST", recordURL("alice-home", "/Condition"), alice, map[string]any{
+		"resourceType": "Condition", "subject": map[string]any{"reference": "Patient/" + aliceID}, "code": map[string]any{"text": "alice-condition"},
+	}).expect(t, http.StatusCreated, "alice's Condition")
+	vital := observation("Patient/"+aliceID, "8867-4")
+	vital["category"] = []any{map[string]any{"coding": []any{map[string]any{
+		"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}}}}
+	vital["performer"] = []any{map[string]any{"reference": "Practitioner/" + idOf(t, apract)}}
+	vo := w.do("POST", recordURL("alice-home", "/Observation"), alice, vital).expect(t, http.StatusCreated, "alice's vital sign")
+	panel := observation("Patient/"+aliceID, "24323-8")
+	panel["category"] = []any{map[string]any{"coding": []any{map[string]any{
+		"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}}}}
+	panel["hasMember"] = []any{map[string]any{"reference": "Observation/" + idOf(t, vo)}}
+	w.do("POST", recordURL("alice-home", "/Observation"), alice, panel).expect(t, http.StatusCreated, "alice's lab panel")
 
 	inv := w.do("POST", apex("/pfr/v1/records/bob-home/invitations"), bob, map[string]any{"role": "viewer"}).
 		expect(t, http.StatusCreated, "bob invites carol as a viewer")
@@ -227,8 +246,19 @@ func (w *world) seed() {
 		}
 		return tok
 	}
+	scoped := func(scope string) string {
+		tok, err := w.dev.Mint("alice", "openid "+scope, nil, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
 	w.tokens = map[string]string{
 		"alice": alice, "bob": bob, "carol": carol, "none": "",
+		"alice-obs-only":     scoped("patient/Observation.rs"),
+		"alice-patient-only": scoped("patient/Patient.rs"),
+		"alice-lab-only":     scoped("patient/Observation.rs?category=laboratory"),
+		"alice-malleable":    malleable(t, alice),
 		"alice-aud-bob":      mint("alice", bobBase),
 		"bob-aud-bob":        mint("bob", bobBase),
 		"alice-aud-alice":    mint("alice", aliceBase),
@@ -246,6 +276,20 @@ func (w *world) seed() {
 	w.secrets = []string{bobID, w.vars["bobObs"], w.vars["bobObs2"], w.vars["bobCond"], w.vars["bobPract"], w.vars["bobDeleted"],
 		bobSSN, bobNote, bobConditionTxt, bobDoctor, "Jones"}
 	w.bobMarkers = w.secrets
+}
+
+// malleable returns tok with the last character of its signature changed
+// only in bits base64url decoding ignores: the same bytes, spelled
+// differently.
+func malleable(t *testing.T, tok string) string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	sig := tok[strings.LastIndexByte(tok, '.')+1:]
+	if len(sig)%4 == 0 {
+		t.Fatalf("the signature has no unused bits")
+	}
+	i := strings.IndexByte(alphabet, tok[len(tok)-1])
+	return tok[:len(tok)-1] + string(alphabet[i^1])
 }
 
 // idOf returns the id of the resource a create answered with.

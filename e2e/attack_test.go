@@ -81,7 +81,7 @@ func bodiless(statuses ...int) outcome { return outcome{kind: noBody, statuses: 
 // and bob's, on the embedded store and on an upstream that ignores
 // partitions, and checks that bob's data is unchanged afterwards.
 func TestAttackSuite(t *testing.T) {
-	attacks := attackTable()
+	attacks := append(attackTable(), issue9Attacks()...)
 	if n := len(attacks); n < 40 {
 		t.Fatalf("the suite has %d attacks, the issue asks for at least 40", n)
 	}

@@ -45,6 +45,12 @@ type FilterOptions struct {
 	// Owner.QuickBelongs); only entries it leaves undecided are decoded
 	// and given to keep.
 	Quick func(entry []byte) (keep, decided bool)
+	// Nested, when set, judges the entries of a searchset or history
+	// Bundle found as an entry's resource (the answer to a search inside a
+	// batch or transaction) one by one with keep, instead of the Bundle as
+	// a whole, and removes those keep refuses. Such an entry is re-encoded
+	// (member order may change; values, numbers included, stay as sent).
+	Nested bool
 }
 
 // FilterBundle is FilterSearchset with options.
@@ -205,6 +211,20 @@ func (f *searchsetFilter) copyEntries() error {
 		if err := dec.Decode(&e); err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
+		if f.opts.Nested && isResultBundle(e.Resource) {
+			var err error
+			if raw, err = f.filterNested(raw); err != nil {
+				return fmt.Errorf("entry %d: %w", i, err)
+			}
+			if written > 0 {
+				f.out.WriteByte(',')
+			}
+			if _, err := f.out.Write(raw); err != nil {
+				return err
+			}
+			written++
+			continue
+		}
 		if e.Resource != nil && !f.keep(e.Resource) || e.Resource == nil && f.opts.DropResourceless {
 			f.removed++
 			continue
@@ -221,6 +241,54 @@ func (f *searchsetFilter) copyEntries() error {
 		return fmt.Errorf("unterminated entry array: %v", err)
 	}
 	return f.out.WriteByte(']')
+}
+
+// isResultBundle reports whether res is a Bundle answering a search or a
+// history (searchset, history): a container of results, not a resource
+// someone stored.
+func isResultBundle(res map[string]any) bool {
+	if res["resourceType"] != "Bundle" {
+		return false
+	}
+	t, _ := res["type"].(string)
+	return t == "searchset" || t == "history"
+}
+
+// filterNested returns the entry raw with the entries of its resource (a
+// result Bundle) that keep refuses removed; raw itself when none is.
+func (f *searchsetFilter) filterNested(raw json.RawMessage) (json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var entry map[string]any
+	if err := dec.Decode(&entry); err != nil {
+		return nil, err
+	}
+	res, _ := entry["resource"].(map[string]any)
+	inner, _ := res["entry"].([]any)
+	kept := make([]any, 0, len(inner))
+	for _, ie := range inner {
+		m, _ := ie.(map[string]any)
+		r, _ := m["resource"].(map[string]any)
+		if r != nil && !f.keep(r) || r == nil && f.opts.DropResourceless {
+			f.removed++
+			continue
+		}
+		kept = append(kept, ie)
+	}
+	if len(kept) == len(inner) {
+		return raw, nil
+	}
+	res["entry"] = kept
+	if f.opts.DropTotal {
+		delete(res, "total")
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(entry); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // skipValue reads past the next value.

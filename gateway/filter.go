@@ -59,7 +59,7 @@ func (f *filteringWriter) WriteHeader(status int) {
 		removed, err := fhir.FilterBundle(pr, f.w, f.keep, f.opts)
 		pr.CloseWithError(err) // unblocks the writer if the filter stopped early
 		if removed > 0 {
-			f.log.Warn("security: removed resources of another person from an upstream response",
+			f.log.Warn("security: removed resources of another person, or outside the token's scopes, from an upstream response",
 				zap.String("record", f.record), zap.Int("removed", removed))
 		}
 		f.done <- err

@@ -104,6 +104,36 @@ func (g *Gateway) quickKeeper(rec *tenancy.Record, publicBase string) func([]byt
 	}
 }
 
+// combinedQuick is the fast path of the response filter: the ownership
+// quick keeper when ownership is filtered, then the scope filter's on the
+// entry's type. Only what both decide to keep is kept without decoding.
+func (g *Gateway) combinedQuick(rec *tenancy.Record, publicBase string, ownership bool, scope func(typ string) (bool, bool)) func([]byte) (bool, bool) {
+	own := g.quickKeeper(rec, publicBase)
+	o := owner(rec, publicBase)
+	return func(entry []byte) (bool, bool) {
+		keep, decided := true, true
+		if ownership {
+			if keep, decided = own(entry); decided && !keep {
+				return false, true
+			}
+		}
+		if scope != nil {
+			typ, _, _ := o.QuickBelongs(entry, g.cfg.Ownership)
+			if typ == "" || typ == "Bundle" {
+				return false, false
+			}
+			sk, sd := scope(typ)
+			if sd && !sk {
+				return false, true
+			}
+			if !sd {
+				return false, false
+			}
+		}
+		return keep, decided
+	}
+}
+
 // checkEntryTargets runs checkTargetsBelong for every entry of a batch or
 // transaction that updates or deletes.
 func (g *Gateway) checkEntryTargets(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {

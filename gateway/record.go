@@ -165,7 +165,7 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	if needsMatch {
 		return g.proxyRestrictedRead(w, r, up, rec, rest, publicBase, grants, in)
 	}
-	g.proxy(w, r, up, rec, rest, publicBase, in)
+	g.proxy(w, r, up, rec, rest, publicBase, in, grants)
 	return nil
 }
 
@@ -264,7 +264,7 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string) (*
 
 // proxy sends r to the upstream in rec's partition and streams the
 // response back, rewritten to publicBase.
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string, in interaction) {
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string, in interaction, grants auth.Grants) {
 	out, route, err := g.outbound(r, rec, rest)
 	if err != nil {
 		fhir.WriteError(w, err)
@@ -273,19 +273,28 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	tw := &trackingWriter{ResponseWriter: w}
 	var sink http.ResponseWriter = tw
 	var filter *filteringWriter
-	if !g.cfg.TrustUpstreamIsolation || !g.cfg.DisableResponseFilter {
+	ownership := !g.cfg.TrustUpstreamIsolation || !g.cfg.DisableResponseFilter
+	scopeKeep, scopeFast := scopeKeeper(grants), scopeQuick(grants)
+	if ownership || scopeKeep != nil {
 		// The filter judges absolute references against the record's own
 		// base, so it runs after the rewriter.
+		var ownKeep func(map[string]any) bool
+		if ownership {
+			ownKeep = g.keeper(rec, publicBase)
+		}
 		filter = &filteringWriter{
 			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes,
-			keep:   g.keeper(rec, publicBase),
+			keep:   both(ownKeep, scopeKeep),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead,
 			opts: fhir.FilterOptions{
 				// HAPI serves a paged search (_getpages) to any partition
 				// that names its id: its total may count another record's.
 				DropTotal:        !g.cfg.TrustUpstreamIsolation || in.query.Has("_getpages"),
 				DropResourceless: !g.cfg.TrustUpstreamIsolation && (in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
-				Quick:            g.quickKeeper(rec, publicBase),
+				Quick:            g.combinedQuick(rec, publicBase, ownership, scopeFast),
+				// A batch or transaction answer carries search results as
+				// nested Bundles: their entries are judged one by one too.
+				Nested: true,
 			},
 		}
 		sink = filter
