@@ -104,9 +104,16 @@ func parseRequestTarget(raw string) (requestTarget, error) {
 // resource types, or resources pointing back (_has), so that their result
 // cannot be bounded to this record by looking at the query alone.
 var refusedSearchParams = map[string]bool{
-	"_include": true, "_revinclude": true, "_contained": true, "_containedType": true,
+	"_contained": true, "_containedType": true,
 	"_type": true, "_query": true, "_filter": true,
 }
+
+// includeParams add other resources to a search's answer. One rule for
+// plain searches and searches inside a batch or transaction: allowed, and
+// what they add passes the response filter (ownership and scopes, entry by
+// entry, nested Bundles included). A condition (conditional create, update
+// or delete) has no answer to add to: there they are refused.
+var includeParams = map[string]bool{"_include": true, "_revinclude": true}
 
 // checkQuery returns why the query of t is refused, or nil. A conditional
 // query (conditional update, delete or create) must also use only search
@@ -125,7 +132,7 @@ func (o Owner) checkQuery(t requestTarget, conditional bool) error {
 		switch {
 		case strings.HasPrefix(code, "_has") || strings.Contains(name, "."):
 			return fmt.Errorf("parameter %q: chained and reverse-chained parameters are not allowed here", name)
-		case refusedSearchParams[code]:
+		case refusedSearchParams[code], conditional && includeParams[code]:
 			return fmt.Errorf("parameter %q is not allowed here", name)
 		}
 		param, known := searchparam.Lookup(t.typ, code)

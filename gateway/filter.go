@@ -23,9 +23,15 @@ type filteringWriter struct {
 	keep   func(map[string]any) bool
 	log    *zap.Logger
 	record string
-	single bool  // the response is one resource, not a Bundle
-	limit  int64 // how much of a single resource may be held
-	opts   fhir.FilterOptions
+	single bool // the response is one resource, not a Bundle
+	// write: the single resource answers a write (create, update, patch):
+	// a 201 is judged too, an empty body (return=minimal) passes, and
+	// hide, when set, decides whether the body is shown (the token's
+	// scopes) while the status and Location stay.
+	write bool
+	hide  func(map[string]any) bool
+	limit int64 // how much of a single resource may be held
+	opts  fhir.FilterOptions
 
 	started bool
 	pass    bool // not a 200 JSON body: untouched
@@ -43,7 +49,8 @@ func (f *filteringWriter) WriteHeader(status int) {
 	}
 	f.started, f.status = true, status
 	ct := strings.ToLower(f.w.Header().Get("Content-Type"))
-	if status != http.StatusOK || !strings.Contains(ct, "json") || f.w.Header().Get("Content-Encoding") != "" {
+	judged := status == http.StatusOK || f.write && status == http.StatusCreated
+	if !judged || !strings.Contains(ct, "json") || f.w.Header().Get("Content-Encoding") != "" {
 		f.pass = true
 		f.w.WriteHeader(status)
 		return
@@ -113,11 +120,24 @@ func (f *filteringWriter) Close() error {
 			return err
 		}
 	}
+	if f.write && len(bytes.TrimSpace(f.held.Bytes())) == 0 {
+		f.w.WriteHeader(f.status) // return=minimal: nothing to judge
+		return nil
+	}
 	res, err := fhir.DecodeResource(f.held.Bytes())
 	if err != nil || !f.keep(res) {
 		f.log.Warn("security: refused a resource of another person (or unreadable) from the upstream",
 			zap.String("record", f.record), zap.Error(err))
+		// Where it is would tell as much as what it is.
+		for _, h := range []string{"Location", "Content-Location", "ETag", "Last-Modified"} {
+			f.w.Header().Del(h)
+		}
 		fhir.WriteError(f.w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no such resource in this record"))
+		return nil
+	}
+	if f.hide != nil && !f.hide(res) {
+		f.w.Header().Set("Content-Length", "0")
+		f.w.WriteHeader(f.status)
 		return nil
 	}
 	f.w.WriteHeader(f.status)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,6 +17,10 @@ import (
 // Defense in depth against an upstream that ignores partitions (on unless
 // Config.TrustUpstreamIsolation): the gateway cannot rely on the upstream to
 // keep records apart, so it
+//   - resolves a conditional create's criteria (If-None-Exist, ifNoneExist)
+//     itself with a filtered search and hands the upstream a condition that
+//     can only match the record's own resource (confineIfNoneExist);
+//   - filters the answers to writes (their body, Location) like reads;
 //   - stamps every resource it writes with the record's id (a meta.tag of
 //     RecordTagSystem), because a Practitioner or an Organization says
 //     nothing about whose record it is;
@@ -291,5 +296,79 @@ func (g *Gateway) serveCount(w http.ResponseWriter, r *http.Request, up Upstream
 		"resourceType": "Bundle", "type": "searchset", "total": n,
 		"link": []any{map[string]any{"relation": "self", "url": self}},
 	})
+	return nil
+}
+
+// confineIfNoneExist resolves a conditional create's criteria (If-None-Exist,
+// or a Bundle entry's ifNoneExist) for an upstream that does not keep
+// partitions apart, where the upstream would match, and answer with, other
+// people's resources. The gateway runs the search itself, keeps the
+// record's own matches (the response filter's rule) and returns the
+// condition the upstream gets instead: "" (no match in the record: a plain
+// create), "_id=<the match>" (one match: the upstream answers with it), or
+// a 412 (several matches, as FHIR says).
+func (g *Gateway) confineIfNoneExist(r *http.Request, up Upstream, rec *tenancy.Record, typ, criteria, publicBase string) (string, error) {
+	query, err := url.ParseQuery(strings.TrimPrefix(criteria, "?"))
+	if err != nil {
+		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "malformed If-None-Exist criteria: %v", err)
+	}
+	matches, err := g.searchAll(r, up, rec, typ, query, maxCountPages)
+	if err != nil {
+		return "", err
+	}
+	keep := g.keeper(rec, publicBase)
+	var own []string
+	foreign := 0
+	for _, m := range matches {
+		if !keep(m) {
+			foreign++
+			continue
+		}
+		if id, _ := m["id"].(string); id != "" {
+			own = append(own, id)
+		}
+	}
+	if foreign > 0 {
+		g.log.Warn("security: a conditional create's criteria match resources of other records; confined to this one",
+			zap.String("record", rec.ID), zap.String("type", typ), zap.Int("foreign", foreign))
+	}
+	switch len(own) {
+	case 0:
+		return "", nil
+	case 1:
+		return "_id=" + url.QueryEscape(own[0]), nil
+	}
+	return "", fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeDuplicate,
+		"the If-None-Exist criteria match %d %s resources of this record; they must match at most one", len(own), typ)
+}
+
+// confineBundleIfNoneExist applies confineIfNoneExist to every entry of a
+// batch or transaction that creates with ifNoneExist.
+func (g *Gateway) confineBundleIfNoneExist(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {
+	entries, _ := bundle["entry"].([]any)
+	for i, e := range entries {
+		entry, _ := e.(map[string]any)
+		req, _ := entry["request"].(map[string]any)
+		criteria, _ := req["ifNoneExist"].(string)
+		if criteria == "" {
+			continue
+		}
+		path, _, _ := strings.Cut(fmt.Sprint(req["url"]), "?")
+		path = strings.TrimRight(path, "/")
+		typ := path[strings.LastIndexByte(path, '/')+1:]
+		confined, err := g.confineIfNoneExist(r, up, rec, typ, criteria, publicBase)
+		if err != nil {
+			fe := fhir.AsError(err)
+			for j := range fe.Issues {
+				fe.Issues[j].Expression = append(fe.Issues[j].Expression, fmt.Sprintf("Bundle.entry[%d].request.ifNoneExist", i))
+			}
+			return fe
+		}
+		if confined == "" {
+			delete(req, "ifNoneExist")
+		} else {
+			req["ifNoneExist"] = confined
+		}
+	}
 	return nil
 }

@@ -145,6 +145,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			if err := g.checkEntryTargets(r, up, rec, bundleDoc, publicBase); err != nil {
 				return err
 			}
+			if err := g.confineBundleIfNoneExist(r, up, rec, bundleDoc, publicBase); err != nil {
+				return err
+			}
 			stampBundle(bundleDoc, rec.ID)
 		}
 		if err := setJSONBody(r, bundleDoc); err != nil {
@@ -157,6 +160,16 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 		if guarded {
 			if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
 				return err
+			}
+			if criteria := r.Header.Get("If-None-Exist"); in.kind == auth.InteractionCreate && criteria != "" {
+				confined, err := g.confineIfNoneExist(r, up, rec, in.typ, criteria, publicBase)
+				if err != nil {
+					return err
+				}
+				r.Header.Del("If-None-Exist")
+				if confined != "" {
+					r.Header.Set("If-None-Exist", confined)
+				}
 			}
 		}
 	case guarded && in.kind == auth.InteractionSearch && isCountOnly(in.query):
@@ -282,10 +295,19 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		if ownership {
 			ownKeep = g.keeper(rec, publicBase)
 		}
+		// The answer to a write (create, update, patch) is judged like a
+		// read: an upstream that matched an If-None-Exist, or a conditional
+		// update, elsewhere must not show it. The token's scopes decide
+		// only whether its body is shown.
+		write := in.isWrite() && !in.bundle && in.kind != auth.InteractionDelete
+		keep := both(ownKeep, scopeKeep)
+		if write {
+			keep = both(ownKeep, func(map[string]any) bool { return true })
+		}
 		filter = &filteringWriter{
 			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes,
-			keep:   both(ownKeep, scopeKeep),
-			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead,
+			keep: keep, write: write, hide: scopeKeep,
+			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead || write,
 			opts: fhir.FilterOptions{
 				// HAPI serves a paged search (_getpages) to any partition
 				// that names its id: its total may count another record's.

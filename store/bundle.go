@@ -238,17 +238,12 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.base + "/" + typ + queryString(params)}}
 	if !plan.summaryCount {
+		page := make([]string, 0, min(count, total))
 		for _, id := range hits[:min(count, total)] {
-			rec, err := p.current(typ, id)
-			if err != nil {
-				return nil, err
-			}
-			body, _, err := project(rec.Body, plan)
-			if err != nil {
-				q.unreadable.add(typ+"/"+id, err)
-				continue
-			}
-			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
+			page = append(page, typ+"/"+id)
+		}
+		if err := q.fillPageIn(p, b, page, plan); err != nil {
+			return nil, err
 		}
 	}
 	q.appendUnknownOutcome(b, plan)

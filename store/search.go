@@ -183,59 +183,63 @@ func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error 
 	if plan == nil {
 		plan = &searchPlan{}
 	}
-	err := q.h.db.view(q.part, func(p *ptx) error {
-		var resources []map[string]any
-		seen := map[string]bool{}
-		for _, ref := range page {
-			typ, id, _ := strings.Cut(ref, "/")
-			rec, err := p.current(typ, id)
-			if err != nil {
-				return err
-			}
-			if rec == nil || rec.Deleted {
-				// Deleted since the search ran: the page keeps its place
-				// in the snapshot but cannot show what no longer exists.
-				continue
-			}
-			body, res, err := project(rec.Body, plan)
-			if err != nil {
-				q.unreadable.add(ref, err)
-				continue
-			}
-			seen[typ+"/"+id] = true
-			resources = append(resources, res)
-			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
-		}
-		if plan.include == nil || len(resources) == 0 {
-			return nil
-		}
-		included, err := plan.include(resources, partitionSource{p, &q.unreadable})
-		if err != nil {
-			return err
-		}
-		for _, inc := range included {
-			rt, _ := inc["resourceType"].(string)
-			id, _ := inc["id"].(string)
-			if seen[rt+"/"+id] {
-				continue
-			}
-			seen[rt+"/"+id] = true
-			rec, err := p.current(rt, id)
-			if err != nil {
-				return err
-			}
-			if rec == nil || rec.Deleted {
-				continue
-			}
-			b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(rt, id), Resource: rec.Body, Search: &outSearch{Mode: "include"}})
-		}
-		return nil
-	})
-	if err != nil {
+	if err := q.h.db.view(q.part, func(p *ptx) error { return q.fillPageIn(p, b, page, plan) }); err != nil {
 		return err
 	}
 	q.appendUnknownOutcome(b, plan)
 	q.appendUnreadableOutcome(b)
+	return nil
+}
+
+// fillPageIn adds the match entries of page and their includes to b,
+// reading in p: a page of a search, or a search inside a Bundle's
+// transaction (the same rule for _include and _revinclude in both).
+func (q *request) fillPageIn(p *ptx, b *outBundle, page []string, plan *searchPlan) error {
+	var resources []map[string]any
+	seen := map[string]bool{}
+	for _, ref := range page {
+		typ, id, _ := strings.Cut(ref, "/")
+		rec, err := p.current(typ, id)
+		if err != nil {
+			return err
+		}
+		if rec == nil || rec.Deleted {
+			// Deleted since the search ran: the page keeps its place
+			// in the snapshot but cannot show what no longer exists.
+			continue
+		}
+		body, res, err := project(rec.Body, plan)
+		if err != nil {
+			q.unreadable.add(ref, err)
+			continue
+		}
+		seen[typ+"/"+id] = true
+		resources = append(resources, res)
+		b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
+	}
+	if plan.include == nil || len(resources) == 0 {
+		return nil
+	}
+	included, err := plan.include(resources, partitionSource{p, &q.unreadable})
+	if err != nil {
+		return err
+	}
+	for _, inc := range included {
+		rt, _ := inc["resourceType"].(string)
+		id, _ := inc["id"].(string)
+		if seen[rt+"/"+id] {
+			continue
+		}
+		seen[rt+"/"+id] = true
+		rec, err := p.current(rt, id)
+		if err != nil {
+			return err
+		}
+		if rec == nil || rec.Deleted {
+			continue
+		}
+		b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(rt, id), Resource: rec.Body, Search: &outSearch{Mode: "include"}})
+	}
 	return nil
 }
 

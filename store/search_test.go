@@ -296,6 +296,17 @@ func TestSearchControls(t *testing.T) {
 	if modes["match/Observation"] != 3 || modes["include/Patient"] != 1 || b["total"].(float64) != 3 {
 		t.Fatalf("_include: %v", modes)
 	}
+	// The same rule inside a batch: the entry's searchset has the include.
+	bb := s.must(http.StatusOK, "POST", "/fhir", "DEFAULT", map[string]any{"resourceType": "Bundle", "type": "batch",
+		"entry": []any{map[string]any{"request": map[string]any{"method": "GET", "url": "Observation?_include=Observation:patient"}}}}).JSON(t)
+	inner := bb["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	modes = map[string]int{}
+	for _, e := range inner["entry"].([]any) {
+		modes[str(e, "search", "mode")+"/"+str(e, "resource", "resourceType")]++
+	}
+	if modes["match/Observation"] != 3 || modes["include/Patient"] != 1 {
+		t.Fatalf("_include in a batch: %v", modes)
+	}
 	b = s.must(http.StatusOK, "GET", "/fhir/Patient?_id="+pid+"&_revinclude=Observation:patient", "DEFAULT", nil).JSON(t)
 	modes = map[string]int{}
 	for _, e := range b["entry"].([]any) {
