@@ -92,7 +92,7 @@ go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1 >"$
 go test ./bench/store/ -run '^$' -bench . -benchtime 1x
 go run ./bench/tls -pfr "$bin/pfr" -n 2 >"$bin/bench-tls.txt" 2>&1 ||
 	{ tail -30 "$bin/bench-tls.txt"; exit 1; }
-for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter'; do
+for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'gateway FuzzWritePath'; do
 	set -- $target
 	go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
 done

@@ -14,8 +14,9 @@ cd "$work"
 export XDG_DATA_HOME="$work/xdg-data" XDG_CONFIG_HOME="$work/xdg-config"
 "$pfr" run --config Caddyfile.example >"$work/pfr.log" 2>&1 &
 pid=$!
+# Caddyfile.example turns the admin API off: wait for the site itself.
 for _ in $(seq 1 50); do
-	curl -s -o /dev/null http://localhost:2019/config/ && break
+	curl -s -o /dev/null http://127.0.0.1:8080/ && break
 	sleep 0.2
 done
 
