@@ -123,6 +123,15 @@ type parameter struct {
 func CheckProvisionResponse(status int, body []byte) error {
 	switch {
 	case status >= 200 && status < 300:
+		// A 2xx must say what it created: a web server that is not the
+		// FHIR server (an unmatched Caddy site answers an empty 200) must
+		// not pass for one.
+		var answer struct {
+			ResourceType string `json:"resourceType"`
+		}
+		if json.Unmarshal(body, &answer) != nil || answer.ResourceType == "" {
+			return fmt.Errorf("backend: partition creation answered %d without a FHIR resource: %s", status, excerpt(body))
+		}
 		return nil
 	case status == http.StatusConflict,
 		status >= 400 && status < 500 && containsAny(body, existsMarkers):

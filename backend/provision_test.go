@@ -227,8 +227,11 @@ func TestCheckResponses(t *testing.T) {
 		create  error // nil, ErrPartitionExists, or errAny
 		deleted bool
 	}{
-		{200, `{}`, nil, true},
-		{201, ``, nil, true},
+		{200, `{"resourceType":"Parameters","parameter":[]}`, nil, true},
+		{201, `{"resourceType":"OperationOutcome"}`, nil, true},
+		{200, ``, errAny, true}, // an empty 200: not a FHIR server's answer
+		{200, `{}`, errAny, true},
+		{201, `<html></html>`, errAny, true},
 		{409, `conflict`, ErrPartitionExists, false},
 		{400, `{"diagnostics":"HAPI-1309: Partition name \"p\" is already defined"}`, ErrPartitionExists, false},
 		{400, `{"diagnostics":"HAPI-2366: Partition ID already exists"}`, ErrPartitionExists, false},

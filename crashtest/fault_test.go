@@ -43,7 +43,7 @@ func TestFaultUpstreamAnswers(t *testing.T) {
 		createStatus int
 		createSays   string
 	}{
-		{modeMisrouted, http.StatusBadGateway, "HTTP 200 with an empty body", http.StatusBadGateway, "did not say where it created the Patient"},
+		{modeMisrouted, http.StatusBadGateway, "HTTP 200 with an empty body", http.StatusBadGateway, "creating the partition upstream failed"},
 		{modeLogin, http.StatusBadGateway, "HTTP 302", http.StatusBadGateway, "creating the partition upstream failed"},
 		{modeUnavailable, http.StatusServiceUnavailable, "HTTP 503", http.StatusBadGateway, "creating the partition upstream failed"},
 		{modeTruncated, http.StatusBadGateway, "cut short", http.StatusBadGateway, "creating the partition upstream failed"},
