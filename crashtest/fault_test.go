@@ -14,11 +14,29 @@ import (
 // saying what the upstream answered, and afterwards nothing the gateway
 // refused is in the record. The management API and the inbox keep
 // answering from the gateway's own state.
+//
+// It runs twice: with the upstream untrusted (the default for
+// reverse_proxy: the gateway reads what an update or delete targets first,
+// and filters answers) and trusted with the response filter off (every
+// write goes straight to the upstream and only the answer check stands
+// between it and the client).
 func TestFaultUpstreamAnswers(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		t.Run(map[bool]string{false: "untrusted", true: "trusted"}[trusted], func(t *testing.T) {
+			options := shortTimeouts
+			if trusted {
+				options += "\n\t\ttrust_upstream_isolation true\n\t\tresponse_filter off"
+			}
+			faultUpstreamAnswers(t, options)
+		})
+	}
+}
+
+func faultUpstreamAnswers(t *testing.T, options string) {
 	store := startStore(t, storeCaddyfile(t))
 	misrouted := startStore(t, hostBoundStoreCaddyfile)
 	proxy := newTamperProxy(t, store.addr(), misrouted.addr())
-	g := newGatewayWith(t, gatewayOptions{config: proxiedGateway, args: []any{proxy.port(), shortTimeouts}})
+	g := newGatewayWith(t, gatewayOptions{config: proxiedGateway, args: []any{proxy.port(), options}})
 	alice := g.token("alice")
 	patientID := g.createRecord(alice, "faulty", faultPatient())
 
@@ -57,6 +75,7 @@ func TestFaultUpstreamAnswers(t *testing.T) {
 			{name: "owner update", method: "PUT", url: g.recordURL("faulty", "/Observation/"+obsID), token: alice, body: update},
 			{name: "owner transaction", method: "POST", url: g.recordURL("faulty", ""), token: alice, body: faultTransaction(patientID, m+"-tx-1", m+"-tx-2")},
 			{name: "owner read", method: "GET", url: g.recordURL("faulty", "/Observation/"+obsID), token: alice},
+			{name: "owner delete", method: "DELETE", url: g.recordURL("faulty", "/Observation/"+obsID), token: alice},
 			{name: "metadata", method: "GET", url: g.recordURL("faulty", "/metadata")},
 			{name: "pick-up", method: "POST", url: g.apex(pickupPath("faulty", receipt)), token: alice, body: map[string]any{}},
 		} {

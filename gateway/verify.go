@@ -130,6 +130,10 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 		if res.status != http.StatusOK && res.status != http.StatusAccepted && res.status != http.StatusNoContent {
 			return notConfirmed(" instead of 200, 202 or 204")
 		}
+		// FHIR: 200 when the answer has a payload, 204 when it has none.
+		if res.status == http.StatusOK && !decoded && r.Method != http.MethodHead {
+			return notConfirmed(" instead of an OperationOutcome (or 204 without a body)")
+		}
 	case in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead:
 		if res.status != http.StatusOK {
 			return notConfirmed(" instead of 200")

@@ -63,6 +63,8 @@ func TestVerifyAnswer(t *testing.T) {
 		{"delete 204", del, "DELETE", nil, answer(204, nil, ""), 0, ""},
 		{"delete 200 OperationOutcome", del, "DELETE", nil, answer(200, nil, oo), 0, ""},
 		{"delete 200 HTML", del, "DELETE", nil, answer(200, nil, "<html></html>"), 502, "body of 13 bytes"},
+		{"delete empty 200", del, "DELETE", nil, answer(200, nil, ""), 502, "HTTP 200 with an empty body"},
+		{"delete 202", del, "DELETE", nil, answer(202, nil, ""), 0, ""},
 		{"read 200", read, "GET", nil, answer(200, nil, obs), 0, ""},
 		{"read HEAD 200", read, "HEAD", nil, answer(200, nil, ""), 0, ""},
 		{"read 304", read, "GET", nil, answer(304, nil, ""), 0, ""},
