@@ -1,7 +1,9 @@
 package crashtest
 
 import (
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +45,7 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 				if err := s.proc.Signal(syscall.SIGSTOP); err != nil {
 					t.Fatal(err)
 				}
+				waitStopped(t, s.proc.Pid())
 			}
 		}, func() {
 			for _, s := range []*storeProcess{store, storeD} {
@@ -134,4 +137,21 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 	if n := g.stored(alice, "hung", "hung-dropoff-obs"); n != 1 {
 		t.Errorf("the picked-up Observation is there %d times, want once", n)
 	}
+}
+
+// waitStopped waits until the process is in the stopped state: kill(2)
+// returns before a busy process on another core has stopped.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// pid (comm) state …: the state follows the last ')'.
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && (stat[i+2] == 'T' || stat[i+2] == 't') {
+			return
+		}
+	}
+	t.Fatalf("process %d did not stop", pid)
 }

@@ -106,6 +106,9 @@ func (p *Process) Signal(sig os.Signal) error {
 	return nil
 }
 
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // WaitReady polls url until it answers with status want (any status when
 // want is 0), and fails when the process exits, ctx ends or timeout
 // passes first. Every name in url is dialled on 127.0.0.1.
