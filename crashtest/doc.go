@@ -18,7 +18,8 @@
 // process (testdata/Caddyfile.store) and break the upstream: a
 // misconfigured site's empty 200, a 302 or 503 page, an answer cut short,
 // the process frozen (SIGSTOP) or killed (SIGKILL); and the data directory
-// on a full tmpfs (mounted by the test, which needs root). Clients get an
+// on a full tmpfs (mounted by the test, which needs root); Caddy's passive
+// health checks as a circuit breaker. Clients get an
 // OperationOutcome with the right status quickly, and nothing is reported
 // as stored that is not. TestReloadUnderLoad counts what config reloads do
 // to HTTP/1.1 and HTTP/2 clients.
