@@ -102,10 +102,16 @@ func (h *handler) compartment(p *ptx, patients []string, skip *unreadable) ([]st
 		}
 	}
 
-	// What the compartment references: practitioners, organizations,
-	// locations, medications… one level deep.
+	// What the compartment references, and what those reference, to any
+	// depth within the partition (as HAPI does): a Practitioner reached
+	// only through a PractitionerRole, an Organization only through
+	// partOf. Patients reached this way are not followed: another
+	// person's record is not this one's $everything.
 	var referenced []string
-	for _, ref := range members {
+	queue := slices.Clone(members)
+	for len(queue) > 0 {
+		ref := queue[0]
+		queue = queue[1:]
 		typ, id, _ := strings.Cut(ref, "/")
 		rec, err := p.current(typ, id)
 		if err != nil {
@@ -121,10 +127,11 @@ func (h *handler) compartment(p *ptx, patients []string, skip *unreadable) ([]st
 		}
 		_ = rewriteReferences(res, func(target string) (string, error) {
 			t, tid, ok := strings.Cut(target, "/")
-			if ok && isResourceType(t) && validID(tid) && !seen[target] {
+			if ok && isResourceType(t) && t != "Patient" && validID(tid) && !seen[target] {
 				if cur, err := p.current(t, tid); err == nil && cur != nil && !cur.Deleted {
 					seen[target] = true
 					referenced = append(referenced, target)
+					queue = append(queue, target)
 				}
 			}
 			return target, nil

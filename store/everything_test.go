@@ -113,3 +113,46 @@ func TestSearchAndEverythingNeverCrossPartitions(t *testing.T) {
 		t.Fatalf("default partition sees %v Observations", b["total"])
 	}
 }
+
+// TestEverythingFollowsReferencesToAnyDepth: what the compartment
+// references is followed to any depth, as HAPI does: a Practitioner
+// reached only through a PractitionerRole, an Organization only through
+// partOf. Another Patient reached on the way is not.
+func TestEverythingFollowsReferencesToAnyDepth(t *testing.T) {
+	s := newTestServer(t)
+	s.createPartition(1)
+	create := func(res map[string]any) string {
+		return str(res, "resourceType") + "/" + str(s.must(http.StatusCreated, "POST", "/fhir/"+str(res, "resourceType"), "1", res).JSON(t), "id")
+	}
+	ref := func(r string) map[string]any { return map[string]any{"reference": r} }
+	me := create(patient("Me"))
+	other := create(patient("Other"))
+	parent := create(map[string]any{"resourceType": "Organization", "name": "Health system"})
+	hospital := create(map[string]any{"resourceType": "Organization", "name": "Hospital", "partOf": ref(parent)})
+	doctor := create(map[string]any{"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Doc"}}})
+	role := create(map[string]any{"resourceType": "PractitionerRole", "practitioner": ref(doctor), "organization": ref(hospital)})
+	unrelated := create(map[string]any{"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Nobody"}}})
+	enc := create(map[string]any{"resourceType": "Encounter", "status": "finished", "subject": ref(me),
+		"participant": []any{map[string]any{"individual": ref(role)}}})
+	obs := create(map[string]any{"resourceType": "Observation", "status": "final", "subject": ref(me), "encounter": ref(enc),
+		"performer": []any{ref(other)}})
+
+	got, total := pageAll(t, s, "/fhir/"+me+"/$everything", "1", 5, nil)
+	seen := map[string]bool{}
+	for _, r := range got {
+		seen[str(r, "resourceType")+"/"+str(r, "id")] = true
+	}
+	for _, want := range []string{me, enc, obs, role, doctor, hospital, parent} {
+		if !seen[want] {
+			t.Errorf("$everything misses %s", want)
+		}
+	}
+	for _, not := range []string{other, unrelated} {
+		if seen[not] {
+			t.Errorf("$everything returns %s", not)
+		}
+	}
+	if total != 7 {
+		t.Errorf("total %v, want 7", total)
+	}
+}
