@@ -61,7 +61,7 @@ func BenchmarkPrepareSynthea(b *testing.B) {
 	defer p.Abort()
 	b.SetBytes(int64(len(in)))
 	for b.Loop() {
-		if _, err := p.Prepare(nil, "x", true); err != nil {
+		if _, err := p.Prepare(nil, "x", PrepareOptions{Force: true}); err != nil {
 			b.Fatal(err)
 		}
 	}

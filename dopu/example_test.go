@@ -50,7 +50,7 @@ func Example() {
 	defer p.Abort()
 	recordPatient := map[string]any{"resourceType": "Patient", "id": "eve",
 		"name": []any{map[string]any{"family": "Everywoman", "given": []any{"Eve"}}}, "birthDate": "1955-01-06", "gender": "female"}
-	imp, err := p.Prepare(recordPatient, "eve", false)
+	imp, err := p.Prepare(recordPatient, "eve", dopu.PrepareOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}

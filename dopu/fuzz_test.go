@@ -26,7 +26,7 @@ func FuzzIntakeAndPrepare(f *testing.F) {
 		}
 		_ = ScoreMatch(facts.Subject, SummarizePatient(record))
 		p := &Pickup{body: data, dropOff: DropOff{Summary: Summary{ID: "fuzz"}}}
-		imp, err := p.Prepare(record, "me", true)
+		imp, err := p.Prepare(record, "me", PrepareOptions{Force: true})
 		if err != nil {
 			// Only decoding differences between intake and pick-up may
 			// fail here, never a panic; record them.

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"testing"
 
@@ -47,6 +49,25 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 			t.Fatalf("%s %s: %d %s", method, path, w.Code, w.Body)
 		}
 		return w.Code, out
+	}
+	// The record's search, as the gateway gives it: the record's
+	// partition of the store, every page.
+	search := func(typ string, params url.Values) ([]map[string]any, error) {
+		params = maps.Clone(params)
+		params.Set("_count", "1000")
+		code, out := call(http.MethodGet, "/fhir/"+typ+"?"+params.Encode(), nil)
+		if code != http.StatusOK {
+			return nil, fmt.Errorf("search %s?%s: %d %v", typ, params.Encode(), code, out)
+		}
+		var found []map[string]any
+		entries, _ := out["entry"].([]any)
+		for _, e := range entries {
+			found = append(found, e.(map[string]any)["resource"].(map[string]any))
+		}
+		if out["link"] != nil && len(entries) == 1000 {
+			return nil, fmt.Errorf("more than one page")
+		}
+		return found, nil
 	}
 	type testCase struct {
 		path         string
@@ -96,7 +117,7 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Abort()
-			imp, err := p.Prepare(created, id, false)
+			imp, err := p.Prepare(created, id, PrepareOptions{Search: search})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,6 +132,47 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 				if got := fmt.Sprint(out["total"]); got != fmt.Sprint(c.observations) {
 					t.Errorf("Observation?%s: total %s, want %d", query, got, c.observations)
 				}
+			}
+			// The same document again, other whitespace: a new drop-off,
+			// whose pick-up finds everything already in the record.
+			var again bytes.Buffer
+			if err := json.Indent(&again, readTestdata(t, c.path), "", "   "); err != nil {
+				t.Fatal(err)
+			}
+			r2 := f.mustDrop("rec1", again.Bytes(), "192.0.2.1")
+			list, err := f.svc.List(context.Background(), "rec1")
+			flagged := false
+			for _, d := range list {
+				flagged = flagged || (d.ID == r2.ID && d.LikelyDuplicateOf == r.ID)
+			}
+			if err != nil || len(list) != 2 || !flagged {
+				t.Errorf("inbox %+v %v: the re-sent document is not flagged as a likely duplicate of %s", list, err, r.ID)
+			}
+			p2, err := f.svc.BeginPickup(context.Background(), "rec1", r2.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p2.Abort()
+			imp2, err := p2.Prepare(created, id, PrepareOptions{Search: search})
+			if err != nil {
+				t.Fatal(err)
+			}
+			inRecord := 0
+			for _, sk := range imp2.Report.Skipped {
+				if sk.Reason == SkipInRecord && sk.Existing != "" {
+					inRecord++
+				}
+			}
+			// What the first pick-up found in the record (an Organization
+			// an earlier case imported) counts too.
+			want := imp.Entries
+			for _, sk := range imp.Report.Skipped {
+				if sk.Reason == SkipInRecord {
+					want++
+				}
+			}
+			if imp2.Entries != 0 || inRecord != want {
+				t.Errorf("second pick-up: %d entries, %d of %d skipped as already in the record: %+v", imp2.Entries, inRecord, want, imp2.Report.Skipped)
 			}
 		})
 	}

@@ -36,6 +36,23 @@ type Match struct {
 	Accepted bool `json:"accepted"`
 }
 
+// MatchAgainst scores the drop-off's subject against the record's Patient,
+// as the inbox shows it and the pick-up applies it.
+func (s Summary) MatchAgainst(record *PatientSummary) Match {
+	return matchSubject(s.Subject, record, s.AboutNoOne)
+}
+
+// matchSubject is ScoreMatch, except that a drop-off about no one (no
+// patient named, nothing of a Patient-compartment type) is accepted: it
+// holds nothing about a person to confuse.
+func matchSubject(sender, record *PatientSummary, aboutNoOne bool) Match {
+	if sender == nil && aboutNoOne {
+		return Match{Score: 1, Threshold: MatchThreshold, Accepted: true,
+			Reasons: []string{"the drop-off names no patient and holds nothing about a person"}}
+	}
+	return ScoreMatch(sender, record)
+}
+
 // ScoreMatch scores the drop-off's patient (sender) against the record's
 // (record). The score is the sum of:
 //

@@ -10,8 +10,11 @@ type Status string
 const (
 	StatusPending  Status = "pending"
 	StatusPickedUp Status = "picked-up"
-	StatusRejected Status = "rejected"
-	StatusExpired  Status = "expired"
+	// StatusPickedUpPartially: picked up, but some entries were left out
+	// (they were about another person); Reason says how many and why.
+	StatusPickedUpPartially Status = "picked-up-partially"
+	StatusRejected          Status = "rejected"
+	StatusExpired           Status = "expired"
 )
 
 // Sender is who dropped a Bundle off, as far as the gateway could tell.
@@ -54,9 +57,25 @@ type Summary struct {
 	// Alert is the state of the drop-off's webhook alert while it is in
 	// the outbox (computed when read, never stored); nil once delivered or
 	// when the record has no webhook.
-	Alert   *AlertState `json:"alert,omitempty"`
-	Reason  string      `json:"reason,omitempty"` // why it was rejected
-	Expires time.Time   `json:"expires"`
+	Alert *AlertState `json:"alert,omitempty"`
+	// Reason is why it was rejected (the person's words, private) or
+	// only partially picked up.
+	Reason string `json:"reason,omitempty"`
+	// SenderReason is the reason the sender sees with the status: what a
+	// partial pick-up left out, or what the person chose to tell the
+	// sender when rejecting.
+	SenderReason string `json:"senderReason,omitempty"`
+	// AboutNoOne: the Bundle names no patient and holds nothing of a
+	// type in the Patient compartment (an organization directory, say);
+	// it needs no patient match to be picked up.
+	AboutNoOne bool `json:"aboutNoOne,omitempty"`
+	// BundleIdentifier is Bundle.identifier as "system|value".
+	BundleIdentifier string `json:"bundleIdentifier,omitempty"`
+	// LikelyDuplicateOf is set by the inbox on a pending drop-off whose
+	// Bundle.identifier (or, when it has none, whose set of resource
+	// identifiers) is that of a drop-off already picked up: that one's id.
+	LikelyDuplicateOf string    `json:"likelyDuplicateOf,omitempty"`
+	Expires           time.Time `json:"expires"`
 	// Changed is when Status last changed (Received while pending).
 	Changed time.Time `json:"changed"`
 }
@@ -68,6 +87,9 @@ type DropOff struct {
 	// Digest is the hex SHA-256 of the record id and the body, for
 	// de-duplication.
 	Digest string `json:"digest"`
+	// IdentifiersDigest is the hex SHA-256 of the set of its entries'
+	// identifiers (see Summary.LikelyDuplicateOf), "" if none has one.
+	IdentifiersDigest string `json:"identifiersDigest,omitempty"`
 	// Lease and LeaseExpires belong to the pick-up holding it, if any.
 	Lease        string    `json:"lease,omitempty"`
 	LeaseExpires time.Time `json:"leaseExpires,omitzero"`

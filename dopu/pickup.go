@@ -27,6 +27,9 @@ type Pickup struct {
 	body    []byte
 	lease   string
 	done    bool
+	// status and reason are what Commit records: set by Prepare.
+	status Status
+	reason string
 }
 
 // BeginPickup leases a pending drop-off of the record for a pick-up.
@@ -97,10 +100,20 @@ func (s *Service) leaseHeld(d *DropOff, now time.Time) bool {
 // Summary returns the drop-off being picked up.
 func (p *Pickup) Summary() Summary { return p.dropOff.Summary }
 
+// Outcome is the status Commit will record and the reason the sender will
+// see: picked-up, or picked-up-partially when Prepare left entries out.
+func (p *Pickup) Outcome() (Status, string) {
+	if p.status == "" {
+		return StatusPickedUp, ""
+	}
+	return p.status, p.reason
+}
+
 // Bundle returns the drop-off's Bundle as it was received.
 func (p *Pickup) Bundle() []byte { return p.body }
 
-// Commit marks the drop-off picked up, deletes its Bundle and its alert.
+// Commit marks the drop-off picked up (picked-up-partially with its reason
+// when Prepare left entries out), deletes its Bundle and its alert.
 // ErrNotPending if it is no longer pending, ErrLeaseLost if the lease
 // expired and another pick-up took it.
 func (p *Pickup) Commit(ctx context.Context) error {
@@ -119,7 +132,11 @@ func (p *Pickup) Commit(ctx context.Context) error {
 		if d.Lease != p.lease {
 			return ErrLeaseLost
 		}
-		d.Status, d.Changed = StatusPickedUp, now
+		d.Status, d.Reason, d.Changed = StatusPickedUp, "", now
+		if p.status == StatusPickedUpPartially {
+			d.Status, d.Reason = p.status, truncate(p.reason, maxReason)
+			d.SenderReason = d.Reason
+		}
 		d.Lease, d.LeaseExpires = "", time.Time{}
 		if err := tx.Put(d); err != nil {
 			return err

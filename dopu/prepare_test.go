@@ -47,7 +47,7 @@ func prepare(t *testing.T, body []byte, pfrPatient map[string]any, force bool) (
 		t.Fatal(err)
 	}
 	defer p.Abort()
-	return p.Prepare(pfrPatient, pfrID, force)
+	return p.Prepare(pfrPatient, pfrID, PrepareOptions{Force: force})
 }
 
 type outBundle struct {
@@ -125,7 +125,7 @@ func checkImport(t *testing.T, in []byte, imp *Import) outBundle {
 	// Every reference to a Patient is the record's; every urn:uuid
 	// reference points to an entry of the transaction.
 	for i, e := range out.Entry {
-		rewriteReferences(e.Resource, func(ref string) string {
+		fhir.EachReference(e.Resource, func(_ map[string]any, ref string) {
 			switch {
 			case strings.HasPrefix(ref, "urn:uuid:"):
 				if !fullURLs[ref] {
@@ -136,7 +136,6 @@ func checkImport(t *testing.T, in []byte, imp *Import) outBundle {
 					t.Errorf("entry %d: reference %q to another Patient", i, ref)
 				}
 			}
-			return ref
 		})
 		refs, err := fhir.CompartmentReferencesResolving(e.Resource, func(ref string) (map[string]any, bool) {
 			for _, o := range out.Entry {
@@ -176,15 +175,15 @@ func TestPrepareIPSDocument(t *testing.T) {
 	if bytes.Contains(imp.Transaction, []byte("urn:uuid:2b90dd2b-2dab-4c75-9bb9-a355e07401e8")) {
 		t.Error("the transaction still references the sender's Patient")
 	}
-	// The document's own urn:uuid fullUrls are kept.
-	if !bytes.Contains(imp.Transaction, []byte(`"fullUrl":"urn:uuid:30551ce1-5a28-4356-b684-1e639094ad4d"`)) {
-		t.Error("the Composition lost its fullUrl")
+	// Every entry gets a fresh fullUrl: the sender's are not reused.
+	if bytes.Contains(imp.Transaction, []byte(`"fullUrl":"urn:uuid:30551ce1-5a28-4356-b684-1e639094ad4d"`)) {
+		t.Error("the Composition kept the sender's fullUrl")
 	}
 	if len(imp.SenderIdentifiers) != 1 || !strings.Contains(mustJSON(t, imp.SenderIdentifiers), "574687583") {
 		t.Errorf("sender identifiers %v", imp.SenderIdentifiers)
 	}
-	if len(imp.Unresolved) != 0 {
-		t.Errorf("unresolved %v", imp.Unresolved)
+	if len(imp.Report.Logical) != 0 {
+		t.Errorf("logical %+v", imp.Report.Logical)
 	}
 }
 
@@ -243,8 +242,8 @@ func TestPrepareAbsoluteFullURLs(t *testing.T) {
 	}
 	// Device/software and Organization/example are in Bundle.signature,
 	// which is not imported; every entry's references resolve.
-	if len(imp.Unresolved) != 0 {
-		t.Errorf("unresolved %v", imp.Unresolved)
+	if len(imp.Report.Logical) != 0 {
+		t.Errorf("logical %+v", imp.Report.Logical)
 	}
 	if len(out.Entry) != 7 {
 		t.Errorf("%d entries, want 7", len(out.Entry))
@@ -315,10 +314,20 @@ func TestPrepareRules(t *testing.T) {
 		if n := strings.Count(string(imp.Transaction), `"Patient/`+pfrID+`"`); n != 2 {
 			t.Errorf("%d references rewritten, want 2", n)
 		}
-		got := strings.Join(imp.Unresolved, "\n")
-		if !strings.Contains(got, "urn:ssn|999") || !strings.Contains(got, "Practitioner?name=x") ||
-			!strings.Contains(got, `"Practitioner/nowhere" is not in the Bundle`) || len(imp.Unresolved) != 3 {
-			t.Errorf("unresolved %v", imp.Unresolved)
+		// The Observation about urn:ssn|999 is another person's: left out.
+		if len(imp.Report.OtherPatients) != 1 || imp.Report.OtherPatients[0].Reference != "Patient?identifier=urn:ssn|999" ||
+			imp.Entries != 3 || len(imp.Report.Skipped) != 1 || imp.Report.Skipped[0].Reason != SkipAnotherPerson {
+			t.Errorf("report %+v, %d entries", imp.Report, imp.Entries)
+		}
+		// The conditional reference that matches nothing and the one to
+		// a resource not in the Bundle become logical.
+		got := mustJSON(t, imp.Report.Logical)
+		if len(imp.Report.Logical) != 2 || !strings.Contains(got, "Practitioner?name=x") || !strings.Contains(got, "Practitioner/nowhere") {
+			t.Errorf("logical %s", got)
+		}
+		if bytes.Contains(imp.Transaction, []byte(`"reference":"Practitioner`)) ||
+			!bytes.Contains(imp.Transaction, []byte(`{"display":"Practitioner?name=x","type":"Practitioner"}`)) {
+			t.Errorf("transaction %s", imp.Transaction)
 		}
 	})
 	t.Run("transaction requests", func(t *testing.T) {
@@ -333,8 +342,12 @@ func TestPrepareRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := checkImport(t, []byte(data), imp)
-		if out.Entry[1].Request.IfNoneExist != "identifier=x|1" || out.Entry[2].Request.IfNoneExist != "identifier=npi|7" || out.Entry[0].Request.IfNoneExist != "" {
-			t.Errorf("requests %+v %+v %+v", out.Entry[0].Request, out.Entry[1].Request, out.Entry[2].Request)
+		// ifNoneExist is answered inside the record (empty here): the
+		// upstream never evaluates it across records.
+		for i, e := range out.Entry {
+			if e.Request.IfNoneExist != "" {
+				t.Errorf("entry %d request %+v", i, e.Request)
+			}
 		}
 		// Observation/o1 and the conditional Practitioner resolve inside the Bundle.
 		if member := out.Entry[1].Resource["hasMember"].([]any)[0].(map[string]any)["reference"]; member != out.Entry[0].FullURL {
@@ -344,8 +357,8 @@ func TestPrepareRules(t *testing.T) {
 		if part != out.Entry[2].FullURL {
 			t.Errorf("participant %v, want %s", part, out.Entry[2].FullURL)
 		}
-		if len(imp.Unresolved) != 0 {
-			t.Errorf("unresolved %v", imp.Unresolved)
+		if len(imp.Report.Logical) != 0 {
+			t.Errorf("logical %+v", imp.Report.Logical)
 		}
 	})
 	t.Run("subject outside the Bundle", func(t *testing.T) {
@@ -398,7 +411,7 @@ func TestPrepareRules(t *testing.T) {
 		r := f.mustDrop("rec1", in, "")
 		p, _ := f.svc.BeginPickup(context.Background(), "rec1", r.ID)
 		defer p.Abort()
-		if _, err := p.Prepare(carol, "../x", true); err == nil {
+		if _, err := p.Prepare(carol, "../x", PrepareOptions{Force: true}); err == nil {
 			t.Error("a Patient id with a slash was accepted")
 		}
 	})

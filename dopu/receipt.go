@@ -44,20 +44,24 @@ func ReceiptOutcome(r *Receipt, statusURL string) *fhir.OperationOutcome {
 }
 
 // StatusParameters is the sender's view of a receipt, as a FHIR
-// Parameters resource: the receipt id and its status, nothing else.
-func StatusParameters(receiptID string, status Status) map[string]any {
-	return map[string]any{
-		"resourceType": "Parameters",
-		"parameter": []any{
-			map[string]any{"name": "receipt", "valueString": receiptID},
-			map[string]any{"name": "status", "valueCode": string(status)},
-		},
+// Parameters resource: the receipt id, its status and, when there is one,
+// the reason the sender may see (see Service.StatusWithReason), nothing
+// else.
+func StatusParameters(receiptID string, status Status, reason string) map[string]any {
+	params := []any{
+		map[string]any{"name": "receipt", "valueString": receiptID},
+		map[string]any{"name": "status", "valueCode": string(status)},
 	}
+	if reason != "" {
+		params = append(params, map[string]any{"name": "reason", "valueString": reason})
+	}
+	return map[string]any{"resourceType": "Parameters", "parameter": params}
 }
 
 // StatusHandler serves the sender's status page: GET answers
 // StatusParameters for the receipt that receiptID reads from the request,
-// 404 for unknown receipts. It reveals nothing but the status.
+// 404 for unknown receipts. It reveals nothing but the status and its
+// reason.
 func (s *Service) StatusHandler(receiptID func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
@@ -67,7 +71,7 @@ func (s *Service) StatusHandler(receiptID func(*http.Request) string) http.Handl
 			return
 		}
 		id := receiptID(r)
-		st, err := s.Status(r.Context(), id)
+		st, reason, err := s.StatusWithReason(r.Context(), id)
 		if err != nil {
 			if !errors.Is(err, ErrNotFound) {
 				s.opts.Logger.Error("reading a drop-off status", zap.Error(err))
@@ -75,6 +79,6 @@ func (s *Service) StatusHandler(receiptID func(*http.Request) string) http.Handl
 			fhir.WriteError(w, HTTPError(err))
 			return
 		}
-		fhir.WriteJSON(w, http.StatusOK, StatusParameters(id, st))
+		fhir.WriteJSON(w, http.StatusOK, StatusParameters(id, st, reason))
 	})
 }

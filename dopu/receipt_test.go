@@ -74,6 +74,14 @@ func TestStatusHandler(t *testing.T) {
 	if w := get("GET", "/status/"+r.ID); !strings.Contains(w.Body.String(), `"rejected"`) || strings.Contains(w.Body.String(), `"no"`) {
 		t.Errorf("after reject: %s", w.Body)
 	}
+	// A reason for the sender is shown; the person's own is not.
+	r2 := f.mustDrop("rec1", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Basic"}}]}`), "192.0.2.9")
+	if err := f.svc.RejectTelling(context.Background(), "rec1", r2.ID, "my ex", "this is not the patient's record"); err != nil {
+		t.Fatal(err)
+	}
+	if w := get("GET", "/status/"+r2.ID); !strings.Contains(w.Body.String(), `"this is not the patient's record"`) || strings.Contains(w.Body.String(), "my ex") {
+		t.Errorf("after reject with a sender reason: %s", w.Body)
+	}
 }
 
 func TestConcurrentSameBody(t *testing.T) {

@@ -66,11 +66,16 @@ const (
 )
 
 var (
-	typeName         = regexp.MustCompile(`^[A-Z][A-Za-z]+$`)
-	conditionalRef   = regexp.MustCompile(`^([A-Z][A-Za-z]+)\?(.*)$`)
-	historySuffix    = regexp.MustCompile(`/_history/[^/]*$`)
-	absoluteRESTful  = regexp.MustCompile(`^(https?://.+)/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$`)
-	relativeRESTful  = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$`)
+	typeName       = regexp.MustCompile(`^[A-Z][A-Za-z]+$`)
+	conditionalRef = regexp.MustCompile(`^([A-Z][A-Za-z]+)\?(.*)$`)
+	historySuffix  = regexp.MustCompile(`/_history/[^/]*$`)
+	// A sender's ids are whatever it wrote (longer than FHIR's 64
+	// characters, say): inside a Bundle they only need to tell entries
+	// apart, so references to them are read without FHIR's id rule.
+	absoluteRESTful = regexp.MustCompile(`^(https?://.+)/([A-Z][A-Za-z]+)/([^/?#\s]+)$`)
+	relativeRESTful = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([^/?#\s]+)$`)
+	// fhirID is FHIR's id rule, for the ids this package writes.
+	fhirID           = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 	patientCanonical = "Patient/"
 )
 

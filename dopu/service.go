@@ -204,8 +204,10 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 			ID: newID(), RecordID: recordID, Received: now, Sender: from,
 			Size: int64(len(data)), BundleType: facts.Type, ResourceCounts: facts.ResourceCounts,
 			Subject: facts.Subject, Status: StatusPending, Expires: now.Add(s.limits.TTL), Changed: now,
+			AboutNoOne: facts.AboutNoOne, BundleIdentifier: facts.BundleIdentifier,
 		},
-		Digest: digest(recordID, data),
+		Digest:            digest(recordID, data),
+		IdentifiersDigest: facts.IdentifiersDigest,
 	}
 	var receipt *Receipt
 	err = s.store.Update(ctx, func(tx Tx) error {
@@ -313,19 +315,32 @@ func effectiveStatus(d *DropOff, now time.Time) Status {
 // Status returns a drop-off's status for the sender holding its receipt,
 // and nothing else. Unknown receipts give ErrNotFound.
 func (s *Service) Status(ctx context.Context, receiptID string) (Status, error) {
+	st, _, err := s.StatusWithReason(ctx, receiptID)
+	return st, err
+}
+
+// StatusWithReason returns a drop-off's status and the reason the sender
+// may see (Summary.SenderReason): what a partial pick-up left out, what
+// the person chose to tell the sender when rejecting; never the person's
+// own reason. Unknown receipts give ErrNotFound.
+func (s *Service) StatusWithReason(ctx context.Context, receiptID string) (Status, string, error) {
 	var st Status
+	var reason string
 	err := s.store.View(ctx, func(tx Tx) error {
 		d, err := tx.Get(receiptID)
 		if err != nil {
 			return err
 		}
 		st = effectiveStatus(d, s.now())
+		if st != StatusPending && st != StatusExpired {
+			reason = d.SenderReason
+		}
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("dopu: status: %w", err)
+		return "", "", fmt.Errorf("dopu: status: %w", err)
 	}
-	return st, nil
+	return st, reason, nil
 }
 
 // summary returns d's summary as the inbox shows it, with the state of
@@ -363,6 +378,9 @@ func (s *Service) List(ctx context.Context, recordID string) ([]Summary, error) 
 			if out[i], err = s.summary(tx, &list[i]); err != nil {
 				return err
 			}
+			if out[i].Status == StatusPending {
+				out[i].LikelyDuplicateOf = duplicateOf(&list[i], list)
+			}
 		}
 		return nil
 	})
@@ -370,6 +388,27 @@ func (s *Service) List(ctx context.Context, recordID string) ([]Summary, error) 
 		return nil, fmt.Errorf("dopu: listing drop-offs of %s: %w", recordID, err)
 	}
 	return out, nil
+}
+
+// duplicateOf returns the id of a drop-off of list already picked up that d
+// likely repeats: the same Bundle.identifier, or, when d has none, the
+// same set of resource identifiers; "" if none.
+func duplicateOf(d *DropOff, list []DropOff) string {
+	for i := range list {
+		o := &list[i]
+		if o.ID == d.ID || (o.Status != StatusPickedUp && o.Status != StatusPickedUpPartially) {
+			continue
+		}
+		switch {
+		case d.BundleIdentifier != "":
+			if o.BundleIdentifier == d.BundleIdentifier {
+				return o.ID
+			}
+		case d.IdentifiersDigest != "" && o.IdentifiersDigest == d.IdentifiersDigest:
+			return o.ID
+		}
+	}
+	return ""
 }
 
 // Get returns a drop-off of the record and its Bundle. The Bundle is nil
@@ -404,6 +443,12 @@ func (s *Service) Get(ctx context.Context, recordID, id string) (*Summary, []byt
 // deletes its Bundle. ErrNotPending if it is no longer pending,
 // ErrPickupInProgress while a pick-up holds it.
 func (s *Service) Reject(ctx context.Context, recordID, id, reason string) error {
+	return s.RejectTelling(ctx, recordID, id, reason, "")
+}
+
+// RejectTelling is Reject with a reason for the sender (senderReason,
+// shown with the status; the person's own reason never is).
+func (s *Service) RejectTelling(ctx context.Context, recordID, id, reason, senderReason string) error {
 	now := s.now()
 	err := s.store.Update(ctx, func(tx Tx) error {
 		d, err := tx.Get(id)
@@ -420,6 +465,7 @@ func (s *Service) Reject(ctx context.Context, recordID, id, reason string) error
 			return ErrPickupInProgress
 		}
 		d.Status, d.Reason, d.Changed = StatusRejected, truncate(reason, maxReason), now
+		d.SenderReason = truncate(senderReason, maxReason)
 		d.Lease, d.LeaseExpires = "", time.Time{}
 		if err := tx.Put(d); err != nil {
 			return err

@@ -40,7 +40,7 @@ func TestPickupStateMachine(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pick-up after abort: %v", err)
 	}
-	if _, err := p.Prepare(martha, pfrID, false); err != nil {
+	if _, err := p.Prepare(martha, pfrID, PrepareOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Commit(ctx); err != nil {

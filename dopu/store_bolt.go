@@ -235,7 +235,7 @@ func (t *boltTx) Put(d *DropOff) error {
 	}
 	// Only the mutable fields change; the rest stays as created.
 	next := *old
-	next.Status, next.Reason, next.Changed = d.Status, d.Reason, d.Changed
+	next.Status, next.Reason, next.SenderReason, next.Changed = d.Status, d.Reason, d.SenderReason, d.Changed
 	next.Expires, next.Lease, next.LeaseExpires = d.Expires, d.Lease, d.LeaseExpires
 	if old.Status != StatusPending {
 		return fmt.Errorf("dopu: updating drop-off %s, %s: %w", d.ID, old.Status, ErrNotPending)

@@ -3,12 +3,15 @@ package dopu
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -24,9 +27,29 @@ var acceptedTypes = map[string]bool{
 }
 
 // bundleTypes are the Bundle types a drop-off may have: those that carry
-// resources for someone, not search results or histories.
+// resources for someone. A searchset is accepted too (some vendors send a
+// patient summary as the answer of a search): its match and include
+// entries are its resources, its outcome entries are dropped. A history
+// is not: it holds versions, not a record.
 var bundleTypes = map[string]bool{
-	"document": true, "collection": true, "transaction": true, "batch": true, "message": true,
+	"document": true, "collection": true, "transaction": true, "batch": true, "message": true, "searchset": true,
+}
+
+// outcomeEntry reports whether an entry of a Bundle of bundleType is a
+// search outcome (an OperationOutcome about the search, not data).
+func outcomeEntry(bundleType string, search *entrySearch, resourceType string) bool {
+	if bundleType != "searchset" {
+		return false
+	}
+	if search != nil && search.Mode != "" {
+		return search.Mode == "outcome"
+	}
+	return resourceType == "OperationOutcome"
+}
+
+// entrySearch is Bundle.entry.search.
+type entrySearch struct {
+	Mode string `json:"mode"`
 }
 
 // checkContentType refuses anything but FHIR JSON in UTF-8.
@@ -124,15 +147,17 @@ func jsonDepth(data []byte, limit int) int {
 // rawBundle is a Bundle with its entries still encoded, so that intake
 // decodes one resource at a time.
 type rawBundle struct {
-	ResourceType any        `json:"resourceType"` // any: described when wrong
-	Type         any        `json:"type"`
-	Entry        []rawEntry `json:"entry"`
+	ResourceType any             `json:"resourceType"` // any: described when wrong
+	Type         any             `json:"type"`
+	Identifier   json.RawMessage `json:"identifier"`
+	Entry        []rawEntry      `json:"entry"`
 }
 
 type rawEntry struct {
 	FullURL  string          `json:"fullUrl"`
 	Resource json.RawMessage `json:"resource"`
 	Request  *entryRequest   `json:"request"`
+	Search   *entrySearch    `json:"search"`
 }
 
 type entryRequest struct {
@@ -146,6 +171,11 @@ type bundleFacts struct {
 	Type           string
 	ResourceCounts map[string]int
 	Subject        *PatientSummary
+	// AboutNoOne: the Bundle names no patient and holds no resource of a
+	// type in the Patient compartment.
+	AboutNoOne bool
+	// Keys tell a re-sent Bundle (see DropOff).
+	BundleIdentifier, IdentifiersDigest string
 }
 
 // parseBundle validates data as a drop-off and summarizes it.
@@ -180,7 +210,7 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 	bundleType, _ := b.Type.(string)
 	if !bundleTypes[bundleType] {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeInvalid,
-			"Bundle.type must be document, collection, transaction, batch or message, not %s", describe(b.Type)).WithExpression("Bundle.type")
+			"Bundle.type must be document, collection, transaction, batch, message or searchset, not %s", describe(b.Type)).WithExpression("Bundle.type")
 	}
 	if decodeErr != nil {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
@@ -194,24 +224,75 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 		return nil, fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly,
 			"the Bundle has %d entries, more than the limit of %d", len(b.Entry), limits.MaxEntries).WithExpression("Bundle.entry")
 	}
-	facts := &bundleFacts{Type: bundleType, ResourceCounts: map[string]int{}}
+	facts := &bundleFacts{Type: bundleType, ResourceCounts: map[string]int{}, BundleIdentifier: bundleIdentifier(b.Identifier)}
 	heads := make([]entryHead, len(b.Entry))
 	patients := map[int]json.RawMessage{}
+	kept := 0
 	for i, e := range b.Entry {
 		head, err := checkEntry(i, e, bundleType)
 		if err != nil {
 			return nil, err
 		}
+		if outcomeEntry(bundleType, e.Search, head.Type) {
+			continue // not data: its head stays empty and resolves nothing
+		}
+		kept++
 		heads[i] = head
 		facts.ResourceCounts[heads[i].Type]++
 		if heads[i].Type == "Patient" {
 			patients[i] = e.Resource
 		}
 	}
-	if subject, _ := newBundleIndex(heads).subject(); subject >= 0 {
+	if kept == 0 {
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
+			"the searchset has only outcome entries; there is nothing to drop off").WithExpression("Bundle.entry")
+	}
+	subject, outside := newBundleIndex(heads).subject()
+	if subject >= 0 {
 		facts.Subject = summarizePatientJSON(patients[subject])
 	}
+	facts.AboutNoOne = subject < 0 && outside == "" && !anyCompartmentType(heads)
+	facts.IdentifiersDigest = identifiersDigest(heads)
 	return facts, nil
+}
+
+// anyCompartmentType reports whether any entry is of a type that can be
+// in a Patient compartment.
+func anyCompartmentType(heads []entryHead) bool {
+	for _, h := range heads {
+		if h.Type == "Patient" || fhir.InPatientCompartment(h.Type) {
+			return true
+		}
+	}
+	return false
+}
+
+// bundleIdentifier returns Bundle.identifier as "system|value", or "".
+func bundleIdentifier(raw json.RawMessage) string {
+	var id Identifier
+	if len(raw) == 0 || json.Unmarshal(raw, &id) != nil || id.Value == "" {
+		return ""
+	}
+	return id.System + "|" + id.Value
+}
+
+// identifiersDigest is a digest of the set of the entries' identifiers
+// ("Type|system|value"), or "" when no entry has one: two Bundles with the
+// same resources, however encoded, have the same digest.
+func identifiersDigest(heads []entryHead) string {
+	var keys []string
+	for _, h := range heads {
+		for _, id := range h.Identifiers {
+			keys = append(keys, h.Type+"|"+id.System+"|"+id.Value)
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	sum := sha256.Sum256([]byte(strings.Join(keys, "\n")))
+	return hex.EncodeToString(sum[:])
 }
 
 // resourceHead is the part of a resource that intake reads: what an

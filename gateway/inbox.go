@@ -66,7 +66,7 @@ func (g *Gateway) listDropOffs(w http.ResponseWriter, r *http.Request, up Upstre
 	for _, s := range list {
 		item := InboxItem{Summary: s}
 		if s.Status == dopu.StatusPending && perr == nil {
-			m := dopu.ScoreMatch(s.Subject, dopu.SummarizePatient(patient))
+			m := s.MatchAgainst(dopu.SummarizePatient(patient))
 			item.Match = &m
 		}
 		items = append(items, item)
@@ -111,7 +111,7 @@ func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream
 	if bundle != nil {
 		out["bundle"] = json.RawMessage(bundle)
 		if patient, err := g.inboxPatient(r, up, rec); err == nil {
-			out["match"] = dopu.ScoreMatch(sum.Subject, dopu.SummarizePatient(patient))
+			out["match"] = sum.MatchAgainst(dopu.SummarizePatient(patient))
 		} else {
 			out["matchUnavailable"] = err.Error()
 		}
@@ -121,7 +121,8 @@ func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream
 
 func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
 	var body struct {
-		Reason string `json:"reason"`
+		Reason       string `json:"reason"`
+		SenderReason string `json:"senderReason"`
 	}
 	if err := decodeOptionalJSON(w, r, &body); err != nil {
 		fhir.WriteError(w, err)
@@ -136,7 +137,7 @@ func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, up Upstr
 		fhir.WriteError(w, err)
 		return
 	}
-	if err := g.cfg.DOPU.Reject(r.Context(), rec.ID, dropID, body.Reason); err != nil {
+	if err := g.cfg.DOPU.RejectTelling(r.Context(), rec.ID, dropID, body.Reason, body.SenderReason); err != nil {
 		fhir.WriteError(w, dopu.HTTPError(err))
 		return
 	}
@@ -198,13 +199,16 @@ func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 	return nil
 }
 
-// PickupResult is the answer to a pick-up.
+// PickupResult is the answer to a pick-up: the pick-up report.
 type PickupResult struct {
-	DropOff    string     `json:"dropoff"`
-	Status     string     `json:"status"`
-	Imported   int        `json:"imported"`
-	Match      dopu.Match `json:"match"`
-	Unresolved []string   `json:"unresolved,omitempty"`
+	DropOff string `json:"dropoff"`
+	// Status is picked-up, or picked-up-partially with Reason (what the
+	// sender sees too).
+	Status   string      `json:"status"`
+	Reason   string      `json:"reason,omitempty"`
+	Imported int         `json:"imported"`
+	Match    dopu.Match  `json:"match"`
+	Report   dopu.Report `json:"report"`
 	// Resumed is set when an earlier attempt had already written the data
 	// (it crashed before marking the drop-off picked up).
 	Resumed bool `json:"resumed,omitempty"`
@@ -216,10 +220,17 @@ type PickupResult struct {
 // failure anywhere leaves the drop-off pending and the record unchanged.
 func (g *Gateway) pickUp(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
 	var body struct {
-		Force bool `json:"force"`
+		Force         bool               `json:"force"`
+		OtherPatients dopu.OtherPatients `json:"otherPatients"`
 	}
 	if err := decodeOptionalJSON(w, r, &body); err != nil {
 		fhir.WriteError(w, err)
+		return
+	}
+	switch body.OtherPatients {
+	case "", dopu.OtherPatientsSkip, dopu.OtherPatientsRefuse:
+	default:
+		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "otherPatients must be skip or refuse").WithExpression("otherPatients"))
 		return
 	}
 	rec, err := g.inboxRecord(r, id, slug)
@@ -227,7 +238,7 @@ func (g *Gateway) pickUp(w http.ResponseWriter, r *http.Request, up Upstream, id
 		fhir.WriteError(w, err)
 		return
 	}
-	res, err := g.runPickup(r, up, rec, dropID, body.Force)
+	res, err := g.runPickup(r, up, rec, dropID, dopu.PrepareOptions{Force: body.Force, OtherPatients: body.OtherPatients})
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
@@ -238,7 +249,7 @@ func (g *Gateway) pickUp(w http.ResponseWriter, r *http.Request, up Upstream, id
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, force bool) (*PickupResult, error) {
+func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, opts dopu.PrepareOptions) (*PickupResult, error) {
 	ctx := r.Context()
 	p, err := g.cfg.DOPU.BeginPickup(ctx, rec.ID, dropID)
 	if err != nil {
@@ -249,14 +260,18 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 	if err != nil {
 		return nil, err
 	}
-	imp, err := p.Prepare(patient, rec.PatientID, force)
+	publicBase := g.recordBase(r, rec.Slug)
+	opts.Search = g.recordSearch(r, up, rec, publicBase)
+	imp, err := p.Prepare(patient, rec.PatientID, opts)
 	if err != nil {
 		return nil, dopu.HTTPError(err)
 	}
-	res := &PickupResult{DropOff: dropID, Status: string(dopu.StatusPickedUp), Imported: imp.Entries, Match: imp.Match, Unresolved: imp.Unresolved}
+	status, reason := p.Outcome()
+	res := &PickupResult{DropOff: dropID, Status: string(status), Reason: reason, Imported: imp.Entries, Match: imp.Match, Report: imp.Report}
 
-	var tx map[string]any
-	if err := json.Unmarshal(imp.Transaction, &tx); err != nil {
+	// Numbers stay json.Number: a lab value of 0.40 is written as 0.40.
+	tx, err := fhir.DecodeResource(imp.Transaction)
+	if err != nil {
 		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "the prepared import is unreadable").WithCause(err)
 	}
 	done, err := g.alreadyImported(r, up, rec, dropID, tx)
@@ -268,29 +283,11 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 		if !g.cfg.TrustUpstreamIsolation {
 			stampBundle(tx, rec.ID)
 		}
-		publicBase := g.recordBase(r, rec.Slug)
 		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(tx, g.cfg.Ownership)); err != nil {
 			return nil, err
 		}
-		body, err := json.Marshal(tx)
-		if err != nil {
-			return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the import").WithCause(err)
-		}
-		req, _, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
-		if err != nil {
+		if err := g.runImport(r, up, rec, tx); err != nil {
 			return nil, err
-		}
-		out, err := call(up, req)
-		if err != nil {
-			return nil, upstreamError(err)
-		}
-		if out.status != http.StatusOK {
-			return nil, &fhir.Error{Status: http.StatusUnprocessableEntity,
-				Issues: outcomeIssues(out.body.Bytes(), fmt.Sprintf("the record's FHIR server refused the import (HTTP %d)", out.status))}
-		}
-		sent, _ := tx["entry"].([]any)
-		if ferr := verifyAnswer(ownTransaction(len(sent)), req, out); ferr != nil {
-			return nil, ferr // the drop-off stays pending: nothing is reported as imported
 		}
 	} else {
 		res.Resumed = true
@@ -299,6 +296,59 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 		return nil, dopu.HTTPError(err)
 	}
 	return res, nil
+}
+
+// runImport runs a prepared import upstream, unless it has nothing to
+// write (everything was already in the record).
+func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, tx map[string]any) error {
+	if entries, _ := tx["entry"].([]any); len(entries) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(tx)
+	if err != nil {
+		return fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the import").WithCause(err)
+	}
+	req, _, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
+	if err != nil {
+		return err
+	}
+	out, err := call(up, req)
+	if err != nil {
+		return upstreamError(err)
+	}
+	if out.status != http.StatusOK {
+		return &fhir.Error{Status: http.StatusUnprocessableEntity,
+			Issues: outcomeIssues(out.body.Bytes(), fmt.Sprintf("the record's FHIR server refused the import (HTTP %d)", out.status))}
+	}
+	sent, _ := tx["entry"].([]any)
+	if ferr := verifyAnswer(ownTransaction(len(sent)), req, out); ferr != nil {
+		return ferr // the drop-off stays pending: nothing is reported as imported
+	}
+	return nil
+}
+
+// recordSearch is a dopu.Search on rec: the search runs in the record's
+// partition and its answer is filtered like any read of the record, so
+// that an upstream that ignores partitions matches nothing of another
+// record.
+func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record, publicBase string) dopu.Search {
+	keep := g.keeper(rec, publicBase)
+	return func(typ string, params url.Values) ([]map[string]any, error) {
+		if !resourceTypeRE.MatchString(typ) {
+			return nil, nil
+		}
+		found, err := g.searchAll(r, up, rec, typ, params, maxCountPages)
+		if err != nil {
+			return nil, err
+		}
+		out := found[:0]
+		for _, res := range found {
+			if keep(res) {
+				out = append(out, res)
+			}
+		}
+		return out, nil
+	}
 }
 
 // alreadyImported reports whether an earlier pick-up of this drop-off

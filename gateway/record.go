@@ -138,6 +138,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	guarded := !g.cfg.TrustUpstreamIsolation
 	switch {
 	case in.bundle:
+		if err := g.resolveConditionalReferences(r, up, rec, bundleDoc, publicBase); err != nil {
+			return err
+		}
 		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(bundleDoc, g.cfg.Ownership)); err != nil {
 			return err
 		}
