@@ -45,13 +45,12 @@ func tokenSafe(token string) bool {
 	return ok && system != "" && value != "" && !strings.ContainsAny(token, ",$\\") && !strings.Contains(value, "|")
 }
 
-// identifierQuery asks for the resources of typ with that identifier.
-func identifierQuery(typ string, id Identifier) query {
+// identifierQuery asks for the resources of typ with that identifier; ok
+// is false for an identifier a search cannot name without escaping (a
+// value with "|" or ","): it is not used to tell duplicates.
+func identifierQuery(typ string, id Identifier) (query, bool) {
 	token := id.System + "|" + id.Value
-	if tokenSafe(token) {
-		return query{typ: typ, kind: queryIdentifier, value: token}
-	}
-	return query{typ: typ, value: url.Values{"identifier": {token}}.Encode()}
+	return query{typ: typ, kind: queryIdentifier, value: token}, tokenSafe(token)
 }
 
 // criteriaQuery asks for the resources of typ matching params; a single

@@ -54,6 +54,9 @@ type Import struct {
 	Transaction []byte
 	// Entries is the number of entries in Transaction.
 	Entries int
+	// Sources gives, for each entry of Transaction, the index of the
+	// drop-off's entry it writes.
+	Sources []int
 	// Match is the sender's patient scored against the record's Patient.
 	Match Match
 	// SenderIdentifiers are the sender's Patient.identifier elements, as
@@ -68,6 +71,9 @@ type Import struct {
 type Report struct {
 	// Imported counts the resources written, by type.
 	Imported map[string]int `json:"imported"`
+	// Created says where each entry written went (filled in by the caller
+	// that ran the transaction).
+	Created []CreatedEntry `json:"created,omitempty"`
 	// SenderPatient says what became of the sender's Patient entry.
 	SenderPatient string `json:"senderPatient,omitempty"`
 	// Skipped lists the entries not written.
@@ -103,6 +109,13 @@ const (
 	// SkipSearchOutcome: an outcome entry of a searchset.
 	SkipSearchOutcome SkipReason = "search-outcome"
 )
+
+// CreatedEntry is an entry of the drop-off and the record's resource it
+// became.
+type CreatedEntry struct {
+	Entry    int    `json:"entry"`
+	Resource string `json:"resource"` // "Type/id"
+}
 
 // SkippedEntry is an entry the pick-up does not write.
 type SkippedEntry struct {
@@ -335,8 +348,8 @@ func (pr *preparer) entryQueries(i int) (ifNoneExist *query, ids []query, conten
 		}
 	}
 	for _, id := range pr.heads[i].Identifiers {
-		if id.System != "" && pr.identifying[typ+"|"+id.System+"|"+id.Value] {
-			ids = append(ids, identifierQuery(typ, id))
+		if q, ok := identifierQuery(typ, id); ok && pr.identifying[typ+"|"+id.System+"|"+id.Value] {
+			ids = append(ids, q)
 		}
 	}
 	return ifNoneExist, ids, query{typ: typ, kind: queryTag, value: ContentTagSystem + "|" + pr.content[i]}
@@ -531,6 +544,7 @@ func (pr *preparer) rewrite(dropOffID string) []transactionEntry {
 			Resource: e.Resource,
 			Request:  entryRequest{Method: http.MethodPost, URL: pr.heads[i].Type},
 		})
+		pr.imp.Sources = append(pr.imp.Sources, i)
 		pr.imp.Report.Imported[pr.heads[i].Type]++
 	}
 	rep := &pr.imp.Report

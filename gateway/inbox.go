@@ -286,8 +286,14 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(tx, g.cfg.Ownership)); err != nil {
 			return nil, err
 		}
-		if err := g.runImport(r, up, rec, tx); err != nil {
+		locations, err := g.runImport(r, up, rec, tx)
+		if err != nil {
 			return nil, err
+		}
+		for k, loc := range locations {
+			if k < len(imp.Sources) && loc != "" {
+				res.Report.Created = append(res.Report.Created, dopu.CreatedEntry{Entry: imp.Sources[k], Resource: loc})
+			}
 		}
 	} else {
 		res.Resumed = true
@@ -299,32 +305,57 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 }
 
 // runImport runs a prepared import upstream, unless it has nothing to
-// write (everything was already in the record).
-func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, tx map[string]any) error {
+// write (everything was already in the record), and returns where each
+// entry went ("Type/id", in entry order; "" where the answer says none).
+func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, tx map[string]any) ([]string, error) {
 	if entries, _ := tx["entry"].([]any); len(entries) == 0 {
-		return nil
+		return nil, nil
 	}
 	body, err := json.Marshal(tx)
 	if err != nil {
-		return fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the import").WithCause(err)
+		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the import").WithCause(err)
 	}
-	req, _, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
+	req, route, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	req.Header.Set("Prefer", "return=minimal")
 	out, err := call(up, req)
 	if err != nil {
-		return upstreamError(err)
+		return nil, upstreamError(err)
 	}
 	if out.status != http.StatusOK {
-		return &fhir.Error{Status: http.StatusUnprocessableEntity,
+		return nil, &fhir.Error{Status: http.StatusUnprocessableEntity,
 			Issues: outcomeIssues(out.body.Bytes(), fmt.Sprintf("the record's FHIR server refused the import (HTTP %d)", out.status))}
 	}
 	sent, _ := tx["entry"].([]any)
 	if ferr := verifyAnswer(ownTransaction(len(sent)), req, out); ferr != nil {
-		return ferr // the drop-off stays pending: nothing is reported as imported
+		return nil, ferr // the drop-off stays pending: nothing is reported as imported
 	}
-	return nil
+	var answer struct {
+		Entry []struct {
+			Response struct {
+				Location string `json:"location"`
+			} `json:"response"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(out.body.Bytes(), &answer); err != nil {
+		// Written: the transaction succeeded; only the report is poorer.
+		g.log.Warn("unreadable transaction answer after a pick-up", zap.String("record", rec.ID), zap.Error(err))
+		return nil, nil
+	}
+	locations := make([]string, len(answer.Entry))
+	for i, e := range answer.Entry {
+		loc := e.Response.Location
+		if rest, ok := restBelow(loc, route.UpstreamBases); ok {
+			loc = strings.TrimPrefix(rest, "/")
+		}
+		loc, _, _ = strings.Cut(loc, "/_history/")
+		if m := strings.Split(loc, "/"); len(m) == 2 && resourceTypeRE.MatchString(m[0]) && resourceIDRE.MatchString(m[1]) {
+			locations[i] = loc
+		}
+	}
+	return locations, nil
 }
 
 // recordSearch is a dopu.Search on rec: the search runs in the record's
