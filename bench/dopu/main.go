@@ -45,6 +45,7 @@ type options struct {
 	rounds      int           // pick-up rounds
 	pfrBinary   string        // a built pfr; empty: build cmd/pfr
 	synthea     string        // the Synthea Bundles' directory
+	pickupDir   string        // the real documents' directory; the largest is picked up
 	cpuProfile  string        // write a CPU profile of Caddy here
 	profileLoad string        // what runs while profiling: pickup or intake
 	profileTime time.Duration // how long to profile
@@ -60,6 +61,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "pick-up rounds of the largest Synthea Bundle, one fresh record each")
 	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
 	flag.StringVar(&o.synthea, "synthea", "", "directory of the Synthea Bundles (default: testdata/fhir/synthea of the module)")
+	flag.StringVar(&o.pickupDir, "documents", "", "directory of real documents; the largest is the one picked up (default: testdata/fhir/realworld/ips of the module)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, write a CPU profile of Caddy under -profileload to this file")
 	flag.StringVar(&o.profileLoad, "profileload", "pickup", "the load while profiling: pickup (more rounds, fresh records) or intake (2 MB drop-offs from the most senders of -c)")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile records (whole seconds)")
@@ -104,6 +106,10 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	doc, err := loadLargest(o.pickupDir, "testdata", "fhir", "realworld", "ips")
+	if err != nil {
+		return err
+	}
 	caddy, err := pfrproc.NewBench(ctx, "dopu", o.pfrBinary, 2, logw)
 	if err != nil {
 		return err
@@ -133,16 +139,16 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	var rounds []*pickupRound
 	for i := range o.rounds {
 		fmt.Fprintf(logw, "pick-up round %d/%d …\n", i+1, o.rounds)
-		r, err := pickupOnce(ctx, g, src, fmt.Sprintf("pickup-%d", i+1))
+		r, err := pickupOnce(ctx, g, doc, fmt.Sprintf("pickup-%d", i+1))
 		if err != nil {
 			return fmt.Errorf("pick-up round %d: %w\ncaddy log:\n%s", i+1, err, caddy.LogTail())
 		}
 		rounds = append(rounds, r)
 	}
-	reportPickup(out, src, rounds)
+	reportPickup(out, doc, rounds)
 
 	if o.cpuProfile != "" {
-		if err := profileCaddy(ctx, g, p.admin, src, o, logw); err != nil {
+		if err := profileCaddy(ctx, g, p.admin, src, doc, o, logw); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "\nCPU profile of Caddy under %s load: %s (go tool pprof -top %s)\n", o.profileLoad, o.cpuProfile, o.cpuProfile)
@@ -244,12 +250,18 @@ func joinInts(ns []int) string {
 // loadSynthea loads the largest Synthea Bundle from dir, or from the
 // module's testdata when dir is empty.
 func loadSynthea(dir string) (*syntheaBundle, error) {
+	return loadLargest(dir, "testdata", "fhir", "synthea")
+}
+
+// loadLargest loads the largest Bundle of dir, or, when dir is empty, of
+// the module's directory at path.
+func loadLargest(dir string, path ...string) (*syntheaBundle, error) {
 	if dir == "" {
 		root, err := moduleRoot()
 		if err != nil {
 			return nil, err
 		}
-		dir = filepath.Join(root, "testdata", "fhir", "synthea")
+		dir = filepath.Join(append([]string{root}, path...)...)
 	}
 	return largestSynthea(dir)
 }

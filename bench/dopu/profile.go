@@ -13,7 +13,7 @@ import (
 // while the chosen load runs: pick-up rounds into fresh records, or 2 MB
 // drop-offs from the configured senders. Everything in the profile is the
 // gateway's path: the pfr handler, DOPU and the store, in one process.
-func profileCaddy(ctx context.Context, g *gateway, adminPort int, src *syntheaBundle, o options, logw io.Writer) error {
+func profileCaddy(ctx context.Context, g *gateway, adminPort int, src, doc *syntheaBundle, o options, logw io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	seconds := max(int(o.profileTime.Seconds()), 1)
@@ -32,7 +32,7 @@ func profileCaddy(ctx context.Context, g *gateway, adminPort int, src *syntheaBu
 		}
 		var err error
 		if o.profileLoad == "pickup" {
-			_, err = pickupOnce(ctx, g, src, fmt.Sprintf("profile-%d", i))
+			_, err = pickupOnce(ctx, g, doc, fmt.Sprintf("profile-%d", i))
 		} else if r := measureIntake(ctx, g, seen, intakePlan{slug: "intake", maker: maker, first: i * senders,
 			count: senders, concurrency: senders}); r.failed > 0 {
 			err = r.firstFail
