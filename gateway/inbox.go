@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -274,7 +275,7 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 	if err != nil {
 		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "the prepared import is unreadable").WithCause(err)
 	}
-	done, err := g.alreadyImported(r, up, rec, dropID, tx)
+	done, err := g.alreadyImported(r, up, rec, dropID, p.Summary().ResourceCounts)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +297,11 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 			}
 		}
 	} else {
-		res.Resumed = true
+		// What Prepare found "already in the record" is that earlier
+		// import: the report says so instead.
+		res.Resumed, res.Imported = true, 0
+		res.Report = dopu.Report{Imported: map[string]int{}, SenderPatient: imp.Report.SenderPatient, OtherPatients: imp.Report.OtherPatients,
+			Warnings: []string{"an earlier pick-up of this drop-off had written it before it was interrupted; it is now marked picked up, nothing was written again"}}
 	}
 	if err := p.Commit(ctx); err != nil {
 		return nil, dopu.HTTPError(err)
@@ -385,37 +390,39 @@ func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record
 // alreadyImported reports whether an earlier pick-up of this drop-off
 // wrote its transaction and then died before marking it: the upstream
 // transaction is atomic, so one resource carrying the drop-off's tag
-// proves all of it is there.
-func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, tx map[string]any) (bool, error) {
-	entries, _ := tx["entry"].([]any)
-	if len(entries) == 0 {
-		return false, nil
+// proves all of it is there. It looks in each type the drop-off holds.
+func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, counts map[string]int) (bool, error) {
+	types := make([]string, 0, len(counts))
+	for typ := range counts {
+		if typ != "Patient" && resourceTypeRE.MatchString(typ) {
+			types = append(types, typ)
+		}
 	}
-	first, _ := entries[0].(map[string]any)
-	resource, _ := first["resource"].(map[string]any)
-	typ, _ := resource["resourceType"].(string)
-	if !resourceTypeRE.MatchString(typ) {
-		return false, nil
+	slices.Sort(types)
+	for _, typ := range types {
+		req, _, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ, nil)
+		if err != nil {
+			return false, err
+		}
+		req.URL.RawQuery = url.Values{"_tag": {dopuTagSystem + "|" + dropID}, "_summary": {"count"}}.Encode()
+		out, err := call(up, req)
+		if err != nil {
+			return false, upstreamError(err)
+		}
+		if out.status != http.StatusOK {
+			return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "cannot check for an earlier import (HTTP %d)", out.status)
+		}
+		var bundle struct {
+			Total int `json:"total"`
+		}
+		if err := json.Unmarshal(out.body.Bytes(), &bundle); err != nil {
+			return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "unreadable search answer").WithCause(err)
+		}
+		if bundle.Total > 0 {
+			return true, nil
+		}
 	}
-	req, _, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ, nil)
-	if err != nil {
-		return false, err
-	}
-	req.URL.RawQuery = url.Values{"_tag": {dopuTagSystem + "|" + dropID}, "_summary": {"count"}}.Encode()
-	out, err := call(up, req)
-	if err != nil {
-		return false, upstreamError(err)
-	}
-	if out.status != http.StatusOK {
-		return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "cannot check for an earlier import (HTTP %d)", out.status)
-	}
-	var bundle struct {
-		Total int `json:"total"`
-	}
-	if err := json.Unmarshal(out.body.Bytes(), &bundle); err != nil {
-		return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "unreadable search answer").WithCause(err)
-	}
-	return bundle.Total > 0, nil
+	return false, nil
 }
 
 // addIdentifiersEntry adds to tx the update of the record's Patient that
