@@ -54,11 +54,11 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s Bundle of %d bytes", row.size, n)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^\s*pick-up\s+1\s+177\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s*$`).MatchString(text) {
-		t.Errorf("no pick-up row with 1 round and 177 entries imported")
+	if !regexp.MustCompile(`(?m)^\s*pick-up\s+1\s+419\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s*$`).MatchString(text) {
+		t.Errorf("no pick-up row with 1 round and 419 entries imported")
 	}
-	if !strings.Contains(text, "pick-up of Alda_Carter_") {
-		t.Errorf("the pick-up did not use the largest Synthea Bundle (Alda Carter's)")
+	if !strings.Contains(text, "pick-up of CA_VeroSource_colorful_balloon.json") {
+		t.Errorf("the pick-up did not use the largest real document (VeroSource's IPS)")
 	}
 	if fi, err := os.Stat(profile); err != nil || fi.Size() == 0 || !strings.Contains(text, "CPU profile of Caddy under intake load") {
 		t.Errorf("no CPU profile written or reported: %v", err)
