@@ -38,16 +38,42 @@ func ownTransaction(n int) interaction {
 	return interaction{bundle: true, bundleType: "transaction", entries: n}
 }
 
-// answerBody is what the checks read of an upstream body.
+// answerBody is what the checks read of an upstream body. Type and Entry
+// are a Bundle's; other resources have members of those names with other
+// shapes (Composition.type is a CodeableConcept, List.entry holds items),
+// so they are read only from a Bundle (see decodeAnswer).
 type answerBody struct {
-	ResourceType string `json:"resourceType"`
-	ID           string `json:"id"`
-	Type         string `json:"type"`
-	Entry        []struct {
-		Response *struct {
-			Status string `json:"status"`
-		} `json:"response"`
-	} `json:"entry"`
+	ResourceType string        `json:"resourceType"`
+	ID           string        `json:"id"`
+	Type         string        `json:"-"`
+	Entry        []answerEntry `json:"-"`
+}
+
+// answerEntry is what the checks read of a Bundle entry.
+type answerEntry struct {
+	Response *struct {
+		Status string `json:"status"`
+	} `json:"response"`
+}
+
+// decodeAnswer reads raw into body and reports whether it is a FHIR
+// resource.
+func decodeAnswer(raw []byte, body *answerBody) bool {
+	if len(raw) == 0 || json.Unmarshal(raw, body) != nil || body.ResourceType == "" {
+		return false
+	}
+	if body.ResourceType != "Bundle" {
+		return true
+	}
+	var b struct {
+		Type  string        `json:"type"`
+		Entry []answerEntry `json:"entry"`
+	}
+	if json.Unmarshal(raw, &b) != nil {
+		return false
+	}
+	body.Type, body.Entry = b.Type, b.Entry
+	return true
 }
 
 // verifyAnswer checks the upstream's answer to the client request r,
@@ -56,7 +82,7 @@ type answerBody struct {
 func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 	raw := res.body.Bytes()
 	var body answerBody
-	decoded := len(raw) > 0 && json.Unmarshal(raw, &body) == nil && body.ResourceType != ""
+	decoded := decodeAnswer(raw, &body)
 	what := describeAnswer(res, decoded, &body)
 	notConfirmed := func(format string, args ...any) *fhir.Error {
 		return fhir.Errorf(http.StatusBadGateway, fhir.CodeException,

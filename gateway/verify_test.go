@@ -55,6 +55,14 @@ func TestVerifyAnswer(t *testing.T) {
 		{"create 302 to a login page", create, "POST", nil, answer(302, map[string]string{"Location": "/login"}, ""), 502, "HTTP 302"},
 		{"create 503 HTML keeps 503", create, "POST", nil, answer(503, map[string]string{"Retry-After": "5"}, "busy"), 503, "HTTP 503"},
 		{"update 200 with the resource", update, "PUT", nil, answer(200, nil, obs), 0, ""},
+		// Members named like a Bundle's with other shapes are no reason
+		// to doubt a resource (Composition.type, Encounter.type, List.entry).
+		{"read a Composition", interaction{kind: auth.InteractionRead, typ: "Composition", id: "c1"}, "GET", nil,
+			answer(200, nil, `{"resourceType":"Composition","id":"c1","type":{"coding":[{"code":"60591-5"}]}}`), 0, ""},
+		{"read an Encounter", interaction{kind: auth.InteractionRead, typ: "Encounter", id: "e1"}, "GET", nil,
+			answer(200, nil, `{"resourceType":"Encounter","id":"e1","type":[{"text":"visit"}]}`), 0, ""},
+		{"read a List", interaction{kind: auth.InteractionRead, typ: "List", id: "l1"}, "GET", nil,
+			answer(200, nil, `{"resourceType":"List","id":"l1","entry":[{"item":{"reference":"Observation/o1"}}]}`), 0, ""},
 		{"update 201 Location", update, "PUT", nil, answer(201, loc, ""), 0, ""},
 		{"update 200 ETag only", update, "PUT", nil, answer(200, map[string]string{"ETag": `W/"2"`}, ""), 0, ""},
 		{"update empty 200", update, "PUT", nil, answer(200, nil, ""), 502, "without the resource"},
