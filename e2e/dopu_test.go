@@ -261,7 +261,8 @@ func TestDropOffRefusals(t *testing.T) {
 	}{
 		"not JSON":        {"{", "application/fhir+json", http.StatusBadRequest},
 		"a Patient":       {`{"resourceType":"Patient"}`, "application/fhir+json", http.StatusUnprocessableEntity},
-		"searchset":       {`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Patient"}}]}`, "application/fhir+json", http.StatusUnprocessableEntity},
+		"history":         {`{"resourceType":"Bundle","type":"history","entry":[{"resource":{"resourceType":"Patient"}}]}`, "application/fhir+json", http.StatusUnprocessableEntity},
+		"only outcomes":   {`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"OperationOutcome"},"search":{"mode":"outcome"}}]}`, "application/fhir+json", http.StatusUnprocessableEntity},
 		"XML":             {`<Bundle xmlns="http://hl7.org/fhir"/>`, "application/fhir+xml", http.StatusUnsupportedMediaType},
 		"too large":       {`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Basic","text":"` + strings.Repeat("x", 300000) + `"}}]}`, "application/fhir+json", http.StatusRequestEntityTooLarge},
 		"nested too deep": {`{"resourceType":"Bundle","type":"collection","x":` + strings.Repeat("[", 500) + strings.Repeat("]", 500) + `}`, "application/fhir+json", http.StatusBadRequest},

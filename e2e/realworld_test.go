@@ -15,6 +15,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/fhirvalues"
 )
 
 // realworldDir holds the IPS documents real vendors brought to HL7
@@ -136,20 +137,15 @@ func (rw *realWorld) pickups(t *testing.T) {
 	}
 	for _, path := range ips {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			b := readSent(t, path)
-			slug, tok, pid := rw.newRecord(b.subjectPatient(t))
-			l := &landed{rw: rw, t: t, slug: slug, tok: tok, pid: pid, created: map[string]map[string]any{}}
+			b, l := rw.landIn(t, path)
 			l.pickUp(b)
 			l.everything()
 		})
 	}
-	hospital := readSent(t, filepath.Join(realworldDir, "synthea-hiv", "hospitalInformation1633536936158.json"))
-	practitioners := readSent(t, filepath.Join(realworldDir, "synthea-hiv", "practitionerInformation1633536936158.json"))
+	hospital, practitioners := rw.directories(t)
 	for _, path := range rw.histories(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			b := readSent(t, path)
-			slug, tok, pid := rw.newRecord(b.subjectPatient(t))
-			l := &landed{rw: rw, t: t, slug: slug, tok: tok, pid: pid, created: map[string]map[string]any{}}
+			b, l := rw.landIn(t, path)
 			l.pickUp(hospital)
 			l.pickUp(practitioners)
 			report := l.pickUp(b)
@@ -161,6 +157,20 @@ func (rw *realWorld) pickups(t *testing.T) {
 			l.everything()
 		})
 	}
+}
+
+// landIn reads the file at path and creates a record for its person.
+func (rw *realWorld) landIn(t *testing.T, path string) (*sentBundle, *landed) {
+	b := readSent(t, path)
+	slug, tok, pid := rw.newRecord(b.subjectPatient(t))
+	return b, &landed{rw: rw, t: t, slug: slug, tok: tok, pid: pid, created: map[string]map[string]any{}}
+}
+
+// directories are the hospital and practitioner Bundles Synthea writes
+// beside its histories.
+func (rw *realWorld) directories(t *testing.T) (hospital, practitioners *sentBundle) {
+	return readSent(t, filepath.Join(realworldDir, "synthea-hiv", "hospitalInformation1633536936158.json")),
+		readSent(t, filepath.Join(realworldDir, "synthea-hiv", "practitionerInformation1633536936158.json"))
 }
 
 func (rw *realWorld) histories(t *testing.T) []string {
@@ -181,13 +191,11 @@ func (rw *realWorld) histories(t *testing.T) []string {
 // then the history as a transaction (its Patient entry made the update of
 // the record's Patient, which is what an app writing to a record does).
 func (rw *realWorld) transactions(t *testing.T) {
-	hospital := readSent(t, filepath.Join(realworldDir, "synthea-hiv", "hospitalInformation1633536936158.json"))
-	practitioners := readSent(t, filepath.Join(realworldDir, "synthea-hiv", "practitionerInformation1633536936158.json"))
+	hospital, practitioners := rw.directories(t)
 	for _, path := range rw.histories(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			b := readSent(t, path)
-			slug, tok, pid := rw.newRecord(b.subjectPatient(t))
-			l := &landed{rw: rw, t: t, slug: slug, tok: tok, pid: pid, created: map[string]map[string]any{}}
+			b, l := rw.landIn(t, path)
+			pid := l.pid
 			l.post(hospital, nil)
 			l.post(practitioners, nil)
 			l.post(b, func(entry map[string]any) {
@@ -376,8 +384,8 @@ func (l *landed) check(name string, created []createdPair, query string) {
 			t.Errorf("%s: %s is not in the record", name, c.target)
 			continue
 		}
-		if diff := sameValues(c.sent, res, true); diff != "" {
-			if direct := l.rw.hapiRoundTrip(c.sent); direct == nil || sameValues(direct, res, true) != "" {
+		if diff := sameValues(c.sent, res); diff != "" {
+			if direct := l.rw.hapiRoundTrip(c.sent); direct == nil || sameValues(direct, res) != "" {
 				t.Errorf("%s: %s differs from what was sent: %s", name, c.target, diff)
 			} else {
 				hapiOwn++
@@ -534,65 +542,18 @@ func ids(refs []string) []string {
 // (Narrative objects, wherever they are), and Reference objects aside
 // (references are rewritten; checkReference checks them). It returns the
 // first difference.
-func sameValues(sent, got any, top bool) string {
-	switch s := sent.(type) {
-	case map[string]any:
-		g, ok := got.(map[string]any)
-		if !ok {
-			return fmt.Sprintf("object became %T", got)
-		}
-		if _, isRef := s["reference"]; isRef || s["display"] == refMarker {
-			return ""
-		}
-		if _, isNarrative := s["div"]; isNarrative {
-			return ""
-		}
-		for k, v := range s {
-			if top && (k == "id" || k == "meta") {
-				continue
-			}
-			gv, present := g[k]
-			if !present {
-				return fmt.Sprintf("%s is missing", k)
-			}
-			if d := sameValues(v, gv, false); d != "" {
-				return k + "." + d
-			}
-		}
-		return ""
-	case []any:
-		g, ok := got.([]any)
-		if !ok || len(g) != len(s) {
-			return fmt.Sprintf("array of %d became %v", len(s), got)
-		}
-		for i := range s {
-			if d := sameValues(s[i], g[i], false); d != "" {
-				return fmt.Sprintf("[%d].%s", i, d)
-			}
-		}
-		return ""
-	case json.Number:
-		if g, ok := got.(json.Number); !ok || g != s {
-			return fmt.Sprintf("number %s became %v", s, got)
-		}
-		return ""
-	default:
-		if sent != got {
-			return fmt.Sprintf("%v became %v", sent, got)
-		}
-		return ""
-	}
+func sameValues(sent, got any) string {
+	return fhirvalues.Diff(sent, got, fhirvalues.Options{Aside: []string{"id", "meta"}, SkipObject: func(m map[string]any) bool {
+		_, isRef := m["reference"]
+		_, isNarrative := m["div"]
+		return isRef || isNarrative || m["display"] == refMarker
+	}})
 }
 
-func decodeNumbers(t *testing.T, raw []byte) map[string]any {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var out map[string]any
-	if err := dec.Decode(&out); err != nil {
-		t.Fatalf("%v: %.300s", err, raw)
-	}
-	return out
-}
+// refMarker stands for a reference in what hapiRoundTrip writes.
+const refMarker = "pfr-test: a reference stood here"
+
+func decodeNumbers(t *testing.T, raw []byte) map[string]any { return fhirvalues.MustDecode(t, raw) }
 
 func anySlice(v any) []any { s, _ := v.([]any); return s }
 

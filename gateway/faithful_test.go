@@ -15,6 +15,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/fhirvalues"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
@@ -125,7 +126,7 @@ func TestValuesByteFaithful(t *testing.T) {
 			if code != http.StatusOK {
 				t.Fatalf("%s: read: %d %.300s", r.where, code, out)
 			}
-			if diff := sameValues(sent, decodeNumbers(t, out), true, rewrittenIn[prefix]); diff != "" {
+			if diff := sameValues(sent, decodeNumbers(t, out), rewrittenIn[prefix]); diff != "" {
 				fail(r.where, id, diff)
 			}
 		}
@@ -149,7 +150,7 @@ func TestValuesByteFaithful(t *testing.T) {
 				for k, i := range chunk {
 					if got[ids[k]] == nil {
 						fail(resources[i].where, ids[k], "not found by a search")
-					} else if diff := sameValues(decodeNumbers(t, resources[i].raw), got[ids[k]], true, rewrittenIn[prefix]); diff != "" {
+					} else if diff := sameValues(decodeNumbers(t, resources[i].raw), got[ids[k]], rewrittenIn[prefix]); diff != "" {
 						fail(resources[i].where, ids[k], "in a searchset: "+diff)
 					}
 				}
@@ -236,70 +237,13 @@ func testdataResources(t *testing.T) []testResource {
 	return out
 }
 
-// sameValues compares what was sent with what was read back, byte for byte
-// in every value (numbers by their text): the resource's id, meta and
-// narrative aside. It returns the first difference.
-func sameValues(sent, got any, top bool, rewritten func(string) bool) string {
-	switch s := sent.(type) {
-	case map[string]any:
-		g, ok := got.(map[string]any)
-		if !ok {
-			return fmt.Sprintf("object became %T", got)
-		}
-		for k, v := range s {
-			if top && (k == "id" || k == "meta" || k == "text") {
-				continue
-			}
-			if ref, ok := v.(string); ok && k == "reference" && rewritten(ref) {
-				continue
-			}
-			gv, present := g[k]
-			if !present {
-				return k + " is missing"
-			}
-			if d := sameValues(v, gv, false, rewritten); d != "" {
-				return k + "." + d
-			}
-		}
-		for k := range g {
-			if _, present := s[k]; !present && !(top && (k == "id" || k == "meta" || k == "text")) {
-				return k + " was added"
-			}
-		}
-		return ""
-	case []any:
-		g, ok := got.([]any)
-		if !ok || len(g) != len(s) {
-			return fmt.Sprintf("array of %d became %v", len(s), got)
-		}
-		for i := range s {
-			if d := sameValues(s[i], g[i], false, rewritten); d != "" {
-				return fmt.Sprintf("[%d].%s", i, d)
-			}
-		}
-		return ""
-	case json.Number:
-		if g, ok := got.(json.Number); !ok || g != s {
-			return fmt.Sprintf("number %s became %v", s, got)
-		}
-		return ""
-	default:
-		if sent != got {
-			return fmt.Sprintf("%v became %v", sent, got)
-		}
-		return ""
-	}
+// sameValues: every value of sent is in got, byte for byte, and nothing
+// was added; id, meta and narrative (text) aside, and the references
+// rewritten accepts.
+func sameValues(sent, got any, rewritten func(string) bool) string {
+	return fhirvalues.Diff(sent, got, fhirvalues.Options{Aside: []string{"id", "meta", "text"}, SkipReference: rewritten, NoneAdded: true})
 }
 
 func anyList(v any) []any { l, _ := v.([]any); return l }
 
-func decodeNumbers(t *testing.T, raw []byte) map[string]any {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var out map[string]any
-	if err := dec.Decode(&out); err != nil {
-		t.Fatalf("%v: %.300s", err, raw)
-	}
-	return out
-}
+func decodeNumbers(t *testing.T, raw []byte) map[string]any { return fhirvalues.MustDecode(t, raw) }
