@@ -570,3 +570,55 @@ func mustString(t *testing.T, s string) string {
 	raw := mustMarshal(t, s)
 	return string(raw[1 : len(raw)-1])
 }
+
+// TestConditionalReferencesInTransaction: a transaction posted by the
+// owner has its conditional references resolved inside the record only:
+// one match there becomes a literal reference (a match in another record
+// does not count), none a logical reference, several refuse it with 412.
+func TestConditionalReferencesInTransaction(t *testing.T) {
+	e := startGateway(t, "")
+	alice, bob := e.token("alice"), e.token("bob")
+	a := e.createRecord(alice, "cond-alice", "Smith", "Alice")
+	e.createRecord(bob, "cond-bob", "Jones", "Bob")
+	practitioner := func(value string) map[string]any {
+		return map[string]any{"resourceType": "Practitioner", "identifier": []any{map[string]any{"system": "urn:npi", "value": value}}}
+	}
+	// Bob's record holds npi 1 and 2; Alice's holds npi 2 twice.
+	for _, c := range []struct {
+		tok, slug, value string
+	}{{bob, "cond-bob", "1"}, {bob, "cond-bob", "2"}, {alice, "cond-alice", "2"}, {alice, "cond-alice", "2"}, {alice, "cond-alice", "3"}} {
+		e.do("POST", recordURL(c.slug, "/Practitioner"), c.tok, practitioner(c.value)).expect(t, http.StatusCreated, "create a Practitioner")
+	}
+	pid := a["patientId"].(string)
+	tx := func(ref string) map[string]any {
+		return map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{map[string]any{
+			"resource": map[string]any{"resourceType": "Observation", "status": "final", "code": map[string]any{"text": "x"},
+				"subject":   map[string]any{"reference": "Patient/" + pid},
+				"performer": []any{map[string]any{"reference": ref, "display": "Dr. X"}}},
+			"request": map[string]any{"method": "POST", "url": "Observation"},
+		}}}
+	}
+	performer := func(r response) map[string]any {
+		loc, _ := anySlice(r.body["entry"])[0].(map[string]any)["response"].(map[string]any)["location"].(string)
+		loc, _, _ = strings.Cut(strings.TrimPrefix(loc, recordURL("cond-alice", "")+"/"), "/_history/")
+		obs := e.do("GET", recordURL("cond-alice", "/"+loc), alice, nil).expect(t, http.StatusOK, "read "+loc)
+		return anySlice(obs.body["performer"])[0].(map[string]any)
+	}
+	// npi 3: one match in Alice's record → literal.
+	r := e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|3")).expect(t, http.StatusOK, "one match")
+	if p := performer(r); !strings.HasPrefix(fmt.Sprint(p["reference"]), "Practitioner/") || p["display"] != "Dr. X" {
+		t.Errorf("one match: performer %v", p)
+	}
+	// npi 1: only in Bob's record → no match in Alice's → logical.
+	r = e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|1")).expect(t, http.StatusOK, "no match")
+	if p := performer(r); p["reference"] != nil || p["type"] != "Practitioner" || p["display"] != "Dr. X" ||
+		fmt.Sprint(p["identifier"]) != fmt.Sprint(map[string]any{"system": "urn:npi", "value": "1"}) {
+		t.Errorf("no match: performer %v, want a logical reference", p)
+	}
+	// npi 2: twice in Alice's record → 412, nothing written.
+	before := e.do("GET", recordURL("cond-alice", "/Observation?_summary=count"), alice, nil).expect(t, http.StatusOK, "count").body["total"]
+	e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|2")).expectOutcome(t, http.StatusPreconditionFailed, "several matches")
+	if after := e.do("GET", recordURL("cond-alice", "/Observation?_summary=count"), alice, nil).body["total"]; after != before {
+		t.Errorf("a refused transaction wrote: %v Observations, were %v", after, before)
+	}
+}
