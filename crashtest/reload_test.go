@@ -258,6 +258,45 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 		outcomes = append(outcomes, out)
 	}
+	// A request in flight when the reload comes (its body still arriving)
+	// is answered by the old server, which the reload waits for.
+	for _, h2 := range []bool{false, true} {
+		client := reloadClient(h2)
+		marker := map[bool]string{false: "inflight-h1", true: "inflight-h2"}[h2]
+		body := faultDropOff(marker)
+		pr, pw := io.Pipe()
+		go func() {
+			for i := 0; i < len(body); i += len(body)/10 + 1 {
+				time.Sleep(100 * time.Millisecond)
+				_, _ = pw.Write(body[i:min(i+len(body)/10+1, len(body))])
+			}
+			_ = pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", recordURL(""), pr)
+		req.Header.Set("Content-Type", "application/fhir+json")
+		done := make(chan error, 1)
+		var res *http.Response
+		start := time.Now()
+		go func() {
+			var err error
+			res, err = client.Do(req)
+			done <- err
+		}()
+		time.Sleep(350 * time.Millisecond)
+		reload()
+		if err := <-done; err != nil {
+			t.Errorf("%s: a drop-off in flight during a reload got no answer: %v", marker, err)
+			continue
+		}
+		_ = res.Body.Close()
+		t.Logf("%s: a drop-off whose body took 1 s, a reload after 350 ms: %d (%s) after %v",
+			marker, res.StatusCode, res.Proto, time.Since(start).Round(time.Millisecond))
+		if res.StatusCode != http.StatusAccepted {
+			t.Errorf("%s: %d, want 202", marker, res.StatusCode)
+		}
+		outcomes = append(outcomes, reloadOutcome{dropOffs: 1})
+	}
+
 	// Drop-offs: every distinct Bundle once in the inbox.
 	inbox := g.do("GET", apexURL("/pfr/v1/records/reload/dropoffs"), token, nil).expect(t, http.StatusOK, "inbox")
 	items, _ := inbox.body["dropoffs"].([]any)
