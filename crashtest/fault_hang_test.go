@@ -82,6 +82,7 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 			{name: "owner update", method: "PUT", url: g.recordURL("hung", "/Observation/"+obsID), token: alice, body: update},
 			{name: "owner transaction", method: "POST", url: g.recordURL("hung", ""), token: alice, body: faultTransaction(patientID, f+"-tx-1", f+"-tx-2")},
 			{name: "owner read", method: "GET", url: g.recordURL("hung", "/Observation/"+obsID), token: alice},
+			{name: "owner delete", method: "DELETE", url: g.recordURL("hung", "/Observation/"+obsID), token: alice},
 			{name: "owner search", method: "GET", url: g.recordURL("hung", "/Observation?code=29463-7"), token: alice},
 			{name: "metadata", method: "GET", url: g.recordURL("hung", "/metadata")},
 			{name: "pick-up", method: "POST", url: g.apex(pickupPath("hung", receipt)), token: alice, body: map[string]any{}},
