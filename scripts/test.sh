@@ -39,6 +39,19 @@ if ! command -v named >/dev/null; then
 fi
 named -v
 
+step "PostgreSQL 15 for the state tests"
+# Debian's postgresql: internal/pgtest initdb's a throwaway cluster per test
+# binary in a temporary folder (as the postgres user, since initdb refuses
+# root), on 127.0.0.1 and an ephemeral port, and kills it when the tests end.
+# The package's own service is not used. Tests needing PostgreSQL fail rather
+# than skip (PFR_REQUIRE_POSTGRES=1).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || command -v initdb
+export PFR_REQUIRE_POSTGRES=1
+
 step "Node packages"
 for dir in test/*/; do
 	if [ -f "$dir/package.json" ]; then

@@ -10,7 +10,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/pfrgateway/caddy-pfr/internal/boltutil"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
 // Bucket names. All start with "tenancy/" so the package can share a bbolt
@@ -37,55 +37,65 @@ var allBuckets = [][]byte{
 	bucketInvitations, bucketRecordInvitations,
 }
 
-// BoltStore is the Store on a bbolt database. The database stays the
-// caller's: BoltStore never closes it.
-type BoltStore struct {
-	db *bbolt.DB
+// KVStore is the Store on a kv.DB: a bbolt file for one node
+// (NewBoltStore) or PostgreSQL for several (NewStore with an
+// internal/pgstate.DB). Both run this same code. The database stays the
+// caller's: KVStore never closes it.
+type KVStore struct {
+	db kv.DB
 
 	// Now returns the current time; nil means time.Now. Tests set it to
 	// move time without sleeping. Set it before the store is shared.
 	Now func() time.Time
 }
 
-var _ Store = (*BoltStore)(nil)
+var _ Store = (*KVStore)(nil)
 
 // NewBoltStore returns a Store on db, creating its buckets if needed. db
 // must be open for writing.
-func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
+func NewBoltStore(db *bbolt.DB) (*KVStore, error) {
 	if db == nil {
 		return nil, fmt.Errorf("tenancy: %w: nil database", ErrInvalid)
 	}
-	if err := boltutil.CreateBuckets(db, allBuckets); err != nil {
+	return NewStore(kv.Bolt(db))
+}
+
+// NewStore returns a Store on db, creating its buckets if needed.
+func NewStore(db kv.DB) (*KVStore, error) {
+	if db == nil {
+		return nil, fmt.Errorf("tenancy: %w: nil database", ErrInvalid)
+	}
+	if err := db.CreateBuckets(allBuckets); err != nil {
 		return nil, fmt.Errorf("tenancy: opening store: %w", err)
 	}
-	return &BoltStore{db: db}, nil
+	return &KVStore{db: db}, nil
 }
 
 // Update implements Store.
-func (s *BoltStore) Update(ctx context.Context, fn func(Tx) error) error {
-	return boltutil.Update(ctx, s.db, "tenancy", func(btx *bbolt.Tx) error { return s.run(btx, true, fn) })
+func (s *KVStore) Update(ctx context.Context, fn func(Tx) error) error {
+	return s.db.Update(ctx, "tenancy", func(ktx kv.Tx) error { return s.run(ktx, true, fn) })
 }
 
 // View implements Store.
-func (s *BoltStore) View(ctx context.Context, fn func(Tx) error) error {
-	return boltutil.View(ctx, s.db, "tenancy", func(btx *bbolt.Tx) error { return s.run(btx, false, fn) })
+func (s *KVStore) View(ctx context.Context, fn func(Tx) error) error {
+	return s.db.View(ctx, "tenancy", func(ktx kv.Tx) error { return s.run(ktx, false, fn) })
 }
 
 // run calls fn with a Tx that is closed when fn returns, however it returns.
-func (s *BoltStore) run(btx *bbolt.Tx, writable bool, fn func(Tx) error) error {
+func (s *KVStore) run(ktx kv.Tx, writable bool, fn func(Tx) error) error {
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
 	}
 	// One timestamp per transaction: everything it writes happened at once.
-	t := &boltTx{tx: btx, writable: writable, now: now().UTC()}
+	t := &boltTx{tx: ktx, writable: writable, now: now().UTC()}
 	defer func() { t.closed = true }()
 	return fn(t)
 }
 
-// boltTx implements Tx on a bbolt transaction.
+// boltTx implements Tx on a kv transaction (bbolt or PostgreSQL).
 type boltTx struct {
-	tx       *bbolt.Tx
+	tx       kv.Tx
 	writable bool
 	closed   bool
 	now      time.Time
@@ -110,7 +120,7 @@ func (t *boltTx) checkWrite() error {
 	return nil
 }
 
-func (t *boltTx) bucket(name []byte) *bbolt.Bucket { return t.tx.Bucket(name) }
+func (t *boltTx) bucket(name []byte) kv.Bucket { return t.tx.Bucket(name) }
 
 // getJSON decodes the value at key into v and reports whether it existed.
 func (t *boltTx) getJSON(bucket, key []byte, v any) (bool, error) {

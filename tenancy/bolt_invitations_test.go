@@ -3,7 +3,6 @@ package tenancy
 import (
 	"bytes"
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -222,13 +221,7 @@ func TestInvitationCodesAreNotStoredInClear(t *testing.T) {
 		}
 		return nil
 	})
-	if err := e.db.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(e.path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := e.dump(t)
 	for _, code := range codes {
 		for _, form := range []string{code, strings.ToUpper(code)} {
 			if bytes.Contains(data, []byte(form)) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
 func TestAccounts(t *testing.T) {
@@ -95,17 +97,8 @@ func TestReopenKeepsEverything(t *testing.T) {
 	code := e.invite(t, r, RoleManager, alice, time.Hour)
 	deleted := e.recordOwnedBy(t, "gone", alice)
 	e.update(t, func(tx Tx) error { return tx.DeleteRecord(deleted.ID) })
-	if err := e.db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db := openTestDB(t, e.path)
-	s, err := NewBoltStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Now = e.clock.Now
-	err = s.View(context.Background(), func(tx Tx) error {
+	s := e.reopen(t)
+	err := s.View(context.Background(), func(tx Tx) error {
 		got, err := tx.RecordBySlug("john")
 		if err != nil {
 			return err
@@ -148,6 +141,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 
 func TestBucketsAreNamespaced(t *testing.T) {
 	e := newTestEnv(t)
+	e.boltOnly(t)
 	err := e.db.View(func(tx *bbolt.Tx) error {
 		n := 0
 		err := tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
@@ -270,7 +264,7 @@ func TestNewBoltStoreNilDB(t *testing.T) {
 func TestCorruptEntryIsAnErrorNotAPanic(t *testing.T) {
 	e := newTestEnv(t)
 	r := e.recordOwnedBy(t, "john", e.account(t, "alice"))
-	if err := e.db.Update(func(tx *bbolt.Tx) error {
+	if err := e.kv.Update(context.Background(), "test", func(tx kv.Tx) error {
 		return tx.Bucket(bucketRecords).Put([]byte(r.ID), []byte("{not json"))
 	}); err != nil {
 		t.Fatal(err)

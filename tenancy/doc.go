@@ -4,11 +4,12 @@
 // manager and viewer, and invitations, which also carry ownership transfer.
 //
 // Callers work through a Store in transactions over records: Update runs one
-// atomic read-write transaction and View a read-only one. BoltStore keeps
-// everything in buckets of an already open bbolt database (prefix
-// "tenancy/"), so the gateway can share one file with other packages; the
-// interfaces are not shaped like bbolt, so that a SQL implementation can
-// follow.
+// atomic read-write transaction and View a read-only one. KVStore keeps
+// everything in buckets (prefix "tenancy/") of an internal/kv database:
+// an already open bbolt file shared with other packages (NewBoltStore, one
+// node) or PostgreSQL (NewStore with an internal/pgstate.DB, several
+// nodes). Both run the same code and pass the same tests (TestPostgres
+// reruns the package's tests on PostgreSQL).
 //
 // Every method returns errors that wrap the sentinels of errors.go, so
 // callers map them to HTTP statuses with errors.Is.

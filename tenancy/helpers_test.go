@@ -1,15 +1,27 @@
 package tenancy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 )
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestPostgres runs this package's tests again on PostgreSQL: one suite,
+// both implementations of Store.
+func TestPostgres(t *testing.T) { pgtest.RerunOnPostgres(t) }
 
 // testClock is a clock tests move by hand.
 type testClock struct {
@@ -40,24 +52,111 @@ func openTestDB(t *testing.T, path string) *bbolt.DB {
 	return db
 }
 
+// testEnv is a store on bbolt, or on PostgreSQL when the package runs
+// under pgtest.RerunOnPostgres.
 type testEnv struct {
-	path  string
-	db    *bbolt.DB
-	store *BoltStore
+	path  string    // bbolt only
+	db    *bbolt.DB // bbolt only
+	dsn   string    // PostgreSQL only
+	kv    kv.DB
+	store *KVStore
 	clock *testClock
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "pfr.db")
-	db := openTestDB(t, path)
-	s, err := NewBoltStore(db)
-	if err != nil {
-		t.Fatalf("NewBoltStore: %v", err)
+	e := &testEnv{clock: &testClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	if pgtest.OnPostgres() {
+		e.dsn = pgtest.DSN(t)
+		e.kv = openPostgres(t, e.dsn)
+	} else {
+		e.path = filepath.Join(t.TempDir(), "pfr.db")
+		e.db = openTestDB(t, e.path)
+		e.kv = kv.Bolt(e.db)
 	}
-	clock := &testClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	s.Now = clock.Now
-	return &testEnv{path: path, db: db, store: s, clock: clock}
+	s, err := NewStore(e.kv)
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
+	s.Now = e.clock.Now
+	e.store = s
+	return e
+}
+
+func openPostgres(t *testing.T, dsn string) *pgstate.DB {
+	t.Helper()
+	db, err := pgstate.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("pgstate.Open: %v", err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// reopen closes the database and returns a new store on it, as a restart
+// (or another node) would see it.
+func (e *testEnv) reopen(t *testing.T) *KVStore {
+	t.Helper()
+	var db kv.DB
+	if e.db != nil {
+		if err := e.db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db = kv.Bolt(openTestDB(t, e.path))
+	} else {
+		e.kv.(*pgstate.DB).Close()
+		db = openPostgres(t, e.dsn)
+	}
+	s, err := NewStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Now = e.clock.Now
+	return s
+}
+
+// dump returns every byte the database holds for the store: the bbolt
+// file, or every key and value in PostgreSQL.
+func (e *testEnv) dump(t *testing.T) []byte {
+	t.Helper()
+	if e.db != nil {
+		if err := e.db.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(e.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	rows, err := e.kv.(*pgstate.DB).Pool().Query(context.Background(), "SELECT bucket, key, value FROM pfr_kv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out bytes.Buffer
+	for rows.Next() {
+		var b string
+		var k, v []byte
+		if err := rows.Scan(&b, &k, &v); err != nil {
+			t.Fatal(err)
+		}
+		out.WriteString(b)
+		out.Write(k)
+		out.Write(v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// boltOnly skips a test about the bbolt file itself on PostgreSQL.
+func (e *testEnv) boltOnly(t *testing.T) {
+	t.Helper()
+	if e.db == nil {
+		t.Skip("about the bbolt file")
+	}
 }
 
 // update runs fn in an Update and fails the test on error.

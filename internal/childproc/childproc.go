@@ -22,10 +22,16 @@ type Process struct {
 }
 
 // Start starts cmd with its standard output and error collected and the
-// parent-death signal set.
+// parent-death signal set (added to any cmd.SysProcAttr the caller set).
 func Start(cmd *exec.Cmd) (*Process, error) {
 	p := &Process{cmd: cmd, done: make(chan struct{})}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Keep what the caller set (e.g. Credential to run as another user);
+	// Go sets the parent-death signal after changing credentials, so it
+	// holds for a child that runs as someone else too.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	cmd.Stdout, cmd.Stderr = &p.output, &p.output
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)

@@ -1,0 +1,108 @@
+package pgstate_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/kv/kvtest"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func open(t *testing.T, dsn string) *pgstate.DB {
+	t.Helper()
+	db, err := pgstate.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+func TestConformance(t *testing.T) {
+	kvtest.Run(t, func(t *testing.T) kv.DB { return open(t, pgtest.DSN(t)) })
+}
+
+// Two "nodes" (pools) on one database: their Updates serialize too.
+func TestConformanceTwoPools(t *testing.T) {
+	kvtest.Run(t, func(t *testing.T) kv.DB {
+		dsn := pgtest.DSN(t)
+		return alternating{a: open(t, dsn), b: open(t, dsn), mu: new(sync.Mutex), n: new(int)}
+	})
+}
+
+// alternating sends each transaction to one of two pools in turn.
+type alternating struct {
+	a, b *pgstate.DB
+	mu   *sync.Mutex
+	n    *int
+}
+
+func (d alternating) pick() *pgstate.DB {
+	if d.mu == nil {
+		return d.a
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	*d.n++
+	if *d.n%2 == 0 {
+		return d.b
+	}
+	return d.a
+}
+
+func (d alternating) Update(ctx context.Context, owner string, fn func(kv.Tx) error) error {
+	return d.pick().Update(ctx, owner, fn)
+}
+func (d alternating) View(ctx context.Context, owner string, fn func(kv.Tx) error) error {
+	return d.pick().View(ctx, owner, fn)
+}
+func (d alternating) CreateBuckets(names [][]byte) error { return d.a.CreateBuckets(names) }
+
+func TestMigrateConcurrentStarts(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := pgstate.Open(context.Background(), dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			db.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent start: %v", err)
+	}
+	db := open(t, dsn)
+	applied, err := db.Migrate(context.Background())
+	if err != nil || len(applied) != 0 {
+		t.Fatalf("Migrate on an up-to-date database = %v, %v; want nothing applied", applied, err)
+	}
+	migs, _ := pgstate.Migrations()
+	var n, max int
+	if err := db.Pool().QueryRow(context.Background(), "SELECT count(*), max(version) FROM schema_migrations").Scan(&n, &max); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(migs) || max != len(migs) {
+		t.Errorf("schema_migrations has %d rows up to %d, want %d", n, max, len(migs))
+	}
+	// A database from a newer binary is refused.
+	if _, err := db.Pool().Exec(context.Background(), "INSERT INTO schema_migrations (version, name) VALUES ($1, 'future')", len(migs)+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgstate.Open(context.Background(), dsn); err == nil {
+		t.Error("Open on a database newer than the binary succeeded")
+	}
+}
