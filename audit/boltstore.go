@@ -8,13 +8,13 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/pfrgateway/caddy-pfr/internal/boltutil"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
 // Store keeps the log's events. It is shaped by what the log does (append
 // a batch and prune, look for expired events, list a record's newest,
-// delete a record), not by buckets, so that a PostgreSQL implementation can
-// follow BoltStore for deployments with several gateway nodes.
+// delete a record), not by buckets; KVStore implements it on bbolt and on
+// PostgreSQL alike.
 type Store interface {
 	// Write appends events in one transaction, then keeps at most
 	// maxPerRecord events of every record it touched and deletes events
@@ -29,27 +29,36 @@ type Store interface {
 	DeleteRecord(ctx context.Context, recordID string) error
 }
 
-// BoltStore is the Store on a bbolt file shared with the gateway's other
-// packages (buckets "audit/…", see BoltBuckets).
-type BoltStore struct{ db *bbolt.DB }
+// KVStore is the Store on an internal/kv database: a bbolt file shared
+// with the gateway's other packages (buckets "audit/…", see BoltBuckets) or
+// PostgreSQL (an internal/pgstate.DB) for several nodes.
+type KVStore struct{ db kv.DB }
 
-var _ Store = (*BoltStore)(nil)
+var _ Store = (*KVStore)(nil)
 
 // NewBoltStore returns a Store on db, creating its buckets if needed.
-func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
+func NewBoltStore(db *bbolt.DB) (*KVStore, error) {
 	if db == nil {
 		return nil, errors.New("audit: nil database")
 	}
-	if err := boltutil.CreateBuckets(db, BoltBuckets); err != nil {
+	return NewStore(kv.Bolt(db))
+}
+
+// NewStore returns a Store on db, creating its buckets if needed.
+func NewStore(db kv.DB) (*KVStore, error) {
+	if db == nil {
+		return nil, errors.New("audit: nil database")
+	}
+	if err := db.CreateBuckets(BoltBuckets); err != nil {
 		return nil, fmt.Errorf("audit: opening log: %w", err)
 	}
-	return &BoltStore{db: db}, nil
+	return &KVStore{db: db}, nil
 }
 
 // Write implements Store. It does not stop halfway for a cancelled
 // context: the caller took the events from its queue.
-func (s *BoltStore) Write(_ context.Context, events []Event, maxPerRecord uint64, cutoff time.Time) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+func (s *KVStore) Write(ctx context.Context, events []Event, maxPerRecord uint64, cutoff time.Time) error {
+	return s.db.Update(context.WithoutCancel(ctx), "audit", func(tx kv.Tx) error {
 		t := boltTx{tx}
 		added, err := t.add(events)
 		if err != nil {
@@ -66,12 +75,12 @@ func (s *BoltStore) Write(_ context.Context, events []Event, maxPerRecord uint64
 }
 
 // HasExpired implements Store.
-func (s *BoltStore) HasExpired(ctx context.Context, cutoff time.Time) (bool, error) {
+func (s *KVStore) HasExpired(ctx context.Context, cutoff time.Time) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	var found bool
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(ctx, "audit", func(tx kv.Tx) error {
 		found = boltTx{tx}.hasExpired(cutoff)
 		return nil
 	})
@@ -79,12 +88,12 @@ func (s *BoltStore) HasExpired(ctx context.Context, cutoff time.Time) (bool, err
 }
 
 // Newest implements Store.
-func (s *BoltStore) Newest(ctx context.Context, recordID string, from time.Time, limit int) ([]Stored, error) {
+func (s *KVStore) Newest(ctx context.Context, recordID string, from time.Time, limit int) ([]Stored, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var events []Stored
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(ctx, "audit", func(tx kv.Tx) error {
 		var err error
 		events, err = boltTx{tx}.newest(recordID, from, limit)
 		return err
@@ -93,9 +102,9 @@ func (s *BoltStore) Newest(ctx context.Context, recordID string, from time.Time,
 }
 
 // DeleteRecord implements Store.
-func (s *BoltStore) DeleteRecord(ctx context.Context, recordID string) error {
+func (s *KVStore) DeleteRecord(ctx context.Context, recordID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error { return boltTx{tx}.deleteRecord(recordID) })
+	return s.db.Update(ctx, "audit", func(tx kv.Tx) error { return boltTx{tx}.deleteRecord(recordID) })
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 )
 
 // clock is a settable time for tests.
@@ -33,10 +38,14 @@ func openDB(t testing.TB, path string) *bbolt.DB {
 	return db
 }
 
+// fixture is a Log on bbolt, or on PostgreSQL when the package runs under
+// pgtest.RerunOnPostgres.
 type fixture struct {
 	t     testing.TB
-	path  string
-	db    *bbolt.DB
+	path  string    // bbolt only
+	db    *bbolt.DB // bbolt only
+	dsn   string    // PostgreSQL only
+	kv    kv.DB
 	log   *Log
 	clock *clock
 }
@@ -45,19 +54,71 @@ type fixture struct {
 // clock unless set.
 func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "pfr.db"), clock: newClock()}
-	f.db = openDB(t, f.path)
-	t.Cleanup(func() { f.db.Close() })
+	f := &fixture{t: t, clock: newClock()}
 	if opts.Now == nil {
 		opts.Now = f.clock.Now
 	}
-	l, err := New(f.db, opts)
+	if pgtest.OnPostgres() {
+		f.dsn = pgtest.DSN(t)
+		f.kv = pgtest.OpenState(t, f.dsn)
+	} else {
+		f.path = filepath.Join(t.TempDir(), "pfr.db")
+		f.db = openDB(t, f.path)
+		t.Cleanup(func() { f.db.Close() })
+		f.kv = kv.Bolt(f.db)
+	}
+	store, err := NewStore(f.kv)
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
+	l, err := NewWithStore(store, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	f.log = l
 	return f
 }
+
+// reopen closes the database and returns a new store on it, as after a
+// restart.
+func (f *fixture) reopen() Store {
+	f.t.Helper()
+	var db kv.DB
+	if f.db != nil {
+		if err := f.db.Close(); err != nil {
+			f.t.Fatal(err)
+		}
+		bdb := openDB(f.t, f.path)
+		f.t.Cleanup(func() { bdb.Close() })
+		db = kv.Bolt(bdb)
+	} else {
+		f.kv.(*pgstate.DB).Close()
+		db = pgtest.OpenState(f.t, f.dsn)
+	}
+	s, err := NewStore(db)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// closeDB closes the database under the log.
+func (f *fixture) closeDB() {
+	f.t.Helper()
+	if f.db != nil {
+		if err := f.db.Close(); err != nil {
+			f.t.Fatal(err)
+		}
+		return
+	}
+	f.kv.(*pgstate.DB).Close()
+}
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestPostgres runs this package's tests again on PostgreSQL: one suite,
+// both implementations of Store.
+func TestPostgres(t *testing.T) { pgtest.RerunOnPostgres(t) }
 
 func (f *fixture) flush() {
 	f.t.Helper()
@@ -167,11 +228,11 @@ func path(v any, keys ...any) any {
 }
 
 // keyCount returns how many keys a bucket holds.
-func keyCount(t testing.TB, db *bbolt.DB, bucket []byte) int {
+func keyCount(t testing.TB, db kv.DB, bucket []byte) int {
 	t.Helper()
 	n := 0
-	if err := db.View(func(tx *bbolt.Tx) error {
-		n = tx.Bucket(bucket).Stats().KeyN
+	if err := db.View(context.Background(), "test", func(tx kv.Tx) error {
+		n = countKeys(tx.Bucket(bucket))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -179,11 +240,17 @@ func keyCount(t testing.TB, db *bbolt.DB, bucket []byte) int {
 	return n
 }
 
+func countKeys(b kv.Bucket) int {
+	n := 0
+	_ = b.ForEach(func(k, v []byte) error { n++; return nil })
+	return n
+}
+
 // checkCounts fails unless the stored counts, the events and the time
 // index agree.
-func checkCounts(t testing.TB, db *bbolt.DB) {
+func checkCounts(t testing.TB, db kv.DB) {
 	t.Helper()
-	if err := db.View(func(tx *bbolt.Tx) error {
+	if err := db.View(context.Background(), "test", func(tx kv.Tx) error {
 		actual := map[string]uint64{}
 		err := tx.Bucket(bucketEvents).ForEach(func(k, _ []byte) error {
 			rec := string(k[:len(k)-stampLen-1])
@@ -196,8 +263,8 @@ func checkCounts(t testing.TB, db *bbolt.DB) {
 		if err != nil {
 			return err
 		}
-		if n := tx.Bucket(bucketByTime).Stats().KeyN; n != tx.Bucket(bucketEvents).Stats().KeyN {
-			t.Errorf("%d index entries for %d events", n, tx.Bucket(bucketEvents).Stats().KeyN)
+		if n, m := countKeys(tx.Bucket(bucketByTime)), countKeys(tx.Bucket(bucketEvents)); n != m {
+			t.Errorf("%d index entries for %d events", n, m)
 		}
 		stored := map[string]uint64{}
 		_ = tx.Bucket(bucketCounts).ForEach(func(k, _ []byte) error {

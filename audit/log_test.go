@@ -224,7 +224,7 @@ func TestMaxPerRecordDropsTheOldest(t *testing.T) {
 	if n := len(f.events(recB)); n != 1 {
 		t.Errorf("the other record lost events: %d", n)
 	}
-	if n := keyCount(t, f.db, bucketByTime); n != 4 {
+	if n := keyCount(t, f.kv, bucketByTime); n != 4 {
 		t.Errorf("time index holds %d entries, want 4", n)
 	}
 	// One batch over the limit on its own.
@@ -235,17 +235,17 @@ func TestMaxPerRecordDropsTheOldest(t *testing.T) {
 	if n := len(f.events(recB)); n != 3 {
 		t.Errorf("recB keeps %d events, want 3", n)
 	}
-	if n := keyCount(t, f.db, bucketEvents); n != 6 {
+	if n := keyCount(t, f.kv, bucketEvents); n != 6 {
 		t.Errorf("%d events stored, want 6", n)
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 	// A record already at its limit keeps its newest MaxPerRecord.
 	f.log.Record(Event{RecordID: recA, Interaction: "read", Target: "Patient/a5"})
 	f.flush()
 	if n := len(f.events(recA)); n != 3 {
 		t.Errorf("recA keeps %d events, want 3", n)
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 }
 
 func TestRetentionPrunesOldEvents(t *testing.T) {
@@ -265,21 +265,21 @@ func TestRetentionPrunesOldEvents(t *testing.T) {
 	if len(got) != 1 || path(got[0], "entity", 0, "what", "reference") != "Patient/new" {
 		t.Errorf("after expiry lists %v", got)
 	}
-	if n := keyCount(t, f.db, bucketEvents); n != 3 {
+	if n := keyCount(t, f.kv, bucketEvents); n != 3 {
 		t.Fatalf("pruned before any flush: %d left", n)
 	}
 	// A flush with nothing queued still prunes.
 	f.flush()
-	if n := keyCount(t, f.db, bucketEvents); n != 1 {
+	if n := keyCount(t, f.kv, bucketEvents); n != 1 {
 		t.Errorf("%d events stored after pruning, want 1", n)
 	}
-	if n := keyCount(t, f.db, bucketByTime); n != 1 {
+	if n := keyCount(t, f.kv, bucketByTime); n != 1 {
 		t.Errorf("%d index entries after pruning, want 1", n)
 	}
-	if n := keyCount(t, f.db, bucketCounts); n != 1 {
+	if n := keyCount(t, f.kv, bucketCounts); n != 1 {
 		t.Errorf("%d counts after pruning, want 1 (recB has none left)", n)
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 }
 
 func TestRecordNeverBlocksWhenTheQueueIsFull(t *testing.T) {
@@ -377,11 +377,11 @@ func TestRunWithRealTickerUnderConcurrentRecords(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	stored := keyCount(t, f.db, bucketEvents)
+	stored := keyCount(t, f.kv, bucketEvents)
 	if uint64(stored)+f.log.Dropped() != 800 {
 		t.Errorf("stored %d + dropped %d != 800 recorded", stored, f.log.Dropped())
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 }
 
 func TestReopenKeepsEvents(t *testing.T) {
@@ -389,13 +389,7 @@ func TestReopenKeepsEvents(t *testing.T) {
 	f.log.Record(Event{RecordID: recA, Interaction: "read", Target: "Patient/1"})
 	f.flush()
 	first := f.events(recA)[0]["id"]
-	if err := f.db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db := openDB(t, f.path)
-	defer db.Close()
-	l, err := New(db, Options{Now: f.clock.Now})
+	l, err := NewWithStore(f.reopen(), Options{Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,11 +432,11 @@ func TestDeleteRecordRemovesOnlyItsEvents(t *testing.T) {
 		if string(b) == string(bucketCounts) {
 			want = 1
 		}
-		if n := keyCount(t, f.db, b); n != want {
+		if n := keyCount(t, f.kv, b); n != want {
 			t.Errorf("%s holds %d keys, want %d", b, n, want)
 		}
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 	if err := f.log.DeleteRecord(context.Background(), "a\x00b"); !errors.Is(err, ErrInvalidRecordID) {
 		t.Errorf("DeleteRecord of an invalid id: %v", err)
 	}
@@ -476,7 +470,7 @@ func TestBadOptionsAndCancelledContexts(t *testing.T) {
 		t.Errorf("New(nil) accepted")
 	}
 	f := newFixture(t, Options{})
-	if _, err := New(f.db, Options{QueueSize: -1}); err == nil {
+	if _, err := NewWithStore(f.log.store, Options{QueueSize: -1}); err == nil {
 		t.Errorf("negative queue size accepted")
 	}
 	f.log.Record(Event{RecordID: recA, Interaction: "read"})
@@ -507,15 +501,15 @@ func TestRetentionDeletesInBoundedRounds(t *testing.T) {
 	f.flush()
 	f.clock.Advance(2 * time.Hour)
 	f.flush()
-	if n := keyCount(t, f.db, bucketEvents); n != 5 {
+	if n := keyCount(t, f.kv, bucketEvents); n != 5 {
 		t.Errorf("%d events left after one round, want 5", n)
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 	f.flush()
-	if n := keyCount(t, f.db, bucketEvents); n != 0 {
+	if n := keyCount(t, f.kv, bucketEvents); n != 0 {
 		t.Errorf("%d events left after two rounds, want 0", n)
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 }
 
 func TestTimesOutsideTheStampRange(t *testing.T) {
@@ -534,7 +528,7 @@ func TestTimesOutsideTheStampRange(t *testing.T) {
 	if recorded := checkAuditEvent(t, got[0]); !recorded.Equal(future) {
 		t.Errorf("recorded %v, want %v", recorded, future)
 	}
-	checkCounts(t, f.db)
+	checkCounts(t, f.kv)
 }
 
 func TestFailedWritesAreCountedAsDropped(t *testing.T) {
@@ -544,9 +538,7 @@ func TestFailedWritesAreCountedAsDropped(t *testing.T) {
 	f.log.tick = tick
 	f.log.Record(Event{RecordID: recA, Interaction: "read"})
 	f.log.Record(Event{RecordID: recA, Interaction: "read"})
-	if err := f.db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	f.closeDB()
 	if err := f.log.Flush(context.Background()); err == nil {
 		t.Fatalf("Flush on a closed database succeeded")
 	}

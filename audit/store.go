@@ -9,7 +9,7 @@ import (
 	"math"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
 // Buckets, all prefixed "audit/" since the bbolt file is shared with the
@@ -102,10 +102,10 @@ func eventKey(recordID string, st []byte) []byte {
 	return append(recordPrefix(recordID), st...)
 }
 
-// boltTx is the log's view of one bbolt transaction.
-type boltTx struct{ tx *bbolt.Tx }
+// boltTx is the log's view of one kv transaction (bbolt or PostgreSQL).
+type boltTx struct{ tx kv.Tx }
 
-func (t boltTx) b(name []byte) *bbolt.Bucket { return t.tx.Bucket(name) }
+func (t boltTx) b(name []byte) kv.Bucket { return t.tx.Bucket(name) }
 
 // count returns how many events recordID has.
 func (t boltTx) count(recordID string) uint64 {

@@ -63,6 +63,7 @@ https://:8443 {
 		base_domain pfr.example.com
 		fhir_path /r4
 		data_dir /var/lib/pfr
+		state postgres postgres://pfr@db.internal/pfr
 		partition tenant_header X-Tenant {
 			datastore_header X-DS
 			datastore_id main
@@ -106,7 +107,7 @@ https://:8443 {
 	raw, _ := json.Marshal(h)
 	for _, want := range []string{
 		`"base_domain":"pfr.example.com"`, `"fhir_path":"/r4"`, `"data_dir":"/var/lib/pfr"`,
-		`"mode":"tenant_header"`, `"tenant_header":"X-Tenant"`, `"datastore_header":"X-DS"`, `"datastore_id":"main"`,
+		`"state":{"postgres":"postgres://pfr@db.internal/pfr"}`, `"mode":"tenant_header"`, `"tenant_header":"X-Tenant"`, `"datastore_header":"X-DS"`, `"datastore_id":"main"`,
 		`"upstream_fhir_path":"/fhir-server/api/v4"`, `"upstream_urls":["https://fhir.internal/fhir-server/api/v4"]`,
 		`"strip_headers":["X-Other"]`, `"jwks_url":"https://login.example.com/certs"`, `"audiences":["pfr-gateway","api://pfr"]`,
 		`"scope_claims":["scope","permissions"]`, `"scopes_when_absent":["patient/*.rs"]`,
@@ -132,6 +133,9 @@ func TestCaddyfileRefusals(t *testing.T) {
 		"bad dropoff":           "pfr {\n\tdropoff {\n\t\tmax_bytes -5\n\t}\n}",
 		"store path argument":   "pfr_store ./store.db",
 		"unknown upstream":      "pfr {\n\tupstream no_such_handler\n}",
+		"unknown state":         "pfr {\n\tstate redis x\n}",
+		"postgres without dsn":  "pfr {\n\tstate postgres\n}",
+		"bolt with argument":    "pfr {\n\tstate bolt /x\n}",
 	} {
 		if _, err := adapt(t, "http://:8080 {\n"+body+"\n}"); err == nil {
 			t.Errorf("%s: adapted without error", name)
@@ -145,6 +149,7 @@ func TestStoreAndPermissionCaddyfile(t *testing.T) {
 		permission pfr {
 			base_domain pfr.example.com
 			data_dir /var/lib/pfr
+			state postgres {$NO_SUCH_PFR_TEST_VAR:postgres://pfr@db/pfr}
 		}
 	}
 }
@@ -161,7 +166,7 @@ http://:8095 {
 	raw, _ := json.Marshal(cfg)
 	for _, want := range []string{
 		`"handler":"pfr_store"`, `"path":"/var/lib/pfr/store.db"`, `"partition_header":"X-Partition"`, `"base_path":"/r4"`,
-		`"module":"pfr"`, `"base_domain":"pfr.example.com"`,
+		`"module":"pfr"`, `"base_domain":"pfr.example.com"`, `"state":{"postgres":"postgres://pfr@db/pfr"}`,
 	} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, raw)

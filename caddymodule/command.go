@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 )
 
 func init() {
@@ -36,6 +38,50 @@ its base_domain is localhost or under .localhost.`,
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdToken)
 		},
 	})
+}
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "migrate",
+		Usage: "[--postgres <dsn>]",
+		Short: "Brings the gateway's PostgreSQL schema up to date",
+		Long: `
+Applies the schema migrations this binary carries to the PostgreSQL database
+of 'state postgres' and prints the schema version. Every node also does this
+at start (several nodes starting together wait for each other on an advisory
+lock, so each migration runs once); run it by hand to migrate before a
+rolling upgrade. A database whose schema is newer than the binary is refused.
+The DSN comes from --postgres or the PFR_POSTGRES_DSN environment variable
+(which keeps a password out of the process list).`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.Flags().String("postgres", "", "PostgreSQL DSN (default: $PFR_POSTGRES_DSN)")
+			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdMigrate)
+		},
+	})
+}
+
+func cmdMigrate(fl caddycmd.Flags) (int, error) {
+	dsn := fl.String("postgres")
+	if dsn == "" {
+		dsn = os.Getenv("PFR_POSTGRES_DSN")
+	}
+	if dsn == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--postgres or PFR_POSTGRES_DSN is required")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pgStartTimeout)
+	defer cancel()
+	// Open migrates; Migrate then reports the version reached.
+	db, err := pgstate.Open(ctx, dsn)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer db.Close()
+	version, err := db.Version(ctx)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	fmt.Fprintf(os.Stdout, "schema at version %d\n", version)
+	return caddy.ExitCodeSuccess, nil
 }
 
 func cmdToken(fl caddycmd.Flags) (int, error) {

@@ -52,6 +52,11 @@ type Gateway struct {
 	// Default: `pfr` in Caddy's data directory.
 	DataDir string `json:"data_dir,omitempty"`
 
+	// Where the state lives: the bbolt file `pfr.db` in data_dir (the
+	// default, one node) or PostgreSQL shared by several nodes. See
+	// StateConfig.
+	State *StateConfig `json:"state,omitempty"`
+
 	// How records map onto the upstream FHIR server.
 	Partition *PartitionConfig `json:"partition,omitempty"`
 
@@ -129,7 +134,7 @@ type Gateway struct {
 	gw        *gateway.Gateway
 	stopDOPU  func()
 	stopAudit func()
-	poolKey   string
+	state     *openedState
 	logger    *zap.Logger
 }
 
@@ -257,13 +262,16 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("pfr: upstream module %T is not an HTTP handler", mod)
 	}
 	g.upstream = up
+	if _, embedded := up.(*Store); embedded && g.State.cluster() {
+		return fmt.Errorf("pfr: %w", errStoreInCluster)
+	}
 
-	db, key, err := openBolt(filepath.Join(g.DataDir, "pfr.db"))
+	st, err := openState(g.State, g.DataDir)
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)
 	}
-	g.poolKey = key
-	tenants, err := tenancy.NewBoltStore(db)
+	g.state = st
+	tenants, err := tenancy.NewStore(st.kv)
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)
 	}
@@ -327,11 +335,20 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	webhooks := &egress.Policy{Allow: allow}
 	var svc *dopu.Service
 	if g.DropOff == nil || !g.DropOff.Disabled {
-		svc, err = dopu.New(db, g.DropOff.limits(), g.DropOff.options(dopu.Options{
+		opts := g.DropOff.options(dopu.Options{
 			Logger:  g.logger.Named("dopu"),
 			Webhook: gateway.WebhookFor(tenants),
 			Egress:  webhooks,
-		}))
+		})
+		if st.bolt != nil {
+			// The file is this process's alone (dopu.New relies on it).
+			svc, err = dopu.New(st.bolt, g.DropOff.limits(), opts)
+		} else {
+			var store *dopu.KVStore
+			if store, err = dopu.NewStore(st.kv); err == nil {
+				svc = dopu.NewWithStore(store, g.DropOff.limits(), opts)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("pfr: drop-offs: %w", err)
 		}
@@ -349,7 +366,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		if g.Audit != nil {
 			opts.Retention, opts.MaxPerRecord = time.Duration(g.Audit.Retention), g.Audit.MaxPerRecord
 		}
-		accessLog, err = audit.New(db, opts)
+		store, err := audit.NewStore(st.kv)
+		if err != nil {
+			return fmt.Errorf("pfr: access log: %w", err)
+		}
+		accessLog, err = audit.NewWithStore(store, opts)
 		if err != nil {
 			return fmt.Errorf("pfr: access log: %w", err)
 		}
@@ -370,7 +391,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		ScopesWhenAbsent:      g.ScopesWhenAbsent, SMART: smart, MaxBodyBytes: g.MaxBodyBytes,
 		CallTimeout: time.Duration(timeouts.Call), InboxTimeout: time.Duration(timeouts.Inbox),
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
-		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger, DataPath: key,
+		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger, DataPath: st.path,
 		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },
 	})
 	if err != nil {
@@ -408,7 +429,7 @@ func (g *Gateway) Cleanup() error {
 			stop()
 		}
 	}
-	return releaseBolt(g.poolKey)
+	return g.state.release()
 }
 
 // background runs fn in a goroutine until the returned stop is called;

@@ -19,6 +19,7 @@ import (
 //	    base_domain  <domain>
 //	    fhir_path    <path>
 //	    data_dir     <dir>
+//	    state        bolt | postgres <dsn>
 //	    partition    header [<header name>]
 //	    partition    url_prefix
 //	    partition    tenant_header [<tenant header>] {
@@ -89,6 +90,12 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &g.DataDir); err != nil {
 				return err
 			}
+		case "state":
+			st, err := unmarshalState(d)
+			if err != nil {
+				return err
+			}
+			g.State = st
 		case "upstream_fhir_path":
 			if err := oneArg(d, &pc.UpstreamFHIRPath); err != nil {
 				return err

@@ -27,6 +27,7 @@ func init() {
 //	    permission pfr {
 //	        base_domain pfr.example.com
 //	        data_dir    /var/lib/pfr
+//	        state       postgres {env.PFR_POSTGRES_DSN}
 //	    }
 //	}
 type Permission struct {
@@ -37,9 +38,13 @@ type Permission struct {
 	// Default: `pfr` in Caddy's data directory.
 	DataDir string `json:"data_dir,omitempty"`
 
-	store   tenancy.Store
-	poolKey string
-	logger  *zap.Logger
+	// Where the gateway's state lives: the same as the `pfr` handler's
+	// (default: the bbolt file in data_dir). See StateConfig.
+	State *StateConfig `json:"state,omitempty"`
+
+	store  tenancy.Store
+	state  *openedState
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -59,12 +64,12 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 	if p.DataDir == "" {
 		p.DataDir = filepath.Join(caddy.AppDataDir(), "pfr")
 	}
-	db, key, err := openBolt(filepath.Join(p.DataDir, "pfr.db"))
+	st, err := openState(p.State, p.DataDir)
 	if err != nil {
 		return fmt.Errorf("tls.permission.pfr: %w", err)
 	}
-	p.poolKey = key
-	p.store, err = tenancy.NewBoltStore(db)
+	p.state = st
+	p.store, err = tenancy.NewStore(st.kv)
 	if err != nil {
 		return fmt.Errorf("tls.permission.pfr: %w", err)
 	}
@@ -73,7 +78,7 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 
 // Cleanup releases the database.
 func (p *Permission) Cleanup() error {
-	return releaseBolt(p.poolKey)
+	return p.state.release()
 }
 
 // CertificateAllowed implements caddytls.OnDemandPermission.
@@ -91,6 +96,7 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 //	permission pfr [<base_domain>] {
 //	    base_domain <domain>
 //	    data_dir    <dir>
+//	    state       bolt | postgres <dsn>
 //	}
 func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // module name
@@ -110,6 +116,12 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &p.DataDir); err != nil {
 				return err
 			}
+		case "state":
+			st, err := unmarshalState(d)
+			if err != nil {
+				return err
+			}
+			p.State = st
 		default:
 			return d.Errf("unrecognized pfr permission option '%s'", d.Val())
 		}

@@ -33,8 +33,8 @@ type pooledStore struct{ db *store.DB }
 
 func (p pooledStore) Destruct() error { return p.db.Close() }
 
-// openBolt opens (or shares) the bbolt file at path. The caller must call
-// releaseBolt with the returned key in Cleanup.
+// openBolt opens (or shares) the bbolt file at path. The caller must delete
+// the returned key from boltPool in Cleanup (see openedState.release).
 func openBolt(path string) (db *bolt.DB, key string, err error) {
 	key, err = filepath.Abs(path)
 	if err != nil {
@@ -54,14 +54,6 @@ func openBolt(path string) (db *bolt.DB, key string, err error) {
 		return nil, "", err
 	}
 	return val.(pooledBolt).db, key, nil
-}
-
-func releaseBolt(key string) error {
-	if key == "" {
-		return nil
-	}
-	_, err := boltPool.Delete(key)
-	return err
 }
 
 // openStore opens (or shares) the embedded FHIR store at path.

@@ -18,6 +18,9 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 )
 
 const crashEnv = "DOPU_CRASH_CHILD_DB"
@@ -30,15 +33,8 @@ func TestCrashChildProcess(t *testing.T) {
 	if path == "" {
 		t.Skip("only run as the child of TestCrashDuringIntake")
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	unlimited := Rate{PerMinute: -1}
-	svc, err := New(db, Limits{SourceRate: unlimited, RecordRate: unlimited, PendingPerRecord: 1 << 30, PendingBytesPerRecord: 1 << 40}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, _ := openCrashDB(t, path, Limits{SourceRate: unlimited, RecordRate: unlimited, PendingPerRecord: 1 << 30, PendingBytesPerRecord: 1 << 40})
 	out := bufio.NewWriter(os.Stdout)
 	for i := range 5000 {
 		body := crashBundle(t, os.Getpid(), i)
@@ -63,7 +59,11 @@ func TestCrashDuringIntake(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
+	// A bbolt file, or a PostgreSQL database in the PostgreSQL run.
 	path := filepath.Join(t.TempDir(), "pfr.db")
+	if pgtest.OnPostgres() {
+		path = pgtest.DSN(t)
+	}
 	acked := map[string]string{} // id → sha256 of the body
 	for round, killAfter := range []int{3, 11, 25} {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -105,6 +105,41 @@ func TestCrashDuringIntake(t *testing.T) {
 	}
 }
 
+// openCrashDB opens a Service on the bbolt file or PostgreSQL database at
+// path (a DSN); close it with closeCrashDB (the child needs the bbolt file).
+func openCrashDB(t *testing.T, path string, limits Limits) (*Service, kv.DB) {
+	t.Helper()
+	if strings.HasPrefix(path, "postgres://") {
+		db, err := pgstate.Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, err := NewStore(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewWithStore(store, limits, Options{}), db
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(db, limits, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, boltCloser{kv.Bolt(db), db}
+}
+
+type boltCloser struct {
+	kv.DB
+	db *bbolt.DB
+}
+
+func (b boltCloser) Close() { b.db.Close() }
+
+func closeCrashDB(db kv.DB) { db.(interface{ Close() }).Close() }
+
 func parseAck(line string) (id, sum string, ok bool) {
 	f := strings.Fields(line)
 	if len(f) != 3 || f[0] != "ACK" {
@@ -118,12 +153,8 @@ func parseAck(line string) (id, sum string, ok bool) {
 // Each kill may leave one drop-off committed but not yet acknowledged.
 func checkCrashDB(t *testing.T, path string, acked map[string]string, kills int) {
 	t.Helper()
-	db := openDB(t, path)
-	defer db.Close()
-	svc, err := New(db, Limits{}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, db := openCrashDB(t, path, Limits{})
+	defer closeCrashDB(db)
 	for id, want := range acked {
 		var body []byte
 		err := svc.store.View(context.Background(), func(tx Tx) error {
@@ -141,7 +172,7 @@ func checkCrashDB(t *testing.T, path string, acked map[string]string, kills int)
 	}
 	stored := 0
 	usage := map[string]int{}
-	err = svc.store.View(context.Background(), func(tx Tx) error {
+	err := svc.store.View(context.Background(), func(tx Tx) error {
 		for _, record := range []string{"rec0", "rec1", "rec2"} {
 			list, err := tx.List(record)
 			if err != nil {

@@ -16,6 +16,10 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
@@ -41,10 +45,14 @@ func openDB(t testing.TB, path string) *bbolt.DB {
 	return db
 }
 
+// fixture is a Service on bbolt, or on PostgreSQL when the package runs
+// under pgtest.RerunOnPostgres.
 type fixture struct {
 	t     testing.TB
-	path  string
-	db    *bbolt.DB
+	path  string    // bbolt only
+	db    *bbolt.DB // bbolt only
+	dsn   string    // PostgreSQL only
+	kv    kv.DB
 	svc   *Service
 	clock *clock
 }
@@ -53,39 +61,63 @@ type fixture struct {
 // fixture's clock unless set.
 func newFixture(t testing.TB, limits Limits, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "pfr.db"), clock: newClock()}
-	f.db = openDB(t, f.path)
-	t.Cleanup(func() { f.db.Close() })
+	f := &fixture{t: t, clock: newClock()}
+	if pgtest.OnPostgres() {
+		f.dsn = pgtest.DSN(t)
+	} else {
+		f.path = filepath.Join(t.TempDir(), "pfr.db")
+	}
+	f.open(limits, opts)
+	return f
+}
+
+// open opens the database and a Service on it.
+func (f *fixture) open(limits Limits, opts Options) {
+	f.t.Helper()
 	if opts.Now == nil {
 		opts.Now = f.clock.Now
 	}
 	opts = withTestEgress(opts)
-	svc, err := New(f.db, limits, opts)
+	if f.dsn != "" {
+		db := pgtest.OpenState(f.t, f.dsn)
+		f.kv = db
+		store, err := NewStore(db)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.svc = NewWithStore(store, limits, opts)
+		return
+	}
+	db := openDB(f.t, f.path)
+	f.t.Cleanup(func() { db.Close() })
+	f.db, f.kv = db, kv.Bolt(db)
+	svc, err := New(db, limits, opts)
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
 	f.svc = svc
-	return f
 }
 
 // reopen closes the database and opens a new Service on it, as after a
 // restart.
 func (f *fixture) reopen(limits Limits, opts Options) {
 	f.t.Helper()
-	if err := f.db.Close(); err != nil {
-		f.t.Fatal(err)
+	if f.db != nil {
+		if err := f.db.Close(); err != nil {
+			f.t.Fatal(err)
+		}
+	} else {
+		f.kv.(*pgstate.DB).Close()
 	}
-	f.db = openDB(f.t, f.path)
-	f.t.Cleanup(func() { f.db.Close() })
-	if opts.Now == nil {
-		opts.Now = f.clock.Now
+	f.open(limits, opts)
+}
+
+// boltOnly skips a test about bbolt itself on PostgreSQL.
+func (f *fixture) boltOnly() {
+	f.t.Helper()
+	if f.db == nil {
+		f.t.Skip("about bbolt")
 	}
-	opts = withTestEgress(opts)
-	svc, err := New(f.db, limits, opts)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.svc = svc
 }
 
 func readTestdata(t testing.TB, path string) []byte {
@@ -113,16 +145,16 @@ func (f *fixture) mustDrop(record string, body []byte, ip string) *Receipt {
 }
 
 // keyCount counts the keys in every dopu bucket.
-func keyCount(t *testing.T, db *bbolt.DB) map[string]int {
+func keyCount(t *testing.T, db kv.DB) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	err := db.View(func(tx *bbolt.Tx) error {
+	err := db.View(context.Background(), "test", func(tx kv.Tx) error {
 		for _, name := range BoltBuckets {
-			b := tx.Bucket(name)
-			if b == nil {
-				return fmt.Errorf("bucket %s missing", name)
+			n := 0
+			if err := tx.Bucket(name).ForEach(func(k, v []byte) error { n++; return nil }); err != nil {
+				return err
 			}
-			out[string(name)] = b.Stats().KeyN
+			out[string(name)] = n
 		}
 		return nil
 	})
@@ -134,7 +166,7 @@ func keyCount(t *testing.T, db *bbolt.DB) map[string]int {
 
 func assertEmpty(t *testing.T, f *fixture, record string) {
 	t.Helper()
-	for name, n := range keyCount(t, f.db) {
+	for name, n := range keyCount(t, f.kv) {
 		if n != 0 {
 			t.Errorf("bucket %s holds %d keys, want none", name, n)
 		}
@@ -204,3 +236,9 @@ func withTestEgress(opts Options) Options {
 	}
 	return opts
 }
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestPostgres runs this package's tests again on PostgreSQL: one suite,
+// both implementations of Store.
+func TestPostgres(t *testing.T) { pgtest.RerunOnPostgres(t) }

@@ -13,6 +13,7 @@ import (
 func TestLeaseOfDeadProcess(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{}, Options{})
+	f.boltOnly() // a shared store: see TestLeaseSharedStore
 	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
 	if _, err := f.svc.BeginPickup(ctx, "rec1", r.ID); err != nil { // then the process "dies"
 		t.Fatal(err)
@@ -34,24 +35,29 @@ func TestLeaseOfDeadProcess(t *testing.T) {
 		t.Fatalf("reject after the restart: %v", err)
 	}
 
-	// A store shared by several processes (NewWithStore) keeps honouring
-	// leases until they run out.
+}
+
+// TestLeaseSharedStore: a store shared by several processes (NewWithStore,
+// PostgreSQL) keeps honouring leases until they run out.
+func TestLeaseSharedStore(t *testing.T) {
+	ctx := context.Background()
 	g := newFixture(t, Limits{}, Options{})
-	shared := NewWithStore(mustBoltStore(t, g), Limits{}, Options{Now: g.clock.Now})
+	shared := NewWithStore(mustStore(t, g), Limits{}, Options{Now: g.clock.Now})
 	r2 := g.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
 	if _, err := shared.BeginPickup(ctx, "rec1", r2.ID); err != nil {
 		t.Fatal(err)
 	}
+	defer func(old string) { processLeasePrefix = old }(processLeasePrefix)
 	processLeasePrefix = newID() + ":"
-	other := NewWithStore(mustBoltStore(t, g), Limits{}, Options{Now: g.clock.Now})
+	other := NewWithStore(mustStore(t, g), Limits{}, Options{Now: g.clock.Now})
 	if _, err := other.BeginPickup(ctx, "rec1", r2.ID); !errors.Is(err, ErrPickupInProgress) {
 		t.Fatalf("a shared store: %v, want ErrPickupInProgress", err)
 	}
 }
 
-func mustBoltStore(t *testing.T, f *fixture) Store {
+func mustStore(t *testing.T, f *fixture) Store {
 	t.Helper()
-	s, err := NewBoltStore(f.db)
+	s, err := NewStore(f.kv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func webhookTo(url string) func(context.Context, string) (WebhookTarget, error) 
 	}
 }
 
-func outboxLen(t *testing.T, f *fixture) int { return keyCount(t, f.db)["dopu/outbox"] }
+func outboxLen(t *testing.T, f *fixture) int { return keyCount(t, f.kv)["dopu/outbox"] }
 
 func TestAlertSignedAndWithoutClinicalContent(t *testing.T) {
 	c := newClock()

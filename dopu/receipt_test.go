@@ -107,7 +107,7 @@ func TestConcurrentSameBody(t *testing.T) {
 			t.Fatalf("concurrent drop-offs of the same body got receipts %v", ids)
 		}
 	}
-	if n := keyCount(t, f.db)["dopu/dropoffs"]; n != 1 {
+	if n := keyCount(t, f.kv)["dopu/dropoffs"]; n != 1 {
 		t.Errorf("%d drop-offs stored", n)
 	}
 }
@@ -158,7 +158,7 @@ func TestPurge(t *testing.T) {
 	if st, _ := f.svc.Status(ctx, kept.ID); st != StatusPending {
 		t.Errorf("pending drop-off touched by purge: %s", st)
 	}
-	for name, n := range keyCount(t, f.db) {
+	for name, n := range keyCount(t, f.kv) {
 		want := 1
 		if name == "dopu/finished" {
 			want = 0

@@ -60,7 +60,7 @@ func TestPickupStateMachine(t *testing.T) {
 	if err != nil || got != nil || sum.Status != StatusPickedUp {
 		t.Errorf("picked-up drop-off: %+v, body %d bytes, %v", sum, len(got), err)
 	}
-	if n := keyCount(t, f.db)["dopu/bodies"]; n != 0 {
+	if n := keyCount(t, f.kv)["dopu/bodies"]; n != 0 {
 		t.Errorf("%d bodies kept after pick-up", n)
 	}
 }
@@ -88,7 +88,7 @@ func TestRejectThenPickup(t *testing.T) {
 	if st, _ := f.svc.Status(ctx, r.ID); st != StatusRejected {
 		t.Errorf("sender sees %s", st)
 	}
-	counts := keyCount(t, f.db)
+	counts := keyCount(t, f.kv)
 	if counts["dopu/bodies"] != 0 || counts["dopu/outbox"] != 0 || counts["dopu/usage"] != 0 || counts["dopu/expiry"] != 0 {
 		t.Errorf("a rejected drop-off left %v", counts)
 	}
@@ -167,7 +167,7 @@ func TestExpiry(t *testing.T) {
 	if again.ID == old.ID || again.Duplicate {
 		t.Errorf("after expiry: %+v", again)
 	}
-	counts := keyCount(t, f.db)
+	counts := keyCount(t, f.kv)
 	if counts["dopu/bodies"] != 1 || counts["dopu/expiry"] != 1 || counts["dopu/outbox"] != 1 {
 		t.Errorf("after expiry: %v", counts)
 	}
@@ -208,7 +208,7 @@ func TestDeleteRecord(t *testing.T) {
 	if err := p.Commit(ctx); err == nil {
 		t.Error("a pick-up of a deleted record committed")
 	}
-	for name, n := range keyCount(t, f.db) {
+	for name, n := range keyCount(t, f.kv) {
 		want := 1
 		if name == "dopu/finished" {
 			want = 0

@@ -11,7 +11,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/pfrgateway/caddy-pfr/internal/boltutil"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
 // Buckets, all prefixed "dopu/" since the bbolt file is shared.
@@ -27,54 +27,64 @@ var (
 	bucketFinished  = []byte("dopu/finished")   // changed (8 bytes), id → empty, not pending only
 )
 
-// BoltBuckets lists every bucket the bbolt store uses.
+// BoltBuckets lists every bucket the store uses (on bbolt or PostgreSQL).
 var BoltBuckets = [][]byte{
 	bucketDropOffs, bucketBodies, bucketDigests, bucketByRecord,
 	bucketExpiry, bucketUsage, bucketOutbox, bucketAlertsDue, bucketFinished,
 }
 
-// BoltStore is the Store on a bbolt database shared with other packages.
-// It never closes the database.
-type BoltStore struct {
-	db *bbolt.DB
+// KVStore is the Store on an internal/kv database: a bbolt file shared
+// with other packages (NewBoltStore, one node) or PostgreSQL (NewStore
+// with an internal/pgstate.DB, several nodes); both run this code. It
+// never closes the database.
+type KVStore struct {
+	db kv.DB
 }
 
-var _ Store = (*BoltStore)(nil)
+var _ Store = (*KVStore)(nil)
 
 // NewBoltStore returns a Store on db, creating its buckets if needed.
-func NewBoltStore(db *bbolt.DB) (*BoltStore, error) {
+func NewBoltStore(db *bbolt.DB) (*KVStore, error) {
 	if db == nil {
 		return nil, errors.New("dopu: nil database")
 	}
-	if err := boltutil.CreateBuckets(db, BoltBuckets); err != nil {
+	return NewStore(kv.Bolt(db))
+}
+
+// NewStore returns a Store on db, creating its buckets if needed.
+func NewStore(db kv.DB) (*KVStore, error) {
+	if db == nil {
+		return nil, errors.New("dopu: nil database")
+	}
+	if err := db.CreateBuckets(BoltBuckets); err != nil {
 		return nil, fmt.Errorf("dopu: opening store: %w", err)
 	}
-	return &BoltStore{db: db}, nil
+	return &KVStore{db: db}, nil
 }
 
 // Update implements Store. bbolt syncs on commit unless the database was
-// opened with NoSync.
-func (s *BoltStore) Update(ctx context.Context, fn func(Tx) error) error {
-	return boltutil.Update(ctx, s.db, "dopu", withTx(fn))
+// opened with NoSync; PostgreSQL commits durably unless configured not to.
+func (s *KVStore) Update(ctx context.Context, fn func(Tx) error) error {
+	return s.db.Update(ctx, "dopu", withTx(fn))
 }
 
 // View implements Store.
-func (s *BoltStore) View(ctx context.Context, fn func(Tx) error) error {
-	return boltutil.View(ctx, s.db, "dopu", withTx(fn))
+func (s *KVStore) View(ctx context.Context, fn func(Tx) error) error {
+	return s.db.View(ctx, "dopu", withTx(fn))
 }
 
 // withTx gives fn a Tx that is closed when fn returns.
-func withTx(fn func(Tx) error) func(*bbolt.Tx) error {
-	return func(btx *bbolt.Tx) error {
-		t := &boltTx{tx: btx}
+func withTx(fn func(Tx) error) func(kv.Tx) error {
+	return func(ktx kv.Tx) error {
+		t := &boltTx{tx: ktx}
 		defer func() { t.closed = true }()
 		return fn(t)
 	}
 }
 
-// boltTx implements Tx.
+// boltTx implements Tx on a kv transaction.
 type boltTx struct {
-	tx     *bbolt.Tx
+	tx     kv.Tx
 	closed bool
 }
 
@@ -85,7 +95,7 @@ type usage struct {
 	Size  int64 `json:"size"`
 }
 
-func (t *boltTx) b(name []byte) *bbolt.Bucket { return t.tx.Bucket(name) }
+func (t *boltTx) b(name []byte) kv.Bucket { return t.tx.Bucket(name) }
 
 func timeKey(ts time.Time, id string) []byte {
 	k := make([]byte, 8, 8+len(id))

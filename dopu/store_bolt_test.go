@@ -13,6 +13,7 @@ import (
 func TestBoltStoreContract(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{}, Options{})
+	f.boltOnly()
 	// Another package's bucket in the same file is left alone.
 	if err := f.db.Update(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists([]byte("tenancy/records"))

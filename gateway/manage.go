@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -37,6 +40,10 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 	if !ok {
 		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
 			"not found; the management API is under %s", apiPrefix))
+		return
+	}
+	if rest == "health" {
+		g.serveHealth(w, r)
 		return
 	}
 	// The drop-off receipt status is public: the receipt id is the secret.
@@ -277,4 +284,27 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// healthTimeout bounds the health check's read of the state.
+const healthTimeout = 2 * time.Second
+
+// serveHealth answers GET /pfr/v1/health for load balancers: public, 200
+// while this node can read its state (the bbolt file or PostgreSQL), 503
+// otherwise. It says nothing else.
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+	defer cancel()
+	if err := g.cfg.Tenancy.View(ctx, func(tenancy.Tx) error { return nil }); err != nil {
+		g.log.Warn("health check: state unavailable", zap.Error(err))
+		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "this node cannot reach its state"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 }

@@ -68,7 +68,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	e := &testEnv{clock: &testClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	if pgtest.OnPostgres() {
 		e.dsn = pgtest.DSN(t)
-		e.kv = openPostgres(t, e.dsn)
+		e.kv = pgtest.OpenState(t, e.dsn)
 	} else {
 		e.path = filepath.Join(t.TempDir(), "pfr.db")
 		e.db = openTestDB(t, e.path)
@@ -83,16 +83,6 @@ func newTestEnv(t *testing.T) *testEnv {
 	return e
 }
 
-func openPostgres(t *testing.T, dsn string) *pgstate.DB {
-	t.Helper()
-	db, err := pgstate.Open(context.Background(), dsn)
-	if err != nil {
-		t.Fatalf("pgstate.Open: %v", err)
-	}
-	t.Cleanup(db.Close)
-	return db
-}
-
 // reopen closes the database and returns a new store on it, as a restart
 // (or another node) would see it.
 func (e *testEnv) reopen(t *testing.T) *KVStore {
@@ -105,7 +95,7 @@ func (e *testEnv) reopen(t *testing.T) *KVStore {
 		db = kv.Bolt(openTestDB(t, e.path))
 	} else {
 		e.kv.(*pgstate.DB).Close()
-		db = openPostgres(t, e.dsn)
+		db = pgtest.OpenState(t, e.dsn)
 	}
 	s, err := NewStore(db)
 	if err != nil {

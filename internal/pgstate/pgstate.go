@@ -164,6 +164,15 @@ func (db *DB) Migrate(ctx context.Context) ([]int, error) {
 	return applied, nil
 }
 
+// Version returns the schema version the database is at.
+func (db *DB) Version(ctx context.Context) (int, error) {
+	var v int
+	if err := db.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&v); err != nil {
+		return 0, fmt.Errorf("pgstate: reading schema_migrations: %w", err)
+	}
+	return v, nil
+}
+
 // lockKey is the advisory lock serializing one owner's Updates.
 func lockKey(owner string) int64 {
 	h := fnv.New64a()

@@ -14,25 +14,15 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-func open(t *testing.T, dsn string) *pgstate.DB {
-	t.Helper()
-	db, err := pgstate.Open(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	return db
-}
-
 func TestConformance(t *testing.T) {
-	kvtest.Run(t, func(t *testing.T) kv.DB { return open(t, pgtest.DSN(t)) })
+	kvtest.Run(t, func(t *testing.T) kv.DB { return pgtest.OpenState(t, pgtest.DSN(t)) })
 }
 
 // Two "nodes" (pools) on one database: their Updates serialize too.
 func TestConformanceTwoPools(t *testing.T) {
 	kvtest.Run(t, func(t *testing.T) kv.DB {
 		dsn := pgtest.DSN(t)
-		return alternating{a: open(t, dsn), b: open(t, dsn), mu: new(sync.Mutex), n: new(int)}
+		return alternating{a: pgtest.OpenState(t, dsn), b: pgtest.OpenState(t, dsn), mu: new(sync.Mutex), n: new(int)}
 	})
 }
 
@@ -85,7 +75,7 @@ func TestMigrateConcurrentStarts(t *testing.T) {
 	for err := range errs {
 		t.Fatalf("concurrent start: %v", err)
 	}
-	db := open(t, dsn)
+	db := pgtest.OpenState(t, dsn)
 	applied, err := db.Migrate(context.Background())
 	if err != nil || len(applied) != 0 {
 		t.Fatalf("Migrate on an up-to-date database = %v, %v; want nothing applied", applied, err)

@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pfrgateway/caddy-pfr/internal/childproc"
+	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 )
 
 // EnvDSN names a server to make test databases on; its user must be
@@ -251,4 +252,16 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// OpenState opens the gateway's state on the database at dsn (migrating
+// it), closed when t ends.
+func OpenState(t testing.TB, dsn string) *pgstate.DB {
+	t.Helper()
+	db, err := pgstate.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("pgstate.Open: %v", err)
+	}
+	t.Cleanup(db.Close)
+	return db
 }
