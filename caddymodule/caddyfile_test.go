@@ -94,6 +94,7 @@ https://:8443 {
 			source_rate 10 5
 			record_rate -1
 			retry_base 1s
+			alert_lease 90s
 		}
 		upstream reverse_proxy fhir.internal:9443 {
 			header_up X-Api-Key secret
@@ -114,7 +115,7 @@ https://:8443 {
 		`"authorization_endpoint":"https://login.example.com/auth"`, `"capabilities":["launch-standalone","client-public"]`,
 		`"allowed_types":["Practitioner","Organization"]`, `"trust_upstream_isolation":false`, `"response_filter":false`,
 		`"jwks_cache_ttl":300000000000`, `"max_body_bytes":1048576`, `"source_per_minute":10`, `"source_burst":5`,
-		`"record_per_minute":-1`, `"retry_base":1000000000`, `"handler":"reverse_proxy"`, `"X-Api-Key":["secret"]`,
+		`"record_per_minute":-1`, `"retry_base":1000000000`, `"alert_lease":90000000000`, `"handler":"reverse_proxy"`, `"X-Api-Key":["secret"]`,
 	} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("adapted pfr handler lacks %s:\n%s", want, raw)

@@ -62,6 +62,12 @@ type DropOffConfig struct {
 
 	// How long a pick-up holds its drop-off. Default: 10m.
 	LeaseTTL caddy.Duration `json:"lease_ttl,omitempty"`
+
+	// How long a delivery attempt holds its alert: no other node sends it
+	// meanwhile, and if this node dies the alert is due again when the
+	// lease runs out. Keep it well above the webhook timeout (10s).
+	// Default: 2m.
+	AlertLease caddy.Duration `json:"alert_lease,omitempty"`
 }
 
 // options returns the dopu.Options these settings give, on top of base.
@@ -71,7 +77,7 @@ func (c *DropOffConfig) options(base dopu.Options) dopu.Options {
 	}
 	base.RetryBase, base.RetryCap = time.Duration(c.RetryBase), time.Duration(c.RetryCap)
 	base.PollInterval, base.LeaseTTL = time.Duration(c.PollInterval), time.Duration(c.LeaseTTL)
-	base.MaxAttempts = c.AlertAttempts
+	base.MaxAttempts, base.AlertLease = c.AlertAttempts, time.Duration(c.AlertLease)
 	return base
 }
 
@@ -105,6 +111,7 @@ func (c *DropOffConfig) limits() dopu.Limits {
 //	    alert_attempts           <n>
 //	    poll_interval            <duration>
 //	    lease_ttl                <duration>
+//	    alert_lease              <duration>
 //	}
 func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
 	if d.NextArg() {
@@ -148,7 +155,7 @@ func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
 		case "alert_attempts":
 			n, err = intArg(0)
 			c.AlertAttempts = int(n)
-		case "ttl", "retention", "retry_base", "retry_cap", "poll_interval", "lease_ttl":
+		case "ttl", "retention", "retry_base", "retry_cap", "poll_interval", "lease_ttl", "alert_lease":
 			dur, perr := caddy.ParseDuration(args[0])
 			if perr != nil || dur <= 0 {
 				return d.Errf("%s: %q is not a positive duration", key, args[0])
@@ -156,6 +163,7 @@ func parseDropOff(d *caddyfile.Dispenser, c *DropOffConfig) error {
 			*map[string]*caddy.Duration{
 				"ttl": &c.TTL, "retention": &c.Retention, "retry_base": &c.RetryBase,
 				"retry_cap": &c.RetryCap, "poll_interval": &c.PollInterval, "lease_ttl": &c.LeaseTTL,
+				"alert_lease": &c.AlertLease,
 			}[key] = caddy.Duration(dur)
 		case "source_rate", "record_rate":
 			rate, perr := strconv.ParseFloat(args[0], 64)

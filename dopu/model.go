@@ -107,6 +107,11 @@ type Alert struct {
 	// failures, or a destination the egress policy refuses. A dead alert
 	// stays for the owner to see and is never attempted again.
 	Dead bool `json:"dead,omitempty"`
+	// Lease names the delivery attempt that holds the alert; while it is
+	// set, NextAttempt is when the lease runs out (a node that died
+	// mid-delivery leaves the alert to another after that). Only the
+	// holder may finish or reschedule the alert.
+	Lease string `json:"lease,omitempty"`
 }
 
 // The states of an alert in the outbox.

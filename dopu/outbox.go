@@ -66,15 +66,20 @@ func (s *Service) expireAndLog(ctx context.Context) {
 // DeliverDue makes one delivery attempt for each alert due now (at most a
 // batch of them) and returns how many were delivered. Run calls it; tests
 // call it to step the outbox.
+//
+// The alerts are leased first, in one transaction: each gets a new lease
+// and its NextAttempt moves to the lease's end, so no other loop, in this
+// process or on another node sharing the store, attempts it meanwhile
+// (Updates serialize across nodes; the claim is the row lock that FOR
+// UPDATE SKIP LOCKED would take, held for the lease instead of the
+// transaction, since a delivery must not keep a transaction open over the
+// network). Finishing or rescheduling an alert checks the lease is still
+// this attempt's (fencing): an attempt that outlived its lease changes
+// nothing.
 func (s *Service) DeliverDue(ctx context.Context) (int, error) {
-	var due []Alert
-	err := s.store.View(ctx, func(tx Tx) error {
-		var err error
-		due, err = tx.DueAlerts(s.now(), deliveryBatch)
-		return err
-	})
+	due, err := s.claimDue(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("dopu: reading the outbox: %w", err)
+		return 0, err
 	}
 	var (
 		wg        sync.WaitGroup
@@ -101,6 +106,32 @@ func (s *Service) DeliverDue(ctx context.Context) (int, error) {
 	}
 	wg.Wait()
 	return delivered, firstErr
+}
+
+// claimDue leases up to a batch of the alerts due now.
+func (s *Service) claimDue(ctx context.Context) ([]Alert, error) {
+	var claimed []Alert
+	err := s.store.Update(ctx, func(tx Tx) error {
+		claimed = claimed[:0]
+		now := s.now()
+		due, err := tx.DueAlerts(now, deliveryBatch)
+		if err != nil {
+			return err
+		}
+		for _, a := range due {
+			a.Lease = newID()
+			a.NextAttempt = now.Add(s.opts.AlertLease)
+			if err := tx.PutAlert(&a); err != nil {
+				return err
+			}
+			claimed = append(claimed, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dopu: leasing due alerts: %w", err)
+	}
+	return claimed, nil
 }
 
 // deliver makes one attempt at an alert. It returns an error only when the
@@ -138,7 +169,32 @@ func (s *Service) deliver(ctx context.Context, a Alert) (bool, error) {
 	if err := s.post(ctx, hook, d); err != nil {
 		return false, s.retry(ctx, a, err)
 	}
-	return true, s.dropAlert(ctx, a.DropOffID)
+	return true, s.finishAlert(ctx, a)
+}
+
+// finishAlert removes a delivered alert, if the attempt still holds it.
+func (s *Service) finishAlert(ctx context.Context, a Alert) error {
+	err := s.store.Update(ctx, func(tx Tx) error {
+		cur, err := tx.Alert(a.DropOffID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Lease != a.Lease {
+			// The lease ran out and another attempt holds the alert: it
+			// delivers again, with the same idempotency key.
+			s.opts.Logger.Warn("drop-off alert delivered after its lease ran out; another attempt holds it",
+				zap.String("dropoff", a.DropOffID))
+			return nil
+		}
+		return tx.DeleteAlert(a.DropOffID)
+	})
+	if err != nil {
+		return fmt.Errorf("dopu: removing alert %s: %w", a.DropOffID, err)
+	}
+	return nil
 }
 
 // post sends the signed alert of d to target.
@@ -157,6 +213,7 @@ func (s *Service) post(ctx context.Context, hook WebhookTarget, d *DropOff) erro
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "caddy-pfr-dopu")
 	req.Header.Set(SignatureHeader, Sign(hook.Secret, s.now(), body))
+	req.Header.Set(IdempotencyKeyHeader, d.ID)
 	resp, err := s.opts.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("posting the webhook: %w", err)
@@ -202,6 +259,10 @@ func (s *Service) retry(ctx context.Context, a Alert, cause error) error {
 		if err != nil {
 			return err
 		}
+		if a.Lease != "" && cur.Lease != a.Lease {
+			return nil // the lease ran out: another attempt holds the alert
+		}
+		cur.Lease = ""
 		cur.Attempts++
 		cur.NextAttempt = s.now().Add(s.backoff(cur.Attempts))
 		cur.LastError = cause.Error()
@@ -239,7 +300,7 @@ func (s *Service) ReviveAlerts(ctx context.Context, recordID string) (int, error
 			if !a.Dead {
 				continue
 			}
-			a.Dead, a.Attempts, a.NextAttempt = false, 0, s.now()
+			a.Dead, a.Attempts, a.NextAttempt, a.Lease = false, 0, s.now(), ""
 			if err := tx.PutAlert(a); err != nil {
 				return err
 			}

@@ -26,6 +26,7 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []AlertPayload
 	bodies []string
+	keys   []string // Idempotency-Key of each delivery
 	bad    int
 	status int
 	hits   chan struct{}
@@ -56,6 +57,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.got = append(rc.got, p)
 	rc.bodies = append(rc.bodies, string(body))
+	rc.keys = append(rc.keys, r.Header.Get(IdempotencyKeyHeader))
 }
 
 func (rc *receiver) delivered() []AlertPayload {

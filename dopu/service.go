@@ -60,6 +60,11 @@ type Options struct {
 	// LeaseTTL is how long a pick-up holds its drop-off before another may
 	// take over (after a crash between BeginPickup and Commit). Default 10 min.
 	LeaseTTL time.Duration
+	// AlertLease is how long a delivery attempt holds its alert: no other
+	// node (or loop) attempts it meanwhile, and if the holder dies the
+	// alert is due again when it runs out. Keep it well above the webhook
+	// client's timeout. Default 2 min.
+	AlertLease time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -92,6 +97,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 10 * time.Minute
+	}
+	if o.AlertLease <= 0 {
+		o.AlertLease = 2 * time.Minute
 	}
 	return o
 }

@@ -16,6 +16,13 @@ import (
 //	X-PFR-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 const SignatureHeader = "X-PFR-Signature"
 
+// IdempotencyKeyHeader carries the drop-off's id: the same on every
+// delivery of its alert, whichever node sends it, so a receiver that
+// remembers the keys it has handled can ignore a repeat (a node that died
+// after the receiver answered but before it recorded the delivery, or a
+// delivery slower than the lease).
+const IdempotencyKeyHeader = "Idempotency-Key"
+
 // WebhookTarget is where a record's alerts go: URL and HMAC secret, and
 // the record's slug for the payload.
 type WebhookTarget struct {
