@@ -236,7 +236,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	total := len(hits)
 	b := q.newBundle("searchset")
 	b.Total = &total
-	b.Link = []outLink{{Relation: "self", URL: q.base + "/" + typ + queryString(params)}}
+	b.Link = []outLink{{Relation: "self", URL: q.base + "/" + typ + queryString(plan.applied)}}
 	if !plan.summaryCount {
 		page := make([]string, 0, min(count, total))
 		for _, id := range hits[:min(count, total)] {

@@ -48,6 +48,9 @@ type searchPlan struct {
 	summaryData bool
 	// unknown lists parameters that were ignored (lenient handling).
 	unknown []string
+	// applied holds the parameters the plan really applies: the only ones
+	// the searchset's self link shows.
+	applied url.Values
 	// include resolves _include and _revinclude for one page of matches;
 	// nil when the search has neither.
 	include func(page []map[string]any, src includeSource) ([]map[string]any, error)

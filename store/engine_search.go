@@ -24,6 +24,7 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		return nil, err
 	}
 	unknown := q.Unknown
+	applied := q.Applied()
 	// _summary=true and text keep the elements the StructureDefinitions
 	// mark as summary or mandatory, which this store does not carry.
 	if q.Summary == "true" || q.Summary == "text" {
@@ -32,6 +33,7 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 				"_summary=%s is not supported (supported: count, data, false)", q.Summary)
 		}
 		unknown = append(slices.Clone(unknown), "_summary="+q.Summary)
+		applied.Del("_summary")
 	}
 	p := &searchPlan{
 		match:        q.Match,
@@ -43,6 +45,7 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		elements:     q.Elements,
 		summaryData:  q.Summary == "data",
 		unknown:      unknown,
+		applied:      applied,
 	}
 	if len(q.Includes) > 0 || len(q.RevIncludes) > 0 {
 		p.include = func(page []map[string]any, src includeSource) ([]map[string]any, error) {

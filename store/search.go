@@ -130,7 +130,7 @@ func (q *request) search(typ string, params url.Values) error {
 	if plan.countSet {
 		count = min(max(plan.count, 0), maxPageSize)
 	}
-	self := q.base + "/" + typ + queryString(params)
+	self := q.base + "/" + typ + queryString(plan.applied)
 
 	var hits []string
 	if err := q.h.db.view(q.part, func(p *ptx) error {
@@ -208,13 +208,15 @@ func (q *request) fillPageIn(p *ptx, b *outBundle, page []string, plan *searchPl
 			// in the snapshot but cannot show what no longer exists.
 			continue
 		}
-		body, res, err := project(rec.Body, plan)
+		body, full, err := project(rec.Body, plan)
 		if err != nil {
 			q.unreadable.add(ref, err)
 			continue
 		}
 		seen[typ+"/"+id] = true
-		resources = append(resources, res)
+		// Includes follow the stored resource, not what _elements or
+		// _summary left of it.
+		resources = append(resources, full)
 		b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
 	}
 	if plan.include == nil || len(resources) == 0 {
@@ -259,7 +261,8 @@ func (q *request) appendUnknownOutcome(b *outBundle, plan *searchPlan) {
 
 // project applies _elements (the named top-level elements plus the
 // mandatory ones) or _summary=data (everything but the narrative), marking
-// the result SUBSETTED. It returns the JSON and decoded form.
+// the result SUBSETTED. It returns the JSON to send and the decoded full
+// resource (what includes are resolved from).
 func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, error) {
 	res, err := decodeForSearch(body)
 	if err != nil {
@@ -278,7 +281,7 @@ func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, er
 	if err != nil {
 		return nil, nil, err
 	}
-	return raw, out, nil
+	return raw, res, nil
 }
 
 // withoutNarrative copies res without text, tagged SUBSETTED.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -483,5 +484,64 @@ func TestExpiredSnapshotsAreSwept(t *testing.T) {
 	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil)
 	if count() != 1 {
 		t.Fatalf("%d snapshots after expiry, want 1", count())
+	}
+}
+
+// The searchset's self link lists only the parameters that were applied
+// (R4 SHALL), whatever was ignored, and includes follow the full resources
+// even when _elements trims the matches.
+func TestSearchSelfLinkAppliedOnly(t *testing.T) {
+	s := newTestServer(t)
+	pid := str(s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("Self")).JSON(t), "id")
+	s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", map[string]any{"resourceType": "Observation", "status": "final",
+		"code": map[string]any{"text": "x"}, "subject": map[string]any{"reference": "Patient/" + pid}})
+
+	selfOf := func(b map[string]any) url.Values {
+		t.Helper()
+		for _, l := range b["link"].([]any) {
+			if str(l, "relation") == "self" {
+				u, err := url.Parse(str(l, "url"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return u.Query()
+			}
+		}
+		t.Fatalf("no self link in %v", b["link"])
+		return nil
+	}
+	for query, want := range map[string]url.Values{
+		"bogus=1&status=final":                                             {"status": {"final"}},
+		"subject.name=x&_has:Observation:patient:code=1":                   {},
+		"_summary=true&_count=5":                                           {"_count": {"5"}},
+		"_sort=bogus,-date&code=":                                          {"_sort": {"-date"}},
+		"_include=Observation:*&_include=Observation:patient&_format=json": {"_include": {"Observation:patient"}},
+		"status=final&_elements=status&_total=accurate":                    {"status": {"final"}, "_elements": {"status"}, "_total": {"accurate"}},
+	} {
+		b := s.must(http.StatusOK, "GET", "/fhir/Observation?"+query, "DEFAULT", nil).JSON(t)
+		if got := selfOf(b); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: self lists %v, want %v", query, got, want)
+		}
+		// The same rule for a search inside a batch.
+		bb := s.must(http.StatusOK, "POST", "/fhir", "DEFAULT", map[string]any{"resourceType": "Bundle", "type": "batch",
+			"entry": []any{map[string]any{"request": map[string]any{"method": "GET", "url": "Observation?" + query}}}}).JSON(t)
+		inner := bb["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+		if got := selfOf(inner); !reflect.DeepEqual(got, want) {
+			t.Errorf("batch %s: self lists %v, want %v", query, got, want)
+		}
+	}
+
+	// _include with _elements: the include comes from the stored
+	// Observation, although the match shown keeps only code.
+	b := s.must(http.StatusOK, "GET", "/fhir/Observation?_elements=code&_include=Observation:patient", "DEFAULT", nil).JSON(t)
+	modes := map[string]int{}
+	for _, e := range b["entry"].([]any) {
+		modes[str(e, "search", "mode")+"/"+str(e, "resource", "resourceType")]++
+		if str(e, "search", "mode") == "match" && str(e, "resource", "subject", "reference") != "" {
+			t.Errorf("_elements=code kept subject: %v", e)
+		}
+	}
+	if modes["match/Observation"] != 1 || modes["include/Patient"] != 1 {
+		t.Fatalf("_elements with _include: %v", modes)
 	}
 }

@@ -45,6 +45,10 @@ type Query struct {
 
 	// unknownWhy[i] says why Unknown[i] was ignored.
 	unknownWhy []string
+	// applied holds the parameters this query really applies, as
+	// name=value, for the searchset's self link (R4 3.1.1.5.2: it SHALL
+	// list only the parameters that were applied).
+	applied url.Values
 	// filters must all match (AND); each ORs its values.
 	filters []filter
 }
@@ -88,7 +92,7 @@ func Parse(resourceType string, params url.Values, strict bool) (*Query, error) 
 	if resourceType != "" && !searchparam.IsResourceType(resourceType) {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "unknown resource type %q", resourceType)
 	}
-	q := &Query{ResourceType: resourceType}
+	q := &Query{ResourceType: resourceType, applied: url.Values{}}
 	now := time.Now()
 	names := make([]string, 0, len(params))
 	for name := range params {
@@ -140,6 +144,7 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 			f.missing = append(f.missing, v == "true")
 		}
 		q.filters = append(q.filters, f)
+		q.applied.Add(name, value)
 		return nil
 	case modifier == "not" && p.Type == searchparam.TypeToken:
 		f.negate = true
@@ -170,8 +175,21 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 	}
 	if len(f.matchers) > 0 || len(f.composites) > 0 {
 		q.filters = append(q.filters, f)
+		q.applied.Add(name, value)
 	}
 	return nil
+}
+
+// Applied returns the parameters the query applies, name=value as given
+// (a _sort keeps only its applied keys): what a searchset's self link may
+// show. Ignored parameters (Unknown), empty values and _format/_pretty are
+// not in it. The caller owns the copy.
+func (q *Query) Applied() url.Values {
+	out := url.Values{}
+	for k, v := range q.applied {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
 }
 
 // lookup finds a parameter of the query's type; with no type, only the

@@ -45,8 +45,11 @@ func (q *Query) addResultParam(name, modifier string, hasModifier bool, value st
 		q.Total = value
 	case "_format":
 		q.Format = value
+		return nil
 	case "_pretty":
+		return nil
 	case "_elements":
+		n := len(q.Elements)
 		for _, e := range strings.Split(value, ",") {
 			e = strings.TrimSpace(e)
 			if q.ResourceType != "" {
@@ -60,11 +63,15 @@ func (q *Query) addResultParam(name, modifier string, hasModifier bool, value st
 			}
 			q.Elements = append(q.Elements, e)
 		}
+		if len(q.Elements) == n {
+			return nil
+		}
 	case "_sort":
 		return q.addSort(value, strict)
 	case "_include", "_revinclude":
 		return q.addInclude(name, value, strict)
 	}
+	q.applied.Add(name, value)
 	return nil
 }
 
@@ -79,6 +86,12 @@ func isElementName(s string) bool {
 
 // addSort parses _sort=a,-b.
 func (q *Query) addSort(value string, strict bool) error {
+	var applied []string
+	defer func() {
+		if len(applied) > 0 {
+			q.applied.Add("_sort", strings.Join(applied, ","))
+		}
+	}()
 	for _, key := range strings.Split(value, ",") {
 		key = strings.TrimSpace(key)
 		desc := strings.HasPrefix(key, "-")
@@ -97,6 +110,7 @@ func (q *Query) addSort(value string, strict bool) error {
 			continue
 		}
 		q.SortBy = append(q.SortBy, SortKey{Param: p, Descending: desc})
+		applied = append(applied, key)
 	}
 	return nil
 }
@@ -147,5 +161,6 @@ func (q *Query) addInclude(name, value string, strict bool) error {
 	} else {
 		q.RevIncludes = append(q.RevIncludes, inc)
 	}
+	q.applied.Add(name, value)
 	return nil
 }
