@@ -109,6 +109,16 @@ func openState(c *StateConfig, dataDir string) (*openedState, error) {
 		}
 		return &openedState{kv: kv.Bolt(db), bolt: db, path: key, key: key, pool: boltPool}, nil
 	}
+	db, err := openPostgres(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("state postgres: %w", err)
+	}
+	return &openedState{kv: db, path: "PostgreSQL", key: dsn, pool: pgPool}, nil
+}
+
+// openPostgres opens (or shares) the database at dsn, migrated. The caller
+// must delete dsn from pgPool in Cleanup.
+func openPostgres(dsn string) (*pgstate.DB, error) {
 	val, _, err := pgPool.LoadOrNew(dsn, func() (caddy.Destructor, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), pgStartTimeout)
 		defer cancel()
@@ -119,9 +129,9 @@ func openState(c *StateConfig, dataDir string) (*openedState, error) {
 		return pooledPG{db: db}, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("state postgres: %w", err)
+		return nil, err
 	}
-	return &openedState{kv: val.(pooledPG).db, path: "PostgreSQL", key: dsn, pool: pgPool}, nil
+	return val.(pooledPG).db, nil
 }
 
 // errStoreInCluster is why pfr_store cannot serve a cluster.

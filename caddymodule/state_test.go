@@ -3,9 +3,12 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -105,4 +108,73 @@ func TestMigrateCommand(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n != len(migs) {
 		t.Fatalf("schema_migrations: %d rows (%v), want %d", n, err, len(migs))
 	}
+}
+
+// Caddy on caddy.storage.postgres: the certificate it manages (from its
+// internal CA here) is stored in PostgreSQL, where every node finds it.
+func TestPostgresStorageInCaddy(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	cfg, err := adapt(t, `{
+	admin off
+	storage postgres `+dsn+`
+	skip_install_trust
+	local_certs
+	auto_https disable_redirects
+}
+node.localhost:`+freePortString(t)+` {
+	bind 127.0.0.1
+	respond "ok"
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(mustJSON(t, cfg), `"storage":{"dsn":"`+dsn+`","module":"postgres"}`) {
+		t.Fatalf("adapted config lacks the storage: %s", mustJSON(t, cfg))
+	}
+	if err := caddy.Load([]byte(mustJSON(t, cfg)), true); err != nil {
+		t.Fatalf("loading Caddy: %v", err)
+	}
+	defer func() { _ = caddy.Stop() }()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var keys []string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		rows, err := conn.Query(ctx, "SELECT key FROM pfr_certs WHERE key LIKE '%node.localhost%'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) >= 2 {
+			break
+		}
+	}
+	if len(keys) < 2 {
+		t.Fatalf("the certificate of node.localhost is not in PostgreSQL: %v", keys)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func freePortString(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }

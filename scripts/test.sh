@@ -96,6 +96,7 @@ xcaddy build v2.11.9 --with github.com/pfrgateway/caddy-pfr@v0.0.0=. --output "$
 "$bin/caddy-xcaddy" list-modules | grep -qx 'http.handlers.pfr' || { echo "xcaddy build lacks http.handlers.pfr"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'tls.permission.pfr' || { echo "xcaddy build lacks tls.permission.pfr"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'dns.providers.rfc2136' || { echo "xcaddy build lacks dns.providers.rfc2136"; exit 1; }
+"$bin/caddy-xcaddy" list-modules | grep -qx 'caddy.storage.postgres' || { echo "xcaddy build lacks caddy.storage.postgres"; exit 1; }
 
 step "the README's benchmark and fuzz commands, briefly (nothing is judged by speed)"
 go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10 >"$bin/bench-gateway.txt" 2>&1 ||
