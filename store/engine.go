@@ -30,8 +30,9 @@ type searchParamInfo struct {
 
 // searchPlan is a parsed search.
 type searchPlan struct {
-	// match reports whether a current resource matches the criteria.
-	match func(res map[string]any) bool
+	// bind returns the matcher of the criteria over the partition src
+	// reads (chained and _has parameters read other resources).
+	bind func(src includeSource) (func(res map[string]any) bool, error)
 	// sort orders matches in place per _sort (or the engine's default
 	// order); nil keeps id order.
 	sort func(matches []map[string]any)

@@ -36,7 +36,7 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		applied.Del("_summary")
 	}
 	p := &searchPlan{
-		match:        q.Match,
+		bind:         func(src includeSource) (func(map[string]any) bool, error) { return q.Bind(src) },
 		sort:         q.Sort,
 		count:        q.Count,
 		countSet:     q.Count > 0,

@@ -84,14 +84,18 @@ func (q *request) appendUnreadableOutcome(b *outBundle) {
 // returns the ids of the hits in order. Resources that cannot be decoded
 // go to skip.
 func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
+	match, err := plan.bind(partitionSource{p, skip})
+	if err != nil {
+		return nil, err
+	}
 	var hits []map[string]any
-	err := p.scanCurrent(typ, func(id string, raw []byte) error {
+	err = p.scanCurrent(typ, func(id string, raw []byte) error {
 		res, err := decodeForSearch(raw)
 		if err != nil {
 			skip.add(typ+"/"+id, err)
 			return nil
 		}
-		if plan.match(res) {
+		if match(res) {
 			hits = append(hits, res)
 		}
 		return nil

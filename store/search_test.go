@@ -512,7 +512,7 @@ func TestSearchSelfLinkAppliedOnly(t *testing.T) {
 	}
 	for query, want := range map[string]url.Values{
 		"bogus=1&status=final":                                             {"status": {"final"}},
-		"subject.name=x&_has:Observation:patient:code=1":                   {},
+		"subject.nope=x&_has:Observation:focus:nope=1&code.x=1":            {},
 		"_summary=true&_count=5":                                           {"_count": {"5"}},
 		"_sort=bogus,-date&code=":                                          {"_sort": {"-date"}},
 		"_include=Observation:*&_include=Observation:patient&_format=json": {"_include": {"Observation:patient"}},

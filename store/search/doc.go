@@ -29,10 +29,13 @@
 //   - :missing=true|false on every type
 //
 // A comma separates values of which one must match (OR); a repeated
-// parameter must match every time (AND). Chained parameters, _has,
-// special parameters (Location near), _text, _content, _query, _filter and
-// _list are not supported: lenient parsing lists them in Query.Unknown,
-// strict parsing rejects them. An unsupported modifier or an invalid value is
+// parameter must match every time (AND). Chained parameters (any depth,
+// with a type modifier or across the target types that have the
+// parameter) and _has (nested, with chains inside) read other resources:
+// Query.Bind resolves them against one partition (a Source), and Match
+// never matches a query that has them. Special parameters (Location near),
+// _text, _content, _query, _filter and _list are not supported: lenient
+// parsing lists them in Query.Unknown, strict parsing rejects them. An unsupported modifier or an invalid value is
 // always a 400, as the specification requires.
 //
 // A *Query is immutable once parsed and safe for concurrent use.

@@ -30,9 +30,9 @@ func ExampleParse() {
 }
 
 func ExampleParse_strict() {
-	params, _ := url.ParseQuery("subject.name=peter")
+	params, _ := url.ParseQuery("subject.nope=peter")
 	_, err := search.Parse("Observation", params, true)
 	fmt.Println(err)
 	// Output:
-	// 400 search parameter subject.name: chained parameters are not supported
+	// 400 search parameter subject.nope: no type subject can refer to (Group, Device, Patient, Location) supports nope
 }

@@ -51,6 +51,9 @@ type Query struct {
 	applied url.Values
 	// filters must all match (AND); each ORs its values.
 	filters []filter
+	// joins are the chained and _has filters, which read other resources
+	// (Bind); they must all match too.
+	joins []*join
 }
 
 // SortKey is one _sort key.
@@ -81,8 +84,8 @@ var resultParams = map[string]bool{
 // Result-control parameters (_count, _offset, _sort, _summary, _elements,
 // _include, _revinclude, _total, _format, _pretty) fill the Query's
 // fields; every other parameter becomes a filter. Parameters that are not
-// defined for resourceType or not supported (chains, _has, composite and
-// special parameters, _text, _content, _include:iterate, …) are listed in
+// defined for resourceType or not supported (special parameters, _text,
+// _content, _include:iterate, a chain to an unknown parameter, …) are listed in
 // q.Unknown when strict is false and make Parse fail with a 400 *fhir.Error
 // when strict is true. An invalid value (bad date, number, prefix, token or
 // reference), an unsupported modifier or an unknown resource type is a 400
@@ -118,12 +121,14 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 	if value == "" {
 		return nil
 	}
-	p, why := q.lookup(base)
 	switch {
 	case strings.HasPrefix(name, "_has:") || base == "_has":
-		why = "_has is not supported"
+		return q.addHas(name, value, strict, now)
 	case strings.Contains(name, "."):
-		why = "chained parameters are not supported"
+		return q.addChain(name, value, strict, now)
+	}
+	p, why := q.lookup(base)
+	switch {
 	case p != nil && (p.Type == searchparam.TypeSpecial || p.Expression == ""):
 		why = "parameters of type " + p.Type + " are not supported"
 		if p.Expression == "" {
@@ -243,8 +248,14 @@ func invalid(name, value, why string) error {
 
 // Match reports whether res is of the query's type and satisfies every
 // filter. A value whose expression cannot be evaluated on res counts as
-// absent.
+// absent. A query with chained or _has parameters needs the other
+// resources: Match never matches it (use Bind).
 func (q *Query) Match(res map[string]any) bool {
+	return len(q.joins) == 0 && q.matchFilters(res)
+}
+
+// matchFilters is Match without the joins.
+func (q *Query) matchFilters(res map[string]any) bool {
 	if res == nil {
 		return false
 	}
