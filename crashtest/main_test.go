@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 )
 
 // pfrBinary is the cmd/pfr binary every test runs, built once by TestMain.
@@ -24,6 +25,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	pgtest.Stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -1,0 +1,288 @@
+package crashtest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+)
+
+// clusterNode is a gateway node on PostgreSQL state in front of a shared
+// FHIR upstream, with Caddy's certificates in the same PostgreSQL: plain
+// HTTP on %[1]d, and on %[5]d TLS with certificates on demand (Caddy's
+// internal CA, itself in the shared storage) for active records only.
+// %[2]s is the work directory, %[3]s the DSN, %[4]d the upstream's port.
+const clusterNode = `{
+	admin off
+	persist_config off
+	auto_https disable_redirects
+	default_bind 127.0.0.1
+	skip_install_trust
+	local_certs
+	storage postgres %[3]s
+	on_demand_tls {
+		permission pfr {
+			base_domain pfr.localhost
+			state postgres %[3]s
+		}
+	}
+}
+
+http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
+	pfr {
+		base_domain pfr.localhost
+		data_dir %[2]s/data
+		dev_issuer
+		webhook_allow 127.0.0.1/32
+		state postgres %[3]s
+		upstream reverse_proxy 127.0.0.1:%[4]d
+	}
+}
+
+https://:%[5]d {
+	tls {
+		on_demand
+	}
+	respond "tls ok"
+}
+`
+
+// sharedStore is a FHIR server that every node shares: the embedded store
+// served on its own (one process; the gateways reach it over HTTP, as they
+// would reach HAPI on PostgreSQL). %[1]d the port, %[2]s the directory.
+const sharedStore = `{
+	admin off
+	persist_config off
+	auto_https off
+	default_bind 127.0.0.1
+}
+http://:%[1]d {
+	pfr_store {
+		path %[2]s/store.db
+	}
+}
+`
+
+// balancer is Caddy's reverse_proxy in front of two nodes, with active
+// health checks on /pfr/v1/health. %[1]d its port, %[2]d and %[3]d the
+// nodes' ports.
+const balancer = `{
+	admin off
+	persist_config off
+	auto_https off
+	default_bind 127.0.0.1
+}
+http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
+	reverse_proxy 127.0.0.1:%[2]d 127.0.0.1:%[3]d {
+		lb_policy round_robin
+		lb_retries 2
+		health_uri /pfr/v1/health
+		health_interval 1s
+		health_headers {
+			Host pfr.localhost
+		}
+	}
+}
+`
+
+// countingReceiver counts the deliveries of each drop-off's alert.
+type countingReceiver struct {
+	mu     sync.Mutex
+	counts map[string]int // Idempotency-Key → deliveries
+	bad    []string
+}
+
+func (c *countingReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var alert dopu.AlertPayload
+	if err := json.Unmarshal(body, &alert); err != nil || alert.DropOff != r.Header.Get(dopu.IdempotencyKeyHeader) {
+		c.bad = append(c.bad, fmt.Sprintf("key %q for %.200s", r.Header.Get(dopu.IdempotencyKeyHeader), body))
+	}
+	c.counts[r.Header.Get(dopu.IdempotencyKeyHeader)]++
+}
+
+func (c *countingReceiver) snapshot() (map[string]int, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range c.counts {
+		out[k] = v
+	}
+	return out, append([]string(nil), c.bad...)
+}
+
+// startProc runs the pfr binary with config and waits until url answers.
+func startProc(t *testing.T, config, url string) *pfrproc.Process {
+	t.Helper()
+	p, err := pfrproc.Start(context.Background(), pfrBinary, t.TempDir(), config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Kill() })
+	if err := p.WaitReady(context.Background(), url, 0, 60*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, p.LogTail(30))
+	}
+	return p
+}
+
+// TestCluster runs two gateway nodes (the real binary) on one PostgreSQL
+// with a shared FHIR upstream and Caddy's balancer in front: what one node
+// does, the other knows at once.
+func TestCluster(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	storePort := freePort(t)
+	storeDir := t.TempDir()
+	startProc(t, fmt.Sprintf(sharedStore, storePort, storeDir), fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", storePort))
+
+	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t)}})
+	// Node B trusts the same dev issuer key (a real deployment trusts the
+	// same OpenID provider).
+	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t)}, prepare: func(dir string) {
+		key, err := os.ReadFile(filepath.Join(a.dir, "data", auth.DevIssuerFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "data", auth.DevIssuerFile), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("node A:\n%s\nnode B:\n%s", a.logTail(15), b.logTail(15))
+		}
+	})
+	lbPort := freePort(t)
+	lb := &gatewayProcess{t: t, port: lbPort, client: newClient(), dev: a.dev}
+	startProc(t, fmt.Sprintf(balancer, lbPort, a.port, b.port), lb.apex("/pfr/v1/health"))
+
+	alice, bob := a.token("alice"), a.token("bob")
+	const slug = "clustered"
+
+	// A record created on A is usable through B at once.
+	patientID := a.createRecord(alice, slug, map[string]any{
+		"resourceType": "Patient", "name": []any{map[string]any{"family": "Node", "given": []any{"Nora"}}},
+		"gender": "female", "birthDate": "1980-02-03",
+	})
+	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), alice, nil).expect(t, http.StatusOK, "the Patient through B")
+	lb.do("GET", lb.recordURL(slug, "/Patient/"+patientID), alice, nil).expect(t, http.StatusOK, "the Patient through the balancer")
+
+	// Bob joins through B with an invitation made on A.
+	inv := a.do("POST", a.apex("/pfr/v1/records/"+slug+"/invitations"), alice, map[string]any{"role": "viewer"}).
+		expect(t, http.StatusCreated, "invite on A")
+	code, _ := inv.body["code"].(string)
+	b.do("POST", b.apex("/pfr/v1/invitations/"+code+"/accept"), bob, nil).expect(t, http.StatusOK, "accept on B")
+	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), bob, nil).expect(t, http.StatusOK, "bob reads through B")
+
+	// Removed on A, refused on B at once (no waiting: nothing is cached).
+	members := a.do("GET", a.apex("/pfr/v1/records/"+slug+"/members"), alice, nil).expect(t, http.StatusOK, "members on A")
+	var bobAccount string
+	list, _ := members.body["members"].([]any)
+	for _, m := range list {
+		mm, _ := m.(map[string]any)
+		if mm["subject"] == "bob" {
+			bobAccount, _ = mm["accountId"].(string)
+		}
+	}
+	if bobAccount == "" {
+		t.Fatalf("bob's membership not listed: %s", members.raw)
+	}
+	a.do("DELETE", a.apex("/pfr/v1/records/"+slug+"/members/"+bobAccount), alice, nil).expect(t, http.StatusNoContent, "remove bob on A")
+	if res := b.do("GET", b.recordURL(slug, "/Patient/"+patientID), bob, nil); res.status != http.StatusForbidden && res.status != http.StatusNotFound {
+		t.Fatalf("bob after removal, through B: %d %s", res.status, res.raw)
+	}
+
+	// The webhook set on A; a drop-off on A is in B's inbox, its alert
+	// delivered once though both nodes run the outbox; picked up on B.
+	rc := &countingReceiver{counts: map[string]int{}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: rc, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	a.do("PUT", a.apex("/pfr/v1/records/"+slug+"/webhook"), alice, map[string]any{"url": "http://" + l.Addr().String() + "/hook", "secret": "cluster-webhook-secret-0123456789"}).
+		expect(t, http.StatusOK, "webhook on A")
+	raw, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
+		map[string]any{"fullUrl": "urn:uuid:5f7c1d1e-1111-4a4a-9c9c-000000000001", "resource": map[string]any{
+			"resourceType": "Patient", "name": []any{map[string]any{"family": "Node", "given": []any{"Nora"}}},
+			"gender": "female", "birthDate": "1980-02-03"}},
+		map[string]any{"resource": map[string]any{"resourceType": "Observation", "status": "final",
+			"code": map[string]any{"text": "cluster"}, "subject": map[string]any{"reference": "urn:uuid:5f7c1d1e-1111-4a4a-9c9c-000000000001"}}},
+	}})
+	receipt := a.dropOffReceipt(slug, raw)
+	if _, ok := b.inbox(alice, slug)[receipt]; !ok {
+		t.Fatalf("drop-off %s made on A is not in B's inbox", receipt)
+	}
+	// Both nodes poll every 5 s (the default): wait for the alert, then for
+	// two more polls of each, and count.
+	var counts map[string]int
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if counts, _ = rc.snapshot(); counts[receipt] > 0 {
+			break
+		}
+	}
+	time.Sleep(11 * time.Second)
+	counts, bad := rc.snapshot()
+	if counts[receipt] != 1 || len(bad) > 0 {
+		t.Fatalf("alert of %s delivered %d times (bad: %v), want once", receipt, counts[receipt], bad)
+	}
+	b.do("POST", b.apex("/pfr/v1/records/"+slug+"/dropoffs/"+receipt+"/pickup"), alice, map[string]any{}).
+		expect(t, http.StatusOK, "pick-up on B")
+	if s := a.receiptStatus(receipt); s != "picked-up" {
+		t.Fatalf("receipt status on A after the pick-up on B: %q", s)
+	}
+
+	// The record's certificate: obtained on demand by A, stored in
+	// PostgreSQL, served by B as the very same certificate.
+	name := slug + ".pfr.localhost"
+	certA := serverCert(t, a.opts.args[2].(int), name)
+	certB := serverCert(t, b.opts.args[2].(int), name)
+	if certA.SerialNumber.Cmp(certB.SerialNumber) != 0 {
+		t.Fatalf("B serves another certificate (serial %s) than A (%s): obtained twice", certB.SerialNumber, certA.SerialNumber)
+	}
+	if _, err := tlsDial(a.opts.args[2].(int), "not-a-record.pfr.localhost"); err == nil {
+		t.Fatal("a certificate for a name that is no record")
+	}
+}
+
+// serverCert is the certificate a node's TLS port presents for name.
+func serverCert(t *testing.T, port int, name string) *x509.Certificate {
+	t.Helper()
+	state, err := tlsDial(port, name)
+	if err != nil {
+		t.Fatalf("TLS to %s on %d: %v", name, port, err)
+	}
+	return state.PeerCertificates[0]
+}
+
+func tlsDial(port int, name string) (tls.ConnectionState, error) {
+	d := &net.Dialer{Timeout: 30 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{
+		ServerName: name, InsecureSkipVerify: true, // the internal CA is not trusted here; the serial is compared
+	})
+	if err != nil {
+		return tls.ConnectionState{}, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState(), nil
+}
