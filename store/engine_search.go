@@ -56,50 +56,70 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 }
 
 // resolveIncludes follows _include from the page's resources to what they
-// reference, and _revinclude from resources that reference the page's.
+// reference, and _revinclude from resources that reference the page's. The
+// includes marked :iterate then apply again to what was included, until
+// nothing new comes (each resource is taken once, so it ends within the
+// partition).
 func resolveIncludes(q *search.Query, page []map[string]any, src includeSource) ([]map[string]any, error) {
 	var out []map[string]any
 	seen := map[string]bool{}
 	for _, res := range page {
 		seen[refOf(res)] = true
 	}
-	add := func(res map[string]any) {
-		if ref := refOf(res); !seen[ref] {
-			seen[ref] = true
-			out = append(out, res)
+	frontier := page
+	for round := 0; len(frontier) > 0; round++ {
+		var added []map[string]any
+		add := func(res map[string]any) {
+			if ref := refOf(res); !seen[ref] {
+				seen[ref] = true
+				added = append(added, res)
+			}
 		}
-	}
-	for _, inc := range q.Includes {
-		for _, res := range page {
-			for _, ref := range inc.References(res) {
-				if seen[ref] {
-					continue
+		for _, inc := range q.Includes {
+			if round > 0 && !inc.Iterate {
+				continue
+			}
+			for _, res := range frontier {
+				for _, ref := range inc.References(res) {
+					if seen[ref] {
+						continue
+					}
+					target, err := src.Resolve(ref)
+					if err != nil {
+						return nil, err
+					}
+					if target != nil {
+						add(target)
+					}
 				}
-				target, err := src.Resolve(ref)
+			}
+		}
+		targets := map[string]bool{}
+		for _, res := range frontier {
+			targets[refOf(res)] = true
+		}
+		for _, inc := range q.RevIncludes {
+			if round > 0 && !inc.Iterate {
+				continue
+			}
+			sources := []string{inc.SourceType}
+			if inc.SourceType == "" {
+				sources = searchparam.ResourceTypes()
+			}
+			for _, st := range sources {
+				err := src.Scan(st, func(cand map[string]any) bool {
+					if !seen[refOf(cand)] && slices.ContainsFunc(inc.References(cand), func(ref string) bool { return targets[ref] }) {
+						add(cand)
+					}
+					return true
+				})
 				if err != nil {
 					return nil, err
 				}
-				if target != nil {
-					add(target)
-				}
 			}
 		}
-	}
-	for _, inc := range q.RevIncludes {
-		err := src.Scan(inc.SourceType, func(cand map[string]any) bool {
-			for _, res := range page {
-				rt, _ := res["resourceType"].(string)
-				id, _ := res["id"].(string)
-				if inc.Refers(cand, rt, id) {
-					add(cand)
-					break
-				}
-			}
-			return true
-		})
-		if err != nil {
-			return nil, err
-		}
+		out = append(out, added...)
+		frontier = added
 	}
 	return out, nil
 }

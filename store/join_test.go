@@ -3,6 +3,7 @@ package store
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -119,4 +120,102 @@ func TestSearchChainsAndHas(t *testing.T) {
 	expectOutcome(t, s.do("GET", "/fhir/Observation?subject.nope=1", "1", nil, "Prefer", "handling=strict"), 400, "subject.nope")
 	expectOutcome(t, s.do("GET", "/fhir/Observation?subject:Medication.code=1", "1", nil), 400, "Medication")
 	expectOutcome(t, s.do("GET", "/fhir/Observation?subject:Patient.birthdate=notadate", "1", nil), 400, "birthdate")
+}
+
+// _include:iterate, _revinclude:iterate, _include=* and _revinclude=* on a
+// Synthea record.
+func TestSearchIncludeIterateAndWildcard(t *testing.T) {
+	s := newTestServer(t)
+	files := syntheaFiles(t)
+	s.createPartition(1)
+	s.createPartition(2)
+	src, ids := loadSynthea(t, s, files[0], "1")
+	loadSynthea(t, s, files[1], "2")
+	all := byFullURL(src)
+	modes := func(query string) map[string]int {
+		t.Helper()
+		b := s.must(http.StatusOK, "GET", "/fhir/"+query, "1", nil).JSON(t)
+		out := map[string]int{}
+		for _, e := range b["entry"].([]any) {
+			out[str(e, "search", "mode")+"/"+str(e, "resource", "resourceType")]++
+		}
+		return out
+	}
+	var obsFull string
+	for full, r := range all {
+		if r["resourceType"] == "Observation" && str(r, "encounter", "reference") != "" {
+			obsFull = full
+			break
+		}
+	}
+	obsID := ids[obsFull][len("Observation/"):]
+	encFull := str(all[obsFull], "encounter", "reference")
+	encID := ids[encFull][len("Encounter/"):]
+	orgFull := str(all[encFull], "serviceProvider", "reference")
+	orgID := ids[orgFull][len("Organization/"):]
+
+	// Observation → Encounter, then (iterating) Encounter → Organization.
+	got := modes("Observation?_id=" + obsID + "&_include=Observation:encounter&_include:iterate=Encounter:service-provider")
+	if got["match/Observation"] != 1 || got["include/Encounter"] != 1 || got["include/Organization"] != 1 {
+		t.Errorf("_include:iterate: %v", got)
+	}
+	// Without :iterate the Encounter's include is refused: its source is
+	// not the searched type.
+	expectOutcome(t, s.do("GET", "/fhir/Observation?_id="+obsID+"&_include=Encounter:service-provider", "1", nil), 400, "Encounter")
+
+	// _include=*: the patient and the encounter (every reference the
+	// Observation has).
+	got = modes("Observation?_id=" + obsID + "&_include=*")
+	if got["include/Patient"] != 1 || got["include/Encounter"] != 1 || got["include/Organization"] != 0 {
+		t.Errorf("_include=*: %v", got)
+	}
+
+	// Organization ← Encounters ← (iterating) their Observations.
+	wantEnc, wantObs := 0, 0
+	for _, r := range all {
+		if r["resourceType"] == "Encounter" && str(r, "serviceProvider", "reference") == orgFull {
+			wantEnc++
+		}
+	}
+	for _, r := range all {
+		if r["resourceType"] == "Observation" {
+			if e := all[str(r, "encounter", "reference")]; e != nil && str(e, "serviceProvider", "reference") == orgFull {
+				wantObs++
+			}
+		}
+	}
+	got = modes("Organization?_id=" + orgID + "&_revinclude=Encounter:service-provider&_revinclude:iterate=Observation:encounter")
+	if got["include/Encounter"] != wantEnc || got["include/Observation"] != wantObs || wantObs == 0 {
+		t.Errorf("_revinclude:iterate: %v, want %d Encounters, %d Observations", got, wantEnc, wantObs)
+	}
+	got = modes("Organization?_id=" + orgID + "&_revinclude=Encounter:service-provider&_revinclude=Observation:encounter")
+	if got["include/Encounter"] != wantEnc || got["include/Observation"] != 0 {
+		t.Errorf("_revinclude without :iterate follows included resources: %v", got)
+	}
+
+	// _revinclude=*: everything of the record that refers to the Encounter
+	// (its Observations, Claims, …), nothing from the other partition.
+	want := map[string]int{}
+	for _, r := range all {
+		for _, v := range []string{str(r, "encounter", "reference"), str(r, "context", "reference"),
+			str(r, "item", 0, "encounter", 0, "reference")} {
+			if v == encFull {
+				want["include/"+r["resourceType"].(string)]++
+				break
+			}
+		}
+	}
+	got = modes("Encounter?_id=" + encID + "&_revinclude=*")
+	for k, n := range want {
+		if k == "include/Observation" && got[k] != n {
+			t.Errorf("_revinclude=*: %s %d, want %d (%v)", k, got[k], n, got)
+		}
+	}
+	if got["include/Observation"] == 0 {
+		t.Errorf("_revinclude=*: %v", got)
+	}
+	b := s.must(http.StatusOK, "GET", "/fhir/Encounter?_id="+encID+"&_revinclude:iterate=*", "1", nil).JSON(t)
+	if self := str(b, "link", 0, "url"); !strings.Contains(self, "_revinclude%3Aiterate=%2A") {
+		t.Errorf("self %s", self)
+	}
 }

@@ -511,12 +511,12 @@ func TestSearchSelfLinkAppliedOnly(t *testing.T) {
 		return nil
 	}
 	for query, want := range map[string]url.Values{
-		"bogus=1&status=final":                                             {"status": {"final"}},
-		"subject.nope=x&_has:Observation:focus:nope=1&code.x=1":            {},
-		"_summary=true&_count=5":                                           {"_count": {"5"}},
-		"_sort=bogus,-date&code=":                                          {"_sort": {"-date"}},
-		"_include=Observation:*&_include=Observation:patient&_format=json": {"_include": {"Observation:patient"}},
-		"status=final&_elements=status&_total=accurate":                    {"status": {"final"}, "_elements": {"status"}, "_total": {"accurate"}},
+		"bogus=1&status=final":                                  {"status": {"final"}},
+		"subject.nope=x&_has:Observation:focus:nope=1&code.x=1": {},
+		"_summary=true&_count=5":                                {"_count": {"5"}},
+		"_sort=bogus,-date&code=":                               {"_sort": {"-date"}},
+		"_include:nope=Observation:subject&_include=Observation:patient&_format=json": {"_include": {"Observation:patient"}},
+		"status=final&_elements=status&_total=accurate":                               {"status": {"final"}, "_elements": {"status"}, "_total": {"accurate"}},
 	} {
 		b := s.must(http.StatusOK, "GET", "/fhir/Observation?"+query, "DEFAULT", nil).JSON(t)
 		if got := selfOf(b); !reflect.DeepEqual(got, want) {

@@ -7,13 +7,20 @@ import (
 
 // Include is one _include or _revinclude: resources of SourceType refer
 // through their reference parameter Param to resources of TargetType (any
-// type when empty).
+// type when empty). Param "*" is every reference parameter of the source;
+// SourceType "" (from _include=* or _revinclude=*) is any type. Iterate
+// (:iterate) applies the include to included resources too.
 type Include struct {
 	SourceType, Param, TargetType string
+	Iterate                       bool
 }
 
-// String returns the include as written in a URL: Source:param[:Target].
+// String returns the include as written in a URL: Source:param[:Target],
+// or * for every reference of every type.
 func (inc Include) String() string {
+	if inc.SourceType == "" {
+		return "*"
+	}
 	s := inc.SourceType + ":" + inc.Param
 	if inc.TargetType != "" {
 		s += ":" + inc.TargetType
@@ -57,12 +64,26 @@ func (inc Include) Refers(res map[string]any, targetType, id string) bool {
 	return false
 }
 
-// nodes evaluates the include's parameter on res when res is of SourceType.
+// nodes evaluates the include's parameter (every reference parameter for
+// *) on res when res is of SourceType (any type when SourceType is "").
 func (inc Include) nodes(res map[string]any) []fhirpath.Node {
-	if res == nil || res["resourceType"] != inc.SourceType {
+	if res == nil {
 		return nil
 	}
-	p, ok := searchparam.Lookup(inc.SourceType, inc.Param)
+	rt, _ := res["resourceType"].(string)
+	if inc.SourceType != "" && rt != inc.SourceType {
+		return nil
+	}
+	if inc.Param == "*" {
+		var out []fhirpath.Node
+		for _, p := range searchparam.ForType(rt) {
+			if p.Type == searchparam.TypeReference && p.Expression != "" {
+				out = append(out, evaluate(p, res)...)
+			}
+		}
+		return out
+	}
+	p, ok := searchparam.Lookup(rt, inc.Param)
 	if !ok || p.Type != searchparam.TypeReference {
 		return nil
 	}

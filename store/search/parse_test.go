@@ -29,8 +29,8 @@ func TestParseResultParams(t *testing.T) {
 		t.Errorf("_count=0: %+v", q)
 	}
 	q = mustParse(t, "Patient", "_include=Patient:organization&_include=Patient:general-practitioner:Practitioner&_revinclude=Observation:subject&_revinclude=Provenance:target")
-	wantInc := []Include{{"Patient", "organization", ""}, {"Patient", "general-practitioner", "Practitioner"}}
-	wantRev := []Include{{"Observation", "subject", ""}, {"Provenance", "target", ""}}
+	wantInc := []Include{{"Patient", "organization", "", false}, {"Patient", "general-practitioner", "Practitioner", false}}
+	wantRev := []Include{{"Observation", "subject", "", false}, {"Provenance", "target", "", false}}
 	if !slices.Equal(q.Includes, wantInc) || !slices.Equal(q.RevIncludes, wantRev) {
 		t.Errorf("includes %v, revincludes %v", q.Includes, q.RevIncludes)
 	}
@@ -113,9 +113,7 @@ func TestParseUnsupported(t *testing.T) {
 		"_text=cancer",
 		"_content=cancer",
 		"_query=special",
-		"_include:iterate=Observation:subject",
-		"_include=*",
-		"_include=Observation:*",
+		"_include:nope=Observation:subject",
 		"_include=Observation:code",
 		"_sort=nope",
 		"_sort=code-value-quantity",
@@ -170,34 +168,34 @@ func TestInclude(t *testing.T) {
 		inc  Include
 		want []string
 	}{
-		{Include{"Observation", "subject", ""}, []string{"Patient/1"}},
-		{Include{"Observation", "subject", "Patient"}, []string{"Patient/1"}},
-		{Include{"Observation", "subject", "Group"}, nil},
-		{Include{"Observation", "performer", ""}, []string{"Practitioner/2", "Organization/3"}},
-		{Include{"Observation", "performer", "Organization"}, []string{"Organization/3"}},
-		{Include{"Observation", "code", ""}, nil},
-		{Include{"Patient", "organization", ""}, nil},
-		{Include{"Observation", "nope", ""}, nil},
+		{Include{"Observation", "subject", "", false}, []string{"Patient/1"}},
+		{Include{"Observation", "subject", "Patient", false}, []string{"Patient/1"}},
+		{Include{"Observation", "subject", "Group", false}, nil},
+		{Include{"Observation", "performer", "", false}, []string{"Practitioner/2", "Organization/3"}},
+		{Include{"Observation", "performer", "Organization", false}, []string{"Organization/3"}},
+		{Include{"Observation", "code", "", false}, nil},
+		{Include{"Patient", "organization", "", false}, nil},
+		{Include{"Observation", "nope", "", false}, nil},
 	}
 	for _, c := range cases {
 		if got := c.inc.References(obs); !slices.Equal(got, c.want) {
 			t.Errorf("%v.References = %v, want %v", c.inc, got, c.want)
 		}
 	}
-	rev := Include{"Observation", "subject", ""}
+	rev := Include{"Observation", "subject", "", false}
 	if !rev.Refers(obs, "Patient", "1") || rev.Refers(obs, "Patient", "2") || rev.Refers(obs, "Group", "1") {
 		t.Error("Refers subject wrong")
 	}
-	if (Include{"Observation", "subject", "Group"}).Refers(obs, "Patient", "1") {
+	if (Include{"Observation", "subject", "Group", false}).Refers(obs, "Patient", "1") {
 		t.Error("Refers ignored TargetType")
 	}
-	if (Include{"Encounter", "subject", ""}).Refers(obs, "Patient", "1") {
+	if (Include{"Encounter", "subject", "", false}).Refers(obs, "Patient", "1") {
 		t.Error("Refers ignored SourceType")
 	}
-	if !(Include{"Observation", "performer", ""}).Refers(obs, "Organization", "3") {
+	if !(Include{"Observation", "performer", "", false}).Refers(obs, "Organization", "3") {
 		t.Error("Refers missed an absolute reference")
 	}
-	if got := (Include{"Observation", "subject", "Patient"}).String(); got != "Observation:subject:Patient" {
+	if got := (Include{"Observation", "subject", "Patient", false}).String(); got != "Observation:subject:Patient" {
 		t.Errorf("String = %q", got)
 	}
 }

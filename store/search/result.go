@@ -10,7 +10,8 @@ import (
 
 // addResultParam handles a result-control parameter.
 func (q *Query) addResultParam(name, modifier string, hasModifier bool, value string, strict bool) error {
-	if hasModifier {
+	iterate := (name == "_include" || name == "_revinclude") && (modifier == "iterate" || modifier == "recurse")
+	if hasModifier && !iterate {
 		full := name + ":" + modifier
 		return q.unknown(full, value, strict, "modifier :"+modifier+" is not supported on "+name)
 	}
@@ -69,7 +70,7 @@ func (q *Query) addResultParam(name, modifier string, hasModifier bool, value st
 	case "_sort":
 		return q.addSort(value, strict)
 	case "_include", "_revinclude":
-		return q.addInclude(name, value, strict)
+		return q.addInclude(name, modifier, value, strict, iterate)
 	}
 	q.applied.Add(name, value)
 	return nil
@@ -125,42 +126,57 @@ func sortable(p *searchparam.Param) bool {
 
 // addInclude parses _include and _revinclude values SourceType:param and
 // SourceType:param:TargetType. _include's source must be the searched type.
-func (q *Query) addInclude(name, value string, strict bool) error {
+//
+// The value * is every reference parameter of every type (for _include,
+// of the searched type and, with :iterate, of whatever is included);
+// SourceType:* is every reference parameter of SourceType. With :iterate
+// (or R3's :recurse) the include applies to included resources too; a
+// non-iterating _include's source must be the searched type.
+func (q *Query) addInclude(name, modifier, value string, strict, iterate bool) error {
 	if value == "" {
+		return nil
+	}
+	written := name
+	if iterate {
+		written += ":" + modifier
+	}
+	if value == "*" {
+		q.appendInclude(name, Include{Param: "*", Iterate: iterate})
+		q.applied.Add(written, value)
 		return nil
 	}
 	parts := strings.Split(value, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		if value == "*" || len(parts) == 2 && parts[1] == "*" {
-			return q.unknown(name, value, strict, "wildcard includes are not supported")
-		}
-		return invalid(name, value, "must be SourceType:parameter[:TargetType]")
+		return invalid(name, value, "must be SourceType:parameter[:TargetType] or *")
 	}
-	inc := Include{SourceType: parts[0], Param: parts[1]}
+	inc := Include{SourceType: parts[0], Param: parts[1], Iterate: iterate}
 	if len(parts) == 3 {
 		inc.TargetType = parts[2]
-	}
-	if inc.Param == "*" {
-		return q.unknown(name, value, strict, "wildcard includes are not supported")
 	}
 	if !searchparam.IsResourceType(inc.SourceType) || inc.TargetType != "" && !searchparam.IsResourceType(inc.TargetType) {
 		return invalid(name, value, "unknown resource type")
 	}
-	if name == "_include" && q.ResourceType != "" && inc.SourceType != q.ResourceType {
-		return invalid(name, value, "the source type must be the searched type "+q.ResourceType)
+	if name == "_include" && !iterate && q.ResourceType != "" && inc.SourceType != q.ResourceType {
+		return invalid(name, value, "the source type must be the searched type "+q.ResourceType+" (or use _include:iterate)")
 	}
-	p, ok := searchparam.Lookup(inc.SourceType, inc.Param)
-	if !ok || p.Type != searchparam.TypeReference {
-		return q.unknown(name, value, strict, inc.SourceType+" has no reference parameter "+inc.Param)
+	if inc.Param != "*" {
+		p, ok := searchparam.Lookup(inc.SourceType, inc.Param)
+		if !ok || p.Type != searchparam.TypeReference || p.Expression == "" {
+			return q.unknown(written, value, strict, inc.SourceType+" has no reference parameter "+inc.Param)
+		}
+		if inc.TargetType != "" && len(p.Target) > 0 && !slices.Contains(p.Target, inc.TargetType) {
+			return invalid(name, value, inc.Param+" cannot refer to "+inc.TargetType)
+		}
 	}
-	if inc.TargetType != "" && len(p.Target) > 0 && !slices.Contains(p.Target, inc.TargetType) {
-		return invalid(name, value, inc.Param+" cannot refer to "+inc.TargetType)
-	}
+	q.appendInclude(name, inc)
+	q.applied.Add(written, value)
+	return nil
+}
+
+func (q *Query) appendInclude(name string, inc Include) {
 	if name == "_include" {
 		q.Includes = append(q.Includes, inc)
 	} else {
 		q.RevIncludes = append(q.RevIncludes, inc)
 	}
-	q.applied.Add(name, value)
-	return nil
 }
