@@ -48,6 +48,12 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 		data_dir %[2]s/data
 		dev_issuer
 		webhook_allow 127.0.0.1/32
+		dropoff {
+			source_rate -1
+			record_rate -1
+			pending_per_record 1000000
+			pending_bytes_per_record 100000000000
+		}
 		state postgres %[3]s
 		upstream reverse_proxy 127.0.0.1:%[4]d
 	}
@@ -141,10 +147,16 @@ func startProc(t *testing.T, config, url string) *pfrproc.Process {
 	return p
 }
 
-// TestCluster runs two gateway nodes (the real binary) on one PostgreSQL
-// with a shared FHIR upstream and Caddy's balancer in front: what one node
-// does, the other knows at once.
-func TestCluster(t *testing.T) {
+// cluster is two gateway nodes, their shared upstream and the balancer.
+type cluster struct {
+	dsn      string
+	a, b, lb *gatewayProcess
+}
+
+// newCluster starts a shared FHIR upstream, two gateway nodes on one
+// PostgreSQL database and Caddy's balancer in front of them.
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
 	dsn := pgtest.DSN(t)
 	storePort := freePort(t)
 	storeDir := t.TempDir()
@@ -173,7 +185,15 @@ func TestCluster(t *testing.T) {
 	lbPort := freePort(t)
 	lb := &gatewayProcess{t: t, port: lbPort, client: newClient(), dev: a.dev}
 	startProc(t, fmt.Sprintf(balancer, lbPort, a.port, b.port), lb.apex("/pfr/v1/health"))
+	return &cluster{dsn: dsn, a: a, b: b, lb: lb}
+}
 
+// TestCluster runs two gateway nodes (the real binary) on one PostgreSQL
+// with a shared FHIR upstream and Caddy's balancer in front: what one node
+// does, the other knows at once.
+func TestCluster(t *testing.T) {
+	c := newCluster(t)
+	a, b, lb := c.a, c.b, c.lb
 	alice, bob := a.token("alice"), a.token("bob")
 	const slug = "clustered"
 
@@ -285,4 +305,139 @@ func tlsDial(port int, name string) (tls.ConnectionState, error) {
 	}
 	defer conn.Close()
 	return conn.ConnectionState(), nil
+}
+
+// TestClusterNodeKilled: under a steady load of owner writes and drop-offs
+// through the balancer, node A is SIGKILLed. Every write that got a 201
+// and every drop-off that got a 202 is there afterwards, none twice, and
+// the clients saw only successes or failures (a 502 or 503 of the
+// balancer, a cut connection), never a wrong answer.
+func TestClusterNodeKilled(t *testing.T) {
+	c := newCluster(t)
+	owner := c.a.token("load-owner")
+	const slug = "loaded"
+	patientID := c.a.createRecord(owner, slug, map[string]any{
+		"resourceType": "Patient", "name": []any{map[string]any{"family": "Load", "given": []any{"Lee"}}},
+		"gender": "male", "birthDate": "1970-07-07",
+	})
+	const system = "urn:pfr:cluster-kill"
+	type outcome struct {
+		kind, key, id string // kind "write" (key: identifier value, id) or "dropoff" (id: receipt)
+		status        int
+		err           error
+	}
+	var (
+		mu       sync.Mutex
+		outcomes []outcome
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				var o outcome
+				if i%2 == 0 {
+					res, err := c.lb.send(ctx, "POST", c.lb.recordURL(slug, "/Observation"), owner, map[string]any{
+						"resourceType": "Observation", "status": "final", "code": map[string]any{"text": key},
+						"identifier": []any{map[string]any{"system": system, "value": key}},
+						"subject":    map[string]any{"reference": "Patient/" + patientID},
+					})
+					o = outcome{kind: "write", key: key, status: res.status, err: err}
+					if err == nil && res.status == http.StatusCreated {
+						o.id, _ = res.body["id"].(string)
+					}
+				} else {
+					raw, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
+						map[string]any{"resource": map[string]any{"resourceType": "Observation", "status": "final", "code": map[string]any{"text": key}}},
+					}})
+					res, err := c.lb.send(ctx, "POST", c.lb.recordURL(slug, ""), "", raw)
+					o = outcome{kind: "dropoff", key: key, status: res.status, err: err}
+					if err == nil && res.status == http.StatusAccepted {
+						o.id = res.header.Get("X-Pfr-Receipt")
+					}
+				}
+				cancel()
+				mu.Lock()
+				outcomes = append(outcomes, o)
+				mu.Unlock()
+			}
+		}()
+	}
+	// Load for a while, kill A in the middle of it, load on B alone.
+	waitFor := func(n int) {
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			mu.Lock()
+			got := len(outcomes)
+			mu.Unlock()
+			if got >= n {
+				return
+			}
+		}
+		t.Fatalf("the load stalled before %d requests", n)
+	}
+	waitFor(60)
+	c.a.kill()
+	mu.Lock()
+	atKill := len(outcomes)
+	mu.Unlock()
+	waitFor(atKill + 60)
+	close(stop)
+	wg.Wait()
+
+	// Judge every answer, then check the state through B.
+	var writes, dropoffs, failed int
+	for _, o := range outcomes {
+		switch {
+		case o.err != nil:
+			failed++
+		case o.kind == "write" && o.status == http.StatusCreated && o.id != "":
+			writes++
+		case o.kind == "dropoff" && o.status == http.StatusAccepted && o.id != "":
+			dropoffs++
+		case o.status == http.StatusBadGateway || o.status == http.StatusServiceUnavailable:
+			failed++
+		default:
+			t.Errorf("%s %s: a wrong answer %d", o.kind, o.key, o.status)
+		}
+	}
+	inbox := c.b.inbox(owner, slug)
+	sentDropOffs := 0
+	for _, o := range outcomes {
+		if o.kind == "dropoff" {
+			sentDropOffs++
+			if o.err == nil && o.id != "" {
+				if _, ok := inbox[o.id]; !ok {
+					t.Errorf("acknowledged drop-off %s (%s) missing", o.id, o.key)
+				}
+			}
+			continue
+		}
+		// Every write, acknowledged or not, is there at most once; an
+		// acknowledged one exactly once.
+		res := c.b.do("GET", c.b.recordURL(slug, "/Observation?identifier="+system+"|"+o.key), owner, nil).
+			expect(t, http.StatusOK, "search "+o.key)
+		entries, _ := res.body["entry"].([]any)
+		acked := o.err == nil && o.id != ""
+		if len(entries) > 1 || (acked && len(entries) != 1) {
+			t.Errorf("write %s (acknowledged: %v) found %d times", o.key, acked, len(entries))
+		}
+	}
+	// Each drop-off body is distinct: the inbox holds at most one per
+	// request sent, at least every acknowledged one.
+	if len(inbox) > sentDropOffs || len(inbox) < dropoffs {
+		t.Errorf("inbox holds %d drop-offs for %d sent, %d acknowledged", len(inbox), sentDropOffs, dropoffs)
+	}
+	t.Logf("%d requests: %d writes and %d drop-offs acknowledged, %d failed (A killed after %d)", len(outcomes), writes, dropoffs, failed, atKill)
+	if writes == 0 || dropoffs == 0 {
+		t.Fatal("the load acknowledged nothing of one kind: the test proves nothing")
+	}
 }
