@@ -198,6 +198,9 @@ func (q *request) route(segs []string) error {
 			}
 			return q.onlyGetOrPost(func() error { return q.everything(id) })
 		}
+		if !strings.HasPrefix(segs[2], "$") {
+			return q.onlyGet(func() error { return q.compartmentSearch(typ, id, segs[2], q.r.URL.Query()) })
+		}
 	case 4:
 		if segs[2] != "_history" {
 			break

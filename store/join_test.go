@@ -219,3 +219,63 @@ func TestSearchIncludeIterateAndWildcard(t *testing.T) {
 		t.Errorf("self %s", self)
 	}
 }
+
+// Compartment search: Patient/{id}/{Type} is the search of Type within the
+// Patient's compartment, in the partition of the request only.
+func TestCompartmentSearch(t *testing.T) {
+	s := newTestServer(t)
+	files := syntheaFiles(t)
+	s.createPartition(1)
+	s.createPartition(2)
+	src, ids := loadSynthea(t, s, files[0], "1")
+	other, otherIDs := loadSynthea(t, s, files[1], "2")
+	pid := ids[patientOf(t, src)]
+	otherPid := otherIDs[patientOf(t, other)]
+	// A second patient in partition 1 with an Observation of its own.
+	p2 := str(s.must(http.StatusCreated, "POST", "/fhir/Patient", "1", patient("Second")).JSON(t), "id")
+	s.must(http.StatusCreated, "POST", "/fhir/Observation", "1", map[string]any{"resourceType": "Observation", "status": "final",
+		"code": map[string]any{"text": "x"}, "subject": map[string]any{"reference": "Patient/" + p2}})
+
+	total := func(path, part string) int {
+		t.Helper()
+		b := s.must(http.StatusOK, "GET", path, part, nil).JSON(t)
+		return int(b["total"].(float64))
+	}
+	nObs := len(resourcesOf(src, "Observation"))
+	if got := total("/fhir/"+pid+"/Observation", "1"); got != nObs {
+		t.Errorf("%s/Observation: %d, want %d", pid, got, nObs)
+	}
+	if got := total("/fhir/Patient/"+p2+"/Observation", "1"); got != 1 {
+		t.Errorf("second patient's compartment: %d", got)
+	}
+	if got := total("/fhir/"+otherPid+"/Observation", "1"); got != 0 {
+		t.Errorf("another partition's patient: %d", got)
+	}
+	if got := total("/fhir/"+pid+"/Patient", "1"); got != 1 {
+		t.Errorf("%s/Patient: %d", pid, got)
+	}
+	code := firstCode(resourcesOf(src, "Observation")[0], "code")
+	want := 0
+	for _, o := range resourcesOf(src, "Observation") {
+		if firstCode(o, "code") == code {
+			want++
+		}
+	}
+	b := s.must(http.StatusOK, "GET", "/fhir/"+pid+"/Observation?code="+code+"&bogus=1", "1", nil).JSON(t)
+	if int(b["total"].(float64)) != want {
+		t.Errorf("compartment search with code: %v, want %d", b["total"], want)
+	}
+	if self := str(b, "link", 0, "url"); !strings.HasSuffix(self, "/fhir/"+pid+"/Observation?code="+code) {
+		t.Errorf("self %s", self)
+	}
+	obs, n := pageAll(t, s, "/fhir/"+pid+"/Observation?_count=10", "1", 20, nil)
+	if len(obs) != nObs || int(n) != nObs {
+		t.Errorf("paged %d of %v, want %d", len(obs), n, nObs)
+	}
+	expectOutcome(t, s.do("GET", "/fhir/"+pid+"/Organization", "1", nil), 400, "Organization")
+	expectOutcome(t, s.do("GET", "/fhir/Encounter/1/Observation", "1", nil), 400, "Patient compartment")
+	expectOutcome(t, s.do("GET", "/fhir/"+pid+"/Nope", "1", nil), 404, "Nope")
+	if r := s.do("POST", "/fhir/"+pid+"/Observation", "1", nil); r.Status != http.StatusMethodNotAllowed {
+		t.Errorf("POST to a compartment: %d", r.Status)
+	}
+}

@@ -125,16 +125,33 @@ func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, err
 
 // search answers a type search.
 func (q *request) search(typ string, params url.Values) error {
+	return q.searchWithin(typ, "/"+typ, params, nil)
+}
+
+// searchWithin answers a search of typ, at path (for the self link),
+// among the resources within accepts (a compartment), or all when within
+// is nil.
+func (q *request) searchWithin(typ, path string, params url.Values, within func(map[string]any) bool) error {
 	params = searchParams(params)
 	plan, err := q.h.engine.plan(typ, params, preferStrict(q.r))
 	if err != nil {
 		return err
 	}
+	if within != nil {
+		bind := plan.bind
+		plan.bind = func(src includeSource) (func(map[string]any) bool, error) {
+			match, err := bind(src)
+			if err != nil {
+				return nil, err
+			}
+			return func(res map[string]any) bool { return within(res) && match(res) }, nil
+		}
+	}
 	count := defaultPageSize
 	if plan.countSet {
 		count = min(max(plan.count, 0), maxPageSize)
 	}
-	self := q.base + "/" + typ + queryString(plan.applied)
+	self := q.base + path + queryString(plan.applied)
 
 	var hits []string
 	if err := q.h.db.view(q.part, func(p *ptx) error {
