@@ -104,6 +104,8 @@ go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10 >"$bin/bench-g
 go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1 >"$bin/bench-dopu.txt" 2>&1 ||
 	{ tail -30 "$bin/bench-dopu.txt"; exit 1; }
 go test ./bench/store/ -run '^$' -bench . -benchtime 1x
+go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50 >"$bin/bench-cluster.txt" 2>&1 ||
+	{ tail -30 "$bin/bench-cluster.txt"; exit 1; }
 go run ./bench/tls -pfr "$bin/pfr" -n 2 >"$bin/bench-tls.txt" 2>&1 ||
 	{ tail -30 "$bin/bench-tls.txt"; exit 1; }
 for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'gateway FuzzWritePath'; do

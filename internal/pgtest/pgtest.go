@@ -81,8 +81,7 @@ func Stop() {
 // DSN returns the DSN of a new, empty database for t, dropped when t ends.
 func DSN(t testing.TB) string {
 	t.Helper()
-	admin, err := adminDSN()
-	if err != nil {
+	if _, err := adminDSN(); err != nil {
 		if os.Getenv(EnvRequire) == "1" {
 			t.Fatalf("PostgreSQL required (%s=1) but unavailable: %v", EnvRequire, err)
 		}
@@ -90,31 +89,45 @@ func DSN(t testing.TB) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	dsn, drop, err := Database(ctx)
+	if err != nil {
+		t.Fatalf("pgtest: creating a database: %v", err)
+	}
+	t.Cleanup(drop)
+	return dsn
+}
+
+// Database makes a new, empty database on PFR_TEST_POSTGRES_DSN's server
+// or the private cluster (started on first use), for benchmarks and other
+// programs outside `go test`; drop removes it. Call Stop at the end.
+func Database(ctx context.Context) (dsn string, drop func(), err error) {
+	admin, err := adminDSN()
+	if err != nil {
+		return "", nil, err
+	}
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		t.Fatalf("pgtest: connecting: %v", err)
+		return "", nil, err
 	}
 	defer conn.Close(ctx)
-	name := fmt.Sprintf("pfrtest_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, counter.Add(1))
+	name := fmt.Sprintf("pfrtest_%d_%d", os.Getpid(), counter.Add(1))
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("pgtest: creating database: %v", err)
+		return "", nil, err
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			return // the server is gone: so is the database
-		}
-		defer conn.Close(ctx)
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
 	u, err := url.Parse(admin)
 	if err != nil {
-		t.Fatalf("pgtest: %s is not a URL: %v", EnvDSN, err)
+		return "", nil, err
 	}
 	u.Path = "/" + name
-	return u.String()
+	drop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, admin); err == nil {
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = conn.Close(ctx)
+		}
+	}
+	return u.String(), drop, nil
 }
 
 // adminDSN returns the DSN to make databases with, starting the private
