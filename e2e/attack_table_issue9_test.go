@@ -91,6 +91,9 @@ func issue9Attacks() []attack {
 				`,"request":{"method":"POST","url":"Practitioner","ifNoneExist":"family=` + bobDoctor + `"}}]}`,
 			want: harmless(200, 412, 422)},
 
+		{name: "DELETE Observation?code=<a code both have>: confined, it deletes alice's own and nothing of bob's", on: shared,
+			method: "DELETE", path: "/fhir/Observation?code=http://loinc.org|{sharedCode}", want: harmless(200, 204, 404)},
+
 		// --- Record creation goes through the ownership rules ------------------------------------------
 		{name: "record created with a Patient linked to bob's Patient", host: "apex", method: "POST", path: "/pfr/v1/records",
 			body: record(`{"resourceType":"Patient","link":[{"other":{"reference":"Patient/{bob}"},"type":"seealso"}]}`), want: unprocessable},

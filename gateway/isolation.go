@@ -21,6 +21,8 @@ import (
 //     itself with a filtered search and hands the upstream a condition that
 //     can only match the record's own resource (confineIfNoneExist);
 //   - filters the answers to writes (their body, Location) like reads;
+//   - adds the record's stamp as a criterion (_tag) to every conditional
+//     update or delete, so the upstream matches only the record's own;
 //   - stamps every resource it writes with the record's id (a meta.tag of
 //     RecordTagSystem), because a Practitioner or an Organization says
 //     nothing about whose record it is;
@@ -371,4 +373,34 @@ func (g *Gateway) confineBundleIfNoneExist(r *http.Request, up Upstream, rec *te
 		}
 	}
 	return nil
+}
+
+// recordCriterion adds the record's own criterion to the query of a
+// conditional update or delete on an untrusted upstream: _tag with the
+// stamp every resource the gateway writes there carries, so the upstream
+// matches (and reveals by its answer) only the record's resources, never
+// another record's, and no 412 tells that someone else has a match.
+func recordCriterion(rawQuery, recordID string) string {
+	c := "_tag=" + url.QueryEscape(RecordTagSystem+"|"+recordID)
+	if rawQuery == "" {
+		return c
+	}
+	return rawQuery + "&" + c
+}
+
+// confineBundleConditions adds the record's criterion to every conditional
+// update or delete of a batch or transaction (request.url Type?query).
+func confineBundleConditions(bundle map[string]any, recordID string) {
+	entries, _ := bundle["entry"].([]any)
+	for _, e := range entries {
+		entry, _ := e.(map[string]any)
+		req, _ := entry["request"].(map[string]any)
+		method, _ := req["method"].(string)
+		u, _ := req["url"].(string)
+		path, query, conditional := strings.Cut(u, "?")
+		if !conditional || !strings.EqualFold(method, "PUT") && !strings.EqualFold(method, "DELETE") {
+			continue
+		}
+		req["url"] = path + "?" + recordCriterion(query, recordID)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -99,6 +100,11 @@ func (g *Gateway) patchToUpdate(w http.ResponseWriter, r *http.Request, up Upstr
 	patch, err := g.readBody(w, r)
 	if err != nil {
 		return err
+	}
+	// The door first: a patch that cannot round-trip is refused before
+	// anything is read upstream.
+	if err := fhirjson.Check(patch); err != nil {
+		return fhir.JSONError(err)
 	}
 	current, version, err := g.fetch(r, up, rec, in.typ, in.id)
 	if err != nil {

@@ -145,6 +145,7 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return err
 		}
 		if guarded {
+			confineBundleConditions(bundleDoc, rec.ID)
 			if err := g.checkEntryTargets(r, up, rec, bundleDoc, publicBase); err != nil {
 				return err
 			}
@@ -161,6 +162,12 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return err
 		}
 		if guarded {
+			if in.conditional && (in.kind == auth.InteractionUpdate || in.kind == auth.InteractionDelete) {
+				// Confined to the record: the upstream matches only what
+				// carries the record's stamp.
+				r.URL.RawQuery = recordCriterion(r.URL.RawQuery, rec.ID)
+				in.query.Add("_tag", RecordTagSystem+"|"+rec.ID)
+			}
 			if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
 				return err
 			}
