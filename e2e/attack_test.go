@@ -229,11 +229,31 @@ func (w *world) leaks(sent string, res response) []string {
 	answer := headers.String() + string(res.raw)
 	var found []string
 	for _, s := range w.secrets {
-		if !strings.Contains(sent, s) && strings.Contains(answer, s) {
+		if !containsToken(sent, s) && containsToken(answer, s) {
 			found = append(found, s)
 		}
 	}
 	return found
+}
+
+// containsToken reports whether s occurs in text as a whole token: not
+// inside a longer id or word (HAPI's ids are short numbers, "1003" must not
+// be found in "21003" or in a timestamp).
+func containsToken(text, s string) bool {
+	idChar := func(c byte) bool {
+		return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.'
+	}
+	for i := 0; ; {
+		j := strings.Index(text[i:], s)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(s)
+		if (start == 0 || !idChar(text[start-1])) && (end == len(text) || !idChar(text[end])) {
+			return true
+		}
+		i = start + 1
+	}
 }
 
 // send makes the attack's request with the Go client.
