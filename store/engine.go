@@ -45,8 +45,9 @@ type searchPlan struct {
 	summaryCount bool
 	// elements is _elements (top-level element names), nil when absent.
 	elements []string
-	// summaryData is _summary=data: resources without their narrative.
-	summaryData bool
+	// summary is _summary: "data" (resources without their narrative),
+	// "true" or "text" (search.ApplySummary), or "" / "false" / "count".
+	summary string
 	// unknown lists parameters that were ignored (lenient handling).
 	unknown []string
 	// applied holds the parameters the plan really applies: the only ones

@@ -1,12 +1,10 @@
 package store
 
 import (
-	"net/http"
 	"net/url"
 	"slices"
 	"sync"
 
-	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/store/search"
 )
@@ -25,16 +23,6 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 	}
 	unknown := q.Unknown
 	applied := q.Applied()
-	// _summary=true and text keep the elements the StructureDefinitions
-	// mark as summary or mandatory, which this store does not carry.
-	if q.Summary == "true" || q.Summary == "text" {
-		if strict {
-			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
-				"_summary=%s is not supported (supported: count, data, false)", q.Summary)
-		}
-		unknown = append(slices.Clone(unknown), "_summary="+q.Summary)
-		applied.Del("_summary")
-	}
 	p := &searchPlan{
 		bind:         func(src includeSource) (func(map[string]any) bool, error) { return q.Bind(src) },
 		sort:         q.Sort,
@@ -43,7 +31,7 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		offset:       q.Offset,
 		summaryCount: q.SummaryCount,
 		elements:     q.Elements,
-		summaryData:  q.Summary == "data",
+		summary:      q.Summary,
 		unknown:      unknown,
 		applied:      applied,
 	}

@@ -281,7 +281,9 @@ func (q *request) appendUnknownOutcome(b *outBundle, plan *searchPlan) {
 }
 
 // project applies _elements (the named top-level elements plus the
-// mandatory ones) or _summary=data (everything but the narrative), marking
+// mandatory ones) or _summary=data (everything but the narrative),
+// true (the isSummary elements) or text (text, id, meta and the mandatory
+// elements), marking
 // the result SUBSETTED. It returns the JSON to send and the decoded full
 // resource (what includes are resolved from).
 func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, error) {
@@ -293,8 +295,8 @@ func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, er
 	switch {
 	case len(plan.elements) > 0:
 		out = search.ApplyElements(res, plan.elements)
-	case plan.summaryData:
-		out = withoutNarrative(res)
+	case plan.summary == "data" || plan.summary == "true" || plan.summary == "text":
+		out = search.ApplySummary(res, plan.summary)
 	default:
 		return body, res, nil
 	}
@@ -303,28 +305,6 @@ func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, er
 		return nil, nil, err
 	}
 	return raw, res, nil
-}
-
-// withoutNarrative copies res without text, tagged SUBSETTED.
-func withoutNarrative(res map[string]any) map[string]any {
-	out := make(map[string]any, len(res))
-	for k, v := range res {
-		if k != "text" {
-			out[k] = v
-		}
-	}
-	meta := map[string]any{}
-	if m, ok := res["meta"].(map[string]any); ok {
-		for k, v := range m {
-			meta[k] = v
-		}
-	}
-	tags, _ := meta["tag"].([]any)
-	meta["tag"] = append(slices.Clone(tags), map[string]any{
-		"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
-	})
-	out["meta"] = meta
-	return out
 }
 
 // partitionSource lets include resolution read one partition; resources it

@@ -276,11 +276,28 @@ func TestSearchControls(t *testing.T) {
 	if strings.Contains(string(mustJSON(t, b)), "narrative") || !strings.Contains(string(mustJSON(t, b)), "SUBSETTED") {
 		t.Fatalf("_summary=data: %v", b)
 	}
-	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_summary=true&_count=100", "DEFAULT", nil).JSON(t)
-	if !strings.Contains(string(mustJSON(t, b)), "_summary=true") {
-		t.Fatal("_summary=true is not reported as ignored")
+	// _summary=true keeps the isSummary elements (subject, code, status;
+	// not the narrative, not note); _summary=text the narrative, id, meta
+	// and the mandatory elements (status, code).
+	summarized := s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", map[string]any{"resourceType": "Observation", "status": "final",
+		"code": map[string]any{"text": "summarized"}, "subject": map[string]any{"reference": "Patient/" + pid},
+		"note": []any{map[string]any{"text": "a note"}}, "valueQuantity": map[string]any{"value": 1.5, "unit": "mg"},
+		"component": []any{map[string]any{"code": map[string]any{"text": "c"}, "valueString": "v", "interpretation": []any{map[string]any{"text": "high"}}}},
+		"text":      map[string]any{"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">summary narrative</div>"}})
+	b = s.do("GET", "/fhir/Observation?_summary=true&code:text=summarized", "DEFAULT", nil, "Prefer", "handling=strict").JSON(t)
+	sum := b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	if sum["note"] != nil || sum["text"] != nil || str(sum, "subject", "reference") == "" || str(sum, "status") != "final" ||
+		str(sum, "valueQuantity", "unit") != "mg" || str(sum, "component", 0, "valueString") != "v" || str(sum, "component", 0, "interpretation") != "" ||
+		!strings.Contains(string(mustJSON(t, sum)), "SUBSETTED") {
+		t.Fatalf("_summary=true: %v", sum)
 	}
-	expectOutcome(t, s.do("GET", "/fhir/Observation?_summary=text", "DEFAULT", nil, "Prefer", "handling=strict"), 400, "_summary=text")
+	b = s.do("GET", "/fhir/Observation?_summary=text&code:text=summarized", "DEFAULT", nil, "Prefer", "handling=strict").JSON(t)
+	sum = b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	if sum["note"] != nil || sum["subject"] != nil || sum["valueQuantity"] != nil || str(sum, "text", "status") != "generated" ||
+		str(sum, "status") != "final" || str(sum, "code", "text") != "summarized" || str(sum, "id") == "" {
+		t.Fatalf("_summary=text: %v", sum)
+	}
+	s.must(http.StatusOK, "DELETE", "/fhir/Observation/"+str(summarized.JSON(t), "id"), "DEFAULT", nil)
 	all := s.must(http.StatusOK, "GET", "/fhir/Observation?_summary=data&_count=100", "DEFAULT", nil).JSON(t)
 	for _, e := range all["entry"].([]any) {
 		if str(e, "resource", "status") == "final" && str(e, "resource", "subject", "reference") == "" {
@@ -513,7 +530,7 @@ func TestSearchSelfLinkAppliedOnly(t *testing.T) {
 	for query, want := range map[string]url.Values{
 		"bogus=1&status=final":                                  {"status": {"final"}},
 		"subject.nope=x&_has:Observation:focus:nope=1&code.x=1": {},
-		"_summary=true&_count=5":                                {"_count": {"5"}},
+		"_summary:x=true&_count=5":                              {"_count": {"5"}},
 		"_sort=bogus,-date&code=":                               {"_sort": {"-date"}},
 		"_include:nope=Observation:subject&_include=Observation:patient&_format=json": {"_include": {"Observation:patient"}},
 		"status=final&_elements=status&_total=accurate":                               {"status": {"final"}, "_elements": {"status"}, "_total": {"accurate"}},

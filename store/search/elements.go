@@ -1,7 +1,5 @@
 package search
 
-import "maps"
-
 // subsettedTag is the meta.tag a server adds to resources it returns
 // incomplete (_elements, _summary).
 var subsettedTag = map[string]any{
@@ -31,23 +29,7 @@ func ApplyElements(res map[string]any, elements []string) map[string]any {
 			}
 		}
 	}
-	meta := map[string]any{}
-	if m, ok := res["meta"].(map[string]any); ok {
-		meta = maps.Clone(m)
-	}
-	var tags []any
-	if t, ok := meta["tag"].([]any); ok {
-		tags = append(tags, t...)
-	}
-	for _, t := range tags {
-		if m, ok := t.(map[string]any); ok && m["code"] == subsettedTag["code"] && m["system"] == subsettedTag["system"] {
-			out["meta"] = meta
-			return out
-		}
-	}
-	meta["tag"] = append(tags, maps.Clone(subsettedTag))
-	out["meta"] = meta
-	return out
+	return markSubsetted(res, out)
 }
 
 // isChoiceOf reports whether key is the JSON name of choice element e
