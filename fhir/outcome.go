@@ -134,10 +134,16 @@ func AsError(err error) *Error {
 		if _, full := StorageFull(fe.Err); full && fe.Status >= http.StatusInternalServerError {
 			return storageFullError(fe.Err)
 		}
+		if errors.Is(fe.Err, ErrStateUnavailable) && fe.Status == http.StatusInternalServerError {
+			return stateUnavailableError(fe.Err)
+		}
 		return fe
 	}
 	if _, full := StorageFull(err); full {
 		return storageFullError(err)
+	}
+	if errors.Is(err, ErrStateUnavailable) {
+		return stateUnavailableError(err)
 	}
 	return Errorf(http.StatusInternalServerError, CodeException, "internal server error").WithCause(err)
 }

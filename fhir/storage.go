@@ -39,3 +39,19 @@ func storageFullError(err error) *Error {
 		"the server's storage is full: nothing of this request was stored; try again later").
 		WithHeader("Retry-After", StorageFullRetryAfter).WithCause(err)
 }
+
+// ErrStateUnavailable marks an error of the gateway's own state database
+// that is no fault of the request: the database cannot be reached, is
+// shutting down, or the connection broke. Clients get 503 with
+// Retry-After (see AsError), never a 500.
+var ErrStateUnavailable = errors.New("the gateway's state database is unavailable")
+
+// StateUnavailableRetryAfter is the Retry-After, in seconds, of a 503 for
+// ErrStateUnavailable: a balancer has usually moved on to another node.
+const StateUnavailableRetryAfter = "5"
+
+func stateUnavailableError(err error) *Error {
+	return Errorf(http.StatusServiceUnavailable, CodeTransient,
+		"the server cannot reach its state database; try again").
+		WithHeader("Retry-After", StateUnavailableRetryAfter).WithCause(err)
+}

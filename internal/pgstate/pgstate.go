@@ -21,10 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
@@ -204,7 +207,10 @@ func (db *DB) run(ctx context.Context, owner string, writable bool, fn func(kv.T
 	}
 	ptx, err := db.pool.BeginTx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("%s: beginning transaction: %w", owner, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: beginning transaction: %w", owner, classify(err))
 	}
 	// Rolls back unless committed, also when fn panics.
 	defer func() { _ = ptx.Rollback(context.Background()) }()
@@ -219,7 +225,7 @@ func (db *DB) run(ctx context.Context, owner string, writable bool, fn func(kv.T
 	t := &tx{ctx: ctx, tx: ptx}
 	ferr := fn(t)
 	if t.err != nil {
-		return fmt.Errorf("%s: %w", owner, t.err)
+		return fmt.Errorf("%s: %w", owner, classify(t.err))
 	}
 	if ferr != nil {
 		return ferr
@@ -231,7 +237,28 @@ func (db *DB) run(ctx context.Context, owner string, writable bool, fn func(kv.T
 		return err
 	}
 	if err := ptx.Commit(ctx); err != nil {
-		return fmt.Errorf("%s: committing: %w", owner, err)
+		return fmt.Errorf("%s: committing: %w", owner, classify(err))
 	}
 	return nil
+}
+
+// classify marks database errors that are no fault of the request, so that
+// clients get the right status (see fhir.AsError): a full disk
+// (SQLSTATE 53100) as ENOSPC (507), a lost or refused connection, a
+// shutting-down server or an unreachable one as fhir.ErrStateUnavailable
+// (503). Anything else is left as it is.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "53100":
+			return fmt.Errorf("%w: %w", syscall.ENOSPC, err)
+		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57P"):
+			return fmt.Errorf("%w: %w", fhir.ErrStateUnavailable, err)
+		}
+		return err
+	}
+	// No answer from the server at all: connecting, a broken connection,
+	// a closed pool.
+	return fmt.Errorf("%w: %w", fhir.ErrStateUnavailable, err)
 }

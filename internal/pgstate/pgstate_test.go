@@ -2,10 +2,14 @@ package pgstate_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
 
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/internal/kv/kvtest"
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
@@ -94,5 +98,23 @@ func TestMigrateConcurrentStarts(t *testing.T) {
 	}
 	if _, err := pgstate.Open(context.Background(), dsn); err == nil {
 		t.Error("Open on a database newer than the binary succeeded")
+	}
+}
+
+// A database that is gone is a 503 with Retry-After for the client, not a
+// 500: the request was fine, and a balancer's retry may find another node.
+func TestUnavailableIs503(t *testing.T) {
+	db, err := pgstate.Open(context.Background(), pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	err = db.Update(context.Background(), "test", func(kv.Tx) error { return nil })
+	if !errors.Is(err, fhir.ErrStateUnavailable) {
+		t.Fatalf("Update on a closed pool = %v, want ErrStateUnavailable", err)
+	}
+	fe := fhir.AsError(fmt.Errorf("reading the record: %w", err))
+	if fe.Status != http.StatusServiceUnavailable || fe.Header.Get("Retry-After") == "" {
+		t.Fatalf("client sees %d %v", fe.Status, fe.Header)
 	}
 }
