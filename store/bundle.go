@@ -229,7 +229,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	if plan.countSet {
 		count = min(max(plan.count, 0), maxPageSize)
 	}
-	hits, err := run(p, typ, plan, &q.unreadable)
+	hits, err := runRefs(p, typ, plan, &q.unreadable)
 	if err != nil {
 		return nil, err
 	}
@@ -238,11 +238,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.base + "/" + typ + queryString(plan.applied)}}
 	if !plan.summaryCount {
-		page := make([]string, 0, min(count, total))
-		for _, id := range hits[:min(count, total)] {
-			page = append(page, typ+"/"+id)
-		}
-		if err := q.fillPageIn(p, b, page, plan); err != nil {
+		if err := q.fillPageIn(p, b, hits[:min(count, total)], plan); err != nil {
 			return nil, err
 		}
 	}

@@ -50,6 +50,10 @@ type searchPlan struct {
 	summary string
 	// unknown lists parameters that were ignored (lenient handling).
 	unknown []string
+	// contained is _contained ("true", "both"; "" or "false" for the
+	// resources themselves only) and containedType _containedType
+	// ("container" or "contained").
+	contained, containedType string
 	// applied holds the parameters the plan really applies: the only ones
 	// the searchset's self link shows.
 	applied url.Values

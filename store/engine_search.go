@@ -24,16 +24,18 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 	unknown := q.Unknown
 	applied := q.Applied()
 	p := &searchPlan{
-		bind:         func(src includeSource) (func(map[string]any) bool, error) { return q.Bind(src) },
-		sort:         q.Sort,
-		count:        q.Count,
-		countSet:     q.Count > 0,
-		offset:       q.Offset,
-		summaryCount: q.SummaryCount,
-		elements:     q.Elements,
-		summary:      q.Summary,
-		unknown:      unknown,
-		applied:      applied,
+		bind:          func(src includeSource) (func(map[string]any) bool, error) { return q.Bind(src) },
+		sort:          q.Sort,
+		count:         q.Count,
+		countSet:      q.Count > 0,
+		offset:        q.Offset,
+		summaryCount:  q.SummaryCount,
+		elements:      q.Elements,
+		summary:       q.Summary,
+		contained:     q.Contained,
+		containedType: q.ContainedType,
+		unknown:       unknown,
+		applied:       applied,
 	}
 	if len(q.Includes) > 0 || len(q.RevIncludes) > 0 {
 		p.include = func(page []map[string]any, src includeSource) ([]map[string]any, error) {

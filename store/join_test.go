@@ -279,3 +279,56 @@ func TestCompartmentSearch(t *testing.T) {
 		t.Errorf("POST to a compartment: %d", r.Status)
 	}
 }
+
+// _contained and _containedType: contained resources are searched, the
+// containers (or the contained resources) returned, in the partition only.
+func TestSearchContained(t *testing.T) {
+	s := newTestServer(t)
+	s.createPartition(1)
+	s.createPartition(2)
+	med := func(code string) map[string]any {
+		return map[string]any{"resourceType": "Medication", "code": map[string]any{"coding": []any{map[string]any{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code}}}}
+	}
+	inner := med("111")
+	inner["id"] = "m1"
+	mr := map[string]any{"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+		"contained": []any{inner}, "medicationReference": map[string]any{"reference": "#m1"},
+		"subject": map[string]any{"reference": "Patient/x"}}
+	mrID := str(s.must(http.StatusCreated, "POST", "/fhir/MedicationRequest", "1", mr).JSON(t), "id")
+	s.must(http.StatusCreated, "POST", "/fhir/MedicationRequest", "2", mr) // the other partition's
+	s.must(http.StatusCreated, "POST", "/fhir/Medication", "1", med("111"))
+	s.must(http.StatusCreated, "POST", "/fhir/Medication", "1", med("222"))
+
+	search := func(query string) (int, []string) {
+		t.Helper()
+		b := s.must(http.StatusOK, "GET", "/fhir/Medication?"+query, "1", nil).JSON(t)
+		var urls []string
+		entries, _ := b["entry"].([]any)
+		for _, e := range entries {
+			if str(e, "search", "mode") == "match" {
+				urls = append(urls, str(e, "resource", "resourceType")+" "+str(e, "fullUrl"))
+			}
+		}
+		return int(b["total"].(float64)), urls
+	}
+	if n, urls := search("code=111"); n != 1 || !strings.HasPrefix(urls[0], "Medication ") {
+		t.Errorf("without _contained: %d %v", n, urls)
+	}
+	if n, urls := search("code=111&_contained=true"); n != 1 || !strings.HasPrefix(urls[0], "MedicationRequest ") || !strings.HasSuffix(urls[0], "/MedicationRequest/"+mrID) {
+		t.Errorf("_contained=true: %d %v", n, urls)
+	}
+	if n, urls := search("code=111&_contained=true&_containedType=contained"); n != 1 || !strings.HasPrefix(urls[0], "Medication ") || !strings.HasSuffix(urls[0], "/MedicationRequest/"+mrID+"#m1") {
+		t.Errorf("_containedType=contained: %d %v", n, urls)
+	}
+	if n, urls := search("code=111&_contained=both"); n != 2 || !strings.HasPrefix(urls[0], "Medication ") || !strings.HasPrefix(urls[1], "MedicationRequest ") {
+		t.Errorf("_contained=both: %d %v", n, urls)
+	}
+	if n, _ := search("code=222&_contained=true"); n != 0 {
+		t.Errorf("_contained=true, no contained match: %d", n)
+	}
+	if n, _ := search("code=111&_contained=false"); n != 1 {
+		t.Errorf("_contained=false: %d", n)
+	}
+	expectOutcome(t, s.do("GET", "/fhir/Medication?_contained=maybe", "1", nil), 400, "_contained")
+	expectOutcome(t, s.do("PUT", "/fhir/Medication?code=111&_contained=true", "1", med("111")), 400, "_contained")
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/store/search"
 )
 
@@ -113,12 +114,111 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, erro
 	return ids, nil
 }
 
+// searchesContained reports whether the plan searches contained resources
+// (_contained=true or both).
+func (plan *searchPlan) searchesContained() bool {
+	return plan.contained == "true" || plan.contained == "both"
+}
+
+// runRefs evaluates plan like run and returns the hits as references:
+// "Type/id" for the resources themselves and, with _contained=true or
+// both, for the containers of the contained resources that match
+// (_containedType=container, deduplicated) or "Container/id#cid" for the
+// contained matches themselves (_containedType=contained). With
+// _contained=both the resources themselves come first; each group keeps
+// the _sort order.
+func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
+	var refs []string
+	if !plan.searchesContained() || plan.contained == "both" {
+		ids, err := run(p, typ, plan, skip)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			refs = append(refs, typ+"/"+id)
+		}
+	}
+	if !plan.searchesContained() {
+		return refs, nil
+	}
+	match, err := plan.bind(partitionSource{p, skip})
+	if err != nil {
+		return nil, err
+	}
+	var hits []map[string]any
+	var holders []string
+	for _, ct := range searchparam.ResourceTypes() {
+		err := p.scanCurrent(ct, func(id string, raw []byte) error {
+			res, err := decodeForSearch(raw)
+			if err != nil {
+				skip.add(ct+"/"+id, err)
+				return nil
+			}
+			contained, _ := res["contained"].([]any)
+			for _, c := range contained {
+				cr, ok := c.(map[string]any)
+				if !ok || cr["resourceType"] != typ || !match(cr) {
+					continue
+				}
+				cid, _ := cr["id"].(string)
+				hits = append(hits, cr)
+				holders = append(holders, ct+"/"+id+"#"+cid)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	order := make([]int, len(hits))
+	for i := range order {
+		order[i] = i
+	}
+	if plan.sort != nil {
+		// Sort the hits and carry their holders along: each hit is
+		// tagged with its index in a shallow copy the sort reads.
+		tagged := make([]map[string]any, len(hits))
+		for i, h := range hits {
+			cp := make(map[string]any, len(h)+1)
+			for k, v := range h {
+				cp[k] = v
+			}
+			cp[sortIndexKey] = i
+			tagged[i] = cp
+		}
+		plan.sort(tagged)
+		for i, h := range tagged {
+			order[i] = h[sortIndexKey].(int)
+		}
+	}
+	seen := map[string]bool{}
+	for _, i := range order {
+		ref := holders[i]
+		if plan.containedType != "contained" {
+			ref, _, _ = strings.Cut(ref, "#")
+		}
+		if !seen[ref] {
+			seen[ref] = true
+			refs = append(refs, ref)
+		}
+	}
+	return refs, nil
+}
+
+// sortIndexKey carries a hit's position through the sort of contained
+// matches; no FHIR element starts with a space.
+const sortIndexKey = " index"
+
 // matchIDs returns the ids of the current resources of typ matching params
 // (conditional create, update, delete and references).
 func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, error) {
 	plan, err := h.engine.plan(typ, searchParams(params), true)
 	if err != nil {
 		return nil, err
+	}
+	if plan.searchesContained() {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
+			"_contained cannot select the resource of a conditional interaction")
 	}
 	return run(p, typ, plan, nil)
 }
@@ -153,14 +253,14 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 	}
 	self := q.base + path + queryString(plan.applied)
 
-	var hits []string
+	var refs []string
 	if err := q.h.db.view(q.part, func(p *ptx) error {
-		hits, err = run(p, typ, plan, &q.unreadable)
+		refs, err = runRefs(p, typ, plan, &q.unreadable)
 		return err
 	}); err != nil {
 		return err
 	}
-	total := len(hits)
+	total := len(refs)
 	b := q.newBundle("searchset")
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: self}}
@@ -171,10 +271,6 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 		return nil
 	}
 
-	refs := make([]string, total)
-	for i, id := range hits {
-		refs[i] = typ + "/" + id
-	}
 	offset := min(plan.offset, total)
 	end := min(offset+count, total)
 	if end < total || offset > 0 {
@@ -219,6 +315,7 @@ func (q *request) fillPageIn(p *ptx, b *outBundle, page []string, plan *searchPl
 	var resources []map[string]any
 	seen := map[string]bool{}
 	for _, ref := range page {
+		ref, cid, isContained := strings.Cut(ref, "#")
 		typ, id, _ := strings.Cut(ref, "/")
 		rec, err := p.current(typ, id)
 		if err != nil {
@@ -229,16 +326,33 @@ func (q *request) fillPageIn(p *ptx, b *outBundle, page []string, plan *searchPl
 			// in the snapshot but cannot show what no longer exists.
 			continue
 		}
-		body, full, err := project(rec.Body, plan)
+		stored := rec.Body
+		fullURL := q.resourceURL(typ, id)
+		if isContained {
+			// _containedType=contained: the contained resource itself,
+			// addressed inside its container.
+			if stored, err = containedBody(rec.Body, cid); err != nil || stored == nil {
+				if err != nil {
+					q.unreadable.add(ref, err)
+				}
+				continue
+			}
+			fullURL += "#" + cid
+		}
+		body, full, err := project(stored, plan)
 		if err != nil {
 			q.unreadable.add(ref, err)
+			continue
+		}
+		if isContained {
+			b.Entry = append(b.Entry, outEntry{FullURL: fullURL, Resource: body, Search: &outSearch{Mode: "match"}})
 			continue
 		}
 		seen[typ+"/"+id] = true
 		// Includes follow the stored resource, not what _elements or
 		// _summary left of it.
 		resources = append(resources, full)
-		b.Entry = append(b.Entry, outEntry{FullURL: q.resourceURL(typ, id), Resource: body, Search: &outSearch{Mode: "match"}})
+		b.Entry = append(b.Entry, outEntry{FullURL: fullURL, Resource: body, Search: &outSearch{Mode: "match"}})
 	}
 	if plan.include == nil || len(resources) == 0 {
 		return nil
@@ -305,6 +419,26 @@ func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, er
 		return nil, nil, err
 	}
 	return raw, res, nil
+}
+
+// containedBody returns the JSON of the resource contained in body with
+// id cid, or nil when it has none.
+func containedBody(body []byte, cid string) ([]byte, error) {
+	var holder struct {
+		Contained []json.RawMessage `json:"contained"`
+	}
+	if err := json.Unmarshal(body, &holder); err != nil {
+		return nil, err
+	}
+	for _, c := range holder.Contained {
+		var head struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(c, &head) == nil && head.ID == cid {
+			return c, nil
+		}
+	}
+	return nil, nil
 }
 
 // partitionSource lets include resolution read one partition; resources it

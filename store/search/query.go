@@ -36,6 +36,13 @@ type Query struct {
 	Includes, RevIncludes []Include
 	// Total is _total: "none", "estimate", "accurate" or "".
 	Total string
+	// Contained is _contained: "true" (search the resources contained in
+	// others instead), "both", "false" or "" (not given).
+	Contained string
+	// ContainedType is _containedType: "container" (the default: return
+	// the resources that contain the matches) or "contained" (the
+	// matches themselves).
+	ContainedType string
 	// Format is _format as given; the HTTP layer decides what it accepts.
 	Format string
 	// Unknown lists the parameters that lenient parsing ignored, as
@@ -77,6 +84,7 @@ type filter struct {
 var resultParams = map[string]bool{
 	"_count": true, "_offset": true, "_sort": true, "_summary": true, "_elements": true,
 	"_include": true, "_revinclude": true, "_total": true, "_format": true, "_pretty": true,
+	"_contained": true, "_containedType": true,
 }
 
 // Parse parses the search parameters of one search on resourceType.

@@ -44,6 +44,20 @@ func (q *Query) addResultParam(name, modifier string, hasModifier bool, value st
 			return invalid(name, value, "must be none, estimate or accurate")
 		}
 		q.Total = value
+	case "_contained":
+		switch value {
+		case "true", "false", "both":
+		default:
+			return invalid(name, value, "must be true, false or both")
+		}
+		q.Contained = value
+	case "_containedType":
+		switch value {
+		case "container", "contained":
+		default:
+			return invalid(name, value, "must be container or contained")
+		}
+		q.ContainedType = value
 	case "_format":
 		q.Format = value
 		return nil
