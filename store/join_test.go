@@ -329,6 +329,18 @@ func TestSearchContained(t *testing.T) {
 	if n, _ := search("code=111&_contained=false"); n != 1 {
 		t.Errorf("_contained=false: %d", n)
 	}
+	// _sort orders the contained matches (their containers follow).
+	inner3 := med("333")
+	inner3["id"] = "m3"
+	mr3 := map[string]any{"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+		"contained": []any{inner3}, "medicationReference": map[string]any{"reference": "#m3"},
+		"subject": map[string]any{"reference": "Patient/x"}}
+	mr3ID := str(s.must(http.StatusCreated, "POST", "/fhir/MedicationRequest", "1", mr3).JSON(t), "id")
+	for sort, first := range map[string]string{"code": mrID + "#m1", "-code": mr3ID + "#m3"} {
+		if n, urls := search("code=111,333&_contained=true&_containedType=contained&_sort=" + sort); n != 2 || !strings.HasSuffix(urls[0], first) {
+			t.Errorf("_sort=%s: %d %v, want %s first", sort, n, urls, first)
+		}
+	}
 	expectOutcome(t, s.do("GET", "/fhir/Medication?_contained=maybe", "1", nil), 400, "_contained")
 	expectOutcome(t, s.do("PUT", "/fhir/Medication?code=111&_contained=true", "1", med("111")), 400, "_contained")
 }
