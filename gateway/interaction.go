@@ -8,6 +8,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/store/search"
 )
 
 // interaction is what one FHIR request (or one Bundle entry) asks for.
@@ -155,6 +156,14 @@ func (in interaction) scopeRequests() []auth.Request {
 	reqs := []auth.Request{{Interaction: in.kind, ResourceType: in.typ, Query: in.query}}
 	if in.conditional {
 		reqs = append(reqs, auth.Request{Interaction: auth.InteractionSearch, ResourceType: in.typ, Query: in.query})
+	}
+	if in.kind == auth.InteractionSearch || in.conditional {
+		// A chained parameter or _has reads other types: the caller must
+		// be allowed to search them too, or the answer would tell about
+		// resources it may not see (Patient?_has:Condition:patient:code=…).
+		for _, t := range search.JoinedTypes(in.typ, in.query) {
+			reqs = append(reqs, auth.Request{Interaction: auth.InteractionSearch, ResourceType: t})
+		}
 	}
 	return reqs
 }

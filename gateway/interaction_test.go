@@ -174,3 +174,36 @@ func TestRoleAndOperations(t *testing.T) {
 		}
 	}
 }
+
+// A chain or _has reads other types: the token must be allowed to search
+// them too, or the answer would tell what it may not see.
+func TestScopeJoinedTypes(t *testing.T) {
+	g := &Gateway{}
+	rec := testRecord()
+	for _, c := range []struct {
+		scope, path, query string
+		allowed            bool
+	}{
+		{"patient/Patient.rs", "/Patient", "_has:Condition:patient:code=HIV", false},
+		{"patient/Patient.rs patient/Condition.rs", "/Patient", "_has:Condition:patient:code=HIV", true},
+		{"patient/Patient.rs patient/Encounter.rs", "/Patient", "_has:Encounter:patient:_has:Condition:encounter:code=1", false},
+		{"patient/Patient.rs patient/Encounter.rs patient/Condition.rs", "/Patient", "_has:Encounter:patient:_has:Condition:encounter:code=1", true},
+		{"patient/Observation.rs", "/Observation", "subject:Patient.name=x", false},
+		{"patient/Observation.rs patient/Patient.rs", "/Observation", "subject:Patient.name=x", true},
+		{"patient/Observation.rs patient/Patient.rs", "/Observation", "subject.name=x", false}, // Group, Device, Location too
+		{"patient/Observation.rs patient/Encounter.rs", "/Observation", "encounter.service-provider.name=x", false},
+		{"patient/Observation.rs", "/Observation", "code=1", true},
+		{"patient/*.rs", "/Observation", "encounter.service-provider.name=x", true},
+		{"patient/Observation.rs", "/Patient/1/Observation", "patient.name=x", false},
+	} {
+		q, _ := url.ParseQuery(c.query)
+		in, err := classify("GET", c.path, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = g.authorize(rec, "owner", auth.ParseScopes(splitFields(c.scope)), in, "https://x.pfr.localhost/fhir")
+		if got := err == nil; got != c.allowed {
+			t.Errorf("%s?%s with %q: allowed=%v, want %v (%v)", c.path, c.query, c.scope, got, c.allowed, err)
+		}
+	}
+}

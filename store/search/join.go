@@ -238,3 +238,60 @@ func refOf(res map[string]any) string {
 	id, _ := res["id"].(string)
 	return rt + "/" + id
 }
+
+// JoinedTypes returns, without duplicates, the resource types whose
+// resources a search of resourceType with params reads through chained
+// parameters and _has (at any depth), whether or not Parse accepts them:
+// what an authorization layer must let the caller search too, lest the
+// search tell about resources it may not see.
+func JoinedTypes(resourceType string, params url.Values) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(t string) {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	var walk func(typ, name string, depth int)
+	walk = func(typ, name string, depth int) {
+		if depth > 16 {
+			return
+		}
+		if rest, ok := strings.CutPrefix(name, "_has:"); ok {
+			parts := strings.SplitN(rest, ":", 3)
+			if len(parts) < 1 || parts[0] == "" {
+				return
+			}
+			add(parts[0])
+			if len(parts) == 3 {
+				walk(parts[0], parts[2], depth+1)
+			}
+			return
+		}
+		head, rest, chained := strings.Cut(name, ".")
+		if !chained {
+			return
+		}
+		code, typeMod, typed := strings.Cut(head, ":")
+		targets := []string{typeMod}
+		if !typed {
+			targets = nil
+			if p, ok := searchparam.Lookup(typ, code); ok {
+				targets = p.Target
+			}
+			if len(targets) == 0 {
+				targets = searchparam.ResourceTypes()
+			}
+		}
+		for _, t := range targets {
+			add(t)
+			walk(t, rest, depth+1)
+		}
+	}
+	for name := range params {
+		walk(resourceType, name, 0)
+	}
+	slices.Sort(out)
+	return out
+}
