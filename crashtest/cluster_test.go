@@ -17,22 +17,25 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/internal/pebble"
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 )
 
 // clusterNode is a gateway node on PostgreSQL state in front of a shared
 // FHIR upstream, with Caddy's certificates in the same PostgreSQL: plain
-// HTTP on %[1]d, and on %[5]d TLS with certificates on demand (Caddy's
-// internal CA, itself in the shared storage) for active records only.
-// %[2]s is the work directory, %[3]s the DSN, %[4]d the upstream's port.
+// HTTP on %[1]d, and on %[5]d TLS with certificates on demand from an ACME
+// server (Pebble: directory %[6]s, its HTTPS root %[7]s) for active
+// records only. %[2]s is the work directory, %[3]s the DSN, %[4]d the
+// upstream's port.
 const clusterNode = `{
 	admin off
 	persist_config off
 	auto_https disable_redirects
 	default_bind 127.0.0.1
+	http_port %[1]d
+	https_port %[5]d
 	skip_install_trust
-	local_certs
 	storage postgres %[3]s
 	on_demand_tls {
 		permission pfr {
@@ -62,6 +65,10 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 https://:%[5]d {
 	tls {
 		on_demand
+		issuer acme {
+			dir %[6]s
+			trusted_roots %[7]s
+		}
 	}
 	respond "tls ok"
 }
@@ -151,6 +158,7 @@ func startProc(t *testing.T, config, url string) *pfrproc.Process {
 type cluster struct {
 	dsn      string
 	a, b, lb *gatewayProcess
+	pebble   *pebble.Server
 }
 
 // newCluster starts a shared FHIR upstream, two gateway nodes on one
@@ -161,11 +169,20 @@ func newCluster(t *testing.T) *cluster {
 	storePort := freePort(t)
 	storeDir := t.TempDir()
 	startProc(t, fmt.Sprintf(sharedStore, storePort, storeDir), fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", storePort))
+	// Pebble, validating every challenge (no resolver knows *.pfr.localhost).
+	// Its context lives as long as the test: cancelling it stops Pebble.
+	pctx, pcancel := context.WithCancel(context.Background())
+	t.Cleanup(pcancel)
+	pb, err := pebble.Start(pctx, pebble.Options{AlwaysValid: true, Dir: t.TempDir(), HTTPPort: freePort(t), TLSPort: freePort(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pb.Stop)
 
-	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t)}})
+	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}})
 	// Node B trusts the same dev issuer key (a real deployment trusts the
 	// same OpenID provider).
-	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t)}, prepare: func(dir string) {
+	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}, prepare: func(dir string) {
 		key, err := os.ReadFile(filepath.Join(a.dir, "data", auth.DevIssuerFile))
 		if err != nil {
 			t.Fatal(err)
@@ -185,7 +202,7 @@ func newCluster(t *testing.T) *cluster {
 	lbPort := freePort(t)
 	lb := &gatewayProcess{t: t, port: lbPort, client: newClient(), dev: a.dev}
 	startProc(t, fmt.Sprintf(balancer, lbPort, a.port, b.port), lb.apex("/pfr/v1/health"))
-	return &cluster{dsn: dsn, a: a, b: b, lb: lb}
+	return &cluster{dsn: dsn, a: a, b: b, lb: lb, pebble: pb}
 }
 
 // TestCluster runs two gateway nodes (the real binary) on one PostgreSQL
@@ -272,13 +289,19 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("receipt status on A after the pick-up on B: %q", s)
 	}
 
-	// The record's certificate: obtained on demand by A, stored in
+	// The record's certificate: ordered from Pebble once, by A, stored in
 	// PostgreSQL, served by B as the very same certificate.
 	name := slug + ".pfr.localhost"
 	certA := serverCert(t, a.opts.args[2].(int), name)
 	certB := serverCert(t, b.opts.args[2].(int), name)
 	if certA.SerialNumber.Cmp(certB.SerialNumber) != 0 {
 		t.Fatalf("B serves another certificate (serial %s) than A (%s): obtained twice", certB.SerialNumber, certA.SerialNumber)
+	}
+	if err := certA.CheckSignatureFrom(c.pebble.Intermediate); err != nil {
+		t.Fatalf("the certificate is not Pebble's: %v", err)
+	}
+	if n := c.pebble.Orders(); n != 1 {
+		t.Fatalf("Pebble saw %d orders, want 1", n)
 	}
 	if _, err := tlsDial(a.opts.args[2].(int), "not-a-record.pfr.localhost"); err == nil {
 		t.Fatal("a certificate for a name that is no record")
