@@ -452,8 +452,6 @@ func attackTable() []attack {
 	}
 }
 
-func ptr(o outcome) *outcome { return &o }
-
 // utf16 encodes s (ASCII) as UTF-16LE with a byte order mark.
 func utf16(s string) string {
 	b := []byte{0xff, 0xfe}
