@@ -149,6 +149,16 @@ func issue9Attacks() []attack {
 			path: "/fhir/Observation/_search?subject=Patient/{bob}", want: harmless(200), check: countsNothing},
 		{name: "batch: GET Observation?_include=... (one _include rule with plain searches)", method: "POST", path: "/fhir",
 			body: bundle("batch", entry("", "GET", "Observation?_include=Observation:performer", "")), want: harmless(200)},
+		// The gateway checks FHIR JSON only, so it speaks JSON only: an
+		// answer in XML would reach the client unchecked (HAPI serves XML).
+		{name: "search asking for XML through _format", method: "GET", path: "/fhir/Observation?_format=xml", want: refused(406)},
+		{name: "search asking for FHIR XML through Accept", method: "GET", path: "/fhir/Observation",
+			headers: []string{"Accept", "application/fhir+xml"}, want: refused(406)},
+		{name: "read of bob's Patient asking for XML", method: "GET", path: "/fhir/Patient/{bob}?_format=application/fhir%2Bxml", want: refused(404, 406)},
+		{name: "$everything asking for XML", method: "GET", path: "/fhir/Patient/{alice}/$everything",
+			headers: []string{"Accept", "application/xml+fhir"}, want: refused(406)},
+		{name: "search with _format=json and other parameters (the upstream gets JSON)", method: "GET",
+			path: "/fhir/Observation?_format=json&subject=Patient/{bob}", want: harmless(200), check: countsNothing},
 		// Go's net/http answers a Host it cannot parse before Caddy runs
 		// (README, "Errors are OperationOutcomes"): a plain 400, no data.
 		{name: "a malformed Host header (a space)", method: "GET", target: "/fhir/metadata", hostHeader: "alice home", want: limited(400)},

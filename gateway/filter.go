@@ -32,9 +32,17 @@ type filteringWriter struct {
 	hide  func(map[string]any) bool
 	limit int64 // how much of a single resource may be held
 	opts  fhir.FilterOptions
+	// raw lets a judged answer that is not FHIR JSON through: the content
+	// of a Binary (format.go). Otherwise such an answer is refused with a
+	// 502: what the filter cannot read, it cannot check.
+	raw bool
 
 	started bool
 	pass    bool // not a 200 JSON body: untouched
+	// unread: a judged answer in a format the filter cannot read; held
+	// back, and refused as soon as it has a body.
+	unread  bool
+	refused bool
 	status  int
 	held    bytes.Buffer
 	pw      *io.PipeWriter
@@ -50,7 +58,12 @@ func (f *filteringWriter) WriteHeader(status int) {
 	f.started, f.status = true, status
 	ct := strings.ToLower(f.w.Header().Get("Content-Type"))
 	judged := status == http.StatusOK || f.write && status == http.StatusCreated
-	if !judged || !strings.Contains(ct, "json") || f.w.Header().Get("Content-Encoding") != "" {
+	readable := strings.Contains(ct, "json") && f.w.Header().Get("Content-Encoding") == ""
+	if judged && !readable && !f.raw {
+		f.unread = true
+		return
+	}
+	if !judged || !readable {
 		f.pass = true
 		f.w.WriteHeader(status)
 		return
@@ -80,6 +93,12 @@ func (f *filteringWriter) Write(b []byte) (int, error) {
 	switch {
 	case f.pass:
 		return f.w.Write(b)
+	case f.unread:
+		if len(b) > 0 && !f.refused {
+			f.refused = true
+			f.refuseUnread()
+		}
+		return len(b), nil // dropped: never shown unchecked
 	case f.single:
 		if int64(f.held.Len()+len(b)) > f.limit {
 			return 0, fmt.Errorf("resource larger than %d bytes cannot be checked", f.limit)
@@ -104,7 +123,10 @@ func (f *filteringWriter) Unwrap() http.ResponseWriter { return f.w }
 // writes the held resource.
 func (f *filteringWriter) Close() error {
 	switch {
-	case !f.started || f.pass:
+	case !f.started || f.pass || f.refused:
+		return nil
+	case f.unread:
+		f.w.WriteHeader(f.status) // no body: nothing to check
 		return nil
 	case !f.single:
 		_ = f.pw.Close()
@@ -143,4 +165,19 @@ func (f *filteringWriter) Close() error {
 	f.w.WriteHeader(f.status)
 	_, err = f.w.Write(f.held.Bytes())
 	return err
+}
+
+// refuseUnread answers a 502 instead of a body the filter cannot read (not
+// FHIR JSON, or content-coded): passing it on would show the client what
+// nobody checked.
+func (f *filteringWriter) refuseUnread() {
+	ct := f.w.Header().Get("Content-Type")
+	f.log.Warn("security: refused an upstream answer the response filter cannot read",
+		zap.String("record", f.record), zap.String("content_type", ct),
+		zap.String("content_encoding", f.w.Header().Get("Content-Encoding")))
+	for _, h := range []string{"Location", "Content-Location", "ETag", "Last-Modified", "Content-Encoding", "Content-Length"} {
+		f.w.Header().Del(h)
+	}
+	fhir.WriteError(f.w, fhir.Errorf(http.StatusBadGateway, fhir.CodeException,
+		"the upstream answered in a format the gateway cannot check (Content-Type %q); it answers FHIR JSON only", ct))
 }

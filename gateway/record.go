@@ -95,6 +95,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 	if err != nil {
 		return err
 	}
+	if err := checkFormat(r, in); err != nil {
+		return err
+	}
 	ae.fromInteraction(in)
 	if role == "" {
 		g.log.Info("access denied: not a member",
@@ -261,7 +264,10 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 
 // outbound clones r for the upstream: the path below the upstream's FHIR
 // base, no client credentials, and the record's partition.
-func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string) (*http.Request, *backend.Route, error) {
+//
+// The upstream is asked for FHIR JSON, the only format the gateway checks,
+// unless raw: the content of a Binary (see format.go).
+func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string, raw bool) (*http.Request, *backend.Route, error) {
 	out := r.Clone(r.Context())
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rest
 	// Keep the client's escaping of the rest (e.g. an encoded space in an id).
@@ -275,6 +281,7 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string) (*
 	// upstream handler's config, e.g. reverse_proxy header_up).
 	out.Header.Del("Authorization")
 	out.Header.Del("Cookie")
+	askJSON(out, raw)
 	route, err := g.cfg.Backend.Outbound(out, target(rec))
 	if err != nil {
 		return nil, nil, fhir.AsError(err)
@@ -288,7 +295,7 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string) (*
 // proxy sends r to the upstream in rec's partition and streams the
 // response back, rewritten to publicBase.
 func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string, in interaction, grants auth.Grants) {
-	out, route, err := g.outbound(r, rec, rest)
+	out, route, err := g.outbound(r, rec, rest, rawBinary(r, in))
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
@@ -316,7 +323,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		}
 		filter = &filteringWriter{
 			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes,
-			keep: keep, write: write, hide: scopeKeep,
+			keep: keep, write: write, hide: scopeKeep, raw: rawBinary(r, in),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead || write,
 			opts: fhir.FilterOptions{
 				// HAPI serves a paged search (_getpages) to any partition

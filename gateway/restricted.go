@@ -20,7 +20,7 @@ import (
 // answers with the resource or a 403.
 func (g *Gateway) proxyRestrictedRead(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record,
 	rest, publicBase string, grants auth.Grants, in interaction) error {
-	out, route, err := g.outbound(r, rec, rest)
+	out, route, err := g.outbound(r, rec, rest, rawBinary(r, in))
 	if err != nil {
 		return err
 	}

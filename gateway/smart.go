@@ -96,7 +96,11 @@ func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request) {
 // serveMetadata serves the upstream's CapabilityStatement, public, with the
 // SMART security section added to every server rest entry.
 func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
-	out, route, err := g.outbound(r, rec, rest)
+	if err := checkFormat(r, interaction{kind: auth.InteractionRead, typ: "CapabilityStatement", query: r.URL.Query()}); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	out, route, err := g.outbound(r, rec, rest, false)
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
@@ -140,6 +144,9 @@ func adaptCapabilities(body []byte, smart map[string]any, publicBase string) []b
 		return body
 	}
 	pinCapabilityBase(cs, publicBase)
+	// The gateway speaks FHIR JSON only (format.go), whatever the
+	// upstream offers.
+	cs["format"] = []any{"application/fhir+json", "json"}
 	if smart != nil {
 		addSMARTSecurity(cs, smart)
 	}
