@@ -30,9 +30,9 @@ exec "$pfr" "\$@"
 SH
 chmod +x "$work/bin/go"
 
-# Extract the walkthrough's shell blocks from the README and run them.
+# Extract the walkthrough's shell blocks (```sh, not the expected output) from the README and run them.
 awk '/<!-- walkthrough:begin -->/{on=1} /<!-- walkthrough:end -->/{on=0}
-     on && /^```/{inblock=!inblock; next} on && inblock' "$root/README.md" >"$work/walkthrough.sh"
+     on && /^```sh/{inblock=1; next} on && /^```/{inblock=0; next} on && inblock' "$root/README.md" >"$work/walkthrough.sh"
 [ -s "$work/walkthrough.sh" ] || { echo "README has no walkthrough block"; exit 1; }
 echo "--- running the README walkthrough:"; cat "$work/walkthrough.sh"; echo "---"
 PATH="$work/bin:$PATH" bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"

@@ -1,0 +1,478 @@
+// Package docs_test keeps the README and the pages of docs/ true: every
+// shell command in them parses and names packages, directories and pfr
+// commands that exist, and the README's walkthrough runs, twice in a row in
+// a fresh folder against Caddyfile.example, printing what the README says
+// it prints.
+package docs_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+)
+
+// root is the repository root, seen from this package's directory.
+const root = ".."
+
+// pages are the documents whose commands are checked.
+func pages(t *testing.T) []string {
+	t.Helper()
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs/*.md (%v)", err)
+	}
+	return append([]string{filepath.Join(root, "README.md")}, docs...)
+}
+
+// block is one fenced code block of a Markdown file.
+type block struct {
+	info string // what follows the opening fence: "sh", "text again", …
+	body string
+	line int // the opening fence's line, 1-based
+}
+
+// blocks returns the fenced code blocks of text.
+func blocks(text string) []block {
+	var out []block
+	var cur *block
+	var body strings.Builder
+	for i, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, "```") {
+			if cur != nil {
+				body.WriteString(line)
+				body.WriteByte('\n')
+			}
+			continue
+		}
+		if cur == nil {
+			cur = &block{info: strings.TrimSpace(strings.TrimPrefix(line, "```")), line: i + 1}
+			body.Reset()
+			continue
+		}
+		cur.body = body.String()
+		out = append(out, *cur)
+		cur = nil
+	}
+	return out
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string
+)
+
+// pfrBinary is the pfr command: $PFR_BIN when set (scripts/test.sh builds
+// it), else built once for this test binary.
+func pfrBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PFR_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return abs
+	}
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "pfr-docs-bin-")
+		if binErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		binPath, binErr = pfrproc.Build(ctx, binDir)
+	})
+	if binErr != nil {
+		t.Fatalf("building cmd/pfr: %v", binErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	// goPath matches the package or directory a go command names.
+	goPath = regexp.MustCompile(`\bgo (?:run|test|generate|build)(?: -[a-z]+(?:[ =][^\s.][^\s]*)?)* (\./[^\s;|&)]*)`)
+	// cdPath matches a directory a subshell changes into.
+	cdPath = regexp.MustCompile(`\(cd ([a-z][^\s&)]*) &&`)
+	// pfrCommand matches a pfr subcommand run from the repository.
+	pfrCommand = regexp.MustCompile(`go run \./cmd/pfr ([a-z-]+)`)
+	// scriptPath matches a script run with bash.
+	scriptPath = regexp.MustCompile(`\bbash (scripts/[^\s;|&]+)`)
+)
+
+// TestDocsCommandsParse checks every shell block of the README and docs/:
+// bash can parse it, the packages and directories it names exist, and the
+// pfr subcommands it runs are pfr's. The README's walkthrough is run for
+// real by TestWalkthroughTwice.
+func TestDocsCommandsParse(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Fatal("bash is needed to check the docs' commands")
+	}
+	var pfrCommands []string
+	for _, page := range pages(t) {
+		raw, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, _ := filepath.Rel(root, page)
+		n := 0
+		for _, b := range blocks(string(raw)) {
+			if b.info != "sh" {
+				continue
+			}
+			n++
+			where := fmt.Sprintf("%s:%d", name, b.line)
+			cmd := exec.Command("bash", "-n")
+			cmd.Stdin = strings.NewReader(b.body)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s: bash cannot parse the block: %v\n%s", where, err, out)
+			}
+			for _, m := range goPath.FindAllStringSubmatch(b.body, -1) {
+				dir := strings.TrimSuffix(strings.TrimSuffix(m[1], "/..."), "/")
+				if !hasGoFiles(filepath.Join(root, dir)) {
+					t.Errorf("%s: %q names %s, which holds no Go package", where, m[0], dir)
+				}
+			}
+			for _, m := range cdPath.FindAllStringSubmatch(b.body, -1) {
+				if st, err := os.Stat(filepath.Join(root, m[1])); err != nil || !st.IsDir() {
+					t.Errorf("%s: %q changes into %s, which is no directory", where, m[0], m[1])
+				}
+			}
+			for _, m := range scriptPath.FindAllStringSubmatch(b.body, -1) {
+				if _, err := os.Stat(filepath.Join(root, m[1])); err != nil {
+					t.Errorf("%s: %q runs %s, which does not exist", where, m[0], m[1])
+				}
+			}
+			for _, m := range pfrCommand.FindAllStringSubmatch(b.body, -1) {
+				pfrCommands = append(pfrCommands, where+" "+m[1])
+			}
+		}
+		if name == "README.md" && n == 0 {
+			t.Errorf("README.md has no sh block")
+		}
+	}
+	if len(pfrCommands) == 0 {
+		t.Fatal("no `go run ./cmd/pfr <command>` in the docs: the pattern no longer matches")
+	}
+	bin := pfrBinary(t)
+	for _, c := range pfrCommands {
+		where, sub, _ := strings.Cut(c, " ")
+		out, err := exec.Command(bin, "help", sub).CombinedOutput()
+		if err != nil || bytes.Contains(out, []byte("unknown command")) {
+			t.Errorf("%s: pfr has no command %q: %v\n%s", where, sub, err, out)
+		}
+	}
+}
+
+// hasGoFiles reports whether dir holds a .go file.
+func hasGoFiles(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+	return len(files) > 0
+}
+
+// step is one shell block of the walkthrough and what it prints, on the
+// first run and on the runs after it.
+type step struct {
+	line          int
+	script        string
+	first, second []string
+}
+
+// walkthrough returns the README's walkthrough: each sh block between the
+// walkthrough markers with the text blocks after it. A "text" block is
+// what the step prints on every run, unless a "text again" block says
+// what it prints from the second run on.
+func walkthrough(t *testing.T, readme string) []step {
+	t.Helper()
+	_, rest, ok := strings.Cut(readme, "<!-- walkthrough:begin -->")
+	region, _, ok2 := strings.Cut(rest, "<!-- walkthrough:end -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no <!-- walkthrough:begin --> … <!-- walkthrough:end --> region")
+	}
+	var steps []step
+	for _, b := range blocks(region) {
+		lines := strings.Split(strings.TrimRight(b.body, "\n"), "\n")
+		switch b.info {
+		case "sh":
+			steps = append(steps, step{line: b.line, script: b.body})
+		case "text", "text again":
+			if len(steps) == 0 {
+				t.Fatalf("README walkthrough: a text block (line %d) before any sh block", b.line)
+			}
+			s := &steps[len(steps)-1]
+			if b.info == "text" {
+				s.first = lines
+				if s.second == nil {
+					s.second = lines
+				}
+			} else {
+				s.second = lines
+			}
+		default:
+			t.Fatalf("README walkthrough: a %q block (line %d); only sh, text and \"text again\" are known", b.info, b.line)
+		}
+	}
+	if len(steps) == 0 {
+		t.Fatal("README walkthrough has no sh block")
+	}
+	for _, s := range steps {
+		if s.first == nil {
+			t.Fatalf("README walkthrough: the sh block at line %d shows no expected output (a text block after it)", s.line)
+		}
+	}
+	return steps
+}
+
+// matches reports whether got matches want, in which "…" stands for any
+// text (ids, times).
+func matches(want, got string) bool {
+	parts := strings.Split(want, "…")
+	for i := range parts {
+		parts[i] = regexp.QuoteMeta(parts[i])
+	}
+	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$").MatchString(got)
+}
+
+// TestWalkthroughTwice runs `pfr run --config Caddyfile.example` in a fresh
+// folder (on free ports instead of 8443 and 8080, so it runs beside a
+// quickstart you have running), then the README's walkthrough twice in a
+// row, each step's output checked against the README.
+func TestWalkthroughTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real pfr binary and curl; run without -short")
+	}
+	for _, tool := range []string{"bash", "curl", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed to run the README's walkthrough", tool)
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(root, "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := pfrproc.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The README's ports become free ones, in the configuration, the
+	// commands and the expected output alike.
+	httpsPort, httpPort := fmt.Sprint(ports[0]), fmt.Sprint(ports[1])
+	local := func(s string) string {
+		s = regexp.MustCompile(`\b8443\b`).ReplaceAllString(s, httpsPort)
+		return regexp.MustCompile(`\b8080\b`).ReplaceAllString(s, httpPort)
+	}
+	steps := walkthrough(t, local(string(readme)))
+
+	bin := pfrBinary(t)
+	work := t.TempDir()
+	shim := filepath.Join(work, ".shim")
+	if err := os.Mkdir(shim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The README says `go run ./cmd/pfr …`; the binary built from the same
+	// source stands in, and any other go command fails the test.
+	goShim := fmt.Sprintf("#!/usr/bin/env bash\n[ \"$1 $2\" = \"run ./cmd/pfr\" ] || { echo \"unexpected go command: $*\" >&2; exit 1; }\nshift 2\nexec %q \"$@\"\n", bin)
+	if err := os.WriteFile(filepath.Join(shim, "go"), []byte(goShim), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	proc := startQuickstart(ctx, t, bin, work, local(string(example)))
+	// Any answer on the HTTP port (its redirect to HTTPS) means Caddy listens.
+	if err := proc.waitHTTP(ctx, "http://127.0.0.1:"+httpPort+"/"); err != nil {
+		t.Fatalf("%v\n%s", err, proc.log())
+	}
+
+	// One bash runs every step, as one terminal would; a marker line
+	// separates the steps' output.
+	var script strings.Builder
+	for i, s := range steps {
+		fmt.Fprintf(&script, "echo '@@step %d@@'\n%s\n", i, s.script)
+	}
+	for run := 1; run <= 2; run++ {
+		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail")
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "PATH="+shim+string(os.PathListSeparator)+os.Getenv("PATH"))
+		cmd.Stdin = strings.NewReader(script.String())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("run %d: the walkthrough failed: %v\n%s%s\npfr's log:\n%s", run, err, out, stderr.Bytes(), proc.log())
+		}
+		got := splitSteps(string(out))
+		for i, s := range steps {
+			want := s.first
+			if run > 1 {
+				want = s.second
+			}
+			if msg := compare(want, got[i]); msg != "" {
+				t.Errorf("run %d, README line %d: %s", run, s.line, msg)
+			}
+		}
+	}
+	// What the walkthrough wrote is under pfr-data, nothing beside it.
+	entries, err := os.ReadDir(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		switch e.Name() {
+		case "pfr-data", ".shim", "Caddyfile", "caddy.log", "home":
+		default:
+			t.Errorf("the walkthrough left %s in the folder it runs in (its files belong under pfr-data/)", e.Name())
+		}
+	}
+}
+
+// splitSteps splits the walkthrough's output at the step markers.
+func splitSteps(out string) map[int][]string {
+	got := map[int][]string{}
+	cur := -1
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		line := sc.Text()
+		var n int
+		if _, err := fmt.Sscanf(line, "@@step %d@@", &n); err == nil {
+			cur = n
+			got[n] = []string{}
+			continue
+		}
+		got[cur] = append(got[cur], line)
+	}
+	return got
+}
+
+// compare says how got differs from want ("" when it matches), shortly.
+func compare(want, got []string) string {
+	for i := 0; i < max(len(want), len(got)); i++ {
+		switch {
+		case i >= len(got):
+			return fmt.Sprintf("printed %d lines, the README shows %d; missing:\n  %s", len(got), len(want), want[i])
+		case i >= len(want):
+			return fmt.Sprintf("printed %d lines, the README shows %d; extra:\n  %s", len(got), len(want), got[i])
+		case !matches(want[i], got[i]):
+			return fmt.Sprintf("line %d differs\n  README: %s\n  got:    %s", i+1, want[i], got[i])
+		}
+	}
+	return ""
+}
+
+// quickstart is `pfr run --config Caddyfile` as a user starts it: in the
+// folder, with HOME inside it (so anything written outside the folder's
+// pfr-data shows), its output in a buffer.
+type quickstart struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// startQuickstart writes caddyfile to dir/Caddyfile and runs pfr on it in
+// dir; the test's end stops it.
+func startQuickstart(ctx context.Context, t *testing.T, bin, dir, caddyfile string) *quickstart {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	q := &quickstart{out: &syncBuffer{}, done: make(chan struct{})}
+	q.cmd = exec.CommandContext(ctx, bin, "run", "--config", "Caddyfile")
+	q.cmd.Dir = dir
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XDG_") && !strings.HasPrefix(kv, "HOME=") {
+			env = append(env, kv)
+		}
+	}
+	q.cmd.Env = append(env, "HOME="+home)
+	q.cmd.Stdout, q.cmd.Stderr = q.out, q.out
+	q.cmd.Cancel = func() error { return q.cmd.Process.Signal(os.Interrupt) }
+	q.cmd.WaitDelay = 10 * time.Second
+	if err := q.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = q.cmd.Wait(); close(q.done) }()
+	t.Cleanup(func() {
+		_ = q.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-q.done:
+		case <-time.After(10 * time.Second):
+			_ = q.cmd.Process.Kill()
+			<-q.done
+		}
+	})
+	return q
+}
+
+// waitHTTP waits until url answers anything, or pfr exits.
+func (q *quickstart) waitHTTP(ctx context.Context, url string) error {
+	client := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		select {
+		case <-q.done:
+			return fmt.Errorf("pfr exited before it listened")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if res, err := client.Get(url); err == nil {
+			_ = res.Body.Close()
+			return nil
+		}
+	}
+	return fmt.Errorf("pfr did not answer %s in time", url)
+}
+
+// log returns the end of pfr's output.
+func (q *quickstart) log() string {
+	lines := strings.Split(strings.TrimSpace(q.out.String()), "\n")
+	return strings.Join(lines[max(len(lines)-15, 0):], "\n")
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
