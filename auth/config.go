@@ -30,6 +30,13 @@ type IssuerConfig struct {
 	ClientIDClaims []string
 	// Keys, when set, is the only source of keys: no HTTP is done.
 	Keys KeySource
+	// Check, when set, is called on every token of this issuer that passed
+	// every other check (cached ones included, so a revocation takes effect
+	// at once). It returns the identity the token stands for: id itself,
+	// or a copy naming the account the token acts for (the built-in
+	// authorization server's tokens name the account that logged in). An
+	// error refuses the token; wrap ErrRevoked when it was revoked.
+	Check func(ctx context.Context, id *Identity) (*Identity, error)
 }
 
 // KeySource returns the public key with the given kid ("" when the token

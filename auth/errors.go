@@ -28,6 +28,9 @@ var (
 	// ErrKeysUnavailable: the issuer's discovery document or JWKS could not be
 	// fetched, so the token cannot be checked. A gateway may answer 503 instead of 401.
 	ErrKeysUnavailable = errors.New("issuer keys unavailable")
+	// ErrRevoked: the issuer says the token, or the grant it came from,
+	// was revoked (see IssuerConfig.Check).
+	ErrRevoked = errors.New("token revoked")
 )
 
 // TokenError says why a bearer token was refused. Reason is safe to show to

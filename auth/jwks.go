@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -167,4 +168,36 @@ func fitsAlg(key crypto.PublicKey, alg string) bool {
 		return alg == "EdDSA"
 	}
 	return false
+}
+
+// JWKSKeys is a KeySource over a fixed JSON Web Key Set, e.g. the keys a
+// client registered for private_key_jwt.
+type JWKSKeys struct{ keys []publicKey }
+
+// ParseJWKS reads a JSON Web Key Set (RSA and EC keys; others are
+// skipped) into a KeySource.
+func ParseJWKS(data []byte) (*JWKSKeys, error) {
+	keys, err := parseJWKS(data)
+	if err != nil {
+		return nil, err
+	}
+	return &JWKSKeys{keys: keys}, nil
+}
+
+// Len is the number of usable keys.
+func (s *JWKSKeys) Len() int { return len(s.keys) }
+
+// Key implements KeySource. A token without kid is accepted only when the
+// set holds exactly one key.
+func (s *JWKSKeys) Key(_ context.Context, kid string) (crypto.PublicKey, error) {
+	var found []crypto.PublicKey
+	for _, k := range s.keys {
+		if kid == "" || k.kid == kid {
+			found = append(found, k.key)
+		}
+	}
+	if len(found) != 1 {
+		return nil, ErrUnknownKey
+	}
+	return found[0], nil
 }

@@ -186,3 +186,31 @@ func (g Grants) Scopes() []string {
 	}
 	return out
 }
+
+// ResourceScope is one SMART resource scope, parsed.
+type ResourceScope struct {
+	// Context is patient, user or system.
+	Context string
+	// ResourceType is a FHIR resource type, or "*".
+	ResourceType string
+	// Permissions are the v2 letters it grants, in "cruds" order (a v1
+	// "read" is "rs").
+	Permissions string
+	// Restricted says a v2 query narrows it to matching resources.
+	Restricted bool
+}
+
+// Writes reports whether the scope lets its holder create, update or
+// delete.
+func (s ResourceScope) Writes() bool { return strings.ContainsAny(s.Permissions, "cud") }
+
+// ParseResourceScope parses one SMART v1 or v2 resource scope, with the
+// grammar ParseScopes uses; ok is false for anything else (identity and
+// launch scopes included).
+func ParseResourceScope(scope string) (s ResourceScope, ok bool) {
+	r, ok := parseRule(scope)
+	if !ok {
+		return ResourceScope{}, false
+	}
+	return ResourceScope{Context: r.context, ResourceType: r.resourceType, Permissions: r.perms.String(), Restricted: r.restriction != nil}, true
+}

@@ -121,10 +121,11 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 	hash := sha256.Sum256([]byte(token))
 	if id := v.cache.get(hash, v.opts.Now()); id != nil {
 		// The audience depends on the request, so a cache hit checks it again.
-		if err := v.checkAudience(v.issuers[id.Issuer], id.Audience, audiences); err != nil {
+		ti := v.issuers[id.Issuer]
+		if err := v.checkAudience(ti, id.Audience, audiences); err != nil {
 			return nil, err
 		}
-		return id, nil
+		return ti.check(ctx, id)
 	}
 
 	header, err := parseHeader(token)
@@ -165,7 +166,26 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 		until = limit
 	}
 	v.cache.put(hash, id, until)
-	return id, nil
+	return issuer.check(ctx, id)
+}
+
+// check runs the issuer's Check hook, if any, on a verified identity.
+func (ti *trustedIssuer) check(ctx context.Context, id *Identity) (*Identity, error) {
+	if ti.config.Check == nil {
+		return id, nil
+	}
+	out, err := ti.config.Check(ctx, id)
+	if err != nil {
+		var te *TokenError
+		if errors.As(err, &te) {
+			return nil, te
+		}
+		if errors.Is(err, ErrRevoked) {
+			return nil, tokenErr(ErrRevoked, "token revoked", err)
+		}
+		return nil, tokenErr(ErrKeysUnavailable, "token status unavailable", err)
+	}
+	return out, nil
 }
 
 // Discovery returns a copy of the OIDC discovery document of a trusted

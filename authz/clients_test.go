@@ -1,0 +1,159 @@
+package authz
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestRegistrationRefusals(t *testing.T) {
+	e := newEnv(t, nil)
+	b := e.browser()
+	for name, meta := range map[string]map[string]any{
+		"http to a public host": {"redirect_uris": []string{"http://app.example/cb"}, "token_endpoint_auth_method": "none"},
+		"javascript":            {"redirect_uris": []string{"javascript:alert(1)"}, "token_endpoint_auth_method": "none"},
+		"fragment":              {"redirect_uris": []string{"https://app.example/cb#x"}, "token_endpoint_auth_method": "none"},
+		"no redirect":           {"token_endpoint_auth_method": "none"},
+		"jwks_uri":              {"redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://169.254.169.254/keys"},
+		"private_key_jwt alone": {"redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "private_key_jwt"},
+		"implicit":              {"redirect_uris": []string{"https://app.example/cb"}, "grant_types": []string{"implicit"}},
+		"password":              {"redirect_uris": []string{"https://app.example/cb"}, "grant_types": []string{"password"}},
+		"client_secret_post":    {"redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "client_secret_post"},
+	} {
+		if res := b.postJSON("/oauth/register", meta); res.status != http.StatusBadRequest || !strings.Contains(res.body, "invalid_client_metadata") {
+			t.Errorf("%s: %d %s", name, res.status, res.body)
+		}
+	}
+	if res := b.postJSON("/oauth/register", "not an object"); res.status != http.StatusBadRequest {
+		t.Errorf("garbage: %d", res.status)
+	}
+}
+
+func TestConfidentialClientSecret(t *testing.T) {
+	e := newEnv(t, nil)
+	res := e.browser().postJSON("/oauth/register", map[string]any{
+		"client_name": "Clinic", "redirect_uris": []string{"https://clinic.example/cb"},
+		"grant_types": []string{"authorization_code", "refresh_token"},
+	})
+	var reg map[string]any
+	_ = json.Unmarshal([]byte(res.body), &reg)
+	if res.status != http.StatusCreated || reg["client_secret"] == nil || reg["token_endpoint_auth_method"] != "client_secret_basic" {
+		t.Fatalf("register: %d %s", res.status, res.body)
+	}
+	a := app{id: reg["client_id"].(string), secret: reg["client_secret"].(string), redirect: "https://clinic.example/cb"}
+	p := newPKCE()
+	code := e.codeFor(a, e.base("john"), "alice", p, fullScope)
+	// Without its secret (as if public) the client is refused.
+	if status, out := e.token(app{id: a.id, redirect: a.redirect}, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect}, "code_verifier": {p.verifier}}); status != http.StatusUnauthorized || out["error"] != "invalid_client" {
+		t.Errorf("no secret: %d %v", status, out)
+	}
+	wrong := a
+	wrong.secret = "x" + a.secret
+	if status, _ := e.exchange(wrong, code, p); status != http.StatusUnauthorized {
+		t.Errorf("wrong secret: %d", status)
+	}
+	if status, out := e.exchange(a, code, p); status != http.StatusOK {
+		t.Errorf("right secret: %d %v", status, out)
+	}
+}
+
+func rsaJWKS(t *testing.T, key *rsa.PrivateKey, kid string) json.RawMessage {
+	t.Helper()
+	raw, _ := json.Marshal(map[string]any{"keys": []any{map[string]any{
+		"kty": "RSA", "kid": kid, "alg": "RS384", "use": "sig",
+		"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
+	}}})
+	return raw
+}
+
+func TestPrivateKeyJWT(t *testing.T) {
+	e := newEnv(t, nil)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := e.browser().postJSON("/oauth/register", map[string]any{
+		"client_name": "Signed app", "redirect_uris": []string{"https://signed.example/cb"},
+		"token_endpoint_auth_method": "private_key_jwt", "jwks": rsaJWKS(t, key, "k1"),
+		"grant_types": []string{"authorization_code"},
+	})
+	var reg map[string]any
+	_ = json.Unmarshal([]byte(res.body), &reg)
+	if res.status != http.StatusCreated || reg["client_secret"] != nil {
+		t.Fatalf("register: %d %s", res.status, res.body)
+	}
+	a := app{id: reg["client_id"].(string), redirect: "https://signed.example/cb"}
+	assertion := func(signer *rsa.PrivateKey, mod func(jwt.MapClaims)) string {
+		now := e.clock.Now()
+		c := jwt.MapClaims{"iss": a.id, "sub": a.id, "aud": e.issuer + "/oauth/token", "jti": randomToken(8),
+			"iat": now.Unix(), "exp": now.Add(time.Minute).Unix()}
+		if mod != nil {
+			mod(c)
+		}
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS384, c)
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	p := newPKCE()
+	exchange := func(code, as string) (int, map[string]any) {
+		return e.token(a, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect},
+			"code_verifier": {p.verifier}, "client_assertion_type": {assertionType}, "client_assertion": {as}})
+	}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	for name, as := range map[string]string{
+		"another key":    assertion(other, nil),
+		"wrong audience": assertion(key, func(c jwt.MapClaims) { c["aud"] = "https://elsewhere.example/token" }),
+		"long-lived":     assertion(key, func(c jwt.MapClaims) { c["exp"] = e.clock.Now().Add(time.Hour).Unix() }),
+		"no jti":         assertion(key, func(c jwt.MapClaims) { delete(c, "jti") }),
+		"sub differs":    assertion(key, func(c jwt.MapClaims) { c["sub"] = "someone" }),
+	} {
+		code := e.codeFor(a, e.base("john"), "alice", p, fullScope)
+		if status, out := exchange(code, as); status != http.StatusUnauthorized || out["error"] != "invalid_client" {
+			t.Errorf("%s: %d %v", name, status, out)
+		}
+	}
+	code := e.codeFor(a, e.base("john"), "alice", p, fullScope)
+	good := assertion(key, nil)
+	if status, out := exchange(code, good); status != http.StatusOK || out["access_token"] == nil {
+		t.Fatalf("good assertion: %d %v", status, out)
+	}
+	// The same assertion again: replay.
+	code = e.codeFor(a, e.base("john"), "alice", p, fullScope)
+	if status, out := exchange(code, good); status != http.StatusUnauthorized {
+		t.Errorf("replayed assertion: %d %v", status, out)
+	}
+}
+
+func TestStaticClients(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Clients = []StaticClient{{ID: "my-app", Name: "My App", RedirectURIs: []string{"http://localhost:3000/cb"}}}
+	})
+	c, err := e.srv.cfg.Store.Client(t.Context(), "my-app")
+	if err != nil || c.AuthMethod != "none" || !c.Static {
+		t.Fatalf("static client %+v %v", c, err)
+	}
+	// A second start with other settings replaces it.
+	if err := e.srv.putStaticClient(t.Context(), StaticClient{ID: "my-app", Secret: "s3cret-s3cret", RedirectURIs: []string{"https://x.example/cb"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := e.srv.cfg.Store.Client(t.Context(), "my-app"); c.AuthMethod != "client_secret_basic" {
+		t.Errorf("replaced static client %+v", c)
+	}
+	// A registered client's id cannot be taken over by configuration.
+	a := e.registerPublic()
+	if err := e.srv.putStaticClient(t.Context(), StaticClient{ID: a.id, RedirectURIs: []string{"https://x.example/cb"}}); err == nil {
+		t.Error("a static client replaced a registered one")
+	}
+}
