@@ -397,6 +397,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)
 	}
+	fhirPath := g.FHIRPath
+	if fhirPath == "" {
+		fhirPath = "/fhir" // gateway.New's default
+	}
+	go announceReady(ctx, g.logger, g.BaseDomain, fhirPath)
 	return nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -270,42 +269,20 @@ func TestWalkthroughTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	example, err := os.ReadFile(filepath.Join(root, "Caddyfile.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports, err := pfrproc.FreePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The README's ports become free ones, in the configuration, the
-	// commands and the expected output alike.
-	httpsPort, httpPort := fmt.Sprint(ports[0]), fmt.Sprint(ports[1])
-	local := func(s string) string {
-		s = regexp.MustCompile(`\b8443\b`).ReplaceAllString(s, httpsPort)
-		return regexp.MustCompile(`\b8080\b`).ReplaceAllString(s, httpPort)
-	}
-	steps := walkthrough(t, local(string(readme)))
-
-	bin := pfrBinary(t)
-	work := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ex := startExample(ctx, t)
+	steps := walkthrough(t, ex.local(string(readme)))
+	work, proc := ex.dir, ex.q
 	shim := filepath.Join(work, ".shim")
 	if err := os.Mkdir(shim, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// The README says `go run ./cmd/pfr …`; the binary built from the same
 	// source stands in, and any other go command fails the test.
-	goShim := fmt.Sprintf("#!/usr/bin/env bash\n[ \"$1 $2\" = \"run ./cmd/pfr\" ] || { echo \"unexpected go command: $*\" >&2; exit 1; }\nshift 2\nexec %q \"$@\"\n", bin)
+	goShim := fmt.Sprintf("#!/usr/bin/env bash\n[ \"$1 $2\" = \"run ./cmd/pfr\" ] || { echo \"unexpected go command: $*\" >&2; exit 1; }\nshift 2\nexec %q \"$@\"\n", pfrBinary(t))
 	if err := os.WriteFile(filepath.Join(shim, "go"), []byte(goShim), 0o755); err != nil {
 		t.Fatal(err)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	proc := startQuickstart(ctx, t, bin, work, local(string(example)))
-	// Any answer on the HTTP port (its redirect to HTTPS) means Caddy listens.
-	if err := proc.waitHTTP(ctx, "http://127.0.0.1:"+httpPort+"/"); err != nil {
-		t.Fatalf("%v\n%s", err, proc.log())
 	}
 
 	// One bash runs every step, as one terminal would; a marker line
@@ -343,11 +320,19 @@ func TestWalkthroughTwice(t *testing.T) {
 	}
 	for _, e := range entries {
 		switch e.Name() {
-		case "pfr-data", ".shim", "Caddyfile", "caddy.log", "home":
+		case "pfr-data", ".shim", "Caddyfile", "home":
 		default:
 			t.Errorf("the walkthrough left %s in the folder it runs in (its files belong under pfr-data/)", e.Name())
 		}
 	}
+	// And the quickstart wrote nothing into the user's home (Caddy's
+	// default data and config directories are there).
+	_ = filepath.WalkDir(filepath.Join(work, "home"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			t.Errorf("the quickstart wrote %s outside ./pfr-data", strings.TrimPrefix(path, work+"/"))
+		}
+		return nil
+	})
 }
 
 // splitSteps splits the walkthrough's output at the step markers.
@@ -393,6 +378,42 @@ type quickstart struct {
 	done chan struct{}
 }
 
+// example is Caddyfile.example running in a fresh folder, on free ports
+// instead of 8443 and 8080.
+type example struct {
+	q                   *quickstart
+	dir                 string
+	httpsPort, httpPort string
+	ready               string // the readiness line
+}
+
+// local rewrites the example's ports in s (a command, an expected output)
+// to the ones this run listens on.
+func (e *example) local(s string) string {
+	s = regexp.MustCompile(`\b8443\b`).ReplaceAllString(s, e.httpsPort)
+	return regexp.MustCompile(`\b8080\b`).ReplaceAllString(s, e.httpPort)
+}
+
+// startExample runs Caddyfile.example in a fresh folder and waits for its
+// readiness line.
+func startExample(ctx context.Context, t *testing.T) *example {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := pfrproc.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &example{dir: t.TempDir(), httpsPort: fmt.Sprint(ports[0]), httpPort: fmt.Sprint(ports[1])}
+	e.q = startQuickstart(ctx, t, pfrBinary(t), e.dir, e.local(string(raw)))
+	if e.ready, err = e.q.waitReady(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, e.q.log())
+	}
+	return e
+}
+
 // startQuickstart writes caddyfile to dir/Caddyfile and runs pfr on it in
 // dir; the test's end stops it.
 func startQuickstart(ctx context.Context, t *testing.T, bin, dir, caddyfile string) *quickstart {
@@ -433,23 +454,24 @@ func startQuickstart(ctx context.Context, t *testing.T, bin, dir, caddyfile stri
 	return q
 }
 
-// waitHTTP waits until url answers anything, or pfr exits.
-func (q *quickstart) waitHTTP(ctx context.Context, url string) error {
-	client := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+// waitReady waits until pfr logs its readiness line and returns it, or
+// fails when pfr exits first.
+func (q *quickstart) waitReady(ctx context.Context) (string, error) {
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		for _, line := range strings.Split(q.out.String(), "\n") {
+			if strings.Contains(line, "caddy-pfr ready") {
+				return line, nil
+			}
+		}
 		select {
 		case <-q.done:
-			return fmt.Errorf("pfr exited before it listened")
+			return "", fmt.Errorf("pfr exited before it was ready")
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if res, err := client.Get(url); err == nil {
-			_ = res.Body.Close()
-			return nil
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("pfr did not answer %s in time", url)
+	return "", fmt.Errorf("pfr did not log \"caddy-pfr ready\" in time")
 }
 
 // log returns the end of pfr's output.
