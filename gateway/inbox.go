@@ -163,7 +163,8 @@ func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 		if !resourceTypeRE.MatchString(typ) || typ == "Patient" {
 			continue
 		}
-		found, err := g.searchAll(r, up, rec, typ, tag, maxCountPages)
+		// Only the record's own: never a delete of another record's resource.
+		found, _, err := g.searchRecord(r, up, rec, typ, tag, maxCountPages, g.recordBase(r, rec.Slug))
 		if err != nil {
 			return err
 		}
@@ -275,7 +276,7 @@ func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, d
 	if err != nil {
 		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "the prepared import is unreadable").WithCause(err)
 	}
-	done, err := g.alreadyImported(r, up, rec, dropID, p.Summary().ResourceCounts)
+	done, err := g.alreadyImported(r, up, rec, dropID, p.Summary().ResourceCounts, publicBase)
 	if err != nil {
 		return nil, err
 	}
@@ -368,22 +369,12 @@ func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, t
 // that an upstream that ignores partitions matches nothing of another
 // record.
 func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record, publicBase string) dopu.Search {
-	keep := g.keeper(rec, publicBase)
 	return func(typ string, params url.Values) ([]map[string]any, error) {
 		if !resourceTypeRE.MatchString(typ) {
 			return nil, nil
 		}
-		found, err := g.searchAll(r, up, rec, typ, params, maxCountPages)
-		if err != nil {
-			return nil, err
-		}
-		out := found[:0]
-		for _, res := range found {
-			if keep(res) {
-				out = append(out, res)
-			}
-		}
-		return out, nil
+		own, _, err := g.searchRecord(r, up, rec, typ, params, maxCountPages, publicBase)
+		return own, err
 	}
 }
 
@@ -391,7 +382,7 @@ func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record
 // wrote its transaction and then died before marking it: the upstream
 // transaction is atomic, so one resource carrying the drop-off's tag
 // proves all of it is there. It looks in each type the drop-off holds.
-func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, counts map[string]int) (bool, error) {
+func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, counts map[string]int, publicBase string) (bool, error) {
 	types := make([]string, 0, len(counts))
 	for typ := range counts {
 		if typ != "Patient" && resourceTypeRE.MatchString(typ) {
@@ -399,26 +390,16 @@ func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Rec
 		}
 	}
 	slices.Sort(types)
+	// Only the record's own resources count: an upstream that does not keep
+	// partitions apart would count a resource another record's member
+	// tagged with this drop-off's id, and the pick-up would import nothing.
+	tag := url.Values{"_tag": {dopuTagSystem + "|" + dropID}}
 	for _, typ := range types {
-		req, _, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ, nil)
+		own, _, err := g.searchRecord(r, up, rec, typ, tag, 1, publicBase)
 		if err != nil {
 			return false, err
 		}
-		req.URL.RawQuery = url.Values{"_tag": {dopuTagSystem + "|" + dropID}, "_summary": {"count"}}.Encode()
-		out, err := call(up, req)
-		if err != nil {
-			return false, upstreamError(err)
-		}
-		if out.status != http.StatusOK {
-			return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "cannot check for an earlier import (HTTP %d)", out.status)
-		}
-		var bundle struct {
-			Total int `json:"total"`
-		}
-		if err := json.Unmarshal(out.body.Bytes(), &bundle); err != nil {
-			return false, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "unreadable search answer").WithCause(err)
-		}
-		if bundle.Total > 0 {
+		if len(own) > 0 {
 			return true, nil
 		}
 	}

@@ -172,16 +172,14 @@ func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.
 		}
 		return nil
 	}
-	matches, err := g.searchAll(r, up, rec, in.typ, in.query, 1)
+	_, foreign, err := g.searchRecord(r, up, rec, in.typ, in.query, 1, publicBase)
 	if err != nil {
 		return err
 	}
-	for _, m := range matches {
-		if !keep(m) {
-			g.log.Warn("security: conditional write would touch another person's resource", zap.String("record", rec.ID),
-				zap.String("type", in.typ))
-			return fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "the condition matches resources outside this record")
-		}
+	if foreign > 0 {
+		g.log.Warn("security: conditional write would touch another person's resource", zap.String("record", rec.ID),
+			zap.String("type", in.typ))
+		return fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "the condition matches resources outside this record")
 	}
 	return nil
 }
@@ -190,8 +188,30 @@ func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.
 // check reads.
 const maxCountPages = 20
 
+// searchRecord runs a search in rec's partition and keeps what belongs to
+// the record, by the response filter's rule (keeper): an upstream that does
+// not keep partitions apart answers, and counts, other records' resources
+// too. foreign is how many it left out. The searches the gateway makes for
+// itself go through here, so none can act on another record's data.
+func (g *Gateway) searchRecord(r *http.Request, up Upstream, rec *tenancy.Record, typ string, query url.Values, pages int, publicBase string) (own []map[string]any, foreign int, err error) {
+	found, err := g.searchAll(r, up, rec, typ, query, pages)
+	if err != nil {
+		return nil, 0, err
+	}
+	keep := g.keeper(rec, publicBase)
+	for _, res := range found {
+		if keep(res) {
+			own = append(own, res)
+		} else {
+			foreign++
+		}
+	}
+	return own, foreign, nil
+}
+
 // searchAll runs a search upstream and returns the resources of up to
-// pages pages of 1000 (following next links).
+// pages pages of 1000 (following next links), unfiltered: callers go
+// through searchRecord.
 func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, typ string, query url.Values, pages int) ([]map[string]any, error) {
 	q := url.Values{}
 	for k, vs := range query {
@@ -279,17 +299,11 @@ func (g *Gateway) serveCount(w http.ResponseWriter, r *http.Request, up Upstream
 	if in.typ == "" {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "_summary=count needs a resource type")
 	}
-	matches, err := g.searchAll(r, up, rec, in.typ, in.query, maxCountPages)
+	own, _, err := g.searchRecord(r, up, rec, in.typ, in.query, maxCountPages, publicBase)
 	if err != nil {
 		return err
 	}
-	keep := g.keeper(rec, publicBase)
-	n := 0
-	for _, m := range matches {
-		if keep(m) {
-			n++
-		}
-	}
+	n := len(own)
 	self := publicBase + "/" + in.typ
 	if r.URL.RawQuery != "" {
 		self += "?" + r.URL.RawQuery
@@ -314,18 +328,12 @@ func (g *Gateway) confineIfNoneExist(r *http.Request, up Upstream, rec *tenancy.
 	if err != nil {
 		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "malformed If-None-Exist criteria: %v", err)
 	}
-	matches, err := g.searchAll(r, up, rec, typ, query, maxCountPages)
+	matches, foreign, err := g.searchRecord(r, up, rec, typ, query, maxCountPages, publicBase)
 	if err != nil {
 		return "", err
 	}
-	keep := g.keeper(rec, publicBase)
 	var own []string
-	foreign := 0
 	for _, m := range matches {
-		if !keep(m) {
-			foreign++
-			continue
-		}
 		if id, _ := m["id"].(string); id != "" {
 			own = append(own, id)
 		}
