@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -209,9 +210,24 @@ func (g *Gateway) searchRecord(r *http.Request, up Upstream, rec *tenancy.Record
 	return own, foreign, nil
 }
 
+// searchPage is how many resources the gateway asks for per page of its
+// own searches; it is also HAPI's default ceiling for max-results.
+const searchPage = 1000
+
 // searchAll runs a search upstream and returns the resources of up to
-// pages pages of 1000 (following next links), unfiltered: callers go
+// pages pages of searchPage (following next links), unfiltered: callers go
 // through searchRecord.
+//
+// The gateway's own searches must see the upstream as it is now, and leave
+// nothing behind that a client's search could be answered from: HAPI keeps
+// each search's results for a while (60 s by default) and answers the same
+// query from them, whatever its _count. A pick-up's check for an earlier
+// import, asked just before the import, then made the owner's first search
+// after it come back empty. So the first page is asked with Cache-Control
+// no-store (HAPI loads up to max-results at once and keeps nothing); only
+// when that page is full, and so may not be all, is the search asked again
+// with no-cache, page by page (fresh, but kept by HAPI). Upstreams without
+// such a cache ignore the header and page as usual.
 func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, typ string, query url.Values, pages int) ([]map[string]any, error) {
 	q := url.Values{}
 	for k, vs := range query {
@@ -219,20 +235,33 @@ func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, t
 			q[k] = vs
 		}
 	}
-	q.Set("_count", "1000")
-	req, route, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ, nil)
-	if err != nil {
-		return nil, err
+	q.Set("_count", strconv.Itoa(searchPage))
+	out, full, err := g.searchPages(r, up, rec, "/"+typ, q.Encode(), pages, fmt.Sprintf("no-store, max-results=%d", searchPage))
+	if err != nil || !full {
+		return out, err
 	}
-	req.URL.RawQuery = q.Encode()
-	var out []map[string]any
+	out, _, err = g.searchPages(r, up, rec, "/"+typ, q.Encode(), pages, "no-cache")
+	return out, err
+}
+
+// searchPages reads up to pages pages of a search, following next links,
+// each asked with the given Cache-Control. full reports a last page that
+// held searchPage matches and had no next link: an upstream that loaded
+// the search at once (no-store) may have left matches out.
+func (g *Gateway) searchPages(r *http.Request, up Upstream, rec *tenancy.Record, path, rawQuery string, pages int, cacheControl string) (out []map[string]any, full bool, err error) {
 	for page := 0; page < pages; page++ {
+		req, route, err := g.upstreamRequest(r, rec, http.MethodGet, path, nil)
+		if err != nil {
+			return nil, false, err
+		}
+		req.URL.RawQuery = rawQuery
+		req.Header.Set("Cache-Control", cacheControl)
 		res, err := call(up, req)
 		if err != nil {
-			return nil, upstreamError(err)
+			return nil, false, upstreamError(err)
 		}
 		if res.status != http.StatusOK {
-			return nil, &fhir.Error{Status: res.status, Issues: outcomeIssues(res.body.Bytes(), "the upstream refused the search")}
+			return nil, false, &fhir.Error{Status: res.status, Issues: outcomeIssues(res.body.Bytes(), "the upstream refused the search")}
 		}
 		var bundle struct {
 			Link []struct {
@@ -247,11 +276,13 @@ func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, t
 			} `json:"entry"`
 		}
 		if err := json.Unmarshal(res.body.Bytes(), &bundle); err != nil {
-			return nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's search answer is unreadable").WithCause(err)
+			return nil, false, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's search answer is unreadable").WithCause(err)
 		}
+		matches := 0
 		for _, e := range bundle.Entry {
 			if e.Resource != nil && (e.Search.Mode == "" || e.Search.Mode == "match") {
 				out = append(out, e.Resource)
+				matches++
 			}
 		}
 		next := ""
@@ -261,20 +292,16 @@ func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, t
 			}
 		}
 		if next == "" {
-			return out, nil
+			return out, matches >= searchPage, nil
 		}
 		rest, ok := restBelow(next, route.UpstreamBases)
 		if !ok {
-			return nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's next link is not under its base")
+			return nil, false, fhir.Errorf(http.StatusBadGateway, fhir.CodeException, "the upstream's next link is not under its base")
 		}
-		path, rawQuery, _ := strings.Cut(rest, "?")
-		if req, _, err = g.upstreamRequest(r, rec, http.MethodGet, path, nil); err != nil {
-			return nil, err
-		}
-		req.URL.RawQuery = rawQuery
+		path, rawQuery, _ = strings.Cut(rest, "?")
 	}
-	return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeTooCostly,
-		"more than %d matches; narrow the search", pages*1000)
+	return nil, false, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeTooCostly,
+		"more than %d matches; narrow the search", pages*searchPage)
 }
 
 // restBelow returns the part of an upstream URL below one of its bases.
