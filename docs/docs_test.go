@@ -294,7 +294,10 @@ func TestWalkthroughTwice(t *testing.T) {
 	for run := 1; run <= 2; run++ {
 		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail")
 		cmd.Dir = work
-		cmd.Env = append(os.Environ(), "PATH="+shim+string(os.PathListSeparator)+os.Getenv("PATH"))
+		// pfr records talks to https://pfr.localhost:8443 unless told
+		// otherwise; here the example listens elsewhere.
+		cmd.Env = append(os.Environ(), "PATH="+shim+string(os.PathListSeparator)+os.Getenv("PATH"),
+			"PFR_API=https://pfr.localhost:"+ex.httpsPort, "PFR_TOKEN=", "PFR_CACERT=")
 		cmd.Stdin = strings.NewReader(script.String())
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
