@@ -88,6 +88,11 @@ https://:8443 {
 		jwks_cache_ttl 5m
 		jwks_min_refetch 30s
 		max_body_bytes 1048576
+		export {
+			dir /var/lib/pfr-export
+			ttl 2h
+			workers 3
+		}
 		dropoff {
 			max_bytes 1000000
 			ttl 48h
@@ -116,6 +121,7 @@ https://:8443 {
 		`"allowed_types":["Practitioner","Organization"]`, `"trust_upstream_isolation":false`, `"response_filter":false`,
 		`"jwks_cache_ttl":300000000000`, `"max_body_bytes":1048576`, `"source_per_minute":10`, `"source_burst":5`,
 		`"record_per_minute":-1`, `"retry_base":1000000000`, `"alert_lease":90000000000`, `"handler":"reverse_proxy"`, `"X-Api-Key":["secret"]`,
+		`"export":{"dir":"/var/lib/pfr-export","ttl":7200000000000,"workers":3}`,
 	} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("adapted pfr handler lacks %s:\n%s", want, raw)
@@ -137,6 +143,8 @@ func TestCaddyfileRefusals(t *testing.T) {
 		"unknown state":         "pfr {\n\tstate redis x\n}",
 		"postgres without dsn":  "pfr {\n\tstate postgres\n}",
 		"bolt with argument":    "pfr {\n\tstate bolt /x\n}",
+		"bad export ttl":        "pfr {\n\texport {\n\t\tttl never\n\t}\n}",
+		"export on":             "pfr {\n\texport on\n}",
 	} {
 		if _, err := adapt(t, "http://:8080 {\n"+body+"\n}"); err == nil {
 			t.Errorf("%s: adapted without error", name)

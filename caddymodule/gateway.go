@@ -119,6 +119,9 @@ type Gateway struct {
 	// outcome), readable by its owners and managers. On by default.
 	Audit *AuditConfig `json:"audit,omitempty"`
 
+	// FHIR Bulk Data export (`$export`) of every record; on by default.
+	Export *ExportConfig `json:"export,omitempty"`
+
 	// Largest request body the gateway reads, in bytes. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 
@@ -134,6 +137,7 @@ type Gateway struct {
 	gw        *gateway.Gateway
 	stopDOPU  func()
 	stopAudit func()
+	stopBulk  func()
 	state     *openedState
 	logger    *zap.Logger
 }
@@ -393,6 +397,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger, DataPath: st.path,
 		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },
+		Bulk:        g.bulkConfig(gateway.UpstreamFunc(g.serveUpstream)),
 	})
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)
@@ -402,6 +407,13 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		fhirPath = "/fhir" // gateway.New's default
 	}
 	go announceReady(ctx, g.logger, g.BaseDomain, fhirPath)
+	// Export jobs run (and those a stopped process left resume) until
+	// this config is cleaned up.
+	g.stopBulk = g.background(func(ctx context.Context) {
+		if err := g.gw.RunBulk(ctx); err != nil {
+			g.logger.Error("bulk export jobs stopped", zap.Error(err))
+		}
+	})
 	return nil
 }
 
@@ -429,7 +441,7 @@ func (g *Gateway) Validate() error {
 // Cleanup stops the drop-off alerts and the access log writer (which
 // writes what is queued) and releases the data directory.
 func (g *Gateway) Cleanup() error {
-	for _, stop := range []func(){g.stopDOPU, g.stopAudit} {
+	for _, stop := range []func(){g.stopBulk, g.stopDOPU, g.stopAudit} {
 		if stop != nil {
 			stop()
 		}
@@ -460,14 +472,18 @@ func (g *Gateway) background(fn func(ctx context.Context)) (stop func()) {
 // ServeHTTP runs the gateway pipeline. The gateway answers every request for
 // its base domain; next is not called.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	return g.gw.ServeHTTP(w, r, gateway.UpstreamFunc(func(w http.ResponseWriter, r *http.Request) error {
-		err := g.upstream.ServeHTTP(w, r, noNext)
-		var he caddyhttp.HandlerError
-		if errors.As(err, &he) {
-			return statusError{he}
-		}
-		return err
-	}))
+	return g.gw.ServeHTTP(w, r, gateway.UpstreamFunc(g.serveUpstream))
+}
+
+// serveUpstream sends a request through the upstream handler, its errors
+// carrying their status to the gateway.
+func (g *Gateway) serveUpstream(w http.ResponseWriter, r *http.Request) error {
+	err := g.upstream.ServeHTTP(w, r, noNext)
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) {
+		return statusError{he}
+	}
+	return err
 }
 
 // noNext ends the chain behind the upstream handler: an upstream that passes

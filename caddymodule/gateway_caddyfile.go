@@ -53,6 +53,11 @@ import (
 //	        retention      <duration>
 //	        max_per_record <n>
 //	    }
+//	    export [off] {
+//	        dir     <path>
+//	        ttl     <duration>
+//	        workers <n>
+//	    }
 //	    max_body_bytes <n>
 //	    jwks_cache_ttl <duration>
 //	    jwks_min_refetch <duration>
@@ -136,6 +141,10 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "audit":
 			if err := parseAudit(d, g); err != nil {
+				return err
+			}
+		case "export":
+			if err := parseExport(d, g); err != nil {
 				return err
 			}
 		case "webhook_allow":

@@ -19,6 +19,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/audit"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/bulk"
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -100,6 +101,8 @@ type Config struct {
 	// record's Patient (for the match scores) before it answers from the
 	// gateway's own state without them. Default 2s.
 	InboxTimeout time.Duration
+	// Bulk enables FHIR Bulk Data export on every record (export.go).
+	Bulk BulkConfig
 }
 
 // Defaults of Config's timeouts.
@@ -110,8 +113,9 @@ const (
 
 // Gateway serves the records of one base domain.
 type Gateway struct {
-	cfg Config
-	log *zap.Logger
+	cfg  Config
+	log  *zap.Logger
+	bulk *bulk.Manager
 }
 
 // New checks cfg and returns a Gateway.
@@ -156,7 +160,11 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Gateway{cfg: cfg, log: log}, nil
+	g := &Gateway{cfg: cfg, log: log}
+	if err := g.newBulk(); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // ServeHTTP routes r by host: the apex gets the management API, a record's

@@ -28,6 +28,10 @@ type interaction struct {
 	// entries, for checking the upstream's answer (verify.go).
 	bundleType string
 	entries    int
+	// keepDeletions keeps the deletion entries of a history answer, which
+	// a client of an untrusted upstream never sees: set only for the
+	// gateway's own reads (bulk export).
+	keepDeletions bool
 }
 
 var (

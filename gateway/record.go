@@ -91,6 +91,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 		return fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin, "a bearer token is required to access this record").
 			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(publicBase, nil))
 	}
+	if handled, err := g.serveBulk(w, r, rec, role, id, rest, publicBase, query, ae); handled {
+		return err
+	}
 	in, err := classify(r.Method, rest, query)
 	if err != nil {
 		return err
@@ -328,9 +331,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 			opts: fhir.FilterOptions{
 				// HAPI serves a paged search (_getpages) to any partition
 				// that names its id: its total may count another record's.
-				DropTotal:        !g.cfg.TrustUpstreamIsolation || in.query.Has("_getpages"),
-				DropResourceless: !g.cfg.TrustUpstreamIsolation && (in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
-				Quick:            g.combinedQuick(rec, publicBase, ownership, scopeFast),
+				DropTotal: !g.cfg.TrustUpstreamIsolation || in.query.Has("_getpages"),
+				DropResourceless: !g.cfg.TrustUpstreamIsolation && !in.keepDeletions &&
+					(in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
+				Quick: g.combinedQuick(rec, publicBase, ownership, scopeFast),
 				// A batch or transaction answer carries search results as
 				// nested Bundles: their entries are judged one by one too.
 				Nested: true,

@@ -89,6 +89,9 @@ func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request) {
 		fhir.WriteError(w, err)
 		return
 	}
+	if g.bulk != nil {
+		advertiseExportScopes(doc)
+	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, doc)
 }
@@ -120,6 +123,9 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 	if res.status == http.StatusOK {
 		smart, _ := g.smartConfiguration(r.Context()) // nil: no authorization server to announce
 		body = adaptCapabilities(body, smart, publicBase)
+		if g.bulk != nil {
+			body = advertiseExport(body)
+		}
 	}
 	for k, vs := range res.header {
 		w.Header()[k] = vs

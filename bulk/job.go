@@ -1,0 +1,239 @@
+// Package bulk is the FHIR Bulk Data Access engine of caddy-pfr: export
+// jobs that read one record page by page through a Source (the gateway's
+// own pipeline, so partitions, ownership and scope filters apply) into one
+// NDJSON file per resource type, a consistent snapshot as of the job's
+// transaction time; the job store that keeps them across restarts; their
+// expiry. It knows nothing of HTTP routing or of Caddy.
+package bulk
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// Status is where a job stands.
+type Status string
+
+// Job statuses.
+const (
+	StatusInProgress Status = "in-progress"
+	StatusComplete   Status = "complete"
+	StatusFailed     Status = "failed"
+)
+
+// Level says what an export covers.
+type Level string
+
+// Export levels (Bulk Data Access 2.0).
+const (
+	// LevelSystem is [base]/$export: every resource of the record.
+	LevelSystem Level = "system"
+	// LevelPatient is [base]/Patient/$export: the resources of the
+	// record's Patient compartment.
+	LevelPatient Level = "patient"
+)
+
+// Output formats accepted in _outputFormat; the files are always
+// application/fhir+ndjson.
+var OutputFormats = []string{"application/fhir+ndjson", "application/ndjson", "ndjson"}
+
+// Job is one export, as stored in its directory (job.json).
+type Job struct {
+	ID       string `json:"id"`
+	RecordID string `json:"recordId"`
+	Slug     string `json:"slug"`
+	// Base is the record's FHIR base URL as the client used it: where the
+	// pages are read and the files are served.
+	Base string `json:"base"`
+	// Issuer and Subject identify who asked; only they read the status
+	// and the files.
+	Issuer  string   `json:"issuer"`
+	Subject string   `json:"subject"`
+	Scopes  []string `json:"scopes,omitempty"`
+	// Request is the kick-off request URL (the manifest's request).
+	Request string `json:"request"`
+	Level   Level  `json:"level"`
+	// Types are the resource types exported, in order.
+	Types []string   `json:"types"`
+	Since *time.Time `json:"since,omitempty"`
+	// TransactionTime is the instant the export is a snapshot of.
+	TransactionTime time.Time `json:"transactionTime"`
+	Status          Status    `json:"status"`
+	Created         time.Time `json:"created"`
+	Finished        time.Time `json:"finished,omitzero"`
+	// Expires is when the files are removed (set when the job ends).
+	Expires time.Time `json:"expires,omitzero"`
+	// Done lists the types finished, with their files (empty types have
+	// none); a job resumed after a restart starts at the next type.
+	Done []TypeResult `json:"done,omitempty"`
+	// ErrorLines are the OperationOutcomes of the error file, written
+	// with the manifest.
+	ErrorLines []json.RawMessage `json:"errorLines,omitempty"`
+	// Failure says why a failed job failed.
+	Failure *Failure `json:"failure,omitempty"`
+	// Resumed counts restarts of the job after the process died.
+	Resumed int `json:"resumed,omitempty"`
+}
+
+// TypeResult is one finished type of an export.
+type TypeResult struct {
+	Type  string `json:"type"`
+	Count int    `json:"count"`
+	// File is the NDJSON file's name in the job directory; "" when the
+	// type had nothing.
+	File   string `json:"file,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Bytes  int64  `json:"bytes,omitempty"`
+}
+
+// Failure is why a job failed: the HTTP status its status URL answers and
+// what went wrong.
+type Failure struct {
+	Status      int    `json:"status"`
+	Code        string `json:"code"`
+	Diagnostics string `json:"diagnostics"`
+}
+
+// ErrorFile is the name of the file holding a job's OperationOutcomes.
+const ErrorFile = "errors.ndjson"
+
+const jobFile = "job.json"
+
+var jobIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// ValidJobID reports whether id can name a job (and so a directory).
+func ValidJobID(id string) bool { return jobIDRE.MatchString(id) }
+
+// newJobID returns 128 random bits in hex: the job id is also a secret of
+// the status URL (which still needs the caller's token).
+func newJobID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// ErrNotFound is returned for a job that does not exist (or has expired).
+var ErrNotFound = errors.New("bulk: no such job")
+
+// fileStore keeps each job in its own directory under dir: job.json,
+// written atomically (temporary file, fsync, rename, fsync of the
+// directory), beside the job's NDJSON files.
+type fileStore struct{ dir string }
+
+func (s fileStore) jobDir(id string) string { return filepath.Join(s.dir, id) }
+
+func (s fileStore) save(j *Job) error {
+	dir := s.jobDir(j.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bulk: job directory: %w", err)
+	}
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bulk: encoding job: %w", err)
+	}
+	return writeAtomic(filepath.Join(dir, jobFile), data)
+}
+
+func (s fileStore) load(id string) (*Job, error) {
+	if !ValidJobID(id) {
+		return nil, ErrNotFound
+	}
+	data, err := os.ReadFile(filepath.Join(s.jobDir(id), jobFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bulk: reading job %s: %w", id, err)
+	}
+	var j Job
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("bulk: job %s is unreadable: %w", id, err)
+	}
+	return &j, nil
+}
+
+// list returns every stored job; unreadable ones are returned as errors
+// beside the others.
+func (s fileStore) list() ([]*Job, []error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, []error{err}
+	}
+	var jobs []*Job
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || !ValidJobID(e.Name()) {
+			continue
+		}
+		j, err := s.load(e.Name())
+		switch {
+		case errors.Is(err, ErrNotFound):
+			// A directory without job.json: a job whose first save did
+			// not complete, or one being removed.
+			_ = os.RemoveAll(s.jobDir(e.Name()))
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			jobs = append(jobs, j)
+		}
+	}
+	return jobs, errs
+}
+
+// remove deletes a job and its files: job.json first, so that a crash
+// half-way leaves a directory list() cleans up, never a job without files.
+func (s fileStore) remove(id string) error {
+	if !ValidJobID(id) {
+		return ErrNotFound
+	}
+	dir := s.jobDir(id)
+	if err := os.Remove(filepath.Join(dir, jobFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// writeAtomic replaces path with data durably.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,401 @@
+package bulk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
+)
+
+// Options configures a Manager.
+type Options struct {
+	// Dir holds one directory per job. Required.
+	Dir string
+	// Source reads the records. Required.
+	Source Source
+	// TTL is how long a finished job's files stay. Default 24h.
+	TTL time.Duration
+	// PageSize is the _count of every read. Default 250.
+	PageSize int
+	// Workers is how many jobs run at once. Default 2.
+	Workers int
+	// MaxActivePerRecord bounds the unfinished jobs of one record; more
+	// are refused (429). Default 4.
+	MaxActivePerRecord int
+	// Settle is how long after the transaction time reading starts, so
+	// that writes under way at that instant have committed. Default 1s.
+	Settle time.Duration
+	// Retries is how often a transient failure of one read is retried.
+	// Default 5, with pauses from RetryPause doubling. Default pause 1s.
+	Retries    int
+	RetryPause time.Duration
+	// Logger gets the jobs' failures. Default: no-op.
+	Logger *zap.Logger
+}
+
+// Progress is what a running job has done so far.
+type Progress struct {
+	// TypeIndex is the position of Type in the job's types (from 0).
+	TypeIndex int
+	Type      string
+	// Written counts the resources written so far, in all types.
+	Written int
+}
+
+// Manager runs export jobs and keeps them in its directory.
+type Manager struct {
+	opts  Options
+	store fileStore
+	log   *zap.Logger
+	queue chan string
+
+	mu       sync.Mutex
+	running  map[string]context.CancelFunc
+	progress map[string]Progress
+	queued   map[string]bool
+}
+
+// NewManager checks o and returns a Manager; jobs run once Run is called.
+func NewManager(o Options) (*Manager, error) {
+	if o.Dir == "" || o.Source == nil {
+		return nil, errors.New("bulk: a directory and a source are required")
+	}
+	if o.TTL <= 0 {
+		o.TTL = 24 * time.Hour
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 250
+	}
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.MaxActivePerRecord <= 0 {
+		o.MaxActivePerRecord = 4
+	}
+	if o.Settle < 0 {
+		o.Settle = 0
+	} else if o.Settle == 0 {
+		o.Settle = time.Second
+	}
+	if o.Retries <= 0 {
+		o.Retries = 5
+	}
+	if o.RetryPause <= 0 {
+		o.RetryPause = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("bulk: %w", err)
+	}
+	return &Manager{
+		opts: o, store: fileStore{dir: o.Dir}, log: o.Logger, queue: make(chan string, 4096),
+		running: map[string]context.CancelFunc{}, progress: map[string]Progress{}, queued: map[string]bool{},
+	}, nil
+}
+
+// TTL is how long finished jobs are kept.
+func (m *Manager) TTL() time.Duration { return m.opts.TTL }
+
+// ErrTooMany is returned by Submit when the record has too many
+// unfinished jobs.
+var ErrTooMany = errors.New("bulk: too many unfinished exports of this record")
+
+// Submit stores a new job (its id, transaction time and status are set
+// here) and queues it. The job is durable when Submit returns.
+func (m *Manager) Submit(j *Job) (*Job, error) {
+	jobs, _ := m.store.list()
+	active := 0
+	for _, o := range jobs {
+		if o.RecordID == j.RecordID && o.Status == StatusInProgress {
+			active++
+		}
+	}
+	if active >= m.opts.MaxActivePerRecord {
+		return nil, ErrTooMany
+	}
+	id, err := newJobID()
+	if err != nil {
+		return nil, fmt.Errorf("bulk: %w", err)
+	}
+	now := time.Now()
+	j.ID, j.Status, j.Created = id, StatusInProgress, now
+	j.TransactionTime = now.Truncate(time.Millisecond)
+	if err := m.store.save(j); err != nil {
+		return nil, err
+	}
+	m.enqueue(id)
+	return j, nil
+}
+
+func (m *Manager) enqueue(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.queued[id] {
+		return
+	}
+	select {
+	case m.queue <- id:
+		m.queued[id] = true
+	default:
+		// Full: the job stays in progress on disk and is picked up by
+		// the next sweep.
+	}
+}
+
+// Job returns a stored job and, while it runs, its progress. An expired
+// job is removed and reported as not found.
+func (m *Manager) Job(id string) (*Job, Progress, error) {
+	j, err := m.store.load(id)
+	if err != nil {
+		return nil, Progress{}, err
+	}
+	if j.Status != StatusInProgress && !j.Expires.IsZero() && time.Now().After(j.Expires) {
+		_ = m.remove(id)
+		return nil, Progress{}, ErrNotFound
+	}
+	m.mu.Lock()
+	p := m.progress[id]
+	m.mu.Unlock()
+	return j, p, nil
+}
+
+// Cancel stops a job if it runs and removes it with its files.
+func (m *Manager) Cancel(id string) error {
+	if _, err := m.store.load(id); err != nil {
+		return err
+	}
+	return m.remove(id)
+}
+
+func (m *Manager) remove(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cancel, ok := m.running[id]; ok {
+		cancel()
+		delete(m.running, id)
+	}
+	delete(m.progress, id)
+	return m.store.remove(id)
+}
+
+// Open opens a finished job's file by name (a type's NDJSON file or the
+// error file).
+func (m *Manager) Open(j *Job, name string) (*os.File, error) {
+	if j.Status != StatusComplete {
+		return nil, ErrNotFound
+	}
+	ok := name == ErrorFile && len(j.ErrorLines) > 0
+	for _, d := range j.Done {
+		ok = ok || d.File != "" && d.File == name
+	}
+	if !ok {
+		return nil, ErrNotFound
+	}
+	f, err := os.Open(filepath.Join(m.store.jobDir(j.ID), name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return f, err
+}
+
+// Run works the queue with Options.Workers workers until ctx ends: jobs
+// left in progress by an earlier process (it died or stopped) are resumed
+// first; finished jobs are removed once they expire.
+func (m *Manager) Run(ctx context.Context) error {
+	m.sweep(true)
+	var wg sync.WaitGroup
+	for range m.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case id := <-m.queue:
+					m.mu.Lock()
+					delete(m.queued, id)
+					m.mu.Unlock()
+					m.runJob(ctx, id)
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-tick.C:
+			m.sweep(false)
+		}
+	}
+}
+
+// sweep removes expired jobs and queues unfinished ones that are not
+// running (at start: all of them, which an earlier process left).
+func (m *Manager) sweep(start bool) {
+	jobs, errs := m.store.list()
+	for _, err := range errs {
+		m.log.Error("unreadable bulk job", zap.Error(err))
+	}
+	slices.SortFunc(jobs, func(a, b *Job) int { return a.Created.Compare(b.Created) })
+	for _, j := range jobs {
+		switch {
+		case j.Status != StatusInProgress && !j.Expires.IsZero() && time.Now().After(j.Expires):
+			if err := m.remove(j.ID); err != nil {
+				m.log.Warn("removing an expired bulk job", zap.String("job", j.ID), zap.Error(err))
+			}
+		case j.Status == StatusInProgress:
+			m.mu.Lock()
+			_, running := m.running[j.ID]
+			m.mu.Unlock()
+			if !running {
+				if start {
+					m.log.Info("resuming a bulk export left unfinished", zap.String("job", j.ID), zap.String("record", j.RecordID))
+					j.Resumed++
+					if err := m.store.save(j); err != nil {
+						m.log.Error("saving a bulk job", zap.String("job", j.ID), zap.Error(err))
+					}
+				}
+				m.enqueue(j.ID)
+			}
+		}
+	}
+}
+
+// runJob runs one job to its end, saving after every type, so that a job
+// interrupted anywhere resumes at the type it was writing.
+func (m *Manager) runJob(parent context.Context, id string) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	m.mu.Lock()
+	if _, dup := m.running[id]; dup {
+		m.mu.Unlock()
+		return
+	}
+	j, err := m.store.load(id)
+	if err != nil || j.Status != StatusInProgress {
+		m.mu.Unlock()
+		return
+	}
+	unlock, ok := lockJob(m.store.jobDir(id))
+	if !ok {
+		m.mu.Unlock()
+		return // another process (an older config) runs it
+	}
+	defer unlock()
+	m.running[id] = cancel
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.running, id)
+		delete(m.progress, id)
+		m.mu.Unlock()
+	}()
+	// save writes the job unless it was cancelled meanwhile.
+	save := func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if _, ok := m.running[id]; !ok || ctx.Err() != nil {
+			return context.Canceled
+		}
+		if _, err := os.Stat(filepath.Join(m.store.jobDir(id), jobFile)); err != nil {
+			return context.Canceled // cancelled by another process
+		}
+		return m.store.save(j)
+	}
+	dir := m.store.jobDir(id)
+	// What an interrupted run left half-written goes.
+	parts, _ := filepath.Glob(filepath.Join(dir, "*.part"))
+	for _, p := range parts {
+		_ = os.Remove(p)
+	}
+	if wait := time.Until(j.TransactionTime.Add(m.opts.Settle)); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+	written := 0
+	for _, d := range j.Done {
+		written += d.Count
+	}
+	e := &exporter{src: m.opts.Source, job: j, dir: dir, pageSize: m.opts.PageSize,
+		retries: m.opts.Retries, backoff: m.opts.RetryPause}
+	for i := len(j.Done); i < len(j.Types); i++ {
+		typ := j.Types[i]
+		m.setProgress(id, Progress{TypeIndex: i, Type: typ, Written: written})
+		e.progress = func(n int) { m.setProgress(id, Progress{TypeIndex: i, Type: typ, Written: written + n}) }
+		res, err := e.exportType(ctx, typ)
+		if ctx.Err() != nil {
+			return // cancelled, or the process stops: resumed later
+		}
+		if err != nil {
+			m.fail(j, err, save)
+			return
+		}
+		written += res.Count
+		j.Done = append(j.Done, res)
+		if err := save(); err != nil {
+			if !errors.Is(err, context.Canceled) {
+				m.log.Error("saving a bulk job", zap.String("job", id), zap.Error(err))
+			}
+			return
+		}
+	}
+	if len(j.ErrorLines) > 0 {
+		var buf []byte
+		for _, l := range j.ErrorLines {
+			buf = append(append(buf, l...), '\n')
+		}
+		if err := writeAtomic(filepath.Join(dir, ErrorFile), buf); err != nil {
+			m.fail(j, err, save)
+			return
+		}
+	}
+	j.Status, j.Finished = StatusComplete, time.Now()
+	j.Expires = j.Finished.Add(m.opts.TTL)
+	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
+		m.log.Error("saving a bulk job", zap.String("job", id), zap.Error(err))
+	}
+}
+
+// fail ends j as failed, keeping why for its status URL.
+func (m *Manager) fail(j *Job, err error, save func() error) {
+	var fatal fatalError
+	fe := fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeException, "the export could not be written: %v", err)
+	if errors.As(err, &fatal) {
+		fe = fatal.fe
+	} else if _, full := fhir.StorageFull(err); full {
+		fe = fhir.Errorf(http.StatusInsufficientStorage, fhir.CodeException, "the export could not be written: the disk is full")
+	}
+	m.log.Warn("bulk export failed", zap.String("job", j.ID), zap.String("record", j.RecordID), zap.Error(err))
+	issue := fe.Issues[0]
+	j.Status, j.Finished = StatusFailed, time.Now()
+	j.Expires = j.Finished.Add(m.opts.TTL)
+	j.Failure = &Failure{Status: fe.Status, Code: issue.Code, Diagnostics: issue.Diagnostics}
+	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
+		m.log.Error("saving a failed bulk job", zap.String("job", j.ID), zap.Error(err))
+	}
+}
+
+func (m *Manager) setProgress(id string, p Progress) {
+	m.mu.Lock()
+	m.progress[id] = p
+	m.mu.Unlock()
+}

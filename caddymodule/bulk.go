@@ -1,0 +1,100 @@
+package caddymodule
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/pfrgateway/caddy-pfr/gateway"
+)
+
+// ExportConfig configures FHIR Bulk Data export (`$export`) on every
+// record. Export is on by default.
+type ExportConfig struct {
+	// Turn `$export` off.
+	Disabled bool `json:"disabled,omitempty"`
+
+	// Where export jobs and their NDJSON files are kept. Default: `bulk`
+	// in data_dir.
+	Dir string `json:"dir,omitempty"`
+
+	// How long a finished export's files can be downloaded. Default: 24h.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// How many exports run at once on this node. Default: 2.
+	Workers int `json:"workers,omitempty"`
+}
+
+// bulkConfig is the gateway's bulk configuration: jobs reach the upstream
+// through the same handler as client requests, with the request context
+// Caddy's handlers expect (a replacer, variables, a server) prepared for
+// requests that no client sent.
+func (g *Gateway) bulkConfig(up gateway.Upstream) gateway.BulkConfig {
+	ec := g.Export
+	if ec != nil && ec.Disabled {
+		return gateway.BulkConfig{}
+	}
+	bc := gateway.BulkConfig{Dir: filepath.Join(g.DataDir, "bulk"), Upstream: up, Context: detachedContext}
+	if ec != nil {
+		if ec.Dir != "" {
+			bc.Dir = ec.Dir
+		}
+		bc.TTL, bc.Workers = time.Duration(ec.TTL), ec.Workers
+	}
+	return bc
+}
+
+// detachedContext gives ctx what Caddy's HTTP handlers read from a
+// request's context, for a request the gateway makes on its own.
+func detachedContext(ctx context.Context) context.Context {
+	r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	return caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{}).Context()
+}
+
+// parseExport parses `export [off] { dir <path>; ttl <duration>; workers <n> }`.
+func parseExport(d *caddyfile.Dispenser, g *Gateway) error {
+	if g.Export == nil {
+		g.Export = new(ExportConfig)
+	}
+	if d.NextArg() {
+		if d.Val() != "off" {
+			return d.Errf("export takes 'off' or a block, not %q", d.Val())
+		}
+		g.Export.Disabled = true
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var v string
+		key := d.Val()
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		switch key {
+		case "dir":
+			g.Export.Dir = v
+		case "ttl":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("ttl must be a positive duration: %q", v)
+			}
+			g.Export.TTL = caddy.Duration(dur)
+		case "workers":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("workers must be a positive number: %q", v)
+			}
+			g.Export.Workers = n
+		default:
+			return d.Errf("unrecognized export option '%s'", key)
+		}
+	}
+	return nil
+}

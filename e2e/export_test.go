@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// exportAll runs a Bulk Data export at base with token through the whole
+// asynchronous exchange (kick-off, polling, download) and returns the
+// manifest and every exported line by type.
+func (e *env) exportAll(base, query, token string) (map[string]any, map[string][]json.RawMessage) {
+	t := e.t
+	t.Helper()
+	kick := e.do("GET", base+"/$export"+query, token, nil, "Prefer", "respond-async", "Accept", "application/fhir+json")
+	kick.expect(t, http.StatusAccepted, "kick-off")
+	status := kick.header.Get("Content-Location")
+	if !strings.HasPrefix(status, base+"/$export-status/") {
+		t.Fatalf("Content-Location %q", status)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	var manifest map[string]any
+	for manifest == nil {
+		res := e.do("GET", status, token, nil)
+		switch res.status {
+		case http.StatusAccepted:
+			if res.header.Get("X-Progress") == "" || res.header.Get("Retry-After") == "" {
+				t.Fatalf("a 202 without X-Progress or Retry-After: %v", res.header)
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the export did not finish")
+			}
+			time.Sleep(100 * time.Millisecond)
+		case http.StatusOK:
+			manifest = res.body
+		default:
+			t.Fatalf("status: %d %s", res.status, res.raw)
+		}
+	}
+	out := map[string][]json.RawMessage{}
+	outputs, _ := manifest["output"].([]any)
+	for _, o := range outputs {
+		item := o.(map[string]any)
+		res := e.do("GET", item["url"].(string), token, nil).expect(t, http.StatusOK, "download")
+		if ct := res.header.Get("Content-Type"); ct != "application/fhir+ndjson" {
+			t.Errorf("Content-Type %q", ct)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(res.raw))
+		sc.Buffer(nil, 16<<20)
+		for sc.Scan() {
+			out[item["type"].(string)] = append(out[item["type"].(string)], append(json.RawMessage(nil), sc.Bytes()...))
+		}
+	}
+	return manifest, out
+}
+
+// TestExportThroughCaddy exports a record through real Caddy, the jobs'
+// reads going through Caddy's reverse_proxy to an upstream that keeps every
+// record in one partition: the export holds the record's resources and
+// nothing of the other record's.
+func TestExportThroughCaddy(t *testing.T) {
+	dir := t.TempDir()
+	h := startSharedUpstream(t, filepath.Join(dir, "shared.db"))
+	e := startGateway(t, "\t\tupstream reverse_proxy "+strings.TrimPrefix(h.server.URL, "http://"))
+	alice, bob := e.token("alice"), e.token("bob")
+	john := e.createRecord(alice, "john", "Doe", "John")
+	jane := e.createRecord(bob, "jane", "Roe", "Jane")
+	for i := range 5 {
+		e.do("POST", recordURL("john", "/Observation"), alice, fmt.Sprintf(
+			`{"resourceType":"Observation","status":"final","code":{"text":"john %d"},"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":7.10}}`,
+			i, john["patientId"])).expect(t, http.StatusCreated, "john's Observation")
+		e.do("POST", recordURL("jane", "/Observation"), bob, fmt.Sprintf(
+			`{"resourceType":"Observation","status":"final","code":{"text":"jane %d"},"subject":{"reference":"Patient/%s"}}`,
+			i, jane["patientId"])).expect(t, http.StatusCreated, "jane's Observation")
+	}
+	e.do("POST", recordURL("jane", "/Practitioner"), bob, `{"resourceType":"Practitioner","name":[{"family":"Secret"}]}`).
+		expect(t, http.StatusCreated, "jane's Practitioner")
+
+	manifest, got := e.exportAll(recordURL("john", ""), "", alice)
+	if manifest["requiresAccessToken"] != true || manifest["transactionTime"] == nil {
+		t.Errorf("manifest: %v", manifest)
+	}
+	if len(got["Observation"]) != 5 || len(got["Patient"]) != 1 || len(got) != 2 {
+		t.Errorf("john's export: %d Observations, %d Patients, %d types", len(got["Observation"]), len(got["Patient"]), len(got))
+	}
+	for typ, lines := range got {
+		for _, l := range lines {
+			if bytes.Contains(l, []byte("jane")) || bytes.Contains(l, []byte("Secret")) || bytes.Contains(l, []byte(jane["patientId"].(string))) {
+				t.Errorf("john's export holds jane's %s: %s", typ, l)
+			}
+			if typ == "Observation" && !bytes.Contains(l, []byte(`"value":7.10`)) {
+				t.Errorf("a value not byte for byte: %s", l)
+			}
+		}
+	}
+	// Bob is no member of john's record: no export, no status.
+	e.do("GET", recordURL("john", "/$export"), bob, nil, "Prefer", "respond-async").expectOutcome(t, http.StatusForbidden, "bob exports john")
+}
