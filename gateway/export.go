@@ -367,6 +367,9 @@ func (s exportSource) Get(ctx context.Context, job *bulk.Job, pathQuery string) 
 	}
 	req.RequestURI = u.RequestURI()
 	req.Header.Set("Accept", "application/fhir+json")
+	// Fresh answers, never a search result an upstream cached (HAPI keeps
+	// them 60 s by default), but kept by the upstream for paging.
+	req.Header.Set("Cache-Control", "no-cache")
 	id := &auth.Identity{Issuer: job.Issuer, Subject: job.Subject, Scopes: job.Scopes}
 	rec, role, err := g.recordAndRole(req, job.Slug, id)
 	if fhir.AsError(err).Status == http.StatusNotFound || err == nil && (rec.ID != job.RecordID || !role.CanWrite()) {
