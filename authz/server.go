@@ -374,3 +374,8 @@ func hashSecret(secret string) string {
 }
 
 func equalSecret(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// SetPatientName sets Config.PatientName; call it before serving.
+func (s *Server) SetPatientName(fn func(ctx context.Context, rec *tenancy.Record) string) {
+	s.cfg.PatientName = fn
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/audit"
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/authz"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/egress"
@@ -82,6 +83,11 @@ type Gateway struct {
 	// API does not look at scopes.
 	ScopesWhenAbsent []string `json:"scopes_when_absent,omitempty"`
 
+	// The built-in SMART authorization server (see AuthzConfig). Off when
+	// absent; each record's smart-configuration then describes the
+	// external issuer.
+	AuthorizationServer *AuthzConfig `json:"authorization_server,omitempty"`
+
 	// What each record's `/.well-known/smart-configuration` shows.
 	SMART *SMARTConfig `json:"smart,omitempty"`
 
@@ -138,6 +144,7 @@ type Gateway struct {
 	stopDOPU  func()
 	stopAudit func()
 	stopBulk  func()
+	stopAuthz func()
 	state     *openedState
 	logger    *zap.Logger
 }
@@ -299,6 +306,15 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.logger.Warn("development token issuer enabled; never use it in production",
 			zap.String("issuer", dev.Issuer()), zap.String("audience", dev.Audience()))
 	}
+	var authServer *authz.Server
+	if g.AuthorizationServer != nil {
+		if authServer, err = g.newAuthzServer(st.kv, tenants); err != nil {
+			return fmt.Errorf("pfr: authorization_server: %w", err)
+		}
+		issuers = append(issuers, authServer.IssuerConfig())
+		logAuthz(g.logger, authServer)
+		g.stopAuthz = g.background(authServer.Run)
+	}
 	verifier, err := auth.NewVerifier(issuers, auth.Options{
 		HTTPClient:         &http.Client{Timeout: 10 * time.Second},
 		JWKSCacheTTL:       time.Duration(g.JWKSCacheTTL),
@@ -385,7 +401,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		})
 	}
 	g.gw, err = gateway.New(gateway.Config{
-		DOPU: svc, Audit: accessLog, Webhooks: webhooks,
+		DOPU: svc, Audit: accessLog, Webhooks: webhooks, Authz: authServer,
 		ClientIP: func(r *http.Request) string {
 			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 			return ip
@@ -432,8 +448,8 @@ func (g *Gateway) Validate() error {
 	if g.BaseDomain == "" {
 		return errors.New("pfr: base_domain is required")
 	}
-	if len(g.Issuers) == 0 && !g.DevIssuer {
-		return errors.New("pfr: at least one issuer (or dev_issuer) is required")
+	if len(g.Issuers) == 0 && !g.DevIssuer && g.AuthorizationServer == nil {
+		return errors.New("pfr: at least one issuer (or dev_issuer, or authorization_server) is required")
 	}
 	return nil
 }
@@ -441,7 +457,7 @@ func (g *Gateway) Validate() error {
 // Cleanup stops the drop-off alerts and the access log writer (which
 // writes what is queued) and releases the data directory.
 func (g *Gateway) Cleanup() error {
-	for _, stop := range []func(){g.stopBulk, g.stopDOPU, g.stopAudit} {
+	for _, stop := range []func(){g.stopBulk, g.stopDOPU, g.stopAudit, g.stopAuthz} {
 		if stop != nil {
 			stop()
 		}

@@ -37,6 +37,9 @@ import (
 //	        client_id_claim <claim>...
 //	    }
 //	    dev_issuer
+//	    authorization_server {
+//	        <see parseAuthz>
+//	    }
 //	    scopes_when_absent <scope>...
 //	    smart {
 //	        issuer <issuer URL>
@@ -127,6 +130,12 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			g.Issuers = append(g.Issuers, ic)
+		case "authorization_server":
+			c, err := parseAuthz(d)
+			if err != nil {
+				return err
+			}
+			g.AuthorizationServer = c
 		case "dev_issuer":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -75,6 +75,12 @@ func (g *Gateway) deleteRecord(w http.ResponseWriter, r *http.Request, up Upstre
 			return
 		}
 	}
+	if g.cfg.Authz != nil {
+		if err := g.cfg.Authz.DeleteRecord(ctx, rec.ID); err != nil {
+			fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "deleting the connected apps failed; try again").WithCause(err))
+			return
+		}
+	}
 	if err := g.cfg.Tenancy.Update(ctx, func(tx tenancy.Tx) error { return tx.DeleteRecord(rec.ID) }); err != nil {
 		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "removing the record failed; try again").WithCause(err))
 		return

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/audit"
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/authz"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/bulk"
 	"github.com/pfrgateway/caddy-pfr/dopu"
@@ -82,6 +83,11 @@ type Config struct {
 	// when one is saved (422 with the reason). Default: the zero
 	// egress.Policy (public addresses over https only).
 	Webhooks *egress.Policy
+	// Authz is the built-in SMART authorization server, served on the apex
+	// (its endpoints under /oauth/) and announced by every record's
+	// /.well-known/smart-configuration. Nil: none; records announce the
+	// configured external issuer instead.
+	Authz *authz.Server
 	// Audit keeps each record's access log. Nil: no access log.
 	Audit *audit.Log
 	// ClientIP returns the client's address for drop-off records and rate
@@ -164,6 +170,9 @@ func New(cfg Config) (*Gateway, error) {
 	if err := g.newBulk(); err != nil {
 		return nil, err
 	}
+	if cfg.Authz != nil {
+		cfg.Authz.SetPatientName(g.patientName)
+	}
 	return g, nil
 }
 
@@ -175,6 +184,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream)
 	up = g.guard(up)
 	host := normalizeHost(hostOnly(r.Host))
 	switch {
+	case host == g.cfg.BaseDomain && g.cfg.Authz != nil && authz.IsEndpoint(r.URL.Path):
+		g.serveAuthz(w, r, up)
 	case host == g.cfg.BaseDomain:
 		g.serveApex(w, r, up)
 	case strings.HasSuffix(host, "."+g.cfg.BaseDomain):

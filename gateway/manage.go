@@ -114,6 +114,14 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 			http.MethodGet: func() { g.getWebhook(w, r, id, parts[1]) },
 			http.MethodPut: func() { g.putWebhook(w, r, id, parts[1]) },
 		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "apps":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.listApps(w, r, id, parts[1]) },
+		})
+	case len(parts) == 4 && parts[0] == "records" && parts[2] == "apps":
+		route(r.Method, "DELETE", map[string]func(){
+			http.MethodDelete: func() { g.revokeApp(w, r, id, parts[1], parts[3]) },
+		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "invitations":
 		route(r.Method, "POST", map[string]func(){
 			http.MethodPost: func() { g.createInvitation(w, r, id, parts[1]) },

@@ -17,6 +17,9 @@ import (
 // serveRecord runs the FHIR pipeline for the record at slug (DESIGN.md, "The
 // request pipeline").
 func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstream, slug string) {
+	if cors(w, r) {
+		return
+	}
 	if r.URL.Path == smartConfigPath || r.URL.Path == g.cfg.FHIRPath+smartConfigPath {
 		if _, _, err := g.recordAndRole(r, slug, nil); err != nil {
 			fhir.WriteError(w, err)

@@ -38,6 +38,14 @@ var defaultCapabilities = []string{
 // smartConfiguration builds the SMART configuration document from the
 // authorization server's discovery document.
 func (g *Gateway) smartConfiguration(ctx context.Context) (map[string]any, error) {
+	if g.cfg.Authz != nil && g.cfg.SMART.Issuer == "" {
+		// The built-in server: every member true to what it does.
+		out := g.cfg.Authz.SMARTConfiguration()
+		for k, v := range g.cfg.SMART.Overrides {
+			out[k] = v
+		}
+		return out, nil
+	}
 	issuers := g.cfg.Verifier.Issuers()
 	if g.cfg.SMART.Issuer != "" {
 		issuers = []string{g.cfg.SMART.Issuer}

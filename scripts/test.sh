@@ -52,6 +52,16 @@ fi
 ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || command -v initdb
 export PFR_REQUIRE_POSTGRES=1
 
+step "Chromium for the browser test"
+# Debian's chromium: e2e/authz_browser_test.go drives it headless (through
+# puppeteer-core in test/smart) with a real SMART app against the built-in
+# authorization server. puppeteer-core downloads no browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+/usr/bin/chromium --version
+
 step "Node packages"
 for dir in test/*/; do
 	if [ -f "$dir/package.json" ]; then
