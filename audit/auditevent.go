@@ -2,8 +2,8 @@ package audit
 
 import (
 	"fmt"
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -27,13 +27,6 @@ var restfulInteractions = map[string]bool{
 	"create": true, "search": true, "search-type": true, "search-system": true,
 	"capabilities": true, "transaction": true, "batch": true, "operation": true,
 }
-
-// instanceRef matches a target naming one resource, optionally one version
-// of it: "Observation/123", "Observation/123/_history/2".
-var instanceRef = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$`)
-
-// resourceType matches a type-level target: "Observation".
-var resourceType = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
 
 // auditEvent returns ev as a FHIR R4 AuditEvent resource.
 func auditEvent(ev Stored) map[string]any {
@@ -63,7 +56,7 @@ func auditEvent(ev Stored) map[string]any {
 		ae["outcomeDesc"] = e.Detail
 	}
 	switch {
-	case instanceRef.MatchString(e.Target):
+	case isInstanceRef(e.Target):
 		ae["entity"] = []any{map[string]any{"what": map[string]any{"reference": e.Target}}}
 	case e.Target != "":
 		// A type or anything else the gateway named: a descriptor, not a
@@ -105,9 +98,9 @@ func subtype(interaction, target string) map[string]any {
 	}
 	level := "system"
 	switch {
-	case instanceRef.MatchString(target):
+	case isInstanceRef(target):
 		level = "instance"
-	case resourceType.MatchString(target):
+	case fhir.IsResourceType(target):
 		level = "type"
 	}
 	switch {
@@ -133,4 +126,11 @@ func outcome(status int) string {
 	default:
 		return "0"
 	}
+}
+
+// isInstanceRef reports whether a target names one resource, optionally one
+// version of it: "Observation/123", "Observation/123/_history/2".
+func isInstanceRef(target string) bool {
+	_, _, _, ok := fhir.ParseReference(target)
+	return ok
 }

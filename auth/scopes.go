@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"net/url"
 	"strings"
 )
@@ -130,7 +131,7 @@ func parseRule(s string) (rule, bool) {
 		return rule{}, false
 	}
 	resourceType, permText := rest[:dot], rest[dot+1:]
-	if resourceType != "*" && !isResourceTypeName(resourceType) {
+	if resourceType != "*" && !fhir.IsResourceType(resourceType) {
 		return rule{}, false
 	}
 	p, v2, ok := parsePerm(permText)
@@ -157,21 +158,6 @@ func parseRule(s string) (rule, bool) {
 		r.restriction = values
 	}
 	return r, true
-}
-
-// isResourceTypeName accepts FHIR resource type names: an upper-case
-// letter followed by letters and digits.
-func isResourceTypeName(s string) bool {
-	if s == "" || s[0] < 'A' || s[0] > 'Z' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // HasResourceScopes reports whether any SMART resource scope was granted. A

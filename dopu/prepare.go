@@ -225,7 +225,7 @@ type transactionEntry struct {
 // {TagSystem, <drop-off id>} and {ContentTagSystem, <digest>}. Every entry
 // is a POST of its type. Values, numbers included, are kept as sent.
 func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, error) {
-	if !fhirID.MatchString(pfrPatientID) {
+	if !fhir.IsID(pfrPatientID) {
 		return nil, fmt.Errorf("dopu: preparing pick-up: invalid Patient id %q", pfrPatientID)
 	}
 	dec := json.NewDecoder(bytes.NewReader(p.body))

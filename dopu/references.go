@@ -72,10 +72,8 @@ var (
 	// A sender's ids are whatever it wrote (longer than FHIR's 64
 	// characters, say): inside a Bundle they only need to tell entries
 	// apart, so references to them are read without FHIR's id rule.
-	absoluteRESTful = regexp.MustCompile(`^(https?://.+)/([A-Z][A-Za-z]+)/([^/?#\s]+)$`)
-	relativeRESTful = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([^/?#\s]+)$`)
-	// fhirID is FHIR's id rule, for the ids this package writes.
-	fhirID           = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+	absoluteRESTful  = regexp.MustCompile(`^(https?://.+)/([A-Z][A-Za-z]+)/([^/?#\s]+)$`)
+	relativeRESTful  = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([^/?#\s]+)$`)
 	patientCanonical = "Patient/"
 )
 

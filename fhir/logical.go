@@ -33,7 +33,7 @@ func EachReference(v any, fn func(ref map[string]any, reference string)) {
 // parse or are empty.
 func ParseConditionalReference(ref string) (typ string, params url.Values, ok bool) {
 	typ, query, found := strings.Cut(strings.TrimSpace(ref), "?")
-	if !found || !isResourceType(typ) {
+	if !found || !IsResourceType(typ) {
 		return "", nil, false
 	}
 	params, err := url.ParseQuery(query)
@@ -75,7 +75,7 @@ func IdentifierFromQuery(params url.Values) map[string]any {
 // none of identifier and display gets display, so that it is never empty.
 func MakeLogical(ref map[string]any, typ string, identifier map[string]any, display string) {
 	delete(ref, "reference")
-	if typ != "" && isResourceType(typ) {
+	if typ != "" && IsResourceType(typ) {
 		ref["type"] = typ
 	}
 	if identifier != nil {

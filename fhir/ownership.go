@@ -103,11 +103,11 @@ func (o Owner) selfReference() string { return "Patient/" + o.PatientID }
 //     (contained, or inside a nested Bundle) is refused: it is another
 //     person's record inside this one.
 func (o Owner) CheckResource(res map[string]any, loc string, p OwnershipPolicy, uuids map[string]string) []Issue {
-	if o.PatientID == "" || !isID(o.PatientID) {
+	if o.PatientID == "" || !IsID(o.PatientID) {
 		return []Issue{ownershipIssue(CodeException, loc, "this record has no valid Patient id; nothing can be written")}
 	}
 	typ, _ := res["resourceType"].(string)
-	if typ == "" || !isResourceType(typ) {
+	if typ == "" || !IsResourceType(typ) {
 		return []Issue{ownershipIssue(CodeInvalid, joinPath(loc, "resourceType"), fmt.Sprintf("unknown resourceType %q", typ))}
 	}
 	c := o.newRefChecker(res, p, uuids)

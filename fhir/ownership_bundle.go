@@ -296,7 +296,7 @@ func (o Owner) bundleAliases(entries []map[string]any) (map[string]string, []Iss
 		method, _ := req["method"].(string)
 		rawURL, _ := req["url"].(string)
 		typ, _ := res["resourceType"].(string)
-		if res == nil || method != "POST" && method != "PUT" || !isResourceType(typ) {
+		if res == nil || method != "POST" && method != "PUT" || !IsResourceType(typ) {
 			continue
 		}
 		target := typ

@@ -43,7 +43,7 @@ func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belong
 	switch {
 	case typ == "OperationOutcome":
 		return typ, true, true
-	case typ == "Patient" || typ == "Group" || typ == "Bundle" || !isResourceType(typ):
+	case typ == "Patient" || typ == "Group" || typ == "Bundle" || !IsResourceType(typ):
 		return typ, false, false
 	case !InPatientCompartment(typ) && !p.AllowedTypes[typ]:
 		return typ, false, true // never writable to a record
@@ -63,7 +63,7 @@ func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belong
 		if strings.Contains(ref, ":") || strings.HasPrefix(ref, "#") {
 			return typ, false, false // urn:, external or contained: Belongs knows
 		}
-		rtyp, id, ok := splitLiteralReference(ref)
+		rtyp, id, _, ok := ParseReference(ref)
 		switch {
 		case !ok || rtyp == "Group":
 			return typ, false, false

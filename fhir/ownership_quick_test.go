@@ -209,7 +209,7 @@ func FuzzQuickBelongs(f *testing.F) {
 		walk(e.Resource)
 		for _, ref := range refs {
 			trimmed := strings.TrimPrefix(ref, "https://x/fhir/")
-			typ, id, ok := splitLiteralReference(trimmed)
+			typ, id, _, ok := ParseReference(trimmed)
 			if ok && (typ == "Patient" && id != "p1" || typ == "Group") {
 				t.Fatalf("QuickBelongs showed an entry referencing %q: %s", ref, entry)
 			}

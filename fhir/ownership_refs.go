@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 )
 
 // refKind is what a reference string points to, from the PFR's view.
@@ -127,7 +125,7 @@ func (c *refChecker) classify(ref string) refTarget {
 	case strings.HasPrefix(ref, "#"):
 		typ, ok := c.contained[ref[1:]]
 		switch {
-		case !isID(ref[1:]):
+		case !IsID(ref[1:]):
 			return refTarget{why: "not a valid contained resource id"}
 		case !ok:
 			return refTarget{why: "no contained resource has this id"}
@@ -157,7 +155,7 @@ func (c *refChecker) classify(ref string) refTarget {
 
 // classifyRelative classifies "Type/id" or "Type/id/_history/vid".
 func (o Owner) classifyRelative(ref string) refTarget {
-	typ, id, ok := splitLiteralReference(ref)
+	typ, id, _, ok := ParseReference(ref)
 	if !ok {
 		return refTarget{why: "not a literal reference of the form Type/id or Type/id/_history/vid (conditional, malformed or unknown type)"}
 	}
@@ -197,7 +195,7 @@ func (c *refChecker) classifyExternal(ref string) refTarget {
 	}
 	typ, id := segs[len(segs)-2], segs[len(segs)-1]
 	switch {
-	case !isResourceType(typ) || !isID(id):
+	case !IsResourceType(typ) || !IsID(id):
 		return refTarget{why: "not an absolute reference of the form base/Type/id"}
 	case typ == "Patient":
 		return refTarget{why: "a Patient on another server is not this record's Patient"}
@@ -205,40 +203,4 @@ func (c *refChecker) classifyExternal(ref string) refTarget {
 		return refTarget{why: "a Group on another server stands for other people"}
 	}
 	return refTarget{kind: refExternal, typ: typ}
-}
-
-// splitLiteralReference parses a relative literal reference, strictly:
-// a known R4 resource type, a valid id, an optional /_history/{vid}, and
-// nothing else.
-func splitLiteralReference(ref string) (typ, id string, ok bool) {
-	segs := strings.Split(ref, "/")
-	switch {
-	case len(segs) == 2:
-	case len(segs) == 4 && segs[2] == "_history" && isID(segs[3]):
-	default:
-		return "", "", false
-	}
-	if !isResourceType(segs[0]) || !isID(segs[1]) {
-		return "", "", false
-	}
-	return segs[0], segs[1], true
-}
-
-// isResourceType reports whether t is an R4 resource type, exactly.
-func isResourceType(t string) bool { return searchparam.IsResourceType(t) }
-
-// isID reports whether s is a valid FHIR id: [A-Za-z0-9\-\.]{1,64}.
-// Ids made only of dots are refused too: in a URL they are path segments
-// ("Patient/.." is the base itself).
-func isID(s string) bool {
-	if s == "" || len(s) > 64 || strings.Trim(s, ".") == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '.') {
-			return false
-		}
-	}
-	return true
 }

@@ -59,8 +59,7 @@ func parseRequestTarget(raw string) (requestTarget, error) {
 	case strings.Contains(path, "%"):
 		return t, fmt.Errorf("percent-encoding (such as an encoded slash) is not allowed in the path")
 	}
-	segs := strings.Split(path, "/")
-	for _, s := range segs {
+	for _, s := range strings.Split(path, "/") {
 		switch {
 		case s == "":
 			return t, fmt.Errorf("empty path segment")
@@ -70,30 +69,17 @@ func parseRequestTarget(raw string) (requestTarget, error) {
 			return t, fmt.Errorf("operations are not allowed here")
 		}
 	}
-	t.typ = segs[0]
-	if !isResourceType(t.typ) {
-		return t, fmt.Errorf("%q is not a FHIR R4 resource type", t.typ)
+	if typ, _, _ := strings.Cut(path, "/"); !IsResourceType(typ) {
+		return t, fmt.Errorf("%q is not a FHIR R4 resource type", typ)
 	}
-	rest := segs[1:]
-	if len(rest) > 0 && rest[0] == "_history" {
-		t.history, rest = true, rest[1:]
-		if len(rest) == 0 {
-			return t, nil
-		}
-		return t, fmt.Errorf("unexpected path after _history")
+	p, err := ParsePath(path)
+	switch {
+	case err != nil:
+		return t, err
+	case p.Type == "" || p.Search || p.Compartment != "":
+		return t, fmt.Errorf("%q is not a resource type, an instance or its history", path)
 	}
-	if len(rest) > 0 {
-		if !isID(rest[0]) {
-			return t, fmt.Errorf("%q is not a valid id", rest[0])
-		}
-		t.id, rest = rest[0], rest[1:]
-	}
-	if len(rest) > 0 {
-		if rest[0] != "_history" || len(rest) > 2 || len(rest) == 2 && !isID(rest[1]) {
-			return t, fmt.Errorf("unexpected path after %s/%s", t.typ, t.id)
-		}
-		t.history = true
-	}
+	t.typ, t.id, t.history = p.Type, p.ID, p.History
 	if t.hasQuery && (t.id != "" || t.history) {
 		return t, fmt.Errorf("a query is allowed only on a type")
 	}

@@ -160,7 +160,7 @@ func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 	tag := url.Values{"_tag": {dopuTagSystem + "|" + dropID}}
 	var entries []any
 	for typ := range p.Summary().ResourceCounts {
-		if !resourceTypeRE.MatchString(typ) || typ == "Patient" {
+		if !fhir.IsResourceType(typ) || typ == "Patient" {
 			continue
 		}
 		// Only the record's own: never a delete of another record's resource.
@@ -169,7 +169,7 @@ func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 			return err
 		}
 		for _, res := range found {
-			if id, _ := res["id"].(string); resourceIDRE.MatchString(id) {
+			if id, _ := res["id"].(string); fhir.IsID(id) {
 				entries = append(entries, map[string]any{"request": map[string]any{"method": "DELETE", "url": typ + "/" + id}})
 			}
 		}
@@ -357,8 +357,8 @@ func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, t
 			loc = strings.TrimPrefix(rest, "/")
 		}
 		loc, _, _ = strings.Cut(loc, "/_history/")
-		if m := strings.Split(loc, "/"); len(m) == 2 && resourceTypeRE.MatchString(m[0]) && resourceIDRE.MatchString(m[1]) {
-			locations[i] = loc
+		if typ, id, _, ok := fhir.ParseReference(loc); ok {
+			locations[i] = typ + "/" + id
 		}
 	}
 	return locations, nil
@@ -370,7 +370,7 @@ func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, t
 // record.
 func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record, publicBase string) dopu.Search {
 	return func(typ string, params url.Values) ([]map[string]any, error) {
-		if !resourceTypeRE.MatchString(typ) {
+		if !fhir.IsResourceType(typ) {
 			return nil, nil
 		}
 		own, _, err := g.searchRecord(r, up, rec, typ, params, maxCountPages, publicBase)
@@ -385,7 +385,7 @@ func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record
 func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, counts map[string]int, publicBase string) (bool, error) {
 	types := make([]string, 0, len(counts))
 	for typ := range counts {
-		if typ != "Patient" && resourceTypeRE.MatchString(typ) {
+		if typ != "Patient" && fhir.IsResourceType(typ) {
 			types = append(types, typ)
 		}
 	}

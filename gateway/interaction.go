@@ -1,10 +1,9 @@
 package gateway
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
-	"regexp"
-	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -34,84 +33,72 @@ type interaction struct {
 	keepDeletions bool
 }
 
-var (
-	resourceTypeRE = regexp.MustCompile(`^[A-Z][A-Za-z]{1,63}$`)
-	resourceIDRE   = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
-)
-
 // classify maps a request below the FHIR base (rest is "" or starts with
-// "/") to the interaction it performs, following the FHIR RESTful API.
+// "/") to the interaction it performs, following the FHIR RESTful API. The
+// path is parsed by fhir.ParsePath: an unknown resource type is a 404
+// (FHIR's "resource type not supported"), any other path or method the API
+// does not define a 400.
 func classify(method, rest string, query url.Values) (interaction, error) {
 	in := interaction{query: query}
-	var segs []string
-	if rest != "" {
-		segs = strings.Split(strings.TrimPrefix(rest, "/"), "/")
-	}
 	get := method == http.MethodGet || method == http.MethodHead
 	bad := func() (interaction, error) {
 		return interaction{}, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
-			"%s %s is not a FHIR interaction this server supports", method, "/"+strings.Join(segs, "/"))
+			"%s %s is not a FHIR interaction this server supports", method, rest)
 	}
-	isOp := func(s string) bool { return strings.HasPrefix(s, "$") && len(s) > 1 }
-
-	switch len(segs) {
-	case 0:
+	p, err := fhir.ParsePath(rest)
+	switch {
+	case errors.Is(err, fhir.ErrUnknownType):
+		return interaction{}, fhir.Errorf(http.StatusNotFound, fhir.CodeNotSupported, "%v", err)
+	case err != nil || p.Capabilities:
+		return bad()
+	}
+	in.typ, in.id = p.Type, p.ID
+	switch {
+	case p.Search:
+		if !get && method != http.MethodPost {
+			return bad()
+		}
+		in.kind = auth.InteractionSearch
+	case p.History && p.VersionID != "":
+		in.kind = auth.InteractionVRead
+	case p.History && p.ID != "":
+		in.kind = auth.InteractionHistoryInstance
+	case p.History:
+		in.kind = auth.InteractionHistoryType
+	case p.Operation != "":
+		in.kind, in.opName = auth.InteractionOperation, p.Operation
+		return in, nil
+	case p.Compartment != "":
+		// A compartment search, e.g. Patient/123/Observation: a search of
+		// the inner type.
+		in.typ, in.id, in.kind = p.Compartment, "", auth.InteractionSearch
+	case p.Type == "":
 		switch {
 		case method == http.MethodPost:
 			in.bundle = true
+			return in, nil
 		case get:
 			in.kind = auth.InteractionSearch
-		default:
-			return bad()
+			return in, nil
 		}
-		return in, nil
-	case 1:
-		s := segs[0]
-		switch {
-		case s == "_history" && get:
-			in.kind = auth.InteractionHistoryType
-		case s == "_search" && (get || method == http.MethodPost):
+		return bad()
+	case p.ID == "":
+		switch method {
+		case http.MethodGet, http.MethodHead:
 			in.kind = auth.InteractionSearch
-		case isOp(s):
-			in.kind, in.opName = auth.InteractionOperation, s
-		case resourceTypeRE.MatchString(s):
-			in.typ = s
-			switch method {
-			case http.MethodGet, http.MethodHead:
-				in.kind = auth.InteractionSearch
-			case http.MethodPost:
-				in.kind = auth.InteractionCreate
-			case http.MethodPut:
-				in.kind, in.conditional = auth.InteractionUpdate, true
-			case http.MethodPatch:
-				in.kind, in.conditional = auth.InteractionPatch, true
-			case http.MethodDelete:
-				in.kind, in.conditional = auth.InteractionDelete, true
-			default:
-				return bad()
-			}
+		case http.MethodPost:
+			in.kind = auth.InteractionCreate
+		case http.MethodPut:
+			in.kind, in.conditional = auth.InteractionUpdate, true
+		case http.MethodPatch:
+			in.kind, in.conditional = auth.InteractionPatch, true
+		case http.MethodDelete:
+			in.kind, in.conditional = auth.InteractionDelete, true
 		default:
 			return bad()
 		}
 		return in, nil
-	}
-
-	if !resourceTypeRE.MatchString(segs[0]) {
-		return bad()
-	}
-	in.typ = segs[0]
-	second := segs[1]
-	switch {
-	case len(segs) == 2 && second == "_search" && (get || method == http.MethodPost):
-		in.kind = auth.InteractionSearch
-	case len(segs) == 2 && second == "_history" && get:
-		in.kind = auth.InteractionHistoryType
-	case len(segs) == 2 && isOp(second):
-		in.kind, in.opName = auth.InteractionOperation, second
-	case !resourceIDRE.MatchString(second):
-		return bad()
-	case len(segs) == 2:
-		in.id = second
+	default:
 		switch method {
 		case http.MethodGet, http.MethodHead:
 			in.kind = auth.InteractionRead
@@ -124,17 +111,10 @@ func classify(method, rest string, query url.Values) (interaction, error) {
 		default:
 			return bad()
 		}
-	case len(segs) == 3 && segs[2] == "_history" && get:
-		in.id, in.kind = second, auth.InteractionHistoryInstance
-	case len(segs) == 4 && segs[2] == "_history" && get && resourceIDRE.MatchString(segs[3]):
-		in.id, in.kind = second, auth.InteractionVRead
-	case len(segs) == 3 && isOp(segs[2]):
-		in.id, in.kind, in.opName = second, auth.InteractionOperation, segs[2]
-	case len(segs) == 3 && get && resourceTypeRE.MatchString(segs[2]):
-		// A compartment search, e.g. Patient/123/Observation: a search of
-		// the inner type.
-		in.typ, in.kind = segs[2], auth.InteractionSearch
-	default:
+		return in, nil
+	}
+	// Searches (but _search by POST) and histories are read by GET.
+	if !get && !(p.Search && method == http.MethodPost) {
 		return bad()
 	}
 	return in, nil

@@ -215,17 +215,12 @@ func describeAnswer(res *captured, decoded bool, body *answerBody) string {
 	return fmt.Sprintf("HTTP %d with a %s body of %d bytes", res.status, ct, n)
 }
 
-// resourceLocation matches a Location naming a resource: [base/]Type/id,
-// optionally with /_history/version.
-var resourceLocation = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$`)
-
 // locationID returns the id of the resource of type typ that the answer's
 // Location (or Content-Location) names.
 func locationID(h http.Header, typ string) (string, bool) {
 	for _, name := range []string{"Location", "Content-Location"} {
-		loc, _, _ := strings.Cut(h.Get(name), "?")
-		if m := resourceLocation.FindStringSubmatch(loc); m != nil && m[1] == typ {
-			return m[2], true
+		if t, id, _, ok := fhir.ParseLocation(h.Get(name)); ok && t == typ {
+			return id, true
 		}
 	}
 	return "", false

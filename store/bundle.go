@@ -104,27 +104,24 @@ func (q *request) parseEntry(i int, in inEntry) (*entry, error) {
 	target = strings.TrimPrefix(target, "/")
 	path, query, _ := strings.Cut(target, "?")
 	e.query = query
-	segs := splitPath(path)
-	if len(segs) == 0 {
+	if path = strings.Trim(path, "/"); path == "" {
 		return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "request.url %q names no resource type", in.Request.URL)
 	}
-	if !isResourceType(segs[0]) {
+	segs := strings.Split(path, "/")
+	if !fhir.IsResourceType(segs[0]) {
 		return e, fail(http.StatusBadRequest, fhir.CodeNotSupported, "request.url %q: unknown resource type %q", in.Request.URL, segs[0])
 	}
-	e.typ = segs[0]
 	for _, s := range segs[1:] {
 		if strings.HasPrefix(s, "$") {
 			return e, fail(http.StatusBadRequest, fhir.CodeNotSupported, "operation %s is not supported in a Bundle entry", s)
 		}
 	}
-	switch {
-	case len(segs) == 2 && validID(segs[1]):
-		e.id = segs[1]
-	case len(segs) == 4 && validID(segs[1]) && segs[2] == "_history" && e.method == http.MethodGet:
-		e.id, e.version = segs[1], segs[3]
-	case len(segs) != 1:
+	p, err := fhir.ParsePath(path)
+	vread := p.History && p.VersionID != "" && e.method == http.MethodGet
+	if err != nil || p.Search || p.Compartment != "" || p.History && !vread {
 		return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "request.url %q is not a supported entry URL", in.Request.URL)
 	}
+	e.typ, e.id, e.version = p.Type, p.ID, p.VersionID
 
 	switch e.method {
 	case http.MethodPost:

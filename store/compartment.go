@@ -13,11 +13,7 @@ import (
 // CompartmentDefinition puts them there (the Patient itself for
 // Patient/{id}/Patient, with the Patients that link to it). Only the
 // Patient compartment is supported.
-func (q *request) compartmentSearch(compartment, id, typeSeg string, params url.Values) error {
-	typ, err := resourceTypeSegment(typeSeg)
-	if err != nil {
-		return err
-	}
+func (q *request) compartmentSearch(compartment, id, typ string, params url.Values) error {
 	if compartment != "Patient" {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
 			"compartment search is supported in the Patient compartment only, not %s", compartment)

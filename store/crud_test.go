@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
 func patient(family string) map[string]any {
@@ -23,7 +25,7 @@ func TestCreateReadVreadUpdateDelete(t *testing.T) {
 	}
 	created := r.JSON(t)
 	id := str(created, "id")
-	if !validID(id) || str(created, "meta", "versionId") != "1" || str(created, "meta", "lastUpdated") == "" {
+	if !fhir.IsID(id) || str(created, "meta", "versionId") != "1" || str(created, "meta", "lastUpdated") == "" {
 		t.Fatalf("created %s", r.Body)
 	}
 

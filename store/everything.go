@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
 // everything answers Patient/{id}/$everything (id "" for Patient/$everything):
@@ -127,7 +129,7 @@ func (h *handler) compartment(p *ptx, patients []string, skip *unreadable) ([]st
 		}
 		_ = rewriteReferences(res, func(target string) (string, error) {
 			t, tid, ok := strings.Cut(target, "/")
-			if ok && isResourceType(t) && t != "Patient" && validID(tid) && !seen[target] {
+			if ok && fhir.IsResourceType(t) && t != "Patient" && fhir.IsID(tid) && !seen[target] {
 				if cur, err := p.current(t, tid); err == nil && cur != nil && !cur.Deleted {
 					seen[target] = true
 					referenced = append(referenced, target)

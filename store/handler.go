@@ -81,10 +81,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req := &request{h: h, w: w, r: r, base: h.baseURL(r)}
-	segs := splitPath(rest)
+	path, pathErr := parsePath(rest)
 
 	// The CapabilityStatement is not partitioned.
-	if len(segs) == 1 && segs[0] == "metadata" {
+	if pathErr == nil && path.Capabilities {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return methodNotAllowed(r, "GET")
 		}
@@ -96,14 +96,49 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.part = part
-	return req.route(segs)
+	if pathErr != nil {
+		return pathErr
+	}
+	return req.route(path)
 }
 
-// route dispatches on the path segments after the base.
-func (q *request) route(segs []string) error {
+// parsePath parses the path below the base with fhir.ParsePath (a trailing
+// "/" tolerated) and answers its errors: an unknown type is a 404 (FHIR's
+// "resource type not supported"), an invalid id a 400, any other shape a
+// 404.
+func parsePath(rest string) (fhir.Path, error) {
+	p, err := fhir.ParsePath(strings.Trim(rest, "/"))
+	switch {
+	case errors.Is(err, fhir.ErrUnknownType):
+		return p, fhir.Errorf(http.StatusNotFound, fhir.CodeNotSupported, "%v", err)
+	case errors.Is(err, fhir.ErrInvalidID):
+		return p, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "%v", err)
+	case err != nil:
+		return p, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no FHIR interaction at %s", rest)
+	}
+	return p, nil
+}
+
+// route dispatches on the parsed path.
+func (q *request) route(p fhir.Path) error {
 	m := q.r.Method
-	switch len(segs) {
-	case 0:
+	typ, id := p.Type, p.ID
+	switch {
+	case typ == "":
+		switch {
+		case p.History:
+			return q.onlyGet(func() error { return q.history("", "") })
+		case p.Operation == "$partition-management-create-partition":
+			return q.onlyPost(q.createPartitionOp)
+		case p.Operation == "$partition-management-delete-partition":
+			return q.onlyPost(q.deletePartitionOp)
+		case p.Operation == "$partition-management-list-partitions":
+			return q.onlyGetOrPost(q.listPartitionsOp)
+		case p.Operation == "$partition-management-read-partition":
+			return q.onlyGetOrPost(q.readPartitionOp)
+		case p.Operation != "" || p.Search:
+			return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no FHIR interaction at %s", q.r.URL.Path)
+		}
 		switch m {
 		case http.MethodPost:
 			return q.bundle()
@@ -114,24 +149,23 @@ func (q *request) route(segs []string) error {
 			return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "search across all resource types is not supported: search one type, e.g. %s/Observation?…", q.h.cfg.BasePath)
 		}
 		return methodNotAllowed(q.r, "GET, POST")
-	case 1:
-		s := segs[0]
-		switch {
-		case s == "_history":
-			return q.onlyGet(func() error { return q.history("", "") })
-		case s == "$partition-management-create-partition":
-			return q.onlyPost(q.createPartitionOp)
-		case s == "$partition-management-delete-partition":
-			return q.onlyPost(q.deletePartitionOp)
-		case s == "$partition-management-list-partitions":
-			return q.onlyGetOrPost(q.listPartitionsOp)
-		case s == "$partition-management-read-partition":
-			return q.onlyGetOrPost(q.readPartitionOp)
+	case id == "" && p.Search:
+		// GET [type]/_search is the same search as GET [type] (the
+		// gateway routes both).
+		if m == http.MethodGet || m == http.MethodHead {
+			return q.search(typ, q.r.URL.Query())
 		}
-		typ, err := resourceTypeSegment(s)
-		if err != nil {
-			return err
+		return q.onlyPost(func() error { return q.searchPost(typ) })
+	case id == "" && p.History:
+		return q.onlyGet(func() error { return q.history(typ, "") })
+	case p.Operation == "$everything":
+		if typ != "Patient" {
+			return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "$everything is only supported on Patient")
 		}
+		return q.onlyGetOrPost(func() error { return q.everything(id) })
+	case id == "" && p.Operation != "":
+		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "operation %s is not supported on %s", p.Operation, typ)
+	case id == "":
 		switch m {
 		case http.MethodGet, http.MethodHead:
 			return q.search(typ, q.r.URL.Query())
@@ -143,34 +177,7 @@ func (q *request) route(segs []string) error {
 			return q.conditionalDelete(typ)
 		}
 		return methodNotAllowed(q.r, "GET, POST, PUT, DELETE")
-	case 2:
-		typ, err := resourceTypeSegment(segs[0])
-		if err != nil {
-			return err
-		}
-		switch segs[1] {
-		case "_search":
-			// GET [type]/_search is the same search as GET [type] (the
-			// gateway routes both).
-			if m == http.MethodGet || m == http.MethodHead {
-				return q.search(typ, q.r.URL.Query())
-			}
-			return q.onlyPost(func() error { return q.searchPost(typ) })
-		case "_history":
-			return q.onlyGet(func() error { return q.history(typ, "") })
-		case "$everything":
-			if typ != "Patient" {
-				return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "$everything is only supported on Patient")
-			}
-			return q.onlyGetOrPost(func() error { return q.everything("") })
-		}
-		if strings.HasPrefix(segs[1], "$") {
-			return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "operation %s is not supported on %s", segs[1], typ)
-		}
-		id, err := idSegment(segs[1])
-		if err != nil {
-			return err
-		}
+	case p.Instance():
 		switch m {
 		case http.MethodGet, http.MethodHead:
 			return q.read(typ, id)
@@ -180,40 +187,12 @@ func (q *request) route(segs []string) error {
 			return q.delete(typ, id)
 		}
 		return methodNotAllowed(q.r, "GET, PUT, DELETE")
-	case 3:
-		typ, err := resourceTypeSegment(segs[0])
-		if err != nil {
-			return err
-		}
-		id, err := idSegment(segs[1])
-		if err != nil {
-			return err
-		}
-		switch segs[2] {
-		case "_history":
-			return q.onlyGet(func() error { return q.history(typ, id) })
-		case "$everything":
-			if typ != "Patient" {
-				return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "$everything is only supported on Patient")
-			}
-			return q.onlyGetOrPost(func() error { return q.everything(id) })
-		}
-		if !strings.HasPrefix(segs[2], "$") {
-			return q.onlyGet(func() error { return q.compartmentSearch(typ, id, segs[2], q.r.URL.Query()) })
-		}
-	case 4:
-		if segs[2] != "_history" {
-			break
-		}
-		typ, err := resourceTypeSegment(segs[0])
-		if err != nil {
-			return err
-		}
-		id, err := idSegment(segs[1])
-		if err != nil {
-			return err
-		}
-		return q.onlyGet(func() error { return q.vread(typ, id, segs[3]) })
+	case p.History && p.VersionID != "":
+		return q.onlyGet(func() error { return q.vread(typ, id, p.VersionID) })
+	case p.History:
+		return q.onlyGet(func() error { return q.history(typ, id) })
+	case p.Compartment != "":
+		return q.onlyGet(func() error { return q.compartmentSearch(typ, id, p.Compartment, q.r.URL.Query()) })
 	}
 	return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no FHIR interaction at %s", q.r.URL.Path)
 }
@@ -243,31 +222,6 @@ func (q *request) onlyGetOrPost(fn func() error) error {
 func methodNotAllowed(r *http.Request, allow string) error {
 	return fhir.Errorf(http.StatusMethodNotAllowed, fhir.CodeNotSupported, "method %s is not allowed on %s", r.Method, r.URL.Path).
 		WithHeader("Allow", allow)
-}
-
-// splitPath splits "/a/b/" into ["a","b"].
-func splitPath(p string) []string {
-	p = strings.Trim(p, "/")
-	if p == "" {
-		return nil
-	}
-	return strings.Split(p, "/")
-}
-
-// resourceTypeSegment checks a path segment names a resource type.
-func resourceTypeSegment(s string) (string, error) {
-	if !isResourceType(s) {
-		return "", fhir.Errorf(http.StatusNotFound, fhir.CodeNotSupported, "unknown resource type %q", s)
-	}
-	return s, nil
-}
-
-// idSegment checks a path segment is a FHIR id.
-func idSegment(s string) (string, error) {
-	if !validID(s) {
-		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "invalid resource id %q: ids match [A-Za-z0-9-.]{1,64}", s)
-	}
-	return s, nil
 }
 
 // baseURL is the absolute FHIR base the client addressed.

@@ -44,7 +44,7 @@ func isPlaceholder(ref string) bool {
 // conditionalReference splits "Patient?identifier=a|b" into type and query.
 func conditionalReference(ref string) (typ, query string, ok bool) {
 	typ, query, ok = strings.Cut(ref, "?")
-	if !ok || !isResourceType(typ) {
+	if !ok || !fhir.IsResourceType(typ) {
 		return "", "", false
 	}
 	return typ, query, true

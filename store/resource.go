@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"sort"
 	"time"
 
@@ -16,12 +15,6 @@ import (
 // resource is a decoded FHIR resource. Numbers stay json.Number so that
 // stored decimals keep their exact text.
 type resource map[string]any
-
-// idPattern is FHIR's id datatype.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
-
-// validID reports whether id is a legal FHIR resource id.
-func validID(id string) bool { return idPattern.MatchString(id) }
 
 // parseResource decodes one resource from JSON and checks that it is an
 // object of a known resource type.
@@ -44,12 +37,12 @@ func asResource(v any) (resource, error) {
 	if rt == "" {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "the resource has no resourceType").WithExpression("resourceType")
 	}
-	if !isResourceType(rt) {
+	if !fhir.IsResourceType(rt) {
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "unknown resource type %q", rt).WithExpression("resourceType")
 	}
 	if id, present := m["id"]; present {
 		s, ok := id.(string)
-		if !ok || !validID(s) {
+		if !ok || !fhir.IsID(s) {
 			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "invalid resource id %v: ids match [A-Za-z0-9-.]{1,64}", id).WithExpression(rt + ".id")
 		}
 	}

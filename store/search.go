@@ -451,7 +451,7 @@ type partitionSource struct {
 // Resolve implements includeSource.
 func (s partitionSource) Resolve(reference string) (map[string]any, error) {
 	typ, id, ok := strings.Cut(reference, "/")
-	if !ok || !isResourceType(typ) || !validID(id) {
+	if !ok || !fhir.IsResourceType(typ) || !fhir.IsID(id) {
 		return nil, nil
 	}
 	rec, err := s.p.current(typ, id)

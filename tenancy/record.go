@@ -2,8 +2,8 @@ package tenancy
 
 import (
 	"fmt"
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"net/url"
-	"regexp"
 	"time"
 )
 
@@ -104,9 +104,6 @@ const PartitionNamePrefix = "pfr-"
 // URL path segment.
 func PartitionNameFor(id string) string { return PartitionNamePrefix + id }
 
-// fhirID is the FHIR R4 id datatype.
-var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
-
 // MaxWebhookSecretLength bounds WebhookSecret, which is stored in clear.
 const MaxWebhookSecretLength = 256
 
@@ -125,7 +122,7 @@ func (r *Record) validate() error {
 	if want := PartitionNameFor(r.ID); r.PartitionName != want {
 		return fmt.Errorf("%w partition name %q: must be %q", ErrInvalid, r.PartitionName, want)
 	}
-	if r.PatientID != "" && !fhirID.MatchString(r.PatientID) {
+	if r.PatientID != "" && !fhir.IsID(r.PatientID) {
 		return fmt.Errorf("%w patient id %q: not a FHIR id", ErrInvalid, r.PatientID)
 	}
 	if !r.Relationship.Valid() {

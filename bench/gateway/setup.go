@@ -6,9 +6,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,14 +140,11 @@ func createdID(location, base string) (string, error) {
 		return "", fmt.Errorf("location %q is not under %s", location, base)
 	}
 	id, _, _ := strings.Cut(rest, "/")
-	if !idPattern.MatchString(id) {
+	if !fhir.IsID(id) {
 		return "", fmt.Errorf("location %q has no valid id", location)
 	}
 	return id, nil
 }
-
-// idPattern is a FHIR id.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
 // findPartition finds the partition the gateway provisioned for the record:
 // among the store's partitions, the one named pfr-… that holds the record's

@@ -1,6 +1,10 @@
 package fhirpath
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/internal/ident"
+)
 
 // SplitReference returns the resource type and id of a literal reference
 // "Type/id", "Type/id/_history/v" or an absolute URL ending in one of them.
@@ -18,7 +22,7 @@ func SplitReference(ref string) (resourceType, id string, ok bool) {
 		return "", "", false
 	}
 	typ, id := parts[n-2], parts[n-1]
-	if !startsUpper(typ) || !isTypeName(typ) || !isID(id) {
+	if !startsUpper(typ) || !isTypeName(typ) || !ident.IsID(id) {
 		return "", "", false
 	}
 	if n > 2 && !strings.Contains(ref, "://") {
@@ -34,17 +38,4 @@ func isTypeName(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// isID reports whether s is a valid FHIR id: [A-Za-z0-9\-\.]{1,64}.
-func isID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return false
-		}
-	}
-	return true
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 )
@@ -295,7 +296,7 @@ func referenceMatcher(p *searchparam.Param, modifier, raw string) (valueMatcher,
 			}
 			wantID = id
 		}
-		if !isID(wantID) {
+		if !fhir.IsID(wantID) {
 			return nil, fmt.Errorf("%q is not a resource id", wantID)
 		}
 	case ok:
@@ -311,7 +312,7 @@ func referenceMatcher(p *searchparam.Param, modifier, raw string) (valueMatcher,
 	case strings.Contains(value, "/"):
 		return nil, fmt.Errorf("%q is not a reference (Type/id, id or absolute URL)", value)
 	default:
-		if !isID(value) {
+		if !fhir.IsID(value) {
 			return nil, fmt.Errorf("%q is not a resource id", value)
 		}
 		wantID = value
@@ -358,20 +359,6 @@ func stripVersion(ref string) string {
 		return ref[:i]
 	}
 	return ref
-}
-
-// isID reports whether s is a valid FHIR id: [A-Za-z0-9\-\.]{1,64}.
-func isID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(isLetter(c) || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // dateMatcher compares date ranges with a prefix. ne matches a resource
