@@ -7,7 +7,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/store/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
 )
 
 // interaction is what one FHIR request (or one Bundle entry) asks for.

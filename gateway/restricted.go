@@ -10,7 +10,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/store/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 

@@ -4,7 +4,7 @@ import (
 	"net/url"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
-	"github.com/pfrgateway/caddy-pfr/store/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
 )
 
 // The scope rule (one for every answer): SMART scopes are applied by

@@ -24,7 +24,7 @@
 // transaction, so it is applied entirely or not at all.
 //
 // Search is the scan of one type's current resources in one partition,
-// filtered and sorted by package store/search; pages of a search (and of a
+// filtered and sorted by package fhir/search; pages of a search (and of a
 // history) are pinned in the searches bucket for an hour so that paging
 // stays stable while resources are written.
 //

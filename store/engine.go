@@ -5,7 +5,7 @@ import "net/url"
 // searchEngine is what the store needs from a search implementation: turn
 // query parameters into a plan it can run over decoded resources. The store
 // owns storage, paging and Bundle assembly; the engine owns FHIR search
-// semantics. engine_search.go adapts package store/search.
+// semantics. engine_search.go adapts package fhir/search.
 type searchEngine interface {
 	// plan validates a search on resourceType. strict rejects unknown
 	// parameters; otherwise they are reported in plan.unknown. Errors are

@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
-	"github.com/pfrgateway/caddy-pfr/store/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
 )
 
 // engine adapts package search, the FHIR search engine, to the store.

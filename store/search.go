@@ -10,7 +10,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
-	"github.com/pfrgateway/caddy-pfr/store/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
 )
 
 // formatParams are request parameters about the response format, not the

@@ -6,7 +6,7 @@
 // id and meta), from the official profiles-resources.xml (HL7 FHIR R4
 // 4.0.1, CC0). HAPI's hapi-fhir-validation-resources-r4 jar carries that
 // file; `(cd test/hapi && mvn -q -B -o package -DskipTests)` puts the jar in
-// ~/.m2. Run it with `go generate ./store/search/`.
+// ~/.m2. Run it with `go generate ./fhir/search/`.
 package main
 
 import (
