@@ -78,6 +78,11 @@ func attackTable() []attack {
 		{name: "read Observation/<bob's id>", method: "GET", path: "/fhir/Observation/{bobObs}", want: notFound},
 		{name: "vread Observation/<bob's id>/_history/1", method: "GET", path: "/fhir/Observation/{bobObs}/_history/1", want: notFound},
 		{name: "HEAD Patient/<bob>", method: "HEAD", path: "/fhir/Patient/{bob}", want: bodiless(404)},
+		// A HEAD is judged as the GET it stands for (asked upstream as a GET):
+		// alice's own answers stay 200, bob's stay hidden, on every upstream.
+		{name: "HEAD Observation/<bob's id>", method: "HEAD", path: "/fhir/Observation/{bobObs}", want: bodiless(404)},
+		{name: "HEAD her own Patient", method: "HEAD", path: "/fhir/Patient/{alice}", want: bodiless(200)},
+		{name: "HEAD her own Observation search", method: "HEAD", path: "/fhir/Observation?_count=5", want: bodiless(200)},
 		{name: "instance history of bob's Observation", method: "GET", path: "/fhir/Observation/{bobObs}/_history", want: noLeak()},
 		{name: "instance history of bob's Patient", method: "GET", path: "/fhir/Patient/{bob}/_history", want: noLeak()},
 		{name: "system history (_history)", method: "GET", path: "/fhir/_history?_count=1000", want: noLeak()},

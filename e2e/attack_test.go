@@ -115,16 +115,17 @@ func TestAttackSuite(t *testing.T) {
 	}
 }
 
-// TestAttackSuiteHAPI runs issue 9's attacks (values that cannot
-// round-trip, conditional-create oracles, record creation, malleable tokens,
-// scopes through includes and $everything, odd routes) against a real HAPI
-// FHIR JPA server behind the gateway, partitioned by header and not
-// trusted: bob's data in HAPI is unchanged afterwards and nothing of it
-// reaches alice.
+// TestAttackSuiteHAPI runs every attack not tuned to the embedded store or
+// the shared upstream (reads, searches, includes, history, writes,
+// transactions, smuggled headers and paths, values that cannot round-trip,
+// conditional-create oracles, record creation, malleable tokens, scopes
+// through includes and $everything) against a real HAPI FHIR JPA server
+// behind the gateway, partitioned by header and not trusted: bob's data in
+// HAPI is unchanged afterwards and nothing of it reaches alice.
 func TestAttackSuiteHAPI(t *testing.T) {
 	w := startAttackWorld(t, onHAPI)
 	before, bobBefore := w.snapshot(), w.bobView()
-	for _, a := range issue9Attacks() {
+	for _, a := range append(attackTable(), issue9Attacks()...) {
 		if a.on != 0 {
 			continue // tuned to the embedded store or the shared upstream
 		}

@@ -282,6 +282,14 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string, ra
 		out.URL.RawPath = ""
 	}
 	out.RequestURI = ""
+	// A HEAD is asked upstream as a GET: the gateway judges what it would
+	// send (ownership, scopes, the answer's checks) on the body, and the
+	// client's HEAD answer then carries the headers only (net/http drops
+	// the body). An upstream's own HEAD answer has nothing to judge: HAPI's
+	// was a 502 here.
+	if out.Method == http.MethodHead {
+		out.Method = http.MethodGet
+	}
 	// The upstream trusts the gateway, not the client: the caller's
 	// credentials stay here (an upstream that needs its own goes in the
 	// upstream handler's config, e.g. reverse_proxy header_up).
@@ -367,7 +375,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		_, _ = rw.Write(res.body.Bytes()) // a client gone away is no upstream failure
 	} else {
 		var to http.ResponseWriter = rw
-		if in.streamedBundle() && r.Method != http.MethodHead {
+		if in.streamedBundle() {
 			to = &bundleAnswerCheck{ResponseWriter: rw, in: in}
 		}
 		err = up.ServeHTTP(to, out)

@@ -106,7 +106,7 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 		}
 		return e
 	}
-	if len(raw) > 0 && !decoded && r.Method != http.MethodHead && !(in.typ == "Binary" && !isFHIRMediaType(res.header)) {
+	if len(raw) > 0 && !decoded && !(in.typ == "Binary" && !isFHIRMediaType(res.header)) {
 		return notConfirmed("")
 	}
 	bodyIs := func(typ string) bool { return decoded && body.ResourceType == typ }
@@ -157,7 +157,7 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 			return notConfirmed(" instead of 200, 202 or 204")
 		}
 		// FHIR: 200 when the answer has a payload, 204 when it has none.
-		if res.status == http.StatusOK && !decoded && r.Method != http.MethodHead {
+		if res.status == http.StatusOK && !decoded {
 			return notConfirmed(" instead of an OperationOutcome (or 204 without a body)")
 		}
 	case in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead:
@@ -167,7 +167,7 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 		if in.typ == "Binary" && !decoded && len(raw) > 0 && !isFHIRMediaType(res.header) {
 			return nil // a Binary's own content, as the client's Accept asked
 		}
-		if r.Method != http.MethodHead && (!bodyIs(in.typ) || (in.id != "" && body.ID != in.id)) {
+		if !bodyIs(in.typ) || (in.id != "" && body.ID != in.id) {
 			if in.id == "" {
 				return notConfirmed(" instead of a %s", in.typ)
 			}

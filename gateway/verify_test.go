@@ -74,7 +74,10 @@ func TestVerifyAnswer(t *testing.T) {
 		{"delete empty 200", del, "DELETE", nil, answer(200, nil, ""), 502, "HTTP 200 with an empty body"},
 		{"delete 202", del, "DELETE", nil, answer(202, nil, ""), 0, ""},
 		{"read 200", read, "GET", nil, answer(200, nil, obs), 0, ""},
-		{"read HEAD 200", read, "HEAD", nil, answer(200, nil, ""), 0, ""},
+		// A client's HEAD is asked upstream as a GET, so its answer is
+		// judged like a GET's: an empty 200 confirms nothing.
+		{"read HEAD 200 with the resource", read, "HEAD", nil, answer(200, nil, obs), 0, ""},
+		{"read HEAD empty 200", read, "HEAD", nil, answer(200, nil, ""), 502, "instead of Observation/o1"},
 		{"read 304", read, "GET", nil, answer(304, nil, ""), 0, ""},
 		{"read empty 200", read, "GET", nil, answer(200, nil, ""), 502, "instead of Observation/o1"},
 		{"read another resource", read, "GET", nil, answer(200, nil, `{"resourceType":"Observation","id":"o9"}`), 502, "instead of Observation/o1"},
