@@ -44,9 +44,19 @@ const (
 // application/fhir+ndjson.
 var OutputFormats = []string{"application/fhir+ndjson", "application/ndjson", "ndjson"}
 
-// Job is one export, as stored in its directory (job.json).
+// Kind says what a job does.
+type Kind string
+
+// Job kinds.
+const (
+	KindExport Kind = "" // the default, for jobs stored before imports existed
+	KindImport Kind = "import"
+)
+
+// Job is one export or import, as stored in its directory (job.json).
 type Job struct {
 	ID       string `json:"id"`
+	Kind     Kind   `json:"kind,omitempty"`
 	RecordID string `json:"recordId"`
 	Slug     string `json:"slug"`
 	// Base is the record's FHIR base URL as the client used it: where the
@@ -80,7 +90,17 @@ type Job struct {
 	Failure *Failure `json:"failure,omitempty"`
 	// Resumed counts restarts of the job after the process died.
 	Resumed int `json:"resumed,omitempty"`
+
+	// Import: Format of the input file ("ndjson" or "bundle"), Force
+	// (import although the Patient does not match) and, once complete,
+	// the Result the Importer returned.
+	Format string          `json:"format,omitempty"`
+	Force  bool            `json:"force,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
 }
+
+// InputFile is the name of an import job's uploaded input.
+const InputFile = "input"
 
 // TypeResult is one finished type of an export.
 type TypeResult struct {

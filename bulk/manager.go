@@ -2,8 +2,10 @@ package bulk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +24,8 @@ type Options struct {
 	Dir string
 	// Source reads the records. Required.
 	Source Source
+	// Importer writes import jobs. Nil: imports are refused.
+	Importer Importer
 	// TTL is how long a finished job's files stay. Default 24h.
 	TTL time.Duration
 	// PageSize is the _count of every read. Default 250.
@@ -42,8 +46,17 @@ type Options struct {
 	Logger *zap.Logger
 }
 
+// Importer writes an import job's input (the file at input) into its
+// record, telling progress what it is doing; the result is kept as the
+// job's Result. It must be safe to run again after an interruption.
+type Importer interface {
+	Import(ctx context.Context, job *Job, input string, progress func(Progress)) (json.RawMessage, error)
+}
+
 // Progress is what a running job has done so far.
 type Progress struct {
+	// Phase says what an import is doing.
+	Phase string
 	// TypeIndex is the position of Type in the job's types (from 0).
 	TypeIndex int
 	Type      string
@@ -137,6 +150,56 @@ func (m *Manager) Submit(j *Job) (*Job, error) {
 	m.enqueue(id)
 	return j, nil
 }
+
+// SubmitImport stores a new import job with its input (read to the end,
+// at most maxBytes) and queues it; both are durable when it returns.
+func (m *Manager) SubmitImport(j *Job, input io.Reader, maxBytes int64) (*Job, error) {
+	if m.opts.Importer == nil {
+		return nil, errors.New("bulk: imports are not enabled")
+	}
+	id, err := newJobID()
+	if err != nil {
+		return nil, fmt.Errorf("bulk: %w", err)
+	}
+	dir := m.store.jobDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("bulk: job directory: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	f, err := os.OpenFile(filepath.Join(dir, InputFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	n, err := io.Copy(f, io.LimitReader(input, maxBytes+1))
+	if err == nil && n > maxBytes {
+		err = ErrInputTooLarge
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	j.ID, j.Kind, j.Status, j.Created, j.TransactionTime = id, KindImport, StatusInProgress, now, now.Truncate(time.Millisecond)
+	if err := m.store.save(j); err != nil {
+		return nil, err
+	}
+	ok = true
+	m.enqueue(id)
+	return j, nil
+}
+
+// ErrInputTooLarge is returned by SubmitImport for an input over the limit.
+var ErrInputTooLarge = errors.New("bulk: the import is larger than allowed")
 
 func (m *Manager) enqueue(id string) {
 	m.mu.Lock()
@@ -324,6 +387,10 @@ func (m *Manager) runJob(parent context.Context, id string) {
 	for _, p := range parts {
 		_ = os.Remove(p)
 	}
+	if j.Kind == KindImport {
+		m.runImport(ctx, j, dir, save)
+		return
+	}
 	if wait := time.Until(j.TransactionTime.Add(m.opts.Settle)); wait > 0 {
 		select {
 		case <-ctx.Done():
@@ -375,16 +442,39 @@ func (m *Manager) runJob(parent context.Context, id string) {
 	}
 }
 
+// runImport runs an import job through the Importer.
+func (m *Manager) runImport(ctx context.Context, j *Job, dir string, save func() error) {
+	res, err := m.opts.Importer.Import(ctx, j, filepath.Join(dir, InputFile), func(p Progress) { m.setProgress(j.ID, p) })
+	if ctx.Err() != nil {
+		return // cancelled, or the process stops: resumed later
+	}
+	if err != nil {
+		m.fail(j, err, save)
+		return
+	}
+	j.Result = res
+	j.Status, j.Finished = StatusComplete, time.Now()
+	j.Expires = j.Finished.Add(m.opts.TTL)
+	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
+		m.log.Error("saving a bulk job", zap.String("job", j.ID), zap.Error(err))
+	}
+	// The input is not needed any more.
+	_ = os.Remove(filepath.Join(dir, InputFile))
+}
+
 // fail ends j as failed, keeping why for its status URL.
 func (m *Manager) fail(j *Job, err error, save func() error) {
 	var fatal fatalError
-	fe := fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeException, "the export could not be written: %v", err)
+	var ferr *fhir.Error
+	fe := fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeException, "the job could not be completed: %v", err)
 	if errors.As(err, &fatal) {
 		fe = fatal.fe
+	} else if errors.As(err, &ferr) {
+		fe = ferr
 	} else if _, full := fhir.StorageFull(err); full {
-		fe = fhir.Errorf(http.StatusInsufficientStorage, fhir.CodeException, "the export could not be written: the disk is full")
+		fe = fhir.Errorf(http.StatusInsufficientStorage, fhir.CodeException, "the job could not be completed: the disk is full")
 	}
-	m.log.Warn("bulk export failed", zap.String("job", j.ID), zap.String("record", j.RecordID), zap.Error(err))
+	m.log.Warn("bulk job failed", zap.String("job", j.ID), zap.String("record", j.RecordID), zap.Error(err))
 	issue := fe.Issues[0]
 	j.Status, j.Finished = StatusFailed, time.Now()
 	j.Expires = j.Finished.Add(m.opts.TTL)

@@ -225,14 +225,36 @@ type transactionEntry struct {
 // {TagSystem, <drop-off id>} and {ContentTagSystem, <digest>}. Every entry
 // is a POST of its type. Values, numbers included, are kept as sent.
 func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, error) {
-	if !fhir.IsID(pfrPatientID) {
-		return nil, fmt.Errorf("dopu: preparing pick-up: invalid Patient id %q", pfrPatientID)
+	imp, status, reason, err := PrepareBundle(p.body, p.dropOff.ID, pfrPatient, pfrPatientID, opts)
+	if err == nil {
+		p.status, p.reason = status, reason
 	}
-	dec := json.NewDecoder(bytes.NewReader(p.body))
+	return imp, err
+}
+
+// PrepareBundle is Prepare for any Bundle, a drop-off's or an import's:
+// id names it in the tags of what it writes (TagSystem). It also returns
+// the status a pick-up of it ends in and why.
+func PrepareBundle(body []byte, id string, pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, Status, string, error) {
+	imp, left, total, err := prepareBundle(body, id, pfrPatient, pfrPatientID, opts)
+	if err != nil {
+		return imp, "", "", err
+	}
+	if left > 0 {
+		return imp, StatusPickedUpPartially, fmt.Sprintf("%d of the %d entries were not imported: they are about another person than the record's", left, total), nil
+	}
+	return imp, StatusPickedUp, "", nil
+}
+
+func prepareBundle(body []byte, dropOffID string, pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, int, int, error) {
+	if !fhir.IsID(pfrPatientID) {
+		return nil, 0, 0, fmt.Errorf("dopu: preparing pick-up: invalid Patient id %q", pfrPatientID)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber() // decimals must survive to the last digit
 	var b decodedBundle
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("dopu: decoding drop-off %s: %w", p.dropOff.ID, err)
+		return nil, 0, 0, fmt.Errorf("dopu: decoding drop-off %s: %w", dropOffID, err)
 	}
 	pr := &preparer{
 		b: &b, pfrPatientID: pfrPatientID, patientRef: "Patient/" + pfrPatientID,
@@ -264,7 +286,7 @@ func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts Pr
 		imp.Match.Reasons = append([]string{fmt.Sprintf("the Bundle's patient %s is not included in it", pr.outside)}, imp.Match.Reasons...)
 	}
 	if !imp.Match.Accepted && !opts.Force {
-		return imp, mismatchError(imp.Match)
+		return imp, 0, 0, mismatchError(imp.Match)
 	}
 	if pr.subject >= 0 {
 		imp.SenderIdentifiers = senderIdentifiers(b.Entry[pr.subject].Resource)
@@ -279,24 +301,24 @@ func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts Pr
 
 	pr.ask()
 	if err := pr.finder.run(); err != nil {
-		return nil, fmt.Errorf("dopu: looking for drop-off %s's resources in the record: %w", p.dropOff.ID, err)
+		return nil, 0, 0, fmt.Errorf("dopu: looking for drop-off %s's resources in the record: %w", dropOffID, err)
 	}
 	imp.Report.Warnings = append(imp.Report.Warnings, pr.finder.warnings...)
 	pr.people()
 	if len(imp.Report.OtherPatients) > 0 && opts.OtherPatients == OtherPatientsRefuse {
-		return imp, fhir.Errorf(http.StatusConflict, fhir.CodeBusinessRule,
+		return imp, 0, 0, fhir.Errorf(http.StatusConflict, fhir.CodeBusinessRule,
 			"the drop-off holds %d other people besides this record's person; nothing was imported (pick it up with otherPatients skip to import only what is about this record's person, or reject it)",
 			len(imp.Report.OtherPatients))
 	}
 	pr.inRecord()
-	entries := pr.rewrite(p.dropOff.ID)
+	entries := pr.rewrite(dropOffID)
 
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	err := enc.Encode(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
 	if err != nil {
-		return nil, fmt.Errorf("dopu: encoding the import of %s: %w", p.dropOff.ID, err)
+		return nil, 0, 0, fmt.Errorf("dopu: encoding the import of %s: %w", dropOffID, err)
 	}
 	imp.Transaction = bytes.TrimSpace(buf.Bytes())
 	imp.Entries = len(entries)
@@ -307,12 +329,7 @@ func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts Pr
 			left++
 		}
 	}
-	p.status, p.reason = StatusPickedUp, ""
-	if left > 0 {
-		p.status = StatusPickedUpPartially
-		p.reason = fmt.Sprintf("%d of the %d entries were not imported: they are about another person than the record's", left, len(b.Entry))
-	}
-	return imp, nil
+	return imp, left, len(b.Entry), nil
 }
 
 // preparer holds the state of one Prepare.

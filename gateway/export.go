@@ -15,6 +15,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/bulk"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
@@ -34,6 +35,13 @@ type BulkConfig struct {
 	// any client request (in Caddy: what the upstream handler expects from
 	// its server). Default: the context as it is.
 	Context func(context.Context) context.Context
+	// MaxImportBytes bounds an import's upload, or what an import fetches
+	// from a manifest. Default DefaultMaxImportBytes.
+	MaxImportBytes int64
+	// ImportPolicy is the destination policy of imports from a manifest
+	// URL (the gateway dials a URL a user chose). Default: the webhooks'
+	// policy (Config.Webhooks).
+	ImportPolicy *egress.Policy
 	// Settle, PageSize and Workers tune the jobs (bulk.Options).
 	Settle   time.Duration
 	PageSize int
@@ -55,7 +63,7 @@ func (g *Gateway) newBulk() error {
 	if bc.Upstream == nil {
 		return errors.New("gateway: bulk export needs an upstream for its jobs")
 	}
-	m, err := bulk.NewManager(bulk.Options{Dir: bc.Dir, Source: exportSource{g}, TTL: bc.TTL, Settle: bc.Settle,
+	m, err := bulk.NewManager(bulk.Options{Dir: bc.Dir, Source: exportSource{g}, Importer: importer{g}, TTL: bc.TTL, Settle: bc.Settle,
 		PageSize: bc.PageSize, Workers: bc.Workers, Logger: g.log.Named("bulk")})
 	if err != nil {
 		return err
@@ -255,6 +263,9 @@ func (g *Gateway) exportStatus(w http.ResponseWriter, r *http.Request, rec *tena
 	job, p, err := g.ownJob(rec, id, jobID)
 	if err != nil {
 		return err
+	}
+	if job.Kind != bulk.KindExport {
+		return noSuchExport()
 	}
 	switch r.Method {
 	case http.MethodDelete:

@@ -105,6 +105,14 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 		route(r.Method, "POST", map[string]func(){
 			http.MethodPost: func() { g.rejectDropOff(w, r, up, id, parts[1], parts[3]) },
 		})
+	case len(parts) == 3 && parts[0] == "records" && parts[2] == "import":
+		route(r.Method, "POST", map[string]func(){
+			http.MethodPost: func() { g.startImport(w, r, id, parts[1]) },
+		})
+	case len(parts) == 4 && parts[0] == "records" && parts[2] == "import":
+		route(r.Method, "GET", map[string]func(){
+			http.MethodGet: func() { g.importStatus(w, r, id, parts[1], parts[3]) },
+		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "audit":
 		route(r.Method, "GET", map[string]func(){
 			http.MethodGet: func() { g.serveAudit(w, r, id, parts[1]) },
