@@ -5,8 +5,8 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/fhir/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 )
 
 // engine adapts package search, the FHIR search engine, to the store.

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/fhir/search"
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 )
 
 // formatParams are request parameters about the response format, not the
