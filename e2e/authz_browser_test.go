@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,7 @@ const chromiumPath = "/usr/bin/chromium"
 
 // browserLaunch runs test/smart/browser-launch.mjs and returns its result.
 type browserLaunch struct {
-	fhirBase, user, scope, untick, denied, login string
+	fhirBase, user, scope, untick, denied, login, shotPrefix string
 }
 
 func (bl browserLaunch) run(t *testing.T) map[string]any {
@@ -43,13 +44,16 @@ func (bl browserLaunch) run(t *testing.T) map[string]any {
 	if bl.login == "" {
 		bl.login = "dev"
 	}
+	if bl.shotPrefix == "" {
+		bl.shotPrefix = "smart-"
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "browser-launch.mjs")
 	cmd.Dir = smartDir
 	cmd.Env = append(os.Environ(), "FHIR_BASE="+bl.fhirBase, "APP_USER="+bl.user, "SCOPE="+bl.scope,
 		"UNTICK="+bl.untick, "DENIED_TYPE="+bl.denied, "CHROMIUM="+chromiumPath, "SHOT_DIR="+shots,
-		"LOGIN="+bl.login, "NODE_EXTRA_CA_CERTS="+root, "SPKI="+spkiHash(t, root)+","+spkiHash(t, inter))
+		"LOGIN="+bl.login, "SHOT_PREFIX="+bl.shotPrefix, "NODE_EXTRA_CA_CERTS="+root, "SPKI="+spkiHash(t, root)+","+spkiHash(t, inter))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()
@@ -147,4 +151,45 @@ func TestBuiltinAuthzBrowserLaunch(t *testing.T) {
 	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), owner, nil).expect(t, http.StatusNoContent, "revoke")
 	e.do("GET", recordURL("john", "/Observation"), access, nil).expectOutcome(t, http.StatusUnauthorized, "read after revocation")
 	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), owner, nil).expectOutcome(t, http.StatusNotFound, "second revoke")
+}
+
+// TestBuiltinAuthzBrowserOIDCLogin: the same flow with a real OpenID
+// provider (oidc-provider, test/smart) as the login: the gateway is its
+// relying party (code + PKCE), the account is the provider's (iss, sub),
+// the one that created the record with a provider token.
+func TestBuiltinAuthzBrowserOIDCLogin(t *testing.T) {
+	p := startProvider(t)
+	dir := t.TempDir()
+	lines := "\t\tissuer " + p.issuer + "\n\t\tauthorization_server {\n\t\t\tissuer " + apex("") +
+		"\n\t\t\tlogin oidc " + p.issuer + " {\n\t\t\t\tclient_id pfr-gateway-login\n" +
+		"\t\t\t\tclient_secret pfr-gateway-login-secret-for-tests-only\n\t\t\t}\n\t\t}\n"
+	e := loadGateway(t, dir, lines+withStore(dir, ""), "")
+	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience}})
+	rec := e.createRecord(mgmt.AccessToken, "john-oidc", "Doe", "John")
+	base, pid := rec["fhirBase"].(string), rec["patientId"].(string)
+	writer := p.userToken(t, url.Values{"scope": {"openid patient/*.cruds"}, "aud": {base}})
+	for _, code := range []string{"29463-7", "8302-2"} {
+		e.do("POST", recordURL("john-oidc", "/Observation"), writer.AccessToken, observation("Patient/"+pid, code)).expect(t, http.StatusCreated, "observation")
+	}
+	out := browserLaunch{fhirBase: base, user: smartUser, untick: "patient/Condition.rs", denied: "Condition",
+		login: "provider:" + smartUser + ":" + smartPassword, shotPrefix: "smart-oidc-",
+		scope: "openid launch/patient patient/Patient.rs patient/Observation.rs patient/Condition.rs"}.run(t)
+	patient, _ := out["patient"].(map[string]any)
+	if patient["id"] != pid || out["launchPatient"] != pid {
+		t.Fatalf("the app read %v (launch patient %v), want Patient/%s", patient["id"], out["launchPatient"], pid)
+	}
+	if obs, _ := out["observations"].([]any); len(obs) != 2 {
+		t.Errorf("the app read %v Observations, want 2", out["observations"])
+	}
+	if denied, _ := out["denied"].(map[string]any); denied["status"] != float64(http.StatusForbidden) {
+		t.Errorf("the unticked type: %v, want 403", out["denied"])
+	}
+	if scope, _ := out["tokenScope"].(string); strings.Contains(scope, "Condition") {
+		t.Errorf("granted scope %q", scope)
+	}
+	apps := e.do("GET", apex("/pfr/v1/records/john-oidc/apps"), mgmt.AccessToken, nil).expect(t, http.StatusOK, "apps")
+	list, _ := apps.body["apps"].([]any)
+	if len(list) != 1 || list[0].(map[string]any)["iss"] != p.issuer || list[0].(map[string]any)["sub"] != smartUser {
+		t.Errorf("the grant is not the provider's account: %s", apps.raw)
+	}
 }

@@ -15,6 +15,7 @@
 //   SPKI        base64 SHA-256 of the gateway CA's public key: certificates
 //               chaining to it are accepted (--ignore-certificate-errors-spki-list)
 //   SHOT_DIR    where the screenshots go (login, consent, app)
+//   SHOT_PREFIX their names' prefix (default smart-)
 //   LOGIN       "dev" (the gateway's development-account form) or
 //               "provider:<user>:<password>" (oidc-provider's form)
 //   NODE_EXTRA_CA_CERTS  the gateway's CA, for the registration call
@@ -49,6 +50,7 @@ const chromium = env('CHROMIUM', '/usr/bin/chromium');
 const spki = env('SPKI');
 const shotDir = env('SHOT_DIR');
 const login = env('LOGIN', 'dev');
+const shotPrefix = env('SHOT_PREFIX', 'smart-');
 
 let browser;
 let profile;
@@ -177,12 +179,12 @@ async function main() {
   const page = await browser.newPage();
   await page.setViewport({ width: 900, height: 900 });
   page.setDefaultTimeout(30_000);
-  const shot = (name) => page.screenshot({ path: path.join(shotDir, name), fullPage: true });
+  const shot = (name) => page.screenshot({ path: path.join(shotDir, shotPrefix + name), fullPage: true });
 
   await page.goto(`${origin}/launch.html`);
   // Login: the gateway's development-account form, or the provider's.
   await page.waitForSelector('input[name=username]');
-  await shot('smart-login.png');
+  await shot('login.png');
   if (login === 'dev') {
     await page.type('input[name=username]', user);
   } else {
@@ -201,11 +203,11 @@ async function main() {
   await page.waitForSelector(box);
   await page.click(box);
   if (await page.$eval(box, (el) => el.checked)) throw new Error('the scope could not be unticked');
-  await shot('smart-consent.png');
+  await shot('consent.png');
   await Promise.all([page.waitForNavigation(), page.click('button[value=approve]')]);
   // Back in the app.
   await page.waitForFunction(() => document.getElementById('result')?.textContent.length > 0, { timeout: 30_000 });
-  await shot('smart-app.png');
+  await shot('app.png');
   const result = JSON.parse(await page.$eval('#result', (el) => el.textContent));
   result.clientId = clientIdRef.id;
   process.stdout.write(`result ${JSON.stringify(result)}\n`);
