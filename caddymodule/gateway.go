@@ -198,6 +198,11 @@ type SMARTConfig struct {
 	// configuration is built from. Default: the first one that has one.
 	Issuer string `json:"issuer,omitempty"`
 
+	// The external provider puts the record's Patient id in its token
+	// responses (`patient`, for `launch/patient`): only then does the
+	// configuration claim `context-standalone-patient`.
+	PatientContext bool `json:"patient_context,omitempty"`
+
 	// Members that replace or add to the document, e.g.
 	// `authorization_endpoint` or `capabilities`.
 	Overrides map[string]any `json:"overrides,omitempty"`
@@ -336,7 +341,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 
 	var smart gateway.SMARTConfig
 	if g.SMART != nil {
-		smart = gateway.SMARTConfig{Issuer: g.SMART.Issuer, Overrides: g.SMART.Overrides}
+		smart = gateway.SMARTConfig{Issuer: g.SMART.Issuer, Overrides: g.SMART.Overrides, PatientContext: g.SMART.PatientContext}
 	}
 	ownership := fhir.DefaultOwnershipPolicy()
 	if len(g.AllowedTypes) > 0 {

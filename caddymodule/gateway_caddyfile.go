@@ -43,6 +43,7 @@ import (
 //	    scopes_when_absent <scope>...
 //	    smart {
 //	        issuer <issuer URL>
+//	        patient_context     # the provider puts the record's Patient in token responses
 //	        <member> <value>...   # e.g. authorization_endpoint https://…, capabilities a b c
 //	    }
 //	    allowed_types <type>...
@@ -351,6 +352,13 @@ func parseSMART(d *caddyfile.Dispenser, g *Gateway) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		key := d.Val()
 		args := d.RemainingArgs()
+		if key == "patient_context" {
+			if len(args) != 0 {
+				return d.ArgErr()
+			}
+			g.SMART.PatientContext = true
+			continue
+		}
 		if len(args) == 0 {
 			return d.ArgErr()
 		}

@@ -12,8 +12,16 @@ import (
 // where to authorize from the FHIR base alone.
 func TestSMARTDiscovery(t *testing.T) {
 	p := startProvider(t)
+	// Without patient_context the configuration does not claim a patient
+	// the provider may not supply.
 	e := startSmartGateway(t, p.issuer, "")
 	e.createRecord(e.token("alice"), "alice-disco", "Smith", "Alice")
+	plain := e.do("GET", recordURL("alice-disco", "/.well-known/smart-configuration"), "", nil).expect(t, http.StatusOK, "smart-configuration")
+	if slices.Contains(stringList(plain.body["capabilities"]), "context-standalone-patient") {
+		t.Errorf("context-standalone-patient claimed without patient_context: %v", plain.body["capabilities"])
+	}
+	// test/smart/provider.mjs does supply it.
+	e = startSmartGatewayIn(t, e.dataDir, p.issuer, "\t\tsmart {\n\t\t\tpatient_context\n\t\t}")
 
 	for _, u := range []string{
 		fmt.Sprintf("https://alice-disco.%s:%d/.well-known/smart-configuration", baseDomain, httpsPort),
@@ -43,7 +51,8 @@ func TestSMARTDiscovery(t *testing.T) {
 				t.Errorf("%s: capabilities %v lack %s", u, caps, c)
 			}
 		}
-		if g := stringList(doc["grant_types_supported"]); !slices.Contains(g, "authorization_code") || !slices.Contains(g, "client_credentials") {
+		if g := stringList(doc["grant_types_supported"]); !slices.Contains(g, "authorization_code") || !slices.Contains(g, "client_credentials") ||
+			slices.Contains(g, "implicit") || slices.Contains(g, "password") {
 			t.Errorf("%s: grant_types_supported = %v", u, g)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -22,18 +23,29 @@ type SMARTConfig struct {
 	Issuer string
 	// Overrides replace or add top-level members of the document.
 	Overrides map[string]any
+	// PatientContext says the external provider puts the record's Patient
+	// in token responses, so the configuration may claim
+	// context-standalone-patient.
+	PatientContext bool
 }
 
 const smartConfigPath = "/.well-known/smart-configuration"
 
-// defaultCapabilities are the SMART capabilities the gateway supports: it
-// enforces v1 and v2 scopes for patient, user and system contexts, and
-// works with any client type the authorization server supports.
+// defaultCapabilities are the SMART capabilities an external provider's
+// configuration claims: the gateway enforces v1 and v2 scopes for patient,
+// user and system contexts, and works with any client type the provider
+// supports. context-standalone-patient is added only when the provider
+// supplies the patient (SMARTConfig.PatientContext).
 var defaultCapabilities = []string{
 	"launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
-	"sso-openid-connect", "context-standalone-patient", "permission-patient", "permission-user",
+	"sso-openid-connect", "permission-patient", "permission-user",
 	"permission-v1", "permission-v2", "permission-offline",
 }
+
+// usableGrants are the grant types a SMART app can use with the gateway:
+// a provider's others (implicit, password, device code, …) are not
+// copied into the configuration.
+var usableGrants = []string{"authorization_code", "refresh_token", "client_credentials"}
 
 // smartConfiguration builds the SMART configuration document from the
 // authorization server's discovery document.
@@ -64,21 +76,35 @@ func (g *Gateway) smartConfiguration(ctx context.Context) (map[string]any, error
 		return nil, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
 			"no SMART authorization server is configured for this gateway").WithCause(lastErr)
 	}
+	caps := slices.Clone(defaultCapabilities)
+	if g.cfg.SMART.PatientContext {
+		caps = append(caps, "context-standalone-patient")
+	}
 	out := map[string]any{
 		"response_types_supported":         []string{"code"},
 		"code_challenge_methods_supported": []string{"S256"},
 		"grant_types_supported":            []string{"authorization_code", "client_credentials"},
-		"capabilities":                     defaultCapabilities,
+		"capabilities":                     caps,
 	}
 	for _, k := range []string{
 		"issuer", "jwks_uri", "authorization_endpoint", "token_endpoint", "token_endpoint_auth_methods_supported",
 		"token_endpoint_auth_signing_alg_values_supported", "registration_endpoint", "introspection_endpoint",
-		"revocation_endpoint", "userinfo_endpoint", "scopes_supported", "grant_types_supported",
-		"response_types_supported", "end_session_endpoint",
+		"revocation_endpoint", "userinfo_endpoint", "scopes_supported", "end_session_endpoint",
 	} {
 		if v, ok := disc[k]; ok {
 			out[k] = v
 		}
+	}
+	// Only what is true here: the provider's grant types the gateway's
+	// apps can use (no implicit or password), and the code flow.
+	if provided, ok := disc["grant_types_supported"].([]any); ok {
+		var grants []string
+		for _, gt := range provided {
+			if s, ok := gt.(string); ok && slices.Contains(usableGrants, s) {
+				grants = append(grants, s)
+			}
+		}
+		out["grant_types_supported"] = grants
 	}
 	for k, v := range g.cfg.SMART.Overrides {
 		out[k] = v
