@@ -73,6 +73,23 @@ step "HAPI FHIR JPA test server (Maven)"
 (cd test/hapi && mvn -q -B package -DskipTests)
 test -f test/hapi/target/hapi-test-server.jar
 
+step "Keycloak 26 for the identity-provider recipe (Maven Central)"
+# docs/keycloak_test.go runs the Keycloak recipe of docs/smart.md as written,
+# against this Keycloak (unpacked into .build, started by the test on a free
+# port with an in-memory database). Keycloak 26 needs Java 21 or newer.
+kc_version=26.0.7
+if [ ! -x ".build/keycloak-$kc_version/bin/kc.sh" ]; then
+	mvn -q -B dependency:unpack -Dartifact="org.keycloak:keycloak-quarkus-dist:$kc_version:zip" -DoutputDirectory=.build
+fi
+kc_java=""
+for jdk in /usr/lib/jvm/*; do
+	[ -x "$jdk/bin/java" ] || continue
+	v=$("$jdk/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/ *java.specification.version = //p')
+	if [ "${v%%.*}" -ge 21 ] 2>/dev/null; then kc_java=$jdk; fi
+done
+[ -n "$kc_java" ] || { echo "Keycloak 26 needs Java 21 or newer; none found in /usr/lib/jvm"; exit 1; }
+export PFR_KEYCLOAK_HOME="$root/.build/keycloak-$kc_version" PFR_KEYCLOAK_JAVA_HOME="$kc_java" PFR_REQUIRE_KEYCLOAK=1
+
 step "gofmt, go vet, staticcheck"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
