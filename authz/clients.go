@@ -141,6 +141,9 @@ func (s *Server) validateClient(c *Client) error {
 	if slices.Contains(c.GrantTypes, "authorization_code") && len(c.RedirectURIs) == 0 {
 		return errors.New("the authorization code grant needs redirect_uris")
 	}
+	if slices.Contains(c.GrantTypes, "client_credentials") && c.AuthMethod != "private_key_jwt" {
+		return errors.New("client_credentials (SMART Backend Services) needs private_key_jwt")
+	}
 	for _, u := range c.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
 			return err

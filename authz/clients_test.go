@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 func TestRegistrationRefusals(t *testing.T) {
@@ -155,5 +159,87 @@ func TestStaticClients(t *testing.T) {
 	a := e.registerPublic()
 	if err := e.srv.putStaticClient(t.Context(), StaticClient{ID: a.id, RedirectURIs: []string{"https://x.example/cb"}}); err == nil {
 		t.Error("a static client replaced a registered one")
+	}
+}
+
+func TestBackendServices(t *testing.T) {
+	e := newEnv(t, nil)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	if res := b.postJSON("/oauth/register", map[string]any{"grant_types": []string{"client_credentials"}, "token_endpoint_auth_method": "client_secret_basic"}); res.status != http.StatusBadRequest {
+		t.Errorf("client_credentials with a shared secret: %d %s", res.status, res.body)
+	}
+	res := b.postJSON("/oauth/register", map[string]any{
+		"client_name": "Lab system", "grant_types": []string{"client_credentials"},
+		"token_endpoint_auth_method": "private_key_jwt", "jwks": rsaJWKS(t, key, "k1"),
+	})
+	var reg map[string]any
+	_ = json.Unmarshal([]byte(res.body), &reg)
+	if res.status != http.StatusCreated {
+		t.Fatalf("register: %d %s", res.status, res.body)
+	}
+	a := app{id: reg["client_id"].(string)}
+	token := func(form url.Values) (int, map[string]any) {
+		now := e.clock.Now()
+		as := jwt.NewWithClaims(jwt.SigningMethodRS384, jwt.MapClaims{"iss": a.id, "sub": a.id, "aud": e.issuer + "/oauth/token",
+			"jti": randomToken(8), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+		as.Header["kid"] = "k1"
+		signed, _ := as.SignedString(key)
+		form.Set("grant_type", "client_credentials")
+		form.Set("client_assertion_type", assertionType)
+		form.Set("client_assertion", signed)
+		return e.token(a, form)
+	}
+	john := url.Values{"scope": {"system/Observation.rs system/Condition.rs"}, "resource": {e.base("john")}}
+	if status, out := token(john); status != http.StatusBadRequest || out["error"] != "invalid_grant" {
+		t.Errorf("before the owner granted it: %d %v", status, out)
+	}
+	var aliceID string
+	_ = e.tenants.View(t.Context(), func(tx tenancy.Tx) error {
+		acct, err := tx.AccountByIdentity(devIss, "alice")
+		aliceID = acct.ID
+		return err
+	})
+	if _, err := e.srv.GrantBackend(t.Context(), e.john.ID, aliceID, devIss, "alice", a.id, []string{"patient/Observation.rs"}); !errors.Is(err, ErrScope) {
+		t.Errorf("granting a patient/ scope to a backend service: %v", err)
+	}
+	public := e.registerPublic()
+	if _, err := e.srv.GrantBackend(t.Context(), e.john.ID, aliceID, devIss, "alice", public.id, []string{"system/Observation.rs"}); !errors.Is(err, ErrNotBackendClient) {
+		t.Errorf("granting a public app backend access: %v", err)
+	}
+	if _, err := e.srv.GrantBackend(t.Context(), e.john.ID, aliceID, devIss, "alice", a.id, []string{"system/Observation.rs"}); err != nil {
+		t.Fatal(err)
+	}
+	status, out := token(john)
+	if status != http.StatusOK || out["scope"] != "system/Observation.rs" || out["refresh_token"] != nil || out["id_token"] != nil {
+		t.Fatalf("backend token: %d %v", status, out)
+	}
+	id, err := e.verify(out["access_token"].(string), e.base("john"))
+	if err != nil || id.Subject != "alice" || id.ClientID != a.id {
+		t.Fatalf("backend token in the pipeline: %v %+v", err, id)
+	}
+	// Another record, no record, an unknown host.
+	for name, form := range map[string]url.Values{
+		"bob":     {"scope": {"system/Observation.rs"}, "resource": {e.base("bob")}},
+		"none":    {"scope": {"system/Observation.rs"}},
+		"foreign": {"scope": {"system/Observation.rs"}, "resource": {"https://evil.example/fhir"}},
+		"patient": {"scope": {"patient/Observation.rs"}, "resource": {e.base("john")}},
+	} {
+		if status, out := token(form); status != http.StatusBadRequest {
+			t.Errorf("%s: %d %v", name, status, out)
+		}
+	}
+	// Listed with the record's apps, revoked like them.
+	if err := e.srv.RevokeApp(t.Context(), e.john.ID, a.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.verify(out["access_token"].(string), e.base("john")); !errors.Is(err, auth.ErrRevoked) {
+		t.Errorf("backend token after revocation: %v", err)
+	}
+	if status, _ := token(john); status != http.StatusBadRequest {
+		t.Errorf("backend token request after revocation: %d", status)
 	}
 }

@@ -269,11 +269,11 @@ func (s *Server) oauthError(w http.ResponseWriter, status int, code, description
 var scopesSupported = []string{
 	"openid", "fhirUser", "launch/patient", "offline_access", "online_access",
 	"patient/*.rs", "patient/*.cruds", "patient/*.read", "patient/*.write", "patient/*.*",
-	"user/*.rs", "user/*.cruds",
+	"user/*.rs", "user/*.cruds", "system/*.rs", "system/*.cruds",
 }
 
 // grantTypes the server implements.
-var grantTypes = []string{"authorization_code", "refresh_token"}
+var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials"}
 
 // authMethods are the token endpoint's client authentication methods.
 var authMethods = []string{"client_secret_basic", "private_key_jwt", "none"}

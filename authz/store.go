@@ -53,6 +53,9 @@ type Store interface {
 	// its id), and stores the code issued for it, in one transaction. The
 	// pending request is deleted.
 	Approve(ctx context.Context, g *Grant, c *Code, pendingID string) error
+	// SaveGrant saves a grant made without a code (a backend service's),
+	// replacing the one before it for (record, client, account).
+	SaveGrant(ctx context.Context, g *Grant) error
 	// UseCode returns the code and marks it used, once. A second use
 	// returns the code with ErrUsed and revokes every refresh token
 	// family issued from it (RFC 6749 section 4.1.2).
@@ -247,20 +250,31 @@ func grantKey(recordID, clientID, accountID string) string {
 	return recordID + "\x00" + clientID + "\x00" + accountID
 }
 
+// putGrant writes g in place of the grant before it for (record, client,
+// account).
+func putGrant(tx kv.Tx, g *Grant) error {
+	grants, idx := tx.Bucket(bucketGrants), tx.Bucket(bucketGrantIdx)
+	key := []byte(grantKey(g.RecordID, g.ClientID, g.AccountID))
+	if old := idx.Get(key); old != nil {
+		if err := grants.Delete(old); err != nil {
+			return err
+		}
+	}
+	if err := idx.Put(key, []byte(g.ID)); err != nil {
+		return err
+	}
+	return putJSON(grants, g.ID, g)
+}
+
+// SaveGrant implements Store.
+func (s *KVStore) SaveGrant(ctx context.Context, g *Grant) error {
+	return s.db.Update(ctx, owner, func(tx kv.Tx) error { return putGrant(tx, g) })
+}
+
 // Approve implements Store.
 func (s *KVStore) Approve(ctx context.Context, g *Grant, c *Code, pendingID string) error {
 	return s.db.Update(ctx, owner, func(tx kv.Tx) error {
-		grants, idx := tx.Bucket(bucketGrants), tx.Bucket(bucketGrantIdx)
-		key := []byte(grantKey(g.RecordID, g.ClientID, g.AccountID))
-		if old := idx.Get(key); old != nil {
-			if err := grants.Delete(old); err != nil {
-				return err
-			}
-		}
-		if err := idx.Put(key, []byte(g.ID)); err != nil {
-			return err
-		}
-		if err := putJSON(grants, g.ID, g); err != nil {
+		if err := putGrant(tx, g); err != nil {
 			return err
 		}
 		if err := putJSON(tx.Bucket(bucketCodes), c.Hash, c); err != nil {

@@ -75,8 +75,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		res, oe = s.exchangeCode(r.Context(), client, form)
 	case "refresh_token":
 		res, oe = s.refresh(r.Context(), client, form)
+	case "client_credentials":
+		res, oe = s.clientCredentials(r.Context(), client, form)
 	default:
-		oe = badRequest("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+		oe = badRequest("unsupported_grant_type", "grant_type must be authorization_code, refresh_token or client_credentials")
 	}
 	if oe != nil {
 		s.writeOAuthErr(w, oe)

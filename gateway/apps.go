@@ -107,3 +107,47 @@ func (g *Gateway) revokeApp(w http.ResponseWriter, r *http.Request, id *auth.Ide
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// grantBackend answers PUT /pfr/v1/records/{slug}/apps/{client} with
+// {"scope": "system/Observation.rs …"}: the record's owner lets a backend
+// service (SMART Backend Services, a registered private_key_jwt client)
+// use the record with those system/ scopes, acting as that owner.
+func (g *Gateway) grantBackend(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, clientID string) {
+	if g.cfg.Authz == nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "the built-in authorization server is not enabled on this gateway"))
+		return
+	}
+	var body struct {
+		Scope string `json:"scope"`
+	}
+	if err := decodeSmallJSON(w, r, &body); err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	var rec *tenancy.Record
+	var acct *tenancy.Account
+	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rr *tenancy.Record, a *tenancy.Account, m *tenancy.Membership) error {
+		if !m.Role.CanManage() {
+			return errOwnerOnly
+		}
+		rec, acct = rr, a
+		return nil
+	})
+	if err != nil {
+		fhir.WriteError(w, err)
+		return
+	}
+	grant, err := g.cfg.Authz.GrantBackend(r.Context(), rec.ID, acct.ID, id.Issuer, id.Subject, clientID, strings.Fields(body.Scope))
+	switch {
+	case errors.Is(err, authz.ErrNotBackendClient):
+		fhir.WriteError(w, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "%v", err))
+		return
+	case errors.Is(err, authz.ErrScope):
+		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "%v", err).WithExpression("scope"))
+		return
+	case err != nil:
+		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "the grant could not be saved").WithCause(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"clientId": clientID, "scope": grant.Scope, "approved": grant.Created})
+}

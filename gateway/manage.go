@@ -127,7 +127,8 @@ func (g *Gateway) serveApex(w http.ResponseWriter, r *http.Request, up Upstream)
 			http.MethodGet: func() { g.listApps(w, r, id, parts[1]) },
 		})
 	case len(parts) == 4 && parts[0] == "records" && parts[2] == "apps":
-		route(r.Method, "DELETE", map[string]func(){
+		route(r.Method, "PUT, DELETE", map[string]func(){
+			http.MethodPut:    func() { g.grantBackend(w, r, id, parts[1], parts[3]) },
 			http.MethodDelete: func() { g.revokeApp(w, r, id, parts[1], parts[3]) },
 		})
 	case len(parts) == 3 && parts[0] == "records" && parts[2] == "invitations":
