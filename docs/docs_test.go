@@ -501,3 +501,49 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestDocsCaddyfilesAdapt adapts every whole Caddyfile shown in the README
+// and docs/ (a block that starts with global options or a site address and
+// leaves nothing out with "…"): what a reader copies must load. Fragments
+// (a `dropoff { … }` block, an `issuer` line) are not whole files.
+func TestDocsCaddyfilesAdapt(t *testing.T) {
+	bin := pfrBinary(t)
+	n := 0
+	for _, page := range pages(t) {
+		raw, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, _ := filepath.Rel(root, page)
+		for _, b := range blocks(string(raw)) {
+			if b.info != "caddyfile" || strings.Contains(b.body, "…") || !wholeCaddyfile(b.body) {
+				continue
+			}
+			n++
+			file := filepath.Join(t.TempDir(), "Caddyfile")
+			if err := os.WriteFile(file, []byte(b.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(bin, "adapt", "--config", file).CombinedOutput(); err != nil {
+				t.Errorf("%s:%d: the Caddyfile does not load: %v\n%s", name, b.line, err, tail(string(out), 3))
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no whole Caddyfile found in the docs: the rule no longer matches")
+	}
+	t.Logf("%d whole Caddyfiles tried", n)
+}
+
+// wholeCaddyfile reports whether body's first line (comments and blank
+// lines aside) opens global options or names a site address.
+func wholeCaddyfile(body string) bool {
+	for _, line := range strings.Split(body, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		return line == "{" || strings.HasPrefix(line, "https://") || strings.HasPrefix(line, "http://") || strings.HasPrefix(line, ":")
+	}
+	return false
+}
