@@ -2,16 +2,21 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"mime/multipart"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pfrgateway/caddy-pfr/bulkclient"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 )
 
@@ -318,5 +323,90 @@ func TestImportBundleAndFiles(t *testing.T) {
 	}
 	if got := e.readAll(t, alice, "johnny.pfr.localhost", "Observation"); len(got) != 2 {
 		t.Errorf("johnny holds %d Observations", len(got))
+	}
+}
+
+// serve puts the gateway on a loopback HTTP server and returns a client
+// that dials it for every host (*.pfr.localhost) and the server's port.
+func (e *exportEnv) serve(t testing.TB) (*http.Client, string) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := e.gw.ServeHTTP(w, r, e.up); err != nil {
+			t.Error(err)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	_, port, _ := net.SplitHostPort(addr)
+	dialer := &net.Dialer{}
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return dialer.DialContext(ctx, network, addr)
+	}}}, port
+}
+
+// TestBulkClientMovesARecord: the Bulk Data client (what pfr export and pfr
+// import run) exports john over HTTP, checks and writes the files with
+// their checksums, and imports the directory into johnny; a damaged file
+// is refused before anything is sent.
+func TestBulkClientMovesARecord(t *testing.T) {
+	e := newExportEnv(t, false, gateway.BulkConfig{})
+	alice := e.token(t, "alice", "")
+	for i := range 3 {
+		e.write(t, alice, "POST", "/Observation", observation(e.pid, fmt.Sprintf("5.%d0", i)))
+	}
+	e.createRecord(t, alice, "johnny", "")
+	hc, port := e.serve(t)
+	var events []bulkclient.Event
+	c := &bulkclient.Client{HTTP: hc, Token: alice, PollMin: 10 * time.Millisecond, PollMax: 50 * time.Millisecond,
+		Progress: func(ev bulkclient.Event) { events = append(events, ev) }}
+	dir := t.TempDir()
+	res, err := c.Export(context.Background(), "http://john.pfr.localhost:"+port+"/fhir", bulkclient.ExportOptions{OutDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resources != 4 || len(res.Files) != 2 {
+		t.Errorf("export: %+v", res)
+	}
+	for _, f := range []string{"manifest.json", "SHA256SUMS", "Observation.ndjson", "Patient.ndjson"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	phases := map[string]bool{}
+	for _, ev := range events {
+		phases[ev.Phase] = true
+	}
+	for _, p := range []string{"kick-off", "waiting", "download", "done"} {
+		if !phases[p] {
+			t.Errorf("no %s progress in %+v", p, events)
+		}
+	}
+	done, err := c.Import(context.Background(), "http://johnny.pfr.localhost:"+port+"/fhir", dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.Status != "complete" || done.Resources != 4 || !strings.Contains(string(done.Result), `"imported":3`) {
+		t.Errorf("import: %+v %s", done, done.Result)
+	}
+	if got := e.readAll(t, alice, "johnny.pfr.localhost", "Observation"); len(got) != 3 {
+		t.Errorf("johnny holds %d Observations", len(got))
+	}
+	// A damaged file: refused by its checksum, nothing sent.
+	f := filepath.Join(dir, "Observation.ndjson")
+	raw, _ := os.ReadFile(f)
+	if err := os.WriteFile(f, bytes.Replace(raw, []byte("5.10"), []byte("5.11"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Import(context.Background(), "http://johnny.pfr.localhost:"+port+"/fhir", dir, false); err == nil || !strings.Contains(err.Error(), "SHA-256") {
+		t.Errorf("a damaged export was imported: %v", err)
+	}
+	if got := e.readAll(t, alice, "johnny.pfr.localhost", "Observation"); len(got) != 3 {
+		t.Errorf("johnny holds %d Observations after the refused import", len(got))
+	}
+	// A server's refusal comes back with its status and diagnostics.
+	_, err = (&bulkclient.Client{HTTP: hc, Token: e.token(t, "mallory", "")}).Export(context.Background(), "http://john.pfr.localhost:"+port+"/fhir", bulkclient.ExportOptions{OutDir: t.TempDir()})
+	var be *bulkclient.Error
+	if !errors.As(err, &be) || be.Status != http.StatusForbidden {
+		t.Errorf("a stranger's export: %v", err)
 	}
 }

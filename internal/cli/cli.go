@@ -1,5 +1,5 @@
 // Package cli is pfr's own command line: the commands caddy-pfr adds to
-// Caddy's (token, records, version) and the help that lists them first.
+// Caddy's (token, records, export, import, version) and the help that lists them first.
 // Every other command is Caddy's and is handed to it unchanged. It knows
 // nothing of Caddy: cmd/pfr passes Caddy's commands and a way to run them.
 package cli
@@ -27,8 +27,7 @@ type Env struct {
 	Getenv         func(string) string
 
 	// CaddyCommands are Caddy's commands (name → one-line description),
-	// including those caddy-pfr registers with Caddy (migrate, and
-	// export/import when they come).
+	// including those caddy-pfr registers with Caddy (migrate).
 	CaddyCommands map[string]string
 	// Caddy runs Caddy's command line with args (as they follow the
 	// program name) and returns its exit code.
@@ -44,8 +43,7 @@ type command struct {
 	run func(env *Env, args []string) int
 }
 
-// ownOrder is the order of caddy-pfr's commands in the help. export and
-// import show there once some module registers them with Caddy.
+// ownOrder is the order of caddy-pfr's commands in the help.
 var ownOrder = []string{"run", "token", "records", "export", "import", "migrate", "version"}
 
 // commands are those this package implements or describes itself.
@@ -55,6 +53,8 @@ func commands() map[string]*command {
 			short: "Starts the gateway in the foreground (Caddy's run): pfr run --config Caddyfile.example"},
 		"token":   tokenCommand(),
 		"records": recordsCommand(),
+		"export":  exportCommand(),
+		"import":  importCommand(),
 		"version": {name: "version", usage: "", short: "Prints caddy-pfr's and Caddy's versions",
 			run: func(env *Env, args []string) int {
 				if len(args) > 0 {

@@ -105,6 +105,13 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"records", "list", "--bogus"},
 		{"records", "list"}, // no token
 		{"records", "list", "--token", "t", "--api", "ftp://x"},
+		{"export"},
+		{"export", "--from", "https://x.example/fhir"},
+		{"export", "--from", "ftp://x", "--out", "d"},
+		{"export", "--from", "https://x.example/fhir", "--out", "d", "extra"},
+		{"import"},
+		{"import", "--to", "https://x.example/fhir", "--in", "d"}, // no token
+		{"import", "--to", "nourl", "--in", "d", "--token", "t"},
 		{"version", "extra"},
 		{"nosuchcommand"},
 		{"help", "nosuchcommand"},
