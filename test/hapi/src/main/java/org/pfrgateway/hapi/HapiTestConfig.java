@@ -13,6 +13,7 @@ import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
 import ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect;
+import ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect;
 import ca.uhn.fhir.jpa.searchparam.submit.config.SearchParamSubmitterConfig;
 import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import ca.uhn.fhir.jpa.subscription.submit.config.SubscriptionSubmitterConfig;
@@ -32,7 +33,10 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
  * The Spring wiring of a HAPI FHIR JPA R4 server: HAPI's own configuration
  * classes, plus the beans a deployment must provide (data source, entity
  * manager, transactions, storage and partition settings). In-memory H2 and
- * no full-text search: a test server that starts fast and forgets.
+ * no full-text search: a test server that starts fast and forgets. With
+ * HAPI_JDBC_URL (and HAPI_JDBC_USER, HAPI_JDBC_PASSWORD) set to a
+ * PostgreSQL database it keeps its data there instead, as a production
+ * HAPI does and as several gateway nodes share it (the cluster test).
  */
 @Configuration
 @Import({
@@ -47,19 +51,39 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
 })
 public class HapiTestConfig {
 
-	/** In-memory H2, kept while the process runs. */
+	/** The PostgreSQL database named by HAPI_JDBC_URL, or null for H2. */
+	static String jdbcUrl() {
+		String url = System.getenv("HAPI_JDBC_URL");
+		if (url == null || url.isEmpty()) {
+			return null;
+		}
+		if (!url.startsWith("jdbc:postgresql:")) {
+			throw new IllegalArgumentException("HAPI_JDBC_URL must be a jdbc:postgresql: URL, not " + url);
+		}
+		return url;
+	}
+
+	/** In-memory H2, kept while the process runs; PostgreSQL with HAPI_JDBC_URL. */
 	@Bean(destroyMethod = "close")
 	public DataSource dataSource() {
 		BasicDataSource ds = new BasicDataSource();
-		ds.setDriver(new org.h2.Driver());
-		ds.setUrl("jdbc:h2:mem:hapi;DB_CLOSE_DELAY=-1");
-		ds.setUsername("sa");
-		ds.setPassword("");
+		String url = jdbcUrl();
+		if (url != null) {
+			ds.setDriver(new org.postgresql.Driver());
+			ds.setUrl(url);
+			ds.setUsername(System.getenv().getOrDefault("HAPI_JDBC_USER", ""));
+			ds.setPassword(System.getenv().getOrDefault("HAPI_JDBC_PASSWORD", ""));
+		} else {
+			ds.setDriver(new org.h2.Driver());
+			ds.setUrl("jdbc:h2:mem:hapi;DB_CLOSE_DELAY=-1");
+			ds.setUsername("sa");
+			ds.setPassword("");
+		}
 		ds.setMaxTotal(10);
 		return ds;
 	}
 
-	/** Hibernate on H2, the schema made at startup; Hibernate Search off. */
+	/** Hibernate on H2 (or PostgreSQL), the schema made at startup; Hibernate Search off. */
 	@Bean
 	public LocalContainerEntityManagerFactoryBean entityManagerFactory(
 			ConfigurableListableBeanFactory beanFactory, FhirContext fhirContext, DataSource dataSource,
@@ -69,7 +93,8 @@ public class HapiTestConfig {
 		emf.setPersistenceUnitName("HAPI_PU");
 		emf.setDataSource(dataSource);
 		Properties props = new Properties();
-		props.put("hibernate.dialect", HapiFhirH2Dialect.class.getName());
+		props.put("hibernate.dialect",
+				(jdbcUrl() != null ? HapiFhirPostgresDialect.class : HapiFhirH2Dialect.class).getName());
 		props.put("hibernate.hbm2ddl.auto", "update");
 		props.put("hibernate.search.enabled", "false");
 		props.put("hibernate.format_sql", "false");

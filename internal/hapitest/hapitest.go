@@ -1,0 +1,250 @@
+// Package hapitest runs the HAPI FHIR JPA test server that test/hapi
+// builds, as a child process of a test or benchmark: on a free loopback
+// port, its output in a log file, stopped with the caller (it exits when
+// its stdin closes, so even a killed test leaves no server behind).
+//
+// By default HAPI keeps its data in memory (H2). Options.JDBCURL puts it
+// on PostgreSQL instead, as the cluster test needs: several gateway nodes
+// in front of one HAPI whose data outlives any one of them.
+package hapitest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// PartitionHeader is the header HAPI reads the partition from in header
+// mode.
+const PartitionHeader = "X-Request-Partition-IDs"
+
+// Build is the command that builds the jar, for error messages.
+const Build = "cd test/hapi && mvn -q -B package -DskipTests"
+
+// StartLimit bounds HAPI's startup: about half a minute on two cores,
+// several minutes when other tests share them.
+const StartLimit = 4 * time.Minute
+
+// Options says how to run HAPI.
+type Options struct {
+	// Mode is "header" (partition named by PartitionHeader) or "url"
+	// (partition as the first path segment).
+	Mode string
+	// Jar is the server jar; default: test/hapi/target/hapi-test-server.jar
+	// in the module that holds the working directory.
+	Jar string
+	// Dir holds the log file.
+	Dir string
+	// JDBCURL, when set, is a PostgreSQL DSN (postgres://user:pw@host:port/db)
+	// HAPI keeps its data in instead of memory.
+	JDBCURL string
+}
+
+// Server is one running HAPI process.
+type Server struct {
+	Addr    string // 127.0.0.1:port
+	Base    string // http://127.0.0.1:port/fhir
+	LogPath string
+
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	exited chan struct{}
+}
+
+// Start runs HAPI and waits until it answers a search in its DEFAULT
+// partition (not /metadata: HAPI caches one CapabilityStatement, built
+// for whoever asks first, and that should be the gateway), the process
+// exits, ctx ends or StartLimit passes. The caller stops it with Stop.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if o.Mode != "header" && o.Mode != "url" {
+		return nil, fmt.Errorf("hapitest: mode %q, want header or url", o.Mode)
+	}
+	jar := o.Jar
+	if jar == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return nil, err
+		}
+		jar = filepath.Join(root, "test", "hapi", "target", "hapi-test-server.jar")
+	}
+	if _, err := os.Stat(jar); err != nil {
+		return nil, fmt.Errorf("the HAPI FHIR test server is not built (%w): run `%s` first (scripts/test.sh does)", err, Build)
+	}
+	java, err := javaBinary()
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	env := os.Environ()
+	if o.JDBCURL != "" {
+		jdbc, user, password, err := jdbcFromDSN(o.JDBCURL)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "HAPI_JDBC_URL="+jdbc, "HAPI_JDBC_USER="+user, "HAPI_JDBC_PASSWORD="+password)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s := &Server{Addr: addr, Base: "http://" + addr + "/fhir", LogPath: filepath.Join(o.Dir, "hapi-"+o.Mode+".log"), exited: make(chan struct{})}
+	logFile, err := os.Create(s.LogPath)
+	if err != nil {
+		return nil, fmt.Errorf("hapitest: %w", err)
+	}
+	s.cmd = exec.Command(java, "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+		"-jar", jar, o.Mode, strconv.Itoa(port), "--exit-on-stdin-eof")
+	s.cmd.Env = env
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	// HAPI exits when this pipe closes: with the caller, even one killed
+	// before its cleanups run.
+	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("hapitest: %w", err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("hapitest: start HAPI: %w", err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		logFile.Close()
+		close(s.exited)
+	}()
+	if err := s.waitReady(ctx, o.Mode); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("HAPI (%s mode) did not come up: %w\n%s", o.Mode, err, s.LogTail())
+	}
+	return s, nil
+}
+
+// waitReady searches Patient in the DEFAULT partition until HAPI answers
+// 200.
+func (s *Server) waitReady(ctx context.Context, mode string) error {
+	target := s.Base + "/Patient?_count=1"
+	if mode == "url" {
+		target = s.Base + "/DEFAULT/Patient?_count=1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, StartLimit)
+	defer cancel()
+	probe := &http.Client{Timeout: 10 * time.Second}
+	for {
+		select {
+		case <-s.exited:
+			return errors.New("the process exited")
+		case <-ctx.Done():
+			return fmt.Errorf("no answer from %s: %w", target, ctx.Err())
+		case <-time.After(time.Second):
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return err
+		}
+		if mode == "header" {
+			req.Header.Set(PartitionHeader, "DEFAULT")
+		}
+		res, err := probe.Do(req)
+		if err != nil {
+			continue
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			return nil
+		}
+	}
+}
+
+// Stop kills the process and waits (bounded) for it to go.
+func (s *Server) Stop() {
+	_ = s.stdin.Close()
+	_ = s.cmd.Process.Kill()
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+	}
+}
+
+// LogTail returns the end of the server's output, for failure messages.
+func (s *Server) LogTail() string {
+	raw, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	const keep = 4000
+	if len(raw) > keep {
+		raw = raw[len(raw)-keep:]
+	}
+	return string(raw)
+}
+
+// jdbcFromDSN turns a postgres:// DSN into HAPI's JDBC URL and
+// credentials.
+func jdbcFromDSN(dsn string) (jdbc, user, password string, err error) {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		return "", "", "", fmt.Errorf("hapitest: %q is not a postgres:// DSN", dsn)
+	}
+	jdbc = "jdbc:postgresql://" + u.Host + u.Path
+	if u.RawQuery != "" {
+		jdbc += "?" + u.RawQuery
+	}
+	if u.User != nil {
+		user = u.User.Username()
+		password, _ = u.User.Password()
+	}
+	return jdbc, user, password, nil
+}
+
+// javaBinary is $JAVA_HOME/bin/java when set, else java from PATH.
+func javaBinary() (string, error) {
+	if home := os.Getenv("JAVA_HOME"); home != "" {
+		java := filepath.Join(home, "bin", "java")
+		if _, err := os.Stat(java); err == nil {
+			return java, nil
+		}
+	}
+	java, err := exec.LookPath("java")
+	if err != nil {
+		return "", fmt.Errorf("java (17 or newer) is needed to run the HAPI FHIR test server: %w", err)
+	}
+	return java, nil
+}
+
+// freePort asks the kernel for a free loopback port (Java binds without
+// SO_REUSEPORT, so a port taken meanwhile fails HAPI's start loudly).
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("hapitest: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// moduleRoot is the nearest directory above the working directory that
+// holds go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("hapitest: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
