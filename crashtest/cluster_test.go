@@ -11,12 +11,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/internal/hapitest"
 	"github.com/pfrgateway/caddy-pfr/internal/pebble"
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
@@ -58,6 +62,7 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 			pending_bytes_per_record 100000000000
 		}
 		state postgres %[3]s
+		partition header
 		upstream reverse_proxy 127.0.0.1:%[4]d
 	}
 }
@@ -71,22 +76,6 @@ https://:%[5]d {
 		}
 	}
 	respond "tls ok"
-}
-`
-
-// sharedStore is a FHIR server that every node shares: the embedded store
-// served on its own (one process; the gateways reach it over HTTP, as they
-// would reach HAPI on PostgreSQL). %[1]d the port, %[2]s the directory.
-const sharedStore = `{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-}
-http://:%[1]d {
-	pfr_store {
-		path %[2]s/store.db
-	}
 }
 `
 
@@ -157,18 +146,27 @@ func startProc(t *testing.T, config, url string) *pfrproc.Process {
 // cluster is two gateway nodes, their shared upstream and the balancer.
 type cluster struct {
 	dsn      string
+	hapiDSN  string // HAPI's own database
 	a, b, lb *gatewayProcess
 	pebble   *pebble.Server
 }
 
-// newCluster starts a shared FHIR upstream, two gateway nodes on one
-// PostgreSQL database and Caddy's balancer in front of them.
+// newCluster starts a shared FHIR upstream (HAPI on PostgreSQL), two
+// gateway nodes on one PostgreSQL database and Caddy's balancer in front
+// of them.
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	dsn := pgtest.DSN(t)
-	storePort := freePort(t)
-	storeDir := t.TempDir()
-	startProc(t, fmt.Sprintf(sharedStore, storePort, storeDir), fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", storePort))
+	// The FHIR data every node shares: HAPI FHIR JPA on its own database in
+	// the same PostgreSQL, partitioned by header.
+	hapiDSN := pgtest.DSN(t)
+	hapi, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: t.TempDir(), JDBCURL: hapiDSN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hapi.Stop)
+	_, port, _ := net.SplitHostPort(hapi.Addr)
+	hapiPort, _ := strconv.Atoi(port)
 	// Pebble, validating every challenge (no resolver knows *.pfr.localhost).
 	// Its context lives as long as the test: cancelling it stops Pebble.
 	pctx, pcancel := context.WithCancel(context.Background())
@@ -179,10 +177,10 @@ func newCluster(t *testing.T) *cluster {
 	}
 	t.Cleanup(pb.Stop)
 
-	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}})
+	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, hapiPort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}})
 	// Node B trusts the same dev issuer key (a real deployment trusts the
 	// same OpenID provider).
-	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, storePort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}, prepare: func(dir string) {
+	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, hapiPort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}, prepare: func(dir string) {
 		key, err := os.ReadFile(filepath.Join(a.dir, "data", auth.DevIssuerFile))
 		if err != nil {
 			t.Fatal(err)
@@ -202,7 +200,7 @@ func newCluster(t *testing.T) *cluster {
 	lbPort := freePort(t)
 	lb := &gatewayProcess{t: t, port: lbPort, client: newClient(), dev: a.dev}
 	startProc(t, fmt.Sprintf(balancer, lbPort, a.port, b.port), lb.apex("/pfr/v1/health"))
-	return &cluster{dsn: dsn, a: a, b: b, lb: lb, pebble: pb}
+	return &cluster{dsn: dsn, hapiDSN: hapiDSN, a: a, b: b, lb: lb, pebble: pb}
 }
 
 // TestCluster runs two gateway nodes (the real binary) on one PostgreSQL
@@ -287,6 +285,20 @@ func TestCluster(t *testing.T) {
 		expect(t, http.StatusOK, "pick-up on B")
 	if s := a.receiptStatus(receipt); s != "picked-up" {
 		t.Fatalf("receipt status on A after the pick-up on B: %q", s)
+	}
+
+	// The FHIR data is in PostgreSQL (HAPI's tables), not in a node.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.hapiDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM hfj_resource WHERE res_type = 'Observation'`).Scan(&stored)
+	_ = conn.Close(ctx)
+	if err != nil || stored == 0 {
+		t.Fatalf("HAPI's PostgreSQL database holds %d Observations (%v), want the one picked up", stored, err)
 	}
 
 	// The record's certificate: ordered from Pebble once, by A, stored in
