@@ -3,7 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
-	"net"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -17,9 +17,22 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+// TestMain keeps everything the in-process Caddy writes (its data and
+// autosaved config) in a temporary folder, and stops the PostgreSQL the
+// tests started.
+func TestMain(m *testing.M) {
+	home, err := testkit.IsolateCaddyHome("pfr-caddymodule-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m)
+	_ = os.RemoveAll(home)
+	os.Exit(code)
+}
 
 // gatewayConfig is a Caddy config with one pfr handler.
 func gatewayConfig(t *testing.T, state map[string]any, upstream map[string]any) *caddy.Config {
@@ -121,7 +134,7 @@ func TestPostgresStorageInCaddy(t *testing.T) {
 	local_certs
 	auto_https disable_redirects
 }
-node.localhost:`+freePortString(t)+` {
+node.localhost:`+strconv.Itoa(testkit.Reserve(t).Number)+` {
 	bind 127.0.0.1
 	respond "ok"
 }`)
@@ -167,14 +180,4 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func freePortString(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }

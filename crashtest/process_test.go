@@ -11,6 +11,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // baseDomain is the gateway's base domain: under .localhost, as the dev
@@ -110,14 +111,12 @@ func newGatewayWith(t *testing.T, opts gatewayOptions) *gatewayProcess {
 	return g
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort holds a loopback port for the test (testkit.Port): the gateway
+// process (Caddy, SO_REUSEPORT) listens on it, and between a kill and the
+// next start no other process can be given it.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ports, err := pfrproc.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ports[0]
+	return testkit.Reserve(t).Number
 }
 
 // start runs the binary on the work directory and waits (bounded) until it

@@ -79,11 +79,7 @@ type reloadOutcome struct {
 // nothing (the server's GOAWAY tells the client what to send again).
 func TestReloadUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	ports, err := pfrproc.FreePorts(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, admin, httpPort := ports[0], ports[1], ports[2]
+	port, admin, httpPort := freePort(t), freePort(t), freePort(t)
 	config := func(ttl string) string { return fmt.Sprintf(reloadCaddyfile, port, dir, admin, ttl, httpPort) }
 	dev, err := auth.LoadOrCreateDevIssuer(filepath.Join(dir, "data"))
 	if err != nil {

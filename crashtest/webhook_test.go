@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // alertReceiver is a record's webhook endpoint: it keeps the alerts whose
@@ -76,8 +76,8 @@ func TestSIGKILLWithWebhookDown(t *testing.T) {
 		"gender": "female", "birthDate": "1975-11-30",
 	})
 	receiver := &alertReceiver{secret: "crash-test-webhook-secret-0123456789", alerts: map[string]string{}}
-	port := freePort(t)
-	hookURL := fmt.Sprintf("http://127.0.0.1:%d/alerts", port)
+	hookPort := testkit.Reserve(t) // held: nothing else gets it meanwhile
+	hookURL := "http://" + hookPort.Addr() + "/alerts"
 	g.do("PUT", g.apex("/pfr/v1/records/"+slug+"/webhook"), owner, map[string]any{"url": hookURL, "secret": receiver.secret}).
 		expect(t, http.StatusOK, "set the webhook")
 
@@ -116,9 +116,9 @@ func TestSIGKILLWithWebhookDown(t *testing.T) {
 	g.restart()
 	g.restart()
 
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	l, err := hookPort.Listen()
 	if err != nil {
-		t.Fatalf("the webhook port %d was taken meanwhile: %v", port, err)
+		t.Fatalf("listening on the webhook port %d: %v", hookPort.Number, err)
 	}
 	srv := &http.Server{Handler: receiver, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // root is the repository root, seen from this package's directory.
@@ -257,9 +258,7 @@ func matches(want, got string) bool {
 // quickstart you have running), then the README's walkthrough twice in a
 // row, each step's output checked against the README.
 func TestWalkthroughTwice(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the real pfr binary and curl; run without -short")
-	}
+	testkit.Needs(t, "the real pfr binary and curl")
 	for _, tool := range []string{"bash", "curl", "sed"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is needed to run the README's walkthrough", tool)
@@ -405,11 +404,10 @@ func startExample(ctx context.Context, t *testing.T) *example {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports, err := pfrproc.FreePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &example{dir: t.TempDir(), httpsPort: fmt.Sprint(ports[0]), httpPort: fmt.Sprint(ports[1])}
+	// The example's ports become two held for this test (testkit.Port: no
+	// other process is given them while it runs; pfr, as Caddy, binds
+	// with SO_REUSEPORT and listens on them).
+	e := &example{dir: t.TempDir(), httpsPort: fmt.Sprint(testkit.Reserve(t).Number), httpPort: fmt.Sprint(testkit.Reserve(t).Number)}
 	e.q = startQuickstart(ctx, t, pfrBinary(t), e.dir, e.local(string(raw)))
 	if e.ready, err = e.q.waitReady(ctx); err != nil {
 		t.Fatalf("%v\n%s", err, e.q.log())

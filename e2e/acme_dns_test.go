@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/pfrgateway/caddy-pfr/internal/named"
 	"github.com/pfrgateway/caddy-pfr/internal/pebble"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // dnsGatewayConfig serves every record under one wildcard certificate that
@@ -28,7 +27,8 @@ import (
 // %[2]d/%[3]d the HTTP/HTTPS ports, %[4]s Caddy's storage root, %[5]s the
 // ACME directory URL, %[6]s the PEM root of Pebble's own HTTPS
 // certificate, %[7]s BIND's address, %[8]s the TSIG key's name.
-const dnsGatewayConfig = acmeGlobalOptions + `
+func dnsGatewayConfig() string {
+	return acmeGlobalOptions() + `
 (gateway) {
 	pfr {
 		base_domain pfr.localhost
@@ -69,6 +69,7 @@ https://:%[3]d {
 	import gateway
 }
 `
+}
 
 // TestWildcardCertificateDNS01 obtains one wildcard certificate for every
 // record from a real ACME server (Pebble) through DNS-01, with the
@@ -81,6 +82,7 @@ https://:%[3]d {
 // unregistered names get none. With BIND stopped, a restarted gateway keeps
 // serving the stored wildcard certificate.
 func TestWildcardCertificateDNS01(t *testing.T) {
+	testkit.Needs(t, "BIND (named) and Pebble")
 	ctx := context.Background()
 	dns, err := named.Start(ctx, named.Options{
 		Zone:    baseDomain,
@@ -105,7 +107,7 @@ func TestWildcardCertificateDNS01(t *testing.T) {
 
 	t.Setenv("PFR_E2E_TSIG_KEY", dns.KeySecret)
 	e, config := startACMEGateway(t, pb, func(dir, storage string) string {
-		return fmt.Sprintf(dnsGatewayConfig, dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile, dns.Addr, dns.KeyName)
+		return fmt.Sprintf(dnsGatewayConfig(), dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile, dns.Addr, dns.KeyName)
 	})
 
 	// Caddy orders the wildcard when the config loads. Until it has it, a
@@ -207,10 +209,7 @@ func TestWildcardCertificateDNS01(t *testing.T) {
 	// storage) serves the stored wildcard certificate without an order.
 	dns.Stop()
 	dropCertificateCache(t)
-	caddytest.NewTester(t).InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	mustLoadCaddy(t, config, "caddyfile")
 	if again := pb.handshake(t, slugs[0]+"."+baseDomain); again.SerialNumber.Cmp(wildcard.SerialNumber) != 0 {
 		t.Errorf("after a restart with the DNS server down, %s got certificate %s, want the stored wildcard %s",
 			slugs[0], again.SerialNumber.Text(16), wildcard.SerialNumber.Text(16))

@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/pebble"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // pebbleSlug is this test's record; no other test uses it, so no certificate
@@ -25,15 +24,10 @@ import (
 const pebbleSlug = "pebble-home"
 
 // acmeGlobalOptions are the global options of the gateways that get their
-// certificates from Pebble: %[1]s is the data directory, %[2]d/%[3]d the
-// HTTP/HTTPS ports, %[4]s Caddy's storage root.
-const acmeGlobalOptions = `{
-	admin localhost:2999
-	default_bind 127.0.0.1
-	http_port %[2]d
-	https_port %[3]d
-	skip_install_trust
-	storage file_system {
+// certificates from Pebble: %[1]s is the data directory, %[3]d the HTTPS
+// port, %[4]s Caddy's storage root.
+func acmeGlobalOptions() string {
+	return "{\n" + processOptions() + `	storage file_system {
 		root %[4]s
 	}
 	on_demand_tls {
@@ -44,13 +38,15 @@ const acmeGlobalOptions = `{
 	}
 }
 `
+}
 
 // pebbleGatewayConfig is gatewayConfig with certificates from an ACME server
 // instead of Caddy's local CA: %[1]s is the data directory, %[2]d/%[3]d the
 // HTTP/HTTPS ports, %[4]s Caddy's storage root, %[5]s the ACME directory URL,
 // %[6]s the PEM file of the root that signs the ACME server's own HTTPS
 // certificate.
-const pebbleGatewayConfig = acmeGlobalOptions + `
+func pebbleGatewayConfig() string {
+	return acmeGlobalOptions() + `
 https://pfr.localhost:%[3]d, https://*.pfr.localhost:%[3]d {
 	tls {
 		on_demand
@@ -69,11 +65,14 @@ https://pfr.localhost:%[3]d, https://*.pfr.localhost:%[3]d {
 	}
 }
 `
+}
 
 // emptyCaddyConfig keeps only the admin endpoint: loading it stops Caddy's TLS
 // app without a successor, and Caddy then drops its process-wide certificate
 // cache (caddytls.TLS.Cleanup).
-const emptyCaddyConfig = `{"admin":{"listen":"localhost:2999"}}`
+func emptyCaddyConfig() string {
+	return fmt.Sprintf(`{"admin":{"listen":"127.0.0.1:%d","config":{"persist":false}}}`, adminPort)
+}
 
 // TestPebbleOnDemandTLS runs the gateway with on-demand certificates from a
 // real ACME server, Pebble: the apex and a registered record get certificates
@@ -128,7 +127,7 @@ func TestPebbleOnDemandTLS(t *testing.T) {
 func startPebbleGateway(t *testing.T, pb *pebbleServer) *env {
 	t.Helper()
 	e, _ := startACMEGateway(t, pb, func(dir, storage string) string {
-		return fmt.Sprintf(pebbleGatewayConfig, dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile)
+		return fmt.Sprintf(pebbleGatewayConfig(), dir, httpPort, httpsPort, storage, pb.DirectoryURL, pb.TLSRootFile)
 	})
 	return e
 }
@@ -139,20 +138,12 @@ func startPebbleGateway(t *testing.T, pb *pebbleServer) *env {
 // (its client trusting Pebble's root only) and the Caddyfile.
 func startACMEGateway(t *testing.T, pb *pebbleServer, render func(dir, storage string) string) (*env, string) {
 	t.Helper()
-	t.Cleanup(func() {
-		if t.Skipped() {
-			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
-		}
-	})
 	dropCertificateCache(t)
 	t.Cleanup(func() { dropCertificateCache(t) })
 
 	dir := t.TempDir()
 	config := render(dir, t.TempDir())
-	caddytest.NewTester(t).InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	mustLoadCaddy(t, config, "caddyfile")
 	dev, err := auth.LoadOrCreateDevIssuer(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +155,7 @@ func startACMEGateway(t *testing.T, pb *pebbleServer, render func(dir, storage s
 // discard every certificate it holds in memory.
 func dropCertificateCache(t *testing.T) {
 	t.Helper()
-	caddytest.NewTester(t).InitServer(emptyCaddyConfig, "json")
+	mustLoadCaddy(t, emptyCaddyConfig(), "json")
 }
 
 // pebbleServer is a running Pebble (internal/pebble) as the tests use it.
@@ -183,6 +174,7 @@ func startPebble(t *testing.T) *pebbleServer {
 // startPebbleWith starts Pebble with opts (its directory is the test's).
 func startPebbleWith(t *testing.T, opts pebble.Options) *pebbleServer {
 	t.Helper()
+	testkit.Needs(t, "Pebble (an ACME server)")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	opts.Dir = t.TempDir()
 	srv, err := pebble.Start(ctx, opts)
@@ -198,17 +190,6 @@ func startPebbleWith(t *testing.T, opts pebble.Options) *pebbleServer {
 		}
 	})
 	return &pebbleServer{srv}
-}
-
-// freeLoopbackAddr returns a 127.0.0.1 address whose port was free a moment ago.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // client is the harness's client (every name dialled to 127.0.0.1) with

@@ -294,6 +294,7 @@ func (w *world) seed() {
 		"aliceBase": aliceBase, "bobBase": bobBase,
 		"aliceHost": fmt.Sprintf("alice-home.%s:%d", baseDomain, httpsPort),
 		"bobHost":   fmt.Sprintf("bob-home.%s:%d", baseDomain, httpsPort),
+		"port":      strconv.Itoa(httpsPort),
 		"ssn":       bobSSN,
 	}
 	w.secrets = []string{bobID, w.vars["bobObs"], w.vars["bobObs2"], w.vars["bobCond"], w.vars["bobPract"], w.vars["bobDeleted"],

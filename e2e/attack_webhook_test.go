@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,7 +12,7 @@ import (
 )
 
 // TestAttackWebhookSSRF points a record's drop-off webhook at the Caddy
-// admin API the test server runs (localhost:2999), at loopback in every
+// admin API the test server runs (on this process's admin port), at loopback in every
 // spelling, at names resolving to loopback, at private, link-local and
 // metadata addresses, and at an allowed receiver that redirects to the
 // admin API's /stop. Saving is refused with a 422 that says why; the
@@ -27,7 +28,7 @@ func TestAttackWebhookSSRF(t *testing.T) {
 
 	adminUp := func(when string) {
 		t.Helper()
-		res, err := http.Get("http://localhost:2999/config/")
+		res, err := http.Get(fmt.Sprintf("http://localhost:%d/config/", adminPort))
 		if err != nil {
 			t.Fatalf("%s: Caddy's admin API is gone: %v", when, err)
 		}
@@ -35,15 +36,16 @@ func TestAttackWebhookSSRF(t *testing.T) {
 		e.do("GET", apex("/pfr/v1/records/hooked"), owner, nil).expect(t, http.StatusOK, when+": the gateway answers")
 	}
 
+	admin := strconv.Itoa(adminPort)
 	for _, c := range []struct{ url, why string }{
-		{"http://localhost:2999/stop", "loopback"},
-		{"https://localhost:2999/stop", "loopback"},
-		{"http://127.0.0.1:2999/load", "loopback"},
-		{"http://[::1]:2999/stop", "loopback"},
-		{"http://[::ffff:127.0.0.1]:2999/stop", "loopback"},
-		{"http://[::ffff:7f00:1]:2999/stop", "loopback"},
-		{"http://0.0.0.0:2999/stop", "unspecified"},
-		{"http://[::]:2999/stop", "unspecified"},
+		{"http://localhost:" + admin + "/stop", "loopback"},
+		{"https://localhost:" + admin + "/stop", "loopback"},
+		{"http://127.0.0.1:" + admin + "/load", "loopback"},
+		{"http://[::1]:" + admin + "/stop", "loopback"},
+		{"http://[::ffff:127.0.0.1]:" + admin + "/stop", "loopback"},
+		{"http://[::ffff:7f00:1]:" + admin + "/stop", "loopback"},
+		{"http://0.0.0.0:" + admin + "/stop", "unspecified"},
+		{"http://[::]:" + admin + "/stop", "unspecified"},
 		{"http://169.254.169.254/latest/meta-data/", "link-local"},
 		{"http://[fe80::1]/", "link-local"},
 		{"http://10.0.0.1/", "private"},
@@ -52,15 +54,16 @@ func TestAttackWebhookSSRF(t *testing.T) {
 		{"http://100.64.0.1/", "CGNAT"},
 		{"http://224.0.0.1/", "multicast"},
 		{"http://[64:ff9b::7f00:1]/", "NAT64"},
-		{"http://pfr.localhost:2999/stop", ""}, // the gateway's own name: loopback, or does not resolve
-		{"http://127.1:2999/stop", ""},         // a short IPv4 form some resolvers accept
-		{"http://2130706433:2999/stop", ""},    // 127.0.0.1 as one number
+		{"http://pfr.localhost:" + admin + "/stop", ""}, // the gateway's own name: loopback, or does not resolve
+		{"http://127.1:" + admin + "/stop", ""},         // a short IPv4 form some resolvers accept
+		{"http://2130706433:" + admin + "/stop", ""},    // 127.0.0.1 as one number
 		{"http://93.184.215.14/hook", "https is required"},
 		{"https://user:pw@93.184.215.14/hook", "user information"},
-		{"gopher://127.0.0.1:2999/", "scheme"},
+		{"gopher://127.0.0.1:" + admin + "/", "scheme"},
 		{"file:///etc/passwd", "scheme"},
 		{"unix:/run/caddy/admin.sock", "scheme"},
 	} {
+		c.url = strings.Replace(c.url, ":"+admin+"/", fmt.Sprintf(":%d/", adminPort), 1)
 		res := e.do("PUT", hookURL, owner, map[string]any{"url": c.url, "secret": secret}).
 			expectOutcome(t, http.StatusUnprocessableEntity, "webhook "+c.url)
 		if !strings.Contains(string(res.raw), "refused") || (c.why != "" && !strings.Contains(string(res.raw), c.why)) {
@@ -81,7 +84,7 @@ func TestAttackWebhookSSRF(t *testing.T) {
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		redirected.Add(1)
-		http.Redirect(w, r, "http://localhost:2999/stop", http.StatusTemporaryRedirect)
+		http.Redirect(w, r, fmt.Sprintf("http://localhost:%d/stop", adminPort), http.StatusTemporaryRedirect)
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

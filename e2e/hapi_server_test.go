@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // hapiJar is the HAPI FHIR JPA test server that test/hapi builds.
@@ -44,6 +46,7 @@ type hapiServer struct {
 // through the gateway.
 func startHAPI(t *testing.T, mode string) *hapiServer {
 	t.Helper()
+	testkit.Needs(t, "Java and the HAPI FHIR test server (test/hapi)")
 	jar, err := filepath.Abs(hapiJar)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +55,10 @@ func startHAPI(t *testing.T, mode string) *hapiServer {
 		t.Fatalf("the HAPI FHIR test server is not built (%v): run `%s` first (scripts/test.sh does)", err, hapiBuild)
 	}
 	java := javaBinary(t)
-	addr := freeLoopbackAddr(t)
+	addr, err := testkit.FreeAddr() // Java binds without SO_REUSEPORT
+	if err != nil {
+		t.Fatal(err)
+	}
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	h := &hapiServer{
 		addr: addr, base: "http://" + addr + "/fhir",

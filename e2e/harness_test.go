@@ -18,26 +18,39 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/golang-jwt/jwt/v5"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/pfrgateway/caddy-pfr"
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
-const (
-	baseDomain = "pfr.localhost"
-	httpsPort  = 9443
-	httpPort   = 9080
+const baseDomain = "pfr.localhost"
+
+// The in-process Caddy's ports, held for the whole test process
+// (testkit.Port) so that no other process (another copy of these tests, a
+// gateway someone runs) is ever given them: set by TestMain.
+var (
+	httpsPort int
+	httpPort  int
+	adminPort int // Caddy's admin API: a real endpoint the SSRF tests aim at
 )
+
+// processOptions are the global options every configuration of the
+// in-process Caddy starts with: this process's ports, loopback only, the
+// config never saved to disk.
+func processOptions() string {
+	return fmt.Sprintf("\tadmin 127.0.0.1:%d\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n\thttp_port %d\n\thttps_port %d\n\tskip_install_trust\n",
+		adminPort, httpPort, httpsPort)
+}
 
 // env is one running gateway: Caddy with a fresh data directory, its dev
 // issuer, and a second, JWKS-based issuer whose tokens the tests craft freely.
@@ -51,15 +64,10 @@ type env struct {
 
 // gatewayConfig is the Caddyfile every end-to-end test starts from; %[1]s is
 // the data directory, %[2]s the pfr block's further lines (issuers,
-// partition, upstream, …), %[3]s more sites, then the ports and Caddy's
-// storage.
+// partition, upstream, …), %[3]s more sites, %[4]s processOptions, %[5]d
+// the HTTPS port, %[6]s Caddy's storage.
 const gatewayConfig = `{
-	admin localhost:2999
-	default_bind 127.0.0.1
-	http_port %[4]d
-	https_port %[5]d
-	local_certs
-	skip_install_trust
+%[4]s	local_certs
 	storage file_system {
 		root %[6]s
 	}
@@ -93,28 +101,63 @@ https://:%[5]d {
 // config must use the same local CA.
 var caddyStorage string
 
+// TestMain gives the in-process Caddy (one per test binary, so the tests of
+// this package run one after the other) ports of its own and a temporary
+// home for everything Caddy writes: its storage, and the data and config
+// directories (XDG_DATA_HOME, XDG_CONFIG_HOME) it would otherwise create
+// in the user's home. So copies of this package run at once on one
+// machine, beside a running quickstart, without touching each other.
 func TestMain(m *testing.M) {
-	// Every e2e process drives the Caddy on admin port 2999: two at once
-	// would load their configs into each other's. Queue them instead.
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "caddy-pfr-e2e.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err == nil {
-		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
-	}
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	home, err := testkit.IsolateCaddyHome("pfr-e2e-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e lock:", err)
-		os.Exit(1)
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
-	dir, err := os.MkdirTemp("", "pfr-e2e-caddy-")
+	defer os.RemoveAll(home)
+	ports, err := testkit.ReservePorts(3)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
-	caddyStorage = dir
-	code := m.Run()
-	// The lock's file must stay open (not collected) until the end.
-	runtime.KeepAlive(lock)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	defer func() {
+		for _, p := range ports {
+			_ = p.Release()
+		}
+	}()
+	httpsPort, httpPort, adminPort = ports[0].Number, ports[1].Number, ports[2].Number
+	caddyStorage = filepath.Join(home, "storage")
+	defer func() { _ = caddy.Stop() }()
+	return m.Run()
+}
+
+// loadCaddy loads config into the in-process Caddy: a Caddyfile, or JSON
+// when adapter is "json". When it returns nil, Caddy serves the new config.
+func loadCaddy(config, adapter string) error {
+	raw := []byte(config)
+	if adapter != "json" {
+		a := caddyconfig.GetAdapter(adapter)
+		if a == nil {
+			return fmt.Errorf("no config adapter %q", adapter)
+		}
+		out, _, err := a.Adapt(raw, nil)
+		if err != nil {
+			return fmt.Errorf("adapting the %s: %w", adapter, err)
+		}
+		raw = out
+	}
+	return caddy.Load(raw, true)
+}
+
+// mustLoadCaddy is loadCaddy, failing t on error.
+func mustLoadCaddy(t *testing.T, config, adapter string) {
+	t.Helper()
+	if err := loadCaddy(config, adapter); err != nil {
+		t.Fatalf("loading the config into Caddy: %v\n%s", err, config)
+	}
 }
 
 // startGateway loads a gateway config into the in-process Caddy, trusting
@@ -142,17 +185,7 @@ func withStore(dir, upstream string) string {
 // pfrLines in its pfr block and extraSites after its site.
 func loadGateway(t *testing.T, dir, pfrLines, extraSites string) *env {
 	t.Helper()
-	// caddytest skips a test whose Caddy cannot start; here that is a failure.
-	t.Cleanup(func() {
-		if t.Skipped() {
-			t.Errorf("Caddy did not start: end-to-end tests must not be skipped")
-		}
-	})
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(gatewayConfig, dir, pfrLines, extraSites, httpPort, httpsPort, caddyStorage), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	mustLoadCaddy(t, fmt.Sprintf(gatewayConfig, dir, pfrLines, extraSites, processOptions(), httpsPort, caddyStorage), "caddyfile")
 	dev, err := auth.LoadOrCreateDevIssuer(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ func TestSMARTFhirClientStandaloneLaunch(t *testing.T) {
 	p := startProvider(t)
 	e := startSmartGateway(t, p.issuer, "")
 
-	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience}})
+	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience()}})
 	rec := e.createRecord(mgmt.AccessToken, "john-launch", "Doe", "John")
 	base := rec["fhirBase"].(string)
 	patientID := rec["patientId"].(string)

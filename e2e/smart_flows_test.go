@@ -37,8 +37,8 @@ func TestSMARTClientCredentials(t *testing.T) {
 
 	// The client joins as manager (read and write by role), with a token for
 	// the management API (sub is the client id: the same account).
-	mgmt := p.clientCredentials(t, backendClientID, backendClientSecret, managementAudience, "")
-	if aud := mgmt.claims(t)["aud"]; aud != managementAudience {
+	mgmt := p.clientCredentials(t, backendClientID, backendClientSecret, managementAudience(), "")
+	if aud := mgmt.claims(t)["aud"]; aud != managementAudience() {
 		t.Fatalf("management token aud = %v", aud)
 	}
 	e.joinRecord(alice, "alice-smart", "manager", mgmt.AccessToken)
@@ -126,8 +126,8 @@ func TestSMARTTokenShapes(t *testing.T) {
 	base := rec["fhirBase"].(string)
 	patient := "Patient/" + rec["patientId"].(string)
 
-	mgmt := p.clientCredentials(t, arrayClientID, arrayClientSecret, managementAudience, "")
-	if aud, ok := mgmt.claims(t)["aud"].([]any); !ok || len(aud) != 2 || aud[0] != managementAudience {
+	mgmt := p.clientCredentials(t, arrayClientID, arrayClientSecret, managementAudience(), "")
+	if aud, ok := mgmt.claims(t)["aud"].([]any); !ok || len(aud) != 2 || aud[0] != managementAudience() {
 		t.Fatalf("management token aud = %v, want an array", mgmt.claims(t)["aud"])
 	}
 	e.joinRecord(alice, "alice-shapes", "manager", mgmt.AccessToken)
@@ -160,8 +160,8 @@ func TestSMARTAuthorizationCodePKCE(t *testing.T) {
 	e := startSmartGateway(t, p.issuer, "")
 
 	// John, logged in at the provider, creates his record.
-	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience}})
-	if c := mgmt.claims(t); c["sub"] != smartUser || c["aud"] != managementAudience {
+	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience()}})
+	if c := mgmt.claims(t); c["sub"] != smartUser || c["aud"] != managementAudience() {
 		t.Fatalf("management token claims %v", c)
 	}
 	rec := e.createRecord(mgmt.AccessToken, "john-smart", "Doe", "John")
@@ -261,7 +261,7 @@ func TestSMARTWrongPassword(t *testing.T) {
 	p := startProvider(t)
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {appClientID}, "redirect_uri": {"http://127.0.0.1:9/callback"},
-		"scope": {"openid"}, "resource": {managementAudience}, "state": {"s"},
+		"scope": {"openid"}, "resource": {managementAudience()}, "state": {"s"},
 		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
 	}
 	jarClient := newBrowser(t)

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // The SMART tests run a real OpenID provider (oidc-provider, test/smart)
@@ -39,8 +41,8 @@ const (
 	providerStartTimeout = 60 * time.Second
 )
 
-// managementAudience is the resource (and token aud) of the management API.
-var managementAudience = fmt.Sprintf("https://%s:%d", baseDomain, httpsPort)
+// managementAudience() is the resource (and token aud) of the management API.
+func managementAudience() string { return fmt.Sprintf("https://%s:%d", baseDomain, httpsPort) }
 
 // startSmartGateway loads a gateway that trusts the provider at issuer.
 func startSmartGateway(t *testing.T, issuer, extra string) *env {
@@ -82,6 +84,7 @@ func startProvider(t *testing.T) *oidcProvider {
 // npm package pkg (installed by `npm ci` in test/smart) is missing.
 func requireNode(t *testing.T, pkg string) string {
 	t.Helper()
+	testkit.Needs(t, "Node and test/smart's npm packages")
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node is required for the SMART end-to-end tests: %v", err)

@@ -23,7 +23,7 @@ func TestSMARTKeyRotation(t *testing.T) {
 	rec := e.createRecord(alice, "alice-rotate", "Smith", "Alice")
 	base := rec["fhirBase"].(string)
 	patient := recordURL("alice-rotate", "/Patient/"+rec["patientId"].(string))
-	mgmt := p.clientCredentials(t, backendClientID, backendClientSecret, managementAudience, "")
+	mgmt := p.clientCredentials(t, backendClientID, backendClientSecret, managementAudience(), "")
 	e.joinRecord(alice, "alice-rotate", "viewer", mgmt.AccessToken)
 
 	tokenA := p.clientCredentials(t, backendClientID, backendClientSecret, base, "system/*.rs")

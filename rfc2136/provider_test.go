@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pfrgateway/caddy-pfr/internal/named"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 const zone = "pfr.localhost."
@@ -25,6 +26,7 @@ const zone = "pfr.localhost."
 // what grant says (BIND update-policy rules; "" is any name, any type), and
 // a Provider holding that key.
 func startNamed(t *testing.T, grant string) (*named.Server, *Provider) {
+	testkit.Needs(t, "BIND (named)")
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := named.Start(ctx, named.Options{

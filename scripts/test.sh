@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (Go tools, npm packages)
 # and runs every check and test. A missing component fails the run; nothing
-# is skipped silently.
+# is skipped silently. (The inner loop is `go test -short ./...`: Go alone.)
 #
 #   bash scripts/test.sh
+#
+# The terminal shows one line per step and per Go package; a failure shows
+# the failing test and its first error (or the end of the failing step's
+# output). Every step's full output is in .build/logs/.
+#
+# It runs beside a gateway someone runs (the quickstart's ports 8443, 8080,
+# 2019 are never used) and beside another copy of itself: every server the
+# tests start listens on a loopback port held for it, with its state and
+# Caddy's in temporary folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -11,12 +20,32 @@ root=$(pwd)
 export PATH="$(go env GOPATH)/bin:$PATH"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
-step() { printf '\n== %s ==\n' "$*"; }
+bin="$root/.build"
+logs="$bin/logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+current=
+step() {
+	current=$(printf '%s' "$*" | tr -c 'A-Za-z0-9._-' '-' | tr -s '-' | sed 's/-$//')
+	printf '\n== %s ==\n' "$*"
+}
+# quiet runs a command with its output in the current step's log; on
+# failure it shows the end of that output and where the rest is.
+quiet() {
+	local log="$logs/$current.log"
+	if ! "$@" >>"$log" 2>&1; then
+		echo "FAILED: $*"
+		tail -n 25 "$log" | sed 's/^/    /'
+		echo "Full output: ${log#"$root/"}"
+		exit 1
+	fi
+}
 
 step "Go tools"
-command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-command -v xcaddy >/dev/null || go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
-command -v pebble >/dev/null || go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
+command -v staticcheck >/dev/null || quiet go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+command -v xcaddy >/dev/null || quiet go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+command -v pebble >/dev/null || quiet go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
+quiet go build -o "$bin/testreport" ./internal/testkit/testreport
 
 step "a tmpfs can be mounted (crashtest's full-disk test needs root and mount)"
 command -v mount >/dev/null && command -v umount >/dev/null || { echo "mount/umount missing (util-linux)"; exit 1; }
@@ -34,8 +63,8 @@ step "BIND (named) for the DNS-01 tests"
 # policy-rc.d forbids it, as in containers).
 export PATH="$PATH:/usr/sbin"
 if ! command -v named >/dev/null; then
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 >/dev/null
+	quiet apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq bind9
 fi
 named -v
 
@@ -44,13 +73,12 @@ step "PostgreSQL 15 for the state tests"
 # binary in a temporary folder (as the postgres user, since initdb refuses
 # root), on 127.0.0.1 and an ephemeral port, and kills it when the tests end.
 # The package's own service is not used. Tests needing PostgreSQL fail rather
-# than skip (PFR_REQUIRE_POSTGRES=1).
+# than skip (they skip only under -short).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+	quiet apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq postgresql
 fi
 ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || command -v initdb
-export PFR_REQUIRE_POSTGRES=1
 
 step "Chromium for the browser test"
 # Debian's chromium: e2e/authz_browser_test.go drives it headless (through
@@ -65,12 +93,12 @@ fi
 step "Node packages"
 for dir in test/*/; do
 	if [ -f "$dir/package.json" ]; then
-		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+		(cd "$dir" && quiet npm ci --no-audit --no-fund --loglevel=error)
 	fi
 done
 
 step "HAPI FHIR JPA test server (Maven)"
-(cd test/hapi && mvn -q -B package -DskipTests)
+(cd test/hapi && quiet mvn -q -B package -DskipTests)
 test -f test/hapi/target/hapi-test-server.jar
 
 step "Keycloak 26 for the identity-provider recipe (Maven Central)"
@@ -95,8 +123,8 @@ unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
-go vet ./...
-staticcheck ./...
+quiet go vet ./...
+quiet staticcheck ./...
 
 step "generated code is up to date (go generate ./...)"
 generated=$(grep -rl --include='*.go' '^// Code generated .* DO NOT EDIT' . | sort)
@@ -108,41 +136,32 @@ if [ "$before" != "$after" ]; then
 fi
 
 step "build cmd/pfr"
-bin="$root/.build"
-mkdir -p "$bin"
-go build -o "$bin/pfr" ./cmd/pfr
+quiet go build -o "$bin/pfr" ./cmd/pfr
 
-step "go test"
-# Tests that drive Node clients fail instead of skipping when their packages are missing.
-export PFR_REQUIRE_FHIRKIT=1
-go test -count=1 -timeout 30m ./...
+step "go test (every test: none may skip for a missing component)"
+go test -json -count=1 -timeout 30m ./... 2>&1 | "$bin/testreport" -log "$logs/go-test.log"
 
 step "xcaddy build --with github.com/pfrgateway/caddy-pfr@v0.0.0=."
-xcaddy build v2.11.9 --with github.com/pfrgateway/caddy-pfr@v0.0.0=. --output "$bin/caddy-xcaddy" >"$bin/xcaddy.log" 2>&1 ||
-	{ tail -30 "$bin/xcaddy.log"; exit 1; }
+quiet xcaddy build v2.11.9 --with github.com/pfrgateway/caddy-pfr@v0.0.0=. --output "$bin/caddy-xcaddy"
 "$bin/caddy-xcaddy" list-modules | grep -qx 'http.handlers.pfr' || { echo "xcaddy build lacks http.handlers.pfr"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'tls.permission.pfr' || { echo "xcaddy build lacks tls.permission.pfr"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'dns.providers.rfc2136' || { echo "xcaddy build lacks dns.providers.rfc2136"; exit 1; }
 "$bin/caddy-xcaddy" list-modules | grep -qx 'caddy.storage.postgres' || { echo "xcaddy build lacks caddy.storage.postgres"; exit 1; }
 
 step "the README's benchmark and fuzz commands, briefly (nothing is judged by speed)"
-go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10 >"$bin/bench-gateway.txt" 2>&1 ||
-	{ tail -30 "$bin/bench-gateway.txt"; exit 1; }
-go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1 >"$bin/bench-dopu.txt" 2>&1 ||
-	{ tail -30 "$bin/bench-dopu.txt"; exit 1; }
-go test ./bench/store/ -run '^$' -bench . -benchtime 1x
-go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50 >"$bin/bench-cluster.txt" 2>&1 ||
-	{ tail -30 "$bin/bench-cluster.txt"; exit 1; }
-go run ./bench/tls -pfr "$bin/pfr" -n 2 >"$bin/bench-tls.txt" 2>&1 ||
-	{ tail -30 "$bin/bench-tls.txt"; exit 1; }
+quiet go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10
+quiet go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1
+quiet go test ./bench/store/ -run '^$' -bench . -benchtime 1x
+quiet go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50
+quiet go run ./bench/tls -pfr "$bin/pfr" -n 2
 for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'gateway FuzzWritePath'; do
 	set -- $target
-	go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
+	quiet go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
 done
 
 for script in scripts/it/*.sh; do
 	step "integration: $script"
-	PFR_BIN="$bin/pfr" bash "$script"
+	PFR_BIN="$bin/pfr" quiet bash "$script"
 done
 
 step "all tests passed"

@@ -7,13 +7,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestFhirKitClient runs test/fhirkit (fhir-kit-client, a third-party FHIR
-// client, under node:test) against the store served on 127.0.0.1. It skips
-// when node or the suite's node_modules (npm ci in test/fhirkit) are absent,
-// unless PFR_REQUIRE_FHIRKIT=1 makes that a failure (CI).
+// client, under node:test) against the store served on 127.0.0.1. It
+// skips under -short; without node or the suite's node_modules (npm ci in
+// test/fhirkit) it fails.
 func TestFhirKitClient(t *testing.T) {
+	testkit.Needs(t, "Node and test/fhirkit's npm packages")
 	dir, err := filepath.Abs("../test/fhirkit")
 	if err != nil {
 		t.Fatal(err)
@@ -21,10 +24,7 @@ func TestFhirKitClient(t *testing.T) {
 	node, nodeErr := exec.LookPath("node")
 	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "fhir-kit-client"))
 	if nodeErr != nil || modErr != nil {
-		if os.Getenv("PFR_REQUIRE_FHIRKIT") == "1" {
-			t.Fatalf("fhir-kit suite cannot run: node %v, node_modules %v", nodeErr, modErr)
-		}
-		t.Skip("node or test/fhirkit/node_modules missing (run npm ci in test/fhirkit)")
+		t.Fatalf("fhir-kit suite cannot run (run npm ci in test/fhirkit; scripts/test.sh does): node %v, node_modules %v", nodeErr, modErr)
 	}
 	s := newTestServer(t)
 	s.createPartition(1)

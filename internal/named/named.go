@@ -25,6 +25,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pfrgateway/caddy-pfr/internal/childproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // Install is how scripts/test.sh installs named when it is missing.
@@ -97,7 +98,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		KeyName:   "pfr-acme-update.",
 		KeySecret: base64.StdEncoding.EncodeToString(secret),
 	}
-	port, err := freeUDPAndTCPPort()
+	port, err := testkit.FreeUDPAndTCPPort()
 	if err != nil {
 		return nil, err
 	}
@@ -220,23 +221,4 @@ func (s *Server) Serial(ctx context.Context) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("no SOA for %s in %v", s.Zone, r)
-}
-
-// freeUDPAndTCPPort returns a loopback port that was free for both UDP and
-// TCP a moment ago (named serves DNS on both).
-func freeUDPAndTCPPort() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("named: reserving a loopback port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		_ = l.Close()
-		if err == nil {
-			_ = u.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("named: no loopback port free for both UDP and TCP")
 }

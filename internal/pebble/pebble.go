@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/childproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // Install is how scripts/test.sh installs Pebble.
@@ -114,11 +115,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if s.TLSRoots, err = writeTLS(s.TLSRootFile, certFile, keyFile); err != nil {
 		return nil, err
 	}
-	listen, err := freeLoopbackAddr()
+	listen, err := testkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	management, err := freeLoopbackAddr()
+	management, err := testkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -257,17 +258,6 @@ func (s *Server) CertificateStatus(serial *big.Int) (status string, der []byte, 
 // (the management interface has no such count).
 func (s *Server) Orders() int {
 	return strings.Count(s.Output(), "Added order ")
-}
-
-// freeLoopbackAddr returns a 127.0.0.1 address whose port was free a moment
-// ago.
-func freeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pebble: reserving a loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // writeConfig completes pebble-config.json with this run's settings and

@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // readyTimeout bounds how long a bench waits for pfr to answer.
@@ -19,16 +21,18 @@ const readyTimeout = time.Minute
 type Bench struct {
 	WorkDir string // everything pfr writes; removed by Close
 	Binary  string // the pfr binary: given, or built into WorkDir
-	Ports   []int  // free loopback ports for the Caddyfile
+	Ports   []int  // loopback ports held for pfr's Caddyfile (testkit.Port)
 
+	held  []*testkit.Port
 	built bool     // Binary was built from the working directory's module
 	proc  *Process // nil until Start
 }
 
 // NewBench creates a temporary work directory named after name, takes
 // binary or, when it is empty, builds cmd/pfr into the work directory
-// (saying so on progress), and reserves ports free loopback ports. Close
-// undoes it.
+// (saying so on progress), and holds ports loopback ports until Close
+// (pfr binds them with SO_REUSEPORT, as Caddy does; nothing else is given
+// them meanwhile). Close undoes it.
 func NewBench(ctx context.Context, name, binary string, ports int, progress io.Writer) (*Bench, error) {
 	workDir, err := os.MkdirTemp("", "pfr-bench-"+name+"-")
 	if err != nil {
@@ -43,9 +47,12 @@ func NewBench(ctx context.Context, name, binary string, ports int, progress io.W
 		}
 		b.built = true
 	}
-	if b.Ports, err = FreePorts(ports); err != nil {
+	if b.held, err = testkit.ReservePorts(ports); err != nil {
 		b.Close()
 		return nil, err
+	}
+	for _, p := range b.held {
+		b.Ports = append(b.Ports, p.Number)
 	}
 	return b, nil
 }
@@ -83,6 +90,9 @@ func (b *Bench) Revision(ctx context.Context) string {
 func (b *Bench) Close() {
 	if b.proc != nil {
 		b.proc.Stop()
+	}
+	for _, p := range b.held {
+		_ = p.Release()
 	}
 	_ = os.RemoveAll(b.WorkDir)
 }

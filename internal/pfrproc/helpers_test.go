@@ -2,7 +2,6 @@ package pfrproc
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,25 +10,6 @@ import (
 	"strings"
 	"testing"
 )
-
-func TestFreePortsAreDistinctAndFree(t *testing.T) {
-	ports, err := FreePorts(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[int]bool{}
-	for _, port := range ports {
-		if port <= 0 || seen[port] {
-			t.Fatalf("ports %v: not distinct positive ports", ports)
-		}
-		seen[port] = true
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			t.Fatalf("port %d was not released: %v", port, err)
-		}
-		_ = l.Close()
-	}
-}
 
 func TestLocalClientDialsEveryNameOnLoopbackAndKeepsRedirects(t *testing.T) {
 	var host string

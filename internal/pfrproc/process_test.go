@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // startFake starts the test binary as a fake pfr in mode, serving on a free
@@ -16,7 +18,7 @@ import (
 func startFake(t *testing.T, dir, mode string) (*Process, int) {
 	t.Helper()
 	t.Setenv(fakeEnv, mode)
-	ports, err := FreePorts(1)
+	port, err := testkit.FreePort() // the fake serves without SO_REUSEPORT
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,12 +26,12 @@ func startFake(t *testing.T, dir, mode string) (*Process, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Start(context.Background(), self, dir, fmt.Sprintf("127.0.0.1:%d\n", ports[0]))
+	p, err := Start(context.Background(), self, dir, fmt.Sprintf("127.0.0.1:%d\n", port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Kill() })
-	return p, ports[0]
+	return p, port
 }
 
 func TestStartRunsInsideTheWorkDirAndStopInterrupts(t *testing.T) {

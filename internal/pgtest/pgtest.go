@@ -8,15 +8,14 @@
 // postgres on 127.0.0.1 and an ephemeral port, killed when the test binary
 // exits (parent-death signal; Main also stops it and removes the folder).
 // So `go test ./tenancy/` works alone wherever Debian's postgresql package
-// is installed. Without PostgreSQL binaries the tests needing it skip,
-// unless PFR_REQUIRE_POSTGRES=1, when they fail.
+// is installed. Under `go test -short` the tests needing PostgreSQL skip
+// (testkit.Needs); otherwise a missing PostgreSQL fails them.
 package pgtest
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -34,15 +33,12 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/internal/childproc"
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // EnvDSN names a server to make test databases on; its user must be
 // allowed to CREATE DATABASE.
 const EnvDSN = "PFR_TEST_POSTGRES_DSN"
-
-// EnvRequire set to 1 makes a missing PostgreSQL fail the tests that need
-// it instead of skipping them (CI sets it).
-const EnvRequire = "PFR_REQUIRE_POSTGRES"
 
 var (
 	mu      sync.Mutex
@@ -81,11 +77,9 @@ func Stop() {
 // DSN returns the DSN of a new, empty database for t, dropped when t ends.
 func DSN(t testing.TB) string {
 	t.Helper()
+	testkit.Needs(t, "PostgreSQL")
 	if _, err := adminDSN(); err != nil {
-		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("PostgreSQL required (%s=1) but unavailable: %v", EnvRequire, err)
-		}
-		t.Skipf("no PostgreSQL for this test (set %s or install Debian's postgresql): %v", EnvDSN, err)
+		t.Fatalf("no PostgreSQL for this test (set %s or install Debian's postgresql; `go test -short` skips it): %v", EnvDSN, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -216,7 +210,7 @@ func startCluster() (*cluster, string, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, "", fmt.Errorf("initdb: %w: %s", err, out)
 	}
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -256,15 +250,6 @@ func startCluster() (*cluster, string, error) {
 	}
 	ok = true
 	return &cluster{dir: dir, proc: proc}, dsn, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // OpenState opens the gateway's state on the database at dsn (migrating

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # fhir-kit-client, a third-party FHIR client, against the embedded store
 # served by real Caddy (the pfr_store module, testdata/Caddyfile.store).
+# Its port is held for the run (lib/ports.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/scripts/it/lib/ports.sh"
+hold_ports 1 "$@"
+port=${PORTS[0]}
 pfr=${PFR_BIN:?PFR_BIN must point at the pfr binary}
 work=$(mktemp -d)
 pids=()
@@ -11,16 +15,11 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-wait_for() { # url
-	for _ in $(seq 1 100); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done
-	echo "nothing answers at $1"; exit 1
-}
 
-port=18095
-PFR_STORE_PORT=$port PFR_STORE_PATH="$work/store.db" XDG_DATA_HOME="$work/xdg" \
+PFR_STORE_PORT=$port PFR_STORE_PATH="$work/store.db" XDG_DATA_HOME="$work/xdg-data" XDG_CONFIG_HOME="$work/xdg-config" \
 	"$pfr" run --config "$root/testdata/Caddyfile.store" >"$work/store.log" 2>&1 &
 pids+=($!)
-wait_for "http://127.0.0.1:$port/fhir/metadata"
+wait_ready "http://127.0.0.1:$port/fhir/metadata" "${pids[0]}" || { tail -30 "$work/store.log"; exit 1; }
 curl -sf -X POST "http://127.0.0.1:$port/fhir/\$partition-management-create-partition" \
 	-H 'X-Request-Partition-IDs: DEFAULT' -H 'Content-Type: application/fhir+json' \
 	-d '{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":1},{"name":"name","valueCode":"kit"}]}' >/dev/null

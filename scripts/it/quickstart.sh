@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
 # Runs the README's quickstart as a new user would: `pfr run --config
 # Caddyfile.example` in a fresh directory, then every command of the README's
-# walkthrough, verbatim. Fails if any command fails or prints an error.
+# walkthrough, verbatim but for the ports. Fails if any command fails or
+# prints an error.
+#
+# The example's ports (8443, 8080) become two loopback ports held for this
+# run (lib/ports.sh), so the test runs beside a quickstart someone has
+# running, and beside another copy of itself.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/scripts/it/lib/ports.sh"
+hold_ports 2 "$@"
+https_port=${PORTS[0]} http_port=${PORTS[1]}
 pfr=${PFR_BIN:?PFR_BIN must point at the pfr binary}
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=
+trap '[ -z "$pid" ] || { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }; rm -rf "$work"' EXIT
 
-cp "$root/Caddyfile.example" "$work/"
+# ports replaces the example's ports in a file by this run's.
+ports() { sed -e "s/\b8443\b/$https_port/g" -e "s/\b8080\b/$http_port/g" "$1"; }
+ports "$root/Caddyfile.example" >"$work/Caddyfile.example"
+grep -q ":$https_port" "$work/Caddyfile.example" || { echo "Caddyfile.example no longer serves on 8443"; exit 1; }
 cd "$work"
-# Caddy's own data (the local CA) stays inside the work directory.
+# Caddy's own data (the local CA) and autosaved config stay inside the work directory.
 export XDG_DATA_HOME="$work/xdg-data" XDG_CONFIG_HOME="$work/xdg-config"
 "$pfr" run --config Caddyfile.example >"$work/pfr.log" 2>&1 &
 pid=$!
-# Caddyfile.example turns the admin API off: wait for the site itself.
-for _ in $(seq 1 50); do
-	curl -s -o /dev/null http://127.0.0.1:8080/ && break
-	sleep 0.2
-done
+# The port is held for this run: what answers there is this pfr.
+wait_ready "http://127.0.0.1:$http_port/" "$pid" || { tail -30 "$work/pfr.log"; exit 1; }
 
 # The README says `go run ./cmd/pfr`; here the binary built from the same source stands in.
 mkdir -p "$work/bin"
@@ -32,7 +41,8 @@ chmod +x "$work/bin/go"
 
 # Extract the walkthrough's shell blocks (```sh, not the expected output) from the README and run them.
 awk '/<!-- walkthrough:begin -->/{on=1} /<!-- walkthrough:end -->/{on=0}
-     on && /^```sh/{inblock=1; next} on && /^```/{inblock=0; next} on && inblock' "$root/README.md" >"$work/walkthrough.sh"
+     on && /^```sh/{inblock=1; next} on && /^```/{inblock=0; next} on && inblock' "$root/README.md" >"$work/walkthrough.md.sh"
+ports "$work/walkthrough.md.sh" >"$work/walkthrough.sh"
 [ -s "$work/walkthrough.sh" ] || { echo "README has no walkthrough block"; exit 1; }
 echo "--- running the README walkthrough:"; cat "$work/walkthrough.sh"; echo "---"
 PATH="$work/bin:$PATH" bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"
