@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 )
@@ -132,16 +131,6 @@ func (g *gatewayProcess) inbox(token, slug string) map[string]map[string]any {
 		out[id] = m
 	}
 	return out
-}
-
-// readFixture reads a test data file.
-func readFixture(t *testing.T, path string) []byte {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
 }
 
 // outcomeText is the diagnostics of an OperationOutcome answer.

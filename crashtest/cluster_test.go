@@ -132,7 +132,7 @@ func (c *countingReceiver) snapshot() (map[string]int, []string) {
 // startProc runs the pfr binary with config and waits until url answers.
 func startProc(t *testing.T, config, url string) *pfrproc.Process {
 	t.Helper()
-	p, err := pfrproc.Start(context.Background(), pfrBinary, t.TempDir(), config)
+	p, err := pfrproc.Start(context.Background(), pfrBinary(t), t.TempDir(), config)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // mountTinyTmpfs mounts a tmpfs of size on dir (the test runs as root, as
@@ -17,6 +19,7 @@ import (
 // test ends, after the processes using it are gone. A test that cannot
 // mount fails: it never skips.
 func mountTinyTmpfs(t *testing.T, dir, size string) {
+	testkit.Needs(t, "root and mount (a tmpfs)")
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // The fault tests run the real pfr binary as the gateway in front of the
@@ -28,7 +29,7 @@ import (
 // storeCaddyfile is the README's standalone store configuration.
 func storeCaddyfile(t *testing.T) string {
 	t.Helper()
-	return string(readFixture(t, filepath.Join("..", "testdata", "Caddyfile.store")))
+	return string(testkit.ReadFile(t, filepath.Join(testkit.Root(t), "testdata", "Caddyfile.store")))
 }
 
 // hostBoundStoreCaddyfile is the standalone store configuration the README
@@ -78,7 +79,7 @@ func (s *storeProcess) start() {
 	// The child reads the variables when it adapts the Caddyfile.
 	s.t.Setenv("PFR_STORE_PORT", strconv.Itoa(s.port))
 	s.t.Setenv("PFR_STORE_PATH", filepath.Join(s.dir, "store.db"))
-	proc, err := pfrproc.Start(context.Background(), pfrBinary, s.dir, s.config)
+	proc, err := pfrproc.Start(context.Background(), pfrBinary(s.t), s.dir, s.config)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -10,10 +10,12 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // largestSynthea is the largest Synthea transaction Bundle of the test data.
-const largestSynthea = "../testdata/fhir/synthea/Alda_Carter_ee1034c9-cb75-413c-8f36-da7e4268d2b5.json"
+const largestSynthea = "synthea/Alda_Carter_ee1034c9-cb75-413c-8f36-da7e4268d2b5.json"
 
 // bundleContents returns a Bundle's Patient (without its id) and how many
 // resources of each other type it holds.
@@ -136,7 +138,7 @@ type pickupFixture struct {
 func newPickupFixture(t *testing.T, owner string) *pickupFixture {
 	t.Helper()
 	g := newGateway(t)
-	f := &pickupFixture{t: t, g: g, owner: g.token(owner), raw: readFixture(t, largestSynthea)}
+	f := &pickupFixture{t: t, g: g, owner: g.token(owner), raw: testkit.ReadFHIR(t, largestSynthea)}
 	f.patient, f.want = bundleContents(t, f.raw)
 	for typ := range f.want {
 		f.countTypes = append(f.countTypes, typ)

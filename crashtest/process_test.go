@@ -124,7 +124,7 @@ func freePort(t *testing.T) int {
 func (g *gatewayProcess) start() {
 	g.t.Helper()
 	g.starts++
-	proc, err := pfrproc.Start(context.Background(), pfrBinary, g.dir,
+	proc, err := pfrproc.Start(context.Background(), pfrBinary(g.t), g.dir,
 		fmt.Sprintf(g.opts.config, append([]any{g.port, g.dir}, g.opts.args...)...))
 	if err != nil {
 		g.t.Fatalf("pfr start %d: %v", g.starts, err)

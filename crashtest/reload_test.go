@@ -85,7 +85,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, err := pfrproc.Start(context.Background(), pfrBinary, dir, config("10m"))
+	proc, err := pfrproc.Start(context.Background(), pfrBinary(t), dir, config("10m"))
 	if err != nil {
 		t.Fatal(err)
 	}

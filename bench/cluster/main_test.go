@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestBenchSmoke runs the harness with a handful of requests: PostgreSQL,
@@ -13,9 +15,7 @@ import (
 // through one node and through the balancer, every answer checked, the
 // ratios printed. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts five processes")
-	}
+	testkit.Needs(t, "PostgreSQL and the pfr binary run as five processes")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer

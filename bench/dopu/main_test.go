@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 const syntheaDir = "../../testdata/fhir/synthea"
@@ -24,6 +26,7 @@ const syntheaDir = "../../testdata/fhir/synthea"
 // pick-up that imported everything, the table printed, a profile written,
 // Caddy stopped. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
+	testkit.Needs(t, "the pfr binary run as a separate process")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	profile := t.TempDir() + "/cpu.pprof"

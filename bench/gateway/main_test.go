@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestBenchSmoke runs the whole harness with a handful of requests: Caddy
@@ -19,6 +21,7 @@ import (
 // answering verified responses, the table printed, a profile written, and
 // Caddy stopped. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
+	testkit.Needs(t, "the pfr binary run as a separate process")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	profile := filepath.Join(t.TempDir(), "cpu.pprof")

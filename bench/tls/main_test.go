@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestBenchSmoke runs the whole harness with two visits per kind: BIND,
@@ -15,6 +17,7 @@ import (
 // printed, everything stopped. It asserts what was measured, never how
 // fast.
 func TestBenchSmoke(t *testing.T) {
+	testkit.Needs(t, "BIND, Pebble and the pfr binary run as a separate process")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out, log bytes.Buffer

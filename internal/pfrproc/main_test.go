@@ -2,12 +2,13 @@ package pfrproc
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // fakeEnv makes the test binary act as a fake pfr: started by Start, it
@@ -35,7 +36,8 @@ func fakePFR(mode string, args []string) int {
 		fmt.Println(err)
 		return 1
 	}
-	l, err := net.Listen("tcp", strings.TrimSpace(string(addr)))
+	// As Caddy does (SO_REUSEPORT), so it can listen on a held port.
+	l, err := testkit.ListenReusePort(strings.TrimSpace(string(addr)))
 	if err != nil {
 		fmt.Println(err)
 		return 1

@@ -18,10 +18,7 @@ import (
 func startFake(t *testing.T, dir, mode string) (*Process, int) {
 	t.Helper()
 	t.Setenv(fakeEnv, mode)
-	port, err := testkit.FreePort() // the fake serves without SO_REUSEPORT
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := testkit.Reserve(t).Number
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -87,7 +87,11 @@ func Reserve(t testing.TB) *Port {
 
 // Listen listens on the held port with SO_REUSEPORT, as Caddy does: for a
 // Go server of the test's own on a port it holds.
-func (p *Port) Listen() (net.Listener, error) {
+func (p *Port) Listen() (net.Listener, error) { return ListenReusePort(p.Addr()) }
+
+// ListenReusePort listens on the TCP address addr with SO_REUSEPORT, as
+// Caddy does, so that it can listen on a held port.
+func ListenReusePort(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
@@ -97,7 +101,7 @@ func (p *Port) Listen() (net.Listener, error) {
 		}
 		return serr
 	}}
-	return lc.Listen(context.Background(), "tcp", p.Addr())
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // Addr is "127.0.0.1:<port>".
