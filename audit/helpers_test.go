@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,28 +14,8 @@ import (
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
-
-// clock is a settable time for tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
-func openDB(t testing.TB, path string) *bbolt.DB {
-	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("opening %s: %v", path, err)
-	}
-	return db
-}
 
 // fixture is a Log on bbolt, or on PostgreSQL when the package runs under
 // pgtest.RerunOnPostgres.
@@ -47,14 +26,14 @@ type fixture struct {
 	dsn   string    // PostgreSQL only
 	kv    kv.DB
 	log   *Log
-	clock *clock
+	clock *testkit.Clock
 }
 
 // newFixture returns a Log on a fresh database; opts.Now is the fixture's
 // clock unless set.
 func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{t: t, clock: newClock()}
+	f := &fixture{t: t, clock: testkit.NewClock()}
 	if opts.Now == nil {
 		opts.Now = f.clock.Now
 	}
@@ -63,7 +42,7 @@ func newFixture(t testing.TB, opts Options) *fixture {
 		f.kv = pgtest.OpenState(t, f.dsn)
 	} else {
 		f.path = filepath.Join(t.TempDir(), "pfr.db")
-		f.db = openDB(t, f.path)
+		f.db = testkit.OpenBolt(t, f.path)
 		t.Cleanup(func() { f.db.Close() })
 		f.kv = kv.Bolt(f.db)
 	}
@@ -88,7 +67,7 @@ func (f *fixture) reopen() Store {
 		if err := f.db.Close(); err != nil {
 			f.t.Fatal(err)
 		}
-		bdb := openDB(f.t, f.path)
+		bdb := testkit.OpenBolt(f.t, f.path)
 		f.t.Cleanup(func() { bdb.Close() })
 		db = kv.Bolt(bdb)
 	} else {

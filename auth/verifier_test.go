@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
-func newTestVerifier(t *testing.T, clock *testClock, issuers ...IssuerConfig) *Verifier {
+func newTestVerifier(t *testing.T, clock *testkit.Clock, issuers ...IssuerConfig) *Verifier {
 	t.Helper()
 	v, err := NewVerifier(issuers, Options{Now: clock.Now})
 	if err != nil {
@@ -41,7 +43,7 @@ func TestVerifyAcceptsEveryKeyType(t *testing.T) {
 		newEdKey(t, "eddsa"),
 	}
 	iss := newTestIssuer(t, keys...)
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	v := newTestVerifier(t, clock, IssuerConfig{Issuer: iss.issuer()})
 	for _, k := range keys {
 		t.Run(k.kid, func(t *testing.T) {
@@ -74,7 +76,7 @@ func TestVerifyAcceptsEveryKeyType(t *testing.T) {
 }
 
 func TestVerifyRejectsAttacks(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	now := clock.Now()
 	rsaKey := newRSAKey(t, "a-rsa", jwt.SigningMethodRS256)
 	edKey := newEdKey(t, "a-ed")
@@ -196,7 +198,7 @@ func TestVerifyRejectsAttacks(t *testing.T) {
 }
 
 func TestVerifyLeeway(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newEdKey(t, "k")
 	iss := newTestIssuer(t, key)
 	v := newTestVerifier(t, clock, IssuerConfig{Issuer: iss.issuer()})
@@ -210,7 +212,7 @@ func TestVerifyLeeway(t *testing.T) {
 }
 
 func TestVerifyAudienceShapes(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newRSAKey(t, "k", jwt.SigningMethodPS384)
 	iss := newTestIssuer(t, key)
 	v := newTestVerifier(t, clock, IssuerConfig{Issuer: iss.issuer(), Audiences: []string{"urn:gateway"}})
@@ -244,7 +246,7 @@ func TestVerifyAudienceShapes(t *testing.T) {
 }
 
 func TestVerifyScopeAndClientIDClaims(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newECKey(t, "k", elliptic.P256(), jwt.SigningMethodES256)
 	iss := newTestIssuer(t, key)
 	custom := newTestIssuer(t, key)
@@ -291,7 +293,7 @@ func TestVerifyScopeAndClientIDClaims(t *testing.T) {
 }
 
 func TestVerifyKeyRotation(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	old := newRSAKey(t, "old", jwt.SigningMethodRS256)
 	next := newECKey(t, "next", elliptic.P384(), jwt.SigningMethodES384)
 	iss := newTestIssuer(t, old)
@@ -349,7 +351,7 @@ func TestVerifyKeyRotation(t *testing.T) {
 }
 
 func TestVerifyRefetchRateBound(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newEdKey(t, "k")
 	iss := newTestIssuer(t, key)
 	v := newTestVerifier(t, clock, IssuerConfig{Issuer: iss.issuer()})
@@ -382,7 +384,7 @@ func TestVerifyRefetchRateBound(t *testing.T) {
 }
 
 func TestVerifyConcurrentColdFetchIsShared(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newRSAKey(t, "k", jwt.SigningMethodRS256)
 	iss := newTestIssuer(t, key)
 	v := newTestVerifier(t, clock, IssuerConfig{Issuer: iss.issuer()})
@@ -408,7 +410,7 @@ func TestVerifyConcurrentColdFetchIsShared(t *testing.T) {
 }
 
 func TestVerifyTokenCache(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newEdKey(t, "k")
 	iss := newTestIssuer(t, key)
 	v, err := NewVerifier([]IssuerConfig{{Issuer: iss.issuer(), Audiences: []string{"urn:apex"}}}, Options{Now: clock.Now, TokenCacheSize: 2})
@@ -466,7 +468,7 @@ func TestVerifyIssuerFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := newTestClock()
+			clock := testkit.NewClock()
 			iss := newTestIssuer(t, key)
 			iss.set(tt.setup)
 			v := newTestVerifier(t, clock, IssuerConfig{Issuer: iss.issuer()})
@@ -484,7 +486,7 @@ func TestVerifyIssuerFailures(t *testing.T) {
 }
 
 func TestVerifyExplicitJWKSURLSkipsDiscovery(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newECKey(t, "k", elliptic.P521(), jwt.SigningMethodES512)
 	iss := newTestIssuer(t, key)
 	const issuer = "https://idp.example/realms/pfr"
@@ -498,7 +500,7 @@ func TestVerifyExplicitJWKSURLSkipsDiscovery(t *testing.T) {
 }
 
 func TestVerifyKidlessTokens(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	only := newEdKey(t, "only")
 	kidless := signingKey{method: only.method, priv: only.priv}
 	single := newTestIssuer(t, only)
@@ -518,7 +520,7 @@ func TestVerifyKidlessTokens(t *testing.T) {
 }
 
 func TestVerifierDiscovery(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	iss := newTestIssuer(t, newEdKey(t, "k"))
 	dev, err := LoadOrCreateDevIssuer(t.TempDir())
 	if err != nil {
@@ -606,7 +608,7 @@ func TestWWWAuthenticate(t *testing.T) {
 }
 
 func TestVerifyGivesUpWhenContextEnds(t *testing.T) {
-	clock := newTestClock()
+	clock := testkit.NewClock()
 	key := newEdKey(t, "k")
 	release := make(chan struct{})
 	blocking := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -141,10 +141,10 @@ node.localhost:`+strconv.Itoa(testkit.Reserve(t).Number)+` {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(mustJSON(t, cfg), `"storage":{"dsn":"`+dsn+`","module":"postgres"}`) {
-		t.Fatalf("adapted config lacks the storage: %s", mustJSON(t, cfg))
+	if !strings.Contains(testkit.JSONString(t, cfg), `"storage":{"dsn":"`+dsn+`","module":"postgres"}`) {
+		t.Fatalf("adapted config lacks the storage: %s", testkit.JSONString(t, cfg))
 	}
-	if err := caddy.Load([]byte(mustJSON(t, cfg)), true); err != nil {
+	if err := caddy.Load([]byte(testkit.JSONString(t, cfg)), true); err != nil {
 		t.Fatalf("loading Caddy: %v", err)
 	}
 	defer func() { _ = caddy.Stop() }()
@@ -171,13 +171,4 @@ node.localhost:`+strconv.Itoa(testkit.Reserve(t).Number)+` {
 	if len(keys) < 2 {
 		t.Fatalf("the certificate of node.localhost is not in PostgreSQL: %v", keys)
 	}
-}
-
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // benchBundle returns a collection of about size bytes: a Patient and
@@ -52,7 +53,7 @@ func BenchmarkIntake2MB(b *testing.B)  { benchmarkIntake(b, 2<<20) }
 // BenchmarkPrepareSynthea measures preparing the largest Synthea Bundle.
 func BenchmarkPrepareSynthea(b *testing.B) {
 	f := newFixture(b, Limits{}, Options{})
-	in := readTestdata(b, "synthea/Alda_Carter_ee1034c9-cb75-413c-8f36-da7e4268d2b5.json")
+	in := testkit.ReadFHIR(b, "synthea/Alda_Carter_ee1034c9-cb75-413c-8f36-da7e4268d2b5.json")
 	r := f.mustDrop("rec1", in, "192.0.2.1")
 	p, err := f.svc.BeginPickup(context.Background(), "rec1", r.ID)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // FuzzIntakeAndPrepare feeds arbitrary bodies to intake's validation and,
@@ -12,7 +14,7 @@ import (
 // names the sender's Patient by its fullUrl.
 func FuzzIntakeAndPrepare(f *testing.F) {
 	for _, path := range []string{ipsPath, father, "spec/Bundle-bundle-transaction.json"} {
-		f.Add(readTestdata(f, path))
+		f.Add(testkit.ReadFHIR(f, path))
 	}
 	f.Add([]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","name":[{"text":" "}]}}]}`))
 	f.Add([]byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"http://x/Patient/1","resource":{"resourceType":"Patient","id":"1","identifier":{"value":"a"}},"request":{"method":"PUT","url":"Patient?identifier=a"}},{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/1/_history/2"},"patient":[1]}}]}`))

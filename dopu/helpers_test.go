@@ -10,40 +10,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
-
-// clock is a settable time for tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
-func openDB(t testing.TB, path string) *bbolt.DB {
-	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("opening %s: %v", path, err)
-	}
-	return db
-}
 
 // fixture is a Service on bbolt, or on PostgreSQL when the package runs
 // under pgtest.RerunOnPostgres.
@@ -54,14 +32,14 @@ type fixture struct {
 	dsn   string    // PostgreSQL only
 	kv    kv.DB
 	svc   *Service
-	clock *clock
+	clock *testkit.Clock
 }
 
 // newFixture returns a Service on a fresh database; opts.Now is the
 // fixture's clock unless set.
 func newFixture(t testing.TB, limits Limits, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{t: t, clock: newClock()}
+	f := &fixture{t: t, clock: testkit.NewClock()}
 	if pgtest.OnPostgres() {
 		f.dsn = pgtest.DSN(t)
 	} else {
@@ -88,7 +66,7 @@ func (f *fixture) open(limits Limits, opts Options) {
 		f.svc = NewWithStore(store, limits, opts)
 		return
 	}
-	db := openDB(f.t, f.path)
+	db := testkit.OpenBolt(f.t, f.path)
 	f.t.Cleanup(func() { db.Close() })
 	f.db, f.kv = db, kv.Bolt(db)
 	svc, err := New(db, limits, opts)
@@ -118,15 +96,6 @@ func (f *fixture) boltOnly() {
 	if f.db == nil {
 		f.t.Skip("about bbolt")
 	}
-}
-
-func readTestdata(t testing.TB, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", "fhir", path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }
 
 const ipsPath = "documents/IPS_IG-bundle-01.json"

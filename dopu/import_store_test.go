@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
@@ -37,7 +38,7 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 			data = b
 		case nil:
 		default:
-			data = []byte(mustJSON(t, b))
+			data = []byte(testkit.JSONString(t, b))
 		}
 		req := httptest.NewRequest(method, path, bytes.NewReader(data))
 		req.Header.Set("Content-Type", "application/fhir+json")
@@ -79,11 +80,10 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 		{father, patient("Everywoman1", "Eve", "1955-01-06", "female"), 1},
 	}
 	// Every Synthea Bundle, for the person it describes.
-	files, _ := filepath.Glob(filepath.Join("..", "testdata", "fhir", "synthea", "*.json"))
-	for _, file := range files {
-		path, _ := filepath.Rel(filepath.Join("..", "testdata", "fhir"), file)
+	for _, file := range testkit.SyntheaPaths(t) {
+		path, _ := filepath.Rel(testkit.FHIRPath(t, ""), file)
 		var b decodedBundle
-		if err := json.Unmarshal(readTestdata(t, path), &b); err != nil {
+		if err := json.Unmarshal(testkit.ReadFHIR(t, path), &b); err != nil {
 			t.Fatal(err)
 		}
 		c := testCase{path: path, patient: b.Entry[0].Resource}
@@ -111,7 +111,7 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 				t.Fatalf("creating the record's Patient: %d %v", code, created)
 			}
 			f := newFixture(t, Limits{}, Options{})
-			r := f.mustDrop("rec1", readTestdata(t, c.path), "192.0.2.1")
+			r := f.mustDrop("rec1", testkit.ReadFHIR(t, c.path), "192.0.2.1")
 			p, err := f.svc.BeginPickup(context.Background(), "rec1", r.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -136,7 +136,7 @@ func TestImportIntoEmbeddedStore(t *testing.T) {
 			// The same document again, other whitespace: a new drop-off,
 			// whose pick-up finds everything already in the record.
 			var again bytes.Buffer
-			if err := json.Indent(&again, readTestdata(t, c.path), "", "   "); err != nil {
+			if err := json.Indent(&again, testkit.ReadFHIR(t, c.path), "", "   "); err != nil {
 				t.Fatal(err)
 			}
 			r2 := f.mustDrop("rec1", again.Bytes(), "192.0.2.1")

@@ -10,11 +10,12 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestIntakeStoresIPS(t *testing.T) {
 	f := newFixture(t, Limits{}, Options{})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	r := f.mustDrop("rec1", body, "192.0.2.1")
 	if r.Status != StatusPending || r.Duplicate || len(r.ID) != 22 {
 		t.Fatalf("receipt %+v", r)
@@ -106,11 +107,11 @@ func TestIntakeRefusals(t *testing.T) {
 		{"depth 200", fhir.ContentType, "", deep(200), 400, "nested deeper"},
 		{"gzip bomb", fhir.ContentType, "gzip", bomb, 413, "larger than the limit"},
 		{"corrupt gzip", fhir.ContentType, "gzip", []byte("not gzip at all"), 400, "not valid gzip"},
-		{"truncated gzip", fhir.ContentType, "gzip", gz(readTestdata(t, ipsPath))[:500], 400, "not valid gzip"},
+		{"truncated gzip", fhir.ContentType, "gzip", gz(testkit.ReadFHIR(t, ipsPath))[:500], 400, "not valid gzip"},
 		{"XML", "application/fhir+xml", "", []byte(`<Bundle/>`), 415, "FHIR JSON Bundle"},
-		{"no content type", "", "", readTestdata(t, ipsPath), 415, "FHIR JSON Bundle"},
-		{"latin1", "application/fhir+json; charset=iso-8859-1", "", readTestdata(t, ipsPath), 415, "UTF-8"},
-		{"brotli", fhir.ContentType, "br", readTestdata(t, ipsPath), 415, "Content-Encoding"},
+		{"no content type", "", "", testkit.ReadFHIR(t, ipsPath), 415, "FHIR JSON Bundle"},
+		{"latin1", "application/fhir+json; charset=iso-8859-1", "", testkit.ReadFHIR(t, ipsPath), 415, "UTF-8"},
+		{"brotli", fhir.ContentType, "br", testkit.ReadFHIR(t, ipsPath), 415, "Content-Encoding"},
 	}
 	if len(bomb) > 64<<10 {
 		t.Fatalf("the bomb is %d bytes compressed; it should be small", len(bomb))
@@ -130,7 +131,7 @@ func TestIntakeRefusals(t *testing.T) {
 		}
 	})
 	t.Run("gzip accepted", func(t *testing.T) {
-		if _, err := f.svc.Intake(context.Background(), "rec3", "application/json", "gzip", bytes.NewReader(gz(readTestdata(t, ipsPath))), Sender{}); err != nil {
+		if _, err := f.svc.Intake(context.Background(), "rec3", "application/json", "gzip", bytes.NewReader(gz(testkit.ReadFHIR(t, ipsPath))), Sender{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -138,7 +139,7 @@ func TestIntakeRefusals(t *testing.T) {
 
 func TestIntakeDedup(t *testing.T) {
 	f := newFixture(t, Limits{}, Options{})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	first := f.mustDrop("rec1", body, "192.0.2.1")
 	again := f.mustDrop("rec1", body, "192.0.2.2")
 	if again.ID != first.ID || !again.Duplicate {
@@ -251,7 +252,7 @@ func TestIntakeFlood(t *testing.T) {
 }
 
 func TestQuotaBytes(t *testing.T) {
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	f := newFixture(t, Limits{PendingBytesPerRecord: int64(len(body)) + 100}, Options{})
 	f.mustDrop("rec1", body, "192.0.2.1")
 	_, err := f.drop("rec1", bundleJSON(t, "collection", map[string]any{"resourceType": "Basic", "text": strings.Repeat("y", 200)}), "192.0.2.1")

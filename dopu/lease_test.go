@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestLeaseOfDeadProcess: a pick-up that died with its process (the lease is
@@ -14,7 +16,7 @@ func TestLeaseOfDeadProcess(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{}, Options{})
 	f.boltOnly() // a shared store: see TestLeaseSharedStore
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	if _, err := f.svc.BeginPickup(ctx, "rec1", r.ID); err != nil { // then the process "dies"
 		t.Fatal(err)
 	}
@@ -43,7 +45,7 @@ func TestLeaseSharedStore(t *testing.T) {
 	ctx := context.Background()
 	g := newFixture(t, Limits{}, Options{})
 	shared := NewWithStore(mustStore(t, g), Limits{}, Options{Now: g.clock.Now})
-	r2 := g.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r2 := g.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	if _, err := shared.BeginPickup(ctx, "rec1", r2.ID); err != nil {
 		t.Fatal(err)
 	}

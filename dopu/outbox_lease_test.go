@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // otherNode returns a second Store on the fixture's database: its own
@@ -30,7 +31,7 @@ func otherNode(t *testing.T, f *fixture) Store {
 // Two delivery loops on one database, running at once: every drop-off's
 // alert reaches the receiver exactly once, with its idempotency key.
 func TestAlertOnceAcrossDeliveryLoops(t *testing.T) {
-	rc := newReceiver(t, newClock())
+	rc := newReceiver(t, testkit.NewClock())
 	srv := serveOn(t, "127.0.0.1:0", rc)
 	unlimited := Rate{PerMinute: -1}
 	limits := Limits{SourceRate: unlimited, RecordRate: unlimited}
@@ -85,12 +86,12 @@ func TestAlertOnceAcrossDeliveryLoops(t *testing.T) {
 // nothing (fencing).
 func TestAlertLeaseRunsOut(t *testing.T) {
 	ctx := context.Background()
-	rc := newReceiver(t, newClock())
+	rc := newReceiver(t, testkit.NewClock())
 	srv := serveOn(t, "127.0.0.1:0", rc)
 	opts := Options{Webhook: webhookTo(srv.URL + "/hook"), AlertLease: time.Minute}
 	f := newFixture(t, Limits{}, opts)
 	rc.clock = f.clock
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	opts.Now = f.clock.Now
 	nodeB := NewWithStore(otherNode(t, f), Limits{}, withTestEgress(opts))
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/egress"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 const hookSecret = "whsec-test-secret"
@@ -22,7 +23,7 @@ const hookSecret = "whsec-test-secret"
 // receiver is a webhook endpoint on 127.0.0.1 that verifies signatures.
 type receiver struct {
 	t      *testing.T
-	clock  *clock
+	clock  *testkit.Clock
 	mu     sync.Mutex
 	got    []AlertPayload
 	bodies []string
@@ -66,7 +67,7 @@ func (rc *receiver) delivered() []AlertPayload {
 	return append([]AlertPayload(nil), rc.got...)
 }
 
-func newReceiver(t *testing.T, c *clock) *receiver {
+func newReceiver(t *testing.T, c *testkit.Clock) *receiver {
 	return &receiver{t: t, clock: c, hits: make(chan struct{}, 1)}
 }
 
@@ -108,13 +109,13 @@ func webhookTo(url string) func(context.Context, string) (WebhookTarget, error) 
 func outboxLen(t *testing.T, f *fixture) int { return keyCount(t, f.kv)["dopu/outbox"] }
 
 func TestAlertSignedAndWithoutClinicalContent(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock()
 	rc := newReceiver(t, c)
 	srv := serveOn(t, "127.0.0.1:0", rc)
 	f := newFixture(t, Limits{}, Options{Now: c.Now, Webhook: webhookTo(srv.URL + "/hook")})
 	f.clock = c
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
-	f.mustDrop("no-hook", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
+	f.mustDrop("no-hook", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	if outboxLen(t, f) != 2 {
 		t.Fatalf("outbox holds %d, want 2", outboxLen(t, f))
 	}
@@ -143,12 +144,12 @@ func TestAlertSignedAndWithoutClinicalContent(t *testing.T) {
 }
 
 func TestAlertSurvivesReceiverDownAndRestart(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock()
 	addr := freeAddr(t) // nothing listens yet: connections are refused
 	opts := Options{Now: c.Now, Webhook: webhookTo("http://" + addr + "/hook"), RetryBase: time.Minute, RetryCap: time.Hour}
 	f := newFixture(t, Limits{}, opts)
 	f.clock = c
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 
 	for attempt := 1; attempt <= 3; attempt++ {
 		if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 0 {
@@ -191,7 +192,7 @@ func TestAlertSurvivesReceiverDownAndRestart(t *testing.T) {
 }
 
 func TestAlertRetriesOnErrorsAndCapsBackoff(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock()
 	rc := newReceiver(t, c)
 	rc.status = http.StatusInternalServerError
 	srv := serveOn(t, "127.0.0.1:0", rc)
@@ -206,7 +207,7 @@ func TestAlertRetriesOnErrorsAndCapsBackoff(t *testing.T) {
 		}}
 	f := newFixture(t, Limits{}, opts)
 	f.clock = c
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	for i := 1; i <= 8; i++ {
 		f.svc.DeliverDue(context.Background())
 		a := getAlert(t, f, r.ID)
@@ -239,12 +240,12 @@ func TestAlertRetriesOnErrorsAndCapsBackoff(t *testing.T) {
 }
 
 func TestAlertDroppedWhenDropOffNoLongerPending(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock()
 	calls := 0
 	srv := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls++ }))
 	f := newFixture(t, Limits{TTL: time.Hour}, Options{Now: c.Now, Webhook: webhookTo(srv.URL)})
 	f.clock = c
-	f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	c.Advance(2 * time.Hour) // expired, though the expiry loop has not run
 	if n, err := f.svc.DeliverDue(context.Background()); n != 0 || err != nil || calls != 0 {
 		t.Errorf("alert of an expired drop-off: delivered %d, %d calls, %v", n, calls, err)
@@ -255,7 +256,7 @@ func TestAlertDroppedWhenDropOffNoLongerPending(t *testing.T) {
 }
 
 func TestRunDeliversAndStops(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock()
 	rc := newReceiver(t, c)
 	srv := serveOn(t, "127.0.0.1:0", rc)
 	f := newFixture(t, Limits{}, Options{Now: c.Now, Webhook: webhookTo(srv.URL), PollInterval: time.Hour, ExpiryInterval: time.Hour})
@@ -264,7 +265,7 @@ func TestRunDeliversAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.svc.Run(ctx) }()
 	// Intake wakes Run: no need to wait for the (hour-long) poll.
-	f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	select {
 	case <-rc.hits:
 	case <-time.After(30 * time.Second):
@@ -342,7 +343,7 @@ func getAlert(t *testing.T, f *fixture, id string) *Alert {
 // inbox, and an alert to a good receiver queued behind them is delivered
 // in the same pass.
 func TestAlertToRefusedDestinationsIsDeadNeverDialled(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock()
 	var victimHits sync.Mutex
 	hits := 0
 	victim := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
@@ -391,7 +392,7 @@ func TestAlertToRefusedDestinationsIsDeadNeverDialled(t *testing.T) {
 	f.clock = c
 	ids := map[string]string{}
 	for rec := range hooks {
-		ids[rec] = f.mustDrop(rec, readTestdata(t, ipsPath), "192.0.2.1").ID
+		ids[rec] = f.mustDrop(rec, testkit.ReadFHIR(t, ipsPath), "192.0.2.1").ID
 	}
 	if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 1 {
 		t.Fatalf("first pass delivered %d (%v), want the good one", n, err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // recordOf is a record's resources for Search: a fake of the record's
@@ -185,7 +186,7 @@ func TestPrepareSearchsetAndLongIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := mustJSON(t, imp.Report)
+	out := testkit.JSONString(t, imp.Report)
 	tx := string(imp.Transaction)
 	if imp.Entries != 2 || strings.Contains(tx, long) || strings.Contains(tx, "OperationOutcome") || !strings.Contains(tx, `"value":0.50`) ||
 		!strings.Contains(out, `"search-outcome"`) || len(imp.Report.Logical) != 0 {

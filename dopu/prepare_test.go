@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 const (
@@ -28,7 +29,7 @@ var (
 // nedPatient returns the Synthea Bundle's own Patient resource.
 func nedPatient(t *testing.T) map[string]any {
 	var b decodedBundle
-	if err := json.Unmarshal(readTestdata(t, synthea), &b); err != nil {
+	if err := json.Unmarshal(testkit.ReadFHIR(t, synthea), &b); err != nil {
 		t.Fatal(err)
 	}
 	p := b.Entry[0].Resource
@@ -163,7 +164,7 @@ func checkImport(t *testing.T, in []byte, imp *Import) outBundle {
 }
 
 func TestPrepareIPSDocument(t *testing.T) {
-	in := readTestdata(t, ipsPath)
+	in := testkit.ReadFHIR(t, ipsPath)
 	imp, err := prepare(t, in, martha, false)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +180,7 @@ func TestPrepareIPSDocument(t *testing.T) {
 	if bytes.Contains(imp.Transaction, []byte(`"fullUrl":"urn:uuid:30551ce1-5a28-4356-b684-1e639094ad4d"`)) {
 		t.Error("the Composition kept the sender's fullUrl")
 	}
-	if len(imp.SenderIdentifiers) != 1 || !strings.Contains(mustJSON(t, imp.SenderIdentifiers), "574687583") {
+	if len(imp.SenderIdentifiers) != 1 || !strings.Contains(testkit.JSONString(t, imp.SenderIdentifiers), "574687583") {
 		t.Errorf("sender identifiers %v", imp.SenderIdentifiers)
 	}
 	if len(imp.Report.Logical) != 0 {
@@ -188,7 +189,7 @@ func TestPrepareIPSDocument(t *testing.T) {
 }
 
 func TestPrepareSyntheaTransaction(t *testing.T) {
-	in := readTestdata(t, synthea)
+	in := testkit.ReadFHIR(t, synthea)
 	imp, err := prepare(t, in, nedPatient(t), false)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +225,7 @@ func TestPrepareSyntheaTransaction(t *testing.T) {
 }
 
 func TestPrepareAbsoluteFullURLs(t *testing.T) {
-	in := readTestdata(t, father)
+	in := testkit.ReadFHIR(t, father)
 	eve := patient("Everywoman1", "Eve", "1955-01-06", "female")
 	imp, err := prepare(t, in, eve, false)
 	if err != nil {
@@ -251,7 +252,7 @@ func TestPrepareAbsoluteFullURLs(t *testing.T) {
 }
 
 func TestPrepareRefusesAnotherPerson(t *testing.T) {
-	in := readTestdata(t, ipsPath)
+	in := testkit.ReadFHIR(t, ipsPath)
 	imp, err := prepare(t, in, stranger, false)
 	if !errors.Is(err, ErrMismatch) {
 		t.Fatalf("error %v, want ErrMismatch", err)
@@ -260,7 +261,7 @@ func TestPrepareRefusesAnotherPerson(t *testing.T) {
 	if imp == nil || imp.Match.Accepted || imp.Transaction != nil || imp.Match.Score >= imp.Match.Threshold {
 		t.Fatalf("import %+v", imp)
 	}
-	all := mustJSON(t, fe.Outcome())
+	all := testkit.JSONString(t, fe.Outcome())
 	for _, want := range []string{"family name", "given names", "birth date"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("reasons %v do not mention %s", imp.Match.Reasons, want)
@@ -321,7 +322,7 @@ func TestPrepareRules(t *testing.T) {
 		}
 		// The conditional reference that matches nothing and the one to
 		// a resource not in the Bundle become logical.
-		got := mustJSON(t, imp.Report.Logical)
+		got := testkit.JSONString(t, imp.Report.Logical)
 		if len(imp.Report.Logical) != 2 || !strings.Contains(got, "Practitioner?name=x") || !strings.Contains(got, "Practitioner/nowhere") {
 			t.Errorf("logical %s", got)
 		}
@@ -396,7 +397,7 @@ func TestPrepareRules(t *testing.T) {
 			bytes.Contains(imp.Transaction, []byte(`"versionId"`)) {
 			t.Errorf("tags: %s", imp.Transaction)
 		}
-		ids := mustJSON(t, imp.SenderIdentifiers)
+		ids := testkit.JSONString(t, imp.SenderIdentifiers)
 		if strings.Contains(ids, "urn:uuid") || strings.Contains(ids, `"Organization/1"`) || !strings.Contains(ids, "Clinic") ||
 			!strings.Contains(ids, "https://example.org/Organization/1") || len(imp.SenderIdentifiers) != 3 {
 			t.Errorf("sender identifiers %s", ids)
@@ -417,19 +418,11 @@ func TestPrepareRules(t *testing.T) {
 	})
 }
 
-func mustJSON(t *testing.T, v any) string {
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
-}
-
 // Intake (from raw JSON) and Prepare (from decoded maps) must read the
 // same heads, or they would disagree on the subject Patient.
 func TestEntryHeadsAgree(t *testing.T) {
 	for _, path := range []string{ipsPath, father, synthea, "spec/Bundle-bundle-transaction.json", "spec/Bundle-bundle-request-medsallergies.json"} {
-		data := readTestdata(t, path)
+		data := testkit.ReadFHIR(t, path)
 		var raw rawBundle
 		var decoded decodedBundle
 		if err := json.Unmarshal(data, &raw); err != nil {
@@ -447,8 +440,8 @@ func TestEntryHeadsAgree(t *testing.T) {
 				t.Fatal(err)
 			}
 			fromMap := headOf(decoded.Entry[i].FullURL, decoded.Entry[i].Resource)
-			if mustJSON(t, fromRaw) != mustJSON(t, fromMap) {
-				t.Errorf("%s entry %d:\n%s\n%s", path, i, mustJSON(t, fromRaw), mustJSON(t, fromMap))
+			if testkit.JSONString(t, fromRaw) != testkit.JSONString(t, fromMap) {
+				t.Errorf("%s entry %d:\n%s\n%s", path, i, testkit.JSONString(t, fromRaw), testkit.JSONString(t, fromMap))
 			}
 		}
 	}

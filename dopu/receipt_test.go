@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestHTTPError(t *testing.T) {
@@ -40,7 +41,7 @@ func TestHTTPError(t *testing.T) {
 
 func TestStatusHandler(t *testing.T) {
 	f := newFixture(t, Limits{}, Options{})
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	h := f.svc.StatusHandler(func(req *http.Request) string { return strings.TrimPrefix(req.URL.Path, "/status/") })
 	get := func(method, path string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
@@ -86,7 +87,7 @@ func TestStatusHandler(t *testing.T) {
 
 func TestConcurrentSameBody(t *testing.T) {
 	f := newFixture(t, Limits{}, Options{})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	var wg sync.WaitGroup
 	ids := make([]string, 8)
 	for i := range ids {
@@ -115,7 +116,7 @@ func TestConcurrentSameBody(t *testing.T) {
 func TestSenderFieldsBounded(t *testing.T) {
 	f := newFixture(t, Limits{}, Options{})
 	long := strings.Repeat("é", 5000)
-	r, err := f.svc.Intake(context.Background(), "rec1", fhir.ContentType, "", strings.NewReader(string(readTestdata(t, ipsPath))),
+	r, err := f.svc.Intake(context.Background(), "rec1", fhir.ContentType, "", strings.NewReader(string(testkit.ReadFHIR(t, ipsPath))),
 		Sender{IP: "192.0.2.1", UserAgent: long, Issuer: long, Subject: long, ClientID: long})
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +132,7 @@ func TestSenderFieldsBounded(t *testing.T) {
 func TestPurge(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{TTL: 48 * time.Hour, Retention: 24 * time.Hour}, Options{})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	rejected := f.mustDrop("rec1", body, "192.0.2.1")
 	expired := f.mustDrop("rec2", body, "192.0.2.1")
 	if err := f.svc.Reject(ctx, "rec1", rejected.ID, "no"); err != nil {
@@ -199,7 +200,7 @@ func TestConcurrentIntakesBounded(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	if _, err := f.drop("rec1", readTestdata(t, ipsPath), "192.0.2.1"); err != nil {
+	if _, err := f.drop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1"); err != nil {
 		t.Errorf("after the slow senders left: %v", err)
 	}
 }

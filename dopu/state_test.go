@@ -5,12 +5,14 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestPickupStateMachine(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{TTL: time.Hour}, Options{LeaseTTL: time.Minute})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	r := f.mustDrop("rec1", body, "192.0.2.1")
 
 	if _, err := f.svc.BeginPickup(ctx, "rec2", r.ID); !errors.Is(err, ErrNotFound) {
@@ -68,7 +70,7 @@ func TestPickupStateMachine(t *testing.T) {
 func TestRejectThenPickup(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{}, Options{})
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	if err := f.svc.Reject(ctx, "rec2", r.ID, "x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("reject by another record: %v", err)
 	}
@@ -97,7 +99,7 @@ func TestRejectThenPickup(t *testing.T) {
 func TestLeaseExpiresAfterCrash(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{}, Options{LeaseTTL: time.Minute})
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	stale, err := f.svc.BeginPickup(ctx, "rec1", r.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +122,7 @@ func TestLeaseExpiresAfterCrash(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{TTL: 24 * time.Hour}, Options{})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	old := f.mustDrop("rec1", body, "192.0.2.1")
 	f.clock.Advance(12 * time.Hour)
 	young := f.mustDrop("rec1", bundleJSON(t, "collection", patient("A", "B", "2000-01-01", "male")), "192.0.2.1")
@@ -190,7 +192,7 @@ func getDropOff(t *testing.T, f *fixture, id string) *DropOff {
 func TestDeleteRecord(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Limits{}, Options{})
-	body := readTestdata(t, ipsPath)
+	body := testkit.ReadFHIR(t, ipsPath)
 	a := f.mustDrop("gone", body, "192.0.2.1")
 	f.mustDrop("gone", bundleJSON(t, "collection", patient("A", "B", "2000-01-01", "male")), "192.0.2.1")
 	if err := f.svc.Reject(ctx, "gone", a.ID, "no"); err != nil {
@@ -230,7 +232,7 @@ func TestPickupLeaseSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
 	opts := Options{LeaseTTL: 5 * time.Minute}
 	f := newFixture(t, Limits{}, opts)
-	r := f.mustDrop("rec1", readTestdata(t, ipsPath), "192.0.2.1")
+	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
 	if _, err := f.svc.BeginPickup(ctx, "rec1", r.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // webhookReceiver records the drop-off alerts it gets and checks their
@@ -78,15 +78,6 @@ func (wr *webhookReceiver) waitAlert(t *testing.T, dropoff string) (map[string]a
 	return nil, ""
 }
 
-func readFixture(t *testing.T, path string) []byte {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
 // bundlePatient returns the Patient of a Bundle, without its id.
 func bundlePatient(t *testing.T, raw []byte) map[string]any {
 	var b struct {
@@ -119,8 +110,8 @@ func (e *env) dropOff(slug string, raw []byte, headers ...string) response {
 // Patient; a drop-off for another person is refused at pick-up.
 func TestDropOffAndPickUp(t *testing.T) {
 	e := startGateway(t, "")
-	ips := readFixture(t, "../testdata/fhir/documents/IPS_IG-bundle-01.json")
-	synthea := readFixture(t, "../testdata/fhir/synthea/Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
+	ips := testkit.ReadFHIR(t, "documents/IPS_IG-bundle-01.json")
+	synthea := testkit.ReadFHIR(t, "synthea/Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
 
 	martha, ned := e.token("martha"), e.token("ned")
 	for _, c := range []struct {

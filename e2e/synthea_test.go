@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // syntheaForRecord loads a Synthea transaction Bundle and aims it at a
@@ -42,10 +44,7 @@ func syntheaForRecord(t *testing.T, path, patientID string) (bundle map[string]a
 // whole with the offending entries named, and nothing of it is stored.
 func TestSyntheaThroughGateway(t *testing.T) {
 	e := startGateway(t, "")
-	files, err := filepath.Glob("../testdata/fhir/synthea/*.json")
-	if err != nil || len(files) != 6 {
-		t.Fatalf("Synthea bundles: %v %v", files, err)
-	}
+	files := testkit.SyntheaPaths(t)
 	other := e.createRecord(e.token("bob"), "bob-home", "Jones", "Bob")
 	for i, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // syntheaBundle is one decoded Synthea transaction Bundle.
@@ -19,29 +20,21 @@ type syntheaBundle struct {
 
 func loadSynthea(t *testing.T) map[string]syntheaBundle {
 	t.Helper()
-	files, err := filepath.Glob("../testdata/fhir/synthea/*.json")
-	if err != nil || len(files) != 6 {
-		t.Fatalf("synthea bundles: %v %v", files, err)
-	}
 	out := map[string]syntheaBundle{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, data := range testkit.Synthea(t) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.UseNumber()
 		var b syntheaBundle
 		if err := dec.Decode(&b); err != nil {
-			t.Fatalf("%s: %v", f, err)
+			t.Fatalf("%s: %v", name, err)
 		}
-		out[filepath.Base(f)] = b
+		out[name] = b
 	}
 	return out
 }
 
 func TestPatientCompartmentTable(t *testing.T) {
-	data, err := os.ReadFile("../testdata/fhir/compartmentdefinition-patient.r4.json")
+	data, err := os.ReadFile(testkit.FHIRPath(t, "compartmentdefinition-patient.r4.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

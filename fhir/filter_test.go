@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 	"io"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 // references, its Patient given patientID.
 func storedEntries(t *testing.T, data []byte, patientID string) []any {
 	t.Helper()
-	bundle := decodeJSON(t, data)
+	bundle := testkit.DecodeFHIR(t, data)
 	target := map[string]string{}
 	var out []any
 	for _, raw := range bundle["entry"].([]any) {
@@ -42,7 +43,7 @@ func storedEntries(t *testing.T, data []byte, patientID string) []any {
 // kept entries and Bundle.total untouched.
 func TestFilterSearchsetSynthea(t *testing.T) {
 	var files [][]byte
-	for _, data := range syntheaFiles(t) {
+	for _, data := range testkit.Synthea(t) {
 		files = append(files, data)
 	}
 	own := storedEntries(t, files[0], testOwner.PatientID)
@@ -74,7 +75,7 @@ func TestFilterSearchsetSynthea(t *testing.T) {
 	if removed != wantRemoved || wantRemoved < 50 {
 		t.Errorf("removed %d, want %d", removed, wantRemoved)
 	}
-	got := decodeJSON(t, out.Bytes())
+	got := testkit.DecodeFHIR(t, out.Bytes())
 	if got["total"] != json.Number(fmt.Sprint(len(entries))) || got["type"] != "searchset" {
 		t.Errorf("total %v type %v", got["total"], got["type"])
 	}
@@ -90,22 +91,13 @@ func TestFilterSearchsetSynthea(t *testing.T) {
 	}
 	ownIdx := 0
 	for _, e := range kept {
-		if ownIdx < len(own) && fhirpath.JSONEqual(e, decodeJSON(t, mustJSON(t, own[ownIdx]))) {
+		if ownIdx < len(own) && fhirpath.JSONEqual(e, testkit.DecodeFHIR(t, testkit.MustJSON(t, own[ownIdx]))) {
 			ownIdx++
 		}
 	}
 	if ownIdx != len(own) {
 		t.Errorf("only %d of the %d own entries kept unchanged and in order", ownIdx, len(own))
 	}
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // keepOwnObservations keeps resources whose id starts with "own".

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 const (
@@ -135,7 +137,7 @@ func TestCheckBundle(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			issues := testOwner.CheckBundle(decodeJSON(t, []byte(tc.bundle)), DefaultOwnershipPolicy())
+			issues := testOwner.CheckBundle(testkit.DecodeFHIR(t, []byte(tc.bundle)), DefaultOwnershipPolicy())
 			if tc.ok {
 				if len(issues) != 0 {
 					t.Fatalf("refused: %+v", issues)
@@ -160,7 +162,7 @@ func TestCheckBundleNotTransaction(t *testing.T) {
 		`{"resourceType":"Observation","type":"transaction"}`,
 		`{"resourceType":"Bundle","type":"transaction","entry":{}}`,
 	} {
-		if len(testOwner.CheckBundle(decodeJSON(t, []byte(b)), DefaultOwnershipPolicy())) == 0 {
+		if len(testOwner.CheckBundle(testkit.DecodeFHIR(t, []byte(b)), DefaultOwnershipPolicy())) == 0 {
 			t.Errorf("accepted %s", b)
 		}
 	}
@@ -176,7 +178,7 @@ func TestCheckBundleSpecExamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return decodeJSON(t, data)
+		return testkit.DecodeFHIR(t, data)
 	}
 	batch := read("Bundle-bundle-request-medsallergies.json")
 	example := Owner{PatientID: "example"}
@@ -226,7 +228,7 @@ func TestCheckWrite(t *testing.T) {
 	for _, tc := range tests {
 		var res map[string]any
 		if tc.res != "" {
-			res = decodeJSON(t, []byte(tc.res))
+			res = testkit.DecodeFHIR(t, []byte(tc.res))
 		}
 		issues := testOwner.CheckWrite(tc.method, tc.target, tc.ifNoneExist, res, p)
 		if (len(issues) == 0) != tc.ok {

@@ -6,15 +6,17 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestDecodeResource(t *testing.T) {
-	for name, data := range syntheaFiles(t) {
+	for name, data := range testkit.Synthea(t) {
 		got, err := DecodeResource(data)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if want := decodeJSON(t, data); !reflect.DeepEqual(got, want) {
+		if want := testkit.DecodeFHIR(t, data); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: differs from encoding/json", name)
 		}
 	}
@@ -22,7 +24,7 @@ func TestDecodeResource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := decodeJSON(t, []byte(`{"a":[1.50,{"b":null,"c":true}],"d":"é"}`)); !reflect.DeepEqual(got, want) {
+	if want := testkit.DecodeFHIR(t, []byte(`{"a":[1.50,{"b":null,"c":true}],"d":"é"}`)); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v", got)
 	}
 	if got, err := DecodeResource([]byte(`{"a":[]}`)); err != nil || got["a"] == nil {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // fuzzOwner is the PFR of the fuzz target: its Patient is "me", so that no
@@ -106,7 +108,7 @@ func fuzzSeeds(t *testing.T) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	synthea := decodeJSON(t, data)
+	synthea := testkit.DecodeFHIR(t, data)
 	aimAt(t, synthea, fuzzOwner.PatientID)
 	byType := map[string]any{}
 	var picked []any
@@ -133,7 +135,7 @@ func fuzzSeeds(t *testing.T) map[string][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bundle := decodeJSON(t, b)
+		bundle := testkit.DecodeFHIR(t, b)
 		present := map[string]bool{}
 		for _, e := range bundle["entry"].([]any) {
 			present[e.(map[string]any)["fullUrl"].(string)] = true
@@ -190,7 +192,7 @@ func TestFuzzSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzCheckBundle")
 	seeds := fuzzSeeds(t)
 	for name, data := range seeds {
-		issues := fuzzOwner.CheckBundle(decodeJSON(t, data), DefaultOwnershipPolicy())
+		issues := fuzzOwner.CheckBundle(testkit.DecodeFHIR(t, data), DefaultOwnershipPolicy())
 		if wantOK := strings.HasPrefix(name, "synthea") || name == "contained-and-extensions" || name == "reads-deletes-conditionals"; wantOK != (len(issues) == 0) {
 			t.Errorf("seed %s: issues %+v", name, issues)
 		}

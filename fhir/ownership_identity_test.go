@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestIdentityChange(t *testing.T) {
@@ -42,7 +44,7 @@ func TestIdentityChange(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := IdentityChange(decodeJSON(t, []byte(tc.stored)), decodeJSON(t, []byte(tc.proposed)))
+			got := IdentityChange(testkit.DecodeFHIR(t, []byte(tc.stored)), testkit.DecodeFHIR(t, []byte(tc.proposed)))
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
@@ -67,14 +69,14 @@ func TestIdentityChangeNoLadder(t *testing.T) {
 	}
 	tolerated := 0
 	for i := 1; i < len(steps); i++ {
-		if len(IdentityChange(decodeJSON(t, []byte(steps[i-1])), decodeJSON(t, []byte(steps[i])))) == 0 {
+		if len(IdentityChange(testkit.DecodeFHIR(t, []byte(steps[i-1])), testkit.DecodeFHIR(t, []byte(steps[i])))) == 0 {
 			tolerated++
 		}
 	}
 	if tolerated != 1 {
 		t.Errorf("%d of the steps were tolerated, want only the first", tolerated)
 	}
-	if got := IdentityChange(decodeJSON(t, []byte(steps[0])), decodeJSON(t, []byte(steps[3]))); !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "gender") }) {
+	if got := IdentityChange(testkit.DecodeFHIR(t, []byte(steps[0])), testkit.DecodeFHIR(t, []byte(steps[3]))); !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "gender") }) {
 		t.Errorf("end to end: %q", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // quickEntries turns every resource of the Synthea Bundles into a searchset
@@ -14,7 +16,7 @@ import (
 func quickEntries(t *testing.T) [][]byte {
 	t.Helper()
 	var out [][]byte
-	for _, data := range syntheaFiles(t) {
+	for _, data := range testkit.Synthea(t) {
 		var b struct {
 			Entry []struct {
 				FullURL  string         `json:"fullUrl"`

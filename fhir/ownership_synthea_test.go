@@ -1,50 +1,18 @@
 package fhir
 
 import (
-	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // testOwner is the PFR the ownership tests write to.
 var testOwner = Owner{
 	PatientID: "pfr-john",
 	Bases:     []string{"https://john.pfr.localhost:8443/fhir"},
-}
-
-// decodeJSON decodes a FHIR JSON document the way the gateway does.
-func decodeJSON(t testing.TB, data []byte) map[string]any {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		t.Fatalf("decode: %v", err)
-	}
-	return m
-}
-
-// syntheaFiles returns the six Synthea transaction Bundles, by file name.
-func syntheaFiles(t testing.TB) map[string][]byte {
-	t.Helper()
-	files, err := filepath.Glob("../testdata/fhir/synthea/*.json")
-	if err != nil || len(files) != 6 {
-		t.Fatalf("synthea bundles: %v %v", files, err)
-	}
-	out := map[string][]byte{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[filepath.Base(f)] = data
-	}
-	return out
 }
 
 // aimAt rewrites a Synthea Bundle as a client writing into a PFR sends it:
@@ -98,15 +66,15 @@ func entryIndexes(issues []Issue) map[int]bool {
 // naming the Organizations and Practitioners, which are fine on their own.
 func TestCheckBundleSynthea(t *testing.T) {
 	p := DefaultOwnershipPolicy()
-	for name, data := range syntheaFiles(t) {
+	for name, data := range testkit.Synthea(t) {
 		t.Run(name, func(t *testing.T) {
-			own := decodeJSON(t, data)
+			own := testkit.DecodeFHIR(t, data)
 			aimAt(t, own, testOwner.PatientID)
 			if issues := testOwner.CheckBundle(own, p); len(issues) != 0 {
 				t.Fatalf("own Bundle refused: %d issues, first %+v", len(issues), issues[0])
 			}
 
-			other := decodeJSON(t, data)
+			other := testkit.DecodeFHIR(t, data)
 			patientEntry := aimAt(t, other, "someone-else")
 			issues := testOwner.CheckBundle(other, p)
 			if len(issues) == 0 {
@@ -139,8 +107,8 @@ func TestCheckBundleSynthea(t *testing.T) {
 // TestCheckBundleSyntheaAsIs: the Bundles as Synthea writes them create a
 // new Patient, which a PFR refuses.
 func TestCheckBundleSyntheaAsIs(t *testing.T) {
-	for name, data := range syntheaFiles(t) {
-		issues := testOwner.CheckBundle(decodeJSON(t, data), DefaultOwnershipPolicy())
+	for name, data := range testkit.Synthea(t) {
+		issues := testOwner.CheckBundle(testkit.DecodeFHIR(t, data), DefaultOwnershipPolicy())
 		if !slices.ContainsFunc(issues, func(is Issue) bool {
 			return strings.Contains(is.Diagnostics, "creating a Patient")
 		}) {
@@ -152,12 +120,12 @@ func TestCheckBundleSyntheaAsIs(t *testing.T) {
 // largestSynthea returns the largest Synthea Bundle aimed at the PFR.
 func largestSynthea(b *testing.B) map[string]any {
 	var largest []byte
-	for _, data := range syntheaFiles(b) {
+	for _, data := range testkit.Synthea(b) {
 		if len(data) > len(largest) {
 			largest = data
 		}
 	}
-	bundle := decodeJSON(b, largest)
+	bundle := testkit.DecodeFHIR(b, largest)
 	aimAt(b, bundle, testOwner.PatientID)
 	return bundle
 }

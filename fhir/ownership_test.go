@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // obs returns an Observation JSON with the given extra members.
@@ -141,7 +143,7 @@ func TestCheckResource(t *testing.T) {
 			if tc.policy != nil {
 				p = *tc.policy
 			}
-			res := decodeJSON(t, []byte(tc.res))
+			res := testkit.DecodeFHIR(t, []byte(tc.res))
 			loc, _ := res["resourceType"].(string)
 			issues := testOwner.CheckResource(res, loc, p, uuids)
 			if tc.ok {
@@ -167,7 +169,7 @@ func TestCheckResource(t *testing.T) {
 
 func TestCheckResourceWithoutOwnerPatient(t *testing.T) {
 	for _, o := range []Owner{{}, {PatientID: "../x"}} {
-		res := decodeJSON(t, []byte(subj("Patient/pfr-john")))
+		res := testkit.DecodeFHIR(t, []byte(subj("Patient/pfr-john")))
 		if len(o.CheckResource(res, "Observation", DefaultOwnershipPolicy(), nil)) == 0 {
 			t.Errorf("%+v accepted a write", o)
 		}
@@ -178,11 +180,11 @@ func TestCheckResourceWithoutOwnerPatient(t *testing.T) {
 // slash behaves like the same base without it.
 func TestCheckResourceTrailingSlashBase(t *testing.T) {
 	o := Owner{PatientID: "pfr-john", Bases: []string{"https://john.pfr.localhost:8443/fhir/", ""}}
-	res := decodeJSON(t, []byte(subj("https://john.pfr.localhost:8443/fhir/Patient/pfr-john")))
+	res := testkit.DecodeFHIR(t, []byte(subj("https://john.pfr.localhost:8443/fhir/Patient/pfr-john")))
 	if issues := o.CheckResource(res, "Observation", DefaultOwnershipPolicy(), nil); len(issues) != 0 {
 		t.Fatalf("refused: %+v", issues)
 	}
-	res = decodeJSON(t, []byte(subj("/Patient/pfr-john")))
+	res = testkit.DecodeFHIR(t, []byte(subj("/Patient/pfr-john")))
 	if len(o.CheckResource(res, "Observation", DefaultOwnershipPolicy(), nil)) == 0 {
 		t.Fatal("an empty base made a leading slash local")
 	}
@@ -204,7 +206,7 @@ func TestBelongs(t *testing.T) {
 		{obs(""), false},
 		{`{}`, false},
 	} {
-		if got := testOwner.Belongs(decodeJSON(t, []byte(tc.res)), p); got != tc.want {
+		if got := testOwner.Belongs(testkit.DecodeFHIR(t, []byte(tc.res)), p); got != tc.want {
 			t.Errorf("Belongs(%s) = %v", tc.res, got)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 	"reflect"
 	"testing"
 )
@@ -68,7 +69,7 @@ func TestApplyJSONPatch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			doc := decodeJSON(t, []byte(tc.doc))
+			doc := testkit.DecodeFHIR(t, []byte(tc.doc))
 			before := deepCopy(doc)
 			got, err := ApplyJSONPatch(doc, []byte(tc.patch))
 			if !reflect.DeepEqual(doc, before) {
@@ -84,7 +85,7 @@ func TestApplyJSONPatch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := decodeJSON(t, []byte(tc.want)); !fhirpath.JSONEqual(got, want) {
+			if want := testkit.DecodeFHIR(t, []byte(tc.want)); !fhirpath.JSONEqual(got, want) {
 				gotJSON, _ := json.Marshal(got)
 				t.Errorf("got %s, want %s", gotJSON, tc.want)
 			}
@@ -96,7 +97,7 @@ func TestApplyJSONPatch(t *testing.T) {
 // the patched result goes through CheckWrite, which refuses a patch that
 // aims an Observation at another Patient or changes its id.
 func TestApplyJSONPatchOwnership(t *testing.T) {
-	stored := decodeJSON(t, []byte(obs(`"id":"o1",`+self)))
+	stored := testkit.DecodeFHIR(t, []byte(obs(`"id":"o1",`+self)))
 	p := DefaultOwnershipPolicy()
 	for patch, ok := range map[string]bool{
 		`[{"op":"replace","path":"/status","value":"amended"}]`:                                                   true,

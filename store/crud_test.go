@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func patient(family string) map[string]any {
@@ -30,7 +31,7 @@ func TestCreateReadVreadUpdateDelete(t *testing.T) {
 	}
 
 	r = s.must(http.StatusOK, "GET", "/fhir/Patient/"+id, "DEFAULT", nil)
-	if string(r.Body) != string(mustJSON(t, created)) && str(r.JSON(t), "name", 0, "family") != "Chalmers" {
+	if string(r.Body) != string(testkit.MustJSON(t, created)) && str(r.JSON(t), "name", 0, "family") != "Chalmers" {
 		t.Fatalf("read %s", r.Body)
 	}
 
@@ -280,7 +281,7 @@ func TestCapabilityStatement(t *testing.T) {
 	if !obsOK {
 		t.Fatal("Observation search parameters are not announced right")
 	}
-	if !patientOK || !strings.Contains(string(mustJSON(t, rest["interaction"])), "transaction") {
+	if !patientOK || !strings.Contains(string(testkit.MustJSON(t, rest["interaction"])), "transaction") {
 		t.Fatalf("capabilities incomplete")
 	}
 	expectOutcome(t, s.do("POST", "/fhir/metadata", "", `{}`), 405, "not allowed")

@@ -5,13 +5,15 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestEverythingOnSynthea(t *testing.T) {
 	s := newTestServer(t)
 	s.createPartition(1)
 	s.createPartition(2)
-	files := syntheaFiles(t)
+	files := testkit.SyntheaPaths(t)
 	src, ids := loadSynthea(t, s, files[0], "1")
 	loadSynthea(t, s, files[1], "2") // another patient in another partition
 	patientRef := ids[patientOf(t, src)]
@@ -91,7 +93,7 @@ func TestSearchAndEverythingNeverCrossPartitions(t *testing.T) {
 			t.Fatalf("partition %s: %v Observations, want %v", part, b["total"], want)
 		}
 		for _, e := range b["entry"].([]any) {
-			body := string(mustJSON(t, e))
+			body := string(testkit.MustJSON(t, e))
 			if strings.Contains(body, "partition "+map[string]string{"1": "2", "2": "1"}[part]) || strings.Contains(body, "Twin"+map[string]string{"1": "2", "2": "1"}[part]) {
 				t.Fatalf("partition %s sees %s", part, body)
 			}
@@ -100,7 +102,7 @@ func TestSearchAndEverythingNeverCrossPartitions(t *testing.T) {
 		if ev["total"].(float64) != want+1 {
 			t.Fatalf("partition %s $everything total %v", part, ev["total"])
 		}
-		if strings.Contains(string(mustJSON(t, ev)), "Twin"+map[string]string{"1": "2", "2": "1"}[part]) {
+		if strings.Contains(string(testkit.MustJSON(t, ev)), "Twin"+map[string]string{"1": "2", "2": "1"}[part]) {
 			t.Fatalf("partition %s $everything crosses partitions", part)
 		}
 		h := s.must(http.StatusOK, "GET", "/fhir/Observation/_history", part, nil).JSON(t)

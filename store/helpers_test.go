@@ -193,16 +193,6 @@ func str(v any, path ...any) string {
 	return s
 }
 
-// mustJSON encodes v.
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
 // newLocalServer serves h on 127.0.0.1 until the test ends.
 func newLocalServer(t *testing.T, h http.Handler) *httptest.Server {
 	t.Helper()

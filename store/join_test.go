@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // byFullURL indexes a source Bundle's resources by fullUrl.
@@ -26,7 +28,7 @@ func firstCode(res map[string]any, element string) string {
 // another partition holds another patient.
 func TestSearchChainsAndHas(t *testing.T) {
 	s := newTestServer(t)
-	files := syntheaFiles(t)
+	files := testkit.SyntheaPaths(t)
 	s.createPartition(1)
 	s.createPartition(2)
 	src, _ := loadSynthea(t, s, files[0], "1")
@@ -126,7 +128,7 @@ func TestSearchChainsAndHas(t *testing.T) {
 // Synthea record.
 func TestSearchIncludeIterateAndWildcard(t *testing.T) {
 	s := newTestServer(t)
-	files := syntheaFiles(t)
+	files := testkit.SyntheaPaths(t)
 	s.createPartition(1)
 	s.createPartition(2)
 	src, ids := loadSynthea(t, s, files[0], "1")
@@ -224,7 +226,7 @@ func TestSearchIncludeIterateAndWildcard(t *testing.T) {
 // Patient's compartment, in the partition of the request only.
 func TestCompartmentSearch(t *testing.T) {
 	s := newTestServer(t)
-	files := syntheaFiles(t)
+	files := testkit.SyntheaPaths(t)
 	s.createPartition(1)
 	s.createPartition(2)
 	src, ids := loadSynthea(t, s, files[0], "1")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // loadSynthea loads one Synthea Bundle into partition part and returns the
@@ -94,7 +96,7 @@ func pageAll(t *testing.T, s *testServer, first, part string, limit int, between
 
 func TestSyntheaSearchCounts(t *testing.T) {
 	s := newTestServer(t)
-	for i, f := range syntheaFiles(t) {
+	for i, f := range testkit.SyntheaPaths(t) {
 		part := fmt.Sprint(i + 1)
 		s.createPartition(i + 1)
 		src, ids := loadSynthea(t, s, f, part)
@@ -255,7 +257,7 @@ func TestSearchControls(t *testing.T) {
 	b := s.must(http.StatusOK, "GET", "/fhir/Observation?bogus=1", "DEFAULT", nil).JSON(t)
 	entries := b["entry"].([]any)
 	last := entries[len(entries)-1]
-	if str(last, "search", "mode") != "outcome" || !strings.Contains(string(mustJSON(t, last)), "bogus") || b["total"].(float64) != 3 {
+	if str(last, "search", "mode") != "outcome" || !strings.Contains(string(testkit.MustJSON(t, last)), "bogus") || b["total"].(float64) != 3 {
 		t.Fatalf("lenient: %v", last)
 	}
 	expectOutcome(t, s.do("GET", "/fhir/Observation?bogus=1", "DEFAULT", nil, "Prefer", "handling=strict"), 400, "bogus")
@@ -265,7 +267,7 @@ func TestSearchControls(t *testing.T) {
 	// _elements keeps the mandatory elements and marks the entry SUBSETTED.
 	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_elements=status", "DEFAULT", nil).JSON(t)
 	e0 := b["entry"].([]any)[0]
-	if str(e0, "resource", "status") != "final" || str(e0, "resource", "subject", "reference") != "" || !strings.Contains(string(mustJSON(t, e0)), "SUBSETTED") {
+	if str(e0, "resource", "status") != "final" || str(e0, "resource", "subject", "reference") != "" || !strings.Contains(string(testkit.MustJSON(t, e0)), "SUBSETTED") {
 		t.Fatalf("_elements: %v", e0)
 	}
 
@@ -273,7 +275,7 @@ func TestSearchControls(t *testing.T) {
 	s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", map[string]any{"resourceType": "Observation", "status": "final",
 		"text": map[string]any{"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">narrative</div>"}})
 	b = s.must(http.StatusOK, "GET", "/fhir/Observation?_summary=data&_count=100", "DEFAULT", nil).JSON(t)
-	if strings.Contains(string(mustJSON(t, b)), "narrative") || !strings.Contains(string(mustJSON(t, b)), "SUBSETTED") {
+	if strings.Contains(string(testkit.MustJSON(t, b)), "narrative") || !strings.Contains(string(testkit.MustJSON(t, b)), "SUBSETTED") {
 		t.Fatalf("_summary=data: %v", b)
 	}
 	// _summary=true keeps the isSummary elements (subject, code, status;
@@ -288,7 +290,7 @@ func TestSearchControls(t *testing.T) {
 	sum := b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
 	if sum["note"] != nil || sum["text"] != nil || str(sum, "subject", "reference") == "" || str(sum, "status") != "final" ||
 		str(sum, "valueQuantity", "unit") != "mg" || str(sum, "component", 0, "valueString") != "v" || str(sum, "component", 0, "interpretation") != "" ||
-		!strings.Contains(string(mustJSON(t, sum)), "SUBSETTED") {
+		!strings.Contains(string(testkit.MustJSON(t, sum)), "SUBSETTED") {
 		t.Fatalf("_summary=true: %v", sum)
 	}
 	b = s.do("GET", "/fhir/Observation?_summary=text&code:text=summarized", "DEFAULT", nil, "Prefer", "handling=strict").JSON(t)

@@ -5,20 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// syntheaFiles lists the six Synthea transaction Bundles.
-func syntheaFiles(t testing.TB) []string {
-	t.Helper()
-	files, err := filepath.Glob("../testdata/fhir/synthea/*.json")
-	if err != nil || len(files) != 6 {
-		t.Fatalf("want 6 Synthea bundles, got %d (%v)", len(files), err)
-	}
-	return files
-}
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
+)
 
 // readBundle loads a Bundle file as raw bytes and decoded.
 func readBundle(t testing.TB, path string) ([]byte, map[string]any) {
@@ -45,7 +36,7 @@ func countByType(b map[string]any) map[string]int {
 
 func TestLoadSyntheaTransactions(t *testing.T) {
 	s := newTestServer(t)
-	for i, f := range syntheaFiles(t) {
+	for i, f := range testkit.SyntheaPaths(t) {
 		part := fmt.Sprint(i + 1)
 		s.createPartition(i + 1)
 		raw, src := readBundle(t, f)
@@ -156,7 +147,7 @@ func putEntry(res map[string]any, extra ...string) map[string]any {
 func TestTransactionWithOneBadEntryChangesNothing(t *testing.T) {
 	s := newTestServer(t)
 	s.createPartition(1)
-	raw, _ := readBundle(t, syntheaFiles(t)[5])
+	raw, _ := readBundle(t, testkit.SyntheaPaths(t)[5])
 	s.must(http.StatusOK, "POST", "/fhir", "1", raw)
 	existing := patient("Existing")
 	existing["id"] = "existing"

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -23,31 +23,10 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // both implementations of Store.
 func TestPostgres(t *testing.T) { pgtest.RerunOnPostgres(t) }
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // openTestDB opens (or reopens) a bbolt file and closes it at cleanup.
 func openTestDB(t *testing.T, path string) *bbolt.DB {
 	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatalf("opening %s: %v", path, err)
-	}
+	db := testkit.OpenBolt(t, path)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
@@ -60,12 +39,13 @@ type testEnv struct {
 	dsn   string    // PostgreSQL only
 	kv    kv.DB
 	store *KVStore
-	clock *testClock
+	clock *testkit.Clock
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	e := &testEnv{clock: &testClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	e := &testEnv{clock: testkit.NewClock()}
+	e.clock.Set(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	if pgtest.OnPostgres() {
 		e.dsn = pgtest.DSN(t)
 		e.kv = pgtest.OpenState(t, e.dsn)

@@ -9,26 +9,20 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
 // bundles reads the six Synthea transaction Bundles.
 func bundles(b *testing.B) [][]byte {
 	b.Helper()
-	files, err := filepath.Glob("../../testdata/fhir/synthea/*.json")
-	if err != nil || len(files) != 6 {
-		b.Fatalf("want 6 Synthea bundles, got %d (%v)", len(files), err)
-	}
-	out := make([][]byte, len(files))
-	for i, f := range files {
-		if out[i], err = os.ReadFile(f); err != nil {
-			b.Fatal(err)
-		}
+	var out [][]byte
+	for _, f := range testkit.SyntheaPaths(b) {
+		out = append(out, testkit.ReadFile(b, f))
 	}
 	return out
 }
