@@ -65,14 +65,25 @@ type oidcProvider struct {
 }
 
 // startProvider starts the OpenID provider on a free 127.0.0.1 port and stops
-// it when the test ends. A missing node or npm package fails the test.
+// it when the test ends. A missing node or npm package fails the test. Its
+// configuration is testdata/oidc/provider.json with this process's HTTPS
+// port in its resources (the gateway's FHIR bases and apex) instead of 9443.
 func startProvider(t *testing.T) *oidcProvider {
 	t.Helper()
 	node := requireNode(t, "oidc-provider")
 	admin := randomString(t)
+	raw := string(testkit.ReadFile(t, filepath.Join(testkit.Root(t), "testdata", "oidc", "provider.json")))
+	if n := strings.Count(raw, ".localhost:9443"); n != 2 {
+		t.Fatalf("testdata/oidc/provider.json names the gateway's port 9443 %d times, want 2 (its FHIR bases and its apex)", n)
+	}
+	config := filepath.Join(t.TempDir(), "provider.json")
+	local := strings.ReplaceAll(raw, ".localhost:9443", fmt.Sprintf(".localhost:%d", httpsPort))
+	if err := os.WriteFile(config, []byte(local), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(node, "provider.mjs")
 	cmd.Dir = smartDir
-	cmd.Env = append(os.Environ(), "SMART_ADMIN_TOKEN="+admin, "SMART_PORT=0")
+	cmd.Env = append(os.Environ(), "SMART_ADMIN_TOKEN="+admin, "SMART_PORT=0", "SMART_CONFIG="+config)
 	issuer := startNode(t, cmd, "ready ")
 	return &oidcProvider{issuer: issuer, admin: admin, client: &http.Client{
 		Timeout:       30 * time.Second,
