@@ -16,6 +16,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/internal/fhirvalues"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // realworldDir holds the IPS documents real vendors brought to HL7
@@ -28,6 +29,7 @@ const realworldDir = "../testdata/fhir/realworld"
 // whole and faithful (see checkLanded); then the owner posts the Synthea
 // transactions and batches directly, with the same checks.
 func TestRealWorldDropOffs(t *testing.T) {
+	testkit.Slow(t, "every real-world document dropped off, picked up and posted through the gateway")
 	e := startGateway(t, realworldDropoff+withStore(t.TempDir(), ""))
 	// The store answers each ifNoneExist of the owner's batches with a
 	// scan of the type (indexes are issue 14's): minutes, not seconds.

@@ -16,6 +16,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/internal/fhirvalues"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
@@ -27,6 +28,7 @@ import (
 // embedded store itself, the response rewriter and the response filter
 // (on a read and on a searchset).
 func TestValuesByteFaithful(t *testing.T) {
+	testkit.Slow(t, "every resource of testdata written and read back through the pipeline")
 	resources := testdataResources(t)
 	if len(resources) < 5000 {
 		t.Fatalf("only %d resources found in ../testdata", len(resources))

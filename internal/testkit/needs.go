@@ -14,3 +14,12 @@ func Needs(t testing.TB, component string) {
 		t.Skipf("-short: needs %s", component)
 	}
 }
+
+// Slow marks a test that takes minutes with Go alone (what says why).
+// Under `go test -short` it skips, naming that; the full suite runs it.
+func Slow(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: takes minutes (%s)", what)
+	}
+}
