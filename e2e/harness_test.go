@@ -1,4 +1,4 @@
-// Package e2e runs caddy-pfr end to end inside real Caddy (caddytest): TLS
+// Package e2e runs caddy-pfr end to end inside real Caddy (in process): TLS
 // with on-demand certificates, the gateway, the embedded store, real tokens.
 package e2e
 

@@ -13,8 +13,8 @@ const baseDomain = "pfr.localhost"
 // run drops off, so the quota never refuses a measured drop-off.
 const pendingBytes = 64 << 30
 
-// ports are the loopback ports of the bench Caddy, chosen by the kernel
-// (so never e2e's fixed 2999/9080/9443).
+// ports are the loopback ports of the bench Caddy, chosen by the kernel and
+// held for the run (testkit.Port).
 type ports struct {
 	gateway int // the gateway's plain-HTTP sites (apex and records)
 	admin   int // Caddy's admin endpoint (pprof)
