@@ -46,6 +46,7 @@ command -v staticcheck >/dev/null || quiet go install honnef.co/go/tools/cmd/sta
 command -v xcaddy >/dev/null || quiet go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
 command -v pebble >/dev/null || quiet go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
 quiet go build -o "$bin/testreport" ./internal/testkit/testreport
+quiet go build -o "$bin/holdports" ./internal/testkit/holdports
 
 step "a tmpfs can be mounted (crashtest's full-disk test needs root and mount)"
 command -v mount >/dev/null && command -v umount >/dev/null || { echo "mount/umount missing (util-linux)"; exit 1; }

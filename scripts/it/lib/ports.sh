@@ -11,8 +11,12 @@ hold_ports() {
 		local root bin
 		root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 		bin="$root/.build/holdports"
-		mkdir -p "$root/.build"
-		(cd "$root" && go build -o "$bin" ./internal/testkit/holdports)
+		# Built once (scripts/test.sh and scripts/twice.sh build it first,
+		# so that copies running at once never write it together).
+		if [ ! -x "$bin" ] || [ -n "$(find "$root/internal/testkit" -name '*.go' -newer "$bin")" ]; then
+			mkdir -p "$root/.build"
+			(cd "$root" && go build -o "$bin" ./internal/testkit/holdports)
+		fi
 		exec "$bin" -n "$n" -- bash "$0" "$@"
 	fi
 	read -r -a PORTS <<<"$PFR_PORTS"
