@@ -45,7 +45,9 @@ awk '/<!-- walkthrough:begin -->/{on=1} /<!-- walkthrough:end -->/{on=0}
 ports "$work/walkthrough.md.sh" >"$work/walkthrough.sh"
 [ -s "$work/walkthrough.sh" ] || { echo "README has no walkthrough block"; exit 1; }
 echo "--- running the README walkthrough:"; cat "$work/walkthrough.sh"; echo "---"
-PATH="$work/bin:$PATH" bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"
+# `pfr records` finds the gateway at the quickstart's address unless told otherwise.
+PATH="$work/bin:$PATH" PFR_API="https://pfr.localhost:$https_port" PFR_TOKEN= PFR_CACERT= \
+	bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"
 
 grep -q '"resourceType":"Observation"' "$work/out.txt" || { echo "walkthrough did not read the Observation back"; exit 1; }
 if grep -q '"severity":"error"' "$work/out.txt"; then echo "walkthrough printed an error"; exit 1; fi
