@@ -86,8 +86,8 @@ step "Chromium for the browser test"
 # puppeteer-core in test/smart) with a real SMART app against the built-in
 # authorization server. puppeteer-core downloads no browser of its own.
 if [ ! -x /usr/bin/chromium ]; then
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	quiet apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq chromium
 fi
 /usr/bin/chromium --version
 
