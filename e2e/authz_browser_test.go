@@ -18,8 +18,11 @@ import (
 	"time"
 )
 
-// authzLines turns on the built-in authorization server in a pfr block.
-var authzLines = "\t\tauthorization_server {\n\t\t\tissuer " + apex("") + "\n\t\t}\n"
+// authzLines turns on the built-in authorization server in a pfr block (a
+// function: the apex's port is this process's, set by TestMain).
+func authzLines() string {
+	return "\t\tauthorization_server {\n\t\t\tissuer " + apex("") + "\n\t\t}\n"
+}
 
 // chromiumPath is Debian's chromium (scripts/test.sh installs it).
 const chromiumPath = "/usr/bin/chromium"
@@ -99,7 +102,7 @@ func spkiHash(t *testing.T, file string) string {
 // disconnects it: its access token stops at once.
 func TestBuiltinAuthzBrowserLaunch(t *testing.T) {
 	dir := t.TempDir()
-	e := loadGateway(t, dir, authzLines+withStore(dir, ""), "")
+	e := loadGateway(t, dir, authzLines()+withStore(dir, ""), "")
 	owner := e.token("alice")
 	rec := e.createRecord(owner, "john", "Doe", "John")
 	base, pid := rec["fhirBase"].(string), rec["patientId"].(string)

@@ -210,10 +210,19 @@ func newClient() *http.Client {
 	}
 }
 
-func apex(path string) string { return fmt.Sprintf("https://%s:%d%s", baseDomain, httpsPort, path) }
+func apex(path string) string { return fmt.Sprintf("https://%s:%d%s", baseDomain, port(), path) }
 
 func recordURL(slug, path string) string {
-	return fmt.Sprintf("https://%s.%s:%d/fhir%s", slug, baseDomain, httpsPort, path)
+	return fmt.Sprintf("https://%s.%s:%d/fhir%s", slug, baseDomain, port(), path)
+}
+
+// port is the gateway's HTTPS port; asked before TestMain held it (from a
+// package-level variable's initializer), it panics rather than give 0.
+func port() int {
+	if httpsPort == 0 {
+		panic("e2e: the HTTPS port is not held yet: build URLs inside the tests, not in package-level variables")
+	}
+	return httpsPort
 }
 
 // token mints a dev-issuer token for sub with the default scope.

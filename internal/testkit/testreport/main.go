@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -202,9 +203,20 @@ func (r *report) anyTestFailed(pkg string) bool {
 	return false
 }
 
-// firstError is the first line a failed test printed that is not the
-// test runner's own (=== RUN, --- FAIL, …).
+// testLine is a line the testing package prints for t.Error, t.Fatal and
+// t.Log: "file_test.go:12: message".
+var testLine = regexp.MustCompile(`^\S+\.go:\d+: `)
+
+// firstError is the first line a failed test printed through t.Error,
+// t.Fatal or t.Log; failing that (a panic), the first line that is not the
+// test runner's own (=== RUN, --- FAIL, …). A server logging on the
+// process's standard error then does not hide the test's own message.
 func firstError(lines []string) string {
+	for _, l := range lines {
+		if t := strings.TrimSpace(l); testLine.MatchString(t) {
+			return t
+		}
+	}
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
 		if t == "" || strings.HasPrefix(t, "=== ") || strings.HasPrefix(t, "--- ") {
