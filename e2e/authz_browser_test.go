@@ -167,7 +167,7 @@ func TestBuiltinAuthzBrowserOIDCLogin(t *testing.T) {
 		"\n\t\t\tlogin oidc " + p.issuer + " {\n\t\t\t\tclient_id pfr-gateway-login\n" +
 		"\t\t\t\tclient_secret pfr-gateway-login-secret-for-tests-only\n\t\t\t}\n\t\t}\n"
 	e := loadGateway(t, dir, lines+withStore(dir, ""), "")
-	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience}})
+	mgmt := p.userToken(t, url.Values{"scope": {"openid"}, "resource": {managementAudience()}})
 	rec := e.createRecord(mgmt.AccessToken, "john-oidc", "Doe", "John")
 	base, pid := rec["fhirBase"].(string), rec["patientId"].(string)
 	writer := p.userToken(t, url.Values{"scope": {"openid patient/*.cruds"}, "aud": {base}})
