@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestKeycloakRecipe runs the Keycloak recipe of docs/smart.md as written
@@ -34,9 +34,7 @@ import (
 // block accept the token and enforce its scopes. Without Keycloak it skips,
 // unless PFR_REQUIRE_KEYCLOAK=1 (set by scripts/test.sh), when it fails.
 func TestKeycloakRecipe(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Keycloak; run without -short")
-	}
+	testkit.Needs(t, "Keycloak (PFR_KEYCLOAK_HOME) and Java")
 	kcHome := os.Getenv("PFR_KEYCLOAK_HOME")
 	if kcHome == "" {
 		if os.Getenv("PFR_REQUIRE_KEYCLOAK") == "1" {
@@ -64,10 +62,13 @@ func TestKeycloakRecipe(t *testing.T) {
 	if script == "" || issuerBlock == "" {
 		t.Fatal("the Keycloak recipe needs its sh block and its caddyfile block")
 	}
-	ports, err := pfrproc.FreePorts(3)
+	// Keycloak (Java) binds without SO_REUSEPORT: a port free a moment
+	// ago; the gateway's two (Caddy) are held for the test (testkit.Port).
+	kcFree, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	ports := []int{kcFree, testkit.Reserve(t).Number, testkit.Reserve(t).Number}
 	kcPort := fmt.Sprint(ports[0])
 	local := func(s string) string { return regexp.MustCompile(`\b8081\b`).ReplaceAllString(s, kcPort) }
 	script, issuerBlock = local(script), local(issuerBlock)

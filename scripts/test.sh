@@ -108,7 +108,7 @@ step "Keycloak 26 for the identity-provider recipe (Maven Central)"
 # port with an in-memory database). Keycloak 26 needs Java 21 or newer.
 kc_version=26.0.7
 if [ ! -x ".build/keycloak-$kc_version/bin/kc.sh" ]; then
-	mvn -q -B dependency:unpack -Dartifact="org.keycloak:keycloak-quarkus-dist:$kc_version:zip" -DoutputDirectory=.build
+	quiet mvn -q -B dependency:unpack -Dartifact="org.keycloak:keycloak-quarkus-dist:$kc_version:zip" -DoutputDirectory=.build
 fi
 kc_java=""
 for jdk in /usr/lib/jvm/*; do
