@@ -20,7 +20,7 @@ import (
 // disconnects it and its token stops.
 func TestBuiltinAuthzBackendService(t *testing.T) {
 	dir := t.TempDir()
-	e := loadGateway(t, dir, authzLines+withStore(dir, ""), "")
+	e := loadGateway(t, dir, authzLines()+withStore(dir, ""), "")
 	owner := e.token("alice")
 	rec := e.createRecord(owner, "john-lab", "Doe", "John")
 	pid := rec["patientId"].(string)
