@@ -1,7 +1,8 @@
 // Command pfr is Caddy with the caddy-pfr modules linked in (exactly what
 // `xcaddy build --with github.com/pfrgateway/caddy-pfr` produces), with
 // caddy-pfr's own commands (token, records, version) in front of Caddy's and
-// listed first in its help. The commands live in internal/cli.
+// listed first in its help. The commands live in internal/cli; a usage error
+// of one of Caddy's commands is caught here (exit 2) before Caddy runs it.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
 
 	// Caddy's standard modules, as in Caddy's own main.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -33,8 +35,39 @@ func main() {
 			caddycmd.Main() // exits with Caddy's code when it fails
 			return cli.ExitOK
 		},
-		Version: version(),
+		CheckCaddyArgs: checkCaddyArgs,
+		Version:        version(),
 	}))
+}
+
+// checkCaddyArgs parses args against Caddy's command args[0] as Caddy's own
+// command line would, without running it, and returns its usage and what is
+// wrong with them.
+func checkCaddyArgs(args []string) (string, error) {
+	c, ok := caddycmd.Commands()[args[0]]
+	if !ok {
+		return "", nil
+	}
+	cmd := &cobra.Command{Use: c.Name + " " + c.Usage, Short: c.Short, Long: c.Long}
+	if c.CobraFunc != nil {
+		c.CobraFunc(cmd)
+	} else if c.Flags != nil {
+		cmd.Flags().AddGoFlagSet(c.Flags)
+	}
+	if cmd.DisableFlagParsing {
+		return "", nil
+	}
+	cmd.InitDefaultHelpFlag()
+	usage := fmt.Sprintf("Usage: pfr %s %s\n\n%s\n\nFlags:\n%s", c.Name, c.Usage, c.Short, cmd.Flags().FlagUsages())
+	if err := cmd.ParseFlags(args[1:]); err != nil {
+		return usage, err
+	}
+	if cmd.Args != nil {
+		if err := cmd.Args(cmd, cmd.Flags().Args()); err != nil {
+			return usage, err
+		}
+	}
+	return usage, nil
 }
 
 // version names this build of caddy-pfr and the Caddy it contains.

@@ -32,6 +32,11 @@ type Env struct {
 	// Caddy runs Caddy's command line with args (as they follow the
 	// program name) and returns its exit code.
 	Caddy func(args []string) int
+	// CheckCaddyArgs, when set, parses the flags and arguments of one of
+	// Caddy's commands (args[0]) without running it, and returns the
+	// command's usage with what is wrong; a usage error then exits 2 here
+	// as it does for caddy-pfr's own commands.
+	CheckCaddyArgs func(args []string) (usage string, err error)
 	// Version is caddy-pfr's version and Caddy's, one line each.
 	Version string
 }
@@ -102,6 +107,11 @@ func Run(args []string, env *Env) int {
 		return c.run(env, rest)
 	}
 	if _, ok := env.CaddyCommands[name]; ok {
+		if env.CheckCaddyArgs != nil {
+			if usage, err := env.CheckCaddyArgs(args); err != nil {
+				return usageError(env, usage, "%s: %v", name, err)
+			}
+		}
 		return env.Caddy(args)
 	}
 	fmt.Fprintf(env.Stderr, "pfr: unknown command %q\n\n", name)

@@ -282,3 +282,22 @@ func TestRecordsDialsLocalhostNames(t *testing.T) {
 		t.Errorf("records list on %s: %d %q %s", localAPI, code, out, errOut)
 	}
 }
+
+func TestCaddysUsageErrorsExitTwo(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	caddy := &fakeCaddy{}
+	env := &Env{Stdout: &stdout, Stderr: &stderr, CaddyCommands: map[string]string{"adapt": "Adapts"}, Caddy: caddy.run,
+		CheckCaddyArgs: func(args []string) (string, error) {
+			if slices.Contains(args, "--bogus") {
+				return "Usage: pfr adapt --config <path>\n", fmt.Errorf("unknown flag: --bogus")
+			}
+			return "", nil
+		}}
+	if code := Run([]string{"adapt", "--bogus"}, env); code != ExitUsage || len(caddy.calls) != 0 ||
+		!strings.Contains(stderr.String(), "adapt: unknown flag: --bogus") || !strings.Contains(stderr.String(), "Usage: pfr adapt") {
+		t.Errorf("a usage error of Caddy's adapt: exit %d, Caddy ran %v, stderr %q", code, caddy.calls, stderr.String())
+	}
+	if code := Run([]string{"adapt", "--config", "x"}, env); code != ExitOK || len(caddy.calls) != 1 {
+		t.Errorf("good arguments: exit %d, Caddy ran %v", code, caddy.calls)
+	}
+}
