@@ -42,6 +42,7 @@ func (s *Server) Apps(ctx context.Context, recordID string) ([]App, error) {
 // ErrNotFound when the client had none.
 func (s *Server) RevokeApp(ctx context.Context, recordID, clientID string) error {
 	n, err := s.cfg.Store.RevokeGrants(ctx, recordID, clientID)
+	s.status.invalidate()
 	if err != nil {
 		return err
 	}
@@ -53,6 +54,7 @@ func (s *Server) RevokeApp(ctx context.Context, recordID, clientID string) error
 
 // DeleteRecord forgets every grant of a deleted record.
 func (s *Server) DeleteRecord(ctx context.Context, recordID string) error {
+	defer s.status.invalidate()
 	return s.cfg.Store.DeleteRecordGrants(ctx, recordID)
 }
 

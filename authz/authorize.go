@@ -376,7 +376,9 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	code := randomToken(32)
 	c := &Code{Hash: hashSecret(code), ClientID: p.ClientID, RedirectURI: p.RedirectURI, Challenge: p.Challenge,
 		GrantID: g.ID, Scope: granted, Nonce: p.Nonce, Expires: now.Add(CodeTTL)}
-	if err := s.cfg.Store.Approve(r.Context(), g, c, p.ID); err != nil {
+	err = s.cfg.Store.Approve(r.Context(), g, c, p.ID)
+	s.status.invalidate() // the grant it replaced is gone
+	if err != nil {
 		s.log.Error("saving a grant", zap.Error(err))
 		s.errorPage(w, http.StatusServiceUnavailable, "Try again", "The approval could not be saved.")
 		return

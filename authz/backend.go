@@ -45,7 +45,9 @@ func (s *Server) GrantBackend(ctx context.Context, recordID, accountID, iss, sub
 	}
 	g := &Grant{ID: randomToken(16), RecordID: recordID, ClientID: clientID, AccountID: accountID,
 		Issuer: iss, Subject: sub, Scope: slices.Clone(scope), Created: s.cfg.Now()}
-	if err := s.cfg.Store.SaveGrant(ctx, g); err != nil {
+	err = s.cfg.Store.SaveGrant(ctx, g)
+	s.status.invalidate() // the grant it replaced is gone
+	if err != nil {
 		return nil, err
 	}
 	return g, nil

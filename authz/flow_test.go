@@ -454,3 +454,35 @@ func TestKeyRotation(t *testing.T) {
 		t.Error("the retired key still verifies")
 	}
 }
+
+// Two nodes share the state: a token from one verifies on the other (the
+// keys are shared), and a revocation on one reaches the other within
+// StatusTTL.
+func TestTwoNodes(t *testing.T) {
+	e := newEnv(t, nil)
+	other, err := New(t.Context(), e.srv.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := auth.NewVerifier([]auth.IssuerConfig{other.IssuerConfig()}, auth.Options{Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.registerPublic()
+	p := newPKCE()
+	_, tok := e.exchange(a, e.codeFor(a, e.base("john"), "alice", p, fullScope), p)
+	access := tok["access_token"].(string)
+	if _, err := v2.Verify(t.Context(), access, []string{e.base("john")}); err != nil {
+		t.Fatalf("the other node refused the token: %v", err)
+	}
+	if err := e.srv.RevokeApp(t.Context(), e.john.ID, a.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.verify(access, e.base("john")); !errors.Is(err, auth.ErrRevoked) {
+		t.Errorf("the revoking node: %v, want ErrRevoked at once", err)
+	}
+	e.clock.Add(StatusTTL)
+	if _, err := v2.Verify(t.Context(), access, []string{e.base("john")}); !errors.Is(err, auth.ErrRevoked) {
+		t.Errorf("the other node after %v: %v, want ErrRevoked", StatusTTL, err)
+	}
+}

@@ -94,6 +94,7 @@ type Server struct {
 	cfg    Config
 	issuer *url.URL
 	keys   *keyring
+	status statusCache
 	log    *zap.Logger
 }
 
@@ -164,12 +165,18 @@ func (s *Server) checkToken(ctx context.Context, id *auth.Identity) (*auth.Ident
 	if grantID == "" {
 		return nil, fmt.Errorf("%w: the token names no grant", auth.ErrRevoked)
 	}
-	g, err := s.cfg.Store.TokenStatus(ctx, grantID, fam, jti)
-	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: the grant was revoked", auth.ErrRevoked)
-	}
-	if err != nil {
-		return nil, err
+	key, now := statusKey(grantID, fam, jti), s.cfg.Now()
+	g := s.status.get(key, now)
+	if g == nil {
+		var err error
+		g, err = s.cfg.Store.TokenStatus(ctx, grantID, fam, jti)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: the grant was revoked", auth.ErrRevoked)
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.status.put(key, g, now)
 	}
 	out := *id
 	out.Issuer, out.Subject = g.Issuer, g.Subject

@@ -95,6 +95,7 @@ func (s *Server) exchangeCode(ctx context.Context, client *Client, form url.Valu
 	c, err := s.cfg.Store.UseCode(ctx, codeHash, s.cfg.Now())
 	switch {
 	case errors.Is(err, ErrUsed):
+		s.status.invalidate()
 		return nil, &oauthErr{status: http.StatusBadRequest, code: "invalid_grant", desc: "the code was already used; the tokens issued for it are revoked", logAsAttack: true, cause: err}
 	case errors.Is(err, ErrNotFound):
 		return nil, badRequest("invalid_grant", "the code is unknown or expired")
@@ -152,6 +153,7 @@ func (s *Server) refresh(ctx context.Context, client *Client, form url.Values) (
 	case scopeErr != nil:
 		return nil, scopeErr
 	case errors.Is(err, ErrUsed):
+		s.status.invalidate()
 		return nil, &oauthErr{status: http.StatusBadRequest, code: "invalid_grant",
 			desc: "the refresh token was already used: every token of its family is revoked", logAsAttack: true}
 	case errors.Is(err, ErrNotFound):
@@ -293,15 +295,21 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 			jti, _ := claims["jti"].(string)
 			exp, _ := claims.GetExpirationTime()
 			if jti != "" && exp != nil {
-				if err := s.cfg.Store.RevokeAccessToken(r.Context(), jti, exp.Time); err != nil {
+				err := s.cfg.Store.RevokeAccessToken(r.Context(), jti, exp.Time)
+				s.status.invalidate()
+				if err != nil {
 					s.oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again", err)
 					return
 				}
 			}
 		}
-	} else if err := s.cfg.Store.RevokeRefresh(r.Context(), hashSecret(token), client.ID); err != nil && !errors.Is(err, ErrNotFound) {
-		s.oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again", err)
-		return
+	} else {
+		err := s.cfg.Store.RevokeRefresh(r.Context(), hashSecret(token), client.ID)
+		s.status.invalidate()
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again", err)
+			return
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
