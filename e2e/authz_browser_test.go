@@ -145,6 +145,15 @@ func TestBuiltinAuthzBrowserLaunch(t *testing.T) {
 	access := out["accessToken"].(string)
 	clientID := out["clientId"].(string)
 	e.do("GET", recordURL("john", "/Observation"), access, nil).expect(t, http.StatusOK, "read with the app's token")
+	// The access log names the app (AuditEvent agent altId) and the person.
+	named := false
+	for deadline := time.Now().Add(10 * time.Second); !named && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		log := e.do("GET", apex("/pfr/v1/records/john/audit"), owner, nil).expect(t, http.StatusOK, "audit")
+		named = strings.Contains(string(log.raw), `"altId":"`+clientID+`"`) && strings.Contains(string(log.raw), `"value":"alice"`)
+	}
+	if !named {
+		t.Error("the access log does not name the app and the person")
+	}
 	apps := e.do("GET", apex("/pfr/v1/records/john/apps"), owner, nil).expect(t, http.StatusOK, "apps")
 	list, _ := apps.body["apps"].([]any)
 	if len(list) != 1 || list[0].(map[string]any)["clientId"] != clientID || list[0].(map[string]any)["clientName"] != "My health app" {
