@@ -79,15 +79,21 @@ func (s *Server) verifyAssertion(ctx context.Context, assertion, formClientID st
 	if err != nil || c.AuthMethod != "private_key_jwt" {
 		return nil, fail("unknown client or not a private_key_jwt client", err)
 	}
-	keys, err := auth.ParseJWKS(c.JWKS)
-	if err != nil {
-		return nil, fail("the client's keys cannot be read", err)
+	verify := func(refetch bool) (*auth.Identity, error) {
+		keys, err := s.keysFor(ctx, c, refetch)
+		if err != nil {
+			return nil, err
+		}
+		v, err := auth.NewVerifier([]auth.IssuerConfig{{Issuer: c.ID, Keys: keys}}, auth.Options{Now: s.cfg.Now, TokenCacheSize: -1})
+		if err != nil {
+			return nil, err
+		}
+		return v.Verify(ctx, assertion, []string{s.endpoint("token")})
 	}
-	v, err := auth.NewVerifier([]auth.IssuerConfig{{Issuer: c.ID, Keys: keys}}, auth.Options{Now: s.cfg.Now, TokenCacheSize: -1})
-	if err != nil {
-		return nil, fail("the client's keys cannot be used", err)
+	id, err := verify(false)
+	if errors.Is(err, auth.ErrUnknownKey) && c.JWKSURI != "" {
+		id, err = verify(true) // the client may have rotated its keys
 	}
-	id, err := v.Verify(ctx, assertion, []string{s.endpoint("token")})
 	if err != nil {
 		return nil, fail("the client assertion is not valid", err)
 	}
@@ -152,9 +158,15 @@ func (s *Server) validateClient(c *Client) error {
 	switch c.AuthMethod {
 	case "none", "client_secret_basic":
 	case "private_key_jwt":
+		if c.JWKSURI != "" {
+			if len(c.JWKS) > 0 {
+				return errors.New("give jwks or jwks_uri, not both")
+			}
+			return nil // checked by fetching it (registration)
+		}
 		keys, err := auth.ParseJWKS(c.JWKS)
 		if err != nil || keys.Len() == 0 {
-			return errors.New("private_key_jwt needs jwks with at least one usable public key (RSA 2048+ or EC)")
+			return errors.New("private_key_jwt needs jwks (or jwks_uri) with at least one usable public key (RSA 2048+ or EC)")
 		}
 	default:
 		return fmt.Errorf("token_endpoint_auth_method %q is not supported", c.AuthMethod)
@@ -220,12 +232,6 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "the body must be a JSON object of client metadata", nil)
 		return
 	}
-	if meta.JWKSURI != "" {
-		// Fetching a URL a stranger names would let anyone make the
-		// gateway dial anything: keys are registered by value.
-		s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "jwks_uri is not accepted: register the public keys with jwks", nil)
-		return
-	}
 	for _, rt := range meta.ResponseType {
 		if rt != "code" {
 			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "response_types may only hold code", nil)
@@ -233,7 +239,7 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c := &Client{ID: "c-" + randomToken(16), Name: strings.TrimSpace(meta.Name), RedirectURIs: meta.RedirectURIs,
-		AuthMethod: meta.AuthMethod, GrantTypes: meta.GrantTypes, Scope: meta.Scope, JWKS: meta.JWKS, Created: s.cfg.Now()}
+		AuthMethod: meta.AuthMethod, GrantTypes: meta.GrantTypes, Scope: meta.Scope, JWKS: meta.JWKS, JWKSURI: meta.JWKSURI, Created: s.cfg.Now()}
 	if len(c.Name) > 200 {
 		c.Name = c.Name[:200]
 	}
@@ -251,6 +257,18 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if err := s.validateClient(c); err != nil {
 		s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", err.Error(), nil)
 		return
+	}
+	if c.JWKSURI != "" {
+		// Fetched now, through the outbound policy: a jwks_uri aimed at
+		// the gateway's own network is refused before anything is stored.
+		if c.AuthMethod != "private_key_jwt" {
+			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "jwks_uri is for private_key_jwt clients", nil)
+			return
+		}
+		if _, err := s.keysFor(r.Context(), c, true); err != nil {
+			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", err.Error(), err)
+			return
+		}
 	}
 	if err := s.cfg.Store.CreateClient(r.Context(), c); err != nil {
 		s.oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again", err)
@@ -271,6 +289,9 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(c.JWKS) > 0 {
 		out["jwks"] = c.JWKS
+	}
+	if c.JWKSURI != "" {
+		out["jwks_uri"] = c.JWKSURI
 	}
 	s.serveJSON(w, http.StatusCreated, out, false)
 }

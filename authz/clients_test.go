@@ -7,6 +7,8 @@ import (
 	"errors"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -241,5 +244,62 @@ func TestBackendServices(t *testing.T) {
 	}
 	if status, _ := token(john); status != http.StatusBadRequest {
 		t.Errorf("backend token request after revocation: %d", status)
+	}
+}
+
+// A private_key_jwt client may publish its keys at a jwks_uri, fetched
+// through the outbound policy: never the gateway's own network unless the
+// operator allows it.
+func TestJWKSURI(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(rsaJWKS(t, key, "k1"))
+	}))
+	defer jwks.Close()
+	meta := map[string]any{"client_name": "Lab", "grant_types": []string{"client_credentials"},
+		"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwks.URL + "/jwks"}
+
+	// The default policy: loopback is refused, nothing is stored.
+	strict := newEnv(t, func(c *Config) { c.Egress = &egress.Policy{} })
+	if res := strict.browser().postJSON("/oauth/register", meta); res.status != http.StatusBadRequest || !strings.Contains(res.body, "invalid_client_metadata") {
+		t.Errorf("jwks_uri on loopback under the default policy: %d %s", res.status, res.body)
+	}
+	// No policy at all: jwks_uri is not accepted.
+	if res := newEnv(t, nil).browser().postJSON("/oauth/register", meta); res.status != http.StatusBadRequest {
+		t.Errorf("jwks_uri without a policy: %d %s", res.status, res.body)
+	}
+
+	e := newEnv(t, func(c *Config) {
+		c.Egress = &egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	})
+	res := e.browser().postJSON("/oauth/register", meta)
+	var reg map[string]any
+	_ = json.Unmarshal([]byte(res.body), &reg)
+	if res.status != http.StatusCreated || reg["jwks_uri"] != jwks.URL+"/jwks" {
+		t.Fatalf("register with jwks_uri: %d %s", res.status, res.body)
+	}
+	a := app{id: reg["client_id"].(string)}
+	var aliceID string
+	_ = e.tenants.View(t.Context(), func(tx tenancy.Tx) error {
+		acct, err := tx.AccountByIdentity(devIss, "alice")
+		aliceID = acct.ID
+		return err
+	})
+	if _, err := e.srv.GrantBackend(t.Context(), e.john.ID, aliceID, devIss, "alice", a.id, []string{"system/Observation.rs"}); err != nil {
+		t.Fatal(err)
+	}
+	now := e.clock.Now()
+	as := jwt.NewWithClaims(jwt.SigningMethodRS384, jwt.MapClaims{"iss": a.id, "sub": a.id, "aud": e.issuer + "/oauth/token",
+		"jti": randomToken(8), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+	as.Header["kid"] = "k1"
+	signed, _ := as.SignedString(key)
+	status, out := e.token(a, url.Values{"grant_type": {"client_credentials"}, "scope": {"system/Observation.rs"},
+		"resource": {e.base("john")}, "client_assertion_type": {assertionType}, "client_assertion": {signed}})
+	if status != http.StatusOK || out["access_token"] == nil {
+		t.Errorf("token with keys from jwks_uri: %d %v", status, out)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -72,6 +73,9 @@ type Config struct {
 	// PatientName returns the person's name shown on the consent page for
 	// a record ("" when unknown). Optional.
 	PatientName func(ctx context.Context, rec *tenancy.Record) string
+	// Egress is the outbound policy for fetching clients' jwks_uri. Nil:
+	// jwks_uri is refused (keys are registered by value only).
+	Egress *egress.Policy
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger gets security events. Default: none.
@@ -91,11 +95,12 @@ type StaticClient struct {
 
 // Server is the authorization server. It is safe for concurrent use.
 type Server struct {
-	cfg    Config
-	issuer *url.URL
-	keys   *keyring
-	status statusCache
-	log    *zap.Logger
+	cfg        Config
+	issuer     *url.URL
+	keys       *keyring
+	status     statusCache
+	clientKeys clientKeys
+	log        *zap.Logger
 }
 
 // New checks cfg, stores the static clients and returns a Server.

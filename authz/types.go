@@ -20,6 +20,9 @@ type Client struct {
 	// JWKS (a JSON Web Key Set) holds a private_key_jwt client's public
 	// keys.
 	JWKS json.RawMessage `json:"jwks,omitempty"`
+	// JWKSURI is where a private_key_jwt client publishes its keys
+	// instead (fetched through Config.Egress).
+	JWKSURI string `json:"jwks_uri,omitempty"`
 	// GrantTypes are authorization_code, refresh_token and
 	// client_credentials.
 	GrantTypes []string `json:"grant_types"`

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/authz"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -148,10 +149,17 @@ func (g *Gateway) newAuthzServer(db kv.DB, tenants tenancy.Store) (*authz.Server
 		}
 		clients = append(clients, sc)
 	}
+	// Clients' jwks_uri are fetched under the same outbound policy as
+	// drop-off webhooks (public https; webhook_allow networks).
+	allow, err := egress.ParseAllow(g.WebhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("webhook_allow: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return authz.New(ctx, authz.Config{
-		Store: store, Tenancy: tenants, Issuer: issuer, BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath,
+		Egress: &egress.Policy{Allow: allow},
+		Store:  store, Tenancy: tenants, Issuer: issuer, BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath,
 		Login: login, Clients: clients, DisableRegistration: c.DisableRegistration,
 		AccessTokenTTL: time.Duration(c.AccessTokenTTL), RefreshTokenTTL: time.Duration(c.RefreshTokenTTL),
 		SessionTTL: time.Duration(c.SessionTTL), KeyRotation: time.Duration(c.KeyRotation),
