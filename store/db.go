@@ -17,13 +17,21 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now returns the current time; tests may pin it. Default time.Now.
 	Now func() time.Time
+	// Logf, if set, receives progress messages of long work at Open (the
+	// one-time indexing of a database written by an older version).
+	Logf func(format string, args ...any)
+	// NoIndexes turns the search indexes off: searches read every
+	// resource of the type, writes keep no index. For measuring what the
+	// indexes bring; the next Open without it rebuilds them.
+	NoIndexes bool
 }
 
 // DB is an open store file. It is safe for concurrent use; many handlers may
 // share one DB.
 type DB struct {
-	bolt *bolt.DB
-	now  func() time.Time
+	bolt    *bolt.DB
+	now     func() time.Time
+	noIndex bool
 
 	mu        sync.Mutex
 	lastSweep time.Time // last drop of expired search snapshots
@@ -82,7 +90,12 @@ func Open(path string, opts *Options) (*DB, error) {
 		_ = bdb.Close()
 		return nil, fmt.Errorf("initialize store %s: %w", path, err)
 	}
-	return &DB{bolt: bdb, now: o.Now}, nil
+	db := &DB{bolt: bdb, now: o.Now, noIndex: o.NoIndexes}
+	if err := db.buildIndexes(o.Logf); err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("index store %s: %w", path, err)
+	}
+	return db, nil
 }
 
 // Close closes the file. Handlers using the DB must not be called afterwards.

@@ -1,6 +1,10 @@
 package store
 
-import "net/url"
+import (
+	"net/url"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
+)
 
 // searchEngine is what the store needs from a search implementation: turn
 // query parameters into a plan it can run over decoded resources. The store
@@ -32,7 +36,9 @@ type searchParamInfo struct {
 type searchPlan struct {
 	// bind returns the matcher of the criteria over the partition src
 	// reads (chained and _has parameters read other resources).
-	bind func(src includeSource) (func(res map[string]any) bool, error)
+	// It also returns the index filters of the criteria (search.IndexFilter),
+	// joins included once resolved.
+	bind func(src includeSource) (func(res map[string]any) bool, []search.IndexFilter, error)
 	// sort orders matches in place per _sort (or the engine's default
 	// order); nil keeps id order.
 	sort func(matches []map[string]any)
@@ -60,6 +66,12 @@ type searchPlan struct {
 	// include resolves _include and _revinclude for one page of matches;
 	// nil when the search has neither.
 	include func(page []map[string]any, src includeSource) ([]map[string]any, error)
+	// orderOnly is set when every resource of the type matches and the
+	// order is one date key (orderParam, orderDesc): the ids come from
+	// the index in order, without reading a resource.
+	orderOnly  bool
+	orderParam string
+	orderDesc  bool
 }
 
 // includeSource is what include resolution may read: the current resources

@@ -24,7 +24,9 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 	unknown := q.Unknown
 	applied := q.Applied()
 	p := &searchPlan{
-		bind:          func(src includeSource) (func(map[string]any) bool, error) { return q.Bind(src) },
+		bind: func(src includeSource) (func(map[string]any) bool, []search.IndexFilter, error) {
+			return q.BindIndexed(src)
+		},
 		sort:          q.Sort,
 		count:         q.Count,
 		countSet:      q.Count > 0,
@@ -36,6 +38,9 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		containedType: q.ContainedType,
 		unknown:       unknown,
 		applied:       applied,
+	}
+	if param, desc, ok := q.OrderParam(); ok && q.Unfiltered() {
+		p.orderOnly, p.orderParam, p.orderDesc = true, param, desc
 	}
 	if len(q.Includes) > 0 || len(q.RevIncludes) > 0 {
 		p.include = func(page []map[string]any, src includeSource) ([]map[string]any, error) {

@@ -18,6 +18,8 @@ type ptx struct {
 	part *bolt.Bucket
 	key  string
 	now  time.Time
+	// noIndex is Options.NoIndexes: indexes are neither kept nor read.
+	noIndex bool
 }
 
 // view runs fn in a read-only transaction on partition key.
@@ -27,7 +29,7 @@ func (db *DB) view(key string, fn func(*ptx) error) error {
 		if err != nil {
 			return err
 		}
-		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock()})
+		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex})
 	})
 }
 
@@ -39,7 +41,7 @@ func (db *DB) update(key string, fn func(*ptx) error) error {
 		if err != nil {
 			return err
 		}
-		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock()})
+		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex})
 	})
 }
 
@@ -120,6 +122,9 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	if err := tb.Put([]byte(id), enc); err != nil {
 		return nil, fmt.Errorf("store current %s/%s: %w", typ, id, err)
 	}
+	if err := p.reindex(typ, id, rec.Body); err != nil {
+		return nil, err
+	}
 	vb, err := p.part.CreateBucketIfNotExists(bucketVersions)
 	if err != nil {
 		return nil, fmt.Errorf("versions bucket: %w", err)
@@ -161,6 +166,24 @@ func (p *ptx) scanCurrent(typ string, fn func(id string, raw []byte) error) erro
 		}
 		return fn(string(k), v[recordHeaderLen:])
 	})
+}
+
+// currentBody returns the stored JSON of the live typ/id, nil when it is
+// deleted or unknown. It must not be kept beyond the transaction.
+func (p *ptx) currentBody(typ, id string) []byte {
+	cur := p.part.Bucket(bucketCurrent)
+	if cur == nil {
+		return nil
+	}
+	tb := cur.Bucket([]byte(typ))
+	if tb == nil {
+		return nil
+	}
+	v := tb.Get([]byte(id))
+	if len(v) < recordHeaderLen || v[0] != recordKindResource {
+		return nil
+	}
+	return v[recordHeaderLen:]
 }
 
 // types returns every resource type that has ever been stored in the

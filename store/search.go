@@ -85,12 +85,17 @@ func (q *request) appendUnreadableOutcome(b *outBundle) {
 // returns the ids of the hits in order. Resources that cannot be decoded
 // go to skip.
 func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
-	match, err := plan.bind(partitionSource{p, skip})
+	if plan.orderOnly {
+		if ids, ok := p.orderedIDs(typ, plan.orderParam, plan.orderDesc); ok {
+			return ids, nil
+		}
+	}
+	match, filters, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
 		return nil, err
 	}
 	var hits []map[string]any
-	err = p.scanCurrent(typ, func(id string, raw []byte) error {
+	check := func(id string, raw []byte) error {
 		res, err := decodeForSearch(raw)
 		if err != nil {
 			skip.add(typ+"/"+id, err)
@@ -100,14 +105,28 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, erro
 			hits = append(hits, res)
 		}
 		return nil
-	})
-	if err != nil {
+	}
+	ids, indexed, err := p.indexCandidates(typ, filters)
+	switch {
+	case err != nil:
 		return nil, err
+	case indexed:
+		for _, id := range ids {
+			if raw := p.currentBody(typ, id); raw != nil {
+				if err := check(id, raw); err != nil {
+					return nil, err
+				}
+			}
+		}
+	default:
+		if err := p.scanCurrent(typ, check); err != nil {
+			return nil, err
+		}
 	}
 	if plan.sort != nil {
 		plan.sort(hits)
 	}
-	ids := make([]string, len(hits))
+	ids = make([]string, len(hits))
 	for i, res := range hits {
 		ids[i], _ = res["id"].(string)
 	}
@@ -141,7 +160,7 @@ func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, 
 	if !plan.searchesContained() {
 		return refs, nil
 	}
-	match, err := plan.bind(partitionSource{p, skip})
+	match, _, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
 		return nil, err
 	}
@@ -238,13 +257,14 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 		return err
 	}
 	if within != nil {
+		plan.orderOnly = false
 		bind := plan.bind
-		plan.bind = func(src includeSource) (func(map[string]any) bool, error) {
-			match, err := bind(src)
+		plan.bind = func(src includeSource) (func(map[string]any) bool, []search.IndexFilter, error) {
+			match, filters, err := bind(src)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return func(res map[string]any) bool { return within(res) && match(res) }, nil
+			return func(res map[string]any) bool { return within(res) && match(res) }, filters, nil
 		}
 	}
 	count := defaultPageSize
@@ -464,6 +484,33 @@ func (s partitionSource) Resolve(reference string) (map[string]any, error) {
 		return nil, nil
 	}
 	return res, nil
+}
+
+// ScanIndexed implements search.IndexedSource: the candidates of the
+// filters, or every resource when the index cannot tell.
+func (s partitionSource) ScanIndexed(resourceType string, filters []search.IndexFilter, fn func(map[string]any) bool) error {
+	ids, ok, err := s.p.indexCandidates(resourceType, filters)
+	if err != nil || !ok {
+		if err == nil {
+			err = s.Scan(resourceType, fn)
+		}
+		return err
+	}
+	for _, id := range ids {
+		raw := s.p.currentBody(resourceType, id)
+		if raw == nil {
+			continue
+		}
+		res, err := decodeForSearch(raw)
+		if err != nil {
+			s.skip.add(resourceType+"/"+id, err)
+			continue
+		}
+		if !fn(res) {
+			return nil
+		}
+	}
+	return nil
 }
 
 // Scan implements includeSource.

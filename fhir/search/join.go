@@ -160,20 +160,59 @@ func cmpErr(have, err error) error {
 	return have
 }
 
+// IndexedSource is a Source that can narrow a scan with index filters
+// (IndexFilters): ScanIndexed calls fn with at least every current
+// resource of resourceType that has a key in every filter.
+type IndexedSource interface {
+	Source
+	ScanIndexed(resourceType string, filters []IndexFilter, fn func(res map[string]any) bool) error
+}
+
 // Bind returns the matcher of the query with its joins resolved against
-// src (one scan of each joined type, whatever the number of candidates).
-// Without joins it is Match.
+// src (one scan of each joined type, narrowed by its index filters when
+// src is an IndexedSource). Without joins it is Match.
 func (q *Query) Bind(src Source) (func(res map[string]any) bool, error) {
+	m, _, err := q.BindIndexed(src)
+	return m, err
+}
+
+// maxJoinRanges bounds the index filter a resolved join becomes: a larger
+// set is left to the matcher.
+const maxJoinRanges = 10000
+
+// BindIndexed is Bind that also returns the query's index filters
+// (IndexFilters) and one more per resolved join: a chain's targets as
+// reference keys of its parameter, a _has's referenced resources as _id
+// keys.
+func (q *Query) BindIndexed(src Source) (func(res map[string]any) bool, []IndexFilter, error) {
+	filters := q.IndexFilters()
 	if len(q.joins) == 0 {
-		return q.Match, nil
+		return q.Match, filters, nil
 	}
 	sets := make([]map[string]bool, len(q.joins))
 	for i, j := range q.joins {
 		set, err := j.resolve(src)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		sets[i] = set
+		if len(set) > maxJoinRanges {
+			continue
+		}
+		f := IndexFilter{Param: j.param.Code}
+		if j.has {
+			f.Param = "_id"
+		}
+		for ref := range set {
+			typ, id, _ := strings.Cut(ref, "/")
+			switch {
+			case !j.has:
+				f.Ranges = append(f.Ranges, exactRange(kindRefID, id))
+			case typ == q.ResourceType:
+				f.Ranges = append(f.Ranges, exactRange(kindToken, id))
+			}
+		}
+		filters = append(filters, f)
 	}
 	return func(res map[string]any) bool {
 		if !q.matchFilters(res) {
@@ -185,7 +224,7 @@ func (q *Query) Bind(src Source) (func(res map[string]any) bool, error) {
 			}
 		}
 		return true
-	}, nil
+	}, filters, nil
 }
 
 // resolve computes the "Type/id" set the join tests against: for a chain,
@@ -193,11 +232,15 @@ func (q *Query) Bind(src Source) (func(res map[string]any) bool, error) {
 func (j *join) resolve(src Source) (map[string]bool, error) {
 	set := map[string]bool{}
 	for _, sub := range j.subs {
-		m, err := sub.Bind(src)
+		m, filters, err := sub.BindIndexed(src)
 		if err != nil {
 			return nil, err
 		}
-		err = src.Scan(sub.ResourceType, func(res map[string]any) bool {
+		scan := src.Scan
+		if is, ok := src.(IndexedSource); ok && len(filters) > 0 {
+			scan = func(typ string, fn func(map[string]any) bool) error { return is.ScanIndexed(typ, filters, fn) }
+		}
+		err = scan(sub.ResourceType, func(res map[string]any) bool {
 			if !m(res) {
 				return true
 			}

@@ -78,6 +78,9 @@ type filter struct {
 	matchers []valueMatcher
 	// composites replaces matchers for a composite parameter.
 	composites []*compositeMatcher
+	// index holds the key ranges of every value (IndexFilters), nil when
+	// an index cannot answer the filter.
+	index []KeyRange
 }
 
 // resultParams are the result-control parameters, handled apart from filters.
@@ -168,9 +171,15 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
 			"search parameter %s: modifier :%s is not supported on %s parameters", name, modifier, p.Type)
 	}
+	indexable := !f.negate && p.Type != searchparam.TypeComposite
 	for _, v := range splitOr(value) {
 		if v == "" {
 			continue
+		}
+		if indexable {
+			r, ok := indexRanges(p, modifier, v)
+			f.index = append(f.index, r...)
+			indexable = ok
 		}
 		if p.Type == searchparam.TypeComposite {
 			c, err := newCompositeMatcher(p, v, now)
@@ -185,6 +194,9 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 			return invalid(name, v, err.Error())
 		}
 		f.matchers = append(f.matchers, m)
+	}
+	if !indexable {
+		f.index = nil
 	}
 	if len(f.matchers) > 0 || len(f.composites) > 0 {
 		q.filters = append(q.filters, f)

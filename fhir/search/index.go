@@ -1,0 +1,411 @@
+package search
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
+)
+
+// Index keys let a store find the candidates of a search without reading
+// every resource of the type. For each indexed parameter a resource has a
+// set of keys (IndexKeys); each filter a query can answer from an index
+// has key ranges (IndexFilters) such that every resource the filter
+// matches has at least one key in one of the ranges. The ranges may admit
+// more: the store checks each candidate with Match, so an index narrows
+// the reading, never the answer.
+//
+// A key is a kind byte, the value, 0x00, and the resource id (ids never
+// hold 0x00, so the id is what follows the last 0x00). Values longer than
+// maxIndexValue bytes are cut; the query side cuts the same way.
+const (
+	kindToken    = 'c' // token code (system is checked by Match)
+	kindRefID    = 'r' // id of a reference (type is checked by Match)
+	kindRefExact = 'x' // a reference compared as a whole (urn:, canonical)
+	kindString   = 's' // normalized string, searched by prefix
+	kindURI      = 'u' // uri as written
+	kindLow      = 'l' // low end of a date range or number interval
+	kindHigh     = 'h' // high end of a date range or number interval
+	kindOrder    = 'o' // the value a resource sorts by (dates)
+	kindInverted = 'w' // a date range or interval that ends before it starts
+)
+
+const maxIndexValue = 128
+
+// IndexVersion names the key layout. A store that finds keys of another
+// version rebuilds its indexes.
+const IndexVersion = "1"
+
+// KeyRange is the keys k with Lo <= k < Hi, byte-wise.
+type KeyRange struct{ Lo, Hi []byte }
+
+// IndexFilter is one filter of a query answered by an index: a resource
+// may match it only if one of its keys for Param lies in one of Ranges.
+type IndexFilter struct {
+	Param  string
+	Ranges []KeyRange
+}
+
+// Indexed reports whether a store indexes parameter p (IndexKeys gives
+// its keys).
+func Indexed(p *searchparam.Param) bool {
+	if p.Expression == "" {
+		return false
+	}
+	switch p.Type {
+	case searchparam.TypeToken, searchparam.TypeReference, searchparam.TypeString,
+		searchparam.TypeDate, searchparam.TypeNumber, searchparam.TypeQuantity, searchparam.TypeURI:
+		return true
+	}
+	return false
+}
+
+var indexedParams sync.Map // resource type → []*searchparam.Param
+
+// IndexedParams returns the parameters of resourceType a store indexes.
+// The slice is shared: do not modify it.
+func IndexedParams(resourceType string) []*searchparam.Param {
+	if v, ok := indexedParams.Load(resourceType); ok {
+		return v.([]*searchparam.Param)
+	}
+	var out []*searchparam.Param
+	for _, p := range searchparam.ForType(resourceType) {
+		if Indexed(p) {
+			out = append(out, p)
+		}
+	}
+	indexedParams.Store(resourceType, out)
+	return out
+}
+
+// IndexKeys returns the index values of res for p, each as kind+value
+// (the store appends 0x00 and the id). Duplicates are removed.
+func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
+	nodes := evaluate(p, res)
+	seen := map[string]bool{}
+	var out [][]byte
+	add := func(kind byte, v string) {
+		k := indexValue(kind, v)
+		if !seen[string(k)] {
+			seen[string(k)] = true
+			out = append(out, k)
+		}
+	}
+	for _, n := range nodes {
+		switch p.Type {
+		case searchparam.TypeToken:
+			for _, c := range codesOf(n.Value) {
+				add(kindToken, c.code)
+			}
+		case searchparam.TypeReference:
+			ref := referenceString(n.Value)
+			if ref == "" {
+				continue
+			}
+			if _, id, ok := fhirpath.SplitReference(ref); ok {
+				add(kindRefID, id)
+			}
+			add(kindRefExact, ref)
+			add(kindRefExact, stripVersion(ref))
+		case searchparam.TypeString:
+			for _, s := range stringsOf(n.Value) {
+				add(kindString, normalize(s))
+			}
+		case searchparam.TypeURI:
+			if s, ok := n.Value.(string); ok {
+				add(kindURI, s)
+			}
+		case searchparam.TypeDate:
+			for _, r := range dateRangesOf(n.Value) {
+				if r.lo.After(r.hi) {
+					add(kindInverted, "")
+				}
+				add(kindLow, string(timeKey(r.lo)))
+				add(kindHigh, string(timeKey(r.hi)))
+			}
+		case searchparam.TypeNumber, searchparam.TypeQuantity:
+			for _, iv := range intervalsOf(n.Value) {
+				if iv.lo != nil && iv.hi != nil && iv.lo.Cmp(iv.hi) > 0 {
+					add(kindInverted, "")
+				}
+				add(kindLow, string(ratKey(iv.lo, false)))
+				add(kindHigh, string(ratKey(iv.hi, true)))
+			}
+		}
+	}
+	if p.Type == searchparam.TypeDate {
+		if v := sortValueOf(p, res); v.present {
+			out = append(out, indexValue(kindOrder, string(timeKey(v.t))))
+		} else {
+			out = append(out, indexValue(kindOrder, string(orderMissing)))
+		}
+	}
+	return out
+}
+
+// intervalsOf returns every interval a number or quantity node may be
+// compared as: its value as a point and, for a Range, its low and high.
+func intervalsOf(v any) []interval {
+	var out []interval
+	if r, ok := toRat(v); ok {
+		return []interval{{r, r}}
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	if r, ok := toRat(m["value"]); ok {
+		out = append(out, interval{r, r})
+	}
+	if iv, ok := rangeInterval(m); ok {
+		out = append(out, iv)
+	}
+	return out
+}
+
+// indexValue is kind+value, the value cut at maxIndexValue bytes.
+func indexValue(kind byte, v string) []byte {
+	if len(v) > maxIndexValue {
+		v = v[:maxIndexValue]
+	}
+	return append([]byte{kind}, v...)
+}
+
+// timeKey encodes t so that byte order is time order: seconds since the
+// Unix epoch with the sign bit flipped, then nanoseconds, big-endian.
+func timeKey(t time.Time) []byte {
+	b := make([]byte, 12)
+	binary.BigEndian.PutUint64(b, uint64(t.Unix())^(1<<63))
+	binary.BigEndian.PutUint32(b[8:], uint32(t.Nanosecond()))
+	return b
+}
+
+// orderMissing is the sort value of a resource without one: after every
+// time (timeKey of year 10000 starts with 0x80).
+var orderMissing = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// OrderMissing reports whether an order key (kind byte included) is that
+// of a resource without a value: those sort last in either direction.
+func OrderMissing(v []byte) bool {
+	return len(v) == 1+len(orderMissing) && v[0] == kindOrder && bytes.Equal(v[1:], orderMissing)
+}
+
+// ratKey encodes r as a float64 whose byte order is numeric order,
+// rounded down (or up, when up) so the key never lies inside the
+// interval the exact value bounds. nil is -∞ (or +∞ when up).
+func ratKey(r *big.Rat, up bool) []byte {
+	var f float64
+	switch {
+	case r == nil && up:
+		f = math.Inf(1)
+	case r == nil:
+		f = math.Inf(-1)
+	default:
+		f, _ = r.Float64()
+		if !math.IsInf(f, 0) {
+			c := new(big.Rat).SetFloat64(f).Cmp(r)
+			if up && c < 0 {
+				f = math.Nextafter(f, math.Inf(1))
+			} else if !up && c > 0 {
+				f = math.Nextafter(f, math.Inf(-1))
+			}
+		}
+	}
+	bits := math.Float64bits(f)
+	if bits&(1<<63) != 0 {
+		bits = ^bits
+	} else {
+		bits |= 1 << 63
+	}
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, bits)
+	return b
+}
+
+// exactRange is every key of value v (of this kind) exactly.
+func exactRange(kind byte, v string) KeyRange {
+	lo := append(indexValue(kind, v), 0)
+	return KeyRange{Lo: lo, Hi: append(indexValue(kind, v), 1)}
+}
+
+// prefixRange is every key whose value starts with v.
+func prefixRange(kind byte, v string) KeyRange {
+	lo := indexValue(kind, v)
+	return KeyRange{Lo: lo, Hi: prefixEnd(lo)}
+}
+
+// prefixEnd is the least byte string greater than every string with
+// prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil // unreachable: p starts with a kind byte below 0xff
+}
+
+// atLeast is the keys of kind whose fixed-width value is >= v;
+// atMost those whose value is <= v.
+func atLeast(kind byte, v []byte) KeyRange {
+	return KeyRange{Lo: append([]byte{kind}, v...), Hi: []byte{kind + 1}}
+}
+
+func atMost(kind byte, v []byte) KeyRange {
+	return KeyRange{Lo: []byte{kind}, Hi: append(append([]byte{kind}, v...), 1)}
+}
+
+func between(kind byte, lo, hi []byte) KeyRange {
+	return KeyRange{Lo: append([]byte{kind}, lo...), Hi: append(append([]byte{kind}, hi...), 1)}
+}
+
+// indexRanges returns the key ranges that hold every resource matching one
+// value of p with modifier, or ok=false when no index answers it. They
+// follow the matchers in matchers.go and prefix.go: change both together.
+func indexRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange, ok bool) {
+	ranges, ok = valueRanges(p, modifier, raw)
+	switch p.Type {
+	case searchparam.TypeDate, searchparam.TypeNumber, searchparam.TypeQuantity:
+		// A range that ends before it starts is not ordered by its ends:
+		// it is a candidate of every comparison.
+		ranges = append(ranges, exactRange(kindInverted, ""))
+	}
+	return ranges, ok
+}
+
+func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange, ok bool) {
+	switch p.Type {
+	case searchparam.TypeToken:
+		if modifier != "" {
+			return nil, false
+		}
+		tv, err := parseToken(raw)
+		if err != nil || !tv.hasCode {
+			return nil, false
+		}
+		return []KeyRange{exactRange(kindToken, tv.code)}, true
+	case searchparam.TypeReference:
+		if modifier == "identifier" {
+			return nil, false
+		}
+		value := unescape(raw)
+		typ, id, isRef := fhirpath.SplitReference(value)
+		switch {
+		case modifier != "" && isRef:
+			return []KeyRange{exactRange(kindRefID, id)}, true
+		case modifier != "":
+			return []KeyRange{exactRange(kindRefID, value)}, true
+		case isRef && typ != "":
+			return []KeyRange{exactRange(kindRefID, id)}, true
+		case strings.Contains(value, ":"):
+			return []KeyRange{exactRange(kindRefExact, value)}, true
+		default:
+			return []KeyRange{exactRange(kindRefID, value)}, true
+		}
+	case searchparam.TypeString:
+		if modifier != "" && modifier != "exact" {
+			return nil, false
+		}
+		return []KeyRange{prefixRange(kindString, normalize(unescape(raw)))}, true
+	case searchparam.TypeURI:
+		switch modifier {
+		case "":
+			return []KeyRange{exactRange(kindURI, unescape(raw))}, true
+		case "below":
+			return []KeyRange{prefixRange(kindURI, unescape(raw))}, true
+		}
+		return nil, false
+	case searchparam.TypeDate:
+		pre, rest, err := splitPrefix(raw)
+		if err != nil {
+			return nil, false
+		}
+		s, err := parseDateRange(strings.ReplaceAll(rest, " ", "+"))
+		if err != nil {
+			return nil, false
+		}
+		lo, hi := timeKey(s.lo), timeKey(s.hi)
+		switch pre {
+		case prefixEq: // the search range holds the target
+			return []KeyRange{between(kindLow, lo, hi)}, true
+		case prefixGe, prefixGt: // the target ends at or after the search start
+			return []KeyRange{atLeast(kindHigh, lo)}, true
+		case prefixSa: // the target starts at or after the search end
+			return []KeyRange{atLeast(kindLow, hi)}, true
+		case prefixLe, prefixLt: // the target starts at or before the search end
+			return []KeyRange{atMost(kindLow, hi)}, true
+		case prefixEb: // the target ends at or before the search start
+			return []KeyRange{atMost(kindHigh, lo)}, true
+		}
+		return nil, false
+	case searchparam.TypeNumber, searchparam.TypeQuantity:
+		num := raw
+		if p.Type == searchparam.TypeQuantity {
+			num = splitEscaped(raw, '|')[0]
+		}
+		pre, rest, err := splitPrefix(num)
+		if err != nil {
+			return nil, false
+		}
+		s, err := parseSearchNumber(rest)
+		if err != nil {
+			return nil, false
+		}
+		switch pre {
+		case prefixEq:
+			return []KeyRange{between(kindLow, ratKey(s.lo, false), ratKey(s.hi, true))}, true
+		case prefixGe, prefixGt:
+			return []KeyRange{atLeast(kindHigh, ratKey(s.value, false))}, true
+		case prefixSa:
+			return []KeyRange{atLeast(kindLow, ratKey(s.value, false))}, true
+		case prefixLe, prefixLt:
+			return []KeyRange{atMost(kindLow, ratKey(s.value, true))}, true
+		case prefixEb:
+			return []KeyRange{atMost(kindHigh, ratKey(s.value, true))}, true
+		}
+		return nil, false
+	}
+	return nil, false
+}
+
+// IndexFilters returns the query's filters that an index answers, each
+// with its key ranges (a resource matching the query has a key in one of
+// the ranges of every IndexFilter). Negated, :missing, composite and
+// unindexable filters are left to Match.
+func (q *Query) IndexFilters() []IndexFilter {
+	var out []IndexFilter
+	for _, f := range q.filters {
+		if f.index != nil {
+			out = append(out, IndexFilter{Param: f.param.Code, Ranges: f.index})
+		}
+	}
+	return out
+}
+
+// Unfiltered reports whether the query has no filter and no join: every
+// resource of the type matches.
+func (q *Query) Unfiltered() bool { return len(q.filters) == 0 && len(q.joins) == 0 }
+
+// OrderParam returns the date parameter the query sorts by (meta.lastUpdated
+// when _sort is not given) and whether descending, when the order is one
+// date key followed by the id: a store can then read the order from the
+// kindOrder keys (IndexKeys), resources without a value last in id order,
+// equal values in id order.
+func (q *Query) OrderParam() (code string, desc, ok bool) {
+	keys := q.keys()
+	if len(keys) != 1 || keys[0].Param.Type != searchparam.TypeDate || !Indexed(keys[0].Param) {
+		return "", false, false
+	}
+	return keys[0].Param.Code, keys[0].Descending, true
+}
+
+// OrderRange is the key range of the sort values of a date parameter.
+func OrderRange() KeyRange { return KeyRange{Lo: []byte{kindOrder}, Hi: []byte{kindOrder + 1}} }

@@ -1,0 +1,484 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
+)
+
+// Search indexes. Every write of a resource replaces its index entries in
+// the same bbolt transaction (ptx.write), so an index never disagrees with
+// the data it describes, even after kill -9.
+//
+// Inside a partition bucket:
+//
+//	index/{type}:  param 0x00 key 0x00 id → (empty)   key as search.IndexKeys gives it
+//	ixrev/{type}:  id → the resource's entries (param, key), to replace them on the next write
+//
+// A search takes candidates from the most selective of its indexed
+// filters, drops those another indexed filter excludes (read from ixrev,
+// not from the resource), and checks the rest with the full evaluator: the
+// answer is the one a scan gives.
+var (
+	bucketIndex    = []byte("index")
+	bucketIndexRev = []byte("ixrev")
+	// metaIndexVersion in the meta bucket holds search.IndexVersion once
+	// every partition is indexed (Open rebuilds otherwise).
+	metaIndexVersion = []byte("index-version")
+)
+
+// indexEntry is one key of one parameter of a resource.
+type indexEntry struct {
+	param string
+	key   []byte
+}
+
+// indexEntries computes the entries of res (nil: none).
+func indexEntries(typ string, res map[string]any) []indexEntry {
+	if res == nil {
+		return nil
+	}
+	var out []indexEntry
+	for _, p := range search.IndexedParams(typ) {
+		for _, k := range search.IndexKeys(p, res) {
+			out = append(out, indexEntry{p.Code, k})
+		}
+	}
+	return out
+}
+
+func encodeEntries(es []indexEntry) []byte {
+	var b []byte
+	for _, e := range es {
+		b = binary.AppendUvarint(b, uint64(len(e.param)))
+		b = append(b, e.param...)
+		b = binary.AppendUvarint(b, uint64(len(e.key)))
+		b = append(b, e.key...)
+	}
+	return b
+}
+
+func decodeEntries(b []byte) ([]indexEntry, error) {
+	var out []indexEntry
+	next := func() ([]byte, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return nil, fmt.Errorf("corrupt index entry list")
+		}
+		v := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return v, nil
+	}
+	for len(b) > 0 {
+		p, err := next()
+		if err != nil {
+			return nil, err
+		}
+		k, err := next()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, indexEntry{string(p), k})
+	}
+	return out, nil
+}
+
+// indexKey is the key of one entry in the type's index bucket.
+func indexKey(param string, key []byte, id string) []byte {
+	out := make([]byte, 0, len(param)+len(key)+len(id)+2)
+	out = append(out, param...)
+	out = append(out, 0)
+	out = append(out, key...)
+	out = append(out, 0)
+	return append(out, id...)
+}
+
+// idOfIndexKey returns the id of an index key: what follows the last 0x00.
+func idOfIndexKey(k []byte) string {
+	return string(k[bytes.LastIndexByte(k, 0)+1:])
+}
+
+// reindex replaces the index entries of typ/id by those of body (the
+// stored JSON; nil for a deletion).
+func (p *ptx) reindex(typ, id string, body []byte) error {
+	if p.noIndex {
+		return nil
+	}
+	if body == nil {
+		return p.putIndex(typ, id, nil)
+	}
+	res, err := decodeForSearch(body)
+	if err != nil {
+		return p.putIndex(typ, id, unreadableEntries)
+	}
+	return p.putIndex(typ, id, indexEntries(typ, res))
+}
+
+// unreadableEntries mark a resource that cannot be decoded (written before
+// the door refused what cannot round-trip): every indexed search takes it
+// as a candidate, so the answer names it as unreadable as a scan does.
+var unreadableEntries = []indexEntry{{"", []byte("!")}}
+
+// unreadableIDs returns the ids of typ marked unreadable.
+func unreadableIDs(ib *bolt.Bucket) []string {
+	prefix := indexKey("", unreadableEntries[0].key, "")
+	var ids []string
+	c := ib.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, idOfIndexKey(k))
+	}
+	return ids
+}
+
+func (p *ptx) putIndex(typ, id string, entries []indexEntry) error {
+	ib, err := nestedBucket(p.part, bucketIndex, typ)
+	if err != nil {
+		return err
+	}
+	rb, err := nestedBucket(p.part, bucketIndexRev, typ)
+	if err != nil {
+		return err
+	}
+	if old := rb.Get([]byte(id)); old != nil {
+		olds, err := decodeEntries(old)
+		if err != nil {
+			return fmt.Errorf("index %s/%s: %w", typ, id, err)
+		}
+		for _, e := range olds {
+			if err := ib.Delete(indexKey(e.param, e.key, id)); err != nil {
+				return fmt.Errorf("index %s/%s: %w", typ, id, err)
+			}
+		}
+	}
+	if entries == nil {
+		if err := rb.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("index %s/%s: %w", typ, id, err)
+		}
+		return nil
+	}
+	for _, e := range entries {
+		if err := ib.Put(indexKey(e.param, e.key, id), nil); err != nil {
+			return fmt.Errorf("index %s/%s: %w", typ, id, err)
+		}
+	}
+	if err := rb.Put([]byte(id), encodeEntries(entries)); err != nil {
+		return fmt.Errorf("index %s/%s: %w", typ, id, err)
+	}
+	return nil
+}
+
+// nestedBucket returns parent/name/typ, creating what is missing.
+func nestedBucket(parent *bolt.Bucket, name []byte, typ string) (*bolt.Bucket, error) {
+	b, err := parent.CreateBucketIfNotExists(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s bucket: %w", name, err)
+	}
+	tb, err := b.CreateBucketIfNotExists([]byte(typ))
+	if err != nil {
+		return nil, fmt.Errorf("%s bucket %s: %w", name, typ, err)
+	}
+	return tb, nil
+}
+
+// indexBucket returns the index (or ixrev) bucket of typ, nil when the
+// partition has none yet.
+func (p *ptx) indexBucket(name []byte, typ string) *bolt.Bucket {
+	b := p.part.Bucket(name)
+	if b == nil {
+		return nil
+	}
+	return b.Bucket([]byte(typ))
+}
+
+// rangeScan walks the keys of one parameter inside some ranges, a chunk
+// at a time.
+type rangeScan struct {
+	param  string
+	ranges []search.KeyRange
+	c      *bolt.Cursor
+	i      int    // current range
+	k      []byte // current key, nil before the range is sought
+	hi     []byte // bound of the current range
+	ids    map[string]struct{}
+	done   bool
+}
+
+// step reads up to n keys; it reports whether the scan is complete.
+func (s *rangeScan) step(n int) bool {
+	for ; n > 0 && !s.done; n-- {
+		if s.k == nil {
+			if s.i >= len(s.ranges) {
+				s.done = true
+				break
+			}
+			r := s.ranges[s.i]
+			s.hi = indexKey(s.param, r.Hi, "")
+			s.hi = s.hi[:len(s.hi)-1] // param 0x00 Hi
+			s.k, _ = s.c.Seek(indexKey(s.param, r.Lo, "")[:len(s.param)+1+len(r.Lo)])
+		} else {
+			s.k, _ = s.c.Next()
+		}
+		if s.k == nil || bytes.Compare(s.k, s.hi) >= 0 {
+			s.k = nil
+			s.i++
+			continue
+		}
+		s.ids[idOfIndexKey(s.k)] = struct{}{}
+	}
+	return s.done
+}
+
+// inRanges reports whether an entry of the resource lies in the filter's
+// ranges.
+func inRanges(f search.IndexFilter, entries []indexEntry) bool {
+	for _, e := range entries {
+		if e.param != f.Param {
+			continue
+		}
+		k := append(e.key[:len(e.key):len(e.key)], 0) // as in the index, before the id
+		for _, r := range f.Ranges {
+			if bytes.Compare(k, r.Lo) >= 0 && bytes.Compare(k, r.Hi) < 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// indexScanChunk is how many keys each filter reads per turn while the
+// candidates are chosen.
+const indexScanChunk = 256
+
+// indexCandidates returns, in id order, the ids of typ that may match
+// every filter: those of the filter whose ranges hold the fewest keys
+// (the filters are read in turns, so the choice costs about the number
+// of filters times that filter's keys), less those whose entries
+// another filter excludes. ok is false when there are no filters.
+func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]string, bool, error) {
+	if len(filters) == 0 || p.noIndex {
+		return nil, false, nil
+	}
+	ib := p.indexBucket(bucketIndex, typ)
+	if ib == nil {
+		return nil, true, nil // nothing of typ was ever written
+	}
+	scans := make([]*rangeScan, len(filters))
+	for i, f := range filters {
+		scans[i] = &rangeScan{param: f.Param, ranges: f.Ranges, c: ib.Cursor(), ids: map[string]struct{}{}}
+	}
+	driver := -1
+	for driver < 0 {
+		for i, s := range scans {
+			if s.step(indexScanChunk) {
+				driver = i
+				break
+			}
+		}
+	}
+	ids := make([]string, 0, len(scans[driver].ids))
+	for id := range scans[driver].ids {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	bad := unreadableIDs(ib)
+	if len(filters) == 1 {
+		return append(ids, bad...), true, nil
+	}
+	rb := p.indexBucket(bucketIndexRev, typ)
+	out := ids[:0]
+	for _, id := range ids {
+		entries, err := decodeEntries(rb.Get([]byte(id)))
+		if err != nil {
+			return nil, false, fmt.Errorf("index %s/%s: %w", typ, id, err)
+		}
+		keep := true
+		for i, f := range filters {
+			if i != driver && !inRanges(f, entries) {
+				keep = false
+				break
+			}
+		}
+		if keep {
+			out = append(out, id)
+		}
+	}
+	return append(out, bad...), true, nil
+}
+
+// orderedIDs returns every live id of typ in the order of a single date
+// sort key (see search.Query.OrderParam): by the key's value, ascending
+// or descending, equal values and resources without one (last) in id
+// order. ok is false when some resource of typ is unreadable: only a
+// scan reports those.
+func (p *ptx) orderedIDs(typ, param string, desc bool) ([]string, bool) {
+	if p.noIndex {
+		return nil, false
+	}
+	ib := p.indexBucket(bucketIndex, typ)
+	if ib == nil {
+		return nil, true
+	}
+	if len(unreadableIDs(ib)) > 0 {
+		return nil, false // the scan names them
+	}
+	type entry struct {
+		value []byte
+		id    string
+	}
+	var present []entry
+	var missing []string
+	r := search.OrderRange()
+	lo := indexKey(param, r.Lo, "")
+	lo = lo[:len(lo)-1]
+	hi := indexKey(param, r.Hi, "")
+	hi = hi[:len(hi)-1]
+	c := ib.Cursor()
+	for k, _ := c.Seek(lo); k != nil && bytes.Compare(k, hi) < 0; k, _ = c.Next() {
+		v := k[len(param)+1 : bytes.LastIndexByte(k, 0)]
+		id := idOfIndexKey(k)
+		if search.OrderMissing(v) {
+			missing = append(missing, id)
+			continue
+		}
+		present = append(present, entry{v, id})
+	}
+	if desc {
+		slices.Reverse(present)
+		// Equal values keep id order: reverse each run back.
+		for i := 0; i < len(present); {
+			j := i + 1
+			for j < len(present) && bytes.Equal(present[j].value, present[i].value) {
+				j++
+			}
+			slices.Reverse(present[i:j])
+			i = j
+		}
+	}
+	ids := make([]string, 0, len(present)+len(missing))
+	for _, e := range present {
+		ids = append(ids, e.id)
+	}
+	return append(ids, missing...), true
+}
+
+// indexBatch is how many resources one transaction indexes while Open
+// builds the indexes of an existing database.
+const indexBatch = 2000
+
+// buildIndexes indexes every current resource of every partition, once:
+// when the meta bucket does not hold search.IndexVersion (a database
+// written before indexes, or by another key layout). The indexes are
+// dropped and rebuilt in transactions of indexBatch resources; the version
+// is written last, so an interrupted build starts over at the next Open.
+func (db *DB) buildIndexes(logf func(string, ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if db.noIndex { // what is written now is not indexed: rebuild next time
+		return db.bolt.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Delete(metaIndexVersion)
+		})
+	}
+	var version []byte
+	var parts []string
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		version = slices.Clone(tx.Bucket(bucketMeta).Get(metaIndexVersion))
+		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			if key, ok := bytes.CutPrefix(name, []byte("p:")); ok {
+				parts = append(parts, string(key))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if string(version) == search.IndexVersion {
+		return nil
+	}
+	type work struct {
+		part, typ string
+		ids       []string
+	}
+	var todo []work
+	total := 0
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, key := range parts {
+			b := tx.Bucket(partitionBucketName(key))
+			for _, name := range [][]byte{bucketIndex, bucketIndexRev} {
+				if b.Bucket(name) != nil {
+					if err := b.DeleteBucket(name); err != nil {
+						return fmt.Errorf("drop %s of partition %s: %w", name, key, err)
+					}
+				}
+			}
+			p := &ptx{tx: tx, part: b, key: key}
+			for _, typ := range p.types() {
+				w := work{part: key, typ: typ}
+				if err := p.scanCurrent(typ, func(id string, _ []byte) error {
+					w.ids = append(w.ids, id)
+					return nil
+				}); err != nil {
+					return err
+				}
+				if len(w.ids) > 0 {
+					todo = append(todo, w)
+					total += len(w.ids)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if total > 0 {
+		logf("pfr_store: building search indexes of %d resources in %d partitions (once, for index version %s)", total, len(parts), search.IndexVersion)
+	}
+	done := 0
+	for _, w := range todo {
+		for start := 0; start < len(w.ids); start += indexBatch {
+			batch := w.ids[start:min(start+indexBatch, len(w.ids))]
+			err := db.bolt.Update(func(tx *bolt.Tx) error {
+				p := &ptx{tx: tx, part: tx.Bucket(partitionBucketName(w.part)), key: w.part}
+				for _, id := range batch {
+					body := p.currentBody(w.typ, id)
+					if body == nil {
+						continue
+					}
+					res, err := decodeForSearch(body)
+					if err != nil {
+						// Unreadable resources stay out of the indexes as
+						// they stay out of search answers.
+						logf("pfr_store: %s/%s in partition %s cannot be read back and is not indexed: %v", w.typ, id, w.part, err)
+						continue
+					}
+					if err := p.putIndex(w.typ, id, indexEntries(w.typ, res)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			done += len(batch)
+			logf("pfr_store: indexed %d of %d resources (partition %s, %s)", done, total, w.part, w.typ)
+		}
+	}
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaIndexVersion, []byte(search.IndexVersion))
+	})
+	if err != nil {
+		return err
+	}
+	if total > 0 {
+		logf("pfr_store: search indexes built (%d resources)", total)
+	}
+	return nil
+}

@@ -1,0 +1,422 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
+)
+
+// The index is an optimization only: for every query, the ids a search
+// finds through the index are exactly those a scan of every resource
+// finds, in the same order. Generated data covers each parameter type
+// (token, reference, string, uri, date, number, quantity) with the awkward
+// values (precisions, time zones, open and inverted periods, Ranges,
+// absolute and urn references, accents, long strings, booleans); the
+// generated queries cover every prefix and modifier, OR lists and ANDs.
+
+var (
+	ixCodes    = []string{"2339-0", "8867-4", "29463-7", "8480-6", "85354-9", "true"}
+	ixSystems  = []string{"http://loinc.org", "http://snomed.info/sct", "urn:oid:1.2.3"}
+	ixDates    = []string{"2019", "2020-02", "2020-02-29", "2021-06-15T10:00:00Z", "2021-06-15T23:30:00+05:00", "2021-06-15T01:15:00-08:00", "2022-01-01T00:00:00.123Z", "2023-12-31", "1999-12-31T23:59:59Z"}
+	ixNames    = []string{"Müller", "muller", "Mueller", "Ångström", "O'Brien", "van der Berg", "Zoë", strings.Repeat("Verylongname", 20)}
+	ixNumbers  = []string{"0", "5", "5.0", "5.00", "-3.2", "100", "1e2", "0.001", "123456789.123456789", "7.25"}
+	ixPrefixes = []string{"", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"}
+)
+
+// ixData writes generated resources into the default partition of db:
+// Patients, Observations, Conditions and RiskAssessments.
+func ixData(t *testing.T, db *DB, rng *rand.Rand, n int) {
+	t.Helper()
+	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	date := func() string {
+		d := pick(ixDates)
+		if rng.IntN(3) == 0 { // a spread of instants too
+			return time.Date(2018+rng.IntN(6), time.Month(1+rng.IntN(12)), 1+rng.IntN(28), rng.IntN(24), rng.IntN(60), rng.IntN(60), 0, time.UTC).Format(time.RFC3339)
+		}
+		return d
+	}
+	num := func() any {
+		return jsonNumber(pick(ixNumbers))
+	}
+	coding := func() map[string]any {
+		c := map[string]any{"code": pick(ixCodes), "display": "Glucose " + pick(ixNames)}
+		if rng.IntN(4) > 0 {
+			c["system"] = pick(ixSystems)
+		}
+		return c
+	}
+	period := func() map[string]any {
+		p := map[string]any{}
+		switch rng.IntN(4) {
+		case 0:
+			p["start"] = date()
+		case 1:
+			p["end"] = date()
+		default: // both, possibly inverted
+			p["start"], p["end"] = date(), date()
+		}
+		return p
+	}
+	ref := func(typ string, i int) map[string]any {
+		switch rng.IntN(5) {
+		case 0:
+			return map[string]any{"reference": fmt.Sprintf("http://other.example/fhir/%s/p%d", typ, i)}
+		case 1:
+			return map[string]any{"reference": fmt.Sprintf("urn:uuid:0000000%d-0000-4000-8000-000000000000", i)}
+		case 2:
+			return map[string]any{"reference": fmt.Sprintf("%s/p%d/_history/2", typ, i)}
+		}
+		return map[string]any{"reference": fmt.Sprintf("%s/p%d", typ, i)}
+	}
+	err := db.update(defaultPartitionKey, func(p *ptx) error {
+		for i := range 12 {
+			pat := resource{"resourceType": "Patient", "gender": pick([]string{"male", "female", "other"}),
+				"name":       []any{map[string]any{"family": pick(ixNames), "given": []any{pick(ixNames), pick(ixNames)}}},
+				"identifier": []any{map[string]any{"system": pick(ixSystems), "value": fmt.Sprintf("MRN%d", i%5), "type": map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": pick([]string{"MR", "SS"})}}}}},
+				"telecom":    []any{map[string]any{"system": "email", "value": fmt.Sprintf("p%d@example.org", i%4)}},
+				"active":     rng.IntN(2) == 0,
+				"meta":       map[string]any{"profile": []any{pick([]string{"http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient", "http://example.org/p/" + pick(ixNames)})}},
+			}
+			if rng.IntN(4) > 0 {
+				pat["birthDate"] = pick([]string{"1970", "1980-05", "1990-07-14", "2001-01-01"})
+			}
+			if _, err := p.write("Patient", fmt.Sprintf("p%d", i), pat, nil); err != nil {
+				return err
+			}
+		}
+		for i := range n {
+			obs := resource{"resourceType": "Observation", "status": pick([]string{"final", "amended", "preliminary"}),
+				"code":    map[string]any{"coding": []any{coding(), coding()}[:1+rng.IntN(2)], "text": "Blood " + pick(ixNames)},
+				"subject": ref("Patient", rng.IntN(12)),
+			}
+			switch rng.IntN(4) {
+			case 0:
+				obs["effectivePeriod"] = period()
+			case 1:
+			default:
+				obs["effectiveDateTime"] = date()
+			}
+			switch rng.IntN(5) {
+			case 0:
+				obs["valueString"] = pick(ixNames)
+			case 1:
+				obs["valueRange"] = map[string]any{"low": map[string]any{"value": num(), "unit": "mg"}, "high": map[string]any{"value": num(), "unit": "mg"}}
+			case 2:
+			default:
+				q := map[string]any{"value": num()}
+				if rng.IntN(3) > 0 {
+					q["system"], q["code"], q["unit"] = "http://unitsofmeasure.org", pick([]string{"mg/dL", "mmol/L"}), "mg/dL"
+				}
+				obs["valueQuantity"] = q
+			}
+			if rng.IntN(3) == 0 {
+				obs["performer"] = []any{map[string]any{"identifier": map[string]any{"system": pick(ixSystems), "value": "doc" + fmt.Sprint(rng.IntN(3))}}}
+			}
+			if _, err := p.write("Observation", fmt.Sprintf("o%d", i), obs, nil); err != nil {
+				return err
+			}
+		}
+		for i := range n / 4 {
+			c := resource{"resourceType": "Condition", "subject": ref("Patient", rng.IntN(12)),
+				"code": map[string]any{"coding": []any{coding()}}}
+			switch rng.IntN(3) {
+			case 0:
+				c["onsetPeriod"] = period()
+			case 1:
+				c["onsetDateTime"] = date()
+			}
+			if rng.IntN(2) == 0 {
+				c["recordedDate"] = date()
+			}
+			if _, err := p.write("Condition", fmt.Sprintf("c%d", i), c, nil); err != nil {
+				return err
+			}
+			ra := resource{"resourceType": "RiskAssessment", "status": "final", "subject": ref("Patient", rng.IntN(12))}
+			if rng.IntN(2) == 0 {
+				ra["prediction"] = []any{map[string]any{"probabilityDecimal": num()}}
+			} else {
+				ra["prediction"] = []any{map[string]any{"probabilityRange": map[string]any{"low": map[string]any{"value": num()}, "high": map[string]any{"value": num()}}}}
+			}
+			if _, err := p.write("RiskAssessment", fmt.Sprintf("r%d", i), ra, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ixQueries generates searches over ixData's resources.
+func ixQueries(rng *rand.Rand, n int) []struct{ typ, query string } {
+	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	one := map[string][]func() string{
+		"Observation": {
+			func() string { return "code=" + pick(ixCodes) },
+			func() string { return "code=" + pick(ixSystems) + "|" + pick(ixCodes) },
+			func() string { return "code=|" + pick(ixCodes) },
+			func() string { return "code=" + pick(ixSystems) + "|" },
+			func() string { return "code:not=" + pick(ixCodes) },
+			func() string { return "code:text=blood" },
+			func() string { return "code=" + pick(ixCodes) + "," + pick(ixCodes) },
+			func() string { return "status=" + pick([]string{"final", "amended", "final,amended"}) },
+			func() string { return "subject=Patient/p" + fmt.Sprint(rng.IntN(13)) },
+			func() string { return "subject=p" + fmt.Sprint(rng.IntN(13)) },
+			func() string { return "patient=p" + fmt.Sprint(rng.IntN(13)) },
+			func() string { return "subject:Patient=p" + fmt.Sprint(rng.IntN(13)) },
+			func() string { return "subject=http://other.example/fhir/Patient/p" + fmt.Sprint(rng.IntN(13)) },
+			func() string {
+				return "subject=" + url.QueryEscape(fmt.Sprintf("urn:uuid:0000000%d-0000-4000-8000-000000000000", rng.IntN(12)))
+			},
+			func() string { return "performer:identifier=" + pick(ixSystems) + "|doc" + fmt.Sprint(rng.IntN(3)) },
+			func() string { return "date=" + pick(ixPrefixes) + url.QueryEscape(pick(ixDates)) },
+			func() string {
+				return "date=" + pick(ixPrefixes) + pick(ixDates) + "&date=" + pick(ixPrefixes) + pick(ixDates)
+			},
+			func() string { return "date:missing=" + pick([]string{"true", "false"}) },
+			func() string { return "value-quantity=" + pick(ixPrefixes) + pick(ixNumbers) },
+			func() string {
+				return "value-quantity=" + pick(ixPrefixes) + pick(ixNumbers) + "|http://unitsofmeasure.org|" + pick([]string{"mg/dL", "mmol/L"})
+			},
+			func() string { return "value-quantity=" + pick(ixPrefixes) + pick(ixNumbers) + "||mg/dL" },
+			func() string { return "value-string=" + url.QueryEscape(pick(ixNames)[:3]) },
+			func() string { return "value-string:exact=" + url.QueryEscape(pick(ixNames)) },
+			func() string { return "value-string:contains=" + url.QueryEscape("er") },
+			func() string { return "value-string=" + url.QueryEscape(strings.Repeat("verylongname", 15)) },
+			func() string {
+				return "_lastUpdated=" + pick(ixPrefixes) + "2024-03-01T10:00:0" + fmt.Sprint(rng.IntN(10)) + "Z"
+			},
+			func() string { return "_id=o" + fmt.Sprint(rng.IntN(40)) + ",o" + fmt.Sprint(rng.IntN(40)) },
+			func() string { return "combo-code=" + pick(ixCodes) },
+			func() string {
+				return "code-value-quantity=" + pick(ixCodes) + "$" + pick(ixPrefixes) + pick(ixNumbers)
+			},
+		},
+		"Patient": {
+			func() string { return "name=" + url.QueryEscape(strings.ToLower(pick(ixNames)[:2])) },
+			func() string { return "name:exact=" + url.QueryEscape(pick(ixNames)) },
+			func() string { return "name:contains=" + url.QueryEscape("ll") },
+			func() string { return "family=mu" },
+			func() string { return "given=" + url.QueryEscape(pick(ixNames)) },
+			func() string {
+				return "birthdate=" + pick(ixPrefixes) + pick([]string{"1970", "1980-05-01", "1990", "2001-01"})
+			},
+			func() string { return "birthdate:missing=true" },
+			func() string { return "gender=" + pick([]string{"male", "female", "other,male"}) },
+			func() string { return "identifier=MRN" + fmt.Sprint(rng.IntN(5)) },
+			func() string { return "identifier=" + pick(ixSystems) + "|MRN" + fmt.Sprint(rng.IntN(5)) },
+			func() string {
+				return "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|MRN" + fmt.Sprint(rng.IntN(5))
+			},
+			func() string { return "telecom=p" + fmt.Sprint(rng.IntN(4)) + "@example.org" },
+			func() string { return "email=p" + fmt.Sprint(rng.IntN(4)) + "@example.org" },
+			func() string { return "active=" + pick([]string{"true", "false"}) },
+			func() string { return "_profile=http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient" },
+			func() string { return "_profile:below=http://example.org/p/" },
+			func() string { return "_profile:above=http://example.org/p/Zoë/x" },
+			func() string { return "_has:Observation:patient:code=" + pick(ixCodes) },
+			func() string { return "_has:Observation:subject:date=" + pick(ixPrefixes) + pick(ixDates) },
+			func() string { return "_has:RiskAssessment:subject:probability=" + pick(ixPrefixes) + pick(ixNumbers) },
+			func() string { return "_has:Condition:subject:code:not=" + pick(ixCodes) },
+		},
+		"Condition": {
+			func() string { return "onset-date=" + pick(ixPrefixes) + pick(ixDates) },
+			func() string { return "recorded-date=" + pick(ixPrefixes) + pick(ixDates) },
+			func() string { return "code=" + pick(ixCodes) },
+			func() string { return "subject=p" + fmt.Sprint(rng.IntN(12)) },
+			func() string { return "subject.name=" + url.QueryEscape(strings.ToLower(pick(ixNames)[:2])) },
+		},
+		"RiskAssessment": {
+			func() string { return "probability=" + pick(ixPrefixes) + pick(ixNumbers) },
+			func() string { return "subject=p" + fmt.Sprint(rng.IntN(12)) },
+		},
+	}
+	sorts := map[string][]string{
+		"Observation":    {"", "", "-date", "date", "_lastUpdated", "-_lastUpdated", "-value-quantity", "code", "-date,code"},
+		"Patient":        {"", "birthdate", "-birthdate", "name"},
+		"Condition":      {"", "onset-date", "-recorded-date"},
+		"RiskAssessment": {"", "-probability"},
+	}
+	types := []string{"Observation", "Observation", "Observation", "Patient", "Condition", "RiskAssessment"}
+	var out []struct{ typ, query string }
+	for range n {
+		typ := pick(types)
+		gens := one[typ]
+		var parts []string
+		for range rng.IntN(4) { // 0 to 3 filters, ANDed
+			parts = append(parts, gens[rng.IntN(len(gens))]())
+		}
+		if s := pick(sorts[typ]); s != "" {
+			parts = append(parts, "_sort="+s)
+		}
+		out = append(out, struct{ typ, query string }{typ, strings.Join(parts, "&")})
+	}
+	return out
+}
+
+// ixCompare runs every query through the index and as a scan, and fails on
+// any difference. It returns how many queries the index served.
+func ixCompare(t *testing.T, db *DB, queries []struct{ typ, query string }) (indexed, hits int) {
+	t.Helper()
+	e := newSearchEngine()
+	for _, q := range queries {
+		params, err := url.ParseQuery(q.query)
+		if err != nil {
+			t.Fatalf("%s?%s: %v", q.typ, q.query, err)
+		}
+		plan, err := e.plan(q.typ, params, false)
+		if err != nil {
+			continue // an invalid generated value (400) is the same either way
+		}
+		scan := *plan
+		scan.orderOnly = false
+		scan.bind = func(src includeSource) (func(map[string]any) bool, []search.IndexFilter, error) {
+			m, _, err := plan.bind(scanOnly{src})
+			return m, nil, err
+		}
+		var filters []search.IndexFilter
+		_ = db.view(defaultPartitionKey, func(p *ptx) error {
+			_, filters, _ = plan.bind(partitionSource{p, nil})
+			return nil
+		})
+		if len(filters) > 0 || plan.orderOnly {
+			indexed++
+		}
+		err = db.view(defaultPartitionKey, func(p *ptx) error {
+			got, err := run(p, q.typ, plan, nil)
+			if err != nil {
+				return err
+			}
+			want, err := run(p, q.typ, &scan, nil)
+			if err != nil {
+				return err
+			}
+			hits += len(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("%s?%s: index gives %d %v, scan gives %d %v", q.typ, q.query, len(got), got, len(want), want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s?%s: %v", q.typ, q.query, err)
+		}
+	}
+	return indexed, hits
+}
+
+// scanOnly hides ScanIndexed: joins read every resource.
+type scanOnly struct{ includeSource }
+
+func jsonNumber(s string) any { return json.Number(s) }
+
+func TestIndexAgreesWithScan(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	now := func() time.Time { // a few writes per second of the clock
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(333 * time.Millisecond)
+		return clock
+	}
+	db, err := Open(filepath.Join(t.TempDir(), "store.db"), &Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	rng := rand.New(rand.NewPCG(14, 2026))
+	ixData(t, db, rng, 240)
+	queries := ixQueries(rng, 700)
+	indexed, hits := ixCompare(t, db, queries)
+	t.Logf("%d queries, %d served by the index, %d hits in all", len(queries), indexed, hits)
+	if indexed < len(queries)/2 || hits < len(queries) {
+		t.Fatalf("the generated queries do not exercise the index: %d of %d indexed, %d hits", indexed, len(queries), hits)
+	}
+
+	// Updates and deletions move and drop index entries in the same
+	// transaction: rewrite half with other values, delete a quarter.
+	ixData(t, db, rng, 120)
+	err = db.update(defaultPartitionKey, func(p *ptx) error {
+		for i := 0; i < 240; i += 4 {
+			prev, err := p.current("Observation", fmt.Sprintf("o%d", i))
+			if err != nil {
+				return err
+			}
+			if _, err := p.write("Observation", fmt.Sprintf("o%d", i), nil, prev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ixCompare(t, db, queries)
+}
+
+// An existing database without indexes (or with another index version)
+// is indexed once at Open, with progress in the log.
+func TestIndexBuiltOnOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	db, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	ixData(t, db, rng, 3000)
+	queries := ixQueries(rng, 30)
+	// Make it a database of the version before indexes.
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(partitionBucketName(defaultPartitionKey))
+		for _, name := range [][]byte{bucketIndex, bucketIndexRev} {
+			if err := b.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Delete(metaIndexVersion)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logs []string
+	logf := func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+	db, err = Open(path, &Options{Logf: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(logs, "\n")
+	for _, want := range []string{"building search indexes of 4512 resources", "indexed 2750 of 4512", "indexed 4512 of 4512", "search indexes built"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("log lacks %q:\n%s", want, joined)
+		}
+	}
+	if indexed, _ := ixCompare(t, db, queries); indexed == 0 {
+		t.Error("no query used the rebuilt index")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs = nil
+	db, err = Open(path, &Options{Logf: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if len(logs) != 0 {
+		t.Errorf("a second Open indexed again: %v", logs)
+	}
+}
