@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -17,25 +16,28 @@ import (
 //
 // Inside a partition bucket:
 //
-//	index/{type}:  param 0x00 key 0x00 id → (empty)   key as search.IndexKeys gives it
-//	ixrev/{type}:  id → the resource's entries (param, key), to replace them on the next write
+//	index/{type}:  tag key 0x00 id → (empty)
 //
-// A search takes candidates from the most selective of its indexed
-// filters, drops those another indexed filter excludes (read from ixrev,
-// not from the resource), and checks the rest with the full evaluator: the
-// answer is the one a scan gives.
+// tag is the parameter's search.IndexTag (0 for the unreadable marker),
+// key what search.IndexKeys gives.
+//
+// A write computes the entries of the version it replaces from that
+// version's JSON (keys depend on nothing else) and removes them. A search
+// takes candidates from the most selective of its indexed filters, drops
+// those another filter with exact values excludes (one lookup each), and
+// checks the rest with the full evaluator: the answer is the one a scan
+// gives.
 var (
-	bucketIndex    = []byte("index")
-	bucketIndexRev = []byte("ixrev")
-	// metaIndexVersion in the meta bucket holds search.IndexVersion once
+	bucketIndex = []byte("index")
+	// metaIndexVersion in the meta bucket holds search.IndexVersion() once
 	// every partition is indexed (Open rebuilds otherwise).
 	metaIndexVersion = []byte("index-version")
 )
 
-// indexEntry is one key of one parameter of a resource.
+// indexEntry is one key of one parameter (by tag) of a resource.
 type indexEntry struct {
-	param string
-	key   []byte
+	tag byte
+	key []byte
 }
 
 // indexEntries computes the entries of res (nil: none).
@@ -44,55 +46,18 @@ func indexEntries(typ string, res map[string]any) []indexEntry {
 		return nil
 	}
 	var out []indexEntry
-	for _, p := range search.IndexedParams(typ) {
+	for i, p := range search.IndexedParams(typ) {
 		for _, k := range search.IndexKeys(p, res) {
-			out = append(out, indexEntry{p.Code, k})
+			out = append(out, indexEntry{byte(i + 1), k})
 		}
 	}
 	return out
 }
 
-func encodeEntries(es []indexEntry) []byte {
-	var b []byte
-	for _, e := range es {
-		b = binary.AppendUvarint(b, uint64(len(e.param)))
-		b = append(b, e.param...)
-		b = binary.AppendUvarint(b, uint64(len(e.key)))
-		b = append(b, e.key...)
-	}
-	return b
-}
-
-func decodeEntries(b []byte) ([]indexEntry, error) {
-	var out []indexEntry
-	next := func() ([]byte, error) {
-		n, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < n {
-			return nil, fmt.Errorf("corrupt index entry list")
-		}
-		v := b[w : w+int(n)]
-		b = b[w+int(n):]
-		return v, nil
-	}
-	for len(b) > 0 {
-		p, err := next()
-		if err != nil {
-			return nil, err
-		}
-		k, err := next()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, indexEntry{string(p), k})
-	}
-	return out, nil
-}
-
 // indexKey is the key of one entry in the type's index bucket.
-func indexKey(param string, key []byte, id string) []byte {
-	out := make([]byte, 0, len(param)+len(key)+len(id)+2)
-	out = append(out, param...)
-	out = append(out, 0)
+func indexKey(tag byte, key []byte, id string) []byte {
+	out := make([]byte, 0, len(key)+len(id)+2)
+	out = append(out, tag)
 	out = append(out, key...)
 	out = append(out, 0)
 	return append(out, id...)
@@ -103,73 +68,57 @@ func idOfIndexKey(k []byte) string {
 	return string(k[bytes.LastIndexByte(k, 0)+1:])
 }
 
-// reindex replaces the index entries of typ/id by those of body (the
-// stored JSON; nil for a deletion).
-func (p *ptx) reindex(typ, id string, body []byte) error {
+// reindex replaces the index entries of typ/id: those of old (the JSON
+// of the version replaced, nil when none) by those of body (nil for a
+// deletion).
+func (p *ptx) reindex(typ, id string, old, body []byte) error {
 	if p.noIndex {
 		return nil
 	}
+	ib, err := nestedBucket(p.part, bucketIndex, typ)
+	if err != nil {
+		return err
+	}
+	for _, e := range entriesOf(typ, old) {
+		if err := ib.Delete(indexKey(e.tag, e.key, id)); err != nil {
+			return fmt.Errorf("index %s/%s: %w", typ, id, err)
+		}
+	}
+	for _, e := range entriesOf(typ, body) {
+		if err := ib.Put(indexKey(e.tag, e.key, id), nil); err != nil {
+			return fmt.Errorf("index %s/%s: %w", typ, id, err)
+		}
+	}
+	return nil
+}
+
+// entriesOf returns the index entries of a stored JSON body (none for
+// nil, the unreadable marker when it cannot be decoded).
+func entriesOf(typ string, body []byte) []indexEntry {
 	if body == nil {
-		return p.putIndex(typ, id, nil)
+		return nil
 	}
 	res, err := decodeForSearch(body)
 	if err != nil {
-		return p.putIndex(typ, id, unreadableEntries)
+		return unreadableEntries
 	}
-	return p.putIndex(typ, id, indexEntries(typ, res))
+	return indexEntries(typ, res)
 }
 
 // unreadableEntries mark a resource that cannot be decoded (written before
 // the door refused what cannot round-trip): every indexed search takes it
 // as a candidate, so the answer names it as unreadable as a scan does.
-var unreadableEntries = []indexEntry{{"", []byte("!")}}
+var unreadableEntries = []indexEntry{{0, []byte("!")}}
 
 // unreadableIDs returns the ids of typ marked unreadable.
 func unreadableIDs(ib *bolt.Bucket) []string {
-	prefix := indexKey("", unreadableEntries[0].key, "")
+	prefix := indexKey(0, unreadableEntries[0].key, "")
 	var ids []string
 	c := ib.Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		ids = append(ids, idOfIndexKey(k))
 	}
 	return ids
-}
-
-func (p *ptx) putIndex(typ, id string, entries []indexEntry) error {
-	ib, err := nestedBucket(p.part, bucketIndex, typ)
-	if err != nil {
-		return err
-	}
-	rb, err := nestedBucket(p.part, bucketIndexRev, typ)
-	if err != nil {
-		return err
-	}
-	if old := rb.Get([]byte(id)); old != nil {
-		olds, err := decodeEntries(old)
-		if err != nil {
-			return fmt.Errorf("index %s/%s: %w", typ, id, err)
-		}
-		for _, e := range olds {
-			if err := ib.Delete(indexKey(e.param, e.key, id)); err != nil {
-				return fmt.Errorf("index %s/%s: %w", typ, id, err)
-			}
-		}
-	}
-	if entries == nil {
-		if err := rb.Delete([]byte(id)); err != nil {
-			return fmt.Errorf("index %s/%s: %w", typ, id, err)
-		}
-		return nil
-	}
-	for _, e := range entries {
-		if err := ib.Put(indexKey(e.param, e.key, id), nil); err != nil {
-			return fmt.Errorf("index %s/%s: %w", typ, id, err)
-		}
-	}
-	if err := rb.Put([]byte(id), encodeEntries(entries)); err != nil {
-		return fmt.Errorf("index %s/%s: %w", typ, id, err)
-	}
-	return nil
 }
 
 // nestedBucket returns parent/name/typ, creating what is missing.
@@ -199,6 +148,7 @@ func (p *ptx) indexBucket(name []byte, typ string) *bolt.Bucket {
 // at a time.
 type rangeScan struct {
 	param  string
+	tag    byte
 	ranges []search.KeyRange
 	c      *bolt.Cursor
 	i      int    // current range
@@ -210,6 +160,12 @@ type rangeScan struct {
 
 // step reads up to n keys; it reports whether the scan is complete.
 func (s *rangeScan) step(n int) bool {
+	if s.param == "_id" && !s.done { // ids are looked up, not indexed
+		for _, r := range s.ranges {
+			s.ids[search.IDOfRange(r)] = struct{}{}
+		}
+		s.done = true
+	}
 	for ; n > 0 && !s.done; n-- {
 		if s.k == nil {
 			if s.i >= len(s.ranges) {
@@ -217,9 +173,8 @@ func (s *rangeScan) step(n int) bool {
 				break
 			}
 			r := s.ranges[s.i]
-			s.hi = indexKey(s.param, r.Hi, "")
-			s.hi = s.hi[:len(s.hi)-1] // param 0x00 Hi
-			s.k, _ = s.c.Seek(indexKey(s.param, r.Lo, "")[:len(s.param)+1+len(r.Lo)])
+			s.hi = append([]byte{s.tag}, r.Hi...)
+			s.k, _ = s.c.Seek(append([]byte{s.tag}, r.Lo...))
 		} else {
 			s.k, _ = s.c.Next()
 		}
@@ -233,21 +188,34 @@ func (s *rangeScan) step(n int) bool {
 	return s.done
 }
 
-// inRanges reports whether an entry of the resource lies in the filter's
-// ranges.
-func inRanges(f search.IndexFilter, entries []indexEntry) bool {
-	for _, e := range entries {
-		if e.param != f.Param {
-			continue
+// mayMatch reports whether resource id may match filter f: false only
+// when every range of f is one exact value and id has none of them (one
+// lookup per value). Other filters are left to the evaluator.
+func mayMatch(ib *bolt.Bucket, tag byte, f search.IndexFilter, id string) bool {
+	if f.Param == "_id" {
+		return slices.ContainsFunc(f.Ranges, func(r search.KeyRange) bool { return search.IDOfRange(r) == id })
+	}
+	for _, r := range f.Ranges {
+		v, ok := exactValue(r)
+		if !ok {
+			return true
 		}
-		k := append(e.key[:len(e.key):len(e.key)], 0) // as in the index, before the id
-		for _, r := range f.Ranges {
-			if bytes.Compare(k, r.Lo) >= 0 && bytes.Compare(k, r.Hi) < 0 {
-				return true
-			}
+		want := indexKey(tag, v, id)
+		if k, _ := ib.Cursor().Seek(want); bytes.Equal(k, want) {
+			return true
 		}
 	}
 	return false
+}
+
+// exactValue returns the key value of a range holding exactly one value
+// (value 0x00 … value 0x01).
+func exactValue(r search.KeyRange) ([]byte, bool) {
+	n := len(r.Lo)
+	if n == 0 || len(r.Hi) != n || r.Lo[n-1] != 0 || r.Hi[n-1] != 1 || !bytes.Equal(r.Lo[:n-1], r.Hi[:n-1]) {
+		return nil, false
+	}
+	return r.Lo[:n-1], true
 }
 
 // indexScanChunk is how many keys each filter reads per turn while the
@@ -267,9 +235,16 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]strin
 	if ib == nil {
 		return nil, true, nil // nothing of typ was ever written
 	}
-	scans := make([]*rangeScan, len(filters))
-	for i, f := range filters {
-		scans[i] = &rangeScan{param: f.Param, ranges: f.Ranges, c: ib.Cursor(), ids: map[string]struct{}{}}
+	var scans []*rangeScan
+	for _, f := range filters {
+		tag, ok := search.IndexTag(typ, f.Param)
+		if !ok && f.Param != "_id" {
+			continue // left to the evaluator
+		}
+		scans = append(scans, &rangeScan{param: f.Param, tag: tag, ranges: f.Ranges, c: ib.Cursor(), ids: map[string]struct{}{}})
+	}
+	if len(scans) == 0 {
+		return nil, false, nil
 	}
 	driver := -1
 	for driver < 0 {
@@ -286,19 +261,14 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]strin
 	}
 	slices.Sort(ids)
 	bad := unreadableIDs(ib)
-	if len(filters) == 1 {
+	if len(scans) == 1 {
 		return append(ids, bad...), true, nil
 	}
-	rb := p.indexBucket(bucketIndexRev, typ)
 	out := ids[:0]
 	for _, id := range ids {
-		entries, err := decodeEntries(rb.Get([]byte(id)))
-		if err != nil {
-			return nil, false, fmt.Errorf("index %s/%s: %w", typ, id, err)
-		}
 		keep := true
-		for i, f := range filters {
-			if i != driver && !inRanges(f, entries) {
+		for i, sc := range scans {
+			if i != driver && !mayMatch(ib, sc.tag, search.IndexFilter{Param: sc.param, Ranges: sc.ranges}, id) {
 				keep = false
 				break
 			}
@@ -332,14 +302,16 @@ func (p *ptx) orderedIDs(typ, param string, desc bool) ([]string, bool) {
 	}
 	var present []entry
 	var missing []string
+	tag, ok := search.IndexTag(typ, param)
+	if !ok {
+		return nil, false
+	}
 	r := search.OrderRange()
-	lo := indexKey(param, r.Lo, "")
-	lo = lo[:len(lo)-1]
-	hi := indexKey(param, r.Hi, "")
-	hi = hi[:len(hi)-1]
+	lo := append([]byte{tag}, r.Lo...)
+	hi := append([]byte{tag}, r.Hi...)
 	c := ib.Cursor()
 	for k, _ := c.Seek(lo); k != nil && bytes.Compare(k, hi) < 0; k, _ = c.Next() {
-		v := k[len(param)+1 : bytes.LastIndexByte(k, 0)]
+		v := k[1:bytes.LastIndexByte(k, 0)]
 		id := idOfIndexKey(k)
 		if search.OrderMissing(v) {
 			missing = append(missing, id)
@@ -367,11 +339,11 @@ func (p *ptx) orderedIDs(typ, param string, desc bool) ([]string, bool) {
 }
 
 // indexBatch is how many resources one transaction indexes while Open
-// builds the indexes of an existing database.
-const indexBatch = 2000
+// builds the indexes of an existing database (a variable for tests).
+var indexBatch = 2000
 
 // buildIndexes indexes every current resource of every partition, once:
-// when the meta bucket does not hold search.IndexVersion (a database
+// when the meta bucket does not hold search.IndexVersion() (a database
 // written before indexes, or by another key layout). The indexes are
 // dropped and rebuilt in transactions of indexBatch resources; the version
 // is written last, so an interrupted build starts over at the next Open.
@@ -398,7 +370,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	if string(version) == search.IndexVersion {
+	if string(version) == search.IndexVersion() {
 		return nil
 	}
 	type work struct {
@@ -410,11 +382,9 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, key := range parts {
 			b := tx.Bucket(partitionBucketName(key))
-			for _, name := range [][]byte{bucketIndex, bucketIndexRev} {
-				if b.Bucket(name) != nil {
-					if err := b.DeleteBucket(name); err != nil {
-						return fmt.Errorf("drop %s of partition %s: %w", name, key, err)
-					}
+			if b.Bucket(bucketIndex) != nil {
+				if err := b.DeleteBucket(bucketIndex); err != nil {
+					return fmt.Errorf("drop the indexes of partition %s: %w", key, err)
 				}
 			}
 			p := &ptx{tx: tx, part: b, key: key}
@@ -438,7 +408,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 		return err
 	}
 	if total > 0 {
-		logf("pfr_store: building search indexes of %d resources in %d partitions (once, for index version %s)", total, len(parts), search.IndexVersion)
+		logf("pfr_store: building search indexes of %d resources in %d partitions (once, for index version %s)", total, len(parts), search.IndexVersion())
 	}
 	done := 0
 	for _, w := range todo {
@@ -451,14 +421,10 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 					if body == nil {
 						continue
 					}
-					res, err := decodeForSearch(body)
-					if err != nil {
-						// Unreadable resources stay out of the indexes as
-						// they stay out of search answers.
-						logf("pfr_store: %s/%s in partition %s cannot be read back and is not indexed: %v", w.typ, id, w.part, err)
-						continue
+					if _, err := decodeForSearch(body); err != nil {
+						logf("pfr_store: %s/%s in partition %s cannot be read back: searches will name it as unreadable: %v", w.typ, id, w.part, err)
 					}
-					if err := p.putIndex(w.typ, id, indexEntries(w.typ, res)); err != nil {
+					if err := p.reindex(w.typ, id, nil, body); err != nil {
 						return err
 					}
 				}
@@ -472,7 +438,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 		}
 	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaIndexVersion, []byte(search.IndexVersion))
+		return tx.Bucket(bucketMeta).Put(metaIndexVersion, []byte(search.IndexVersion()))
 	})
 	if err != nil {
 		return err

@@ -119,10 +119,14 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	if err != nil {
 		return nil, fmt.Errorf("current bucket %s: %w", typ, err)
 	}
+	var old []byte // the JSON of the version replaced: its index entries go
+	if v := tb.Get([]byte(id)); len(v) >= recordHeaderLen && v[0] == recordKindResource && !p.noIndex {
+		old = append([]byte(nil), v[recordHeaderLen:]...)
+	}
 	if err := tb.Put([]byte(id), enc); err != nil {
 		return nil, fmt.Errorf("store current %s/%s: %w", typ, id, err)
 	}
-	if err := p.reindex(typ, id, rec.Body); err != nil {
+	if err := p.reindex(typ, id, old, rec.Body); err != nil {
 		return nil, err
 	}
 	vb, err := p.part.CreateBucketIfNotExists(bucketVersions)

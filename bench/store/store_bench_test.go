@@ -27,10 +27,11 @@ func bundles(b *testing.B) [][]byte {
 	return out
 }
 
-// newStore opens a fresh store in b's temp dir.
-func newStore(b *testing.B) http.Handler {
+// newStore opens a fresh store in b's temp dir, with or without search
+// indexes.
+func newStore(b *testing.B, noIndexes bool) http.Handler {
 	b.Helper()
-	db, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), nil)
+	db, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), &store.Options{NoIndexes: noIndexes})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,10 +65,16 @@ func createPartition(b *testing.B, h http.Handler, id int) {
 }
 
 // BenchmarkLoadSynthea loads one Synthea transaction Bundle per iteration,
-// each into its own partition, fsync included.
+// each into its own partition, fsync included, keeping the search indexes
+// or not (the cost of keeping them, in one run).
 func BenchmarkLoadSynthea(b *testing.B) {
+	b.Run("indexes", func(b *testing.B) { loadSynthea(b, false) })
+	b.Run("no-indexes", func(b *testing.B) { loadSynthea(b, true) })
+}
+
+func loadSynthea(b *testing.B, noIndexes bool) {
 	all := bundles(b)
-	h := newStore(b)
+	h := newStore(b, noIndexes)
 	var size int64
 	for _, raw := range all {
 		size += int64(len(raw))
@@ -86,8 +93,13 @@ func BenchmarkLoadSynthea(b *testing.B) {
 // BenchmarkSearchObservationByPatient answers Observation?patient=X on a
 // store holding all six Synthea patients, each in its own partition.
 func BenchmarkSearchObservationByPatient(b *testing.B) {
+	b.Run("indexes", func(b *testing.B) { searchObservationByPatient(b, false) })
+	b.Run("no-indexes", func(b *testing.B) { searchObservationByPatient(b, true) })
+}
+
+func searchObservationByPatient(b *testing.B, noIndexes bool) {
 	all := bundles(b)
-	h := newStore(b)
+	h := newStore(b, noIndexes)
 	type target struct{ partition, patient string }
 	var targets []target
 	for i, raw := range all {

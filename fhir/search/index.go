@@ -3,8 +3,11 @@ package search
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"hash/crc32"
 	"math"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,15 +41,47 @@ const (
 
 const maxIndexValue = 128
 
-// IndexVersion names the key layout. A store that finds keys of another
-// version rebuilds its indexes.
-const IndexVersion = "1"
+// IndexVersion names the key layout and the indexed parameters of every
+// type (IndexedParams, whose positions a store may use as short tags). A
+// store that finds indexes of another version rebuilds them.
+func IndexVersion() string {
+	indexVersionOnce.Do(func() {
+		h := crc32.NewIEEE()
+		for _, t := range searchparam.ResourceTypes() {
+			h.Write([]byte(t))
+			for _, p := range IndexedParams(t) {
+				h.Write([]byte{0})
+				h.Write([]byte(p.Code + " " + p.Type + " " + p.Expression))
+			}
+		}
+		indexVersion = fmt.Sprintf("2-%08x", h.Sum32())
+	})
+	return indexVersion
+}
+
+var (
+	indexVersionOnce sync.Once
+	indexVersion     string
+)
+
+// IndexTag returns the one-byte tag of parameter code among the indexed
+// parameters of resourceType: its position in IndexedParams plus one (no
+// type has more than 254); ok is false for a parameter not indexed.
+func IndexTag(resourceType, code string) (byte, bool) {
+	i := slices.IndexFunc(IndexedParams(resourceType), func(p *searchparam.Param) bool { return p.Code == code })
+	if i < 0 || i >= 254 {
+		return 0, false
+	}
+	return byte(i + 1), true
+}
 
 // KeyRange is the keys k with Lo <= k < Hi, byte-wise.
 type KeyRange struct{ Lo, Hi []byte }
 
 // IndexFilter is one filter of a query answered by an index: a resource
 // may match it only if one of its keys for Param lies in one of Ranges.
+// Param "_id" is not indexed (Indexed): its ranges are IDRange values, to
+// look up by id.
 type IndexFilter struct {
 	Param  string
 	Ranges []KeyRange
@@ -55,7 +90,7 @@ type IndexFilter struct {
 // Indexed reports whether a store indexes parameter p (IndexKeys gives
 // its keys).
 func Indexed(p *searchparam.Param) bool {
-	if p.Expression == "" {
+	if p.Expression == "" || p.Code == "_id" { // a store finds ids by id
 		return false
 	}
 	switch p.Type {
@@ -111,8 +146,10 @@ func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
 			if _, id, ok := fhirpath.SplitReference(ref); ok {
 				add(kindRefID, id)
 			}
-			add(kindRefExact, ref)
-			add(kindRefExact, stripVersion(ref))
+			if strings.Contains(ref, ":") { // only such values are compared whole
+				add(kindRefExact, ref)
+				add(kindRefExact, stripVersion(ref))
+			}
 		case searchparam.TypeString:
 			for _, s := range stringsOf(n.Value) {
 				add(kindString, normalize(s))
@@ -227,6 +264,12 @@ func ratKey(r *big.Rat, up bool) []byte {
 	binary.BigEndian.PutUint64(b, bits)
 	return b
 }
+
+// IDRange is the range of _id filters: the id is Lo[1:len(Lo)-1].
+func IDRange(id string) KeyRange { return exactRange(kindToken, id) }
+
+// IDOfRange returns the id of an IDRange.
+func IDOfRange(r KeyRange) string { return string(r.Lo[1 : len(r.Lo)-1]) }
 
 // exactRange is every key of value v (of this kind) exactly.
 func exactRange(kind byte, v string) KeyRange {

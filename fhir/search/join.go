@@ -209,7 +209,7 @@ func (q *Query) BindIndexed(src Source) (func(res map[string]any) bool, []IndexF
 			case !j.has:
 				f.Ranges = append(f.Ranges, exactRange(kindRefID, id))
 			case typ == q.ResourceType:
-				f.Ranges = append(f.Ranges, exactRange(kindToken, id))
+				f.Ranges = append(f.Ranges, IDRange(id))
 			}
 		}
 		filters = append(filters, f)

@@ -1,0 +1,401 @@
+// Command record measures the embedded store on one large record: a
+// person's PFR holding n generated device Observations (a glucose sensor,
+// a heart-rate watch, steps, weight, blood pressure; several years) beside
+// their Synthea history, and the five other Synthea patients each in their
+// own partition. The same searches and writes run first with the search
+// indexes off (store.Options.NoIndexes: every search reads every resource
+// of its type, as before the indexes) and then with them, in one run, and
+// the table gives p50 and p99 of each.
+//
+//	go run ./bench/store/record [-n 100000] [-runs 30] [-scanruns 3] [-writes 100]
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pfrgateway/caddy-pfr/store"
+)
+
+type options struct {
+	n, runs, scanRuns, writes, bulk int
+	synthea                         string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.n, "n", 100000, "generated Observations in the large record")
+	flag.IntVar(&o.runs, "runs", 30, "measured runs of each search with indexes")
+	flag.IntVar(&o.scanRuns, "scanruns", 3, "measured runs of each search without indexes (each reads the whole record)")
+	flag.IntVar(&o.writes, "writes", 100, "single-Observation writes measured per mode")
+	flag.IntVar(&o.bulk, "bulk", 5000, "Observations written in transactions of 1000 per mode")
+	flag.StringVar(&o.synthea, "synthea", "testdata/fhir/synthea", "directory of the six Synthea transaction Bundles")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "record:", err)
+		os.Exit(1)
+	}
+}
+
+// server is the store's handler on one database file.
+type server struct {
+	db *store.DB
+	h  http.Handler
+}
+
+func open(path string, noIndexes bool) (*server, time.Duration, error) {
+	start := time.Now()
+	db, err := store.Open(path, &store.Options{NoIndexes: noIndexes, Logf: func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, f+"\n", a...)
+	}})
+	if err != nil {
+		return nil, 0, err
+	}
+	took := time.Since(start)
+	h, err := store.NewHandler(db, store.Config{})
+	if err != nil {
+		return nil, 0, err
+	}
+	return &server{db, h}, took, nil
+}
+
+// do sends one request and checks the status.
+func (s *server) do(want int, method, target, partition string, body []byte) ([]byte, error) {
+	req := httptest.NewRequest(method, target, bytes.NewReader(body))
+	req.Header.Set("X-Request-Partition-IDs", partition)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	rec := httptest.NewRecorder()
+	s.h.ServeHTTP(rec, req)
+	if rec.Code != want {
+		return nil, fmt.Errorf("%s %s: %d: %.300s", method, target, rec.Code, rec.Body.String())
+	}
+	return rec.Body.Bytes(), nil
+}
+
+// measure runs fn n times and returns the durations.
+func measure(n int, fn func(i int) error) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range n {
+		start := time.Now()
+		if err := fn(i); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000) }
+
+// kinds of generated Observation: a code, its share, and how its value looks.
+var kinds = []struct {
+	code, display, unit string
+	share               float64
+	mean, spread        float64
+	category            string
+}{
+	{"2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 0.60, 115, 40, "laboratory"},
+	{"8867-4", "Heart rate", "/min", 0.25, 72, 15, "vital-signs"},
+	{"55423-8", "Number of steps", "{steps}", 0.10, 600, 400, "activity"},
+	{"29463-7", "Body weight", "kg", 0.03, 81, 3, "vital-signs"},
+	{"85354-9", "Blood pressure panel", "", 0.02, 0, 0, "vital-signs"},
+}
+
+// observations returns n Observations of patient, one every span/n from
+// start, as transaction Bundles of 1000 entries.
+func observations(rng *rand.Rand, patient string, n int, start time.Time, span time.Duration) [][]byte {
+	var out [][]byte
+	var entries []any
+	step := span / time.Duration(n)
+	for i := range n {
+		at := start.Add(time.Duration(i)*step + time.Duration(rng.IntN(60))*time.Second)
+		r := rng.Float64()
+		k := kinds[len(kinds)-1]
+		for _, kk := range kinds {
+			if r < kk.share {
+				k = kk
+				break
+			}
+			r -= kk.share
+		}
+		obs := map[string]any{
+			"resourceType": "Observation", "status": "final",
+			"category":          []any{map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": k.category}}}},
+			"code":              map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": k.code, "display": k.display}}, "text": k.display},
+			"subject":           map[string]any{"reference": "Patient/" + patient},
+			"effectiveDateTime": at.Format(time.RFC3339),
+			"device":            map[string]any{"display": "sensor"},
+		}
+		if k.code == "85354-9" {
+			obs["component"] = []any{
+				map[string]any{"code": map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "8480-6"}}},
+					"valueQuantity": quantity(120+rng.NormFloat64()*12, "mm[Hg]")},
+				map[string]any{"code": map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "8462-4"}}},
+					"valueQuantity": quantity(78+rng.NormFloat64()*8, "mm[Hg]")},
+			}
+		} else {
+			obs["valueQuantity"] = quantity(max(0, k.mean+rng.NormFloat64()*k.spread), k.unit)
+		}
+		entries = append(entries, map[string]any{"resource": obs, "request": map[string]any{"method": "POST", "url": "Observation"}})
+		if len(entries) == 1000 || i == n-1 {
+			raw, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+			out = append(out, raw)
+			entries = nil
+		}
+	}
+	return out
+}
+
+func quantity(v float64, unit string) map[string]any {
+	return map[string]any{"value": json.Number(fmt.Sprintf("%.1f", v)), "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+}
+
+type query struct{ name, partition, target string }
+
+type row struct {
+	name               string
+	scanP50, scanP99   time.Duration
+	indexP50, indexP99 time.Duration
+	matches            string
+}
+
+func run(o options) error {
+	files, err := filepath.Glob(filepath.Join(o.synthea, "*.json"))
+	if err != nil || len(files) != 6 {
+		return fmt.Errorf("want the six Synthea bundles in %s, found %d (%v)", o.synthea, len(files), err)
+	}
+	dir, err := os.MkdirTemp("", "pfr-bench-record-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "store.db")
+
+	// Load everything with indexes off.
+	s, _, err := open(path, true)
+	if err != nil {
+		return err
+	}
+	var patient, family string
+	for i, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		part := fmt.Sprint(i + 1)
+		body := fmt.Sprintf(`{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":%d},{"name":"name","valueCode":"p%d"}]}`, i+1, i+1)
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
+			return err
+		}
+		resp, err := s.do(http.StatusOK, http.MethodPost, "/fhir", part, raw)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			patient = firstPatient(resp)
+			family = familyOf(raw)
+		}
+	}
+	if patient == "" || family == "" {
+		return fmt.Errorf("no Patient in %s", files[0])
+	}
+	rng := rand.New(rand.NewPCG(14, 100000))
+	end := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	start := end.AddDate(-3, 0, 0)
+	loadStart := time.Now()
+	for _, b := range observations(rng, patient, o.n, start, end.Sub(start)) {
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "loaded %d Observations in %s\n", o.n, time.Since(loadStart).Round(time.Millisecond))
+	// The last 1000 written: what _lastUpdated=gt selects.
+	lastBatch := time.Now().UTC()
+	time.Sleep(10 * time.Millisecond)
+	for _, b := range observations(rng, patient, 1000, end, time.Hour) {
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
+			return err
+		}
+	}
+
+	day := end.Add(-24 * time.Hour).Format("2006-01-02T15:04:05Z")
+	month := end.AddDate(0, -1, 0).Format("2006-01-02")
+	queries := []query{
+		{"Observation?patient=…&code=2339-0&date=ge{last day}&_count=50", "1", "/fhir/Observation?patient=Patient/" + patient + "&code=http://loinc.org|2339-0&date=ge" + day + "&_count=50"},
+		{"Observation?patient=…&code=29463-7&date=ge{last month}&_count=50", "1", "/fhir/Observation?patient=" + patient + "&code=29463-7&date=ge" + month + "&_count=50"},
+		{"Observation?code=2339-0&value-quantity=gt290&_count=50", "1", "/fhir/Observation?code=2339-0&value-quantity=gt290&_count=50"},
+		{"Observation?_sort=-date&_count=10", "1", "/fhir/Observation?_sort=-date&_count=10"},
+		{"Observation?_lastUpdated=gt{before the last 1000}&_count=10", "1", "/fhir/Observation?_lastUpdated=gt" + url.QueryEscape(lastBatch.Format(time.RFC3339Nano)) + "&_count=10"},
+		{"Observation?subject:Patient.name={family}&code=85354-9&date=ge{last month}&_count=10 (chain)", "1", "/fhir/Observation?subject:Patient.name=" + url.QueryEscape(family) + "&code=85354-9&date=ge" + month + "&_count=10"},
+		{"Patient?_has:Observation:patient:code=85354-9 (_has)", "1", "/fhir/Patient?_has:Observation:patient:code=85354-9"},
+		{"Observation?_count=50 (a Synthea record, partition 2)", "2", "/fhir/Observation?_count=50"},
+	}
+	rows := make([]row, len(queries))
+	measureAll := func(s *server, runs int, set func(r *row, p50, p99 time.Duration)) error {
+		for i, q := range queries {
+			var body []byte
+			ds, err := measure(runs, func(int) error {
+				var err error
+				body, err = s.do(http.StatusOK, http.MethodGet, q.target, q.partition, nil)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			rows[i].name = q.name
+			set(&rows[i], pct(ds, 0.5), pct(ds, 0.99))
+			total := totalOf(body)
+			if rows[i].matches != "" && rows[i].matches != total {
+				return fmt.Errorf("%s: %s matches without indexes, %s with", q.name, rows[i].matches, total)
+			}
+			rows[i].matches = total
+			fmt.Fprintf(os.Stderr, "%s: p50 %s ms (%s matches)\n", q.name, ms(pct(ds, 0.5)), total)
+		}
+		return nil
+	}
+	if err := measureAll(s, o.scanRuns, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }); err != nil {
+		return err
+	}
+	writeRows := make([]row, 2)
+	writes := func(s *server, set func(r *row, p50, p99 time.Duration), part int) error {
+		one := observations(rng, patient, o.writes, end.Add(2*time.Hour), time.Hour)
+		var single [][]byte
+		var b struct {
+			Entry []struct {
+				Resource json.RawMessage `json:"resource"`
+			} `json:"entry"`
+		}
+		for _, raw := range one {
+			if err := json.Unmarshal(raw, &b); err != nil {
+				return err
+			}
+			for _, e := range b.Entry {
+				single = append(single, e.Resource)
+			}
+		}
+		ds, err := measure(len(single), func(i int) error {
+			_, err := s.do(http.StatusCreated, http.MethodPost, "/fhir/Observation", "1", single[i])
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		writeRows[0].name = "POST Observation (one, fsync) on the large record"
+		set(&writeRows[0], pct(ds, 0.5), pct(ds, 0.99))
+		body := fmt.Sprintf(`{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":%d},{"name":"name","valueCode":"w%d"}]}`, part, part)
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
+			return err
+		}
+		batches := observations(rng, patient, o.bulk, start, end.Sub(start))
+		ds, err = measure(len(batches), func(i int) error {
+			_, err := s.do(http.StatusOK, http.MethodPost, "/fhir", fmt.Sprint(part), batches[i])
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		writeRows[1].name = "transaction of 1000 Observations"
+		set(&writeRows[1], pct(ds, 0.5), pct(ds, 0.99))
+		return nil
+	}
+	if err := writes(s, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }, 100); err != nil {
+		return err
+	}
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+
+	// The same file with indexes: built once at Open.
+	s, took, err := open(path, false)
+	if err != nil {
+		return err
+	}
+	defer s.db.Close()
+	fmt.Fprintf(os.Stderr, "indexes built at Open in %s\n", took.Round(time.Millisecond))
+	if err := measureAll(s, o.runs, func(r *row, p50, p99 time.Duration) { r.indexP50, r.indexP99 = p50, p99 }); err != nil {
+		return err
+	}
+	if err := writes(s, func(r *row, p50, p99 time.Duration) { r.indexP50, r.indexP99 = p50, p99 }, 101); err != nil {
+		return err
+	}
+
+	fmt.Printf("Large record: %d generated Observations + a Synthea history in partition 1, five Synthea patients in partitions 2-6; indexes built at Open in %s.\n\n", o.n, took.Round(time.Millisecond))
+	fmt.Println("| request | matches | no index p50 / p99 ms | index p50 / p99 ms | ratio p50 |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Printf("| `%s` | %s | %s / %s | %s / %s | %.0f× |\n", r.name, r.matches, ms(r.scanP50), ms(r.scanP99), ms(r.indexP50), ms(r.indexP99), float64(r.scanP50)/float64(max(r.indexP50, 1)))
+	}
+	for _, r := range writeRows {
+		fmt.Printf("| %s | | %s / %s | %s / %s | %.2f× slower |\n", r.name, ms(r.scanP50), ms(r.scanP99), ms(r.indexP50), ms(r.indexP99), float64(r.indexP50)/float64(max(r.scanP50, 1)))
+	}
+	fmt.Printf("\nruns: %d per search without indexes, %d with; %d single writes and %d Observations in transactions per mode.\n", o.scanRuns, o.runs, o.writes, o.bulk)
+	return nil
+}
+
+// firstPatient returns the id of the Patient a transaction response created.
+func firstPatient(resp []byte) string {
+	var b struct {
+		Entry []struct {
+			Response struct{ Location string } `json:"response"`
+		} `json:"entry"`
+	}
+	_ = json.Unmarshal(resp, &b)
+	for _, e := range b.Entry {
+		if id, ok := strings.CutPrefix(e.Response.Location, "Patient/"); ok {
+			return strings.Split(id, "/")[0]
+		}
+	}
+	return ""
+}
+
+// familyOf returns the family name of the Bundle's Patient.
+func familyOf(raw []byte) string {
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+				Name         []struct {
+					Family string `json:"family"`
+				} `json:"name"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	_ = json.Unmarshal(raw, &b)
+	for _, e := range b.Entry {
+		if e.Resource.ResourceType == "Patient" && len(e.Resource.Name) > 0 {
+			return e.Resource.Name[0].Family
+		}
+	}
+	return ""
+}
+
+// totalOf returns Bundle.total of a searchset as text.
+func totalOf(body []byte) string {
+	var b struct {
+		Total *int `json:"total"`
+	}
+	if json.Unmarshal(body, &b) != nil || b.Total == nil {
+		return "?"
+	}
+	return fmt.Sprint(*b.Total)
+}
