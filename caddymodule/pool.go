@@ -56,8 +56,9 @@ func openBolt(path string) (db *bolt.DB, key string, err error) {
 	return val.(pooledBolt).db, key, nil
 }
 
-// openStore opens (or shares) the embedded FHIR store at path.
-func openStore(path string) (db *store.DB, key string, err error) {
+// openStore opens (or shares) the embedded FHIR store at path; logf gets
+// the progress of long work at open (the one-time indexing).
+func openStore(path string, logf func(string, ...any)) (db *store.DB, key string, err error) {
 	key, err = filepath.Abs(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("resolving store path %q: %w", path, err)
@@ -66,7 +67,7 @@ func openStore(path string) (db *store.DB, key string, err error) {
 		if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
 			return nil, fmt.Errorf("creating directory for %s: %w", key, err)
 		}
-		db, err := store.Open(key, &store.Options{LockTimeout: lockTimeout})
+		db, err := store.Open(key, &store.Options{LockTimeout: lockTimeout, Logf: logf})
 		if err != nil {
 			return nil, fmt.Errorf("opening FHIR store %s: %w", key, err)
 		}

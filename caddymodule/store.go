@@ -54,12 +54,12 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	if s.Path == "" {
 		s.Path = caddy.AppDataDir() + "/pfr-store.db"
 	}
-	db, key, err := openStore(s.Path)
+	logger := ctx.Logger()
+	db, key, err := openStore(s.Path, func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) })
 	if err != nil {
 		return err
 	}
 	s.poolKey = key
-	logger := ctx.Logger()
 	h, err := store.NewHandler(db, store.Config{
 		BasePath: s.BasePath, PartitionHeader: s.PartitionHeader,
 		OnInternalError: func(r *http.Request, err error) {

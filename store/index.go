@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -410,7 +411,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 	if total > 0 {
 		logf("pfr_store: building search indexes of %d resources in %d partitions (once, for index version %s)", total, len(parts), search.IndexVersion())
 	}
-	done := 0
+	done, lastLog := 0, time.Now()
 	for _, w := range todo {
 		for start := 0; start < len(w.ids); start += indexBatch {
 			batch := w.ids[start:min(start+indexBatch, len(w.ids))]
@@ -433,8 +434,13 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 			if err != nil {
 				return err
 			}
+			before := done
 			done += len(batch)
-			logf("pfr_store: indexed %d of %d resources (partition %s, %s)", done, total, w.part, w.typ)
+			// A line per tenth of the work, at least every 5 s.
+			if done*10/total > before*10/total || time.Since(lastLog) >= 5*time.Second {
+				lastLog = time.Now()
+				logf("pfr_store: indexed %d of %d resources (partition %s, %s)", done, total, w.part, w.typ)
+			}
 		}
 	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
