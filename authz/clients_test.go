@@ -160,6 +160,19 @@ func TestStaticClients(t *testing.T) {
 	}
 	// A registered client's id cannot be taken over by configuration.
 	a := e.registerPublic()
+	// Removed from the configuration, a static client is gone at the next
+	// start; registered clients stay.
+	cfg := e.srv.cfg
+	cfg.Clients = nil
+	if _, err := New(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.cfg.Store.Client(t.Context(), "my-app"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a static client removed from the configuration: %v", err)
+	}
+	if _, err := e.srv.cfg.Store.Client(t.Context(), a.id); err != nil {
+		t.Errorf("a registered client after a restart: %v", err)
+	}
 	if err := e.srv.putStaticClient(t.Context(), StaticClient{ID: a.id, RedirectURIs: []string{"https://x.example/cb"}}); err == nil {
 		t.Error("a static client replaced a registered one")
 	}

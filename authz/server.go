@@ -141,10 +141,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, issuer: iss, log: cfg.Logger}
 	s.keys = &keyring{store: cfg.Store, now: cfg.Now, rotateEvery: cfg.KeyRotation,
 		keep: 2*cfg.AccessTokenTTL + time.Minute}
+	keep := make([]string, 0, len(cfg.Clients))
 	for _, sc := range cfg.Clients {
 		if err := s.putStaticClient(ctx, sc); err != nil {
 			return nil, err
 		}
+		keep = append(keep, sc.ID)
+	}
+	if err := cfg.Store.DropStaticClients(ctx, keep); err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
 	}
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
@@ -33,6 +34,9 @@ type Store interface {
 	// PutStaticClient stores or replaces a client of the configuration;
 	// ErrExists when a registered (non-static) client has its id.
 	PutStaticClient(ctx context.Context, c *Client) error
+	// DropStaticClients deletes the configuration's clients whose id is
+	// not in keep (a client removed from the configuration stops working).
+	DropStaticClients(ctx context.Context, keep []string) error
 	// Client returns the client, or ErrNotFound.
 	Client(ctx context.Context, id string) (*Client, error)
 
@@ -192,6 +196,32 @@ func (s *KVStore) PutStaticClient(ctx context.Context, c *Client) error {
 			return ErrExists
 		}
 		return putJSON(b, c.ID, c)
+	})
+}
+
+// DropStaticClients implements Store.
+func (s *KVStore) DropStaticClients(ctx context.Context, keep []string) error {
+	return s.db.Update(ctx, owner, func(tx kv.Tx) error {
+		b := tx.Bucket(bucketClients)
+		var drop [][]byte
+		if err := b.ForEach(func(k, v []byte) error {
+			var c Client
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("authz: decoding client %q: %w", k, err)
+			}
+			if c.Static && !slices.Contains(keep, c.ID) {
+				drop = append(drop, bytes.Clone(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
