@@ -316,3 +316,29 @@ func TestJWKSURI(t *testing.T) {
 		t.Errorf("token with keys from jwks_uri: %d %v", status, out)
 	}
 }
+
+// The access tokens of a static client removed from the configuration stop
+// working (on another node within StatusTTL).
+func TestRemovedStaticClient(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Clients = []StaticClient{{ID: "kiosk", Name: "Kiosk", RedirectURIs: []string{"http://localhost:3000/cb"}}}
+	})
+	a := app{id: "kiosk", redirect: "http://localhost:3000/cb"}
+	p := newPKCE()
+	_, tok := e.exchange(a, e.codeFor(a, e.base("john"), "alice", p, fullScope), p)
+	if _, err := e.verify(tok["access_token"].(string), e.base("john")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.srv.cfg
+	cfg.Clients = nil
+	if _, err := New(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(StatusTTL)
+	if _, err := e.verify(tok["access_token"].(string), e.base("john")); !errors.Is(err, auth.ErrRevoked) {
+		t.Errorf("a removed client's token: %v, want ErrRevoked", err)
+	}
+	if status, _ := e.refresh(a, tok["refresh_token"].(string), ""); status != http.StatusUnauthorized {
+		t.Errorf("a removed client's refresh: %d", status)
+	}
+}

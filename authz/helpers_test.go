@@ -10,6 +10,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -51,18 +53,32 @@ type env struct {
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestPostgres runs this package's tests again on PostgreSQL: the same
+// server on the other implementation of the state.
+func TestPostgres(t *testing.T) { pgtest.RerunOnPostgres(t) }
+
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "pfr.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	var state kv.DB
+	if pgtest.OnPostgres() {
+		pg := pgtest.OpenState(t, pgtest.DSN(t))
+		t.Cleanup(pg.Close)
+		state = pg
+	} else {
+		db, err := bbolt.Open(filepath.Join(t.TempDir(), "pfr.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		state = kv.Bolt(db)
+	}
+	tenants, err := tenancy.NewStore(state)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	tenants, err := tenancy.NewBoltStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := NewStore(kv.Bolt(db))
+	store, err := NewStore(state)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,8 @@ type Store interface {
 	RevokeRefresh(ctx context.Context, hash, clientID string) error
 
 	// TokenStatus checks, in one read, what an access token depends on:
-	// its grant (returned), its refresh family ("" for none) and its jti.
+	// its grant (returned) and client, its refresh family ("" for none) and
+	// its jti.
 	// ErrNotFound when any of them is gone or revoked.
 	TokenStatus(ctx context.Context, grantID, family, jti string) (*Grant, error)
 	// RevokeAccessToken puts an access token's jti on the revocation list
@@ -515,6 +516,9 @@ func (s *KVStore) TokenStatus(ctx context.Context, grantID, fam, jti string) (*G
 	err := s.db.View(ctx, owner, func(tx kv.Tx) error {
 		if err := getJSON(tx.Bucket(bucketGrants), grantID, &g); err != nil {
 			return err
+		}
+		if tx.Bucket(bucketClients).Get([]byte(g.ClientID)) == nil {
+			return ErrNotFound // a client removed from the configuration
 		}
 		if fam != "" {
 			var f family
