@@ -236,9 +236,10 @@ func (t *typeFile) abandon() {
 //     at T is written; one changed since (an upstream may serve a page's
 //     current versions) is replaced by its version as of T;
 //  2. what changed after T and was not seen in 1 (updated or deleted
-//     before its page was read): found in the type's history since T and
-//     by the search _lastUpdated=gt{T}, each written as its version as of
-//     T when it had one.
+//     before its page was read): found in the type's history since T (or,
+//     on an upstream without type history, by the search
+//     _lastUpdated=gt{T}, which names updates but not deletions), each
+//     written as its version as of T when it had one.
 //
 // A set of the ids decided keeps every resource once, whatever the
 // upstream's paging does under concurrent writes.
@@ -332,20 +333,12 @@ func (e *exporter) exportType(ctx context.Context, typ string) (TypeResult, erro
 	if err != nil && !errors.As(err, &fe) {
 		return e.typeFailed(res, err)
 	}
-	gq := url.Values{"_count": {strconv.Itoa(e.pageSize)}, "_lastUpdated": {"gt" + FormatInstant(T)}}
-	err = e.walk(ctx, "/"+typ+"?"+gq.Encode(), func(p *page) error {
-		for _, en := range p.Entry {
-			if en.Search != nil && en.Search.Mode != "" && en.Search.Mode != "match" {
-				continue
-			}
-			if err := decide(entryID(typ, en.Resource, en.FullURL, nil)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 	if err != nil {
-		return e.typeFailed(res, err)
+		// No type history here: the search _lastUpdated=gt{T} still
+		// names what was updated after T (not what was deleted).
+		if err := e.changedSince(ctx, typ, decide); err != nil {
+			return e.typeFailed(res, err)
+		}
 	}
 	sum, err := out.finish()
 	if err != nil {
@@ -357,6 +350,24 @@ func (e *exporter) exportType(ctx context.Context, typ string) (TypeResult, erro
 		res.File = typ + ".ndjson"
 	}
 	return res, nil
+}
+
+// changedSince calls decide with the id of every resource of typ updated
+// after the transaction time, from the search _lastUpdated=gt{T}.
+func (e *exporter) changedSince(ctx context.Context, typ string, decide func(id string) error) error {
+	T := e.job.TransactionTime
+	gq := url.Values{"_count": {strconv.Itoa(e.pageSize)}, "_lastUpdated": {"gt" + FormatInstant(T)}}
+	return e.walk(ctx, "/"+typ+"?"+gq.Encode(), func(p *page) error {
+		for _, en := range p.Entry {
+			if en.Search != nil && en.Search.Mode != "" && en.Search.Mode != "match" {
+				continue
+			}
+			if err := decide(entryID(typ, en.Resource, en.FullURL, nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // typeFailed turns a refusal of the type's reads into an entry of the
