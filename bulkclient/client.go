@@ -43,6 +43,9 @@ type Client struct {
 	HTTP *http.Client
 	// Token is the bearer token; empty sends none.
 	Token string
+	// Header is sent with every request (a server's own needs: an API
+	// key, HAPI's partition header).
+	Header http.Header
 	// Progress, when not nil, is told every step.
 	Progress func(Event)
 	// PollMin and PollMax bound the wait between two polls whatever the
@@ -293,6 +296,7 @@ func (c *Client) download(ctx context.Context, u, path string, token bool) (*Fil
 	if err != nil {
 		return nil, err
 	}
+	c.addHeader(req)
 	req.Header.Set("Accept", "application/fhir+ndjson")
 	if token && c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -364,6 +368,7 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, accep
 	if err != nil {
 		return nil, err
 	}
+	c.addHeader(req)
 	req.Header.Set("Accept", accept)
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -376,6 +381,14 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, accep
 		return nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	return res, nil
+}
+
+func (c *Client) addHeader(req *http.Request) {
+	for k, vs := range c.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
 }
 
 // httpError reads what an OperationOutcome says.
@@ -503,6 +516,7 @@ func (c *Client) Import(ctx context.Context, recordBase, dir string, force bool)
 		return nil, err
 	}
 	req.ContentLength = total
+	c.addHeader(req)
 	req.Header.Set("Content-Type", "application/fhir+ndjson")
 	req.Header.Set("Accept", "application/json")
 	if c.Token != "" {

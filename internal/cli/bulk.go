@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -26,6 +27,8 @@ Progress goes to stderr; the summary to stdout.
   --type <types>    only these resource types (comma-separated, _type)
   --since <instant> only what changed after it (_since)
   --patient         Patient/$export (the Patient compartment) instead of $export
+  --header <h: v>   send this header with every request (repeatable), e.g.
+                    "X-Request-Partition-IDs: DEFAULT" for a partitioned HAPI
   --cacert <file>   the CA certificate to trust (default $PFR_CACERT)
   --insecure        do not verify the server's certificate
   --quiet           no progress on stderr
@@ -126,6 +129,24 @@ func sizeOf(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
+// headerFlags collects --header "Name: value" flags.
+type headerFlags http.Header
+
+func (h *headerFlags) String() string { return "" }
+
+func (h *headerFlags) Set(s string) error {
+	name, value, ok := strings.Cut(s, ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.ContainsAny(name, " \t\r\n") || strings.ContainsAny(value, "\r\n") {
+		return fmt.Errorf("--header wants \"Name: value\", not %q", s)
+	}
+	if *h == nil {
+		*h = headerFlags{}
+	}
+	http.Header(*h).Add(name, strings.TrimSpace(value))
+	return nil
+}
+
 // httpURL parses a flag that must be an http(s) URL.
 func httpURL(s string) (*url.URL, bool) {
 	u, err := url.Parse(strings.TrimSuffix(s, "/"))
@@ -143,6 +164,8 @@ func runExport(env *Env, args []string) int {
 	fs.StringVar(&types, "type", "", "")
 	fs.StringVar(&since, "since", "", "")
 	fs.BoolVar(&patient, "patient", false, "")
+	var headers headerFlags
+	fs.Var(&headers, "header", "")
 	rest, err := parse(env, fs, exportUsage, args)
 	switch {
 	case errors.Is(err, errHelp):
@@ -163,6 +186,7 @@ func runExport(env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "pfr export: %v\n", err)
 		return ExitError
 	}
+	c.Header = http.Header(headers)
 	opts := bulkclient.ExportOptions{Patient: patient, Since: since, OutDir: out}
 	if types != "" {
 		opts.Types = strings.Split(types, ",")

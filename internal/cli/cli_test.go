@@ -109,6 +109,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"export", "--from", "https://x.example/fhir"},
 		{"export", "--from", "ftp://x", "--out", "d"},
 		{"export", "--from", "https://x.example/fhir", "--out", "d", "extra"},
+		{"export", "--from", "https://x.example/fhir", "--out", "d", "--header", "no colon"},
 		{"import"},
 		{"import", "--to", "https://x.example/fhir", "--in", "d"}, // no token
 		{"import", "--to", "nourl", "--in", "d", "--token", "t"},
