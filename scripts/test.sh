@@ -154,6 +154,7 @@ quiet go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10
 quiet go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1
 quiet go test ./bench/store/ -run '^$' -bench . -benchtime 1x
 quiet go test ./bench/authz/ -run '^$' -bench . -benchtime 1x
+quiet go run ./bench/bulk -pfr "$bin/pfr" -n 200 -rounds 1
 quiet go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50
 quiet go run ./bench/tls -pfr "$bin/pfr" -n 2
 for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'gateway FuzzWritePath'; do

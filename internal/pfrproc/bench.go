@@ -81,6 +81,14 @@ func (b *Bench) LogTail() string {
 	return b.proc.LogTail(15)
 }
 
+// Pid is pfr's process id (0 before Start), e.g. to read its memory.
+func (b *Bench) Pid() int {
+	if b.proc == nil {
+		return 0
+	}
+	return b.proc.Pid()
+}
+
 // Revision names the code the binary was built from, for the report.
 func (b *Bench) Revision(ctx context.Context) string {
 	return Revision(ctx, b.Binary, b.built)
