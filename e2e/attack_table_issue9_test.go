@@ -164,6 +164,76 @@ func issue9Attacks() []attack {
 		{name: "a malformed Host header (a space)", method: "GET", target: "/fhir/metadata", hostHeader: "alice home", want: limited(400)},
 		{name: "a Host header with two ports (parses; no such record)", method: "GET", target: "/fhir/metadata", hostHeader: "{aliceHost}:1", want: refused(400, 404)},
 		{name: "a Host header naming an unknown record", method: "GET", target: "/fhir/Patient", hostHeader: "nobody-home.pfr.localhost", want: notFound},
+		// _elements and _summary cut the resources down after they are
+		// judged whole: her own come back shaped (an Observation without its
+		// subject was dropped as unprovable before), bob's never.
+		{name: "search with _elements=code: her own Observations, shaped", method: "GET", path: "/fhir/Observation?_elements=code&_count=1000",
+			want: harmless(200), check: shapedOwn("aliceObs", "code")},
+		{name: "search with _summary=text: her own Observations, shaped", method: "GET", path: "/fhir/Observation?_summary=text&_count=1000",
+			want: harmless(200), check: shapedOwn("aliceObs", "text", "status", "code")},
+		// (On the shared upstream an earlier row deleted her Observation.)
+		{name: "read with _elements=code: her own Observation, shaped", method: "GET", path: "/fhir/Observation/{aliceObs}?_elements=code",
+			want: harmless(200), wantShared: &gone410, check: shapedOwn("aliceObs", "code")},
+		{name: "read with _elements=gender: her own Patient, shaped", method: "GET", path: "/fhir/Patient/{alice}?_elements=gender",
+			want: harmless(200), check: shapedOwn("alice", "gender")},
+		{name: "read of bob's Observation with _elements=code", method: "GET", path: "/fhir/Observation/{bobObs}?_elements=code", want: notFound},
+		{name: "search for bob's Observations by subject with _elements=code", method: "GET",
+			path: "/fhir/Observation?subject=Patient/{bob}&_elements=code&_count=1000", want: harmless(200), check: countsNothing},
+		{name: "_elements with an invalid element name", method: "GET", path: "/fhir/Observation?_elements=code.text", want: badRequest},
+		{name: "_summary with an invalid value", method: "GET", path: "/fhir/Observation?_summary=everything", want: badRequest},
+	}
+}
+
+// gone410 is the answer to a read of a resource deleted before.
+var gone410 = refused(410)
+
+// shapedOwn checks a 200 answer: a read holds the resource named by the
+// world variable v, a searchset at least one match; each match holds no
+// top-level element but resourceType, id, meta and those named, and is
+// marked SUBSETTED; a searchset's links keep asking for the same shape.
+// Other statuses are judged by the attack's want.
+func shapedOwn(v string, elements ...string) func(*world, response) string {
+	return func(w *world, r response) string {
+		if r.status != 200 {
+			return ""
+		}
+		matches := []map[string]any{r.body}
+		if r.body["resourceType"] == "Bundle" {
+			matches = nil
+			entries, _ := r.body["entry"].([]any)
+			for _, e := range entries {
+				em, _ := e.(map[string]any)
+				search, _ := em["search"].(map[string]any)
+				if res, _ := em["resource"].(map[string]any); res != nil && (search["mode"] == nil || search["mode"] == "match") {
+					matches = append(matches, res)
+				}
+			}
+			links, _ := r.body["link"].([]any)
+			for _, l := range links {
+				lm, _ := l.(map[string]any)
+				if u, _ := lm["url"].(string); !strings.Contains(u, "_elements=") && !strings.Contains(u, "_summary=") {
+					return fmt.Sprintf("link %v lost the shaping parameters", lm)
+				}
+			}
+		}
+		found := r.body["resourceType"] == "Bundle" && len(matches) > 0
+		for _, res := range matches {
+			if res["id"] == w.vars[v] {
+				found = true
+			}
+			for key := range res {
+				if key != "resourceType" && key != "id" && key != "meta" && !slices.Contains(elements, key) {
+					return fmt.Sprintf("%v/%v keeps %s", res["resourceType"], res["id"], key)
+				}
+			}
+			if !strings.Contains(fmt.Sprint(res["meta"]), "SUBSETTED") {
+				return fmt.Sprintf("%v/%v is not marked SUBSETTED", res["resourceType"], res["id"])
+			}
+		}
+		if !found {
+			return fmt.Sprintf("her own %s (%s) is missing, or no match at all (%d)", v, w.vars[v], len(matches))
+		}
+		return ""
 	}
 }
 

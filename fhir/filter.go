@@ -51,6 +51,14 @@ type FilterOptions struct {
 	// a whole, and removes those keep refuses. Such an entry is re-encoded
 	// (member order may change; values, numbers included, stay as sent).
 	Nested bool
+	// Shape, when set, is applied to the resource of every match entry
+	// kept (search.mode match or none; included resources stay whole),
+	// which is then re-encoded: the _elements or _summary a client asked
+	// for, applied after the whole resource was judged.
+	Shape func(res map[string]any) map[string]any
+	// Link, when set, rewrites the url of every Bundle.link (so that the
+	// next page asks for the same shaping).
+	Link func(url string) string
 }
 
 // FilterBundle is FilterSearchset with options.
@@ -144,6 +152,8 @@ func (f *searchsetFilter) copyObject(firstKey string, firstValue json.RawMessage
 			_, err = f.out.Write(firstValue)
 		case key == "entry":
 			err = f.copyEntries()
+		case key == "link" && f.opts.Link != nil:
+			err = f.copyLinks()
 		default:
 			err = f.copyValue()
 		}
@@ -193,6 +203,9 @@ func (f *searchsetFilter) copyEntries() error {
 					f.removed++
 					continue
 				}
+				if raw, err = f.shape(raw); err != nil {
+					return fmt.Errorf("entry %d: %w", i, err)
+				}
 				if written > 0 {
 					f.out.WriteByte(',')
 				}
@@ -229,6 +242,9 @@ func (f *searchsetFilter) copyEntries() error {
 			f.removed++
 			continue
 		}
+		if raw, err = f.shape(raw); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
 		if written > 0 {
 			f.out.WriteByte(',')
 		}
@@ -241,6 +257,59 @@ func (f *searchsetFilter) copyEntries() error {
 		return fmt.Errorf("unterminated entry array: %v", err)
 	}
 	return f.out.WriteByte(']')
+}
+
+// shape returns the entry raw with opts.Shape applied to its resource when
+// it is a match (raw itself otherwise, or without Shape).
+func (f *searchsetFilter) shape(raw json.RawMessage) (json.RawMessage, error) {
+	if f.opts.Shape == nil {
+		return raw, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var entry map[string]any
+	if err := dec.Decode(&entry); err != nil {
+		return nil, err
+	}
+	res, _ := entry["resource"].(map[string]any)
+	search, _ := entry["search"].(map[string]any)
+	if mode, _ := search["mode"].(string); res == nil || mode != "" && mode != "match" {
+		return raw, nil
+	}
+	entry["resource"] = f.opts.Shape(res)
+	return Marshal(entry)
+}
+
+// copyLinks copies the link array with opts.Link applied to each url.
+func (f *searchsetFilter) copyLinks() error {
+	var links []map[string]any
+	if err := f.dec.Decode(&links); err != nil {
+		return err
+	}
+	for _, l := range links {
+		if u, ok := l["url"].(string); ok {
+			l["url"] = f.opts.Link(u)
+		}
+	}
+	raw, err := Marshal(links)
+	if err != nil {
+		return err
+	}
+	_, err = f.out.Write(raw)
+	return err
+}
+
+// Marshal encodes v as JSON without HTML escaping (a narrative's "<div>"
+// stays as it was sent) and without a final newline; numbers decoded as
+// json.Number are written exactly as they were read.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // isResultBundle reports whether res is a Bundle answering a search or a
@@ -282,13 +351,7 @@ func (f *searchsetFilter) filterNested(raw json.RawMessage) (json.RawMessage, er
 	if f.opts.DropTotal {
 		delete(res, "total")
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(entry); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return Marshal(entry)
 }
 
 // skipValue reads past the next value.

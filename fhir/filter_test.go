@@ -267,3 +267,38 @@ func BenchmarkFilterSearchset(b *testing.B) {
 		}
 	}
 }
+
+// TestFilterBundleShapes: Shape cuts down the kept matches only (an
+// included resource stays whole, a refused one stays out), numbers keep
+// their spelling, and Link rewrites every link.
+func TestFilterBundleShapes(t *testing.T) {
+	in := `{"resourceType":"Bundle","type":"searchset","link":[{"relation":"self","url":"https://x/fhir/Observation?code=a"},{"relation":"next","url":"https://x/fhir?_getpages=p&_getpagesoffset=2"}],"entry":[` +
+		`{"resource":{"resourceType":"Observation","id":"o1","code":{"text":"a"},"valueQuantity":{"value":1.50},"subject":{"reference":"Patient/p"}},"search":{"mode":"match"}},` +
+		`{"resource":{"resourceType":"Observation","id":"o2","code":{"text":"a"},"subject":{"reference":"Patient/other"}},"search":{"mode":"match"}},` +
+		`{"resource":{"resourceType":"Patient","id":"p","gender":"female"},"search":{"mode":"include"}}]}`
+	keep := func(res map[string]any) bool { return res["id"] != "o2" }
+	var out bytes.Buffer
+	removed, err := FilterBundle(strings.NewReader(in), &out, keep, FilterOptions{
+		Shape: func(res map[string]any) map[string]any {
+			return map[string]any{"resourceType": res["resourceType"], "id": res["id"], "valueQuantity": res["valueQuantity"]}
+		},
+		Link: func(u string) string { return u + "&_elements=value" },
+	})
+	if err != nil || removed != 1 {
+		t.Fatalf("removed %d, %v", removed, err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		`{"resource":{"id":"o1","resourceType":"Observation","valueQuantity":{"value":1.50}},"search":{"mode":"match"}}`,
+		`{"resource":{"resourceType":"Patient","id":"p","gender":"female"},"search":{"mode":"include"}}`,
+		`"url":"https://x/fhir/Observation?code=a&_elements=value"`,
+		`"url":"https://x/fhir?_getpages=p&_getpagesoffset=2&_elements=value"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %s in\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, `"o2"`) || strings.Contains(got, `"subject"`) {
+		t.Errorf("refused or shaped-away content left: %s", got)
+	}
+}

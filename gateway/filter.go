@@ -32,6 +32,9 @@ type filteringWriter struct {
 	hide  func(map[string]any) bool
 	limit int64 // how much of a single resource may be held
 	opts  fhir.FilterOptions
+	// shape, when set, cuts a single resource down after it was judged
+	// whole (the client's _elements or _summary, see shaping.go).
+	shape func(map[string]any) map[string]any
 	// raw lets a judged answer that is not FHIR JSON through: the content
 	// of a Binary (format.go). Otherwise such an answer is refused with a
 	// 502: what the filter cannot read, it cannot check.
@@ -132,7 +135,7 @@ func (f *filteringWriter) Close() error {
 		_ = f.pw.Close()
 		return <-f.done
 	}
-	if f.opts.Quick != nil {
+	if f.opts.Quick != nil && f.shape == nil {
 		// The fast path judges entries: make the resource one.
 		entry := make([]byte, 0, f.held.Len()+len(`{"resource":}`))
 		entry = append(append(append(entry, `{"resource":`...), f.held.Bytes()...), '}')
@@ -162,8 +165,14 @@ func (f *filteringWriter) Close() error {
 		f.w.WriteHeader(f.status)
 		return nil
 	}
+	body := f.held.Bytes()
+	if f.shape != nil {
+		if body, err = fhir.Marshal(f.shape(res)); err != nil {
+			return err
+		}
+	}
 	f.w.WriteHeader(f.status)
-	_, err = f.w.Write(f.held.Bytes())
+	_, err = f.w.Write(body)
 	return err
 }
 

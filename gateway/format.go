@@ -3,7 +3,6 @@ package gateway
 import (
 	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
@@ -100,17 +99,7 @@ func askJSON(out *http.Request, raw bool) {
 		return
 	}
 	out.Header.Set("Accept", "application/fhir+json")
-	if out.URL.RawQuery == "" || !strings.Contains(out.URL.RawQuery, "format") {
-		return
+	if strings.Contains(out.URL.RawQuery, "format") {
+		out.URL.RawQuery = dropParams(out.URL.RawQuery, "_format")
 	}
-	parts := strings.Split(out.URL.RawQuery, "&")
-	kept := parts[:0]
-	for _, p := range parts {
-		key, _, _ := strings.Cut(p, "=")
-		if k, err := url.QueryUnescape(key); err == nil && k == "_format" {
-			continue
-		}
-		kept = append(kept, p)
-	}
-	out.URL.RawQuery = strings.Join(kept, "&")
 }

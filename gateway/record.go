@@ -320,6 +320,16 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	ownership := !g.cfg.TrustUpstreamIsolation || !g.cfg.DisableResponseFilter
 	scopeKeep, scopeFast := scopeKeeper(grants), scopeQuick(grants)
 	if ownership || scopeKeep != nil {
+		shape, err := shaping(in)
+		if err != nil {
+			fhir.WriteError(w, err)
+			return
+		}
+		var link func(string) string
+		if shape != nil {
+			out.URL.RawQuery = dropParams(out.URL.RawQuery, shapingParams...)
+			link = withShaping(in.query)
+		}
 		// The filter judges absolute references against the record's own
 		// base, so it runs after the rewriter.
 		var ownKeep func(map[string]any) bool
@@ -336,7 +346,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 			keep = both(ownKeep, func(map[string]any) bool { return true })
 		}
 		filter = &filteringWriter{
-			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes,
+			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes, shape: shape,
 			keep: keep, write: write, hide: scopeKeep, raw: rawBinary(r, in),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead || write,
 			opts: fhir.FilterOptions{
@@ -349,6 +359,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 				// A batch or transaction answer carries search results as
 				// nested Bundles: their entries are judged one by one too.
 				Nested: true,
+				Shape:  shape,
+				Link:   link,
 			},
 		}
 		sink = filter

@@ -64,23 +64,14 @@ func (q *Query) addResultParam(name, modifier string, hasModifier bool, value st
 	case "_pretty":
 		return nil
 	case "_elements":
-		n := len(q.Elements)
-		for _, e := range strings.Split(value, ",") {
-			e = strings.TrimSpace(e)
-			if q.ResourceType != "" {
-				e = strings.TrimPrefix(e, q.ResourceType+".")
-			}
-			if e == "" {
-				continue
-			}
-			if !isElementName(e) {
-				return invalid(name, value, "element names must be top-level names like code or subject")
-			}
-			q.Elements = append(q.Elements, e)
+		elements, err := parseElements(q.ResourceType, value)
+		if err != nil {
+			return err
 		}
-		if len(q.Elements) == n {
+		if len(elements) == 0 {
 			return nil
 		}
+		q.Elements = append(q.Elements, elements...)
 	case "_sort":
 		return q.addSort(value, strict)
 	case "_include", "_revinclude":
@@ -88,6 +79,26 @@ func (q *Query) addResultParam(name, modifier string, hasModifier bool, value st
 	}
 	q.applied.Add(name, value)
 	return nil
+}
+
+// parseElements reads one _elements value: comma-separated top-level
+// element names, each optionally prefixed with the resource type.
+func parseElements(resourceType, value string) ([]string, error) {
+	var out []string
+	for _, e := range strings.Split(value, ",") {
+		e = strings.TrimSpace(e)
+		if resourceType != "" {
+			e = strings.TrimPrefix(e, resourceType+".")
+		}
+		if e == "" {
+			continue
+		}
+		if !isElementName(e) {
+			return nil, invalid("_elements", value, "element names must be top-level names like code or subject")
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func isElementName(s string) bool {
