@@ -153,6 +153,7 @@ step "the README's benchmark and fuzz commands, briefly (nothing is judged by sp
 quiet go run ./bench/gateway -pfr "$bin/pfr" -n 40 -round 20 -warmup 10
 quiet go run ./bench/dopu -pfr "$bin/pfr" -c 1 -n50k 10 -n2m 3 -warmup 1 -rounds 1
 quiet go test ./bench/store/ -run '^$' -bench . -benchtime 1x
+quiet go run ./bench/store/record -n 2000 -runs 2 -scanruns 1 -writes 3 -bulk 1000
 quiet go test ./bench/authz/ -run '^$' -bench . -benchtime 1x
 quiet go run ./bench/bulk -pfr "$bin/pfr" -n 200 -rounds 1
 quiet go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50

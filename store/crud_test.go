@@ -316,3 +316,28 @@ func TestInternalErrorsAreReportedNotShown(t *testing.T) {
 		t.Fatalf("cause %v leaked or not reported: %s", reported, r.Body)
 	}
 }
+
+// The CapabilityStatement says what searches join: reference parameters
+// are chainable, and a type that references can point at lists _has.
+func TestCapabilityStatementChainsAndHas(t *testing.T) {
+	s := newTestServer(t)
+	cs := s.must(http.StatusOK, "GET", "/fhir/metadata", "", nil).JSON(t)
+	docs := map[string]map[string]string{}
+	for _, r := range cs["rest"].([]any)[0].(map[string]any)["resource"].([]any) {
+		m := r.(map[string]any)
+		docs[str(m, "type")] = map[string]string{}
+		sps, _ := m["searchParam"].([]any)
+		for _, sp := range sps {
+			docs[str(m, "type")][str(sp, "name")] = str(sp, "type") + ": " + str(sp, "documentation")
+		}
+	}
+	if d := docs["Observation"]["subject"]; !strings.Contains(d, "subject:{Type}.{parameter}") {
+		t.Errorf("Observation.subject: %q", d)
+	}
+	if d := docs["Patient"]["_has"]; !strings.HasPrefix(d, "special: Reverse chaining") {
+		t.Errorf("Patient _has: %q", d)
+	}
+	if d := docs["Patient"]["family"]; d != "string: " {
+		t.Errorf("a string parameter is not chainable: %q", d)
+	}
+}

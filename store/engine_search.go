@@ -134,7 +134,15 @@ func (engine) params(resourceType string) []searchParamInfo {
 		if p.Type == searchparam.TypeComposite || p.Type == searchparam.TypeSpecial || p.Expression == "" {
 			continue
 		}
-		out = append(out, searchParamInfo{Name: p.Code, Definition: p.URL, Type: p.Type})
+		info := searchParamInfo{Name: p.Code, Definition: p.URL, Type: p.Type}
+		if p.Type == searchparam.TypeReference {
+			info.Documentation = "Chainable to any depth: " + p.Code + ".{parameter}, " + p.Code + ":{Type}.{parameter} (a typeless chain tries every target type that has the parameter)."
+		}
+		out = append(out, info)
+	}
+	if len(revIncludeTable()[resourceType]) > 0 {
+		out = append(out, searchParamInfo{Name: "_has", Type: searchparam.TypeSpecial,
+			Documentation: "Reverse chaining: _has:{Type}:{reference parameter}:{parameter}={value}, nested and with chains inside; any reference parameter listed in searchRevInclude."})
 	}
 	return out
 }
