@@ -256,30 +256,42 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]strin
 			}
 		}
 	}
+	// The other filters read on while they stay within a few times the
+	// driver's size: those that finish intersect exactly (ranges of dates
+	// and numbers too); the rest are checked by lookup where their values
+	// are exact.
+	budget := intersectFactor*len(scans[driver].ids) + indexScanChunk
+	for i, s := range scans {
+		if i != driver {
+			s.step(budget)
+		}
+	}
 	ids := make([]string, 0, len(scans[driver].ids))
 	for id := range scans[driver].ids {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	bad := unreadableIDs(ib)
-	if len(scans) == 1 {
-		return append(ids, bad...), true, nil
-	}
-	out := ids[:0]
-	for _, id := range ids {
 		keep := true
 		for i, sc := range scans {
-			if i != driver && !mayMatch(ib, sc.tag, search.IndexFilter{Param: sc.param, Ranges: sc.ranges}, id) {
-				keep = false
+			switch {
+			case i == driver:
+			case sc.done:
+				_, keep = sc.ids[id]
+			default:
+				keep = mayMatch(ib, sc.tag, search.IndexFilter{Param: sc.param, Ranges: sc.ranges}, id)
+			}
+			if !keep {
 				break
 			}
 		}
 		if keep {
-			out = append(out, id)
+			ids = append(ids, id)
 		}
 	}
-	return append(out, bad...), true, nil
+	slices.Sort(ids)
+	return append(ids, unreadableIDs(ib)...), true, nil
 }
+
+// intersectFactor bounds how far the other filters read once the driver
+// is known: up to this many times the driver's keys each.
+const intersectFactor = 8
 
 // orderedIDs returns every live id of typ in the order of a single date
 // sort key (see search.Query.OrderParam): by the key's value, ascending
