@@ -8,6 +8,7 @@
 #
 #   bash scripts/twice.sh                  # e2e, crashtest, docs, caddymodule, scripts/it
 #   bash scripts/twice.sh ./e2e ./store    # other packages
+#   bash scripts/twice.sh --full           # the first copy is all of scripts/test.sh
 #
 # It is expensive (two full e2e runs at once): run it on an otherwise idle
 # machine, or expect it to take a while. Logs: .build/twice/.
@@ -15,15 +16,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PATH="$(go env GOPATH)/bin:$PATH:/usr/sbin"
+full=
+if [ "${1:-}" = --full ]; then full=1; shift; fi
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./e2e ./crashtest ./docs ./caddymodule)
 
+# The copies' programs are their own builds (scripts/test.sh rebuilds
+# .build/pfr and .build/holdports while a copy may be running them).
 out="$root/.build/twice"
 rm -rf "$out"
 mkdir -p "$out"
-go build -o "$root/.build/pfr" ./cmd/pfr
-go build -o "$root/.build/testreport" ./internal/testkit/testreport
-go build -o "$root/.build/holdports" ./internal/testkit/holdports
+go build -o "$out/pfr" ./cmd/pfr
+go build -o "$out/testreport" ./internal/testkit/testreport
+go build -o "$out/holdports" ./internal/testkit/holdports
+export PFR_HOLDPORTS="$out/holdports"
 
 # The quickstart, as the README runs it, in a folder of its own.
 qs=$(mktemp -d)
@@ -38,7 +44,7 @@ if curl -s -o /dev/null --max-time 2 http://127.0.0.1:8080/; then
 	exit 1
 fi
 cp Caddyfile.example "$qs/"
-(cd "$qs" && XDG_DATA_HOME="$qs/xdg-data" XDG_CONFIG_HOME="$qs/xdg-config" exec "$root/.build/pfr" run --config Caddyfile.example) >"$out/quickstart.log" 2>&1 &
+(cd "$qs" && XDG_DATA_HOME="$qs/xdg-data" XDG_CONFIG_HOME="$qs/xdg-config" exec "$out/pfr" run --config Caddyfile.example) >"$out/quickstart.log" 2>&1 &
 qpid=$!
 for _ in $(seq 1 150); do
 	curl -s -o /dev/null --max-time 2 http://127.0.0.1:8080/ && break
@@ -50,9 +56,24 @@ echo "quickstart running on 8443/8080 (pid $qpid)"
 copy() { # n
 	local n=$1 dir="$out/$1" rc=0
 	mkdir -p "$dir"
-	go test -json -count=1 -timeout 45m "${pkgs[@]}" 2>&1 | "$root/.build/testreport" -log "$dir/go-test.log" >"$dir/summary.txt" || rc=1
+	if [ "$n" = 1 ] && [ -n "$full" ]; then
+		bash scripts/test.sh >"$dir/test.sh.log" 2>&1 || rc=1
+		tail -n 40 "$dir/test.sh.log" >"$dir/summary.txt"
+		echo "exit $rc" >>"$dir/summary.txt"
+		return $rc
+	fi
+	if [ -n "$full" ]; then
+		# scripts/test.sh first installs into this checkout (npm ci empties
+		# test/*/node_modules, Maven rebuilds the HAPI jar): the second
+		# copy starts when it starts testing.
+		until grep -q '^== go test' "$out/1/test.sh.log" 2>/dev/null; do
+			kill -0 "$p1" 2>/dev/null || { echo "scripts/test.sh ended before its tests" >"$dir/summary.txt"; return 1; }
+			sleep 5
+		done
+	fi
+	go test -json -count=1 -timeout 45m "${pkgs[@]}" 2>&1 | "$out/testreport" -log "$dir/go-test.log" >"$dir/summary.txt" || rc=1
 	for script in scripts/it/*.sh; do
-		PFR_BIN="$root/.build/pfr" bash "$script" >"$dir/$(basename "$script").log" 2>&1 ||
+		PFR_BIN="$out/pfr" bash "$script" >"$dir/$(basename "$script").log" 2>&1 ||
 			{ echo "FAIL  $script (see $dir/$(basename "$script").log)" >>"$dir/summary.txt"; rc=1; }
 	done
 	echo "exit $rc" >>"$dir/summary.txt"

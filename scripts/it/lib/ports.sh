@@ -10,9 +10,10 @@ hold_ports() {
 	if [ -z "${PFR_PORTS:-}" ]; then
 		local root bin
 		root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
-		bin="$root/.build/holdports"
 		# Built once (scripts/test.sh and scripts/twice.sh build it first,
-		# so that copies running at once never write it together).
+		# so that copies running at once never write it together);
+		# PFR_HOLDPORTS names another build of it.
+		bin=${PFR_HOLDPORTS:-"$root/.build/holdports"}
 		if [ ! -x "$bin" ] || [ -n "$(find "$root/internal/testkit" -name '*.go' -newer "$bin")" ]; then
 			mkdir -p "$root/.build"
 			(cd "$root" && go build -o "$bin" ./internal/testkit/holdports)
