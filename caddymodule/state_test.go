@@ -18,13 +18,14 @@ import (
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit/incaddy"
 )
 
 // TestMain keeps everything the in-process Caddy writes (its data and
 // autosaved config) in a temporary folder, and stops the PostgreSQL the
 // tests started.
 func TestMain(m *testing.M) {
-	home, err := testkit.IsolateCaddyHome("pfr-caddymodule-")
+	home, err := incaddy.IsolateHome("pfr-caddymodule-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/golang-jwt/jwt/v5"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -31,6 +30,7 @@ import (
 	_ "github.com/pfrgateway/caddy-pfr"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit/incaddy"
 )
 
 const baseDomain = "pfr.localhost"
@@ -112,7 +112,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	home, err := testkit.IsolateCaddyHome("pfr-e2e-")
+	home, err := incaddy.IsolateHome("pfr-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -134,23 +134,8 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// loadCaddy loads config into the in-process Caddy: a Caddyfile, or JSON
-// when adapter is "json". When it returns nil, Caddy serves the new config.
-func loadCaddy(config, adapter string) error {
-	raw := []byte(config)
-	if adapter != "json" {
-		a := caddyconfig.GetAdapter(adapter)
-		if a == nil {
-			return fmt.Errorf("no config adapter %q", adapter)
-		}
-		out, _, err := a.Adapt(raw, nil)
-		if err != nil {
-			return fmt.Errorf("adapting the %s: %w", adapter, err)
-		}
-		raw = out
-	}
-	return caddy.Load(raw, true)
-}
+// loadCaddy loads config into the in-process Caddy (incaddy.Load).
+func loadCaddy(config, adapter string) error { return incaddy.Load(config, adapter) }
 
 // mustLoadCaddy is loadCaddy, failing t on error.
 func mustLoadCaddy(t *testing.T, config, adapter string) {

@@ -1,9 +1,11 @@
 // Package testkit is the one home of the helpers that tests, crash tests
 // and benchmarks share: loopback ports held for a whole test process (so
 // that several copies of the tests, or a running gateway, never meet on
-// one), a temporary home for everything an in-process Caddy writes, a
-// settable clock, bbolt databases in a test's temporary folder, the test
-// data under ../shared/testdata and JSON helpers.
+// one), Needs and Slow (what -short skips), a settable clock, bbolt files,
+// the test data under testdata/fhir and JSON helpers. Its subpackage
+// incaddy runs Caddy in a test process (a temporary home for everything
+// it writes, loading a config); the commands holdports and testreport
+// serve the scripts.
 //
 // It is for tests and the programs under bench/ only; nothing the gateway
 // runs imports it.

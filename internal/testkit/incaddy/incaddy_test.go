@@ -1,0 +1,60 @@
+package incaddy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // the caddyfile adapter
+	"github.com/caddyserver/certmagic"
+)
+
+// After IsolateHome, everything Caddy would write to the user's home goes
+// to the temporary folder: the data and config directories, the default
+// storage and the autosave path, both computed before the call.
+func TestIsolateHome(t *testing.T) {
+	before := caddy.DefaultStorage.Path
+	dir, err := IsolateHome("pfr-incaddy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for name, path := range map[string]string{
+		"AppDataDir":         caddy.AppDataDir(),
+		"AppConfigDir":       caddy.AppConfigDir(),
+		"DefaultStorage":     caddy.DefaultStorage.Path,
+		"ConfigAutosavePath": caddy.ConfigAutosavePath,
+	} {
+		if !strings.HasPrefix(path, dir+string(filepath.Separator)) {
+			t.Errorf("%s = %s, not inside %s", name, path, dir)
+		}
+	}
+	if before == caddy.DefaultStorage.Path {
+		t.Errorf("DefaultStorage stayed at %s", before)
+	}
+	var _ certmagic.Storage = caddy.DefaultStorage
+	if os.Getenv("GOENV") == "" {
+		t.Error("GOENV not kept")
+	}
+}
+
+// A config that saves itself writes the autosave into the temporary home.
+func TestLoadAutosavesIntoTheTemporaryHome(t *testing.T) {
+	dir, err := IsolateHome("pfr-incaddy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := Load(`{"admin":{"disabled":true}}`, "json"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = caddy.Stop() }()
+	if _, err := os.Stat(filepath.Join(dir, "config", "caddy", "autosave.json")); err != nil {
+		t.Errorf("no autosave in the temporary home: %v", err)
+	}
+	if err := Load("not a caddyfile {", "caddyfile"); err == nil || !strings.Contains(err.Error(), "adapting the caddyfile") {
+		t.Errorf("a broken Caddyfile: %v, want the adapter's error", err)
+	}
+}
