@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // PartitionHeader is the header HAPI reads the partition from in header
@@ -83,9 +85,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testkit.FreePort() // Java binds without SO_REUSEPORT
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hapitest: %w", err)
 	}
 	env := os.Environ()
 	if o.JDBCURL != "" {
@@ -217,17 +219,6 @@ func javaBinary() (string, error) {
 		return "", fmt.Errorf("java (17 or newer) is needed to run the HAPI FHIR test server: %w", err)
 	}
 	return java, nil
-}
-
-// freePort asks the kernel for a free loopback port (Java binds without
-// SO_REUSEPORT, so a port taken meanwhile fails HAPI's start loudly).
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("hapitest: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // moduleRoot is the nearest directory above the working directory that
