@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/api"
 	"github.com/pfrgateway/caddy-pfr/audit"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/authz"
@@ -21,7 +22,6 @@ import (
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -347,7 +347,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if len(g.AllowedTypes) > 0 {
 		ownership.AllowedTypes = map[string]bool{}
 		for _, t := range g.AllowedTypes {
-			if !searchparam.IsResourceType(t) || fhir.InPatientCompartment(t) {
+			if !fhir.IsResourceType(t) || fhir.InPatientCompartment(t) {
 				return fmt.Errorf("pfr: allowed_types: %q is not an R4 resource type outside the Patient compartment", t)
 			}
 			ownership.AllowedTypes[t] = true
@@ -362,7 +362,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.DropOff == nil || !g.DropOff.Disabled {
 		opts := g.DropOff.options(dopu.Options{
 			Logger:  g.logger.Named("dopu"),
-			Webhook: gateway.WebhookFor(tenants),
+			Webhook: api.WebhookFor(tenants),
 			Egress:  webhooks,
 		})
 		if st.bolt != nil {
@@ -423,6 +423,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)
 	}
+	api.New(g.gw) // the management API, on the apex host
 	fhirPath := g.FHIRPath
 	if fhirPath == "" {
 		fhirPath = "/fhir" // gateway.New's default

@@ -99,3 +99,16 @@ func setJSONBody(r *http.Request, v any) error {
 	setBody(r, body)
 	return nil
 }
+
+// WriteJSON writes v as a plain JSON body (application/json: the SMART
+// configuration, the Bulk Data manifest, the management API's bodies).
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		fhir.WriteError(w, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "cannot encode response").WithCause(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

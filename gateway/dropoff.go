@@ -38,7 +38,7 @@ func (g *Gateway) dropOff(w http.ResponseWriter, r *http.Request, rec *tenancy.R
 	g.log.Info("drop-off received", zap.String("record", rec.ID), zap.String("dropoff", receipt.ID),
 		zap.String("ip", sender.IP), zap.Bool("duplicate", receipt.Duplicate))
 	// The receipt's status lives on the apex, beside the management API.
-	statusURL := g.apexOrigin(r) + apiPrefix + "receipts/" + receipt.ID
+	statusURL := g.apexOrigin(r) + APIPrefix + "receipts/" + receipt.ID
 	w.Header().Set(ReceiptHeader, receipt.ID)
 	w.Header().Set("Content-Location", statusURL)
 	fhir.WriteJSON(w, http.StatusAccepted, dopu.ReceiptOutcome(receipt, statusURL))
@@ -58,15 +58,4 @@ func (g *Gateway) clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// serveReceipt answers the sender's status question: pending, picked-up,
-// rejected or expired, nothing else. It needs no token: the receipt id is
-// the secret.
-func (g *Gateway) serveReceipt(w http.ResponseWriter, r *http.Request, receiptID string) {
-	if g.cfg.DOPU == nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "drop-offs are not enabled on this gateway"))
-		return
-	}
-	g.cfg.DOPU.StatusHandler(func(*http.Request) string { return receiptID }).ServeHTTP(w, r)
 }

@@ -300,7 +300,7 @@ func (g *Gateway) exportStatus(w http.ResponseWriter, r *http.Request, rec *tena
 	}
 	w.Header().Set("Expires", job.Expires.UTC().Format(http.TimeFormat))
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, manifest(job))
+	WriteJSON(w, http.StatusOK, manifest(job))
 	return nil
 }
 

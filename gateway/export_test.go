@@ -19,6 +19,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/pfrgateway/caddy-pfr/api"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/gateway"
@@ -111,6 +112,7 @@ func newExportEnv(t testing.TB, trusted bool, bc gateway.BulkConfig) *exportEnv 
 	if err != nil {
 		t.Fatal(err)
 	}
+	api.New(gw)
 	e.cfg, e.gw, e.up, e.store, e.tenants, e.dev, e.done = cfg, gw, up, sh, tenants, dev, make(chan struct{})
 	e.start()
 	t.Cleanup(e.stop)
@@ -151,6 +153,7 @@ func (e *exportEnv) restart(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	api.New(gw)
 	e.gw = gw
 	e.start()
 }
@@ -755,6 +758,7 @@ func TestExportAdvertised(t *testing.T) {
 	if e.gw, err = gateway.New(e.cfg); err != nil {
 		t.Fatal(err)
 	}
+	api.New(e.gw)
 	e.start()
 	res = e.do(t, "", "GET", johnHost, "/.well-known/smart-configuration", nil)
 	if res.Code != http.StatusOK || !strings.Contains(res.Body.String(), `"system/*.rs"`) || !strings.Contains(res.Body.String(), `"patient/*.rs"`) || strings.Count(res.Body.String(), `"patient/*.rs"`) != 1 {

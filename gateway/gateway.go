@@ -1,9 +1,11 @@
 // Package gateway is the request pipeline of caddy-pfr: it maps a request's
 // host to a Personal FHIR Record, authenticates and authorizes the caller,
 // sends the request to the upstream FHIR server in that record's partition and
-// rewrites the response back to the record's address. It also serves the
-// management API on the apex host. It knows nothing of Caddy: the Caddy module
-// hands it the configured upstream handler on every request.
+// rewrites the response back to the record's address. The apex host is
+// served by the management API (package api), mounted with Mount; what that
+// API needs done upstream (provisioning, deletion, pick-up) it asks of the
+// pipeline (service.go, inbox.go). It knows nothing of Caddy: the Caddy
+// module hands it the configured upstream handler on every request.
 package gateway
 
 import (
@@ -122,6 +124,7 @@ type Gateway struct {
 	cfg  Config
 	log  *zap.Logger
 	bulk *bulk.Manager
+	apex Apex // the management API, see Mount
 }
 
 // New checks cfg and returns a Gateway.
@@ -176,8 +179,8 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// ServeHTTP routes r by host: the apex gets the management API, a record's
-// subdomain gets its FHIR API, anything else a 404 OperationOutcome.
+// ServeHTTP routes r by host: the apex gets the mounted management API, a
+// record's subdomain gets its FHIR API, anything else a 404 OperationOutcome.
 // Client-visible errors are written here; the returned error is reserved for
 // failures the caller should log.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream) error {
@@ -186,8 +189,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream)
 	switch {
 	case host == g.cfg.BaseDomain && g.cfg.Authz != nil && authz.IsEndpoint(r.URL.Path):
 		g.serveAuthz(w, r, up)
+	case host == g.cfg.BaseDomain && g.apex != nil:
+		g.apex.ServeApex(w, r, up)
 	case host == g.cfg.BaseDomain:
-		g.serveApex(w, r, up)
+		fhir.WriteError(w, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "no management API is served here"))
 	case strings.HasSuffix(host, "."+g.cfg.BaseDomain):
 		slug := strings.TrimSuffix(host, "."+g.cfg.BaseDomain)
 		if strings.Contains(slug, ".") || tenancy.ValidateSlug(slug) != nil {

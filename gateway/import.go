@@ -56,25 +56,18 @@ type ImportResult struct {
 	Resumed bool `json:"resumed,omitempty"`
 }
 
-// startImport answers POST /pfr/v1/records/{slug}/import: the upload (an
-// NDJSON stream, NDJSON files in a multipart form, a Bundle, or a Bulk
-// Data manifest URL to fetch) is stored with the job before the 202.
-func (g *Gateway) startImport(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
+// StartImport answers POST /pfr/v1/records/{slug}/import by id, for the
+// record that resolve returns (the management API's check that id is one
+// of its owners or managers): the upload (an NDJSON stream, NDJSON files
+// in a multipart form, a Bundle, or a Bulk Data manifest URL to fetch) is
+// stored with the job before the 202.
+func (g *Gateway) StartImport(w http.ResponseWriter, r *http.Request, id *auth.Identity, resolve func() (*tenancy.Record, error)) error {
 	if g.bulk == nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusNotImplemented, fhir.CodeNotSupported, "imports are not enabled on this gateway"))
-		return
+		return fhir.Errorf(http.StatusNotImplemented, fhir.CodeNotSupported, "imports are not enabled on this gateway")
 	}
-	var rec *tenancy.Record
-	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers import into a record")
-		}
-		rec = rr
-		return nil
-	})
+	rec, err := resolve()
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	force := r.URL.Query().Get("force") == "true"
 	limit := g.cfg.Bulk.MaxImportBytes
@@ -94,33 +87,30 @@ func (g *Gateway) startImport(w http.ResponseWriter, r *http.Request, id *auth.I
 		// job, which reads the stored body.
 		format, input = importBundle, r.Body
 	default:
-		fhir.WriteError(w, fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
-			"send application/fhir+ndjson, NDJSON files as multipart/form-data, a Bundle as application/fhir+json, or {\"manifest\": url} as application/json"))
-		return
+		return fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+			"send application/fhir+ndjson, NDJSON files as multipart/form-data, a Bundle as application/fhir+json, or {\"manifest\": url} as application/json")
 	}
-	base := g.recordBase(r, rec.Slug)
+	base := g.RecordBase(r, rec.Slug)
 	job, err := g.bulk.SubmitImport(&bulk.Job{
 		RecordID: rec.ID, Slug: rec.Slug, Base: base, Issuer: id.Issuer, Subject: id.Subject,
 		Request: g.apexOrigin(r) + r.URL.RequestURI(), Format: format, Force: force,
 	}, input, limit)
 	switch {
 	case errors.Is(err, bulk.ErrInputTooLarge):
-		fhir.WriteError(w, fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooLong, "the import is larger than %d bytes", limit))
-		return
+		return fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooLong, "the import is larger than %d bytes", limit)
 	case err != nil:
 		var fe *fhir.Error
 		if errors.As(err, &fe) {
-			fhir.WriteError(w, fe)
-			return
+			return fe
 		}
-		fhir.WriteError(w, fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "the import could not be stored").WithCause(err))
-		return
+		return fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "the import could not be stored").WithCause(err)
 	}
-	g.auditAction(r, rec, id, http.StatusAccepted, "C", "import", "", "import job "+job.ID)
+	g.AuditAction(r, rec, id, http.StatusAccepted, "C", "import", "", "import job "+job.ID)
 	g.log.Info("import started", zap.String("record", rec.ID), zap.String("job", job.ID), zap.String("format", format))
-	w.Header().Set("Content-Location", g.apexOrigin(r)+apiPrefix+"records/"+rec.Slug+"/import/"+job.ID)
+	w.Header().Set("Content-Location", g.apexOrigin(r)+APIPrefix+"records/"+rec.Slug+"/import/"+job.ID)
 	fhir.WriteJSON(w, http.StatusAccepted, fhir.NewOutcome(fhir.SeverityInformation, fhir.CodeInformational,
 		"import started; poll the Content-Location URL for its progress and result"))
+	return nil
 }
 
 // ndjsonParts concatenates the file parts of a multipart form, each ended
@@ -150,32 +140,23 @@ func ndjsonParts(mr *multipart.Reader) io.Reader {
 	return pr
 }
 
-// importStatus answers GET /pfr/v1/records/{slug}/import/{job}: 202 with
-// X-Progress while it runs, 200 with the result, or the failure.
-func (g *Gateway) importStatus(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, jobID string) {
+// ImportStatus answers GET /pfr/v1/records/{slug}/import/{job} by id, for
+// the record that resolve returns: 202 with X-Progress while it runs, 200
+// with the result, or the failure.
+func (g *Gateway) ImportStatus(w http.ResponseWriter, r *http.Request, id *auth.Identity, resolve func() (*tenancy.Record, error), jobID string) error {
 	if g.bulk == nil {
-		fhir.WriteError(w, noSuchExport())
-		return
+		return noSuchExport()
 	}
-	var rec *tenancy.Record
-	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers import into a record")
-		}
-		rec = rr
-		return nil
-	})
+	rec, err := resolve()
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	job, p, err := g.ownJob(rec, id, jobID)
 	if err == nil && job.Kind != bulk.KindImport {
 		err = noSuchExport()
 	}
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	switch job.Status {
 	case bulk.StatusInProgress:
@@ -185,13 +166,14 @@ func (g *Gateway) importStatus(w http.ResponseWriter, r *http.Request, id *auth.
 		}
 		w.Header().Set("X-Progress", progress)
 		w.Header().Set("Retry-After", "2")
-		writeJSON(w, http.StatusAccepted, map[string]any{"job": job.ID, "status": job.Status, "progress": progress})
+		WriteJSON(w, http.StatusAccepted, map[string]any{"job": job.ID, "status": job.Status, "progress": progress})
 	case bulk.StatusFailed:
 		f := job.Failure
-		fhir.WriteError(w, fhir.Errorf(f.Status, f.Code, "the import failed, nothing of it was written: %s", f.Diagnostics))
+		return fhir.Errorf(f.Status, f.Code, "the import failed, nothing of it was written: %s", f.Diagnostics)
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"job": job.ID, "status": job.Status, "result": job.Result})
+		WriteJSON(w, http.StatusOK, map[string]any{"job": job.ID, "status": job.Status, "result": job.Result})
 	}
+	return nil
 }
 
 // importer writes import jobs through the same rules as a pick-up
@@ -228,7 +210,7 @@ func (im importer) Import(ctx context.Context, job *bulk.Job, input string, prog
 		return nil, err
 	}
 	up := guardedUpstream{up: g.cfg.Bulk.Upstream, callTimeout: max(g.cfg.CallTimeout, importCallTimeout)}
-	patient, version, err := g.recordPatient(parent, up, rec)
+	patient, version, err := g.RecordPatient(parent, up, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +265,7 @@ func (im importer) Import(ctx context.Context, job *bulk.Job, input string, prog
 			}
 		}
 	}
-	g.auditAction(parent, rec, id, http.StatusOK, "C", "import", "", fmt.Sprintf("import job %s: %d resources", job.ID, res.Imported))
+	g.AuditAction(parent, rec, id, http.StatusOK, "C", "import", "", fmt.Sprintf("import job %s: %d resources", job.ID, res.Imported))
 	g.log.Info("import done", zap.String("record", rec.ID), zap.String("job", job.ID), zap.Int("imported", res.Imported), zap.Bool("resumed", res.Resumed))
 	return json.Marshal(res)
 }

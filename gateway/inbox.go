@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
@@ -22,136 +19,17 @@ import (
 // as code (set by dopu.Pickup.Prepare).
 const dopuTagSystem = "urn:pfr:dopu"
 
-// InboxItem is a drop-off as the inbox shows it: its summary and how well
-// its patient matches the record's.
-type InboxItem struct {
-	dopu.Summary
-	Match *dopu.Match `json:"match,omitempty"`
-}
-
-// inboxRecord resolves the record of an inbox request; only owners and
-// managers see the inbox.
-func (g *Gateway) inboxRecord(r *http.Request, id *auth.Identity, slug string) (*tenancy.Record, error) {
-	if g.cfg.DOPU == nil {
-		return nil, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "drop-offs are not enabled on this gateway")
-	}
-	var rec *tenancy.Record
-	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers see the drop-off inbox")
-		}
-		rec = rr
-		return nil
-	})
-	return rec, err
-}
-
-// recordPatient reads the record's Patient from the upstream.
-func (g *Gateway) recordPatient(r *http.Request, up Upstream, rec *tenancy.Record) (map[string]any, string, error) {
+// RecordPatient reads the record's Patient from the upstream, with its
+// version id.
+func (g *Gateway) RecordPatient(r *http.Request, up Upstream, rec *tenancy.Record) (map[string]any, string, error) {
 	return g.fetch(r, up, rec, "Patient", rec.PatientID)
 }
 
-func (g *Gateway) listDropOffs(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug string) {
-	rec, err := g.inboxRecord(r, id, slug)
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	list, err := g.cfg.DOPU.List(r.Context(), rec.ID)
-	if err != nil {
-		fhir.WriteError(w, dopu.HTTPError(err))
-		return
-	}
-	patient, perr := g.inboxPatient(r, up, rec)
-	items := make([]InboxItem, 0, len(list))
-	for _, s := range list {
-		item := InboxItem{Summary: s}
-		if s.Status == dopu.StatusPending && perr == nil {
-			m := s.MatchAgainst(dopu.SummarizePatient(patient))
-			item.Match = &m
-		}
-		items = append(items, item)
-	}
-	out := map[string]any{"dropoffs": items}
-	if perr != nil {
-		out["matchUnavailable"] = perr.Error()
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// inboxPatient reads the record's Patient for the inbox's match scores,
-// waiting at most Config.InboxTimeout: the inbox is the gateway's own
-// state and answers, without the scores, while the upstream is down or
-// hung. The error says why the scores are missing.
-func (g *Gateway) inboxPatient(r *http.Request, up Upstream, rec *tenancy.Record) (map[string]any, error) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.InboxTimeout)
-	defer cancel()
-	patient, _, err := g.recordPatient(r.WithContext(ctx), up, rec)
-	if err != nil {
-		g.log.Warn("inbox without match scores", zap.String("record", rec.ID), zap.Error(err))
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("the record's Patient could not be read from the upstream FHIR server within %s; match scores are missing", g.cfg.InboxTimeout)
-		}
-		return nil, fmt.Errorf("the record's Patient could not be read from the upstream FHIR server (%s); match scores are missing", fhir.AsError(err).Issues[0].Diagnostics)
-	}
-	return patient, nil
-}
-
-func (g *Gateway) getDropOff(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
-	rec, err := g.inboxRecord(r, id, slug)
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	sum, bundle, err := g.cfg.DOPU.Get(r.Context(), rec.ID, dropID)
-	if err != nil {
-		fhir.WriteError(w, dopu.HTTPError(err))
-		return
-	}
-	out := map[string]any{"summary": sum}
-	if bundle != nil {
-		out["bundle"] = json.RawMessage(bundle)
-		if patient, err := g.inboxPatient(r, up, rec); err == nil {
-			out["match"] = sum.MatchAgainst(dopu.SummarizePatient(patient))
-		} else {
-			out["matchUnavailable"] = err.Error()
-		}
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (g *Gateway) rejectDropOff(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
-	var body struct {
-		Reason       string `json:"reason"`
-		SenderReason string `json:"senderReason"`
-	}
-	if err := decodeOptionalJSON(w, r, &body); err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	rec, err := g.inboxRecord(r, id, slug)
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	if err := g.undoInterruptedImport(r, up, rec, dropID); err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	if err := g.cfg.DOPU.RejectTelling(r.Context(), rec.ID, dropID, body.Reason, body.SenderReason); err != nil {
-		fhir.WriteError(w, dopu.HTTPError(err))
-		return
-	}
-	g.auditAction(r, rec, id, http.StatusOK, "E", "reject", "", "dropoff "+dropID)
-	g.log.Info("drop-off rejected", zap.String("record", rec.ID), zap.String("dropoff", dropID), zap.String("sub", id.Subject))
-	writeJSON(w, http.StatusOK, map[string]any{"dropoff": dropID, "status": dopu.StatusRejected})
-}
-
-// undoInterruptedImport takes out of the record what a pick-up of dropID
+// UndoInterruptedImport takes out of the record what a pick-up of dropID
 // imported before it died unmarked (found by the drop-off's tag), so that a
 // rejected drop-off leaves nothing behind. It holds the pick-up lease while
 // it works, and removes everything in one transaction.
-func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenancy.Record, dropID string) error {
+func (g *Gateway) UndoInterruptedImport(r *http.Request, up Upstream, rec *tenancy.Record, dropID string) error {
 	p, err := g.cfg.DOPU.BeginPickup(r.Context(), rec.ID, dropID)
 	if err != nil {
 		return dopu.HTTPError(err)
@@ -164,7 +42,7 @@ func (g *Gateway) undoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 			continue
 		}
 		// Only the record's own: never a delete of another record's resource.
-		found, _, err := g.searchRecord(r, up, rec, typ, tag, maxCountPages, g.recordBase(r, rec.Slug))
+		found, _, err := g.searchRecord(r, up, rec, typ, tag, maxCountPages, g.RecordBase(r, rec.Slug))
 		if err != nil {
 			return err
 		}
@@ -216,53 +94,22 @@ type PickupResult struct {
 	Resumed bool `json:"resumed,omitempty"`
 }
 
-// pickUp imports a drop-off into the record: the sender's Patient becomes
+// PickUp imports a drop-off into the record: the sender's Patient becomes
 // the record's, the rest is written as one transaction that passes the
 // ownership check, and only then is the drop-off marked picked up. A
 // failure anywhere leaves the drop-off pending and the record unchanged.
-func (g *Gateway) pickUp(w http.ResponseWriter, r *http.Request, up Upstream, id *auth.Identity, slug, dropID string) {
-	var body struct {
-		Force         bool               `json:"force"`
-		OtherPatients dopu.OtherPatients `json:"otherPatients"`
-	}
-	if err := decodeOptionalJSON(w, r, &body); err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	switch body.OtherPatients {
-	case "", dopu.OtherPatientsSkip, dopu.OtherPatientsRefuse:
-	default:
-		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "otherPatients must be skip or refuse").WithExpression("otherPatients"))
-		return
-	}
-	rec, err := g.inboxRecord(r, id, slug)
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	res, err := g.runPickup(r, up, rec, dropID, dopu.PrepareOptions{Force: body.Force, OtherPatients: body.OtherPatients})
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	g.auditAction(r, rec, id, http.StatusOK, "C", "pickup", "", fmt.Sprintf("dropoff %s: %d resources", dropID, res.Imported))
-	g.log.Info("drop-off picked up", zap.String("record", rec.ID), zap.String("dropoff", dropID),
-		zap.Int("imported", res.Imported), zap.Bool("resumed", res.Resumed), zap.String("sub", id.Subject))
-	writeJSON(w, http.StatusOK, res)
-}
-
-func (g *Gateway) runPickup(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, opts dopu.PrepareOptions) (*PickupResult, error) {
+func (g *Gateway) PickUp(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, opts dopu.PrepareOptions) (*PickupResult, error) {
 	ctx := r.Context()
 	p, err := g.cfg.DOPU.BeginPickup(ctx, rec.ID, dropID)
 	if err != nil {
 		return nil, dopu.HTTPError(err)
 	}
 	defer p.Abort()
-	patient, version, err := g.recordPatient(r, up, rec)
+	patient, version, err := g.RecordPatient(r, up, rec)
 	if err != nil {
 		return nil, err
 	}
-	publicBase := g.recordBase(r, rec.Slug)
+	publicBase := g.RecordBase(r, rec.Slug)
 	opts.Search = g.recordSearch(r, up, rec, publicBase)
 	imp, err := p.Prepare(patient, rec.PatientID, opts)
 	if err != nil {
@@ -447,107 +294,4 @@ func addIdentifiersEntry(tx, patient map[string]any, patientID, version string, 
 	tx["entry"] = append(entries, map[string]any{
 		"fullUrl": "Patient/" + patientID, "resource": updated, "request": request,
 	})
-}
-
-// webhookView is a record's alert webhook as the management API shows it;
-// the secret is write-only.
-type webhookView struct {
-	URL       string `json:"url"`
-	HasSecret bool   `json:"hasSecret"`
-}
-
-func (g *Gateway) getWebhook(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
-	var out webhookView
-	err := g.withMembership(r, id, slug, false, func(_ tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers see the webhook")
-		}
-		out = webhookView{URL: rec.WebhookURL, HasSecret: rec.WebhookSecret != ""}
-		return nil
-	})
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// putWebhook sets where drop-off alerts go and the HMAC secret that signs
-// them (owners and managers).
-func (g *Gateway) putWebhook(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
-	var body struct {
-		URL    string `json:"url"`
-		Secret string `json:"secret"`
-	}
-	if err := decodeSmallJSON(w, r, &body); err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	if body.URL != "" {
-		// The destination policy (egress): refused destinations are a 422
-		// with the reason; delivery checks again on every address dialled.
-		if err := g.cfg.Webhooks.Check(r.Context(), body.URL); err != nil {
-			fhir.WriteError(w, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule,
-				"webhook url refused: %v", err).WithExpression("url"))
-			return
-		}
-		if len(body.Secret) < 16 {
-			fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "secret must have at least 16 characters").WithExpression("secret"))
-			return
-		}
-	}
-	var recID string
-	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers set the webhook")
-		}
-		rec.WebhookURL, rec.WebhookSecret = body.URL, body.Secret
-		recID = rec.ID
-		return tx.PutRecord(rec)
-	})
-	if err != nil {
-		fhir.WriteError(w, err)
-		return
-	}
-	if g.cfg.DOPU != nil && body.URL != "" {
-		// A new destination gives the alerts that died a new chance.
-		if n, err := g.cfg.DOPU.ReviveAlerts(r.Context(), recID); err != nil {
-			g.log.Error("reviving dead drop-off alerts", zap.String("record", recID), zap.Error(err))
-		} else if n > 0 {
-			g.log.Info("dead drop-off alerts revived", zap.String("record", recID), zap.Int("count", n))
-		}
-	}
-	writeJSON(w, http.StatusOK, webhookView{URL: body.URL, HasSecret: body.Secret != ""})
-}
-
-// WebhookFor returns the alert webhook of a record, for dopu.Options.Webhook.
-func WebhookFor(store tenancy.Store) func(ctx context.Context, recordID string) (dopu.WebhookTarget, error) {
-	return func(ctx context.Context, recordID string) (dopu.WebhookTarget, error) {
-		var hook dopu.WebhookTarget
-		err := store.View(ctx, func(tx tenancy.Tx) error {
-			rec, err := tx.Record(recordID)
-			if err != nil {
-				return err
-			}
-			hook = dopu.WebhookTarget{URL: rec.WebhookURL, Secret: rec.WebhookSecret, Slug: rec.Slug}
-			return nil
-		})
-		if errors.Is(err, tenancy.ErrNotFound) {
-			return dopu.WebhookTarget{}, nil
-		}
-		return hook, err
-	}
-}
-
-// decodeOptionalJSON decodes a small body into v; an empty body leaves v as it is.
-func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
-		return nil
-	}
-	err := decodeSmallJSON(w, r, v)
-	var fe *fhir.Error
-	if errors.As(err, &fe) && strings.Contains(fe.Error(), "EOF") {
-		return nil
-	}
-	return err
 }

@@ -20,11 +20,11 @@ import (
 // must not lock a slug forever).
 const staleProvisioning = 10 * time.Minute
 
-// provision creates a record: it reserves the slug and a partition, creates
+// Provision creates a record: it reserves the slug and a partition, creates
 // the partition and the Patient upstream, then activates the record with the
 // caller as owner. Any failure undoes what was done, so no half-made record
 // remains.
-func (g *Gateway) provision(r *http.Request, up Upstream, id *auth.Identity, slug, relationship string, patient map[string]any) (*tenancy.Record, tenancy.Role, error) {
+func (g *Gateway) Provision(r *http.Request, up Upstream, id *auth.Identity, slug, relationship string, patient map[string]any) (*tenancy.Record, tenancy.Role, error) {
 	ctx := r.Context()
 	rec := &tenancy.Record{Slug: slug, Relationship: tenancy.Relationship(relationship), Status: tenancy.StatusProvisioning}
 	err := g.cfg.Tenancy.Update(ctx, func(tx tenancy.Tx) error {

@@ -115,7 +115,8 @@ func (g *Gateway) smartConfiguration(ctx context.Context) (map[string]any, error
 // serveSMARTConfig answers GET /.well-known/smart-configuration, public.
 func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET")
+		fhir.WriteError(w, fhir.Errorf(http.StatusMethodNotAllowed, fhir.CodeNotSupported, "method not allowed; use GET").
+			WithHeader("Allow", "GET"))
 		return
 	}
 	doc, err := g.smartConfiguration(r.Context())
@@ -127,7 +128,7 @@ func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request) {
 		advertiseExportScopes(doc)
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	writeJSON(w, http.StatusOK, doc)
+	WriteJSON(w, http.StatusOK, doc)
 }
 
 // serveMetadata serves the upstream's CapabilityStatement, public, with the

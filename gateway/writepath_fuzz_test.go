@@ -13,10 +13,11 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/pfrgateway/caddy-pfr/api"
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
-	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 	"github.com/pfrgateway/caddy-pfr/store"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
@@ -71,6 +72,7 @@ func newWritePath(t testing.TB) *writePath {
 	if err != nil {
 		t.Fatal(err)
 	}
+	api.New(gw)
 	tok, err := dev.Mint("fuzzer", "openid patient/*.cruds", nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +146,7 @@ func FuzzWritePath(f *testing.F) {
 		}
 		_ = json.Unmarshal(body, &head)
 		typ := head.ResourceType
-		if !searchparam.IsResourceType(typ) {
+		if !fhir.IsResourceType(typ) {
 			typ = "Observation"
 		}
 		check := func(what string, res *httptest.ResponseRecorder) bool {

@@ -1,15 +1,11 @@
-package gateway
+package api
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
-	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -27,14 +23,15 @@ type MemberView struct {
 	Created   time.Time    `json:"created"`
 }
 
-// withMembership runs fn in a transaction with the record at slug and the
+// withMembership runs fn in a transaction with the record at {slug} and the
 // caller's account and membership. Callers that are not members get the
 // same 404 as for a slug that does not exist.
-func (g *Gateway) withMembership(r *http.Request, id *auth.Identity, slug string, write bool,
+func (a *API) withMembership(r *http.Request, c *Call, write bool,
 	fn func(tx tenancy.Tx, rec *tenancy.Record, acct *tenancy.Account, m *tenancy.Membership) error) error {
-	run := g.cfg.Tenancy.View
+	slug, id := r.PathValue("slug"), c.ID
+	run := a.cfg.Tenancy.View
 	if write {
-		run = g.cfg.Tenancy.Update
+		run = a.cfg.Tenancy.Update
 	}
 	err := run(r.Context(), func(tx tenancy.Tx) error {
 		rec, err := tx.RecordBySlug(slug)
@@ -81,11 +78,27 @@ func managementError(err error, slug string) error {
 	return fhir.Errorf(http.StatusServiceUnavailable, fhir.CodeTransient, "the record store failed").WithCause(err)
 }
 
+// managedRecord returns the record at {slug} when the caller is one of its
+// owners or managers; viewers get a 403 saying refused, strangers the 404
+// of withMembership.
+func (a *API) managedRecord(r *http.Request, c *Call, refused string) (*tenancy.Record, error) {
+	var rec *tenancy.Record
+	err := a.withMembership(r, c, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
+		if !m.Role.CanWrite() {
+			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "%s", refused)
+		}
+		rec = rr
+		return nil
+	})
+	return rec, err
+}
+
 var errOwnerOnly = fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only an owner of the record may do this")
 
-func (g *Gateway) listMembers(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
+// listMembers answers GET /pfr/v1/records/{slug}/members (owners and managers).
+func (a *API) listMembers(w http.ResponseWriter, r *http.Request, c *Call) error {
 	var out []MemberView
-	err := g.withMembership(r, id, slug, false, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
+	err := a.withMembership(r, c, false, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanWrite() {
 			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "viewers may not list members")
 		}
@@ -94,39 +107,37 @@ func (g *Gateway) listMembers(w http.ResponseWriter, r *http.Request, id *auth.I
 			return err
 		}
 		for _, mm := range ms {
-			a, err := tx.Account(mm.AccountID)
+			acct, err := tx.Account(mm.AccountID)
 			if err != nil {
 				return err
 			}
-			out = append(out, MemberView{AccountID: a.ID, Issuer: a.Issuer, Subject: a.Subject, Role: mm.Role, Created: mm.Created})
+			out = append(out, MemberView{AccountID: acct.ID, Issuer: acct.Issuer, Subject: acct.Subject, Role: mm.Role, Created: mm.Created})
 		}
 		return nil
 	})
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": out})
+	return writeJSON(w, http.StatusOK, map[string]any{"members": out})
 }
 
 // putMember changes the role of an existing member (owner only). New
 // members join through invitations, which prove the invitee's identity.
-func (g *Gateway) putMember(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, accountID string) {
+func (a *API) putMember(w http.ResponseWriter, r *http.Request, c *Call) error {
+	accountID := r.PathValue("account")
 	var body struct {
 		Role string `json:"role"`
 	}
 	if err := decodeSmallJSON(w, r, &body); err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	role, perr := tenancy.ParseRole(body.Role)
 	if perr != nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "role must be owner, manager or viewer").WithExpression("role"))
-		return
+		return fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "role must be owner, manager or viewer").WithExpression("role")
 	}
 	var out MemberView
 	var changed *tenancy.Record
-	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
+	err := a.withMembership(r, c, true, func(tx tenancy.Tx, rec *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanManage() {
 			return errOwnerOnly
 		}
@@ -139,26 +150,26 @@ func (g *Gateway) putMember(w http.ResponseWriter, r *http.Request, id *auth.Ide
 		if err := tx.SetMembership(*cur); err != nil {
 			return err
 		}
-		a, err := tx.Account(accountID)
+		acct, err := tx.Account(accountID)
 		if err != nil {
 			return err
 		}
-		out = MemberView{AccountID: a.ID, Issuer: a.Issuer, Subject: a.Subject, Role: role, Created: cur.Created}
+		out = MemberView{AccountID: acct.ID, Issuer: acct.Issuer, Subject: acct.Subject, Role: role, Created: cur.Created}
 		return nil
 	})
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
-	g.auditAction(r, changed, id, http.StatusOK, "U", "member-change", "", fmt.Sprintf("account %s is now %s", out.AccountID, out.Role))
-	writeJSON(w, http.StatusOK, out)
+	a.gw.AuditAction(r, changed, c.ID, http.StatusOK, "U", "member-change", "", fmt.Sprintf("account %s is now %s", out.AccountID, out.Role))
+	return writeJSON(w, http.StatusOK, out)
 }
 
 // deleteMember removes a member: owners remove anyone, anyone removes
 // themselves; the last owner stays.
-func (g *Gateway) deleteMember(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug, accountID string) {
+func (a *API) deleteMember(w http.ResponseWriter, r *http.Request, c *Call) error {
+	accountID := r.PathValue("account")
 	var changed *tenancy.Record
-	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, acct *tenancy.Account, m *tenancy.Membership) error {
+	err := a.withMembership(r, c, true, func(tx tenancy.Tx, rec *tenancy.Record, acct *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanManage() && acct.ID != accountID {
 			return errOwnerOnly
 		}
@@ -166,40 +177,37 @@ func (g *Gateway) deleteMember(w http.ResponseWriter, r *http.Request, id *auth.
 		return tx.DeleteMembership(rec.ID, accountID)
 	})
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
-	g.auditAction(r, changed, id, http.StatusNoContent, "D", "member-change", "", "account "+accountID+" removed")
+	a.gw.AuditAction(r, changed, c.ID, http.StatusNoContent, "D", "member-change", "", "account "+accountID+" removed")
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // createInvitation makes a single-use code that gives its acceptor a role
 // in the record; role owner transfers the record (owner only).
-func (g *Gateway) createInvitation(w http.ResponseWriter, r *http.Request, id *auth.Identity, slug string) {
+func (a *API) createInvitation(w http.ResponseWriter, r *http.Request, c *Call) error {
 	var body struct {
 		Role string `json:"role"`
 		TTL  string `json:"ttl"`
 	}
 	if err := decodeSmallJSON(w, r, &body); err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
 	role, perr := tenancy.ParseRole(body.Role)
 	if perr != nil {
-		fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "role must be owner, manager or viewer").WithExpression("role"))
-		return
+		return fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "role must be owner, manager or viewer").WithExpression("role")
 	}
 	ttl := defaultInvitationTTL
 	if body.TTL != "" {
 		d, err := time.ParseDuration(body.TTL)
 		if err != nil || d <= 0 {
-			fhir.WriteError(w, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "ttl must be a positive Go duration such as 72h").WithExpression("ttl"))
-			return
+			return fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "ttl must be a positive Go duration such as 72h").WithExpression("ttl")
 		}
 		ttl = d
 	}
 	var code string
-	err := g.withMembership(r, id, slug, true, func(tx tenancy.Tx, rec *tenancy.Record, acct *tenancy.Account, m *tenancy.Membership) error {
+	err := a.withMembership(r, c, true, func(tx tenancy.Tx, rec *tenancy.Record, acct *tenancy.Account, m *tenancy.Membership) error {
 		if !m.Role.CanManage() {
 			return errOwnerOnly
 		}
@@ -208,19 +216,20 @@ func (g *Gateway) createInvitation(w http.ResponseWriter, r *http.Request, id *a
 		return err
 	})
 	if err != nil {
-		fhir.WriteError(w, err)
-		return
+		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{
+	return writeJSON(w, http.StatusCreated, map[string]any{
 		"code": code, "role": role, "expires": time.Now().Add(ttl).UTC(),
-		"accept": apiPrefix + "invitations/" + code + "/accept",
+		"accept": Prefix + "invitations/" + code + "/accept",
 	})
 }
 
-func (g *Gateway) acceptInvitation(w http.ResponseWriter, r *http.Request, id *auth.Identity, code string) {
+// acceptInvitation answers POST /pfr/v1/invitations/{code}/accept.
+func (a *API) acceptInvitation(w http.ResponseWriter, r *http.Request, c *Call) error {
+	code, id := r.PathValue("code"), c.ID
 	var out RecordView
 	var joined *tenancy.Record
-	err := g.cfg.Tenancy.Update(r.Context(), func(tx tenancy.Tx) error {
+	err := a.cfg.Tenancy.Update(r.Context(), func(tx tenancy.Tx) error {
 		acct, err := tx.EnsureAccount(id.Issuer, id.Subject)
 		if err != nil {
 			return err
@@ -233,34 +242,13 @@ func (g *Gateway) acceptInvitation(w http.ResponseWriter, r *http.Request, id *a
 		if err != nil {
 			return err
 		}
-		out = g.view(r, rec, m.Role)
+		out = a.view(r, rec, m.Role)
 		joined = rec
 		return nil
 	})
 	if err != nil {
-		fhir.WriteError(w, managementError(err, ""))
-		return
+		return managementError(err, "")
 	}
-	g.auditAction(r, joined, id, http.StatusOK, "U", "member-change", "", "joined as "+string(out.Role)+" by invitation")
-	writeJSON(w, http.StatusOK, out)
-}
-
-// decodeSmallJSON decodes a small management request body into v.
-func decodeSmallJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	return decodeJSONBody(w, r, 64<<10, v)
-}
-
-// decodeJSONBody decodes a management request body of at most limit bytes
-// into v, refusing unknown fields.
-func decodeJSONBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		return fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooCostly, "request body too large (max %d bytes)", limit)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "invalid JSON body: %v", err)
-	}
-	return nil
+	a.gw.AuditAction(r, joined, id, http.StatusOK, "U", "member-change", "", "joined as "+string(out.Role)+" by invitation")
+	return writeJSON(w, http.StatusOK, out)
 }

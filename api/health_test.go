@@ -1,4 +1,4 @@
-package gateway
+package api
 
 import (
 	"net/http"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
+	"github.com/pfrgateway/caddy-pfr/gateway"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -31,10 +32,11 @@ func TestHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Config{BaseDomain: "pfr.localhost", Backend: be, Tenancy: store, Verifier: v})
+	g, err := gateway.New(gateway.Config{BaseDomain: "pfr.localhost", Backend: be, Tenancy: store, Verifier: v})
 	if err != nil {
 		t.Fatal(err)
 	}
+	New(g)
 	get := func(method string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(method, "https://pfr.localhost/pfr/v1/health", nil)
