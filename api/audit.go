@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 // serveAudit answers GET /pfr/v1/records/{slug}/audit: the record's access
@@ -16,14 +15,7 @@ func (a *API) serveAudit(w http.ResponseWriter, r *http.Request, c *Call) error 
 	if a.cfg.Audit == nil {
 		return fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "the access log is not enabled on this gateway")
 	}
-	var rec *tenancy.Record
-	err := a.withMembership(r, c, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers read the access log")
-		}
-		rec = rr
-		return nil
-	})
+	rec, err := a.managedRecord(r, c, "only owners and managers read the access log")
 	if err != nil {
 		return err
 	}

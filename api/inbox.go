@@ -27,15 +27,7 @@ func (a *API) inboxRecord(r *http.Request, c *Call) (*tenancy.Record, error) {
 	if a.cfg.DOPU == nil {
 		return nil, fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound, "drop-offs are not enabled on this gateway")
 	}
-	var rec *tenancy.Record
-	err := a.withMembership(r, c, false, func(_ tenancy.Tx, rr *tenancy.Record, _ *tenancy.Account, m *tenancy.Membership) error {
-		if !m.Role.CanWrite() {
-			return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only owners and managers see the drop-off inbox")
-		}
-		rec = rr
-		return nil
-	})
-	return rec, err
+	return a.managedRecord(r, c, "only owners and managers see the drop-off inbox")
 }
 
 // listDropOffs answers GET /pfr/v1/records/{slug}/dropoffs.
