@@ -6,26 +6,6 @@ import (
 	"strings"
 )
 
-// Mode says how a PFR is told apart on the upstream FHIR server.
-type Mode string
-
-// The partition modes.
-const (
-	// ModeHeader sends the PFR's numeric partition id in a request header,
-	// as HAPI FHIR's RequestHeaderPartitionInterceptor reads it. The default.
-	ModeHeader Mode = "header"
-	// ModeURLPrefix puts the PFR's partition name as the first path segment
-	// after the FHIR base, as HAPI FHIR's UrlBaseTenantIdentificationStrategy
-	// reads it: /fhir/Patient/1 becomes /fhir/{partition name}/Patient/1.
-	ModeURLPrefix Mode = "url_prefix"
-	// ModeTenantHeader sends the PFR's partition name as the tenant id header
-	// of the IBM/LinuxForHealth FHIR server (and, optionally, a data store id).
-	ModeTenantHeader Mode = "tenant_header"
-	// ModePerRecordURL sends every PFR to its own FHIR server, whose base URL
-	// comes from a template (one container or cloud store per person).
-	ModePerRecordURL Mode = "per_record_url"
-)
-
 // Defaults applied by New to empty Config fields.
 const (
 	DefaultFHIRPath        = "/fhir"
@@ -69,7 +49,8 @@ type Config struct {
 
 // Backend applies a validated Config. It is safe for concurrent use.
 type Backend struct {
-	cfg Config
+	cfg  Config
+	mode partitioner
 	// strip holds the normalized names (see normalizeHeaderName) of every
 	// header removed from client requests.
 	strip map[string]bool
@@ -80,10 +61,9 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = ModeHeader
 	}
-	switch cfg.Mode {
-	case ModeHeader, ModeURLPrefix, ModeTenantHeader, ModePerRecordURL:
-	default:
-		return nil, fmt.Errorf("backend: unknown partition mode %q (want header, url_prefix, tenant_header or per_record_url)", cfg.Mode)
+	mode, err := lookupMode(cfg.Mode)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.FHIRPath == "" {
 		cfg.FHIRPath = DefaultFHIRPath
@@ -114,16 +94,10 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.DataStoreID != "" && !validName(cfg.DataStoreID) {
 		return nil, fmt.Errorf("backend: data store id %q must be letters, digits, '_' or '-'", cfg.DataStoreID)
 	}
-	if cfg.Mode == ModePerRecordURL && cfg.URLTemplate == "" {
-		return nil, fmt.Errorf("backend: per_record_url mode needs a URL template")
-	}
-	if cfg.Mode != ModePerRecordURL && cfg.URLTemplate != "" {
-		return nil, fmt.Errorf("backend: a URL template is only used in per_record_url mode, not %s", cfg.Mode)
+	if err := mode.validate(&cfg); err != nil {
+		return nil, err
 	}
 	if cfg.URLTemplate != "" {
-		if !strings.Contains(cfg.URLTemplate, "{") {
-			return nil, fmt.Errorf("backend: URL template %q has no placeholder: every PFR would share one upstream", cfg.URLTemplate)
-		}
 		if _, err := parseBaseTemplate(cfg.URLTemplate, sampleTarget); err != nil {
 			return nil, fmt.Errorf("backend: URL template: %w", err)
 		}
@@ -144,7 +118,7 @@ func New(cfg Config) (*Backend, error) {
 	}, cfg.StripHeaders...) {
 		strip[normalizeHeaderName(name)] = true
 	}
-	return &Backend{cfg: cfg, strip: strip}, nil
+	return &Backend{cfg: cfg, mode: mode, strip: strip}, nil
 }
 
 // Config returns the configuration in effect, defaults filled in.

@@ -2,10 +2,8 @@ package backend
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -64,7 +62,9 @@ func (rt *Route) DialAddress() string {
 //   - tenant_header: sets TenantHeader to t.PartitionName, and
 //     DataStoreHeader to DataStoreID when configured;
 //   - per_record_url: points r.URL (scheme, host, path) and r.Host at the
-//     PFR's expanded URLTemplate.
+//     PFR's expanded URLTemplate
+//
+// (each mode's file, mode_*.go, says it in code).
 //
 // The request path must be FHIRPath or below it, without dot segments,
 // empty segments, encoded slashes or backslashes, or ';' (which some
@@ -80,52 +80,26 @@ func (b *Backend) Outbound(r *http.Request, t Target) (*Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	route := &Route{}
-	if b.cfg.Mode == ModePerRecordURL {
-		up, err := parseBaseTemplate(b.cfg.URLTemplate, t)
-		if err != nil {
-			return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException,
-				"internal server error").WithCause(fmt.Errorf("backend: per-record upstream: %w", err))
-		}
-		route.Upstream = up
+	up, err := b.mode.upstream(&b.cfg, t)
+	if err != nil {
+		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException,
+			"internal server error").WithCause(err)
 	}
+	route := &Route{Upstream: up}
 
 	b.stripClientHeaders(r.Header)
 	// A declared trailer would be copied to the upstream request and
 	// filled after the body: strip it too.
 	b.stripClientHeaders(r.Trailer)
-	switch b.cfg.Mode {
-	case ModeHeader:
-		r.Header.Set(b.cfg.PartitionHeader, strconv.FormatInt(t.PartitionID, 10))
-	case ModeURLPrefix:
-		prefix := b.cfg.FHIRPath + "/" + t.PartitionName
-		setPath(r, prefix, prefix, rest, escRest)
-	case ModeTenantHeader:
-		r.Header.Set(b.cfg.TenantHeader, t.PartitionName)
-		if b.cfg.DataStoreID != "" {
-			r.Header.Set(b.cfg.DataStoreHeader, b.cfg.DataStoreID)
-		}
-	case ModePerRecordURL:
-		up := route.Upstream
-		r.URL.Scheme, r.URL.Host = up.Scheme, up.Host
-		r.Host = up.Host
-		setPath(r, up.Path, up.EscapedPath(), rest, escRest)
-	}
+	b.mode.apply(&b.cfg, r, t, up, rest, escRest)
 	route.UpstreamBases = b.upstreamBases(r, t, route.Upstream)
 	return route, nil
 }
 
 // checkTarget validates the fields of t that the mode uses.
 func (b *Backend) checkTarget(t Target) error {
-	switch b.cfg.Mode {
-	case ModeHeader:
-		if t.PartitionID < 1 || t.PartitionID > math.MaxInt32 {
-			return fmt.Errorf("backend: partition id %d out of range 1…%d", t.PartitionID, math.MaxInt32)
-		}
-	case ModeURLPrefix, ModeTenantHeader:
-		if err := checkPartitionName(t.PartitionName); err != nil {
-			return err
-		}
+	if err := b.mode.checkTarget(&b.cfg, t); err != nil {
+		return err
 	}
 	// Every value a template uses must be safe in a host and a path.
 	templates := append([]string{b.cfg.URLTemplate}, b.cfg.UpstreamURLs...)
@@ -225,10 +199,7 @@ func normalizeHeaderName(name string) string {
 // UpstreamURLs; in url_prefix mode each with the partition name appended.
 func (b *Backend) upstreamBases(r *http.Request, t Target, perRecord *url.URL) []string {
 	var bases []string
-	suffix := ""
-	if b.cfg.Mode == ModeURLPrefix {
-		suffix = "/" + t.PartitionName
-	}
+	suffix := b.mode.baseSuffix(t)
 	if perRecord != nil {
 		bases = append(bases, perRecord.String())
 	} else if host := r.Host; host != "" && validHost(host) {

@@ -72,7 +72,8 @@ func (b *Backend) DeleteRequests(ctx context.Context, t Target) ([]*http.Request
 }
 
 func (b *Backend) partitionRequests(ctx context.Context, t Target, op string, params []parameter) ([]*http.Request, error) {
-	if b.cfg.Mode != ModeHeader && b.cfg.Mode != ModeURLPrefix {
+	path, header, ok := b.mode.partitionOp(&b.cfg, op)
+	if !ok {
 		return nil, nil
 	}
 	if t.PartitionID < 1 || t.PartitionID > 1<<31-1 {
@@ -85,19 +86,17 @@ func (b *Backend) partitionRequests(ctx context.Context, t Target, op string, pa
 	if err != nil {
 		return nil, fmt.Errorf("backend: encode %s parameters: %w", op, err)
 	}
-	path := b.cfg.FHIRPath + "/" + op
-	if b.cfg.Mode == ModeURLPrefix {
-		path = b.cfg.FHIRPath + "/" + defaultPartition + "/" + op
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("backend: build %s request: %w", op, err)
 	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
 	req.Header.Set("Content-Type", fhir.ContentType)
 	req.Header.Set("Accept", "application/fhir+json")
-	if b.cfg.Mode == ModeHeader {
-		req.Header.Set(b.cfg.PartitionHeader, defaultPartition)
-	}
 	return []*http.Request{req}, nil
 }
 
