@@ -28,11 +28,17 @@ import (
 type writePath struct {
 	gw    *gateway.Gateway
 	up    gateway.UpstreamFunc
+	dev   *auth.DevIssuer
 	token string
 	pid   string
 }
 
-func newWritePath(t testing.TB) *writePath {
+func newWritePath(t testing.TB) *writePath { return newPipeline(t, true) }
+
+// newPipeline is the gateway (trusting the upstream to isolate partitions,
+// or not) and its management API in front of the embedded store, with the
+// record "fuzz" of the account "fuzzer", whose token is wp.token.
+func newPipeline(t testing.TB, trusted bool) *writePath {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := bbolt.Open(filepath.Join(dir, "pfr.db"), 0o600, &bbolt.Options{Timeout: time.Second})
@@ -68,7 +74,7 @@ func newWritePath(t testing.TB) *writePath {
 		t.Fatal(err)
 	}
 	gw, err := gateway.New(gateway.Config{BaseDomain: "pfr.localhost", Backend: be, Tenancy: tenants, Verifier: verifier,
-		TrustUpstreamIsolation: true})
+		TrustUpstreamIsolation: trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +83,7 @@ func newWritePath(t testing.TB) *writePath {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wp := &writePath{gw: gw, token: tok,
+	wp := &writePath{gw: gw, token: tok, dev: dev,
 		up: func(w http.ResponseWriter, r *http.Request) error { sh.ServeHTTP(w, r); return nil }}
 	res := wp.do(t, "POST", "pfr.localhost", "/pfr/v1/records", []byte(
 		`{"slug":"fuzz","patient":{"resourceType":"Patient","name":[{"family":"Fuzz"}],"birthDate":"1970-01-01"}}`))
