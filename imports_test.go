@@ -13,15 +13,18 @@ import (
 // packages' own imports, transitively; tests may import more, e.g. the
 // pipeline's tests run it in front of the embedded store):
 //   - Caddy is known only to the glue: no package but the root (which
-//     registers the modules), caddymodule and cmd/pfr depends on caddymodule
-//     or on Caddy itself (github.com/caddyserver/caddy/v2/...);
+//     registers the modules), caddymodule, cmd/pfr and the test helper
+//     internal/testkit/incaddy depends on caddymodule or on Caddy itself
+//     (github.com/caddyserver/caddy/v2/...);
 //   - the pipeline and the management API do not depend on the embedded
 //     store: it is one upstream among others;
 //   - the store depends neither on tenancy nor auth nor the pipeline nor
 //     the management API.
 func TestImportRules(t *testing.T) {
 	const mod = "github.com/pfrgateway/caddy-pfr"
-	glue := map[string]bool{mod: true, mod + "/caddymodule": true, mod + "/cmd/pfr": true}
+	// The glue, and the test helper that runs Caddy inside a test process.
+	glue := map[string]bool{mod: true, mod + "/caddymodule": true, mod + "/cmd/pfr": true,
+		mod + "/internal/testkit/incaddy": true}
 	within := func(p, pkg string) bool { return p == pkg || strings.HasPrefix(p, pkg+"/") }
 	type rule struct {
 		from    func(string) bool
