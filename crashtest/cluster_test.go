@@ -24,6 +24,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/internal/pebble"
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // clusterNode is a gateway node on PostgreSQL state in front of a shared
@@ -160,7 +161,7 @@ func newCluster(t *testing.T) *cluster {
 	// The FHIR data every node shares: HAPI FHIR JPA on its own database in
 	// the same PostgreSQL, partitioned by header.
 	hapiDSN := pgtest.DSN(t)
-	hapi, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: t.TempDir(), JDBCURL: hapiDSN})
+	hapi, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: t.TempDir(), JDBCURL: hapiDSN, Jar: hapitest.JarIn(testkit.Root(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

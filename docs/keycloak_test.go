@@ -42,6 +42,9 @@ func TestKeycloakRecipe(t *testing.T) {
 		}
 		t.Skip("PFR_KEYCLOAK_HOME is not set: no Keycloak to try the recipe on")
 	}
+	if _, err := os.Stat(filepath.Join(kcHome, "bin", "kc.sh")); err != nil {
+		t.Fatalf("no Keycloak at PFR_KEYCLOAK_HOME (scripts/test.sh unpacks it there): %v", err)
+	}
 	raw, err := os.ReadFile(filepath.Join(root, "docs", "smart.md"))
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func startHAPI(t *testing.T, mode string) *hapiServer {
 	t.Helper()
 	testkit.Needs(t, "Java and the HAPI FHIR test server (test/hapi)")
 	started := time.Now()
-	s, err := hapitest.Start(context.Background(), hapitest.Options{Mode: mode, Dir: t.TempDir()})
+	s, err := hapitest.Start(context.Background(), hapitest.Options{Mode: mode, Dir: t.TempDir(), Jar: hapitest.JarIn(testkit.Root(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

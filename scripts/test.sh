@@ -108,7 +108,13 @@ step "Keycloak 26 for the identity-provider recipe (Maven Central)"
 # port with an in-memory database). Keycloak 26 needs Java 21 or newer.
 kc_version=26.0.7
 if [ ! -x ".build/keycloak-$kc_version/bin/kc.sh" ]; then
-	quiet mvn -q -B dependency:unpack -Dartifact="org.keycloak:keycloak-quarkus-dist:$kc_version:zip" -DoutputDirectory=.build
+	# Run inside .build: without a pom, the plugin writes its marker files
+	# under a literal "${project.basedir}" folder of the working directory,
+	# and skips an artifact whose marker it finds (a marker left without the
+	# unpacked folder would leave no Keycloak): remove them first.
+	mkdir -p .build
+	rm -rf '.build/${project.basedir}'
+	(cd .build && quiet mvn -q -B dependency:unpack -Dartifact="org.keycloak:keycloak-quarkus-dist:$kc_version:zip" -DoutputDirectory=.)
 fi
 kc_java=""
 for jdk in /usr/lib/jvm/*; do

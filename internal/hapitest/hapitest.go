@@ -41,8 +41,7 @@ type Options struct {
 	// Mode is "header" (partition named by PartitionHeader) or "url"
 	// (partition as the first path segment).
 	Mode string
-	// Jar is the server jar; default: test/hapi/target/hapi-test-server.jar
-	// in the module that holds the working directory.
+	// Jar is the server jar: JarIn(the repository's root).
 	Jar string
 	// Dir holds the log file.
 	Dir string
@@ -72,11 +71,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	}
 	jar := o.Jar
 	if jar == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			return nil, err
-		}
-		jar = filepath.Join(root, "test", "hapi", "target", "hapi-test-server.jar")
+		return nil, errors.New("hapitest: no jar given (hapitest.JarIn(root))")
 	}
 	if _, err := os.Stat(jar); err != nil {
 		return nil, fmt.Errorf("the HAPI FHIR test server is not built (%w): run `%s` first (scripts/test.sh does)", err, Build)
@@ -221,21 +216,7 @@ func javaBinary() (string, error) {
 	return java, nil
 }
 
-// moduleRoot is the nearest directory above the working directory that
-// holds go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("hapitest: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+// JarIn is the jar that test/hapi builds in the repository at root.
+func JarIn(root string) string {
+	return filepath.Join(root, "test", "hapi", "target", "hapi-test-server.jar")
 }
