@@ -92,8 +92,11 @@ for n in 1 2; do echo "--- copy $n"; cat "$out/$n/summary.txt"; done
 # reached it (each would have given it an on-demand certificate, for the
 # apex or a record), then still serving.
 kill -0 "$qpid" 2>/dev/null || { echo "the quickstart died during the tests"; tail -20 "$out/quickstart.log"; exit 1; }
-if find "$qs" -path '*certificates*' -name '*.crt' | grep .; then
-	echo "the quickstart holds certificates: a test reached it"; rc=1
+# The quickstart obtains the apex's certificate for itself when it starts
+# (its readiness check); any other TLS handshake would be a test's.
+n=$(grep -c '"obtaining new certificate"' "$out/quickstart.log" || true)
+if [ "$n" -gt 1 ] || find "$qs" -path '*certificates*' -name '*.crt' | grep -v '/pfr.localhost/pfr.localhost.crt$' | grep .; then
+	echo "the quickstart was reached by a test ($n on-demand certificates)"; rc=1
 fi
 code=$(curl -sk -o /dev/null -w '%{http_code}' https://pfr.localhost:8443/pfr/v1/records) || true
 [ "$code" = 401 ] || { echo "the quickstart's management API answered $code, want 401 (no token)"; rc=1; }
