@@ -46,11 +46,6 @@ func (k upstreamKind) String() string {
 	return "embedded"
 }
 
-// rawStorePort serves, in the embedded run, the same store file as the
-// gateway's upstream without the gateway in front: the tests read every
-// partition as it really is, unfiltered.
-const rawStorePort = 9081
-
 // sharedPartitionID is the one partition the shared upstream stores everything in.
 const sharedPartitionID = 4242
 

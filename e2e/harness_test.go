@@ -42,6 +42,9 @@ var (
 	httpsPort int
 	httpPort  int
 	adminPort int // Caddy's admin API: a real endpoint the SSRF tests aim at
+	// rawStorePort serves, in the attack suite's embedded run, the same
+	// store file as the gateway's upstream, without the gateway.
+	rawStorePort int
 )
 
 // processOptions are the global options every configuration of the
@@ -118,7 +121,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(home)
-	ports, err := testkit.ReservePorts(3)
+	ports, err := testkit.ReservePorts(4)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -128,14 +131,17 @@ func runMain(m *testing.M) int {
 			_ = p.Release()
 		}
 	}()
-	httpsPort, httpPort, adminPort = ports[0].Number, ports[1].Number, ports[2].Number
+	httpsPort, httpPort, adminPort, rawStorePort = ports[0].Number, ports[1].Number, ports[2].Number, ports[3].Number
 	caddyStorage = filepath.Join(home, "storage")
 	defer func() { _ = caddy.Stop() }()
 	return m.Run()
 }
 
-// loadCaddy loads config into the in-process Caddy (incaddy.Load).
-func loadCaddy(config, adapter string) error { return incaddy.Load(config, adapter) }
+// loadCaddy loads config into the in-process Caddy (incaddy.Load); a
+// config that listens anywhere but on this process's held ports is refused.
+func loadCaddy(config, adapter string) error {
+	return incaddy.Load(config, adapter, httpsPort, httpPort, adminPort, rawStorePort)
+}
 
 // mustLoadCaddy is loadCaddy, failing t on error.
 func mustLoadCaddy(t *testing.T, config, adapter string) {

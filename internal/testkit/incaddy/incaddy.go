@@ -5,9 +5,11 @@
 package incaddy
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -53,7 +55,10 @@ func IsolateHome(prefix string) (string, error) {
 
 // Load loads config into the in-process Caddy: a Caddyfile, or JSON when
 // adapter is "json". When it returns nil, Caddy serves the new config.
-func Load(config, adapter string) error {
+// With ports given, a config that listens (an HTTP server or the admin
+// API) on any other port is refused before it loads: a test server on a
+// fixed port would meet another copy of the tests there.
+func Load(config, adapter string, ports ...int) error {
 	raw := []byte(config)
 	if adapter != "json" {
 		a := caddyconfig.GetAdapter(adapter)
@@ -66,5 +71,53 @@ func Load(config, adapter string) error {
 		}
 		raw = out
 	}
+	if len(ports) > 0 {
+		if err := checkPorts(raw, ports); err != nil {
+			return err
+		}
+	}
 	return caddy.Load(raw, true)
+}
+
+// checkPorts refuses a JSON config that listens on a port not in ports.
+func checkPorts(raw []byte, ports []int) error {
+	var cfg struct {
+		Admin *struct {
+			Listen string `json:"listen"`
+		} `json:"admin"`
+		Apps struct {
+			HTTP *struct {
+				Servers map[string]struct {
+					Listen []string `json:"listen"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return fmt.Errorf("reading the config's listeners: %w", err)
+	}
+	var addrs []string
+	if cfg.Admin != nil && cfg.Admin.Listen != "" {
+		addrs = append(addrs, cfg.Admin.Listen)
+	}
+	if cfg.Apps.HTTP != nil {
+		for _, srv := range cfg.Apps.HTTP.Servers {
+			addrs = append(addrs, srv.Listen...)
+		}
+	}
+	for _, a := range addrs {
+		na, err := caddy.ParseNetworkAddress(a)
+		if err != nil {
+			return fmt.Errorf("listener %q: %w", a, err)
+		}
+		if na.IsUnixNetwork() {
+			continue
+		}
+		for p := na.StartPort; p <= na.EndPort; p++ {
+			if !slices.Contains(ports, int(p)) {
+				return fmt.Errorf("the config listens on %s, not on a port held for this test process %v", a, ports)
+			}
+		}
+	}
+	return nil
 }

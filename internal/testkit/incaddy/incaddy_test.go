@@ -58,3 +58,30 @@ func TestLoadAutosavesIntoTheTemporaryHome(t *testing.T) {
 		t.Errorf("a broken Caddyfile: %v, want the adapter's error", err)
 	}
 }
+
+// With ports given, a config listening anywhere else is refused before it
+// loads (the admin API and every HTTP server are checked).
+func TestLoadRefusesPortsNotHeld(t *testing.T) {
+	dir, err := IsolateHome("pfr-incaddy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for _, c := range []struct{ config, want string }{
+		{`{"admin":{"listen":"127.0.0.1:2999"}}`, "127.0.0.1:2999"},
+		{`{"admin":{"disabled":true},"apps":{"http":{"servers":{"a":{"listen":["127.0.0.1:9081"]}}}}}`, "127.0.0.1:9081"},
+		{"{\n\tadmin off\n}\nhttp://127.0.0.1:9081 {\n\trespond ok\n}", ":9081"},
+	} {
+		adapter := "json"
+		if !strings.HasPrefix(c.config, `{"`) {
+			adapter = "caddyfile"
+		}
+		if err := Load(c.config, adapter, 40001, 40002); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Load(%s): %v, want a refusal naming %s", c.config, err, c.want)
+		}
+	}
+	if err := Load(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"a":{"listen":["127.0.0.1:40001"]}}}}}`, "json", 40001); err != nil {
+		t.Errorf("a config on a given port: %v", err)
+	}
+	_ = caddy.Stop()
+}
