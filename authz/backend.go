@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 // Errors of GrantBackend.
@@ -70,10 +71,13 @@ func systemScopes(requested []string, allowed string) []string {
 }
 
 // clientCredentials is SMART Backend Services: a private_key_jwt client
-// gets a token for one record (named by resource, RFC 8707, or aud) whose
-// owner granted it, with the requested system/ scopes that the grant
-// covers.
-func (s *Server) clientCredentials(ctx context.Context, client *Client, form url.Values) (map[string]any, *oauthErr) {
+// gets a token for one record whose owner granted it, with the requested
+// system/ scopes that the grant covers. The record is the one whose token
+// endpoint was addressed (at, as the record's SMART configuration names
+// it), else the one named by resource (RFC 8707) or aud, else the only
+// record whose owner granted the client; a client granted on several
+// records must say which.
+func (s *Server) clientCredentials(ctx context.Context, client *Client, form url.Values, at *tenancy.Record) (map[string]any, *oauthErr) {
 	if !slices.Contains(client.GrantTypes, "client_credentials") {
 		return nil, badRequest("unauthorized_client", "the client may not use client_credentials")
 	}
@@ -84,33 +88,95 @@ func (s *Server) clientCredentials(ctx context.Context, client *Client, form url
 	if len(requested) == 0 {
 		return nil, badRequest("invalid_scope", "ask for system/ scopes")
 	}
-	target := form.Get("resource")
-	if target == "" {
-		target = form.Get("aud")
-	}
-	if target == "" {
-		return nil, badRequest("invalid_target", "name the record's FHIR base with resource (RFC 8707)")
-	}
-	rec, err := s.recordForAudience(ctx, target)
-	if err != nil {
-		return nil, badRequest("invalid_target", "resource is not the FHIR base of a record served here")
-	}
-	grants, err := s.cfg.Store.Grants(ctx, rec.ID)
-	if err != nil {
-		return nil, &oauthErr{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "try again", cause: err}
-	}
-	var g *Grant
-	for i := range grants {
-		if grants[i].ClientID == client.ID && (g == nil || grants[i].Created.After(g.Created)) {
-			g = &grants[i]
-		}
-	}
-	if g == nil {
-		return nil, &oauthErr{status: http.StatusBadRequest, code: "invalid_grant", desc: "the record's owner has not granted this client", logAsAttack: true}
+	g, oe := s.backendGrant(ctx, client, form, at)
+	if oe != nil {
+		return nil, oe
 	}
 	scope := slices.DeleteFunc(requested, func(sc string) bool { return !slices.Contains(g.Scope, sc) })
 	if len(scope) == 0 {
 		return nil, &oauthErr{status: http.StatusBadRequest, code: "invalid_scope", desc: "none of the requested scopes was granted", logAsAttack: true}
 	}
 	return s.issue(ctx, client, g, scope, "", nil, "")
+}
+
+// backendGrant finds the grant a backend token request uses (see
+// clientCredentials): the newest grant of the client on the record.
+func (s *Server) backendGrant(ctx context.Context, client *Client, form url.Values, at *tenancy.Record) (*Grant, *oauthErr) {
+	unavailable := func(err error) *oauthErr {
+		return &oauthErr{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "try again", cause: err}
+	}
+	notGranted := &oauthErr{status: http.StatusBadRequest, code: "invalid_grant", desc: "the record's owner has not granted this client", logAsAttack: true}
+	target := form.Get("resource")
+	if target == "" {
+		target = form.Get("aud")
+	}
+	rec := at
+	if target != "" {
+		named, err := s.recordForAudience(ctx, target)
+		if errors.Is(err, ErrNotFound) {
+			return nil, badRequest("invalid_target", "resource is not the FHIR base of a record served here")
+		}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if at != nil && named.ID != at.ID {
+			return nil, &oauthErr{status: http.StatusBadRequest, code: "invalid_target",
+				desc: "resource names another record than the one whose token endpoint this is", logAsAttack: true}
+		}
+		rec = named
+	}
+	var grants []Grant
+	var err error
+	if rec != nil {
+		grants, err = s.cfg.Store.Grants(ctx, rec.ID)
+	} else {
+		grants, err = s.cfg.Store.ClientGrants(ctx, client.ID)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var g *Grant
+	records := map[string]bool{}
+	for i := range grants {
+		if grants[i].ClientID != client.ID {
+			continue
+		}
+		if rec == nil {
+			// The record is implied: only an active one counts.
+			active, err := s.recordActive(ctx, grants[i].RecordID)
+			if err != nil {
+				return nil, unavailable(err)
+			}
+			if !active {
+				continue
+			}
+			records[grants[i].RecordID] = true
+		}
+		if g == nil || grants[i].Created.After(g.Created) {
+			g = &grants[i]
+		}
+	}
+	switch {
+	case g == nil && rec == nil:
+		return nil, &oauthErr{status: http.StatusBadRequest, code: "invalid_grant", desc: "no record's owner has granted this client", logAsAttack: true}
+	case g == nil:
+		return nil, notGranted
+	case len(records) > 1:
+		return nil, badRequest("invalid_target", fmt.Sprintf("the client is granted on %d records: use the token endpoint of the record's SMART configuration, or name its FHIR base with resource (RFC 8707)", len(records)))
+	}
+	return g, nil
+}
+
+// recordActive reports whether the record with id exists and is active.
+func (s *Server) recordActive(ctx context.Context, id string) (bool, error) {
+	var rec *tenancy.Record
+	err := s.cfg.Tenancy.View(ctx, func(tx tenancy.Tx) error {
+		var err error
+		rec, err = tx.Record(id)
+		return err
+	})
+	if errors.Is(err, tenancy.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && rec.Status == tenancy.StatusActive, err
 }

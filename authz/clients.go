@@ -27,7 +27,7 @@ const maxAssertionLife = 5 * time.Minute
 // authenticateClient identifies the client of a token, revocation or
 // introspection request: HTTP Basic (client_secret_basic), a signed
 // assertion (private_key_jwt), or a public client's client_id.
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*Client, *oauthErr) {
+func (s *Server) authenticateClient(r *http.Request, form url.Values, audiences []string) (*Client, *oauthErr) {
 	ctx := r.Context()
 	unauthorized := func(desc string, attack bool) *oauthErr {
 		return &oauthErr{status: http.StatusUnauthorized, code: "invalid_client", desc: desc, logAsAttack: attack}
@@ -48,7 +48,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*Client, 
 		if form.Get("client_assertion_type") != assertionType {
 			return nil, unauthorized("client_assertion_type must be "+assertionType, false)
 		}
-		return s.verifyAssertion(ctx, form.Get("client_assertion"), form.Get("client_id"))
+		return s.verifyAssertion(ctx, form.Get("client_assertion"), form.Get("client_id"), audiences)
 	}
 	c, err := s.cfg.Store.Client(ctx, form.Get("client_id"))
 	if err != nil {
@@ -62,8 +62,9 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*Client, 
 
 // verifyAssertion checks a private_key_jwt client assertion (RFC 7523):
 // signed by one of the client's registered keys, iss = sub = the client,
-// aud = the token endpoint, a short exp, and a jti never seen before.
-func (s *Server) verifyAssertion(ctx context.Context, assertion, formClientID string) (*Client, *oauthErr) {
+// aud = the token endpoint addressed (one of audiences), a short exp, and
+// a jti never seen before.
+func (s *Server) verifyAssertion(ctx context.Context, assertion, formClientID string, audiences []string) (*Client, *oauthErr) {
 	fail := func(desc string, cause error) *oauthErr {
 		return &oauthErr{status: http.StatusUnauthorized, code: "invalid_client", desc: desc, cause: cause, logAsAttack: true}
 	}
@@ -88,7 +89,7 @@ func (s *Server) verifyAssertion(ctx context.Context, assertion, formClientID st
 		if err != nil {
 			return nil, err
 		}
-		return v.Verify(ctx, assertion, []string{s.endpoint("token")})
+		return v.Verify(ctx, assertion, audiences)
 	}
 	id, err := verify(false)
 	if errors.Is(err, auth.ErrUnknownKey) && c.JWKSURI != "" {

@@ -237,10 +237,9 @@ func TestBackendServices(t *testing.T) {
 	if err != nil || id.Subject != "alice" || id.ClientID != a.id {
 		t.Fatalf("backend token in the pipeline: %v %+v", err, id)
 	}
-	// Another record, no record, an unknown host.
+	// Another record, an unknown host, a patient scope.
 	for name, form := range map[string]url.Values{
 		"bob":     {"scope": {"system/Observation.rs"}, "resource": {e.base("bob")}},
-		"none":    {"scope": {"system/Observation.rs"}},
 		"foreign": {"scope": {"system/Observation.rs"}, "resource": {"https://evil.example/fhir"}},
 		"patient": {"scope": {"patient/Observation.rs"}, "resource": {e.base("john")}},
 	} {

@@ -92,7 +92,10 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 
 func TestDiscovery(t *testing.T) {
 	e := newEnv(t, nil)
-	doc := e.srv.SMARTConfiguration()
+	doc := e.srv.SMARTConfiguration("john")
+	if doc["token_endpoint"] != e.srv.recordOrigin("john")+"/oauth/token" {
+		t.Errorf("token_endpoint %v is not the record's own", doc["token_endpoint"])
+	}
 	for _, k := range []string{"issuer", "jwks_uri", "authorization_endpoint", "token_endpoint", "grant_types_supported",
 		"code_challenge_methods_supported", "scopes_supported", "response_types_supported", "capabilities",
 		"revocation_endpoint", "introspection_endpoint", "registration_endpoint", "token_endpoint_auth_methods_supported"} {
@@ -122,7 +125,7 @@ func TestDiscovery(t *testing.T) {
 		}
 	}
 	e2 := newEnv(t, func(c *Config) { c.DisableRegistration = true })
-	if e2.srv.SMARTConfiguration()["registration_endpoint"] != nil {
+	if e2.srv.SMARTConfiguration("john")["registration_endpoint"] != nil {
 		t.Error("registration_endpoint advertised although registration is off")
 	}
 }

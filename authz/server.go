@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -194,8 +195,17 @@ func (s *Server) checkToken(ctx context.Context, id *auth.Identity) (*auth.Ident
 }
 
 // ServeHTTP serves the endpoints under /oauth/ and the issuer's OpenID
-// discovery document on the apex host.
+// discovery document on the apex host, and each record's own token
+// endpoint on the record's host (see IsRecordEndpoint).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if slug, ok := s.recordSlug(r.Host); ok {
+		if !IsRecordEndpoint(r.URL.Path) {
+			http.NotFound(w, r)
+			return
+		}
+		s.cors(w, r, func() { s.serveRecordToken(w, r, slug) })
+		return
+	}
 	if r.URL.Path == "/.well-known/openid-configuration" || r.URL.Path == "/.well-known/oauth-authorization-server" {
 		s.cors(w, r, func() { s.serveJSON(w, http.StatusOK, s.openIDConfiguration(), true) })
 		return
@@ -215,7 +225,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "consent":
 		s.serveConsent(w, r)
 	case "token":
-		s.cors(w, r, func() { s.serveToken(w, r) })
+		s.cors(w, r, func() { s.serveToken(w, r, nil) })
 	case "revoke":
 		s.cors(w, r, func() { s.serveRevoke(w, r) })
 	case "introspect":
@@ -235,6 +245,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// IsRecordEndpoint reports whether the path on a record's host belongs to
+// the server: the record's token endpoint, which its SMART configuration
+// names, so that a client (a SMART Backend Service above all) that
+// discovered it gets tokens for that record without naming it.
+func IsRecordEndpoint(path string) bool { return path == PathPrefix+"token" }
+
+// recordSlug returns the slug of a record's host ({slug}.{BaseDomain}).
+func (s *Server) recordSlug(hostport string) (string, bool) {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == strings.ToLower(s.issuer.Hostname()) {
+		return "", false // the issuer may live under the base domain too
+	}
+	slug, ok := strings.CutSuffix(host, "."+s.cfg.BaseDomain)
+	if !ok || tenancy.ValidateSlug(slug) != nil {
+		return "", false
+	}
+	return slug, true
 }
 
 // IsEndpoint reports whether the apex path belongs to the server.
@@ -302,14 +335,20 @@ var capabilities = []string{
 	"permission-v1", "permission-v2", "permission-offline", "permission-online", "authorize-post",
 }
 
-// SMARTConfiguration returns a record's /.well-known/smart-configuration:
-// every member true to what the server does.
-func (s *Server) SMARTConfiguration() map[string]any {
+// SMARTConfiguration returns the /.well-known/smart-configuration of the
+// record at slug: every member true to what the server does. Its
+// token_endpoint is the record's own (on the record's host), which issues
+// tokens for that record only; with slug "" it is the issuer's.
+func (s *Server) SMARTConfiguration(slug string) map[string]any {
+	token := s.endpoint("token")
+	if slug != "" {
+		token = s.recordTokenEndpoint(slug)
+	}
 	return map[string]any{
 		"issuer":                                           s.cfg.Issuer,
 		"jwks_uri":                                         s.endpoint("jwks"),
 		"authorization_endpoint":                           s.endpoint("authorize"),
-		"token_endpoint":                                   s.endpoint("token"),
+		"token_endpoint":                                   token,
 		"revocation_endpoint":                              s.endpoint("revoke"),
 		"introspection_endpoint":                           s.endpoint("introspect"),
 		"registration_endpoint":                            s.registrationEndpoint(),
@@ -332,7 +371,7 @@ func (s *Server) registrationEndpoint() any {
 
 // openIDConfiguration is the issuer's OpenID Connect discovery document.
 func (s *Server) openIDConfiguration() map[string]any {
-	doc := s.SMARTConfiguration()
+	doc := s.SMARTConfiguration("")
 	if s.cfg.DisableRegistration {
 		delete(doc, "registration_endpoint")
 	}
@@ -342,13 +381,35 @@ func (s *Server) openIDConfiguration() map[string]any {
 	return doc
 }
 
-// recordBase is the FHIR base of the record at slug.
-func (s *Server) recordBase(slug string) string {
+// recordOrigin is the origin of the record at slug.
+func (s *Server) recordOrigin(slug string) string {
 	host := slug + "." + s.cfg.BaseDomain
 	if p := s.issuer.Port(); p != "" {
 		host += ":" + p
 	}
-	return s.issuer.Scheme + "://" + host + s.cfg.FHIRPath
+	return s.issuer.Scheme + "://" + host
+}
+
+// recordBase is the FHIR base of the record at slug.
+func (s *Server) recordBase(slug string) string { return s.recordOrigin(slug) + s.cfg.FHIRPath }
+
+// recordTokenEndpoint is the token endpoint of the record at slug.
+func (s *Server) recordTokenEndpoint(slug string) string {
+	return s.recordOrigin(slug) + PathPrefix + "token"
+}
+
+// activeRecord returns the active record at slug, or ErrNotFound.
+func (s *Server) activeRecord(ctx context.Context, slug string) (*tenancy.Record, error) {
+	var rec *tenancy.Record
+	err := s.cfg.Tenancy.View(ctx, func(tx tenancy.Tx) error {
+		var err error
+		rec, err = tx.RecordBySlug(slug)
+		return err
+	})
+	if errors.Is(err, tenancy.ErrNotFound) || (err == nil && rec.Status != tenancy.StatusActive) {
+		return nil, ErrNotFound
+	}
+	return rec, err
 }
 
 // recordForAudience returns the active record whose FHIR base is aud.
@@ -365,16 +426,7 @@ func (s *Server) recordForAudience(ctx context.Context, aud string) (*tenancy.Re
 	if strings.TrimSuffix(aud, "/") != s.recordBase(slug) {
 		return nil, ErrNotFound
 	}
-	var rec *tenancy.Record
-	err = s.cfg.Tenancy.View(ctx, func(tx tenancy.Tx) error {
-		var err error
-		rec, err = tx.RecordBySlug(slug)
-		return err
-	})
-	if errors.Is(err, tenancy.ErrNotFound) || (err == nil && rec.Status != tenancy.StatusActive) {
-		return nil, ErrNotFound
-	}
-	return rec, err
+	return s.activeRecord(ctx, slug)
 }
 
 // randomToken returns n random bytes, base64url.

@@ -72,6 +72,9 @@ type Store interface {
 	Grant(ctx context.Context, id string) (*Grant, error)
 	// Grants returns a record's grants, ordered by client and account.
 	Grants(ctx context.Context, recordID string) ([]Grant, error)
+	// ClientGrants returns a client's grants on every record, ordered by
+	// record and account.
+	ClientGrants(ctx context.Context, clientID string) ([]Grant, error)
 	// RevokeGrants deletes the record's grants to client and returns how
 	// many there were.
 	RevokeGrants(ctx context.Context, recordID, clientID string) (int, error)
@@ -116,21 +119,22 @@ type Store interface {
 // Buckets, all prefixed "authz/" since the bbolt file is shared with the
 // other packages.
 var (
-	bucketClients  = []byte("authz/clients")  // client id → Client
-	bucketPending  = []byte("authz/pending")  // request id → Pending
-	bucketSessions = []byte("authz/sessions") // cookie hash → Session
-	bucketCodes    = []byte("authz/codes")    // code hash → Code
-	bucketGrants   = []byte("authz/grants")   // grant id → Grant
-	bucketGrantIdx = []byte("authz/grant-by") // record 0 client 0 account → grant id
-	bucketRefresh  = []byte("authz/refresh")  // token hash → Refresh
-	bucketFamilies = []byte("authz/families") // family → family
-	bucketJTI      = []byte("authz/revoked")  // jti → expiry (RFC 3339)
-	bucketKeys     = []byte("authz/keys")     // kid → StoredKey
+	bucketClients  = []byte("authz/clients")         // client id → Client
+	bucketPending  = []byte("authz/pending")         // request id → Pending
+	bucketSessions = []byte("authz/sessions")        // cookie hash → Session
+	bucketCodes    = []byte("authz/codes")           // code hash → Code
+	bucketGrants   = []byte("authz/grants")          // grant id → Grant
+	bucketGrantIdx = []byte("authz/grant-by")        // record 0 client 0 account → grant id
+	bucketClientIx = []byte("authz/grant-by-client") // client 0 record 0 account → grant id
+	bucketRefresh  = []byte("authz/refresh")         // token hash → Refresh
+	bucketFamilies = []byte("authz/families")        // family → family
+	bucketJTI      = []byte("authz/revoked")         // jti → expiry (RFC 3339)
+	bucketKeys     = []byte("authz/keys")            // kid → StoredKey
 )
 
 // Buckets lists every bucket the store uses.
 var Buckets = [][]byte{bucketClients, bucketPending, bucketSessions, bucketCodes, bucketGrants,
-	bucketGrantIdx, bucketRefresh, bucketFamilies, bucketJTI, bucketKeys}
+	bucketGrantIdx, bucketClientIx, bucketRefresh, bucketFamilies, bucketJTI, bucketKeys}
 
 // family is a chain of rotated refresh tokens.
 type family struct {
@@ -153,7 +157,49 @@ func NewStore(db kv.DB) (*KVStore, error) {
 	if err := db.CreateBuckets(Buckets); err != nil {
 		return nil, fmt.Errorf("authz: opening state: %w", err)
 	}
-	return &KVStore{db: db}, nil
+	s := &KVStore{db: db}
+	if err := s.indexClients(); err != nil {
+		return nil, fmt.Errorf("authz: indexing grants by client: %w", err)
+	}
+	return s, nil
+}
+
+// indexClients builds the grants-by-client index of a state written
+// before it existed (grants but no index entries); afterwards every grant
+// change keeps both indexes, so an empty client index means no grants.
+func (s *KVStore) indexClients() error {
+	return s.db.Update(context.Background(), owner, func(tx kv.Tx) error {
+		byClient := tx.Bucket(bucketClientIx)
+		if k, _ := byClient.Cursor().First(); k != nil {
+			return nil
+		}
+		type entry struct{ key, id []byte }
+		var add []entry
+		if err := tx.Bucket(bucketGrantIdx).ForEach(func(k, v []byte) error {
+			if ck, ok := clientKey(k); ok {
+				add = append(add, entry{ck, bytes.Clone(v)})
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, e := range add {
+			if err := byClient.Put(e.key, e.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// clientKey turns a grant index key (record 0 client 0 account) into the
+// client index's (client 0 record 0 account).
+func clientKey(recordKey []byte) ([]byte, bool) {
+	parts := bytes.Split(recordKey, []byte{0})
+	if len(parts) != 3 {
+		return nil, false
+	}
+	return bytes.Join([][]byte{parts[1], parts[0], parts[2]}, []byte{0}), true
 }
 
 const owner = "authz"
@@ -294,6 +340,9 @@ func putGrant(tx kv.Tx, g *Grant) error {
 	if err := idx.Put(key, []byte(g.ID)); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bucketClientIx).Put([]byte(grantKey(g.ClientID, g.RecordID, g.AccountID)), []byte(g.ID)); err != nil {
+		return err
+	}
 	return putJSON(grants, g.ID, g)
 }
 
@@ -384,17 +433,23 @@ func (s *KVStore) Grant(ctx context.Context, id string) (*Grant, error) {
 	return &g, nil
 }
 
-// recordGrants calls fn for every grant index entry of recordID (and of
-// clientID when not empty).
-func recordGrants(tx kv.Tx, recordID, clientID string, fn func(key, grantID []byte) error) error {
-	prefix := []byte(recordID + "\x00")
-	if clientID != "" {
-		prefix = append(prefix, clientID+"\x00"...)
-	}
-	c := tx.Bucket(bucketGrantIdx).Cursor()
+// grantEntries calls fn for every entry whose key starts with prefix in
+// index: the record index (bucketGrantIdx: record 0 client 0 account) or
+// the client index (bucketClientIx: client 0 record 0 account). fn gets
+// the record index's key either way.
+func grantEntries(tx kv.Tx, index []byte, prefix string, fn func(recordKey, grantID []byte) error) error {
+	p := []byte(prefix)
+	c := tx.Bucket(index).Cursor()
 	var keys, ids [][]byte
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		keys, ids = append(keys, bytes.Clone(k)), append(ids, bytes.Clone(v))
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		key := bytes.Clone(k)
+		if bytes.Equal(index, bucketClientIx) {
+			var ok bool
+			if key, ok = clientKey(k); !ok { // the swap is its own inverse
+				continue
+			}
+		}
+		keys, ids = append(keys, key), append(ids, bytes.Clone(v))
 	}
 	for i := range keys {
 		if err := fn(keys[i], ids[i]); err != nil {
@@ -404,12 +459,22 @@ func recordGrants(tx kv.Tx, recordID, clientID string, fn func(key, grantID []by
 	return nil
 }
 
-// Grants implements Store.
-func (s *KVStore) Grants(ctx context.Context, recordID string) ([]Grant, error) {
+// recordGrants calls fn for every grant index entry of recordID (and of
+// clientID when not empty).
+func recordGrants(tx kv.Tx, recordID, clientID string, fn func(key, grantID []byte) error) error {
+	prefix := recordID + "\x00"
+	if clientID != "" {
+		prefix += clientID + "\x00"
+	}
+	return grantEntries(tx, bucketGrantIdx, prefix, fn)
+}
+
+// grants returns the grants of the index entries under prefix.
+func (s *KVStore) grants(ctx context.Context, index []byte, prefix string) ([]Grant, error) {
 	var out []Grant
 	err := s.db.View(ctx, owner, func(tx kv.Tx) error {
 		grants := tx.Bucket(bucketGrants)
-		return recordGrants(tx, recordID, "", func(_, id []byte) error {
+		return grantEntries(tx, index, prefix, func(_, id []byte) error {
 			var g Grant
 			if err := getJSON(grants, string(id), &g); err != nil {
 				return err
@@ -421,21 +486,41 @@ func (s *KVStore) Grants(ctx context.Context, recordID string) ([]Grant, error) 
 	return out, err
 }
 
+// Grants implements Store.
+func (s *KVStore) Grants(ctx context.Context, recordID string) ([]Grant, error) {
+	return s.grants(ctx, bucketGrantIdx, recordID+"\x00")
+}
+
+// ClientGrants implements Store.
+func (s *KVStore) ClientGrants(ctx context.Context, clientID string) ([]Grant, error) {
+	return s.grants(ctx, bucketClientIx, clientID+"\x00")
+}
+
 // RevokeGrants implements Store.
 func (s *KVStore) RevokeGrants(ctx context.Context, recordID, clientID string) (int, error) {
 	n := 0
 	err := s.db.Update(ctx, owner, func(tx kv.Tx) error {
 		n = 0
-		grants, idx := tx.Bucket(bucketGrants), tx.Bucket(bucketGrantIdx)
 		return recordGrants(tx, recordID, clientID, func(key, id []byte) error {
 			n++
-			if err := grants.Delete(id); err != nil {
-				return err
-			}
-			return idx.Delete(key)
+			return deleteGrant(tx, key, id)
 		})
 	})
 	return n, err
+}
+
+// deleteGrant deletes the grant id and its entries in both indexes (key is
+// the record index's).
+func deleteGrant(tx kv.Tx, key, id []byte) error {
+	if err := tx.Bucket(bucketGrants).Delete(id); err != nil {
+		return err
+	}
+	if ck, ok := clientKey(key); ok {
+		if err := tx.Bucket(bucketClientIx).Delete(ck); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketGrantIdx).Delete(key)
 }
 
 // DeleteRecordGrants implements Store.

@@ -43,7 +43,7 @@ func (s *Server) writeOAuthErr(w http.ResponseWriter, e *oauthErr) {
 // clientRequest reads a POSTed form and authenticates its client, for the
 // token, revocation and introspection endpoints. ok is false when the
 // error answer was written.
-func (s *Server) clientRequest(w http.ResponseWriter, r *http.Request) (url.Values, *Client, bool) {
+func (s *Server) clientRequest(w http.ResponseWriter, r *http.Request, rec *tenancy.Record) (url.Values, *Client, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		s.oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST", nil)
@@ -54,7 +54,7 @@ func (s *Server) clientRequest(w http.ResponseWriter, r *http.Request) (url.Valu
 		s.oauthError(w, http.StatusBadRequest, "invalid_request", "the form is malformed or repeats a parameter", nil)
 		return nil, nil, false
 	}
-	client, oe := s.authenticateClient(r, form)
+	client, oe := s.authenticateClient(r, form, s.assertionAudiences(rec))
 	if oe != nil {
 		s.writeOAuthErr(w, oe)
 		return nil, nil, false
@@ -62,9 +62,34 @@ func (s *Server) clientRequest(w http.ResponseWriter, r *http.Request) (url.Valu
 	return form, client, true
 }
 
-// serveToken is the token endpoint.
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	form, client, ok := s.clientRequest(w, r)
+// assertionAudiences are the audiences a client assertion may name: the
+// issuer's token endpoint and, at a record's token endpoint, that one.
+func (s *Server) assertionAudiences(rec *tenancy.Record) []string {
+	if rec == nil {
+		return []string{s.endpoint("token")}
+	}
+	return []string{s.endpoint("token"), s.recordTokenEndpoint(rec.Slug)}
+}
+
+// serveRecordToken is a record's token endpoint: the issuer's, with the
+// record given by the host the client addressed.
+func (s *Server) serveRecordToken(w http.ResponseWriter, r *http.Request, slug string) {
+	rec, err := s.activeRecord(r.Context(), slug)
+	if errors.Is(err, ErrNotFound) {
+		s.oauthError(w, http.StatusNotFound, "invalid_request", "no record is served at this address", nil)
+		return
+	}
+	if err != nil {
+		s.oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again", err)
+		return
+	}
+	s.serveToken(w, r, rec)
+}
+
+// serveToken is the token endpoint; rec is the record whose token
+// endpoint was addressed (nil: the issuer's).
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, rec *tenancy.Record) {
+	form, client, ok := s.clientRequest(w, r, rec)
 	if !ok {
 		return
 	}
@@ -76,7 +101,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	case "refresh_token":
 		res, oe = s.refresh(r.Context(), client, form)
 	case "client_credentials":
-		res, oe = s.clientCredentials(r.Context(), client, form)
+		res, oe = s.clientCredentials(r.Context(), client, form, rec)
 	default:
 		oe = badRequest("unsupported_grant_type", "grant_type must be authorization_code, refresh_token or client_credentials")
 	}
@@ -285,7 +310,7 @@ func (s *Server) parseOwn(ctx context.Context, token string) (jwt.MapClaims, err
 // serveRevoke is the revocation endpoint (RFC 7009): a refresh token
 // revokes its family, an access token is put on the revocation list.
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	form, client, ok := s.clientRequest(w, r)
+	form, client, ok := s.clientRequest(w, r, nil)
 	if !ok {
 		return
 	}
@@ -318,7 +343,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 // serveIntrospect is the introspection endpoint (RFC 7662), for
 // authenticated clients.
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
-	form, _, ok := s.clientRequest(w, r)
+	form, _, ok := s.clientRequest(w, r, nil)
 	if !ok {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +15,10 @@ import (
 )
 
 // TestBuiltinAuthzBackendService: SMART Backend Services through real
-// Caddy. A lab system registers with its public key; it gets no token for
-// a record until the record's owner grants it system/ scopes; then it reads
+// Caddy, the client shaped like the stock ones: it finds the token
+// endpoint in the record's SMART configuration and sends no resource or
+// aud. A lab system registers with its public key; it gets no token for a
+// record until the record's owner grants it system/ scopes; then it reads
 // what was granted and nothing else, on that record only; the owner
 // disconnects it and its token stops.
 func TestBuiltinAuthzBackendService(t *testing.T) {
@@ -39,20 +42,27 @@ func TestBuiltinAuthzBackendService(t *testing.T) {
 	}, "Content-Type", "application/json").expect(t, http.StatusCreated, "register")
 	clientID := reg.body["client_id"].(string)
 
-	token := func(resource, scope string) response {
+	// token asks the token endpoint of slug's SMART configuration, as a
+	// stock client does.
+	token := func(slug, scope string) response {
+		conf := e.do("GET", recordURL(slug, "/.well-known/smart-configuration"), "", nil).expect(t, http.StatusOK, "smart-configuration")
+		endpoint, _ := conf.body["token_endpoint"].(string)
+		if u, err := url.Parse(endpoint); err != nil || !strings.HasPrefix(u.Host, slug+".") {
+			t.Fatalf("%s's token_endpoint %q is not on its host", slug, endpoint)
+		}
 		now := time.Now()
 		as := jwt.NewWithClaims(jwt.SigningMethodRS384, jwt.MapClaims{"iss": clientID, "sub": clientID,
-			"aud": apex("/oauth/token"), "jti": randomString(t), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+			"aud": endpoint, "jti": randomString(t), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
 		as.Header["kid"] = "lab-1"
 		signed, err := as.SignedString(key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		form := url.Values{"grant_type": {"client_credentials"}, "scope": {scope}, "resource": {resource},
+		form := url.Values{"grant_type": {"client_credentials"}, "scope": {scope},
 			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {signed}}
-		return e.do("POST", apex("/oauth/token"), "", form.Encode(), "Content-Type", "application/x-www-form-urlencoded")
+		return e.do("POST", endpoint, "", form.Encode(), "Content-Type", "application/x-www-form-urlencoded")
 	}
-	john := recordURL("john-lab", "")
+	john := "john-lab"
 	token(john, "system/Observation.rs").expect(t, http.StatusBadRequest, "token before the owner granted it")
 
 	grant := apex("/pfr/v1/records/john-lab/apps/" + clientID)
@@ -71,7 +81,7 @@ func TestBuiltinAuthzBackendService(t *testing.T) {
 	// aud of another record: the token is no good there, and no token is
 	// issued for it.
 	e.do("GET", recordURL("bob-lab", "/Observation"), access, nil).expectOutcome(t, http.StatusUnauthorized, "another record")
-	token(recordURL("bob-lab", ""), "system/Observation.rs").expect(t, http.StatusBadRequest, "token for another record")
+	token("bob-lab", "system/Observation.rs").expect(t, http.StatusBadRequest, "token for another record")
 
 	apps := e.do("GET", apex("/pfr/v1/records/john-lab/apps"), owner, nil).expect(t, http.StatusOK, "apps")
 	if list, _ := apps.body["apps"].([]any); len(list) != 1 || list[0].(map[string]any)["clientName"] != "Lab system" {
@@ -79,4 +89,5 @@ func TestBuiltinAuthzBackendService(t *testing.T) {
 	}
 	e.do("DELETE", grant, owner, nil).expect(t, http.StatusNoContent, "disconnect")
 	e.do("GET", recordURL("john-lab", "/Observation"), access, nil).expectOutcome(t, http.StatusUnauthorized, "after disconnect")
+	token(john, "system/Observation.rs").expect(t, http.StatusBadRequest, "token after disconnect")
 }

@@ -187,7 +187,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream)
 	up = g.guard(up)
 	host := normalizeHost(hostOnly(r.Host))
 	switch {
-	case host == g.cfg.BaseDomain && g.cfg.Authz != nil && authz.IsEndpoint(r.URL.Path):
+	case host == g.cfg.BaseDomain && g.cfg.Authz != nil && authz.IsEndpoint(r.URL.Path),
+		strings.HasSuffix(host, "."+g.cfg.BaseDomain) && g.cfg.Authz != nil && authz.IsRecordEndpoint(r.URL.Path):
 		g.serveAuthz(w, r, up)
 	case host == g.cfg.BaseDomain && g.apex != nil:
 		g.apex.ServeApex(w, r, up)

@@ -25,7 +25,7 @@ func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstrea
 			fhir.WriteError(w, err)
 			return
 		}
-		g.serveSMARTConfig(w, r)
+		g.serveSMARTConfig(w, r, slug)
 		return
 	}
 	sw := &statusRecorder{ResponseWriter: w}

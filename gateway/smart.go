@@ -47,12 +47,12 @@ var defaultCapabilities = []string{
 // copied into the configuration.
 var usableGrants = []string{"authorization_code", "refresh_token", "client_credentials"}
 
-// smartConfiguration builds the SMART configuration document from the
-// authorization server's discovery document.
-func (g *Gateway) smartConfiguration(ctx context.Context) (map[string]any, error) {
+// smartConfiguration builds the SMART configuration document of the
+// record at slug from the authorization server's discovery document.
+func (g *Gateway) smartConfiguration(ctx context.Context, slug string) (map[string]any, error) {
 	if g.cfg.Authz != nil && g.cfg.SMART.Issuer == "" {
 		// The built-in server: every member true to what it does.
-		out := g.cfg.Authz.SMARTConfiguration()
+		out := g.cfg.Authz.SMARTConfiguration(slug)
 		for k, v := range g.cfg.SMART.Overrides {
 			out[k] = v
 		}
@@ -113,13 +113,13 @@ func (g *Gateway) smartConfiguration(ctx context.Context) (map[string]any, error
 }
 
 // serveSMARTConfig answers GET /.well-known/smart-configuration, public.
-func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request, slug string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		fhir.WriteError(w, fhir.Errorf(http.StatusMethodNotAllowed, fhir.CodeNotSupported, "method not allowed; use GET").
 			WithHeader("Allow", "GET"))
 		return
 	}
-	doc, err := g.smartConfiguration(r.Context())
+	doc, err := g.smartConfiguration(r.Context(), slug)
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
@@ -156,7 +156,7 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 	}
 	body := res.body.Bytes()
 	if res.status == http.StatusOK {
-		smart, _ := g.smartConfiguration(r.Context()) // nil: no authorization server to announce
+		smart, _ := g.smartConfiguration(r.Context(), rec.Slug) // nil: no authorization server to announce
 		body = adaptCapabilities(body, smart, publicBase)
 		if g.bulk != nil {
 			body = advertiseExport(body)

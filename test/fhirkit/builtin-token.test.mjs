@@ -44,7 +44,9 @@ async function status(promise) {
 test('SMART discovery names the built-in server', async () => {
   const meta = await client.smartAuthMetadata();
   assert.equal(meta.authorizeUrl.href, `${issuer}/oauth/authorize`);
-  assert.equal(meta.tokenUrl.href, `${issuer}/oauth/token`);
+  // The record's own token endpoint, on its host (it issues tokens for
+  // this record only).
+  assert.equal(meta.tokenUrl.href, `${new URL(baseUrl).origin}/oauth/token`);
   assert.equal(meta.registerUrl.href, `${issuer}/oauth/register`);
 });
 
