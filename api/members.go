@@ -38,11 +38,7 @@ func (a *API) withMembership(r *http.Request, c *Call, write bool,
 		if err != nil {
 			return err
 		}
-		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
-		if err != nil {
-			return err
-		}
-		m, err := tx.Membership(rec.ID, acct.ID)
+		acct, m, err := tenancy.Member(tx, rec.ID, id.Issuer, id.Subject)
 		if err != nil {
 			return err
 		}

@@ -131,11 +131,7 @@ func (a *API) deleteRecord(w http.ResponseWriter, r *http.Request, c *Call) erro
 		if err != nil {
 			return err
 		}
-		acct, err := tx.AccountByIdentity(c.ID.Issuer, c.ID.Subject)
-		if err != nil {
-			return err
-		}
-		m, err := tx.Membership(cur.ID, acct.ID)
+		_, m, err := tenancy.Member(tx, cur.ID, c.ID.Issuer, c.ID.Subject)
 		if err != nil {
 			return err
 		}

@@ -277,15 +277,10 @@ func (s *Server) membership(r *http.Request, se *Session, recordID string) (*ten
 		if rec, err = tx.Record(recordID); err != nil {
 			return err
 		}
-		acct, err := tx.AccountByIdentity(se.Issuer, se.Subject)
-		if errors.Is(err, tenancy.ErrNotFound) {
-			return nil
+		acct, m, err := tenancy.Member(tx, recordID, se.Issuer, se.Subject)
+		if acct != nil {
+			accountID = acct.ID
 		}
-		if err != nil {
-			return err
-		}
-		accountID = acct.ID
-		m, err := tx.Membership(recordID, acct.ID)
 		if errors.Is(err, tenancy.ErrNotFound) {
 			return nil
 		}

@@ -43,32 +43,33 @@ func (g *Gateway) grantsFor(id *auth.Identity) auth.Grants {
 	return grants
 }
 
-// authorize decides whether role and grants allow in on rec. A read of one
+// authorize decides whether the caller's role and grants allow in (the
+// request's interaction, or a Bundle entry's) on the record. A read of one
 // resource under a query-restricted scope may be allowed only once the
 // resource is seen: then it returns needsMatch.
-func (g *Gateway) authorize(rec *tenancy.Record, role tenancy.Role, grants auth.Grants, in interaction, realm string) (needsMatch bool, err error) {
-	if in.isWrite() && !role.CanWrite() {
+func (g *Gateway) authorize(rq *request, in interaction) (needsMatch bool, err error) {
+	if in.isWrite() && !rq.role.CanWrite() {
 		return false, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden,
-			"role %q may read this record but not write to it", role)
+			"role %q may read this record but not write to it", rq.role)
 	}
 	if in.bundle {
 		return false, nil // its entries are authorized one by one (checkBundleEntries)
 	}
 	if in.kind == auth.InteractionOperation {
-		if err := checkOperation(rec, in); err != nil {
+		if err := checkOperation(rq.rec, in); err != nil {
 			return false, err
 		}
 	}
 	for _, req := range in.scopeRequests() {
-		ok, missing := grants.Allows(req)
+		ok, missing := rq.grants.Allows(req)
 		if ok {
 			continue
 		}
-		if (req.Interaction == auth.InteractionRead || req.Interaction == auth.InteractionVRead) && restrictedOnly(grants, req) {
+		if (req.Interaction == auth.InteractionRead || req.Interaction == auth.InteractionVRead) && restrictedOnly(rq.grants, req) {
 			needsMatch = true
 			continue
 		}
-		return false, insufficientScope(realm, missing)
+		return false, insufficientScope(rq.base, missing)
 	}
 	return needsMatch, nil
 }
@@ -110,14 +111,14 @@ func insufficientScope(realm, missing string) *fhir.Error {
 
 // checkBundleEntries authorizes every entry of a batch or transaction
 // Bundle, so a Bundle cannot do what its entries could not do alone.
-func (g *Gateway) checkBundleEntries(rec *tenancy.Record, role tenancy.Role, grants auth.Grants, bundle map[string]any, realm string) error {
+func (g *Gateway) checkBundleEntries(rq *request, bundle map[string]any) error {
 	return forEachEntry(bundle, func(i int, in interaction) error {
-		needsMatch, err := g.authorize(rec, role, grants, in, realm)
+		needsMatch, err := g.authorize(rq, in)
 		if err != nil {
 			return err
 		}
 		if needsMatch {
-			return insufficientScope(realm, fmt.Sprintf("an unrestricted read scope for %s (Bundle.entry[%d])", in.typ, i))
+			return insufficientScope(rq.base, fmt.Sprintf("an unrestricted read scope for %s (Bundle.entry[%d])", in.typ, i))
 		}
 		return nil
 	})

@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 // resolveConditionalReferences resolves, before the ownership check, every
@@ -15,8 +14,8 @@ import (
 // "Type/id"; none becomes a logical reference (Reference.identifier from
 // identifier=system|value, display kept); several refuse the Bundle with
 // 412, as FHIR asks. Each distinct reference is searched once.
-func (g *Gateway) resolveConditionalReferences(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {
-	search := g.recordSearch(r, up, rec, publicBase)
+func (g *Gateway) resolveConditionalReferences(rq *request, bundle map[string]any) error {
+	search := g.recordSearch(rq)
 	found := map[string][]string{}
 	entries, _ := bundle["entry"].([]any)
 	var failed error

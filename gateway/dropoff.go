@@ -6,10 +6,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 // ReceiptHeader carries a drop-off's receipt id on the 202 answer.
@@ -25,7 +23,8 @@ func isDropOffTarget(r *http.Request, rest string) bool {
 // dropOff parks a Bundle posted by someone who may not write to the
 // record (DESIGN.md step 4) and answers 202 with a receipt. The Bundle is
 // stored durably before the answer.
-func (g *Gateway) dropOff(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, id *auth.Identity, ae *auditEntry) error {
+func (g *Gateway) dropOff(w http.ResponseWriter, rq *request, ae *auditEntry) error {
+	r, rec, id := rq.r, rq.rec, rq.id
 	sender := dopu.Sender{IP: g.clientIP(r), UserAgent: r.UserAgent()}
 	if id != nil {
 		sender.Issuer, sender.Subject, sender.ClientID = id.Issuer, id.Subject, id.ClientID

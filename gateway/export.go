@@ -84,13 +84,13 @@ func (g *Gateway) RunBulk(ctx context.Context) error {
 // serveBulk serves the Bulk Data paths of a record: the kick-off
 // ($export, Patient/$export), the status URL and the files. handled is
 // false for any other path.
-func (g *Gateway) serveBulk(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, role tenancy.Role, id *auth.Identity,
-	rest, publicBase string, query url.Values, ae *auditEntry) (handled bool, err error) {
+func (g *Gateway) serveBulk(w http.ResponseWriter, rq *request, query url.Values, ae *auditEntry) (handled bool, err error) {
+	r, rest := rq.r, rq.rest
 	bulkPath := rest == "/$export" || rest == "/Patient/$export" || strings.HasPrefix(rest, exportStatusPath) || strings.HasPrefix(rest, exportFilePath)
 	if !bulkPath {
 		return false, nil
 	}
-	if !role.CanWrite() {
+	if !rq.role.CanWrite() {
 		ae.action, ae.interaction, ae.detail = "E", "operation", "$export"
 		return true, fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "only the record's owners and managers may export it")
 	}
@@ -110,19 +110,19 @@ func (g *Gateway) serveBulk(w http.ResponseWriter, r *http.Request, rec *tenancy
 		if rest == "/Patient/$export" {
 			level = bulk.LevelPatient
 		}
-		return true, g.kickOffExport(w, r, rec, role, id, level, publicBase, query)
+		return true, g.kickOffExport(w, rq, level, query)
 	case strings.HasPrefix(rest, exportStatusPath):
 		ae.action, ae.interaction, ae.detail = "R", "operation", "$export-status"
 		if g.bulk == nil {
 			return true, noSuchExport()
 		}
-		return true, g.exportStatus(w, r, rec, id, strings.TrimPrefix(rest, exportStatusPath))
+		return true, g.exportStatus(w, rq, strings.TrimPrefix(rest, exportStatusPath))
 	case strings.HasPrefix(rest, exportFilePath):
 		ae.action, ae.interaction, ae.detail = "R", "operation", "$export-file"
 		if g.bulk == nil {
 			return true, noSuchExport()
 		}
-		return true, g.exportFile(w, r, rec, id, strings.TrimPrefix(rest, exportFilePath))
+		return true, g.exportFile(w, rq, strings.TrimPrefix(rest, exportFilePath))
 	}
 	return false, nil
 }
@@ -150,8 +150,8 @@ func exportableTypes(level bulk.Level) []string {
 
 // kickOffExport checks and stores an export request: 202 with the status
 // URL in Content-Location.
-func (g *Gateway) kickOffExport(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, role tenancy.Role, id *auth.Identity,
-	level bulk.Level, publicBase string, query url.Values) error {
+func (g *Gateway) kickOffExport(w http.ResponseWriter, rq *request, level bulk.Level, query url.Values) error {
+	r, rec, id, publicBase := rq.r, rq.rec, rq.id, rq.base
 	if !preferAsync(r.Header) {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "$export runs asynchronously: send Prefer: respond-async")
 	}
@@ -188,10 +188,9 @@ func (g *Gateway) kickOffExport(w http.ResponseWriter, r *http.Request, rec *ten
 			}
 		}
 	}
-	grants := g.grantsFor(id)
 	for _, t := range types {
 		for _, in := range []auth.Interaction{auth.InteractionSearch, auth.InteractionRead} {
-			if ok, missing := grants.Allows(auth.Request{Interaction: in, ResourceType: t}); !ok {
+			if ok, missing := rq.grants.Allows(auth.Request{Interaction: in, ResourceType: t}); !ok {
 				return insufficientScope(publicBase, missing)
 			}
 		}
@@ -259,8 +258,9 @@ func (g *Gateway) ownJob(rec *tenancy.Record, id *auth.Identity, jobID string) (
 // exportStatus answers the status URL: 202 with X-Progress while the job
 // runs, the manifest when it is complete, the failure's OperationOutcome;
 // DELETE cancels the job and removes its files.
-func (g *Gateway) exportStatus(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, id *auth.Identity, jobID string) error {
-	job, p, err := g.ownJob(rec, id, jobID)
+func (g *Gateway) exportStatus(w http.ResponseWriter, rq *request, jobID string) error {
+	r, rec := rq.r, rq.rec
+	job, p, err := g.ownJob(rec, rq.id, jobID)
 	if err != nil {
 		return err
 	}
@@ -330,7 +330,8 @@ func manifest(job *bulk.Job) map[string]any {
 }
 
 // exportFile streams one file of a complete export (Range requests work).
-func (g *Gateway) exportFile(w http.ResponseWriter, r *http.Request, rec *tenancy.Record, id *auth.Identity, rest string) error {
+func (g *Gateway) exportFile(w http.ResponseWriter, rq *request, rest string) error {
+	r := rq.r
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return fhir.Errorf(http.StatusMethodNotAllowed, fhir.CodeNotSupported, "use GET").WithHeader("Allow", "GET")
 	}
@@ -338,7 +339,7 @@ func (g *Gateway) exportFile(w http.ResponseWriter, r *http.Request, rec *tenanc
 	if !ok || strings.Contains(name, "/") {
 		return noSuchExport()
 	}
-	job, _, err := g.ownJob(rec, id, jobID)
+	job, _, err := g.ownJob(rq.rec, rq.id, jobID)
 	if err != nil {
 		return err
 	}
@@ -404,8 +405,9 @@ func (s exportSource) Get(ctx context.Context, job *bulk.Job, pathQuery string) 
 	// The deletions in a history are kept: the export needs them to know
 	// what existed at its transaction time, and they never reach a client.
 	in.keepDeletions = true
-	grants := g.grantsFor(id)
-	if _, err := g.authorize(rec, role, grants, in, job.Base); err != nil {
+	rq := &request{r: req, up: g.guard(g.cfg.Bulk.Upstream), rec: rec, base: job.Base, rest: rest,
+		id: id, role: role, grants: g.grantsFor(id), in: in}
+	if _, err := g.authorize(rq, in); err != nil {
 		return nil, err
 	}
 	res := &captured{header: http.Header{}, limit: g.answerLimit()}
@@ -417,7 +419,7 @@ func (s exportSource) Get(ctx context.Context, job *bulk.Job, pathQuery string) 
 			body, err = nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "the upstream's answer to %s was cut short", rest)
 		}
 	}()
-	g.proxy(res, req, g.guard(g.cfg.Bulk.Upstream), rec, rest, job.Base, in, grants)
+	g.proxy(res, rq)
 	if res.over {
 		return nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeTooCostly, "%s", answerTooLarge{res.limit}.Error())
 	}

@@ -71,8 +71,8 @@ type Config struct {
 	// be written. Default: fhir.DefaultOwnershipPolicy().
 	Ownership fhir.OwnershipPolicy
 	// TrustUpstreamIsolation says the upstream keeps partitions apart,
-	// which turns off the defenses against one that does not (see
-	// isolation.go). Default false.
+	// which turns off the defenses against one that does not (the
+	// isolation policy chosen in New, see isolation.go). Default false.
 	TrustUpstreamIsolation bool
 	// DisableResponseFilter turns off removing resources that do not belong
 	// to the record from responses (defense in depth, on by default). It is
@@ -123,6 +123,7 @@ const (
 type Gateway struct {
 	cfg  Config
 	log  *zap.Logger
+	iso  isolation // what the upstream's trust decides, see isolation.go
 	bulk *bulk.Manager
 	apex Apex // the management API, see Mount
 }
@@ -170,6 +171,7 @@ func New(cfg Config) (*Gateway, error) {
 		log = zap.NewNop()
 	}
 	g := &Gateway{cfg: cfg, log: log}
+	g.iso = newIsolation(g, cfg)
 	if err := g.newBulk(); err != nil {
 		return nil, err
 	}

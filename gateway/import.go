@@ -209,15 +209,15 @@ func (im importer) Import(ctx context.Context, job *bulk.Job, input string, prog
 	if err != nil {
 		return nil, err
 	}
-	up := guardedUpstream{up: g.cfg.Bulk.Upstream, callTimeout: max(g.cfg.CallTimeout, importCallTimeout)}
-	patient, version, err := g.RecordPatient(parent, up, rec)
+	rq := own(parent, guardedUpstream{up: g.cfg.Bulk.Upstream, callTimeout: max(g.cfg.CallTimeout, importCallTimeout)}, rec, job.Base)
+	patient, version, err := g.recordPatient(rq)
 	if err != nil {
 		return nil, err
 	}
 	tag := importTag(job.ID)
 	// A run interrupted after its transaction committed: the job's tag on
 	// any of the input's types proves all of it is there.
-	done, err := g.alreadyImported(parent, up, rec, tag, bundleTypes(body), job.Base)
+	done, err := g.alreadyImported(rq, tag, bundleTypes(body))
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func (im importer) Import(ctx context.Context, job *bulk.Job, input string, prog
 	} else {
 		progress(bulk.Progress{Phase: "matching the Patient and looking for what the record already holds"})
 		imp, status, reason, err := dopu.PrepareBundle(body, tag, patient, rec.PatientID,
-			dopu.PrepareOptions{Force: job.Force, Search: g.recordSearch(parent, up, rec, job.Base)})
+			dopu.PrepareOptions{Force: job.Force, Search: g.recordSearch(rq)})
 		body = nil
 		if err != nil {
 			var fe *fhir.Error
@@ -248,14 +248,12 @@ func (im importer) Import(ctx context.Context, job *bulk.Job, input string, prog
 		// the upstream is not trusted.
 		forEachBundleResource(tx, func(res map[string]any) { unstamp(res) })
 		addIdentifiersEntry(tx, patient, rec.PatientID, version, imp.SenderIdentifiers)
-		if !g.cfg.TrustUpstreamIsolation {
-			stampBundle(tx, rec.ID)
-		}
-		if err := fhir.OwnershipError(owner(rec, job.Base).CheckBundle(tx, g.cfg.Ownership)); err != nil {
+		stampBundle(g.iso, tx, rec.ID)
+		if err := fhir.OwnershipError(rq.owner().CheckBundle(tx, g.cfg.Ownership)); err != nil {
 			return nil, err
 		}
 		progress(bulk.Progress{Phase: fmt.Sprintf("writing %d resources in one transaction", imp.Entries)})
-		locations, err := g.runImport(parent, up, rec, tx)
+		locations, err := g.runImport(rq, tx)
 		if err != nil {
 			return nil, err
 		}

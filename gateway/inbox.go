@@ -22,7 +22,12 @@ const dopuTagSystem = "urn:pfr:dopu"
 // RecordPatient reads the record's Patient from the upstream, with its
 // version id.
 func (g *Gateway) RecordPatient(r *http.Request, up Upstream, rec *tenancy.Record) (map[string]any, string, error) {
-	return g.fetch(r, up, rec, "Patient", rec.PatientID)
+	return g.recordPatient(own(r, up, rec, g.RecordBase(r, rec.Slug)))
+}
+
+// recordPatient reads the record's Patient, with its version id.
+func (g *Gateway) recordPatient(rq *request) (map[string]any, string, error) {
+	return g.fetch(rq, "Patient", rq.rec.PatientID)
 }
 
 // UndoInterruptedImport takes out of the record what a pick-up of dropID
@@ -35,6 +40,7 @@ func (g *Gateway) UndoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 		return dopu.HTTPError(err)
 	}
 	defer p.Abort()
+	rq := own(r, up, rec, g.RecordBase(r, rec.Slug))
 	tag := url.Values{"_tag": {dopuTagSystem + "|" + dropID}}
 	var entries []any
 	for typ := range p.Summary().ResourceCounts {
@@ -42,7 +48,7 @@ func (g *Gateway) UndoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 			continue
 		}
 		// Only the record's own: never a delete of another record's resource.
-		found, _, err := g.searchRecord(r, up, rec, typ, tag, maxCountPages, g.RecordBase(r, rec.Slug))
+		found, _, err := g.searchRecord(rq, typ, tag, maxCountPages)
 		if err != nil {
 			return err
 		}
@@ -59,11 +65,11 @@ func (g *Gateway) UndoInterruptedImport(r *http.Request, up Upstream, rec *tenan
 	if err != nil {
 		return fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the removal").WithCause(err)
 	}
-	req, _, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
+	req, _, err := g.upstreamRequest(rq, http.MethodPost, "", body)
 	if err != nil {
 		return err
 	}
-	out, err := call(up, req)
+	out, err := call(rq.up, req)
 	if err != nil {
 		return upstreamError(err)
 	}
@@ -105,12 +111,12 @@ func (g *Gateway) PickUp(r *http.Request, up Upstream, rec *tenancy.Record, drop
 		return nil, dopu.HTTPError(err)
 	}
 	defer p.Abort()
-	patient, version, err := g.RecordPatient(r, up, rec)
+	rq := own(r, up, rec, g.RecordBase(r, rec.Slug))
+	patient, version, err := g.recordPatient(rq)
 	if err != nil {
 		return nil, err
 	}
-	publicBase := g.RecordBase(r, rec.Slug)
-	opts.Search = g.recordSearch(r, up, rec, publicBase)
+	opts.Search = g.recordSearch(rq)
 	imp, err := p.Prepare(patient, rec.PatientID, opts)
 	if err != nil {
 		return nil, dopu.HTTPError(err)
@@ -123,19 +129,17 @@ func (g *Gateway) PickUp(r *http.Request, up Upstream, rec *tenancy.Record, drop
 	if err != nil {
 		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "the prepared import is unreadable").WithCause(err)
 	}
-	done, err := g.alreadyImported(r, up, rec, dropID, p.Summary().ResourceCounts, publicBase)
+	done, err := g.alreadyImported(rq, dropID, p.Summary().ResourceCounts)
 	if err != nil {
 		return nil, err
 	}
 	if !done {
 		addIdentifiersEntry(tx, patient, rec.PatientID, version, imp.SenderIdentifiers)
-		if !g.cfg.TrustUpstreamIsolation {
-			stampBundle(tx, rec.ID)
-		}
-		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(tx, g.cfg.Ownership)); err != nil {
+		stampBundle(g.iso, tx, rec.ID)
+		if err := fhir.OwnershipError(rq.owner().CheckBundle(tx, g.cfg.Ownership)); err != nil {
 			return nil, err
 		}
-		locations, err := g.runImport(r, up, rec, tx)
+		locations, err := g.runImport(rq, tx)
 		if err != nil {
 			return nil, err
 		}
@@ -160,7 +164,7 @@ func (g *Gateway) PickUp(r *http.Request, up Upstream, rec *tenancy.Record, drop
 // runImport runs a prepared import upstream, unless it has nothing to
 // write (everything was already in the record), and returns where each
 // entry went ("Type/id", in entry order; "" where the answer says none).
-func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, tx map[string]any) ([]string, error) {
+func (g *Gateway) runImport(rq *request, tx map[string]any) ([]string, error) {
 	if entries, _ := tx["entry"].([]any); len(entries) == 0 {
 		return nil, nil
 	}
@@ -168,12 +172,12 @@ func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, t
 	if err != nil {
 		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the import").WithCause(err)
 	}
-	req, route, err := g.upstreamRequest(r, rec, http.MethodPost, "", body)
+	req, route, err := g.upstreamRequest(rq, http.MethodPost, "", body)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Prefer", "return=minimal")
-	out, err := call(up, req)
+	out, err := call(rq.up, req)
 	if err != nil {
 		return nil, upstreamError(err)
 	}
@@ -194,7 +198,7 @@ func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, t
 	}
 	if err := json.Unmarshal(out.body.Bytes(), &answer); err != nil {
 		// Written: the transaction succeeded; only the report is poorer.
-		g.log.Warn("unreadable transaction answer after a pick-up", zap.String("record", rec.ID), zap.Error(err))
+		g.log.Warn("unreadable transaction answer after a pick-up", zap.String("record", rq.rec.ID), zap.Error(err))
 		return nil, nil
 	}
 	locations := make([]string, len(answer.Entry))
@@ -211,17 +215,17 @@ func (g *Gateway) runImport(r *http.Request, up Upstream, rec *tenancy.Record, t
 	return locations, nil
 }
 
-// recordSearch is a dopu.Search on rec: the search runs in the record's
-// partition and its answer is filtered like any read of the record, so
-// that an upstream that ignores partitions matches nothing of another
-// record.
-func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record, publicBase string) dopu.Search {
+// recordSearch is a dopu.Search on the record: the search runs in the
+// record's partition and its answer is filtered like any read of the
+// record, so that an upstream that ignores partitions matches nothing of
+// another record.
+func (g *Gateway) recordSearch(rq *request) dopu.Search {
 	return func(typ string, params url.Values) ([]map[string]any, error) {
 		if !fhir.IsResourceType(typ) {
 			return nil, nil
 		}
-		own, _, err := g.searchRecord(r, up, rec, typ, params, maxCountPages, publicBase)
-		return own, err
+		found, _, err := g.searchRecord(rq, typ, params, maxCountPages)
+		return found, err
 	}
 }
 
@@ -229,7 +233,7 @@ func (g *Gateway) recordSearch(r *http.Request, up Upstream, rec *tenancy.Record
 // wrote its transaction and then died before marking it: the upstream
 // transaction is atomic, so one resource carrying the drop-off's tag
 // proves all of it is there. It looks in each type the drop-off holds.
-func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Record, dropID string, counts map[string]int, publicBase string) (bool, error) {
+func (g *Gateway) alreadyImported(rq *request, dropID string, counts map[string]int) (bool, error) {
 	types := make([]string, 0, len(counts))
 	for typ := range counts {
 		if typ != "Patient" && fhir.IsResourceType(typ) {
@@ -242,11 +246,11 @@ func (g *Gateway) alreadyImported(r *http.Request, up Upstream, rec *tenancy.Rec
 	// tagged with this drop-off's id, and the pick-up would import nothing.
 	tag := url.Values{"_tag": {dopuTagSystem + "|" + dropID}}
 	for _, typ := range types {
-		own, _, err := g.searchRecord(r, up, rec, typ, tag, 1, publicBase)
+		found, _, err := g.searchRecord(rq, typ, tag, 1)
 		if err != nil {
 			return false, err
 		}
-		if len(own) > 0 {
+		if len(found) > 0 {
 			return true, nil
 		}
 	}

@@ -122,7 +122,7 @@ func TestScopeMatrix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = g.authorize(rec, "owner", grants, in, "https://x.pfr.localhost/fhir")
+			_, err = g.authorize(&request{rec: rec, role: "owner", grants: grants, base: "https://x.pfr.localhost/fhir"}, in)
 			want := containsByte(sc.letters, rq.letter)
 			if got := err == nil; got != want {
 				t.Errorf("%s with %q: allowed=%v, want %v (%v)", rq.name, sc.scope, got, want, err)
@@ -164,7 +164,7 @@ func TestRoleAndOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = g.authorize(rec, roleOf(c.role), all, in, "realm")
+		_, err = g.authorize(&request{rec: rec, role: roleOf(c.role), grants: all, base: "realm"}, in)
 		status := 0
 		if err != nil {
 			status = errStatus(err)
@@ -201,7 +201,7 @@ func TestScopeJoinedTypes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = g.authorize(rec, "owner", auth.ParseScopes(splitFields(c.scope)), in, "https://x.pfr.localhost/fhir")
+		_, err = g.authorize(&request{rec: rec, role: "owner", grants: auth.ParseScopes(splitFields(c.scope)), base: "https://x.pfr.localhost/fhir"}, in)
 		if got := err == nil; got != c.allowed {
 			t.Errorf("%s?%s with %q: allowed=%v, want %v (%v)", c.path, c.query, c.scope, got, c.allowed, err)
 		}

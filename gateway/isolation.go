@@ -12,12 +12,66 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
-// Defense in depth against an upstream that ignores partitions (on unless
-// Config.TrustUpstreamIsolation): the gateway cannot rely on the upstream to
-// keep records apart, so it
+// isolation is what the pipeline does differently for an upstream that
+// keeps partitions apart (trusted) and one that does not (untrusted, the
+// default). It is chosen once, in New, from Config.TrustUpstreamIsolation:
+// like google/fhir-gateway's AccessChecker, it is a small seam the core
+// pipeline asks at fixed points (before a write goes upstream, when an
+// answer is judged), and nowhere else is the upstream's trust looked at.
+type isolation interface {
+	// filters reports whether answers are filtered by ownership (keeper).
+	filters() bool
+	// needsStamp reports whether a resource of type typ is shown only when
+	// it carries the record's stamp: nothing in it says whose it is.
+	needsStamp(typ string) bool
+	// stamp marks a resource about to be written as the record's.
+	stamp(res map[string]any, recordID string)
+	// prepareWrite readies a direct write that passed the pipeline's
+	// checks for the upstream; res is the resource it writes (nil for a
+	// delete), already the request's body.
+	prepareWrite(rq *request, res map[string]any) error
+	// prepareBundle readies a batch or transaction that passed the
+	// pipeline's checks for the upstream (the caller then makes it the
+	// request's body).
+	prepareBundle(rq *request, bundle map[string]any) error
+	// countsItself reports whether the gateway answers in by counting the
+	// matches itself (serveCount) instead of asking the upstream.
+	countsItself(in interaction) bool
+	// filterOptions are the response filter's options for in that depend
+	// on the upstream: what of its answer could tell of other records.
+	filterOptions(in interaction) fhir.FilterOptions
+}
+
+// newIsolation returns the isolation policy cfg asks for.
+func newIsolation(g *Gateway, cfg Config) isolation {
+	if cfg.TrustUpstreamIsolation {
+		return trusted{filter: !cfg.DisableResponseFilter}
+	}
+	return untrusted{g}
+}
+
+// trusted is the policy for an upstream that keeps partitions apart: the
+// gateway sends the record's partition and leaves the rest to it, keeping
+// only the response filter (defense in depth, unless disabled).
+type trusted struct{ filter bool }
+
+func (t trusted) filters() bool                              { return t.filter }
+func (trusted) needsStamp(string) bool                       { return false }
+func (trusted) stamp(map[string]any, string)                 {}
+func (trusted) prepareWrite(*request, map[string]any) error  { return nil }
+func (trusted) prepareBundle(*request, map[string]any) error { return nil }
+func (trusted) countsItself(interaction) bool                { return false }
+func (trusted) filterOptions(in interaction) fhir.FilterOptions {
+	// HAPI serves a paged search (_getpages) to any partition that names
+	// its id: its total may count another record's.
+	return fhir.FilterOptions{DropTotal: in.query.Has("_getpages")}
+}
+
+// untrusted is the policy for an upstream that ignores partitions, or may:
+// defense in depth, since the gateway cannot rely on the upstream to keep
+// records apart. It
 //   - resolves a conditional create's criteria (If-None-Exist, ifNoneExist)
 //     itself with a filtered search and hands the upstream a condition that
 //     can only match the record's own resource (confineIfNoneExist);
@@ -34,6 +88,69 @@ import (
 //     name other people's data;
 //   - counts `_summary=count` itself, over the resources it would show;
 //   - reads what an update or delete targets before letting it through.
+type untrusted struct{ g *Gateway }
+
+func (untrusted) filters() bool { return true }
+
+func (untrusted) needsStamp(typ string) bool {
+	return typ != "OperationOutcome" && !fhir.InPatientCompartment(typ)
+}
+
+func (untrusted) stamp(res map[string]any, recordID string) { stamp(res, recordID) }
+
+func (u untrusted) prepareWrite(rq *request, res map[string]any) error {
+	g, in, r := u.g, rq.in, rq.r
+	if res != nil {
+		stamp(res, rq.rec.ID)
+		if err := setJSONBody(r, res); err != nil {
+			return err
+		}
+	}
+	if in.conditional && (in.kind == auth.InteractionUpdate || in.kind == auth.InteractionDelete) {
+		// Confined to the record: the upstream matches only what carries
+		// the record's stamp.
+		r.URL.RawQuery = recordCriterion(r.URL.RawQuery, rq.rec.ID)
+		in.query.Add("_tag", RecordTagSystem+"|"+rq.rec.ID)
+	}
+	if err := g.checkTargetsBelong(rq, in); err != nil {
+		return err
+	}
+	if criteria := r.Header.Get("If-None-Exist"); in.kind == auth.InteractionCreate && criteria != "" {
+		confined, err := g.confineIfNoneExist(rq, in.typ, criteria)
+		if err != nil {
+			return err
+		}
+		r.Header.Del("If-None-Exist")
+		if confined != "" {
+			r.Header.Set("If-None-Exist", confined)
+		}
+	}
+	return nil
+}
+
+func (u untrusted) prepareBundle(rq *request, bundle map[string]any) error {
+	confineBundleConditions(bundle, rq.rec.ID)
+	if err := u.g.checkEntryTargets(rq, bundle); err != nil {
+		return err
+	}
+	if err := u.g.confineBundleIfNoneExist(rq, bundle); err != nil {
+		return err
+	}
+	stampBundle(u, bundle, rq.rec.ID)
+	return nil
+}
+
+func (untrusted) countsItself(in interaction) bool {
+	return in.kind == auth.InteractionSearch && isCountOnly(in.query)
+}
+
+func (untrusted) filterOptions(in interaction) fhir.FilterOptions {
+	return fhir.FilterOptions{
+		DropTotal: true,
+		DropResourceless: !in.keepDeletions &&
+			(in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
+	}
+}
 
 // RecordTagSystem is the meta.tag system of the record stamp.
 const RecordTagSystem = "urn:pfr:record"
@@ -69,31 +186,29 @@ func stamped(res map[string]any, recordID string) bool {
 	return false
 }
 
-// stampBundle stamps the resource of every entry that creates or updates.
-func stampBundle(bundle map[string]any, recordID string) {
+// stampBundle stamps, by the policy p, the resource of every entry that
+// creates or updates.
+func stampBundle(p isolation, bundle map[string]any, recordID string) {
 	entries, _ := bundle["entry"].([]any)
 	for _, e := range entries {
 		entry, _ := e.(map[string]any)
 		res, _ := entry["resource"].(map[string]any)
 		req, _ := entry["request"].(map[string]any)
 		if m, _ := req["method"].(string); res != nil && (strings.EqualFold(m, "POST") || strings.EqualFold(m, "PUT")) {
-			stamp(res, recordID)
+			p.stamp(res, recordID)
 		}
 	}
 }
 
-// keeper decides which upstream resources a response may show.
-func (g *Gateway) keeper(rec *tenancy.Record, publicBase string) func(map[string]any) bool {
-	o := owner(rec, publicBase)
+// keeper decides which upstream resources an answer to rq may show.
+func (g *Gateway) keeper(rq *request) func(map[string]any) bool {
+	o, recordID := rq.owner(), rq.rec.ID
 	return func(res map[string]any) bool {
 		if !o.Belongs(res, g.cfg.Ownership) {
 			return false
 		}
 		typ, _ := res["resourceType"].(string)
-		if g.cfg.TrustUpstreamIsolation || typ == "Patient" || typ == "OperationOutcome" || fhir.InPatientCompartment(typ) {
-			return true
-		}
-		return stamped(res, rec.ID)
+		return !g.iso.needsStamp(typ) || stamped(res, recordID)
 	}
 }
 
@@ -101,11 +216,11 @@ func (g *Gateway) keeper(rec *tenancy.Record, publicBase string) func(map[string
 // fhir.Owner.QuickBelongs); it leaves to keeper what needs the decoded
 // resource, notably the record stamp of non-compartment resources from an
 // untrusted upstream.
-func (g *Gateway) quickKeeper(rec *tenancy.Record, publicBase string) func([]byte) (bool, bool) {
-	o := owner(rec, publicBase)
+func (g *Gateway) quickKeeper(rq *request) func([]byte) (bool, bool) {
+	o := rq.owner()
 	return func(entry []byte) (bool, bool) {
 		typ, keep, decided := o.QuickBelongs(entry, g.cfg.Ownership)
-		if decided && keep && !g.cfg.TrustUpstreamIsolation && typ != "OperationOutcome" && !fhir.InPatientCompartment(typ) {
+		if decided && keep && g.iso.needsStamp(typ) {
 			return false, false
 		}
 		return keep, decided
@@ -115,9 +230,9 @@ func (g *Gateway) quickKeeper(rec *tenancy.Record, publicBase string) func([]byt
 // combinedQuick is the fast path of the response filter: the ownership
 // quick keeper when ownership is filtered, then the scope filter's on the
 // entry's type. Only what both decide to keep is kept without decoding.
-func (g *Gateway) combinedQuick(rec *tenancy.Record, publicBase string, ownership bool, scope func(typ string) (bool, bool)) func([]byte) (bool, bool) {
-	own := g.quickKeeper(rec, publicBase)
-	o := owner(rec, publicBase)
+func (g *Gateway) combinedQuick(rq *request, ownership bool, scope func(typ string) (bool, bool)) func([]byte) (bool, bool) {
+	own := g.quickKeeper(rq)
+	o := rq.owner()
 	return func(entry []byte) (bool, bool) {
 		keep, decided := true, true
 		if ownership {
@@ -144,22 +259,22 @@ func (g *Gateway) combinedQuick(rec *tenancy.Record, publicBase string, ownershi
 
 // checkEntryTargets runs checkTargetsBelong for every entry of a batch or
 // transaction that updates or deletes.
-func (g *Gateway) checkEntryTargets(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {
+func (g *Gateway) checkEntryTargets(rq *request, bundle map[string]any) error {
 	return forEachEntry(bundle, func(_ int, in interaction) error {
-		return g.checkTargetsBelong(r, up, rec, in, publicBase)
+		return g.checkTargetsBelong(rq, in)
 	})
 }
 
 // checkTargetsBelong makes sure an update or delete touches only resources
 // of this record: it reads the resource (or, for a conditional write, the
-// matches) first.
-func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.Record, in interaction, publicBase string) error {
+// matches) first. in is the request's interaction, or a Bundle entry's.
+func (g *Gateway) checkTargetsBelong(rq *request, in interaction) error {
 	if in.kind != auth.InteractionUpdate && in.kind != auth.InteractionDelete && in.kind != auth.InteractionPatch {
 		return nil
 	}
-	keep := g.keeper(rec, publicBase)
+	rec, keep := rq.rec, g.keeper(rq)
 	if !in.conditional {
-		current, _, err := g.fetch(r, up, rec, in.typ, in.id)
+		current, _, err := g.fetch(rq, in.typ, in.id)
 		if fe, ok := err.(*fhir.Error); ok && (fe.Status == http.StatusNotFound || fe.Status == http.StatusGone) {
 			return nil // an update may create; a delete of nothing is harmless
 		}
@@ -173,7 +288,7 @@ func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.
 		}
 		return nil
 	}
-	_, foreign, err := g.searchRecord(r, up, rec, in.typ, in.query, 1, publicBase)
+	_, foreign, err := g.searchRecord(rq, in.typ, in.query, 1)
 	if err != nil {
 		return err
 	}
@@ -189,17 +304,17 @@ func (g *Gateway) checkTargetsBelong(r *http.Request, up Upstream, rec *tenancy.
 // check reads.
 const maxCountPages = 20
 
-// searchRecord runs a search in rec's partition and keeps what belongs to
+// searchRecord runs a search in the record's partition and keeps what belongs to
 // the record, by the response filter's rule (keeper): an upstream that does
 // not keep partitions apart answers, and counts, other records' resources
 // too. foreign is how many it left out. The searches the gateway makes for
 // itself go through here, so none can act on another record's data.
-func (g *Gateway) searchRecord(r *http.Request, up Upstream, rec *tenancy.Record, typ string, query url.Values, pages int, publicBase string) (own []map[string]any, foreign int, err error) {
-	found, err := g.searchAll(r, up, rec, typ, query, pages)
+func (g *Gateway) searchRecord(rq *request, typ string, query url.Values, pages int) (own []map[string]any, foreign int, err error) {
+	found, err := g.searchAll(rq, typ, query, pages)
 	if err != nil {
 		return nil, 0, err
 	}
-	keep := g.keeper(rec, publicBase)
+	keep := g.keeper(rq)
 	for _, res := range found {
 		if keep(res) {
 			own = append(own, res)
@@ -228,7 +343,7 @@ const searchPage = 1000
 // when that page is full, and so may not be all, is the search asked again
 // with no-cache, page by page (fresh, but kept by HAPI). Upstreams without
 // such a cache ignore the header and page as usual.
-func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, typ string, query url.Values, pages int) ([]map[string]any, error) {
+func (g *Gateway) searchAll(rq *request, typ string, query url.Values, pages int) ([]map[string]any, error) {
 	q := url.Values{}
 	for k, vs := range query {
 		if k != "_summary" && k != "_count" && k != "_elements" && k != "_total" {
@@ -236,11 +351,11 @@ func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, t
 		}
 	}
 	q.Set("_count", strconv.Itoa(searchPage))
-	out, full, err := g.searchPages(r, up, rec, "/"+typ, q.Encode(), pages, fmt.Sprintf("no-store, max-results=%d", searchPage))
+	out, full, err := g.searchPages(rq, "/"+typ, q.Encode(), pages, fmt.Sprintf("no-store, max-results=%d", searchPage))
 	if err != nil || !full {
 		return out, err
 	}
-	out, _, err = g.searchPages(r, up, rec, "/"+typ, q.Encode(), pages, "no-cache")
+	out, _, err = g.searchPages(rq, "/"+typ, q.Encode(), pages, "no-cache")
 	return out, err
 }
 
@@ -248,15 +363,15 @@ func (g *Gateway) searchAll(r *http.Request, up Upstream, rec *tenancy.Record, t
 // each asked with the given Cache-Control. full reports a last page that
 // held searchPage matches and had no next link: an upstream that loaded
 // the search at once (no-store) may have left matches out.
-func (g *Gateway) searchPages(r *http.Request, up Upstream, rec *tenancy.Record, path, rawQuery string, pages int, cacheControl string) (out []map[string]any, full bool, err error) {
+func (g *Gateway) searchPages(rq *request, path, rawQuery string, pages int, cacheControl string) (out []map[string]any, full bool, err error) {
 	for page := 0; page < pages; page++ {
-		req, route, err := g.upstreamRequest(r, rec, http.MethodGet, path, nil)
+		req, route, err := g.upstreamRequest(rq, http.MethodGet, path, nil)
 		if err != nil {
 			return nil, false, err
 		}
 		req.URL.RawQuery = rawQuery
 		req.Header.Set("Cache-Control", cacheControl)
-		res, err := call(up, req)
+		res, err := call(rq.up, req)
 		if err != nil {
 			return nil, false, upstreamError(err)
 		}
@@ -322,18 +437,19 @@ func isCountOnly(q url.Values) bool {
 // serveCount answers `_summary=count` by counting, over all pages, the
 // matches the record may see: the upstream's own total would count
 // everyone's.
-func (g *Gateway) serveCount(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, in interaction, publicBase string) error {
+func (g *Gateway) serveCount(w http.ResponseWriter, rq *request) error {
+	in := rq.in
 	if in.typ == "" {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "_summary=count needs a resource type")
 	}
-	own, _, err := g.searchRecord(r, up, rec, in.typ, in.query, maxCountPages, publicBase)
+	own, _, err := g.searchRecord(rq, in.typ, in.query, maxCountPages)
 	if err != nil {
 		return err
 	}
 	n := len(own)
-	self := publicBase + "/" + in.typ
-	if r.URL.RawQuery != "" {
-		self += "?" + r.URL.RawQuery
+	self := rq.base + "/" + in.typ
+	if rq.r.URL.RawQuery != "" {
+		self += "?" + rq.r.URL.RawQuery
 	}
 	fhir.WriteJSON(w, http.StatusOK, map[string]any{
 		"resourceType": "Bundle", "type": "searchset", "total": n,
@@ -350,12 +466,12 @@ func (g *Gateway) serveCount(w http.ResponseWriter, r *http.Request, up Upstream
 // condition the upstream gets instead: "" (no match in the record: a plain
 // create), "_id=<the match>" (one match: the upstream answers with it), or
 // a 412 (several matches, as FHIR says).
-func (g *Gateway) confineIfNoneExist(r *http.Request, up Upstream, rec *tenancy.Record, typ, criteria, publicBase string) (string, error) {
+func (g *Gateway) confineIfNoneExist(rq *request, typ, criteria string) (string, error) {
 	query, err := url.ParseQuery(strings.TrimPrefix(criteria, "?"))
 	if err != nil {
 		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "malformed If-None-Exist criteria: %v", err)
 	}
-	matches, foreign, err := g.searchRecord(r, up, rec, typ, query, maxCountPages, publicBase)
+	matches, foreign, err := g.searchRecord(rq, typ, query, maxCountPages)
 	if err != nil {
 		return "", err
 	}
@@ -367,7 +483,7 @@ func (g *Gateway) confineIfNoneExist(r *http.Request, up Upstream, rec *tenancy.
 	}
 	if foreign > 0 {
 		g.log.Warn("security: a conditional create's criteria match resources of other records; confined to this one",
-			zap.String("record", rec.ID), zap.String("type", typ), zap.Int("foreign", foreign))
+			zap.String("record", rq.rec.ID), zap.String("type", typ), zap.Int("foreign", foreign))
 	}
 	switch len(own) {
 	case 0:
@@ -381,7 +497,7 @@ func (g *Gateway) confineIfNoneExist(r *http.Request, up Upstream, rec *tenancy.
 
 // confineBundleIfNoneExist applies confineIfNoneExist to every entry of a
 // batch or transaction that creates with ifNoneExist.
-func (g *Gateway) confineBundleIfNoneExist(r *http.Request, up Upstream, rec *tenancy.Record, bundle map[string]any, publicBase string) error {
+func (g *Gateway) confineBundleIfNoneExist(rq *request, bundle map[string]any) error {
 	entries, _ := bundle["entry"].([]any)
 	for i, e := range entries {
 		entry, _ := e.(map[string]any)
@@ -393,7 +509,7 @@ func (g *Gateway) confineBundleIfNoneExist(r *http.Request, up Upstream, rec *te
 		path, _, _ := strings.Cut(fmt.Sprint(req["url"]), "?")
 		path = strings.TrimRight(path, "/")
 		typ := path[strings.LastIndexByte(path, '/')+1:]
-		confined, err := g.confineIfNoneExist(r, up, rec, typ, criteria, publicBase)
+		confined, err := g.confineIfNoneExist(rq, typ, criteria)
 		if err != nil {
 			fe := fhir.AsError(err)
 			for j := range fe.Issues {

@@ -20,51 +20,44 @@ import (
 // only an owner may send it.
 const IdentityChangeHeader = "X-PFR-Identity-Change"
 
-// owner is who a record's writes must belong to.
-func owner(rec *tenancy.Record, publicBase string) fhir.Owner {
-	return fhir.Owner{PatientID: rec.PatientID, Bases: []string{publicBase}}
-}
-
 // checkWrite validates a direct write (create, update, patch, delete and
 // their conditional forms) before anything reaches the upstream (DESIGN.md
 // step 6). A PATCH becomes the PUT of the patched resource, so the upstream
-// stores exactly what was checked.
-func (g *Gateway) checkWrite(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, role tenancy.Role,
-	in interaction, rest, publicBase string) error {
-	o := owner(rec, publicBase)
+// stores exactly what was checked. It returns the resource written (nil for
+// a delete), which is the request's body.
+func (g *Gateway) checkWrite(w http.ResponseWriter, rq *request) (map[string]any, error) {
+	r, in, rec := rq.r, rq.in, rq.rec
+	o := rq.owner()
 	target := strings.TrimPrefix(strings.TrimPrefix(r.URL.EscapedPath(), g.cfg.FHIRPath), "/")
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
 	switch in.kind {
 	case auth.InteractionDelete:
-		return fhir.OwnershipError(o.CheckWrite(http.MethodDelete, target, "", nil, g.cfg.Ownership))
+		return nil, fhir.OwnershipError(o.CheckWrite(http.MethodDelete, target, "", nil, g.cfg.Ownership))
 	case auth.InteractionPatch:
-		return g.patchToUpdate(w, r, up, rec, role, in, target, publicBase)
+		return g.patchToUpdate(w, rq, target)
 	}
 	_, res, err := g.readJSONResource(w, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := fhir.OwnershipError(o.CheckWrite(r.Method, target, r.Header.Get("If-None-Exist"), res, g.cfg.Ownership)); err != nil {
-		return err
+		return nil, err
 	}
 	if in.typ == "Patient" && in.id == rec.PatientID && in.kind == auth.InteractionUpdate {
-		if err := g.checkIdentityChange(r, up, rec, role, res); err != nil {
-			return err
+		if err := g.checkIdentityChange(rq, res); err != nil {
+			return nil, err
 		}
 	}
-	if !g.cfg.TrustUpstreamIsolation {
-		stamp(res, rec.ID)
-		return setJSONBody(r, res)
-	}
-	return nil
+	return res, nil
 }
 
 // checkIdentityChange refuses an update of the record's Patient that
 // changes who the person is, unless an owner confirms it.
-func (g *Gateway) checkIdentityChange(r *http.Request, up Upstream, rec *tenancy.Record, role tenancy.Role, proposed map[string]any) error {
-	stored, _, err := g.fetch(r, up, rec, "Patient", rec.PatientID)
+func (g *Gateway) checkIdentityChange(rq *request, proposed map[string]any) error {
+	r, rec := rq.r, rq.rec
+	stored, _, err := g.fetch(rq, "Patient", rec.PatientID)
 	if err != nil {
 		return err
 	}
@@ -72,7 +65,7 @@ func (g *Gateway) checkIdentityChange(r *http.Request, up Upstream, rec *tenancy
 	if len(changes) == 0 {
 		return nil
 	}
-	if role == tenancy.RoleOwner && strings.EqualFold(r.Header.Get(IdentityChangeHeader), "confirm") {
+	if rq.role == tenancy.RoleOwner && strings.EqualFold(r.Header.Get(IdentityChangeHeader), "confirm") {
 		g.log.Info("identity change confirmed by owner", zap.String("record", rec.ID), zap.Strings("changes", changes))
 		return nil
 	}
@@ -86,69 +79,68 @@ func (g *Gateway) checkIdentityChange(r *http.Request, up Upstream, rec *tenancy
 }
 
 // patchToUpdate applies a JSON Patch to the current resource, checks the
-// result, and turns the request into the conditional PUT of that result.
-func (g *Gateway) patchToUpdate(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, role tenancy.Role,
-	in interaction, target, publicBase string) error {
+// result, and turns the request into the conditional PUT of that result,
+// which it returns.
+func (g *Gateway) patchToUpdate(w http.ResponseWriter, rq *request, target string) (map[string]any, error) {
+	r, in, rec := rq.r, rq.in, rq.rec
 	if in.id == "" {
-		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "conditional PATCH is not supported; PATCH a resource by its id")
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "conditional PATCH is not supported; PATCH a resource by its id")
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "application/json-patch+json" {
-		return fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
+		return nil, fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
 			"PATCH takes a JSON Patch document (application/json-patch+json)")
 	}
 	patch, err := g.readBody(w, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The door first: a patch that cannot round-trip is refused before
 	// anything is read upstream.
 	if err := fhirjson.Check(patch); err != nil {
-		return fhir.JSONError(err)
+		return nil, fhir.JSONError(err)
 	}
-	current, version, err := g.fetch(r, up, rec, in.typ, in.id)
+	current, version, err := g.fetch(rq, in.typ, in.id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if want := r.Header.Get("If-Match"); want != "" && want != "*" && want != `W/"`+version+`"` {
-		return fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "version conflict: the resource is at version %s", version)
+		return nil, fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "version conflict: the resource is at version %s", version)
 	}
 	patched, err := fhir.ApplyJSONPatch(current, patch)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if patched["resourceType"] != in.typ || patched["id"] != in.id {
-		return fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "a patch may not change resourceType or id")
+		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "a patch may not change resourceType or id")
 	}
-	if err := fhir.OwnershipError(owner(rec, publicBase).CheckWrite(http.MethodPatch, target, "", patched, g.cfg.Ownership)); err != nil {
-		return err
+	if err := fhir.OwnershipError(rq.owner().CheckWrite(http.MethodPatch, target, "", patched, g.cfg.Ownership)); err != nil {
+		return nil, err
 	}
 	if in.typ == "Patient" && in.id == rec.PatientID {
-		if err := g.checkIdentityChange(r, up, rec, role, patched); err != nil {
-			return err
+		if err := g.checkIdentityChange(rq, patched); err != nil {
+			return nil, err
 		}
-	}
-	if !g.cfg.TrustUpstreamIsolation {
-		stamp(patched, rec.ID)
 	}
 	body, err := json.Marshal(patched)
 	if err != nil {
-		return fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the patched resource").WithCause(err)
+		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the patched resource").WithCause(err)
 	}
 	r.Method = http.MethodPut
 	r.Header.Set("Content-Type", "application/fhir+json")
 	r.Header.Set("If-Match", `W/"`+version+`"`)
 	setBody(r, body)
-	return nil
+	return patched, nil
 }
 
-// fetch reads the current version of a resource of rec from the upstream.
-func (g *Gateway) fetch(r *http.Request, up Upstream, rec *tenancy.Record, typ, id string) (map[string]any, string, error) {
-	req, _, err := g.upstreamRequest(r, rec, http.MethodGet, "/"+typ+"/"+id, nil)
+// fetch reads the current version of a resource of the record from the
+// upstream.
+func (g *Gateway) fetch(rq *request, typ, id string) (map[string]any, string, error) {
+	req, _, err := g.upstreamRequest(rq, http.MethodGet, "/"+typ+"/"+id, nil)
 	if err != nil {
 		return nil, "", err
 	}
-	res, err := call(up, req)
+	res, err := call(rq.up, req)
 	if err != nil {
 		return nil, "", upstreamError(err)
 	}
@@ -171,10 +163,11 @@ func (g *Gateway) fetch(r *http.Request, up Upstream, rec *tenancy.Record, typ, 
 }
 
 // upstreamRequest builds a request of the gateway's own (not a client's)
-// for the upstream, in rec's partition; rest is below the FHIR base.
-func (g *Gateway) upstreamRequest(parent *http.Request, rec *tenancy.Record, method, rest string, body []byte) (*http.Request, *backend.Route, error) {
-	req := newInternalRequest(parent, method, g.cfg.UpstreamFHIRPath+rest, body)
-	route, err := g.cfg.Backend.Outbound(req, target(rec))
+// for the upstream, in the record's partition, carrying rq's context; rest
+// is below the FHIR base.
+func (g *Gateway) upstreamRequest(rq *request, method, rest string, body []byte) (*http.Request, *backend.Route, error) {
+	req := newInternalRequest(rq.r, method, g.cfg.UpstreamFHIRPath+rest, body)
+	route, err := g.cfg.Backend.Outbound(req, rq.target())
 	if err != nil {
 		return nil, nil, fhir.AsError(err)
 	}

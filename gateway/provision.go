@@ -91,9 +91,7 @@ func (g *Gateway) Provision(r *http.Request, up Upstream, id *auth.Identity, slu
 // provisionUpstream creates rec's partition and Patient upstream and returns
 // the Patient's id.
 func (g *Gateway) provisionUpstream(r *http.Request, up Upstream, rec *tenancy.Record, patient map[string]any) (string, *fhir.Error) {
-	if !g.cfg.TrustUpstreamIsolation {
-		stamp(patient, rec.ID)
-	}
+	g.iso.stamp(patient, rec.ID)
 	body, err := json.Marshal(patient)
 	if err != nil {
 		return "", fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the Patient").WithCause(err)

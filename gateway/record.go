@@ -33,7 +33,8 @@ func (g *Gateway) serveRecord(w http.ResponseWriter, r *http.Request, up Upstrea
 	defer func() { g.audit(r, sw.status, &ae) }()
 	rest, err := g.fhirSubpath(r)
 	if err == nil {
-		err = g.serveFHIR(sw, r, up, slug, rest, origin(r)+g.cfg.FHIRPath, &ae)
+		rq := &request{r: r, up: up, base: origin(r) + g.cfg.FHIRPath, rest: rest}
+		err = g.serveFHIR(sw, rq, slug, &ae)
 	}
 	if err != nil {
 		g.logServerError(r, err)
@@ -60,58 +61,59 @@ func (g *Gateway) logServerError(r *http.Request, err error) {
 		zap.String("host", r.Host), zap.String("uri", r.RequestURI), zap.Error(err))
 }
 
-// serveFHIR authenticates, authorizes and proxies one FHIR request.
-func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream, slug, rest, publicBase string, ae *auditEntry) error {
+// serveFHIR authenticates, authorizes and proxies one FHIR request. rq
+// holds the request, its upstream, base and path; serveFHIR fills in the
+// rest as it learns it.
+func (g *Gateway) serveFHIR(w http.ResponseWriter, rq *request, slug string, ae *auditEntry) error {
+	r := rq.r
 	// Public: the CapabilityStatement.
-	if rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if rq.rest == "/metadata" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		rec, _, err := g.recordAndRole(r, slug, nil)
 		if err != nil {
 			return err
 		}
-		g.serveMetadata(w, r, up, rec, rest, publicBase)
+		rq.rec = rec
+		g.serveMetadata(w, rq)
 		return nil
 	}
 	query, err := parseQuery(r.URL.RawQuery)
 	if err != nil {
 		return err
 	}
-	id, err := g.authenticate(r, []string{publicBase})
-	if err != nil {
+	if rq.id, err = g.authenticate(r, []string{rq.base}); err != nil {
 		return err
 	}
-	rec, role, err := g.recordAndRole(r, slug, id)
-	if err != nil {
+	if rq.rec, rq.role, err = g.recordAndRole(r, slug, rq.id); err != nil {
 		return err
 	}
-	ae.rec, ae.id = rec, id
+	ae.rec, ae.id = rq.rec, rq.id
 	// Drop-off: a Bundle from someone who may not write here is parked for
 	// the record's owners instead of refused.
-	if g.cfg.DOPU != nil && isDropOffTarget(r, rest) && !role.CanWrite() {
+	if g.cfg.DOPU != nil && isDropOffTarget(r, rq.rest) && !rq.role.CanWrite() {
 		ae.action, ae.interaction = "C", "dropoff"
-		return g.dropOff(w, r, rec, id, ae)
+		return g.dropOff(w, rq, ae)
 	}
-	if id == nil {
+	if rq.id == nil {
 		return fhir.Errorf(http.StatusUnauthorized, fhir.CodeLogin, "a bearer token is required to access this record").
-			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(publicBase, nil))
+			WithHeader("WWW-Authenticate", auth.WWWAuthenticate(rq.base, nil))
 	}
-	if handled, err := g.serveBulk(w, r, rec, role, id, rest, publicBase, query, ae); handled {
+	rq.grants = g.grantsFor(rq.id)
+	if handled, err := g.serveBulk(w, rq, query, ae); handled {
 		return err
 	}
-	in, err := classify(r.Method, rest, query)
-	if err != nil {
+	if rq.in, err = classify(r.Method, rq.rest, query); err != nil {
 		return err
 	}
-	if err := checkFormat(r, in); err != nil {
+	if err := checkFormat(r, rq.in); err != nil {
 		return err
 	}
-	ae.fromInteraction(in)
-	if role == "" {
+	ae.fromInteraction(rq.in)
+	if rq.role == "" {
 		g.log.Info("access denied: not a member",
-			zap.String("record", rec.ID), zap.String("iss", id.Issuer), zap.String("sub", id.Subject))
+			zap.String("record", rq.rec.ID), zap.String("iss", rq.id.Issuer), zap.String("sub", rq.id.Subject))
 		return fhir.Errorf(http.StatusForbidden, fhir.CodeForbidden, "you have no access to this Personal FHIR Record")
 	}
-	grants := g.grantsFor(id)
-	if in.kind == auth.InteractionSearch && r.Method == http.MethodPost {
+	if rq.in.kind == auth.InteractionSearch && r.Method == http.MethodPost {
 		// POST _search carries its parameters in a form body: the scope
 		// check must see them.
 		form, err := readSearchForm(w, r)
@@ -119,11 +121,11 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return err
 		}
 		for k, vs := range form {
-			in.query[k] = append(in.query[k], vs...)
+			rq.in.query[k] = append(rq.in.query[k], vs...)
 		}
 	}
 	var bundleDoc map[string]any
-	if in.bundle {
+	if rq.in.bundle {
 		_, bundle, err := g.readBundle(w, r)
 		if err != nil {
 			return err
@@ -132,72 +134,47 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, r *http.Request, up Upstream,
 			return fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid,
 				"only batch and transaction Bundles can be posted to the base (got type %q)", t)
 		}
-		if err := g.checkBundleEntries(rec, role, grants, bundle, publicBase); err != nil {
+		if err := g.checkBundleEntries(rq, bundle); err != nil {
 			return err
 		}
 		bundleDoc = bundle
 		entries, _ := bundle["entry"].([]any)
-		in.bundleType, _ = bundle["type"].(string)
-		in.entries = len(entries)
+		rq.in.bundleType, _ = bundle["type"].(string)
+		rq.in.entries = len(entries)
 	}
-	needsMatch, err := g.authorize(rec, role, grants, in, publicBase)
+	needsMatch, err := g.authorize(rq, rq.in)
 	if err != nil {
 		return err
 	}
-	guarded := !g.cfg.TrustUpstreamIsolation
 	switch {
-	case in.bundle:
-		if err := g.resolveConditionalReferences(r, up, rec, bundleDoc, publicBase); err != nil {
+	case rq.in.bundle:
+		if err := g.resolveConditionalReferences(rq, bundleDoc); err != nil {
 			return err
 		}
-		if err := fhir.OwnershipError(owner(rec, publicBase).CheckBundle(bundleDoc, g.cfg.Ownership)); err != nil {
+		if err := fhir.OwnershipError(rq.owner().CheckBundle(bundleDoc, g.cfg.Ownership)); err != nil {
 			return err
 		}
-		if guarded {
-			confineBundleConditions(bundleDoc, rec.ID)
-			if err := g.checkEntryTargets(r, up, rec, bundleDoc, publicBase); err != nil {
-				return err
-			}
-			if err := g.confineBundleIfNoneExist(r, up, rec, bundleDoc, publicBase); err != nil {
-				return err
-			}
-			stampBundle(bundleDoc, rec.ID)
+		if err := g.iso.prepareBundle(rq, bundleDoc); err != nil {
+			return err
 		}
 		if err := setJSONBody(r, bundleDoc); err != nil {
 			return err
 		}
-	case in.isWrite():
-		if err := g.checkWrite(w, r, up, rec, role, in, rest, publicBase); err != nil {
+	case rq.in.isWrite():
+		res, err := g.checkWrite(w, rq)
+		if err != nil {
 			return err
 		}
-		if guarded {
-			if in.conditional && (in.kind == auth.InteractionUpdate || in.kind == auth.InteractionDelete) {
-				// Confined to the record: the upstream matches only what
-				// carries the record's stamp.
-				r.URL.RawQuery = recordCriterion(r.URL.RawQuery, rec.ID)
-				in.query.Add("_tag", RecordTagSystem+"|"+rec.ID)
-			}
-			if err := g.checkTargetsBelong(r, up, rec, in, publicBase); err != nil {
-				return err
-			}
-			if criteria := r.Header.Get("If-None-Exist"); in.kind == auth.InteractionCreate && criteria != "" {
-				confined, err := g.confineIfNoneExist(r, up, rec, in.typ, criteria, publicBase)
-				if err != nil {
-					return err
-				}
-				r.Header.Del("If-None-Exist")
-				if confined != "" {
-					r.Header.Set("If-None-Exist", confined)
-				}
-			}
+		if err := g.iso.prepareWrite(rq, res); err != nil {
+			return err
 		}
-	case guarded && in.kind == auth.InteractionSearch && isCountOnly(in.query):
-		return g.serveCount(w, r, up, rec, in, publicBase)
+	case g.iso.countsItself(rq.in):
+		return g.serveCount(w, rq)
 	}
 	if needsMatch {
-		return g.proxyRestrictedRead(w, r, up, rec, rest, publicBase, grants, in)
+		return g.proxyRestrictedRead(w, rq)
 	}
-	g.proxy(w, r, up, rec, rest, publicBase, in, grants)
+	g.proxy(w, rq)
 	return nil
 }
 
@@ -218,14 +195,7 @@ func (g *Gateway) recordAndRole(r *http.Request, slug string, id *auth.Identity)
 		if id == nil {
 			return nil
 		}
-		acct, err := tx.AccountByIdentity(id.Issuer, id.Subject)
-		if errors.Is(err, tenancy.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		m, err := tx.Membership(rec.ID, acct.ID)
+		_, m, err := tenancy.Member(tx, rec.ID, id.Issuer, id.Subject)
 		if errors.Is(err, tenancy.ErrNotFound) {
 			return nil
 		}
@@ -273,9 +243,10 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 //
 // The upstream is asked for FHIR JSON, the only format the gateway checks,
 // unless raw: the content of a Binary (see format.go).
-func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string, raw bool) (*http.Request, *backend.Route, error) {
+func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route, error) {
+	r := rq.r
 	out := r.Clone(r.Context())
-	out.URL.Path = g.cfg.UpstreamFHIRPath + rest
+	out.URL.Path = g.cfg.UpstreamFHIRPath + rq.rest
 	// Keep the client's escaping of the rest (e.g. an encoded space in an id).
 	out.URL.RawPath = g.cfg.UpstreamFHIRPath + strings.TrimPrefix(r.URL.EscapedPath(), g.cfg.FHIRPath)
 	if out.URL.RawPath == out.URL.Path || strings.HasSuffix(r.URL.Path, "/") {
@@ -296,7 +267,7 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string, ra
 	out.Header.Del("Authorization")
 	out.Header.Del("Cookie")
 	askJSON(out, raw)
-	route, err := g.cfg.Backend.Outbound(out, target(rec))
+	route, err := g.cfg.Backend.Outbound(out, rq.target())
 	if err != nil {
 		return nil, nil, fhir.AsError(err)
 	}
@@ -306,10 +277,11 @@ func (g *Gateway) outbound(r *http.Request, rec *tenancy.Record, rest string, ra
 	return out, route, nil
 }
 
-// proxy sends r to the upstream in rec's partition and streams the
-// response back, rewritten to publicBase.
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string, in interaction, grants auth.Grants) {
-	out, route, err := g.outbound(r, rec, rest, rawBinary(r, in))
+// proxy sends the request to the upstream in the record's partition and
+// streams the response back, rewritten to the record's base and filtered.
+func (g *Gateway) proxy(w http.ResponseWriter, rq *request) {
+	r, in, rec := rq.r, rq.in, rq.rec
+	out, route, err := g.outbound(rq, rawBinary(r, in))
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
@@ -317,8 +289,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 	tw := &trackingWriter{ResponseWriter: w}
 	var sink http.ResponseWriter = tw
 	var filter *filteringWriter
-	ownership := !g.cfg.TrustUpstreamIsolation || !g.cfg.DisableResponseFilter
-	scopeKeep, scopeFast := scopeKeeper(grants), scopeQuick(grants)
+	ownership := g.iso.filters()
+	scopeKeep, scopeFast := scopeKeeper(rq.grants), scopeQuick(rq.grants)
 	if ownership || scopeKeep != nil {
 		shape, err := shaping(in)
 		if err != nil {
@@ -334,7 +306,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		// base, so it runs after the rewriter.
 		var ownKeep func(map[string]any) bool
 		if ownership {
-			ownKeep = g.keeper(rec, publicBase)
+			ownKeep = g.keeper(rq)
 		}
 		// The answer to a write (create, update, patch) is judged like a
 		// read: an upstream that matched an If-None-Exist, or a conditional
@@ -345,30 +317,26 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		if write {
 			keep = both(ownKeep, func(map[string]any) bool { return true })
 		}
+		// What the upstream's answer may tell of others (totals,
+		// deletions) is the isolation policy's.
+		opts := g.iso.filterOptions(in)
+		opts.Quick = g.combinedQuick(rq, ownership, scopeFast)
+		// A batch or transaction answer carries search results as nested
+		// Bundles: their entries are judged one by one too.
+		opts.Nested = true
+		opts.Shape, opts.Link = shape, link
 		filter = &filteringWriter{
 			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes, shape: shape,
 			keep: keep, write: write, hide: scopeKeep, raw: rawBinary(r, in),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead || write,
-			opts: fhir.FilterOptions{
-				// HAPI serves a paged search (_getpages) to any partition
-				// that names its id: its total may count another record's.
-				DropTotal: !g.cfg.TrustUpstreamIsolation || in.query.Has("_getpages"),
-				DropResourceless: !g.cfg.TrustUpstreamIsolation && !in.keepDeletions &&
-					(in.kind == auth.InteractionHistoryInstance || in.kind == auth.InteractionHistoryType),
-				Quick: g.combinedQuick(rec, publicBase, ownership, scopeFast),
-				// A batch or transaction answer carries search results as
-				// nested Bundles: their entries are judged one by one too.
-				Nested: true,
-				Shape:  shape,
-				Link:   link,
-			},
+			opts:   opts,
 		}
 		sink = filter
 	}
-	rw := backend.NewResponseRewriter(sink, route.UpstreamBases, publicBase)
+	rw := backend.NewResponseRewriter(sink, route.UpstreamBases, rq.base)
 	if in.verified() {
 		// Held whole and checked before anything reaches the client.
-		res, err := capture(up, out, g.answerLimit(), 0)
+		res, err := capture(rq.up, out, g.answerLimit(), 0)
 		if err != nil {
 			g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
 			fhir.WriteError(w, writeOutcomeUnknown(in, upstreamError(err)))
@@ -390,7 +358,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, up Upstream, rec
 		if in.streamedBundle() {
 			to = &bundleAnswerCheck{ResponseWriter: rw, in: in}
 		}
-		err = up.ServeHTTP(to, out)
+		err = rq.up.ServeHTTP(to, out)
 	}
 	if err != nil && !tw.wroteHeader {
 		g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
@@ -421,6 +389,7 @@ func (g *Gateway) answerLimit() int {
 	return int(min(2*g.cfg.MaxBodyBytes+1<<20, 1<<30))
 }
 
+// target is rec's partition, as the backend maps it upstream.
 func target(rec *tenancy.Record) backend.Target {
 	return backend.Target{RecordID: rec.ID, PartitionID: rec.PartitionID, PartitionName: rec.PartitionName}
 }

@@ -86,7 +86,7 @@ func TestOwnSearchesBypassUpstreamCache(t *testing.T) {
 			return nil
 		})
 		r := httptest.NewRequest(http.MethodGet, "https://john.pfr.localhost/fhir/Observation", nil)
-		found, err := g.searchAll(r, up, testRecord(), "Observation", url.Values{"code": {"x"}, "_count": {"5"}}, maxCountPages)
+		found, err := g.searchAll(own(r, up, testRecord(), "https://john.pfr.localhost/fhir"), "Observation", url.Values{"code": {"x"}, "_count": {"5"}}, maxCountPages)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

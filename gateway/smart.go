@@ -12,7 +12,6 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 // SMARTConfig says what a record's /.well-known/smart-configuration shows.
@@ -133,17 +132,18 @@ func (g *Gateway) serveSMARTConfig(w http.ResponseWriter, r *http.Request, slug 
 
 // serveMetadata serves the upstream's CapabilityStatement, public, with the
 // SMART security section added to every server rest entry.
-func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstream, rec *tenancy.Record, rest, publicBase string) {
+func (g *Gateway) serveMetadata(w http.ResponseWriter, rq *request) {
+	r, rec := rq.r, rq.rec
 	if err := checkFormat(r, interaction{kind: auth.InteractionRead, typ: "CapabilityStatement", query: r.URL.Query()}); err != nil {
 		fhir.WriteError(w, err)
 		return
 	}
-	out, route, err := g.outbound(r, rec, rest, false)
+	out, route, err := g.outbound(rq, false)
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
 	}
-	res, err := call(up, out)
+	res, err := call(rq.up, out)
 	if err != nil {
 		g.log.Warn("upstream metadata failed", zap.String("record", rec.ID), zap.Error(err))
 		fhir.WriteError(w, upstreamError(err))
@@ -157,7 +157,7 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 	body := res.body.Bytes()
 	if res.status == http.StatusOK {
 		smart, _ := g.smartConfiguration(r.Context(), rec.Slug) // nil: no authorization server to announce
-		body = adaptCapabilities(body, smart, publicBase)
+		body = adaptCapabilities(body, smart, rq.base)
 		if g.bulk != nil {
 			body = advertiseExport(body)
 		}
@@ -166,7 +166,7 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request, up Upstr
 		w.Header()[k] = vs
 	}
 	w.Header().Del("Content-Length")
-	rw := backend.NewResponseRewriter(w, route.UpstreamBases, publicBase)
+	rw := backend.NewResponseRewriter(w, route.UpstreamBases, rq.base)
 	rw.WriteHeader(res.status)
 	_, _ = rw.Write(body)
 	if err := rw.Close(); err != nil {
