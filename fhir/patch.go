@@ -1,7 +1,9 @@
 package fhir
 
 import (
+	"encoding/base64"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -9,6 +11,116 @@ import (
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 )
+
+// MediaTypeJSONPatch is the media type of a JSON Patch (RFC 6902) body.
+const MediaTypeJSONPatch = "application/json-patch+json"
+
+// Patch is the body of a PATCH: a JSON Patch, or a FHIRPath Patch
+// (Parameters). Parse it with ParsePatch (a request body) or
+// PatchFromResource (a Bundle entry's resource), then Apply it.
+type Patch struct {
+	jsonPatch []byte         // a JSON Patch document, or nil
+	params    map[string]any // a FHIRPath Patch Parameters, or nil
+}
+
+// ParsePatch reads the body of a PATCH request by its media type:
+// application/json-patch+json is a JSON Patch, application/fhir+json or
+// application/json a FHIRPath Patch Parameters. Anything else is a 415;
+// a body that is not a valid patch of its kind a 400.
+func ParsePatch(contentType string, body []byte) (*Patch, error) {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mt = ""
+	}
+	switch strings.ToLower(mt) {
+	case MediaTypeJSONPatch:
+		v, err := fhirjson.Decode(body)
+		if err != nil {
+			return nil, JSONError(err)
+		}
+		ops, ok := v.([]any)
+		if !ok {
+			return nil, Errorf(http.StatusBadRequest, CodeStructure, "the JSON Patch must be a JSON array of operations")
+		}
+		for i, raw := range ops {
+			if _, err := parsePatchOperation(raw); err != nil {
+				return nil, Errorf(http.StatusBadRequest, CodeStructure, "JSON Patch operation %d: %v", i, err).WithCause(err)
+			}
+		}
+		return &Patch{jsonPatch: body}, nil
+	case "application/fhir+json", "application/json":
+		params, err := DecodeResource(body)
+		if err != nil {
+			return nil, err
+		}
+		return patchFromParameters(params)
+	}
+	return nil, Errorf(http.StatusUnsupportedMediaType, CodeNotSupported,
+		"PATCH takes a JSON Patch (Content-Type: %s) or a FHIRPath Patch Parameters (Content-Type: application/fhir+json), not %q",
+		MediaTypeJSONPatch, contentType)
+}
+
+// PatchFromResource reads the patch of a Bundle entry whose request.method
+// is PATCH: a Binary whose contentType is application/json-patch+json and
+// whose data is the JSON Patch in base64, or a FHIRPath Patch Parameters.
+func PatchFromResource(res map[string]any) (*Patch, error) {
+	switch res["resourceType"] {
+	case "Parameters":
+		return patchFromParameters(res)
+	case "Binary":
+		ct, _ := res["contentType"].(string)
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || !strings.EqualFold(mt, MediaTypeJSONPatch) {
+			return nil, Errorf(http.StatusBadRequest, CodeNotSupported,
+				"a PATCH entry's Binary must have contentType %s, not %q", MediaTypeJSONPatch, ct)
+		}
+		data, _ := res["data"].(string)
+		body, err := base64.StdEncoding.DecodeString(data)
+		if err != nil {
+			return nil, Errorf(http.StatusBadRequest, CodeStructure, "a PATCH entry's Binary.data is not base64: %v", err)
+		}
+		return ParsePatch(MediaTypeJSONPatch, body)
+	}
+	return nil, Errorf(http.StatusBadRequest, CodeInvalid,
+		"a PATCH entry carries a Binary (JSON Patch) or a Parameters (FHIRPath Patch), not a %v", res["resourceType"])
+}
+
+// patchFromParameters checks a FHIRPath Patch without applying it.
+func patchFromParameters(params map[string]any) (*Patch, error) {
+	if _, err := parseFHIRPathPatch(params); err != nil {
+		return nil, err
+	}
+	return &Patch{params: params}, nil
+}
+
+// Kind names the patch format: "JSON Patch" or "FHIRPath Patch".
+func (p *Patch) Kind() string {
+	if p.params != nil {
+		return "FHIRPath Patch"
+	}
+	return "JSON Patch"
+}
+
+// Apply applies the patch to a copy of current (the resource as stored)
+// and returns the result; current is not modified. The result must keep
+// current's resourceType and id (422 otherwise): a patch changes a
+// resource, it never makes another one.
+func (p *Patch) Apply(current map[string]any) (map[string]any, error) {
+	var out map[string]any
+	var err error
+	if p.params != nil {
+		out, err = ApplyFHIRPathPatch(current, p.params)
+	} else {
+		out, err = ApplyJSONPatch(current, p.jsonPatch)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if out["resourceType"] != current["resourceType"] || out["id"] != current["id"] {
+		return nil, Errorf(http.StatusUnprocessableEntity, CodeBusinessRule,
+			"a patch may not change resourceType or id (%v/%v)", current["resourceType"], current["id"])
+	}
+	return out, nil
+}
 
 // maxPatchOperations bounds the operations of one JSON Patch document.
 const maxPatchOperations = 10000

@@ -43,6 +43,7 @@ type entry struct {
 	ifMatch     string
 	ifNoneExist string
 	res         resource
+	patch       *fhir.Patch // a PATCH entry's patch
 
 	// Results.
 	result *writeResult
@@ -139,9 +140,22 @@ func (q *request) parseEntry(i int, in inEntry) (*entry, error) {
 	case http.MethodGet, http.MethodHead:
 		e.method = http.MethodGet
 	case http.MethodPatch:
-		return e, fail(http.StatusBadRequest, fhir.CodeNotSupported, "PATCH is not supported")
+		if e.id == "" && e.query == "" {
+			return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "PATCH request.url needs an id or search criteria, got %q", in.Request.URL)
+		}
+		if len(in.Resource) == 0 {
+			return e, fail(http.StatusBadRequest, fhir.CodeRequired, "PATCH needs a resource: a Binary holding a JSON Patch or a FHIRPath Patch Parameters")
+		}
+		res, err := parseResource(in.Resource)
+		if err != nil {
+			return e, fmt.Errorf("entry %d (Bundle.entry[%d]): %w", i, i, err)
+		}
+		if e.patch, err = fhir.PatchFromResource(res); err != nil {
+			return e, entryError(e, err)
+		}
+		return e, nil
 	default:
-		return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "request.method %q is not one of GET, POST, PUT, DELETE", in.Request.Method)
+		return e, fail(http.StatusBadRequest, fhir.CodeInvalid, "request.method %q is not one of GET, POST, PUT, PATCH, DELETE", in.Request.Method)
 	}
 
 	if e.method == http.MethodPost || e.method == http.MethodPut {

@@ -18,6 +18,7 @@ type capabilityStatement struct {
 	Implementation map[string]string `json:"implementation"`
 	FhirVersion    string            `json:"fhirVersion"`
 	Format         []string          `json:"format"`
+	PatchFormat    []string          `json:"patchFormat"`
 	Rest           []capRest         `json:"rest"`
 }
 
@@ -61,7 +62,7 @@ type capOperation struct {
 
 // resourceInteractions is what every resource type supports.
 var resourceInteractions = []capCode{
-	{"read"}, {"vread"}, {"update"}, {"delete"},
+	{"read"}, {"vread"}, {"update"}, {"patch"}, {"delete"},
 	{"history-instance"}, {"history-type"}, {"create"}, {"search-type"},
 }
 
@@ -110,6 +111,7 @@ func (q *request) capabilities() error {
 		Implementation: map[string]string{"description": "Personal FHIR Record store (partitioned by " + q.h.cfg.PartitionHeader + ")", "url": q.base},
 		FhirVersion:    "4.0.1",
 		Format:         []string{"application/fhir+json", "json"},
+		PatchFormat:    []string{fhir.MediaTypeJSONPatch, "application/fhir+json"},
 		Rest:           []capRest{rest},
 	}
 	fhir.WriteJSON(q.w, http.StatusOK, cs)

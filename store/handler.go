@@ -175,8 +175,10 @@ func (q *request) route(p fhir.Path) error {
 			return q.conditionalUpdate(typ)
 		case http.MethodDelete:
 			return q.conditionalDelete(typ)
+		case http.MethodPatch:
+			return q.conditionalPatch(typ)
 		}
-		return methodNotAllowed(q.r, "GET, POST, PUT, DELETE")
+		return methodNotAllowed(q.r, "GET, POST, PUT, PATCH, DELETE")
 	case p.Instance():
 		switch m {
 		case http.MethodGet, http.MethodHead:
@@ -185,8 +187,10 @@ func (q *request) route(p fhir.Path) error {
 			return q.update(typ, id)
 		case http.MethodDelete:
 			return q.delete(typ, id)
+		case http.MethodPatch:
+			return q.patch(typ, id)
 		}
-		return methodNotAllowed(q.r, "GET, PUT, DELETE")
+		return methodNotAllowed(q.r, "GET, PUT, PATCH, DELETE")
 	case p.History && p.VersionID != "":
 		return q.onlyGet(func() error { return q.vread(typ, id, p.VersionID) })
 	case p.History:

@@ -8,8 +8,8 @@ import (
 )
 
 // transaction processes a transaction Bundle all-or-nothing in one bbolt
-// transaction, in FHIR's order: DELETE, POST, PUT, GET. The response lists
-// the entries in request order.
+// transaction, in FHIR's order: DELETE, POST, PUT and PATCH, GET. The
+// response lists the entries in request order.
 func (q *request) transaction(in *inBundle) error {
 	entries := make([]*entry, len(in.Entry))
 	for i, raw := range in.Entry {
@@ -73,6 +73,7 @@ func (h *handler) applyTransaction(q *request, p *ptx, entries []*entry) error {
 		return out
 	}
 	deletes, posts, puts, gets := byMethod(http.MethodDelete), byMethod(http.MethodPost), byMethod(http.MethodPut), byMethod(http.MethodGet)
+	patches := byMethod(http.MethodPatch)
 
 	for _, e := range deletes {
 		var err error
@@ -122,6 +123,30 @@ func (h *handler) applyTransaction(q *request, p *ptx, entries []*entry) error {
 		}
 	}
 
+	for _, e := range patches {
+		if e.fullURL != "" && e.id != "" {
+			ids[e.fullURL] = e.typ + "/" + e.id
+		}
+		if e.id != "" {
+			continue
+		}
+		id, err := h.conditionalPatchID(p, e.typ, e.query)
+		if err != nil {
+			return entryError(e, err)
+		}
+		e.id = id
+		// Its target is known only now: no other entry may write it.
+		for _, o := range entries {
+			if o != e && o.method != http.MethodGet && o.typ == e.typ && o.id == id {
+				return fhir.Errorf(http.StatusBadRequest, fhir.CodeDuplicate,
+					"Bundle.entry[%d] and Bundle.entry[%d] both write %s/%s", o.index, e.index, e.typ, id)
+			}
+		}
+		if e.fullURL != "" {
+			ids[e.fullURL] = e.typ + "/" + e.id
+		}
+	}
+
 	for _, e := range posts {
 		if e.result != nil {
 			continue // matched ifNoneExist
@@ -140,6 +165,12 @@ func (h *handler) applyTransaction(q *request, p *ptx, entries []*entry) error {
 		}
 		var err error
 		if e.result, err = update(p, e.typ, e.id, e.res, e.ifMatch); err != nil {
+			return entryError(e, err)
+		}
+	}
+	for _, e := range patches {
+		var err error
+		if e.result, err = h.patchResource(p, e.typ, e.id, e.patch, e.ifMatch, ids); err != nil {
 			return entryError(e, err)
 		}
 	}
@@ -200,6 +231,14 @@ func (q *request) batchEntry(e *entry) error {
 				return err
 			}
 			e.result, err = h.create(p, e.typ, e.res, e.ifNoneExist)
+			return err
+		case http.MethodPatch:
+			if e.id == "" {
+				if e.id, err = h.conditionalPatchID(p, e.typ, e.query); err != nil {
+					return err
+				}
+			}
+			e.result, err = h.patchResource(p, e.typ, e.id, e.patch, e.ifMatch, nil)
 			return err
 		default: // PUT
 			if e.id == "" {

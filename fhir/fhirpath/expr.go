@@ -2,6 +2,7 @@ package fhirpath
 
 import (
 	"fmt"
+	"strings"
 )
 
 // Node is one item of a FHIRPath result collection.
@@ -15,6 +16,31 @@ type Node struct {
 	// It is empty for ordinary elements, whose type a caller infers from the
 	// JSON shape.
 	Type string
+	// loc is where the element sits in the evaluated resource; nil for
+	// the resource itself, literals and computed values.
+	loc *location
+}
+
+// location is the place of an element: member key of parent, at index of
+// the member's array (-1 when the member is not an array).
+type location struct {
+	parent map[string]any
+	key    string
+	index  int
+}
+
+// Location says where an element found by a path sits in the evaluated
+// resource, so that a caller can change it (FHIRPath Patch): the object
+// holding it (parent), its member name there (key, the JSON name: a
+// choice element's valueQuantity), and its index in the member's array,
+// or -1 when the member holds a single value. ok is false for the
+// resource itself, literals and computed values (count(), comparisons,
+// resolve() of a reference).
+func (n Node) Location() (parent map[string]any, key string, index int, ok bool) {
+	if n.loc == nil {
+		return nil, "", 0, false
+	}
+	return n.loc.parent, n.loc.key, n.loc.index, true
 }
 
 // Resolver returns the resource a reference string points to, for resolve().
@@ -60,6 +86,25 @@ func MustCompile(src string) *Expr {
 		panic(err)
 	}
 	return e
+}
+
+// Parent splits an expression whose last step is an element name
+// ("Patient.contact.name") into the expression of its parent
+// ("Patient.contact") and the name: what FHIRPath Patch needs to insert
+// into a list that is still empty. ok is false for any other shape.
+func (e *Expr) Parent() (parent *Expr, name string, ok bool) {
+	c, isChain := e.root.(chainNode)
+	if !isChain {
+		return nil, "", false
+	}
+	m, isMember := c.step.(memberNode)
+	if !isMember || m.leading {
+		return nil, "", false
+	}
+	src := strings.TrimSpace(e.src)
+	src = strings.TrimSpace(strings.TrimSuffix(src, m.name))
+	src = strings.TrimSpace(strings.TrimSuffix(src, "."))
+	return &Expr{src: src, root: c.target}, m.name, true
 }
 
 // String returns the source text of e.

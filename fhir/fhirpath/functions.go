@@ -114,7 +114,7 @@ func extension(c *evalContext, focus []Node, arg node) ([]Node, error) {
 	for _, item := range focus {
 		for _, ext := range appendChildren(nil, item, "extension", nil) {
 			if m, ok := ext.Value.(map[string]any); ok && m["url"] == url {
-				out = append(out, Node{Value: m, Type: "Extension"})
+				out = append(out, Node{Value: m, Type: "Extension", loc: ext.loc})
 			}
 		}
 	}
@@ -145,8 +145,10 @@ func resolve(c *evalContext, focus []Node) []Node {
 			}
 		}
 		if strings.HasPrefix(ref, "#") {
-			if res := containedByID(c.resource, ref[1:]); res != nil {
-				out = append(out, resourceNode(res))
+			if res, loc := containedByID(c.resource, ref[1:]); res != nil {
+				n := resourceNode(res)
+				n.loc = loc
+				out = append(out, n)
 			}
 			continue
 		}
@@ -157,13 +159,14 @@ func resolve(c *evalContext, focus []Node) []Node {
 	return out
 }
 
-func containedByID(root Node, id string) map[string]any {
+// containedByID finds the contained resource with id and where it sits.
+func containedByID(root Node, id string) (map[string]any, *location) {
 	res, _ := root.Value.(map[string]any)
 	list, _ := res["contained"].([]any)
-	for _, item := range list {
+	for i, item := range list {
 		if m, ok := item.(map[string]any); ok && m["id"] == id {
-			return m
+			return m, &location{parent: res, key: "contained", index: i}
 		}
 	}
-	return nil
+	return nil, nil
 }

@@ -68,37 +68,45 @@ type choiceKey struct{ key, typ string }
 
 // appendChildren appends the children called name of item to out, expanding
 // JSON arrays; when name is absent, the choice keys (valueQuantity for
-// value) are tried in order.
+// value) are tried in order. Each child records where it sits (Location).
 func appendChildren(out []Node, item Node, name string, choices []choiceKey) []Node {
 	m, ok := item.Value.(map[string]any)
 	if !ok {
 		return out
 	}
 	if v, ok := m[name]; ok {
-		return appendValue(out, v, "")
+		return appendMember(out, m, name, v, "")
 	}
 	for _, c := range choices {
 		if v, ok := m[c.key]; ok {
-			return appendValue(out, v, c.typ)
+			return appendMember(out, m, c.key, v, c.typ)
 		}
 	}
 	return out
 }
 
-func appendValue(out []Node, v any, typ string) []Node {
-	switch v := v.(type) {
-	case []any:
-		for _, e := range v {
-			out = appendValue(out, e, typ)
+// appendMember appends the member key of parent (value v), one node per
+// array item, each with its location.
+func appendMember(out []Node, parent map[string]any, key string, v any, typ string) []Node {
+	if list, ok := v.([]any); ok {
+		for i, e := range list {
+			out = appendValue(out, e, typ, &location{parent: parent, key: key, index: i})
 		}
+		return out
+	}
+	return appendValue(out, v, typ, &location{parent: parent, key: key, index: -1})
+}
+
+func appendValue(out []Node, v any, typ string, loc *location) []Node {
+	switch v := v.(type) {
 	case nil:
 	case map[string]any:
 		if rt, ok := v["resourceType"].(string); ok && typ == "" {
 			typ = rt
 		}
-		out = append(out, Node{Value: v, Type: typ})
+		out = append(out, Node{Value: v, Type: typ, loc: loc})
 	default:
-		out = append(out, Node{Value: v, Type: typ})
+		out = append(out, Node{Value: v, Type: typ, loc: loc})
 	}
 	return out
 }
