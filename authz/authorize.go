@@ -345,6 +345,18 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, "Invalid form", "The form's security token does not match. Start again from the app.")
 		return
 	}
+	// The client may have deleted itself or dropped the redirect URI
+	// (RFC 7592) since the request began.
+	client, err := s.cfg.Store.Client(r.Context(), p.ClientID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		s.errorPage(w, http.StatusServiceUnavailable, "Try again", "The app could not be read.")
+		return
+	}
+	if err != nil || !slices.Contains(client.RedirectURIs, p.RedirectURI) {
+		_ = s.cfg.Store.DeletePending(r.Context(), p.ID)
+		s.errorPage(w, http.StatusBadRequest, "App changed", "The app is no longer registered with this return address; nothing was shared.")
+		return
+	}
 	if r.PostForm.Get("decision") != "approve" || role == "" {
 		_ = s.cfg.Store.DeletePending(r.Context(), p.ID)
 		s.redirectError(w, r, p.RedirectURI, p.State, "access_denied", "the user did not allow the app")

@@ -146,14 +146,14 @@ func (s *Server) validateClient(c *Client) error {
 		}
 	}
 	if slices.Contains(c.GrantTypes, "authorization_code") && len(c.RedirectURIs) == 0 {
-		return errors.New("the authorization code grant needs redirect_uris")
+		return fmt.Errorf("%w: the authorization code grant needs redirect_uris", errRedirectURI)
 	}
 	if slices.Contains(c.GrantTypes, "client_credentials") && c.AuthMethod != "private_key_jwt" {
 		return errors.New("client_credentials (SMART Backend Services) needs private_key_jwt")
 	}
 	for _, u := range c.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errRedirectURI, err)
 		}
 	}
 	switch c.AuthMethod {
@@ -207,7 +207,82 @@ func checkRedirectURI(raw string) error {
 // maxRegistrationBytes bounds a registration request.
 const maxRegistrationBytes = 64 << 10
 
-// serveRegister is dynamic client registration (RFC 7591).
+// errRedirectURI marks a metadata error about redirect URIs
+// (invalid_redirect_uri, RFC 7591 section 3.2.2).
+var errRedirectURI = errors.New("invalid redirect URI")
+
+// clientMetadata is a registration or update request (RFC 7591 section 2,
+// RFC 7592 section 2.2).
+type clientMetadata struct {
+	ClientID     string          `json:"client_id"`
+	ClientSecret string          `json:"client_secret"`
+	RedirectURIs []string        `json:"redirect_uris"`
+	AuthMethod   string          `json:"token_endpoint_auth_method"`
+	GrantTypes   []string        `json:"grant_types"`
+	ResponseType []string        `json:"response_types"`
+	Name         string          `json:"client_name"`
+	Scope        string          `json:"scope"`
+	JWKS         json.RawMessage `json:"jwks"`
+	JWKSURI      string          `json:"jwks_uri"`
+}
+
+// readMetadata reads a JSON body of client metadata; ok is false when the
+// error answer was written.
+func (s *Server) readMetadata(w http.ResponseWriter, r *http.Request) (*clientMetadata, bool) {
+	var meta clientMetadata
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRegistrationBytes))
+	if err := dec.Decode(&meta); err != nil {
+		s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "the body must be a JSON object of client metadata", nil)
+		return nil, false
+	}
+	return &meta, true
+}
+
+// applyMetadata sets c's metadata from meta, with RFC 7591's defaults for
+// what meta leaves out, and checks it (fetching a jwks_uri through the
+// outbound policy). c.AuthMethod must be set. ok is false when the error
+// answer was written.
+func (s *Server) applyMetadata(w http.ResponseWriter, r *http.Request, c *Client, meta *clientMetadata) bool {
+	for _, rt := range meta.ResponseType {
+		if rt != "code" {
+			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "response_types may only hold code", nil)
+			return false
+		}
+	}
+	c.Name, c.RedirectURIs, c.GrantTypes = strings.TrimSpace(meta.Name), meta.RedirectURIs, meta.GrantTypes
+	c.Scope, c.JWKS, c.JWKSURI = meta.Scope, meta.JWKS, meta.JWKSURI
+	if len(c.Name) > 200 {
+		c.Name = c.Name[:200]
+	}
+	if len(c.GrantTypes) == 0 {
+		c.GrantTypes = []string{"authorization_code"}
+	}
+	if err := s.validateClient(c); err != nil {
+		code := "invalid_client_metadata"
+		if errors.Is(err, errRedirectURI) {
+			code = "invalid_redirect_uri"
+		}
+		s.oauthError(w, http.StatusBadRequest, code, err.Error(), nil)
+		return false
+	}
+	if c.JWKSURI != "" {
+		// Fetched now, through the outbound policy: a jwks_uri aimed at
+		// the gateway's own network is refused before anything is stored.
+		if c.AuthMethod != "private_key_jwt" {
+			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "jwks_uri is for private_key_jwt clients", nil)
+			return false
+		}
+		if _, err := s.keysFor(r.Context(), c, true); err != nil {
+			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", err.Error(), err)
+			return false
+		}
+	}
+	return true
+}
+
+// serveRegister is dynamic client registration (RFC 7591). The answer
+// carries the client's configuration endpoint and its registration access
+// token (RFC 7592).
 func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.DisableRegistration {
 		http.NotFound(w, r)
@@ -218,72 +293,49 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		s.oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST", nil)
 		return
 	}
-	var meta struct {
-		RedirectURIs []string        `json:"redirect_uris"`
-		AuthMethod   string          `json:"token_endpoint_auth_method"`
-		GrantTypes   []string        `json:"grant_types"`
-		ResponseType []string        `json:"response_types"`
-		Name         string          `json:"client_name"`
-		Scope        string          `json:"scope"`
-		JWKS         json.RawMessage `json:"jwks"`
-		JWKSURI      string          `json:"jwks_uri"`
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRegistrationBytes))
-	if err := dec.Decode(&meta); err != nil {
-		s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "the body must be a JSON object of client metadata", nil)
+	meta, ok := s.readMetadata(w, r)
+	if !ok {
 		return
 	}
-	for _, rt := range meta.ResponseType {
-		if rt != "code" {
-			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "response_types may only hold code", nil)
-			return
-		}
-	}
-	c := &Client{ID: "c-" + randomToken(16), Name: strings.TrimSpace(meta.Name), RedirectURIs: meta.RedirectURIs,
-		AuthMethod: meta.AuthMethod, GrantTypes: meta.GrantTypes, Scope: meta.Scope, JWKS: meta.JWKS, JWKSURI: meta.JWKSURI, Created: s.cfg.Now()}
-	if len(c.Name) > 200 {
-		c.Name = c.Name[:200]
-	}
+	c := &Client{ID: "c-" + randomToken(16), AuthMethod: meta.AuthMethod, Created: s.cfg.Now()}
 	if c.AuthMethod == "" {
 		c.AuthMethod = "client_secret_basic" // RFC 7591 section 2
 	}
-	if len(c.GrantTypes) == 0 {
-		c.GrantTypes = []string{"authorization_code"}
+	if !s.applyMetadata(w, r, c, meta) {
+		return
 	}
 	secret := ""
 	if c.AuthMethod == "client_secret_basic" {
 		secret = randomToken(32)
 		c.SecretHash = hashSecret(secret)
 	}
-	if err := s.validateClient(c); err != nil {
-		s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", err.Error(), nil)
-		return
-	}
-	if c.JWKSURI != "" {
-		// Fetched now, through the outbound policy: a jwks_uri aimed at
-		// the gateway's own network is refused before anything is stored.
-		if c.AuthMethod != "private_key_jwt" {
-			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "jwks_uri is for private_key_jwt clients", nil)
-			return
-		}
-		if _, err := s.keysFor(r.Context(), c, true); err != nil {
-			s.oauthError(w, http.StatusBadRequest, "invalid_client_metadata", err.Error(), err)
-			return
-		}
-	}
+	rat := randomToken(32)
+	c.RegistrationHash = hashSecret(rat)
 	if err := s.cfg.Store.CreateClient(r.Context(), c); err != nil {
 		s.oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again", err)
 		return
 	}
 	s.log.Info("client registered", zap.String("client", c.ID), zap.String("name", c.Name), zap.Strings("redirect_uris", c.RedirectURIs))
+	out := s.clientInfo(c, rat)
+	if secret != "" {
+		out["client_secret"] = secret
+		out["client_secret_expires_at"] = 0
+	}
+	s.serveJSON(w, http.StatusCreated, out, false)
+}
+
+// clientInfo is the client information response (RFC 7591 section 3.2.1,
+// RFC 7592 section 3) without the secret, which is kept as a hash only.
+func (s *Server) clientInfo(c *Client, registrationToken string) map[string]any {
 	out := map[string]any{
 		"client_id": c.ID, "client_id_issued_at": c.Created.Unix(), "client_name": c.Name,
 		"redirect_uris": c.RedirectURIs, "token_endpoint_auth_method": c.AuthMethod,
 		"grant_types": c.GrantTypes, "response_types": []string{"code"},
+		"registration_client_uri":   s.endpoint("register/" + url.PathEscape(c.ID)),
+		"registration_access_token": registrationToken,
 	}
-	if secret != "" {
-		out["client_secret"] = secret
-		out["client_secret_expires_at"] = 0
+	if c.RedirectURIs == nil {
+		out["redirect_uris"] = []string{}
 	}
 	if c.Scope != "" {
 		out["scope"] = c.Scope
@@ -294,5 +346,5 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if c.JWKSURI != "" {
 		out["jwks_uri"] = c.JWKSURI
 	}
-	s.serveJSON(w, http.StatusCreated, out, false)
+	return out
 }

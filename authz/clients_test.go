@@ -24,18 +24,27 @@ import (
 func TestRegistrationRefusals(t *testing.T) {
 	e := newEnv(t, nil)
 	b := e.browser()
+	// RFC 7591 section 3.2.2: invalid_redirect_uri for the redirect URIs,
+	// invalid_client_metadata for the rest.
 	for name, meta := range map[string]map[string]any{
 		"http to a public host": {"redirect_uris": []string{"http://app.example/cb"}, "token_endpoint_auth_method": "none"},
 		"javascript":            {"redirect_uris": []string{"javascript:alert(1)"}, "token_endpoint_auth_method": "none"},
 		"fragment":              {"redirect_uris": []string{"https://app.example/cb#x"}, "token_endpoint_auth_method": "none"},
 		"no redirect":           {"token_endpoint_auth_method": "none"},
+	} {
+		if res := b.postJSON("/oauth/register", meta); res.status != http.StatusBadRequest || !strings.Contains(res.body, `"invalid_redirect_uri"`) {
+			t.Errorf("%s: %d %s", name, res.status, res.body)
+		}
+	}
+	for name, meta := range map[string]map[string]any{
 		"jwks_uri":              {"redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://169.254.169.254/keys"},
 		"private_key_jwt alone": {"redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "private_key_jwt"},
 		"implicit":              {"redirect_uris": []string{"https://app.example/cb"}, "grant_types": []string{"implicit"}},
 		"password":              {"redirect_uris": []string{"https://app.example/cb"}, "grant_types": []string{"password"}},
 		"client_secret_post":    {"redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "client_secret_post"},
+		"token response type":   {"redirect_uris": []string{"https://app.example/cb"}, "response_types": []string{"token"}},
 	} {
-		if res := b.postJSON("/oauth/register", meta); res.status != http.StatusBadRequest || !strings.Contains(res.body, "invalid_client_metadata") {
+		if res := b.postJSON("/oauth/register", meta); res.status != http.StatusBadRequest || !strings.Contains(res.body, `"invalid_client_metadata"`) {
 			t.Errorf("%s: %d %s", name, res.status, res.body)
 		}
 	}

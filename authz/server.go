@@ -57,7 +57,8 @@ type Config struct {
 	Login Login
 	// Clients are static clients from the configuration.
 	Clients []StaticClient
-	// DisableRegistration turns off dynamic client registration.
+	// DisableRegistration turns off dynamic client registration (RFC 7591)
+	// and client management (RFC 7592).
 	DisableRegistration bool
 	// AccessTokenTTL is the lifetime of access and ID tokens. Default 5m.
 	AccessTokenTTL time.Duration
@@ -243,6 +244,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.serveJSON(w, http.StatusOK, doc, false)
 		})
 	default:
+		// RFC 7592: a registered client's configuration endpoint.
+		if id, ok := strings.CutPrefix(name, "register/"); ok && id != "" && !strings.Contains(id, "/") {
+			s.cors(w, r, func() { s.serveClientConfig(w, r, id) })
+			return
+		}
 		http.NotFound(w, r)
 	}
 }
@@ -285,7 +291,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request, fn func()) {
 		h.Set("Access-Control-Expose-Headers", "WWW-Authenticate")
 	}
 	if r.Method == http.MethodOptions {
-		h.Set("Access-Control-Allow-Methods", "GET, POST")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
 		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept")
 		h.Set("Access-Control-Max-Age", "600")
 		w.WriteHeader(http.StatusNoContent)
@@ -309,7 +315,7 @@ func (s *Server) oauthError(w http.ResponseWriter, status int, code, description
 	if cause != nil {
 		s.log.Info("oauth request refused", zap.String("error", code), zap.String("description", description), zap.Error(cause))
 	}
-	if status == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="`+s.cfg.Issuer+`"`)
 	}
 	s.serveJSON(w, status, map[string]string{"error": code, "error_description": description}, false)

@@ -39,6 +39,15 @@ type Store interface {
 	DropStaticClients(ctx context.Context, keep []string) error
 	// Client returns the client, or ErrNotFound.
 	Client(ctx context.Context, id string) (*Client, error)
+	// UpdateClient replaces the registered client c.ID if its registration
+	// access token hash is still registrationHash (a token rotated by a
+	// concurrent update no longer is); ErrNotFound otherwise.
+	UpdateClient(ctx context.Context, c *Client, registrationHash string) error
+	// DeleteClient deletes the registered client id with its grants on
+	// every record (its refresh and access tokens stop with them) if its
+	// registration access token hash is registrationHash; ErrNotFound
+	// otherwise.
+	DeleteClient(ctx context.Context, id, registrationHash string) error
 
 	// PutPending stores an authorization request waiting for login and
 	// consent; Pending returns it (ErrNotFound when absent or expired);
@@ -280,6 +289,46 @@ func (s *KVStore) Client(ctx context.Context, id string) (*Client, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// registeredClient reads the registered client id whose registration
+// access token hash is registrationHash, or fails with ErrNotFound.
+func registeredClient(b kv.Bucket, id, registrationHash string) (*Client, error) {
+	var c Client
+	if err := getJSON(b, id, &c); err != nil {
+		return nil, err
+	}
+	if c.Static || c.RegistrationHash == "" || !equalSecret(c.RegistrationHash, registrationHash) {
+		return nil, ErrNotFound
+	}
+	return &c, nil
+}
+
+// UpdateClient implements Store.
+func (s *KVStore) UpdateClient(ctx context.Context, c *Client, registrationHash string) error {
+	return s.db.Update(ctx, owner, func(tx kv.Tx) error {
+		b := tx.Bucket(bucketClients)
+		if _, err := registeredClient(b, c.ID, registrationHash); err != nil {
+			return err
+		}
+		return putJSON(b, c.ID, c)
+	})
+}
+
+// DeleteClient implements Store.
+func (s *KVStore) DeleteClient(ctx context.Context, id, registrationHash string) error {
+	return s.db.Update(ctx, owner, func(tx kv.Tx) error {
+		b := tx.Bucket(bucketClients)
+		if _, err := registeredClient(b, id, registrationHash); err != nil {
+			return err
+		}
+		if err := grantEntries(tx, bucketClientIx, id+"\x00", func(key, grantID []byte) error {
+			return deleteGrant(tx, key, grantID)
+		}); err != nil {
+			return err
+		}
+		return b.Delete([]byte(id))
+	})
 }
 
 // PutPending implements Store.

@@ -28,6 +28,9 @@ type Client struct {
 	GrantTypes []string `json:"grant_types"`
 	// Scope bounds what the client may ask for ("" = any SMART scope).
 	Scope string `json:"scope,omitempty"`
+	// RegistrationHash is the SHA-256 (hex) of the registration access
+	// token of a registered client (RFC 7592); static clients have none.
+	RegistrationHash string `json:"registration_hash,omitempty"`
 	// Static clients come from the configuration.
 	Static  bool      `json:"static,omitempty"`
 	Created time.Time `json:"created"`

@@ -37,7 +37,8 @@ type AuthzConfig struct {
 	// Clients known from the configuration (besides registered ones).
 	Clients []ClientConfig `json:"clients,omitempty"`
 
-	// Turn off dynamic client registration (RFC 7591).
+	// Turn off dynamic client registration (RFC 7591) and client
+	// management (RFC 7592).
 	DisableRegistration bool `json:"disable_registration,omitempty"`
 
 	// Lifetime of access and ID tokens; a disconnected app's access token
