@@ -178,33 +178,16 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, rq *request, slug string, ae 
 	return nil
 }
 
-// recordAndRole returns, in one transaction, the active record at slug and
-// the role of the caller (none for an anonymous caller or a non-member); a
-// missing or inactive record is a 404.
+// recordAndRole returns the active record at slug and the role of the
+// caller (none for an anonymous caller or a non-member), read together
+// (tenancy.Access: from memory while the state's generation is unchanged,
+// on every node); a missing or inactive record is a 404.
 func (g *Gateway) recordAndRole(r *http.Request, slug string, id *auth.Identity) (*tenancy.Record, tenancy.Role, error) {
-	var rec *tenancy.Record
-	var role tenancy.Role
-	err := g.cfg.Tenancy.View(r.Context(), func(tx tenancy.Tx) error {
-		var err error
-		if rec, err = tx.RecordBySlug(slug); err != nil {
-			return err
-		}
-		if rec.Status != tenancy.StatusActive {
-			return tenancy.ErrNotFound
-		}
-		if id == nil {
-			return nil
-		}
-		_, m, err := tenancy.Member(tx, rec.ID, id.Issuer, id.Subject)
-		if errors.Is(err, tenancy.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		role = m.Role
-		return nil
-	})
+	var iss, sub string
+	if id != nil {
+		iss, sub = id.Issuer, id.Subject
+	}
+	rec, role, err := tenancy.Access(r.Context(), g.cfg.Tenancy, slug, iss, sub)
 	if errors.Is(err, tenancy.ErrNotFound) {
 		return nil, "", unknownHost(normalizeHost(hostOnly(r.Host)))
 	}

@@ -47,6 +47,8 @@ type KVStore struct {
 	// Now returns the current time; nil means time.Now. Tests set it to
 	// move time without sleeping. Set it before the store is shared.
 	Now func() time.Time
+
+	cache accessCache // Access's answers, with the generation they were read at
 }
 
 var _ Store = (*KVStore)(nil)
@@ -72,8 +74,15 @@ func NewStore(db kv.DB) (*KVStore, error) {
 }
 
 // Update implements Store.
+// It bumps the store's generation in the same transaction, so no answer
+// Access remembers from before it is used after it commits, on any node.
 func (s *KVStore) Update(ctx context.Context, fn func(Tx) error) error {
-	return s.db.Update(ctx, "tenancy", func(ktx kv.Tx) error { return s.run(ktx, true, fn) })
+	return s.db.Update(ctx, "tenancy", func(ktx kv.Tx) error {
+		if err := s.run(ktx, true, fn); err != nil {
+			return err
+		}
+		return bumpGeneration(ktx)
+	})
 }
 
 // View implements Store.
@@ -83,14 +92,18 @@ func (s *KVStore) View(ctx context.Context, fn func(Tx) error) error {
 
 // run calls fn with a Tx that is closed when fn returns, however it returns.
 func (s *KVStore) run(ktx kv.Tx, writable bool, fn func(Tx) error) error {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
 	// One timestamp per transaction: everything it writes happened at once.
-	t := &boltTx{tx: ktx, writable: writable, now: now().UTC()}
+	t := &boltTx{tx: ktx, writable: writable, now: s.now().UTC()}
 	defer func() { t.closed = true }()
 	return fn(t)
+}
+
+// now is the store's clock.
+func (s *KVStore) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
 }
 
 // boltTx implements Tx on a kv transaction (bbolt or PostgreSQL).

@@ -34,6 +34,7 @@ type options struct {
 	https       bool          // also measure (d)
 	trusted     bool          // also measure (e)
 	cpuProfile  string        // write a CPU profile of the gateway path here
+	memProfile  string        // write an allocation profile of the gateway path here
 	profileTime time.Duration // how long to profile
 	profileKind string        // read, search or both
 }
@@ -49,6 +50,7 @@ func main() {
 	flag.BoolVar(&o.https, "https", true, "also measure (d), the gateway over HTTPS")
 	flag.BoolVar(&o.trusted, "trusted", true, "also measure (e), the gateway with trust_upstream_isolation (no response filtering)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, load only the gateway and write Caddy's CPU profile to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "after measuring, load only the gateway and write what Caddy allocated meanwhile (a delta of /debug/pprof/allocs) to this file")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
 	flag.StringVar(&o.profileKind, "profilekind", "both", "the requests sent while profiling: read, search or both")
 	flag.Parse()
@@ -70,7 +72,7 @@ func (o options) validate() error {
 	case o.duration <= 0:
 		return errors.New("-duration must be positive")
 	}
-	if _, err := parseKinds(o.profileKind); o.cpuProfile != "" && err != nil {
+	if _, err := parseKinds(o.profileKind); (o.cpuProfile != "" || o.memProfile != "") && err != nil {
 		return err
 	}
 	return nil
@@ -125,13 +127,26 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	fmt.Fprintf(out, "measured in %s\n\n", time.Since(start).Round(100*time.Millisecond))
 	report(out, targets, results, comparisons(targets))
 
+	var want []profileRequest
 	if o.cpuProfile != "" {
+		want = append(want, profileRequest{"profile", o.cpuProfile})
+	}
+	if o.memProfile != "" {
+		want = append(want, profileRequest{"allocs", o.memProfile})
+	}
+	if len(want) > 0 {
 		fmt.Fprintf(logw, "profiling the gateway path for %s …\n", o.profileTime)
 		profiled, _ := parseKinds(o.profileKind) // validated above
-		if err := profileGateway(ctx, p.admin, targets[2], fx, profiled, o.concurrency, o.profileTime, o.cpuProfile); err != nil {
+		if err := profileGateway(ctx, p.admin, targets[2], fx, profiled, o.concurrency, o.profileTime, want); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "\nCPU profile of Caddy under gateway-only load (%s): %s (go tool pprof -top %s)\n", o.profileKind, o.cpuProfile, o.cpuProfile)
+		for _, w := range want {
+			what := "CPU"
+			if w.kind == "allocs" {
+				what = "allocation"
+			}
+			fmt.Fprintf(out, "\n%s profile of Caddy under gateway-only load (%s): %s (go tool pprof -top %s)\n", what, o.profileKind, w.path, w.path)
+		}
 	}
 	return nil
 }

@@ -25,10 +25,11 @@ func TestBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	profile := filepath.Join(t.TempDir(), "cpu.pprof")
+	allocs := filepath.Join(t.TempDir(), "allocs.pprof")
 	var out, log bytes.Buffer
 	o := options{
 		requests: 12, concurrency: 2, duration: time.Minute, warmup: 4, roundSize: 5,
-		https: true, trusted: true, cpuProfile: profile, profileTime: time.Second, profileKind: "both",
+		https: true, trusted: true, cpuProfile: profile, memProfile: allocs, profileTime: time.Second, profileKind: "both",
 	}
 	if err := run(ctx, o, &out, &log); err != nil {
 		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
@@ -53,8 +54,10 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		}
 	}
-	if fi, err := os.Stat(profile); err != nil || fi.Size() == 0 {
-		t.Errorf("no CPU profile written: %v", err)
+	for _, p := range []string{profile, allocs} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("no profile written to %s: %v", filepath.Base(p), err)
+		}
 	}
 	if !strings.Contains(text, "50 Observations") {
 		t.Errorf("the header does not report the 50 Observations loaded")
