@@ -161,11 +161,7 @@ func newCluster(t *testing.T) *cluster {
 	// The FHIR data every node shares: HAPI FHIR JPA on its own database in
 	// the same PostgreSQL, partitioned by header.
 	hapiDSN := pgtest.DSN(t)
-	hapi, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: t.TempDir(), JDBCURL: hapiDSN, Jar: hapitest.JarIn(testkit.Root(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hapi.Stop)
+	hapi := hapitest.StartT(t, hapitest.Options{Mode: "header", Dir: t.TempDir(), JDBCURL: hapiDSN, Jar: hapitest.JarIn(testkit.Root(t))})
 	_, port, _ := net.SplitHostPort(hapi.Addr)
 	hapiPort, _ := strconv.Atoi(port)
 	// Pebble, validating every challenge (no resolver knows *.pfr.localhost).

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -32,11 +31,7 @@ func startHAPI(t *testing.T, mode string) *hapiServer {
 	t.Helper()
 	testkit.Needs(t, "Java and the HAPI FHIR test server (test/hapi)")
 	started := time.Now()
-	s, err := hapitest.Start(context.Background(), hapitest.Options{Mode: mode, Dir: t.TempDir(), Jar: hapitest.JarIn(testkit.Root(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
+	s := hapitest.StartT(t, hapitest.Options{Mode: mode, Dir: t.TempDir(), Jar: hapitest.JarIn(testkit.Root(t))})
 	t.Logf("HAPI FHIR (%s mode) answered %.1fs after start", mode, time.Since(started).Seconds())
 	return &hapiServer{Server: s, addr: s.Addr, base: s.Base, client: &http.Client{Timeout: 30 * time.Second}}
 }

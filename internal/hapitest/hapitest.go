@@ -9,6 +9,7 @@
 package hapitest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"testing"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
@@ -32,9 +35,17 @@ const PartitionHeader = "X-Request-Partition-IDs"
 // Build is the command that builds the jar, for error messages.
 const Build = "cd test/hapi && mvn -q -B package -DskipTests"
 
-// StartLimit bounds HAPI's startup: about half a minute on two cores,
-// several minutes when other tests share them.
-const StartLimit = 4 * time.Minute
+// StallLimit is how long HAPI may start without a sign of progress
+// (its log growing, or the process using CPU) before Start gives up.
+// There is no fixed limit on the start itself: HAPI answers about half a
+// minute after start alone on two cores, and many minutes later when
+// several JVMs start at once; the caller bounds it with ctx (StartT: the
+// test's deadline).
+const StallLimit = 2 * time.Minute
+
+// stallCPU is the CPU time a process must use within StallLimit, without
+// a line of log, to count as making progress: an idle JVM uses less.
+const stallCPU = 2 * time.Second
 
 // Options says how to run HAPI.
 type Options struct {
@@ -64,7 +75,8 @@ type Server struct {
 // Start runs HAPI and waits until it answers a search in its DEFAULT
 // partition (not /metadata: HAPI caches one CapabilityStatement, built
 // for whoever asks first, and that should be the gateway), the process
-// exits, ctx ends or StartLimit passes. The caller stops it with Stop.
+// exits, ctx ends or it makes no progress for StallLimit. The caller
+// stops it with Stop.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Mode != "header" && o.Mode != "url" {
 		return nil, fmt.Errorf("hapitest: mode %q, want header or url", o.Mode)
@@ -125,15 +137,15 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 }
 
 // waitReady searches Patient in the DEFAULT partition until HAPI answers
-// 200.
+// 200, as long as it makes progress (see progress).
 func (s *Server) waitReady(ctx context.Context, mode string) error {
 	target := s.Base + "/Patient?_count=1"
 	if mode == "url" {
 		target = s.Base + "/DEFAULT/Patient?_count=1"
 	}
-	ctx, cancel := context.WithTimeout(ctx, StartLimit)
-	defer cancel()
 	probe := &http.Client{Timeout: 10 * time.Second}
+	p := progress{log: s.LogPath, pid: s.cmd.Process.Pid}
+	p.moved(time.Now())
 	for {
 		select {
 		case <-s.exited:
@@ -141,6 +153,9 @@ func (s *Server) waitReady(ctx context.Context, mode string) error {
 		case <-ctx.Done():
 			return fmt.Errorf("no answer from %s: %w", target, ctx.Err())
 		case <-time.After(time.Second):
+		}
+		if now := time.Now(); !p.moved(now) && now.Sub(p.last) > StallLimit {
+			return fmt.Errorf("no answer from %s, and no progress (log output or %s of CPU) for %s", target, stallCPU, StallLimit)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 		if err != nil {
@@ -158,6 +173,79 @@ func (s *Server) waitReady(ctx context.Context, mode string) error {
 			return nil
 		}
 	}
+}
+
+// progress watches a starting process: it moved when its log grew, or
+// when it used stallCPU of CPU time since it last moved.
+type progress struct {
+	log  string
+	pid  int
+	last time.Time // when it last moved
+	size int64
+	cpu  time.Duration
+}
+
+// moved reports whether the process made progress since it last moved,
+// and if so notes now.
+func (p *progress) moved(now time.Time) bool {
+	size := int64(-1)
+	if fi, err := os.Stat(p.log); err == nil {
+		size = fi.Size()
+	}
+	cpu, cpuKnown := cpuTime(p.pid)
+	if p.last.IsZero() || size > p.size || cpuKnown && cpu-p.cpu >= stallCPU {
+		p.last, p.size, p.cpu = now, size, cpu
+		return true
+	}
+	return false
+}
+
+// cpuTime is the CPU time (user and system, all threads) the process has
+// used, from /proc (false where there is none).
+func cpuTime(pid int) (time.Duration, bool) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(string(raw[i+1:]))
+	// fields[0] is the state (field 3); utime and stime are fields 14, 15.
+	if len(fields) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	const clockTicks = 100 // USER_HZ: 100 on every Linux Go runs on
+	return time.Duration(utime+stime) * time.Second / clockTicks, true
+}
+
+// StartT starts HAPI for a test: bounded by the test's deadline (less a
+// minute, so that a start that cannot finish fails with HAPI's log
+// instead of the test binary's panic), failing the test when it does not
+// come up, and stopped when the test ends.
+func StartT(t testing.TB, o Options) *Server {
+	t.Helper()
+	ctx := context.Background()
+	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := dt.Deadline(); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline.Add(-time.Minute))
+			t.Cleanup(cancel)
+		}
+	}
+	s, err := Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
 }
 
 // Stop kills the process and waits (bounded) for it to go.
