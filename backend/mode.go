@@ -10,8 +10,10 @@ import (
 
 // Mode says how a PFR is told apart on the upstream FHIR server. Each mode
 // is a type behind the partitioner interface, in a file of its own
-// (mode_*.go), registered by name: a new mode is one new file, and nothing
-// else in the module switches on the mode.
+// (mode_*.go), registered by name: a new mode is one new file here (and
+// its Caddyfile syntax, an entry of caddymodule's partitionSyntax, which a
+// test checks against Modes), and nothing in the module switches on the
+// mode.
 type Mode string
 
 // partitioner is one partition mode.
@@ -49,16 +51,25 @@ func registerMode(name Mode, p partitioner) {
 	modes[name] = p
 }
 
+// Modes returns the names of the registered partition modes, sorted.
+func Modes() []Mode {
+	names := make([]Mode, 0, len(modes))
+	for n := range modes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // lookupMode returns the partition mode of that name.
 func lookupMode(name Mode) (partitioner, error) {
 	if p, ok := modes[name]; ok {
 		return p, nil
 	}
 	names := make([]string, 0, len(modes))
-	for n := range modes {
+	for _, n := range Modes() {
 		names = append(names, string(n))
 	}
-	slices.Sort(names)
 	return nil, fmt.Errorf("backend: unknown partition mode %q (want %s)", name, strings.Join(names, ", "))
 }
 

@@ -257,49 +257,6 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parsePartition(d *caddyfile.Dispenser, pc *PartitionConfig) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	pc.Mode = d.Val()
-	switch pc.Mode {
-	case "header":
-		if d.NextArg() {
-			pc.Header = d.Val()
-		}
-	case "url_prefix":
-	case "tenant_header":
-		if d.NextArg() {
-			pc.TenantHeader = d.Val()
-		}
-		for nesting := d.Nesting(); d.NextBlock(nesting); {
-			switch d.Val() {
-			case "datastore_header":
-				if err := oneArg(d, &pc.DataStoreHeader); err != nil {
-					return err
-				}
-			case "datastore_id":
-				if err := oneArg(d, &pc.DataStoreID); err != nil {
-					return err
-				}
-			default:
-				return d.Errf("unrecognized tenant_header option '%s'", d.Val())
-			}
-		}
-	case "per_record_url":
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		pc.URLTemplate = d.Val()
-	default:
-		return d.Errf("unknown partition mode '%s' (want header, url_prefix, tenant_header or per_record_url)", pc.Mode)
-	}
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
-}
-
 // parseAudit parses `audit [off] { retention <d>; max_per_record <n> }`.
 func parseAudit(d *caddyfile.Dispenser, g *Gateway) error {
 	if g.Audit == nil {
