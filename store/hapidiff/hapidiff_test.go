@@ -2,7 +2,6 @@ package hapidiff
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -178,13 +177,13 @@ func searchAll(srv fhirServer, target string) (*answer, error) {
 	return a, nil
 }
 
-// loadBundle sends a transaction Bundle to srv and checks it succeeded.
-func loadBundle(t *testing.T, srv fhirServer, name string, bundle []byte) {
-	t.Helper()
+// load sends a transaction Bundle to srv and checks it succeeded.
+func load(srv fhirServer, bundle []byte) error {
 	status, raw, err := srv.do(http.MethodPost, "", bundle)
-	if err != nil || status != http.StatusOK {
-		t.Fatalf("loading %s into %T: %d %v %.600s", name, srv, status, err, raw)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("%d %.600s", status, raw)
 	}
+	return err
 }
 
 // syntheaAsPUT turns a Synthea transaction (POST entries, urn:uuid
@@ -754,27 +753,6 @@ const searches = 350
 func TestStoreAgreesWithHAPI(t *testing.T) {
 	testkit.Needs(t, "Java and the HAPI FHIR test server (test/hapi)")
 	started := time.Now()
-	type hapiStart struct {
-		base string
-		err  error
-	}
-	hapiUp := make(chan hapiStart, 1)
-	if base := os.Getenv("PFR_HAPIDIFF_HAPI"); base != "" {
-		// A HAPI the developer runs (header mode), to repeat the searches
-		// without waiting for a start: loaded once, on first use.
-		hapiUp <- hapiStart{base: base}
-	} else {
-		go func() {
-			s, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: t.TempDir(), Jar: hapitest.JarIn(testkit.Root(t))})
-			if err == nil {
-				t.Cleanup(s.Stop)
-				hapiUp <- hapiStart{base: s.Base}
-				return
-			}
-			hapiUp <- hapiStart{err: err}
-		}()
-	}
-
 	db, err := store.Open(filepath.Join(t.TempDir(), "store.db"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -793,21 +771,33 @@ func TestStoreAgreesWithHAPI(t *testing.T) {
 	}
 	names = append(names, "generated")
 	bundles = append(bundles, generated(t, rand.New(rand.NewPCG(14, 2))))
-	for i, b := range bundles {
-		loadBundle(t, st, names[i], b)
+	// The store loads while HAPI starts.
+	storeLoaded := make(chan error, 1)
+	go func() {
+		for i, b := range bundles {
+			if err := load(st, b); err != nil {
+				storeLoaded <- fmt.Errorf("loading %s into the store: %w", names[i], err)
+				return
+			}
+		}
+		storeLoaded <- nil
+	}()
+	base := os.Getenv("PFR_HAPIDIFF_HAPI") // a HAPI the developer runs (header mode)
+	if base == "" {
+		base = hapitest.StartT(t, hapitest.Options{Mode: "header", Dir: t.TempDir(), Jar: hapitest.JarIn(testkit.Root(t))}).Base
 	}
-
-	up := <-hapiUp
-	if up.err != nil {
-		t.Fatal(up.err)
+	if err := <-storeLoaded; err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("HAPI answered %.1fs after start", time.Since(started).Seconds())
-	hapi := hapiServer{base: up.base, client: &http.Client{Timeout: 2 * time.Minute}}
+	hapi := hapiServer{base: base, client: &http.Client{Timeout: 2 * time.Minute}}
 	loadStart := time.Now()
 	// One at a time: the Bundles share Organizations and Practitioners,
 	// which HAPI cannot create from two transactions at once.
 	for i, b := range bundles {
-		loadBundle(t, hapi, names[i], b)
+		if err := load(hapi, b); err != nil {
+			t.Fatalf("loading %s into HAPI: %v", names[i], err)
+		}
 	}
 	t.Logf("loaded into HAPI in %.1fs", time.Since(loadStart).Seconds())
 
