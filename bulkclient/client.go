@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/egress"
 )
 
 // Event is one step of progress.
@@ -41,10 +43,13 @@ type Client struct {
 	// HTTP is the client used; it must not follow redirects to other
 	// hosts with the token (http.Client drops Authorization on those).
 	HTTP *http.Client
-	// Token is the bearer token; empty sends none.
+	// Token is the bearer token; empty sends none. It is sent only to the
+	// origin (scheme, host and port) of the server an export or import was
+	// started at: a status or file URL elsewhere gets none, whatever the
+	// manifest says.
 	Token string
-	// Header is sent with every request (a server's own needs: an API
-	// key, HAPI's partition header).
+	// Header is sent with every request to that same origin (a server's
+	// own needs: an API key, HAPI's partition header).
 	Header http.Header
 	// Progress, when not nil, is told every step.
 	Progress func(Event)
@@ -141,6 +146,7 @@ func (c *Client) Export(ctx context.Context, base string, opts ExportOptions) (*
 		return nil, errors.New("an output directory is required")
 	}
 	base = strings.TrimSuffix(base, "/")
+	home := egress.Origin(base)
 	kick := base + "/$export"
 	if opts.Patient {
 		kick = base + "/Patient/$export"
@@ -159,7 +165,7 @@ func (c *Client) Export(ctx context.Context, base string, opts ExportOptions) (*
 		return nil, err
 	}
 	c.progress(Event{Phase: "kick-off", Message: "GET " + kick})
-	res, err := c.do(ctx, http.MethodGet, kick, nil, "application/fhir+json", map[string]string{"Prefer": "respond-async"})
+	res, err := c.do(ctx, home, http.MethodGet, kick, nil, "application/fhir+json", map[string]string{"Prefer": "respond-async"})
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +180,7 @@ func (c *Client) Export(ctx context.Context, base string, opts ExportOptions) (*
 	}
 	status = resolve(kick, status)
 	c.progress(Event{Phase: "waiting", Message: "export accepted; status at " + status})
-	m, err := c.poll(ctx, status)
+	m, err := c.poll(ctx, home, status)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +199,7 @@ func (c *Client) Export(ctx context.Context, base string, opts ExportOptions) (*
 		if n := names[name]; n > 1 {
 			file = fmt.Sprintf("%s.%d.ndjson", name, n)
 		}
-		got, err := c.download(ctx, resolve(status, f.URL), filepath.Join(opts.OutDir, file), m.RequiresAccessToken)
+		got, err := c.download(ctx, home, resolve(status, f.URL), filepath.Join(opts.OutDir, file), m.RequiresAccessToken)
 		if err != nil {
 			return err
 		}
@@ -241,11 +247,11 @@ func (c *Client) Export(ctx context.Context, base string, opts ExportOptions) (*
 }
 
 // poll polls the status URL until the manifest comes.
-func (c *Client) poll(ctx context.Context, status string) (*Manifest, error) {
+func (c *Client) poll(ctx context.Context, home, status string) (*Manifest, error) {
 	lo, hi := c.pollBounds()
 	last := ""
 	for {
-		res, err := c.do(ctx, http.MethodGet, status, nil, "application/json", nil)
+		res, err := c.do(ctx, home, http.MethodGet, status, nil, "application/json", nil)
 		if err != nil {
 			return nil, err
 		}
@@ -290,17 +296,15 @@ func retryAfter(h string, def time.Duration) time.Duration {
 }
 
 // download streams u into path (through a temporary file), computing its
-// SHA-256.
-func (c *Client) download(ctx context.Context, u, path string, token bool) (*File, error) {
+// SHA-256. The token goes along when the manifest asks for it and u is
+// at home (the origin the export was started at).
+func (c *Client) download(ctx context.Context, home, u, path string, token bool) (*File, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
-	c.addHeader(req)
+	c.credentials(req, home, token)
 	req.Header.Set("Accept", "application/fhir+ndjson")
-	if token && c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
 	res, err := c.HTTP.Do(req)
 	if err != nil {
 		return nil, err
@@ -363,16 +367,13 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func (c *Client) do(ctx context.Context, method, u string, body io.Reader, accept string, headers map[string]string) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, home, method, u string, body io.Reader, accept string, headers map[string]string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, err
 	}
-	c.addHeader(req)
+	c.credentials(req, home, true)
 	req.Header.Set("Accept", accept)
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
@@ -383,13 +384,23 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, accep
 	return res, nil
 }
 
-func (c *Client) addHeader(req *http.Request) {
+// credentials adds Header, and the token when token is true, to a
+// request for home (the origin an export or import was started at); a
+// request anywhere else gets neither.
+func (c *Client) credentials(req *http.Request, home string, token bool) {
+	if egress.Origin(req.URL.String()) != home {
+		return
+	}
 	for k, vs := range c.Header {
 		for _, v := range vs {
 			req.Header.Add(k, v)
 		}
 	}
+	if token && c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 }
+
 
 // httpError reads what an OperationOutcome says.
 func httpError(status int, body []byte) error {
@@ -477,6 +488,7 @@ func (c *Client) Import(ctx context.Context, recordBase, dir string, force bool)
 	if err != nil {
 		return nil, err
 	}
+	home := egress.Origin(endpoint)
 	files, err := exportFiles(dir)
 	if err != nil {
 		return nil, err
@@ -516,12 +528,9 @@ func (c *Client) Import(ctx context.Context, recordBase, dir string, force bool)
 		return nil, err
 	}
 	req.ContentLength = total
-	c.addHeader(req)
+	c.credentials(req, home, true)
 	req.Header.Set("Content-Type", "application/fhir+ndjson")
 	req.Header.Set("Accept", "application/json")
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
 	res, err := c.HTTP.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("POST %s: %w", endpoint, err)
@@ -541,7 +550,7 @@ func (c *Client) Import(ctx context.Context, recordBase, dir string, force bool)
 	lo, hi := c.pollBounds()
 	last := ""
 	for {
-		res, err := c.do(ctx, http.MethodGet, status, nil, "application/json", nil)
+		res, err := c.do(ctx, home, http.MethodGet, status, nil, "application/json", nil)
 		if err != nil {
 			return nil, err
 		}

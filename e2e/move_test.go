@@ -17,6 +17,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/cli"
+	"github.com/pfrgateway/caddy-pfr/internal/hapitest"
 )
 
 // hapiGatewaySite is a second gateway in the same Caddy, at
@@ -138,6 +139,8 @@ func TestMoveRecordToHAPI(t *testing.T) {
 		t.Fatalf("the source record holds only %d resources", len(a.nodes))
 	}
 	compareGraphs(t, a, b)
+
+	exportFromHAPI(t, e, h, apexB, baseB, tokB, pidB, b)
 
 	// Patient/$everything: the same resources on both (HAPI's leaves out
 	// what only references no search parameter indexes reach: those may
@@ -365,4 +368,133 @@ func (e *env) everythingKeys(t *testing.T, base, token, pid string, g *graph) ma
 		next = link(res, "next")
 	}
 	return out
+}
+
+// exportFromHAPI runs pfr export against HAPI's own Bulk Data export
+// ($export, then Patient/$export with _type), in the partition of the
+// record whose Patient is pid (HAPI's partition header, as an operator
+// exporting one partition would send it), and against the gateway's
+// $export of the same record in front of HAPI. Each holds exactly the
+// record's resources (g, read through the gateway) with the same content:
+// nothing of another record's partition, nothing missing.
+func exportFromHAPI(t *testing.T, e *env, h *hapiServer, apexB, baseB, tokB, pid string, g *graph) {
+	t.Helper()
+	// Another record on the same HAPI, in a partition of its own.
+	e.do("POST", apexB+"/pfr/v1/records", tokB, map[string]any{"slug": "someone-else", "patient": map[string]any{
+		"resourceType": "Patient", "name": []any{map[string]any{"family": "Else", "given": []any{"Someone"}}}, "birthDate": "1990-01-01"}}).
+		expect(t, http.StatusCreated, "a second record on the HAPI gateway")
+	part := h.partitionOf(t, "Patient/"+pid)
+	header := hapitest.PartitionHeader + ": " + part
+
+	started := time.Now()
+	all := filepath.Join(t.TempDir(), "hapi-export")
+	_, stderr := runPFR(t, "export", "--from", h.base, "--header", header, "--poll-max", "500ms", "--out", all)
+	if !strings.Contains(stderr, "$export-poll-status") {
+		t.Errorf("pfr export did not poll HAPI's status URL: %s", stderr)
+	}
+	got := readExportDir(t, all)
+	t.Logf("HAPI's $export of partition %s: %d resources in %.1fs", part, len(got), time.Since(started).Seconds())
+	sameResources(t, "HAPI's $export", got, g, func(*node) bool { return true })
+
+	started = time.Now()
+	some := filepath.Join(t.TempDir(), "hapi-patient-export")
+	runPFR(t, "export", "--from", h.base, "--header", header, "--patient", "--type", "Observation,Condition",
+		"--poll-max", "500ms", "--out", some, "--quiet")
+	got = readExportDir(t, some)
+	t.Logf("HAPI's Patient/$export?_type=Observation,Condition: %d resources in %.1fs", len(got), time.Since(started).Seconds())
+	sameResources(t, "HAPI's Patient/$export?_type=Observation,Condition", got, g, func(n *node) bool {
+		return strings.HasPrefix(n.ref, "Observation/") || strings.HasPrefix(n.ref, "Condition/")
+	})
+
+	// The gateway's own $export of the record, read from HAPI through the
+	// gateway's pipeline page by page: the same.
+	started = time.Now()
+	viaGateway := filepath.Join(t.TempDir(), "gateway-export")
+	runPFR(t, "export", "--from", baseB, "--token", tokB, "--poll-max", "500ms", "--out", viaGateway, "--insecure", "--quiet")
+	got = readExportDir(t, viaGateway)
+	t.Logf("the gateway's $export in front of HAPI: %d resources in %.1fs", len(got), time.Since(started).Seconds())
+	sameResources(t, "the gateway's $export in front of HAPI", got, g, func(*node) bool { return true })
+}
+
+// partitionOf finds the partition (by id, as the header names it) that
+// holds ref, asking HAPI directly in each of the first partitions.
+func (h *hapiServer) partitionOf(t *testing.T, ref string) string {
+	t.Helper()
+	for id := 1; id <= 20; id++ {
+		req, _ := http.NewRequest("GET", h.base+"/"+ref, nil)
+		req.Header.Set(hapitest.PartitionHeader, fmt.Sprint(id))
+		res, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			return fmt.Sprint(id)
+		}
+	}
+	t.Fatalf("no partition of HAPI holds %s", ref)
+	return ""
+}
+
+// readExportDir reads every resource of an export directory's NDJSON
+// files, by Type/id; a resource twice fails the test.
+func readExportDir(t *testing.T, dir string) map[string]map[string]any {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.ndjson"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no NDJSON files in %s: %v", dir, err)
+	}
+	out := map[string]map[string]any{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(raw, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			r := decodeNumbers(t, line)
+			ref := fmt.Sprint(r["resourceType"], "/", r["id"])
+			if _, dup := out[ref]; dup {
+				t.Errorf("%s: %s twice", filepath.Base(f), ref)
+			}
+			out[ref] = r
+		}
+	}
+	return out
+}
+
+// sameResources checks that got holds exactly the nodes of g that want
+// selects, each with the content g read.
+func sameResources(t *testing.T, what string, got map[string]map[string]any, g *graph, want func(*node) bool) {
+	t.Helper()
+	bad := 0
+	report := func(format string, args ...any) {
+		if bad++; bad <= 5 {
+			t.Errorf(what+": "+format, args...)
+		}
+	}
+	n := 0
+	for ref, nd := range g.nodes {
+		if !want(nd) {
+			continue
+		}
+		n++
+		r, ok := got[ref]
+		switch {
+		case !ok:
+			report("%s is missing", ref)
+		case contentKey(r) != nd.key:
+			report("%s differs from what a read returns", ref)
+		}
+	}
+	for ref := range got {
+		if nd, ok := g.nodes[ref]; !ok || !want(nd) {
+			report("holds %s, which is not the record's (or not asked for)", ref)
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d differences (%d resources wanted, %d exported)", what, bad, n, len(got))
+	}
 }

@@ -317,3 +317,26 @@ func (t policyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	return t.next.RoundTrip(r)
 }
+
+// Origin is the origin of an absolute http(s) URL, scheme://host:port
+// with the port made explicit (https://a and https://a:443 are one
+// origin) and scheme and host in lower case; "" when u is not one. A
+// credential meant for one server goes only to URLs of its origin.
+func Origin(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || p.Hostname() == "" {
+		return ""
+	}
+	scheme := strings.ToLower(p.Scheme)
+	port := p.Port()
+	switch {
+	case port != "":
+	case scheme == "https":
+		port = "443"
+	case scheme == "http":
+		port = "80"
+	default:
+		return ""
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(p.Hostname()), port)
+}

@@ -175,3 +175,23 @@ func TestClientDialsNothingRefused(t *testing.T) {
 		t.Fatalf("the loopback server was reached %d times", n)
 	}
 }
+
+// TestOrigin: one origin whatever the default port's spelling and the
+// case; another port, scheme or host is another origin; a URL that is
+// not absolute http(s) has none.
+func TestOrigin(t *testing.T) {
+	for _, c := range []struct{ u, want string }{
+		{"https://John.PFR.example/fhir/$export", "https://john.pfr.example:443"},
+		{"https://john.pfr.example:443/x", "https://john.pfr.example:443"},
+		{"HTTP://127.0.0.1/fhir", "http://127.0.0.1:80"},
+		{"http://127.0.0.1:8080/fhir", "http://127.0.0.1:8080"},
+		{"http://[::1]:8080/", "http://[::1]:8080"},
+		{"/fhir/Binary/1", ""},
+		{"ftp://example.com/x", ""},
+		{"https:///x", ""},
+	} {
+		if got := Origin(c.u); got != c.want {
+			t.Errorf("Origin(%q) = %q, want %q", c.u, got, c.want)
+		}
+	}
+}

@@ -19,7 +19,9 @@ const exportUsage = `Usage: pfr export --from <FHIR base> --out <dir> [flags]
 Runs a FHIR Bulk Data export ($export) against any Bulk Data server (a
 caddy-pfr record, HAPI FHIR, …): kick-off, polling, download of every file
 into <dir> with its SHA-256, then manifest.json and SHA256SUMS beside them.
-Progress goes to stderr; the summary to stdout.
+Progress goes to stderr; the summary to stdout. The token and the --header
+headers go only to the --from server's origin: a status or file URL that a
+manifest puts elsewhere gets neither.
 
   --from <url>      the FHIR base, e.g. https://john.pfr.example.com/fhir
   --out <dir>       where the files go (created)
@@ -27,16 +29,21 @@ Progress goes to stderr; the summary to stdout.
   --type <types>    only these resource types (comma-separated, _type)
   --since <instant> only what changed after it (_since)
   --patient         Patient/$export (the Patient compartment) instead of $export
-  --header <h: v>   send this header with every request (repeatable), e.g.
-                    "X-Request-Partition-IDs: DEFAULT" for a partitioned HAPI
+  --header <h: v>   send this header with every request to the --from server
+                    (repeatable), e.g. "X-Request-Partition-IDs: 3" to export
+                    partition 3 of a HAPI partitioned by header
+  --poll-max <d>    poll the status at least this often, whatever the
+                    server's Retry-After says (default 1m; HAPI says 120 s)
   --cacert <file>   the CA certificate to trust (default $PFR_CACERT)
   --insecure        do not verify the server's certificate
   --quiet           no progress on stderr
   --json            print the result as JSON
   --timeout <d>     give up after this long (default 1h)
 
-Example:
+Examples:
   pfr export --from https://john.pfr.localhost:8443/fhir --token "$TOKEN" --out ./john-export
+  pfr export --from http://hapi.internal:8080/fhir --header "X-Request-Partition-IDs: 3" \
+      --patient --type Observation,Condition --out ./partition-3
 `
 
 const importUsage = `Usage: pfr import --to <record FHIR base> --in <dir> [flags]
@@ -159,6 +166,8 @@ func runExport(env *Env, args []string) int {
 	f.register(fs, env)
 	var from, out, types, since string
 	var patient bool
+	var pollMax time.Duration
+	fs.DurationVar(&pollMax, "poll-max", time.Minute, "")
 	fs.StringVar(&from, "from", "", "")
 	fs.StringVar(&out, "out", "", "")
 	fs.StringVar(&types, "type", "", "")
@@ -176,6 +185,8 @@ func runExport(env *Env, args []string) int {
 		return usageError(env, exportUsage, "export: unexpected arguments %q", rest)
 	case from == "" || out == "":
 		return usageError(env, exportUsage, "export: --from and --out are required")
+	case pollMax <= 0:
+		return usageError(env, exportUsage, "export: --poll-max must be a positive duration")
 	}
 	base, ok := httpURL(from)
 	if !ok {
@@ -187,6 +198,7 @@ func runExport(env *Env, args []string) int {
 		return ExitError
 	}
 	c.Header = http.Header(headers)
+	c.PollMin, c.PollMax = min(time.Second, pollMax), pollMax
 	opts := bulkclient.ExportOptions{Patient: patient, Since: since, OutDir: out}
 	if types != "" {
 		opts.Types = strings.Split(types, ",")

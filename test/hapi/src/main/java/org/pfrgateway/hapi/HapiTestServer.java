@@ -1,7 +1,10 @@
 package org.pfrgateway.hapi;
 
+import ca.uhn.fhir.batch2.api.IJobMaintenanceService;
+import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
+import ca.uhn.fhir.interceptor.api.IInterceptorService;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
 import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
 import ca.uhn.fhir.jpa.interceptor.RequestHeaderPartitionInterceptor;
@@ -31,6 +34,11 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
  * segment after {@code /fhir} (UrlBaseTenantIdentificationStrategy, so
  * {@code /fhir/<partition name>/Patient}). Both serve
  * {@code $partition-management-create-partition} in the DEFAULT partition.
+ *
+ * <p>HAPI's own Bulk Data export ({@code $export}, {@code Patient/$export},
+ * {@code $export-poll-status}, files as Binary resources) is on, per
+ * partition: in header mode the export of partition N is asked for with
+ * {@code X-Request-Partition-IDs: N}, and its job and files stay in N.
  * It listens on 127.0.0.1 only and prints {@code HAPI ready} once it serves.
  */
 public final class HapiTestServer {
@@ -53,6 +61,7 @@ public final class HapiTestServer {
 
 		AnnotationConfigApplicationContext spring = new AnnotationConfigApplicationContext(HapiTestConfig.class);
 		RestfulServer fhir = restfulServer(spring, mode);
+		runJobMaintenance(spring.getBean(IJobMaintenanceService.class));
 
 		Server jetty = new Server();
 		ServerConnector http = new ServerConnector(jetty);
@@ -95,6 +104,28 @@ public final class HapiTestServer {
 		watcher.start();
 	}
 
+	/**
+	 * Runs HAPI's batch job maintenance (which moves a job such as a bulk
+	 * export from step to step) every half second instead of once a
+	 * minute, so that a test's export finishes in seconds.
+	 */
+	static void runJobMaintenance(IJobMaintenanceService maintenance) {
+		Thread t = new Thread(() -> {
+			while (true) {
+				try {
+					Thread.sleep(500);
+					maintenance.runMaintenancePass();
+				} catch (InterruptedException e) {
+					return;
+				} catch (RuntimeException e) {
+					System.err.println("job maintenance: " + e);
+				}
+			}
+		}, "job-maintenance");
+		t.setDaemon(true);
+		t.start();
+	}
+
 	/** Builds the FHIR servlet from the Spring context, partitioned as mode says. */
 	static RestfulServer restfulServer(AnnotationConfigApplicationContext spring, String mode) {
 		FhirContext ctx = spring.getBean(FhirContext.class);
@@ -104,6 +135,7 @@ public final class HapiTestServer {
 		server.registerProviders(spring.getBean(ResourceProviderFactory.class).createProviders());
 		server.registerProvider(spring.getBean(JpaSystemProvider.class));
 		server.registerProvider(spring.getBean(PartitionManagementProvider.class));
+		server.registerProvider(spring.getBean(BulkDataExportProvider.class));
 
 		@SuppressWarnings("unchecked")
 		IFhirSystemDao<?, ?> systemDao = spring.getBean(IFhirSystemDao.class);
@@ -116,7 +148,15 @@ public final class HapiTestServer {
 			server.setTenantIdentificationStrategy(new UrlBaseTenantIdentificationStrategy());
 			server.registerInterceptor(spring.getBean(RequestTenantPartitionInterceptor.class));
 		} else {
-			server.registerInterceptor(new RequestHeaderPartitionInterceptor(partitions));
+			// On HAPI's JPA-wide interceptor service, not the servlet's own:
+			// a REST request consults both, but a batch job's steps (a bulk
+			// export's) only the JPA one. There the interceptor also keeps
+			// the kick-off's partition header with the job and gives it
+			// back to each step's request (STORAGE_PRESTORAGE_BATCH_JOB_CREATE,
+			// STORAGE_BATCH_TASK_NEW_REQUEST_DETAILS); registered on the
+			// servlet only, a step's reads ask for a partition nobody names
+			// (HAPI-1319).
+			spring.getBean(IInterceptorService.class).registerInterceptor(new RequestHeaderPartitionInterceptor(partitions));
 		}
 		return server;
 	}
