@@ -11,6 +11,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/bulk"
 	"github.com/pfrgateway/caddy-pfr/dopu"
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
@@ -84,8 +86,22 @@ func (g *Gateway) StartImport(w http.ResponseWriter, r *http.Request, id *auth.I
 		format, input = importNDJSON, ndjsonParts(multipart.NewReader(r.Body, params["boundary"]))
 	case "application/fhir+json", "application/json":
 		// A Bundle, or {"manifest": url, "token": …}: told apart by the
-		// job, which reads the stored body.
-		format, input = importBundle, r.Body
+		// job, which reads the stored body. A small body naming a
+		// manifest has its URL checked against the destination policy
+		// now, so that a refused one gets its 422 at once.
+		head, err := io.ReadAll(io.LimitReader(r.Body, manifestRequestMax+1))
+		if err != nil {
+			return fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the upload could not be read: %v", err)
+		}
+		if len(head) <= manifestRequestMax {
+			var mr manifestRequest
+			if json.Unmarshal(head, &mr) == nil && mr.Manifest != "" {
+				if err := g.importPolicy().Check(r.Context(), mr.Manifest); err != nil {
+					return fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "manifest url refused: %v", err)
+				}
+			}
+		}
+		format, input = importBundle, io.MultiReader(bytes.NewReader(head), r.Body)
 	default:
 		return fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
 			"send application/fhir+ndjson, NDJSON files as multipart/form-data, a Bundle as application/fhir+json, or {\"manifest\": url} as application/json")
@@ -405,25 +421,36 @@ type manifestRequest struct {
 	// Manifest is the URL of a complete export's manifest (its status
 	// URL); every file it names is fetched.
 	Manifest string `json:"manifest"`
-	// Token is sent as a bearer token when the manifest says
-	// requiresAccessToken.
+	// Token is sent as a bearer token to the manifest's URL and to the
+	// files at the manifest's origin, never to another origin.
 	Token string `json:"token"`
+}
+
+// manifestRequestMax bounds the JSON body of an import from a manifest URL
+// (a larger JSON body is a Bundle).
+const manifestRequestMax = 64 << 10
+
+// importPolicy is the destination policy of imports from a manifest URL.
+func (g *Gateway) importPolicy() *egress.Policy {
+	if p := g.cfg.Bulk.ImportPolicy; p != nil {
+		return p
+	}
+	return g.cfg.Webhooks
 }
 
 // fetchManifest downloads what a Bulk Data manifest names, through the
 // destination policy (the gateway dials a URL a user chose): every address
-// dialled is checked, redirects are not followed.
+// dialled is checked, redirects are not followed. File URLs are resolved
+// against the manifest's; the token goes only to the manifest's origin.
 func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buffer) error {
 	var req manifestRequest
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the import request is not JSON: %v", err)
 	}
-	policy := g.cfg.Bulk.ImportPolicy
-	if policy == nil {
-		policy = g.cfg.Webhooks
-	}
+	policy := g.importPolicy()
 	client := policy.Client(time.Minute)
-	get := func(u string) (*http.Response, error) {
+	home := egress.Origin(req.Manifest)
+	get := func(u, accept string) (*http.Response, error) {
 		if err := policy.Check(ctx, u); err != nil {
 			return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "manifest url refused: %v", err)
 		}
@@ -431,8 +458,8 @@ func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buff
 		if err != nil {
 			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "bad url %q", u)
 		}
-		r.Header.Set("Accept", "application/json")
-		if req.Token != "" {
+		r.Header.Set("Accept", accept)
+		if req.Token != "" && egress.Origin(u) == home {
 			r.Header.Set("Authorization", "Bearer "+req.Token)
 		}
 		res, err := client.Do(r)
@@ -445,7 +472,7 @@ func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buff
 		}
 		return res, nil
 	}
-	res, err := get(req.Manifest)
+	res, err := get(req.Manifest, "application/json")
 	if err != nil {
 		return err
 	}
@@ -464,8 +491,13 @@ func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buff
 	if limit <= 0 {
 		limit = DefaultMaxImportBytes
 	}
+	base, _ := url.Parse(req.Manifest)
 	for _, o := range m.Output {
-		res, err := get(o.URL)
+		ref, err := url.Parse(o.URL)
+		if err != nil || o.URL == "" {
+			return fhir.Errorf(http.StatusBadGateway, fhir.CodeStructure, "the manifest names a file at %q, not a URL", o.URL)
+		}
+		res, err := get(base.ResolveReference(ref).String(), "application/fhir+ndjson")
 		if err != nil {
 			return err
 		}
