@@ -35,6 +35,18 @@ func entry(fullURL, method, url, resource string) string {
 // jsonPatch is the Content-Type of a JSON Patch.
 var jsonPatch = []string{"Content-Type", "application/json-patch+json"}
 
+// binaryJSONPatch is a Bundle entry's Binary holding the JSON Patch p,
+// encoded by world.expand after its templates are filled in.
+func binaryJSONPatch(p string) string {
+	return `{"resourceType":"Binary","contentType":"application/json-patch+json","data":"<<base64:` + p + `:base64>>"}`
+}
+
+// fhirPathPatch is a FHIRPath Patch Parameters with one operation.
+func fhirPathPatch(typ, path string, parts ...string) string {
+	all := append([]string{`{"name":"type","valueCode":"` + typ + `"}`, `{"name":"path","valueString":"` + path + `"}`}, parts...)
+	return `{"resourceType":"Parameters","parameter":[{"name":"operation","part":[` + strings.Join(all, ",") + `]}]}`
+}
+
 // Outcomes the gateway owes most attacks.
 var (
 	unprocessable = refused(http.StatusUnprocessableEntity)
@@ -299,7 +311,27 @@ func attackTable() []attack {
 			body: `{"subject":{"reference":"Patient/{bob}"}}`, want: refused(415)},
 		{name: "conditional PATCH Observation?code=<bob-only code>",
 			method: "PATCH", path: "/fhir/Observation?code={bobOnlyCode}", headers: jsonPatch,
-			body: `[{"op":"replace","path":"/subject/reference","value":"Patient/{alice}"}]`, want: refused(400, 412, 422)},
+			body: `[{"op":"replace","path":"/subject/reference","value":"Patient/{alice}"}]`, want: refused(404, 412, 422)},
+		{name: "conditional FHIRPath Patch Observation?code=<bob-only code> re-pointing it at alice",
+			method: "PATCH", path: "/fhir/Observation?code={bobOnlyCode}",
+			body: fhirPathPatch("replace", "Observation.subject.reference", `{"name":"value","valueString":"Patient/{alice}"}`), want: refused(404, 412, 422)},
+		{name: "PATCH alice's Observation: remove its subject (JSON Patch)",
+			method: "PATCH", path: "/fhir/Observation/{aliceObs}", headers: jsonPatch,
+			body: `[{"op":"remove","path":"/subject"}]`, want: unprocessable},
+		{name: "FHIRPath Patch alice's Observation: replace its subject with bob's Patient",
+			method: "PATCH", path: "/fhir/Observation/{aliceObs}",
+			body: fhirPathPatch("replace", "Observation.subject", `{"name":"value","valueReference":{"reference":"Patient/{bob}"}}`), want: unprocessable},
+		{name: "FHIRPath Patch alice's Observation: delete its subject",
+			method: "PATCH", path: "/fhir/Observation/{aliceObs}", body: fhirPathPatch("delete", "Observation.subject"), want: unprocessable},
+		{name: "FHIRPath Patch alice's Observation: add a performer that is bob's Patient",
+			method: "PATCH", path: "/fhir/Observation/{aliceObs}",
+			body: fhirPathPatch("add", "Observation", `{"name":"name","valueString":"performer"}`, `{"name":"value","valueReference":{"reference":"Patient/{bob}"}}`), want: unprocessable},
+		{name: "FHIRPath Patch bob's Observation by id, re-pointing it at alice",
+			method: "PATCH", path: "/fhir/Observation/{bobObs}",
+			body: fhirPathPatch("replace", "Observation.subject.reference", `{"name":"value","valueString":"Patient/{alice}"}`), want: notFound},
+		{name: "FHIRPath Patch alice's own Patient into bob's (its id)",
+			method: "PATCH", path: "/fhir/Patient/{alice}",
+			body: fhirPathPatch("replace", "Patient.id", `{"name":"value","valueId":"{bob}"}`), want: unprocessable},
 
 		// --- Conditional writes ------------------------------------------------------------
 		// Conditional updates and deletes are confined to the record (the
@@ -385,10 +417,36 @@ func attackTable() []attack {
 			method: "POST", path: "/fhir",
 			body: bundle("transaction", entry("", "PUT", "Observation/{bobObs2}", obs(`"id":"{bobObs2}","subject":{"reference":"Patient/{alice}"}`))),
 			want: refused(404, 412, 422)},
-		{name: "transaction: a PATCH entry (its result cannot be checked)",
+		{name: "transaction: a JSON Patch entry (Binary) re-pointing alice's Observation at bob's Patient",
 			method: "POST", path: "/fhir",
-			body: `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Binary","contentType":"application/json-patch+json","data":"W10="},"request":{"method":"PATCH","url":"Observation/{aliceObs}"}}]}`,
-			want: refused(400, 422)},
+			body: bundle("transaction", entry("", "PATCH", "Observation/{aliceObs}",
+				binaryJSONPatch(`[{"op":"replace","path":"/subject/reference","value":"Patient/{bob}"}]`))),
+			want: unprocessable},
+		{name: "transaction: a FHIRPath Patch entry replacing the subject of alice's Observation with bob's Patient",
+			method: "POST", path: "/fhir",
+			body: bundle("transaction",
+				entry("", "POST", "Observation", obsAbout("Patient/{alice}")),
+				entry("", "PATCH", "Observation/{aliceObs}", fhirPathPatch("replace", "Observation.subject",
+					`{"name":"value","valueReference":{"reference":"Patient/{bob}"}}`))),
+			want: unprocessable},
+		{name: "transaction: a FHIRPath Patch entry deleting the subject of alice's Observation",
+			method: "POST", path: "/fhir",
+			body: bundle("transaction", entry("", "PATCH", "Observation/{aliceObs}", fhirPathPatch("delete", "Observation.subject"))),
+			want: unprocessable},
+		{name: "transaction: a conditional PATCH entry (Observation?code=<bob-only code>) re-pointing it at alice",
+			method: "POST", path: "/fhir",
+			body: bundle("transaction", entry("", "PATCH", "Observation?code={bobOnlyCode}",
+				binaryJSONPatch(`[{"op":"replace","path":"/subject/reference","value":"Patient/{alice}"}]`))),
+			want: refused(404, 412, 422)},
+		{name: "transaction: a PATCH entry on bob's Observation by id re-pointing it at alice",
+			method: "POST", path: "/fhir",
+			body: bundle("transaction", entry("", "PATCH", "Observation/{bobObs2}",
+				binaryJSONPatch(`[{"op":"replace","path":"/subject/reference","value":"Patient/{alice}"}]`))),
+			want: refused(404, 412, 422)},
+		{name: "batch: a JSON Patch entry removing the subject of alice's Observation",
+			method: "POST", path: "/fhir",
+			body: bundle("batch", entry("", "PATCH", "Observation/{aliceObs}", binaryJSONPatch(`[{"op":"remove","path":"/subject"}]`))),
+			want: unprocessable},
 		{name: "transaction: two entries share one urn:uuid (the alias points two ways)",
 			method: "POST", path: "/fhir",
 			body: bundle("transaction",

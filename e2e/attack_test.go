@@ -190,7 +190,7 @@ func (w *world) run(t *testing.T, a attack) {
 		want = *a.wantShared
 	}
 	t.Logf("answer %d %.200s", res.status, res.raw)
-	w.judge(t, want, sent, res)
+	w.judge(t, want, sent+"\n"+w.expandVars(a.body), res)
 	if a.check != nil {
 		if problem := a.check(w, res); problem != "" {
 			t.Errorf("%s; answer %d: %.600s", problem, res.status, res.raw)

@@ -12,8 +12,9 @@ import (
 // JPA server (test/hapi), once per partition mode HAPI offers: the gateway
 // provisions a HAPI partition per record, each record sees only its own
 // data (checked in HAPI itself too), HAPI's absolute URLs come back as the
-// record's address, a Synthea transaction Bundle is stored whole, and
-// client-sent partition headers or paths reach no other record.
+// record's address, a Synthea transaction Bundle is stored whole, PATCH of
+// both kinds is judged before HAPI stores it, and client-sent partition
+// headers or paths reach no other record.
 func TestHAPI(t *testing.T) {
 	for _, mode := range []struct{ name, gateway, hapi, extra string }{
 		{"header", "header", "header", ""},
@@ -31,6 +32,7 @@ func TestHAPI(t *testing.T) {
 			c.writeAndSearch()
 			c.smuggling()
 			c.transaction()
+			c.patch()
 			c.paging()
 			c.deleteRecord()
 		})

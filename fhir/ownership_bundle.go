@@ -86,9 +86,10 @@ type request struct {
 //     is deleted with the record, through the management API);
 //   - GET, HEAD: reads; never another Patient by id; their responses go
 //     through FilterSearchset;
-//   - PATCH is refused: the result cannot be checked before the upstream
-//     applies it. Send it as a direct PATCH, which the gateway applies
-//     and checks, or as a PUT of the patched resource.
+//   - PATCH is refused: its result cannot be judged from the entry. The
+//     gateway first turns every PATCH entry of a client's Bundle into the
+//     PUT of its judged result (gateway/patch.go); one left here (a
+//     drop-off, an import) is refused.
 //
 // Conditional queries may use only the type's search parameters, no
 // chained parameters, no _has, _include, _revinclude or _type, and no

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
-	"mime"
 	"net/http"
 	"strings"
 
@@ -11,7 +9,6 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -22,8 +19,8 @@ const IdentityChangeHeader = "X-PFR-Identity-Change"
 
 // checkWrite validates a direct write (create, update, patch, delete and
 // their conditional forms) before anything reaches the upstream (DESIGN.md
-// step 6). A PATCH becomes the PUT of the patched resource, so the upstream
-// stores exactly what was checked. It returns the resource written (nil for
+// step 6). A PATCH becomes the PUT of the patched resource (patch.go), so
+// the upstream stores exactly what was checked. It returns the resource written (nil for
 // a delete), which is the request's body.
 func (g *Gateway) checkWrite(w http.ResponseWriter, rq *request) (map[string]any, error) {
 	r, in, rec := rq.r, rq.in, rq.rec
@@ -76,61 +73,6 @@ func (g *Gateway) checkIdentityChange(rq *request, proposed map[string]any) erro
 				IdentityChangeHeader + ": confirm"})
 	}
 	return &fhir.Error{Status: http.StatusUnprocessableEntity, Issues: issues}
-}
-
-// patchToUpdate applies a JSON Patch to the current resource, checks the
-// result, and turns the request into the conditional PUT of that result,
-// which it returns.
-func (g *Gateway) patchToUpdate(w http.ResponseWriter, rq *request, target string) (map[string]any, error) {
-	r, in, rec := rq.r, rq.in, rq.rec
-	if in.id == "" {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "conditional PATCH is not supported; PATCH a resource by its id")
-	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/json-patch+json" {
-		return nil, fhir.Errorf(http.StatusUnsupportedMediaType, fhir.CodeNotSupported,
-			"PATCH takes a JSON Patch document (application/json-patch+json)")
-	}
-	patch, err := g.readBody(w, r)
-	if err != nil {
-		return nil, err
-	}
-	// The door first: a patch that cannot round-trip is refused before
-	// anything is read upstream.
-	if err := fhirjson.Check(patch); err != nil {
-		return nil, fhir.JSONError(err)
-	}
-	current, version, err := g.fetch(rq, in.typ, in.id)
-	if err != nil {
-		return nil, err
-	}
-	if want := r.Header.Get("If-Match"); want != "" && want != "*" && want != `W/"`+version+`"` {
-		return nil, fhir.Errorf(http.StatusPreconditionFailed, fhir.CodeConflict, "version conflict: the resource is at version %s", version)
-	}
-	patched, err := fhir.ApplyJSONPatch(current, patch)
-	if err != nil {
-		return nil, err
-	}
-	if patched["resourceType"] != in.typ || patched["id"] != in.id {
-		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "a patch may not change resourceType or id")
-	}
-	if err := fhir.OwnershipError(rq.owner().CheckWrite(http.MethodPatch, target, "", patched, g.cfg.Ownership)); err != nil {
-		return nil, err
-	}
-	if in.typ == "Patient" && in.id == rec.PatientID {
-		if err := g.checkIdentityChange(rq, patched); err != nil {
-			return nil, err
-		}
-	}
-	body, err := json.Marshal(patched)
-	if err != nil {
-		return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "encoding the patched resource").WithCause(err)
-	}
-	r.Method = http.MethodPut
-	r.Header.Set("Content-Type", "application/fhir+json")
-	r.Header.Set("If-Match", `W/"`+version+`"`)
-	setBody(r, body)
-	return patched, nil
 }
 
 // fetch reads the current version of a resource of the record from the

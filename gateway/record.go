@@ -148,6 +148,9 @@ func (g *Gateway) serveFHIR(w http.ResponseWriter, rq *request, slug string, ae 
 	}
 	switch {
 	case rq.in.bundle:
+		if err := g.patchEntriesToUpdates(rq, bundleDoc); err != nil {
+			return err
+		}
 		if err := g.resolveConditionalReferences(rq, bundleDoc); err != nil {
 			return err
 		}

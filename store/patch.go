@@ -116,7 +116,9 @@ func (h *handler) patchResource(p *ptx, typ, id string, patch *fhir.Patch, ifMat
 	}
 	current, err := fhirjson.DecodeObject(rec.Body)
 	if err != nil {
-		return nil, fmt.Errorf("decode stored %s/%s: %w", typ, id, err)
+		// Stored before the door (or damaged): nothing to patch safely.
+		return nil, fhir.Errorf(http.StatusConflict, fhir.CodeConflict,
+			"%s/%s is stored in a form that does not read back as FHIR JSON (%v): replace it with PUT instead of patching it", typ, id, err)
 	}
 	patched, err := patch.Apply(current)
 	if err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -248,3 +249,23 @@ func TestCapabilityStatementPatch(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestPatchUnreadable: a stored resource that does not read back as FHIR
+// JSON (written before the door) is not patched: a 409 OperationOutcome,
+// never a 500, and nothing changes.
+func TestPatchUnreadable(t *testing.T) {
+	s := newTestServer(t)
+	poison := resource{"resourceType": "Observation", "status": "final", "valueQuantity": map[string]any{"value": json.Number("1e999")}}
+	if err := s.db.update("DEFAULT", func(p *ptx) error {
+		_, err := p.write("Observation", "poison", poison, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := dumpPartition(t, s.db, "DEFAULT")
+	expectOutcome(t, s.do("PATCH", "/fhir/Observation/poison", "DEFAULT", `[{"op":"replace","path":"/status","value":"amended"}]`,
+		"Content-Type", "application/json-patch+json"), http.StatusConflict, "PUT instead")
+	if dumpPartition(t, s.db, "DEFAULT") != before {
+		t.Fatal("the refused patch changed the store")
+	}
+}
