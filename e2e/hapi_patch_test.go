@@ -35,7 +35,7 @@ func (c *hapiCase) patch() {
 		expect(t, http.StatusOK, "JSON Patch of alice's Observation")
 	e.do("PATCH", url, c.alice, fhirPath("add", "Observation", `{"name":"name","valueString":"note"}`, `{"name":"value","valueAnnotation":{"text":"patched"}}`)).
 		expect(t, http.StatusOK, "FHIRPath Patch of alice's Observation")
-	e.do("PATCH", recordURL(aliceSlug, "/Observation?code=http://loinc.org|"+aliceCode), c.alice,
+	e.do("PATCH", recordURL(aliceSlug, "/Observation?_id="+c.aliceObs+"&code=http://loinc.org|"+aliceCode), c.alice,
 		fhirPath("replace", "Observation.valueQuantity.value", `{"name":"value","valueDecimal":72.50}`)).
 		expect(t, http.StatusOK, "conditional FHIRPath Patch")
 	tx := `{"resourceType":"Bundle","type":"transaction","entry":[` +

@@ -39,6 +39,12 @@ func binaryPatch(p string) string {
 func TestPatchOwnership(t *testing.T) {
 	for _, trusted := range []bool{true, false} {
 		wp := newPipeline(t, trusted)
+		// The record's CapabilityStatement (the store's, passed through)
+		// advertises both formats and the interaction.
+		if md := wp.do(t, "GET", patchHost, "/fhir/metadata", nil).Body.String(); !strings.Contains(md, `"patchFormat":["application/json-patch+json","application/fhir+json"]`) ||
+			!strings.Contains(md, `{"code":"patch"}`) {
+			t.Errorf("trusted=%v: metadata does not advertise patch: %.300s", trusted, md)
+		}
 		own := `{"resourceType":"Observation","status":"final","code":{"text":"glucose"},"identifier":[{"value":"own-1"}],` +
 			`"subject":{"reference":"Patient/` + wp.pid + `"},"valueQuantity":{"value":0.1000,"unit":"mmol/L"}}`
 		res := wp.do(t, "POST", patchHost, "/fhir/Observation", []byte(own), "Prefer", "return=representation")
@@ -221,4 +227,3 @@ func TestPatchRace(t *testing.T) {
 		}
 	}
 }
-

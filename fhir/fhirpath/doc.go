@@ -17,6 +17,11 @@
 // of that type, which is what "resolve() is Patient" needs. An Env may supply
 // a Resolver for other references (urn:uuid inside a Bundle).
 //
+// Every element a path finds knows where it sits in the resource
+// (Node.Location: the object holding it, its JSON name, its index), and
+// Expr.Parent splits off a path's last element name: what FHIRPath Patch
+// (fhir.ApplyFHIRPathPatch) needs to change a resource in place.
+//
 // Compile once with Compile or MustCompile; an *Expr is immutable and safe for
 // concurrent use.
 package fhirpath

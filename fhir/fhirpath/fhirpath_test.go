@@ -300,3 +300,53 @@ func TestConcurrentEvaluate(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestLocation: what a path finds knows where it sits (the object, the JSON
+// name, the index in the member's array); the resource itself, literals and
+// computed values do not. Parent splits off the last element name.
+func TestLocation(t *testing.T) {
+	var res map[string]any
+	if err := json.Unmarshal([]byte(`{"resourceType":"Observation","valueQuantity":{"value":1},"component":[{"code":{"text":"a"}},{"code":{"text":"b"}}],`+
+		`"extension":[{"url":"u","valueString":"x"}],"contained":[{"resourceType":"Patient","id":"p"}],"subject":{"reference":"#p"}}`), &res); err != nil {
+		t.Fatal(err)
+	}
+	comps := res["component"].([]any)
+	for _, c := range []struct {
+		path   string
+		parent any
+		key    string
+		index  int
+	}{
+		{"Observation.value", res, "valueQuantity", -1},
+		{"Observation.component[1]", res, "component", 1},
+		{"Observation.component.where(code.text='b').code", comps[1], "code", -1},
+		{"Observation.component.code.text.last()", comps[1].(map[string]any)["code"], "text", -1},
+		{"Observation.extension('u')", res, "extension", 0},
+		{"Observation.subject.resolve()", res, "contained", 0},
+	} {
+		nodes, err := MustCompile(c.path).Evaluate(res)
+		if err != nil || len(nodes) != 1 {
+			t.Fatalf("%s: %v %v", c.path, nodes, err)
+		}
+		parent, key, index, ok := nodes[0].Location()
+		if !ok || !sameNode(Node{Value: parent}, Node{Value: c.parent}) || key != c.key || index != c.index {
+			t.Errorf("%s: at %v %q %d (%v)", c.path, parent, key, index, ok)
+		}
+	}
+	for _, p := range []string{"Observation", "'x'", "Observation.component.count()", "Observation.value.exists()"} {
+		nodes, _ := MustCompile(p).Evaluate(res)
+		if len(nodes) != 1 {
+			t.Fatalf("%s: %v", p, nodes)
+		}
+		if _, _, _, ok := nodes[0].Location(); ok {
+			t.Errorf("%s has a location", p)
+		}
+	}
+	parent, name, ok := MustCompile("Observation.component[0].code").Parent()
+	if !ok || name != "code" || parent.String() != "Observation.component[0]" {
+		t.Errorf("Parent: %v %q %v", parent, name, ok)
+	}
+	if _, _, ok := MustCompile("Observation.component.first()").Parent(); ok {
+		t.Error("a function call has no parent element")
+	}
+}
