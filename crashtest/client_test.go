@@ -1,70 +1,26 @@
 package crashtest
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
-	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // response is a gateway answer: status, headers, raw and decoded body.
-type response struct {
-	status int
-	header http.Header
-	raw    []byte
-	body   map[string]any
-}
+type response = testkit.Response
 
 // send makes one request; body may be nil, []byte or anything
 // JSON-encodable. Transport errors are returned: requests cut by a SIGKILL
 // fail this way.
 func (g *gatewayProcess) send(ctx context.Context, method, url, token string, body any) (response, error) {
-	return g.sendWith(ctx, method, url, token, body, nil)
+	return testkit.Send(ctx, g.client, method, url, token, body, nil)
 }
 
 // sendWith is send with extra request headers.
 func (g *gatewayProcess) sendWith(ctx context.Context, method, url, token string, body any, header http.Header) (response, error) {
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			return response{}, err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return response{}, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	res, err := g.client.Do(req)
-	if err != nil {
-		return response{}, err
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		return response{}, fmt.Errorf("reading the answer of %s %s: %w", method, url, err)
-	}
-	out := response{status: res.StatusCode, header: res.Header, raw: raw}
-	_ = json.Unmarshal(raw, &out.body)
-	return out, nil
+	return testkit.Send(ctx, g.client, method, url, token, body, header)
 }
 
 // do is send for requests that must get an answer: the test fails
@@ -78,24 +34,15 @@ func (g *gatewayProcess) do(method, url, token string, body any) response {
 	return res
 }
 
-// expect fails the test unless r has the wanted status.
-func (r response) expect(t *testing.T, status int, what string) response {
-	t.Helper()
-	if r.status != status {
-		t.Fatalf("%s: status %d, want %d; body: %.800s", what, r.status, status, r.raw)
-	}
-	return r
-}
-
 // createRecord creates a record owned by token's subject for patient and
 // returns the record's Patient id.
 func (g *gatewayProcess) createRecord(token, slug string, patient map[string]any) string {
 	g.t.Helper()
 	res := g.do("POST", g.apex("/pfr/v1/records"), token, map[string]any{"slug": slug, "relationship": "self", "patient": patient})
-	res.expect(g.t, http.StatusCreated, "create record "+slug)
-	id, _ := res.body["patientId"].(string)
+	res.Expect(g.t, http.StatusCreated, "create record "+slug)
+	id, _ := res.Body["patientId"].(string)
 	if id == "" {
-		g.t.Fatalf("create record %s: no patientId in %s", slug, res.raw)
+		g.t.Fatalf("create record %s: no patientId in %s", slug, res.Raw)
 	}
 	return id
 }
@@ -104,23 +51,23 @@ func (g *gatewayProcess) createRecord(token, slug string, patient map[string]any
 // rejected or expired.
 func (g *gatewayProcess) receiptStatus(receipt string) string {
 	g.t.Helper()
-	res := g.do("GET", g.apex("/pfr/v1/receipts/"+receipt), "", nil).expect(g.t, http.StatusOK, "receipt "+receipt)
-	params, _ := res.body["parameter"].([]any)
+	res := g.do("GET", g.apex("/pfr/v1/receipts/"+receipt), "", nil).Expect(g.t, http.StatusOK, "receipt "+receipt)
+	params, _ := res.Body["parameter"].([]any)
 	for _, p := range params {
 		if m, _ := p.(map[string]any); m["name"] == "status" {
 			s, _ := m["valueCode"].(string)
 			return s
 		}
 	}
-	g.t.Fatalf("receipt %s: no status in %s", receipt, res.raw)
+	g.t.Fatalf("receipt %s: no status in %s", receipt, res.Raw)
 	return ""
 }
 
 // inbox lists the record's drop-offs by id.
 func (g *gatewayProcess) inbox(token, slug string) map[string]map[string]any {
 	g.t.Helper()
-	res := g.do("GET", g.apex("/pfr/v1/records/"+slug+"/dropoffs"), token, nil).expect(g.t, http.StatusOK, "inbox of "+slug)
-	items, _ := res.body["dropoffs"].([]any)
+	res := g.do("GET", g.apex("/pfr/v1/records/"+slug+"/dropoffs"), token, nil).Expect(g.t, http.StatusOK, "inbox of "+slug)
+	items, _ := res.Body["dropoffs"].([]any)
 	out := make(map[string]map[string]any, len(items))
 	for _, it := range items {
 		m, _ := it.(map[string]any)
@@ -136,7 +83,7 @@ func (g *gatewayProcess) inbox(token, slug string) map[string]map[string]any {
 // outcomeText is the diagnostics of an OperationOutcome answer.
 func outcomeText(r response) string {
 	var parts []string
-	issues, _ := r.body["issue"].([]any)
+	issues, _ := r.Body["issue"].([]any)
 	for _, i := range issues {
 		m, _ := i.(map[string]any)
 		if d, ok := m["diagnostics"].(string); ok {
@@ -150,8 +97,8 @@ func outcomeText(r response) string {
 // the receipt.
 func (g *gatewayProcess) dropOffReceipt(slug string, raw []byte) string {
 	g.t.Helper()
-	res := g.do("POST", g.recordURL(slug, ""), "", raw).expect(g.t, http.StatusAccepted, "drop off for "+slug)
-	id := res.header.Get("X-Pfr-Receipt")
+	res := g.do("POST", g.recordURL(slug, ""), "", raw).Expect(g.t, http.StatusAccepted, "drop off for "+slug)
+	id := res.Header.Get("X-Pfr-Receipt")
 	if id == "" {
 		g.t.Fatalf("drop off for %s: no receipt header", slug)
 	}

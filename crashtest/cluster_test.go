@@ -214,20 +214,20 @@ func TestCluster(t *testing.T) {
 		"resourceType": "Patient", "name": []any{map[string]any{"family": "Node", "given": []any{"Nora"}}},
 		"gender": "female", "birthDate": "1980-02-03",
 	})
-	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), alice, nil).expect(t, http.StatusOK, "the Patient through B")
-	lb.do("GET", lb.recordURL(slug, "/Patient/"+patientID), alice, nil).expect(t, http.StatusOK, "the Patient through the balancer")
+	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), alice, nil).Expect(t, http.StatusOK, "the Patient through B")
+	lb.do("GET", lb.recordURL(slug, "/Patient/"+patientID), alice, nil).Expect(t, http.StatusOK, "the Patient through the balancer")
 
 	// Bob joins through B with an invitation made on A.
 	inv := a.do("POST", a.apex("/pfr/v1/records/"+slug+"/invitations"), alice, map[string]any{"role": "viewer"}).
-		expect(t, http.StatusCreated, "invite on A")
-	code, _ := inv.body["code"].(string)
-	b.do("POST", b.apex("/pfr/v1/invitations/"+code+"/accept"), bob, nil).expect(t, http.StatusOK, "accept on B")
-	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), bob, nil).expect(t, http.StatusOK, "bob reads through B")
+		Expect(t, http.StatusCreated, "invite on A")
+	code, _ := inv.Body["code"].(string)
+	b.do("POST", b.apex("/pfr/v1/invitations/"+code+"/accept"), bob, nil).Expect(t, http.StatusOK, "accept on B")
+	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), bob, nil).Expect(t, http.StatusOK, "bob reads through B")
 
 	// Removed on A, refused on B at once (no waiting: nothing is cached).
-	members := a.do("GET", a.apex("/pfr/v1/records/"+slug+"/members"), alice, nil).expect(t, http.StatusOK, "members on A")
+	members := a.do("GET", a.apex("/pfr/v1/records/"+slug+"/members"), alice, nil).Expect(t, http.StatusOK, "members on A")
 	var bobAccount string
-	list, _ := members.body["members"].([]any)
+	list, _ := members.Body["members"].([]any)
 	for _, m := range list {
 		mm, _ := m.(map[string]any)
 		if mm["subject"] == "bob" {
@@ -235,11 +235,11 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	if bobAccount == "" {
-		t.Fatalf("bob's membership not listed: %s", members.raw)
+		t.Fatalf("bob's membership not listed: %s", members.Raw)
 	}
-	a.do("DELETE", a.apex("/pfr/v1/records/"+slug+"/members/"+bobAccount), alice, nil).expect(t, http.StatusNoContent, "remove bob on A")
-	if res := b.do("GET", b.recordURL(slug, "/Patient/"+patientID), bob, nil); res.status != http.StatusForbidden && res.status != http.StatusNotFound {
-		t.Fatalf("bob after removal, through B: %d %s", res.status, res.raw)
+	a.do("DELETE", a.apex("/pfr/v1/records/"+slug+"/members/"+bobAccount), alice, nil).Expect(t, http.StatusNoContent, "remove bob on A")
+	if res := b.do("GET", b.recordURL(slug, "/Patient/"+patientID), bob, nil); res.Status != http.StatusForbidden && res.Status != http.StatusNotFound {
+		t.Fatalf("bob after removal, through B: %d %s", res.Status, res.Raw)
 	}
 
 	// The webhook set on A; a drop-off on A is in B's inbox, its alert
@@ -253,7 +253,7 @@ func TestCluster(t *testing.T) {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	a.do("PUT", a.apex("/pfr/v1/records/"+slug+"/webhook"), alice, map[string]any{"url": "http://" + l.Addr().String() + "/hook", "secret": "cluster-webhook-secret-0123456789"}).
-		expect(t, http.StatusOK, "webhook on A")
+		Expect(t, http.StatusOK, "webhook on A")
 	raw, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
 		map[string]any{"fullUrl": "urn:uuid:5f7c1d1e-1111-4a4a-9c9c-000000000001", "resource": map[string]any{
 			"resourceType": "Patient", "name": []any{map[string]any{"family": "Node", "given": []any{"Nora"}}},
@@ -279,7 +279,7 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("alert of %s delivered %d times (bad: %v), want once", receipt, counts[receipt], bad)
 	}
 	b.do("POST", b.apex("/pfr/v1/records/"+slug+"/dropoffs/"+receipt+"/pickup"), alice, map[string]any{}).
-		expect(t, http.StatusOK, "pick-up on B")
+		Expect(t, http.StatusOK, "pick-up on B")
 	if s := a.receiptStatus(receipt); s != "picked-up" {
 		t.Fatalf("receipt status on A after the pick-up on B: %q", s)
 	}
@@ -383,18 +383,18 @@ func TestClusterNodeKilled(t *testing.T) {
 						"identifier": []any{map[string]any{"system": system, "value": key}},
 						"subject":    map[string]any{"reference": "Patient/" + patientID},
 					})
-					o = outcome{kind: "write", key: key, status: res.status, err: err}
-					if err == nil && res.status == http.StatusCreated {
-						o.id, _ = res.body["id"].(string)
+					o = outcome{kind: "write", key: key, status: res.Status, err: err}
+					if err == nil && res.Status == http.StatusCreated {
+						o.id, _ = res.Body["id"].(string)
 					}
 				} else {
 					raw, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
 						map[string]any{"resource": map[string]any{"resourceType": "Observation", "status": "final", "code": map[string]any{"text": key}}},
 					}})
 					res, err := c.lb.send(ctx, "POST", c.lb.recordURL(slug, ""), "", raw)
-					o = outcome{kind: "dropoff", key: key, status: res.status, err: err}
-					if err == nil && res.status == http.StatusAccepted {
-						o.id = res.header.Get("X-Pfr-Receipt")
+					o = outcome{kind: "dropoff", key: key, status: res.Status, err: err}
+					if err == nil && res.Status == http.StatusAccepted {
+						o.id = res.Header.Get("X-Pfr-Receipt")
 					}
 				}
 				cancel()
@@ -456,8 +456,8 @@ func TestClusterNodeKilled(t *testing.T) {
 		// Every write, acknowledged or not, is there at most once; an
 		// acknowledged one exactly once.
 		res := c.b.do("GET", c.b.recordURL(slug, "/Observation?identifier="+system+"|"+o.key), owner, nil).
-			expect(t, http.StatusOK, "search "+o.key)
-		entries, _ := res.body["entry"].([]any)
+			Expect(t, http.StatusOK, "search "+o.key)
+		entries, _ := res.Body["entry"].([]any)
 		acked := o.err == nil && o.id != ""
 		if len(entries) > 1 || (acked && len(entries) != 1) {
 			t.Errorf("write %s (acknowledged: %v) found %d times", o.key, acked, len(entries))

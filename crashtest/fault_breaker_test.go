@@ -24,7 +24,7 @@ func TestFaultCircuitBreaker(t *testing.T) {
 	alice := g.token("alice")
 	patientID := g.createRecord(alice, "breaker", faultPatient())
 	obsID := idFromLocation(t, g.do("POST", g.recordURL("breaker", "/Observation"), alice, faultObservation(patientID, "before")).
-		expect(t, http.StatusCreated, "create before the fault"))
+		Expect(t, http.StatusCreated, "create before the fault"))
 	if err := store.proc.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

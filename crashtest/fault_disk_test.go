@@ -77,7 +77,7 @@ func TestFaultDiskFull(t *testing.T) {
 	alice := g.token("alice")
 	patientID := g.createRecord(alice, "full", faultPatient())
 	baseline := idFromLocation(t, g.do("POST", g.recordURL("full", "/Observation"), alice, faultObservation(patientID, "baseline")).
-		expect(t, http.StatusCreated, "a write before the disk fills"))
+		Expect(t, http.StatusCreated, "a write before the disk fills"))
 	filler := fillDisk(t, data)
 
 	type attempt struct {
@@ -101,21 +101,21 @@ func TestFaultDiskFull(t *testing.T) {
 			res, ok = g.do("POST", g.recordURL("full", ""), "", faultDropOff(marker)), http.StatusAccepted
 		}
 		a := attempt{kind: kind, marker: marker}
-		switch res.status {
+		switch res.Status {
 		case ok:
 			a.stored = true
-			a.receipt = res.header.Get("X-Pfr-Receipt")
+			a.receipt = res.Header.Get("X-Pfr-Receipt")
 		case http.StatusInsufficientStorage:
 			if full[kind] == 0 {
-				t.Logf("disk full: %s answered %d (Retry-After %s): %s", kind, res.status, res.header.Get("Retry-After"), outcomeText(res))
+				t.Logf("disk full: %s answered %d (Retry-After %s): %s", kind, res.Status, res.Header.Get("Retry-After"), outcomeText(res))
 			}
 			full[kind]++
-			if res.body["resourceType"] != "OperationOutcome" || !strings.Contains(outcomeText(res), "storage is full") ||
-				res.header.Get("Retry-After") == "" {
-				t.Errorf("%s on a full disk: %d %s (Retry-After %q)", kind, res.status, res.raw, res.header.Get("Retry-After"))
+			if res.Body["resourceType"] != "OperationOutcome" || !strings.Contains(outcomeText(res), "storage is full") ||
+				res.Header.Get("Retry-After") == "" {
+				t.Errorf("%s on a full disk: %d %s (Retry-After %q)", kind, res.Status, res.Raw, res.Header.Get("Retry-After"))
 			}
 		default:
-			t.Fatalf("%s on a full disk: %d %.500s", kind, res.status, res.raw)
+			t.Fatalf("%s on a full disk: %d %.500s", kind, res.Status, res.Raw)
 		}
 		attempts = append(attempts, a)
 	}
@@ -125,8 +125,8 @@ func TestFaultDiskFull(t *testing.T) {
 		}
 	}
 	t.Logf("on the full disk: %d attempts, refused with 507: %v", len(attempts), full)
-	g.do("GET", g.recordURL("full", "/Observation/"+baseline), alice, nil).expect(t, http.StatusOK, "a read on the full disk")
-	g.do("GET", g.apex("/pfr/v1/records/full/dropoffs"), alice, nil).expect(t, http.StatusOK, "the inbox on the full disk")
+	g.do("GET", g.recordURL("full", "/Observation/"+baseline), alice, nil).Expect(t, http.StatusOK, "a read on the full disk")
+	g.do("GET", g.apex("/pfr/v1/records/full/dropoffs"), alice, nil).Expect(t, http.StatusOK, "the inbox on the full disk")
 	if !g.logHasLine("disk full", data) {
 		t.Errorf("no log line says the disk is full and names %s:\n%s", data, g.logTail(20))
 	}
@@ -156,7 +156,7 @@ func TestFaultDiskFull(t *testing.T) {
 			}
 		}
 	}
-	g.do("POST", g.recordURL("full", "/Observation"), alice, faultObservation(patientID, "after")).expect(t, http.StatusCreated, "a write once there is room")
+	g.do("POST", g.recordURL("full", "/Observation"), alice, faultObservation(patientID, "after")).Expect(t, http.StatusCreated, "a write once there is room")
 	g.dropOffReceipt("full", faultDropOff("after"))
 }
 
@@ -167,8 +167,8 @@ func (g *gatewayProcess) dropOffsWith(token string, inbox map[string]map[string]
 	g.t.Helper()
 	n := 0
 	for id := range inbox {
-		res := g.do("GET", g.apex("/pfr/v1/records/full/dropoffs/"+id), token, nil).expect(g.t, http.StatusOK, "drop-off "+id)
-		if strings.Contains(string(res.raw), `"value":"`+marker+`"`) {
+		res := g.do("GET", g.apex("/pfr/v1/records/full/dropoffs/"+id), token, nil).Expect(g.t, http.StatusOK, "drop-off "+id)
+		if strings.Contains(string(res.Raw), `"value":"`+marker+`"`) {
 			n++
 		}
 	}

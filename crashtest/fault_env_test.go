@@ -208,24 +208,24 @@ func (g *gatewayProcess) run(t *testing.T, fault string, p probe) (response, tim
 	res, err := g.sendWith(context.Background(), p.method, p.url, p.token, p.body, p.header)
 	took := time.Since(start)
 	if p.aborted {
-		if err == nil && res.status < 300 {
-			t.Errorf("%s / %s: a complete %d answer, want it cut short: %.300s", fault, p.name, res.status, res.raw)
+		if err == nil && res.Status < 300 {
+			t.Errorf("%s / %s: a complete %d answer, want it cut short: %.300s", fault, p.name, res.Status, res.Raw)
 		}
-		t.Logf("%-14s %-26s cut after %v (status %d, %v)", fault, p.name, took.Round(time.Millisecond), res.status, err)
+		t.Logf("%-14s %-26s cut after %v (status %d, %v)", fault, p.name, took.Round(time.Millisecond), res.Status, err)
 		return res, took
 	}
 	if err != nil {
 		t.Errorf("%s / %s: no answer after %v: %v", fault, p.name, took, err)
 		return res, took
 	}
-	t.Logf("%-14s %-30s %d in %v: %s", fault, p.name, res.status, took.Round(time.Millisecond), outcomeText(res))
-	if res.status != p.status {
-		t.Errorf("%s / %s: status %d, want %d; body %.500s", fault, p.name, res.status, p.status, res.raw)
+	t.Logf("%-14s %-30s %d in %v: %s", fault, p.name, res.Status, took.Round(time.Millisecond), outcomeText(res))
+	if res.Status != p.status {
+		t.Errorf("%s / %s: status %d, want %d; body %.500s", fault, p.name, res.Status, p.status, res.Raw)
 		return res, took
 	}
 	if p.status >= 400 {
-		if res.body["resourceType"] != "OperationOutcome" {
-			t.Errorf("%s / %s: %d without an OperationOutcome: %.300s", fault, p.name, res.status, res.raw)
+		if res.Body["resourceType"] != "OperationOutcome" {
+			t.Errorf("%s / %s: %d without an OperationOutcome: %.300s", fault, p.name, res.Status, res.Raw)
 		}
 		if !strings.Contains(outcomeText(res), p.says) {
 			t.Errorf("%s / %s: diagnostics %q lack %q", fault, p.name, outcomeText(res), p.says)
@@ -266,8 +266,8 @@ func faultTransaction(patientID string, markers ...string) map[string]any {
 func (g *gatewayProcess) stored(token, slug, marker string) int {
 	g.t.Helper()
 	res := g.do("GET", g.recordURL(slug, "/Observation?identifier="+url.QueryEscape(faultSystem+"|"+marker)), token, nil).
-		expect(g.t, http.StatusOK, "search "+marker)
-	entries, _ := res.body["entry"].([]any)
+		Expect(g.t, http.StatusOK, "search "+marker)
+	entries, _ := res.Body["entry"].([]any)
 	return len(entries)
 }
 
@@ -291,7 +291,7 @@ func faultPatient() map[string]any {
 // idFromLocation is the id in a create's Location.
 func idFromLocation(t *testing.T, r response) string {
 	t.Helper()
-	loc := r.header.Get("Location")
+	loc := r.Header.Get("Location")
 	parts := strings.Split(strings.TrimSuffix(loc, "/"), "/")
 	for i := len(parts) - 2; i > 0; i-- {
 		if parts[i] == "Observation" {

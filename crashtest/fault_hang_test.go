@@ -31,7 +31,7 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 	aliceD := byDefault.token("alice")
 	byDefaultPatient := byDefault.createRecord(aliceD, "hung", faultPatient())
 	obsID := idFromLocation(t, g.do("POST", g.recordURL("hung", "/Observation"), alice, faultObservation(patientID, "before")).
-		expect(t, http.StatusCreated, "create before the fault"))
+		Expect(t, http.StatusCreated, "create before the fault"))
 	receipt := g.dropOffReceipt("hung", faultDropOff("hung-dropoff"))
 
 	for _, fault := range []struct {
@@ -91,13 +91,13 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 		} {
 			p.status, p.says = fault.status, fault.says
 			res, _ := g.run(t, f, p)
-			if f == "SIGSTOP" && p.name == "owner transaction" && !strings.Contains(string(res.raw), "may still carry out this write") {
-				t.Errorf("a write that timed out should say it may still happen: %s", res.raw)
+			if f == "SIGSTOP" && p.name == "owner transaction" && !strings.Contains(string(res.Raw), "may still carry out this write") {
+				t.Errorf("a write that timed out should say it may still happen: %s", res.Raw)
 			}
 		}
 		inbox, took := g.run(t, f, probe{name: "inbox", method: "GET", url: g.apex("/pfr/v1/records/hung/dropoffs"), token: alice, status: http.StatusOK})
-		if inbox.body["matchUnavailable"] == nil || !strings.Contains(string(inbox.raw), receipt) {
-			t.Errorf("%s: the inbox should list the drop-off without match scores: %.400s", f, inbox.raw)
+		if inbox.Body["matchUnavailable"] == nil || !strings.Contains(string(inbox.Raw), receipt) {
+			t.Errorf("%s: the inbox should list the drop-off without match scores: %.400s", f, inbox.Raw)
 		}
 		t.Logf("%s: the inbox answered in %v (inbox timeout 1s)", f, took.Round(time.Millisecond))
 		g.run(t, f, probe{name: "records", method: "GET", url: g.apex("/pfr/v1/records"), token: alice, status: http.StatusOK})
@@ -124,9 +124,9 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s: the create retried with If-None-Exist: %d", f, retry.status)
-		if retry.status != http.StatusCreated && retry.status != http.StatusOK {
-			t.Errorf("%s: the create retried after the fault: %d %s", f, retry.status, retry.raw)
+		t.Logf("%s: the create retried with If-None-Exist: %d", f, retry.Status)
+		if retry.Status != http.StatusCreated && retry.Status != http.StatusOK {
+			t.Errorf("%s: the create retried after the fault: %d %s", f, retry.Status, retry.Raw)
 		}
 		if n := g.stored(alice, "hung", f+"-create"); n != 1 {
 			t.Errorf("%s: after the retry, %d copies of the create, want 1", f, n)
@@ -135,9 +135,9 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 			t.Errorf("%s: the drop-off is %s, want pending", f, s)
 		}
 		g.do("POST", g.apex("/pfr/v1/records"), alice, map[string]any{"slug": "hung-" + strings.ToLower(f), "relationship": "self", "patient": faultPatient()}).
-			expect(t, http.StatusCreated, f+": the slug is free after the refused creation")
+			Expect(t, http.StatusCreated, f+": the slug is free after the refused creation")
 	}
-	g.do("POST", g.apex(pickupPath("hung", receipt)), alice, map[string]any{}).expect(t, http.StatusOK, "pick-up once the upstream is back")
+	g.do("POST", g.apex(pickupPath("hung", receipt)), alice, map[string]any{}).Expect(t, http.StatusOK, "pick-up once the upstream is back")
 	if n := g.stored(alice, "hung", "hung-dropoff-obs"); n != 1 {
 		t.Errorf("the picked-up Observation is there %d times, want once", n)
 	}

@@ -42,16 +42,16 @@ func faultUpstreamAnswers(t *testing.T, options string) {
 
 	// Through the README's store configuration, everything works.
 	created := g.do("POST", g.recordURL("faulty", "/Observation"), alice, faultObservation(patientID, "baseline")).
-		expect(t, http.StatusCreated, "create through the README's store configuration")
+		Expect(t, http.StatusCreated, "create through the README's store configuration")
 	obsID := idFromLocation(t, created)
-	g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).expect(t, http.StatusOK, "read it back")
+	g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).Expect(t, http.StatusOK, "read it back")
 	tx := g.do("POST", g.recordURL("faulty", ""), alice, faultTransaction(patientID, "baseline-tx-1", "baseline-tx-2")).
-		expect(t, http.StatusOK, "transaction")
-	if tx.body["type"] != "transaction-response" {
-		t.Fatalf("transaction answered %.300s", tx.raw)
+		Expect(t, http.StatusOK, "transaction")
+	if tx.Body["type"] != "transaction-response" {
+		t.Fatalf("transaction answered %.300s", tx.Raw)
 	}
 	receipt := g.dropOffReceipt("faulty", faultDropOff("fault-dropoff"))
-	original := g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).raw
+	original := g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).Raw
 
 	for _, fault := range []struct {
 		mode   string
@@ -94,8 +94,8 @@ func faultUpstreamAnswers(t *testing.T, options string) {
 			status: fault.createStatus, says: fault.createSays})
 		// What the gateway holds itself answers.
 		inbox, _ := g.run(t, m, probe{name: "inbox", method: "GET", url: g.apex("/pfr/v1/records/faulty/dropoffs"), token: alice, status: http.StatusOK})
-		if inbox.body["matchUnavailable"] == nil || !strings.Contains(string(inbox.raw), receipt) {
-			t.Errorf("%s: the inbox should list the drop-off and say the match is unavailable: %.400s", m, inbox.raw)
+		if inbox.Body["matchUnavailable"] == nil || !strings.Contains(string(inbox.Raw), receipt) {
+			t.Errorf("%s: the inbox should list the drop-off and say the match is unavailable: %.400s", m, inbox.Raw)
 		}
 		g.run(t, m, probe{name: "records", method: "GET", url: g.apex("/pfr/v1/records"), token: alice, status: http.StatusOK})
 		g.run(t, m, probe{name: "drop-off", method: "POST", url: g.recordURL("faulty", ""), body: faultDropOff(m + "-dropoff"), status: http.StatusAccepted})
@@ -121,7 +121,7 @@ func faultUpstreamAnswers(t *testing.T, options string) {
 			if n := g.stored(alice, "faulty", m+"-create"); n != 1 {
 				t.Errorf("%s: the retried create left %d copies", m, n)
 			}
-		} else if now := g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).raw; string(now) != string(original) {
+		} else if now := g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).Raw; string(now) != string(original) {
 			t.Errorf("%s: the refused update changed the Observation:\n%s\nwas\n%s", m, now, original)
 		}
 		if s := g.receiptStatus(receipt); s != "pending" {
@@ -129,14 +129,14 @@ func faultUpstreamAnswers(t *testing.T, options string) {
 		}
 		// The slug of the refused record creation is free again.
 		g.do("POST", g.apex("/pfr/v1/records"), alice, map[string]any{"slug": "faulty-" + m, "relationship": "self", "patient": faultPatient()}).
-			expect(t, http.StatusCreated, m+": the slug is free after the refused creation")
-		original = g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).raw
+			Expect(t, http.StatusCreated, m+": the slug is free after the refused creation")
+		original = g.do("GET", g.recordURL("faulty", "/Observation/"+obsID), alice, nil).Raw
 	}
 
 	// The pick-up goes through at last, once (the truncated attempt's
 	// import is found by its tag and not written again).
-	res := g.do("POST", g.apex(pickupPath("faulty", receipt)), alice, map[string]any{}).expect(t, http.StatusOK, "pick-up through the store")
+	res := g.do("POST", g.apex(pickupPath("faulty", receipt)), alice, map[string]any{}).Expect(t, http.StatusOK, "pick-up through the store")
 	if n := g.stored(alice, "faulty", "fault-dropoff-obs"); n != 1 {
-		t.Errorf("the picked-up Observation is there %d times, want once (%s)", n, res.raw)
+		t.Errorf("the picked-up Observation is there %d times, want once (%s)", n, res.Raw)
 	}
 }

@@ -202,13 +202,13 @@ func runSenders(t *testing.T, g *gatewayProcess, slug string, ledger *intakeLedg
 					return // the kill cut the connection
 				}
 				ledger.mu.Lock()
-				if res.status == http.StatusAccepted {
-					ledger.acked[marker] = res.header.Get("X-Pfr-Receipt")
+				if res.Status == http.StatusAccepted {
+					ledger.acked[marker] = res.Header.Get("X-Pfr-Receipt")
 				} else {
-					ledger.refusals = append(ledger.refusals, fmt.Sprintf("%s: %d %.200s", marker, res.status, res.raw))
+					ledger.refusals = append(ledger.refusals, fmt.Sprintf("%s: %d %.200s", marker, res.Status, res.Raw))
 				}
 				ledger.mu.Unlock()
-				if res.status == http.StatusAccepted {
+				if res.Status == http.StatusAccepted {
 					acks <- struct{}{}
 				}
 			}
@@ -240,15 +240,15 @@ func (g *gatewayProcess) killOnceAcked(acks <-chan struct{}, n int, jitter time.
 func checkStoredDropOff(t *testing.T, g *gatewayProcess, owner, slug, id string, item map[string]any, ledger *intakeLedger) string {
 	t.Helper()
 	res := g.do("GET", g.apex("/pfr/v1/records/"+slug+"/dropoffs/"+id), owner, nil)
-	if res.status != http.StatusOK {
-		t.Errorf("drop-off %s is listed but its preview answers %d: %.300s", id, res.status, res.raw)
+	if res.Status != http.StatusOK {
+		t.Errorf("drop-off %s is listed but its preview answers %d: %.300s", id, res.Status, res.Raw)
 		return ""
 	}
 	var preview struct {
 		Bundle json.RawMessage `json:"bundle"`
 	}
-	if err := json.Unmarshal(res.raw, &preview); err != nil || len(preview.Bundle) == 0 {
-		t.Errorf("drop-off %s: preview without a Bundle (%v): %.300s", id, err, res.raw)
+	if err := json.Unmarshal(res.Raw, &preview); err != nil || len(preview.Bundle) == 0 {
+		t.Errorf("drop-off %s: preview without a Bundle (%v): %.300s", id, err, res.Raw)
 		return ""
 	}
 	marker := bundleMarker(preview.Bundle)

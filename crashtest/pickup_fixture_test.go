@@ -52,10 +52,10 @@ func (g *gatewayProcess) recordCounts(token, slug string, types []string) map[st
 	out := make(map[string]int, len(types))
 	for _, typ := range types {
 		q := url.Values{"_summary": {"count"}}.Encode()
-		res := g.do("GET", g.recordURL(slug, "/"+typ+"?"+q), token, nil).expect(g.t, http.StatusOK, "count "+typ+" in "+slug)
-		total, ok := res.body["total"].(float64)
+		res := g.do("GET", g.recordURL(slug, "/"+typ+"?"+q), token, nil).Expect(g.t, http.StatusOK, "count "+typ+" in "+slug)
+		total, ok := res.Body["total"].(float64)
 		if !ok {
-			g.t.Fatalf("count %s in %s: no total in %.300s", typ, slug, res.raw)
+			g.t.Fatalf("count %s in %s: no total in %.300s", typ, slug, res.Raw)
 		}
 		out[typ] = int(total)
 	}
@@ -71,8 +71,8 @@ const dopuTagSystem = "urn:pfr:dopu"
 func (g *gatewayProcess) taggedCount(token, slug, typ, dropOff string) int {
 	g.t.Helper()
 	q := url.Values{"_tag": {dopuTagSystem + "|" + dropOff}, "_summary": {"count"}}.Encode()
-	res := g.do("GET", g.recordURL(slug, "/"+typ+"?"+q), token, nil).expect(g.t, http.StatusOK, "tagged "+typ+" in "+slug)
-	total, _ := res.body["total"].(float64)
+	res := g.do("GET", g.recordURL(slug, "/"+typ+"?"+q), token, nil).Expect(g.t, http.StatusOK, "tagged "+typ+" in "+slug)
+	total, _ := res.Body["total"].(float64)
 	return int(total)
 }
 
@@ -149,7 +149,7 @@ func newPickupFixture(t *testing.T, owner string) *pickupFixture {
 	g.createRecord(f.owner, "reference", f.patient)
 	ref := g.dropOffReceipt("reference", f.raw)
 	started := time.Now()
-	g.do("POST", g.apex(pickupPath("reference", ref)), f.owner, nil).expect(t, http.StatusOK, "reference pick-up")
+	g.do("POST", g.apex(pickupPath("reference", ref)), f.owner, nil).Expect(t, http.StatusOK, "reference pick-up")
 	f.took = time.Since(started)
 	if got := f.counts("reference"); classify(got, f.want) != importedAll || got["Patient"] != 1 {
 		t.Fatalf("an uninterrupted pick-up left %v, want %v and one Patient", got, f.want)
@@ -204,7 +204,7 @@ func onceImported(f *pickupFixture, slug, receipt string, done <-chan struct{}) 
 		if err != nil {
 			return "once imported (the search failed: " + err.Error() + ")"
 		}
-		if total, _ := res.body["total"].(float64); total > 0 {
+		if total, _ := res.Body["total"].(float64); total > 0 {
 			return "once imported"
 		}
 	}
@@ -254,8 +254,8 @@ func (f *pickupFixture) crashPickup(slug string, kill killWhen) crash {
 func (f *pickupFixture) check(c crash) {
 	t := f.t
 	t.Helper()
-	if c.first != nil && c.first.status != http.StatusOK {
-		t.Errorf("%s: the pick-up answered %d before the kill: %.300s", c.describe, c.first.status, c.first.raw)
+	if c.first != nil && c.first.Status != http.StatusOK {
+		t.Errorf("%s: the pick-up answered %d before the kill: %.300s", c.describe, c.first.Status, c.first.Raw)
 	}
 	switch {
 	case c.state == importedPartial || c.state == importedTwice:
@@ -264,7 +264,7 @@ func (f *pickupFixture) check(c crash) {
 		t.Errorf("%s: the record holds %d Patients after SIGKILL, want its own only", c.describe, c.counts["Patient"])
 	case c.state == importedNone && c.status != "pending":
 		t.Errorf("%s: nothing was imported but the drop-off is %q, want pending", c.describe, c.status)
-	case c.first != nil && c.first.status == http.StatusOK && (c.state != importedAll || c.status != "picked-up"):
+	case c.first != nil && c.first.Status == http.StatusOK && (c.state != importedAll || c.status != "picked-up"):
 		t.Errorf("%s: the pick-up answered 200 before the kill, yet the record holds %s and the drop-off is %q", c.describe, c.state, c.status)
 	case c.status != "pending" && c.status != "picked-up":
 		t.Errorf("%s: the drop-off is %q after SIGKILL", c.describe, c.status)

@@ -79,21 +79,21 @@ func retryPickup(t *testing.T, g *gatewayProcess, owner string, c crash) (string
 	res := g.do("POST", g.apex(pickupPath(slug, receipt)), owner, nil)
 	switch {
 	case status == "picked-up":
-		if res.status != http.StatusConflict {
-			t.Errorf("%s: picking up a picked-up drop-off answered %d: %.300s", what, res.status, res.raw)
+		if res.Status != http.StatusConflict {
+			t.Errorf("%s: picking up a picked-up drop-off answered %d: %.300s", what, res.Status, res.Raw)
 		}
 		return "already picked up (409)", false
-	case res.status == http.StatusConflict && strings.Contains(outcomeText(res), "in progress"):
+	case res.Status == http.StatusConflict && strings.Contains(outcomeText(res), "in progress"):
 		// The same lease keeps the owner from rejecting it too.
 		rej := g.do("POST", g.apex("/pfr/v1/records/"+slug+"/dropoffs/"+receipt+"/reject"), owner, map[string]any{"reason": "crash test"})
-		return fmt.Sprintf("blocked by the dead pick-up's lease (409; reject: %d %s)", rej.status, outcomeText(rej)), true
-	case res.status != http.StatusOK:
-		t.Errorf("%s: retrying the pick-up answered %d: %.300s", what, res.status, res.raw)
-		return fmt.Sprintf("refused (%d)", res.status), false
+		return fmt.Sprintf("blocked by the dead pick-up's lease (409; reject: %d %s)", rej.Status, outcomeText(rej)), true
+	case res.Status != http.StatusOK:
+		t.Errorf("%s: retrying the pick-up answered %d: %.300s", what, res.Status, res.Raw)
+		return fmt.Sprintf("refused (%d)", res.Status), false
 	}
-	resumed, _ := res.body["resumed"].(bool)
+	resumed, _ := res.Body["resumed"].(bool)
 	if resumed != (state == importedAll) {
-		t.Errorf("%s: the retry answered resumed=%v with %s already imported: %.300s", what, resumed, state, res.raw)
+		t.Errorf("%s: the retry answered resumed=%v with %s already imported: %.300s", what, resumed, state, res.Raw)
 	}
 	if st := g.receiptStatus(receipt); st != "picked-up" {
 		t.Errorf("%s: the retry answered 200 but the drop-off is %q", what, st)

@@ -38,24 +38,24 @@ func TestRejectAfterInterruptedPickup(t *testing.T) {
 	after := f.counts(hit.slug)
 	status := g.receiptStatus(hit.receipt)
 	switch {
-	case rej.status == http.StatusOK && classify(after, f.want) != importedNone:
+	case rej.Status == http.StatusOK && classify(after, f.want) != importedNone:
 		t.Errorf("rejecting a drop-off that an interrupted pick-up had already imported answered 200 and the sender now reads %q, "+
 			"but the record still holds %s of it (%v)", status, classify(after, f.want), after)
-	case rej.status == http.StatusOK:
+	case rej.Status == http.StatusOK:
 		t.Logf("the rejection took the imported data out; the drop-off is %s", status)
-	case rej.status == http.StatusConflict:
+	case rej.Status == http.StatusConflict:
 		if status != "pending" {
 			t.Errorf("the rejection was refused, yet the drop-off is %q", status)
 		}
 		// The owner then finishes the pick-up without a second import.
-		res := g.do("POST", g.apex(pickupPath(hit.slug, hit.receipt)), f.owner, nil).expect(t, http.StatusOK, "pick-up after the refused rejection")
-		if resumed, _ := res.body["resumed"].(bool); !resumed {
-			t.Errorf("the pick-up after the refused rejection did not resume: %.300s", res.raw)
+		res := g.do("POST", g.apex(pickupPath(hit.slug, hit.receipt)), f.owner, nil).Expect(t, http.StatusOK, "pick-up after the refused rejection")
+		if resumed, _ := res.Body["resumed"].(bool); !resumed {
+			t.Errorf("the pick-up after the refused rejection did not resume: %.300s", res.Raw)
 		}
 		if got := f.counts(hit.slug); classify(got, f.want) != importedAll {
 			t.Errorf("after the resumed pick-up the record holds %v, want %v", got, f.want)
 		}
 	default:
-		t.Errorf("rejecting after the interrupted pick-up answered %d: %.300s", rej.status, rej.raw)
+		t.Errorf("rejecting after the interrupted pick-up answered %d: %.300s", rej.Status, rej.Raw)
 	}
 }

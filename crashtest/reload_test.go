@@ -113,10 +113,10 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if err != nil || created.status != http.StatusCreated {
-		t.Fatalf("creating the record: %v %d %s\n%s", err, created.status, created.raw, proc.LogTail(20))
+	if err != nil || created.Status != http.StatusCreated {
+		t.Fatalf("creating the record: %v %d %s\n%s", err, created.Status, created.Raw, proc.LogTail(20))
 	}
-	patientID, _ := created.body["patientId"].(string)
+	patientID, _ := created.Body["patientId"].(string)
 
 	ttl := 0
 	reload := func() {
@@ -191,11 +191,11 @@ func TestReloadUnderLoad(t *testing.T) {
 					case err != nil:
 						out.failed++
 						failed = append(failed, rq)
-					case (rq.create && res.status == http.StatusCreated) || (!rq.create && res.status == http.StatusAccepted):
+					case (rq.create && res.Status == http.StatusCreated) || (!rq.create && res.Status == http.StatusAccepted):
 						out.answered++
 						answered = append(answered, rq)
 					default:
-						t.Errorf("%s %s: %d %.300s", out.proto, rq.marker, res.status, res.raw)
+						t.Errorf("%s %s: %d %.300s", out.proto, rq.marker, res.Status, res.Raw)
 					}
 					mu.Unlock()
 				}
@@ -232,8 +232,8 @@ func TestReloadUnderLoad(t *testing.T) {
 			} else {
 				res, err = g.send(context.Background(), "POST", recordURL(""), "", rq.body)
 			}
-			if err != nil || (res.status != http.StatusCreated && res.status != http.StatusOK && res.status != http.StatusAccepted) {
-				t.Errorf("%s: %s sent again: %v %d %.200s", out.proto, rq.marker, err, res.status, res.raw)
+			if err != nil || (res.Status != http.StatusCreated && res.Status != http.StatusOK && res.Status != http.StatusAccepted) {
+				t.Errorf("%s: %s sent again: %v %d %.200s", out.proto, rq.marker, err, res.Status, res.Raw)
 				continue
 			}
 			out.retried++
@@ -294,8 +294,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 
 	// Drop-offs: every distinct Bundle once in the inbox.
-	inbox := g.do("GET", apexURL("/pfr/v1/records/reload/dropoffs"), token, nil).expect(t, http.StatusOK, "inbox")
-	items, _ := inbox.body["dropoffs"].([]any)
+	inbox := g.do("GET", apexURL("/pfr/v1/records/reload/dropoffs"), token, nil).Expect(t, http.StatusOK, "inbox")
+	items, _ := inbox.Body["dropoffs"].([]any)
 	dropOffs := 0
 	for _, o := range outcomes {
 		dropOffs += o.dropOffs

@@ -79,7 +79,7 @@ func TestSIGKILLWithWebhookDown(t *testing.T) {
 	hookPort := testkit.Reserve(t) // held: nothing else gets it meanwhile
 	hookURL := "http://" + hookPort.Addr() + "/alerts"
 	g.do("PUT", g.apex("/pfr/v1/records/"+slug+"/webhook"), owner, map[string]any{"url": hookURL, "secret": receiver.secret}).
-		expect(t, http.StatusOK, "set the webhook")
+		Expect(t, http.StatusOK, "set the webhook")
 
 	const clinical = "CLINICAL-CONTENT-MUST-NOT-LEAVE"
 	var receipts []string

@@ -143,13 +143,13 @@ func runWriters(t *testing.T, g *gatewayProcess, owner, slug, patientID string, 
 					return // the kill cut the connection
 				}
 				ledger.mu.Lock()
-				if res.status == ok {
+				if res.Status == ok {
 					ledger.acked[idx] = true
 				} else {
-					ledger.other = append(ledger.other, fmt.Sprintf("%s %s: %d %.200s", write.kind, marker, res.status, res.raw))
+					ledger.other = append(ledger.other, fmt.Sprintf("%s %s: %d %.200s", write.kind, marker, res.Status, res.Raw))
 				}
 				ledger.mu.Unlock()
-				if res.status == ok {
+				if res.Status == ok {
 					acks <- struct{}{}
 				}
 			}
@@ -173,10 +173,10 @@ func (g *gatewayProcess) storedMarkersAt(token, fhirBase string) map[string]int 
 	out := map[string]int{}
 	next := fhirBase + "/Observation?_count=500&identifier=" + url.QueryEscape(writesSystem+"|")
 	for next != "" {
-		res := g.do("GET", next, token, nil).expect(g.t, http.StatusOK, "search the written Observations")
-		entries, _ := res.body["entry"].([]any)
-		if len(entries) > 0 && !strings.Contains(string(res.raw), `"value":72.50`) {
-			g.t.Errorf("the stored Observations lost the decimal's spelling 72.50: %.300s", res.raw)
+		res := g.do("GET", next, token, nil).Expect(g.t, http.StatusOK, "search the written Observations")
+		entries, _ := res.Body["entry"].([]any)
+		if len(entries) > 0 && !strings.Contains(string(res.Raw), `"value":72.50`) {
+			g.t.Errorf("the stored Observations lost the decimal's spelling 72.50: %.300s", res.Raw)
 		}
 		for _, e := range entries {
 			resource, _ := e.(map[string]any)["resource"].(map[string]any)
@@ -188,7 +188,7 @@ func (g *gatewayProcess) storedMarkersAt(token, fhirBase string) map[string]int 
 			}
 		}
 		next = ""
-		links, _ := res.body["link"].([]any)
+		links, _ := res.Body["link"].([]any)
 		for _, l := range links {
 			if m, _ := l.(map[string]any); m["relation"] == "next" {
 				next, _ = m["url"].(string)

@@ -203,7 +203,7 @@ func TestWildcardCertificateDNS01(t *testing.T) {
 	}
 	// A name under the base that is no record completes the handshake (the
 	// wildcard covers it) and gets the gateway's 404.
-	e.do("GET", recordURL("nobody-here", "/metadata"), "", nil).expectOutcome(t, http.StatusNotFound, "a name under the wildcard that is no record")
+	e.do("GET", recordURL("nobody-here", "/metadata"), "", nil).ExpectOutcome(t, http.StatusNotFound, "a name under the wildcard that is no record")
 
 	// BIND goes down; a restarted gateway (empty certificate cache, same
 	// storage) serves the stored wildcard certificate without an order.

@@ -103,15 +103,15 @@ func TestPebbleOnDemandTLS(t *testing.T) {
 	}
 
 	res := e.do("GET", recordURL(pebbleSlug, "/Patient/"+patientID), token, nil).
-		expect(t, http.StatusOK, "read the record's Patient over Pebble's TLS")
-	if res.body["resourceType"] != "Patient" || res.body["id"] != patientID {
-		t.Errorf("read Patient/%s: got %.300s", patientID, res.raw)
+		Expect(t, http.StatusOK, "read the record's Patient over Pebble's TLS")
+	if res.Body["resourceType"] != "Patient" || res.Body["id"] != patientID {
+		t.Errorf("read Patient/%s: got %.300s", patientID, res.Raw)
 	}
-	if !strings.Contains(string(res.raw), `"Moss"`) {
-		t.Errorf("Patient/%s is not the record's Patient: %.300s", patientID, res.raw)
+	if !strings.Contains(string(res.Raw), `"Moss"`) {
+		t.Errorf("Patient/%s is not the record's Patient: %.300s", patientID, res.Raw)
 	}
 	e.do("GET", recordURL(pebbleSlug, "/Patient/"+patientID), "", nil).
-		expectOutcome(t, http.StatusUnauthorized, "read the Patient without a token")
+		ExpectOutcome(t, http.StatusUnauthorized, "read the Patient without a token")
 
 	pb.Stop()
 	checkPebbleOrders(t, pb.Output(), []string{baseDomain, host})

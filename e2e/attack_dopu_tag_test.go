@@ -26,8 +26,8 @@ func TestAttackDropOffTagPlantedElsewhere(t *testing.T) {
 			// Two drop-offs for alice: one she picks up, one she rejects.
 			var receipts []string
 			for _, extra := range []string{"", " "} {
-				r := w.dropOff("alice-home", append(append([]byte{}, doc...), extra...)).expect(t, http.StatusAccepted, "drop off for alice")
-				receipts = append(receipts, r.header.Get("X-PFR-Receipt"))
+				r := w.dropOff("alice-home", append(append([]byte{}, doc...), extra...)).Expect(t, http.StatusAccepted, "drop off for alice")
+				receipts = append(receipts, r.Header.Get("X-PFR-Receipt"))
 			}
 			if receipts[0] == "" || receipts[0] == receipts[1] {
 				t.Fatalf("receipts %q", receipts)
@@ -39,23 +39,23 @@ func TestAttackDropOffTagPlantedElsewhere(t *testing.T) {
 			}
 			planted := observation("Patient/"+w.vars["bob"], "2339-0")
 			planted["meta"] = map[string]any{"tag": tags}
-			made := w.do("POST", recordURL("bob-home", "/Observation"), bob, planted).expect(t, http.StatusCreated, "bob's tagged Observation")
+			made := w.do("POST", recordURL("bob-home", "/Observation"), bob, planted).Expect(t, http.StatusCreated, "bob's tagged Observation")
 			plantedID := idOf(t, made)
 
 			p := w.do("POST", apex("/pfr/v1/records/alice-home/dropoffs/"+receipts[0]+"/pickup"), alice, nil).
-				expect(t, http.StatusOK, "alice picks up")
-			if n, _ := p.body["imported"].(float64); n < 1 {
-				t.Fatalf("alice's pick-up imported nothing (bob's planted tag taken for an earlier import): %v", p.body)
+				Expect(t, http.StatusOK, "alice picks up")
+			if n, _ := p.Body["imported"].(float64); n < 1 {
+				t.Fatalf("alice's pick-up imported nothing (bob's planted tag taken for an earlier import): %v", p.Body)
 			}
-			found := w.do("GET", recordURL("alice-home", "/Observation?code=2339-0"), alice, nil).expect(t, http.StatusOK, "alice searches")
-			if len(resources(found.body)) != 1 {
-				t.Fatalf("alice's record holds %d glucose Observations, want 1: %s", len(resources(found.body)), found.raw)
+			found := w.do("GET", recordURL("alice-home", "/Observation?code=2339-0"), alice, nil).Expect(t, http.StatusOK, "alice searches")
+			if len(resources(found.Body)) != 1 {
+				t.Fatalf("alice's record holds %d glucose Observations, want 1: %s", len(resources(found.Body)), found.Raw)
 			}
 
 			w.do("POST", apex("/pfr/v1/records/alice-home/dropoffs/"+receipts[1]+"/reject"), alice, map[string]any{"reason": "twice"}).
-				expect(t, http.StatusOK, "alice rejects the second")
+				Expect(t, http.StatusOK, "alice rejects the second")
 			w.do("GET", recordURL("bob-home", "/Observation/"+plantedID), bob, nil).
-				expect(t, http.StatusOK, "bob's Observation survives alice's rejection")
+				Expect(t, http.StatusOK, "bob's Observation survives alice's rejection")
 		})
 	}
 }

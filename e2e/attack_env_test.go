@@ -180,8 +180,8 @@ func readResponse(t *testing.T, res *http.Response) response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := response{status: res.StatusCode, header: res.Header, raw: raw}
-	_ = json.Unmarshal(raw, &out.body)
+	out := response{Status: res.StatusCode, Header: res.Header, Raw: raw}
+	_ = json.Unmarshal(raw, &out.Body)
 	return out
 }
 
@@ -206,57 +206,57 @@ func (w *world) seed() {
 	aliceBase, bobBase := recordURL("alice-home", ""), recordURL("bob-home", "")
 
 	// Bob's Patient gains an identifier only he has.
-	pat := w.do("GET", recordURL("bob-home", "/Patient/"+bobID), bob, nil).expect(t, http.StatusOK, "bob reads his Patient")
-	pat.body["identifier"] = []any{map[string]any{"system": "urn:oid:2.16.840.1.113883.4.1", "value": bobSSN}}
-	w.do("PUT", recordURL("bob-home", "/Patient/"+bobID), bob, pat.body).expect(t, http.StatusOK, "bob updates his Patient")
+	pat := w.do("GET", recordURL("bob-home", "/Patient/"+bobID), bob, nil).Expect(t, http.StatusOK, "bob reads his Patient")
+	pat.Body["identifier"] = []any{map[string]any{"system": "urn:oid:2.16.840.1.113883.4.1", "value": bobSSN}}
+	w.do("PUT", recordURL("bob-home", "/Patient/"+bobID), bob, pat.Body).Expect(t, http.StatusOK, "bob updates his Patient")
 
 	pract := w.do("POST", recordURL("bob-home", "/Practitioner"), bob, map[string]any{
 		"resourceType": "Practitioner", "name": []any{map[string]any{"family": bobDoctor, "given": []any{"Oncologist"}}},
-	}).expect(t, http.StatusCreated, "bob's Practitioner")
+	}).Expect(t, http.StatusCreated, "bob's Practitioner")
 	bobObs := observation("Patient/"+bobID, bobOnlyCode)
 	bobObs["note"] = []any{map[string]any{"text": bobNote}}
 	bobObs["performer"] = []any{map[string]any{"reference": "Practitioner/" + idOf(t, pract)}}
-	o1 := w.do("POST", recordURL("bob-home", "/Observation"), bob, bobObs).expect(t, http.StatusCreated, "bob's Observation")
+	o1 := w.do("POST", recordURL("bob-home", "/Observation"), bob, bobObs).Expect(t, http.StatusCreated, "bob's Observation")
 	o2 := w.do("POST", recordURL("bob-home", "/Observation"), bob, observation("Patient/"+bobID, sharedCode)).
-		expect(t, http.StatusCreated, "bob's second Observation")
+		Expect(t, http.StatusCreated, "bob's second Observation")
 	cond := w.do("POST", recordURL("bob-home", "/Condition"), bob, map[string]any{
 		"resourceType": "Condition", "subject": map[string]any{"reference": "Patient/" + bobID},
 		"code": map[string]any{"text": bobConditionTxt},
-	}).expect(t, http.StatusCreated, "bob's Condition")
+	}).Expect(t, http.StatusCreated, "bob's Condition")
 
 	// A resource bob deleted: its id and the deletion are his too.
 	gone := w.do("POST", recordURL("bob-home", "/Observation"), bob, observation("Patient/"+bobID, "2708-6")).
-		expect(t, http.StatusCreated, "bob's short-lived Observation")
+		Expect(t, http.StatusCreated, "bob's short-lived Observation")
 	w.do("DELETE", recordURL("bob-home", "/Observation/"+idOf(t, gone)), bob, nil)
-	if r := w.do("GET", recordURL("bob-home", "/Observation/"+idOf(t, gone)), bob, nil); r.status != http.StatusGone && r.status != http.StatusNotFound {
-		t.Fatalf("bob's deleted Observation still reads: %d", r.status)
+	if r := w.do("GET", recordURL("bob-home", "/Observation/"+idOf(t, gone)), bob, nil); r.Status != http.StatusGone && r.Status != http.StatusNotFound {
+		t.Fatalf("bob's deleted Observation still reads: %d", r.Status)
 	}
 
 	ao := w.do("POST", recordURL("alice-home", "/Observation"), alice, observation("Patient/"+aliceID, sharedCode)).
-		expect(t, http.StatusCreated, "alice's Observation")
+		Expect(t, http.StatusCreated, "alice's Observation")
 	// Alice's own data of several types, for the scope attacks: a doctor,
 	// a Condition, and a laboratory panel whose member is her vital-signs
 	// Observation (has-member crosses categories).
 	apract := w.do("POST", recordURL("alice-home", "/Practitioner"), alice, map[string]any{
 		"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Alicesdoctor"}},
-	}).expect(t, http.StatusCreated, "alice's Practitioner")
+	}).Expect(t, http.StatusCreated, "alice's Practitioner")
 	w.do("POST", recordURL("alice-home", "/Condition"), alice, map[string]any{
 		"resourceType": "Condition", "subject": map[string]any{"reference": "Patient/" + aliceID}, "code": map[string]any{"text": "alice-condition"},
-	}).expect(t, http.StatusCreated, "alice's Condition")
+	}).Expect(t, http.StatusCreated, "alice's Condition")
 	vital := observation("Patient/"+aliceID, "8867-4")
 	vital["category"] = []any{map[string]any{"coding": []any{map[string]any{
 		"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}}}}
 	vital["performer"] = []any{map[string]any{"reference": "Practitioner/" + idOf(t, apract)}}
-	vo := w.do("POST", recordURL("alice-home", "/Observation"), alice, vital).expect(t, http.StatusCreated, "alice's vital sign")
+	vo := w.do("POST", recordURL("alice-home", "/Observation"), alice, vital).Expect(t, http.StatusCreated, "alice's vital sign")
 	panel := observation("Patient/"+aliceID, "24323-8")
 	panel["category"] = []any{map[string]any{"coding": []any{map[string]any{
 		"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}}}}
 	panel["hasMember"] = []any{map[string]any{"reference": "Observation/" + idOf(t, vo)}}
-	w.do("POST", recordURL("alice-home", "/Observation"), alice, panel).expect(t, http.StatusCreated, "alice's lab panel")
+	w.do("POST", recordURL("alice-home", "/Observation"), alice, panel).Expect(t, http.StatusCreated, "alice's lab panel")
 
 	inv := w.do("POST", apex("/pfr/v1/records/bob-home/invitations"), bob, map[string]any{"role": "viewer"}).
-		expect(t, http.StatusCreated, "bob invites carol as a viewer")
-	w.do("POST", apex("/pfr/v1/invitations/"+inv.body["code"].(string)+"/accept"), carol, nil).expect(t, http.StatusOK, "carol accepts")
+		Expect(t, http.StatusCreated, "bob invites carol as a viewer")
+	w.do("POST", apex("/pfr/v1/invitations/"+inv.Body["code"].(string)+"/accept"), carol, nil).Expect(t, http.StatusOK, "carol accepts")
 
 	mint := func(sub string, aud ...string) string {
 		tok, err := w.dev.Mint(sub, "openid patient/*.cruds", aud, time.Hour)
@@ -315,10 +315,10 @@ func malleable(t *testing.T, tok string) string {
 // idOf returns the id of the resource a create answered with.
 func idOf(t *testing.T, r response) string {
 	t.Helper()
-	id, _ := r.body["id"].(string)
+	id, _ := r.Body["id"].(string)
 	if id == "" {
 		// A create may answer with no body: the id is in Location.
-		parts := strings.Split(r.header.Get("Location"), "/")
+		parts := strings.Split(r.Header.Get("Location"), "/")
 		for i := len(parts) - 1; i > 0; i-- {
 			if parts[i] == "_history" {
 				id = parts[i-1]
@@ -327,7 +327,7 @@ func idOf(t *testing.T, r response) string {
 		}
 	}
 	if id == "" {
-		t.Fatalf("no id in the create's answer: %v %s", r.header, r.raw)
+		t.Fatalf("no id in the create's answer: %v %s", r.Header, r.Raw)
 	}
 	return id
 }
@@ -367,9 +367,9 @@ type storeSnapshot map[string]string
 func (w *world) snapshot() storeSnapshot {
 	t := w.t
 	t.Helper()
-	list := w.raw("GET", "/fhir/$partition-management-list-partitions", "DEFAULT").expect(t, http.StatusOK, "list partitions")
+	list := w.raw("GET", "/fhir/$partition-management-list-partitions", "DEFAULT").Expect(t, http.StatusOK, "list partitions")
 	partitions := []string{"DEFAULT"}
-	params, _ := list.body["parameter"].([]any)
+	params, _ := list.Body["parameter"].([]any)
 	for _, p := range params {
 		parts, _ := p.(map[string]any)["part"].([]any)
 		for _, part := range parts {
@@ -380,7 +380,7 @@ func (w *world) snapshot() storeSnapshot {
 		}
 	}
 	if len(partitions) < 3 {
-		t.Fatalf("expected at least two partitions besides DEFAULT: %s", list.raw)
+		t.Fatalf("expected at least two partitions besides DEFAULT: %s", list.Raw)
 	}
 	snap := storeSnapshot{}
 	histories := []string{"/fhir/_history?_count=1000"}
@@ -398,14 +398,14 @@ func (w *world) snapshot() storeSnapshot {
 	for _, part := range partitions {
 		entries = entries[:0]
 		for _, h := range histories {
-			res := w.raw("GET", h, part).expect(t, http.StatusOK, "history of partition "+part)
-			if total, _ := res.body["total"].(float64); total > 500 {
+			res := w.raw("GET", h, part).Expect(t, http.StatusOK, "history of partition "+part)
+			if total, _ := res.Body["total"].(float64); total > 500 {
 				t.Fatalf("partition %s has %v versions: more than one page", part, total)
 			}
-			more, _ := res.body["entry"].([]any)
+			more, _ := res.Body["entry"].([]any)
 			entries = append(entries, more...)
 			if part != "DEFAULT" && len(sample) < 3000 {
-				sample += fmt.Sprintf("\n%s %s: %.200s", part, h, res.raw)
+				sample += fmt.Sprintf("\n%s %s: %.200s", part, h, res.Raw)
 			}
 		}
 		for _, e := range entries {
@@ -470,9 +470,9 @@ func (w *world) bobView() []string {
 	t := w.t
 	t.Helper()
 	res := w.do("GET", recordURL("bob-home", "/Patient/"+w.vars["bob"]+"/$everything?_count=1000"), w.tokens["bob"], nil).
-		expect(t, http.StatusOK, "bob's $everything")
+		Expect(t, http.StatusOK, "bob's $everything")
 	var view []string
-	entries, _ := res.body["entry"].([]any)
+	entries, _ := res.Body["entry"].([]any)
 	for _, e := range entries {
 		r, _ := e.(map[string]any)["resource"].(map[string]any)
 		meta, _ := r["meta"].(map[string]any)
@@ -500,11 +500,11 @@ func rawExchange(t *testing.T, sni, text string) response {
 	go func() { _, _ = io.Copy(conn, strings.NewReader(text)) }()
 	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return response{status: 0, raw: []byte(err.Error())}
+		return response{Status: 0, Raw: []byte(err.Error())}
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 8<<20))
-	out := response{status: res.StatusCode, header: res.Header, raw: body}
-	_ = json.Unmarshal(bytes.TrimSpace(body), &out.body)
+	out := response{Status: res.StatusCode, Header: res.Header, Raw: body}
+	_ = json.Unmarshal(bytes.TrimSpace(body), &out.Body)
 	return out
 }

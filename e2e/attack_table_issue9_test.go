@@ -194,13 +194,13 @@ var gone410 = refused(410)
 // Other statuses are judged by the attack's want.
 func shapedOwn(v string, elements ...string) func(*world, response) string {
 	return func(w *world, r response) string {
-		if r.status != 200 {
+		if r.Status != 200 {
 			return ""
 		}
-		matches := []map[string]any{r.body}
-		if r.body["resourceType"] == "Bundle" {
+		matches := []map[string]any{r.Body}
+		if r.Body["resourceType"] == "Bundle" {
 			matches = nil
-			entries, _ := r.body["entry"].([]any)
+			entries, _ := r.Body["entry"].([]any)
 			for _, e := range entries {
 				em, _ := e.(map[string]any)
 				search, _ := em["search"].(map[string]any)
@@ -208,7 +208,7 @@ func shapedOwn(v string, elements ...string) func(*world, response) string {
 					matches = append(matches, res)
 				}
 			}
-			links, _ := r.body["link"].([]any)
+			links, _ := r.Body["link"].([]any)
 			for _, l := range links {
 				lm, _ := l.(map[string]any)
 				if u, _ := lm["url"].(string); !strings.Contains(u, "_elements=") && !strings.Contains(u, "_summary=") {
@@ -216,7 +216,7 @@ func shapedOwn(v string, elements ...string) func(*world, response) string {
 				}
 			}
 		}
-		found := r.body["resourceType"] == "Bundle" && len(matches) > 0
+		found := r.Body["resourceType"] == "Bundle" && len(matches) > 0
 		for _, res := range matches {
 			if res["id"] == w.vars[v] {
 				found = true
@@ -240,7 +240,7 @@ func shapedOwn(v string, elements ...string) func(*world, response) string {
 // namesPath checks that a refusal names path in its OperationOutcome.
 func namesPath(path string) func(*world, response) string {
 	return func(_ *world, r response) string {
-		if !strings.Contains(string(r.raw), path) {
+		if !strings.Contains(string(r.Raw), path) {
 			return fmt.Sprintf("the refusal does not name the path %s", path)
 		}
 		return ""
@@ -271,10 +271,10 @@ func resources(body map[string]any) []map[string]any {
 // only (and OperationOutcomes).
 func onlyTypes(types ...string) func(*world, response) string {
 	return func(_ *world, r response) string {
-		if r.status != http.StatusOK {
+		if r.Status != http.StatusOK {
 			return ""
 		}
-		for _, res := range resources(r.body) {
+		for _, res := range resources(r.Body) {
 			typ, _ := res["resourceType"].(string)
 			if typ != "OperationOutcome" && !slices.Contains(types, typ) {
 				return fmt.Sprintf("the answer carries a %s, outside the token's scopes (%v)", typ, types)
@@ -291,7 +291,7 @@ func onlyCategory(code string) func(*world, response) string {
 		if p := onlyTypes("Observation")(w, r); p != "" {
 			return p
 		}
-		for _, res := range resources(r.body) {
+		for _, res := range resources(r.Body) {
 			if res["resourceType"] == "Observation" && !strings.Contains(fmt.Sprint(res["category"]), code) {
 				return fmt.Sprintf("Observation/%v is outside category %s", res["id"], code)
 			}

@@ -59,8 +59,8 @@ var (
 // alicePatientIntact checks that alice's own Patient is still there.
 func alicePatientIntact(w *world, _ response) string {
 	r := w.do("GET", recordURL("alice-home", "/Patient/"+w.vars["alice"]), w.tokens["alice"], nil)
-	if r.status != http.StatusOK {
-		return fmt.Sprintf("alice's own Patient is gone (read answered %d)", r.status)
+	if r.Status != http.StatusOK {
+		return fmt.Sprintf("alice's own Patient is gone (read answered %d)", r.Status)
 	}
 	return ""
 }
@@ -68,10 +68,10 @@ func alicePatientIntact(w *world, _ response) string {
 // countsNothing checks that a 200 search answer counts none of bob's
 // resources: Bundle.total is data too (an oracle of what bob has).
 func countsNothing(_ *world, r response) string {
-	if r.status != http.StatusOK {
+	if r.Status != http.StatusOK {
 		return ""
 	}
-	if total, ok := r.body["total"].(float64); ok && total != 0 {
+	if total, ok := r.Body["total"].(float64); ok && total != 0 {
 		return fmt.Sprintf("the answer counts %v resources alice does not have (an oracle of bob's data)", total)
 	}
 	return ""

@@ -146,12 +146,12 @@ func TestAttackSuiteDetects(t *testing.T) {
 	w := startAttackWorld(t, embedded)
 	before, view := w.snapshot(), w.bobView()
 	bob := w.tokens["bob"]
-	read := w.do("GET", recordURL("bob-home", "/Condition/"+w.vars["bobCond"]), bob, nil).expect(t, http.StatusOK, "bob reads")
+	read := w.do("GET", recordURL("bob-home", "/Condition/"+w.vars["bobCond"]), bob, nil).Expect(t, http.StatusOK, "bob reads")
 	if found := w.leaks("GET /fhir/Condition", read); len(found) == 0 {
-		t.Errorf("bob's own Condition was not recognised as bob's data: %s", read.raw)
+		t.Errorf("bob's own Condition was not recognised as bob's data: %s", read.Raw)
 	}
-	read.body["note"] = []any{map[string]any{"text": "changed"}}
-	w.do("PUT", recordURL("bob-home", "/Condition/"+w.vars["bobCond"]), bob, read.body).expect(t, http.StatusOK, "bob updates")
+	read.Body["note"] = []any{map[string]any{"text": "changed"}}
+	w.do("PUT", recordURL("bob-home", "/Condition/"+w.vars["bobCond"]), bob, read.Body).Expect(t, http.StatusOK, "bob updates")
 	if d := before.diff(w.snapshot()); len(d) != 1 || !strings.HasPrefix(d[0], "new: ") {
 		t.Errorf("the snapshot did not see exactly bob's one new version: %v", d)
 	}
@@ -189,11 +189,11 @@ func (w *world) run(t *testing.T, a attack) {
 	if a.wantShared != nil && w.kind == shared {
 		want = *a.wantShared
 	}
-	t.Logf("answer %d %.200s", res.status, res.raw)
+	t.Logf("answer %d %.200s", res.Status, res.Raw)
 	w.judge(t, want, sent+"\n"+w.expandVars(a.body), res)
 	if a.check != nil {
 		if problem := a.check(w, res); problem != "" {
-			t.Errorf("%s; answer %d: %.600s", problem, res.status, res.raw)
+			t.Errorf("%s; answer %d: %.600s", problem, res.Status, res.Raw)
 		}
 	}
 }
@@ -202,21 +202,21 @@ func (w *world) run(t *testing.T, a attack) {
 func (w *world) judge(t *testing.T, want outcome, sent string, res response) {
 	t.Helper()
 	switch {
-	case res.status >= 500:
-		t.Errorf("server error %d instead of a clean refusal: %.600s", res.status, res.raw)
-	case !slices.Contains(want.statuses, res.status) && !(want.kind == transportLimit && res.status == 0):
-		t.Errorf("status %d, want one of %v: %.800s", res.status, want.statuses, res.raw)
-	case want.kind == noBody && len(res.raw) > 0:
-		t.Errorf("a HEAD answer with a body: %.300s", res.raw)
-	case res.status >= 400 && want.kind != transportLimit && want.kind != noBody:
-		if res.body["resourceType"] != "OperationOutcome" {
-			t.Errorf("refusal %d is not an OperationOutcome: %.600s", res.status, res.raw)
-		} else if ct := res.header.Get("Content-Type"); !strings.Contains(ct, "json") {
-			t.Errorf("refusal %d has Content-Type %q", res.status, ct)
+	case res.Status >= 500:
+		t.Errorf("server error %d instead of a clean refusal: %.600s", res.Status, res.Raw)
+	case !slices.Contains(want.statuses, res.Status) && !(want.kind == transportLimit && res.Status == 0):
+		t.Errorf("status %d, want one of %v: %.800s", res.Status, want.statuses, res.Raw)
+	case want.kind == noBody && len(res.Raw) > 0:
+		t.Errorf("a HEAD answer with a body: %.300s", res.Raw)
+	case res.Status >= 400 && want.kind != transportLimit && want.kind != noBody:
+		if res.Body["resourceType"] != "OperationOutcome" {
+			t.Errorf("refusal %d is not an OperationOutcome: %.600s", res.Status, res.Raw)
+		} else if ct := res.Header.Get("Content-Type"); !strings.Contains(ct, "json") {
+			t.Errorf("refusal %d has Content-Type %q", res.Status, ct)
 		}
 	}
 	for _, s := range w.leaks(sent, res) {
-		t.Errorf("LEAK: the answer (%d) contains bob's %q: %.1000s", res.status, s, res.raw)
+		t.Errorf("LEAK: the answer (%d) contains bob's %q: %.1000s", res.Status, s, res.Raw)
 	}
 }
 
@@ -224,13 +224,13 @@ func (w *world) judge(t *testing.T, want outcome, sent string, res response) {
 // the request, sent, did not itself name them.
 func (w *world) leaks(sent string, res response) []string {
 	var headers strings.Builder
-	for k, vs := range res.header {
+	for k, vs := range res.Header {
 		if k == "Content-Length" || k == "Date" {
 			continue // a length or a time is no one's data (and may equal a short id)
 		}
 		fmt.Fprintf(&headers, "%s: %s\n", k, strings.Join(vs, ", "))
 	}
-	answer := headers.String() + string(res.raw)
+	answer := headers.String() + string(res.Raw)
 	var found []string
 	for _, s := range w.secrets {
 		if !containsToken(sent, s) && containsToken(answer, s) {

@@ -33,7 +33,7 @@ func TestAttackWebhookSSRF(t *testing.T) {
 			t.Fatalf("%s: Caddy's admin API is gone: %v", when, err)
 		}
 		res.Body.Close()
-		e.do("GET", apex("/pfr/v1/records/hooked"), owner, nil).expect(t, http.StatusOK, when+": the gateway answers")
+		e.do("GET", apex("/pfr/v1/records/hooked"), owner, nil).Expect(t, http.StatusOK, when+": the gateway answers")
 	}
 
 	admin := strconv.Itoa(adminPort)
@@ -65,13 +65,13 @@ func TestAttackWebhookSSRF(t *testing.T) {
 	} {
 		c.url = strings.Replace(c.url, ":"+admin+"/", fmt.Sprintf(":%d/", adminPort), 1)
 		res := e.do("PUT", hookURL, owner, map[string]any{"url": c.url, "secret": secret}).
-			expectOutcome(t, http.StatusUnprocessableEntity, "webhook "+c.url)
-		if !strings.Contains(string(res.raw), "refused") || (c.why != "" && !strings.Contains(string(res.raw), c.why)) {
-			t.Errorf("webhook %s: the refusal does not say why (%q): %s", c.url, c.why, res.raw)
+			ExpectOutcome(t, http.StatusUnprocessableEntity, "webhook "+c.url)
+		if !strings.Contains(string(res.Raw), "refused") || (c.why != "" && !strings.Contains(string(res.Raw), c.why)) {
+			t.Errorf("webhook %s: the refusal does not say why (%q): %s", c.url, c.why, res.Raw)
 		}
 	}
-	if got := e.do("GET", hookURL, owner, nil).expect(t, http.StatusOK, "webhook"); got.body["url"] != "" {
-		t.Errorf("a refused webhook was stored: %s", got.raw)
+	if got := e.do("GET", hookURL, owner, nil).Expect(t, http.StatusOK, "webhook"); got.Body["url"] != "" {
+		t.Errorf("a refused webhook was stored: %s", got.Raw)
 	}
 	adminUp("after the refusals")
 
@@ -89,14 +89,14 @@ func TestAttackWebhookSSRF(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	e.do("PUT", hookURL, owner, map[string]any{"url": fmt.Sprintf("http://%s/hook", ln.Addr()), "secret": secret}).
-		expect(t, http.StatusOK, "an allowed receiver")
+		Expect(t, http.StatusOK, "an allowed receiver")
 
 	receipt := e.dropOff("hooked", []byte(bundle("collection", `{"resource":`+obs(`"subject":{"display":"x"}`)+`}`))).
-		expect(t, http.StatusAccepted, "drop off").header.Get("X-PFR-Receipt")
+		Expect(t, http.StatusAccepted, "drop off").Header.Get("X-PFR-Receipt")
 	var alert map[string]any
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		inbox := e.do("GET", apex("/pfr/v1/records/hooked/dropoffs"), owner, nil).expect(t, http.StatusOK, "inbox")
-		items, _ := inbox.body["dropoffs"].([]any)
+		inbox := e.do("GET", apex("/pfr/v1/records/hooked/dropoffs"), owner, nil).Expect(t, http.StatusOK, "inbox")
+		items, _ := inbox.Body["dropoffs"].([]any)
 		for _, it := range items {
 			if m := it.(map[string]any); m["id"] == receipt {
 				alert, _ = m["alert"].(map[string]any)
@@ -106,7 +106,7 @@ func TestAttackWebhookSSRF(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the alert is not dead after 60s: %v (%s)", alert, inbox.raw)
+			t.Fatalf("the alert is not dead after 60s: %v (%s)", alert, inbox.Raw)
 		}
 	}
 	if !strings.Contains(fmt.Sprint(alert["lastError"]), "redirects are not followed") || alert["attempts"] != float64(2) {
@@ -120,6 +120,6 @@ func TestAttackWebhookSSRF(t *testing.T) {
 	// The owner points the webhook at a working receiver: the dead alert
 	// gets a new start and arrives.
 	hook := newWebhookReceiver(t, secret)
-	e.do("PUT", hookURL, owner, map[string]any{"url": hook.URL, "secret": secret}).expect(t, http.StatusOK, "a working receiver")
+	e.do("PUT", hookURL, owner, map[string]any{"url": hook.URL, "secret": secret}).Expect(t, http.StatusOK, "a working receiver")
 	hook.waitAlert(t, receipt)
 }

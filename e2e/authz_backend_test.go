@@ -28,7 +28,7 @@ func TestBuiltinAuthzBackendService(t *testing.T) {
 	rec := e.createRecord(owner, "john-lab", "Doe", "John")
 	pid := rec["patientId"].(string)
 	e.createRecord(e.token("bob"), "bob-lab", "Roe", "Bob")
-	e.do("POST", recordURL("john-lab", "/Observation"), owner, observation("Patient/"+pid, "8867-4")).expect(t, http.StatusCreated, "observation")
+	e.do("POST", recordURL("john-lab", "/Observation"), owner, observation("Patient/"+pid, "8867-4")).Expect(t, http.StatusCreated, "observation")
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -39,14 +39,14 @@ func TestBuiltinAuthzBackendService(t *testing.T) {
 		"client_name": "Lab system", "grant_types": []string{"client_credentials"}, "token_endpoint_auth_method": "private_key_jwt",
 		"jwks": map[string]any{"keys": []any{map[string]any{"kty": "RSA", "kid": "lab-1", "alg": "RS384",
 			"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes())}}},
-	}, "Content-Type", "application/json").expect(t, http.StatusCreated, "register")
-	clientID := reg.body["client_id"].(string)
+	}, "Content-Type", "application/json").Expect(t, http.StatusCreated, "register")
+	clientID := reg.Body["client_id"].(string)
 
 	// token asks the token endpoint of slug's SMART configuration, as a
 	// stock client does.
 	token := func(slug, scope string) response {
-		conf := e.do("GET", recordURL(slug, "/.well-known/smart-configuration"), "", nil).expect(t, http.StatusOK, "smart-configuration")
-		endpoint, _ := conf.body["token_endpoint"].(string)
+		conf := e.do("GET", recordURL(slug, "/.well-known/smart-configuration"), "", nil).Expect(t, http.StatusOK, "smart-configuration")
+		endpoint, _ := conf.Body["token_endpoint"].(string)
 		if u, err := url.Parse(endpoint); err != nil || !strings.HasPrefix(u.Host, slug+".") {
 			t.Fatalf("%s's token_endpoint %q is not on its host", slug, endpoint)
 		}
@@ -63,31 +63,31 @@ func TestBuiltinAuthzBackendService(t *testing.T) {
 		return e.do("POST", endpoint, "", form.Encode(), "Content-Type", "application/x-www-form-urlencoded")
 	}
 	john := "john-lab"
-	token(john, "system/Observation.rs").expect(t, http.StatusBadRequest, "token before the owner granted it")
+	token(john, "system/Observation.rs").Expect(t, http.StatusBadRequest, "token before the owner granted it")
 
 	grant := apex("/pfr/v1/records/john-lab/apps/" + clientID)
-	e.do("PUT", grant, e.token("bob"), map[string]any{"scope": "system/Observation.rs"}).expectOutcome(t, http.StatusNotFound, "a stranger granting")
-	e.do("PUT", grant, owner, map[string]any{"scope": "patient/*.cruds"}).expectOutcome(t, http.StatusBadRequest, "a patient/ scope for a backend service")
-	e.do("PUT", grant, owner, map[string]any{"scope": "system/Observation.rs"}).expect(t, http.StatusOK, "grant")
+	e.do("PUT", grant, e.token("bob"), map[string]any{"scope": "system/Observation.rs"}).ExpectOutcome(t, http.StatusNotFound, "a stranger granting")
+	e.do("PUT", grant, owner, map[string]any{"scope": "patient/*.cruds"}).ExpectOutcome(t, http.StatusBadRequest, "a patient/ scope for a backend service")
+	e.do("PUT", grant, owner, map[string]any{"scope": "system/Observation.rs"}).Expect(t, http.StatusOK, "grant")
 
-	tok := token(john, "system/Observation.rs system/Condition.rs").expect(t, http.StatusOK, "token")
-	if tok.body["scope"] != "system/Observation.rs" {
-		t.Errorf("granted scope %v", tok.body["scope"])
+	tok := token(john, "system/Observation.rs system/Condition.rs").Expect(t, http.StatusOK, "token")
+	if tok.Body["scope"] != "system/Observation.rs" {
+		t.Errorf("granted scope %v", tok.Body["scope"])
 	}
-	access := tok.body["access_token"].(string)
-	e.do("GET", recordURL("john-lab", "/Observation"), access, nil).expect(t, http.StatusOK, "granted read")
-	e.do("GET", recordURL("john-lab", "/Condition"), access, nil).expectOutcome(t, http.StatusForbidden, "ungranted type")
-	e.do("POST", recordURL("john-lab", "/Observation"), access, observation("Patient/"+pid, "1-1")).expectOutcome(t, http.StatusForbidden, "write with a read grant")
+	access := tok.Body["access_token"].(string)
+	e.do("GET", recordURL("john-lab", "/Observation"), access, nil).Expect(t, http.StatusOK, "granted read")
+	e.do("GET", recordURL("john-lab", "/Condition"), access, nil).ExpectOutcome(t, http.StatusForbidden, "ungranted type")
+	e.do("POST", recordURL("john-lab", "/Observation"), access, observation("Patient/"+pid, "1-1")).ExpectOutcome(t, http.StatusForbidden, "write with a read grant")
 	// aud of another record: the token is no good there, and no token is
 	// issued for it.
-	e.do("GET", recordURL("bob-lab", "/Observation"), access, nil).expectOutcome(t, http.StatusUnauthorized, "another record")
-	token("bob-lab", "system/Observation.rs").expect(t, http.StatusBadRequest, "token for another record")
+	e.do("GET", recordURL("bob-lab", "/Observation"), access, nil).ExpectOutcome(t, http.StatusUnauthorized, "another record")
+	token("bob-lab", "system/Observation.rs").Expect(t, http.StatusBadRequest, "token for another record")
 
-	apps := e.do("GET", apex("/pfr/v1/records/john-lab/apps"), owner, nil).expect(t, http.StatusOK, "apps")
-	if list, _ := apps.body["apps"].([]any); len(list) != 1 || list[0].(map[string]any)["clientName"] != "Lab system" {
-		t.Errorf("apps %s", apps.raw)
+	apps := e.do("GET", apex("/pfr/v1/records/john-lab/apps"), owner, nil).Expect(t, http.StatusOK, "apps")
+	if list, _ := apps.Body["apps"].([]any); len(list) != 1 || list[0].(map[string]any)["clientName"] != "Lab system" {
+		t.Errorf("apps %s", apps.Raw)
 	}
-	e.do("DELETE", grant, owner, nil).expect(t, http.StatusNoContent, "disconnect")
-	e.do("GET", recordURL("john-lab", "/Observation"), access, nil).expectOutcome(t, http.StatusUnauthorized, "after disconnect")
-	token(john, "system/Observation.rs").expect(t, http.StatusBadRequest, "token after disconnect")
+	e.do("DELETE", grant, owner, nil).Expect(t, http.StatusNoContent, "disconnect")
+	e.do("GET", recordURL("john-lab", "/Observation"), access, nil).ExpectOutcome(t, http.StatusUnauthorized, "after disconnect")
+	token(john, "system/Observation.rs").Expect(t, http.StatusBadRequest, "token after disconnect")
 }

@@ -107,17 +107,17 @@ func TestBuiltinAuthzBrowserLaunch(t *testing.T) {
 	rec := e.createRecord(owner, "john", "Doe", "John")
 	base, pid := rec["fhirBase"].(string), rec["patientId"].(string)
 	for _, code := range []string{"29463-7", "8302-2", "8867-4"} {
-		e.do("POST", recordURL("john", "/Observation"), owner, observation("Patient/"+pid, code)).expect(t, http.StatusCreated, "observation")
+		e.do("POST", recordURL("john", "/Observation"), owner, observation("Patient/"+pid, code)).Expect(t, http.StatusCreated, "observation")
 	}
 	e.do("POST", recordURL("john", "/Condition"), owner, map[string]any{
 		"resourceType": "Condition", "subject": map[string]any{"reference": "Patient/" + pid},
 		"code": map[string]any{"text": "Hypertension"},
-	}).expect(t, http.StatusCreated, "condition")
+	}).Expect(t, http.StatusCreated, "condition")
 
 	// Discovery names the built-in server, true to its behaviour.
-	conf := e.do("GET", recordURL("john", "/.well-known/smart-configuration"), "", nil).expect(t, http.StatusOK, "smart-configuration")
-	if conf.body["issuer"] != apex("") || conf.body["authorization_endpoint"] != apex("/oauth/authorize") {
-		t.Errorf("smart-configuration %v", conf.body)
+	conf := e.do("GET", recordURL("john", "/.well-known/smart-configuration"), "", nil).Expect(t, http.StatusOK, "smart-configuration")
+	if conf.Body["issuer"] != apex("") || conf.Body["authorization_endpoint"] != apex("/oauth/authorize") {
+		t.Errorf("smart-configuration %v", conf.Body)
 	}
 
 	out := browserLaunch{fhirBase: base, user: "alice", untick: "patient/Condition.rs", denied: "Condition",
@@ -144,25 +144,25 @@ func TestBuiltinAuthzBrowserLaunch(t *testing.T) {
 	// The connected app: listed for the owner, disconnected, its token dead.
 	access := out["accessToken"].(string)
 	clientID := out["clientId"].(string)
-	e.do("GET", recordURL("john", "/Observation"), access, nil).expect(t, http.StatusOK, "read with the app's token")
+	e.do("GET", recordURL("john", "/Observation"), access, nil).Expect(t, http.StatusOK, "read with the app's token")
 	// The access log names the app (AuditEvent agent altId) and the person.
 	named := false
 	for deadline := time.Now().Add(10 * time.Second); !named && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		log := e.do("GET", apex("/pfr/v1/records/john/audit"), owner, nil).expect(t, http.StatusOK, "audit")
-		named = strings.Contains(string(log.raw), `"altId":"`+clientID+`"`) && strings.Contains(string(log.raw), `"value":"alice"`)
+		log := e.do("GET", apex("/pfr/v1/records/john/audit"), owner, nil).Expect(t, http.StatusOK, "audit")
+		named = strings.Contains(string(log.Raw), `"altId":"`+clientID+`"`) && strings.Contains(string(log.Raw), `"value":"alice"`)
 	}
 	if !named {
 		t.Error("the access log does not name the app and the person")
 	}
-	apps := e.do("GET", apex("/pfr/v1/records/john/apps"), owner, nil).expect(t, http.StatusOK, "apps")
-	list, _ := apps.body["apps"].([]any)
+	apps := e.do("GET", apex("/pfr/v1/records/john/apps"), owner, nil).Expect(t, http.StatusOK, "apps")
+	list, _ := apps.Body["apps"].([]any)
 	if len(list) != 1 || list[0].(map[string]any)["clientId"] != clientID || list[0].(map[string]any)["clientName"] != "My health app" {
-		t.Fatalf("apps %s", apps.raw)
+		t.Fatalf("apps %s", apps.Raw)
 	}
-	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), e.token("mallory"), nil).expectOutcome(t, http.StatusNotFound, "a stranger revoking")
-	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), owner, nil).expect(t, http.StatusNoContent, "revoke")
-	e.do("GET", recordURL("john", "/Observation"), access, nil).expectOutcome(t, http.StatusUnauthorized, "read after revocation")
-	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), owner, nil).expectOutcome(t, http.StatusNotFound, "second revoke")
+	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), e.token("mallory"), nil).ExpectOutcome(t, http.StatusNotFound, "a stranger revoking")
+	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), owner, nil).Expect(t, http.StatusNoContent, "revoke")
+	e.do("GET", recordURL("john", "/Observation"), access, nil).ExpectOutcome(t, http.StatusUnauthorized, "read after revocation")
+	e.do("DELETE", apex("/pfr/v1/records/john/apps/"+clientID), owner, nil).ExpectOutcome(t, http.StatusNotFound, "second revoke")
 }
 
 // TestBuiltinAuthzBrowserOIDCLogin: the same flow with a real OpenID
@@ -181,7 +181,7 @@ func TestBuiltinAuthzBrowserOIDCLogin(t *testing.T) {
 	base, pid := rec["fhirBase"].(string), rec["patientId"].(string)
 	writer := p.userToken(t, url.Values{"scope": {"openid patient/*.cruds"}, "aud": {base}})
 	for _, code := range []string{"29463-7", "8302-2"} {
-		e.do("POST", recordURL("john-oidc", "/Observation"), writer.AccessToken, observation("Patient/"+pid, code)).expect(t, http.StatusCreated, "observation")
+		e.do("POST", recordURL("john-oidc", "/Observation"), writer.AccessToken, observation("Patient/"+pid, code)).Expect(t, http.StatusCreated, "observation")
 	}
 	out := browserLaunch{fhirBase: base, user: smartUser, untick: "patient/Condition.rs", denied: "Condition",
 		login: "provider:" + smartUser + ":" + smartPassword, shotPrefix: "smart-oidc-",
@@ -199,9 +199,9 @@ func TestBuiltinAuthzBrowserOIDCLogin(t *testing.T) {
 	if scope, _ := out["tokenScope"].(string); strings.Contains(scope, "Condition") {
 		t.Errorf("granted scope %q", scope)
 	}
-	apps := e.do("GET", apex("/pfr/v1/records/john-oidc/apps"), mgmt.AccessToken, nil).expect(t, http.StatusOK, "apps")
-	list, _ := apps.body["apps"].([]any)
+	apps := e.do("GET", apex("/pfr/v1/records/john-oidc/apps"), mgmt.AccessToken, nil).Expect(t, http.StatusOK, "apps")
+	list, _ := apps.Body["apps"].([]any)
 	if len(list) != 1 || list[0].(map[string]any)["iss"] != p.issuer || list[0].(map[string]any)["sub"] != smartUser {
-		t.Errorf("the grant is not the provider's account: %s", apps.raw)
+		t.Errorf("the grant is not the provider's account: %s", apps.Raw)
 	}
 }

@@ -119,29 +119,29 @@ func TestDropOffAndPickUp(t *testing.T) {
 		raw       []byte
 	}{{martha, "martha", ips}, {ned, "ned-hintz", synthea}} {
 		e.do("POST", apex("/pfr/v1/records"), c.tok, map[string]any{"slug": c.slug, "patient": bundlePatient(t, c.raw)}).
-			expect(t, http.StatusCreated, "create "+c.slug)
+			Expect(t, http.StatusCreated, "create "+c.slug)
 	}
 	hook := newWebhookReceiver(t, "a-long-webhook-secret-for-martha")
 	e.do("PUT", apex("/pfr/v1/records/martha/webhook"), martha, map[string]any{"url": hook.URL, "secret": hook.secret}).
-		expect(t, http.StatusOK, "set webhook")
+		Expect(t, http.StatusOK, "set webhook")
 
 	// The provider drops off the IPS document: no token, 202, a receipt.
-	res := e.dropOff("martha", ips, "User-Agent", "clinic-emr/1.0").expectOutcome(t, http.StatusAccepted, "drop off IPS")
-	receipt := res.header.Get("X-PFR-Receipt")
-	statusURL := res.header.Get("Content-Location")
+	res := e.dropOff("martha", ips, "User-Agent", "clinic-emr/1.0").ExpectOutcome(t, http.StatusAccepted, "drop off IPS")
+	receipt := res.Header.Get("X-PFR-Receipt")
+	statusURL := res.Header.Get("Content-Location")
 	if len(receipt) < 20 || statusURL != apex("/pfr/v1/receipts/"+receipt) {
 		t.Fatalf("receipt %q status URL %q", receipt, statusURL)
 	}
-	again := e.dropOff("martha", ips).expect(t, http.StatusAccepted, "same bytes again")
-	if again.header.Get("X-PFR-Receipt") != receipt {
+	again := e.dropOff("martha", ips).Expect(t, http.StatusAccepted, "same bytes again")
+	if again.Header.Get("X-PFR-Receipt") != receipt {
 		t.Errorf("the same Bundle dropped twice got a new receipt")
 	}
-	status := e.do("GET", statusURL, "", nil).expect(t, http.StatusOK, "receipt status")
-	if !strings.Contains(string(status.raw), "pending") {
-		t.Errorf("status: %s", status.raw)
+	status := e.do("GET", statusURL, "", nil).Expect(t, http.StatusOK, "receipt status")
+	if !strings.Contains(string(status.Raw), "pending") {
+		t.Errorf("status: %s", status.Raw)
 	}
 	// Nothing is in the record before pick-up.
-	e.do("GET", recordURL("martha", "/Observation?_summary=count"), martha, nil).expect(t, http.StatusOK, "count")
+	e.do("GET", recordURL("martha", "/Observation?_summary=count"), martha, nil).Expect(t, http.StatusOK, "count")
 
 	// The owner's webhook gets a signed alert without clinical content.
 	alert, body := hook.waitAlert(t, receipt)
@@ -153,34 +153,34 @@ func TestDropOffAndPickUp(t *testing.T) {
 	}
 
 	// The inbox: owners see it with a match score; strangers see nothing.
-	inbox := e.do("GET", apex("/pfr/v1/records/martha/dropoffs"), martha, nil).expect(t, http.StatusOK, "inbox")
-	items := inbox.body["dropoffs"].([]any)
+	inbox := e.do("GET", apex("/pfr/v1/records/martha/dropoffs"), martha, nil).Expect(t, http.StatusOK, "inbox")
+	items := inbox.Body["dropoffs"].([]any)
 	if len(items) != 1 {
-		t.Fatalf("inbox: %s", inbox.raw)
+		t.Fatalf("inbox: %s", inbox.Raw)
 	}
 	item := items[0].(map[string]any)
 	if item["id"] != receipt || item["match"].(map[string]any)["accepted"] != true || item["sender"].(map[string]any)["userAgent"] != "clinic-emr/1.0" {
-		t.Errorf("inbox item: %s", inbox.raw)
+		t.Errorf("inbox item: %s", inbox.Raw)
 	}
-	e.do("GET", apex("/pfr/v1/records/martha/dropoffs"), ned, nil).expectOutcome(t, http.StatusNotFound, "a stranger's inbox")
-	preview := e.do("GET", apex("/pfr/v1/records/martha/dropoffs/"+receipt), martha, nil).expect(t, http.StatusOK, "preview")
-	if preview.body["bundle"].(map[string]any)["type"] != "document" {
-		t.Errorf("preview: %.300s", preview.raw)
+	e.do("GET", apex("/pfr/v1/records/martha/dropoffs"), ned, nil).ExpectOutcome(t, http.StatusNotFound, "a stranger's inbox")
+	preview := e.do("GET", apex("/pfr/v1/records/martha/dropoffs/"+receipt), martha, nil).Expect(t, http.StatusOK, "preview")
+	if preview.Body["bundle"].(map[string]any)["type"] != "document" {
+		t.Errorf("preview: %.300s", preview.Raw)
 	}
 
 	// A Synthea Bundle of another person dropped off for Martha is refused
 	// at pick-up with the reasons, and stays pending until rejected.
-	wrong := e.dropOff("martha", synthea).expect(t, http.StatusAccepted, "drop off the wrong person")
-	wrongID := wrong.header.Get("X-PFR-Receipt")
+	wrong := e.dropOff("martha", synthea).Expect(t, http.StatusAccepted, "drop off the wrong person")
+	wrongID := wrong.Header.Get("X-PFR-Receipt")
 	refused := e.do("POST", apex("/pfr/v1/records/martha/dropoffs/"+wrongID+"/pickup"), martha, nil).
-		expectOutcome(t, http.StatusUnprocessableEntity, "pick up the wrong person")
-	if len(refused.body["issue"].([]any)) < 2 {
-		t.Errorf("the refusal gives no reasons: %s", refused.raw)
+		ExpectOutcome(t, http.StatusUnprocessableEntity, "pick up the wrong person")
+	if len(refused.Body["issue"].([]any)) < 2 {
+		t.Errorf("the refusal gives no reasons: %s", refused.Raw)
 	}
 	e.do("POST", apex("/pfr/v1/records/martha/dropoffs/"+wrongID+"/reject"), martha, map[string]any{"reason": "not me"}).
-		expect(t, http.StatusOK, "reject")
-	if s := e.do("GET", apex("/pfr/v1/receipts/"+wrongID), "", nil); !strings.Contains(string(s.raw), "rejected") {
-		t.Errorf("status after reject: %s", s.raw)
+		Expect(t, http.StatusOK, "reject")
+	if s := e.do("GET", apex("/pfr/v1/receipts/"+wrongID), "", nil); !strings.Contains(string(s.Raw), "rejected") {
+		t.Errorf("status after reject: %s", s.Raw)
 	}
 
 	// Pick up the IPS document and Ned's Synthea Bundle.
@@ -189,13 +189,13 @@ func TestDropOffAndPickUp(t *testing.T) {
 		raw                []byte
 	}{{martha, "martha", receipt, ips}, {ned, "ned-hintz", "", synthea}} {
 		if c.receipt == "" {
-			c.receipt = e.dropOff(c.slug, c.raw).expect(t, http.StatusAccepted, "drop off").header.Get("X-PFR-Receipt")
+			c.receipt = e.dropOff(c.slug, c.raw).Expect(t, http.StatusAccepted, "drop off").Header.Get("X-PFR-Receipt")
 		}
-		p := e.do("POST", apex("/pfr/v1/records/"+c.slug+"/dropoffs/"+c.receipt+"/pickup"), c.tok, nil).expect(t, http.StatusOK, "pick up "+c.slug)
+		p := e.do("POST", apex("/pfr/v1/records/"+c.slug+"/dropoffs/"+c.receipt+"/pickup"), c.tok, nil).Expect(t, http.StatusOK, "pick up "+c.slug)
 		e.do("POST", apex("/pfr/v1/records/"+c.slug+"/dropoffs/"+c.receipt+"/pickup"), c.tok, nil).
-			expectOutcome(t, http.StatusConflict, "pick up twice")
-		rec := e.do("GET", apex("/pfr/v1/records/"+c.slug), c.tok, nil).expect(t, http.StatusOK, "record")
-		pid := rec.body["patientId"].(string)
+			ExpectOutcome(t, http.StatusConflict, "pick up twice")
+		rec := e.do("GET", apex("/pfr/v1/records/"+c.slug), c.tok, nil).Expect(t, http.StatusOK, "record")
+		pid := rec.Body["patientId"].(string)
 		counts := map[string]int{}
 		var b struct {
 			Entry []struct {
@@ -210,14 +210,14 @@ func TestDropOffAndPickUp(t *testing.T) {
 			if typ == "Patient" {
 				continue
 			}
-			got := e.do("GET", recordURL(c.slug, "/"+typ+"?_count=1000"), c.tok, nil).expect(t, http.StatusOK, "search "+typ)
-			if got.body["total"] != float64(n) {
-				t.Errorf("%s: %s has %v, the drop-off had %d (picked up: %s)", c.slug, typ, got.body["total"], n, p.raw)
+			got := e.do("GET", recordURL(c.slug, "/"+typ+"?_count=1000"), c.tok, nil).Expect(t, http.StatusOK, "search "+typ)
+			if got.Body["total"] != float64(n) {
+				t.Errorf("%s: %s has %v, the drop-off had %d (picked up: %s)", c.slug, typ, got.Body["total"], n, p.Raw)
 			}
-			if strings.Contains(string(got.raw), `"reference":"urn:uuid`) {
+			if strings.Contains(string(got.Raw), `"reference":"urn:uuid`) {
 				t.Errorf("%s: %s still references urn:uuid placeholders", c.slug, typ)
 			}
-			for _, en := range got.body["entry"].([]any) {
+			for _, en := range got.Body["entry"].([]any) {
 				res := en.(map[string]any)["resource"].(map[string]any)
 				for _, field := range []string{"subject", "patient"} {
 					if ref, ok := res[field].(map[string]any); ok && ref["reference"] != "Patient/"+pid {
@@ -226,15 +226,15 @@ func TestDropOffAndPickUp(t *testing.T) {
 				}
 			}
 		}
-		if s := e.do("GET", apex("/pfr/v1/receipts/"+c.receipt), "", nil); !strings.Contains(string(s.raw), "picked-up") {
-			t.Errorf("status after pick-up: %s", s.raw)
+		if s := e.do("GET", apex("/pfr/v1/receipts/"+c.receipt), "", nil); !strings.Contains(string(s.Raw), "picked-up") {
+			t.Errorf("status after pick-up: %s", s.Raw)
 		}
 	}
 	// Martha's Patient keeps the sender's identifier.
-	rec := e.do("GET", apex("/pfr/v1/records/martha"), martha, nil).expect(t, http.StatusOK, "record")
-	pat := e.do("GET", recordURL("martha", "/Patient/"+rec.body["patientId"].(string)), martha, nil).expect(t, http.StatusOK, "patient")
-	if !strings.Contains(string(pat.raw), "574687583") {
-		t.Errorf("the sender's identifier was not kept on the record's Patient: %s", pat.raw)
+	rec := e.do("GET", apex("/pfr/v1/records/martha"), martha, nil).Expect(t, http.StatusOK, "record")
+	pat := e.do("GET", recordURL("martha", "/Patient/"+rec.Body["patientId"].(string)), martha, nil).Expect(t, http.StatusOK, "patient")
+	if !strings.Contains(string(pat.Raw), "574687583") {
+		t.Errorf("the sender's identifier was not kept on the record's Patient: %s", pat.Raw)
 	}
 }
 
@@ -259,9 +259,9 @@ func TestDropOffRefusals(t *testing.T) {
 		"nested too deep": {`{"resourceType":"Bundle","type":"collection","x":` + strings.Repeat("[", 500) + strings.Repeat("]", 500) + `}`, "application/fhir+json", http.StatusBadRequest},
 	} {
 		r := e.do("POST", recordURL("flooded", ""), "", c.body, "Content-Type", c.ctype)
-		r.expectOutcome(t, c.status, name)
+		r.ExpectOutcome(t, c.status, name)
 	}
-	if n := len(e.do("GET", apex("/pfr/v1/records/flooded/dropoffs"), owner, nil).body["dropoffs"].([]any)); n != 0 {
+	if n := len(e.do("GET", apex("/pfr/v1/records/flooded/dropoffs"), owner, nil).Body["dropoffs"].([]any)); n != 0 {
 		t.Fatalf("refused drop-offs were stored: %d", n)
 	}
 
@@ -270,24 +270,24 @@ func TestDropOffRefusals(t *testing.T) {
 	for i := 0; i < 10 && !limited; i++ {
 		body := fmt.Sprintf(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"n%d"}}}]}`, i)
 		r := e.do("POST", recordURL("flooded", ""), "", body)
-		switch r.status {
+		switch r.Status {
 		case http.StatusAccepted:
 		case http.StatusTooManyRequests:
 			limited = true
-			if r.header.Get("Retry-After") == "" || r.body["resourceType"] != "OperationOutcome" {
-				t.Errorf("429 without Retry-After or OperationOutcome: %v %s", r.header, r.raw)
+			if r.Header.Get("Retry-After") == "" || r.Body["resourceType"] != "OperationOutcome" {
+				t.Errorf("429 without Retry-After or OperationOutcome: %v %s", r.Header, r.Raw)
 			}
 		default:
-			t.Fatalf("flood drop-off %d: %d %s", i, r.status, r.raw)
+			t.Fatalf("flood drop-off %d: %d %s", i, r.Status, r.Raw)
 		}
 	}
 	if !limited {
 		t.Fatal("the record's drop-off rate limit never answered 429")
 	}
 	// The record stays usable for its owner.
-	e.do("GET", recordURL("flooded", "/Patient"), owner, nil).expect(t, http.StatusOK, "owner reads during a flood")
-	e.do("POST", recordURL("flooded", "/Observation"), owner, observation("Patient/"+e.do("GET", apex("/pfr/v1/records/flooded"), owner, nil).body["patientId"].(string), "1-1")).
-		expect(t, http.StatusCreated, "owner writes during a flood")
+	e.do("GET", recordURL("flooded", "/Patient"), owner, nil).Expect(t, http.StatusOK, "owner reads during a flood")
+	e.do("POST", recordURL("flooded", "/Observation"), owner, observation("Patient/"+e.do("GET", apex("/pfr/v1/records/flooded"), owner, nil).Body["patientId"].(string), "1-1")).
+		Expect(t, http.StatusCreated, "owner writes during a flood")
 }
 
 // TestDropOffQuota: the per-record quota of pending drop-offs answers 429
@@ -303,16 +303,16 @@ func TestDropOffQuota(t *testing.T) {
 	}
 	var first string
 	for i := 0; i < 3; i++ {
-		r := e.do("POST", recordURL("full", ""), "", bundle(i)).expect(t, http.StatusAccepted, "within the quota")
+		r := e.do("POST", recordURL("full", ""), "", bundle(i)).Expect(t, http.StatusAccepted, "within the quota")
 		if i == 0 {
-			first = r.header.Get("X-PFR-Receipt")
+			first = r.Header.Get("X-PFR-Receipt")
 		}
 	}
-	r := e.do("POST", recordURL("full", ""), "", bundle(3)).expectOutcome(t, http.StatusTooManyRequests, "over the quota")
-	if r.header.Get("Retry-After") == "" {
+	r := e.do("POST", recordURL("full", ""), "", bundle(3)).ExpectOutcome(t, http.StatusTooManyRequests, "over the quota")
+	if r.Header.Get("Retry-After") == "" {
 		t.Error("quota refusal without Retry-After")
 	}
-	e.do("POST", recordURL("other", ""), "", bundle(3)).expect(t, http.StatusAccepted, "another record")
-	e.do("POST", apex("/pfr/v1/records/full/dropoffs/"+first+"/reject"), owner, map[string]any{"reason": "spam"}).expect(t, http.StatusOK, "reject")
-	e.do("POST", recordURL("full", ""), "", bundle(4)).expect(t, http.StatusAccepted, "after the owner freed the quota")
+	e.do("POST", recordURL("other", ""), "", bundle(3)).Expect(t, http.StatusAccepted, "another record")
+	e.do("POST", apex("/pfr/v1/records/full/dropoffs/"+first+"/reject"), owner, map[string]any{"reason": "spam"}).Expect(t, http.StatusOK, "reject")
+	e.do("POST", recordURL("full", ""), "", bundle(4)).Expect(t, http.StatusAccepted, "after the owner freed the quota")
 }

@@ -19,8 +19,8 @@ func (e *env) exportAll(base, query, token string) (map[string]any, map[string][
 	t := e.t
 	t.Helper()
 	kick := e.do("GET", base+"/$export"+query, token, nil, "Prefer", "respond-async", "Accept", "application/fhir+json")
-	kick.expect(t, http.StatusAccepted, "kick-off")
-	status := kick.header.Get("Content-Location")
+	kick.Expect(t, http.StatusAccepted, "kick-off")
+	status := kick.Header.Get("Content-Location")
 	if !strings.HasPrefix(status, base+"/$export-status/") {
 		t.Fatalf("Content-Location %q", status)
 	}
@@ -28,30 +28,30 @@ func (e *env) exportAll(base, query, token string) (map[string]any, map[string][
 	var manifest map[string]any
 	for manifest == nil {
 		res := e.do("GET", status, token, nil)
-		switch res.status {
+		switch res.Status {
 		case http.StatusAccepted:
-			if res.header.Get("X-Progress") == "" || res.header.Get("Retry-After") == "" {
-				t.Fatalf("a 202 without X-Progress or Retry-After: %v", res.header)
+			if res.Header.Get("X-Progress") == "" || res.Header.Get("Retry-After") == "" {
+				t.Fatalf("a 202 without X-Progress or Retry-After: %v", res.Header)
 			}
 			if time.Now().After(deadline) {
 				t.Fatal("the export did not finish")
 			}
 			time.Sleep(100 * time.Millisecond)
 		case http.StatusOK:
-			manifest = res.body
+			manifest = res.Body
 		default:
-			t.Fatalf("status: %d %s", res.status, res.raw)
+			t.Fatalf("status: %d %s", res.Status, res.Raw)
 		}
 	}
 	out := map[string][]json.RawMessage{}
 	outputs, _ := manifest["output"].([]any)
 	for _, o := range outputs {
 		item := o.(map[string]any)
-		res := e.do("GET", item["url"].(string), token, nil).expect(t, http.StatusOK, "download")
-		if ct := res.header.Get("Content-Type"); ct != "application/fhir+ndjson" {
+		res := e.do("GET", item["url"].(string), token, nil).Expect(t, http.StatusOK, "download")
+		if ct := res.Header.Get("Content-Type"); ct != "application/fhir+ndjson" {
 			t.Errorf("Content-Type %q", ct)
 		}
-		sc := bufio.NewScanner(bytes.NewReader(res.raw))
+		sc := bufio.NewScanner(bytes.NewReader(res.Raw))
 		sc.Buffer(nil, 16<<20)
 		for sc.Scan() {
 			out[item["type"].(string)] = append(out[item["type"].(string)], append(json.RawMessage(nil), sc.Bytes()...))
@@ -74,13 +74,13 @@ func TestExportThroughCaddy(t *testing.T) {
 	for i := range 5 {
 		e.do("POST", recordURL("john", "/Observation"), alice, fmt.Sprintf(
 			`{"resourceType":"Observation","status":"final","code":{"text":"john %d"},"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":7.10}}`,
-			i, john["patientId"])).expect(t, http.StatusCreated, "john's Observation")
+			i, john["patientId"])).Expect(t, http.StatusCreated, "john's Observation")
 		e.do("POST", recordURL("jane", "/Observation"), bob, fmt.Sprintf(
 			`{"resourceType":"Observation","status":"final","code":{"text":"jane %d"},"subject":{"reference":"Patient/%s"}}`,
-			i, jane["patientId"])).expect(t, http.StatusCreated, "jane's Observation")
+			i, jane["patientId"])).Expect(t, http.StatusCreated, "jane's Observation")
 	}
 	e.do("POST", recordURL("jane", "/Practitioner"), bob, `{"resourceType":"Practitioner","name":[{"family":"Secret"}]}`).
-		expect(t, http.StatusCreated, "jane's Practitioner")
+		Expect(t, http.StatusCreated, "jane's Practitioner")
 
 	manifest, got := e.exportAll(recordURL("john", ""), "", alice)
 	if manifest["requiresAccessToken"] != true || manifest["transactionTime"] == nil {
@@ -100,5 +100,5 @@ func TestExportThroughCaddy(t *testing.T) {
 		}
 	}
 	// Bob is no member of john's record: no export, no status.
-	e.do("GET", recordURL("john", "/$export"), bob, nil, "Prefer", "respond-async").expectOutcome(t, http.StatusForbidden, "bob exports john")
+	e.do("GET", recordURL("john", "/$export"), bob, nil, "Prefer", "respond-async").ExpectOutcome(t, http.StatusForbidden, "bob exports john")
 }

@@ -34,44 +34,44 @@ func TestTwoRecordsIsolated(t *testing.T) {
 
 	// Each writes an Observation in their own record.
 	wa := e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7"))
-	wa.expect(t, http.StatusCreated, "alice writes")
-	if loc := wa.header.Get("Location"); !strings.HasPrefix(loc, recordURL("alice-home", "/Observation/")) {
+	wa.Expect(t, http.StatusCreated, "alice writes")
+	if loc := wa.Header.Get("Location"); !strings.HasPrefix(loc, recordURL("alice-home", "/Observation/")) {
 		t.Errorf("Location %q is not on alice's record address", loc)
 	}
-	e.do("POST", recordURL("bob-home", "/Observation"), bob, observation(pb, "8302-2")).expect(t, http.StatusCreated, "bob writes")
+	e.do("POST", recordURL("bob-home", "/Observation"), bob, observation(pb, "8302-2")).Expect(t, http.StatusCreated, "bob writes")
 
 	// Each sees exactly one Observation, their own.
 	for _, c := range []struct{ slug, tok, code string }{{"alice-home", alice, "29463-7"}, {"bob-home", bob, "8302-2"}} {
-		res := e.do("GET", recordURL(c.slug, "/Observation"), c.tok, nil).expect(t, http.StatusOK, "search "+c.slug)
-		if total, _ := res.body["total"].(float64); total != 1 || !strings.Contains(string(res.raw), c.code) {
-			t.Errorf("%s sees %.600s", c.slug, res.raw)
+		res := e.do("GET", recordURL(c.slug, "/Observation"), c.tok, nil).Expect(t, http.StatusOK, "search "+c.slug)
+		if total, _ := res.Body["total"].(float64); total != 1 || !strings.Contains(string(res.Raw), c.code) {
+			t.Errorf("%s sees %.600s", c.slug, res.Raw)
 		}
-		if strings.Contains(string(res.raw), "127.0.0.1") || !strings.Contains(string(res.raw), recordURL(c.slug, "/Observation/")) {
-			t.Errorf("%s: upstream URLs leak or record URLs missing: %.600s", c.slug, res.raw)
+		if strings.Contains(string(res.Raw), "127.0.0.1") || !strings.Contains(string(res.Raw), recordURL(c.slug, "/Observation/")) {
+			t.Errorf("%s: upstream URLs leak or record URLs missing: %.600s", c.slug, res.Raw)
 		}
 	}
 
 	// Alice's token on Bob's record: authenticated, but no member.
-	e.do("GET", recordURL("bob-home", "/Observation"), alice, nil).expectOutcome(t, http.StatusForbidden, "alice reads bob")
+	e.do("GET", recordURL("bob-home", "/Observation"), alice, nil).ExpectOutcome(t, http.StatusForbidden, "alice reads bob")
 	e.do("POST", recordURL("bob-home", "/Observation"), alice, observation(pb, "1-1")).
-		expectOutcome(t, http.StatusForbidden, "alice writes to bob")
+		ExpectOutcome(t, http.StatusForbidden, "alice writes to bob")
 
 	// A client-sent partition header does not reach the upstream: Alice
 	// names Bob's partition and still sees only her own record.
 	for _, hdr := range []string{"X-Request-Partition-IDs", "x-request-partition-ids", "X-FHIR-TENANT-ID"} {
 		res := e.do("GET", recordURL("alice-home", "/Observation"), alice, nil, hdr, "2", hdr, "DEFAULT")
-		res.expect(t, http.StatusOK, "smuggled "+hdr)
-		if strings.Contains(string(res.raw), "8302-2") {
-			t.Fatalf("header %s let alice see bob's data: %.600s", hdr, res.raw)
+		res.Expect(t, http.StatusOK, "smuggled "+hdr)
+		if strings.Contains(string(res.Raw), "8302-2") {
+			t.Fatalf("header %s let alice see bob's data: %.600s", hdr, res.Raw)
 		}
 	}
 
 	// The management API lists only one's own records.
-	list := e.do("GET", apex("/pfr/v1/records"), alice, nil).expect(t, http.StatusOK, "list")
-	if recs := list.body["records"].([]any); len(recs) != 1 || recs[0].(map[string]any)["slug"] != "alice-home" {
-		t.Errorf("alice's list: %s", list.raw)
+	list := e.do("GET", apex("/pfr/v1/records"), alice, nil).Expect(t, http.StatusOK, "list")
+	if recs := list.Body["records"].([]any); len(recs) != 1 || recs[0].(map[string]any)["slug"] != "alice-home" {
+		t.Errorf("alice's list: %s", list.Raw)
 	}
-	e.do("GET", apex("/pfr/v1/records/bob-home"), alice, nil).expectOutcome(t, http.StatusNotFound, "alice gets bob's record")
+	e.do("GET", apex("/pfr/v1/records/bob-home"), alice, nil).ExpectOutcome(t, http.StatusNotFound, "alice gets bob's record")
 }
 
 // TestRequestsRefused covers hosts, paths and tokens the gateway must refuse.
@@ -94,12 +94,12 @@ func TestRequestsRefused(t *testing.T) {
 	}
 
 	// No token.
-	r := e.do("GET", recordURL("alice-home", "/Patient"), "", nil).expectOutcome(t, http.StatusUnauthorized, "no token")
-	if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
-		t.Errorf("WWW-Authenticate = %q", r.header.Get("WWW-Authenticate"))
+	r := e.do("GET", recordURL("alice-home", "/Patient"), "", nil).ExpectOutcome(t, http.StatusUnauthorized, "no token")
+	if !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("WWW-Authenticate = %q", r.Header.Get("WWW-Authenticate"))
 	}
 	// The CapabilityStatement is public.
-	e.do("GET", recordURL("alice-home", "/metadata"), "", nil).expect(t, http.StatusOK, "metadata")
+	e.do("GET", recordURL("alice-home", "/metadata"), "", nil).Expect(t, http.StatusOK, "metadata")
 
 	base := recordURL("alice-home", "")
 	now := time.Now()
@@ -109,7 +109,7 @@ func TestRequestsRefused(t *testing.T) {
 	// The test issuer's valid token works once alice of that issuer is a member;
 	// here alice@test-issuer is no member, so a valid token gets 403, never 401.
 	e.do("GET", recordURL("alice-home", "/Patient"), e.idp.sign(t, valid()), nil).
-		expectOutcome(t, http.StatusForbidden, "valid token, no membership")
+		ExpectOutcome(t, http.StatusForbidden, "valid token, no membership")
 
 	expired := valid()
 	expired["exp"] = now.Add(-time.Hour).Unix()
@@ -144,9 +144,9 @@ func TestRequestsRefused(t *testing.T) {
 		"garbage":           "not.a.jwt",
 	} {
 		r := e.do("GET", recordURL("alice-home", "/Patient"), tok, nil)
-		r.expectOutcome(t, http.StatusUnauthorized, name)
-		if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_token") {
-			t.Errorf("%s: WWW-Authenticate = %q", name, r.header.Get("WWW-Authenticate"))
+		r.ExpectOutcome(t, http.StatusUnauthorized, name)
+		if !strings.Contains(r.Header.Get("WWW-Authenticate"), "invalid_token") {
+			t.Errorf("%s: WWW-Authenticate = %q", name, r.Header.Get("WWW-Authenticate"))
 		}
 	}
 
@@ -165,7 +165,7 @@ func TestRequestsRefused(t *testing.T) {
 		}
 	}
 	e.do("GET", recordURL("alice-home", "/Patient"), alice, nil, "X-HTTP-Method-Override", "DELETE").
-		expectOutcome(t, http.StatusBadRequest, "method override")
+		ExpectOutcome(t, http.StatusBadRequest, "method override")
 }
 
 // TestViewerCannotWrite gives bob a viewer invitation to alice's record.
@@ -174,31 +174,31 @@ func TestViewerCannotWrite(t *testing.T) {
 	alice, bob := e.token("alice"), e.token("bob")
 	rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
 	pa := "Patient/" + rec["patientId"].(string)
-	e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7")).expect(t, http.StatusCreated, "owner writes")
+	e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7")).Expect(t, http.StatusCreated, "owner writes")
 
 	inv := e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), alice, map[string]any{"role": "viewer"}).
-		expect(t, http.StatusCreated, "invite")
-	code := inv.body["code"].(string)
+		Expect(t, http.StatusCreated, "invite")
+	code := inv.Body["code"].(string)
 	// Bob may not invite himself with someone else's record.
 	e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), bob, map[string]any{"role": "owner"}).
-		expectOutcome(t, http.StatusNotFound, "non-member invites")
-	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
+		ExpectOutcome(t, http.StatusNotFound, "non-member invites")
+	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), bob, nil).Expect(t, http.StatusOK, "accept")
 	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), e.token("mallory"), nil).
-		expectOutcome(t, http.StatusConflict, "second use of an invitation")
+		ExpectOutcome(t, http.StatusConflict, "second use of an invitation")
 
-	e.do("GET", recordURL("alice-home", "/Observation"), bob, nil).expect(t, http.StatusOK, "viewer reads")
+	e.do("GET", recordURL("alice-home", "/Observation"), bob, nil).Expect(t, http.StatusOK, "viewer reads")
 	e.do("POST", recordURL("alice-home", "/Observation/_search"), bob, "code=29463-7",
-		"Content-Type", "application/x-www-form-urlencoded").expect(t, http.StatusOK, "viewer searches by POST")
+		"Content-Type", "application/x-www-form-urlencoded").Expect(t, http.StatusOK, "viewer searches by POST")
 	e.do("POST", recordURL("alice-home", "/Observation"), bob, observation(pa, "1-1")).
-		expectOutcome(t, http.StatusForbidden, "viewer writes")
-	e.do("DELETE", recordURL("alice-home", "/"+pa), bob, nil).expectOutcome(t, http.StatusForbidden, "viewer deletes")
+		ExpectOutcome(t, http.StatusForbidden, "viewer writes")
+	e.do("DELETE", recordURL("alice-home", "/"+pa), bob, nil).ExpectOutcome(t, http.StatusForbidden, "viewer deletes")
 	// A viewer's transaction is not written: like anyone without write
 	// access, the viewer can only drop it off for the owners.
 	e.do("POST", recordURL("alice-home", ""), bob, map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
 		map[string]any{"resource": observation(pa, "1-2"), "request": map[string]any{"method": "POST", "url": "Observation"}},
-	}}).expectOutcome(t, http.StatusAccepted, "viewer posts a transaction")
-	if got := e.do("GET", recordURL("alice-home", "/Observation?code=1-2"), alice, nil).expect(t, http.StatusOK, "search"); strings.Contains(string(got.raw), `"entry"`) {
-		t.Errorf("the viewer's transaction was written: %s", got.raw)
+	}}).ExpectOutcome(t, http.StatusAccepted, "viewer posts a transaction")
+	if got := e.do("GET", recordURL("alice-home", "/Observation?code=1-2"), alice, nil).Expect(t, http.StatusOK, "search"); strings.Contains(string(got.Raw), `"entry"`) {
+		t.Errorf("the viewer's transaction was written: %s", got.Raw)
 	}
 }
 
@@ -219,14 +219,14 @@ func TestCreateRecordRefusals(t *testing.T) {
 		"bad json":      "{",
 	} {
 		r := e.do("POST", apex("/pfr/v1/records"), alice, body)
-		if r.status < 400 || r.status >= 500 || r.body["resourceType"] != "OperationOutcome" {
-			t.Errorf("%s: status %d body %.300s", name, r.status, r.raw)
+		if r.Status < 400 || r.Status >= 500 || r.Body["resourceType"] != "OperationOutcome" {
+			t.Errorf("%s: status %d body %.300s", name, r.Status, r.Raw)
 		}
 	}
 	// None of the refusals left a record behind.
-	list := e.do("GET", apex("/pfr/v1/records"), alice, nil).expect(t, http.StatusOK, "list")
-	if n := len(list.body["records"].([]any)); n != 1 {
-		t.Errorf("records after refusals: %d, want 1: %s", n, list.raw)
+	list := e.do("GET", apex("/pfr/v1/records"), alice, nil).Expect(t, http.StatusOK, "list")
+	if n := len(list.Body["records"].([]any)); n != 1 {
+		t.Errorf("records after refusals: %d, want 1: %s", n, list.Raw)
 	}
 }
 
@@ -238,7 +238,7 @@ func TestScopesEnforced(t *testing.T) {
 	alice := e.token("alice")
 	rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
 	pa := "Patient/" + rec["patientId"].(string)
-	e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7")).expect(t, http.StatusCreated, "write")
+	e.do("POST", recordURL("alice-home", "/Observation"), alice, observation(pa, "29463-7")).Expect(t, http.StatusCreated, "write")
 
 	mint := func(scope string) string {
 		tok, err := e.dev.Mint("alice", scope, nil, time.Hour)
@@ -248,29 +248,29 @@ func TestScopesEnforced(t *testing.T) {
 		return tok
 	}
 	obsRead := mint("openid patient/Observation.rs")
-	e.do("GET", recordURL("alice-home", "/Observation"), obsRead, nil).expect(t, http.StatusOK, "search with .rs")
+	e.do("GET", recordURL("alice-home", "/Observation"), obsRead, nil).Expect(t, http.StatusOK, "search with .rs")
 	r := e.do("POST", recordURL("alice-home", "/Observation"), obsRead, observation(pa, "1-1")).
-		expectOutcome(t, http.StatusForbidden, "create with .rs")
-	if !strings.Contains(string(r.raw), "patient/Observation.c") || !strings.Contains(r.header.Get("WWW-Authenticate"), "insufficient_scope") {
-		t.Errorf("403 does not name the missing scope: %s / %q", r.raw, r.header.Get("WWW-Authenticate"))
+		ExpectOutcome(t, http.StatusForbidden, "create with .rs")
+	if !strings.Contains(string(r.Raw), "patient/Observation.c") || !strings.Contains(r.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+		t.Errorf("403 does not name the missing scope: %s / %q", r.Raw, r.Header.Get("WWW-Authenticate"))
 	}
-	e.do("GET", recordURL("alice-home", "/"+pa), obsRead, nil).expectOutcome(t, http.StatusForbidden, "read Patient with Observation scope")
+	e.do("GET", recordURL("alice-home", "/"+pa), obsRead, nil).ExpectOutcome(t, http.StatusForbidden, "read Patient with Observation scope")
 	// A transaction is no way around the scopes.
 	e.do("POST", recordURL("alice-home", ""), mint("patient/Observation.cruds"), map[string]any{
 		"resourceType": "Bundle", "type": "transaction", "entry": []any{map[string]any{
 			"resource": map[string]any{"resourceType": "Patient", "id": rec["patientId"]},
 			"request":  map[string]any{"method": "PUT", "url": pa},
 		}},
-	}).expectOutcome(t, http.StatusForbidden, "transaction beyond the scopes")
+	}).ExpectOutcome(t, http.StatusForbidden, "transaction beyond the scopes")
 	// v1 scopes work too; a token without resource scopes reaches nothing.
-	e.do("GET", recordURL("alice-home", "/"+pa), mint("patient/*.read"), nil).expect(t, http.StatusOK, "v1 read")
-	e.do("GET", recordURL("alice-home", "/"+pa), mint("openid profile"), nil).expectOutcome(t, http.StatusForbidden, "no scopes")
+	e.do("GET", recordURL("alice-home", "/"+pa), mint("patient/*.read"), nil).Expect(t, http.StatusOK, "v1 read")
+	e.do("GET", recordURL("alice-home", "/"+pa), mint("openid profile"), nil).ExpectOutcome(t, http.StatusForbidden, "no scopes")
 	// ...but it still works on the management API.
-	e.do("GET", apex("/pfr/v1/records"), mint("openid"), nil).expect(t, http.StatusOK, "management without scopes")
+	e.do("GET", apex("/pfr/v1/records"), mint("openid"), nil).Expect(t, http.StatusOK, "management without scopes")
 	// Query-restricted scope: reads only matching resources.
 	lab := mint("patient/Observation.rs?code=http://loinc.org|29463-7")
-	e.do("GET", recordURL("alice-home", "/Observation?code=http://loinc.org|29463-7"), lab, nil).expect(t, http.StatusOK, "restricted search")
-	e.do("GET", recordURL("alice-home", "/Observation"), lab, nil).expectOutcome(t, http.StatusForbidden, "unrestricted search")
+	e.do("GET", recordURL("alice-home", "/Observation?code=http://loinc.org|29463-7"), lab, nil).Expect(t, http.StatusOK, "restricted search")
+	e.do("GET", recordURL("alice-home", "/Observation"), lab, nil).ExpectOutcome(t, http.StatusForbidden, "unrestricted search")
 }
 
 // TestPublicEndpoints: the CapabilityStatement is public; without an
@@ -278,12 +278,12 @@ func TestScopesEnforced(t *testing.T) {
 func TestPublicEndpoints(t *testing.T) {
 	e := startGateway(t, "")
 	e.createRecord(e.token("alice"), "alice-home", "Smith", "Alice")
-	md := e.do("GET", recordURL("alice-home", "/metadata"), "", nil).expect(t, http.StatusOK, "metadata")
-	if md.body["resourceType"] != "CapabilityStatement" {
-		t.Fatalf("metadata: %.300s", md.raw)
+	md := e.do("GET", recordURL("alice-home", "/metadata"), "", nil).Expect(t, http.StatusOK, "metadata")
+	if md.Body["resourceType"] != "CapabilityStatement" {
+		t.Fatalf("metadata: %.300s", md.Raw)
 	}
 	e.do("GET", recordURL("alice-home", "/.well-known/smart-configuration"), "", nil).
-		expectOutcome(t, http.StatusNotFound, "smart-configuration without a discovery-capable issuer")
+		ExpectOutcome(t, http.StatusNotFound, "smart-configuration without a discovery-capable issuer")
 }
 
 // TestIdentityAndPatch: an update that changes who the record is about needs
@@ -293,40 +293,40 @@ func TestIdentityAndPatch(t *testing.T) {
 	alice, bob := e.token("alice"), e.token("bob")
 	rec := e.createRecord(alice, "alice-home", "Smith", "Alice")
 	pid := rec["patientId"].(string)
-	inv := e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), alice, map[string]any{"role": "manager"}).expect(t, http.StatusCreated, "invite")
-	e.do("POST", apex("/pfr/v1/invitations/"+inv.body["code"].(string)+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
+	inv := e.do("POST", apex("/pfr/v1/records/alice-home/invitations"), alice, map[string]any{"role": "manager"}).Expect(t, http.StatusCreated, "invite")
+	e.do("POST", apex("/pfr/v1/invitations/"+inv.Body["code"].(string)+"/accept"), bob, nil).Expect(t, http.StatusOK, "accept")
 
-	patient := e.do("GET", recordURL("alice-home", "/Patient/"+pid), alice, nil).expect(t, http.StatusOK, "read patient").body
+	patient := e.do("GET", recordURL("alice-home", "/Patient/"+pid), alice, nil).Expect(t, http.StatusOK, "read patient").Body
 	patient["telecom"] = []any{map[string]any{"system": "phone", "value": "555-0100"}}
-	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), bob, patient).expect(t, http.StatusOK, "a manager adds a phone number")
+	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), bob, patient).Expect(t, http.StatusOK, "a manager adds a phone number")
 
 	patient["birthDate"] = "1990-12-31"
 	delete(patient, "meta")
 	r := e.do("PUT", recordURL("alice-home", "/Patient/"+pid), bob, patient, "X-PFR-Identity-Change", "confirm")
-	r.expectOutcome(t, http.StatusUnprocessableEntity, "a manager changes the birth date")
-	if !strings.Contains(string(r.raw), "birthDate") {
-		t.Errorf("the refusal does not say what changed: %s", r.raw)
+	r.ExpectOutcome(t, http.StatusUnprocessableEntity, "a manager changes the birth date")
+	if !strings.Contains(string(r.Raw), "birthDate") {
+		t.Errorf("the refusal does not say what changed: %s", r.Raw)
 	}
-	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), alice, patient).expectOutcome(t, http.StatusUnprocessableEntity, "owner without confirmation")
-	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), alice, patient, "X-PFR-Identity-Change", "confirm").expect(t, http.StatusOK, "owner confirms")
+	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), alice, patient).ExpectOutcome(t, http.StatusUnprocessableEntity, "owner without confirmation")
+	e.do("PUT", recordURL("alice-home", "/Patient/"+pid), alice, patient, "X-PFR-Identity-Change", "confirm").Expect(t, http.StatusOK, "owner confirms")
 
 	obs := e.do("POST", recordURL("alice-home", "/Observation"), alice, observation("Patient/"+pid, "29463-7"), "Prefer", "return=representation").
-		expect(t, http.StatusCreated, "create")
-	oid := obs.body["id"].(string)
+		Expect(t, http.StatusCreated, "create")
+	oid := obs.Body["id"].(string)
 	patch := `[{"op":"replace","path":"/status","value":"amended"}]`
 	p := e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, patch, "Content-Type", "application/json-patch+json")
-	p.expect(t, http.StatusOK, "patch")
-	got := e.do("GET", recordURL("alice-home", "/Observation/"+oid), alice, nil).expect(t, http.StatusOK, "read")
-	if got.body["status"] != "amended" || got.body["meta"].(map[string]any)["versionId"] != "2" {
-		t.Errorf("after the patch: %s", got.raw)
+	p.Expect(t, http.StatusOK, "patch")
+	got := e.do("GET", recordURL("alice-home", "/Observation/"+oid), alice, nil).Expect(t, http.StatusOK, "read")
+	if got.Body["status"] != "amended" || got.Body["meta"].(map[string]any)["versionId"] != "2" {
+		t.Errorf("after the patch: %s", got.Raw)
 	}
 	stray := `[{"op":"replace","path":"/subject/reference","value":"Patient/someone-else"}]`
 	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, stray, "Content-Type", "application/json-patch+json").
-		expectOutcome(t, http.StatusUnprocessableEntity, "patch to another person")
+		ExpectOutcome(t, http.StatusUnprocessableEntity, "patch to another person")
 	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, patch, "Content-Type", "application/json-patch+json", "If-Match", `W/"1"`).
-		expectOutcome(t, http.StatusPreconditionFailed, "stale If-Match")
+		ExpectOutcome(t, http.StatusPreconditionFailed, "stale If-Match")
 	e.do("PATCH", recordURL("alice-home", "/Observation/"+oid), alice, `{"op":"x"}`, "Content-Type", "application/json-patch+json").
-		expectOutcome(t, http.StatusBadRequest, "not a patch document")
+		ExpectOutcome(t, http.StatusBadRequest, "not a patch document")
 }
 
 // TestDeleteRecord: only an owner deletes a record, with confirmation; its
@@ -336,26 +336,26 @@ func TestDeleteRecord(t *testing.T) {
 	alice, bob := e.token("alice"), e.token("bob")
 	rec := e.createRecord(alice, "to-delete", "Smith", "Alice")
 	e.do("POST", recordURL("to-delete", "/Observation"), alice, observation("Patient/"+rec["patientId"].(string), "29463-7")).
-		expect(t, http.StatusCreated, "write")
-	inv := e.do("POST", apex("/pfr/v1/records/to-delete/invitations"), alice, map[string]any{"role": "manager"}).expect(t, http.StatusCreated, "invite")
-	e.do("POST", apex("/pfr/v1/invitations/"+inv.body["code"].(string)+"/accept"), bob, nil).expect(t, http.StatusOK, "accept")
+		Expect(t, http.StatusCreated, "write")
+	inv := e.do("POST", apex("/pfr/v1/records/to-delete/invitations"), alice, map[string]any{"role": "manager"}).Expect(t, http.StatusCreated, "invite")
+	e.do("POST", apex("/pfr/v1/invitations/"+inv.Body["code"].(string)+"/accept"), bob, nil).Expect(t, http.StatusOK, "accept")
 
-	e.do("DELETE", apex("/pfr/v1/records/to-delete"), e.token("mallory"), nil).expectOutcome(t, http.StatusNotFound, "a stranger deletes")
-	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil).expectOutcome(t, http.StatusPreconditionRequired, "without confirmation")
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), e.token("mallory"), nil).ExpectOutcome(t, http.StatusNotFound, "a stranger deletes")
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil).ExpectOutcome(t, http.StatusPreconditionRequired, "without confirmation")
 	e.do("DELETE", apex("/pfr/v1/records/to-delete"), bob, nil, "X-PFR-Confirm-Delete", "to-delete").
-		expectOutcome(t, http.StatusForbidden, "a manager deletes")
-	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil, "X-PFR-Confirm-Delete", "to-delete").expect(t, http.StatusNoContent, "owner deletes")
+		ExpectOutcome(t, http.StatusForbidden, "a manager deletes")
+	e.do("DELETE", apex("/pfr/v1/records/to-delete"), alice, nil, "X-PFR-Confirm-Delete", "to-delete").Expect(t, http.StatusNoContent, "owner deletes")
 
-	e.do("GET", apex("/pfr/v1/records/to-delete"), alice, nil).expectOutcome(t, http.StatusNotFound, "record after delete")
-	e.do("GET", recordURL("to-delete", "/Observation"), alice, nil).expectOutcome(t, http.StatusNotFound, "address after delete")
+	e.do("GET", apex("/pfr/v1/records/to-delete"), alice, nil).ExpectOutcome(t, http.StatusNotFound, "record after delete")
+	e.do("GET", recordURL("to-delete", "/Observation"), alice, nil).ExpectOutcome(t, http.StatusNotFound, "address after delete")
 	if _, err := tlsHandshake("to-delete-never." + baseDomain); err == nil {
 		t.Error("certificate for an unknown record")
 	}
 	// The slug is free again, and the new record starts empty.
 	again := e.createRecord(bob, "to-delete", "Jones", "Bob")
-	res := e.do("GET", recordURL("to-delete", "/Observation"), bob, nil).expect(t, http.StatusOK, "new record")
-	if res.body["total"] != float64(0) || again["patientId"] == rec["patientId"] {
-		t.Errorf("the new record sees old data: %s", res.raw)
+	res := e.do("GET", recordURL("to-delete", "/Observation"), bob, nil).Expect(t, http.StatusOK, "new record")
+	if res.Body["total"] != float64(0) || again["patientId"] == rec["patientId"] {
+		t.Errorf("the new record sees old data: %s", res.Raw)
 	}
 }
 
@@ -367,16 +367,16 @@ func TestAccessLog(t *testing.T) {
 	alice, bob := e.token("alice"), e.token("bob")
 	rec := e.createRecord(alice, "logged", "Smith", "Alice")
 	pid := rec["patientId"].(string)
-	e.do("POST", recordURL("logged", "/Observation"), alice, observation("Patient/"+pid, "29463-7")).expect(t, http.StatusCreated, "write")
-	e.do("GET", recordURL("logged", "/Patient/"+pid), alice, nil).expect(t, http.StatusOK, "read")
-	e.do("GET", recordURL("logged", "/Observation"), bob, nil).expectOutcome(t, http.StatusForbidden, "a stranger reads")
+	e.do("POST", recordURL("logged", "/Observation"), alice, observation("Patient/"+pid, "29463-7")).Expect(t, http.StatusCreated, "write")
+	e.do("GET", recordURL("logged", "/Patient/"+pid), alice, nil).Expect(t, http.StatusOK, "read")
+	e.do("GET", recordURL("logged", "/Observation"), bob, nil).ExpectOutcome(t, http.StatusForbidden, "a stranger reads")
 	e.dropOff("logged", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","name":[{"family":"Smith"}]}}]}`)).
-		expect(t, http.StatusAccepted, "drop-off")
+		Expect(t, http.StatusAccepted, "drop-off")
 
 	var events []any
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		log := e.do("GET", apex("/pfr/v1/records/logged/audit"), alice, nil).expect(t, http.StatusOK, "access log")
-		events, _ = log.body["entry"].([]any)
+		log := e.do("GET", apex("/pfr/v1/records/logged/audit"), alice, nil).Expect(t, http.StatusOK, "access log")
+		events, _ = log.Body["entry"].([]any)
 		if len(events) >= 5 {
 			break
 		}
@@ -402,5 +402,5 @@ func TestAccessLog(t *testing.T) {
 			t.Errorf("the access log lacks %s: %s", want, joined)
 		}
 	}
-	e.do("GET", apex("/pfr/v1/records/logged/audit"), bob, nil).expectOutcome(t, http.StatusNotFound, "a stranger reads the log")
+	e.do("GET", apex("/pfr/v1/records/logged/audit"), bob, nil).ExpectOutcome(t, http.StatusNotFound, "a stranger reads the log")
 }

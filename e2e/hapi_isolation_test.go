@@ -15,13 +15,13 @@ func (c *hapiCase) smuggling() {
 	for _, hdr := range []string{partitionHeader, strings.ToLower(partitionHeader), "X-FHIR-TENANT-ID"} {
 		for _, val := range []string{bobID, "_ALL", "DEFAULT", fmt.Sprint(c.alicePart.id) + "," + bobID, c.bobPart.name} {
 			res := e.do("GET", recordURL(aliceSlug, "/Observation"), c.alice, nil, hdr, val)
-			res.expect(t, http.StatusOK, fmt.Sprintf("search with %s: %s", hdr, val))
-			if strings.Contains(string(res.raw), bobCode) || len(anyEntries(res)) != 1 {
-				t.Fatalf("%s: %s let alice see other data: %.600s", hdr, val, res.raw)
+			res.Expect(t, http.StatusOK, fmt.Sprintf("search with %s: %s", hdr, val))
+			if strings.Contains(string(res.Raw), bobCode) || len(anyEntries(res)) != 1 {
+				t.Fatalf("%s: %s let alice see other data: %.600s", hdr, val, res.Raw)
 			}
 			read := e.do("GET", recordURL(aliceSlug, "/Observation/"+c.bobObs), c.alice, nil, hdr, val)
-			if read.status == http.StatusOK || strings.Contains(string(read.raw), bobCode) {
-				t.Fatalf("%s: %s let alice read bob's Observation: %d %.600s", hdr, val, read.status, read.raw)
+			if read.Status == http.StatusOK || strings.Contains(string(read.Raw), bobCode) {
+				t.Fatalf("%s: %s let alice read bob's Observation: %d %.600s", hdr, val, read.Status, read.Raw)
 			}
 		}
 	}
@@ -29,8 +29,8 @@ func (c *hapiCase) smuggling() {
 	// Alice's own partition: refused, never Bob's data.
 	for _, path := range []string{"/" + c.bobPart.name + "/Observation", "/DEFAULT/Observation", "/" + bobID + "/Observation"} {
 		res := e.do("GET", recordURL(aliceSlug, path), c.alice, nil)
-		if res.status == http.StatusOK || strings.Contains(string(res.raw), bobCode) {
-			t.Errorf("GET %s: %d %.600s", path, res.status, res.raw)
+		if res.Status == http.StatusOK || strings.Contains(string(res.Raw), bobCode) {
+			t.Errorf("GET %s: %d %.600s", path, res.Status, res.Raw)
 		}
 	}
 	// Reads HAPI answers from more than one resource: in Alice's record
@@ -43,10 +43,10 @@ func (c *hapiCase) smuggling() {
 		"/Patient/" + c.alicePID + "/$everything", "/Observation?code=" + bobCode,
 	} {
 		res := e.do("GET", recordURL(aliceSlug, path), c.alice, nil)
-		delete(res.body, "link") // links repeat the query
-		shown, _ := json.Marshal(res.body)
+		delete(res.Body, "link") // links repeat the query
+		shown, _ := json.Marshal(res.Body)
 		if strings.Contains(string(shown), bobCode) || strings.Contains(string(shown), bobsPatient) {
-			t.Errorf("GET %s in alice's record shows bob's data: %d %.600s", path, res.status, res.raw)
+			t.Errorf("GET %s in alice's record shows bob's data: %d %.600s", path, res.Status, res.Raw)
 		}
 	}
 
@@ -80,8 +80,8 @@ func (c *hapiCase) smuggling() {
 			body = bobPartition
 		}
 		res := e.do(op.method, recordURL(aliceSlug, op.path), c.alice, body)
-		if res.status < 400 || strings.Contains(string(res.raw), c.bobPart.name) {
-			t.Errorf("%s %s: %d %.400s", op.method, op.path, res.status, res.raw)
+		if res.Status < 400 || strings.Contains(string(res.Raw), c.bobPart.name) {
+			t.Errorf("%s %s: %d %.400s", op.method, op.path, res.Status, res.Raw)
 		}
 	}
 	if parts := c.h.partitions(t, c.mode); len(parts) != 2 || parts[c.bobPart.name] != c.bobPart {
@@ -91,11 +91,11 @@ func (c *hapiCase) smuggling() {
 	// Writing with Bob's partition header lands in Alice's partition.
 	res := e.do("POST", recordURL(aliceSlug, "/Observation"), c.alice, observation("Patient/"+c.alicePID, "1-8"),
 		partitionHeader, bobID)
-	res.expect(t, http.StatusCreated, "write with bob's partition header")
+	res.Expect(t, http.StatusCreated, "write with bob's partition header")
 	if raw := string(c.h.direct(t, c.mode, c.bobPart.key(c.mode), "/Observation")); strings.Contains(raw, `"1-8"`) {
 		t.Fatalf("alice's write reached bob's HAPI partition: %.600s", raw)
 	}
-	e.do("DELETE", strings.TrimSuffix(res.header.Get("Location"), "/_history/1"), c.alice, nil).expect(t, http.StatusOK, "delete")
+	e.do("DELETE", strings.TrimSuffix(res.Header.Get("Location"), "/_history/1"), c.alice, nil).Expect(t, http.StatusOK, "delete")
 }
 
 // paging follows HAPI's paging links (its _getpages URLs on the FHIR base)
@@ -107,14 +107,14 @@ func (c *hapiCase) paging() {
 	// for a minute (JpaStorageSettings.reuseCachedSearchResultsForMillis),
 	// and _count is no part of its cache key.
 	first := e.do("GET", recordURL(aliceSlug, "/Observation?subject=Patient/"+c.alicePID+"&_count=10"), c.alice, nil).
-		expect(t, http.StatusOK, "page 1")
+		Expect(t, http.StatusOK, "page 1")
 	next := link(first, "next")
 	if !strings.HasPrefix(next, recordURL(aliceSlug, "")) {
-		t.Fatalf("next link %q is not on alice's address: %.600s", next, first.raw)
+		t.Fatalf("next link %q is not on alice's address: %.600s", next, first.Raw)
 	}
 	c.noUpstreamAddress("page 1", first)
-	second := e.do("GET", next, c.alice, nil).expect(t, http.StatusOK, "page 2")
-	if n := len(second.body["entry"].([]any)); n != 10 {
+	second := e.do("GET", next, c.alice, nil).Expect(t, http.StatusOK, "page 2")
+	if n := len(second.Body["entry"].([]any)); n != 10 {
 		t.Errorf("page 2 has %d entries", n)
 	}
 	c.noUpstreamAddress("page 2", second)
@@ -128,18 +128,18 @@ func (c *hapiCase) paging() {
 	}
 	stolen := strings.Replace(next, recordURL(aliceSlug, ""), recordURL(bobSlug, ""), 1)
 	res := e.do("GET", stolen, c.bob, nil)
-	if res.status == http.StatusOK && len(anyEntries(res)) > 0 || strings.Contains(string(res.raw), alicesRef) {
-		t.Errorf("bob paged through alice's search: %.600s", res.raw)
+	if res.Status == http.StatusOK && len(anyEntries(res)) > 0 || strings.Contains(string(res.Raw), alicesRef) {
+		t.Errorf("bob paged through alice's search: %.600s", res.Raw)
 	}
-	if total, ok := res.body["total"].(float64); ok && total > 0 {
-		t.Errorf("bob learns that alice's search matched %v resources: %.300s", total, res.raw)
+	if total, ok := res.Body["total"].(float64); ok && total > 0 {
+		t.Errorf("bob learns that alice's search matched %v resources: %.300s", total, res.Raw)
 	}
-	t.Logf("bob asking for alice's page: %d %.300s", res.status, res.raw)
+	t.Logf("bob asking for alice's page: %d %.300s", res.Status, res.Raw)
 }
 
 // link returns the Bundle link with the relation.
 func link(r response, relation string) string {
-	links, _ := r.body["link"].([]any)
+	links, _ := r.Body["link"].([]any)
 	for _, l := range links {
 		m, _ := l.(map[string]any)
 		if m["relation"] == relation {
@@ -151,6 +151,6 @@ func link(r response, relation string) string {
 }
 
 func anyEntries(r response) []any {
-	entries, _ := r.body["entry"].([]any)
+	entries, _ := r.Body["entry"].([]any)
 	return entries
 }

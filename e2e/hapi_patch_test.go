@@ -32,17 +32,17 @@ func (c *hapiCase) patch() {
 	v0 := version(start)
 
 	e.do("PATCH", url, c.alice, `[{"op":"replace","path":"/status","value":"amended"},{"op":"add","path":"/valueQuantity/comparator","value":"<"}]`, jsonPatch...).
-		expect(t, http.StatusOK, "JSON Patch of alice's Observation")
+		Expect(t, http.StatusOK, "JSON Patch of alice's Observation")
 	e.do("PATCH", url, c.alice, fhirPath("add", "Observation", `{"name":"name","valueString":"note"}`, `{"name":"value","valueAnnotation":{"text":"patched"}}`)).
-		expect(t, http.StatusOK, "FHIRPath Patch of alice's Observation")
+		Expect(t, http.StatusOK, "FHIRPath Patch of alice's Observation")
 	e.do("PATCH", recordURL(aliceSlug, "/Observation?_id="+c.aliceObs+"&code=http://loinc.org|"+aliceCode), c.alice,
 		fhirPath("replace", "Observation.valueQuantity.value", `{"name":"value","valueDecimal":72.50}`)).
-		expect(t, http.StatusOK, "conditional FHIRPath Patch")
+		Expect(t, http.StatusOK, "conditional FHIRPath Patch")
 	tx := `{"resourceType":"Bundle","type":"transaction","entry":[` +
 		`{"resource":{"resourceType":"Binary","contentType":"application/json-patch+json","data":"` +
 		base64.StdEncoding.EncodeToString([]byte(`[{"op":"replace","path":"/status","value":"final"}]`)) + `"},` +
 		`"request":{"method":"PATCH","url":"Observation/` + c.aliceObs + `"}}]}`
-	e.do("POST", recordURL(aliceSlug, ""), c.alice, tx).expect(t, http.StatusOK, "a transaction with a JSON Patch entry")
+	e.do("POST", recordURL(aliceSlug, ""), c.alice, tx).Expect(t, http.StatusOK, "a transaction with a JSON Patch entry")
 	got := inHAPI()
 	for _, want := range []string{`"status":"final"`, `"comparator":"<"`, `"text":"patched"`, `"value":72.50`, `"reference":"Patient/` + c.alicePID + `"`} {
 		if !strings.Contains(got, want) {
@@ -69,10 +69,10 @@ func (c *hapiCase) patch() {
 		if !strings.HasSuffix(r.path, c.aliceObs) {
 			method = "POST"
 		}
-		e.do(method, r.path, c.alice, r.body, "Content-Type", r.ct).expectOutcome(t, http.StatusUnprocessableEntity, r.name)
+		e.do(method, r.path, c.alice, r.body, "Content-Type", r.ct).ExpectOutcome(t, http.StatusUnprocessableEntity, r.name)
 	}
 	e.do("PATCH", recordURL(aliceSlug, "/Observation/"+c.bobObs), c.alice, `[{"op":"replace","path":"/subject/reference","value":"Patient/`+c.alicePID+`"}]`, jsonPatch...).
-		expectOutcome(t, http.StatusNotFound, "alice patches bob's Observation by id")
+		ExpectOutcome(t, http.StatusNotFound, "alice patches bob's Observation by id")
 	if after := inHAPI(); version(after) != judged {
 		t.Errorf("a refused patch reached HAPI: version %s → %s: %s", judged, version(after), after)
 	}

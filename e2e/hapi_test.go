@@ -112,12 +112,12 @@ func (c *hapiCase) createRecords() {
 func (c *hapiCase) metadata() {
 	t, e := c.t, c.e
 	for _, r := range []struct{ slug, other string }{{aliceSlug, bobSlug}, {bobSlug, aliceSlug}} {
-		res := e.do("GET", recordURL(r.slug, "/metadata"), "", nil).expect(t, http.StatusOK, "metadata of "+r.slug)
-		impl, _ := res.body["implementation"].(map[string]any)
+		res := e.do("GET", recordURL(r.slug, "/metadata"), "", nil).Expect(t, http.StatusOK, "metadata of "+r.slug)
+		impl, _ := res.Body["implementation"].(map[string]any)
 		if impl["url"] != recordURL(r.slug, "") {
 			t.Errorf("%s: CapabilityStatement.implementation.url is %v, want %s", r.slug, impl["url"], recordURL(r.slug, ""))
 		}
-		if strings.Contains(string(res.raw), r.other) {
+		if strings.Contains(string(res.Raw), r.other) {
 			t.Errorf("%s: the CapabilityStatement names the record %s: %v", r.slug, r.other, impl)
 		}
 		c.noUpstreamAddress("metadata of "+r.slug, res)
@@ -133,8 +133,8 @@ func (c *hapiCase) writeAndSearch() {
 		id                   *string
 	}{{aliceSlug, c.alice, c.alicePID, aliceCode, &c.aliceObs}, {bobSlug, c.bob, c.bobPID, bobCode, &c.bobObs}} {
 		res := e.do("POST", recordURL(w.slug, "/Observation"), w.tok, observation("Patient/"+w.pid, w.code))
-		res.expect(t, http.StatusCreated, "write in "+w.slug)
-		loc := res.header.Get("Location")
+		res.Expect(t, http.StatusCreated, "write in "+w.slug)
+		loc := res.Header.Get("Location")
 		prefix := recordURL(w.slug, "/Observation/")
 		if !strings.HasPrefix(loc, prefix) {
 			t.Fatalf("Location %q is not on the record's address %s", loc, prefix)
@@ -145,8 +145,8 @@ func (c *hapiCase) writeAndSearch() {
 	for _, r := range []struct{ slug, tok, code, other, id string }{
 		{aliceSlug, c.alice, aliceCode, bobCode, c.aliceObs}, {bobSlug, c.bob, bobCode, aliceCode, c.bobObs},
 	} {
-		res := e.do("GET", recordURL(r.slug, "/Observation"), r.tok, nil).expect(t, http.StatusOK, "search "+r.slug)
-		body := string(res.raw)
+		res := e.do("GET", recordURL(r.slug, "/Observation"), r.tok, nil).Expect(t, http.StatusOK, "search "+r.slug)
+		body := string(res.Raw)
 		if len(anyEntries(res)) != 1 || !strings.Contains(body, r.code) || strings.Contains(body, r.other) {
 			t.Errorf("%s sees: %.800s", r.slug, body)
 		}
@@ -156,8 +156,8 @@ func (c *hapiCase) writeAndSearch() {
 			}
 		}
 		c.noUpstreamAddress("search "+r.slug, res)
-		read := e.do("GET", recordURL(r.slug, "/Observation/"+r.id), r.tok, nil).expect(t, http.StatusOK, "read "+r.slug)
-		if cl := read.header.Get("Content-Location"); cl != "" && !strings.HasPrefix(cl, recordURL(r.slug, "/Observation/"+r.id)) {
+		read := e.do("GET", recordURL(r.slug, "/Observation/"+r.id), r.tok, nil).Expect(t, http.StatusOK, "read "+r.slug)
+		if cl := read.Header.Get("Content-Location"); cl != "" && !strings.HasPrefix(cl, recordURL(r.slug, "/Observation/"+r.id)) {
 			t.Errorf("Content-Location %q", cl)
 		}
 	}
@@ -173,7 +173,7 @@ func (c *hapiCase) writeAndSearch() {
 	}
 	// Bob's Observation does not exist in Alice's record, even by id.
 	e.do("GET", recordURL(aliceSlug, "/Observation/"+c.bobObs), c.alice, nil).
-		expectOutcome(t, http.StatusNotFound, "alice reads bob's Observation by id")
+		ExpectOutcome(t, http.StatusNotFound, "alice reads bob's Observation by id")
 }
 
 // transaction posts a Synthea patient's transaction Bundle, aimed at
@@ -183,10 +183,10 @@ func (c *hapiCase) transaction() {
 	t, e := c.t, c.e
 	path := filepath.Join("..", "testdata", "fhir", "synthea", "Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
 	bundle, _, counts := syntheaForRecord(t, path, c.alicePID)
-	res := e.do("POST", recordURL(aliceSlug, ""), c.alice, bundle).expect(t, http.StatusOK, "transaction")
-	entries, _ := res.body["entry"].([]any)
-	if res.body["type"] != "transaction-response" || len(entries) != len(bundle["entry"].([]any)) {
-		t.Fatalf("transaction response: %.500s", res.raw)
+	res := e.do("POST", recordURL(aliceSlug, ""), c.alice, bundle).Expect(t, http.StatusOK, "transaction")
+	entries, _ := res.Body["entry"].([]any)
+	if res.Body["type"] != "transaction-response" || len(entries) != len(bundle["entry"].([]any)) {
+		t.Fatalf("transaction response: %.500s", res.Raw)
 	}
 	for i, en := range entries {
 		resp, _ := en.(map[string]any)["response"].(map[string]any)
@@ -198,22 +198,22 @@ func (c *hapiCase) transaction() {
 	c.noUpstreamAddress("transaction", res)
 	for _, typ := range []string{"Observation", "Encounter", "Immunization", "Condition", "Claim"} {
 		got := e.do("GET", recordURL(aliceSlug, "/"+typ+"?patient="+c.alicePID+"&_summary=count"), c.alice, nil).
-			expect(t, http.StatusOK, "count "+typ)
+			Expect(t, http.StatusOK, "count "+typ)
 		want := counts[typ]
 		if typ == "Observation" {
 			want++ // the one written before
 		}
-		if got.body["total"] != float64(want) {
-			t.Errorf("%s: %v in alice's record, want %d", typ, got.body["total"], want)
+		if got.Body["total"] != float64(want) {
+			t.Errorf("%s: %v in alice's record, want %d", typ, got.Body["total"], want)
 		}
 	}
-	bob := e.do("GET", recordURL(bobSlug, "/Observation?_summary=count"), c.bob, nil).expect(t, http.StatusOK, "bob's count")
-	if bob.body["total"] != float64(1) {
-		t.Errorf("bob's record has %v Observations after alice's transaction", bob.body["total"])
+	bob := e.do("GET", recordURL(bobSlug, "/Observation?_summary=count"), c.bob, nil).Expect(t, http.StatusOK, "bob's count")
+	if bob.Body["total"] != float64(1) {
+		t.Errorf("bob's record has %v Observations after alice's transaction", bob.Body["total"])
 	}
 	// The same Bundle aimed at Bob's Patient is refused whole.
 	wrong, _, _ := syntheaForRecord(t, path, c.bobPID)
-	e.do("POST", recordURL(aliceSlug, ""), c.alice, wrong).expectOutcome(t, http.StatusUnprocessableEntity, "bundle aimed at bob")
+	e.do("POST", recordURL(aliceSlug, ""), c.alice, wrong).ExpectOutcome(t, http.StatusUnprocessableEntity, "bundle aimed at bob")
 }
 
 // deleteRecord deletes Bob's record: its HAPI partition goes, and a new
@@ -221,7 +221,7 @@ func (c *hapiCase) transaction() {
 func (c *hapiCase) deleteRecord() {
 	t, e := c.t, c.e
 	e.do("DELETE", apex("/pfr/v1/records/"+bobSlug), c.bob, nil, "X-PFR-Confirm-Delete", bobSlug).
-		expect(t, http.StatusNoContent, "delete bob's record")
+		Expect(t, http.StatusNoContent, "delete bob's record")
 	parts := c.h.partitions(t, c.mode)
 	if _, ok := parts[c.bobPart.name]; ok || len(parts) != 1 {
 		t.Errorf("HAPI partitions after deleting bob's record: %v", parts)
@@ -236,9 +236,9 @@ func (c *hapiCase) deleteRecord() {
 			t.Errorf("the new record reuses the old partition %v", p)
 		}
 	}
-	res := e.do("GET", recordURL(bobSlug, "/Observation"), c.bob, nil).expect(t, http.StatusOK, "new record's search")
+	res := e.do("GET", recordURL(bobSlug, "/Observation"), c.bob, nil).Expect(t, http.StatusOK, "new record's search")
 	if n := len(anyEntries(res)); n != 0 || again["patientId"] == c.bobPID {
-		t.Errorf("the new record sees %d old Observations: %.600s", n, res.raw)
+		t.Errorf("the new record sees %d old Observations: %.600s", n, res.Raw)
 	}
 }
 
@@ -246,8 +246,8 @@ func (c *hapiCase) deleteRecord() {
 // in a response's body or headers.
 func (c *hapiCase) noUpstreamAddress(what string, r response) {
 	c.t.Helper()
-	text := string(r.raw)
-	for k, vs := range r.header {
+	text := string(r.Raw)
+	for k, vs := range r.Header {
 		text += "\n" + k + ": " + strings.Join(vs, ", ")
 	}
 	for _, leak := range []string{c.h.addr, "127.0.0.1", c.alicePart.name, c.bobPart.name} {

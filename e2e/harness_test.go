@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -11,14 +10,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -226,75 +223,22 @@ func (e *env) token(sub string) string {
 	return tok
 }
 
-// response is what do returns: the status, headers and decoded JSON body.
-type response struct {
-	status int
-	header http.Header
-	raw    []byte
-	body   map[string]any
-}
+// response is what do returns: the status, headers, raw and decoded body.
+type response = testkit.Response
 
-// do sends a request; body may be nil, a []byte or anything JSON-encodable.
+// do sends a request; body may be nil, a []byte, a string or anything
+// JSON-encodable; headers are name, value pairs.
 func (e *env) do(method, url, token string, body any, headers ...string) response {
 	e.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	h := http.Header{}
 	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
+		h.Add(headers[i], headers[i+1])
 	}
-	if rd != nil && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
-	res, err := e.client.Do(req)
+	res, err := testkit.Send(context.Background(), e.client, method, url, token, body, h)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out := response{status: res.StatusCode, header: res.Header, raw: raw}
-	_ = json.Unmarshal(raw, &out.body)
-	return out
-}
-
-// expect fails the test unless r has the wanted status.
-func (r response) expect(t *testing.T, status int, what string) response {
-	t.Helper()
-	if r.status != status {
-		t.Fatalf("%s: status %d, want %d; body: %.800s", what, r.status, status, r.raw)
-	}
-	return r
-}
-
-// expectOutcome fails unless r is an OperationOutcome with the given status.
-func (r response) expectOutcome(t *testing.T, status int, what string) response {
-	t.Helper()
-	r.expect(t, status, what)
-	if r.body["resourceType"] != "OperationOutcome" {
-		t.Fatalf("%s: body is not an OperationOutcome: %.500s", what, r.raw)
-	}
-	return r
+	return res
 }
 
 // createRecord creates a record for the caller and returns its view.
@@ -308,8 +252,8 @@ func (e *env) createRecord(token, slug, family, given string) map[string]any {
 			"gender":       "female", "birthDate": "1980-04-02",
 		},
 	})
-	res.expect(e.t, http.StatusCreated, "create record "+slug)
-	return res.body
+	res.Expect(e.t, http.StatusCreated, "create record "+slug)
+	return res.Body
 }
 
 // testIssuer is an OpenID-provider stand-in that only serves a JWKS: the

@@ -75,7 +75,7 @@ func TestMoveRecordToHAPI(t *testing.T) {
 		demographics[k] = person[k]
 	}
 	pidA := e.do("POST", apex("/pfr/v1/records"), alice, map[string]any{"slug": "bethanie", "patient": demographics}).
-		expect(t, http.StatusCreated, "the record on the store gateway").body["patientId"].(string)
+		Expect(t, http.StatusCreated, "the record on the store gateway").Body["patientId"].(string)
 	l := &landed{rw: &realWorld{t: t, e: e}, t: t, slug: "bethanie", tok: alice, pid: pidA, created: map[string]map[string]any{}}
 	l.post(history, func(entry map[string]any) {
 		res := entry["resource"].(map[string]any)
@@ -100,8 +100,8 @@ func TestMoveRecordToHAPI(t *testing.T) {
 		}
 	}
 	resB := e.do("POST", apexB+"/pfr/v1/records", tokB, map[string]any{"slug": "bethanie", "patient": patient}).
-		expect(t, http.StatusCreated, "the record on the HAPI gateway")
-	pidB := resB.body["patientId"].(string)
+		Expect(t, http.StatusCreated, "the record on the HAPI gateway")
+	pidB := resB.Body["patientId"].(string)
 
 	out := filepath.Join(t.TempDir(), "export")
 	stdout, stderr := runPFR(t, "export", "--from", recordURL("bethanie", ""), "--token", alice, "--out", out, "--insecure", "--json")
@@ -205,8 +205,8 @@ func (e *env) graphOf(t *testing.T, base, token, pid string) *graph {
 		"Organization", "Practitioner", "Location", "PractitionerRole"} {
 		next := base + "/" + typ + "?_count=200"
 		for next != "" {
-			res := e.do("GET", next, token, nil).expect(t, http.StatusOK, "search "+typ)
-			for _, en := range anySlice(res.body["entry"]) {
+			res := e.do("GET", next, token, nil).Expect(t, http.StatusOK, "search "+typ)
+			for _, en := range anySlice(res.Body["entry"]) {
 				r := decodeNumbers(t, mustMarshal(t, en.(map[string]any)["resource"]))
 				raw[fmt.Sprint(r["resourceType"], "/", r["id"])] = r
 			}
@@ -355,8 +355,8 @@ func (e *env) everythingKeys(t *testing.T, base, token, pid string, g *graph) ma
 	out := map[string]int{}
 	next := base + "/Patient/" + pid + "/$everything?_count=500"
 	for next != "" {
-		res := e.do("GET", next, token, nil).expect(t, http.StatusOK, "$everything")
-		for _, en := range anySlice(res.body["entry"]) {
+		res := e.do("GET", next, token, nil).Expect(t, http.StatusOK, "$everything")
+		for _, en := range anySlice(res.Body["entry"]) {
 			r, _ := en.(map[string]any)["resource"].(map[string]any)
 			ref := fmt.Sprint(r["resourceType"], "/", r["id"])
 			if n, ok := g.nodes[ref]; ok {
@@ -382,7 +382,7 @@ func exportFromHAPI(t *testing.T, e *env, h *hapiServer, apexB, baseB, tokB, pid
 	// Another record on the same HAPI, in a partition of its own.
 	e.do("POST", apexB+"/pfr/v1/records", tokB, map[string]any{"slug": "someone-else", "patient": map[string]any{
 		"resourceType": "Patient", "name": []any{map[string]any{"family": "Else", "given": []any{"Someone"}}}, "birthDate": "1990-01-01"}}).
-		expect(t, http.StatusCreated, "a second record on the HAPI gateway")
+		Expect(t, http.StatusCreated, "a second record on the HAPI gateway")
 	part := h.partitionOf(t, "Patient/"+pid)
 	header := hapitest.PartitionHeader + ": " + part
 

@@ -126,8 +126,8 @@ func (rw *realWorld) newRecord(p map[string]any) (slug, tok, pid string) {
 		}
 	}
 	res := rw.e.do("POST", apex("/pfr/v1/records"), tok, map[string]any{"slug": slug, "relationship": "self", "patient": patient}).
-		expect(rw.t, http.StatusCreated, "create record "+slug)
-	return slug, tok, res.body["patientId"].(string)
+		Expect(rw.t, http.StatusCreated, "create record "+slug)
+	return slug, tok, res.Body["patientId"].(string)
 }
 
 // pickups: each IPS document into its own record; the Synthea hospital
@@ -226,21 +226,21 @@ type landed struct {
 // checks what landed.
 func (l *landed) pickUp(b *sentBundle) dopu.Report {
 	t, e := l.t, l.rw.e
-	receipt := e.dropOff(l.slug, b.raw).expectOutcome(t, http.StatusAccepted, "drop off "+b.name).header.Get("X-PFR-Receipt")
+	receipt := e.dropOff(l.slug, b.raw).ExpectOutcome(t, http.StatusAccepted, "drop off "+b.name).Header.Get("X-PFR-Receipt")
 	// The inbox scores the match; a sender's Patient without a name
 	// (BR's says data-absent) cannot match: the owner forces it.
-	preview := e.do("GET", apex("/pfr/v1/records/"+l.slug+"/dropoffs/"+receipt), l.tok, nil).expect(t, http.StatusOK, "preview "+b.name)
+	preview := e.do("GET", apex("/pfr/v1/records/"+l.slug+"/dropoffs/"+receipt), l.tok, nil).Expect(t, http.StatusOK, "preview "+b.name)
 	var body any
-	if m, _ := preview.body["match"].(map[string]any); m["accepted"] != true {
+	if m, _ := preview.Body["match"].(map[string]any); m["accepted"] != true {
 		t.Logf("%s: the match is refused (%v): picking up with force", b.name, m["reasons"])
 		body = map[string]any{"force": true}
 	}
-	res := e.do("POST", apex("/pfr/v1/records/"+l.slug+"/dropoffs/"+receipt+"/pickup"), l.tok, body).expect(t, http.StatusOK, "pick up "+b.name)
+	res := e.do("POST", apex("/pfr/v1/records/"+l.slug+"/dropoffs/"+receipt+"/pickup"), l.tok, body).Expect(t, http.StatusOK, "pick up "+b.name)
 	var out struct {
 		Status string      `json:"status"`
 		Report dopu.Report `json:"report"`
 	}
-	if err := json.Unmarshal(res.raw, &out); err != nil {
+	if err := json.Unmarshal(res.Raw, &out); err != nil {
 		t.Fatal(err)
 	}
 	rep := out.Report
@@ -276,8 +276,8 @@ func (l *landed) pickUp(b *sentBundle) dopu.Report {
 	if want := map[bool]string{true: "picked-up-partially", false: "picked-up"}[partial]; out.Status != want {
 		t.Errorf("%s: status %s, want %s", b.name, out.Status, want)
 	}
-	if s := e.do("GET", apex("/pfr/v1/receipts/"+receipt), "", nil); !strings.Contains(string(s.raw), `"`+out.Status+`"`) {
-		t.Errorf("%s: the sender's status: %s", b.name, s.raw)
+	if s := e.do("GET", apex("/pfr/v1/receipts/"+receipt), "", nil); !strings.Contains(string(s.Raw), `"`+out.Status+`"`) {
+		t.Errorf("%s: the sender's status: %s", b.name, s.Raw)
 	}
 	var created []createdPair
 	for _, c := range rep.Created {
@@ -326,8 +326,8 @@ func (l *landed) post(b *sentBundle, edit func(entry map[string]any)) {
 	if err := enc.Encode(doc); err != nil {
 		t.Fatal(err)
 	}
-	res := l.rw.e.do("POST", recordURL(l.slug, ""), l.tok, body.Bytes()).expect(t, http.StatusOK, "post "+b.name)
-	answer := anySlice(res.body["entry"])
+	res := l.rw.e.do("POST", recordURL(l.slug, ""), l.tok, body.Bytes()).Expect(t, http.StatusOK, "post "+b.name)
+	answer := anySlice(res.Body["entry"])
 	if len(answer) != len(b.Entry) {
 		t.Fatalf("%s: %d answers for %d entries", b.name, len(answer), len(b.Entry))
 	}
@@ -412,8 +412,8 @@ func (l *landed) checkReference(name, from, ref string) {
 	if _, ok := l.created[ref]; ok {
 		return
 	}
-	if res := l.rw.e.do("GET", recordURL(l.slug, "/"+ref), l.tok, nil); res.status != http.StatusOK {
-		l.t.Errorf("%s: %s references %q, which the record does not hold (%d)", name, from, ref, res.status)
+	if res := l.rw.e.do("GET", recordURL(l.slug, "/"+ref), l.tok, nil); res.Status != http.StatusOK {
+		l.t.Errorf("%s: %s references %q, which the record does not hold (%d)", name, from, ref, res.Status)
 	}
 }
 
@@ -424,8 +424,8 @@ func (l *landed) everything() {
 	seen := map[string]bool{}
 	next := recordURL(l.slug, "/Patient/"+l.pid+"/$everything?_count=500")
 	for pages := 0; next != "" && pages < 200; pages++ {
-		res := l.rw.e.do("GET", next, l.tok, nil).expect(t, http.StatusOK, "$everything")
-		for _, en := range anySlice(res.body["entry"]) {
+		res := l.rw.e.do("GET", next, l.tok, nil).Expect(t, http.StatusOK, "$everything")
+		for _, en := range anySlice(res.Body["entry"]) {
 			r, _ := en.(map[string]any)["resource"].(map[string]any)
 			seen[fmt.Sprint(r["resourceType"], "/", r["id"])] = true
 		}
@@ -502,8 +502,8 @@ func (l *landed) reachable() map[string]int {
 }
 
 func (l *landed) read(ref string) map[string]any {
-	res := l.rw.e.do("GET", recordURL(l.slug, "/"+ref), l.tok, nil).expect(l.t, http.StatusOK, "read "+ref)
-	return decodeNumbers(l.t, res.raw)
+	res := l.rw.e.do("GET", recordURL(l.slug, "/"+ref), l.tok, nil).Expect(l.t, http.StatusOK, "read "+ref)
+	return decodeNumbers(l.t, res.Raw)
 }
 
 // search returns every match of a search in the record, all pages.
@@ -522,8 +522,8 @@ func (l *landed) search(typ string, q url.Values) []map[string]any {
 		if pages > 100 {
 			l.t.Fatalf("search %s: more than 100 pages", typ)
 		}
-		res := l.rw.e.do("GET", next, l.tok, nil).expect(l.t, http.StatusOK, "search "+typ)
-		doc := decodeNumbers(l.t, res.raw)
+		res := l.rw.e.do("GET", next, l.tok, nil).Expect(l.t, http.StatusOK, "search "+typ)
+		doc := decodeNumbers(l.t, res.Raw)
 		for _, en := range anySlice(doc["entry"]) {
 			if r, ok := en.(map[string]any)["resource"].(map[string]any); ok {
 				out = append(out, r)
@@ -592,7 +592,7 @@ func TestConditionalReferencesInTransaction(t *testing.T) {
 	for _, c := range []struct {
 		tok, slug, value string
 	}{{bob, "cond-bob", "1"}, {bob, "cond-bob", "2"}, {alice, "cond-alice", "2"}, {alice, "cond-alice", "2"}, {alice, "cond-alice", "3"}} {
-		e.do("POST", recordURL(c.slug, "/Practitioner"), c.tok, practitioner(c.value)).expect(t, http.StatusCreated, "create a Practitioner")
+		e.do("POST", recordURL(c.slug, "/Practitioner"), c.tok, practitioner(c.value)).Expect(t, http.StatusCreated, "create a Practitioner")
 	}
 	pid := a["patientId"].(string)
 	tx := func(ref string) map[string]any {
@@ -604,26 +604,26 @@ func TestConditionalReferencesInTransaction(t *testing.T) {
 		}}}
 	}
 	performer := func(r response) map[string]any {
-		loc, _ := anySlice(r.body["entry"])[0].(map[string]any)["response"].(map[string]any)["location"].(string)
+		loc, _ := anySlice(r.Body["entry"])[0].(map[string]any)["response"].(map[string]any)["location"].(string)
 		loc, _, _ = strings.Cut(strings.TrimPrefix(loc, recordURL("cond-alice", "")+"/"), "/_history/")
-		obs := e.do("GET", recordURL("cond-alice", "/"+loc), alice, nil).expect(t, http.StatusOK, "read "+loc)
-		return anySlice(obs.body["performer"])[0].(map[string]any)
+		obs := e.do("GET", recordURL("cond-alice", "/"+loc), alice, nil).Expect(t, http.StatusOK, "read "+loc)
+		return anySlice(obs.Body["performer"])[0].(map[string]any)
 	}
 	// npi 3: one match in Alice's record → literal.
-	r := e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|3")).expect(t, http.StatusOK, "one match")
+	r := e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|3")).Expect(t, http.StatusOK, "one match")
 	if p := performer(r); !strings.HasPrefix(fmt.Sprint(p["reference"]), "Practitioner/") || p["display"] != "Dr. X" {
 		t.Errorf("one match: performer %v", p)
 	}
 	// npi 1: only in Bob's record → no match in Alice's → logical.
-	r = e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|1")).expect(t, http.StatusOK, "no match")
+	r = e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|1")).Expect(t, http.StatusOK, "no match")
 	if p := performer(r); p["reference"] != nil || p["type"] != "Practitioner" || p["display"] != "Dr. X" ||
 		fmt.Sprint(p["identifier"]) != fmt.Sprint(map[string]any{"system": "urn:npi", "value": "1"}) {
 		t.Errorf("no match: performer %v, want a logical reference", p)
 	}
 	// npi 2: twice in Alice's record → 412, nothing written.
-	before := e.do("GET", recordURL("cond-alice", "/Observation?_summary=count"), alice, nil).expect(t, http.StatusOK, "count").body["total"]
-	e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|2")).expectOutcome(t, http.StatusPreconditionFailed, "several matches")
-	if after := e.do("GET", recordURL("cond-alice", "/Observation?_summary=count"), alice, nil).body["total"]; after != before {
+	before := e.do("GET", recordURL("cond-alice", "/Observation?_summary=count"), alice, nil).Expect(t, http.StatusOK, "count").Body["total"]
+	e.do("POST", recordURL("cond-alice", ""), alice, tx("Practitioner?identifier=urn:npi|2")).ExpectOutcome(t, http.StatusPreconditionFailed, "several matches")
+	if after := e.do("GET", recordURL("cond-alice", "/Observation?_summary=count"), alice, nil).Body["total"]; after != before {
 		t.Errorf("a refused transaction wrote: %v Observations, were %v", after, before)
 	}
 	// An id longer than FHIR's 64 characters is no reason to refuse a
@@ -631,5 +631,5 @@ func TestConditionalReferencesInTransaction(t *testing.T) {
 	// direct write of one is still a 400.
 	long := strings.Repeat("m", 80)
 	e.do("PUT", recordURL("cond-alice", "/Medication/"+long), alice, map[string]any{"resourceType": "Medication", "id": long}).
-		expectOutcome(t, http.StatusBadRequest, "a direct write of an invalid id")
+		ExpectOutcome(t, http.StatusBadRequest, "a direct write of an invalid id")
 }

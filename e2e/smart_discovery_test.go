@@ -16,9 +16,9 @@ func TestSMARTDiscovery(t *testing.T) {
 	// the provider may not supply.
 	e := startSmartGateway(t, p.issuer, "")
 	e.createRecord(e.token("alice"), "alice-disco", "Smith", "Alice")
-	plain := e.do("GET", recordURL("alice-disco", "/.well-known/smart-configuration"), "", nil).expect(t, http.StatusOK, "smart-configuration")
-	if slices.Contains(stringList(plain.body["capabilities"]), "context-standalone-patient") {
-		t.Errorf("context-standalone-patient claimed without patient_context: %v", plain.body["capabilities"])
+	plain := e.do("GET", recordURL("alice-disco", "/.well-known/smart-configuration"), "", nil).Expect(t, http.StatusOK, "smart-configuration")
+	if slices.Contains(stringList(plain.Body["capabilities"]), "context-standalone-patient") {
+		t.Errorf("context-standalone-patient claimed without patient_context: %v", plain.Body["capabilities"])
 	}
 	// test/smart/provider.mjs does supply it.
 	e = startSmartGatewayIn(t, e.dataDir, p.issuer, "\t\tsmart {\n\t\t\tpatient_context\n\t\t}")
@@ -27,11 +27,11 @@ func TestSMARTDiscovery(t *testing.T) {
 		fmt.Sprintf("https://alice-disco.%s:%d/.well-known/smart-configuration", baseDomain, httpsPort),
 		recordURL("alice-disco", "/.well-known/smart-configuration"),
 	} {
-		res := e.do("GET", u, "", nil).expect(t, http.StatusOK, "smart-configuration "+u)
-		if ct := res.header.Get("Content-Type"); ct == "" || !slices.Contains([]string{"application/json", "application/json; charset=utf-8"}, ct) {
+		res := e.do("GET", u, "", nil).Expect(t, http.StatusOK, "smart-configuration "+u)
+		if ct := res.Header.Get("Content-Type"); ct == "" || !slices.Contains([]string{"application/json", "application/json; charset=utf-8"}, ct) {
 			t.Errorf("%s: Content-Type %q", u, ct)
 		}
-		doc := res.body
+		doc := res.Body
 		for k, want := range map[string]string{
 			"issuer":                 p.issuer,
 			"authorization_endpoint": p.issuer + "/auth",
@@ -58,13 +58,13 @@ func TestSMARTDiscovery(t *testing.T) {
 	}
 
 	// The CapabilityStatement says SMART-on-FHIR and where to authorize.
-	md := e.do("GET", recordURL("alice-disco", "/metadata"), "", nil).expect(t, http.StatusOK, "metadata")
-	if md.body["resourceType"] != "CapabilityStatement" {
-		t.Fatalf("metadata: %.300s", md.raw)
+	md := e.do("GET", recordURL("alice-disco", "/metadata"), "", nil).Expect(t, http.StatusOK, "metadata")
+	if md.Body["resourceType"] != "CapabilityStatement" {
+		t.Fatalf("metadata: %.300s", md.Raw)
 	}
-	rest, _ := md.body["rest"].([]any)
+	rest, _ := md.Body["rest"].([]any)
 	if len(rest) == 0 {
-		t.Fatalf("metadata has no rest: %.300s", md.raw)
+		t.Fatalf("metadata has no rest: %.300s", md.Raw)
 	}
 	security, _ := rest[0].(map[string]any)["security"].(map[string]any)
 	if !hasCoding(security["service"], "http://terminology.hl7.org/CodeSystem/restful-security-service", "SMART-on-FHIR") {
@@ -99,7 +99,7 @@ func TestSMARTDiscovery(t *testing.T) {
 	}
 	// Only GET.
 	e.do("POST", recordURL("alice-disco", "/.well-known/smart-configuration"), "", map[string]any{}).
-		expectOutcome(t, http.StatusMethodNotAllowed, "POST smart-configuration")
+		ExpectOutcome(t, http.StatusMethodNotAllowed, "POST smart-configuration")
 }
 
 func asList(v any) []any {

@@ -34,7 +34,7 @@ func TestSMARTFhirClientStandaloneLaunch(t *testing.T) {
 	writer := p.userToken(t, url.Values{"scope": {"openid patient/*.cruds"}, "aud": {base}})
 	for _, code := range []string{"29463-7", "8302-2", "8867-4"} {
 		e.do("POST", recordURL("john-launch", "/Observation"), writer.AccessToken, observation("Patient/"+patientID, code)).
-			expect(t, http.StatusCreated, "write "+code)
+			Expect(t, http.StatusCreated, "write "+code)
 	}
 	// Another person's record on the same gateway must stay out of reach.
 	alice := e.createRecord(e.token("alice"), "alice-launch", "Smith", "Alice")

@@ -20,7 +20,7 @@ func TestSMARTClientCredentials(t *testing.T) {
 	base := rec["fhirBase"].(string)
 	patient := "Patient/" + rec["patientId"].(string)
 	e.do("POST", recordURL("alice-smart", "/Observation"), alice, observation(patient, "29463-7")).
-		expect(t, http.StatusCreated, "owner writes an Observation")
+		Expect(t, http.StatusCreated, "owner writes an Observation")
 
 	read := p.clientCredentials(t, backendClientID, backendClientSecret, base, "system/*.rs")
 	c := read.claims(t)
@@ -33,7 +33,7 @@ func TestSMARTClientCredentials(t *testing.T) {
 
 	// Valid token, no membership yet: authenticated but forbidden.
 	e.do("GET", recordURL("alice-smart", "/Observation"), read.AccessToken, nil).
-		expectOutcome(t, http.StatusForbidden, "client without membership")
+		ExpectOutcome(t, http.StatusForbidden, "client without membership")
 
 	// The client joins as manager (read and write by role), with a token for
 	// the management API (sub is the client id: the same account).
@@ -45,57 +45,57 @@ func TestSMARTClientCredentials(t *testing.T) {
 
 	// system/*.rs: read and search, no write.
 	obs := e.do("GET", recordURL("alice-smart", "/Observation"), read.AccessToken, nil).
-		expect(t, http.StatusOK, "system/*.rs searches Observations")
-	if total, _ := obs.body["total"].(float64); total != 1 {
-		t.Errorf("search total %v: %.500s", obs.body["total"], obs.raw)
+		Expect(t, http.StatusOK, "system/*.rs searches Observations")
+	if total, _ := obs.Body["total"].(float64); total != 1 {
+		t.Errorf("search total %v: %.500s", obs.Body["total"], obs.Raw)
 	}
-	e.do("GET", recordURL("alice-smart", "/"+patient), read.AccessToken, nil).expect(t, http.StatusOK, "system/*.rs reads the Patient")
+	e.do("GET", recordURL("alice-smart", "/"+patient), read.AccessToken, nil).Expect(t, http.StatusOK, "system/*.rs reads the Patient")
 	e.do("POST", recordURL("alice-smart", "/Observation"), read.AccessToken, observation(patient, "8302-2")).
-		expectInsufficientScope(t, "system/Observation.c", "system/*.rs creates")
+		ExpectInsufficientScope(t, "system/Observation.c", "system/*.rs creates")
 	e.do("DELETE", recordURL("alice-smart", "/"+patient), read.AccessToken, nil).
-		expectInsufficientScope(t, "system/Patient.d", "system/*.rs deletes")
+		ExpectInsufficientScope(t, "system/Patient.d", "system/*.rs deletes")
 
 	// patient/Observation.rs: Observations only.
 	obsOnly := p.clientCredentials(t, backendClientID, backendClientSecret, base, "patient/Observation.rs")
-	e.do("GET", recordURL("alice-smart", "/Observation"), obsOnly.AccessToken, nil).expect(t, http.StatusOK, "patient/Observation.rs searches")
+	e.do("GET", recordURL("alice-smart", "/Observation"), obsOnly.AccessToken, nil).Expect(t, http.StatusOK, "patient/Observation.rs searches")
 	e.do("GET", recordURL("alice-smart", "/"+patient), obsOnly.AccessToken, nil).
-		expectInsufficientScope(t, "patient/Patient.r", "patient/Observation.rs reads the Patient")
+		ExpectInsufficientScope(t, "patient/Patient.r", "patient/Observation.rs reads the Patient")
 
 	// patient/Patient.rs: the Patient, not the Observations.
 	patOnly := p.clientCredentials(t, backendClientID, backendClientSecret, base, "patient/Patient.rs")
-	e.do("GET", recordURL("alice-smart", "/"+patient), patOnly.AccessToken, nil).expect(t, http.StatusOK, "patient/Patient.rs reads the Patient")
+	e.do("GET", recordURL("alice-smart", "/"+patient), patOnly.AccessToken, nil).Expect(t, http.StatusOK, "patient/Patient.rs reads the Patient")
 	e.do("GET", recordURL("alice-smart", "/Observation"), patOnly.AccessToken, nil).
-		expectInsufficientScope(t, "patient/Observation.s", "patient/Patient.rs searches Observations")
+		ExpectInsufficientScope(t, "patient/Observation.s", "patient/Patient.rs searches Observations")
 	e.do("POST", recordURL("alice-smart", ""), patOnly.AccessToken, map[string]any{
 		"resourceType": "Bundle", "type": "batch", "entry": []any{map[string]any{
 			"request": map[string]any{"method": "GET", "url": "Observation"},
 		}},
-	}).expectInsufficientScope(t, "patient/Observation.s", "a batch entry outside the scopes")
+	}).ExpectInsufficientScope(t, "patient/Observation.s", "a batch entry outside the scopes")
 
 	// With the write scope the same manager writes.
 	write := p.clientCredentials(t, backendClientID, backendClientSecret, base, "patient/*.cruds")
 	e.do("POST", recordURL("alice-smart", "/Observation"), write.AccessToken, observation(patient, "8302-2")).
-		expect(t, http.StatusCreated, "patient/*.cruds creates")
+		Expect(t, http.StatusCreated, "patient/*.cruds creates")
 
 	// A token without SMART scopes reaches no FHIR data (default config).
 	none := p.clientCredentials(t, backendClientID, backendClientSecret, base, "")
 	if s, ok := none.claims(t)["scope"]; ok {
 		t.Fatalf("scope-less request got scope %v", s)
 	}
-	e.do("GET", recordURL("alice-smart", "/Observation"), none.AccessToken, nil).expectOutcome(t, http.StatusForbidden, "no scopes")
+	e.do("GET", recordURL("alice-smart", "/Observation"), none.AccessToken, nil).ExpectOutcome(t, http.StatusForbidden, "no scopes")
 
 	// Audiences are bound: a token for another record, or for the
 	// management API, is no token for this record.
 	other := p.clientCredentials(t, backendClientID, backendClientSecret, recordURL("bob-smart", ""), "system/*.rs")
 	for name, tok := range map[string]string{"other record's aud": other.AccessToken, "management aud": mgmt.AccessToken} {
 		r := e.do("GET", recordURL("alice-smart", "/Observation"), tok, nil)
-		r.expectOutcome(t, http.StatusUnauthorized, name)
-		if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_token") {
-			t.Errorf("%s: WWW-Authenticate = %q", name, r.header.Get("WWW-Authenticate"))
+		r.ExpectOutcome(t, http.StatusUnauthorized, name)
+		if !strings.Contains(r.Header.Get("WWW-Authenticate"), "invalid_token") {
+			t.Errorf("%s: WWW-Authenticate = %q", name, r.Header.Get("WWW-Authenticate"))
 		}
 	}
 	// The other record's token is valid there, but the client is no member.
-	e.do("GET", recordURL("bob-smart", "/Observation"), other.AccessToken, nil).expectOutcome(t, http.StatusForbidden, "member of alice only")
+	e.do("GET", recordURL("bob-smart", "/Observation"), other.AccessToken, nil).ExpectOutcome(t, http.StatusForbidden, "member of alice only")
 
 	// A tampered token (scope widened, signature kept) is refused.
 	parts := strings.Split(read.AccessToken, ".")
@@ -104,7 +104,7 @@ func TestSMARTClientCredentials(t *testing.T) {
 		"exp": c["exp"], "iat": c["iat"], "client_id": backendClientID,
 	}) + "." + parts[2]
 	e.do("POST", recordURL("alice-smart", "/Observation"), forged, observation(patient, "1-1")).
-		expectOutcome(t, http.StatusUnauthorized, "widened scope, old signature")
+		ExpectOutcome(t, http.StatusUnauthorized, "widened scope, old signature")
 
 	// The provider itself refuses a wrong secret and unknown resources.
 	if tr := p.tokenRequest(t, backendClientID, "wrong-secret", url.Values{"grant_type": {"client_credentials"}, "resource": {base}}); tr.status != http.StatusUnauthorized || tr.AccessToken != "" {
@@ -139,16 +139,16 @@ func TestSMARTTokenShapes(t *testing.T) {
 	if len(aud) != 2 || aud[0] != base || len(scp) != 1 || scp[0] != "system/*.rs" || c["scope"] != nil {
 		t.Fatalf("token shape: aud %v scp %v scope %v", c["aud"], c["scp"], c["scope"])
 	}
-	e.do("GET", recordURL("alice-shapes", "/"+patient), tok.AccessToken, nil).expect(t, http.StatusOK, "aud array, scp array: read")
-	e.do("GET", recordURL("alice-shapes", "/Observation"), tok.AccessToken, nil).expect(t, http.StatusOK, "aud array, scp array: search")
+	e.do("GET", recordURL("alice-shapes", "/"+patient), tok.AccessToken, nil).Expect(t, http.StatusOK, "aud array, scp array: read")
+	e.do("GET", recordURL("alice-shapes", "/Observation"), tok.AccessToken, nil).Expect(t, http.StatusOK, "aud array, scp array: search")
 	e.do("POST", recordURL("alice-shapes", "/Observation"), tok.AccessToken, observation(patient, "8302-2")).
-		expectInsufficientScope(t, "system/Observation.c", "scp array: write")
+		ExpectInsufficientScope(t, "system/Observation.c", "scp array: write")
 
 	// The array must still contain this record: another record's token
 	// with an array aud is refused.
 	other := p.clientCredentials(t, arrayClientID, arrayClientSecret, recordURL("nobody-here", ""), "system/*.rs")
 	e.do("GET", recordURL("alice-shapes", "/Observation"), other.AccessToken, nil).
-		expectOutcome(t, http.StatusUnauthorized, "aud array without this record")
+		ExpectOutcome(t, http.StatusUnauthorized, "aud array without this record")
 }
 
 // TestSMARTAuthorizationCodePKCE: a person logs in at the provider
@@ -173,7 +173,7 @@ func TestSMARTAuthorizationCodePKCE(t *testing.T) {
 	writer := p.userToken(t, url.Values{"scope": {"openid patient/*.cruds"}, "aud": {base}})
 	for _, code := range []string{"29463-7", "8302-2"} {
 		e.do("POST", recordURL("john-smart", "/Observation"), writer.AccessToken, observation("Patient/"+patientID, code)).
-			expect(t, http.StatusCreated, "writer app creates "+code)
+			Expect(t, http.StatusCreated, "writer app creates "+code)
 	}
 
 	// The reading app: launch/patient puts the Patient in the token response;
@@ -194,24 +194,24 @@ func TestSMARTAuthorizationCodePKCE(t *testing.T) {
 	if app.RefreshToken == "" || app.IDToken == "" {
 		t.Errorf("offline_access and openid: refresh token %v, id token %v", app.RefreshToken != "", app.IDToken != "")
 	}
-	pat := e.do("GET", recordURL("john-smart", "/Patient/"+app.Patient), app.AccessToken, nil).expect(t, http.StatusOK, "app reads the Patient")
-	if !strings.Contains(string(pat.raw), `"Doe"`) {
-		t.Errorf("Patient: %.400s", pat.raw)
+	pat := e.do("GET", recordURL("john-smart", "/Patient/"+app.Patient), app.AccessToken, nil).Expect(t, http.StatusOK, "app reads the Patient")
+	if !strings.Contains(string(pat.Raw), `"Doe"`) {
+		t.Errorf("Patient: %.400s", pat.Raw)
 	}
 	obs := e.do("GET", recordURL("john-smart", "/Observation?patient="+app.Patient), app.AccessToken, nil).
-		expect(t, http.StatusOK, "app searches Observations")
-	if total, _ := obs.body["total"].(float64); total != 2 {
-		t.Errorf("Observations total %v: %.600s", obs.body["total"], obs.raw)
+		Expect(t, http.StatusOK, "app searches Observations")
+	if total, _ := obs.Body["total"].(float64); total != 2 {
+		t.Errorf("Observations total %v: %.600s", obs.Body["total"], obs.Raw)
 	}
 	e.do("POST", recordURL("john-smart", "/Observation"), app.AccessToken, observation("Patient/"+patientID, "1-1")).
-		expectInsufficientScope(t, "patient/Observation.c", "read-only app writes")
+		ExpectInsufficientScope(t, "patient/Observation.c", "read-only app writes")
 
 	// The refresh token gives a new access token that works too.
 	refreshed := p.tokenRequest(t, appClientID, "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {app.RefreshToken}})
 	if refreshed.status != http.StatusOK || refreshed.AccessToken == "" || refreshed.AccessToken == app.AccessToken {
 		t.Fatalf("refresh: %d %s %s", refreshed.status, refreshed.Error, refreshed.Description)
 	}
-	e.do("GET", recordURL("john-smart", "/Patient/"+patientID), refreshed.AccessToken, nil).expect(t, http.StatusOK, "refreshed token reads")
+	e.do("GET", recordURL("john-smart", "/Patient/"+patientID), refreshed.AccessToken, nil).Expect(t, http.StatusOK, "refreshed token reads")
 }
 
 // TestSMARTAuthorizationRefusals: PKCE is required and checked, codes are

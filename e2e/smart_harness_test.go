@@ -485,22 +485,7 @@ func (p *oidcProvider) userToken(t *testing.T, params url.Values) tokenResponse 
 func (e *env) joinRecord(owner, slug, role, token string) {
 	e.t.Helper()
 	inv := e.do("POST", apex("/pfr/v1/records/"+slug+"/invitations"), owner, map[string]any{"role": role}).
-		expect(e.t, http.StatusCreated, "invite "+role)
-	code, _ := inv.body["code"].(string)
-	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), token, nil).expect(e.t, http.StatusOK, "accept as "+role)
-}
-
-// expectInsufficientScope checks a 403 naming the missing scope, in the
-// OperationOutcome and in the WWW-Authenticate challenge.
-func (r response) expectInsufficientScope(t *testing.T, missing, what string) {
-	t.Helper()
-	r.expectOutcome(t, http.StatusForbidden, what)
-	challenge := r.header.Get("WWW-Authenticate")
-	if !strings.HasPrefix(challenge, "Bearer ") || !strings.Contains(challenge, `error="insufficient_scope"`) ||
-		!strings.Contains(challenge, `scope="`+missing+`"`) {
-		t.Errorf("%s: WWW-Authenticate = %q, want insufficient_scope naming %s", what, challenge, missing)
-	}
-	if !strings.Contains(string(r.raw), missing) {
-		t.Errorf("%s: OperationOutcome does not name %s: %.500s", what, missing, r.raw)
-	}
+		Expect(e.t, http.StatusCreated, "invite "+role)
+	code, _ := inv.Body["code"].(string)
+	e.do("POST", apex("/pfr/v1/invitations/"+code+"/accept"), token, nil).Expect(e.t, http.StatusOK, "accept as "+role)
 }

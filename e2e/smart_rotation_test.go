@@ -28,7 +28,7 @@ func TestSMARTKeyRotation(t *testing.T) {
 
 	tokenA := p.clientCredentials(t, backendClientID, backendClientSecret, base, "system/*.rs")
 	kidA := tokenA.header(t)["kid"]
-	e.do("GET", patient, tokenA.AccessToken, nil).expect(t, http.StatusOK, "token of the first key")
+	e.do("GET", patient, tokenA.AccessToken, nil).Expect(t, http.StatusOK, "token of the first key")
 
 	// A new signing key: its tokens work at once, through a refetch of the
 	// JWKS on the unknown kid (the cached keys are fresh for 10 minutes).
@@ -37,25 +37,25 @@ func TestSMARTKeyRotation(t *testing.T) {
 	if kidB := tokenB.header(t)["kid"]; kidB != rotated["kid"] || kidB == kidA {
 		t.Fatalf("after rotation the provider signs with %v, want the new key %v (old %v)", kidB, rotated["kid"], kidA)
 	}
-	e.do("GET", patient, tokenB.AccessToken, nil).expect(t, http.StatusOK, "token of the new key")
-	e.do("GET", patient, tokenA.AccessToken, nil).expect(t, http.StatusOK, "token of the old key, still published")
+	e.do("GET", patient, tokenB.AccessToken, nil).Expect(t, http.StatusOK, "token of the new key")
+	e.do("GET", patient, tokenA.AccessToken, nil).Expect(t, http.StatusOK, "token of the old key, still published")
 
 	// The old key retired: within the cache period its tokens still work
 	// (nothing made the gateway look again: the kid is known).
 	p.adminPost(t, "/admin/keys/retire?kid="+kidA.(string), nil)
-	e.do("GET", patient, tokenA.AccessToken, nil).expect(t, http.StatusOK, "retired key within the 10-minute cache period")
+	e.do("GET", patient, tokenA.AccessToken, nil).Expect(t, http.StatusOK, "retired key within the 10-minute cache period")
 
 	// A token naming a kid the provider never published is refused, even
 	// though it makes the gateway fetch the keys again.
 	parts := strings.Split(tokenB.AccessToken, ".")
 	unknownKid := encodeClaims(t, map[string]any{"alg": "RS256", "typ": "at+jwt", "kid": "never-published"}) + "." + parts[1] + "." + parts[2]
-	e.do("GET", patient, unknownKid, nil).expectOutcome(t, http.StatusUnauthorized, "unknown kid")
+	e.do("GET", patient, unknownKid, nil).ExpectOutcome(t, http.StatusUnauthorized, "unknown kid")
 
 	// Same records, a 1-second JWKS cache: rotate again, retire the key of
 	// tokenB, and its tokens stop working once the cache period has passed.
 	e = startSmartGatewayIn(t, dir, p.issuer, "\t\tjwks_cache_ttl 1s\n\t\tjwks_min_refetch 10ms")
-	e.do("GET", patient, tokenB.AccessToken, nil).expect(t, http.StatusOK, "token of the current key after reload")
-	e.do("GET", patient, tokenA.AccessToken, nil).expectOutcome(t, http.StatusUnauthorized, "retired key, fresh gateway")
+	e.do("GET", patient, tokenB.AccessToken, nil).Expect(t, http.StatusOK, "token of the current key after reload")
+	e.do("GET", patient, tokenA.AccessToken, nil).ExpectOutcome(t, http.StatusUnauthorized, "retired key, fresh gateway")
 	rotated = p.adminPost(t, "/admin/keys/rotate", nil)
 	tokenC := p.clientCredentials(t, backendClientID, backendClientSecret, base, "system/*.rs")
 	if tokenC.header(t)["kid"] != rotated["kid"] {
@@ -67,20 +67,20 @@ func TestSMARTKeyRotation(t *testing.T) {
 	refused := false
 	for try := 0; try < 30 && !refused; try++ {
 		r := e.do("GET", patient, tokenB.AccessToken, nil)
-		switch r.status {
+		switch r.Status {
 		case http.StatusOK:
 			time.Sleep(500 * time.Millisecond)
 		case http.StatusUnauthorized:
 			refused = true
-			if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_token") {
-				t.Errorf("retired key: WWW-Authenticate = %q", r.header.Get("WWW-Authenticate"))
+			if !strings.Contains(r.Header.Get("WWW-Authenticate"), "invalid_token") {
+				t.Errorf("retired key: WWW-Authenticate = %q", r.Header.Get("WWW-Authenticate"))
 			}
 		default:
-			t.Fatalf("retired key: status %d: %.300s", r.status, r.raw)
+			t.Fatalf("retired key: status %d: %.300s", r.Status, r.Raw)
 		}
 	}
 	if !refused {
 		t.Fatal("a token of a retired key still works 15 s after retirement with a 1 s JWKS cache")
 	}
-	e.do("GET", patient, tokenC.AccessToken, nil).expect(t, http.StatusOK, "token of the current key")
+	e.do("GET", patient, tokenC.AccessToken, nil).Expect(t, http.StatusOK, "token of the current key")
 }

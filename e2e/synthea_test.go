@@ -54,30 +54,30 @@ func TestSyntheaThroughGateway(t *testing.T) {
 			_, person, _ := syntheaForRecord(t, f, "x")
 			delete(person, "id")
 			res := e.do("POST", apex("/pfr/v1/records"), owner, map[string]any{"slug": slug, "patient": person})
-			res.expect(t, http.StatusCreated, "create record")
-			pid := res.body["patientId"].(string)
+			res.Expect(t, http.StatusCreated, "create record")
+			pid := res.Body["patientId"].(string)
 
 			// Aimed at another record's Patient: refused whole.
 			wrong, _, _ := syntheaForRecord(t, f, other["patientId"].(string))
-			r := e.do("POST", recordURL(slug, ""), owner, wrong).expectOutcome(t, http.StatusUnprocessableEntity, "bundle aimed at bob")
-			if !strings.Contains(string(r.raw), "Bundle.entry[") {
-				t.Errorf("the refusal does not name entries: %.400s", r.raw)
+			r := e.do("POST", recordURL(slug, ""), owner, wrong).ExpectOutcome(t, http.StatusUnprocessableEntity, "bundle aimed at bob")
+			if !strings.Contains(string(r.Raw), "Bundle.entry[") {
+				t.Errorf("the refusal does not name entries: %.400s", r.Raw)
 			}
-			search := e.do("GET", recordURL(slug, "/Observation?_summary=count"), owner, nil).expect(t, http.StatusOK, "count")
-			if search.body["total"] != float64(0) {
-				t.Fatalf("a refused Bundle left %v Observations", search.body["total"])
+			search := e.do("GET", recordURL(slug, "/Observation?_summary=count"), owner, nil).Expect(t, http.StatusOK, "count")
+			if search.Body["total"] != float64(0) {
+				t.Fatalf("a refused Bundle left %v Observations", search.Body["total"])
 			}
 
 			// Aimed at the record's own Patient: accepted whole.
 			bundle, _, counts := syntheaForRecord(t, f, pid)
-			r = e.do("POST", recordURL(slug, ""), owner, bundle).expect(t, http.StatusOK, "transaction")
-			if r.body["type"] != "transaction-response" || len(r.body["entry"].([]any)) != len(bundle["entry"].([]any)) {
-				t.Fatalf("transaction response: %.300s", r.raw)
+			r = e.do("POST", recordURL(slug, ""), owner, bundle).Expect(t, http.StatusOK, "transaction")
+			if r.Body["type"] != "transaction-response" || len(r.Body["entry"].([]any)) != len(bundle["entry"].([]any)) {
+				t.Fatalf("transaction response: %.300s", r.Raw)
 			}
 			for _, typ := range []string{"Observation", "Encounter", "Immunization", "Condition"} {
-				got := e.do("GET", recordURL(slug, "/"+typ+"?patient="+pid+"&_summary=count"), owner, nil).expect(t, http.StatusOK, "count "+typ)
-				if got.body["total"] != float64(counts[typ]) {
-					t.Errorf("%s: %v stored, the Bundle has %d", typ, got.body["total"], counts[typ])
+				got := e.do("GET", recordURL(slug, "/"+typ+"?patient="+pid+"&_summary=count"), owner, nil).Expect(t, http.StatusOK, "count "+typ)
+				if got.Body["total"] != float64(counts[typ]) {
+					t.Errorf("%s: %v stored, the Bundle has %d", typ, got.Body["total"], counts[typ])
 				}
 			}
 		})

@@ -116,13 +116,13 @@ func TestUpstreamRequests(t *testing.T) {
 			}
 			res := e.do("GET", recordURL("alice-home", "/Observation"), alice, nil,
 				"X-Request-Partition-IDs", "7", "X-FHIR-TENANT-ID", "someone-else", "X-FHIR-DSID", "other")
-			res.expect(t, http.StatusOK, "search")
+			res.Expect(t, http.StatusOK, "search")
 			got := up.last()
 			mode.check(t, got)
 			if got.Header.Get("Authorization") != "" {
 				t.Errorf("the client's bearer token reached the upstream")
 			}
-			body := string(res.raw)
+			body := string(res.Raw)
 			if strings.Contains(body, up.URL) {
 				t.Errorf("upstream address leaked: %s", body)
 			}
@@ -135,7 +135,7 @@ func TestUpstreamRequests(t *testing.T) {
 					t.Errorf("response lacks %s: %s", want, body)
 				}
 			}
-			if cl := res.header.Get("Content-Location"); cl != recordURL("alice-home", "/Observation") {
+			if cl := res.Header.Get("Content-Location"); cl != recordURL("alice-home", "/Observation") {
 				t.Errorf("Content-Location %q", cl)
 			}
 		})
@@ -164,7 +164,7 @@ func TestFailedProvisioningLeavesNothing(t *testing.T) {
 	res := e.do("POST", apex("/pfr/v1/records"), alice, map[string]any{
 		"slug": "failed-once", "patient": map[string]any{"resourceType": "Patient"},
 	})
-	res.expectOutcome(t, http.StatusBadGateway, "provisioning against a failing upstream")
+	res.ExpectOutcome(t, http.StatusBadGateway, "provisioning against a failing upstream")
 
 	deleted := false
 	up.mu.Lock()
@@ -175,7 +175,7 @@ func TestFailedProvisioningLeavesNothing(t *testing.T) {
 	if !deleted {
 		t.Error("the partition created upstream was not deleted after the failure")
 	}
-	if n := len(e.do("GET", apex("/pfr/v1/records"), alice, nil).body["records"].([]any)); n != 0 {
+	if n := len(e.do("GET", apex("/pfr/v1/records"), alice, nil).Body["records"].([]any)); n != 0 {
 		t.Errorf("%d records after a failed provisioning", n)
 	}
 	// No certificate for the half-made record (a slug no other test uses:
