@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,8 +32,8 @@ type DB struct {
 	now     func() time.Time
 	noIndex bool
 
-	mu        sync.Mutex
-	lastSweep time.Time // last drop of expired search snapshots
+	// snapshots are the paging snapshots of searches (in memory).
+	snapshots snapshots
 }
 
 // Root bucket names. Every partition's data lives under its own bucket so
@@ -42,7 +41,9 @@ type DB struct {
 var (
 	bucketMeta       = []byte("meta")       // sequence counters
 	bucketPartitions = []byte("partitions") // partition key → partitionInfo JSON
-	bucketSearches   = []byte("searches")   // search id → searchSnapshot JSON
+	// bucketSearches held the paging snapshots before they moved to
+	// memory; Open drops it from older files.
+	bucketSearches = []byte("searches")
 )
 
 // Nested bucket names inside a partition bucket.
@@ -75,9 +76,14 @@ func Open(path string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketPartitions, bucketSearches} {
+		for _, name := range [][]byte{bucketMeta, bucketPartitions} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		if tx.Bucket(bucketSearches) != nil {
+			if err := tx.DeleteBucket(bucketSearches); err != nil {
+				return fmt.Errorf("drop the old search snapshots: %w", err)
 			}
 		}
 		// The default partition always exists, as in HAPI.

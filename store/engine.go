@@ -35,13 +35,17 @@ type searchParamInfo struct {
 // searchPlan is a parsed search.
 type searchPlan struct {
 	// bind returns the matcher of the criteria over the partition src
-	// reads (chained and _has parameters read other resources).
-	// It also returns the index filters of the criteria (search.IndexFilter),
-	// joins included once resolved.
-	bind func(src includeSource) (func(res map[string]any) bool, []search.IndexFilter, error)
+	// reads (chained and _has parameters read other resources), with the
+	// index filters of the criteria (joins included once resolved) and
+	// whether they cover every criterion (search.Bound).
+	bind func(src includeSource) (search.Bound, error)
 	// sort orders matches in place per _sort (or the engine's default
 	// order); nil keeps id order.
 	sort func(matches []map[string]any)
+	// lastUpdatedOrder is true when sort is the default order:
+	// meta.lastUpdated ascending, then id (what the record headers give
+	// without reading the resources).
+	lastUpdatedOrder bool
 	// count is _count (0 when absent); countSet tells _count=0 from absent.
 	count    int
 	countSet bool

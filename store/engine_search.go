@@ -24,20 +24,21 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 	unknown := q.Unknown
 	applied := q.Applied()
 	p := &searchPlan{
-		bind: func(src includeSource) (func(map[string]any) bool, []search.IndexFilter, error) {
+		bind: func(src includeSource) (search.Bound, error) {
 			return q.BindIndexed(src)
 		},
-		sort:          q.Sort,
-		count:         q.Count,
-		countSet:      q.Count > 0,
-		offset:        q.Offset,
-		summaryCount:  q.SummaryCount,
-		elements:      q.Elements,
-		summary:       q.Summary,
-		contained:     q.Contained,
-		containedType: q.ContainedType,
-		unknown:       unknown,
-		applied:       applied,
+		sort:             q.Sort,
+		lastUpdatedOrder: len(q.SortBy) == 0,
+		count:            q.Count,
+		countSet:         q.Count > 0,
+		offset:           q.Offset,
+		summaryCount:     q.SummaryCount,
+		elements:         q.Elements,
+		summary:          q.Summary,
+		contained:        q.Contained,
+		containedType:    q.ContainedType,
+		unknown:          unknown,
+		applied:          applied,
 	}
 	if param, desc, ok := q.OrderParam(); ok && q.Unfiltered() {
 		p.orderOnly, p.orderParam, p.orderDesc = true, param, desc

@@ -155,15 +155,16 @@ type rangeScan struct {
 	i      int    // current range
 	k      []byte // current key, nil before the range is sought
 	hi     []byte // bound of the current range
-	ids    map[string]struct{}
-	done   bool
+	// ids found so far, each true when found through an Exact range.
+	ids  map[string]bool
+	done bool
 }
 
 // step reads up to n keys; it reports whether the scan is complete.
 func (s *rangeScan) step(n int) bool {
 	if s.param == "_id" && !s.done { // ids are looked up, not indexed
 		for _, r := range s.ranges {
-			s.ids[search.IDOfRange(r)] = struct{}{}
+			s.ids[search.IDOfRange(r)] = true
 		}
 		s.done = true
 	}
@@ -184,29 +185,60 @@ func (s *rangeScan) step(n int) bool {
 			s.i++
 			continue
 		}
-		s.ids[idOfIndexKey(s.k)] = struct{}{}
+		id := idOfIndexKey(s.k)
+		s.ids[id] = s.ids[id] || s.ranges[s.i].Exact
 	}
 	return s.done
 }
 
-// mayMatch reports whether resource id may match filter f: false only
-// when every range of f is one exact value and id has none of them (one
-// lookup per value). Other filters are left to the evaluator.
-func mayMatch(ib *bolt.Bucket, tag byte, f search.IndexFilter, id string) bool {
-	if f.Param == "_id" {
-		return slices.ContainsFunc(f.Ranges, func(r search.KeyRange) bool { return search.IDOfRange(r) == id })
-	}
-	for _, r := range f.Ranges {
-		v, ok := exactValue(r)
-		if !ok {
-			return true
+// maxLookupValues bounds how many distinct values of a range a lookup
+// tries (a bare code has one per system it is written with).
+const maxLookupValues = 16
+
+// lookupRanges returns ranges of one value each that hold exactly the
+// keys of ranges (a range of several values is split into its values, read
+// from the index), or nil when there are more than maxLookupValues.
+func lookupRanges(ib *bolt.Bucket, tag byte, ranges []search.KeyRange) []search.KeyRange {
+	var out []search.KeyRange
+	c := ib.Cursor()
+	for _, r := range ranges {
+		if _, ok := exactValue(r); ok {
+			out = append(out, r)
+			continue
 		}
+		hi := append([]byte{tag}, r.Hi...)
+		for k, _ := c.Seek(append([]byte{tag}, r.Lo...)); k != nil && bytes.Compare(k, hi) < 0; {
+			if len(out) == maxLookupValues {
+				return nil
+			}
+			value := k[1:bytes.LastIndexByte(k, 0)]
+			out = append(out, search.KeyRange{
+				Lo:    append(bytes.Clone(value), 0),
+				Hi:    append(bytes.Clone(value), 1),
+				Exact: r.Exact,
+			})
+			k, _ = c.Seek(append(append([]byte{tag}, value...), 1))
+		}
+	}
+	return out
+}
+
+// mayMatch reports whether resource id may match a filter whose ranges
+// lookupRanges split into single values (one lookup each), and whether
+// it surely does (found through an Exact range).
+func mayMatch(ib *bolt.Bucket, tag byte, param string, lookups []search.KeyRange, id string) (may, exact bool) {
+	if param == "_id" {
+		return slices.ContainsFunc(lookups, func(r search.KeyRange) bool { return search.IDOfRange(r) == id }), true
+	}
+	c := ib.Cursor()
+	for _, r := range lookups {
+		v, _ := exactValue(r)
 		want := indexKey(tag, v, id)
-		if k, _ := ib.Cursor().Seek(want); bytes.Equal(k, want) {
-			return true
+		if k, _ := c.Seek(want); bytes.Equal(k, want) {
+			return true, r.Exact
 		}
 	}
-	return false
+	return false, false
 }
 
 // exactValue returns the key value of a range holding exactly one value
@@ -227,14 +259,16 @@ const indexScanChunk = 256
 // every filter: those of the filter whose ranges hold the fewest keys
 // (the filters are read in turns, so the choice costs about the number
 // of filters times that filter's keys), less those whose entries
-// another filter excludes. ok is false when there are no filters.
-func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]string, bool, error) {
+// another filter excludes. exact[i] is true when ids[i] was found
+// through Exact ranges of every filter (search.KeyRange). ok is false
+// when there are no filters.
+func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []string, exact []bool, ok bool, err error) {
 	if len(filters) == 0 || p.noIndex {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	ib := p.indexBucket(bucketIndex, typ)
 	if ib == nil {
-		return nil, true, nil // nothing of typ was ever written
+		return nil, nil, true, nil // nothing of typ was ever written
 	}
 	var scans []*rangeScan
 	for _, f := range filters {
@@ -242,10 +276,10 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]strin
 		if !ok && f.Param != "_id" {
 			continue // left to the evaluator
 		}
-		scans = append(scans, &rangeScan{param: f.Param, tag: tag, ranges: f.Ranges, c: ib.Cursor(), ids: map[string]struct{}{}})
+		scans = append(scans, &rangeScan{param: f.Param, tag: tag, ranges: f.Ranges, c: ib.Cursor(), ids: map[string]bool{}})
 	}
 	if len(scans) == 0 {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	driver := -1
 	for driver < 0 {
@@ -258,35 +292,51 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) ([]strin
 	}
 	// The other filters read on while they stay within a few times the
 	// driver's size: those that finish intersect exactly (ranges of dates
-	// and numbers too); the rest are checked by lookup where their values
-	// are exact.
+	// and numbers too); the rest are checked by one lookup per value.
 	budget := intersectFactor*len(scans[driver].ids) + indexScanChunk
+	lookups := make([][]search.KeyRange, len(scans))
 	for i, s := range scans {
-		if i != driver {
-			s.step(budget)
+		if i != driver && !s.step(budget) {
+			lookups[i] = lookupRanges(ib, s.tag, s.ranges)
 		}
 	}
-	ids := make([]string, 0, len(scans[driver].ids))
+	ids = make([]string, 0, len(scans[driver].ids))
 	for id := range scans[driver].ids {
-		keep := true
-		for i, sc := range scans {
-			switch {
-			case i == driver:
-			case sc.done:
-				_, keep = sc.ids[id]
-			default:
-				keep = mayMatch(ib, sc.tag, search.IndexFilter{Param: sc.param, Ranges: sc.ranges}, id)
-			}
-			if !keep {
-				break
-			}
-		}
-		if keep {
-			ids = append(ids, id)
-		}
+		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	return append(ids, unreadableIDs(ib)...), true, nil
+	kept := ids[:0]
+	for _, id := range ids {
+		keep, sure := true, scans[driver].ids[id]
+		for i, sc := range scans {
+			var in, ex bool
+			switch {
+			case i == driver:
+				continue
+			case sc.done:
+				ex, in = sc.ids[id]
+			case lookups[i] == nil: // too many values to look up
+				in = true
+			default:
+				in, ex = mayMatch(ib, sc.tag, sc.param, lookups[i], id)
+			}
+			if !in {
+				keep = false
+				break
+			}
+			sure = sure && ex
+		}
+		if keep {
+			kept = append(kept, id)
+			exact = append(exact, sure)
+		}
+	}
+	ids = kept
+	for _, id := range unreadableIDs(ib) {
+		ids = append(ids, id)
+		exact = append(exact, false)
+	}
+	return ids, exact, true, nil
 }
 
 // intersectFactor bounds how far the other filters read once the driver

@@ -119,8 +119,8 @@ func createPartition(tx *bolt.Tx, p partitionInfo) error {
 	return nil
 }
 
-// deletePartition unregisters a partition and drops all its data, including
-// its search snapshots.
+// deletePartition unregisters a partition and drops all its data (the
+// caller drops its search snapshots once the transaction committed).
 func deletePartition(tx *bolt.Tx, id int64) (partitionInfo, error) {
 	var p partitionInfo
 	if id == 0 {
@@ -140,9 +140,6 @@ func deletePartition(tx *bolt.Tx, id int64) (partitionInfo, error) {
 	}
 	if err := tx.DeleteBucket(partitionBucketName(key)); err != nil {
 		return p, fmt.Errorf("drop partition %d data: %w", id, err)
-	}
-	if err := dropSnapshotsOf(tx, key); err != nil {
-		return p, err
 	}
 	return p, nil
 }

@@ -150,6 +150,7 @@ func (q *request) deletePartitionOp() error {
 	if err != nil {
 		return err
 	}
+	q.h.db.dropSnapshotsOf(partitionKey(*id))
 	fhir.WriteJSON(q.w, http.StatusOK, fhir.NewOutcome(fhir.SeverityInformation, fhir.CodeInformational,
 		fmt.Sprintf("Partition %d (%s) deleted with all its data", p.ID, p.Name)))
 	return nil

@@ -172,6 +172,44 @@ func (p *ptx) scanCurrent(typ string, fn func(id string, raw []byte) error) erro
 	})
 }
 
+// currentRecord returns the stored record (header and JSON) of the live
+// typ/id, nil when it is deleted or unknown. It must not be kept beyond
+// the transaction.
+func (p *ptx) currentRecord(typ, id string) []byte {
+	cur := p.part.Bucket(bucketCurrent)
+	if cur == nil {
+		return nil
+	}
+	tb := cur.Bucket([]byte(typ))
+	if tb == nil {
+		return nil
+	}
+	v := tb.Get([]byte(id))
+	if len(v) < recordHeaderLen || v[0] != recordKindResource {
+		return nil
+	}
+	return v
+}
+
+// scanCurrentRecords calls fn with every live record (header and JSON) of
+// typ, in id order.
+func (p *ptx) scanCurrentRecords(typ string, fn func(id string, rec []byte) error) error {
+	cur := p.part.Bucket(bucketCurrent)
+	if cur == nil {
+		return nil
+	}
+	tb := cur.Bucket([]byte(typ))
+	if tb == nil {
+		return nil
+	}
+	return tb.ForEach(func(k, v []byte) error {
+		if len(v) < recordHeaderLen || v[0] != recordKindResource {
+			return nil
+		}
+		return fn(string(k), v)
+	})
+}
+
 // currentBody returns the stored JSON of the live typ/id, nil when it is
 // deleted or unknown. It must not be kept beyond the transaction.
 func (p *ptx) currentBody(typ, id string) []byte {

@@ -38,6 +38,9 @@ func (r *record) encode() []byte {
 	return append(out, r.Body...)
 }
 
+// recordLastUpdated reads lastUpdated (Unix ms) from an encoded record.
+func recordLastUpdated(rec []byte) int64 { return int64(binary.BigEndian.Uint64(rec[9:17])) }
+
 // decodeRecord parses what encode wrote. The body is copied: bbolt memory is
 // only valid inside its transaction.
 func decodeRecord(typ, id string, raw []byte) (*record, error) {

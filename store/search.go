@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -84,44 +85,71 @@ func (q *request) appendUnreadableOutcome(b *outBundle) {
 // run evaluates plan over the current resources of typ in the partition and
 // returns the ids of the hits in order. Resources that cannot be decoded
 // go to skip.
+//
+// Candidates the indexes vouch for (found through exact ranges of filters
+// that cover every criterion) are not decoded nor evaluated; in the
+// default order (meta.lastUpdated, then id) the record headers give their
+// place, so only a _sort on something else reads them.
 func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
 	if plan.orderOnly {
 		if ids, ok := p.orderedIDs(typ, plan.orderParam, plan.orderDesc); ok {
 			return ids, nil
 		}
 	}
-	match, filters, err := plan.bind(partitionSource{p, skip})
+	b, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
 		return nil, err
 	}
-	var hits []map[string]any
-	check := func(id string, raw []byte) error {
-		res, err := decodeForSearch(raw)
-		if err != nil {
-			skip.add(typ+"/"+id, err)
-			return nil
-		}
-		if match(res) {
+	var hits []map[string]any // in plan.sort's order, when not by header
+	var byHeader []headerHit  // in the default order
+	keep := func(id string, rec []byte, res map[string]any) {
+		if plan.lastUpdatedOrder {
+			byHeader = append(byHeader, headerHit{id, recordLastUpdated(rec)})
+		} else {
 			hits = append(hits, res)
 		}
-		return nil
 	}
-	ids, indexed, err := p.indexCandidates(typ, filters)
+	check := func(id string, rec []byte, sure bool) {
+		if sure && plan.lastUpdatedOrder {
+			keep(id, rec, nil)
+			return
+		}
+		res, err := decodeForSearch(rec[recordHeaderLen:])
+		if err != nil {
+			skip.add(typ+"/"+id, err)
+			return
+		}
+		if sure || b.Match(res) {
+			keep(id, rec, res)
+		}
+	}
+	ids, exact, indexed, err := p.indexCandidates(typ, b.Filters)
 	switch {
 	case err != nil:
 		return nil, err
 	case indexed:
-		for _, id := range ids {
-			if raw := p.currentBody(typ, id); raw != nil {
-				if err := check(id, raw); err != nil {
-					return nil, err
-				}
+		for i, id := range ids {
+			if rec := p.currentRecord(typ, id); rec != nil {
+				check(id, rec, b.Covered && exact[i])
 			}
 		}
 	default:
-		if err := p.scanCurrent(typ, check); err != nil {
+		if err := p.scanCurrentRecords(typ, func(id string, rec []byte) error {
+			check(id, rec, false)
+			return nil
+		}); err != nil {
 			return nil, err
 		}
+	}
+	if plan.lastUpdatedOrder {
+		slices.SortFunc(byHeader, func(a, b headerHit) int {
+			return cmp.Or(cmp.Compare(a.updated, b.updated), strings.Compare(a.id, b.id))
+		})
+		ids = make([]string, len(byHeader))
+		for i, h := range byHeader {
+			ids[i] = h.id
+		}
+		return ids, nil
 	}
 	if plan.sort != nil {
 		plan.sort(hits)
@@ -131,6 +159,13 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, erro
 		ids[i], _ = res["id"].(string)
 	}
 	return ids, nil
+}
+
+// headerHit is a match and its meta.lastUpdated (Unix ms) from the record
+// header.
+type headerHit struct {
+	id      string
+	updated int64
 }
 
 // searchesContained reports whether the plan searches contained resources
@@ -160,10 +195,11 @@ func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, 
 	if !plan.searchesContained() {
 		return refs, nil
 	}
-	match, _, err := plan.bind(partitionSource{p, skip})
+	bound, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
 		return nil, err
 	}
+	match := bound.Match
 	var hits []map[string]any
 	var holders []string
 	for _, ct := range searchparam.ResourceTypes() {
@@ -259,12 +295,15 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 	if within != nil {
 		plan.orderOnly = false
 		bind := plan.bind
-		plan.bind = func(src includeSource) (func(map[string]any) bool, []search.IndexFilter, error) {
-			match, filters, err := bind(src)
+		plan.bind = func(src includeSource) (search.Bound, error) {
+			b, err := bind(src)
 			if err != nil {
-				return nil, nil, err
+				return b, err
 			}
-			return func(res map[string]any) bool { return within(res) && match(res) }, filters, nil
+			match := b.Match
+			b.Match = func(res map[string]any) bool { return within(res) && match(res) }
+			b.Covered = false // the compartment is checked on each resource
+			return b, nil
 		}
 	}
 	count := defaultPageSize
@@ -489,7 +528,7 @@ func (s partitionSource) Resolve(reference string) (map[string]any, error) {
 // ScanIndexed implements search.IndexedSource: the candidates of the
 // filters, or every resource when the index cannot tell.
 func (s partitionSource) ScanIndexed(resourceType string, filters []search.IndexFilter, fn func(map[string]any) bool) error {
-	ids, ok, err := s.p.indexCandidates(resourceType, filters)
+	ids, _, ok, err := s.p.indexCandidates(resourceType, filters)
 	if err != nil || !ok {
 		if err == nil {
 			err = s.Scan(resourceType, fn)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
@@ -235,12 +233,7 @@ func TestSearchPagesOfOtherPartitionsAndExpiry(t *testing.T) {
 	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "1", nil)
 	s.must(http.StatusOK, "POST", "/fhir/$partition-management-delete-partition", "DEFAULT",
 		map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "id", "valueInteger": 1}}})
-	var left int
-	_ = s.db.bolt.View(func(tx *bolt.Tx) error {
-		left = tx.Bucket(bucketSearches).Stats().KeyN
-		return nil
-	})
-	if left != 0 {
+	if left := s.db.snapshots.count(); left != 0 {
 		t.Fatalf("%d snapshots left after the partition was deleted", left)
 	}
 }
@@ -486,14 +479,7 @@ func TestExpiredSnapshotsAreSwept(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		s.must(http.StatusCreated, "POST", "/fhir/Patient", "DEFAULT", patient("Sweep"))
 	}
-	count := func() int {
-		var n int
-		_ = s.db.bolt.View(func(tx *bolt.Tx) error {
-			n = tx.Bucket(bucketSearches).Stats().KeyN
-			return nil
-		})
-		return n
-	}
+	count := s.db.snapshots.count
 	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil)
 	s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil)
 	if count() != 2 {
@@ -504,6 +490,29 @@ func TestExpiredSnapshotsAreSwept(t *testing.T) {
 	if count() != 1 {
 		t.Fatalf("%d snapshots after expiry, want 1", count())
 	}
+	// Beyond maxSnapshotRefs references, the oldest snapshots go first:
+	// their next links answer 410, the newest still pages.
+	defer func(n int) { maxSnapshotRefs = n }(maxSnapshotRefs)
+	maxSnapshotRefs = 5
+	first := s.must(http.StatusOK, "GET", "/fhir/Patient?_count=1", "DEFAULT", nil).JSON(t)
+	second := s.must(http.StatusOK, "GET", "/fhir/Patient?_count=2", "DEFAULT", nil).JSON(t)
+	if count() != 1 {
+		t.Fatalf("%d snapshots over the bound, want 1", count())
+	}
+	expectOutcome(t, s.do("GET", linkOf(t, s, first, "next"), "DEFAULT", nil), http.StatusGone, "does not exist")
+	s.must(http.StatusOK, "GET", linkOf(t, s, second, "next"), "DEFAULT", nil)
+}
+
+// linkOf returns the path and query of b's link with relation rel.
+func linkOf(t *testing.T, s *testServer, b map[string]any, rel string) string {
+	t.Helper()
+	for _, l := range b["link"].([]any) {
+		if str(l, "relation") == rel {
+			return strings.TrimPrefix(str(l, "url"), s.srv.URL)
+		}
+	}
+	t.Fatalf("no %s link in %v", rel, b["link"])
+	return ""
 }
 
 // The searchset's self link lists only the parameters that were applied

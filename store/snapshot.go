@@ -1,15 +1,12 @@
 package store
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
@@ -34,96 +31,92 @@ type searchSnapshot struct {
 	Expires time.Time `json:"expires"`
 }
 
+// Snapshots are kept in memory, not in the file: a search that has a
+// next page must not pay a write (and an fsync) of every match's reference
+// — 100 000 of them for Observation?_sort=-date on a large record. Losing
+// them on a restart or a crash only turns their next links into the 410 an
+// expired search gets (HAPI's answer too).
+type snapshots struct {
+	mu    sync.Mutex
+	byID  map[string]*searchSnapshot
+	order []string // ids, oldest first
+	refs  int      // references held by every snapshot together
+	// lastSweep is the last drop of expired snapshots.
+	lastSweep time.Time
+}
+
 // sweepInterval bounds how often saving a snapshot also drops expired ones.
 const sweepInterval = time.Minute
 
-// A stored snapshot is its expiry (Unix ms, 8 bytes) followed by its JSON,
-// so that sweeping reads 8 bytes per snapshot instead of decoding it.
-const snapshotHeaderLen = 8
+// maxSnapshotRefs bounds the references all snapshots hold together
+// (about 64 bytes each): beyond it, the oldest snapshots go first.
+var maxSnapshotRefs = 1_000_000
 
-// saveSnapshot stores snap under a fresh random id, dropping expired
-// snapshots at most once per sweepInterval.
+// saveSnapshot keeps snap under a fresh random id, dropping expired
+// snapshots at most once per sweepInterval, and the oldest ones while
+// the snapshots hold more than maxSnapshotRefs references.
 func (db *DB) saveSnapshot(snap *searchSnapshot) (string, error) {
 	now := db.clock()
 	snap.Expires = now.Add(snapshotTTL)
-	raw, err := json.Marshal(snap)
-	if err != nil {
-		return "", fmt.Errorf("encode search snapshot: %w", err)
-	}
-	value := binary.BigEndian.AppendUint64(make([]byte, 0, snapshotHeaderLen+len(raw)), uint64(snap.Expires.UnixMilli()))
-	value = append(value, raw...)
-	sweep := db.sweepDue(now)
 	id := newID()
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSearches)
-		if sweep {
-			if err := dropSnapshots(b, func(v []byte) bool { return snapshotExpired(v, now) }); err != nil {
-				return err
-			}
+	c := &db.snapshots
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byID == nil {
+		c.byID = map[string]*searchSnapshot{}
+	}
+	if now.Sub(c.lastSweep) >= sweepInterval {
+		c.lastSweep = now
+		c.dropLocked(func(s *searchSnapshot) bool { return now.After(s.Expires) })
+	}
+	c.byID[id] = snap
+	c.order = append(c.order, id)
+	c.refs += len(snap.Refs)
+	for c.refs > maxSnapshotRefs && len(c.order) > 1 {
+		oldest := c.order[0]
+		c.order = c.order[1:]
+		if s := c.byID[oldest]; s != nil {
+			c.refs -= len(s.Refs)
+			delete(c.byID, oldest)
 		}
-		return b.Put([]byte(id), value)
-	})
-	if err != nil {
-		return "", fmt.Errorf("save search snapshot: %w", err)
 	}
 	return id, nil
 }
 
-// sweepDue reports whether a sweep of expired snapshots is due, and if so
-// records that one is happening now.
-func (db *DB) sweepDue(now time.Time) bool {
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if now.Sub(db.lastSweep) < sweepInterval {
-		return false
+// dropLocked deletes the snapshots for which doomed is true; c.mu is held.
+func (c *snapshots) dropLocked(doomed func(*searchSnapshot) bool) {
+	kept := c.order[:0]
+	for _, id := range c.order {
+		s := c.byID[id]
+		if s == nil {
+			continue
+		}
+		if doomed(s) {
+			c.refs -= len(s.Refs)
+			delete(c.byID, id)
+			continue
+		}
+		kept = append(kept, id)
 	}
-	db.lastSweep = now
-	return true
+	clear(c.order[len(kept):])
+	c.order = kept
 }
 
-// snapshotExpired reads the expiry header of a stored snapshot.
-func snapshotExpired(v []byte, now time.Time) bool {
-	if len(v) < snapshotHeaderLen {
-		return true
-	}
-	return now.UnixMilli() > int64(binary.BigEndian.Uint64(v[:snapshotHeaderLen]))
-}
-
-// dropSnapshots deletes the snapshots for which doomed is true.
-func dropSnapshots(b *bolt.Bucket, doomed func(v []byte) bool) error {
-	var keys [][]byte
-	err := b.ForEach(func(k, v []byte) error {
-		if doomed(v) {
-			keys = append(keys, append([]byte(nil), k...))
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("scan search snapshots: %w", err)
-	}
-	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
-			return fmt.Errorf("drop search snapshot: %w", err)
-		}
-	}
-	return nil
+// count returns how many snapshots are kept.
+func (c *snapshots) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.byID)
 }
 
 // loadSnapshot returns the snapshot id of partition part, or HAPI's 410 for
 // an unknown or expired search. A snapshot of another partition is unknown.
+// The snapshot is shared: callers only read it.
 func (db *DB) loadSnapshot(id, part string) (*searchSnapshot, error) {
-	var snap *searchSnapshot
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketSearches).Get([]byte(id))
-		if len(raw) < snapshotHeaderLen {
-			return nil
-		}
-		snap = &searchSnapshot{}
-		return json.Unmarshal(raw[snapshotHeaderLen:], snap)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load search snapshot: %w", err)
-	}
+	c := &db.snapshots
+	c.mu.Lock()
+	snap := c.byID[id]
+	c.mu.Unlock()
 	if snap == nil || snap.Partition != part || db.clock().After(snap.Expires) {
 		return nil, fhir.Errorf(http.StatusGone, fhir.CodeNotFound, "Search ID %q does not exist and may have expired", id)
 	}
@@ -131,11 +124,11 @@ func (db *DB) loadSnapshot(id, part string) (*searchSnapshot, error) {
 }
 
 // dropSnapshotsOf deletes every snapshot of a partition.
-func dropSnapshotsOf(tx *bolt.Tx, part string) error {
-	return dropSnapshots(tx.Bucket(bucketSearches), func(v []byte) bool {
-		var s searchSnapshot
-		return len(v) < snapshotHeaderLen || json.Unmarshal(v[snapshotHeaderLen:], &s) != nil || s.Partition == part
-	})
+func (db *DB) dropSnapshotsOf(part string) {
+	c := &db.snapshots
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(func(s *searchSnapshot) bool { return s.Partition == part })
 }
 
 // Snapshot kinds: the Bundle type their pages have.

@@ -27,6 +27,14 @@ import (
 // A key is a kind byte, the value, 0x00, and the resource id (ids never
 // hold 0x00, so the id is what follows the last 0x00). Values longer than
 // maxIndexValue bytes are cut; the query side cuts the same way.
+//
+// A token key is code 0x01 '*' for a code whose system is implied (a code,
+// string or boolean element) or code 0x01 '=' system for a Coding or an
+// Identifier; a reference key is id '/' Type. Bytes below 0x04 in stored
+// values become 0x04, so the separators are unambiguous: a range that
+// reads one whole value (or, for a bare code or id, one whole prefix) is
+// Exact, and a store may skip the evaluator for a filter answered by
+// exact ranges only.
 const (
 	kindToken    = 'c' // token code (system is checked by Match)
 	kindRefID    = 'r' // id of a reference (type is checked by Match)
@@ -54,7 +62,7 @@ func IndexVersion() string {
 				h.Write([]byte(p.Code + " " + p.Type + " " + p.Expression))
 			}
 		}
-		indexVersion = fmt.Sprintf("2-%08x", h.Sum32())
+		indexVersion = fmt.Sprintf("3-%08x", h.Sum32())
 	})
 	return indexVersion
 }
@@ -75,8 +83,13 @@ func IndexTag(resourceType, code string) (byte, bool) {
 	return byte(i + 1), true
 }
 
-// KeyRange is the keys k with Lo <= k < Hi, byte-wise.
-type KeyRange struct{ Lo, Hi []byte }
+// KeyRange is the keys k with Lo <= k < Hi, byte-wise. Exact says that
+// every resource with a key in the range matches the filter value the
+// range was made for (else the evaluator decides).
+type KeyRange struct {
+	Lo, Hi []byte
+	Exact  bool
+}
 
 // IndexFilter is one filter of a query answered by an index: a resource
 // may match it only if one of its keys for Param lies in one of Ranges.
@@ -136,19 +149,19 @@ func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
 		switch p.Type {
 		case searchparam.TypeToken:
 			for _, c := range codesOf(n.Value) {
-				add(kindToken, c.code)
+				add(kindToken, tokenKey(c.code, c.system, c.implicit))
 			}
 		case searchparam.TypeReference:
 			ref := referenceString(n.Value)
 			if ref == "" {
 				continue
 			}
-			if _, id, ok := fhirpath.SplitReference(ref); ok {
-				add(kindRefID, id)
+			if typ, id, ok := fhirpath.SplitReference(ref); ok {
+				add(kindRefID, clean(id)+"/"+typ)
 			}
 			if strings.Contains(ref, ":") { // only such values are compared whole
-				add(kindRefExact, ref)
-				add(kindRefExact, stripVersion(ref))
+				add(kindRefExact, clean(ref))
+				add(kindRefExact, clean(stripVersion(ref)))
 			}
 		case searchparam.TypeString:
 			for _, s := range stringsOf(n.Value) {
@@ -184,6 +197,47 @@ func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
 		}
 	}
 	return out
+}
+
+// tokenKey is the value of a token key: the code, 0x01, then '*' when the
+// system is implied, else '=' and the system.
+func tokenKey(code, system string, implicit bool) string {
+	if implicit {
+		return clean(code) + "\x01*"
+	}
+	return clean(code) + "\x01=" + clean(system)
+}
+
+// clean maps the bytes below 0x04 (never in a FHIR code or URI, possible
+// in a string only as an escape) to 0x04, so that 0x00 and 0x01 stay
+// separators.
+func clean(v string) string {
+	if !strings.ContainsFunc(v, isLow) {
+		return v
+	}
+	b := []byte(v)
+	for i, c := range b {
+		if c < 4 {
+			b[i] = 4
+		}
+	}
+	return string(b)
+}
+
+func isLow(r rune) bool { return r < 4 }
+
+// fits reports whether a key value made of parts (and separators, sep
+// bytes in all) is compared whole (an exact range): no byte clean would
+// change and not cut at maxIndexValue.
+func fits(sep int, parts ...string) bool {
+	n := sep
+	for _, v := range parts {
+		if strings.ContainsFunc(v, isLow) {
+			return false
+		}
+		n += len(v)
+	}
+	return n < maxIndexValue
 }
 
 // intervalsOf returns every interval a number or quantity node may be
@@ -266,7 +320,18 @@ func ratKey(r *big.Rat, up bool) []byte {
 }
 
 // IDRange is the range of _id filters: the id is Lo[1:len(Lo)-1].
-func IDRange(id string) KeyRange { return exactRange(kindToken, id) }
+func IDRange(id string) KeyRange {
+	r := exactRange(kindToken, id)
+	r.Exact = true // looked up by id
+	return r
+}
+
+// refRange is every reference key of Type/id exactly.
+func refRange(id, typ string) KeyRange {
+	r := exactRange(kindRefID, clean(id)+"/"+typ)
+	r.Exact = fits(1, id, typ)
+	return r
+}
 
 // IDOfRange returns the id of an IDRange.
 func IDOfRange(r KeyRange) string { return string(r.Lo[1 : len(r.Lo)-1]) }
@@ -334,7 +399,18 @@ func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange,
 		if err != nil || !tv.hasCode {
 			return nil, false
 		}
-		return []KeyRange{exactRange(kindToken, tv.code)}, true
+		code := tv.code
+		if !tv.hasSystem { // any system: the code's whole prefix
+			r := prefixRange(kindToken, clean(code)+"\x01")
+			r.Exact = fits(1, code)
+			return []KeyRange{r}, true
+		}
+		// This system, or an implied one.
+		explicit := exactRange(kindToken, tokenKey(code, tv.system, false))
+		explicit.Exact = fits(2, code, tv.system)
+		implicit := exactRange(kindToken, tokenKey(code, "", true))
+		implicit.Exact = fits(2, code)
+		return []KeyRange{explicit, implicit}, true
 	case searchparam.TypeReference:
 		if modifier == "identifier" {
 			return nil, false
@@ -343,21 +419,29 @@ func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange,
 		typ, id, isRef := fhirpath.SplitReference(value)
 		switch {
 		case modifier != "" && isRef:
-			return []KeyRange{exactRange(kindRefID, id)}, true
+			return []KeyRange{refRange(id, modifier)}, true
 		case modifier != "":
-			return []KeyRange{exactRange(kindRefID, value)}, true
+			return []KeyRange{refRange(value, modifier)}, true
 		case isRef && typ != "":
-			return []KeyRange{exactRange(kindRefID, id)}, true
+			return []KeyRange{refRange(id, typ)}, true
 		case strings.Contains(value, ":"):
-			return []KeyRange{exactRange(kindRefExact, value)}, true
-		default:
-			return []KeyRange{exactRange(kindRefID, value)}, true
+			r := exactRange(kindRefExact, clean(value))
+			r.Exact = fits(0, value)
+			return []KeyRange{r}, true
+		default: // a bare id: a reference of any type
+			r := prefixRange(kindRefID, clean(value)+"/")
+			r.Exact = fits(1, value)
+			return []KeyRange{r}, true
 		}
 	case searchparam.TypeString:
 		if modifier != "" && modifier != "exact" {
 			return nil, false
 		}
-		return []KeyRange{prefixRange(kindString, normalize(unescape(raw)))}, true
+		folded := normalize(unescape(raw))
+		r := prefixRange(kindString, folded)
+		// The default search is a prefix of the normalized value.
+		r.Exact = modifier == "" && fits(0, folded)
+		return []KeyRange{r}, true
 	case searchparam.TypeURI:
 		switch modifier {
 		case "":
@@ -376,17 +460,31 @@ func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange,
 			return nil, false
 		}
 		lo, hi := timeKey(s.lo), timeKey(s.hi)
+		// As prefix.go's matchDateRange: eq is "the target lies within
+		// the search range" (low and high both inside: only the low is
+		// read here, so not exact); the ranges past either end are exact.
+		within := func(kind byte) KeyRange { return between(kind, lo, hi) }
+		above := KeyRange{Lo: append(append([]byte{kindHigh}, hi...), 1), Hi: []byte{kindHigh + 1}, Exact: true} // high > search high
+		below := KeyRange{Lo: []byte{kindLow}, Hi: append([]byte{kindLow}, lo...), Exact: true}                  // low < search low
 		switch pre {
 		case prefixEq: // the search range holds the target
-			return []KeyRange{between(kindLow, lo, hi)}, true
-		case prefixGe, prefixGt: // the target ends at or after the search start
-			return []KeyRange{atLeast(kindHigh, lo)}, true
+			return []KeyRange{within(kindLow)}, true
+		case prefixGt: // the target ends after the search range
+			return []KeyRange{above}, true
+		case prefixGe:
+			return []KeyRange{above, within(kindHigh)}, true
+		case prefixLt: // the target starts before the search range
+			return []KeyRange{below}, true
+		case prefixLe:
+			return []KeyRange{below, within(kindLow)}, true
 		case prefixSa: // the target starts at or after the search end
-			return []KeyRange{atLeast(kindLow, hi)}, true
-		case prefixLe, prefixLt: // the target starts at or before the search end
-			return []KeyRange{atMost(kindLow, hi)}, true
+			r := atLeast(kindLow, hi)
+			r.Exact = true
+			return []KeyRange{r}, true
 		case prefixEb: // the target ends at or before the search start
-			return []KeyRange{atMost(kindHigh, lo)}, true
+			r := atMost(kindHigh, lo)
+			r.Exact = true
+			return []KeyRange{r}, true
 		}
 		return nil, false
 	case searchparam.TypeNumber, searchparam.TypeQuantity:

@@ -172,31 +172,45 @@ type IndexedSource interface {
 // src (one scan of each joined type, narrowed by its index filters when
 // src is an IndexedSource). Without joins it is Match.
 func (q *Query) Bind(src Source) (func(res map[string]any) bool, error) {
-	m, _, err := q.BindIndexed(src)
-	return m, err
+	b, err := q.BindIndexed(src)
+	return b.Match, err
 }
 
 // maxJoinRanges bounds the index filter a resolved join becomes: a larger
 // set is left to the matcher.
 const maxJoinRanges = 10000
 
-// BindIndexed is Bind that also returns the query's index filters
-// (IndexFilters) and one more per resolved join: a chain's targets as
-// reference keys of its parameter, a _has's referenced resources as _id
-// keys.
-func (q *Query) BindIndexed(src Source) (func(res map[string]any) bool, []IndexFilter, error) {
-	filters := q.IndexFilters()
+// Bound is a query bound to a partition (BindIndexed).
+type Bound struct {
+	// Match is the matcher, joins resolved.
+	Match func(res map[string]any) bool
+	// Filters are the query's index filters (IndexFilters) and one more
+	// per resolved join: a chain's targets as reference keys of its
+	// parameter, a _has's referenced resources as _id keys.
+	Filters []IndexFilter
+	// Covered is true when Filters stand for every filter and join of
+	// the query: a resource of the type found through Exact ranges of
+	// every filter matches without Match.
+	Covered bool
+}
+
+// BindIndexed is Bind that also returns the query's index filters.
+func (q *Query) BindIndexed(src Source) (Bound, error) {
+	b := Bound{Filters: q.IndexFilters()}
+	b.Covered = len(b.Filters) == len(q.filters)
 	if len(q.joins) == 0 {
-		return q.Match, filters, nil
+		b.Match = q.Match
+		return b, nil
 	}
 	sets := make([]map[string]bool, len(q.joins))
 	for i, j := range q.joins {
 		set, err := j.resolve(src)
 		if err != nil {
-			return nil, nil, err
+			return Bound{}, err
 		}
 		sets[i] = set
 		if len(set) > maxJoinRanges {
+			b.Covered = false
 			continue
 		}
 		f := IndexFilter{Param: j.param.Code}
@@ -207,14 +221,14 @@ func (q *Query) BindIndexed(src Source) (func(res map[string]any) bool, []IndexF
 			typ, id, _ := strings.Cut(ref, "/")
 			switch {
 			case !j.has:
-				f.Ranges = append(f.Ranges, exactRange(kindRefID, id))
+				f.Ranges = append(f.Ranges, refRange(id, typ))
 			case typ == q.ResourceType:
 				f.Ranges = append(f.Ranges, IDRange(id))
 			}
 		}
-		filters = append(filters, f)
+		b.Filters = append(b.Filters, f)
 	}
-	return func(res map[string]any) bool {
+	b.Match = func(res map[string]any) bool {
 		if !q.matchFilters(res) {
 			return false
 		}
@@ -224,7 +238,8 @@ func (q *Query) BindIndexed(src Source) (func(res map[string]any) bool, []IndexF
 			}
 		}
 		return true
-	}, filters, nil
+	}
+	return b, nil
 }
 
 // resolve computes the "Type/id" set the join tests against: for a chain,
@@ -232,10 +247,11 @@ func (q *Query) BindIndexed(src Source) (func(res map[string]any) bool, []IndexF
 func (j *join) resolve(src Source) (map[string]bool, error) {
 	set := map[string]bool{}
 	for _, sub := range j.subs {
-		m, filters, err := sub.BindIndexed(src)
+		b, err := sub.BindIndexed(src)
 		if err != nil {
 			return nil, err
 		}
+		m, filters := b.Match, b.Filters
 		scan := src.Scan
 		if is, ok := src.(IndexedSource); ok && len(filters) > 0 {
 			scan = func(typ string, fn func(map[string]any) bool) error { return is.ScanIndexed(typ, filters, fn) }

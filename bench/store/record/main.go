@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -30,17 +31,18 @@ import (
 
 type options struct {
 	n, runs, scanRuns, writes, bulk int
-	synthea                         string
+	synthea, cpuProfile             string
 }
 
 func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 100000, "generated Observations in the large record")
 	flag.IntVar(&o.runs, "runs", 30, "measured runs of each search with indexes")
-	flag.IntVar(&o.scanRuns, "scanruns", 3, "measured runs of each search without indexes (each reads the whole record)")
+	flag.IntVar(&o.scanRuns, "scanruns", 3, "measured runs of each search without indexes (each reads the whole record); 0 measures with indexes only")
 	flag.IntVar(&o.writes, "writes", 100, "single-Observation writes measured per mode")
 	flag.IntVar(&o.bulk, "bulk", 5000, "Observations written in transactions of 1000 per mode")
 	flag.StringVar(&o.synthea, "synthea", "testdata/fhir/synthea", "directory of the six Synthea transaction Bundles")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured searches and writes with indexes to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
@@ -288,8 +290,10 @@ func run(o options) error {
 		}
 		return nil
 	}
-	if err := measureAll(s, o.scanRuns, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }); err != nil {
-		return err
+	if o.scanRuns > 0 {
+		if err := measureAll(s, o.scanRuns, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }); err != nil {
+			return err
+		}
 	}
 	writeRows := make([]row, 2)
 	writes := func(s *server, set func(r *row, p50, p99 time.Duration), part int) error {
@@ -348,8 +352,10 @@ func run(o options) error {
 		set(&writeRows[1], pct(ds, 0.5), pct(ds, 0.99))
 		return nil
 	}
-	if err := writes(s, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }, 100); err != nil {
-		return err
+	if o.scanRuns > 0 {
+		if err := writes(s, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }, 100); err != nil {
+			return err
+		}
 	}
 	if err := s.db.Close(); err != nil {
 		return err
@@ -362,6 +368,17 @@ func run(o options) error {
 	}
 	defer s.db.Close()
 	fmt.Fprintf(os.Stderr, "indexes built at Open in %s\n", took.Round(time.Millisecond))
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := measureAll(s, o.runs, func(r *row, p50, p99 time.Duration) { r.indexP50, r.indexP99 = p50, p99 }); err != nil {
 		return err
 	}
