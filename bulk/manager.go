@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
 // Options configures a Manager.
@@ -44,6 +45,24 @@ type Options struct {
 	RetryPause time.Duration
 	// Logger gets the jobs' failures. Default: no-op.
 	Logger *zap.Logger
+
+	// Shared, when set, is the state every node of a cluster shares
+	// (PostgreSQL): jobs, their files and the leases of running jobs are
+	// kept there, so that any node answers a job's status URL and serves
+	// its files, and a job whose node died is finished by another once
+	// its lease expired. Dir then holds only this node's working files.
+	// Nil: everything is in Dir (one node).
+	Shared kv.DB
+	// Node names this node in the leases. Default: host, process id and
+	// a random part.
+	Node string
+	// LeaseTTL is how long a running job's lease lasts unless renewed
+	// (every third of it). Default 30s.
+	LeaseTTL time.Duration
+	// SweepEvery is how often jobs are looked through: expired ones
+	// removed, unfinished ones that run nowhere resumed. Default 1m, or
+	// half the lease with Shared.
+	SweepEvery time.Duration
 }
 
 // Importer writes an import job's input (the file at input) into its
@@ -67,7 +86,7 @@ type Progress struct {
 // Manager runs export jobs and keeps them in its directory.
 type Manager struct {
 	opts  Options
-	store fileStore
+	store jobStore
 	log   *zap.Logger
 	queue chan string
 
@@ -108,11 +127,28 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
+	}
+	if o.SweepEvery <= 0 {
+		o.SweepEvery = time.Minute
+		if o.Shared != nil {
+			o.SweepEvery = o.LeaseTTL / 2
+		}
+	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bulk: %w", err)
 	}
+	var store jobStore = fileStore{dir: o.Dir}
+	if o.Shared != nil {
+		shared, err := newSharedStore(o.Shared, o.Dir, o.Node, o.LeaseTTL)
+		if err != nil {
+			return nil, err
+		}
+		store = shared
+	}
 	return &Manager{
-		opts: o, store: fileStore{dir: o.Dir}, log: o.Logger, queue: make(chan string, 4096),
+		opts: o, store: store, log: o.Logger, queue: make(chan string, 4096),
 		running: map[string]context.CancelFunc{}, progress: map[string]Progress{}, queued: map[string]bool{},
 	}, nil
 }
@@ -161,13 +197,14 @@ func (m *Manager) SubmitImport(j *Job, input io.Reader, maxBytes int64) (*Job, e
 	if err != nil {
 		return nil, fmt.Errorf("bulk: %w", err)
 	}
-	dir := m.store.jobDir(id)
+	dir := m.store.workDir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bulk: job directory: %w", err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
+			_ = m.store.remove(id)
 			_ = os.RemoveAll(dir)
 		}
 	}()
@@ -184,6 +221,9 @@ func (m *Manager) SubmitImport(j *Job, input io.Reader, maxBytes int64) (*Job, e
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = m.store.keep(id, InputFile)
 	}
 	if err != nil {
 		return nil, err
@@ -254,7 +294,7 @@ func (m *Manager) remove(id string) error {
 
 // Open opens a finished job's file by name (a type's NDJSON file or the
 // error file).
-func (m *Manager) Open(j *Job, name string) (*os.File, error) {
+func (m *Manager) Open(j *Job, name string) (io.ReadSeekCloser, error) {
 	if j.Status != StatusComplete {
 		return nil, ErrNotFound
 	}
@@ -265,11 +305,7 @@ func (m *Manager) Open(j *Job, name string) (*os.File, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	f, err := os.Open(filepath.Join(m.store.jobDir(j.ID), name))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, ErrNotFound
-	}
-	return f, err
+	return m.store.open(j.ID, name)
 }
 
 // Run works the queue with Options.Workers workers until ctx ends: jobs
@@ -295,7 +331,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	tick := time.NewTicker(time.Minute)
+	tick := time.NewTicker(m.opts.SweepEvery)
 	defer tick.Stop()
 	for {
 		select {
@@ -327,7 +363,9 @@ func (m *Manager) sweep(start bool) {
 			_, running := m.running[j.ID]
 			m.mu.Unlock()
 			if !running {
-				if start {
+				// In a cluster the job may run on another node: runJob
+				// counts a takeover once it holds the lease.
+				if _, shared := m.store.(*sharedStore); start && !shared {
 					m.log.Info("resuming a bulk export left unfinished", zap.String("job", j.ID), zap.String("record", j.RecordID))
 					j.Resumed++
 					if err := m.store.save(j); err != nil {
@@ -355,19 +393,31 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		m.mu.Unlock()
 		return
 	}
-	unlock, ok := lockJob(m.store.jobDir(id))
+	release, lost, takeover, ok := m.store.claim(id)
 	if !ok {
 		m.mu.Unlock()
-		return // another process (an older config) runs it
+		return // another process (an older config, another node) runs it
 	}
-	defer unlock()
+	defer release()
 	m.running[id] = cancel
 	m.mu.Unlock()
+	if lost != nil {
+		go func() {
+			select {
+			case <-lost: // another node took the job over: stop
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	defer func() {
 		m.mu.Lock()
 		delete(m.running, id)
 		delete(m.progress, id)
 		m.mu.Unlock()
+		if _, err := m.store.load(id); errors.Is(err, ErrNotFound) {
+			m.store.ended(id) // cancelled while it ran: its working files go
+		}
 	}()
 	// save writes the job unless it was cancelled meanwhile.
 	save := func() error {
@@ -376,12 +426,23 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		if _, ok := m.running[id]; !ok || ctx.Err() != nil {
 			return context.Canceled
 		}
-		if _, err := os.Stat(filepath.Join(m.store.jobDir(id), jobFile)); err != nil {
+		if _, err := m.store.load(id); errors.Is(err, ErrNotFound) {
 			return context.Canceled // cancelled by another process
 		}
 		return m.store.save(j)
 	}
-	dir := m.store.jobDir(id)
+	dir := m.store.workDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		m.fail(j, err, save)
+		return
+	}
+	if takeover {
+		m.log.Info("resuming a bulk job whose node stopped", zap.String("job", id), zap.String("record", j.RecordID))
+		j.Resumed++
+		if err := save(); err != nil {
+			return
+		}
+	}
 	// What an interrupted run left half-written goes.
 	parts, _ := filepath.Glob(filepath.Join(dir, "*.part"))
 	for _, p := range parts {
@@ -416,6 +477,12 @@ func (m *Manager) runJob(parent context.Context, id string) {
 			m.fail(j, err, save)
 			return
 		}
+		if res.File != "" {
+			if err := m.store.keep(id, res.File); err != nil {
+				m.fail(j, err, save)
+				return
+			}
+		}
 		written += res.Count
 		j.Done = append(j.Done, res)
 		if err := save(); err != nil {
@@ -430,7 +497,11 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		for _, l := range j.ErrorLines {
 			buf = append(append(buf, l...), '\n')
 		}
-		if err := writeAtomic(filepath.Join(dir, ErrorFile), buf); err != nil {
+		err := writeAtomic(filepath.Join(dir, ErrorFile), buf)
+		if err == nil {
+			err = m.store.keep(id, ErrorFile)
+		}
+		if err != nil {
 			m.fail(j, err, save)
 			return
 		}
@@ -439,11 +510,17 @@ func (m *Manager) runJob(parent context.Context, id string) {
 	j.Expires = j.Finished.Add(m.opts.TTL)
 	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
 		m.log.Error("saving a bulk job", zap.String("job", id), zap.Error(err))
+		return
 	}
+	m.store.ended(id)
 }
 
 // runImport runs an import job through the Importer.
 func (m *Manager) runImport(ctx context.Context, j *Job, dir string, save func() error) {
+	if err := m.store.fetch(j.ID, InputFile); err != nil {
+		m.fail(j, err, save)
+		return
+	}
 	res, err := m.opts.Importer.Import(ctx, j, filepath.Join(dir, InputFile), func(p Progress) { m.setProgress(j.ID, p) })
 	if ctx.Err() != nil {
 		return // cancelled, or the process stops: resumed later
@@ -455,11 +532,15 @@ func (m *Manager) runImport(ctx context.Context, j *Job, dir string, save func()
 	j.Result = res
 	j.Status, j.Finished = StatusComplete, time.Now()
 	j.Expires = j.Finished.Add(m.opts.TTL)
-	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
-		m.log.Error("saving a bulk job", zap.String("job", j.ID), zap.Error(err))
+	if err := save(); err != nil {
+		if !errors.Is(err, context.Canceled) {
+			m.log.Error("saving a bulk job", zap.String("job", j.ID), zap.Error(err))
+		}
+		return
 	}
 	// The input is not needed any more.
-	_ = os.Remove(filepath.Join(dir, InputFile))
+	m.store.discard(j.ID, InputFile)
+	m.store.ended(j.ID)
 }
 
 // fail ends j as failed, keeping why for its status URL.
@@ -479,9 +560,13 @@ func (m *Manager) fail(j *Job, err error, save func() error) {
 	j.Status, j.Finished = StatusFailed, time.Now()
 	j.Expires = j.Finished.Add(m.opts.TTL)
 	j.Failure = &Failure{Status: fe.Status, Code: issue.Code, Diagnostics: issue.Diagnostics}
-	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
-		m.log.Error("saving a failed bulk job", zap.String("job", j.ID), zap.Error(err))
+	if err := save(); err != nil {
+		if !errors.Is(err, context.Canceled) {
+			m.log.Error("saving a failed bulk job", zap.String("job", j.ID), zap.Error(err))
+		}
+		return
 	}
+	m.store.ended(j.ID)
 }
 
 func (m *Manager) setProgress(id string, p Progress) {

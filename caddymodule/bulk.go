@@ -21,7 +21,9 @@ type ExportConfig struct {
 	Disabled bool `json:"disabled,omitempty"`
 
 	// Where export jobs and their NDJSON files are kept. Default: `bulk`
-	// in data_dir.
+	// in data_dir. With `state postgres` (a cluster) the jobs and their
+	// files are kept in PostgreSQL, shared by the nodes, and this
+	// directory holds only a node's working files.
 	Dir string `json:"dir,omitempty"`
 
 	// How long a finished export's files can be downloaded. Default: 24h.
@@ -29,23 +31,33 @@ type ExportConfig struct {
 
 	// How many exports run at once on this node. Default: 2.
 	Workers int `json:"workers,omitempty"`
+
+	// With `state postgres` (a cluster): how long a node's claim on a
+	// running job lasts unless the node renews it (every third of it).
+	// When a node dies, another node resumes its jobs once their claims
+	// expired. Default: 30s.
+	Lease caddy.Duration `json:"lease,omitempty"`
 }
 
 // bulkConfig is the gateway's bulk configuration: jobs reach the upstream
 // through the same handler as client requests, with the request context
 // Caddy's handlers expect (a replacer, variables, a server) prepared for
-// requests that no client sent.
-func (g *Gateway) bulkConfig(up gateway.Upstream) gateway.BulkConfig {
+// requests that no client sent. On PostgreSQL state (a cluster) the jobs
+// and their files are kept there, shared by every node; on bbolt in dir.
+func (g *Gateway) bulkConfig(up gateway.Upstream, st *openedState) gateway.BulkConfig {
 	ec := g.Export
 	if ec != nil && ec.Disabled {
 		return gateway.BulkConfig{}
 	}
 	bc := gateway.BulkConfig{Dir: filepath.Join(g.DataDir, "bulk"), Upstream: up, Context: detachedContext}
+	if st != nil && st.bolt == nil {
+		bc.Shared = st.kv
+	}
 	if ec != nil {
 		if ec.Dir != "" {
 			bc.Dir = ec.Dir
 		}
-		bc.TTL, bc.Workers = time.Duration(ec.TTL), ec.Workers
+		bc.TTL, bc.Workers, bc.LeaseTTL = time.Duration(ec.TTL), ec.Workers, time.Duration(ec.Lease)
 	}
 	return bc
 }
@@ -57,7 +69,7 @@ func detachedContext(ctx context.Context) context.Context {
 	return caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{}).Context()
 }
 
-// parseExport parses `export [off] { dir <path>; ttl <duration>; workers <n> }`.
+// parseExport parses `export [off] { dir <path>; ttl <duration>; workers <n>; lease <duration> }`.
 func parseExport(d *caddyfile.Dispenser, g *Gateway) error {
 	if g.Export == nil {
 		g.Export = new(ExportConfig)
@@ -86,6 +98,12 @@ func parseExport(d *caddyfile.Dispenser, g *Gateway) error {
 				return d.Errf("ttl must be a positive duration: %q", v)
 			}
 			g.Export.TTL = caddy.Duration(dur)
+		case "lease":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("lease must be a positive duration: %q", v)
+			}
+			g.Export.Lease = caddy.Duration(dur)
 		case "workers":
 			n, err := strconv.Atoi(v)
 			if err != nil || n <= 0 {

@@ -92,6 +92,7 @@ https://:8443 {
 			dir /var/lib/pfr-export
 			ttl 2h
 			workers 3
+			lease 5s
 		}
 		dropoff {
 			max_bytes 1000000
@@ -121,7 +122,7 @@ https://:8443 {
 		`"allowed_types":["Practitioner","Organization"]`, `"trust_upstream_isolation":false`, `"response_filter":false`,
 		`"jwks_cache_ttl":300000000000`, `"max_body_bytes":1048576`, `"source_per_minute":10`, `"source_burst":5`,
 		`"record_per_minute":-1`, `"retry_base":1000000000`, `"alert_lease":90000000000`, `"handler":"reverse_proxy"`, `"X-Api-Key":["secret"]`,
-		`"export":{"dir":"/var/lib/pfr-export","ttl":7200000000000,"workers":3}`,
+		`"export":{"dir":"/var/lib/pfr-export","lease":5000000000,"ttl":7200000000000,"workers":3}`,
 	} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("adapted pfr handler lacks %s:\n%s", want, raw)
@@ -144,6 +145,7 @@ func TestCaddyfileRefusals(t *testing.T) {
 		"postgres without dsn":  "pfr {\n\tstate postgres\n}",
 		"bolt with argument":    "pfr {\n\tstate bolt /x\n}",
 		"bad export ttl":        "pfr {\n\texport {\n\t\tttl never\n\t}\n}",
+		"bad export lease":      "pfr {\n\texport {\n\t\tlease 0s\n\t}\n}",
 		"export on":             "pfr {\n\texport on\n}",
 	} {
 		if _, err := adapt(t, "http://:8080 {\n"+body+"\n}"); err == nil {

@@ -418,7 +418,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		BaseDomain: g.BaseDomain, FHIRPath: g.FHIRPath, UpstreamFHIRPath: pc.UpstreamFHIRPath,
 		Backend: be, Tenancy: tenants, Verifier: verifier, Logger: g.logger, DataPath: st.path,
 		SetUpstream: func(r *http.Request, dial string) { caddyhttp.SetVar(r.Context(), upstreamVar, dial) },
-		Bulk:        g.bulkConfig(gateway.UpstreamFunc(g.serveUpstream)),
+		Bulk:        g.bulkConfig(gateway.UpstreamFunc(g.serveUpstream), st),
 	})
 	if err != nil {
 		return fmt.Errorf("pfr: %w", err)

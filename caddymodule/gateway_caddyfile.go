@@ -61,6 +61,7 @@ import (
 //	        dir     <path>
 //	        ttl     <duration>
 //	        workers <n>
+//	        lease   <duration>
 //	    }
 //	    max_body_bytes <n>
 //	    jwks_cache_ttl <duration>

@@ -1,6 +1,7 @@
 package crashtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +67,9 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 		state postgres %[3]s
 		partition header
 		upstream reverse_proxy 127.0.0.1:%[4]d
+		export {
+			lease 3s
+		}
 	}
 }
 
@@ -417,6 +422,8 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Fatalf("the load stalled before %d requests", n)
 	}
 	waitFor(60)
+	// An export kicked off on A and running there when A dies.
+	exportStatus := startExport(t, c.a, owner, slug)
 	c.a.kill()
 	mu.Lock()
 	atKill := len(outcomes)
@@ -424,6 +431,12 @@ func TestClusterNodeKilled(t *testing.T) {
 	waitFor(atKill + 60)
 	close(stop)
 	wg.Wait()
+	// B answers its status URL, finishes it once A's claim expired
+	// (export { lease 3s }) and serves its files from PostgreSQL.
+	checkExportOn(t, c.b, owner, slug, exportStatus)
+	if !c.b.logHasLine("resuming a bulk job whose node stopped") {
+		t.Errorf("node B did not say it took the export over:\n%s", c.b.logTail(20))
+	}
 
 	// Judge every answer, then check the state through B.
 	var writes, dropoffs, failed int
@@ -472,4 +485,81 @@ func TestClusterNodeKilled(t *testing.T) {
 	if writes == 0 || dropoffs == 0 {
 		t.Fatal("the load acknowledged nothing of one kind: the test proves nothing")
 	}
+}
+
+// startExport kicks off an export of slug on node g and waits until the
+// node is reading it (X-Progress names a type); it returns the status
+// URL's path below the record's FHIR base.
+func startExport(t *testing.T, g *gatewayProcess, token, slug string) string {
+	t.Helper()
+	res, err := g.sendWith(context.Background(), "GET", g.recordURL(slug, "/$export"), token, nil, http.Header{"Prefer": {"respond-async"}})
+	if err != nil || res.status != http.StatusAccepted {
+		t.Fatalf("kick-off: %v %d %.300s", err, res.status, res.raw)
+	}
+	loc := res.header.Get("Content-Location")
+	i := strings.Index(loc, "/$export-status/")
+	if i < 0 {
+		t.Fatalf("Content-Location %q", loc)
+	}
+	path := loc[i:]
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		res := g.do("GET", g.recordURL(slug, path), token, nil)
+		if res.status != http.StatusAccepted {
+			t.Fatalf("the export ended before the node could be killed: %d %.300s", res.status, res.raw)
+		}
+		if strings.Contains(res.header.Get("X-Progress"), "reading") {
+			return path
+		}
+	}
+	t.Fatal("the export did not start")
+	return ""
+}
+
+// checkExportOn polls an export's status on node g until it is complete
+// and reads its files there: every resource once, the record's Patient
+// and Observations among them.
+func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) {
+	t.Helper()
+	var m struct {
+		Output []struct {
+			Type string `json:"type"`
+			URL  string `json:"url"`
+		} `json:"output"`
+	}
+	started := time.Now()
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		res := g.do("GET", g.recordURL(slug, path), token, nil)
+		if res.status == http.StatusOK {
+			if err := json.Unmarshal(res.raw, &m); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if res.status != http.StatusAccepted || time.Now().After(deadline) {
+			t.Fatalf("the export's status on the surviving node: %d %.300s", res.status, res.raw)
+		}
+	}
+	seen := map[string]bool{}
+	types := map[string]int{}
+	for _, o := range m.Output {
+		// The manifest names the node the job was started on; the
+		// surviving node serves the same path.
+		i := strings.Index(o.URL, "/$export-file/")
+		res := g.do("GET", g.recordURL(slug, o.URL[i:]), token, nil).expect(t, http.StatusOK, "download "+o.Type)
+		for _, line := range bytes.Split(bytes.TrimSpace(res.raw), []byte("\n")) {
+			var r struct{ ResourceType, ID string }
+			if err := json.Unmarshal(line, &r); err != nil || r.ResourceType != o.Type {
+				t.Fatalf("%s: a line that is not a %s: %.200s", o.Type, o.Type, line)
+			}
+			if seen[r.ResourceType+"/"+r.ID] {
+				t.Errorf("%s/%s exported twice", r.ResourceType, r.ID)
+			}
+			seen[r.ResourceType+"/"+r.ID] = true
+			types[r.ResourceType]++
+		}
+	}
+	if types["Patient"] != 1 || types["Observation"] == 0 {
+		t.Errorf("the export holds %v", types)
+	}
+	t.Logf("the export started on the killed node, finished by the other %.1fs later: %v", time.Since(started).Seconds(), types)
 }

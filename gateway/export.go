@@ -18,6 +18,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -42,10 +43,19 @@ type BulkConfig struct {
 	// URL (the gateway dials a URL a user chose). Default: the webhooks'
 	// policy (Config.Webhooks).
 	ImportPolicy *egress.Policy
-	// Settle, PageSize and Workers tune the jobs (bulk.Options).
-	Settle   time.Duration
-	PageSize int
-	Workers  int
+	// Shared, when set, keeps the jobs and their files in the state the
+	// nodes of a cluster share (bulk.Options.Shared), so that a status
+	// URL or a file is answered by any node and a job whose node died is
+	// finished by another.
+	Shared kv.DB
+	// Settle, PageSize and Workers tune the jobs; Node, LeaseTTL and
+	// SweepEvery the sharing (bulk.Options).
+	Settle     time.Duration
+	PageSize   int
+	Workers    int
+	Node       string
+	LeaseTTL   time.Duration
+	SweepEvery time.Duration
 }
 
 // Bulk Data paths below a record's FHIR base.
@@ -64,7 +74,8 @@ func (g *Gateway) newBulk() error {
 		return errors.New("gateway: bulk export needs an upstream for its jobs")
 	}
 	m, err := bulk.NewManager(bulk.Options{Dir: bc.Dir, Source: exportSource{g}, Importer: importer{g}, TTL: bc.TTL, Settle: bc.Settle,
-		PageSize: bc.PageSize, Workers: bc.Workers, Logger: g.log.Named("bulk")})
+		PageSize: bc.PageSize, Workers: bc.Workers, Logger: g.log.Named("bulk"),
+		Shared: bc.Shared, Node: bc.Node, LeaseTTL: bc.LeaseTTL, SweepEvery: bc.SweepEvery})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/gateway"
+	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/store"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -105,6 +106,11 @@ func newExportEnv(t testing.TB, trusted bool, bc gateway.BulkConfig) *exportEnv 
 	})
 	if bc.Settle == 0 {
 		bc.Settle = time.Millisecond
+	}
+	if bc.Node != "" {
+		// A node of a cluster: the jobs in the state (here the bbolt
+		// file the records are in) that other nodes share.
+		bc.Shared = kv.Bolt(db)
 	}
 	cfg := gateway.Config{BaseDomain: "pfr.localhost", Backend: be, Tenancy: tenants, Verifier: verifier,
 		TrustUpstreamIsolation: trusted, Bulk: bc}
