@@ -18,6 +18,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/bulkclient"
 	"github.com/pfrgateway/caddy-pfr/gateway"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // createRecord creates another record for the caller; the Patient is
@@ -273,10 +274,7 @@ func TestImportResumes(t *testing.T) {
 func TestImportBundleAndFiles(t *testing.T) {
 	e := newExportEnv(t, true, gateway.BulkConfig{})
 	alice := e.token(t, "alice", "")
-	raw, err := os.ReadFile("../../shared/testdata/fhir/synthea/Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := testkit.ReadFHIR(t, "synthea/Ned_Hintz_e4b9259d-0f54-48d1-a35d-b526729a4dfe.json")
 	var b struct {
 		Entry []struct {
 			Resource map[string]any `json:"resource"`
