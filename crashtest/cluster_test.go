@@ -493,10 +493,10 @@ func TestClusterNodeKilled(t *testing.T) {
 func startExport(t *testing.T, g *gatewayProcess, token, slug string) string {
 	t.Helper()
 	res, err := g.sendWith(context.Background(), "GET", g.recordURL(slug, "/$export"), token, nil, http.Header{"Prefer": {"respond-async"}})
-	if err != nil || res.status != http.StatusAccepted {
-		t.Fatalf("kick-off: %v %d %.300s", err, res.status, res.raw)
+	if err != nil || res.Status != http.StatusAccepted {
+		t.Fatalf("kick-off: %v %d %.300s", err, res.Status, res.Raw)
 	}
-	loc := res.header.Get("Content-Location")
+	loc := res.Header.Get("Content-Location")
 	i := strings.Index(loc, "/$export-status/")
 	if i < 0 {
 		t.Fatalf("Content-Location %q", loc)
@@ -504,10 +504,10 @@ func startExport(t *testing.T, g *gatewayProcess, token, slug string) string {
 	path := loc[i:]
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		res := g.do("GET", g.recordURL(slug, path), token, nil)
-		if res.status != http.StatusAccepted {
-			t.Fatalf("the export ended before the node could be killed: %d %.300s", res.status, res.raw)
+		if res.Status != http.StatusAccepted {
+			t.Fatalf("the export ended before the node could be killed: %d %.300s", res.Status, res.Raw)
 		}
-		if strings.Contains(res.header.Get("X-Progress"), "reading") {
+		if strings.Contains(res.Header.Get("X-Progress"), "reading") {
 			return path
 		}
 	}
@@ -529,14 +529,14 @@ func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) {
 	started := time.Now()
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		res := g.do("GET", g.recordURL(slug, path), token, nil)
-		if res.status == http.StatusOK {
-			if err := json.Unmarshal(res.raw, &m); err != nil {
+		if res.Status == http.StatusOK {
+			if err := json.Unmarshal(res.Raw, &m); err != nil {
 				t.Fatal(err)
 			}
 			break
 		}
-		if res.status != http.StatusAccepted || time.Now().After(deadline) {
-			t.Fatalf("the export's status on the surviving node: %d %.300s", res.status, res.raw)
+		if res.Status != http.StatusAccepted || time.Now().After(deadline) {
+			t.Fatalf("the export's status on the surviving node: %d %.300s", res.Status, res.Raw)
 		}
 	}
 	seen := map[string]bool{}
@@ -545,8 +545,8 @@ func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) {
 		// The manifest names the node the job was started on; the
 		// surviving node serves the same path.
 		i := strings.Index(o.URL, "/$export-file/")
-		res := g.do("GET", g.recordURL(slug, o.URL[i:]), token, nil).expect(t, http.StatusOK, "download "+o.Type)
-		for _, line := range bytes.Split(bytes.TrimSpace(res.raw), []byte("\n")) {
+		res := g.do("GET", g.recordURL(slug, o.URL[i:]), token, nil).Expect(t, http.StatusOK, "download "+o.Type)
+		for _, line := range bytes.Split(bytes.TrimSpace(res.Raw), []byte("\n")) {
 			var r struct{ ResourceType, ID string }
 			if err := json.Unmarshal(line, &r); err != nil || r.ResourceType != o.Type {
 				t.Fatalf("%s: a line that is not a %s: %.200s", o.Type, o.Type, line)
