@@ -42,6 +42,10 @@ type searchPlan struct {
 	// sort orders matches in place per _sort (or the engine's default
 	// order); nil keeps id order.
 	sort func(matches []map[string]any)
+	// readPage makes every entry of a page be read before it is sent
+	// (pages of $everything, whose references were followed, not all
+	// read); a search's matches were read or vouched for by the index.
+	readPage bool
 	// lastUpdatedOrder is true when sort is the default order:
 	// meta.lastUpdated ascending, then id (what the record headers give
 	// without reading the resources).

@@ -160,15 +160,10 @@ type rangeScan struct {
 	done bool
 }
 
-// step reads up to n keys; it reports whether the scan is complete.
-func (s *rangeScan) step(n int) bool {
-	if s.param == "_id" && !s.done { // ids are looked up, not indexed
-		for _, r := range s.ranges {
-			s.ids[search.IDOfRange(r)] = true
-		}
-		s.done = true
-	}
-	for ; n > 0 && !s.done; n-- {
+// next returns the id of the next key in the ranges and whether the
+// range it is in is Exact; ok is false once every range is read.
+func (s *rangeScan) next() (id []byte, exact, ok bool) {
+	for !s.done {
 		if s.k == nil {
 			if s.i >= len(s.ranges) {
 				s.done = true
@@ -185,10 +180,46 @@ func (s *rangeScan) step(n int) bool {
 			s.i++
 			continue
 		}
-		id := idOfIndexKey(s.k)
-		s.ids[id] = s.ids[id] || s.ranges[s.i].Exact
+		return s.k[bytes.LastIndexByte(s.k, 0)+1:], s.ranges[s.i].Exact, true
+	}
+	return nil, false, false
+}
+
+// step reads up to n keys; it reports whether the scan is complete.
+func (s *rangeScan) step(n int) bool {
+	if s.param == "_id" && !s.done { // ids are looked up, not indexed
+		for _, r := range s.ranges {
+			s.ids[search.IDOfRange(r)] = true
+		}
+		s.done = true
+	}
+	for ; n > 0; n-- {
+		id, exact, ok := s.next()
+		if !ok {
+			break
+		}
+		s.ids[string(id)] = s.ids[string(id)] || exact
 	}
 	return s.done
+}
+
+// probe reads on up to n keys, keeping only the ids in cands; once done,
+// ids holds every candidate the filter has.
+func (s *rangeScan) probe(n int, cands map[string]bool) {
+	for id := range s.ids {
+		if _, ok := cands[id]; !ok {
+			delete(s.ids, id)
+		}
+	}
+	for ; n > 0; n-- {
+		id, exact, ok := s.next()
+		if !ok {
+			break
+		}
+		if _, in := cands[string(id)]; in {
+			s.ids[string(id)] = s.ids[string(id)] || exact
+		}
+	}
 }
 
 // maxLookupValues bounds how many distinct values of a range a lookup
@@ -224,13 +255,12 @@ func lookupRanges(ib *bolt.Bucket, tag byte, ranges []search.KeyRange) []search.
 }
 
 // mayMatch reports whether resource id may match a filter whose ranges
-// lookupRanges split into single values (one lookup each), and whether
-// it surely does (found through an Exact range).
-func mayMatch(ib *bolt.Bucket, tag byte, param string, lookups []search.KeyRange, id string) (may, exact bool) {
+// lookupRanges split into single values (one lookup each, with c), and
+// whether it surely does (found through an Exact range).
+func mayMatch(c *bolt.Cursor, tag byte, param string, lookups []search.KeyRange, id string) (may, exact bool) {
 	if param == "_id" {
 		return slices.ContainsFunc(lookups, func(r search.KeyRange) bool { return search.IDOfRange(r) == id }), true
 	}
-	c := ib.Cursor()
 	for _, r := range lookups {
 		v, _ := exactValue(r)
 		want := indexKey(tag, v, id)
@@ -290,24 +320,31 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 			}
 		}
 	}
-	// The other filters read on while they stay within a few times the
-	// driver's size: those that finish intersect exactly (ranges of dates
-	// and numbers too); the rest are checked by one lookup per value.
-	budget := intersectFactor*len(scans[driver].ids) + indexScanChunk
+	// Each other filter is checked on the driver's candidates: by one
+	// lookup per value where it has few values, else by reading it on
+	// while it stays within a few times the driver's size (keeping only
+	// the driver's candidates); a filter neither answers is left to the
+	// evaluator.
+	cands := scans[driver].ids
+	budget := intersectFactor*len(cands) + indexScanChunk
 	lookups := make([][]search.KeyRange, len(scans))
 	for i, s := range scans {
-		if i != driver && !s.step(budget) {
-			lookups[i] = lookupRanges(ib, s.tag, s.ranges)
+		if i == driver || s.done {
+			continue
+		}
+		if lookups[i] = lookupRanges(ib, s.tag, s.ranges); lookups[i] == nil {
+			s.probe(budget, cands)
 		}
 	}
-	ids = make([]string, 0, len(scans[driver].ids))
-	for id := range scans[driver].ids {
+	ids = make([]string, 0, len(cands))
+	for id := range cands {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	kept := ids[:0]
+	c := ib.Cursor()
 	for _, id := range ids {
-		keep, sure := true, scans[driver].ids[id]
+		keep, sure := true, cands[id]
 		for i, sc := range scans {
 			var in, ex bool
 			switch {
@@ -315,10 +352,10 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 				continue
 			case sc.done:
 				ex, in = sc.ids[id]
-			case lookups[i] == nil: // too many values to look up
+			case lookups[i] == nil: // read neither to the end nor looked up
 				in = true
 			default:
-				in, ex = mayMatch(ib, sc.tag, sc.param, lookups[i], id)
+				in, ex = mayMatch(c, sc.tag, sc.param, lookups[i], id)
 			}
 			if !in {
 				keep = false
@@ -339,9 +376,10 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	return ids, exact, true, nil
 }
 
-// intersectFactor bounds how far the other filters read once the driver
-// is known: up to this many times the driver's keys each.
-const intersectFactor = 8
+// intersectFactor bounds how far the other filters without few values
+// read once the driver is known: up to this many times the driver's keys
+// each (reading a key costs a small fraction of evaluating a candidate).
+const intersectFactor = 16
 
 // orderedIDs returns every live id of typ in the order of a single date
 // sort key (see search.Query.OrderParam): by the key's value, ascending

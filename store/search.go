@@ -357,7 +357,8 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 // transaction. plan is nil for $everything pages.
 func (q *request) fillPage(b *outBundle, page []string, plan *searchPlan) error {
 	if plan == nil {
-		plan = &searchPlan{}
+		// $everything: its references were followed, not all read.
+		plan = &searchPlan{readPage: true}
 	}
 	if err := q.h.db.view(q.part, func(p *ptx) error { return q.fillPageIn(p, b, page, plan) }); err != nil {
 		return err
@@ -460,6 +461,12 @@ func (q *request) appendUnknownOutcome(b *outBundle, plan *searchPlan) {
 // the result SUBSETTED. It returns the JSON to send and the decoded full
 // resource (what includes are resolved from).
 func project(body []byte, plan *searchPlan) (json.RawMessage, map[string]any, error) {
+	if len(plan.elements) == 0 && plan.summary != "data" && plan.summary != "true" && plan.summary != "text" && plan.include == nil && !plan.readPage {
+		// A match of a search (read when it was found, or vouched for
+		// by the index, which names unreadable resources as such):
+		// sent as stored, nothing to include from it.
+		return body, nil, nil
+	}
 	res, err := decodeForSearch(body)
 	if err != nil {
 		return nil, nil, err

@@ -301,8 +301,12 @@ func (f *filter) match(res map[string]any) bool {
 }
 
 // evaluate returns the values of p in res; evaluation errors (only
-// possible on malformed resources) give none.
+// possible on malformed resources) give none, and so does a resource
+// without any element p's expression reads (mayHave).
 func evaluate(p *searchparam.Param, res map[string]any) []fhirpath.Node {
+	if !mayHave(p, res) {
+		return nil
+	}
 	nodes, err := p.Evaluate(res)
 	if err != nil {
 		return nil

@@ -1,0 +1,165 @@
+package search
+
+import (
+	"regexp"
+	"strings"
+	"sync"
+	"unicode"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
+)
+
+// A parameter's expression reads a few top-level elements of a resource
+// (Observation.code | Observation.component.code reads code and
+// component). When a resource has none of them the expression finds
+// nothing, so evaluate skips it: most of a type's parameters are about
+// elements a given resource does not have, and the index keys of every
+// write evaluate all of them.
+
+// root is one element an expression reads: a top-level element (a choice
+// element by its prefix, or by its full name after a cast), and when the
+// path names one, the element below it.
+type root struct{ elem, child string }
+
+// rootsKey names the roots of one parameter on one resource type.
+type rootsKey struct {
+	p   *searchparam.Param
+	typ string
+}
+
+var rootsCache sync.Map // rootsKey → []root (nil: always evaluate)
+
+// rootsOf returns the elements p's expression reads on a resource of
+// type typ, nil when the expression cannot be read so (then it is always
+// evaluated).
+func rootsOf(p *searchparam.Param, typ string) []root {
+	key := rootsKey{p, typ}
+	if v, ok := rootsCache.Load(key); ok {
+		return v.([]root)
+	}
+	roots := parseRoots(p.Expression, typ)
+	rootsCache.Store(key, roots)
+	return roots
+}
+
+// opaque are the FHIRPath constructs that may read a resource without
+// naming its elements after the type, or give a value (false, 0, …) when
+// the elements are absent. Inside where(…) they only filter what the path
+// found.
+var opaque = []string{"%", "descendants(", "children(", "repeat(", "$this", "exists(", "empty(", "count(",
+	"iif(", "not(", "all(", "allTrue(", "anyTrue(", "allFalse(", "anyFalse(", "hasValue(", "today(", "now(",
+	" and ", " or ", " xor ", " implies ", "=", "<", ">", "{", "'", "+", "-", "*", "/", "&", "|", " is ", " as "}
+
+func parseRoots(expr, typ string) []root {
+	types := `(?:` + regexp.QuoteMeta(typ) + `|Resource|DomainResource)`
+	if regexp.MustCompile(`(?:^|[^\w.])` + types + `(?:[^\w.]|$)`).MatchString(expr) {
+		return nil // the resource itself
+	}
+	path := regexp.MustCompile(`(?:^|[^\w.])` + types + `\.([a-z]\w*)(?:\.([a-z]\w*)(\(?))?`)
+	cast := regexp.MustCompile(`^\(\s*` + types + `\.([a-z]\w*)\s+as\s+([A-Za-z]\w*)\s*\)$`)
+	var roots []root
+	// Each side of a union on its own.
+	for _, part := range strings.Split(withoutWhere(expr), "|") {
+		part = strings.TrimSpace(part)
+		if m := cast.FindStringSubmatch(part); m != nil {
+			roots = append(roots, root{elem: m[1] + strings.ToUpper(m[2][:1]) + m[2][1:]})
+			continue
+		}
+		for _, o := range opaque {
+			if strings.Contains(part, o) {
+				return nil
+			}
+		}
+		for _, m := range path.FindAllStringSubmatch(part, -1) {
+			if m[3] != "" { // a function, not a child element
+				m[2] = ""
+			}
+			roots = append(roots, root{m[1], m[2]})
+		}
+	}
+	return roots
+}
+
+// withoutWhere removes the arguments of every where(…) from expr.
+func withoutWhere(expr string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(expr, "where(")
+		if i < 0 {
+			b.WriteString(expr)
+			return b.String()
+		}
+		b.WriteString(expr[:i+len("where(")])
+		depth, j := 1, i+len("where(")
+		for ; j < len(expr) && depth > 0; j++ {
+			switch expr[j] {
+			case '(':
+				depth++
+			case ')':
+				depth--
+			}
+		}
+		b.WriteString(")")
+		expr = expr[j:]
+	}
+}
+
+// mayHave reports whether res has one of the elements p reads (an
+// element, its primitive extension _name, or a choice name[Type]; and
+// below it the child the path names).
+func mayHave(p *searchparam.Param, res map[string]any) bool {
+	typ, _ := res["resourceType"].(string)
+	roots := rootsOf(p, typ)
+	if roots == nil {
+		return true
+	}
+	for _, r := range roots {
+		v, ok := res[r.elem]
+		if !ok {
+			if _, ok := res["_"+r.elem]; ok {
+				return true
+			}
+			continue
+		}
+		if r.child == "" || hasChild(v, r.child) {
+			return true
+		}
+	}
+	for k := range res {
+		for _, r := range roots {
+			if len(k) > len(r.elem) && strings.HasPrefix(k, r.elem) && unicode.IsUpper(rune(k[len(r.elem)])) {
+				return true // a choice element (value[x]): its type decides
+			}
+		}
+	}
+	return false
+}
+
+// hasChild reports whether v (an element, or a list of them) may have
+// child: false only for objects without it.
+func hasChild(v any, child string) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		_, a := v[child]
+		_, b := v["_"+child]
+		return a || b || hasChoice(v, child)
+	case []any:
+		for _, e := range v {
+			if hasChild(e, child) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// hasChoice reports whether m has a choice element child[Type].
+func hasChoice(m map[string]any, child string) bool {
+	for k := range m {
+		if len(k) > len(child) && strings.HasPrefix(k, child) && unicode.IsUpper(rune(k[len(child)])) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,79 @@
+package search
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
+)
+
+// Skipping the parameters whose elements a resource lacks changes no
+// value: on every resource of the Synthea Bundles and the real-world IPS
+// documents, every parameter of its type gives the same nodes with and
+// without the check.
+func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
+	var resources []map[string]any
+	bundles := testkit.Synthea(t)
+	ips, _ := filepath.Glob(testkit.FHIRPath(t, "realworld/ips/*.json"))
+	if len(ips) == 0 {
+		t.Fatal("no real-world IPS documents")
+	}
+	for _, f := range ips {
+		bundles[f] = testkit.ReadFile(t, f)
+	}
+	for _, raw := range bundles {
+		entries, _ := testkit.DecodeFHIR(t, raw)["entry"].([]any)
+		for _, e := range entries {
+			if res, ok := e.(map[string]any)["resource"].(map[string]any); ok {
+				resources = append(resources, res)
+				for _, c := range asList(res["contained"]) {
+					if cr, ok := c.(map[string]any); ok {
+						resources = append(resources, cr)
+					}
+				}
+			}
+		}
+	}
+	skipped, evaluated := 0, 0
+	for _, res := range resources {
+		typ, _ := res["resourceType"].(string)
+		for _, p := range searchparam.ForType(typ) {
+			if p.Expression == "" {
+				continue
+			}
+			want, err := p.Evaluate(res)
+			if err != nil {
+				continue
+			}
+			if mayHave(p, res) {
+				evaluated++
+				continue
+			}
+			skipped++
+			if len(want) > 0 {
+				t.Errorf("%s %s (%s): skipped, but it finds %d values", typ, p.Code, p.Expression, len(want))
+			}
+		}
+	}
+	if skipped*4 < evaluated {
+		t.Errorf("only %d of %d evaluations skipped", skipped, skipped+evaluated)
+	}
+	t.Logf("%d evaluations skipped, %d done", skipped, evaluated)
+	if got := parseRoots("Observation.code | Observation.component.code", "Observation"); !slices.Equal(got, []root{{"code", ""}, {"component", "code"}}) {
+		t.Errorf("roots %v", got)
+	}
+	if got := parseRoots("(Observation.value as Quantity) | Resource.meta.lastUpdated", "Observation"); !slices.Equal(got, []root{{"valueQuantity", ""}, {"meta", "lastUpdated"}}) {
+		t.Errorf("roots %v", got)
+	}
+	if parseRoots("Observation.descendants()", "Observation") != nil || parseRoots("CarePlan.subject", "Observation") != nil ||
+		parseRoots("Observation | Observation.component", "Observation") != nil {
+		t.Error("an expression not read by its roots must always be evaluated")
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
