@@ -296,7 +296,13 @@ func (g *Gateway) exportStatus(w http.ResponseWriter, rq *request, jobID string)
 		if p.Type != "" {
 			progress = fmt.Sprintf("%d resources; reading %s (type %d of %d)", p.Written, p.Type, p.TypeIndex+1, len(job.Types))
 		} else if n := len(job.Done); n > 0 {
-			progress = fmt.Sprintf("resuming after type %d of %d", n, len(job.Types))
+			// Running on another node of a cluster, or about to resume
+			// here: what the stored job says.
+			written := 0
+			for _, d := range job.Done {
+				written += d.Count
+			}
+			progress = fmt.Sprintf("%d resources; %d of %d types done", written, n, len(job.Types))
 		}
 		w.Header().Set("X-Progress", progress)
 		w.Header().Set("Retry-After", "2")
