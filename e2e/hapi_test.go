@@ -33,6 +33,7 @@ func TestHAPI(t *testing.T) {
 			c.smuggling()
 			c.transaction()
 			c.patch()
+			c.patchDifferential()
 			c.paging()
 			c.deleteRecord()
 		})

@@ -300,3 +300,53 @@ func TestParsePatch(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFHIRPathPatch: no Parameters and no resource make ApplyFHIRPathPatch
+// panic or return something other than a *Error; the input is never
+// changed; a result keeps the resource's type and id.
+func FuzzFHIRPathPatch(f *testing.F) {
+	doc := `{"resourceType":"Patient","id":"p","name":[{"given":["A","B"],"_given":[null,{"id":"x"}]}],"contact":[{"name":{"text":"c"}}],` +
+		`"extension":[{"url":"u","valueString":"v"}],"contained":[{"resourceType":"Patient","id":"c"}],"birthDate":"1920"}`
+	for _, p := range []string{
+		fpParams(fpOp("replace", "Patient.birthDate", fpValue("valueDate", `"1930"`))),
+		fpParams(fpOp("insert", "Patient.name[0].given", fpInt("index", 1), fpValue("valueString", `"C"`))),
+		fpParams(fpOp("move", "Patient.name[0].given", fpInt("source", 1), fpInt("destination", 0))),
+		fpParams(fpOp("add", "Patient", fpName("contact"), `{"name":"value","part":[{"name":"name","valueHumanName":{"text":"a"}}]}`)),
+		fpParams(fpOp("delete", "Patient.extension('u')")),
+		fpParams(fpOp("replace", "Patient.contained.resolve()", fpValue("valueString", `"x"`))),
+		fpParams(fpOp("add", "%resource", fpName("gender"), fpValue("valueCode", `"male"`))),
+	} {
+		f.Add(doc, p)
+	}
+	f.Fuzz(func(t *testing.T, docJSON, params string) {
+		d, err := DecodeResource([]byte(docJSON))
+		if err != nil {
+			return
+		}
+		patch, err := ParsePatch("application/fhir+json", []byte(params))
+		if err != nil {
+			if AsError(err).Status >= 500 {
+				t.Fatalf("parse: %v", err)
+			}
+			return
+		}
+		before, _ := json.Marshal(d)
+		got, err := patch.Apply(d)
+		if after, _ := json.Marshal(d); string(after) != string(before) {
+			t.Fatalf("the input changed: %s → %s", before, after)
+		}
+		if err != nil {
+			var fe *Error
+			if !errors.As(err, &fe) || fe.Status >= 500 {
+				t.Fatalf("apply: %v", err)
+			}
+			return
+		}
+		if got["resourceType"] != d["resourceType"] || got["id"] != d["id"] {
+			t.Fatalf("type or id changed: %v", got)
+		}
+		if _, err := json.Marshal(got); err != nil {
+			t.Fatalf("the result does not encode: %v", err)
+		}
+	})
+}
