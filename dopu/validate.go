@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
@@ -111,39 +112,6 @@ func readBody(r io.Reader, gzipped bool, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// jsonDepth returns the deepest nesting of objects and arrays in data,
-// stopping early once it passes limit. It does not validate.
-func jsonDepth(data []byte, limit int) int {
-	depth, deepest := 0, 0
-	inString, escaped := false, false
-	for _, c := range data {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			if depth > deepest {
-				deepest = depth
-				if deepest > limit {
-					return deepest
-				}
-			}
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return deepest
-}
-
 // rawBundle is a Bundle with its entries still encoded, so that intake
 // decodes one resource at a time.
 type rawBundle struct {
@@ -180,28 +148,29 @@ type bundleFacts struct {
 
 // parseBundle validates data as a drop-off and summarizes it.
 func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
-	if d := jsonDepth(data, limits.MaxDepth); d > limits.MaxDepth {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure,
-			"the JSON is nested deeper than the limit of %d levels", limits.MaxDepth)
-	}
 	// What cannot round-trip (invalid UTF-8, lone surrogates, repeated
 	// members, numbers no double holds) is refused at the door, as on every
-	// write: it would be stored and then fail at pick-up.
-	if err := fhirjson.Check(data); err != nil {
+	// write: it would be stored and then fail at pick-up. The same pass
+	// bounds the nesting.
+	if err := fhirjson.CheckDepth(data, limits.MaxDepth); err != nil {
+		var fe *fhirjson.Error
+		if errors.As(err, &fe) && fe.TooDeep && limits.MaxDepth < fhirjson.MaxDepth {
+			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure,
+				"the JSON is nested deeper than the limit of %d levels", limits.MaxDepth)
+		}
 		return nil, fhir.JSONError(err)
 	}
-	// One decoding pass reads everything intake needs; entries stay
-	// encoded until each is checked.
+	// One walk over the checked body reads everything intake needs
+	// (fhirjson.Object and Array: no decoding, each byte scanned once);
+	// entries stay encoded. The full parse is at preview and pick-up.
 	var b rawBundle
-	decodeErr := json.Unmarshal(data, &b)
-	var syntaxErr *json.SyntaxError
-	if errors.As(decodeErr, &syntaxErr) {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid JSON")
-	}
-	var typeErr *json.UnmarshalTypeError
-	if decodeErr != nil && (!errors.As(decodeErr, &typeErr) || typeErr.Field == "") {
+	notObject, decodeErr := scanBundle(data, &b)
+	if notObject != "" {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
-			"the body is not a FHIR resource: %s", decodeProblem(decodeErr))
+			"the body is not a FHIR resource: the top level must not be a JSON %s", notObject)
+	}
+	if decodeErr != nil && !isTypeError(decodeErr) {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid JSON")
 	}
 	if b.ResourceType != "Bundle" {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeInvalid,
@@ -301,32 +270,33 @@ type resourceHead struct {
 	ResourceType string          `json:"resourceType"`
 	ID           string          `json:"id"`
 	Identifier   json.RawMessage `json:"identifier"`
-	Subject      *struct {
-		Reference string `json:"reference"`
-	} `json:"subject"`
-	Patient *struct {
-		Reference string `json:"reference"`
-	} `json:"patient"`
+	Subject      *reference      `json:"subject"`
+	Patient      *reference      `json:"patient"`
+}
+
+// reference is a Reference of which intake reads the reference.
+type reference struct {
+	Reference string `json:"reference"`
 }
 
 // checkEntry validates one entry and returns its head. Every entry must
 // carry a resource: a drop-off adds data, it never deletes, reads or
 // patches.
 func checkEntry(i int, e rawEntry, bundleType string) (entryHead, error) {
-	expr := fmt.Sprintf("Bundle.entry[%d]", i)
+	expr := entryExpr(i)
 	var res resourceHead
-	if err := json.Unmarshal(e.Resource, &res); len(e.Resource) == 0 || e.Resource[0] != '{' || (err != nil && !isTypeError(err)) {
+	if err := scanResourceHead(e.Resource, &res); len(e.Resource) == 0 || e.Resource[0] != '{' || (err != nil && !isTypeError(err)) {
 		return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
-			"%s has no resource; every entry of a drop-off must carry one", expr).WithExpression(expr + ".resource")
+			"%s has no resource; every entry of a drop-off must carry one", expr).WithExpression(expr.String() + ".resource")
 	}
 	if !isTypeName(res.ResourceType) {
 		return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
-			"%s.resource has no valid resourceType", expr).WithExpression(expr + ".resource.resourceType")
+			"%s.resource has no valid resourceType", expr).WithExpression(expr.String() + ".resource.resourceType")
 	}
 	if (bundleType == "transaction" || bundleType == "batch") && e.Request != nil {
 		if m := strings.ToUpper(e.Request.Method); m != "POST" && m != "PUT" {
 			return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeNotSupported,
-				"%s.request.method is %q; a drop-off may only create or update (POST, PUT)", expr, e.Request.Method).WithExpression(expr + ".request.method")
+				"%s.request.method is %q; a drop-off may only create or update (POST, PUT)", expr, e.Request.Method).WithExpression(expr.String() + ".request.method")
 		}
 	}
 	h := entryHead{FullURL: strings.TrimSpace(e.FullURL), Type: res.ResourceType, ID: res.ID}
@@ -342,15 +312,192 @@ func checkEntry(i int, e rawEntry, bundleType string) (entryHead, error) {
 		ids = []Identifier{id}
 	}
 	h.Identifiers = nonEmptyIdentifiers(ids)
-	for _, ref := range []*struct {
-		Reference string `json:"reference"`
-	}{res.Subject, res.Patient} {
+	for _, ref := range []*reference{res.Subject, res.Patient} {
 		if ref != nil && ref.Reference != "" {
 			h.SubjectRefs = append(h.SubjectRefs, ref.Reference)
 		}
 	}
 	return h, nil
 }
+
+// scanBundle reads into b what intake needs of the Bundle in data (already
+// checked by fhirjson.Check): the top level's resourceType, type and
+// identifier, and each entry's fullUrl, resource (its bytes), request and
+// search, walking the body once without decoding it. Member names match
+// exactly, as FHIR spells them. Like encoding/json it goes on after a
+// member of the wrong JSON type and returns the first such error
+// (*json.UnmarshalTypeError, naming the field); notObject names the JSON
+// kind of a body that is not an object.
+func scanBundle(data []byte, b *rawBundle) (notObject string, typeErr error) {
+	if i := fhirjson.SkipSpace(data, 0); i < len(data) && data[i] != '{' {
+		return jsonKind(data[i]), nil
+	}
+	note := func(err error) {
+		if typeErr == nil {
+			typeErr = err
+		}
+	}
+	_, err := fhirjson.Object(data, 0, func(name []byte, at int) (int, error) {
+		switch string(name) {
+		case `"resourceType"`:
+			return decodeValue(data, at, &b.ResourceType, "", note)
+		case `"type"`:
+			return decodeValue(data, at, &b.Type, "", note)
+		case `"identifier"`:
+			n, err := fhirjson.ScanValue(data[at:])
+			b.Identifier = json.RawMessage(data[at : at+n])
+			return at + n, err
+		case `"entry"`:
+			return scanEntries(data, at, b, note)
+		}
+		n, err := fhirjson.ScanValue(data[at:])
+		return at + n, err
+	})
+	if err != nil {
+		return "", err
+	}
+	return "", typeErr
+}
+
+// scanEntries reads Bundle.entry at data[at:] into b.Entry.
+func scanEntries(data []byte, at int, b *rawBundle, note func(error)) (int, error) {
+	if data[at] != '[' {
+		n, err := fhirjson.ScanValue(data[at:])
+		if data[at] != 'n' { // null is no entries
+			note(&json.UnmarshalTypeError{Value: jsonKind(data[at]), Field: "entry"})
+		}
+		return at + n, err
+	}
+	b.Entry = b.Entry[:0]
+	return fhirjson.Array(data, at, func(_, at int) (int, error) {
+		var e rawEntry
+		defer func() { b.Entry = append(b.Entry, e) }()
+		if data[at] != '{' {
+			n, err := fhirjson.ScanValue(data[at:])
+			if data[at] != 'n' {
+				note(&json.UnmarshalTypeError{Value: jsonKind(data[at]), Field: "entry"})
+			}
+			return at + n, err
+		}
+		return fhirjson.Object(data, at, func(name []byte, at int) (int, error) {
+			switch string(name) {
+			case `"fullUrl"`:
+				return decodeValue(data, at, &e.FullURL, "entry.fullUrl", note)
+			case `"resource"`:
+				n, err := fhirjson.ScanValue(data[at:])
+				e.Resource = json.RawMessage(data[at : at+n])
+				return at + n, err
+			case `"request"`:
+				return decodeValue(data, at, &e.Request, "entry.request", note)
+			case `"search"`:
+				return decodeValue(data, at, &e.Search, "entry.search", note)
+			}
+			n, err := fhirjson.ScanValue(data[at:])
+			return at + n, err
+		})
+	})
+}
+
+// decodeValue decodes the (small) value at data[at:] into v, noting a
+// type error (its field named under field) and going on, as json.Unmarshal
+// does; it returns the index past the value.
+func decodeValue(data []byte, at int, v any, field string, note func(error)) (int, error) {
+	n, err := fhirjson.ScanValue(data[at:])
+	if err != nil {
+		return 0, err
+	}
+	value := data[at : at+n]
+	if sp, ok := v.(*string); ok && len(value) >= 2 && value[0] == '"' && bytes.IndexByte(value, '\\') < 0 {
+		*sp = string(value[1 : len(value)-1]) // a plain string: nothing to decode
+		return at + n, nil
+	}
+	if rp, ok := v.(**reference); ok && value[0] == '{' {
+		// subject and patient: only their reference is read.
+		*rp = new(reference)
+		_, err := fhirjson.Object(value, 0, func(name []byte, at int) (int, error) {
+			if string(name) == `"reference"` {
+				return decodeValue(value, at, &(*rp).Reference, field+".reference", note)
+			}
+			n, err := fhirjson.ScanValue(value[at:])
+			return at + n, err
+		})
+		return at + n, err
+	}
+	if err := json.Unmarshal(value, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) {
+			return 0, err
+		}
+		if field != "" {
+			if te.Field != "" {
+				te.Field = field + "." + te.Field
+			} else {
+				te.Field = field
+			}
+		}
+		note(te)
+	}
+	return at + n, nil
+}
+
+// scanResourceHead reads res from the resource raw (an object) without
+// decoding the rest of it.
+func scanResourceHead(raw []byte, res *resourceHead) error {
+	if len(raw) == 0 || raw[0] != '{' {
+		return errors.New("not an object")
+	}
+	var typeErr error
+	note := func(err error) {
+		if typeErr == nil {
+			typeErr = err
+		}
+	}
+	_, err := fhirjson.Object(raw, 0, func(name []byte, at int) (int, error) {
+		switch string(name) {
+		case `"resourceType"`:
+			return decodeValue(raw, at, &res.ResourceType, "resourceType", note)
+		case `"id"`:
+			return decodeValue(raw, at, &res.ID, "id", note)
+		case `"identifier"`:
+			n, err := fhirjson.ScanValue(raw[at:])
+			res.Identifier = json.RawMessage(raw[at : at+n])
+			return at + n, err
+		case `"subject"`:
+			return decodeValue(raw, at, &res.Subject, "subject", note)
+		case `"patient"`:
+			return decodeValue(raw, at, &res.Patient, "patient", note)
+		}
+		n, err := fhirjson.ScanValue(raw[at:])
+		return at + n, err
+	})
+	if err != nil {
+		return err
+	}
+	return typeErr
+}
+
+// jsonKind names the JSON kind of a value by its first byte, as
+// json.UnmarshalTypeError.Value does.
+func jsonKind(c byte) string {
+	switch c {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}
+
+// entryExpr is the FHIRPath of entry i, for refusals.
+type entryExpr int
+
+func (i entryExpr) String() string { return "Bundle.entry[" + strconv.Itoa(int(i)) + "]" }
 
 func isTypeError(err error) bool {
 	var typeErr *json.UnmarshalTypeError

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // FilterSearchset copies a FHIR JSON body from r to w, dropping the Bundle
@@ -62,12 +65,16 @@ type FilterOptions struct {
 }
 
 // FilterBundle is FilterSearchset with options.
+//
+// It cuts the body into values with fhirjson.ScanValue, a byte loop that
+// checks the syntax as encoding/json does and builds nothing: an entry is
+// read once to find its end and handed to Quick as the bytes it was
+// sent; only an entry Quick leaves undecided is decoded.
 func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, opts FilterOptions) (removed int, err error) {
-	rec := &recordingReader{r: r, recording: true}
-	dec := json.NewDecoder(rec)
-	dec.UseNumber()
+	in := &jsonStream{r: r, hold: true}
+	defer in.release()
 	passThrough := func() (int, error) {
-		if _, err := w.Write(rec.buf.Bytes()); err != nil {
+		if _, err := w.Write(in.buf); err != nil {
 			return 0, fmt.Errorf("filter searchset: %w", err)
 		}
 		if _, err := io.Copy(w, r); err != nil {
@@ -75,19 +82,21 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 		}
 		return 0, nil
 	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	if c, err := in.peek(); err != nil || c != '{' {
 		return passThrough()
 	}
-	var firstKey string
-	var firstValue json.RawMessage
-	if dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
+	in.pos++
+	var firstKey, firstValue []byte
+	c, err := in.peek()
+	if err != nil {
+		return 0, fmt.Errorf("filter searchset: %w", err)
+	}
+	if c != '}' {
+		if firstKey, err = in.key(); err != nil {
 			return 0, fmt.Errorf("filter searchset: %w", err)
 		}
-		firstKey, _ = tok.(string)
-		if firstKey == "resourceType" {
-			if err := dec.Decode(&firstValue); err != nil {
+		if string(firstKey) == `"resourceType"` {
+			if firstValue, err = in.value(); err != nil {
 				return 0, fmt.Errorf("filter searchset: resourceType: %w", err)
 			}
 			if string(firstValue) != `"Bundle"` {
@@ -95,13 +104,24 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 			}
 		}
 	}
-	rec.stopRecording()
-	f := &searchsetFilter{dec: dec, out: bufio.NewWriter(w), keep: keep, opts: opts}
-	if err := f.copyObject(firstKey, firstValue); err != nil {
+	f := &searchsetFilter{in: in, out: bufio.NewWriterSize(w, 32<<10), keep: keep, opts: opts}
+	f.out.WriteByte('{')
+	if firstKey != nil {
+		// Written before the stream may move: the head's bytes are
+		// still in the buffer.
+		if err := f.member(firstKey, firstValue, 0); err != nil {
+			return f.removed, fmt.Errorf("filter searchset: %w", err)
+		}
+	}
+	in.hold = false
+	if err := f.copyObject(firstKey != nil); err != nil {
 		return f.removed, fmt.Errorf("filter searchset: %w", err)
 	}
 	// Whatever follows the object (a final newline) is copied as it is.
-	if _, err := io.Copy(f.out, io.MultiReader(dec.Buffered(), r)); err != nil {
+	if _, err := f.out.Write(in.buf[in.pos:]); err != nil {
+		return f.removed, fmt.Errorf("filter searchset: %w", err)
+	}
+	if _, err := io.Copy(f.out, r); err != nil {
 		return f.removed, fmt.Errorf("filter searchset: %w", err)
 	}
 	if err := f.out.Flush(); err != nil {
@@ -112,151 +132,175 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 
 // searchsetFilter is the state of FilterSearchset inside a Bundle.
 type searchsetFilter struct {
-	dec     *json.Decoder
+	in      *jsonStream
 	out     *bufio.Writer
 	keep    func(res map[string]any) bool
 	opts    FilterOptions
 	removed int
+	written int // members written so far
 }
 
 // copyObject copies the rest of the top-level object, whose opening brace
-// and (when firstKey is not empty) first key were read; firstValue is the
-// first member's value when it was read too.
-func (f *searchsetFilter) copyObject(firstKey string, firstValue json.RawMessage) error {
-	f.out.WriteByte('{')
-	key, n := firstKey, 0
-	for key != "" {
-		if key == "total" && f.opts.DropTotal && !(n == 0 && firstValue != nil) {
-			if err := f.skipValue(); err != nil {
-				return fmt.Errorf("member %q: %w", key, err)
-			}
-			key = ""
-			if f.dec.More() {
-				tok, err := f.dec.Token()
-				if err != nil {
-					return err
-				}
-				key, _ = tok.(string)
-			}
-			continue
+// and, when started, first member were read.
+func (f *searchsetFilter) copyObject(started bool) error {
+	for {
+		c, err := f.in.peek()
+		if err != nil {
+			return fmt.Errorf("unterminated object: %w", err)
 		}
-		if n > 0 {
-			f.out.WriteByte(',')
+		if started {
+			if c == '}' {
+				f.in.pos++
+				return f.out.WriteByte('}')
+			}
+			if c != ',' {
+				return fmt.Errorf("invalid character %q after a member", rune(c))
+			}
+			f.in.pos++
+		} else if c == '}' {
+			f.in.pos++
+			return f.out.WriteByte('}')
 		}
-		if err := f.writeKey(key); err != nil {
+		started = true
+		key, err := f.in.key()
+		if err != nil {
 			return err
 		}
-		var err error
-		switch {
-		case n == 0 && firstValue != nil:
-			_, err = f.out.Write(firstValue)
-		case key == "entry":
-			err = f.copyEntries()
-		case key == "link" && f.opts.Link != nil:
-			err = f.copyLinks()
-		default:
-			err = f.copyValue()
-		}
-		if err != nil {
-			return fmt.Errorf("member %q: %w", key, err)
-		}
-		n++
-		key = ""
-		if f.dec.More() {
-			tok, err := f.dec.Token()
-			if err != nil {
-				return err
-			}
-			key, _ = tok.(string)
+		if err := f.member(key, nil, f.written); err != nil {
+			return err
 		}
 	}
-	if tok, err := f.dec.Token(); err != nil || tok != json.Delim('}') {
-		return fmt.Errorf("unterminated object: %v", err)
+}
+
+// member copies one member of the top-level object; key is its name as
+// sent (quotes included). value is its value when already read.
+func (f *searchsetFilter) member(key, value []byte, n int) error {
+	name, err := memberName(key)
+	if err != nil {
+		return err
 	}
-	return f.out.WriteByte('}')
+	if name == "total" && f.opts.DropTotal && value == nil {
+		_, err := f.in.value()
+		return err
+	}
+	if n > 0 {
+		f.out.WriteByte(',')
+	}
+	f.out.Write(key)
+	f.out.WriteByte(':')
+	switch {
+	case value != nil:
+		_, err = f.out.Write(value)
+	case name == "entry":
+		err = f.copyEntries()
+	case name == "link" && f.opts.Link != nil:
+		err = f.copyLinks()
+	default:
+		err = f.copyValue()
+	}
+	if err != nil {
+		return fmt.Errorf("member %q: %w", name, err)
+	}
+	f.written++
+	return nil
+}
+
+// memberName unquotes a member name as sent.
+func memberName(key []byte) (string, error) {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return string(key[1 : len(key)-1]), nil
+	}
+	var name string
+	if err := json.Unmarshal(key, &name); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 // copyEntries copies the entry array, one entry at a time, leaving out
 // those whose resource keep refuses.
 func (f *searchsetFilter) copyEntries() error {
-	tok, err := f.dec.Token()
+	c, err := f.in.peek()
 	if err != nil {
 		return err
 	}
-	if _, isDelim := tok.(json.Delim); isDelim && tok != json.Delim('[') {
+	if c == '{' {
 		return fmt.Errorf("entry must be an array")
 	}
-	if tok != json.Delim('[') {
+	if c != '[' {
 		// A scalar such as null: copy it as it is.
-		return f.writeToken(tok)
+		return f.copyValue()
 	}
+	f.in.pos++
 	f.out.WriteByte('[')
 	written := 0
-	for i := 0; f.dec.More(); i++ {
-		var raw json.RawMessage
-		if err := f.dec.Decode(&raw); err != nil {
+	for i := 0; ; i++ {
+		c, err := f.in.peek()
+		if err != nil {
+			return fmt.Errorf("unterminated entry array: %w", err)
+		}
+		if i > 0 {
+			if c == ']' {
+				break
+			}
+			if c != ',' {
+				return fmt.Errorf("entry %d: invalid character %q after an entry", i-1, rune(c))
+			}
+			f.in.pos++
+		} else if c == ']' {
+			break
+		}
+		raw, err := f.in.value()
+		if err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
-		if f.opts.Quick != nil {
-			if keep, decided := f.opts.Quick(raw); decided {
-				if !keep {
-					f.removed++
-					continue
-				}
-				if raw, err = f.shape(raw); err != nil {
-					return fmt.Errorf("entry %d: %w", i, err)
-				}
-				if written > 0 {
-					f.out.WriteByte(',')
-				}
-				if _, err := f.out.Write(raw); err != nil {
-					return err
-				}
-				written++
-				continue
-			}
-		}
-		var e struct {
-			Resource map[string]any `json:"resource"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		if err := dec.Decode(&e); err != nil {
+		kept, err := f.judge(raw)
+		if err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
-		if f.opts.Nested && isResultBundle(e.Resource) {
-			var err error
-			if raw, err = f.filterNested(raw); err != nil {
-				return fmt.Errorf("entry %d: %w", i, err)
-			}
-			if written > 0 {
-				f.out.WriteByte(',')
-			}
-			if _, err := f.out.Write(raw); err != nil {
-				return err
-			}
-			written++
+		if kept == nil {
 			continue
-		}
-		if e.Resource != nil && !f.keep(e.Resource) || e.Resource == nil && f.opts.DropResourceless {
-			f.removed++
-			continue
-		}
-		if raw, err = f.shape(raw); err != nil {
-			return fmt.Errorf("entry %d: %w", i, err)
 		}
 		if written > 0 {
 			f.out.WriteByte(',')
 		}
-		if _, err := f.out.Write(raw); err != nil {
+		if _, err := f.out.Write(kept); err != nil {
 			return err
 		}
 		written++
 	}
-	if tok, err := f.dec.Token(); err != nil || tok != json.Delim(']') {
-		return fmt.Errorf("unterminated entry array: %v", err)
-	}
+	f.in.pos++ // ']'
 	return f.out.WriteByte(']')
+}
+
+// judge returns what of the entry raw is shown: raw itself, raw shaped or
+// with its nested result Bundle filtered, or nil when it is left out.
+func (f *searchsetFilter) judge(raw []byte) ([]byte, error) {
+	if f.opts.Quick != nil {
+		if keep, decided := f.opts.Quick(raw); decided {
+			if !keep {
+				f.removed++
+				return nil, nil
+			}
+			return f.shape(raw)
+		}
+	}
+	var e struct {
+		Resource map[string]any `json:"resource"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&e); err != nil {
+		return nil, err
+	}
+	if f.opts.Nested && isResultBundle(e.Resource) {
+		return f.filterNested(raw)
+	}
+	if e.Resource != nil && !f.keep(e.Resource) || e.Resource == nil && f.opts.DropResourceless {
+		f.removed++
+		return nil, nil
+	}
+	return f.shape(raw)
 }
 
 // shape returns the entry raw with opts.Shape applied to its resource when
@@ -282,8 +326,14 @@ func (f *searchsetFilter) shape(raw json.RawMessage) (json.RawMessage, error) {
 
 // copyLinks copies the link array with opts.Link applied to each url.
 func (f *searchsetFilter) copyLinks() error {
+	raw, err := f.in.value()
+	if err != nil {
+		return err
+	}
 	var links []map[string]any
-	if err := f.dec.Decode(&links); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&links); err != nil {
 		return err
 	}
 	for _, l := range links {
@@ -291,7 +341,7 @@ func (f *searchsetFilter) copyLinks() error {
 			l["url"] = f.opts.Link(u)
 		}
 	}
-	raw, err := Marshal(links)
+	raw, err = Marshal(links)
 	if err != nil {
 		return err
 	}
@@ -354,62 +404,140 @@ func (f *searchsetFilter) filterNested(raw json.RawMessage) (json.RawMessage, er
 	return Marshal(entry)
 }
 
-// skipValue reads past the next value.
-func (f *searchsetFilter) skipValue() error {
-	var raw json.RawMessage
-	return f.dec.Decode(&raw)
-}
-
 // copyValue copies the next value as it is.
 func (f *searchsetFilter) copyValue() error {
-	var raw json.RawMessage
-	if err := f.dec.Decode(&raw); err != nil {
+	raw, err := f.in.value()
+	if err != nil {
 		return err
 	}
-	_, err := f.out.Write(raw)
+	_, err = f.out.Write(raw)
 	return err
 }
 
-// writeKey writes a member name followed by a colon.
-func (f *searchsetFilter) writeKey(key string) error {
-	if err := f.writeToken(key); err != nil {
-		return err
-	}
-	return f.out.WriteByte(':')
+// jsonStream cuts JSON read from r into values (fhirjson.ScanValue) in a
+// buffer that grows to the largest value and is kept for the next body
+// (streamBuffers).
+type jsonStream struct {
+	r   io.Reader
+	buf []byte // read and not yet dropped; buf[pos:] is unread
+	pos int
+	eof error // the reader's error once it returned one
+	// hold keeps every byte read, from the first, in buf: a body found
+	// not to be a Bundle is written out exactly.
+	hold bool
 }
 
-// writeToken writes a scalar JSON token without HTML escaping.
-func (f *searchsetFilter) writeToken(tok json.Token) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(tok); err != nil {
-		return err
+// streamBuffers keeps the streams' buffers between bodies.
+var streamBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// release gives the buffer back (unless it grew very large).
+func (s *jsonStream) release() {
+	if s.buf != nil && cap(s.buf) <= 1<<20 {
+		b := s.buf[:0]
+		streamBuffers.Put(&b)
 	}
-	_, err := f.out.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-	return err
+	s.buf = nil
 }
 
-// recordingReader keeps a copy of what it reads until stopRecording, so
-// that a body found not to be a Bundle can be written out exactly.
-type recordingReader struct {
-	r         io.Reader
-	buf       bytes.Buffer
-	recording bool
+// fill reads more: at least as much again as is unread (so that a value
+// scanned again from its start after each fill costs at most twice its
+// length), or up to the end. It reports whether anything was read.
+func (s *jsonStream) fill() bool {
+	if s.eof != nil {
+		return false
+	}
+	if s.buf == nil {
+		s.buf = (*streamBuffers.Get().(*[]byte))[:0]
+	}
+	if !s.hold && s.pos > 0 {
+		n := copy(s.buf, s.buf[s.pos:])
+		s.buf, s.pos = s.buf[:n], 0
+	}
+	unread := len(s.buf) - s.pos
+	want := len(s.buf) + max(unread, 4096)
+	if want > cap(s.buf) {
+		grown := make([]byte, len(s.buf), max(want, 2*cap(s.buf)))
+		copy(grown, s.buf)
+		s.buf = grown
+	}
+	got := false
+	for len(s.buf) < want && s.eof == nil {
+		n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
+		s.buf = s.buf[:len(s.buf)+n]
+		got = got || n > 0
+		if err != nil {
+			s.eof = err
+		}
+	}
+	return got
 }
 
-func (rr *recordingReader) Read(p []byte) (int, error) {
-	n, err := rr.r.Read(p)
-	if rr.recording {
-		rr.buf.Write(p[:n])
+// err is the error of a value cut short.
+func (s *jsonStream) err() error {
+	if s.eof == nil || errors.Is(s.eof, io.EOF) {
+		return io.ErrUnexpectedEOF
 	}
-	if errors.Is(err, io.EOF) {
-		return n, io.EOF
-	}
-	return n, err
+	return s.eof
 }
 
-func (rr *recordingReader) stopRecording() {
-	rr.recording = false
-	rr.buf = bytes.Buffer{}
+// peek returns the next byte that is not whitespace, without consuming it.
+func (s *jsonStream) peek() (byte, error) {
+	for {
+		s.pos = fhirjson.SkipSpace(s.buf, s.pos)
+		if s.pos < len(s.buf) {
+			return s.buf[s.pos], nil
+		}
+		if !s.fill() {
+			return 0, s.err()
+		}
+	}
+}
+
+// value returns the next value's bytes (without the whitespace before
+// it), valid until the next call.
+func (s *jsonStream) value() ([]byte, error) {
+	if _, err := s.peek(); err != nil {
+		return nil, err
+	}
+	for {
+		n, err := fhirjson.ScanValue(s.buf[s.pos:])
+		if err == nil {
+			v := s.buf[s.pos : s.pos+n]
+			s.pos += n
+			return v, nil
+		}
+		if !errors.Is(err, fhirjson.ErrIncomplete) {
+			return nil, err
+		}
+		if !s.fill() {
+			return nil, s.err()
+		}
+	}
+}
+
+// key reads a member name and its colon; it returns the name as sent,
+// quotes included.
+func (s *jsonStream) key() ([]byte, error) {
+	c, err := s.peek()
+	if err != nil {
+		return nil, err
+	}
+	if c != '"' {
+		return nil, fmt.Errorf("invalid character %q where a member name belongs", rune(c))
+	}
+	k, err := s.value()
+	if err != nil {
+		return nil, err
+	}
+	// A copy: looking for the colon may move the buffer (a top-level
+	// Bundle has a handful of members).
+	k = bytes.Clone(k)
+	if c, err = s.peek(); err != nil {
+		return nil, err
+	}
+	if c != ':' {
+		return nil, fmt.Errorf("invalid character %q after a member name", rune(c))
+	}
+	s.pos++
+	return k, nil
 }

@@ -2,17 +2,106 @@ package fhir
 
 import (
 	"bytes"
-	"regexp"
 	"strconv"
 	"strings"
 )
 
-// Patterns of QuickBelongs, on the raw JSON of a Bundle entry. Inside a JSON
-// string every quote is escaped, so `"reference":"` only matches a member.
-var (
-	quickResourceType = regexp.MustCompile(`"resource"\s*:\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"`)
-	quickReference    = regexp.MustCompile(`"reference"\s*:\s*("(?:[^"\\]|\\.)*")`)
-)
+// QuickBelongs finds, in the raw JSON of a Bundle entry, the first
+// `"resource":{"resourceType":"X"` and every `"reference":"…"` member
+// (whitespace allowed around the colons and braces) with bytes.Index: no
+// regular expression, no decoding. Inside a JSON string every quote is
+// escaped, so `"reference"` followed by a colon is always a member name.
+
+// quickResourceType returns the resource type of the first
+// `"resource":{"resourceType":"X"` in entry (X made of ASCII letters), or
+// nil.
+func quickResourceType(entry []byte) []byte {
+	for from := 0; ; {
+		k := bytes.Index(entry[from:], []byte(`"resource"`))
+		if k < 0 {
+			return nil
+		}
+		i := from + k + len(`"resource"`)
+		from = from + k + 1
+		if i = afterSpace(entry, i, ':'); i < 0 {
+			continue
+		}
+		if i = afterSpace(entry, i, '{'); i < 0 {
+			continue
+		}
+		i = skipJSONSpace(entry, i)
+		if !bytes.HasPrefix(entry[i:], []byte(`"resourceType"`)) {
+			continue
+		}
+		if i = afterSpace(entry, i+len(`"resourceType"`), ':'); i < 0 {
+			continue
+		}
+		if i = afterSpace(entry, i, '"'); i < 0 {
+			continue
+		}
+		j := i
+		for j < len(entry) && (entry[j] >= 'A' && entry[j] <= 'Z' || entry[j] >= 'a' && entry[j] <= 'z') {
+			j++
+		}
+		if j > i && j < len(entry) && entry[j] == '"' {
+			return entry[i:j]
+		}
+	}
+}
+
+// quickReferences calls fn with every `"reference":"…"` string value in
+// entry, quotes included, until fn returns false.
+func quickReferences(entry []byte, fn func(quoted []byte) bool) {
+	for from := 0; ; {
+		k := bytes.Index(entry[from:], []byte(`"reference"`))
+		if k < 0 {
+			return
+		}
+		i := from + k + len(`"reference"`)
+		from = from + k + 1
+		if i = afterSpace(entry, i, ':'); i < 0 {
+			continue
+		}
+		i = skipJSONSpace(entry, i)
+		if i >= len(entry) || entry[i] != '"' {
+			continue
+		}
+		j := i + 1
+		for j < len(entry) && entry[j] != '"' {
+			if entry[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(entry) {
+			return
+		}
+		if !fn(entry[i : j+1]) {
+			return
+		}
+		from = j + 1
+	}
+}
+
+// afterSpace returns the index after c, when c follows i after optional
+// JSON whitespace, or -1.
+func afterSpace(b []byte, i int, c byte) int {
+	i = skipJSONSpace(b, i)
+	if i < len(b) && b[i] == c {
+		return i + 1
+	}
+	return -1
+}
+
+// skipJSONSpace skips JSON whitespace, and form feeds: an entry is looked
+// at the way the regular expressions it replaces did (\s), so invalid JSON
+// never hides a reference from it.
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r' || b[i] == '\f') {
+		i++
+	}
+	return i
+}
 
 // QuickBelongs judges a Bundle entry (its raw JSON) without decoding it,
 // for the common cases of a response filter: decided is false whenever it
@@ -33,13 +122,13 @@ var (
 // references, and entries whose resource does not start with its
 // resourceType are left to Belongs.
 func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belongs, decided bool) {
-	m := quickResourceType.FindSubmatch(entry)
+	t := quickResourceType(entry)
 	// An escaped member name (`"refer\u0065nce"`) would hide from the
-	// patterns; servers do not write them, so such entries go the slow way.
-	if m == nil || bytes.Contains(entry, []byte(`"contained"`)) || bytes.Contains(entry, []byte(`\u`)) {
+	// search; servers do not write them, so such entries go the slow way.
+	if t == nil || bytes.Contains(entry, []byte(`"contained"`)) || bytes.Contains(entry, []byte(`\u`)) {
 		return "", false, false
 	}
-	typ = string(m[1])
+	typ = string(t)
 	switch {
 	case typ == "OperationOutcome":
 		return typ, true, true
@@ -49,10 +138,17 @@ func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belong
 		return typ, false, true // never writable to a record
 	}
 	self := 0
-	for _, rm := range quickReference.FindAllSubmatch(entry, -1) {
-		ref, err := strconv.Unquote(string(rm[1]))
-		if err != nil {
-			return typ, false, false
+	belongs, decided = true, true
+	quickReferences(entry, func(quoted []byte) bool {
+		var ref string
+		if bytes.IndexByte(quoted, '\\') < 0 {
+			ref = string(quoted[1 : len(quoted)-1])
+		} else {
+			var err error
+			if ref, err = strconv.Unquote(string(quoted)); err != nil {
+				belongs, decided = false, false
+				return false
+			}
 		}
 		for _, base := range o.Bases {
 			if base = strings.TrimSuffix(base, "/"); base != "" && strings.HasPrefix(ref, base+"/") {
@@ -61,18 +157,25 @@ func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belong
 			}
 		}
 		if strings.Contains(ref, ":") || strings.HasPrefix(ref, "#") {
-			return typ, false, false // urn:, external or contained: Belongs knows
+			belongs, decided = false, false // urn:, external or contained: Belongs knows
+			return false
 		}
 		rtyp, id, _, ok := ParseReference(ref)
 		switch {
 		case !ok || rtyp == "Group":
-			return typ, false, false
+			belongs, decided = false, false
+			return false
 		case rtyp != "Patient":
 		case id == o.PatientID && o.PatientID != "":
 			self++
 		default:
-			return typ, false, true // another person
+			belongs, decided = false, true // another person
+			return false
 		}
+		return true
+	})
+	if !belongs || !decided {
+		return typ, belongs, decided
 	}
 	if InPatientCompartment(typ) && self == 0 {
 		return typ, false, false

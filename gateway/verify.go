@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // Upstream answers are checked before they are passed on: a client must
@@ -57,10 +59,36 @@ type answerEntry struct {
 }
 
 // decodeAnswer reads raw into body and reports whether it is a FHIR
-// resource.
+// resource: one JSON object with a resourceType string. Only a Bundle is
+// decoded (its type and entries' statuses); of any other resource one
+// pass of fhirjson.Members checks the syntax and reads resourceType and id,
+// building nothing. Member names match exactly (FHIR's spelling); of a
+// repeated one the last counts, as encoding/json does.
 func decodeAnswer(raw []byte, body *answerBody) bool {
-	if len(raw) == 0 || json.Unmarshal(raw, body) != nil || body.ResourceType == "" {
+	if len(raw) == 0 {
 		return false
+	}
+	var typ, id []byte
+	err := fhirjson.Members(raw, func(name, value []byte) error {
+		switch string(name) {
+		case `"resourceType"`:
+			typ = value
+		case `"id"`:
+			id = value
+		}
+		return nil
+	})
+	if err != nil || typ == nil {
+		return false
+	}
+	var ok bool
+	if body.ResourceType, ok = jsonString(typ); !ok || body.ResourceType == "" {
+		return false
+	}
+	if id != nil {
+		if body.ID, ok = jsonString(id); !ok && string(id) != "null" {
+			return false // encoding/json refuses an id of another JSON type
+		}
 	}
 	if body.ResourceType != "Bundle" {
 		return true
@@ -74,6 +102,21 @@ func decodeAnswer(raw []byte, body *answerBody) bool {
 	}
 	body.Type, body.Entry = b.Type, b.Entry
 	return true
+}
+
+// jsonString returns the string a JSON value holds, if it is one.
+func jsonString(value []byte) (string, bool) {
+	if len(value) < 2 || value[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(value, '\\') < 0 {
+		return string(value[1 : len(value)-1]), true
+	}
+	var s string
+	if json.Unmarshal(value, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // verifyAnswer checks the upstream's answer to the client request r,

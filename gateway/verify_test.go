@@ -82,6 +82,14 @@ func TestVerifyAnswer(t *testing.T) {
 		{"read empty 200", read, "GET", nil, answer(200, nil, ""), 502, "instead of Observation/o1"},
 		{"read another resource", read, "GET", nil, answer(200, nil, `{"resourceType":"Observation","id":"o9"}`), 502, "instead of Observation/o1"},
 		{"read 404 OperationOutcome", read, "GET", nil, answer(404, nil, oo), 0, ""},
+		// The answer's head is read without decoding: it is still checked
+		// as one whole JSON object.
+		{"read with data after the resource", read, "GET", nil, answer(200, nil, obs+`{"x":1}`), 502, "untyped body"},
+		{"read with a syntax error after the head", read, "GET", nil, answer(200, nil, `{"resourceType":"Observation","id":"o1","status":final}`), 502, "untyped body"},
+		{"read with an escaped id", read, "GET", nil, answer(200, nil, `{"resourceType":"Observation","id":"\u006f1"}`), 0, ""},
+		{"read with a numeric id", read, "GET", nil, answer(200, nil, `{"resourceType":"Observation","id":1}`), 502, "body of 37 bytes"},
+		{"read: of a repeated id the last counts", read, "GET", nil, answer(200, nil, `{"resourceType":"Observation","id":"o1","id":"o9"}`), 502, "instead of Observation/o1"},
+		{"read whitespace around", read, "GET", nil, answer(200, nil, " \n"+obs+"\n"), 0, ""},
 		{"transaction ok", tx, "POST", nil, answer(200, nil, `{"resourceType":"Bundle","type":"transaction-response","entry":[{"response":{"status":"201 Created"}},{"response":{"status":"200"}}]}`), 0, ""},
 		{"transaction empty 200", tx, "POST", nil, answer(200, nil, ""), 502, "instead of 200 with a transaction-response Bundle"},
 		{"transaction one entry short", tx, "POST", nil, answer(200, nil, `{"resourceType":"Bundle","type":"transaction-response","entry":[{"response":{"status":"201 Created"}}]}`), 502, "for 2 requests"},

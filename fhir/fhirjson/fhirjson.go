@@ -20,6 +20,7 @@
 package fhirjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -48,6 +49,8 @@ type Error struct {
 	Offset int
 	// Msg says what is wrong.
 	Msg string
+	// TooDeep: the refusal is for nesting deeper than the limit.
+	TooDeep bool
 }
 
 func (e *Error) Error() string {
@@ -85,10 +88,20 @@ func Check(data []byte) error {
 	return err
 }
 
+// CheckDepth is Check with nesting bounded by maxDepth instead of MaxDepth
+// (when smaller): one pass for a caller with a tighter limit. A refusal
+// for depth is an *Error with TooDeep set.
+func CheckDepth(data []byte, maxDepth int) error {
+	p := &parser{data: data, depthLimit: maxDepth}
+	_, err := p.document()
+	return err
+}
+
 // seg is one step of a path: a member name, or an array index when name
 // is empty and index >= 0.
 type seg struct {
 	name  string
+	raw   []byte // the name when it was not made a string (Check)
 	index int
 }
 
@@ -100,6 +113,21 @@ type parser struct {
 	// root is the top-level object's resourceType once read: the head of
 	// every path.
 	root string
+	// depthLimit, when positive and below MaxDepth, bounds the nesting.
+	depthLimit int
+}
+
+func (p *parser) maxDepth() int {
+	if p.depthLimit > 0 && p.depthLimit < MaxDepth {
+		return p.depthLimit
+	}
+	return MaxDepth
+}
+
+func (p *parser) tooDeep() error {
+	err := p.fail("nested deeper than %d levels", p.maxDepth())
+	err.(*Error).TooDeep = true
+	return err
 }
 
 func (p *parser) fail(format string, args ...any) error {
@@ -110,7 +138,7 @@ func (p *parser) pathString() string {
 	var b strings.Builder
 	b.WriteString(p.root)
 	for _, s := range p.path {
-		if s.name == "" && s.index >= 0 {
+		if s.name == "" && s.raw == nil && s.index >= 0 {
 			b.WriteString("[" + strconv.Itoa(s.index) + "]")
 			continue
 		}
@@ -118,6 +146,7 @@ func (p *parser) pathString() string {
 			b.WriteByte('.')
 		}
 		b.WriteString(s.name)
+		b.Write(s.raw)
 	}
 	if b.Len() > maxPathLen {
 		// A pathological nesting: keep both ends.
@@ -163,6 +192,9 @@ func (p *parser) value(depth int) (any, error) {
 		return p.object(depth + 1)
 	case c == '[':
 		return p.array(depth + 1)
+	case c == '"' && !p.build:
+		_, err := p.rawStr()
+		return nil, err
 	case c == '"':
 		return p.str()
 	case c == '-' || (c >= '0' && c <= '9'):
@@ -187,15 +219,19 @@ func (p *parser) literal(word string) error {
 }
 
 func (p *parser) object(depth int) (any, error) {
-	if depth > MaxDepth {
-		return nil, p.fail("nested deeper than %d levels", MaxDepth)
+	if depth > p.maxDepth() {
+		return nil, p.tooDeep()
 	}
 	p.pos++ // '{'
 	var m map[string]any
 	if p.build {
 		m = map[string]any{}
 	}
-	seen := map[string]struct{}{}
+	// The names seen, to refuse one given twice: a few in a small array
+	// (most objects), a map past that.
+	var small [16][]byte
+	names := small[:0]
+	var seen map[string]struct{}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
@@ -206,22 +242,47 @@ func (p *parser) object(depth int) (any, error) {
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
 			return nil, p.fail("expected a member name")
 		}
-		key, err := p.str()
+		name, err := p.rawStr()
 		if err != nil {
 			return nil, err
 		}
-		p.path = append(p.path, seg{name: key, index: -1})
-		if _, dup := seen[key]; dup {
-			return nil, p.fail("member %q appears twice in one object", key)
+		p.path = append(p.path, seg{raw: name, index: -1})
+		dup := false
+		if seen == nil {
+			for _, n := range names {
+				if bytes.Equal(n, name) {
+					dup = true
+					break
+				}
+			}
+			if names = append(names, name); len(names) == len(small) {
+				seen = make(map[string]struct{}, 2*len(small))
+				for _, n := range names {
+					seen[string(n)] = struct{}{}
+				}
+			}
+		} else if _, dup = seen[string(name)]; !dup {
+			seen[string(name)] = struct{}{}
 		}
-		seen[key] = struct{}{}
+		if dup {
+			return nil, p.fail("member %q appears twice in one object", name)
+		}
+		var key string
+		if p.build || depth == 1 && string(name) == "resourceType" {
+			key = string(name)
+		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
 			return nil, p.fail("expected ':' after a member name")
 		}
 		p.pos++
 		p.skipSpace()
-		v, err := p.value(depth)
+		var v any
+		if key == "resourceType" && depth == 1 && p.pos < len(p.data) && p.data[p.pos] == '"' {
+			v, err = p.str() // the root of every path, so a string even in Check
+		} else {
+			v, err = p.value(depth)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -265,8 +326,8 @@ func validTypeName(s string) bool {
 }
 
 func (p *parser) array(depth int) (any, error) {
-	if depth > MaxDepth {
-		return nil, p.fail("nested deeper than %d levels", MaxDepth)
+	if depth > p.maxDepth() {
+		return nil, p.tooDeep()
 	}
 	p.pos++ // '['
 	var list []any
@@ -305,6 +366,36 @@ func (p *parser) array(depth int) (any, error) {
 			return nil, p.fail("expected ',' or ']' in an array")
 		}
 	}
+}
+
+// rawStr reads a string at p.pos (which is '"') and returns what it
+// holds without making a string of it: the bytes between the quotes, or,
+// when it has escapes, the decoded bytes.
+func (p *parser) rawStr() ([]byte, error) {
+	p.pos++
+	start := p.pos
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			return p.data[start : p.pos-1], nil
+		case c == '\\':
+			s, err := p.strSlow(start)
+			return []byte(s), err
+		case c < 0x20:
+			return nil, p.fail("control character U+%04X inside a string (escape it)", c)
+		case c < utf8.RuneSelf:
+			p.pos++
+		default:
+			r, size := utf8.DecodeRune(p.data[p.pos:])
+			if r == utf8.RuneError && size <= 1 {
+				return nil, p.fail("invalid UTF-8")
+			}
+			p.pos += size
+		}
+	}
+	return nil, p.fail("unterminated string")
 }
 
 // str reads a string at p.pos (which is '"').
@@ -430,6 +521,9 @@ func (p *parser) hex4() (rune, error) {
 	return r, nil
 }
 
+// exponent reports whether a number's text has an exponent.
+func exponent(text []byte) bool { return bytes.ContainsAny(text, "eE") }
+
 // number reads a number: JSON's grammar, at most MaxDigits significant
 // digits, within the range of a double.
 func (p *parser) number() (any, error) {
@@ -477,6 +571,11 @@ func (p *parser) number() (any, error) {
 		for p.pos < len(d) && d[p.pos] >= '0' && d[p.pos] <= '9' {
 			p.pos++
 		}
+	}
+	if !p.build && digits <= 15 && !exponent(d[start:p.pos]) {
+		// At most 15 digits and no exponent: a double holds it, and a
+		// non-zero one stays non-zero. Nothing to check, nothing to build.
+		return nil, nil
 	}
 	text := string(d[start:p.pos])
 	if digits > MaxDigits {

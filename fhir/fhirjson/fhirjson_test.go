@@ -124,7 +124,9 @@ func decodeStd(t testing.TB, data []byte) any {
 // FuzzDecode: whatever Decode accepts, encoding/json accepts and decodes to
 // the same value, and the value survives encoding and decoding again.
 func FuzzDecode(f *testing.F) {
-	for _, s := range []string{`{"a":1e5}`, `{"s":"\ud83d\ude00"}`, `[1,2,{"x":null}]`, `"\u00e9"`, `{"a":{"a":[0.5]}}`} {
+	many := `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k3":3}`
+	for _, s := range []string{`{"a":1e5}`, `{"s":"\ud83d\ude00"}`, `[1,2,{"x":null}]`, `"\u00e9"`, `{"a":{"a":[0.5]}}`,
+		many, `{"a":1,"\u0061":2}`, `[123456789012345,1234567890123456,0.000000000000001,1e999,1e-999]`, `{"resourceType":"Patient","id":"\u0070"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

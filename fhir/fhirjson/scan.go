@@ -1,0 +1,389 @@
+package fhirjson
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrIncomplete is ScanValue's answer when data ends inside the value:
+// more bytes may complete it.
+var ErrIncomplete = errors.New("fhirjson: the JSON value is incomplete")
+
+// MaxScanDepth bounds the nesting ScanValue accepts, as encoding/json's
+// decoder does (10 000).
+const MaxScanDepth = 10000
+
+// SyntaxError is a JSON syntax error found by ScanValue, at Offset bytes
+// into the data it was given.
+type SyntaxError struct {
+	Offset int
+	Msg    string
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("invalid JSON at byte %d: %s", e.Offset, e.Msg)
+}
+
+// Scan states.
+const (
+	scanValue = iota // a value is expected
+	scanAfter        // a value ended: ',' or a closing bracket, or the end
+	scanKey          // a member name is expected
+)
+
+// ScanValue returns the length of the one JSON value at the start of data
+// (whitespace before it included), checking its syntax as strictly
+// as encoding/json does (strings, escapes, numbers, literals, commas and
+// colons, control characters; not UTF-8, not repeated member names: Check
+// and Decode are the door for bodies that are written). It builds nothing
+// and allocates only for nesting deeper than 64 levels, so a filter can
+// cut a stream into values at the speed of a byte loop. ErrIncomplete when
+// data ends inside the value (a number at the very end counts as
+// incomplete: only its next byte shows that it ended); a *SyntaxError
+// otherwise.
+func ScanValue(data []byte) (int, error) {
+	var small [64]byte
+	stack := small[:0] // '{' or '[' of each open container
+	state := scanValue
+	i := 0
+	for {
+		if state == scanAfter && len(stack) == 0 {
+			return i, nil
+		}
+		i = skipSpace(data, i)
+		if i >= len(data) {
+			return 0, ErrIncomplete
+		}
+		c := data[i]
+		switch state {
+		case scanKey:
+			if c != '"' {
+				return 0, syntaxErr(i, "a member name must be a string")
+			}
+			n, err := scanString(data[i:])
+			if err != nil {
+				return 0, offset(err, i)
+			}
+			i = skipSpace(data, i+n)
+			if i >= len(data) {
+				return 0, ErrIncomplete
+			}
+			if data[i] != ':' {
+				return 0, syntaxErr(i, "a member name must be followed by ':'")
+			}
+			i++
+			state = scanValue
+		case scanAfter:
+			top := stack[len(stack)-1]
+			switch {
+			case c == ',':
+				i++
+				if top == '{' {
+					state = scanKey
+				} else {
+					state = scanValue
+				}
+			case c == '}' && top == '{', c == ']' && top == '[':
+				i++
+				stack = stack[:len(stack)-1]
+			default:
+				return 0, syntaxErr(i, fmt.Sprintf("invalid character %q after a value", rune(c)))
+			}
+		default: // scanValue
+			switch {
+			case c == '{' || c == '[':
+				if len(stack) >= MaxScanDepth {
+					return 0, syntaxErr(i, "nested too deeply")
+				}
+				stack = append(stack, c)
+				i = skipSpace(data, i+1)
+				if i >= len(data) {
+					return 0, ErrIncomplete
+				}
+				switch {
+				case c == '{' && data[i] == '}', c == '[' && data[i] == ']':
+					i++
+					stack = stack[:len(stack)-1]
+					state = scanAfter
+				case c == '{':
+					state = scanKey
+				}
+			case c == '"':
+				n, err := scanString(data[i:])
+				if err != nil {
+					return 0, offset(err, i)
+				}
+				i += n
+				state = scanAfter
+			case c == '-' || c >= '0' && c <= '9':
+				n, err := scanNumber(data[i:])
+				if err != nil {
+					return 0, offset(err, i)
+				}
+				i += n
+				state = scanAfter
+			case c == 't' || c == 'f' || c == 'n':
+				word := "null"
+				if c == 't' {
+					word = "true"
+				} else if c == 'f' {
+					word = "false"
+				}
+				rest := data[i:]
+				for k := 0; k < len(word); k++ {
+					if k >= len(rest) {
+						return 0, ErrIncomplete
+					}
+					if rest[k] != word[k] {
+						return 0, syntaxErr(i+k, "invalid literal, want "+word)
+					}
+				}
+				i += len(word)
+				state = scanAfter
+			default:
+				return 0, syntaxErr(i, fmt.Sprintf("invalid character %q where a value belongs", rune(c)))
+			}
+		}
+	}
+}
+
+// SkipSpace returns the index of the first byte of data at or after i that
+// is not JSON whitespace (len(data) if none).
+func SkipSpace(data []byte, i int) int { return skipSpace(data, i) }
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// scanString returns the length of the string at the start of data
+// (which starts with '"'), quotes included.
+func scanString(data []byte) (int, error) {
+	i := 1
+	for i < len(data) {
+		c := data[i]
+		switch {
+		case c == '"':
+			return i + 1, nil
+		case c == '\\':
+			if i+1 >= len(data) {
+				return 0, ErrIncomplete
+			}
+			switch data[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				for k := 2; k < 6; k++ {
+					if i+k >= len(data) {
+						return 0, ErrIncomplete
+					}
+					if !isHex(data[i+k]) {
+						return 0, syntaxErr(i+k, "invalid \\u escape")
+					}
+				}
+				i += 6
+			default:
+				return 0, syntaxErr(i+1, "invalid escape")
+			}
+		case c < 0x20:
+			return 0, syntaxErr(i, "control character in a string")
+		default:
+			i++
+		}
+	}
+	return 0, ErrIncomplete
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// scanNumber returns the length of the number at the start of data.
+func scanNumber(data []byte) (int, error) {
+	i := 0
+	if data[i] == '-' {
+		i++
+	}
+	digits := func(what string) error {
+		start := i
+		for i < len(data) && data[i] >= '0' && data[i] <= '9' {
+			i++
+		}
+		if i >= len(data) {
+			return ErrIncomplete
+		}
+		if i == start {
+			return syntaxErr(i, "a number needs digits "+what)
+		}
+		return nil
+	}
+	if i >= len(data) {
+		return 0, ErrIncomplete
+	}
+	if data[i] == '0' {
+		i++
+	} else if err := digits("first"); err != nil {
+		return 0, err
+	}
+	if i >= len(data) {
+		return 0, ErrIncomplete
+	}
+	if data[i] == '.' {
+		i++
+		if err := digits("after '.'"); err != nil {
+			return 0, err
+		}
+	}
+	if data[i] == 'e' || data[i] == 'E' {
+		i++
+		if i < len(data) && (data[i] == '+' || data[i] == '-') {
+			i++
+		}
+		if err := digits("in the exponent"); err != nil {
+			return 0, err
+		}
+	}
+	return i, nil
+}
+
+func syntaxErr(at int, msg string) error { return &SyntaxError{Offset: at, Msg: msg} }
+
+// offset moves a SyntaxError found in a part of the data to the whole's
+// offsets.
+func offset(err error, by int) error {
+	var se *SyntaxError
+	if errors.As(err, &se) {
+		return &SyntaxError{Offset: se.Offset + by, Msg: se.Msg}
+	}
+	return err
+}
+
+// Members calls fn with each member of the JSON object that data holds
+// (whitespace around it allowed, nothing else): its name as sent, quotes
+// and escapes included, and its value's bytes. Every value is checked by
+// ScanValue, so a nil error means data is one syntactically valid object,
+// read once, nothing built. fn's error stops the walk and is returned.
+func Members(data []byte, fn func(name, value []byte) error) error {
+	end, err := Object(data, 0, func(name []byte, at int) (int, error) {
+		n, err := ScanValue(data[at:])
+		if err != nil {
+			return 0, offset(err, at)
+		}
+		return at + n, fn(name, data[at:at+n])
+	})
+	if err != nil {
+		return incomplete(err)
+	}
+	return trailing(data, end)
+}
+
+// Elements is Members for the JSON array that data holds: fn gets each
+// element's bytes and its index.
+func Elements(data []byte, fn func(i int, value []byte) error) error {
+	end, err := Array(data, 0, func(k, at int) (int, error) {
+		n, err := ScanValue(data[at:])
+		if err != nil {
+			return 0, offset(err, at)
+		}
+		return at + n, fn(k, data[at:at+n])
+	})
+	if err != nil {
+		return incomplete(err)
+	}
+	return trailing(data, end)
+}
+
+// Object walks the JSON object that starts at data[i] (after optional
+// whitespace), for walks that go into some values: fn gets each member's
+// name as sent and the index where its value starts, reads the value
+// itself (ScanValue, or Object and Array for a value it walks into) and
+// returns the index just past it. Object checks the syntax between the
+// values and returns the index just past the closing brace.
+func Object(data []byte, i int, fn func(name []byte, at int) (int, error)) (int, error) {
+	i = skipSpace(data, i)
+	if i >= len(data) || data[i] != '{' {
+		return 0, syntaxErr(i, "not a JSON object")
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		if i >= len(data) || data[i] != '"' {
+			return 0, syntaxErr(i, "a member name must be a string")
+		}
+		n, err := scanString(data[i:])
+		if err != nil {
+			return 0, offset(err, i)
+		}
+		name := data[i : i+n]
+		i = skipSpace(data, i+n)
+		if i >= len(data) || data[i] != ':' {
+			return 0, syntaxErr(i, "a member name must be followed by ':'")
+		}
+		if i, err = fn(name, skipSpace(data, i+1)); err != nil {
+			return 0, err
+		}
+		i = skipSpace(data, i)
+		switch {
+		case i < len(data) && data[i] == ',':
+			i = skipSpace(data, i+1)
+		case i < len(data) && data[i] == '}':
+			return i + 1, nil
+		default:
+			return 0, syntaxErr(i, "a member must be followed by ',' or '}'")
+		}
+	}
+}
+
+// Array is Object for the JSON array that starts at data[i]: fn gets each
+// element's index in the array and where it starts.
+func Array(data []byte, i int, fn func(k, at int) (int, error)) (int, error) {
+	i = skipSpace(data, i)
+	if i >= len(data) || data[i] != '[' {
+		return 0, syntaxErr(i, "not a JSON array")
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == ']' {
+		return i + 1, nil
+	}
+	for k := 0; ; k++ {
+		var err error
+		if i, err = fn(k, i); err != nil {
+			return 0, err
+		}
+		i = skipSpace(data, i)
+		switch {
+		case i < len(data) && data[i] == ',':
+			i = skipSpace(data, i+1)
+		case i < len(data) && data[i] == ']':
+			return i + 1, nil
+		default:
+			return 0, syntaxErr(i, "an element must be followed by ',' or ']'")
+		}
+	}
+}
+
+// trailing refuses anything but whitespace after the value ending at i.
+func trailing(data []byte, i int) error {
+	if i = skipSpace(data, i); i < len(data) {
+		return syntaxErr(i, "data after the JSON value")
+	}
+	return nil
+}
+
+// incomplete turns ErrIncomplete into a syntax error: Members and
+// Elements have the whole document.
+func incomplete(err error) error {
+	if errors.Is(err, ErrIncomplete) {
+		return &SyntaxError{Offset: -1, Msg: "unexpected end of JSON"}
+	}
+	return err
+}
