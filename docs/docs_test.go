@@ -443,16 +443,19 @@ func startQuickstart(ctx context.Context, t *testing.T, bin, dir, caddyfile stri
 		t.Fatal(err)
 	}
 	go func() { _ = q.cmd.Wait(); close(q.done) }()
-	t.Cleanup(func() {
-		_ = q.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-q.done:
-		case <-time.After(10 * time.Second):
-			_ = q.cmd.Process.Kill()
-			<-q.done
-		}
-	})
+	t.Cleanup(q.stop)
 	return q
+}
+
+// stop interrupts pfr and waits for it to exit (killing it after 10 s).
+func (q *quickstart) stop() {
+	_ = q.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-q.done:
+	case <-time.After(10 * time.Second):
+		_ = q.cmd.Process.Kill()
+		<-q.done
+	}
 }
 
 // waitReady waits until pfr logs its readiness line and returns it, or

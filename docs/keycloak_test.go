@@ -53,28 +53,39 @@ func TestKeycloakRecipe(t *testing.T) {
 	if !ok {
 		t.Fatal("docs/smart.md has no **Keycloak** recipe")
 	}
-	var script, issuerBlock string
+	// The recipe's blocks in order: the realm (sh) and the issuer block
+	// (caddyfile), then the login client (sh) and the authorization
+	// server block (caddyfile) of "Keycloak as the login".
+	var shBlocks, caddyBlocks []string
 	for _, b := range blocks(recipe) {
-		switch {
-		case b.info == "sh" && script == "":
-			script = b.body
-		case b.info == "caddyfile" && issuerBlock == "":
-			issuerBlock = b.body
+		switch b.info {
+		case "sh":
+			shBlocks = append(shBlocks, b.body)
+		case "caddyfile":
+			caddyBlocks = append(caddyBlocks, b.body)
 		}
 	}
-	if script == "" || issuerBlock == "" {
-		t.Fatal("the Keycloak recipe needs its sh block and its caddyfile block")
+	if len(shBlocks) < 2 || len(caddyBlocks) < 2 || !strings.Contains(caddyBlocks[1], "authorization_server") {
+		t.Fatal("the Keycloak recipe needs its sh and caddyfile blocks, then the login client's sh block and the authorization_server block")
 	}
 	// Keycloak (Java) binds without SO_REUSEPORT: a port free a moment
-	// ago; the gateway's two (Caddy) are held for the test (testkit.Port).
+	// ago; the gateways' (Caddy) are held for the test (testkit.Port).
 	kcFree, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := []int{kcFree, testkit.Reserve(t).Number, testkit.Reserve(t).Number}
+	ports := []int{kcFree, testkit.Reserve(t).Number, testkit.Reserve(t).Number, testkit.Reserve(t).Number, testkit.Reserve(t).Number}
 	kcPort := fmt.Sprint(ports[0])
-	local := func(s string) string { return regexp.MustCompile(`\b8081\b`).ReplaceAllString(s, kcPort) }
-	script, issuerBlock = local(script), local(issuerBlock)
+	// Keycloak's port, and the quickstart's apex port (8443) where the
+	// second gateway, the one with the authorization server, listens.
+	local := func(s string) string {
+		s = regexp.MustCompile(`\b8081\b`).ReplaceAllString(s, kcPort)
+		return regexp.MustCompile(`\b8443\b`).ReplaceAllString(s, fmt.Sprint(ports[3]))
+	}
+	script, issuerBlock := local(shBlocks[0]+"\n"+shBlocks[1]), local(caddyBlocks[0])
+	authzBlock := local(caddyBlocks[1])
+	loginSecret := randomHex(t)
+	t.Setenv("PFR_LOGIN_SECRET", loginSecret) // the gateway's {env.PFR_LOGIN_SECRET}
 
 	// Step 1 of the recipe starts Keycloak in the background; the test
 	// starts it itself (to stop it at the end) with exactly that command
@@ -88,7 +99,7 @@ func TestKeycloakRecipe(t *testing.T) {
 	work := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	env := append(os.Environ(), "HOME="+work, // kcadm keeps its login in ~/.keycloak
+	env := append(os.Environ(), "HOME="+work, // kcadm keeps its login in ~/.keycloak, PFR_LOGIN_SECRET included
 		"KC_BOOTSTRAP_ADMIN_USERNAME=admin", "KC_BOOTSTRAP_ADMIN_PASSWORD=admin",
 		"JAVA_OPTS_APPEND=-Dnet.bytebuddy.experimental=true")
 	if jh := os.Getenv("PFR_KEYCLOAK_JAVA_HOME"); jh != "" {
@@ -127,8 +138,12 @@ func TestKeycloakRecipe(t *testing.T) {
 	}
 
 	// A SMART app's login: authorization code with PKCE, as the recipe's
-	// client (my-app) and user (john) are set up.
-	tok := authorizationCode(ctx, t, kcBase+"/realms/pfr", "openid patient/*.rs fhirUser", "john", "change me")
+	// client (my-app) and user (john) are set up. Stock Keycloak gives no
+	// patient context, whatever the app asks.
+	tok := authorizationCode(ctx, t, kcBase+"/realms/pfr", "openid launch/patient patient/*.rs fhirUser", "john", "change me")
+	if tok.Patient != "" {
+		t.Errorf("Keycloak's token response has patient %q: docs/smart.md says stock Keycloak cannot give it", tok.Patient)
+	}
 	claims := jwtClaims(t, tok.AccessToken)
 	if claims["iss"] != kcBase+"/realms/pfr" || !hasString(claims["aud"], "pfr-gateway") ||
 		!slices.Contains(strings.Fields(fmt.Sprint(claims["scope"])), "patient/*.rs") || claims["fhirUser"] != "Patient/123" {
@@ -140,7 +155,50 @@ func TestKeycloakRecipe(t *testing.T) {
 
 	// A gateway with the recipe's issuer block (and no dev_issuer) takes
 	// the token: the record is created, read, and the scopes hold.
-	caddyfile := fmt.Sprintf(`{
+	caddyfile := gatewayCaddyfile(ports[1], ports[2], issuerBlock)
+	gw := startQuickstart(ctx, t, pfrBinary(t), work, caddyfile)
+	if _, err := gw.waitReady(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, gw.log())
+	}
+	client := gatewayClient(nil)
+	call := func(method, u, body string) (int, string) {
+		return callWith(ctx, t, client, tok.AccessToken, method, u, body)
+	}
+	apex := fmt.Sprintf("https://pfr.localhost:%d", ports[1])
+	code, body := call(http.MethodPost, apex+"/pfr/v1/records", recordJohn)
+	if code != http.StatusCreated {
+		t.Fatalf("creating a record with Keycloak's token: %d %s", code, body)
+	}
+	fhirBase := fmt.Sprintf("https://john.pfr.localhost:%d/fhir", ports[1])
+	if code, body = call(http.MethodGet, fhirBase+"/Patient", ""); code != http.StatusOK || !strings.Contains(body, `"family":"Doe"`) {
+		t.Errorf("reading the record's Patient (patient/*.rs): %d %s", code, body)
+	}
+	if code, body = call(http.MethodPost, fhirBase+"/Observation", `{"resourceType":"Observation","status":"final","code":{"text":"x"}}`); code != http.StatusForbidden {
+		t.Errorf("writing with a read-only scope: %d %s, want 403", code, body)
+	}
+	checkKeycloakDiscovery(ctx, t, client, kcBase+"/realms/pfr", fhirBase)
+
+	// The second half: Keycloak as the login of the built-in
+	// authorization server, in a gateway of its own.
+	gw.stop()
+	work2 := filepath.Join(work, "authz")
+	if err := os.Mkdir(work2, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	gw2 := startQuickstart(ctx, t, pfrBinary(t), work2, gatewayCaddyfile(ports[3], ports[4], issuerBlock+"\n"+authzBlock))
+	if _, err := gw2.waitReady(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, gw2.log())
+	}
+	builtinWithKeycloakLogin(ctx, t, kcBase+"/realms/pfr", tok.AccessToken, ports[3], "john", "change me")
+}
+
+// recordJohn is the record the Keycloak user creates for themselves.
+const recordJohn = `{"slug":"john","relationship":"self","patient":{"resourceType":"Patient","name":[{"family":"Doe","given":["John"]}],"birthDate":"1970-01-01","gender":"male"}}`
+
+// gatewayCaddyfile is a gateway on 127.0.0.1 with Caddy's local CA and
+// the embedded store, with pfrLines in its pfr block.
+func gatewayCaddyfile(httpsPort, httpPort int, pfrLines string) string {
+	return fmt.Sprintf(`{
 	admin off
 	storage file_system ./pfr-data/caddy
 	persist_config off
@@ -170,47 +228,54 @@ https://:%[1]d {
 		}
 	}
 }
-`, ports[1], ports[2], issuerBlock)
-	gw := startQuickstart(ctx, t, pfrBinary(t), work, caddyfile)
-	if _, err := gw.waitReady(ctx); err != nil {
-		t.Fatalf("%v\n%s", err, gw.log())
-	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+`, httpsPort, httpPort, pfrLines)
+}
+
+// gatewayClient reaches the gateways on 127.0.0.1 (any name, Caddy's local
+// CA) with jar's cookies and without following redirects.
+func gatewayClient(jar http.CookieJar) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Jar: jar, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // Caddy's local CA
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			_, port, _ := net.SplitHostPort(addr)
 			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:"+port)
-		}}}
-	call := func(method, u, body string) (int, string) {
-		req, _ := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// callWith sends a request with a bearer token (none when empty) and
+// returns the status and body.
+func callWith(ctx context.Context, t *testing.T, client *http.Client, token, method, u, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	switch {
+	case strings.HasPrefix(body, "{") && strings.Contains(u, "/fhir/"):
 		req.Header.Set("Content-Type", "application/fhir+json")
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+	case strings.HasPrefix(body, "{"):
+		req.Header.Set("Content-Type", "application/json")
+	case body != "":
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	apex := fmt.Sprintf("https://pfr.localhost:%d", ports[1])
-	code, body := call(http.MethodPost, apex+"/pfr/v1/records", `{"slug":"john","relationship":"self","patient":{"resourceType":"Patient","name":[{"family":"Doe","given":["John"]}],"birthDate":"1970-01-01","gender":"male"}}`)
-	if code != http.StatusCreated {
-		t.Fatalf("creating a record with Keycloak's token: %d %s", code, body)
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fhirBase := fmt.Sprintf("https://john.pfr.localhost:%d/fhir", ports[1])
-	if code, body = call(http.MethodGet, fhirBase+"/Patient", ""); code != http.StatusOK || !strings.Contains(body, `"family":"Doe"`) {
-		t.Errorf("reading the record's Patient (patient/*.rs): %d %s", code, body)
-	}
-	if code, body = call(http.MethodPost, fhirBase+"/Observation", `{"resourceType":"Observation","status":"final","code":{"text":"x"}}`); code != http.StatusForbidden {
-		t.Errorf("writing with a read-only scope: %d %s, want 403", code, body)
-	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
 // tokenAnswer is a token endpoint's answer.
 type tokenAnswer struct {
-	AccessToken string `json:"access_token"`
-	IDToken     string `json:"id_token"`
+	AccessToken  string `json:"access_token"`
+	IDToken      string `json:"id_token"`
+	RefreshToken string `json:"refresh_token"`
+	Patient      string `json:"patient"`
+	Scope        string `json:"scope"`
 }
 
 // authorizationCode logs user in at the realm as the recipe's public client
@@ -227,6 +292,29 @@ func authorizationCode(ctx context.Context, t *testing.T, realm, scope, user, pa
 		"client_id": {"my-app"}, "redirect_uri": {redirect}, "response_type": {"code"}, "scope": {scope},
 		"state": {"s"}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
 	}.Encode()
+	code := keycloakLogin(ctx, t, authURL, user, password).Query().Get("code")
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, realm+"/protocol/openid-connect/token", strings.NewReader(url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect}, "client_id": {"my-app"}, "code_verifier": {verifier},
+	}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tok tokenAnswer
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || json.Unmarshal(body, &tok) != nil || tok.AccessToken == "" {
+		t.Fatalf("token endpoint: %d %s", res.StatusCode, body)
+	}
+	return tok
+}
+
+// keycloakLogin opens Keycloak's login page at authURL, signs user in and
+// returns where Keycloak sends the browser back (with the code).
+func keycloakLogin(ctx context.Context, t *testing.T, authURL, user, password string) *url.URL {
+	t.Helper()
+	noFollow := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
 	res, err := noFollow.Do(req)
 	if err != nil {
@@ -253,28 +341,10 @@ func authorizationCode(ctx context.Context, t *testing.T, realm, scope, user, pa
 	page, _ = io.ReadAll(res.Body)
 	_ = res.Body.Close()
 	loc, _ := url.Parse(res.Header.Get("Location"))
-	code := ""
-	if loc != nil {
-		code = loc.Query().Get("code")
-	}
-	if code == "" {
+	if loc == nil || loc.Query().Get("code") == "" {
 		t.Fatalf("login did not redirect with a code (%d, Location %q):\n%s", res.StatusCode, res.Header.Get("Location"), tail(string(page), 20))
 	}
-	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, realm+"/protocol/openid-connect/token", strings.NewReader(url.Values{
-		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect}, "client_id": {"my-app"}, "code_verifier": {verifier},
-	}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	res, err = noFollow.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var tok tokenAnswer
-	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != http.StatusOK || json.Unmarshal(body, &tok) != nil || tok.AccessToken == "" {
-		t.Fatalf("token endpoint: %d %s", res.StatusCode, body)
-	}
-	return tok
+	return loc
 }
 
 // jwtClaims decodes a JWT's payload (its signature is the gateway's to check).
