@@ -34,7 +34,9 @@ import (
 // HTTP on %[1]d, and on %[5]d TLS with certificates on demand from an ACME
 // server (Pebble: directory %[6]s, its HTTPS root %[7]s) for active
 // records only. %[2]s is the work directory, %[3]s the DSN, %[4]d the
-// upstream's port.
+// upstream's port. Its built-in authorization server's issuer is the
+// cluster's public origin, the balancer's (port %[8]d): every node serves
+// it, on the state they share.
 const clusterNode = `{
 	admin off
 	persist_config off
@@ -69,6 +71,9 @@ http://pfr.localhost:%[1]d, http://*.pfr.localhost:%[1]d {
 		upstream reverse_proxy 127.0.0.1:%[4]d
 		export {
 			lease 3s
+		}
+		authorization_server {
+			issuer http://pfr.localhost:%[8]d
 		}
 	}
 }
@@ -179,10 +184,11 @@ func newCluster(t *testing.T) *cluster {
 	}
 	t.Cleanup(pb.Stop)
 
-	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, hapiPort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}})
+	lbPort := freePort(t)
+	a := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, hapiPort, freePort(t), pb.DirectoryURL, pb.TLSRootFile, lbPort}})
 	// Node B trusts the same dev issuer key (a real deployment trusts the
 	// same OpenID provider).
-	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, hapiPort, freePort(t), pb.DirectoryURL, pb.TLSRootFile}, prepare: func(dir string) {
+	b := newGatewayWith(t, gatewayOptions{config: clusterNode, args: []any{dsn, hapiPort, freePort(t), pb.DirectoryURL, pb.TLSRootFile, lbPort}, prepare: func(dir string) {
 		key, err := os.ReadFile(filepath.Join(a.dir, "data", auth.DevIssuerFile))
 		if err != nil {
 			t.Fatal(err)
@@ -199,7 +205,6 @@ func newCluster(t *testing.T) *cluster {
 			t.Logf("node A:\n%s\nnode B:\n%s", a.logTail(15), b.logTail(15))
 		}
 	})
-	lbPort := freePort(t)
 	lb := &gatewayProcess{t: t, port: lbPort, client: newClient(), dev: a.dev}
 	startProc(t, fmt.Sprintf(balancer, lbPort, a.port, b.port), lb.apex("/pfr/v1/health"))
 	return &cluster{dsn: dsn, hapiDSN: hapiDSN, a: a, b: b, lb: lb, pebble: pb}
@@ -221,6 +226,9 @@ func TestCluster(t *testing.T) {
 	})
 	b.do("GET", b.recordURL(slug, "/Patient/"+patientID), alice, nil).Expect(t, http.StatusOK, "the Patient through B")
 	lb.do("GET", lb.recordURL(slug, "/Patient/"+patientID), alice, nil).Expect(t, http.StatusOK, "the Patient through the balancer")
+
+	// The authorization server across the nodes (cluster_authz_test.go).
+	clusterAuthz(t, c, slug, patientID)
 
 	// Bob joins through B with an invitation made on A.
 	inv := a.do("POST", a.apex("/pfr/v1/records/"+slug+"/invitations"), alice, map[string]any{"role": "viewer"}).
