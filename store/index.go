@@ -229,12 +229,19 @@ const maxLookupValues = 16
 // lookupRanges returns ranges of one value each that hold exactly the
 // keys of ranges (a range of several values is split into its values, read
 // from the index), or nil when there are more than maxLookupValues.
-func lookupRanges(ib *bolt.Bucket, tag byte, ranges []search.KeyRange) []search.KeyRange {
+func lookupRanges(ib *bolt.Bucket, tag byte, param string, ranges []search.KeyRange) []search.KeyRange {
+	if param == "_id" { // ids, not index keys
+		return ranges
+	}
 	var out []search.KeyRange
 	c := ib.Cursor()
 	for _, r := range ranges {
 		if _, ok := exactValue(r); ok {
-			out = append(out, r)
+			// Kept only when the value is in the index at all (a code
+			// searched with a system it is never written with).
+			if k, _ := c.Seek(append([]byte{tag}, r.Lo...)); k != nil && bytes.Compare(k, append([]byte{tag}, r.Hi...)) < 0 {
+				out = append(out, r)
+			}
 			continue
 		}
 		hi := append([]byte{tag}, r.Hi...)
@@ -332,7 +339,7 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		if i == driver || s.done {
 			continue
 		}
-		if lookups[i] = lookupRanges(ib, s.tag, s.ranges); lookups[i] == nil {
+		if lookups[i] = lookupRanges(ib, s.tag, s.param, s.ranges); lookups[i] == nil {
 			s.probe(budget, cands)
 		}
 	}

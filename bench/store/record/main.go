@@ -12,9 +12,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -26,12 +28,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pfrgateway/caddy-pfr/internal/hapitest"
 	"github.com/pfrgateway/caddy-pfr/store"
 )
 
 type options struct {
 	n, runs, scanRuns, writes, bulk int
 	synthea, cpuProfile             string
+	hapiN, hapiParallel             int
 }
 
 func main() {
@@ -42,6 +46,8 @@ func main() {
 	flag.IntVar(&o.writes, "writes", 100, "single-Observation writes measured per mode")
 	flag.IntVar(&o.bulk, "bulk", 5000, "Observations written in transactions of 1000 per mode")
 	flag.StringVar(&o.synthea, "synthea", "testdata/fhir/synthea", "directory of the six Synthea transaction Bundles")
+	flag.IntVar(&o.hapiN, "hapi", 0, "also load the first Synthea patient and this many generated Observations into HAPI FHIR JPA (test/hapi, started here) and run the same searches there; 0: no HAPI")
+	flag.IntVar(&o.hapiParallel, "hapi-parallel", 2, "transactions of 1000 Observations sent to HAPI at once while loading")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured searches and writes with indexes to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -187,6 +193,24 @@ func quantity(v float64, unit string) map[string]any {
 
 type query struct{ name, partition, target string }
 
+// searches are the measured searches on the large record of patient
+// (family name family), whose generated Observations end at end and
+// whose last 1000 were written between lastBatch and afterLastBatch.
+func searches(patient, family string, end, lastBatch, afterLastBatch time.Time) []query {
+	day := end.Add(-24 * time.Hour).Format("2006-01-02T15:04:05Z")
+	month := end.AddDate(0, -1, 0).Format("2006-01-02")
+	return []query{
+		{"Observation?patient=…&code=2339-0&date=ge{last day}&_count=50", "1", "/fhir/Observation?patient=Patient/" + patient + "&code=http://loinc.org|2339-0&date=ge" + day + "&_count=50"},
+		{"Observation?patient=…&code=29463-7&date=ge{last month}&_count=50", "1", "/fhir/Observation?patient=" + patient + "&code=29463-7&date=ge" + month + "&_count=50"},
+		{"Observation?code=2339-0&value-quantity=gt250&_count=50", "1", "/fhir/Observation?code=2339-0&value-quantity=gt250&_count=50"},
+		{"Observation?_sort=-date&_count=10", "1", "/fhir/Observation?_sort=-date&_count=10"},
+		{"Observation?_lastUpdated=gt{before the last 1000}&_lastUpdated=lt{after}&_count=10", "1", "/fhir/Observation?_lastUpdated=gt" + url.QueryEscape(lastBatch.Format(time.RFC3339Nano)) + "&_lastUpdated=lt" + url.QueryEscape(afterLastBatch.Format(time.RFC3339Nano)) + "&_count=10"},
+		{"Observation?subject:Patient.name={family}&code=85354-9&date=ge{last month}&_count=10 (chain)", "1", "/fhir/Observation?subject:Patient.name=" + url.QueryEscape(family) + "&code=85354-9&date=ge" + month + "&_count=10"},
+		{"Patient?_has:Observation:patient:code=85354-9 (_has)", "1", "/fhir/Patient?_has:Observation:patient:code=85354-9"},
+		{"Observation?_count=50 (a Synthea record, partition 2)", "2", "/fhir/Observation?_count=50"},
+	}
+}
+
 type row struct {
 	name               string
 	scanP50, scanP99   time.Duration
@@ -255,18 +279,7 @@ func run(o options) error {
 	time.Sleep(10 * time.Millisecond)
 	afterLastBatch := time.Now().UTC()
 
-	day := end.Add(-24 * time.Hour).Format("2006-01-02T15:04:05Z")
-	month := end.AddDate(0, -1, 0).Format("2006-01-02")
-	queries := []query{
-		{"Observation?patient=…&code=2339-0&date=ge{last day}&_count=50", "1", "/fhir/Observation?patient=Patient/" + patient + "&code=http://loinc.org|2339-0&date=ge" + day + "&_count=50"},
-		{"Observation?patient=…&code=29463-7&date=ge{last month}&_count=50", "1", "/fhir/Observation?patient=" + patient + "&code=29463-7&date=ge" + month + "&_count=50"},
-		{"Observation?code=2339-0&value-quantity=gt250&_count=50", "1", "/fhir/Observation?code=2339-0&value-quantity=gt250&_count=50"},
-		{"Observation?_sort=-date&_count=10", "1", "/fhir/Observation?_sort=-date&_count=10"},
-		{"Observation?_lastUpdated=gt{before the last 1000}&_lastUpdated=lt{after}&_count=10", "1", "/fhir/Observation?_lastUpdated=gt" + url.QueryEscape(lastBatch.Format(time.RFC3339Nano)) + "&_lastUpdated=lt" + url.QueryEscape(afterLastBatch.Format(time.RFC3339Nano)) + "&_count=10"},
-		{"Observation?subject:Patient.name={family}&code=85354-9&date=ge{last month}&_count=10 (chain)", "1", "/fhir/Observation?subject:Patient.name=" + url.QueryEscape(family) + "&code=85354-9&date=ge" + month + "&_count=10"},
-		{"Patient?_has:Observation:patient:code=85354-9 (_has)", "1", "/fhir/Patient?_has:Observation:patient:code=85354-9"},
-		{"Observation?_count=50 (a Synthea record, partition 2)", "2", "/fhir/Observation?_count=50"},
-	}
+	queries := searches(patient, family, end, lastBatch, afterLastBatch)
 	rows := make([]row, len(queries))
 	measureAll := func(s *server, runs int, set func(r *row, p50, p99 time.Duration)) error {
 		for i, q := range queries {
@@ -396,7 +409,190 @@ func run(o options) error {
 		fmt.Printf("| %s | | %s / %s | %s / %s | %.2f× slower |\n", r.name, ms(r.scanP50), ms(r.scanP99), ms(r.indexP50), ms(r.indexP99), float64(r.indexP50)/float64(max(r.scanP50, 1)))
 	}
 	fmt.Printf("\nruns: %d per search without indexes, %d with; %d single writes and %d Observations in transactions per mode.\n", o.scanRuns, o.runs, o.writes, o.bulk)
+	if o.hapiN == 0 {
+		return nil
+	}
+	hrows, hload, err := measureHAPI(o, files[0], family, end)
+	if err != nil {
+		return fmt.Errorf("HAPI: %w", err)
+	}
+	fmt.Printf("\nThe same searches against HAPI FHIR JPA (test/hapi: in-memory H2, stock settings, `Cache-Control: no-cache` so that its one-minute search cache does not answer repeats) on the first Synthea patient and %d generated Observations (the store above holds %d): loaded in %s (transactions of 1000, %d at once).\n\n", o.hapiN, o.n, hload.Round(time.Second), o.hapiParallel)
+	fmt.Println("| request | store matches | store p50 / p99 ms | HAPI matches | HAPI p50 / p99 ms | HAPI / store p50 |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for i, r := range hrows {
+		var st row
+		switch {
+		case i < len(hrows)-2:
+			for _, sr := range rows {
+				if sr.name == r.name {
+					st = sr
+				}
+			}
+		default: // the two writes, in order
+			st = writeRows[i-(len(hrows)-2)]
+		}
+		fmt.Printf("| %s | %s | %s / %s | %s | %s / %s | %.1f× |\n", r.name, st.matches, ms(st.indexP50), ms(st.indexP99), r.matches, ms(r.indexP50), ms(r.indexP99), float64(r.indexP50)/float64(max(st.indexP50, 1)))
+	}
 	return nil
+}
+
+// hapi is HAPI FHIR JPA over HTTP, answering the store's requests.
+type hapi struct {
+	base string // http://127.0.0.1:port
+	c    *http.Client
+}
+
+func (h *hapi) do(want int, method, target, partition string, body []byte) ([]byte, error) {
+	req, err := http.NewRequest(method, h.base+target, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(hapitest.PartitionHeader, partition)
+	req.Header.Set("Accept", "application/fhir+json")
+	req.Header.Set("Cache-Control", "no-cache") // no reuse of an earlier search's results
+	if body != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	res, err := h.c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != want {
+		return nil, fmt.Errorf("%s %s: %d: %.300s", method, target, res.StatusCode, raw)
+	}
+	return raw, nil
+}
+
+// measureHAPI starts HAPI, loads the first Synthea patient and o.hapiN
+// generated Observations into its partition 1 (and the last 1000 apart,
+// for _lastUpdated), and measures the searches and writes as on the
+// store. It returns one row per search, then the two write rows, and how
+// long the load took.
+func measureHAPI(o options, synthea, family string, end time.Time) ([]row, time.Duration, error) {
+	dir, err := os.MkdirTemp("", "pfr-bench-hapi-")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: dir, Jar: hapitest.JarIn(".")})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer srv.Stop()
+	h := &hapi{base: "http://" + srv.Addr, c: &http.Client{Timeout: 10 * time.Minute}}
+	body := `{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":1},{"name":"name","valueCode":"p1"}]}`
+	if _, err := h.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
+		return nil, 0, err
+	}
+	raw, err := os.ReadFile(synthea)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := h.do(http.StatusOK, http.MethodPost, "/fhir", "1", raw)
+	if err != nil {
+		return nil, 0, err
+	}
+	patient := firstPatient(resp)
+	if patient == "" {
+		return nil, 0, fmt.Errorf("no Patient in HAPI's answer to %s", synthea)
+	}
+	rng := rand.New(rand.NewPCG(14, 100000))
+	start := end.AddDate(-3, 0, 0)
+	loadStart := time.Now()
+	batches := observations(rng, patient, o.hapiN, start, end.Sub(start))
+	work := make(chan []byte)
+	errs := make(chan error, o.hapiParallel)
+	for range o.hapiParallel {
+		go func() {
+			var first error
+			for b := range work {
+				if _, err := h.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, b := range batches {
+		work <- b
+	}
+	close(work)
+	for range o.hapiParallel {
+		if err := <-errs; err != nil {
+			return nil, 0, err
+		}
+	}
+	load := time.Since(loadStart)
+	fmt.Fprintf(os.Stderr, "HAPI: loaded %d Observations in %s\n", o.hapiN, load.Round(time.Millisecond))
+	lastBatch := time.Now().UTC()
+	time.Sleep(10 * time.Millisecond)
+	for _, b := range observations(rng, patient, 1000, end, time.Hour) {
+		if _, err := h.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
+			return nil, 0, err
+		}
+	}
+	time.Sleep(10 * time.Millisecond)
+	afterLastBatch := time.Now().UTC()
+
+	var rows []row
+	for _, q := range searches(patient, family, end, lastBatch, afterLastBatch) {
+		if q.partition != "1" {
+			continue // the other records are not loaded into HAPI
+		}
+		ds, err := measure(o.runs, func(int) error {
+			_, err := h.do(http.StatusOK, http.MethodGet, q.target, q.partition, nil)
+			return err
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		count, err := h.do(http.StatusOK, http.MethodGet, q.target+"&_summary=count", q.partition, nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		rows = append(rows, row{name: q.name, indexP50: pct(ds, 0.5), indexP99: pct(ds, 0.99), matches: totalOf(count)})
+		fmt.Fprintf(os.Stderr, "HAPI %s: p50 %s ms (%s matches)\n", q.name, ms(pct(ds, 0.5)), totalOf(count))
+	}
+	one := observationsOf(rng, patient, "8867-4", o.writes, start.AddDate(-1, 0, 0), time.Hour)
+	var single [][]byte
+	for _, raw := range one {
+		var b struct {
+			Entry []struct {
+				Resource json.RawMessage `json:"resource"`
+			} `json:"entry"`
+		}
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, 0, err
+		}
+		for _, e := range b.Entry {
+			single = append(single, e.Resource)
+		}
+	}
+	ds, err := measure(len(single), func(i int) error {
+		_, err := h.do(http.StatusCreated, http.MethodPost, "/fhir/Observation", "1", single[i])
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	rows = append(rows, row{name: "POST Observation (one)", indexP50: pct(ds, 0.5), indexP99: pct(ds, 0.99)})
+	bulk := observations(rng, patient, o.bulk, start, end.Sub(start))
+	ds, err = measure(len(bulk), func(i int) error {
+		// Into the record itself (HAPI checks the reference to its
+		// Patient), after the searches were measured.
+		_, err := h.do(http.StatusOK, http.MethodPost, "/fhir", "1", bulk[i])
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	rows = append(rows, row{name: "transaction of 1000 Observations", indexP50: pct(ds, 0.5), indexP99: pct(ds, 0.99)})
+	return rows, load, nil
 }
 
 // firstPatient returns the id of the Patient a transaction response created.
