@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -51,7 +52,11 @@ func ApplyFHIRPathPatch(doc, params map[string]any) (map[string]any, error) {
 	root, _ := deepCopy(doc).(map[string]any)
 	for i, op := range ops {
 		if err := op.apply(root); err != nil {
-			return nil, Errorf(http.StatusUnprocessableEntity, CodeProcessing, "FHIRPath Patch operation %d (%s %s): %v", i, op.typ, op.path, err).
+			code := CodeProcessing
+			if errors.Is(err, fhirpath.ErrTooCostly) {
+				code = CodeTooCostly
+			}
+			return nil, Errorf(http.StatusUnprocessableEntity, code, "FHIRPath Patch operation %d (%s %s): %v", i, op.typ, op.path, err).
 				WithExpression(fmt.Sprintf("Parameters.parameter[%d]", op.param)).WithCause(err)
 		}
 	}
@@ -60,6 +65,11 @@ func ApplyFHIRPathPatch(doc, params map[string]any) (map[string]any, error) {
 
 // maxFHIRPathPatchOperations bounds the operations of one Parameters.
 const maxFHIRPathPatchOperations = 1000
+
+// patchPathEnv evaluates the paths a client wrote within a budget: nested
+// where() could otherwise cost the resource's size to the power of the
+// nesting.
+var patchPathEnv = &fhirpath.Env{MaxSteps: 100000}
 
 // fhirPathOp is one parsed FHIRPath Patch operation.
 type fhirPathOp struct {
@@ -283,7 +293,7 @@ func numberValue(v any) (float64, bool) {
 
 // apply runs one operation on root.
 func (op fhirPathOp) apply(root map[string]any) error {
-	nodes, err := op.expr.Evaluate(root)
+	nodes, err := op.expr.EvaluateEnv(root, patchPathEnv)
 	if err != nil {
 		return err
 	}
@@ -413,7 +423,7 @@ func (op fhirPathOp) listOf(nodes []fhirpath.Node, root map[string]any, ctxs map
 		if !ok {
 			return nil, "", nil, fmt.Errorf("the path finds no list")
 		}
-		pnodes, err := parentExpr.Evaluate(root)
+		pnodes, err := parentExpr.EvaluateEnv(root, patchPathEnv)
 		if err != nil {
 			return nil, "", nil, err
 		}

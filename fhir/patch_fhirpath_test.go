@@ -29,6 +29,15 @@ func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
 
 const fpIdentifiers = `"identifier":[{"system":"http://example.org","value":"value 1"},{"system":"http://example.org","value":"value 2"},{"system":"http://example.org","value":"value 3"},{"system":"http://example.org","value":"value 4"}]`
 
+// fpManyNames is a name list of n HumanNames.
+func fpManyNames(n int) string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf(`{"family":"n%d"}`, i))
+	}
+	return `"name":[` + strings.Join(out, ",") + `]`
+}
+
 func fpIDs(values ...int) string {
 	var out []string
 	for _, v := range values {
@@ -143,6 +152,11 @@ func TestApplyFHIRPathPatch(t *testing.T) {
 		{"contained by resolve", `{"resourceType":"Observation","contained":[{"resourceType":"Patient","id":"p","gender":"male"}],"subject":{"reference":"#p"}}`,
 			fpParams(fpOp("replace", "Observation.subject.resolve().gender", fpValue("valueCode", `"female"`))),
 			`{"resourceType":"Observation","contained":[{"resourceType":"Patient","id":"p","gender":"female"}],"subject":{"reference":"#p"}}`, 0},
+		{"nested where() past the budget", `{"resourceType":"Patient",` + fpManyNames(60) + `}`,
+			fpParams(fpOp("delete", "Patient.name.where(%resource.name.where(%resource.name.where(%resource.name.exists()).exists()).exists()).first()")), "", 422},
+		{"nested where() within the budget", `{"resourceType":"Patient",` + fpManyNames(20) + `}`,
+			fpParams(fpOp("delete", "Patient.name.where(%resource.name.where(%resource.name.where(%resource.name.exists()).exists()).exists()).first()")),
+			`{"resourceType":"Patient",` + strings.Replace(fpManyNames(20), `{"family":"n0"},`, "", 1) + `}`, 0},
 		{"all or nothing", `{"resourceType":"Patient","birthDate":"1920"}`,
 			fpParams(fpOp("delete", "Patient.birthDate"), fpOp("replace", "Patient.gender", fpValue("valueCode", `"male"`))), "", 422},
 

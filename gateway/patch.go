@@ -43,8 +43,11 @@ func (g *Gateway) patchToUpdate(w http.ResponseWriter, rq *request, target strin
 			return nil, err
 		}
 	}
-	patched, version, err := g.judgePatch(rq, typ, id, patch, r.Header.Get("If-Match"), target)
+	patched, version, err := g.judgePatch(rq, typ, id, patch, r.Header.Get("If-Match"))
 	if err != nil {
+		return nil, err
+	}
+	if err := fhir.OwnershipError(rq.owner().CheckWrite(http.MethodPatch, target, "", patched, g.cfg.Ownership)); err != nil {
 		return nil, err
 	}
 	out, err := json.Marshal(patched)
@@ -104,14 +107,15 @@ func (g *Gateway) conditionalPatchTarget(rq *request, typ, target string) (strin
 		"the conditional patch %s matches %d resources of this record; exactly one may match", target, len(own))
 }
 
-// judgePatch reads typ/id from the upstream, applies patch and judges the
-// result as the update it becomes: the resource read must be the record's
-// (404 otherwise, telling nothing of others), ifMatch (the client's, "" for
-// none) must name its version (412), and the result must keep its type and
-// id and pass the ownership rules for target (the request's path relative
-// to the base) and the identity rule for the record's Patient. It returns
-// the result and the version it was made from.
-func (g *Gateway) judgePatch(rq *request, typ, id string, patch *fhir.Patch, ifMatch, target string) (map[string]any, string, error) {
+// judgePatch reads typ/id from the upstream and applies patch: the
+// resource read must be the record's (404 otherwise, telling nothing of
+// others), ifMatch (the client's, "" for none) must name its version (412),
+// and the result must keep its type and id and pass the identity rule for
+// the record's Patient. It returns the result and the version it was made
+// from; the caller judges the result's ownership as the update it becomes
+// (CheckWrite for a direct patch, CheckBundle with the Bundle's aliases for
+// an entry).
+func (g *Gateway) judgePatch(rq *request, typ, id string, patch *fhir.Patch, ifMatch string) (map[string]any, string, error) {
 	current, version, err := g.fetch(rq, typ, id)
 	if err != nil {
 		return nil, "", err
@@ -131,9 +135,6 @@ func (g *Gateway) judgePatch(rq *request, typ, id string, patch *fhir.Patch, ifM
 	}
 	patched, err := patch.Apply(current)
 	if err != nil {
-		return nil, "", err
-	}
-	if err := fhir.OwnershipError(rq.owner().CheckWrite(http.MethodPatch, target, "", patched, g.cfg.Ownership)); err != nil {
 		return nil, "", err
 	}
 	if typ == "Patient" && id == rq.rec.PatientID {
@@ -156,9 +157,11 @@ func versionMatches(ifMatch, version string) bool {
 }
 
 // patchEntriesToUpdates turns every PATCH entry of a batch or transaction
-// into the PUT of its judged result (see judgePatch), with request.ifMatch
-// naming the version it was made from: the upstream applies the Bundle as
-// it is (atomically, for a transaction) and stores what was judged. The
+// into the PUT of its result (see judgePatch), with request.ifMatch naming
+// the version it was made from; the caller then judges the Bundle with
+// CheckBundle, which sees these PUTs with the Bundle's urn:uuid aliases, and
+// the upstream applies it as it is (atomically, for a transaction), storing
+// what was judged. The
 // entry's resource is a Binary holding a JSON Patch or a FHIRPath Patch
 // Parameters; request.url is Type/id or Type?criteria (one match in the
 // record). An error names the entry; nothing is written.
@@ -208,7 +211,7 @@ func (g *Gateway) patchEntry(rq *request, entry, req map[string]any) error {
 		}
 	}
 	ifMatch, _ := req["ifMatch"].(string)
-	patched, version, err := g.judgePatch(rq, in.typ, id, patch, ifMatch, in.typ+"/"+id)
+	patched, version, err := g.judgePatch(rq, in.typ, id, patch, ifMatch)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,6 @@ func TestPatchOwnership(t *testing.T) {
 			{"a Patient that is not hers", "PATCH", "/fhir/Patient/p2", ctJSONPatch, `[]`, nil, 404, ""},
 			{"her Patient's birth date without the owner's confirmation", "PATCH", "/fhir/Patient/" + wp.pid, ctFHIR,
 				fhirPathPatch("replace", "Patient.birthDate", `{"name":"value","valueDate":"1999-01-01"}`), nil, 422, ""},
-
 			{"transaction: a JSON Patch entry of her own", "POST", "/fhir", ctFHIR,
 				string(tx("transaction", entry("Observation/"+oid, binaryPatch(`[{"op":"replace","path":"/status","value":"amended"}]`), ""))), nil, 200, `"status":"amended"`},
 			{"transaction: a FHIRPath Patch entry of her own with ifMatch", "POST", "/fhir", ctFHIR,
@@ -120,6 +119,11 @@ func TestPatchOwnership(t *testing.T) {
 				string(tx("transaction", entry("Observation/"+oid, `{"resourceType":"Observation","status":"final"}`, ""))), nil, 400, ""},
 			{"batch: a patch entry re-pointing the subject", "POST", "/fhir", ctFHIR,
 				string(tx("batch", entry("Observation/"+oid, binaryPatch(`[{"op":"replace","path":"/subject/reference","value":"`+other+`"}]`), ""))), nil, 422, ""},
+			{"transaction: a patch entry referring to a Practitioner the transaction creates", "POST", "/fhir", ctFHIR,
+				string(tx("transaction",
+					`{"fullUrl":"urn:uuid:5b8e0a4e-0000-4000-8000-000000000001","resource":{"resourceType":"Practitioner","name":[{"family":"Doc"}]},"request":{"method":"POST","url":"Practitioner"}}`,
+					entry("Observation/"+oid, fhirPathPatch("add", "Observation", `{"name":"name","valueString":"performer"}`,
+						`{"name":"value","valueReference":{"reference":"urn:uuid:5b8e0a4e-0000-4000-8000-000000000001"}}`), ""))), nil, 200, `"performer":[{"reference":"Practitioner/`},
 		} {
 			before := read()
 			r := wp.do(t, c.method, patchHost, c.path, []byte(c.body), append([]string{"Content-Type", c.contentType}, c.headers...)...)
@@ -146,6 +150,11 @@ func TestPatchOwnership(t *testing.T) {
 					t.Errorf("trusted=%v, %s: lost %s: %s", trusted, c.name, kept, after)
 				}
 			}
+		}
+		// The owner confirms a change of her Patient's identity, by patch too.
+		if r := wp.do(t, "PATCH", patchHost, "/fhir/Patient/"+wp.pid, []byte(fhirPathPatch("replace", "Patient.birthDate", `{"name":"value","valueDate":"1970-01-02"}`)),
+			"Content-Type", ctFHIR, "X-PFR-Identity-Change", "confirm"); r.Code != http.StatusOK || !strings.Contains(r.Body.String(), `"birthDate":"1970-01-02"`) {
+			t.Errorf("trusted=%v: the owner's confirmed patch of her birth date: %d %.300s", trusted, r.Code, r.Body)
 		}
 	}
 }

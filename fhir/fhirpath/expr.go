@@ -1,6 +1,7 @@
 package fhirpath
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -53,7 +54,17 @@ type Env struct {
 	// Resolve, if set, resolves references that the built-in rules cannot,
 	// such as "urn:uuid:…" entries of a Bundle being written.
 	Resolve Resolver
+	// MaxSteps, if positive, bounds the criteria evaluations of one
+	// evaluation (each item that where() or exists() tests is one step,
+	// nested ones included): an expression written by a client
+	// (FHIRPath Patch) could otherwise nest where() into work that grows
+	// as the resource's size to the power of the nesting. Past it the
+	// evaluation fails with ErrTooCostly.
+	MaxSteps int
 }
+
+// ErrTooCostly is the error of an evaluation that exceeded Env.MaxSteps.
+var ErrTooCostly = errors.New("the expression needs too much work on this resource")
 
 // Expr is a compiled FHIRPath expression. It is immutable and safe for
 // concurrent use.
@@ -157,4 +168,14 @@ func resourceNode(res map[string]any) Node {
 type evalContext struct {
 	env      *Env
 	resource Node
+	steps    int
+}
+
+// step counts one criteria evaluation against Env.MaxSteps.
+func (c *evalContext) step() error {
+	c.steps++
+	if c.env.MaxSteps > 0 && c.steps > c.env.MaxSteps {
+		return ErrTooCostly
+	}
+	return nil
 }

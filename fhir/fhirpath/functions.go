@@ -84,6 +84,9 @@ func (n funcNode) eval(c *evalContext, focus []Node) ([]Node, error) {
 func where(c *evalContext, focus []Node, crit node) ([]Node, error) {
 	var out []Node
 	for _, item := range focus {
+		if err := c.step(); err != nil {
+			return nil, err
+		}
 		res, err := crit.eval(c, []Node{item})
 		if err != nil {
 			return nil, fmt.Errorf("where(): %w", err)
