@@ -137,3 +137,47 @@ test('errors are OperationOutcomes', async () => {
   const other = new Client({ baseUrl, customHeaders: { 'X-Request-Partition-IDs': '987654' } });
   assert.equal(await status(other.read({ resourceType: 'Patient', id: 'x' })), 404);
 });
+
+test('patch: JSON Patch, FHIRPath Patch, If-Match', async () => {
+  const created = await client.create({
+    resourceType: 'Observation',
+    body: { resourceType: 'Observation', status: 'preliminary', code: { text: family }, valueQuantity: { value: 5.10, unit: 'mg' } },
+  });
+  const patched = await client.patch({
+    resourceType: 'Observation',
+    id: created.id,
+    JSONPatch: [{ op: 'replace', path: '/status', value: 'final' }],
+    headers: { 'If-Match': 'W/"1"' },
+  });
+  assert.equal(patched.status, 'final');
+  assert.equal(patched.meta.versionId, '2');
+
+  const fhirPath = await client.request(`Observation/${created.id}`, {
+    method: 'PATCH',
+    options: { headers: { 'Content-Type': 'application/fhir+json' } },
+    body: {
+      resourceType: 'Parameters',
+      parameter: [{
+        name: 'operation',
+        part: [
+          { name: 'type', valueCode: 'add' },
+          { name: 'path', valueString: 'Observation' },
+          { name: 'name', valueString: 'note' },
+          { name: 'value', valueAnnotation: { text: 'patched by fhir-kit-client' } },
+        ],
+      }],
+    },
+  });
+  assert.equal(fhirPath.note[0].text, 'patched by fhir-kit-client');
+  assert.equal(fhirPath.meta.versionId, '3');
+
+  // A stale version is refused with 412; a failed test with 422.
+  assert.equal(await status(client.patch({
+    resourceType: 'Observation', id: created.id, JSONPatch: [], headers: { 'If-Match': 'W/"1"' },
+  })), 412);
+  assert.equal(await status(client.patch({
+    resourceType: 'Observation', id: created.id, JSONPatch: [{ op: 'test', path: '/status', value: 'preliminary' }],
+  })), 422);
+  const read = await client.read({ resourceType: 'Observation', id: created.id });
+  assert.equal(read.meta.versionId, '3');
+});
