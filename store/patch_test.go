@@ -141,6 +141,12 @@ func TestConditionalPatch(t *testing.T) {
 	if !strings.Contains(string(r.Body), `"id":"a"`) || !strings.Contains(string(r.Body), `"amended"`) {
 		t.Fatalf("%s", r.Body)
 	}
+	// The indexes follow the patch (it is written like any update).
+	for q, want := range map[string]string{"status=amended": `"total":1`, "status=final": `"total":1`, "status=amended&identifier=two": `"total":0`} {
+		if r := s.must(200, "GET", "/fhir/Observation?"+q, "DEFAULT", nil); !strings.Contains(string(r.Body), want) {
+			t.Fatalf("%s after the patch: %s", q, r.Body)
+		}
+	}
 	expectOutcome(t, s.do("PATCH", "/fhir/Observation?identifier=three", "DEFAULT", `[]`, jp...), 404, "matches no resource")
 	expectOutcome(t, s.do("PATCH", "/fhir/Observation?status=final,amended", "DEFAULT", `[]`, jp...), 412, "matches 2")
 }
