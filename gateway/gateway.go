@@ -189,8 +189,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream)
 	up = g.guard(up)
 	host := normalizeHost(hostOnly(r.Host))
 	switch {
-	case host == g.cfg.BaseDomain && g.cfg.Authz != nil && authz.IsEndpoint(r.URL.Path),
-		strings.HasSuffix(host, "."+g.cfg.BaseDomain) && g.cfg.Authz != nil && authz.IsRecordEndpoint(r.URL.Path):
+	case host == g.cfg.BaseDomain && g.cfg.Authz != nil && authz.IsEndpoint(r.URL.Path):
 		g.serveAuthz(w, r, up)
 	case host == g.cfg.BaseDomain && g.apex != nil:
 		g.apex.ServeApex(w, r, up)
@@ -200,6 +199,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, up Upstream)
 		slug := strings.TrimSuffix(host, "."+g.cfg.BaseDomain)
 		if strings.Contains(slug, ".") || tenancy.ValidateSlug(slug) != nil {
 			fhir.WriteError(w, unknownHost(host))
+			return nil
+		}
+		if g.cfg.Authz != nil && authz.IsRecordEndpoint(r.URL.Path) {
+			g.serveAuthz(w, r, up) // the record's own token endpoint
 			return nil
 		}
 		g.serveRecord(w, r, up, slug)
