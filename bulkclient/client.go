@@ -401,7 +401,6 @@ func (c *Client) credentials(req *http.Request, home string, token bool) {
 	}
 }
 
-
 // httpError reads what an OperationOutcome says.
 func httpError(status int, body []byte) error {
 	var oo struct {
