@@ -37,8 +37,9 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
  *
  * <p>HAPI's own Bulk Data export ({@code $export}, {@code Patient/$export},
  * {@code $export-poll-status}, files as Binary resources) is on, per
- * partition: in header mode the export of partition N is asked for with
- * {@code X-Request-Partition-IDs: N}, and its job and files stay in N.
+ * partition: the export of partition N is asked for with
+ * {@code X-Request-Partition-IDs: N} (header mode) or at {@code /fhir/N/$export}
+ * (url mode, N the partition's name), and its job and files stay in N.
  * It listens on 127.0.0.1 only and prints {@code HAPI ready} once it serves.
  */
 public final class HapiTestServer {
@@ -143,20 +144,20 @@ public final class HapiTestServer {
 				spring.getBean(JpaStorageSettings.class), spring.getBean(ISearchParamRegistry.class),
 				spring.getBean(IValidationSupport.class)));
 
-		PartitionSettings partitions = spring.getBean(PartitionSettings.class);
+		// The partition interceptor goes on HAPI's JPA-wide interceptor
+		// service, not the servlet's own: a REST request consults both,
+		// but a batch job's steps (a bulk export's) only the JPA one.
+		// There the interceptor also keeps the kick-off's partition (header
+		// or tenant) with the job and gives it back to each step's request
+		// (STORAGE_PRESTORAGE_BATCH_JOB_CREATE,
+		// STORAGE_BATCH_TASK_NEW_REQUEST_DETAILS); registered on the servlet
+		// only, a step's reads ask for a partition nobody names (HAPI-1319).
+		IInterceptorService jpa = spring.getBean(IInterceptorService.class);
 		if (mode.equals("url")) {
 			server.setTenantIdentificationStrategy(new UrlBaseTenantIdentificationStrategy());
-			server.registerInterceptor(spring.getBean(RequestTenantPartitionInterceptor.class));
+			jpa.registerInterceptor(spring.getBean(RequestTenantPartitionInterceptor.class));
 		} else {
-			// On HAPI's JPA-wide interceptor service, not the servlet's own:
-			// a REST request consults both, but a batch job's steps (a bulk
-			// export's) only the JPA one. There the interceptor also keeps
-			// the kick-off's partition header with the job and gives it
-			// back to each step's request (STORAGE_PRESTORAGE_BATCH_JOB_CREATE,
-			// STORAGE_BATCH_TASK_NEW_REQUEST_DETAILS); registered on the
-			// servlet only, a step's reads ask for a partition nobody names
-			// (HAPI-1319).
-			spring.getBean(IInterceptorService.class).registerInterceptor(new RequestHeaderPartitionInterceptor(partitions));
+			jpa.registerInterceptor(new RequestHeaderPartitionInterceptor(spring.getBean(PartitionSettings.class)));
 		}
 		return server;
 	}
