@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"mime"
@@ -49,6 +50,10 @@ func ParsePatch(contentType string, body []byte) (*Patch, error) {
 		}
 		return &Patch{jsonPatch: body}, nil
 	case "application/fhir+json", "application/json":
+		if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '[' {
+			return nil, Errorf(http.StatusUnsupportedMediaType, CodeNotSupported,
+				"this body is a JSON Patch: send it with Content-Type: %s (%q is for a FHIRPath Patch Parameters)", MediaTypeJSONPatch, contentType)
+		}
 		params, err := DecodeResource(body)
 		if err != nil {
 			return nil, err

@@ -283,10 +283,11 @@ func TestParsePatch(t *testing.T) {
 		get    func() (*Patch, error)
 		status int
 	}{
-		"xml":                {func() (*Patch, error) { return ParsePatch("application/fhir+xml", []byte(`<Parameters/>`)) }, http.StatusUnsupportedMediaType},
-		"no content type":    {func() (*Patch, error) { return ParsePatch("", []byte(jsonPatch)) }, http.StatusUnsupportedMediaType},
-		"merge patch":        {func() (*Patch, error) { return ParsePatch("application/merge-patch+json", []byte(`{}`)) }, http.StatusUnsupportedMediaType},
-		"json patch invalid": {func() (*Patch, error) { return ParsePatch("application/json-patch+json", []byte(`[{"op":"x"}]`)) }, http.StatusBadRequest},
+		"xml":                     {func() (*Patch, error) { return ParsePatch("application/fhir+xml", []byte(`<Parameters/>`)) }, http.StatusUnsupportedMediaType},
+		"json patch as fhir+json": {func() (*Patch, error) { return ParsePatch("application/fhir+json", []byte(" \n"+jsonPatch)) }, http.StatusUnsupportedMediaType},
+		"no content type":         {func() (*Patch, error) { return ParsePatch("", []byte(jsonPatch)) }, http.StatusUnsupportedMediaType},
+		"merge patch":             {func() (*Patch, error) { return ParsePatch("application/merge-patch+json", []byte(`{}`)) }, http.StatusUnsupportedMediaType},
+		"json patch invalid":      {func() (*Patch, error) { return ParsePatch("application/json-patch+json", []byte(`[{"op":"x"}]`)) }, http.StatusBadRequest},
 		"duplicate member": {func() (*Patch, error) {
 			return ParsePatch("application/json-patch+json", []byte(`[{"op":"add","op":"remove","path":"/a"}]`))
 		}, http.StatusBadRequest},
