@@ -91,8 +91,10 @@ func resolveIncludes(q *search.Query, page []map[string]any, src includeSource) 
 			}
 		}
 		targets := map[string]bool{}
+		var targetList []string
 		for _, res := range frontier {
 			targets[refOf(res)] = true
+			targetList = append(targetList, refOf(res))
 		}
 		for _, inc := range q.RevIncludes {
 			if round > 0 && !inc.Iterate {
@@ -103,13 +105,13 @@ func resolveIncludes(q *search.Query, page []map[string]any, src includeSource) 
 				sources = searchparam.ResourceTypes()
 			}
 			for _, st := range sources {
-				err := src.Scan(st, func(cand map[string]any) bool {
+				check := func(cand map[string]any) bool {
 					if !seen[refOf(cand)] && slices.ContainsFunc(inc.References(cand), func(ref string) bool { return targets[ref] }) {
 						add(cand)
 					}
 					return true
-				})
-				if err != nil {
+				}
+				if err := revIncludeScan(src, inc, st, targetList, check); err != nil {
 					return nil, err
 				}
 			}
@@ -119,6 +121,26 @@ func resolveIncludes(q *search.Query, page []map[string]any, src includeSource) 
 	}
 	return out, nil
 }
+
+// revIncludeScan calls fn with the resources of sourceType that may refer
+// to targets through inc: through the index, once per reference parameter
+// inc reads (a resource may come more than once), else every resource.
+func revIncludeScan(src includeSource, inc search.Include, sourceType string, targets []string, fn func(map[string]any) bool) error {
+	is, ok := src.(search.IndexedSource)
+	if !ok || len(targets) > maxRevIncludeTargets {
+		return src.Scan(sourceType, fn)
+	}
+	for _, f := range inc.RevIncludeFilters(sourceType, targets) {
+		if err := is.ScanIndexed(sourceType, []search.IndexFilter{f}, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxRevIncludeTargets bounds the targets a _revinclude looks up in the
+// index (one range each); beyond, it reads every source resource once.
+const maxRevIncludeTargets = 10000
 
 // refOf is "Type/id" of a decoded resource.
 func refOf(res map[string]any) string {

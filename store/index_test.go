@@ -428,3 +428,70 @@ func TestIndexBuiltOnOpen(t *testing.T) {
 		t.Errorf("a second Open indexed again: %v", logs)
 	}
 }
+
+// _revinclude reads its sources through the index (one filter per
+// reference parameter): it includes exactly what reading every resource
+// of the source types includes, with references written relative,
+// absolute, versioned and as urn:uuid.
+func TestRevIncludeThroughIndex(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "store.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ixData(t, db, rand.New(rand.NewPCG(14, 7)), 200)
+	e := newSearchEngine()
+	total := 0
+	for _, q := range []string{
+		"_revinclude=Observation:subject", "_revinclude=Observation:patient", "_revinclude=Observation:subject:Patient",
+		"_revinclude=*", "_revinclude=Condition:subject&_revinclude:iterate=Observation:subject",
+		"_revinclude=RiskAssessment:*", "gender=male&_revinclude=Condition:patient",
+	} {
+		params, _ := url.ParseQuery(q)
+		plan, err := e.plan("Patient", params, true)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		err = db.view(defaultPartitionKey, func(p *ptx) error {
+			ids, err := run(p, "Patient", plan, nil)
+			if err != nil {
+				return err
+			}
+			var page []map[string]any
+			for _, id := range ids {
+				res, err := decodeForSearch(p.currentBody("Patient", id))
+				if err != nil {
+					return err
+				}
+				page = append(page, res)
+			}
+			got, err := plan.include(page, partitionSource{p, nil})
+			if err != nil {
+				return err
+			}
+			want, err := plan.include(page, scanOnly{partitionSource{p, nil}})
+			if err != nil {
+				return err
+			}
+			refs := func(list []map[string]any) []string {
+				var out []string
+				for _, r := range list {
+					out = append(out, refOf(r))
+				}
+				slices.Sort(out)
+				return out
+			}
+			if g, w := refs(got), refs(want); !slices.Equal(g, w) {
+				t.Errorf("%s: through the index %d %v, reading everything %d %v", q, len(g), g, len(w), w)
+			}
+			total += len(want)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if total < 100 {
+		t.Errorf("only %d resources included in all", total)
+	}
+}

@@ -1,6 +1,8 @@
 package search
 
 import (
+	"strings"
+
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 )
@@ -88,4 +90,33 @@ func (inc Include) nodes(res map[string]any) []fhirpath.Node {
 		return nil
 	}
 	return evaluate(p, res)
+}
+
+// RevIncludeFilters returns index filters for a _revinclude of inc from
+// resources of sourceType to targets ("Type/id"): one per reference
+// parameter inc reads on sourceType (every one for *), each holding the
+// reference keys of the targets. A resource inc includes for one of the
+// targets has a key in at least one of them (not necessarily in all: they
+// are alternatives, not a conjunction).
+func (inc Include) RevIncludeFilters(sourceType string, targets []string) []IndexFilter {
+	if inc.SourceType != "" && inc.SourceType != sourceType {
+		return nil
+	}
+	var ranges []KeyRange
+	for _, ref := range targets {
+		typ, id, ok := strings.Cut(ref, "/")
+		if ok && (inc.TargetType == "" || inc.TargetType == typ) {
+			ranges = append(ranges, refRange(id, typ))
+		}
+	}
+	if len(ranges) == 0 {
+		return nil
+	}
+	var out []IndexFilter
+	for _, p := range searchparam.ForType(sourceType) {
+		if p.Type == searchparam.TypeReference && p.Expression != "" && (inc.Param == "*" || inc.Param == p.Code) {
+			out = append(out, IndexFilter{Param: p.Code, Ranges: ranges})
+		}
+	}
+	return out
 }
