@@ -525,8 +525,8 @@ func startExport(t *testing.T, g *gatewayProcess, token, slug string) string {
 
 // checkExportOn polls an export's status on node g until it is complete
 // and reads its files there: every resource once, the record's Patient
-// and Observations among them.
-func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) {
+// and Observations among them. It returns the count of each type.
+func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) map[string]int {
 	t.Helper()
 	var m struct {
 		Output []struct {
@@ -569,5 +569,6 @@ func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) {
 	if types["Patient"] != 1 || types["Observation"] == 0 {
 		t.Errorf("the export holds %v", types)
 	}
-	t.Logf("the export started on the killed node, finished by the other %.1fs later: %v", time.Since(started).Seconds(), types)
+	t.Logf("the export, its node killed, finished %.1fs later: %v", time.Since(started).Seconds(), types)
+	return types
 }

@@ -82,3 +82,56 @@ func (g *gatewayProcess) waitProgress(token, status, phase string) {
 	}
 	g.t.Fatalf("the import never said %q", phase)
 }
+
+// TestExportKilled SIGKILLs a single gateway while it runs an export it
+// acknowledged (202), as it reads the record: after the restart the job
+// resumes at the first type not yet complete, and the manifest's files
+// hold every resource of the record exactly once.
+func TestExportKilled(t *testing.T) {
+	g := newGateway(t)
+	owner := g.token("exporter")
+	const slug, n = "killed-export", 400
+	g.createRecord(owner, slug, map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": "Kill", "given": []any{"Kai"}}},
+		"gender": "male", "birthDate": "1980-08-08"})
+	var ndjson bytes.Buffer
+	ndjson.WriteString(`{"resourceType":"Patient","id":"src","name":[{"family":"Kill","given":["Kai"]}],"gender":"male","birthDate":"1980-08-08"}` + "\n")
+	for i := range n {
+		fmt.Fprintf(&ndjson, `{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"exported %d"},"subject":{"reference":"Patient/src"}}`+"\n", i, i)
+		fmt.Fprintf(&ndjson, `{"resourceType":"Condition","id":"c%d","code":{"text":"exported %d"},"subject":{"reference":"Patient/src"}}`+"\n", i, i)
+	}
+	res, err := g.sendWith(context.Background(), "POST", g.apex("/pfr/v1/records/"+slug+"/import"), owner, ndjson.Bytes(),
+		http.Header{"Content-Type": {"application/fhir+ndjson"}})
+	if err != nil || res.Status != http.StatusAccepted {
+		t.Fatalf("loading the record: %v %d %.300s", err, res.Status, res.Raw)
+	}
+	loc := res.Header.Get("Content-Location")
+	began := time.Now()
+	g.waitDone(owner, g.apex(loc[strings.Index(loc, "/pfr/v1/"):]))
+	t.Logf("loaded in %.1fs", time.Since(began).Seconds())
+
+	status := startExport(t, g, owner, slug)
+	time.Sleep(rand.N(300 * time.Millisecond))
+	g.restart()
+	types := checkExportOn(t, g, owner, slug, status)
+	if types["Observation"] != n || types["Condition"] != n || types["Patient"] != 1 {
+		t.Errorf("the export holds %v, want %d Observations, %d Conditions and the Patient", types, n, n)
+	}
+	if !g.logHasLine("resuming a bulk export left unfinished") {
+		t.Errorf("the restarted gateway did not resume the export:\n%s", g.logTail(20))
+	}
+}
+
+// waitDone polls an import's status until it is complete.
+func (g *gatewayProcess) waitDone(token, status string) {
+	g.t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		res := g.do("GET", status, token, nil)
+		if res.Status == http.StatusOK {
+			return
+		}
+		if res.Status != http.StatusAccepted {
+			g.t.Fatalf("the import failed: %d %.300s", res.Status, res.Raw)
+		}
+	}
+	g.t.Fatal("the import did not end")
+}
