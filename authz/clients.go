@@ -319,7 +319,6 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	out := s.clientInfo(c, rat)
 	if secret != "" {
 		out["client_secret"] = secret
-		out["client_secret_expires_at"] = 0
 	}
 	s.serveJSON(w, http.StatusCreated, out, false)
 }
@@ -336,6 +335,9 @@ func (s *Server) clientInfo(c *Client, registrationToken string) map[string]any 
 	}
 	if c.RedirectURIs == nil {
 		out["redirect_uris"] = []string{}
+	}
+	if c.SecretHash != "" {
+		out["client_secret_expires_at"] = 0 // required where a secret was issued; it never expires
 	}
 	if c.Scope != "" {
 		out["scope"] = c.Scope

@@ -224,7 +224,7 @@ func TestClientManagementSecretsAndKeys(t *testing.T) {
 	if conf.secret == "" {
 		t.Fatal("no secret")
 	}
-	if res, out := e.manage("GET", conf.uri, conf.token, nil); res.status != http.StatusOK || out["client_secret"] != nil {
+	if res, out := e.manage("GET", conf.uri, conf.token, nil); res.status != http.StatusOK || out["client_secret"] != nil || out["client_secret_expires_at"] != float64(0) {
 		t.Errorf("read shows the secret: %s", res.body)
 	}
 	if res, out := e.manage("PUT", conf.uri, conf.token, map[string]any{"client_id": conf.id, "client_secret": "x" + conf.secret, "redirect_uris": []string{redirectB}}); res.status != http.StatusBadRequest || out["error"] != "invalid_client_metadata" {
