@@ -268,8 +268,12 @@ func (m *Manager) Job(id string) (*Job, Progress, error) {
 		return nil, Progress{}, ErrNotFound
 	}
 	m.mu.Lock()
-	p := m.progress[id]
+	p, here := m.progress[id]
 	m.mu.Unlock()
+	if !here && j.Status == StatusInProgress {
+		// Running on another node of a cluster: what its lease says.
+		p, _ = m.store.progress(id)
+	}
 	return j, p, nil
 }
 
@@ -393,7 +397,11 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		m.mu.Unlock()
 		return
 	}
-	release, lost, takeover, ok := m.store.claim(id)
+	release, lost, takeover, ok := m.store.claim(id, func() Progress {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.progress[id]
+	})
 	if !ok {
 		m.mu.Unlock()
 		return // another process (an older config, another node) runs it

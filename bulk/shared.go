@@ -33,8 +33,12 @@ type jobStore interface {
 	// runs two configs side by side), in a cluster a lease in the shared
 	// state, renewed while the job runs. takeover is true when the lease
 	// was another node's that had expired (that node died or stalled).
-	// lost is closed when the lease was lost (the job must stop).
-	claim(id string) (release func(), lost <-chan struct{}, takeover bool, ok bool)
+	// lost is closed when the lease was lost (the job must stop). Each
+	// renewal also records what progress says, for the other nodes.
+	claim(id string, progress func() Progress) (release func(), lost <-chan struct{}, takeover bool, ok bool)
+	// progress is what the node running a job last said of it (a
+	// cluster's other nodes see it with the lease); false when unknown.
+	progress(id string) (Progress, bool)
 	// keep makes a finished file of the job's working directory
 	// available wherever the job is read.
 	keep(id, name string) error
@@ -60,10 +64,12 @@ var (
 
 func (s fileStore) workDir(id string) string { return s.jobDir(id) }
 
-func (s fileStore) claim(id string) (func(), <-chan struct{}, bool, bool) {
+func (s fileStore) claim(id string, _ func() Progress) (func(), <-chan struct{}, bool, bool) {
 	unlock, ok := lockJob(s.jobDir(id))
 	return unlock, nil, false, ok
 }
+
+func (s fileStore) progress(string) (Progress, bool) { return Progress{}, false }
 
 func (s fileStore) keep(string, string) error { return nil }
 
@@ -97,10 +103,12 @@ var (
 // holds in memory at a time.
 const chunkSize = 1 << 20
 
-// lease says which node runs a job, until when.
+// lease says which node runs a job, until when, and how far it was at
+// its last renewal.
 type lease struct {
-	Node  string    `json:"node"`
-	Until time.Time `json:"until"`
+	Node     string    `json:"node"`
+	Until    time.Time `json:"until"`
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // sharedStore keeps jobs, their files (in chunks) and the leases of the
@@ -225,9 +233,14 @@ func readLease(tx kv.Tx, id string) (lease, bool) {
 // claim takes (or renews) the job's lease: free, expired, or this node's
 // own. A goroutine renews it every third of its time until release; a
 // renewal that finds another node's lease closes lost.
-func (s *sharedStore) claim(id string) (func(), <-chan struct{}, bool, bool) {
+func (s *sharedStore) claim(id string, progress func() Progress) (func(), <-chan struct{}, bool, bool) {
 	takeover := false
 	take := func(first bool) error {
+		var p *Progress
+		if progress != nil && !first { // the first claim is made under the manager's lock
+			cur := progress()
+			p = &cur
+		}
 		return s.db.Update(context.Background(), kvOwner, func(tx kv.Tx) error {
 			l, ok := readLease(tx, id)
 			if ok && l.Node != s.node && time.Now().Before(l.Until) {
@@ -238,7 +251,7 @@ func (s *sharedStore) claim(id string) (func(), <-chan struct{}, bool, bool) {
 			} else if !ok {
 				return errLeaseLost // removed: the job was cancelled
 			}
-			raw, _ := json.Marshal(lease{Node: s.node, Until: time.Now().Add(s.leaseTTL)})
+			raw, _ := json.Marshal(lease{Node: s.node, Until: time.Now().Add(s.leaseTTL), Progress: p})
 			return tx.Bucket(bucketLeases).Put([]byte(id), raw)
 		})
 	}
@@ -275,6 +288,19 @@ func (s *sharedStore) claim(id string) (func(), <-chan struct{}, bool, bool) {
 		})
 	}
 	return release, lost, takeover, true
+}
+
+// progress reads the progress a live lease holds.
+func (s *sharedStore) progress(id string) (Progress, bool) {
+	var p Progress
+	found := false
+	_ = s.db.View(context.Background(), kvOwner, func(tx kv.Tx) error {
+		if l, ok := readLease(tx, id); ok && l.Progress != nil && time.Now().Before(l.Until) {
+			p, found = *l.Progress, true
+		}
+		return nil
+	})
+	return p, found
 }
 
 func chunkKey(id, name string, i uint64) []byte {

@@ -21,8 +21,9 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestSharedStore runs on bbolt and on PostgreSQL (the cluster's state):
 // two nodes see one job; a lease lets one node run it, another takes it
-// over once the lease expired without renewal (its node died), a node
-// whose lease was taken stops (lost) and cannot save any more; files are
+// over once the lease expired without renewal (its node died), a node's
+// renewals carry its progress to the others, a node whose lease was taken
+// stops (lost) and cannot save any more; files are
 // kept in chunks and read, sought and fetched on another node; removing
 // the job removes its files and lease.
 func TestSharedStore(t *testing.T) {
@@ -63,11 +64,11 @@ func testSharedStore(t *testing.T, db kv.DB) {
 	// A lease held by a node that died: nobody else runs the job until
 	// it expires; then b takes it over, and the dead node can no longer
 	// save.
-	if _, _, _, ok := dead.claim(id); !ok {
+	if _, _, _, ok := dead.claim(id, nil); !ok {
 		t.Fatal("the first claim failed")
 	}
 	// (dead's renewals stop here: its goroutine is left to find b's lease)
-	if _, _, _, ok := b.claim(id); ok {
+	if _, _, _, ok := b.claim(id, nil); ok {
 		t.Fatal("b took a live lease")
 	}
 	var releaseB func()
@@ -77,7 +78,7 @@ func testSharedStore(t *testing.T, db kv.DB) {
 		// dead keeps renewing while its goroutine runs: stop it the way
 		// a killed process stops, by making its lease stale.
 		expire(t, db, id, "dead")
-		if releaseB, _, takeover, ok = b.claim(id); ok {
+		if releaseB, _, takeover, ok = b.claim(id, nil); ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -96,9 +97,18 @@ func testSharedStore(t *testing.T, db kv.DB) {
 
 	// A node whose lease another node took is told so.
 	releaseB()
-	releaseA, lost, _, ok := a.claim(id)
+	releaseA, lost, _, ok := a.claim(id, func() Progress { return Progress{Type: "Observation", Written: 7} })
 	if !ok {
 		t.Fatal("a cannot claim a released lease")
+	}
+	// Its renewals carry its progress to the other nodes.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if p, ok := b.progress(id); ok && p.Type == "Observation" && p.Written == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b never saw a's progress")
+		}
 	}
 	steal(t, db, id, "b")
 	select {
@@ -157,7 +167,7 @@ func testSharedStore(t *testing.T, db kv.DB) {
 	if _, err := a.open(id, "Observation.ndjson"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("the removed job's file opens: %v", err)
 	}
-	if _, _, _, ok := a.claim(id); !ok {
+	if _, _, _, ok := a.claim(id, nil); !ok {
 		t.Error("the removed job's lease is still held")
 	}
 }

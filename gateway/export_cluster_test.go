@@ -37,11 +37,12 @@ func (e *exportEnv) node(t testing.TB, name string, run bool) *exportEnv {
 
 // TestExportCluster: in a cluster (the jobs in the shared state) a status
 // URL polled on another node than the one that took the kick-off answers,
-// and that node serves the files, which its own directory never held; a
-// job whose node stopped before running it (an export, an import whose
-// upload only that node received) is run by another node.
+// with the running node's progress, and that node serves the files, which
+// its own directory never held; a job whose node stopped before running it
+// (an export, an import whose upload only that node received) is run by
+// another node.
 func TestExportCluster(t *testing.T) {
-	a := newExportEnv(t, false, gateway.BulkConfig{Node: "a", SweepEvery: 50e6})
+	a := newExportEnv(t, false, gateway.BulkConfig{Node: "a", SweepEvery: 50 * time.Millisecond, LeaseTTL: 300 * time.Millisecond})
 	alice := a.token(t, "alice", "")
 	for i := range 5 {
 		a.write(t, alice, "POST", "/Observation", observation(a.pid, fmt.Sprintf("6.%d0", i)))
@@ -64,6 +65,35 @@ func TestExportCluster(t *testing.T) {
 	if res.Code != http.StatusPartialContent || res.Body.Len() != 10 {
 		t.Errorf("a Range request on node b: %d, %d bytes", res.Code, res.Body.Len())
 	}
+	// While a job runs on one node (held in its Observation reads), the
+	// status on a node that does not run it says how far it is: the
+	// running node's lease carries its progress.
+	held := make(chan struct{})
+	hold := func(r *http.Request) {
+		if strings.Contains(r.URL.Path, "/Observation") {
+			<-held
+		}
+	}
+	a.hook.Store(&hold)
+	running := a.kickOff(t, alice, "/$export?_type=Patient,Observation")
+	watcher := a.node(t, "watcher", false)
+	progress := ""
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(progress, "reading Observation"); time.Sleep(20 * time.Millisecond) {
+		res := watcher.do(t, alice, "GET", johnHost, running, nil)
+		if res.Code != http.StatusAccepted {
+			t.Fatalf("the held export on the watching node: %d %s", res.Code, res.Body)
+		}
+		progress = res.Header().Get("X-Progress")
+	}
+	if !strings.Contains(progress, "reading Observation (type 2 of 2)") {
+		t.Errorf("a node not running the export says %q", progress)
+	}
+	close(held)
+	a.hook.Store(nil)
+	if m := watcher.poll(t, alice, running); len(m.Output) != 2 {
+		t.Errorf("the held export: %+v", m.Output)
+	}
+
 	// Node c takes kick-offs and uploads but runs no jobs (it stopped
 	// right after answering): node b runs them, and a DELETE on node b
 	// removes a job everywhere.
