@@ -5,8 +5,10 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,13 +170,30 @@ func TestClientManagement(t *testing.T) {
 	}
 	b := app{id: reg.id, redirect: redirectB}
 	pb := newPKCE()
-	if status, out := e.exchange(b, e.codeFor(b, e.base("john"), "alice", pb, fullScope), pb); status != http.StatusOK {
-		t.Fatalf("the new redirect_uri: %d %v", status, out)
+	status, tokB := e.exchange(b, e.codeFor(b, e.base("john"), "alice", pb, fullScope), pb)
+	if status != http.StatusOK {
+		t.Fatalf("the new redirect_uri: %d %v", status, tokB)
 	}
+	// (This approval replaced the first: that one's tokens are gone.)
+	access = tokB["access_token"].(string)
+	tok = tokB
 	apps, _ := e.srv.Apps(t.Context(), e.john.ID)
 	if len(apps) != 1 || apps[0].ClientName != "Diary 2" {
 		t.Errorf("apps after the update: %+v", apps)
 	}
+	// A narrower registered scope bounds the refreshes from then on.
+	res, out = e.manage("PUT", reg.uri, rotated, map[string]any{"client_id": reg.id, "client_name": "Diary 2",
+		"redirect_uris": []string{redirectB}, "grant_types": []string{"authorization_code", "refresh_token"},
+		"scope": "patient/Observation.rs offline_access"})
+	if res.status != http.StatusOK {
+		t.Fatalf("narrowing the scope: %d %s", res.status, res.body)
+	}
+	rotated = out["registration_access_token"].(string)
+	status, narrowed := e.refresh(b, tok["refresh_token"].(string), "")
+	if got := strings.Fields(fmt.Sprint(narrowed["scope"])); status != http.StatusOK || len(got) != 2 || !slices.Contains(got, "patient/Observation.rs") || !slices.Contains(got, "offline_access") {
+		t.Fatalf("refresh after narrowing: %d %v", status, narrowed)
+	}
+	tok["refresh_token"] = narrowed["refresh_token"]
 
 	// Delete, with another client's token first.
 	if res, _ := e.manage("DELETE", reg.uri, other.token, nil); res.status != http.StatusUnauthorized {

@@ -169,6 +169,15 @@ func (s *Server) refresh(ctx context.Context, client *Client, form url.Values) (
 			}
 			scope = requested
 		}
+		// The client's registered scope, if it narrowed since (RFC 7592),
+		// bounds every token from now on.
+		if limit := strings.Fields(client.Scope); len(limit) > 0 {
+			scope = slices.DeleteFunc(slices.Clone(scope), func(sc string) bool { return !slices.Contains(limit, sc) })
+			if len(scope) == 0 {
+				scopeErr = badRequest("invalid_scope", "the client's registered scope no longer covers this grant")
+				return nil, scopeErr
+			}
+		}
 		next := *old
 		next.Scope, next.Used = scope, false
 		next.Expires = old.FamilyExpires
