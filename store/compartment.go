@@ -6,6 +6,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
 )
 
 // compartmentSearch answers GET Patient/{id}/{Type}: the search of Type
@@ -22,7 +23,22 @@ func (q *request) compartmentSearch(compartment, id, typ string, params url.Valu
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
 			"%s is never in a Patient compartment", typ)
 	}
-	return q.searchWithin(typ, "/Patient/"+id+"/"+typ, params, inPatientCompartment(id))
+	return q.searchWithin(typ, "/Patient/"+id+"/"+typ, params, inPatientCompartment(id), patientCompartmentFilters(typ, id))
+}
+
+// patientCompartmentFilters are the index filters one of which every
+// resource of typ in the compartment of Patient/id has a key in: its
+// compartment parameters pointing at the patient (and for Patient, the
+// patient itself by id).
+func patientCompartmentFilters(typ, id string) []search.IndexFilter {
+	var out []search.IndexFilter
+	if typ == "Patient" {
+		out = append(out, search.IndexFilter{Param: "_id", Ranges: []search.KeyRange{search.IDRange(id)}})
+	}
+	for _, code := range fhir.PatientCompartment[typ] {
+		out = append(out, search.ReferenceFilter(code, "Patient", id))
+	}
+	return out
 }
 
 // inPatientCompartment reports whether a resource is in the compartment of

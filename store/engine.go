@@ -42,6 +42,10 @@ type searchPlan struct {
 	// sort orders matches in place per _sort (or the engine's default
 	// order); nil keeps id order.
 	sort func(matches []map[string]any)
+	// around are alternatives (any of them) that every resource the
+	// search may find has a key in (a compartment's reference
+	// parameters): the candidates when the criteria have no index filter.
+	around []search.IndexFilter
 	// readPage makes every entry of a page be read before it is sent
 	// (pages of $everything, whose references were followed, not all
 	// read); a search's matches were read or vouched for by the index.

@@ -383,6 +383,27 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	return ids, exact, true, nil
 }
 
+// unionCandidates returns, in id order, the ids of typ with a key in any
+// of filters (each read on its own); ok is false when the index cannot
+// answer one of them.
+func (p *ptx) unionCandidates(typ string, filters []search.IndexFilter) (ids []string, ok bool, err error) {
+	seen := map[string]bool{}
+	for _, f := range filters {
+		some, _, ok, err := p.indexCandidates(typ, []search.IndexFilter{f})
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		for _, id := range some {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids, true, nil
+}
+
 // intersectFactor bounds how far the other filters without few values
 // read once the driver is known: up to this many times the driver's keys
 // each (reading a key costs a small fraction of evaluating a candidate).

@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pfrgateway/caddy-pfr/fhir/search"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // The index is an optimization only: for every query, the ids a search
@@ -493,5 +494,66 @@ func TestRevIncludeThroughIndex(t *testing.T) {
 	}
 	if total < 100 {
 		t.Errorf("only %d resources included in all", total)
+	}
+}
+
+// A compartment search without filters takes its candidates from the
+// index (the compartment's reference parameters pointing at the patient):
+// for every Synthea patient and every type of its compartment, the same
+// ids as reading every resource of the type, with the other patients'
+// resources in the same partition.
+func TestCompartmentThroughIndex(t *testing.T) {
+	s := newTestServer(t)
+	var patients []string
+	for _, f := range testkit.SyntheaPaths(t) {
+		src, ids := loadSynthea(t, s, f, "DEFAULT")
+		patients = append(patients, strings.TrimPrefix(ids[patientOf(t, src)], "Patient/"))
+	}
+	types := []string{"Patient", "Observation", "Encounter", "Condition", "Claim", "ExplanationOfBenefit", "Immunization", "Procedure", "DiagnosticReport", "MedicationRequest", "CarePlan", "Organization"}
+	e := newSearchEngine()
+	total := 0
+	for _, id := range patients {
+		for _, typ := range types {
+			for _, q := range []string{"", "_sort=-_lastUpdated"} {
+				params, _ := url.ParseQuery(q)
+				plan, err := e.plan(typ, params, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				within := inPatientCompartment(id)
+				plan.orderOnly = false // as searchWithin does
+				bind := plan.bind
+				plan.bind = func(src includeSource) (search.Bound, error) {
+					b, err := bind(src)
+					match := b.Match
+					b.Match = func(res map[string]any) bool { return within(res) && match(res) }
+					b.Covered = false
+					return b, err
+				}
+				scan := *plan
+				plan.around = patientCompartmentFilters(typ, id)
+				err = s.db.view(defaultPartitionKey, func(p *ptx) error {
+					got, err := run(p, typ, plan, nil)
+					if err != nil {
+						return err
+					}
+					want, err := run(p, typ, &scan, nil)
+					if err != nil {
+						return err
+					}
+					if !slices.Equal(got, want) {
+						t.Errorf("Patient/%s/%s?%s: through the index %d, reading every resource %d", id, typ, q, len(got), len(want))
+					}
+					total += len(want)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if total < 500 {
+		t.Errorf("only %d compartment matches in all", total)
 	}
 }

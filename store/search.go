@@ -124,6 +124,10 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, erro
 		}
 	}
 	ids, exact, indexed, err := p.indexCandidates(typ, b.Filters)
+	if err == nil && !indexed && len(plan.around) > 0 {
+		ids, indexed, err = p.unionCandidates(typ, plan.around)
+		exact = make([]bool, len(ids)) // each is evaluated
+	}
 	switch {
 	case err != nil:
 		return nil, err
@@ -280,13 +284,15 @@ func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, err
 
 // search answers a type search.
 func (q *request) search(typ string, params url.Values) error {
-	return q.searchWithin(typ, "/"+typ, params, nil)
+	return q.searchWithin(typ, "/"+typ, params, nil, nil)
 }
 
 // searchWithin answers a search of typ, at path (for the self link),
 // among the resources within accepts (a compartment), or all when within
-// is nil.
-func (q *request) searchWithin(typ, path string, params url.Values, within func(map[string]any) bool) error {
+// is nil. Every resource within accepts has a key in one of the index
+// filters around (the compartment's reference parameters): they give the
+// candidates when the search itself has no index filter.
+func (q *request) searchWithin(typ, path string, params url.Values, within func(map[string]any) bool, around []search.IndexFilter) error {
 	params = searchParams(params)
 	plan, err := q.h.engine.plan(typ, params, preferStrict(q.r))
 	if err != nil {
@@ -305,6 +311,7 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 			b.Covered = false // the compartment is checked on each resource
 			return b, nil
 		}
+		plan.around = around
 	}
 	count := defaultPageSize
 	if plan.countSet {

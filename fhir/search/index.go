@@ -326,6 +326,12 @@ func IDRange(id string) KeyRange {
 	return r
 }
 
+// ReferenceFilter is the index filter of reference parameter param
+// pointing at typ/id (as param=typ/id searches it).
+func ReferenceFilter(param, typ, id string) IndexFilter {
+	return IndexFilter{Param: param, Ranges: []KeyRange{refRange(id, typ)}}
+}
+
 // refRange is every reference key of Type/id exactly.
 func refRange(id, typ string) KeyRange {
 	r := exactRange(kindRefID, clean(id)+"/"+typ)
