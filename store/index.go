@@ -359,6 +359,13 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 				continue
 			case sc.done:
 				ex, in = sc.ids[id]
+			case lookups[i] == nil && sc.param == "_lastUpdated":
+				// The record's header holds it: its keys, as the
+				// write computed them.
+				in, ex = true, false
+				if rec := p.currentRecord(typ, id); rec != nil {
+					in, ex = keysInRanges(lastUpdatedKeys(typ, recordLastUpdated(rec)), sc.ranges, id)
+				}
 			case lookups[i] == nil: // read neither to the end nor looked up
 				in = true
 			default:
@@ -381,6 +388,33 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		exact = append(exact, false)
 	}
 	return ids, exact, true, nil
+}
+
+// lastUpdatedKeys returns the index values of _lastUpdated for a resource
+// of typ written at ms (Unix milliseconds): what IndexKeys gives for the
+// meta.lastUpdated the write stamped.
+func lastUpdatedKeys(typ string, ms int64) [][]byte {
+	for _, p := range search.IndexedParams(typ) {
+		if p.Code == "_lastUpdated" {
+			res := map[string]any{"resourceType": typ, "meta": map[string]any{"lastUpdated": instant(time.UnixMilli(ms))}}
+			return search.IndexKeys(p, res)
+		}
+	}
+	return nil
+}
+
+// keysInRanges reports whether one of the index values of resource id
+// lies in one of ranges, and whether one lies in an Exact one.
+func keysInRanges(values [][]byte, ranges []search.KeyRange, id string) (in, exact bool) {
+	for _, v := range values {
+		key := append(append(bytes.Clone(v), 0), id...)
+		for _, r := range ranges {
+			if bytes.Compare(r.Lo, key) <= 0 && bytes.Compare(key, r.Hi) < 0 {
+				in, exact = true, exact || r.Exact
+			}
+		}
+	}
+	return in, exact
 }
 
 // unionCandidates returns, in id order, the ids of typ with a key in any
