@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -204,7 +203,7 @@ func sampleRSS(pid int) func() int64 {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	read := func() {
-		if v := vmRSS(pid); v > 0 {
+		if v := pfrproc.VmRSS(pid); v > 0 {
 			mu.Lock()
 			peak = max(peak, v)
 			mu.Unlock()
@@ -231,23 +230,6 @@ func sampleRSS(pid int) func() int64 {
 		defer mu.Unlock()
 		return peak
 	}
-}
-
-// vmRSS reads a process's resident set size from /proc (0 when unknown).
-func vmRSS(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 type bench struct {

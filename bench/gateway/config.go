@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"strconv"
 	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/internal/hapitest"
 )
 
 // baseDomain is the gateway's base domain: under .localhost, as the dev
@@ -78,12 +84,25 @@ func gatewaySite(scheme string, port int, p ports, workDir string, extra ...stri
 	return b.String()
 }
 
+// proxySite is (b) alone, in front of an upstream that is not this Caddy's
+// (the HAPI test server on p.store). Arguments: %[1]d upstream, %[2]d proxy.
+const proxySite = `
+http://:%[2]d {
+	reverse_proxy 127.0.0.1:%[1]d
+}
+`
+
 // caddyfile renders the bench configuration: (a), (b), (c), and (d) and
-// (e) when asked for.
-func caddyfile(p ports, workDir string, withTLS, withTrusted bool) string {
+// (e) when asked for. With external, (a) is a server of its own on
+// p.store (HAPI), and this Caddy serves (b) to (e) in front of it.
+func caddyfile(p ports, workDir string, withTLS, withTrusted, external bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, p.admin, p.gateway, p.gatewayTLS, workDir)
-	fmt.Fprintf(&b, storeAndProxySites, p.store, p.proxy, workDir)
+	if external {
+		fmt.Fprintf(&b, proxySite, p.store, p.proxy)
+	} else {
+		fmt.Fprintf(&b, storeAndProxySites, p.store, p.proxy, workDir)
+	}
 	b.WriteString(gatewaySite("http", p.gateway, p, workDir))
 	if withTLS {
 		b.WriteString(gatewaySite("https", p.gatewayTLS, p, workDir))
@@ -92,4 +111,29 @@ func caddyfile(p ports, workDir string, withTLS, withTrusted bool) string {
 		b.WriteString(gatewaySite("http", p.trusted, p, workDir, "trust_upstream_isolation", "response_filter off"))
 	}
 	return b.String()
+}
+
+// startHAPI runs the HAPI test server (partition header) for -hapi.
+func startHAPI(ctx context.Context, jar, dir string, logw io.Writer) (*hapitest.Server, error) {
+	if jar == "" {
+		var err error
+		if jar, err = hapitest.ModuleJar(ctx); err != nil {
+			return nil, fmt.Errorf("%w (or pass -hapi-jar)", err)
+		}
+	}
+	fmt.Fprintln(logw, "starting the HAPI test server …")
+	s, err := hapitest.Start(ctx, hapitest.Options{Mode: "header", Jar: jar, Dir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("starting HAPI (%s): %w", hapitest.Build, err)
+	}
+	return s, nil
+}
+
+// portOf is the port of a host:port address.
+func portOf(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(port)
 }

@@ -37,6 +37,8 @@ type options struct {
 	memProfile  string        // write an allocation profile of the gateway path here
 	profileTime time.Duration // how long to profile
 	profileKind string        // read, search or both
+	hapi        bool          // (a) is the HAPI test server instead of pfr_store
+	hapiJar     string        // its jar; "": test/hapi's
 }
 
 func main() {
@@ -53,6 +55,8 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "after measuring, load only the gateway and write what Caddy allocated meanwhile (a delta of /debug/pprof/allocs) to this file")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
 	flag.StringVar(&o.profileKind, "profilekind", "both", "the requests sent while profiling: read, search or both")
+	flag.BoolVar(&o.hapi, "hapi", false, "measure in front of the HAPI test server (test/hapi, partition header) instead of pfr_store")
+	flag.StringVar(&o.hapiJar, "hapi-jar", "", "the HAPI test server's jar (default: test/hapi's)")
 	flag.Parse()
 
 	pfrproc.Main("bench/gateway", func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
@@ -91,8 +95,18 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	defer caddy.Close()
 	list, workDir := caddy.Ports, caddy.WorkDir
 	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], trusted: list[4], admin: list[5]}
-	storeMetadata := fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", p.store)
-	if err := caddy.Start(ctx, caddyfile(p, workDir, o.https, o.trusted), storeMetadata, http.StatusOK); err != nil {
+	if o.hapi {
+		hapi, err := startHAPI(ctx, o.hapiJar, workDir, logw)
+		if err != nil {
+			return err
+		}
+		defer hapi.Stop()
+		if p.store, err = portOf(hapi.Addr); err != nil {
+			return err
+		}
+	}
+	ready := fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", p.proxy)
+	if err := caddy.Start(ctx, caddyfile(p, workDir, o.https, o.trusted, o.hapi), ready, http.StatusOK); err != nil {
 		return err
 	}
 
@@ -102,9 +116,12 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		return fmt.Errorf("%w\ncaddy log:\n%s", err, caddy.LogTail())
 	}
 	targets := benchTargets(p, fx, o)
+	if o.hapi {
+		targets[0].label = "(a) HAPI"
+	}
 
-	fmt.Fprintf(out, "bench/gateway: %d CPUs, %s %s/%s; pfr at %s; partition %s, %d Observations; -n %d -c %d -round %d -warmup %d\n",
-		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, caddy.Revision(ctx), fx.partition, len(fx.obsIDs),
+	fmt.Fprintf(out, "bench/gateway: %d CPUs, %s %s/%s; pfr at %s; upstream %s; partition %s, %d Observations; -n %d -c %d -round %d -warmup %d\n",
+		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, caddy.Revision(ctx), targets[0].label[4:], fx.partition, len(fx.obsIDs),
 		o.requests, o.concurrency, o.roundSize, o.warmup)
 
 	fmt.Fprintln(logw, "warming up (every answer decoded and checked) …")

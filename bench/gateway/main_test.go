@@ -255,7 +255,7 @@ func TestOptionsValidate(t *testing.T) {
 
 func TestCaddyfileHasEveryPath(t *testing.T) {
 	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, trusted: 1005, admin: 1006}
-	plain := caddyfile(p, "/w", false, false)
+	plain := caddyfile(p, "/w", false, false, false)
 	for _, want := range []string{"admin 127.0.0.1:1006", "default_bind 127.0.0.1", "http://:1001 {", "path /w/store.db",
 		"http://:1002 {\n\treverse_proxy 127.0.0.1:1001", "http://pfr.localhost:1003, http://*.pfr.localhost:1003",
 		"upstream reverse_proxy 127.0.0.1:1001", "dev_issuer", "data_dir /w/gateway", "root /w/caddy"} {
@@ -266,7 +266,12 @@ func TestCaddyfileHasEveryPath(t *testing.T) {
 	if strings.Contains(plain, "https://") || strings.Contains(plain, "trust_upstream_isolation") {
 		t.Errorf("optional sites are there unasked:\n%s", plain)
 	}
-	all := caddyfile(p, "/w", true, true)
+	hapi := caddyfile(p, "/w", false, false, true)
+	if strings.Contains(hapi, "pfr_store") || !strings.Contains(hapi, "http://:1002 {\n\treverse_proxy 127.0.0.1:1001") ||
+		!strings.Contains(hapi, "upstream reverse_proxy 127.0.0.1:1001") {
+		t.Errorf("in front of HAPI on 1001, want no store site and (b), (c) proxying to it:\n%s", hapi)
+	}
+	all := caddyfile(p, "/w", true, true, false)
 	for _, want := range []string{"https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
 		"http://pfr.localhost:1005, http://*.pfr.localhost:1005 {\n\tpfr {", "\t\ttrust_upstream_isolation\n"} {
 		if !strings.Contains(all, want) {

@@ -308,3 +308,13 @@ func javaBinary() (string, error) {
 func JarIn(root string) string {
 	return filepath.Join(root, "test", "hapi", "target", "hapi-test-server.jar")
 }
+
+// ModuleJar is JarIn of the caddy-pfr module the go tool finds from the
+// working directory: for commands (the benchmarks) run inside it.
+func ModuleJar(ctx context.Context) (string, error) {
+	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the caddy-pfr module for test/hapi's jar: %w", err)
+	}
+	return JarIn(strings.TrimSpace(string(root))), nil
+}

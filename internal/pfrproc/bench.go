@@ -94,6 +94,15 @@ func (b *Bench) Revision(ctx context.Context) string {
 	return Revision(ctx, b.Binary, b.built)
 }
 
+// Stop stops pfr, keeping the ports and the work directory for another
+// Start.
+func (b *Bench) Stop() {
+	if b.proc != nil {
+		b.proc.Stop()
+		b.proc = nil
+	}
+}
+
 // Close stops pfr if it runs and removes the work directory.
 func (b *Bench) Close() {
 	if b.proc != nil {

@@ -1,6 +1,7 @@
 package pfrproc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -162,4 +164,22 @@ func (p *Process) Log() (string, error) {
 		text = text[i+len(startMarker):]
 	}
 	return text, nil
+}
+
+// VmRSS returns the resident set size of process pid in bytes (VmRSS in
+// /proc/pid/status), or 0 when it cannot be read.
+func VmRSS(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
