@@ -17,12 +17,12 @@ import (
 // nil.
 func quickResourceType(entry []byte) []byte {
 	for from := 0; ; {
-		k := bytes.Index(entry[from:], []byte(`"resource"`))
+		k := indexMember(entry, from, patResource)
 		if k < 0 {
 			return nil
 		}
-		i := from + k + len(`"resource"`)
-		from = from + k + 1
+		i := k + len(`"resource"`)
+		from = k + 1
 		if i = afterSpace(entry, i, ':'); i < 0 {
 			continue
 		}
@@ -53,12 +53,12 @@ func quickResourceType(entry []byte) []byte {
 // entry, quotes included, until fn returns false.
 func quickReferences(entry []byte, fn func(quoted []byte) bool) {
 	for from := 0; ; {
-		k := bytes.Index(entry[from:], []byte(`"reference"`))
+		k := indexMember(entry, from, patReference)
 		if k < 0 {
 			return
 		}
-		i := from + k + len(`"reference"`)
-		from = from + k + 1
+		i := k + len(`"reference"`)
+		from = k + 1
 		if i = afterSpace(entry, i, ':'); i < 0 {
 			continue
 		}
@@ -81,6 +81,32 @@ func quickReferences(entry []byte, fn func(quoted []byte) bool) {
 		}
 		from = j + 1
 	}
+}
+
+// Member names QuickBelongs looks for, as indexMember searches them.
+var (
+	patResource  = []byte(`resource"`)
+	patReference = []byte(`reference"`)
+	patContained = []byte(`contained"`)
+)
+
+// indexMember returns the index of the first `"name"` (pat is `name"`) in b at or after
+// from, or -1. It looks for `name"` and then the quote before it: a quote
+// is in JSON at every few bytes, which makes it a slow first byte to
+// search for.
+func indexMember(b []byte, from int, pat []byte) int {
+	for from < len(b) {
+		k := bytes.Index(b[from+1:], pat)
+		if k < 0 {
+			return -1
+		}
+		at := from + k // the index of the quote before name, if any
+		if b[at] == '"' {
+			return at
+		}
+		from = at + 1
+	}
+	return -1
 }
 
 // afterSpace returns the index after c, when c follows i after optional
@@ -125,7 +151,7 @@ func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belong
 	t := quickResourceType(entry)
 	// An escaped member name (`"refer\u0065nce"`) would hide from the
 	// search; servers do not write them, so such entries go the slow way.
-	if t == nil || bytes.Contains(entry, []byte(`"contained"`)) || bytes.Contains(entry, []byte(`\u`)) {
+	if t == nil || indexMember(entry, 0, patContained) >= 0 || bytes.Contains(entry, []byte(`\u`)) {
 		return "", false, false
 	}
 	typ = string(t)
@@ -151,7 +177,7 @@ func (o Owner) QuickBelongs(entry []byte, p OwnershipPolicy) (typ string, belong
 			}
 		}
 		for _, base := range o.Bases {
-			if base = strings.TrimSuffix(base, "/"); base != "" && strings.HasPrefix(ref, base+"/") {
+			if base = strings.TrimSuffix(base, "/"); base != "" && len(ref) > len(base) && ref[len(base)] == '/' && strings.HasPrefix(ref, base) {
 				ref = ref[len(base)+1:]
 				break
 			}
