@@ -195,15 +195,16 @@ func benchTargets(p ports, fx *fixture, o options) []*target {
 
 // comparisons are the ratio rows for the targets present: the gateway
 // against the bare proxy (the target), the proxy against the store,
-// TLS against plain HTTP, and the gateway without response filtering
-// against the bare proxy.
+// the gateway over HTTPS against the bare proxy and against itself over
+// plain HTTP, and the gateway without response filtering against the bare
+// proxy.
 func comparisons(targets []*target) []comparison {
 	index := map[byte]int{}
 	for i, t := range targets {
 		index[t.label[1]] = i // the letter in "(a) …"
 	}
 	var cs []comparison
-	for _, pair := range []string{"cb", "ba", "ca", "dc", "eb", "ce"} {
+	for _, pair := range []string{"cb", "ba", "ca", "db", "dc", "eb", "ce"} {
 		x, okX := index[pair[0]]
 		y, okY := index[pair[1]]
 		if okX && okY {

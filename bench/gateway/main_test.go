@@ -48,7 +48,7 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("%s %s: %s requests measured, want 12", k, target, m[1])
 			}
 		}
-		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(c)", "(e)/(b)", "(c)/(e)"} {
+		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(b)", "(d)/(c)", "(e)/(b)", "(c)/(e)"} {
 			if !regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(r) + `\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s*$`).MatchString(text) {
 				t.Errorf("no %s ratio row %s", k, r)
 			}
@@ -300,5 +300,8 @@ func TestComparisons(t *testing.T) {
 	}
 	if got := names("(a) s", "(b) p", "(c) g", "(e) t"); got != "(c)/(b)=2/1 (b)/(a)=1/0 (c)/(a)=2/0 (e)/(b)=3/1 (c)/(e)=2/3" {
 		t.Errorf("without (d): %s", got)
+	}
+	if got := names("(a) s", "(b) p", "(c) g", "(d) h"); got != "(c)/(b)=2/1 (b)/(a)=1/0 (c)/(a)=2/0 (d)/(b)=3/1 (d)/(c)=3/2" {
+		t.Errorf("with (d), HTTPS against the bare proxy too: %s", got)
 	}
 }
