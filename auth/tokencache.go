@@ -10,6 +10,14 @@ import (
 // tokenCache remembers verified tokens by the SHA-256 of their bytes, so a
 // busy client does not pay for a signature check on every request. It is a
 // bounded LRU; entries also expire.
+//
+// Lookups compare digests, never tokens: the map's comparison may stop at
+// the first differing byte, but what it compares is the SHA-256 of the
+// presented token against those of verified ones, so its timing tells an
+// attacker at most how many leading bytes of two digests agree, which
+// says nothing about any token (finding a token for chosen digest bytes is
+// a preimage search). This is why no constant-time comparison is needed:
+// no secret byte is ever compared.
 type tokenCache struct {
 	mu      sync.Mutex
 	max     int

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // DefaultBufferLimit is the largest rewritten body NewResponseRewriter
@@ -51,6 +52,7 @@ type ResponseRewriter struct {
 	rewrite  bool // the body goes through stream
 	buffered bool // the rewritten body is held in buf
 	buf      bytes.Buffer
+	pooled   *[]byte // where buf's memory goes back to (bodyBuffers)
 	stream   *streamRewriter
 	in       int64 // body bytes received from the upstream
 	closed   bool
@@ -99,6 +101,8 @@ func (rw *ResponseRewriter) WriteHeader(status int) {
 		rw.startStreaming()
 	} else {
 		rw.buffered = true
+		rw.pooled = bodyBuffers.Get().(*[]byte)
+		rw.buf = *bytes.NewBuffer((*rw.pooled)[:0])
 		if err == nil && declared > 0 {
 			// Room for the body with longer URLs, in one allocation.
 			rw.buf.Grow(min(int(declared)+int(declared)/4+1024, rw.limit()))
@@ -168,9 +172,21 @@ func (rw *ResponseRewriter) Close() error {
 	rw.buffered = false
 	rw.send()
 	_, err := rw.w.Write(rw.buf.Bytes())
-	rw.buf = bytes.Buffer{}
+	// w does not keep what it was given (io.Writer): the memory is free
+	// for the next answer.
+	if b := rw.buf.Bytes(); rw.pooled != nil && cap(b) <= maxPooledBody {
+		*rw.pooled = b[:0]
+		bodyBuffers.Put(rw.pooled)
+	}
+	rw.buf, rw.pooled = bytes.Buffer{}, nil
 	return err
 }
+
+// bodyBuffers keep the memory of buffered bodies between answers, up to
+// maxPooledBody each (a read's resource is a few kilobytes).
+var bodyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBody = 1 << 20
 
 func (rw *ResponseRewriter) limit() int {
 	if rw.BufferLimit > 0 {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -137,9 +138,14 @@ func (f *filteringWriter) Close() error {
 	}
 	if f.opts.Quick != nil && f.shape == nil {
 		// The fast path judges entries: make the resource one.
-		entry := make([]byte, 0, f.held.Len()+len(`{"resource":}`))
-		entry = append(append(append(entry, `{"resource":`...), f.held.Bytes()...), '}')
-		if keep, decided := f.opts.Quick(entry); decided && keep {
+		scratch := entryScratch.Get().(*[]byte)
+		entry := append(append(append((*scratch)[:0], `{"resource":`...), f.held.Bytes()...), '}')
+		keep, decided := f.opts.Quick(entry)
+		if cap(entry) <= 1<<20 {
+			*scratch = entry[:0]
+			entryScratch.Put(scratch)
+		}
+		if decided && keep {
 			f.w.WriteHeader(f.status)
 			_, err := f.w.Write(f.held.Bytes())
 			return err
@@ -175,6 +181,10 @@ func (f *filteringWriter) Close() error {
 	_, err = f.w.Write(body)
 	return err
 }
+
+// entryScratch keeps the memory in which a single resource is made a
+// Bundle entry for the fast path, between answers.
+var entryScratch = sync.Pool{New: func() any { return new([]byte) }}
 
 // refuseUnread answers a 502 instead of a body the filter cannot read (not
 // FHIR JSON, or content-coded): passing it on would show the client what
