@@ -339,7 +339,8 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		if i == driver || s.done {
 			continue
 		}
-		if lookups[i] = lookupRanges(ib, s.tag, s.param, s.ranges); lookups[i] == nil {
+		// _lastUpdated is checked on the record headers below.
+		if lookups[i] = lookupRanges(ib, s.tag, s.param, s.ranges); lookups[i] == nil && s.param != "_lastUpdated" {
 			s.probe(budget, cands)
 		}
 	}
@@ -350,6 +351,7 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	slices.Sort(ids)
 	kept := ids[:0]
 	c := ib.Cursor()
+	updatedKeys := map[int64][][]byte{} // _lastUpdated keys by header time
 	for _, id := range ids {
 		keep, sure := true, cands[id]
 		for i, sc := range scans {
@@ -364,7 +366,11 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 				// write computed them.
 				in, ex = true, false
 				if rec := p.currentRecord(typ, id); rec != nil {
-					in, ex = keysInRanges(lastUpdatedKeys(typ, recordLastUpdated(rec)), sc.ranges, id)
+					ms := recordLastUpdated(rec)
+					if _, ok := updatedKeys[ms]; !ok {
+						updatedKeys[ms] = lastUpdatedKeys(typ, ms)
+					}
+					in, ex = keysInRanges(updatedKeys[ms], sc.ranges, id)
 				}
 			case lookups[i] == nil: // read neither to the end nor looked up
 				in = true
