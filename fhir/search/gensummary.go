@@ -10,73 +10,32 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
-	"encoding/xml"
 	"flag"
 	"fmt"
 	"go/format"
-	"io"
 	"log"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/internal/r4defs"
 )
 
-const member = "org/hl7/fhir/r4/model/profile/profiles-resources.xml"
-
-type value struct {
-	Value string `xml:"value,attr"`
-}
-
-type element struct {
-	Path      value  `xml:"path"`
-	Min       value  `xml:"min"`
-	IsSummary *value `xml:"isSummary"`
-}
-
-type structureDefinition struct {
-	ID       value     `xml:"id"`
-	Kind     value     `xml:"kind"`
-	Abstract value     `xml:"abstract"`
-	Type     value     `xml:"type"`
-	Elements []element `xml:"snapshot>element"`
-}
-
-type bundle struct {
-	Entries []struct {
-		SD *structureDefinition `xml:"resource>StructureDefinition"`
-	} `xml:"entry"`
-}
+const member = r4defs.ProfilesResources
 
 func main() {
-	home, _ := os.UserHomeDir()
-	jar := flag.String("jar", filepath.Join(home, ".m2/repository/ca/uhn/hapi/fhir/hapi-fhir-validation-resources-r4/8.8.0/hapi-fhir-validation-resources-r4-8.8.0.jar"), "HAPI's R4 validation resources jar")
+	jar := r4defs.JarFlag()
 	out := flag.String("o", "summary_gen.go", "output file")
 	flag.Parse()
-	zr, err := zip.OpenReader(*jar)
+	sds, err := r4defs.Read(*jar, member)
 	if err != nil {
-		log.Fatal(err)
-	}
-	defer zr.Close()
-	f, err := zr.Open(member)
-	if err != nil {
-		log.Fatal(err)
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		log.Fatal(err)
-	}
-	var b bundle
-	if err := xml.Unmarshal(data, &b); err != nil {
 		log.Fatal(err)
 	}
 	summary, mandatory := map[string][]string{}, map[string][]string{}
 	var types []string
-	for _, e := range b.Entries {
-		sd := e.SD
-		if sd == nil || sd.Kind.Value != "resource" || sd.Abstract.Value == "true" || sd.ID.Value != sd.Type.Value {
+	for _, sd := range sds {
+		if sd.Kind.Value != "resource" || sd.Abstract.Value == "true" || sd.ID.Value != sd.Type.Value {
 			continue
 		}
 		rt := sd.Type.Value

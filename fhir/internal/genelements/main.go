@@ -13,63 +13,29 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
-	"encoding/xml"
 	"flag"
 	"fmt"
 	"go/format"
-	"io"
 	"log"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/internal/r4defs"
 )
 
-type value struct {
-	Value string `xml:"value,attr"`
-}
-
-type element struct {
-	Path             value  `xml:"path"`
-	Max              value  `xml:"max"`
-	ContentReference *value `xml:"contentReference"`
-	Types            []struct {
-		Code value `xml:"code"`
-	} `xml:"type"`
-}
-
-type structureDefinition struct {
-	ID       value     `xml:"id"`
-	Kind     value     `xml:"kind"`
-	Abstract value     `xml:"abstract"`
-	Type     value     `xml:"type"`
-	Deriv    value     `xml:"derivation"`
-	Elements []element `xml:"snapshot>element"`
-}
-
-type bundle struct {
-	Entries []struct {
-		SD *structureDefinition `xml:"resource>StructureDefinition"`
-	} `xml:"entry"`
-}
-
 func main() {
-	home, _ := os.UserHomeDir()
-	jar := flag.String("jar", filepath.Join(home, ".m2/repository/ca/uhn/hapi/fhir/hapi-fhir-validation-resources-r4/8.8.0/hapi-fhir-validation-resources-r4-8.8.0.jar"), "HAPI's R4 validation resources jar")
+	jar := r4defs.JarFlag()
 	out := flag.String("o", "elements_gen.go", "output file")
 	flag.Parse()
-	zr, err := zip.OpenReader(*jar)
+	sds, err := r4defs.Read(*jar, r4defs.ProfilesTypes, r4defs.ProfilesResources)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer zr.Close()
 	rows := map[string]string{}
-	for _, member := range []string{"org/hl7/fhir/r4/model/profile/profiles-types.xml", "org/hl7/fhir/r4/model/profile/profiles-resources.xml"} {
-		if err := read(zr, member, rows); err != nil {
-			log.Fatal(err)
-		}
+	if err := read(sds, rows); err != nil {
+		log.Fatal(err)
 	}
 	if len(rows) < 4000 {
 		log.Fatalf("only %d elements read", len(rows))
@@ -96,24 +62,10 @@ func main() {
 }
 
 // read adds the elements of the base (non-constraint, non-abstract unless
-// a data type parent) resources and complex types of one bundle file.
-func read(zr *zip.ReadCloser, member string, rows map[string]string) error {
-	f, err := zr.Open(member)
-	if err != nil {
-		return err
-	}
-	data, err := io.ReadAll(f)
-	f.Close()
-	if err != nil {
-		return err
-	}
-	var b bundle
-	if err := xml.Unmarshal(data, &b); err != nil {
-		return fmt.Errorf("%s: %w", member, err)
-	}
-	for _, e := range b.Entries {
-		sd := e.SD
-		if sd == nil || sd.Deriv.Value == "constraint" || sd.ID.Value != sd.Type.Value {
+// a data type parent) resources and complex types of sds.
+func read(sds []*r4defs.StructureDefinition, rows map[string]string) error {
+	for _, sd := range sds {
+		if sd.Derivation.Value == "constraint" || sd.ID.Value != sd.Type.Value {
 			continue
 		}
 		switch sd.Kind.Value {
@@ -151,7 +103,7 @@ func read(zr *zip.ReadCloser, member string, rows map[string]string) error {
 				spec = "#" + ref[strings.Index(ref, "#")+1:]
 			}
 			if spec == "" {
-				return fmt.Errorf("%s: element %s has no type", member, el.Path.Value)
+				return fmt.Errorf("%s: element %s has no type", sd.ID.Value, el.Path.Value)
 			}
 			rows[path] = max + " " + spec
 		}
