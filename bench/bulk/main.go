@@ -52,28 +52,7 @@ func main() {
 }
 
 func caddyfile(port, admin int, workDir string) string {
-	return fmt.Sprintf(`{
-	admin 127.0.0.1:%[1]d
-	persist_config off
-	default_bind 127.0.0.1
-	auto_https off
-	skip_install_trust
-	storage file_system {
-		root %[2]s/caddy
-	}
-}
-
-http://%[3]s:%[4]d, http://*.%[3]s:%[4]d {
-	pfr {
-		base_domain %[3]s
-		data_dir %[2]s/gateway
-		dev_issuer
-		upstream pfr_store {
-			path %[2]s/store.db
-		}
-	}
-}
-`, admin, workDir, baseDomain, port)
+	return pfrproc.PlainGateway(admin, port, workDir, baseDomain, pfrproc.StoreUpstream(workDir))
 }
 
 // phase is one measured phase of a round.

@@ -2,7 +2,8 @@ package main
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
 )
 
 // baseDomain is the gateway's base domain: under .localhost, as the dev
@@ -24,34 +25,11 @@ type ports struct {
 // front of the embedded store, drop-off rate limits off and quotas out of
 // reach, so the bench measures the work and not the limiter.
 func caddyfile(p ports, workDir string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{
-	admin 127.0.0.1:%[1]d
-	persist_config off
-	default_bind 127.0.0.1
-	auto_https off
-	skip_install_trust
-	storage file_system {
-		root %[2]s/caddy
-	}
+	return pfrproc.PlainGateway(p.admin, p.gateway, workDir, baseDomain, fmt.Sprintf(`dropoff {
+	source_rate -1
+	record_rate -1
+	pending_per_record 100000
+	pending_bytes_per_record %d
 }
-
-http://%[3]s:%[4]d, http://*.%[3]s:%[4]d {
-	pfr {
-		base_domain %[3]s
-		data_dir %[2]s/gateway
-		dev_issuer
-		dropoff {
-			source_rate -1
-			record_rate -1
-			pending_per_record 100000
-			pending_bytes_per_record %[5]d
-		}
-		upstream pfr_store {
-			path %[2]s/store.db
-		}
-	}
-}
-`, p.admin, workDir, baseDomain, p.gateway, int64(pendingBytes))
-	return b.String()
+%s`, int64(pendingBytes), pfrproc.StoreUpstream(workDir)))
 }

@@ -172,7 +172,7 @@ func storeRun(ctx context.Context, o options, count, clients int, provision bool
 			return nil, nil, err
 		}
 	}
-	site := fmt.Sprintf("upstream pfr_store {\n\t\t\tpath %s/store.db\n\t\t}", b.WorkDir)
+	site := pfrproc.StoreUpstream(b.WorkDir)
 	started := time.Now()
 	if err := b.Start(ctx, caddyfile(admin, gwPort, b.WorkDir, site), fmt.Sprintf("http://%s:%d/pfr/v1/health", baseDomain, gwPort), 0); err != nil {
 		return nil, nil, err
@@ -235,7 +235,7 @@ func hapiRun(ctx context.Context, o options, logw io.Writer) ([]time.Duration, e
 	}
 	defer hapi.Stop()
 	gwPort, admin := b.Ports[0], b.Ports[1]
-	site := "partition header\n\t\tupstream reverse_proxy " + hapi.Addr
+	site := "partition header\nupstream reverse_proxy " + hapi.Addr
 	if err := b.Start(ctx, caddyfile(admin, gwPort, b.WorkDir, site), fmt.Sprintf("http://%s:%d/pfr/v1/health", baseDomain, gwPort), 0); err != nil {
 		return nil, err
 	}
@@ -259,26 +259,7 @@ func hapiRun(ctx context.Context, o options, logw io.Writer) ([]time.Duration, e
 
 // caddyfile is one gateway on plain HTTP with upstream lines.
 func caddyfile(admin, port int, workDir, upstream string) string {
-	return fmt.Sprintf(`{
-	admin 127.0.0.1:%[1]d
-	persist_config off
-	default_bind 127.0.0.1
-	auto_https off
-	skip_install_trust
-	storage file_system {
-		root %[2]s/caddy
-	}
-}
-
-http://%[3]s:%[4]d, http://*.%[3]s:%[4]d {
-	pfr {
-		base_domain %[3]s
-		data_dir %[2]s/gateway
-		dev_issuer
-		%[5]s
-	}
-}
-`, admin, workDir, baseDomain, port, upstream)
+	return pfrproc.PlainGateway(admin, port, workDir, baseDomain, upstream)
 }
 
 // register commits n active records, each owned by its own account of
