@@ -213,19 +213,10 @@ func (p *ptx) scanCurrentRecords(typ string, fn func(id string, rec []byte) erro
 // currentBody returns the stored JSON of the live typ/id, nil when it is
 // deleted or unknown. It must not be kept beyond the transaction.
 func (p *ptx) currentBody(typ, id string) []byte {
-	cur := p.part.Bucket(bucketCurrent)
-	if cur == nil {
-		return nil
+	if v := p.currentRecord(typ, id); v != nil {
+		return v[recordHeaderLen:]
 	}
-	tb := cur.Bucket([]byte(typ))
-	if tb == nil {
-		return nil
-	}
-	v := tb.Get([]byte(id))
-	if len(v) < recordHeaderLen || v[0] != recordKindResource {
-		return nil
-	}
-	return v[recordHeaderLen:]
+	return nil
 }
 
 // types returns every resource type that has ever been stored in the
