@@ -599,3 +599,42 @@ func TestLastUpdatedFromHeader(t *testing.T) {
 		t.Errorf("%d searches vouched for, %d hits", vouched, hits)
 	}
 }
+
+// TestTransactionReadsItsOwnIndexChanges: a transaction's index changes
+// are written when it commits (ptx.flushIndex), so a search inside the
+// same transaction must still see them: the GET entries of a transaction
+// run after its writes, and find what the writes created, changed and
+// deleted through the indexes.
+func TestTransactionReadsItsOwnIndexChanges(t *testing.T) {
+	s := newTestServer(t)
+	s.createPartition(1)
+	obs := func(id, code string) map[string]any {
+		return map[string]any{"resourceType": "Observation", "id": id, "status": "final",
+			"code": map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": code}}}}
+	}
+	put := func(id, code string) map[string]any {
+		return map[string]any{"resource": obs(id, code), "request": map[string]any{"method": "PUT", "url": "Observation/" + id}}
+	}
+	s.must(200, "POST", "/fhir", "1", map[string]any{"resourceType": "Bundle", "type": "transaction",
+		"entry": []any{put("a", "1111-1"), put("b", "1111-1")}})
+	r := s.must(200, "POST", "/fhir", "1", map[string]any{"resourceType": "Bundle", "type": "transaction",
+		"entry": []any{
+			put("a", "2222-2"), // changed: leaves 1111-1
+			put("c", "1111-1"), // new
+			map[string]any{"request": map[string]any{"method": "DELETE", "url": "Observation/b"}},
+			map[string]any{"request": map[string]any{"method": "GET", "url": "Observation?code=1111-1"}},
+			map[string]any{"request": map[string]any{"method": "GET", "url": "Observation?code=2222-2"}},
+		}}).JSON(t)
+	entries := r["entry"].([]any)
+	for i, want := range map[int]string{3: "c", 4: "a"} {
+		found := entries[i].(map[string]any)["resource"].(map[string]any)
+		var ids []string
+		es, _ := found["entry"].([]any)
+		for _, e := range es {
+			ids = append(ids, str(e, "resource", "id"))
+		}
+		if len(ids) != 1 || ids[0] != want {
+			t.Errorf("entry %d: found %v, want [%s]", i, ids, want)
+		}
+	}
+}

@@ -20,6 +20,11 @@ type ptx struct {
 	now  time.Time
 	// noIndex is Options.NoIndexes: indexes are neither kept nor read.
 	noIndex bool
+	// pending holds the index changes not yet in bbolt: type → index key
+	// → present (reindex, flushIndex); indexErr the first error writing
+	// them.
+	pending  map[string]map[string]bool
+	indexErr error
 }
 
 // view runs fn in a read-only transaction on partition key.
@@ -41,7 +46,11 @@ func (db *DB) update(key string, fn func(*ptx) error) error {
 		if err != nil {
 			return err
 		}
-		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex})
+		p := &ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex}
+		if err := fn(p); err != nil {
+			return err
+		}
+		return p.flushIndex()
 	})
 }
 

@@ -130,3 +130,40 @@ func searchObservationByPatient(b *testing.B, noIndexes bool) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "searches/s")
 }
+
+// BenchmarkTransactionSize writes one transaction Bundle of n Observations
+// per iteration into a fresh partition, as an import does: one sensor's
+// glucose readings (one code, one subject, one category), so most index
+// keys of the entries share their prefix and differ only in the random
+// id. ns/entry stays flat when a transaction's cost is linear in its size.
+func BenchmarkTransactionSize(b *testing.B) {
+	for _, mode := range []struct {
+		name      string
+		noIndexes bool
+	}{{"indexes", false}, {"no-indexes", true}} {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("%s/n=%d", mode.name, n), func(b *testing.B) {
+				h := newStore(b, mode.noIndexes)
+				body := glucoseTransaction(n)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					createPartition(b, h, i+1)
+					b.StartTimer()
+					call(b, h, http.StatusOK, http.MethodPost, "/fhir", fmt.Sprint(i+1), body)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/entry")
+			})
+		}
+	}
+}
+
+// glucoseTransaction is a transaction Bundle creating n glucose
+// Observations of one Patient (the shape of bench/bulk's record).
+func glucoseTransaction(n int) []byte {
+	var entries []string
+	for i := 0; i < n; i++ {
+		entries = append(entries, fmt.Sprintf(`{"resource":{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"2339-0","display":"Glucose"}]},"subject":{"reference":"Patient/bench"},"effectiveDateTime":"2026-01-01T00:00:00Z","valueQuantity":{"value":%d.%d0,"unit":"mg/dL","system":"http://unitsofmeasure.org","code":"mg/dL"}},"request":{"method":"POST","url":"Observation"}}`, 70+i%60, i%10))
+	}
+	return []byte(`{"resourceType":"Bundle","type":"transaction","entry":[` + strings.Join(entries, ",") + `]}`)
+}
