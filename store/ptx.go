@@ -57,11 +57,7 @@ func (db *DB) update(key string, fn func(*ptx) error) error {
 // current returns the current version of typ/id (possibly a tombstone), or
 // nil when the resource never existed.
 func (p *ptx) current(typ, id string) (*record, error) {
-	cur := p.part.Bucket(bucketCurrent)
-	if cur == nil {
-		return nil, nil
-	}
-	tb := cur.Bucket([]byte(typ))
+	tb := p.currentType(typ)
 	if tb == nil {
 		return nil, nil
 	}
@@ -162,57 +158,47 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	return rec, nil
 }
 
-// scanCurrent calls fn for every current, non-deleted resource of typ in id
-// order. fn must not keep raw beyond the call.
-func (p *ptx) scanCurrent(typ string, fn func(id string, raw []byte) error) error {
+// currentType is typ's bucket of current records, nil when typ has none.
+func (p *ptx) currentType(typ string) *bolt.Bucket {
 	cur := p.part.Bucket(bucketCurrent)
 	if cur == nil {
 		return nil
 	}
-	tb := cur.Bucket([]byte(typ))
-	if tb == nil {
-		return nil
-	}
-	return tb.ForEach(func(k, v []byte) error {
-		if len(v) < recordHeaderLen || v[0] != recordKindResource {
-			return nil
-		}
-		return fn(string(k), v[recordHeaderLen:])
-	})
+	return cur.Bucket([]byte(typ))
+}
+
+// isLive reports whether a stored record is a live resource (not a deletion).
+func isLive(v []byte) bool { return len(v) >= recordHeaderLen && v[0] == recordKindResource }
+
+// scanCurrent calls fn for every current, non-deleted resource of typ in id
+// order. fn must not keep raw beyond the call.
+func (p *ptx) scanCurrent(typ string, fn func(id string, raw []byte) error) error {
+	return p.scanCurrentRecords(typ, func(id string, rec []byte) error { return fn(id, rec[recordHeaderLen:]) })
 }
 
 // currentRecord returns the stored record (header and JSON) of the live
 // typ/id, nil when it is deleted or unknown. It must not be kept beyond
 // the transaction.
 func (p *ptx) currentRecord(typ, id string) []byte {
-	cur := p.part.Bucket(bucketCurrent)
-	if cur == nil {
-		return nil
-	}
-	tb := cur.Bucket([]byte(typ))
+	tb := p.currentType(typ)
 	if tb == nil {
 		return nil
 	}
-	v := tb.Get([]byte(id))
-	if len(v) < recordHeaderLen || v[0] != recordKindResource {
-		return nil
+	if v := tb.Get([]byte(id)); isLive(v) {
+		return v
 	}
-	return v
+	return nil
 }
 
 // scanCurrentRecords calls fn with every live record (header and JSON) of
 // typ, in id order.
 func (p *ptx) scanCurrentRecords(typ string, fn func(id string, rec []byte) error) error {
-	cur := p.part.Bucket(bucketCurrent)
-	if cur == nil {
-		return nil
-	}
-	tb := cur.Bucket([]byte(typ))
+	tb := p.currentType(typ)
 	if tb == nil {
 		return nil
 	}
 	return tb.ForEach(func(k, v []byte) error {
-		if len(v) < recordHeaderLen || v[0] != recordKindResource {
+		if !isLive(v) {
 			return nil
 		}
 		return fn(string(k), v)
