@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -257,4 +259,44 @@ func TestQuotaBytes(t *testing.T) {
 	f.mustDrop("rec1", body, "192.0.2.1")
 	_, err := f.drop("rec1", bundleJSON(t, "collection", map[string]any{"resourceType": "Basic", "text": strings.Repeat("y", 200)}), "192.0.2.1")
 	wantFHIRError(t, err, http.StatusTooManyRequests, "too many pending")
+}
+
+// TestScanBundleReadsAsDecoding: the one pass that checks a drop-off and
+// reads its heads (scanBundle) reads the same Bundle as decoding it with
+// encoding/json and reading each resource's head on its own, for real
+// documents and for names with escapes and members of the wrong type.
+func TestScanBundleReadsAsDecoding(t *testing.T) {
+	docs := map[string][]byte{
+		"escaped names": []byte(`{"resourceType":"Bundle","t\u0079pe":"collection","entry":[{"full\u0055rl":"urn:x","resource":{"resource\u0054ype":"Observation","identifier":[{"system":"s","value":"v"}],"subject":{"refer\u0065nce":"Patient/1"}}}]}`),
+		"wrong types":   []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":7,"resource":{"resourceType":"Observation","id":5,"subject":"Patient/1","patient":{"reference":["x"]}}},null,{"resource":[1]},{"request":{"method":1}}]}`),
+	}
+	for _, path := range []string{ipsPath, father, synthea, "spec/Bundle-bundle-transaction.json"} {
+		docs[path] = testkit.ReadFHIR(t, path)
+	}
+	for name, data := range docs {
+		var scanned, decoded rawBundle
+		_, typeErr, err := scanBundle(data, 64, &scanned)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		decodeErr := json.Unmarshal(data, &decoded)
+		if (typeErr == nil) != (decodeErr == nil) {
+			t.Errorf("%s: type error %v, encoding/json %v", name, typeErr, decodeErr)
+		}
+		if len(scanned.Entry) != len(decoded.Entry) || !reflect.DeepEqual(scanned.ResourceType, decoded.ResourceType) ||
+			!reflect.DeepEqual(scanned.Type, decoded.Type) || !bytes.Equal(scanned.Identifier, decoded.Identifier) {
+			t.Fatalf("%s: scanned %+v, decoded %+v", name, scanned, decoded)
+		}
+		for i := range scanned.Entry {
+			s, d := scanned.Entry[i], decoded.Entry[i]
+			if s.FullURL != d.FullURL || !bytes.Equal(s.Resource, d.Resource) || !reflect.DeepEqual(s.Request, d.Request) || !reflect.DeepEqual(s.Search, d.Search) {
+				t.Errorf("%s entry %d: scanned %+v, decoded %+v", name, i, s, d)
+			}
+			hs, errS := checkEntry(i, s, "collection")
+			hd, errD := checkEntry(i, d, "collection")
+			if testkit.JSONString(t, hs) != testkit.JSONString(t, hd) || (errS == nil) != (errD == nil) {
+				t.Errorf("%s entry %d: head %s (%v), from the decoded entry %s (%v)", name, i, testkit.JSONString(t, hs), errS, testkit.JSONString(t, hd), errD)
+			}
+		}
+	}
 }

@@ -202,10 +202,12 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		return nil, throttled(wait, "too many drop-offs for this record; retry later")
 	}
 	from = from.truncated()
-	data, facts, err := s.readAndParse(ctx, body, gzipped)
+	data, release, facts, err := s.readAndParse(ctx, body, gzipped)
 	if err != nil {
 		return nil, err
 	}
+	// The store copies the body when it commits; the buffer is reused.
+	defer release()
 
 	d := &DropOff{
 		Summary: Summary{
@@ -254,23 +256,24 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 }
 
 // readAndParse reads and validates a body, at most Limits.Concurrent at a
-// time.
-func (s *Service) readAndParse(ctx context.Context, body io.Reader, gzipped bool) ([]byte, *bundleFacts, error) {
+// time. The body is in a pooled buffer: call release when done with it.
+func (s *Service) readAndParse(ctx context.Context, body io.Reader, gzipped bool) (data []byte, release func(), facts *bundleFacts, err error) {
 	select {
 	case s.parsing <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
+		return nil, nil, nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
 	}
 	defer func() { <-s.parsing }()
-	data, err := readBody(body, gzipped, s.limits.MaxBytes)
+	data, release, err = readBody(body, gzipped, s.limits.MaxBytes)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	facts, err := parseBundle(data, s.limits)
+	facts, err = parseBundle(data, s.limits)
 	if err != nil {
-		return nil, nil, err
+		release()
+		return nil, nil, nil, err
 	}
-	return data, facts, nil
+	return data, release, facts, nil
 }
 
 // Bounds on what a drop-off keeps of its sender's words.

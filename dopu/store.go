@@ -30,7 +30,8 @@ type Store interface {
 // off again.
 type Tx interface {
 	// Create stores a new pending drop-off with its body. d.ID and
-	// d.Digest must be unused.
+	// d.Digest must be unused. body is not kept past the transaction (the
+	// caller reuses its memory).
 	Create(d *DropOff, body []byte) error
 	// Get returns the drop-off with that id, or ErrNotFound.
 	Get(id string) (*DropOff, error)

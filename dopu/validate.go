@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
@@ -86,30 +87,89 @@ func tooLarge(limit int64) error {
 
 // readBody reads the body, inflating gzip, and refuses more than limit
 // bytes before or after inflating: reading stops at limit+1 bytes, so a
-// gzip bomb never costs more than that.
-func readBody(r io.Reader, gzipped bool, limit int64) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "cannot read the body").WithCause(err)
+// gzip bomb never costs more than that. The body is read into a pooled
+// buffer (see bodyBuffers): call release when done with it.
+func readBody(r io.Reader, gzipped bool, limit int64) (data []byte, release func(), err error) {
+	raw := bodyBuffers.get()
+	if err := raw.readFrom(r, limit); err != nil {
+		raw.put()
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "cannot read the body").WithCause(err)
 	}
-	if int64(len(raw)) > limit {
-		return nil, tooLarge(limit)
+	if int64(len(raw.b)) > limit {
+		raw.put()
+		return nil, nil, tooLarge(limit)
 	}
 	if !gzipped {
-		return raw, nil
+		return raw.b, raw.put, nil
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	defer raw.put()
+	zr, err := gzip.NewReader(bytes.NewReader(raw.b))
 	if err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid gzip").WithCause(err)
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid gzip").WithCause(err)
 	}
-	data, err := io.ReadAll(io.LimitReader(zr, limit+1))
-	if int64(len(data)) > limit {
-		return nil, tooLarge(limit)
+	inflated := bodyBuffers.get()
+	err = inflated.readFrom(zr, limit)
+	if int64(len(inflated.b)) > limit {
+		inflated.put()
+		return nil, nil, tooLarge(limit)
 	}
 	if err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid gzip").WithCause(err)
+		inflated.put()
+		return nil, nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the body is not valid gzip").WithCause(err)
 	}
-	return data, nil
+	return inflated.b, inflated.put, nil
+}
+
+// bodyBuffers are the buffers bodies are read into, reused: a 2 MB body
+// read with io.ReadAll costs about 5 MB of allocations (it grows by
+// copying) and the garbage collections they bring, which show in the
+// latency's tail. Buffers above maxPooledBody are not kept.
+var bodyBuffers bufferPool
+
+const maxPooledBody = 8 << 20
+
+type bufferPool struct{ pool sync.Pool }
+
+// buffer is a pooled buffer; b is its contents.
+type buffer struct {
+	b    []byte
+	pool *bufferPool
+}
+
+func (p *bufferPool) get() *buffer {
+	if b, ok := p.pool.Get().(*buffer); ok {
+		return b
+	}
+	return &buffer{b: make([]byte, 0, 64<<10), pool: p}
+}
+
+// put returns b to its pool; b.b must not be used afterwards.
+func (b *buffer) put() {
+	if cap(b.b) <= maxPooledBody {
+		b.b = b.b[:0]
+		b.pool.pool.Put(b)
+	}
+}
+
+// readFrom reads r to its end into b.b (replacing what it held), but at
+// most limit+1 bytes, growing b.b as needed.
+func (b *buffer) readFrom(r io.Reader, limit int64) error {
+	r = io.LimitReader(r, limit+1)
+	buf := b.b[:0]
+	defer func() { b.b = buf }()
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // rawBundle is a Bundle with its entries still encoded, so that intake
@@ -126,6 +186,10 @@ type rawEntry struct {
 	Resource json.RawMessage `json:"resource"`
 	Request  *entryRequest   `json:"request"`
 	Search   *entrySearch    `json:"search"`
+	// head is the resource's head when scanned is set (scanBundle read
+	// it with the body); otherwise checkEntry reads it from Resource.
+	head    resourceHead
+	scanned bool
 }
 
 type entryRequest struct {
@@ -151,8 +215,12 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 	// What cannot round-trip (invalid UTF-8, lone surrogates, repeated
 	// members, numbers no double holds) is refused at the door, as on every
 	// write: it would be stored and then fail at pick-up. The same pass
-	// bounds the nesting.
-	if err := fhirjson.CheckDepth(data, limits.MaxDepth); err != nil {
+	// bounds the nesting and reads everything intake needs (the Bundle's
+	// head and each entry's); entries stay encoded. The full parse is at
+	// preview and pick-up.
+	var b rawBundle
+	notObject, decodeErr, err := scanBundle(data, limits.MaxDepth, &b)
+	if err != nil {
 		var fe *fhirjson.Error
 		if errors.As(err, &fe) && fe.TooDeep && limits.MaxDepth < fhirjson.MaxDepth {
 			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure,
@@ -160,11 +228,6 @@ func parseBundle(data []byte, limits Limits) (*bundleFacts, error) {
 		}
 		return nil, fhir.JSONError(err)
 	}
-	// One walk over the checked body reads everything intake needs
-	// (fhirjson.Object and Array: no decoding, each byte scanned once);
-	// entries stay encoded. The full parse is at preview and pick-up.
-	var b rawBundle
-	notObject, decodeErr := scanBundle(data, &b)
 	if notObject != "" {
 		return nil, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeStructure,
 			"the body is not a FHIR resource: the top level must not be a JSON %s", notObject)
@@ -284,8 +347,12 @@ type reference struct {
 // patches.
 func checkEntry(i int, e rawEntry, bundleType string) (entryHead, error) {
 	expr := entryExpr(i)
-	var res resourceHead
-	if err := scanResourceHead(e.Resource, &res); len(e.Resource) == 0 || e.Resource[0] != '{' || (err != nil && !isTypeError(err)) {
+	res := e.head
+	var err error
+	if !e.scanned {
+		err = scanResourceHead(e.Resource, &res)
+	}
+	if len(e.Resource) == 0 || e.Resource[0] != '{' || err != nil {
 		return entryHead{}, fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeRequired,
 			"%s has no resource; every entry of a drop-off must carry one", expr).WithExpression(expr.String() + ".resource")
 	}
@@ -320,113 +387,128 @@ func checkEntry(i int, e rawEntry, bundleType string) (entryHead, error) {
 	return h, nil
 }
 
-// scanBundle reads into b what intake needs of the Bundle in data (already
-// checked by fhirjson.Check): the top level's resourceType, type and
-// identifier, and each entry's fullUrl, resource (its bytes), request and
-// search, walking the body once without decoding it. Member names match
-// exactly, as FHIR spells them. Like encoding/json it goes on after a
-// member of the wrong JSON type and returns the first such error
-// (*json.UnmarshalTypeError, naming the field); notObject names the JSON
-// kind of a body that is not an object.
-func scanBundle(data []byte, b *rawBundle) (notObject string, typeErr error) {
-	if i := fhirjson.SkipSpace(data, 0); i < len(data) && data[i] != '{' {
-		return jsonKind(data[i]), nil
-	}
+// scanBundle checks data as every write is checked (fhirjson.CheckVisit:
+// UTF-8, repeated members, numbers, syntax, nesting up to maxDepth) and,
+// in the same pass, reads into b what intake needs of the Bundle: the top
+// level's resourceType, type and identifier, and each entry's fullUrl,
+// resource (its bytes and its head), request and search. Nothing else is
+// decoded; each byte is read once. Member names match exactly, as FHIR
+// spells them. Like encoding/json it goes on after a member of the wrong
+// JSON type and returns the first such error (*json.UnmarshalTypeError,
+// naming the field) as typeErr; notObject names the JSON kind of a body
+// that is not an object. err is the check's refusal.
+func scanBundle(data []byte, maxDepth int, b *rawBundle) (notObject string, typeErr, err error) {
 	note := func(err error) {
 		if typeErr == nil {
 			typeErr = err
 		}
 	}
-	_, err := fhirjson.Object(data, 0, func(name []byte, at int) (int, error) {
-		switch string(name) {
-		case `"resourceType"`:
-			return decodeValue(data, at, &b.ResourceType, "", note)
-		case `"type"`:
-			return decodeValue(data, at, &b.Type, "", note)
-		case `"identifier"`:
-			n, err := fhirjson.ScanValue(data[at:])
-			b.Identifier = json.RawMessage(data[at : at+n])
-			return at + n, err
-		case `"entry"`:
-			return scanEntries(data, at, b, note)
+	var e rawEntry // the entry being read
+	err = fhirjson.CheckVisit(data, maxDepth, 4, func(path []fhirjson.Step, start, end int) {
+		value := data[start:end]
+		if path[0].Index >= 0 {
+			return // the top level is an array: refused below
 		}
-		n, err := fhirjson.ScanValue(data[at:])
-		return at + n, err
+		switch {
+		case len(path) == 1:
+			readBundleMember(b, path[0].Name, value, note)
+		case string(path[0].Name) != "entry" || path[1].Index < 0:
+			// Not an entry.
+		case len(path) == 2: // an entry, after its members
+			if value[0] != '{' && value[0] != 'n' {
+				note(&json.UnmarshalTypeError{Value: jsonKind(value[0]), Field: "entry"})
+			}
+			b.Entry = append(b.Entry, e)
+			e = rawEntry{}
+		case path[2].Index >= 0:
+			// An entry that is an array.
+		case len(path) == 3:
+			readEntryMember(&e, path[2].Name, value, note)
+		case string(path[2].Name) == "resource" && path[3].Index < 0:
+			e.scanned = true
+			readHeadMember(&e.head, path[3].Name, value)
+		}
 	})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return "", typeErr
+	if i := fhirjson.SkipSpace(data, 0); data[i] != '{' {
+		return jsonKind(data[i]), nil, nil
+	}
+	return "", typeErr, nil
 }
 
-// scanEntries reads Bundle.entry at data[at:] into b.Entry.
-func scanEntries(data []byte, at int, b *rawBundle, note func(error)) (int, error) {
-	if data[at] != '[' {
-		n, err := fhirjson.ScanValue(data[at:])
-		if data[at] != 'n' { // null is no entries
-			note(&json.UnmarshalTypeError{Value: jsonKind(data[at]), Field: "entry"})
+// readBundleMember reads a member of the Bundle into b.
+func readBundleMember(b *rawBundle, name, value []byte, note func(error)) {
+	switch string(name) {
+	case "resourceType":
+		decodeValue(value, &b.ResourceType, "", note)
+	case "type":
+		decodeValue(value, &b.Type, "", note)
+	case "identifier":
+		b.Identifier = json.RawMessage(value)
+	case "entry":
+		if value[0] != '[' && value[0] != 'n' { // null is no entries
+			note(&json.UnmarshalTypeError{Value: jsonKind(value[0]), Field: "entry"})
 		}
-		return at + n, err
 	}
-	b.Entry = b.Entry[:0]
-	return fhirjson.Array(data, at, func(_, at int) (int, error) {
-		var e rawEntry
-		defer func() { b.Entry = append(b.Entry, e) }()
-		if data[at] != '{' {
-			n, err := fhirjson.ScanValue(data[at:])
-			if data[at] != 'n' {
-				note(&json.UnmarshalTypeError{Value: jsonKind(data[at]), Field: "entry"})
-			}
-			return at + n, err
-		}
-		return fhirjson.Object(data, at, func(name []byte, at int) (int, error) {
-			switch string(name) {
-			case `"fullUrl"`:
-				return decodeValue(data, at, &e.FullURL, "entry.fullUrl", note)
-			case `"resource"`:
-				n, err := fhirjson.ScanValue(data[at:])
-				e.Resource = json.RawMessage(data[at : at+n])
-				return at + n, err
-			case `"request"`:
-				return decodeValue(data, at, &e.Request, "entry.request", note)
-			case `"search"`:
-				return decodeValue(data, at, &e.Search, "entry.search", note)
-			}
-			n, err := fhirjson.ScanValue(data[at:])
-			return at + n, err
-		})
-	})
 }
 
-// decodeValue decodes the (small) value at data[at:] into v, noting a
-// type error (its field named under field) and going on, as json.Unmarshal
-// does; it returns the index past the value.
-func decodeValue(data []byte, at int, v any, field string, note func(error)) (int, error) {
-	n, err := fhirjson.ScanValue(data[at:])
-	if err != nil {
-		return 0, err
+// readEntryMember reads a member of a Bundle entry into e.
+func readEntryMember(e *rawEntry, name, value []byte, note func(error)) {
+	switch string(name) {
+	case "fullUrl":
+		decodeValue(value, &e.FullURL, "entry.fullUrl", note)
+	case "resource":
+		e.Resource = json.RawMessage(value)
+	case "request":
+		decodeValue(value, &e.Request, "entry.request", note)
+	case "search":
+		decodeValue(value, &e.Search, "entry.search", note)
 	}
-	value := data[at : at+n]
-	if sp, ok := v.(*string); ok && len(value) >= 2 && value[0] == '"' && bytes.IndexByte(value, '\\') < 0 {
+}
+
+// readHeadMember reads a member of a resource into its head; members of
+// an unexpected JSON type leave their field empty.
+func readHeadMember(res *resourceHead, name, value []byte) {
+	ignore := func(error) {}
+	switch string(name) {
+	case "resourceType":
+		decodeValue(value, &res.ResourceType, "resourceType", ignore)
+	case "id":
+		decodeValue(value, &res.ID, "id", ignore)
+	case "identifier":
+		res.Identifier = json.RawMessage(value)
+	case "subject":
+		decodeValue(value, &res.Subject, "subject", ignore)
+	case "patient":
+		decodeValue(value, &res.Patient, "patient", ignore)
+	}
+}
+
+// decodeValue decodes value, one small valid JSON value, into v, noting a
+// type error (its field named under field) as json.Unmarshal does.
+func decodeValue(value []byte, v any, field string, note func(error)) {
+	if sp, ok := v.(*string); ok && value[0] == '"' && bytes.IndexByte(value, '\\') < 0 {
 		*sp = string(value[1 : len(value)-1]) // a plain string: nothing to decode
-		return at + n, nil
+		return
 	}
 	if rp, ok := v.(**reference); ok && value[0] == '{' {
 		// subject and patient: only their reference is read.
 		*rp = new(reference)
-		_, err := fhirjson.Object(value, 0, func(name []byte, at int) (int, error) {
-			if string(name) == `"reference"` {
-				return decodeValue(value, at, &(*rp).Reference, field+".reference", note)
+		_ = fhirjson.Members(value, func(name, member []byte) error {
+			if string(memberName(name)) == "reference" {
+				decodeValue(member, &(*rp).Reference, field+".reference", note)
 			}
-			n, err := fhirjson.ScanValue(value[at:])
-			return at + n, err
+			return nil
 		})
-		return at + n, err
+		return
 	}
 	if err := json.Unmarshal(value, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if !errors.As(err, &te) {
-			return 0, err
+			note(err)
+			return
 		}
 		if field != "" {
 			if te.Field != "" {
@@ -437,43 +519,29 @@ func decodeValue(data []byte, at int, v any, field string, note func(error)) (in
 		}
 		note(te)
 	}
-	return at + n, nil
 }
 
-// scanResourceHead reads res from the resource raw (an object) without
-// decoding the rest of it.
+// scanResourceHead reads res from the resource raw without decoding the
+// rest of it. The error is a syntax error or "not an object".
 func scanResourceHead(raw []byte, res *resourceHead) error {
 	if len(raw) == 0 || raw[0] != '{' {
 		return errors.New("not an object")
 	}
-	var typeErr error
-	note := func(err error) {
-		if typeErr == nil {
-			typeErr = err
-		}
-	}
-	_, err := fhirjson.Object(raw, 0, func(name []byte, at int) (int, error) {
-		switch string(name) {
-		case `"resourceType"`:
-			return decodeValue(raw, at, &res.ResourceType, "resourceType", note)
-		case `"id"`:
-			return decodeValue(raw, at, &res.ID, "id", note)
-		case `"identifier"`:
-			n, err := fhirjson.ScanValue(raw[at:])
-			res.Identifier = json.RawMessage(raw[at : at+n])
-			return at + n, err
-		case `"subject"`:
-			return decodeValue(raw, at, &res.Subject, "subject", note)
-		case `"patient"`:
-			return decodeValue(raw, at, &res.Patient, "patient", note)
-		}
-		n, err := fhirjson.ScanValue(raw[at:])
-		return at + n, err
+	return fhirjson.Members(raw, func(name, value []byte) error {
+		readHeadMember(res, memberName(name), value)
+		return nil
 	})
-	if err != nil {
-		return err
+}
+
+// memberName decodes a member name as fhirjson.Members gives it (quoted,
+// escapes and all).
+func memberName(quoted []byte) []byte {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return quoted[1 : len(quoted)-1]
 	}
-	return typeErr
+	var s string
+	_ = json.Unmarshal(quoted, &s)
+	return []byte(s)
 }
 
 // jsonKind names the JSON kind of a value by its first byte, as

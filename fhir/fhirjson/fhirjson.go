@@ -97,24 +97,42 @@ func CheckDepth(data []byte, maxDepth int) error {
 	return err
 }
 
-// seg is one step of a path: a member name, or an array index when name
-// is empty and index >= 0.
-type seg struct {
-	name  string
-	raw   []byte // the name when it was not made a string (Check)
-	index int
+// Step is one step of the path to a value: a member of an object (Index
+// -1, Name its name with escapes decoded) or an element of an array
+// (Index >= 0, Name nil).
+type Step struct {
+	Name  []byte
+	Index int
+}
+
+// CheckVisit is CheckDepth that also shows the caller the values near the
+// top, in the same pass: after each value at most visitDepth steps below
+// the top-level value has been checked (a member of the top-level object
+// is one step down), visit gets the path to it and where it lies,
+// data[start:end] (no whitespace around it). Values come in document
+// order, a container after its contents. path and its names are only
+// valid during the call. A refusal is reported as by CheckDepth, after
+// the values before it were visited.
+func CheckVisit(data []byte, maxDepth, visitDepth int, visit func(path []Step, start, end int)) error {
+	p := &parser{data: data, depthLimit: maxDepth, visit: visit, visitDepth: visitDepth}
+	_, err := p.document()
+	return err
 }
 
 type parser struct {
 	data  []byte
 	pos   int
 	build bool
-	path  []seg
+	path  []Step
 	// root is the top-level object's resourceType once read: the head of
 	// every path.
 	root string
 	// depthLimit, when positive and below MaxDepth, bounds the nesting.
 	depthLimit int
+	// visit, when set, gets each value at most visitDepth steps down
+	// (CheckVisit).
+	visit      func(path []Step, start, end int)
+	visitDepth int
 }
 
 func (p *parser) maxDepth() int {
@@ -138,15 +156,14 @@ func (p *parser) pathString() string {
 	var b strings.Builder
 	b.WriteString(p.root)
 	for _, s := range p.path {
-		if s.name == "" && s.raw == nil && s.index >= 0 {
-			b.WriteString("[" + strconv.Itoa(s.index) + "]")
+		if s.Index >= 0 {
+			b.WriteString("[" + strconv.Itoa(s.Index) + "]")
 			continue
 		}
 		if b.Len() > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteString(s.name)
-		b.Write(s.raw)
+		b.Write(s.Name)
 	}
 	if b.Len() > maxPathLen {
 		// A pathological nesting: keep both ends.
@@ -172,16 +189,7 @@ func (p *parser) document() (any, error) {
 	return v, nil
 }
 
-func (p *parser) skipSpace() {
-	for p.pos < len(p.data) {
-		switch p.data[p.pos] {
-		case ' ', '\t', '\n', '\r':
-			p.pos++
-		default:
-			return
-		}
-	}
-}
+func (p *parser) skipSpace() { p.pos = skipSpace(p.data, p.pos) }
 
 func (p *parser) value(depth int) (any, error) {
 	if p.pos >= len(p.data) {
@@ -246,7 +254,7 @@ func (p *parser) object(depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.path = append(p.path, seg{raw: name, index: -1})
+		p.path = append(p.path, Step{Name: name, Index: -1})
 		dup := false
 		if seen == nil {
 			for _, n := range names {
@@ -277,6 +285,7 @@ func (p *parser) object(depth int) (any, error) {
 		}
 		p.pos++
 		p.skipSpace()
+		start := p.pos
 		var v any
 		if key == "resourceType" && depth == 1 && p.pos < len(p.data) && p.data[p.pos] == '"' {
 			v, err = p.str() // the root of every path, so a string even in Check
@@ -285,6 +294,9 @@ func (p *parser) object(depth int) (any, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if p.visit != nil && len(p.path) <= p.visitDepth {
+			p.visit(p.path, start, p.pos)
 		}
 		if depth == 1 && key == "resourceType" && p.root == "" {
 			if s, ok := v.(string); ok && validTypeName(s) {
@@ -342,11 +354,15 @@ func (p *parser) array(depth int) (any, error) {
 	// The path names the array's member with the index: entry[2].
 	parent := len(p.path)
 	for i := 0; ; i++ {
-		p.path = append(p.path[:parent], seg{index: i})
+		p.path = append(p.path[:parent], Step{Index: i})
 		p.skipSpace()
+		start := p.pos
 		v, err := p.value(depth)
 		if err != nil {
 			return nil, err
+		}
+		if p.visit != nil && len(p.path) <= p.visitDepth {
+			p.visit(p.path, start, p.pos)
 		}
 		if p.build {
 			list = append(list, v)
@@ -374,6 +390,7 @@ func (p *parser) array(depth int) (any, error) {
 func (p *parser) rawStr() ([]byte, error) {
 	p.pos++
 	start := p.pos
+	p.pos = plainRun(p.data, p.pos)
 	for p.pos < len(p.data) {
 		c := p.data[p.pos]
 		switch {
@@ -392,7 +409,7 @@ func (p *parser) rawStr() ([]byte, error) {
 			if r == utf8.RuneError && size <= 1 {
 				return nil, p.fail("invalid UTF-8")
 			}
-			p.pos += size
+			p.pos = plainRun(p.data, p.pos+size)
 		}
 	}
 	return nil, p.fail("unterminated string")
@@ -402,6 +419,7 @@ func (p *parser) rawStr() ([]byte, error) {
 func (p *parser) str() (string, error) {
 	p.pos++
 	start := p.pos
+	p.pos = plainRun(p.data, p.pos)
 	// Fast path: no escapes, ASCII or valid UTF-8, no control characters.
 	for p.pos < len(p.data) {
 		c := p.data[p.pos]
@@ -421,7 +439,7 @@ func (p *parser) str() (string, error) {
 			if r == utf8.RuneError && size <= 1 {
 				return "", p.fail("invalid UTF-8")
 			}
-			p.pos += size
+			p.pos = plainRun(p.data, p.pos+size)
 		}
 	}
 	return "", p.fail("unterminated string")

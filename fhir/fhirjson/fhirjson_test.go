@@ -2,8 +2,10 @@ package fhirjson
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -129,13 +131,38 @@ func FuzzDecode(f *testing.F) {
 		many, `{"a":1,"\u0061":2}`, `[123456789012345,1234567890123456,0.000000000000001,1e999,1e-999]`, `{"resourceType":"Patient","id":"\u0070"}`} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"long string\u0000":"0123456789abcdef\"\\x\u00e9é ","k":[1,{"a":"b"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := Decode(data)
 		if (Check(data) == nil) != (err == nil) {
 			t.Fatalf("Check and Decode disagree on %q: %v", data, err)
 		}
+		// CheckVisit checks the same and shows valid values one or two
+		// steps down, one visit per member or element one step down.
+		top := 0
+		errV := CheckVisit(data, MaxDepth, 2, func(path []Step, start, end int) {
+			if len(path) < 1 || len(path) > 2 || !json.Valid(data[start:end]) {
+				t.Fatalf("%q: visited %d steps down: %q", data, len(path), data[start:end])
+			}
+			if len(path) == 1 {
+				top++
+			}
+		})
+		if (errV == nil) != (err == nil) {
+			t.Fatalf("CheckVisit and Decode disagree on %q: %v, %v", data, errV, err)
+		}
 		if err != nil {
 			return
+		}
+		switch v := got.(type) {
+		case map[string]any:
+			if top != len(v) {
+				t.Fatalf("%q: %d visits one step down, want %d", data, top, len(v))
+			}
+		case []any:
+			if top != len(v) {
+				t.Fatalf("%q: %d visits one step down, want %d", data, top, len(v))
+			}
 		}
 		if !reflect.DeepEqual(got, decodeStd(t, data)) {
 			t.Fatalf("%q decodes differently from encoding/json", data)
@@ -149,4 +176,71 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("%q does not round-trip: %s, %v", data, again, err)
 		}
 	})
+}
+
+// TestCheckVisit: the values near the top, in document order, a container
+// after its contents, with their paths.
+func TestCheckVisit(t *testing.T) {
+	data := []byte(`{"resourceType":"Bundle", "entry":[ {"fullUrl":"u","resource":{"resourceType":"Patient","name":[{"text":"A"}]}}, 7 ],"t\u0079pe":"collection"}`)
+	var got []string
+	err := CheckVisit(data, 0, 3, func(path []Step, start, end int) {
+		var b strings.Builder
+		for _, s := range path {
+			if s.Index >= 0 {
+				fmt.Fprintf(&b, "[%d]", s.Index)
+			} else {
+				fmt.Fprintf(&b, ".%s", s.Name)
+			}
+		}
+		got = append(got, b.String()+"="+string(data[start:end]))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`.resourceType="Bundle"`,
+		`.entry[0].fullUrl="u"`,
+		`.entry[0].resource={"resourceType":"Patient","name":[{"text":"A"}]}`,
+		`.entry[0]={"fullUrl":"u","resource":{"resourceType":"Patient","name":[{"text":"A"}]}}`,
+		`.entry[1]=7`,
+		`.entry=[ {"fullUrl":"u","resource":{"resourceType":"Patient","name":[{"text":"A"}]}}, 7 ]`,
+		`.type="collection"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("visited:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A refusal is the same as Check's, with the path.
+	bad := []byte(`{"resourceType":"Bundle","entry":[{"resource":{"a":1,"a":2}}]}`)
+	errV := CheckVisit(bad, 0, 2, func([]Step, int, int) {})
+	if errV == nil || errV.Error() != Check(bad).Error() {
+		t.Errorf("CheckVisit: %v; Check: %v", errV, Check(bad))
+	}
+}
+
+// TestPlain8: the eight-byte test of string bytes agrees with the byte
+// loop's, for every byte at every position, alone and in pairs.
+func TestPlain8(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
+	word := func(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+	for pos := range 8 {
+		for c := range 256 {
+			b := []byte("abcdefgh")
+			b[pos] = byte(c)
+			if got := plain8(word(b)); got != plain(byte(c)) {
+				t.Fatalf("byte %#x at %d: plain8 %v", c, pos, got)
+			}
+			for pos2 := range 8 {
+				for _, c2 := range []byte{0, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff, 'a'} {
+					if pos2 == pos {
+						continue
+					}
+					b2 := bytes.Clone(b)
+					b2[pos2] = c2
+					if got := plain8(word(b2)); got != (plain(byte(c)) && plain(c2)) {
+						t.Fatalf("%q: plain8 %v", b2, got)
+					}
+				}
+			}
+		}
+	}
 }

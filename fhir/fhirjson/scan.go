@@ -1,6 +1,7 @@
 package fhirjson
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -156,6 +157,11 @@ func skipSpace(data []byte, i int) int {
 		switch data[i] {
 		case ' ', '\t', '\n', '\r':
 			i++
+			// Pretty-printed JSON indents with runs of spaces: eight at
+			// a time.
+			for i+8 <= len(data) && binary.LittleEndian.Uint64(data[i:]) == eightSpaces {
+				i += 8
+			}
 		default:
 			return i
 		}
@@ -163,10 +169,37 @@ func skipSpace(data []byte, i int) int {
 	return i
 }
 
+const (
+	eightSpaces = 0x2020202020202020
+	lows        = 0x0101010101010101 // 0x01 in every byte
+	highs       = 0x8080808080808080 // 0x80 in every byte
+)
+
+// plain8 reports whether the eight bytes of w (little-endian) are all
+// ASCII that a JSON string holds as is: none is '"', '\\', a control
+// character or a byte of a multi-byte UTF-8 sequence.
+func plain8(w uint64) bool {
+	hasZero := func(v uint64) uint64 { return (v - lows) & ^v & highs }
+	return (w&highs)| // non-ASCII
+		((w-0x20*lows)&^w&highs)| // below 0x20 (exact for ASCII bytes)
+		hasZero(w^('"'*lows))|
+		hasZero(w^('\\'*lows)) == 0
+}
+
+// plainRun returns the index of the first byte at or after i that is not
+// plain (see plain8), looking eight bytes at a time; it may stop before
+// the last few plain bytes of data.
+func plainRun(data []byte, i int) int {
+	for i+8 <= len(data) && plain8(binary.LittleEndian.Uint64(data[i:])) {
+		i += 8
+	}
+	return i
+}
+
 // scanString returns the length of the string at the start of data
 // (which starts with '"'), quotes included.
 func scanString(data []byte) (int, error) {
-	i := 1
+	i := plainRun(data, 1)
 	for i < len(data) {
 		c := data[i]
 		switch {

@@ -88,6 +88,7 @@ func FuzzScanValue(f *testing.F) {
 	for _, c := range scanCases {
 		f.Add(c)
 	}
+	f.Add(`{"0123456789abcdef":"0123456789\"abcdef\\u00e9\néxyz\u0000 0123456789"}`)
 	f.Fuzz(func(t *testing.T, s string) { checkScan(t, []byte(s)) })
 }
 
