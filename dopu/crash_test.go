@@ -48,9 +48,15 @@ func TestCrashChildProcess(t *testing.T) {
 	}
 }
 
-// crashBundle returns a distinct Bundle of 10 KB to about 1.3 MB.
+// crashBundle returns a distinct Bundle of 1 KB to about 100 KB, and
+// every third one of up to about 1.3 MB: small bodies are kept in bbolt,
+// those of FileBodyMin bytes or more in files beside it.
 func crashBundle(t testing.TB, pid, i int) []byte {
-	text := strings.Repeat(fmt.Sprintf("%d-%d ", pid, i), 1+(i*7919)%100000/10)
+	repeat := 1 + (i*7919)%100000/10
+	if i%3 == 0 {
+		repeat *= 14
+	}
+	text := strings.Repeat(fmt.Sprintf("%d-%d ", pid, i), repeat)
 	return bundleJSON(t, "collection", patient("Crash", fmt.Sprint(i), "2000-01-01", "other"),
 		map[string]any{"resourceType": "Basic", "text": map[string]any{"status": "generated", "div": text}})
 }
@@ -211,5 +217,29 @@ func checkCrashDB(t *testing.T, path string, acked map[string]string, kills int)
 	if stored < len(acked) || stored > len(acked)+kills {
 		t.Errorf("%d drop-offs stored for %d acknowledged", stored, len(acked))
 	}
-	t.Logf("%d acknowledged, %d stored", len(acked), stored)
+	// Opening the store removed what a kill left of a body file that
+	// was staged but never referenced.
+	files, refs := 0, 0
+	if !strings.HasPrefix(path, "postgres://") {
+		entries, err := os.ReadDir(path + ".dropoffs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = len(entries)
+		err = db.View(context.Background(), "test", func(tx kv.Tx) error {
+			return tx.Bucket(bucketBodies).ForEach(func(_, v []byte) error {
+				if _, ok := parseFileRef(v); ok {
+					refs++
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if files != refs {
+			t.Errorf("%d body files for %d references", files, refs)
+		}
+	}
+	t.Logf("%d acknowledged, %d stored, %d bodies in files", len(acked), stored, refs)
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -202,7 +203,8 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		return nil, throttled(wait, "too many drop-offs for this record; retry later")
 	}
 	from = from.truncated()
-	data, release, facts, err := s.readAndParse(ctx, body, gzipped)
+	id := newID()
+	data, release, facts, staged, err := s.readAndParse(ctx, id, body, gzipped)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +213,7 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 
 	d := &DropOff{
 		Summary: Summary{
-			ID: newID(), RecordID: recordID, Received: now, Sender: from,
+			ID: id, RecordID: recordID, Received: now, Sender: from,
 			Size: int64(len(data)), BundleType: facts.Type, ResourceCounts: facts.ResourceCounts,
 			Subject: facts.Subject, Status: StatusPending, Expires: now.Add(s.limits.TTL), Changed: now,
 			AboutNoOne: facts.AboutNoOne, BundleIdentifier: facts.BundleIdentifier,
@@ -242,6 +244,13 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		receipt = &Receipt{ID: d.ID, Status: StatusPending, Received: now}
 		return tx.PutAlert(&Alert{DropOffID: d.ID, RecordID: recordID, NextAttempt: now})
 	})
+	if staged != nil {
+		// The staged file goes unless the drop-off refers to it, or may:
+		// a failed commit is not known not to have reached the disk, and
+		// the store removes unreferenced files when it opens.
+		var fe *fhir.Error
+		staged(err == nil && !receipt.Duplicate || err != nil && !errors.As(err, &fe))
+	}
 	if err != nil {
 		var fe *fhir.Error
 		if errors.As(err, &fe) {
@@ -257,23 +266,39 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 
 // readAndParse reads and validates a body, at most Limits.Concurrent at a
 // time. The body is in a pooled buffer: call release when done with it.
-func (s *Service) readAndParse(ctx context.Context, body io.Reader, gzipped bool) (data []byte, release func(), facts *bundleFacts, err error) {
+// A store that keeps large bodies apart (bodyStager) writes and syncs it
+// as the body of drop-off id meanwhile, while the body is checked: then
+// staged is not nil, and must be called once the drop-off is stored or
+// not (see bodyStager).
+func (s *Service) readAndParse(ctx context.Context, id string, body io.Reader, gzipped bool) (data []byte, release func(), facts *bundleFacts, staged func(kept bool), err error) {
 	select {
 	case s.parsing <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
+		return nil, nil, nil, nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
 	}
 	defer func() { <-s.parsing }()
 	data, release, err = readBody(body, gzipped, s.limits.MaxBytes)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
+	}
+	var stagedErr error
+	var wait sync.WaitGroup
+	if st, ok := s.store.(bodyStager); ok {
+		wait.Go(func() { staged, stagedErr = st.stageBody(id, data) })
 	}
 	facts, err = parseBundle(data, s.limits)
-	if err != nil {
-		release()
-		return nil, nil, nil, err
+	wait.Wait()
+	if err == nil {
+		err = stagedErr
 	}
-	return data, release, facts, nil
+	if err != nil {
+		if staged != nil {
+			staged(false)
+		}
+		release()
+		return nil, nil, nil, nil, err
+	}
+	return data, release, facts, staged, nil
 }
 
 // Bounds on what a drop-off keeps of its sender's words.

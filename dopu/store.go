@@ -70,3 +70,15 @@ type Tx interface {
 	// DeleteAlert removes a drop-off's alert, if any.
 	DeleteAlert(dropOffID string) error
 }
+
+// bodyStager is a Store that keeps large bodies outside its transactions
+// (KVStore on bbolt: in files). Intake calls stageBody while it checks the
+// body, so that the body's write and sync overlap with the check and the
+// transaction stays small. A nil done means the store keeps this body in
+// the transaction as usual. Otherwise the body is durable when stageBody
+// returns, Create of drop-off id with the same body refers to it instead
+// of storing it, and done must be called once that transaction has ended:
+// kept false (the drop-off was not stored) removes the staged body.
+type bodyStager interface {
+	stageBody(id string, body []byte) (done func(kept bool), err error)
+}

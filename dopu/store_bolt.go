@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -17,7 +18,7 @@ import (
 // Buckets, all prefixed "dopu/" since the bbolt file is shared.
 var (
 	bucketDropOffs  = []byte("dopu/dropoffs")   // id → DropOff JSON
-	bucketBodies    = []byte("dopu/bodies")     // id → Bundle bytes, pending only
+	bucketBodies    = []byte("dopu/bodies")     // id → Bundle bytes or fileRef, pending only
 	bucketDigests   = []byte("dopu/digests")    // digest → id
 	bucketByRecord  = []byte("dopu/by-record")  // record id, 0, received (8 bytes), id → empty
 	bucketExpiry    = []byte("dopu/expiry")     // expires (8 bytes), id → empty, pending only
@@ -39,16 +40,38 @@ var BoltBuckets = [][]byte{
 // never closes the database.
 type KVStore struct {
 	db kv.DB
+	// files keeps large bodies beside a bbolt database; nil on
+	// PostgreSQL (every node must read every body).
+	files *bodyFiles
 }
 
 var _ Store = (*KVStore)(nil)
 
 // NewBoltStore returns a Store on db, creating its buckets if needed.
+// Bodies of FileBodyMin bytes or more are kept as files in the directory
+// named after db's file with ".dropoffs" appended; what a crash left
+// there unreferenced is removed now.
 func NewBoltStore(db *bbolt.DB) (*KVStore, error) {
 	if db == nil {
 		return nil, errors.New("dopu: nil database")
 	}
-	return NewStore(kv.Bolt(db))
+	s, err := NewStore(kv.Bolt(db))
+	if err != nil {
+		return nil, err
+	}
+	if s.files, err = openBodyFiles(db.Path()); err != nil {
+		return nil, err
+	}
+	err = s.db.View(context.Background(), "dopu", func(tx kv.Tx) error {
+		return s.files.sweep(func(id string) bool {
+			_, ok := parseFileRef(tx.Bucket(bucketBodies).Get([]byte(id)))
+			return ok
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // NewStore returns a Store on db, creating its buckets if needed.
@@ -64,27 +87,47 @@ func NewStore(db kv.DB) (*KVStore, error) {
 
 // Update implements Store. bbolt syncs on commit unless the database was
 // opened with NoSync; PostgreSQL commits durably unless configured not to.
+// Body files whose references the transaction deleted are removed once it
+// has committed.
 func (s *KVStore) Update(ctx context.Context, fn func(Tx) error) error {
-	return s.db.Update(ctx, "dopu", withTx(fn))
+	var gone []string
+	err := s.db.Update(ctx, "dopu", func(ktx kv.Tx) error {
+		t := &boltTx{tx: ktx, files: s.files}
+		defer func() { t.closed = true }()
+		gone = nil // a retried transaction starts afresh
+		err := fn(t)
+		gone = t.gone
+		return err
+	})
+	if err == nil && len(gone) > 0 {
+		s.files.remove(gone)
+	}
+	return err
 }
 
 // View implements Store.
 func (s *KVStore) View(ctx context.Context, fn func(Tx) error) error {
-	return s.db.View(ctx, "dopu", withTx(fn))
-}
-
-// withTx gives fn a Tx that is closed when fn returns.
-func withTx(fn func(Tx) error) func(kv.Tx) error {
-	return func(ktx kv.Tx) error {
-		t := &boltTx{tx: ktx}
+	return s.db.View(ctx, "dopu", func(ktx kv.Tx) error {
+		t := &boltTx{tx: ktx, files: s.files}
 		defer func() { t.closed = true }()
 		return fn(t)
+	})
+}
+
+// stageBody implements bodyStager: bodies of FileBodyMin bytes or more
+// go to files on bbolt.
+func (s *KVStore) stageBody(id string, body []byte) (func(kept bool), error) {
+	if s.files == nil || len(body) < FileBodyMin {
+		return nil, nil
 	}
+	return s.files.stage(id, body)
 }
 
 // boltTx implements Tx on a kv transaction.
 type boltTx struct {
 	tx     kv.Tx
+	files  *bodyFiles
+	gone   []string // drop-offs whose body files go once this commits
 	closed bool
 }
 
@@ -178,7 +221,11 @@ func (t *boltTx) Create(d *DropOff, body []byte) error {
 	if err := t.putJSON(bucketDropOffs, id, d); err != nil {
 		return err
 	}
-	if err := t.put(bucketBodies, id, body); err != nil {
+	value := body
+	if t.files != nil && len(body) >= FileBodyMin && t.files.staged(d.ID, len(body)) {
+		value = fileRef(len(body)) // the body is in its file already
+	}
+	if err := t.put(bucketBodies, id, value); err != nil {
 		return err
 	}
 	if err := t.put(bucketDigests, []byte(d.Digest), id); err != nil {
@@ -230,8 +277,28 @@ func (t *boltTx) Body(id string) ([]byte, error) {
 	if body == nil {
 		return nil, ErrNoBody
 	}
+	if size, ok := parseFileRef(body); ok {
+		if t.files == nil {
+			return nil, fmt.Errorf("dopu: the body of drop-off %s is in a file, but the store has none", id)
+		}
+		body, err := t.files.read(id, size)
+		if errors.Is(err, os.ErrNotExist) {
+			// Removed after a transaction newer than this one's snapshot
+			// took the drop-off out of pending.
+			return nil, ErrNoBody
+		}
+		return body, err
+	}
 	// bbolt's memory is valid only during the transaction.
 	return bytes.Clone(body), nil
+}
+
+// delBody deletes the body of drop-off id; its file goes after the commit.
+func (t *boltTx) delBody(id []byte) error {
+	if _, ok := parseFileRef(t.b(bucketBodies).Get(id)); ok {
+		t.gone = append(t.gone, string(id))
+	}
+	return t.del(bucketBodies, id)
 }
 
 // Put implements Tx.
@@ -265,7 +332,7 @@ func (t *boltTx) Put(d *DropOff) error {
 		if err := t.del(bucketExpiry, timeKey(old.Expires, old.ID)); err != nil {
 			return err
 		}
-		if err := t.del(bucketBodies, id); err != nil {
+		if err := t.delBody(id); err != nil {
 			return err
 		}
 		if err := t.addUsage(old.RecordID, -1, -old.Size); err != nil {
@@ -385,14 +452,13 @@ func (t *boltTx) Delete(id string) error {
 	}{
 		{bucketFinished, timeKey(d.Changed, id)},
 		{bucketByRecord, recordKey(d.RecordID, d.Received, id)},
-		{bucketBodies, []byte(id)},
 		{bucketDropOffs, []byte(id)},
 	} {
 		if err := t.del(k.bucket, k.key); err != nil {
 			return err
 		}
 	}
-	return nil
+	return t.delBody([]byte(id))
 }
 
 // PutAlert implements Tx.
