@@ -244,12 +244,12 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	if err != nil {
 		return nil, err
 	}
-	total := len(hits)
+	total := hits.Len()
 	b := q.newBundle("searchset")
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.base + "/" + typ + queryString(plan.applied)}}
 	if !plan.summaryCount {
-		if err := q.fillPageIn(p, b, hits[:min(count, total)], plan); err != nil {
+		if err := q.fillPageIn(p, b, hits.Slice(0, min(count, total)), plan); err != nil {
 			return nil, err
 		}
 	}

@@ -78,9 +78,10 @@ type searchPlan struct {
 	// include resolves _include and _revinclude for one page of matches;
 	// nil when the search has neither.
 	include func(page []map[string]any, src includeSource) ([]map[string]any, error)
-	// orderOnly is set when every resource of the type matches and the
-	// order is one date key (orderParam, orderDesc): the ids come from
-	// the index in order, without reading a resource.
+	// orderParam is set when the order is one date key (orderParam,
+	// orderDesc): the index of that key can give it. orderOnly is also
+	// set when every resource of the type matches: the ids come from the
+	// index in order, without reading a resource.
 	orderOnly  bool
 	orderParam string
 	orderDesc  bool

@@ -40,8 +40,9 @@ func (engine) plan(resourceType string, params url.Values, strict bool) (*search
 		unknown:          unknown,
 		applied:          applied,
 	}
-	if param, desc, ok := q.OrderParam(); ok && q.Unfiltered() {
-		p.orderOnly, p.orderParam, p.orderDesc = true, param, desc
+	if param, desc, ok := q.OrderParam(); ok {
+		p.orderParam, p.orderDesc = param, desc
+		p.orderOnly = q.Unfiltered()
 	}
 	if len(q.Includes) > 0 || len(q.RevIncludes) > 0 {
 		p.include = func(page []map[string]any, src includeSource) ([]map[string]any, error) {

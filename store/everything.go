@@ -44,7 +44,7 @@ func (q *request) everything(id string) error {
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.base + trimBase(q.h.cfg.BasePath, q.r.URL.Path) + queryString(q.r.URL.Query())}}
 	if total > count {
-		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Kind: snapshotSearch, Refs: refs})
+		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Kind: snapshotSearch, Refs: packRefs(refs)})
 		if err != nil {
 			return err
 		}
@@ -94,7 +94,7 @@ func (h *handler) compartment(p *ptx, patients []string, skip *unreadable) ([]st
 				if err != nil {
 					return nil, err
 				}
-				ids = append(ids, found...)
+				ids = append(ids, found.bareAll()...)
 			}
 		}
 		slices.Sort(ids)

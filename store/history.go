@@ -66,7 +66,7 @@ func (q *request) history(typ, id string) error {
 	b.Total = &total
 	b.Link = append(b.Link, outLink{Relation: "self", URL: q.base + trimBase(q.h.cfg.BasePath, q.r.URL.Path) + queryString(params)})
 	if total > count {
-		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Kind: snapshotHistory, Refs: refs})
+		searchID, err := q.h.db.saveSnapshot(&searchSnapshot{Partition: q.part, Kind: snapshotHistory, Refs: packRefs(refs)})
 		if err != nil {
 			return err
 		}

@@ -83,45 +83,50 @@ func (q *request) appendUnreadableOutcome(b *outBundle) {
 }
 
 // run evaluates plan over the current resources of typ in the partition and
-// returns the ids of the hits in order. Resources that cannot be decoded
-// go to skip.
+// returns the ids of the hits in order ("Type/id" with the list's prefix).
+// Resources that cannot be decoded go to skip.
 //
 // Candidates the indexes vouch for (found through exact ranges of filters
 // that cover every criterion) are not decoded nor evaluated; in the
 // default order (meta.lastUpdated, then id) the record headers give their
-// place, so only a _sort on something else reads them.
-func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
+// place, and in the order of one date key that key's index does (when
+// there are enough of them that reading it costs less than decoding them),
+// so only a _sort on anything else reads them.
+func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) (refList, error) {
+	out := refListBuilder{prefix: typ + "/"}
 	if plan.orderOnly {
-		if ids, ok := p.orderedIDs(typ, plan.orderParam, plan.orderDesc); ok {
-			return ids, nil
+		ok, err := p.walkOrder(typ, plan.orderParam, plan.orderDesc, func(id []byte) bool {
+			out.add(id)
+			return true
+		})
+		if err != nil || ok {
+			return out.list(), err
 		}
 	}
 	b, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
-		return nil, err
+		return refList{}, err
 	}
-	var hits []map[string]any // in plan.sort's order, when not by header
-	var byHeader []headerHit  // in the default order
-	keep := func(id string, rec []byte, res map[string]any) {
-		if plan.lastUpdatedOrder {
-			byHeader = append(byHeader, headerHit{id, recordLastUpdated(rec)})
-		} else {
-			hits = append(hits, res)
-		}
-	}
+	records := p.records(typ)
+	var hits []searchHit
 	check := func(id string, rec []byte, sure bool) {
-		if sure && plan.lastUpdatedOrder {
-			keep(id, rec, nil)
-			return
+		h := searchHit{id: id, rec: rec}
+		if !sure {
+			if rec == nil {
+				if rec = records.get(id); rec == nil {
+					return
+				}
+				h.rec = rec
+			}
+			if h.res, err = decodeForSearch(rec[recordHeaderLen:]); err != nil {
+				skip.add(typ+"/"+id, err)
+				return
+			}
+			if !b.Match(h.res) {
+				return
+			}
 		}
-		res, err := decodeForSearch(rec[recordHeaderLen:])
-		if err != nil {
-			skip.add(typ+"/"+id, err)
-			return
-		}
-		if sure || b.Match(res) {
-			keep(id, rec, res)
-		}
+		hits = append(hits, h)
 	}
 	ids, exact, indexed, err := p.indexCandidates(typ, b.Filters)
 	if err == nil && !indexed && len(plan.around) > 0 {
@@ -130,46 +135,120 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, erro
 	}
 	switch {
 	case err != nil:
-		return nil, err
+		return refList{}, err
 	case indexed:
 		for i, id := range ids {
-			if rec := p.currentRecord(typ, id); rec != nil {
-				check(id, rec, b.Covered && exact[i])
-			}
+			// A candidate the index vouches for is a live resource
+			// (its keys go with it): its record is read only when its
+			// header or body is needed.
+			check(id, nil, b.Covered && exact[i])
 		}
 	default:
 		if err := p.scanCurrentRecords(typ, func(id string, rec []byte) error {
 			check(id, rec, false)
 			return nil
 		}); err != nil {
-			return nil, err
+			return refList{}, err
 		}
 	}
-	if plan.lastUpdatedOrder {
-		slices.SortFunc(byHeader, func(a, b headerHit) int {
-			return cmp.Or(cmp.Compare(a.updated, b.updated), strings.Compare(a.id, b.id))
+	switch {
+	case plan.lastUpdatedOrder:
+		kept := hits[:0]
+		for _, h := range hits {
+			if h.rec == nil {
+				if h.rec = records.get(h.id); h.rec == nil {
+					continue
+				}
+			}
+			kept = append(kept, h)
+		}
+		hits = kept
+		slices.SortFunc(hits, func(a, b searchHit) int {
+			return cmp.Or(cmp.Compare(recordLastUpdated(a.rec), recordLastUpdated(b.rec)), strings.Compare(a.id, b.id))
 		})
-		ids = make([]string, len(byHeader))
-		for i, h := range byHeader {
-			ids[i] = h.id
+	case plan.orderParam != "" && len(hits) >= orderWalkMin:
+		ordered, ok, err := orderByIndex(p, typ, plan, hits)
+		if err != nil || ok {
+			return ordered, err
 		}
-		return ids, nil
+		fallthrough
+	default:
+		res := make([]map[string]any, 0, len(hits))
+		for _, h := range hits {
+			if h.res == nil {
+				if h.rec == nil {
+					if h.rec = records.get(h.id); h.rec == nil {
+						continue
+					}
+				}
+				if h.res, err = decodeForSearch(h.rec[recordHeaderLen:]); err != nil {
+					skip.add(typ+"/"+h.id, err)
+					continue
+				}
+			}
+			res = append(res, h.res)
+		}
+		if plan.sort != nil {
+			plan.sort(res)
+		}
+		for _, r := range res {
+			id, _ := r["id"].(string)
+			out.addString(id)
+		}
+		return out.list(), nil
 	}
-	if plan.sort != nil {
-		plan.sort(hits)
+	for _, h := range hits {
+		out.addString(h.id)
 	}
-	ids = make([]string, len(hits))
-	for i, res := range hits {
-		ids[i], _ = res["id"].(string)
-	}
-	return ids, nil
+	return out.list(), nil
 }
 
-// headerHit is a match and its meta.lastUpdated (Unix ms) from the record
-// header.
-type headerHit struct {
-	id      string
-	updated int64
+// searchHit is a match: its id, its stored record (valid in the
+// transaction; nil until read) and, when it was evaluated, the decoded
+// resource.
+type searchHit struct {
+	id  string
+	rec []byte
+	res map[string]any
+}
+
+// orderWalkMin is how many matches a search sorted by one date key needs
+// before their order is read from the key's index (all of it, up to
+// orderWalkPerHit keys per match) instead of decoding each.
+const orderWalkMin = 32
+
+// orderWalkPerHit is how many index keys reading the order may cost per
+// match: about what decoding one resource costs.
+const orderWalkPerHit = 256
+
+// orderByIndex returns the hits in the order of plan's date sort key, read
+// from its index; ok is false when the index cannot give it or reading it
+// would cost more than decoding the hits.
+func orderByIndex(p *ptx, typ string, plan *searchPlan, hits []searchHit) (_ refList, ok bool, _ error) {
+	set := make(map[string]struct{}, len(hits))
+	for _, h := range hits {
+		set[h.id] = struct{}{}
+	}
+	out := refListBuilder{prefix: typ + "/"}
+	budget := orderWalkPerHit * len(hits)
+	complete := false
+	ok, err := p.walkOrder(typ, plan.orderParam, plan.orderDesc, func(id []byte) bool {
+		if budget--; budget < 0 {
+			return false
+		}
+		if _, in := set[string(id)]; in {
+			out.add(id)
+			if len(out.ends) == len(hits) {
+				complete = true
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil || !ok || !complete {
+		return refList{}, false, err
+	}
+	return out.list(), true, nil
 }
 
 // searchesContained reports whether the plan searches contained resources
@@ -185,23 +264,21 @@ func (plan *searchPlan) searchesContained() bool {
 // contained matches themselves (_containedType=contained). With
 // _contained=both the resources themselves come first; each group keeps
 // the _sort order.
-func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, error) {
+func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) (refList, error) {
+	if !plan.searchesContained() {
+		return run(p, typ, plan, skip)
+	}
 	var refs []string
-	if !plan.searchesContained() || plan.contained == "both" {
+	if plan.contained == "both" {
 		ids, err := run(p, typ, plan, skip)
 		if err != nil {
-			return nil, err
+			return refList{}, err
 		}
-		for _, id := range ids {
-			refs = append(refs, typ+"/"+id)
-		}
-	}
-	if !plan.searchesContained() {
-		return refs, nil
+		refs = ids.Slice(0, ids.Len())
 	}
 	bound, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
-		return nil, err
+		return refList{}, err
 	}
 	match := bound.Match
 	var hits []map[string]any
@@ -226,7 +303,7 @@ func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, 
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return refList{}, err
 		}
 	}
 	order := make([]int, len(hits))
@@ -261,7 +338,7 @@ func runRefs(p *ptx, typ string, plan *searchPlan, skip *unreadable) ([]string, 
 			refs = append(refs, ref)
 		}
 	}
-	return refs, nil
+	return packRefs(refs), nil
 }
 
 // sortIndexKey carries a hit's position through the sort of contained
@@ -279,7 +356,8 @@ func (h *handler) matchIDs(p *ptx, typ string, params url.Values) ([]string, err
 		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
 			"_contained cannot select the resource of a conditional interaction")
 	}
-	return run(p, typ, plan, nil)
+	hits, err := run(p, typ, plan, nil)
+	return hits.bareAll(), err
 }
 
 // search answers a type search.
@@ -319,14 +397,14 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 	}
 	self := q.base + path + queryString(plan.applied)
 
-	var refs []string
+	var refs refList
 	if err := q.h.db.view(q.part, func(p *ptx) error {
 		refs, err = runRefs(p, typ, plan, &q.unreadable)
 		return err
 	}); err != nil {
 		return err
 	}
-	total := len(refs)
+	total := refs.Len()
 	b := q.newBundle("searchset")
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: self}}
@@ -352,7 +430,7 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 			b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, snapshotSearch, max(offset-count, 0), count)})
 		}
 	}
-	if err := q.fillPage(b, refs[offset:end], plan); err != nil {
+	if err := q.fillPage(b, refs.Slice(offset, end), plan); err != nil {
 		return err
 	}
 	q.writeBundle(http.StatusOK, b)

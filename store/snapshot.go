@@ -27,8 +27,86 @@ type searchSnapshot struct {
 	Query string `json:"query"`
 	// Refs is the ordered result: "Type/id" each for a searchset,
 	// "Type/id/version" for a history.
-	Refs    []string  `json:"refs"`
+	Refs    refList
 	Expires time.Time `json:"expires"`
+}
+
+// refList is an ordered list of references packed in one string: the
+// matches of a search of a large record (100 000 for
+// Observation?_sort=-date) are one allocation, not one each.
+type refList struct {
+	// prefix is prepended to every element ("Observation/" for the ids
+	// of one type).
+	prefix string
+	data   []byte
+	ends   []int // ends[i] is where element i ends in data
+}
+
+// packRefs packs refs.
+func packRefs(refs []string) refList {
+	var b refListBuilder
+	for _, r := range refs {
+		b.addString(r)
+	}
+	return b.list()
+}
+
+// Len is the number of elements.
+func (l refList) Len() int { return len(l.ends) }
+
+// bare returns element i without the prefix.
+func (l refList) bare(i int) string { return string(l.bareBytes(i)) }
+
+// bareBytes is bare in the list's own memory.
+func (l refList) bareBytes(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = l.ends[i-1]
+	}
+	return l.data[start:l.ends[i]]
+}
+
+// At returns element i.
+func (l refList) At(i int) string { return l.prefix + l.bare(i) }
+
+// bareAll returns every element without the prefix.
+func (l refList) bareAll() []string {
+	out := make([]string, l.Len())
+	for i := range out {
+		out[i] = l.bare(i)
+	}
+	return out
+}
+
+// Slice returns elements i to j-1.
+func (l refList) Slice(i, j int) []string {
+	out := make([]string, 0, j-i)
+	for ; i < j; i++ {
+		out = append(out, l.At(i))
+	}
+	return out
+}
+
+// refListBuilder collects the elements of a refList.
+type refListBuilder struct {
+	prefix string
+	buf    []byte
+	ends   []int
+}
+
+func (b *refListBuilder) add(v []byte) {
+	b.buf = append(b.buf, v...)
+	b.ends = append(b.ends, len(b.buf))
+}
+
+func (b *refListBuilder) addString(v string) {
+	b.buf = append(b.buf, v...)
+	b.ends = append(b.ends, len(b.buf))
+}
+
+// list returns what was added.
+func (b *refListBuilder) list() refList {
+	return refList{prefix: b.prefix, data: b.buf, ends: b.ends}
 }
 
 // Snapshots are kept in memory, not in the file: a search that has a
@@ -71,12 +149,12 @@ func (db *DB) saveSnapshot(snap *searchSnapshot) (string, error) {
 	}
 	c.byID[id] = snap
 	c.order = append(c.order, id)
-	c.refs += len(snap.Refs)
+	c.refs += snap.Refs.Len()
 	for c.refs > maxSnapshotRefs && len(c.order) > 1 {
 		oldest := c.order[0]
 		c.order = c.order[1:]
 		if s := c.byID[oldest]; s != nil {
-			c.refs -= len(s.Refs)
+			c.refs -= s.Refs.Len()
 			delete(c.byID, oldest)
 		}
 	}
@@ -92,7 +170,7 @@ func (c *snapshots) dropLocked(doomed func(*searchSnapshot) bool) {
 			continue
 		}
 		if doomed(s) {
-			c.refs -= len(s.Refs)
+			c.refs -= s.Refs.Len()
 			delete(c.byID, id)
 			continue
 		}
@@ -177,7 +255,7 @@ func (q *request) page() error {
 			return err
 		}
 	}
-	total := len(snap.Refs)
+	total := snap.Refs.Len()
 	b := q.newBundle(snap.Kind)
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: q.snapshotLink(searchID, snap.Kind, offset, count)}}
@@ -189,7 +267,7 @@ func (q *request) page() error {
 	}
 	var page []string
 	if offset < total {
-		page = snap.Refs[offset:min(offset+count, total)]
+		page = snap.Refs.Slice(offset, min(offset+count, total))
 	}
 	if snap.Kind == snapshotHistory {
 		err = q.historyPage(b, page)

@@ -554,5 +554,9 @@ func (q *Query) OrderParam() (code string, desc, ok bool) {
 	return keys[0].Param.Code, keys[0].Descending, true
 }
 
+// OrderMissingValue is the order key value (kind byte included) of a
+// resource without a sort value: the last of OrderRange.
+func OrderMissingValue() []byte { return indexValue(kindOrder, string(orderMissing)) }
+
 // OrderRange is the key range of the sort values of a date parameter.
 func OrderRange() KeyRange { return KeyRange{Lo: []byte{kindOrder}, Hi: []byte{kindOrder + 1}} }

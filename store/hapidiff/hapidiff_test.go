@@ -52,6 +52,11 @@ func (h hapiServer) do(method, target string, body []byte) (int, []byte, error) 
 	}
 	req.Header.Set(hapitest.PartitionHeader, "DEFAULT")
 	req.Header.Set("Accept", "application/fhir+json")
+	// HAPI answers a search it ran in the last minute from that run's
+	// stored results (its search cache), even one still loading in the
+	// background when three workers send the same search close together;
+	// every search here is its own run, as on the store.
+	req.Header.Set("Cache-Control", "no-cache")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
@@ -846,6 +851,9 @@ func TestStoreAgreesWithHAPI(t *testing.T) {
 			continue
 		}
 		diff := compare(r)
+		if diff != "" && hapiPagingLost(t, hapi, &r) {
+			diff = compare(r)
+		}
 		if diff == "" {
 			agree++
 			continue
@@ -886,6 +894,37 @@ func TestStoreAgreesWithHAPI(t *testing.T) {
 		}
 		t.Logf("deviation %q: %s: R4 and the store %v; HAPI %d %v", d.name, d.pinned, d.r4, ha.status, ha.matches)
 	}
+}
+
+// hapiPagingLost checks an answer that disagrees with the store against
+// HAPI's own count of the search (_summary=count: one synchronous query,
+// no paging). HAPI loads a search's results in the background while it
+// serves the first page; on a loaded machine its pages have lost matches
+// (seen once: RiskAssessment?probability=ge5&_sort=probability gave one
+// page of 10 without a next link, the store and HAPI's count 26). When
+// HAPI's pages hold another number of matches than its count, the search
+// is asked again, once, and r.hapi replaced; it reports whether it was.
+// A disagreement HAPI's count confirms is never re-asked.
+func hapiPagingLost(t *testing.T, hapi hapiServer, r *result) bool {
+	params, _ := url.ParseQuery(r.q.params)
+	for k := range params {
+		if strings.HasPrefix(k, "_include") || strings.HasPrefix(k, "_revinclude") || k == "_count" || k == "_sort" {
+			params.Del(k)
+		}
+	}
+	params.Set("_summary", "count")
+	status, raw, err := hapi.do(http.MethodGet, "/"+r.q.typ+"?"+params.Encode(), nil)
+	var b struct{ Total *int }
+	if err != nil || status != http.StatusOK || json.Unmarshal(raw, &b) != nil || b.Total == nil || *b.Total == len(r.hapi.matches) {
+		return false
+	}
+	again, err := searchAll(hapi, "/"+r.q.String())
+	if err != nil {
+		return false
+	}
+	t.Logf("%s: HAPI's pages held %d matches, its count %d: asked again, %d matches", r.q, len(r.hapi.matches), *b.Total, len(again.matches))
+	r.hapi = again
+	return true
 }
 
 // compare returns how the two answers differ ("" when they agree).

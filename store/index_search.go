@@ -1,0 +1,581 @@
+package store
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/search"
+)
+
+// The read side of the search indexes (index.go keeps them): which
+// resources of a type may match a search's index filters, and the order
+// of a date sort key.
+
+// typeRecords reads the live records of one type, its bucket looked up
+// once.
+type typeRecords struct{ b *bolt.Bucket }
+
+// records returns the reader of typ's live records.
+func (p *ptx) records(typ string) typeRecords { return typeRecords{p.currentType(typ)} }
+
+// get returns the record (header and JSON) of the live id, nil when it is
+// deleted or unknown; it must not be kept beyond the transaction.
+func (r typeRecords) get(id string) []byte {
+	if r.b == nil {
+		return nil
+	}
+	if v := r.b.Get([]byte(id)); isLive(v) {
+		return v
+	}
+	return nil
+}
+
+// keyCursor walks the keys of one type's index in order: Seek to the
+// first key at or after k, then Next; nil past the end. A key is only
+// valid until the cursor moves.
+type keyCursor interface {
+	Seek(k []byte) []byte
+	Next() []byte
+}
+
+// boltKeys is a keyCursor on an index bucket.
+type boltKeys struct{ c *bolt.Cursor }
+
+func (b boltKeys) Seek(k []byte) []byte { k, _ = b.c.Seek(k); return k }
+func (b boltKeys) Next() []byte         { k, _ := b.c.Next(); return k }
+
+// keysOf returns a new cursor on the index ib.
+func keysOf(ib *bolt.Bucket) keyCursor { return boltKeys{ib.Cursor()} }
+
+// rangeScan walks the keys of one parameter inside some ranges.
+type rangeScan struct {
+	param  string
+	tag    byte
+	ranges []search.KeyRange
+	c      keyCursor
+	i      int    // current range
+	k      []byte // current key, nil before the range is sought
+	hi     []byte // bound of the current range
+	done   bool
+	read   int // keys read so far
+
+	// While the driver is chosen: the ids read so far, packed in buf
+	// (ends[i] is where the i-th ends), and whether each was found
+	// through an Exact range.
+	buf   []byte
+	ends  []int
+	exact []bool
+
+	// Once the driver is known: found[i] for the driver's i-th candidate
+	// is 0 (not found), 1 (found) or 2 (found through an Exact range).
+	found []uint8
+	// lookups are the filter's ranges as single values (lookupRanges),
+	// nil when there are too many to look up one by one.
+	lookups []search.KeyRange
+}
+
+// next returns the id of the next key in the ranges and whether the
+// range it is in is Exact; ok is false once every range is read.
+func (s *rangeScan) next() (id []byte, exact, ok bool) {
+	for !s.done {
+		if s.k == nil {
+			if s.i >= len(s.ranges) {
+				s.done = true
+				break
+			}
+			r := s.ranges[s.i]
+			s.hi = append(append(s.hi[:0], s.tag), r.Hi...)
+			s.k = s.c.Seek(append([]byte{s.tag}, r.Lo...))
+		} else {
+			s.k = s.c.Next()
+		}
+		if s.k == nil || bytes.Compare(s.k, s.hi) >= 0 {
+			s.k = nil
+			s.i++
+			continue
+		}
+		s.read++
+		return s.k[bytes.LastIndexByte(s.k, 0)+1:], s.ranges[s.i].Exact, true
+	}
+	return nil, false, false
+}
+
+// collect reads up to n keys into buf; it reports whether the scan is
+// complete. An _id filter's ranges are ids, not index keys: they are
+// taken at once.
+func (s *rangeScan) collect(n int) bool {
+	if s.param == "_id" {
+		if !s.done {
+			for _, r := range s.ranges {
+				s.buf = append(s.buf, search.IDOfRange(r)...)
+				s.ends = append(s.ends, len(s.buf))
+				s.exact = append(s.exact, true)
+			}
+			s.done = true
+		}
+		return true
+	}
+	for ; n > 0; n-- {
+		id, exact, ok := s.next()
+		if !ok {
+			break
+		}
+		s.buf = append(s.buf, id...)
+		s.ends = append(s.ends, len(s.buf))
+		s.exact = append(s.exact, exact)
+	}
+	return s.done
+}
+
+// mark records that the driver's candidate i was found, exactly or not.
+func (s *rangeScan) mark(i int32, exact bool) {
+	v := uint8(1)
+	if exact {
+		v = 2
+	}
+	s.found[i] = max(s.found[i], v)
+}
+
+// candidates are the driver's ids while the other filters narrow them.
+type candidates struct {
+	ids   []string
+	index map[string]int32
+	alive []bool
+	sure  []bool // found through Exact ranges of every filter so far
+	n     int    // how many are alive
+}
+
+// keep applies a finished filter: a candidate it did not find is out; one
+// it found only through inexact ranges is no longer sure.
+func (cs *candidates) keep(found func(i int) uint8) {
+	for i := range cs.ids {
+		if !cs.alive[i] {
+			continue
+		}
+		switch found(i) {
+		case 0:
+			cs.alive[i] = false
+			cs.n--
+		case 1:
+			cs.sure[i] = false
+		}
+	}
+}
+
+// maxLookupValues bounds how many distinct values of a range a lookup
+// tries (a bare code has one per system it is written with).
+const maxLookupValues = 16
+
+// lookupRanges returns ranges of one value each that hold exactly the
+// keys of ranges (a range of several values is split into its values, read
+// from the index); ok is false when there are more than maxLookupValues.
+func lookupRanges(ib *bolt.Bucket, tag byte, param string, ranges []search.KeyRange) (out []search.KeyRange, ok bool) {
+	if param == "_id" { // ids, not index keys
+		return ranges, true
+	}
+	c := keysOf(ib)
+	for _, r := range ranges {
+		if _, ok := exactValue(r); ok {
+			// Kept only when the value is in the index at all (a code
+			// searched with a system it is never written with).
+			if k := c.Seek(append([]byte{tag}, r.Lo...)); k != nil && bytes.Compare(k, append([]byte{tag}, r.Hi...)) < 0 {
+				out = append(out, r)
+			}
+			continue
+		}
+		hi := append([]byte{tag}, r.Hi...)
+		for k := c.Seek(append([]byte{tag}, r.Lo...)); k != nil && bytes.Compare(k, hi) < 0; {
+			if len(out) == maxLookupValues {
+				return nil, false
+			}
+			value := k[1:bytes.LastIndexByte(k, 0)]
+			out = append(out, search.KeyRange{
+				Lo:    append(bytes.Clone(value), 0),
+				Hi:    append(bytes.Clone(value), 1),
+				Exact: r.Exact,
+			})
+			k = c.Seek(append(append([]byte{tag}, value...), 1))
+		}
+	}
+	return out, true
+}
+
+// lookupSorted marks in s.found which of the candidates order names (in
+// id order) have a key in one of s.lookups (single values). The keys of
+// one value are in id order too, so the cursor only moves forward: a
+// candidate before the cursor's key is decided by one comparison, one
+// just after it by a few steps, any other by a seek.
+func (s *rangeScan) lookupSorted(ib *bolt.Bucket, cs *candidates, order []int32) {
+	if s.param == "_id" {
+		for _, r := range s.lookups {
+			if ci, ok := cs.index[search.IDOfRange(r)]; ok {
+				s.mark(ci, true)
+			}
+		}
+		return
+	}
+	c := keysOf(ib)
+	var target []byte
+	for _, r := range s.lookups {
+		v, _ := exactValue(r)
+		prefix := append(append([]byte{s.tag}, v...), 0)
+		var k []byte // the cursor's key, nil before the first seek
+		// How far to step before seeking: doubled each time stepping
+		// reaches the candidate, halved each time it does not (the
+		// value's keys are dense or sparse among the candidates).
+		reach := lookupSteps
+		for _, i := range order {
+			if !cs.alive[i] || s.found[i] == 2 {
+				continue
+			}
+			target = append(append(target[:0], prefix...), cs.ids[i]...)
+			if k != nil && bytes.Compare(k, target) < 0 {
+				for steps := 0; steps < reach && len(k) > 0 && bytes.Compare(k, target) < 0; steps++ {
+					if k = c.Next(); k == nil || !bytes.HasPrefix(k, prefix) {
+						k = prefix[:0:0] // past the value: nothing more
+					}
+				}
+				switch {
+				case len(k) > 0 && bytes.Compare(k, target) < 0: // not reached
+					k = nil
+					reach = max(reach/2, 1)
+				case len(k) > 0:
+					reach = min(reach*2, maxLookupSteps)
+				}
+			}
+			if k == nil {
+				if k = c.Seek(target); k == nil || !bytes.HasPrefix(k, prefix) {
+					k = prefix[:0:0]
+				}
+			}
+			if len(k) == 0 {
+				break // every later candidate is past the value's keys
+			}
+			if bytes.Equal(k, target) {
+				s.mark(i, r.Exact)
+			}
+		}
+	}
+}
+
+// lookupSteps is how many keys a lookup first steps forward before it
+// seeks (a seek costs about as much as reading a dozen keys in order);
+// maxLookupSteps bounds it.
+const (
+	lookupSteps    = 8
+	maxLookupSteps = 64
+)
+
+// exactValue returns the key value of a range holding exactly one value
+// (value 0x00 … value 0x01).
+func exactValue(r search.KeyRange) ([]byte, bool) {
+	n := len(r.Lo)
+	if n == 0 || len(r.Hi) != n || r.Lo[n-1] != 0 || r.Hi[n-1] != 1 || !bytes.Equal(r.Lo[:n-1], r.Hi[:n-1]) {
+		return nil, false
+	}
+	return r.Lo[:n-1], true
+}
+
+// indexScanChunk is how many keys each filter reads per turn.
+const indexScanChunk = 256
+
+// intersectFactor bounds how far a filter without few values reads once
+// the driver is known: up to this many times the driver's keys (reading a
+// key costs a small fraction of evaluating a candidate); beyond, the
+// evaluator decides.
+const intersectFactor = 16
+
+// indexCandidates returns, in id order, the ids of typ that may match
+// every filter, and exact[i] true when ids[i] was found through Exact
+// ranges of every filter (search.KeyRange). ok is false when there are no
+// filters.
+//
+// The filters are read in turns of indexScanChunk keys; the first to
+// finish is the driver (the most selective: choosing it costs about the
+// number of filters times its keys), and its ids the candidates. The
+// other filters with many values are then read on in turns too, keeping
+// only the candidates: each that finishes drops those it lacks, so the
+// rest work on fewer; one that has not finished at intersectFactor times
+// the driver is left to the evaluator. Then the filters with few values
+// (lookupRanges) are looked up for the candidates left, in id order
+// (lookupSorted), and _lastUpdated with many values is checked on the
+// record headers.
+func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []string, exact []bool, ok bool, err error) {
+	if len(filters) == 0 || p.noIndex {
+		return nil, nil, false, nil
+	}
+	ib, err := p.indexBucket(typ)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if ib == nil {
+		return nil, nil, true, nil // nothing of typ was ever written
+	}
+	var scans []*rangeScan
+	for _, f := range filters {
+		tag, ok := search.IndexTag(typ, f.Param)
+		if !ok && f.Param != "_id" {
+			continue // left to the evaluator
+		}
+		scans = append(scans, &rangeScan{param: f.Param, tag: tag, ranges: f.Ranges, c: keysOf(ib)})
+	}
+	if len(scans) == 0 {
+		return nil, nil, false, nil
+	}
+	driver := -1
+	for driver < 0 {
+		for i, s := range scans {
+			if s.collect(indexScanChunk) {
+				driver = i
+				break
+			}
+		}
+	}
+	d := scans[driver]
+	cs := &candidates{index: make(map[string]int32, len(d.ends))}
+	start := 0
+	for j, end := range d.ends {
+		id := d.buf[start:end]
+		start = end
+		if i, ok := cs.index[string(id)]; ok {
+			cs.sure[i] = cs.sure[i] || d.exact[j]
+			continue
+		}
+		cs.index[string(id)] = int32(len(cs.ids))
+		cs.ids = append(cs.ids, string(id))
+		cs.sure = append(cs.sure, d.exact[j])
+	}
+	cs.n = len(cs.ids)
+	cs.alive = make([]bool, cs.n)
+	for i := range cs.alive {
+		cs.alive[i] = true
+	}
+	budget := intersectFactor*len(d.ends) + indexScanChunk
+
+	// The others: what they read while the driver was chosen, then on.
+	var probing, lookup, headers []*rangeScan
+	evaluator := false
+	for i, s := range scans {
+		if i == driver {
+			continue
+		}
+		if s.param == "_id" {
+			s.collect(0) // its ids, at once
+		}
+		s.found = make([]uint8, len(cs.ids))
+		start := 0
+		for j, end := range s.ends {
+			if ci, ok := cs.index[string(s.buf[start:end])]; ok {
+				s.mark(ci, s.exact[j])
+			}
+			start = end
+		}
+		s.buf, s.ends, s.exact = nil, nil, nil
+		if s.done {
+			cs.keep(func(i int) uint8 { return s.found[i] })
+			continue
+		}
+		var few bool
+		s.lookups, few = lookupRanges(ib, s.tag, s.param, s.ranges)
+		switch {
+		case few:
+			lookup = append(lookup, s)
+		case s.param == "_lastUpdated":
+			// The record's header holds it: checked there.
+			headers = append(headers, s)
+		default:
+			probing = append(probing, s)
+		}
+	}
+	for len(probing) > 0 && cs.n > 0 {
+		still := probing[:0]
+		for _, s := range probing {
+			if s.read >= budget {
+				evaluator = true
+				continue
+			}
+			for n := min(indexScanChunk, budget-s.read); n > 0; n-- {
+				id, exact, ok := s.next()
+				if !ok {
+					break
+				}
+				if ci, ok := cs.index[string(id)]; ok {
+					s.mark(ci, exact)
+				}
+			}
+			if s.done {
+				cs.keep(func(i int) uint8 { return s.found[i] })
+				continue
+			}
+			still = append(still, s)
+		}
+		probing = still
+	}
+	// The candidates left, in id order.
+	order := make([]int32, 0, cs.n)
+	for i := range cs.ids {
+		if cs.alive[i] {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(cs.ids[a], cs.ids[b]) })
+	for _, s := range lookup {
+		s.lookupSorted(ib, cs, order)
+		cs.keep(func(i int) uint8 { return s.found[i] })
+	}
+	updatedKeys := map[int64][][]byte{} // _lastUpdated keys by header time
+	records := p.records(typ)
+	for _, s := range headers {
+		for _, i := range order {
+			if !cs.alive[i] {
+				continue
+			}
+			in, ex := true, false
+			if rec := records.get(cs.ids[i]); rec != nil {
+				ms := recordLastUpdated(rec)
+				if _, ok := updatedKeys[ms]; !ok {
+					updatedKeys[ms] = lastUpdatedKeys(typ, ms)
+				}
+				in, ex = keysInRanges(updatedKeys[ms], s.ranges, cs.ids[i])
+			}
+			if !in {
+				cs.alive[i] = false
+				cs.n--
+				continue
+			}
+			cs.sure[i] = cs.sure[i] && ex
+		}
+	}
+	ids = make([]string, 0, cs.n)
+	exact = make([]bool, 0, cs.n)
+	for _, i := range order {
+		if cs.alive[i] {
+			ids = append(ids, cs.ids[i])
+			exact = append(exact, cs.sure[i] && !evaluator)
+		}
+	}
+	for _, id := range unreadableIDs(ib) {
+		ids = append(ids, id)
+		exact = append(exact, false)
+	}
+	return ids, exact, true, nil
+}
+
+// lastUpdatedKeys returns the index values of _lastUpdated for a resource
+// of typ written at ms (Unix milliseconds): what IndexKeys gives for the
+// meta.lastUpdated the write stamped.
+func lastUpdatedKeys(typ string, ms int64) [][]byte {
+	for _, p := range search.IndexedParams(typ) {
+		if p.Code == "_lastUpdated" {
+			res := map[string]any{"resourceType": typ, "meta": map[string]any{"lastUpdated": instant(time.UnixMilli(ms))}}
+			return search.IndexKeys(p, res)
+		}
+	}
+	return nil
+}
+
+// keysInRanges reports whether one of the index values of resource id
+// lies in one of ranges, and whether one lies in an Exact one.
+func keysInRanges(values [][]byte, ranges []search.KeyRange, id string) (in, exact bool) {
+	for _, v := range values {
+		key := append(append(bytes.Clone(v), 0), id...)
+		for _, r := range ranges {
+			if bytes.Compare(r.Lo, key) <= 0 && bytes.Compare(key, r.Hi) < 0 {
+				in, exact = true, exact || r.Exact
+			}
+		}
+	}
+	return in, exact
+}
+
+// unionCandidates returns, in id order, the ids of typ with a key in any
+// of filters (each read on its own); ok is false when the index cannot
+// answer one of them.
+func (p *ptx) unionCandidates(typ string, filters []search.IndexFilter) (ids []string, ok bool, err error) {
+	seen := map[string]bool{}
+	for _, f := range filters {
+		some, _, ok, err := p.indexCandidates(typ, []search.IndexFilter{f})
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		for _, id := range some {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids, true, nil
+}
+
+// walkOrder calls fn with the id of every live resource of typ in the
+// order of a single date sort key (see search.Query.OrderParam): by the
+// key's value, ascending or descending, equal values and resources
+// without one (last) in id order; fn returns false to stop. The id is
+// only valid during the call. ok is false when the index cannot give the
+// order: it is off, the parameter has no sort keys, or some resource of
+// typ is unreadable (only a scan reports those).
+func (p *ptx) walkOrder(typ, param string, desc bool, fn func(id []byte) bool) (ok bool, err error) {
+	if p.noIndex {
+		return false, nil
+	}
+	ib, err := p.indexBucket(typ)
+	if err != nil || ib == nil {
+		return err == nil, err
+	}
+	tag, ok := search.IndexTag(typ, param)
+	if !ok || len(unreadableIDs(ib)) > 0 {
+		return false, nil
+	}
+	lo := append([]byte{tag}, search.OrderRange().Lo...)
+	missing := append([]byte{tag}, search.OrderMissingValue()...)
+	// Every order key is the tag, the value (kind byte and a time of
+	// fixed width, as the missing one), 0x00 and the id: in key order,
+	// ascending values, equal ones in id order, the missing ones last.
+	idAt := len(missing) + 1
+	c := keysOf(ib)
+	k := c.Seek(lo)
+	inRange := func(k []byte) bool { return len(k) > idAt && k[0] == tag && k[1] == lo[1] }
+	if !desc {
+		for ; inRange(k); k = c.Next() {
+			if !fn(k[idAt:]) {
+				return true, nil
+			}
+		}
+		return true, nil
+	}
+	// Descending: the present values are read in order (the cursor
+	// moves forward only) and given back from the last run of equal
+	// values to the first, each run in id order; then the missing ones.
+	var ids refListBuilder
+	var runs []int // where each run of equal values starts in ids
+	var value []byte
+	for ; inRange(k) && bytes.Compare(k, missing) < 0; k = c.Next() {
+		if !bytes.Equal(k[:idAt], value) {
+			value = append(value[:0], k[:idAt]...)
+			runs = append(runs, len(ids.ends))
+		}
+		ids.add(k[idAt:])
+	}
+	list := ids.list()
+	end := list.Len()
+	for r := len(runs) - 1; r >= 0; r-- {
+		for i := runs[r]; i < end; i++ {
+			if !fn(list.bareBytes(i)) {
+				return true, nil
+			}
+		}
+		end = runs[r]
+	}
+	for ; inRange(k); k = c.Next() {
+		if !fn(k[idAt:]) {
+			return true, nil
+		}
+	}
+	return true, nil
+}
