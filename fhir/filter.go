@@ -44,10 +44,10 @@ type FilterOptions struct {
 	// DropResourceless leaves out entries without a resource (such as a
 	// history entry of a deletion), which cannot be told apart by owner.
 	DropResourceless bool
-	// Quick, when set, judges an entry from its raw JSON first (see
-	// Owner.QuickBelongs); only entries it leaves undecided are decoded
-	// and given to keep.
-	Quick func(entry []byte) (keep, decided bool)
+	// Quick, when set, judges an entry first from what the scan that cut
+	// it out of the stream learnt of it (ScanEntry; see Owner.JudgeEntry):
+	// only entries it leaves undecided are decoded and given to keep.
+	Quick func(entry *EntryFacts) (keep, decided bool)
 	// Nested, when set, judges the entries of a searchset or history
 	// Bundle found as an entry's resource (the answer to a search inside a
 	// batch or transaction) one by one with keep, instead of the Bundle as
@@ -67,9 +67,10 @@ type FilterOptions struct {
 // FilterBundle is FilterSearchset with options.
 //
 // It cuts the body into values with fhirjson.ScanValue, a byte loop that
-// checks the syntax as encoding/json does and builds nothing: an entry is
-// read once to find its end and handed to Quick as the bytes it was
-// sent; only an entry Quick leaves undecided is decoded.
+// checks the syntax as encoding/json does and builds nothing; with Quick,
+// entries are cut with ScanEntry, which also reads in that same pass what
+// Quick judges (the resource's type, its references): an entry is read
+// once. Only an entry Quick leaves undecided is decoded.
 func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, opts FilterOptions) (removed int, err error) {
 	in := &jsonStream{r: r, hold: true}
 	defer in.release()
@@ -138,6 +139,7 @@ type searchsetFilter struct {
 	opts    FilterOptions
 	removed int
 	written int // members written so far
+	facts   EntryFacts
 }
 
 // copyObject copies the rest of the top-level object, whose opening brace
@@ -234,6 +236,7 @@ func (f *searchsetFilter) copyEntries() error {
 	f.in.pos++
 	f.out.WriteByte('[')
 	written := 0
+	scanEntry := func(data []byte) (int, error) { return ScanEntry(data, &f.facts) }
 	for i := 0; ; i++ {
 		c, err := f.in.peek()
 		if err != nil {
@@ -250,7 +253,12 @@ func (f *searchsetFilter) copyEntries() error {
 		} else if c == ']' {
 			break
 		}
-		raw, err := f.in.value()
+		var raw []byte
+		if f.opts.Quick != nil {
+			raw, err = f.in.scan(scanEntry)
+		} else {
+			raw, err = f.in.value()
+		}
 		if err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
@@ -277,7 +285,7 @@ func (f *searchsetFilter) copyEntries() error {
 // with its nested result Bundle filtered, or nil when it is left out.
 func (f *searchsetFilter) judge(raw []byte) ([]byte, error) {
 	if f.opts.Quick != nil {
-		if keep, decided := f.opts.Quick(raw); decided {
+		if keep, decided := f.opts.Quick(&f.facts); decided {
 			if !keep {
 				f.removed++
 				return nil, nil
@@ -495,12 +503,18 @@ func (s *jsonStream) peek() (byte, error) {
 
 // value returns the next value's bytes (without the whitespace before
 // it), valid until the next call.
-func (s *jsonStream) value() ([]byte, error) {
+func (s *jsonStream) value() ([]byte, error) { return s.scan(fhirjson.ScanValue) }
+
+// scan is value with the scanner given: fhirjson.ScanValue, or one with
+// its contract that learns something on the way (ScanEntry). A value cut
+// by the end of what was read so far is scanned again from its start once
+// more is read.
+func (s *jsonStream) scan(scanner func([]byte) (int, error)) ([]byte, error) {
 	if _, err := s.peek(); err != nil {
 		return nil, err
 	}
 	for {
-		n, err := fhirjson.ScanValue(s.buf[s.pos:])
+		n, err := scanner(s.buf[s.pos:])
 		if err == nil {
 			v := s.buf[s.pos : s.pos+n]
 			s.pos += n

@@ -150,8 +150,8 @@ func BenchmarkFilterQuick(b *testing.B) {
 		opts := FilterOptions{}
 		name := "decode"
 		if quick {
-			opts.Quick = func(raw []byte) (bool, bool) {
-				_, keep, decided := o.QuickBelongs(raw, p)
+			opts.Quick = func(f *EntryFacts) (bool, bool) {
+				_, keep, decided := o.JudgeEntry(f, p)
 				return keep, decided
 			}
 			name = "quick"

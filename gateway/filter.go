@@ -49,6 +49,7 @@ type filteringWriter struct {
 	refused bool
 	status  int
 	held    bytes.Buffer
+	facts   fhir.EntryFacts // the held resource's, for the fast path
 	pw      *io.PipeWriter
 	done    chan error
 }
@@ -140,7 +141,10 @@ func (f *filteringWriter) Close() error {
 		// The fast path judges entries: make the resource one.
 		scratch := entryScratch.Get().(*[]byte)
 		entry := append(append(append((*scratch)[:0], `{"resource":`...), f.held.Bytes()...), '}')
-		keep, decided := f.opts.Quick(entry)
+		keep, decided := false, false
+		if n, err := fhir.ScanEntry(entry, &f.facts); err == nil && n == len(entry) {
+			keep, decided = f.opts.Quick(&f.facts)
+		}
 		if cap(entry) <= 1<<20 {
 			*scratch = entry[:0]
 			entryScratch.Put(scratch)

@@ -212,36 +212,28 @@ func (g *Gateway) keeper(rq *request) func(map[string]any) bool {
 	}
 }
 
-// quickKeeper is keeper's fast path on a raw searchset entry (see
-// fhir.Owner.QuickBelongs); it leaves to keeper what needs the decoded
+// combinedQuick is the fast path of the response filter, on what the
+// filter's one scan of an entry read (fhir.ScanEntry): the ownership rule
+// (fhir.Owner.JudgeEntry) when ownership is filtered, then the scope
+// filter's on the entry's type, from one judgement. Only what both decide
+// to keep is kept without decoding; keeper decides what needs the decoded
 // resource, notably the record stamp of non-compartment resources from an
 // untrusted upstream.
-func (g *Gateway) quickKeeper(rq *request) func([]byte) (bool, bool) {
+func (g *Gateway) combinedQuick(rq *request, ownership bool, scope func(typ string) (bool, bool)) func(*fhir.EntryFacts) (bool, bool) {
 	o := rq.owner()
-	return func(entry []byte) (bool, bool) {
-		typ, keep, decided := o.QuickBelongs(entry, g.cfg.Ownership)
-		if decided && keep && g.iso.needsStamp(typ) {
-			return false, false
-		}
-		return keep, decided
-	}
-}
-
-// combinedQuick is the fast path of the response filter: the ownership
-// quick keeper when ownership is filtered, then the scope filter's on the
-// entry's type. Only what both decide to keep is kept without decoding.
-func (g *Gateway) combinedQuick(rq *request, ownership bool, scope func(typ string) (bool, bool)) func([]byte) (bool, bool) {
-	own := g.quickKeeper(rq)
-	o := rq.owner()
-	return func(entry []byte) (bool, bool) {
-		keep, decided := true, true
+	return func(entry *fhir.EntryFacts) (bool, bool) {
+		typ, keep, decided := o.JudgeEntry(entry, g.cfg.Ownership)
 		if ownership {
-			if keep, decided = own(entry); decided && !keep {
+			if decided && keep && g.iso.needsStamp(typ) {
+				keep, decided = false, false
+			}
+			if decided && !keep {
 				return false, true
 			}
+		} else {
+			keep, decided = true, true
 		}
 		if scope != nil {
-			typ, _, _ := o.QuickBelongs(entry, g.cfg.Ownership)
 			if typ == "" || typ == "Bundle" {
 				return false, false
 			}

@@ -126,11 +126,10 @@ func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 	raw := res.body.Bytes()
 	var body answerBody
 	decoded := decodeAnswer(raw, &body)
-	what := describeAnswer(res, decoded, &body)
 	notConfirmed := func(format string, args ...any) *fhir.Error {
 		return fhir.Errorf(http.StatusBadGateway, fhir.CodeException,
 			"the upstream FHIR server did not confirm the %s: it answered %s%s; treat it as not done",
-			in.describe(), what, fmt.Sprintf(format, args...))
+			in.describe(), describeAnswer(res, decoded, &body), fmt.Sprintf(format, args...))
 	}
 	if res.status >= 300 {
 		if decoded && body.ResourceType == "OperationOutcome" {

@@ -168,7 +168,7 @@ quiet go run ./bench/bulk -pfr "$bin/pfr" -n 200 -rounds 1
 quiet go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50
 quiet go run ./bench/tls -pfr "$bin/pfr" -n 2
 quiet go run ./bench/provision -pfr "$bin/pfr" -n 3 -nhapi 2 -records 1,100 -clients 20 -reads 5
-for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'fhir/fhirjson FuzzScanValue' 'gateway FuzzWritePath'; do
+for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'fhir/fhirjson FuzzScanValue' 'fhir/fhirjson FuzzScanValueNames' 'fhir FuzzScanEntry' 'gateway FuzzWritePath'; do
 	set -- $target
 	quiet go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
 done

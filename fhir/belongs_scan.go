@@ -1,0 +1,103 @@
+package fhir
+
+import (
+	"bytes"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
+)
+
+// EntryFacts is what one pass over a Bundle entry's raw JSON learns for
+// QuickBelongs' rule (JudgeEntry): the resource's type and every
+// reference in the entry. ScanEntry fills it while it finds the entry's
+// end and checks its syntax (fhirjson.ScanValueNames), so that a response
+// filter reads each entry once, not once to cut it out and again to judge
+// it. The slices point into the scanned data. The zero value is ready to
+// use; a value is reused from entry to entry.
+type EntryFacts struct {
+	// Type is the entry's resource type: the value of resourceType when it
+	// is the first member of the entry's resource (a member of the entry
+	// itself, whose value is an object) and made of ASCII letters; nil
+	// otherwise.
+	Type []byte
+	// refs are the string values, quotes included, of every member named
+	// "reference" anywhere in the entry.
+	refs [][]byte
+	// unsure: the entry holds what the quick rule leaves to Belongs — a
+	// member named "contained", a \u escape (which could spell a member
+	// name), or a second resource.
+	unsure bool
+
+	data       []byte
+	resources  int  // members named "resource" of the entry
+	inResource bool // the entry member being scanned is its resource
+	first      bool // the next member of the resource is its first
+	fn         fhirjson.NameFunc
+}
+
+// ScanEntry scans the JSON value at the start of data exactly as
+// fhirjson.ScanValue does (the same length, ErrIncomplete and syntax
+// errors) and fills f with what it learns on the way. f describes the
+// entry only when the error is nil.
+func ScanEntry(data []byte, f *EntryFacts) (int, error) {
+	f.Type, f.refs, f.unsure = nil, f.refs[:0], false
+	f.data, f.resources, f.inResource, f.first = data, 0, false, false
+	if f.fn == nil {
+		f.fn = f.name
+	}
+	n, err := fhirjson.ScanValueNames(data, f.fn)
+	f.data = nil
+	if err != nil {
+		return 0, err
+	}
+	// An escaped member name ("refer\u0065nce") would hide from the names
+	// compared here; servers do not write them, so such entries go the
+	// slow way (one search, and only where a backslash is).
+	if bytes.IndexByte(data[:n], '\\') >= 0 && bytes.Contains(data[:n], []byte(`\u`)) {
+		f.unsure = true
+	}
+	return n, nil
+}
+
+// name is ScanEntry's fhirjson.NameFunc.
+func (f *EntryFacts) name(depth int, name []byte, at int) {
+	data := f.data
+	if depth == 1 {
+		f.inResource = false
+		if string(name) == `"resource"` {
+			f.resources++
+			f.unsure = f.unsure || f.resources > 1
+			f.inResource, f.first = at < len(data) && data[at] == '{', true
+		}
+	} else if depth == 2 && f.inResource && f.first {
+		f.first = false
+		if string(name) == `"resourceType"` {
+			f.Type = letters(data, at)
+		}
+	}
+	switch string(name) {
+	case `"reference"`:
+		if at < len(data) && data[at] == '"' {
+			if n, err := fhirjson.ScanValue(data[at:]); err == nil {
+				f.refs = append(f.refs, data[at:at+n])
+			}
+		}
+	case `"contained"`:
+		f.unsure = true
+	}
+}
+
+// letters returns the string value at data[at] when it is made of ASCII
+// letters only (a resource type), or nil.
+func letters(data []byte, at int) []byte {
+	if at >= len(data) || data[at] != '"' {
+		return nil
+	}
+	j := at + 1
+	for j < len(data) && (data[j] >= 'A' && data[j] <= 'Z' || data[j] >= 'a' && data[j] <= 'z') {
+		j++
+	}
+	if j > at+1 && j < len(data) && data[j] == '"' {
+		return data[at+1 : j]
+	}
+	return nil
+}

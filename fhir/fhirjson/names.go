@@ -1,0 +1,177 @@
+package fhirjson
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+)
+
+// NameFunc is called by ScanValueNames with every member name of the
+// value, as sent (quotes and escapes included), the nesting depth of the
+// object that holds it (1 for the members of the outermost object, arrays
+// counted as levels too) and the index in data where the member's value
+// starts.
+type NameFunc func(depth int, name []byte, at int)
+
+// ScanValueNames is ScanValue that also calls fn (unless nil) with every
+// member name on the way, in the same single pass: what a filter needs to
+// know of a value (which members it has, and where their values start) is
+// learnt while its end is found, instead of in another pass over it. Its
+// contract is ScanValue's (the length, ErrIncomplete, *SyntaxError; the
+// same syntax checks): ScanValue is ScanValueNames without fn. fn may be
+// called for members of a value that then turns out to be incomplete or
+// invalid; only a nil error says the calls describe a whole, valid value.
+// The value's bytes from at on may be incomplete when fn is called.
+func ScanValueNames(data []byte, fn NameFunc) (int, error) {
+	var small [64]byte
+	stack := small[:0] // '{' or '[' of each open container
+	state := scanValue
+	i := 0
+	for {
+		if state == scanAfter && len(stack) == 0 {
+			return i, nil
+		}
+		i = skipSpace(data, i)
+		if i >= len(data) {
+			return 0, ErrIncomplete
+		}
+		c := data[i]
+		switch state {
+		case scanKey:
+			if c != '"' {
+				return 0, syntaxErr(i, "a member name must be a string")
+			}
+			n, err := scanStringFast(data[i:])
+			if err != nil {
+				return 0, offset(err, i)
+			}
+			name := data[i : i+n]
+			i = skipSpace(data, i+n)
+			if i >= len(data) {
+				return 0, ErrIncomplete
+			}
+			if data[i] != ':' {
+				return 0, syntaxErr(i, "a member name must be followed by ':'")
+			}
+			i++
+			if fn != nil {
+				fn(len(stack), name, skipSpace(data, i))
+			}
+			state = scanValue
+		case scanAfter:
+			top := stack[len(stack)-1]
+			switch {
+			case c == ',':
+				i++
+				if top == '{' {
+					state = scanKey
+				} else {
+					state = scanValue
+				}
+			case c == '}' && top == '{', c == ']' && top == '[':
+				i++
+				stack = stack[:len(stack)-1]
+			default:
+				return 0, syntaxErr(i, fmt.Sprintf("invalid character %q after a value", rune(c)))
+			}
+		default: // scanValue
+			switch {
+			case c == '{' || c == '[':
+				if len(stack) >= MaxScanDepth {
+					return 0, syntaxErr(i, "nested too deeply")
+				}
+				stack = append(stack, c)
+				i = skipSpace(data, i+1)
+				if i >= len(data) {
+					return 0, ErrIncomplete
+				}
+				switch {
+				case c == '{' && data[i] == '}', c == '[' && data[i] == ']':
+					i++
+					stack = stack[:len(stack)-1]
+					state = scanAfter
+				case c == '{':
+					state = scanKey
+				}
+			case c == '"':
+				n, err := scanStringFast(data[i:])
+				if err != nil {
+					return 0, offset(err, i)
+				}
+				i += n
+				state = scanAfter
+			default:
+				n, err := scanScalar(data[i:])
+				if err != nil {
+					return 0, offset(err, i)
+				}
+				i += n
+				state = scanAfter
+			}
+		}
+	}
+}
+
+// scanScalar returns the length of the number or literal (true, false,
+// null) at the start of data.
+func scanScalar(data []byte) (int, error) {
+	c := data[0]
+	switch {
+	case c == '-' || c >= '0' && c <= '9':
+		return scanNumber(data)
+	case c == 't' || c == 'f' || c == 'n':
+		word := "null"
+		if c == 't' {
+			word = "true"
+		} else if c == 'f' {
+			word = "false"
+		}
+		for k := 0; k < len(word); k++ {
+			if k >= len(data) {
+				return 0, ErrIncomplete
+			}
+			if data[k] != word[k] {
+				return 0, syntaxErr(k, "invalid literal, want "+word)
+			}
+		}
+		return len(word), nil
+	}
+	return 0, syntaxErr(0, fmt.Sprintf("invalid character %q where a value belongs", rune(c)))
+}
+
+// scanStringFast is scanString for strings without escapes, eight bytes
+// at a time: it looks for the first quote, backslash or control character
+// and, unless it is the closing quote, leaves the string to scanString.
+func scanStringFast(data []byte) (int, error) {
+	const (
+		ones   = 0x0101010101010101
+		highs  = 0x8080808080808080
+		quotes = ones * '"'
+		slashs = ones * '\\'
+		spaces = ones * 0x20
+	)
+	i := 1
+	for ; i+8 <= len(data); i += 8 {
+		w := binary.LittleEndian.Uint64(data[i:])
+		q, b := w^quotes, w^slashs
+		// A byte is flagged where it is '"', '\\' or below 0x20; the
+		// lowest flagged byte is exact (borrows only run upwards).
+		m := ((q-ones)&^q | (b-ones)&^b | (w-spaces)&^w) & highs
+		if m != 0 {
+			i += bits.TrailingZeros64(m) / 8
+			if data[i] == '"' {
+				return i + 1, nil
+			}
+			return scanString(data)
+		}
+	}
+	for ; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '"':
+			return i + 1, nil
+		case c == '\\' || c < 0x20:
+			return scanString(data)
+		}
+	}
+	return 0, ErrIncomplete
+}
