@@ -52,8 +52,10 @@ type Backend struct {
 	cfg  Config
 	mode partitioner
 	// strip holds the normalized names (see normalizeHeaderName) of every
-	// header removed from client requests.
-	strip map[string]bool
+	// header removed from client requests; stripLens their lengths, which
+	// normalizing keeps: a header of another length is not looked up.
+	strip     map[string]bool
+	stripLens map[int]bool
 }
 
 // New validates cfg, fills in its defaults and returns the Backend.
@@ -118,7 +120,11 @@ func New(cfg Config) (*Backend, error) {
 	}, cfg.StripHeaders...) {
 		strip[normalizeHeaderName(name)] = true
 	}
-	return &Backend{cfg: cfg, mode: mode, strip: strip}, nil
+	stripLens := map[int]bool{}
+	for name := range strip {
+		stripLens[len(name)] = true
+	}
+	return &Backend{cfg: cfg, mode: mode, strip: strip, stripLens: stripLens}, nil
 }
 
 // Config returns the configuration in effect, defaults filled in.

@@ -181,7 +181,7 @@ func setPath(r *http.Request, prefix, escPrefix, rest, escRest string) {
 // by a middleware) may hold names that are not in canonical form.
 func (b *Backend) stripClientHeaders(h http.Header) {
 	for name := range h {
-		if b.strip[normalizeHeaderName(name)] {
+		if b.stripLens[len(name)] && b.strip[normalizeHeaderName(name)] {
 			delete(h, name)
 		}
 	}
@@ -216,6 +216,31 @@ func (b *Backend) upstreamBases(r *http.Request, t Target, perRecord *url.URL) [
 // validHost refuses Host values that could smuggle anything but a
 // host[:port] into a base URL.
 func validHost(host string) bool {
+	if plainHost(host) {
+		return true // what url.Parse accepts as a host, as it is
+	}
 	u, err := url.Parse("http://" + host)
 	return err == nil && u.Host == host && u.Path == "" && u.User == nil && u.Hostname() != ""
+}
+
+// plainHost reports whether host is a name of ASCII letters, digits, dots
+// and hyphens with an optional port of one to five digits: the Host of
+// nearly every request, checked without url.Parse.
+func plainHost(host string) bool {
+	name, port, hasPort := strings.Cut(host, ":")
+	if name == "" || hasPort && (port == "" || len(port) > 5) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -487,3 +487,35 @@ func TestRouteBasesAndDialAddress(t *testing.T) {
 		t.Error("no per-record upstream: no dial address")
 	}
 }
+
+// TestPlainHost: every Host the fast path accepts, url.Parse accepts as
+// the same host; what it leaves out still goes through url.Parse.
+func TestPlainHost(t *testing.T) {
+	for _, host := range []string{
+		"bench.pfr.localhost:8443", "john.pfr.example", "HAPI:8080", "127.0.0.1:1", "a-b.c", "x:65535",
+		"", ":80", "a:", "a:123456", "a:8x", "[::1]:80", "user@host", "host/path", "host?q", "h\u00e9te", "a b", "a:80:90",
+	} {
+		u, err := url.Parse("http://" + host)
+		slow := err == nil && u.Host == host && u.Path == "" && u.User == nil && u.Hostname() != ""
+		if plainHost(host) && !slow {
+			t.Errorf("plainHost(%q) accepts what url.Parse does not", host)
+		}
+		if validHost(host) != slow {
+			t.Errorf("validHost(%q) = %v, url.Parse says %v", host, validHost(host), slow)
+		}
+	}
+}
+
+// TestStripByLength: a header is looked up only when its length is one
+// of the stripped names', and every spelling of a stripped name goes.
+func TestStripByLength(t *testing.T) {
+	b, err := New(Config{StripHeaders: []string{"X-Secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"X_fhir_tenant_id": {"a"}, "x-secret": {"b"}, "Accept-Encoding": {"gzip"}, "X-Kept": {"c"}, "X-Request-Partition-Ids": {"9"}}
+	b.stripClientHeaders(h)
+	if len(h) != 1 || h.Get("X-Kept") != "c" {
+		t.Errorf("left %v", h)
+	}
+}

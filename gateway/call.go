@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -40,6 +41,12 @@ func (c *captured) Write(b []byte) (int, error) {
 	limit := c.limit
 	if limit <= 0 {
 		limit = maxInternalResponse
+	}
+	if c.body.Cap() == 0 {
+		// Room for the announced body at once, rather than growing to it.
+		if n, err := strconv.Atoi(c.header.Get("Content-Length")); err == nil && n > len(b) {
+			c.body.Grow(min(n, limit))
+		}
 	}
 	if room := limit - c.body.Len(); len(b) > room {
 		c.over = true

@@ -32,6 +32,10 @@ func checkFormat(r *http.Request, in interaction) error {
 	if len(accept) == 0 {
 		return nil
 	}
+	if v := strings.TrimSpace(accept[0]); len(accept) == 1 && !strings.ContainsAny(v, ",;") &&
+		(v == "*/*" || v == "application/*" || isJSONFormat(v)) {
+		return nil // one plain media type that names JSON: what mime.ParseMediaType would find
+	}
 	for _, part := range strings.Split(strings.Join(accept, ","), ",") {
 		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
 		if err != nil {

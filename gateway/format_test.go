@@ -30,6 +30,13 @@ func TestCheckFormat(t *testing.T) {
 		{"/Observation", "application/xml", 406},
 		{"/Observation", "text/turtle", 406},
 		{"/Observation", "application/fhir+xml, application/fhir+json;q=0", 406},
+		// One plain media type: the fast path answers as mime.ParseMediaType would.
+		{"/Observation", " APPLICATION/FHIR+JSON ", 0},
+		{"/Observation", "text/json", 0},
+		{"/Observation", "application/*", 0},
+		{"/Observation", "json", 0},
+		{"/Observation", "json/", 406},
+		{"/Observation", "application/fhir+json;q=0", 406},
 		{"/Observation?_format=json", "", 0},
 		{"/Observation?_format=application/fhir%2Bjson", "", 0},
 		{"/Observation?_format=xml", "", 406},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -209,19 +210,30 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 		return "", fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
 			"this Personal FHIR Record serves FHIR at %s", g.cfg.FHIRPath)
 	}
-	raw := r.URL.EscapedPath()
-	lower := strings.ToLower(raw)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") ||
-		strings.Contains(p, "\\") || strings.Contains(p, "//") {
-		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "encoded or doubled separators are not allowed in FHIR paths")
+	if raw := r.URL.EscapedPath(); strings.IndexByte(raw, '%') >= 0 {
+		lower := strings.ToLower(raw)
+		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") {
+			return "", errSeparators()
+		}
 	}
-	if clean := path.Clean(p); clean != strings.TrimSuffix(p, "/") && clean != p {
-		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "dot segments are not allowed in FHIR paths")
+	if strings.Contains(p, "\\") || strings.Contains(p, "//") {
+		return "", errSeparators()
+	}
+	// A dot segment follows a slash (p starts with one).
+	if strings.Contains(p, "/.") {
+		if clean := path.Clean(p); clean != strings.TrimSuffix(p, "/") && clean != p {
+			return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "dot segments are not allowed in FHIR paths")
+		}
 	}
 	if r.Header.Get("X-HTTP-Method-Override") != "" || r.Header.Get("X-HTTP-Method") != "" || r.Header.Get("X-Method-Override") != "" {
 		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "HTTP method overrides are not supported")
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(p, g.cfg.FHIRPath), "/"), nil
+}
+
+// errSeparators refuses a FHIR path with encoded or doubled separators.
+func errSeparators() *fhir.Error {
+	return fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "encoded or doubled separators are not allowed in FHIR paths")
 }
 
 // outbound clones r for the upstream: the path below the upstream's FHIR
@@ -231,7 +243,7 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 // unless raw: the content of a Binary (see format.go).
 func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route, error) {
 	r := rq.r
-	out := r.Clone(r.Context())
+	out := upstreamCopy(r)
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rq.rest
 	// Keep the client's escaping of the rest (e.g. an encoded space in an id).
 	out.URL.RawPath = g.cfg.UpstreamFHIRPath + strings.TrimPrefix(r.URL.EscapedPath(), g.cfg.FHIRPath)
@@ -247,11 +259,6 @@ func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route
 	if out.Method == http.MethodHead {
 		out.Method = http.MethodGet
 	}
-	// The upstream trusts the gateway, not the client: the caller's
-	// credentials stay here (an upstream that needs its own goes in the
-	// upstream handler's config, e.g. reverse_proxy header_up).
-	out.Header.Del("Authorization")
-	out.Header.Del("Cookie")
 	askJSON(out, raw)
 	route, err := g.cfg.Backend.Outbound(out, rq.target())
 	if err != nil {
@@ -261,6 +268,48 @@ func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route
 		g.cfg.SetUpstream(out, route.DialAddress())
 	}
 	return out, route, nil
+}
+
+// upstreamCopy is the client's request r made the upstream's: built
+// directly (not r.Clone, which copies what a request to the upstream
+// does not change: its body, form, TLS state and context are shared, read
+// only), with its own URL and header (and trailer, which the backend
+// strips), and without the caller's credentials: the upstream trusts the
+// gateway, not the client (an upstream that needs its own goes in the
+// upstream handler's config, e.g. reverse_proxy header_up).
+func upstreamCopy(r *http.Request) *http.Request {
+	out := new(http.Request)
+	*out = *r
+	u := *r.URL
+	out.URL = &u
+	out.Header = headerWithout(r.Header, "Authorization", "Cookie")
+	if r.Trailer != nil {
+		out.Trailer = r.Trailer.Clone()
+	}
+	return out
+}
+
+// headerWithout is h.Clone() without the (canonical) names given, in the
+// same two allocations.
+func headerWithout(h http.Header, names ...string) http.Header {
+	skip := func(k string) bool { return slices.Contains(names, k) }
+	nv := 0
+	for k, vv := range h {
+		if !skip(k) {
+			nv += len(vv)
+		}
+	}
+	values := make([]string, nv)
+	out := make(http.Header, len(h))
+	for k, vv := range h {
+		if skip(k) || vv == nil {
+			continue
+		}
+		n := copy(values, vv)
+		out[k] = values[:n:n]
+		values = values[n:]
+	}
+	return out
 }
 
 // proxy sends the request to the upstream in the record's partition and

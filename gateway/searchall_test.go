@@ -5,15 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"go.etcd.io/bbolt"
-
-	"github.com/pfrgateway/caddy-pfr/auth"
-	"github.com/pfrgateway/caddy-pfr/backend"
-	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
 // TestOwnSearchesBypassUpstreamCache: the searches the gateway makes for
@@ -22,27 +15,7 @@ import (
 // a full no-store page may not be all, and only then is the search asked
 // again page by page with no-cache.
 func TestOwnSearchesBypassUpstreamCache(t *testing.T) {
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "pfr.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	tenants, err := tenancy.NewBoltStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := backend.New(backend.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewVerifier(nil, auth.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(Config{BaseDomain: "pfr.localhost", Backend: be, Tenancy: tenants, Verifier: v})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := newTestGateway(t)
 	entries := func(from, n int) string {
 		var b strings.Builder
 		for i := from; i < from+n; i++ {

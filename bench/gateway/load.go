@@ -17,6 +17,7 @@ type checkFunc func(t *target, k kind, fx *fixture, status int, body []byte) err
 type sample struct {
 	latencies []time.Duration // one per request
 	busy      time.Duration   // wall time of the batches that sent them
+	cpu       time.Duration   // CPU time Caddy spent during those batches
 }
 
 // batch sends count requests of kind k to t from concurrency workers, each
@@ -101,6 +102,10 @@ type plan struct {
 	deadline    time.Time      // no new round starts after it (zero: none)
 	check       checkFunc      // verification of every answer
 	progress    func(int, int) // called after each round with done and total (may be nil)
+	// cpu, when set, returns the CPU time Caddy has used so far: read
+	// around every batch, it charges each target with what Caddy spent
+	// on it (the client's and other processes' time left out).
+	cpu func() time.Duration
 }
 
 // rounds sends p.requests of every kind to every target in rounds of
@@ -120,6 +125,10 @@ func rounds(ctx context.Context, targets []*target, fx *fixture, p plan) (map[ki
 		for _, k := range kinds {
 			for i := range targets {
 				ti := (i + round) % len(targets)
+				var before time.Duration
+				if p.cpu != nil {
+					before = p.cpu()
+				}
 				lat, busy, err := batch(ctx, targets[ti], k, fx, size, p.concurrency, p.check)
 				if err != nil {
 					return nil, err
@@ -127,6 +136,9 @@ func rounds(ctx context.Context, targets []*target, fx *fixture, p plan) (map[ki
 				s := &out[k][ti]
 				s.latencies = append(s.latencies, lat...)
 				s.busy += busy
+				if p.cpu != nil {
+					s.cpu += p.cpu() - before
+				}
 			}
 		}
 		done += size

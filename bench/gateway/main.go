@@ -37,6 +37,7 @@ type options struct {
 	memProfile  string        // write an allocation profile of the gateway path here
 	profileTime time.Duration // how long to profile
 	profileKind string        // read, search or both
+	profileOf   string        // the target profiled: "b" or "c"
 	hapi        bool          // (a) is the HAPI test server instead of pfr_store
 	hapiJar     string        // its jar; "": test/hapi's
 }
@@ -55,6 +56,7 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "after measuring, load only the gateway and write what Caddy allocated meanwhile (a delta of /debug/pprof/allocs) to this file")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
 	flag.StringVar(&o.profileKind, "profilekind", "both", "the requests sent while profiling: read, search or both")
+	flag.StringVar(&o.profileOf, "profiletarget", "c", "the target loaded while profiling: c (the gateway) or b (the bare reverse_proxy, to compare with)")
 	flag.BoolVar(&o.hapi, "hapi", false, "measure in front of the HAPI test server (test/hapi, partition header) instead of pfr_store")
 	flag.StringVar(&o.hapiJar, "hapi-jar", "", "the HAPI test server's jar (default: test/hapi's)")
 	flag.Parse()
@@ -78,6 +80,9 @@ func (o options) validate() error {
 	}
 	if _, err := parseKinds(o.profileKind); (o.cpuProfile != "" || o.memProfile != "") && err != nil {
 		return err
+	}
+	if (o.cpuProfile != "" || o.memProfile != "") && o.profileOf != "b" && o.profileOf != "c" {
+		return errors.New("-profiletarget must be b or c")
 	}
 	return nil
 }
@@ -135,6 +140,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		requests: o.requests, roundSize: o.roundSize, concurrency: o.concurrency,
 		deadline: start.Add(o.duration), check: (*target).checkFast,
 		progress: func(done, total int) { fmt.Fprintf(logw, "\rmeasuring: %d/%d per target and kind", done, total) },
+		cpu:      func() time.Duration { return pfrproc.CPUTime(caddy.Pid()) },
 	}
 	results, err := rounds(ctx, targets, fx, measure)
 	fmt.Fprintln(logw)
@@ -152,9 +158,14 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		want = append(want, profileRequest{"allocs", o.memProfile})
 	}
 	if len(want) > 0 {
-		fmt.Fprintf(logw, "profiling the gateway path for %s …\n", o.profileTime)
+		profiledTarget := targets[2]
+		if o.profileOf == "b" {
+			profiledTarget = targets[1]
+		}
+		fmt.Fprintf(logw, "profiling %s for %s …\n", profiledTarget.label, o.profileTime)
 		profiled, _ := parseKinds(o.profileKind) // validated above
-		if err := profileGateway(ctx, p.admin, targets[2], fx, profiled, o.concurrency, o.profileTime, want); err != nil {
+		sent, err := profileGateway(ctx, p.admin, profiledTarget, fx, profiled, o.concurrency, o.profileTime, want)
+		if err != nil {
 			return err
 		}
 		for _, w := range want {
@@ -162,7 +173,8 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 			if w.kind == "allocs" {
 				what = "allocation"
 			}
-			fmt.Fprintf(out, "\n%s profile of Caddy under gateway-only load (%s): %s (go tool pprof -top %s)\n", what, o.profileKind, w.path, w.path)
+			fmt.Fprintf(out, "\n%s profile of Caddy under %s-only load (%s, about %d requests): %s (go tool pprof -top %s)\n",
+				what, profiledTarget.label, o.profileKind, sent, w.path, w.path)
 		}
 	}
 	return nil

@@ -30,6 +30,7 @@ func TestBenchSmoke(t *testing.T) {
 	o := options{
 		requests: 12, concurrency: 2, duration: time.Minute, warmup: 4, roundSize: 5,
 		https: true, trusted: true, cpuProfile: profile, memProfile: allocs, profileTime: time.Second, profileKind: "both",
+		profileOf: "b",
 	}
 	if err := run(ctx, o, &out, &log); err != nil {
 		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
@@ -38,7 +39,7 @@ func TestBenchSmoke(t *testing.T) {
 	t.Log("\n" + text)
 	for _, k := range []string{"read", "search"} {
 		for _, target := range []string{"(a) pfr_store", "(b) reverse_proxy", "(c) gateway", "(d) gateway https", "(e) gateway trusting"} {
-			row := regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(target) + `\s+(\d+)\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s*$`)
+			row := regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(target) + `\s+(\d+)\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s+([\d.]+)ms\s*$`)
 			m := row.FindStringSubmatch(text)
 			if m == nil {
 				t.Errorf("no %s row for %s", k, target)
@@ -47,9 +48,12 @@ func TestBenchSmoke(t *testing.T) {
 			if m[1] != "12" {
 				t.Errorf("%s %s: %s requests measured, want 12", k, target, m[1])
 			}
+			if m[2] == "0.000" {
+				t.Errorf("%s %s: no CPU time measured", k, target)
+			}
 		}
 		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(b)", "(d)/(c)", "(e)/(b)", "(c)/(e)"} {
-			if !regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(r) + `\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s*$`).MatchString(text) {
+			if !regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(r) + `\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s*$`).MatchString(text) {
 				t.Errorf("no %s ratio row %s", k, r)
 			}
 		}
@@ -231,19 +235,22 @@ func TestOptionsValidate(t *testing.T) {
 		t.Fatalf("good options refused: %v", err)
 	}
 	for _, k := range []string{"read", "search", "both"} {
-		o := good
-		o.cpuProfile, o.profileKind = "cpu.pprof", k
-		if err := o.validate(); err != nil {
-			t.Errorf("-profilekind %s refused: %v", k, err)
+		for _, of := range []string{"b", "c"} {
+			o := good
+			o.cpuProfile, o.profileKind, o.profileOf = "cpu.pprof", k, of
+			if err := o.validate(); err != nil {
+				t.Errorf("-profilekind %s -profiletarget %s refused: %v", k, of, err)
+			}
 		}
 	}
 	for name, mutate := range map[string]func(*options){
-		"n 0":          func(o *options) { o.requests = 0 },
-		"c 0":          func(o *options) { o.concurrency = 0 },
-		"warmup 0":     func(o *options) { o.warmup = 0 },
-		"round 0":      func(o *options) { o.roundSize = 0 },
-		"duration 0":   func(o *options) { o.duration = 0 },
-		"profile kind": func(o *options) { o.cpuProfile, o.profileKind = "cpu.pprof", "reads" },
+		"n 0":            func(o *options) { o.requests = 0 },
+		"c 0":            func(o *options) { o.concurrency = 0 },
+		"warmup 0":       func(o *options) { o.warmup = 0 },
+		"round 0":        func(o *options) { o.roundSize = 0 },
+		"duration 0":     func(o *options) { o.duration = 0 },
+		"profile kind":   func(o *options) { o.cpuProfile, o.profileKind, o.profileOf = "cpu.pprof", "reads", "c" },
+		"profile target": func(o *options) { o.cpuProfile, o.profileKind, o.profileOf = "cpu.pprof", "read", "a" },
 	} {
 		o := good
 		mutate(&o)

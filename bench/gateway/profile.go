@@ -16,12 +16,15 @@ type profileRequest struct {
 	kind, path string
 }
 
-// profileGateway loads only the gateway target t with the profiled request
-// kinds for length while Caddy's admin endpoint records the asked profiles
-// (all over the same window), and writes each to its path.
-// Everything in the profiles is then the gateway's path: the pfr handler,
-// its reverse_proxy, and the store behind it, in one process.
-func profileGateway(ctx context.Context, adminPort int, t *target, fx *fixture, profiled []kind, concurrency int, length time.Duration, want []profileRequest) error {
+// profileGateway loads only target t (the gateway, or the bare proxy to
+// compare it with) with the profiled request kinds for length while
+// Caddy's admin endpoint records the asked profiles (all over the same
+// window), writes each to its path and returns how many requests were
+// answered meanwhile (about: the load starts a little before the profile
+// and ends a little after it). Everything in the profiles is then t's
+// path: for the gateway the pfr handler, its reverse_proxy, and the store
+// behind it, in one process.
+func profileGateway(ctx context.Context, adminPort int, t *target, fx *fixture, profiled []kind, concurrency int, length time.Duration, want []profileRequest) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	seconds := max(int(length.Seconds()), 1)
@@ -30,6 +33,7 @@ func profileGateway(ctx context.Context, adminPort int, t *target, fx *fixture, 
 		go func() { done <- pfrproc.Profile(ctx, adminPort, p.kind, seconds, p.path) }()
 	}
 	var errs []error
+	sent := 0
 	for pending := len(want); pending > 0; {
 		select {
 		case err := <-done:
@@ -44,9 +48,10 @@ func profileGateway(ctx context.Context, adminPort int, t *target, fx *fixture, 
 				for ; pending > 0; pending-- {
 					<-done
 				}
-				return fmt.Errorf("loading the gateway while profiling: %w", err)
+				return 0, fmt.Errorf("loading %s while profiling: %w", t.label, err)
 			}
+			sent += 4 * concurrency
 		}
 	}
-	return errors.Join(errs...)
+	return sent, errors.Join(errs...)
 }

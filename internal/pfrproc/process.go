@@ -183,3 +183,26 @@ func VmRSS(pid int) int64 {
 	}
 	return 0
 }
+
+// CPUTime returns the CPU time process pid has used so far, summed over
+// its threads from /proc/pid/task/*/schedstat (nanoseconds, unlike the
+// clock ticks of /proc/pid/stat), or 0 when it cannot be read. The
+// difference over a stretch of load is what the process spent on it,
+// whatever else the machine runs meanwhile.
+func CPUTime(pid int) time.Duration {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		onCPU, _, _ := strings.Cut(string(raw), " ")
+		ns, _ := strconv.ParseInt(onCPU, 10, 64)
+		total += time.Duration(ns)
+	}
+	return total
+}
