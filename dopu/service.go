@@ -204,12 +204,13 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 	}
 	from = from.truncated()
 	id := newID()
-	data, release, facts, staged, err := s.readAndParse(ctx, id, body, gzipped)
+	in, err := s.readAndParse(ctx, recordID, id, body, gzipped)
 	if err != nil {
 		return nil, err
 	}
 	// The store copies the body when it commits; the buffer is reused.
-	defer release()
+	defer in.release()
+	data, facts := in.data, in.facts
 
 	d := &DropOff{
 		Summary: Summary{
@@ -218,7 +219,7 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 			Subject: facts.Subject, Status: StatusPending, Expires: now.Add(s.limits.TTL), Changed: now,
 			AboutNoOne: facts.AboutNoOne, BundleIdentifier: facts.BundleIdentifier,
 		},
-		Digest:            digest(recordID, data),
+		Digest:            in.digest,
 		IdentifiersDigest: facts.IdentifiersDigest,
 	}
 	var receipt *Receipt
@@ -244,12 +245,12 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 		receipt = &Receipt{ID: d.ID, Status: StatusPending, Received: now}
 		return tx.PutAlert(&Alert{DropOffID: d.ID, RecordID: recordID, NextAttempt: now})
 	})
-	if staged != nil {
+	if in.staged != nil {
 		// The staged file goes unless the drop-off refers to it, or may:
 		// a failed commit is not known not to have reached the disk, and
 		// the store removes unreferenced files when it opens.
 		var fe *fhir.Error
-		staged(err == nil && !receipt.Duplicate || err != nil && !errors.As(err, &fe))
+		in.staged(err == nil && !receipt.Duplicate || err != nil && !errors.As(err, &fe))
 	}
 	if err != nil {
 		var fe *fhir.Error
@@ -264,41 +265,52 @@ func (s *Service) Intake(ctx context.Context, recordID, contentType, contentEnco
 	return receipt, nil
 }
 
-// readAndParse reads and validates a body, at most Limits.Concurrent at a
-// time. The body is in a pooled buffer: call release when done with it.
-// A store that keeps large bodies apart (bodyStager) writes and syncs it
-// as the body of drop-off id meanwhile, while the body is checked: then
-// staged is not nil, and must be called once the drop-off is stored or
-// not (see bodyStager).
-func (s *Service) readAndParse(ctx context.Context, id string, body io.Reader, gzipped bool) (data []byte, release func(), facts *bundleFacts, staged func(kept bool), err error) {
+// intakeBody is a drop-off's body read and checked.
+type intakeBody struct {
+	data    []byte // in a pooled buffer: call release when done with it
+	release func()
+	facts   *bundleFacts
+	digest  string // digest(recordID, data)
+	// staged, when not nil, must be called once the drop-off is stored or
+	// not (see bodyStager).
+	staged func(kept bool)
+}
+
+// readAndParse reads and validates a body for drop-off id of recordID, at
+// most Limits.Concurrent at a time. While the body is checked, its digest
+// is computed and a store that keeps large bodies apart (bodyStager)
+// writes and syncs it, on the other cores.
+func (s *Service) readAndParse(ctx context.Context, recordID, id string, body io.Reader, gzipped bool) (*intakeBody, error) {
 	select {
 	case s.parsing <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, nil, nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
+		return nil, fmt.Errorf("dopu: waiting to read a drop-off: %w", ctx.Err())
 	}
 	defer func() { <-s.parsing }()
-	data, release, err = readBody(body, gzipped, s.limits.MaxBytes)
+	data, release, err := readBody(body, gzipped, s.limits.MaxBytes)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
+	in := &intakeBody{data: data, release: release}
 	var stagedErr error
 	var wait sync.WaitGroup
 	if st, ok := s.store.(bodyStager); ok {
-		wait.Go(func() { staged, stagedErr = st.stageBody(id, data) })
+		wait.Go(func() { in.staged, stagedErr = st.stageBody(id, data) })
 	}
-	facts, err = parseBundle(data, s.limits)
+	wait.Go(func() { in.digest = digest(recordID, data) })
+	in.facts, err = parseBundle(data, s.limits)
 	wait.Wait()
 	if err == nil {
 		err = stagedErr
 	}
 	if err != nil {
-		if staged != nil {
-			staged(false)
+		if in.staged != nil {
+			in.staged(false)
 		}
 		release()
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
-	return data, release, facts, staged, nil
+	return in, nil
 }
 
 // Bounds on what a drop-off keeps of its sender's words.
