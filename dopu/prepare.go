@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // TagSystem is the meta.tag system of every resource a pick-up imports;
@@ -156,13 +157,16 @@ type OtherPatient struct {
 
 // decodedBundle is a Bundle decoded for rewriting.
 type decodedBundle struct {
-	Type  string `json:"type"`
-	Entry []struct {
-		FullURL  string         `json:"fullUrl"`
-		Resource map[string]any `json:"resource"`
-		Request  *entryRequest  `json:"request"`
-		Search   *entrySearch   `json:"search"`
-	} `json:"entry"`
+	Type  string        `json:"type"`
+	Entry []bundleEntry `json:"entry"`
+}
+
+// bundleEntry is a Bundle entry as a pick-up reads it.
+type bundleEntry struct {
+	FullURL  string         `json:"fullUrl"`
+	Resource map[string]any `json:"resource"`
+	Request  *entryRequest  `json:"request"`
+	Search   *entrySearch   `json:"search"`
 }
 
 type transactionEntry struct {
@@ -224,6 +228,9 @@ type transactionEntry struct {
 // meta.tag of TagSystem or ContentTagSystem the sender wrote, and gets
 // {TagSystem, <drop-off id>} and {ContentTagSystem, <digest>}. Every entry
 // is a POST of its type. Values, numbers included, are kept as sent.
+//
+// The rules are NewPlan's and Plan.Rewrite's: an import too large for one
+// transaction applies the same ones chunk by chunk.
 func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, error) {
 	imp, status, reason, err := PrepareBundle(p.body, p.dropOff.ID, pfrPatient, pfrPatientID, opts)
 	if err == nil {
@@ -236,40 +243,175 @@ func (p *Pickup) Prepare(pfrPatient map[string]any, pfrPatientID string, opts Pr
 // id names it in the tags of what it writes (TagSystem). It also returns
 // the status a pick-up of it ends in and why.
 func PrepareBundle(body []byte, id string, pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, Status, string, error) {
-	imp, left, total, err := prepareBundle(body, id, pfrPatient, pfrPatientID, opts)
-	if err != nil {
-		return imp, "", "", err
-	}
-	if left > 0 {
-		return imp, StatusPickedUpPartially, fmt.Sprintf("%d of the %d entries were not imported: they are about another person than the record's", left, total), nil
-	}
-	return imp, StatusPickedUp, "", nil
-}
-
-func prepareBundle(body []byte, dropOffID string, pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Import, int, int, error) {
 	if !fhir.IsID(pfrPatientID) {
-		return nil, 0, 0, fmt.Errorf("dopu: preparing pick-up: invalid Patient id %q", pfrPatientID)
+		return nil, "", "", fmt.Errorf("dopu: preparing pick-up: invalid Patient id %q", pfrPatientID)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber() // decimals must survive to the last digit
 	var b decodedBundle
 	if err := dec.Decode(&b); err != nil {
-		return nil, 0, 0, fmt.Errorf("dopu: decoding drop-off %s: %w", dropOffID, err)
+		return nil, "", "", fmt.Errorf("dopu: decoding drop-off %s: %w", id, err)
+	}
+	facts := make([]Facts, len(b.Entry))
+	for i, e := range b.Entry {
+		facts[i] = Entry{fullURL: e.FullURL, resource: e.Resource, request: e.Request, search: e.Search}.Facts()
+	}
+	plan, err := NewPlan(b.Type, facts, id, pfrPatient, pfrPatientID, opts)
+	if err != nil {
+		if plan != nil {
+			return plan.Import(), "", "", err
+		}
+		return nil, "", "", err
+	}
+	fullURLs := make([]string, len(b.Entry))
+	for i := range b.Entry {
+		if plan.Writes(i) {
+			fullURLs[i] = newURN()
+		}
+	}
+	imp := plan.Import()
+	var entries []transactionEntry
+	for i, e := range b.Entry {
+		if fullURLs[i] == "" {
+			continue
+		}
+		plan.Rewrite(i, e.Resource, func(j int) string { return fullURLs[j] })
+		entries = append(entries, transactionEntry{
+			FullURL:  fullURLs[i],
+			Resource: e.Resource,
+			Request:  entryRequest{Method: http.MethodPost, URL: plan.Type(i)},
+		})
+		imp.Sources = append(imp.Sources, i)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err = enc.Encode(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+	if err != nil {
+		return nil, "", "", fmt.Errorf("dopu: encoding the import of %s: %w", id, err)
+	}
+	imp.Transaction = bytes.TrimSpace(buf.Bytes())
+	imp.Entries = len(entries)
+	status, reason := plan.Status()
+	return imp, status, reason, nil
+}
+
+// Entry is one entry of what a pick-up or an import reads: a Bundle
+// entry, or a resource on its own (a line of NDJSON).
+type Entry struct {
+	fullURL  string
+	resource map[string]any
+	request  *entryRequest
+	search   *entrySearch
+}
+
+// DecodeEntry reads one entry through the strict JSON door (fhirjson:
+// values byte for byte, numbers as json.Number): a Bundle entry (fullUrl,
+// resource, request, search), or, with resourceOnly, a resource. A
+// refusal is a *fhirjson.Error.
+func DecodeEntry(raw []byte, resourceOnly bool) (Entry, error) {
+	m, err := fhirjson.DecodeObject(raw)
+	if err != nil {
+		return Entry{}, err
+	}
+	if resourceOnly {
+		return Entry{resource: m}, nil
+	}
+	e := Entry{}
+	e.fullURL, _ = m["fullUrl"].(string)
+	e.resource, _ = m["resource"].(map[string]any)
+	if r, ok := m["request"].(map[string]any); ok {
+		e.request = &entryRequest{}
+		e.request.Method, _ = r["method"].(string)
+		e.request.URL, _ = r["url"].(string)
+		e.request.IfNoneExist, _ = r["ifNoneExist"].(string)
+	}
+	if s, ok := m["search"].(map[string]any); ok {
+		e.search = &entrySearch{}
+		e.search.Mode, _ = s["mode"].(string)
+	}
+	return e, nil
+}
+
+// Resource is the entry's resource (nil when it has none).
+func (e Entry) Resource() map[string]any { return e.resource }
+
+// Facts is what planning a pick-up keeps of one entry: who and what it
+// is, the references it holds and the digest of its content; not the
+// resource itself, so that the plan of a large import holds ids and
+// references only.
+type Facts struct {
+	head    entryHead
+	empty   bool // the entry has no resource
+	search  *entrySearch
+	request *entryRequest
+	// refs are the resource's references, as written, one per
+	// occurrence (contained "#…" ones left out).
+	refs    []string
+	content string // contentDigest, but of Patients
+	// A Patient's summary and its identifiers for the record's Patient.
+	patient   *PatientSummary
+	senderIDs []any
+}
+
+// Facts reads what NewPlan needs of the entry. (A Patient's identifier
+// assigners lose their Bundle-local references: a Patient is never
+// written, it is merged into the record's or left out.)
+func (e Entry) Facts() Facts {
+	f := Facts{empty: e.resource == nil, search: e.search, request: e.request}
+	if e.resource == nil {
+		return f
+	}
+	f.head = headOf(e.fullURL, e.resource)
+	fhir.EachReference(e.resource, func(_ map[string]any, ref string) {
+		if r := strings.TrimSpace(ref); r != "" && !strings.HasPrefix(r, "#") {
+			f.refs = append(f.refs, ref)
+		}
+	})
+	if f.head.Type == "Patient" {
+		f.patient = SummarizePatient(e.resource)
+		f.senderIDs = senderIdentifiers(e.resource)
+	} else {
+		f.content = contentDigest(e.resource)
+	}
+	return f
+}
+
+// Plan is a pick-up decided from the Facts of every entry: who the
+// sender's Patient is and whether it matches, which entries are left out
+// (other people, what the record already holds) and what each reference
+// becomes. Its entries are then written in one transaction (PrepareBundle)
+// or, for a large import, in chunks: Rewrite readies one entry at a time.
+type Plan struct {
+	pr     *preparer
+	status Status
+	reason string
+}
+
+// NewPlan decides the pick-up of the entries facts describes (in Bundle
+// order; bundleType is the Bundle's type, "collection" for NDJSON) into
+// the record whose Patient is pfrPatient, with id pfrPatientID, by the
+// rules of Prepare. id names the pick-up in the tags of what it writes.
+// It asks opts.Search what the record holds. On a refusal the error is
+// returned with the Plan when its Import says why (its Match).
+func NewPlan(bundleType string, facts []Facts, id string, pfrPatient map[string]any, pfrPatientID string, opts PrepareOptions) (*Plan, error) {
+	if !fhir.IsID(pfrPatientID) {
+		return nil, fmt.Errorf("dopu: preparing pick-up: invalid Patient id %q", pfrPatientID)
 	}
 	pr := &preparer{
-		b: &b, pfrPatientID: pfrPatientID, patientRef: "Patient/" + pfrPatientID,
-		heads: make([]entryHead, len(b.Entry)), outcome: make([]bool, len(b.Entry)),
+		facts: facts, bundleType: bundleType, id: id, pfrPatientID: pfrPatientID, patientRef: "Patient/" + pfrPatientID,
+		heads: make([]entryHead, len(facts)), outcome: make([]bool, len(facts)),
 		ours: map[int]bool{}, excluded: map[int]bool{}, existing: map[int]string{},
 		finder: newFinder(opts.Search), imp: &Import{Report: Report{Imported: map[string]int{}}},
-		logical: map[[2]string]*LogicalReference{},
+		logical: map[[2]string]*LogicalReference{}, resolved: map[string]string{},
 	}
-	for i, e := range b.Entry {
-		typ, _ := e.Resource["resourceType"].(string)
-		if e.Resource == nil || outcomeEntry(b.Type, e.Search, typ) {
+	plan := &Plan{pr: pr}
+	for i, f := range facts {
+		if f.empty || outcomeEntry(bundleType, f.search, f.head.Type) {
 			pr.outcome[i] = true
 			continue
 		}
-		pr.heads[i] = headOf(e.FullURL, e.Resource)
+		pr.heads[i] = f.head
 	}
 	pr.ix = newBundleIndex(pr.heads)
 	pr.subject, pr.outside = pr.ix.subject()
@@ -277,7 +419,7 @@ func prepareBundle(body []byte, dropOffID string, pfrPatient map[string]any, pfr
 	record := SummarizePatient(pfrPatient)
 	var sender *PatientSummary
 	if pr.subject >= 0 {
-		sender = SummarizePatient(b.Entry[pr.subject].Resource)
+		sender = facts[pr.subject].patient
 	}
 	imp := pr.imp
 	aboutNoOne := pr.subject < 0 && pr.outside == "" && !anyCompartmentType(pr.heads)
@@ -286,42 +428,32 @@ func prepareBundle(body []byte, dropOffID string, pfrPatient map[string]any, pfr
 		imp.Match.Reasons = append([]string{fmt.Sprintf("the Bundle's patient %s is not included in it", pr.outside)}, imp.Match.Reasons...)
 	}
 	if !imp.Match.Accepted && !opts.Force {
-		return imp, 0, 0, mismatchError(imp.Match)
+		return plan, mismatchError(imp.Match)
 	}
 	if pr.subject >= 0 {
-		imp.SenderIdentifiers = senderIdentifiers(b.Entry[pr.subject].Resource)
+		imp.SenderIdentifiers = facts[pr.subject].senderIDs
 		pr.ours[pr.subject] = true
 		imp.Report.SenderPatient = fmt.Sprintf("Bundle.entry[%d] merged into %s (its identifiers kept)", pr.subject, pr.patientRef)
 	}
 	for i, h := range pr.heads {
-		if h.Type == "Patient" && i != pr.subject && ScoreMatch(SummarizePatient(b.Entry[i].Resource), record).Accepted {
+		if h.Type == "Patient" && i != pr.subject && ScoreMatch(facts[i].patient, record).Accepted {
 			pr.ours[i] = true
 		}
 	}
 
 	pr.ask()
 	if err := pr.finder.run(); err != nil {
-		return nil, 0, 0, fmt.Errorf("dopu: looking for drop-off %s's resources in the record: %w", dropOffID, err)
+		return nil, fmt.Errorf("dopu: looking for %s's resources in the record: %w", id, err)
 	}
 	imp.Report.Warnings = append(imp.Report.Warnings, pr.finder.warnings...)
 	pr.people()
 	if len(imp.Report.OtherPatients) > 0 && opts.OtherPatients == OtherPatientsRefuse {
-		return imp, 0, 0, fhir.Errorf(http.StatusConflict, fhir.CodeBusinessRule,
+		return plan, fhir.Errorf(http.StatusConflict, fhir.CodeBusinessRule,
 			"the drop-off holds %d other people besides this record's person; nothing was imported (pick it up with otherPatients skip to import only what is about this record's person, or reject it)",
 			len(imp.Report.OtherPatients))
 	}
 	pr.inRecord()
-	entries := pr.rewrite(dropOffID)
-
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("dopu: encoding the import of %s: %w", dropOffID, err)
-	}
-	imp.Transaction = bytes.TrimSpace(buf.Bytes())
-	imp.Entries = len(entries)
+	pr.report()
 
 	left := 0
 	for _, sk := range imp.Report.Skipped {
@@ -329,12 +461,71 @@ func prepareBundle(body []byte, dropOffID string, pfrPatient map[string]any, pfr
 			left++
 		}
 	}
-	return imp, left, len(b.Entry), nil
+	plan.status = StatusPickedUp
+	if left > 0 {
+		plan.status = StatusPickedUpPartially
+		plan.reason = fmt.Sprintf("%d of the %d entries were not imported: they are about another person than the record's", left, len(facts))
+	}
+	return plan, nil
 }
 
-// preparer holds the state of one Prepare.
+// Import is what the plan decided: the match, the sender's identifiers
+// and the report (the caller fills in Report.Created and, writing one
+// transaction, Transaction, Entries and Sources).
+func (p *Plan) Import() *Import { return p.pr.imp }
+
+// Status is the status the pick-up ends in, and why.
+func (p *Plan) Status() (Status, string) { return p.status, p.reason }
+
+// Len is the number of entries.
+func (p *Plan) Len() int { return len(p.pr.facts) }
+
+// Writes reports whether entry i is written (not left out, not already
+// in the record, not a Patient).
+func (p *Plan) Writes(i int) bool { return p.pr.writes(i) }
+
+// Type is entry i's resource type.
+func (p *Plan) Type(i int) string { return p.pr.facts[i].head.Type }
+
+// Content is the digest of entry i's content (its ContentTagSystem code).
+func (p *Plan) Content(i int) string { return p.pr.facts[i].content }
+
+// Targets lists the written entries that entry i's references point at:
+// they must be written before it, or in the same transaction.
+func (p *Plan) Targets(i int) []int {
+	var out []int
+	for _, ref := range p.pr.facts[i].refs {
+		if a := p.pr.decide(ref, i); a.kind == actLocal && !slices.Contains(out, a.entry) {
+			out = append(out, a.entry)
+		}
+	}
+	return out
+}
+
+// Rewrite readies entry i's resource res (decoded anew, as it came) to be
+// written: its references rewritten (target(j) is where written entry j
+// is, a fullUrl of the same transaction or "Type/id" of the record), what
+// the server assigns removed, the pick-up's tags set.
+func (p *Plan) Rewrite(i int, res map[string]any, target func(j int) string) {
+	pr := p.pr
+	fhir.EachReference(res, func(obj map[string]any, ref string) {
+		switch a := pr.decide(ref, i); a.kind {
+		case actSet:
+			obj["reference"] = a.value
+		case actLocal:
+			obj["reference"] = target(a.entry)
+		case actLogical:
+			fhir.MakeLogical(obj, a.typ, a.identifier, describeRef(a.ref))
+		}
+	})
+	prepareResource(res, pr.id, pr.facts[i].content)
+}
+
+// preparer holds the state of one plan.
 type preparer struct {
-	b            *decodedBundle
+	facts        []Facts
+	bundleType   string
+	id           string
 	pfrPatientID string
 	patientRef   string
 	heads        []entryHead
@@ -345,7 +536,6 @@ type preparer struct {
 	ours         map[int]bool    // Patient entries of the record's person
 	excluded     map[int]bool    // entries left out: other people and what is about them
 	existing     map[int]string  // entries the record already holds → "Type/id"
-	content      map[int]string  // content digests
 	identifying  map[string]bool // "Type|system|value" unique in the Bundle
 	finder       *finder
 	imp          *Import
@@ -353,12 +543,16 @@ type preparer struct {
 	resolved     map[string]string
 }
 
+// writes reports whether entry i is written.
+func (pr *preparer) writes(i int) bool {
+	return !pr.outcome[i] && !pr.excluded[i] && pr.heads[i].Type != "Patient" && pr.existing[i] == ""
+}
+
 // entryQueries are the questions about entry i: its ifNoneExist, its
 // identifiers and its content.
 func (pr *preparer) entryQueries(i int) (ifNoneExist *query, ids []query, content query) {
-	e := pr.b.Entry[i]
 	typ := pr.heads[i].Type
-	if crit := conditionalCreate(pr.b.Type, e.Request); crit != "" {
+	if crit := conditionalCreate(pr.bundleType, pr.facts[i].request); crit != "" {
 		if params, err := url.ParseQuery(crit); err == nil && len(params) > 0 {
 			q := criteriaQuery(typ, params)
 			ifNoneExist = &q
@@ -369,13 +563,12 @@ func (pr *preparer) entryQueries(i int) (ifNoneExist *query, ids []query, conten
 			ids = append(ids, q)
 		}
 	}
-	return ifNoneExist, ids, query{typ: typ, kind: queryTag, value: ContentTagSystem + "|" + pr.content[i]}
+	return ifNoneExist, ids, query{typ: typ, kind: queryTag, value: ContentTagSystem + "|" + pr.facts[i].content}
 }
 
 // ask collects every question for the record: conditional references
 // that no entry answers, and what tells an entry already imported.
 func (pr *preparer) ask() {
-	pr.content = map[int]string{}
 	// An identifier identifies only if no other entry of the type has it
 	// (Synthea gives every ExplanationOfBenefit the same claim-group).
 	seen := map[string]int{}
@@ -390,21 +583,20 @@ func (pr *preparer) ask() {
 	for k, n := range seen {
 		pr.identifying[k] = n == 1
 	}
-	for i, e := range pr.b.Entry {
+	for i, f := range pr.facts {
 		if pr.outcome[i] {
 			continue
 		}
-		fhir.EachReference(e.Resource, func(_ map[string]any, ref string) {
+		for _, ref := range f.refs {
 			if _, kind, _ := pr.ix.resolve(ref, i); kind == refConditional {
 				if typ, params, ok := fhir.ParseConditionalReference(ref); ok {
 					pr.finder.want(criteriaQuery(typ, params))
 				}
 			}
-		})
+		}
 		if pr.heads[i].Type == "Patient" {
 			continue
 		}
-		pr.content[i] = contentDigest(e.Resource)
 		ine, ids, content := pr.entryQueries(i)
 		if ine != nil {
 			pr.finder.want(*ine)
@@ -456,7 +648,7 @@ func (pr *preparer) people() {
 		}
 		o := &OtherPatient{Entry: entry}
 		if entry >= 0 {
-			o.Patient = SummarizePatient(pr.b.Entry[entry].Resource)
+			o.Patient = pr.facts[entry].patient
 		} else {
 			o.Reference = canonical
 		}
@@ -538,33 +730,32 @@ func (pr *preparer) inRecord() {
 	}
 }
 
-// rewrite builds the transaction's entries.
-func (pr *preparer) rewrite(dropOffID string) []transactionEntry {
-	fullURLs := make([]string, len(pr.b.Entry))
-	for i, h := range pr.heads {
-		if !pr.outcome[i] && !pr.excluded[i] && h.Type != "Patient" && pr.existing[i] == "" {
-			fullURLs[i] = newURN()
-		}
-	}
-	pr.resolved = map[string]string{}
-	var entries []transactionEntry
-	for i, e := range pr.b.Entry {
-		if fullURLs[i] == "" {
+// report fills in the report of what the entries written become: counts
+// by type, conditional references resolved, references made logical.
+func (pr *preparer) report() {
+	rep := &pr.imp.Report
+	for i, f := range pr.facts {
+		if !pr.writes(i) {
 			continue
 		}
-		fhir.EachReference(e.Resource, func(obj map[string]any, ref string) {
-			pr.reference(obj, ref, i, fullURLs)
-		})
-		prepareResource(e.Resource, dropOffID, pr.content[i])
-		entries = append(entries, transactionEntry{
-			FullURL:  fullURLs[i],
-			Resource: e.Resource,
-			Request:  entryRequest{Method: http.MethodPost, URL: pr.heads[i].Type},
-		})
-		pr.imp.Sources = append(pr.imp.Sources, i)
-		pr.imp.Report.Imported[pr.heads[i].Type]++
+		for _, ref := range f.refs {
+			switch a := pr.decide(ref, i); {
+			case a.kind == actLogical:
+				key := [2]string{a.ref, a.why}
+				if l, ok := pr.logical[key]; ok {
+					l.Count++
+				} else {
+					pr.logical[key] = &LogicalReference{Reference: a.ref, Why: a.why, Entry: i, Count: 1}
+				}
+				if a.warning != "" {
+					rep.Warnings = append(rep.Warnings, a.warning)
+				}
+			case a.resolved:
+				pr.resolved[a.ref] = a.value
+			}
+		}
+		rep.Imported[pr.heads[i].Type]++
 	}
-	rep := &pr.imp.Report
 	for ref, target := range pr.resolved {
 		rep.Resolved = append(rep.Resolved, ResolvedReference{Reference: ref, Target: target})
 	}
@@ -578,51 +769,78 @@ func (pr *preparer) rewrite(dropOffID string) []transactionEntry {
 		}
 		return strings.Compare(a.Reference, b.Reference)
 	})
-	return entries
 }
 
-// reference rewrites one Reference object of entry from.
-func (pr *preparer) reference(obj map[string]any, ref string, from int, fullURLs []string) {
+// refActionKind is what becomes of one reference.
+type refActionKind int
+
+const (
+	actKeep    refActionKind = iota // left as it is (empty, contained)
+	actSet                          // becomes value
+	actLocal                        // becomes where the written entry goes
+	actLogical                      // becomes logical (or a display only)
+)
+
+// refAction is what becomes of one reference of an entry written.
+type refAction struct {
+	kind  refActionKind
+	ref   string // the reference, trimmed
+	value string // actSet
+	entry int    // actLocal
+	// actLogical: the type, identifier and why.
+	typ        string
+	identifier map[string]any
+	why        string
+	// resolved: a conditional reference that matched one resource of
+	// the record; warning: something to tell the person.
+	resolved bool
+	warning  string
+}
+
+// decide says what becomes of reference ref of entry from.
+func (pr *preparer) decide(ref string, from int) refAction {
 	ref = strings.TrimSpace(ref)
+	a := refAction{ref: ref}
+	logical := func(typ string, identifier map[string]any, why string) refAction {
+		a.kind, a.typ, a.identifier, a.why = actLogical, typ, identifier, why
+		return a
+	}
 	if ref == "" || strings.HasPrefix(ref, "#") {
-		return
+		return a
 	}
 	if isPatient, ours, _, _ := pr.patientTarget(ref, from); isPatient {
 		if ours {
-			obj["reference"] = pr.patientRef
-		} else {
-			pr.makeLogical(obj, ref, from, "Patient", nil, "another person than the record's")
+			a.kind, a.value = actSet, pr.patientRef
+			return a
 		}
-		return
+		return logical("Patient", nil, "another person than the record's")
 	}
 	target, kind, _ := pr.ix.resolve(ref, from)
 	switch kind {
 	case refLocal:
 		switch {
 		case pr.existing[target] != "":
-			obj["reference"] = pr.existing[target]
-		case fullURLs[target] != "":
-			obj["reference"] = fullURLs[target]
+			a.kind, a.value = actSet, pr.existing[target]
+		case pr.writes(target):
+			a.kind, a.entry = actLocal, target
 		default:
-			pr.makeLogical(obj, ref, from, pr.heads[target].Type, nil, "the entry it points at is about another person and was not imported")
+			return logical(pr.heads[target].Type, nil, "the entry it points at is about another person and was not imported")
 		}
 	case refConditional:
 		typ, params, ok := fhir.ParseConditionalReference(ref)
 		if !ok {
-			pr.makeLogical(obj, ref, from, "", nil, "a conditional reference that cannot be searched")
-			return
+			return logical("", nil, "a conditional reference that cannot be searched")
 		}
 		ids := pr.finder.ids(criteriaQuery(typ, params))
 		switch len(ids) {
 		case 1:
-			obj["reference"] = typ + "/" + ids[0]
-			pr.resolved[ref] = typ + "/" + ids[0]
+			a.kind, a.value, a.resolved = actSet, typ+"/"+ids[0], true
 		case 0:
-			pr.makeLogical(obj, ref, from, typ, fhir.IdentifierFromQuery(params), "no resource of the record matches it")
+			return logical(typ, fhir.IdentifierFromQuery(params), "no resource of the record matches it")
 		default:
-			pr.makeLogical(obj, ref, from, typ, fhir.IdentifierFromQuery(params), fmt.Sprintf("%d resources of the record match it", len(ids)))
-			pr.imp.Report.Warnings = append(pr.imp.Report.Warnings,
-				fmt.Sprintf("the conditional reference %q matches %d resources of the record; it was kept as a logical reference", ref, len(ids)))
+			a = logical(typ, fhir.IdentifierFromQuery(params), fmt.Sprintf("%d resources of the record match it", len(ids)))
+			a.warning = fmt.Sprintf("the conditional reference %q matches %d resources of the record; it was kept as a logical reference", ref, len(ids))
+			return a
 		}
 	case refRelative, refExternal:
 		typ, _, _ := strings.Cut(ref, "/")
@@ -639,19 +857,9 @@ func (pr *preparer) reference(obj map[string]any, ref string, from int, fullURLs
 				typ = m[2]
 			}
 		}
-		pr.makeLogical(obj, ref, from, typ, identifier, "the resource it points at is not in the drop-off")
+		return logical(typ, identifier, "the resource it points at is not in the drop-off")
 	}
-}
-
-// makeLogical turns obj into a logical reference and reports it.
-func (pr *preparer) makeLogical(obj map[string]any, ref string, from int, typ string, identifier map[string]any, why string) {
-	fhir.MakeLogical(obj, typ, identifier, describeRef(ref))
-	key := [2]string{ref, why}
-	if l, ok := pr.logical[key]; ok {
-		l.Count++
-		return
-	}
-	pr.logical[key] = &LogicalReference{Reference: ref, Why: why, Entry: from, Count: 1}
+	return a
 }
 
 // isURIScheme reports whether s is a URI scheme (RFC 3986).
