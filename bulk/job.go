@@ -97,7 +97,24 @@ type Job struct {
 	Format string          `json:"format,omitempty"`
 	Force  bool            `json:"force,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
+	// An import written in chunks, each its own transaction: ImportChunks
+	// counts the chunks committed (where each entry went is in the kept
+	// file ImportChunkFile(k)); ImportPending lists the entries of the
+	// chunk being written, whose commit a run interrupted before it
+	// could record it looks for.
+	ImportChunks  int   `json:"importChunks,omitempty"`
+	ImportPending []int `json:"importPending,omitempty"`
+	// ImportInput names the file the import reads when it is not the
+	// upload (what a manifest's files held, fetched once and kept).
+	ImportInput string `json:"importInput,omitempty"`
+	// ImportUndo is set while a failed import takes out what its chunks
+	// wrote: the failure the job ends with once they are gone.
+	ImportUndo *Failure `json:"importUndo,omitempty"`
 }
+
+// ImportChunkFile names the file of an import's chunk k (from 0): where
+// its entries went.
+func ImportChunkFile(k int) string { return fmt.Sprintf("chunk-%06d.json", k) }
 
 // InputFile is the name of an import job's uploaded input.
 const InputFile = "input"

@@ -65,11 +65,35 @@ type Options struct {
 	SweepEvery time.Duration
 }
 
-// Importer writes an import job's input (the file at input) into its
-// record, telling progress what it is doing; the result is kept as the
-// job's Result. It must be safe to run again after an interruption.
+// Importer writes an import job's input (the file at run.Input) into its
+// record, telling run.Progress what it is doing; the result is kept as
+// the job's Result. It must be safe to run again after an interruption:
+// what it records in the job's Import fields (run.Save) and in its kept
+// files (run.Keep) is what the next run finds.
 type Importer interface {
-	Import(ctx context.Context, job *Job, input string, progress func(Progress)) (json.RawMessage, error)
+	Import(ctx context.Context, job *Job, run *ImportRun) (json.RawMessage, error)
+}
+
+// ImportRun is what an Importer is given to run one job.
+type ImportRun struct {
+	// Input is the path of the job's input (the upload).
+	Input string
+	// Dir is the job's working directory.
+	Dir string
+	// Progress says what the import is doing.
+	Progress func(Progress)
+	// Save stores the job durably (the importer changes its Import
+	// fields). It fails once the job was cancelled or, in a cluster,
+	// taken over by another node: the importer must then stop.
+	Save func() error
+	// Keep writes data to the file name in Dir durably (atomically) and
+	// keeps it with the job (in a cluster, in the shared state); data nil
+	// keeps the file name the importer wrote itself (synced).
+	Keep func(name string, data []byte) error
+	// Path is where a kept file is in Dir, fetched from the shared state
+	// when this node does not have it; an error wrapping ErrNotFound when
+	// there is none.
+	Path func(name string) (string, error)
 }
 
 // Progress is what a running job has done so far.
@@ -529,7 +553,30 @@ func (m *Manager) runImport(ctx context.Context, j *Job, dir string, save func()
 		m.fail(j, err, save)
 		return
 	}
-	res, err := m.opts.Importer.Import(ctx, j, filepath.Join(dir, InputFile), func(p Progress) { m.setProgress(j.ID, p) })
+	run := &ImportRun{
+		Input: filepath.Join(dir, InputFile), Dir: dir,
+		Progress: func(p Progress) { m.setProgress(j.ID, p) },
+		Save:     save,
+		Keep: func(name string, data []byte) error {
+			if data != nil {
+				if err := writeAtomic(filepath.Join(dir, name), data); err != nil {
+					return err
+				}
+			}
+			return m.store.keep(j.ID, name)
+		},
+		Path: func(name string) (string, error) {
+			err := m.store.fetch(j.ID, name)
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrNotFound) {
+				return "", fmt.Errorf("bulk: job %s has no file %s: %w", j.ID, name, ErrNotFound)
+			}
+			if err != nil {
+				return "", err
+			}
+			return filepath.Join(dir, name), nil
+		},
+	}
+	res, err := m.opts.Importer.Import(ctx, j, run)
 	if ctx.Err() != nil {
 		return // cancelled, or the process stops: resumed later
 	}

@@ -377,6 +377,17 @@ func (e Entry) Facts() Facts {
 	return f
 }
 
+// Type is the entry's resource type ("" without a resource).
+func (f Facts) Type() string { return f.head.Type }
+
+// Content is the digest of the entry's content as the sender wrote it: the
+// code of the ContentTagSystem tag on what is written of it ("" for a
+// Patient).
+func (f Facts) Content() string { return f.content }
+
+// NewFullURL returns a new urn:uuid for an entry of a transaction.
+func NewFullURL() string { return newURN() }
+
 // Plan is a pick-up decided from the Facts of every entry: who the
 // sender's Patient is and whether it matches, which entries are left out
 // (other people, what the record already holds) and what each reference

@@ -39,6 +39,10 @@ type BulkConfig struct {
 	// MaxImportBytes bounds an import's upload, or what an import fetches
 	// from a manifest. Default DefaultMaxImportBytes.
 	MaxImportBytes int64
+	// ImportChunk is how many resources an import writes per transaction
+	// (more when a reference cycle is larger). An import of at most this
+	// many is one transaction. Default DefaultImportChunk.
+	ImportChunk int
 	// ImportPolicy is the destination policy of imports from a manifest
 	// URL (the gateway dials a URL a user chose). Default: the webhooks'
 	// policy (Config.Webhooks).

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,6 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,7 +24,6 @@ import (
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
-	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -193,17 +194,27 @@ func (g *Gateway) ImportStatus(w http.ResponseWriter, r *http.Request, id *auth.
 }
 
 // importer writes import jobs through the same rules as a pick-up
-// (dopu.PrepareBundle, the ownership check, one atomic transaction).
+// (dopu.NewPlan and Plan.Rewrite, the ownership check), in transactions
+// of at most BulkConfig.ImportChunk resources.
 type importer struct{ g *Gateway }
 
-// Import runs one import job: the input becomes one Bundle; its Patient is
-// matched against the record's and becomes it, every reference is
-// rewritten, what the record already holds is skipped, and the rest is
-// written in one transaction that passes the ownership check. A failure
-// anywhere leaves the record as it was; a run interrupted after the
-// transaction committed finds its resources by the job's tag and writes
-// nothing again.
-func (im importer) Import(ctx context.Context, job *bulk.Job, input string, progress func(bulk.Progress)) (json.RawMessage, error) {
+// Import runs one import job. The input is read once, entry by entry,
+// keeping only ids and references (dopu.Facts); the pick-up is decided
+// from them (the Patient matched and merged, other people and what the
+// record already holds left out); then the entries are written in chunks,
+// each one transaction that passes the ownership check, in an order where
+// every entry's references point at the same chunk or an earlier one
+// (reference cycles stay in one chunk), read again from the input a chunk
+// at a time. A small import is one chunk: one transaction.
+//
+// The job records each chunk before it is written (ImportPending) and
+// where its entries went once it committed (a kept file per chunk): an
+// interrupted run is resumed after the last committed chunk, references
+// into it rewritten from that record; a chunk whose commit was not
+// recorded is found by its content tags. A failed import takes out what
+// its chunks wrote (latest first, then anything left with the job's tag),
+// so that the record is as it was.
+func (im importer) Import(ctx context.Context, job *bulk.Job, run *bulk.ImportRun) (json.RawMessage, error) {
 	g := im.g
 	if g.cfg.Bulk.Context != nil {
 		ctx = g.cfg.Bulk.Context(ctx)
@@ -220,97 +231,356 @@ func (im importer) Import(ctx context.Context, job *bulk.Job, input string, prog
 	if err != nil {
 		return nil, err
 	}
-	progress(bulk.Progress{Phase: "reading the input"})
-	body, err := g.importBody(ctx, job, input)
-	if err != nil {
-		return nil, err
-	}
 	rq := own(parent, guardedUpstream{up: g.cfg.Bulk.Upstream, callTimeout: max(g.cfg.CallTimeout, importCallTimeout)}, rec, job.Base)
-	patient, version, err := g.recordPatient(rq)
+	w := &importRun{g: g, rq: rq, job: job, run: run, tag: importTag(job.ID), size: g.cfg.Bulk.ImportChunk}
+	if w.size <= 0 {
+		w.size = DefaultImportChunk
+	}
+	res, err := w.importAll(ctx)
+	if err != nil && ctx.Err() == nil && (job.ImportChunks > 0 || len(job.ImportPending) > 0 || job.ImportUndo != nil) {
+		err = w.undo(err)
+	}
 	if err != nil {
 		return nil, err
-	}
-	tag := importTag(job.ID)
-	// A run interrupted after its transaction committed: the job's tag on
-	// any of the input's types proves all of it is there.
-	done, err := g.alreadyImported(rq, tag, bundleTypes(body))
-	if err != nil {
-		return nil, err
-	}
-	res := &ImportResult{Status: string(dopu.StatusPickedUp)}
-	if done {
-		res.Resumed = true
-		res.Report = dopu.Report{Imported: map[string]int{},
-			Warnings: []string{"an earlier run of this import had written it before it was interrupted; nothing was written again"}}
-	} else {
-		progress(bulk.Progress{Phase: "matching the Patient and looking for what the record already holds"})
-		imp, status, reason, err := dopu.PrepareBundle(body, tag, patient, rec.PatientID,
-			dopu.PrepareOptions{Force: job.Force, Search: g.recordSearch(rq)})
-		body = nil
-		if err != nil {
-			var fe *fhir.Error
-			if errors.As(err, &fe) {
-				return nil, fe
-			}
-			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the import cannot be read: %v", err)
-		}
-		res = &ImportResult{Status: string(status), Reason: reason, Imported: imp.Entries, Match: imp.Match, Report: imp.Report}
-		tx, err := fhir.DecodeResource(imp.Transaction)
-		if err != nil {
-			return nil, fhir.Errorf(http.StatusInternalServerError, fhir.CodeException, "the prepared import is unreadable").WithCause(err)
-		}
-		// Another record's stamp (an export from an untrusted upstream)
-		// means nothing here: it goes, and this record's is set when
-		// the upstream is not trusted.
-		forEachBundleResource(tx, func(res map[string]any) { unstamp(res) })
-		addIdentifiersEntry(tx, patient, rec.PatientID, version, imp.SenderIdentifiers)
-		stampBundle(g.iso, tx, rec.ID)
-		if err := fhir.OwnershipError(rq.owner().CheckBundle(tx, g.cfg.Ownership)); err != nil {
-			return nil, err
-		}
-		progress(bulk.Progress{Phase: fmt.Sprintf("writing %d resources in one transaction", imp.Entries)})
-		locations, err := g.runImport(rq, tx)
-		if err != nil {
-			return nil, err
-		}
-		for k, loc := range locations {
-			if k < len(imp.Sources) && loc != "" {
-				res.Report.Created = append(res.Report.Created, dopu.CreatedEntry{Entry: imp.Sources[k], Resource: loc})
-			}
-		}
 	}
 	g.AuditAction(parent, rec, id, http.StatusOK, "C", "import", "", fmt.Sprintf("import job %s: %d resources", job.ID, res.Imported))
-	g.log.Info("import done", zap.String("record", rec.ID), zap.String("job", job.ID), zap.Int("imported", res.Imported), zap.Bool("resumed", res.Resumed))
+	g.log.Info("import done", zap.String("record", rec.ID), zap.String("job", job.ID), zap.Int("imported", res.Imported),
+		zap.Int("chunks", job.ImportChunks), zap.Bool("resumed", res.Resumed))
 	return json.Marshal(res)
 }
 
-// bundleTypes counts the resource types of a Bundle's entries.
-func bundleTypes(body []byte) map[string]int {
-	var b struct {
-		Entry []struct {
-			Resource struct {
-				ResourceType string `json:"resourceType"`
-			} `json:"resource"`
-		} `json:"entry"`
-	}
-	_ = json.Unmarshal(body, &b)
-	out := map[string]int{}
-	for _, e := range b.Entry {
-		out[e.Resource.ResourceType]++
-	}
-	return out
+// importRun is one run of an import job.
+type importRun struct {
+	g    *Gateway
+	rq   *request
+	job  *bulk.Job
+	run  *bulk.ImportRun
+	tag  string
+	size int
+	src  *importSource
 }
 
-// forEachBundleResource calls fn with every entry's resource of a Bundle.
-func forEachBundleResource(bundle map[string]any, fn func(map[string]any)) {
-	entries, _ := bundle["entry"].([]any)
-	for _, e := range entries {
-		if m, ok := e.(map[string]any); ok {
-			if res, ok := m["resource"].(map[string]any); ok {
-				fn(res)
+func (w *importRun) progress(format string, args ...any) {
+	w.run.Progress(bulk.Progress{Phase: fmt.Sprintf(format, args...)})
+}
+
+// importAll runs the import to its end (see importer.Import).
+func (w *importRun) importAll(ctx context.Context) (*ImportResult, error) {
+	g, job := w.g, w.job
+	w.progress("reading the input")
+	path, ndjson, err := w.input(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if w.src, err = scanImport(path, ndjson); err != nil {
+		return nil, err
+	}
+	if job.ImportUndo != nil {
+		return nil, errors.New("an interrupted undo") // undo goes on
+	}
+	done, _, err := loadChunks(job, w.run)
+	if err != nil {
+		return nil, err
+	}
+	resumed := len(done) > 0
+	if len(job.ImportPending) > 0 {
+		// The run before was interrupted while it wrote this chunk.
+		found, err := g.findWritten(w.rq, w.src, w.tag, job.ImportPending, done)
+		if err != nil {
+			return nil, err
+		}
+		if len(found) > 0 {
+			if err := w.committed(job.ImportPending, found, done); err != nil {
+				return nil, err
+			}
+			resumed = true
+		} else {
+			job.ImportPending = nil
+			if err := w.run.Save(); err != nil {
+				return nil, err
 			}
 		}
 	}
+	patient, _, err := g.recordPatient(w.rq)
+	if err != nil {
+		return nil, err
+	}
+	w.progress("matching the Patient and looking for what the record already holds")
+	plan, err := dopu.NewPlan(w.src.bundleType, w.src.facts, w.tag, patient, w.rq.rec.PatientID,
+		dopu.PrepareOptions{Force: job.Force, Search: notTagged(g.recordSearch(w.rq), w.tag)})
+	if err != nil {
+		var fe *fhir.Error
+		if errors.As(err, &fe) {
+			return nil, fe
+		}
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the import cannot be read: %v", err)
+	}
+	var todo []int
+	total := 0
+	for i := range plan.Len() {
+		if plan.Writes(i) {
+			total++
+			if _, ok := done[i]; !ok {
+				todo = append(todo, i)
+			}
+		}
+	}
+	chunks := importChunks(plan.Len(), todo, plan.Targets, w.size)
+	if len(chunks) == 0 && len(done) == 0 {
+		chunks = [][]int{nil} // nothing to write but, maybe, the Patient's identifiers
+	}
+	f, err := os.Open(w.src.path)
+	if err != nil {
+		return nil, fmt.Errorf("import input: %w", err)
+	}
+	defer f.Close()
+	for k, chunk := range chunks {
+		w.progress("writing %d resources in %d transactions: %d written, writing %d more", total, job.ImportChunks+len(chunks)-k, len(done), len(chunk))
+		job.ImportPending = chunk
+		if err := w.run.Save(); err != nil {
+			return nil, err
+		}
+		locations, err := w.writeChunk(plan, f, chunk, done, k == len(chunks)-1)
+		if err != nil {
+			return nil, err
+		}
+		if locations == nil && len(chunk) > 0 {
+			// Written, but the answer did not say where: the content
+			// tags do.
+			if locations, err = g.findWritten(w.rq, w.src, w.tag, chunk, done); err != nil {
+				return nil, err
+			}
+		}
+		if err := w.committed(chunk, locations, done); err != nil {
+			return nil, err
+		}
+	}
+	status, reason := plan.Status()
+	imp := plan.Import()
+	res := &ImportResult{Status: string(status), Reason: reason, Imported: total, Match: imp.Match, Report: imp.Report, Resumed: resumed}
+	for i, loc := range done {
+		res.Report.Created = append(res.Report.Created, dopu.CreatedEntry{Entry: i, Resource: loc})
+	}
+	slices.SortFunc(res.Report.Created, func(a, b dopu.CreatedEntry) int { return a.Entry - b.Entry })
+	if resumed {
+		res.Report.Warnings = append(res.Report.Warnings,
+			"an earlier run of this import was interrupted after it had written part of it; this run went on from there, nothing was written twice")
+	}
+	return res, nil
+}
+
+// committed records a chunk that committed: where its entries went (the
+// kept file of the chunk), then the job.
+func (w *importRun) committed(chunk []int, locations map[int]string, done map[int]string) error {
+	c := chunkRecord{Entries: chunk, Locations: make([]string, len(chunk))}
+	for k, i := range chunk {
+		loc := locations[i]
+		if loc == "" {
+			return fhir.Errorf(http.StatusBadGateway, fhir.CodeException,
+				"the record's FHIR server wrote a part of the import without saying where entry %d went", i)
+		}
+		c.Locations[k] = loc
+		done[i] = loc
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := w.run.Keep(bulk.ImportChunkFile(w.job.ImportChunks), data); err != nil {
+		return err
+	}
+	w.job.ImportChunks++
+	w.job.ImportPending = nil
+	return w.run.Save()
+}
+
+// writeChunk writes the entries of one chunk in one transaction, read
+// again from the input and rewritten by the plan: references into the
+// chunk become its fullUrls, references into earlier chunks the resources
+// they wrote. The last chunk also keeps the sender's identifiers on the
+// record's Patient (read again now, for its version). It returns where
+// each entry went, nil when the answer does not say.
+func (w *importRun) writeChunk(plan *dopu.Plan, f *os.File, chunk []int, done map[int]string, last bool) (map[int]string, error) {
+	g, rq := w.g, w.rq
+	urns := make(map[int]string, len(chunk))
+	for _, i := range chunk {
+		urns[i] = dopu.NewFullURL()
+	}
+	target := func(j int) string {
+		if u, ok := urns[j]; ok {
+			return u
+		}
+		return done[j]
+	}
+	entries := make([]any, 0, len(chunk)+1)
+	for _, i := range chunk {
+		e, err := w.src.entry(f, i)
+		if err != nil {
+			return nil, err
+		}
+		res := e.Resource()
+		plan.Rewrite(i, res, target)
+		// Another record's stamp (an export from an untrusted upstream)
+		// means nothing here: it goes, and this record's is set when
+		// the upstream is not trusted.
+		unstamp(res)
+		entries = append(entries, map[string]any{"fullUrl": urns[i], "resource": res,
+			"request": map[string]any{"method": http.MethodPost, "url": plan.Type(i)}})
+	}
+	tx := map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries}
+	if last {
+		patient, version, err := g.recordPatient(rq)
+		if err != nil {
+			return nil, err
+		}
+		addIdentifiersEntry(tx, patient, rq.rec.PatientID, version, plan.Import().SenderIdentifiers)
+	}
+	stampBundle(g.iso, tx, rq.rec.ID)
+	if err := fhir.OwnershipError(rq.owner().CheckBundle(tx, g.cfg.Ownership)); err != nil {
+		return nil, err
+	}
+	locations, err := g.runImport(rq, tx)
+	if err != nil || locations == nil {
+		return nil, err
+	}
+	out := make(map[int]string, len(chunk))
+	for k, i := range chunk {
+		if k < len(locations) {
+			out[i] = locations[k]
+		}
+	}
+	return out, nil
+}
+
+// undo takes out of the record what the import's chunks wrote, after the
+// import failed with cause: the recorded chunks latest first (a chunk
+// references only itself and earlier ones, so nothing is removed while a
+// resource still references it), then whatever still carries the job's
+// tag (a chunk whose commit was not recorded). The failure is recorded
+// first and each chunk's removal after it: a run interrupted while it
+// undoes goes on undoing, and the job ends failed with cause.
+func (w *importRun) undo(cause error) error {
+	g, job := w.g, w.job
+	if job.ImportUndo == nil {
+		fe := fhir.AsError(cause)
+		job.ImportUndo = &bulk.Failure{Status: fe.Status, Code: fe.Issues[0].Code, Diagnostics: fe.Issues[0].Diagnostics}
+		if err := w.run.Save(); err != nil {
+			return err
+		}
+	}
+	failure := fhir.Errorf(job.ImportUndo.Status, job.ImportUndo.Code, "%s", job.ImportUndo.Diagnostics)
+	left := func(err error) error {
+		return fhir.Errorf(job.ImportUndo.Status, job.ImportUndo.Code,
+			"%s; what it had written could not all be taken out (%v): it carries the tag %s|%s", job.ImportUndo.Diagnostics, err, dopu.TagSystem, w.tag)
+	}
+	w.progress("the import failed: taking out what it wrote")
+	types := map[string]bool{}
+	for k := job.ImportChunks - 1; k >= 0; k-- {
+		path, err := w.run.Path(bulk.ImportChunkFile(k))
+		if err != nil {
+			return left(err)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return left(err)
+		}
+		var c chunkRecord
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return left(err)
+		}
+		for _, loc := range c.Locations {
+			typ, _, _ := strings.Cut(loc, "/")
+			types[typ] = true
+		}
+		if err := g.deleteAll(w.rq, c.Locations); err != nil {
+			return left(err)
+		}
+		job.ImportChunks = k
+		if err := w.run.Save(); err != nil {
+			return err
+		}
+	}
+	if w.src != nil {
+		for _, f := range w.src.facts {
+			if t := f.Type(); t != "" && t != "Patient" {
+				types[t] = true
+			}
+		}
+	}
+	tag := url.Values{"_tag": {dopu.TagSystem + "|" + w.tag}}
+	for typ := range types {
+		for range maxCountPages {
+			found, _, err := g.searchRecord(w.rq, typ, tag, 1)
+			if err != nil {
+				return left(err)
+			}
+			var locs []string
+			for _, res := range found {
+				if id, _ := res["id"].(string); fhir.IsID(id) {
+					locs = append(locs, typ+"/"+id)
+				}
+			}
+			if len(locs) == 0 {
+				break
+			}
+			if err := g.deleteAll(w.rq, locs); err != nil {
+				return left(err)
+			}
+		}
+	}
+	job.ImportPending = nil
+	g.log.Info("a failed import was taken out of the record", zap.String("record", w.rq.rec.ID), zap.String("job", job.ID))
+	return failure
+}
+
+// deleteAll deletes the record's resources at locs ("Type/id") in one
+// transaction.
+func (g *Gateway) deleteAll(rq *request, locs []string) error {
+	entries := make([]any, 0, len(locs))
+	for _, loc := range locs {
+		if loc != "" {
+			entries = append(entries, map[string]any{"request": map[string]any{"method": http.MethodDelete, "url": loc}})
+		}
+	}
+	_, err := g.runImport(rq, map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+	return err
+}
+
+// input returns the file the import reads and whether it is NDJSON: the
+// upload, or what the manifest it names held (fetched once, kept with the
+// job).
+func (w *importRun) input(ctx context.Context) (string, bool, error) {
+	job, run := w.job, w.run
+	if job.ImportInput != "" {
+		path, err := run.Path(job.ImportInput)
+		return path, true, err
+	}
+	if job.Format != importBundle {
+		return run.Input, true, nil
+	}
+	if st, err := os.Stat(run.Input); err != nil || st.Size() > manifestRequestMax {
+		return run.Input, false, err
+	}
+	raw, err := os.ReadFile(run.Input)
+	if err != nil {
+		return "", false, err
+	}
+	var mr manifestRequest
+	if json.Unmarshal(raw, &mr) != nil || mr.Manifest == "" {
+		return run.Input, false, nil
+	}
+	const name = "fetched.ndjson"
+	if err := w.g.fetchManifest(ctx, mr, filepath.Join(run.Dir, name)); err != nil {
+		return "", false, err
+	}
+	if err := run.Keep(name, nil); err != nil {
+		return "", false, err
+	}
+	job.ImportInput = name
+	if err := run.Save(); err != nil {
+		return "", false, err
+	}
+	return filepath.Join(run.Dir, name), true, nil
 }
 
 // unstamp removes the record stamps (RecordTagSystem) from a resource.
@@ -330,90 +600,6 @@ func unstamp(res map[string]any) {
 	if len(kept) == 0 {
 		delete(meta, "tag")
 	}
-}
-
-// importBody reads an import job's input as one Bundle (JSON): NDJSON
-// lines become the entries of a collection; a Bundle is taken as it is; a
-// manifest is fetched first. Every resource passes the strict JSON door
-// (fhirjson), so values stay byte for byte.
-func (g *Gateway) importBody(ctx context.Context, job *bulk.Job, input string) ([]byte, error) {
-	f, err := os.Open(input)
-	if err != nil {
-		return nil, fmt.Errorf("import input: %w", err)
-	}
-	defer f.Close()
-	if job.Format == importBundle {
-		raw, err := io.ReadAll(f)
-		if err != nil {
-			return nil, err
-		}
-		var probe struct {
-			ResourceType string `json:"resourceType"`
-			Manifest     string `json:"manifest"`
-		}
-		if err := json.Unmarshal(raw, &probe); err != nil {
-			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the import is not JSON: %v", err)
-		}
-		switch {
-		case probe.ResourceType == "Bundle":
-			if err := fhirjson.Check(raw); err != nil {
-				return nil, fhir.JSONError(err)
-			}
-			return raw, nil
-		case probe.Manifest != "":
-			var buf bytes.Buffer
-			if err := g.fetchManifest(ctx, raw, &buf); err != nil {
-				return nil, err
-			}
-			return ndjsonBundle(&buf)
-		}
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "the import must be a Bundle, NDJSON, or {\"manifest\": url}")
-	}
-	return ndjsonBundle(f)
-}
-
-// ndjsonBundle turns NDJSON (one resource a line; empty lines skipped)
-// into a collection Bundle. A line that is not a resource refuses the
-// whole import, naming the line.
-func ndjsonBundle(r io.Reader) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString(`{"resourceType":"Bundle","type":"collection","entry":[`)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 64<<20)
-	n, line := 0, 0
-	for sc.Scan() {
-		line++
-		raw := bytes.TrimSpace(sc.Bytes())
-		if len(raw) == 0 {
-			continue
-		}
-		if err := fhirjson.Check(raw); err != nil {
-			fe := fhir.JSONError(err)
-			fe.Issues[0].Diagnostics = fmt.Sprintf("line %d: %s", line, fe.Issues[0].Diagnostics)
-			return nil, fe
-		}
-		var h struct {
-			ResourceType string `json:"resourceType"`
-		}
-		if json.Unmarshal(raw, &h) != nil || !fhir.IsResourceType(h.ResourceType) {
-			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "line %d is not a FHIR resource", line)
-		}
-		if n > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`{"resource":`)
-		b.Write(raw)
-		b.WriteByte('}')
-		n++
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "line %d: %v", line+1, err)
-	}
-	if n == 0 {
-		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "the import holds no resources")
-	}
-	b.WriteString("]}")
-	return b.Bytes(), nil
 }
 
 // manifestRequest is the JSON body of an import from a Bulk Data server.
@@ -438,15 +624,12 @@ func (g *Gateway) importPolicy() *egress.Policy {
 	return g.cfg.Webhooks
 }
 
-// fetchManifest downloads what a Bulk Data manifest names, through the
-// destination policy (the gateway dials a URL a user chose): every address
-// dialled is checked, redirects are not followed. File URLs are resolved
-// against the manifest's; the token goes only to the manifest's origin.
-func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buffer) error {
-	var req manifestRequest
-	if err := json.Unmarshal(raw, &req); err != nil {
-		return fhir.Errorf(http.StatusBadRequest, fhir.CodeStructure, "the import request is not JSON: %v", err)
-	}
+// fetchManifest downloads what a Bulk Data manifest names into the file
+// at path (NDJSON), through the destination policy (the gateway dials a
+// URL a user chose): every address dialled is checked, redirects are not
+// followed. File URLs are resolved against the manifest's; the token goes
+// only to the manifest's origin.
+func (g *Gateway) fetchManifest(ctx context.Context, req manifestRequest, path string) error {
 	policy := g.importPolicy()
 	client := policy.Client(time.Minute)
 	home := egress.Origin(req.Manifest)
@@ -491,6 +674,13 @@ func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buff
 	if limit <= 0 {
 		limit = DefaultMaxImportBytes
 	}
+	out, err := os.Create(path + ".part")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path + ".part")
+	defer out.Close()
+	written := int64(0)
 	base, _ := url.Parse(req.Manifest)
 	for _, o := range m.Output {
 		ref, err := url.Parse(o.URL)
@@ -501,15 +691,24 @@ func (g *Gateway) fetchManifest(ctx context.Context, raw []byte, out *bytes.Buff
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(out, io.LimitReader(res.Body, limit-int64(out.Len())+1))
+		n, err := io.Copy(out, io.LimitReader(res.Body, limit-written+1))
 		res.Body.Close()
+		written += n
 		if err != nil {
 			return fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "fetching %s: %v", o.URL, err)
 		}
-		if int64(out.Len()) > limit {
+		if written > limit {
 			return fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooLong, "the export is larger than %d bytes", limit)
 		}
-		out.WriteByte('\n')
+		if _, err := out.Write([]byte("\n")); err != nil {
+			return err
+		}
 	}
-	return nil
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(path+".part", path)
 }
