@@ -54,8 +54,10 @@ type ImportResult struct {
 	Imported int         `json:"imported"`
 	Match    dopu.Match  `json:"match"`
 	Report   dopu.Report `json:"report"`
-	// Resumed is set when an earlier run of the job had already written
-	// the data (it was interrupted before it could say so).
+	// Transactions is how many transactions (chunks) wrote it.
+	Transactions int `json:"transactions"`
+	// Resumed is set when an earlier run of the job had written part or
+	// all of it before it was interrupted.
 	Resumed bool `json:"resumed,omitempty"`
 }
 
@@ -357,7 +359,8 @@ func (w *importRun) importAll(ctx context.Context) (*ImportResult, error) {
 	}
 	status, reason := plan.Status()
 	imp := plan.Import()
-	res := &ImportResult{Status: string(status), Reason: reason, Imported: total, Match: imp.Match, Report: imp.Report, Resumed: resumed}
+	res := &ImportResult{Status: string(status), Reason: reason, Imported: total, Match: imp.Match, Report: imp.Report,
+		Transactions: job.ImportChunks, Resumed: resumed}
 	for i, loc := range done {
 		res.Report.Created = append(res.Report.Created, dopu.CreatedEntry{Entry: i, Resource: loc})
 	}
