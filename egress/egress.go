@@ -23,12 +23,14 @@ package egress
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -94,6 +96,21 @@ type Policy struct {
 	// LookupNetIP resolves host names. Default net.DefaultResolver.
 	// Tests set it to make a name resolve where they want.
 	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// RootCAFile names a PEM file of CA certificates trusted for https
+	// besides the system's roots: a private CA, or the root of another
+	// Caddy's `tls internal`. It is read each time Client is called, so
+	// a root created or renewed after the start is seen; a file that
+	// cannot be read fails every request of that client. The destination
+	// rules are the same with it.
+	RootCAFile string
+}
+
+// IsLocalhost reports whether host is localhost or a name under
+// .localhost: the loopback address by definition (RFC 6761, 6.3), never
+// asked of DNS.
+func IsLocalhost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // ParseAllow parses the networks of a webhook_allow setting: CIDR
@@ -207,6 +224,10 @@ func (p *Policy) resolve(ctx context.Context, host string) ([]netip.Addr, error)
 		return []netip.Addr{a}, nil
 	}
 	lookup := p.LookupNetIP
+	if lookup == nil && IsLocalhost(host) {
+		// Loopback, which CheckAddr refuses unless allowed.
+		return []netip.Addr{netip.IPv6Loopback(), netip.MustParseAddr("127.0.0.1")}, nil
+	}
 	if lookup == nil {
 		lookup = net.DefaultResolver.LookupNetIP
 	}
@@ -229,6 +250,11 @@ type plainKey struct{}
 // It follows no redirect (a 3xx is the answer), ignores proxy settings and
 // gives up after timeout.
 func (p *Policy) Client(timeout time.Duration) *http.Client {
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	var rootsErr error
+	if p.RootCAFile != "" {
+		tlsConfig.RootCAs, rootsErr = rootsWith(p.RootCAFile)
+	}
 	dialer := &net.Dialer{
 		Timeout: 10 * time.Second,
 		ControlContext: func(ctx context.Context, network, address string, _ syscall.RawConn) error {
@@ -275,7 +301,7 @@ func (p *Policy) Client(timeout time.Duration) *http.Client {
 			}
 			return nil, firstErr
 		},
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       tlsConfig,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          16,
 		IdleConnTimeout:       30 * time.Second,
@@ -284,7 +310,7 @@ func (p *Policy) Client(timeout time.Duration) *http.Client {
 	}
 	return &http.Client{
 		Timeout:   timeout,
-		Transport: policyTransport{p: p, next: transport},
+		Transport: policyTransport{p: p, next: transport, err: rootsErr},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -296,9 +322,32 @@ func (p *Policy) Client(timeout time.Duration) *http.Client {
 type policyTransport struct {
 	p    *Policy
 	next http.RoundTripper
+	err  error // the client cannot be used (its trusted roots did not load)
+}
+
+// rootsWith is the system's roots and the PEM certificates of file.
+func rootsWith(file string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("egress: reading the trusted roots: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("egress: %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 func (t policyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.err != nil {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, t.err
+	}
 	switch r.URL.Scheme {
 	case "https":
 	case "http":

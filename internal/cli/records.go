@@ -20,6 +20,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/egress"
 )
 
 const recordsUsage = `Usage: pfr records list [flags]
@@ -129,19 +131,13 @@ func runRecords(env *Env, args []string) int {
 	return ExitOK
 }
 
-// isLocalhost reports whether host is localhost or under .localhost, names
-// that are the loopback address by definition (RFC 6761).
-func isLocalhost(host string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	return host == "localhost" || strings.HasSuffix(host, ".localhost")
-}
 
 // client builds the HTTP client for host: the CA to trust, and *.localhost
 // dialled on the loopback address.
 func (f *recordsFlags) client(host string) (*http.Client, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	cacert := f.cacert
-	if cacert == "" && isLocalhost(host) {
+	if cacert == "" && egress.IsLocalhost(host) {
 		if _, err := os.Stat(quickstartCA); err == nil {
 			cacert = quickstartCA
 		}
@@ -166,13 +162,13 @@ func (f *recordsFlags) client(host string) (*http.Client, error) {
 		Proxy:           http.ProxyFromEnvironment,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			h, port, err := net.SplitHostPort(addr)
-			if err == nil && isLocalhost(h) {
+			if err == nil && egress.IsLocalhost(h) {
 				addr = net.JoinHostPort("127.0.0.1", port)
 			}
 			return dialer.DialContext(ctx, network, addr)
 		},
 	}
-	if isLocalhost(host) {
+	if egress.IsLocalhost(host) {
 		tr.Proxy = nil
 	}
 	return &http.Client{Transport: tr}, nil
