@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 )
 
@@ -37,6 +38,19 @@ type ExportConfig struct {
 	// When a node dies, another node resumes its jobs once their claims
 	// expired. Default: 30s.
 	Lease caddy.Duration `json:"lease,omitempty"`
+
+	// How many resources an import writes per transaction: a larger
+	// import is written in chunks of this size (more when a reference
+	// cycle is larger), so that its memory does not grow with it. An
+	// import of at most this many is one transaction. Default: 1000.
+	ImportChunk int `json:"import_chunk,omitempty"`
+
+	// A PEM file of CA certificates that an import from a manifest URL
+	// trusts for https besides the system's roots: a private CA, or the
+	// root of another gateway's `tls internal`. Read at each import (a
+	// root renewed after the start is seen). The destination policy
+	// (webhook_allow) applies all the same.
+	ImportCA string `json:"import_ca,omitempty"`
 }
 
 // bulkConfig is the gateway's bulk configuration: jobs reach the upstream
@@ -58,6 +72,12 @@ func (g *Gateway) bulkConfig(up gateway.Upstream, st *openedState) gateway.BulkC
 			bc.Dir = ec.Dir
 		}
 		bc.TTL, bc.Workers, bc.LeaseTTL = time.Duration(ec.TTL), ec.Workers, time.Duration(ec.Lease)
+		bc.ImportChunk = ec.ImportChunk
+		if ec.ImportCA != "" {
+			// webhook_allow was checked when the gateway was provisioned.
+			allow, _ := egress.ParseAllow(g.WebhookAllow)
+			bc.ImportPolicy = &egress.Policy{Allow: allow, RootCAFile: ec.ImportCA}
+		}
 	}
 	return bc
 }
@@ -69,7 +89,8 @@ func detachedContext(ctx context.Context) context.Context {
 	return caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{}).Context()
 }
 
-// parseExport parses `export [off] { dir <path>; ttl <duration>; workers <n>; lease <duration> }`.
+// parseExport parses `export [off] { dir <path>; ttl <duration>; workers <n>; lease <duration>;
+// import_chunk <n>; import_ca <pem file> }`.
 func parseExport(d *caddyfile.Dispenser, g *Gateway) error {
 	if g.Export == nil {
 		g.Export = new(ExportConfig)
@@ -92,6 +113,14 @@ func parseExport(d *caddyfile.Dispenser, g *Gateway) error {
 		switch key {
 		case "dir":
 			g.Export.Dir = v
+		case "import_ca":
+			g.Export.ImportCA = v
+		case "import_chunk":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("import_chunk must be a positive number: %q", v)
+			}
+			g.Export.ImportChunk = n
 		case "ttl":
 			dur, err := caddy.ParseDuration(v)
 			if err != nil || dur <= 0 {

@@ -93,6 +93,8 @@ https://:8443 {
 			ttl 2h
 			workers 3
 			lease 5s
+			import_chunk 500
+			import_ca /etc/pfr/peer-ca.pem
 		}
 		dropoff {
 			max_bytes 1000000
@@ -122,7 +124,7 @@ https://:8443 {
 		`"allowed_types":["Practitioner","Organization"]`, `"trust_upstream_isolation":false`, `"response_filter":false`,
 		`"jwks_cache_ttl":300000000000`, `"max_body_bytes":1048576`, `"source_per_minute":10`, `"source_burst":5`,
 		`"record_per_minute":-1`, `"retry_base":1000000000`, `"alert_lease":90000000000`, `"handler":"reverse_proxy"`, `"X-Api-Key":["secret"]`,
-		`"export":{"dir":"/var/lib/pfr-export","lease":5000000000,"ttl":7200000000000,"workers":3}`,
+		`"export":{"dir":"/var/lib/pfr-export","import_ca":"/etc/pfr/peer-ca.pem","import_chunk":500,"lease":5000000000,"ttl":7200000000000,"workers":3}`,
 	} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("adapted pfr handler lacks %s:\n%s", want, raw)
@@ -146,6 +148,7 @@ func TestCaddyfileRefusals(t *testing.T) {
 		"bolt with argument":    "pfr {\n\tstate bolt /x\n}",
 		"bad export ttl":        "pfr {\n\texport {\n\t\tttl never\n\t}\n}",
 		"bad export lease":      "pfr {\n\texport {\n\t\tlease 0s\n\t}\n}",
+		"bad import_chunk":      "pfr {\n\texport {\n\t\timport_chunk 0\n\t}\n}",
 		"export on":             "pfr {\n\texport on\n}",
 	} {
 		if _, err := adapt(t, "http://:8080 {\n"+body+"\n}"); err == nil {

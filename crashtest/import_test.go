@@ -12,23 +12,36 @@ import (
 )
 
 // TestImportKilled SIGKILLs the gateway while an import it acknowledged
-// (202) runs: right after the 202, while it reads and matches, and while
-// it writes its one transaction (at a random moment of it). After each
-// restart the job resumes and ends complete, and the record holds the
-// import exactly once: never half of it, never twice. (A kill after the
-// commit but before the job was saved complete is found by the job's tag
-// and not written again: the log line says whether that happened;
-// gateway's TestImportResumes makes that case happen every time.)
+// (202) runs, written in chunks of 250 resources (6 transactions): right
+// after the 202, while it reads and matches, right after a chunk
+// committed (its progress says so), and at a random moment while it
+// writes. After each restart the job resumes after its last committed
+// chunk and ends complete, and the record holds the import exactly once:
+// never a chunk twice, never a chunk missing. (A kill after a chunk's
+// commit but before the job recorded it is found by the content tags of
+// that chunk: gateway's TestImportResumesAfterChunk makes that case
+// happen every time.)
 func TestImportKilled(t *testing.T) {
-	g := newGateway(t)
+	g := newGatewayWith(t, gatewayOptions{config: withUpstream(`		upstream pfr_store {
+			path %[2]s/data/store.db
+		}
+		export {
+			import_chunk 250
+		}`)})
 	owner := g.token("importer")
 	const n = 1500
 	var ndjson bytes.Buffer
 	ndjson.WriteString(`{"resourceType":"Patient","id":"src","name":[{"family":"Kill","given":["Kim"]}],"gender":"female","birthDate":"1975-05-05"}` + "\n")
 	for i := range n {
-		fmt.Fprintf(&ndjson, `{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"imported %d"},"subject":{"reference":"Patient/src"},"valueQuantity":{"value":%d.50}}`+"\n", i, i, i)
+		// Each Observation but the first derives from the one before:
+		// references across chunks.
+		derived := ""
+		if i > 0 {
+			derived = fmt.Sprintf(`,"derivedFrom":[{"reference":"Observation/o%d"}]`, i-1)
+		}
+		fmt.Fprintf(&ndjson, `{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"imported %d"},"subject":{"reference":"Patient/src"},"valueQuantity":{"value":%d.50}%s}`+"\n", i, i, i, derived)
 	}
-	for round, when := range []string{"after the 202", "while matching", "while writing"} {
+	for round, when := range []string{"after the 202", "while matching", "after a chunk", "while writing"} {
 		slug := fmt.Sprintf("killed-import-%d", round)
 		g.createRecord(owner, slug, map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": "Kill", "given": []any{"Kim"}}},
 			"gender": "female", "birthDate": "1975-05-05"})
@@ -42,9 +55,11 @@ func TestImportKilled(t *testing.T) {
 		switch when {
 		case "while matching":
 			g.waitProgress(owner, status, "matching")
+		case "after a chunk":
+			g.waitProgress(owner, status, "250 written")
 		case "while writing":
 			g.waitProgress(owner, status, "writing")
-			time.Sleep(rand.N(500 * time.Millisecond))
+			time.Sleep(rand.N(2 * time.Second))
 		}
 		g.restart()
 		var final map[string]any
@@ -63,7 +78,51 @@ func TestImportKilled(t *testing.T) {
 			t.Errorf("killed %s: the record holds %v, want %d Observations and its one Patient", when, counts, n)
 		}
 		result, _ := final["result"].(map[string]any)
-		t.Logf("killed %s: %v (resumed after a commit: %v), %v", when, final["status"], result["resumed"], counts)
+		if when == "after a chunk" && result["resumed"] != true {
+			t.Errorf("killed %s: the import did not resume after its committed chunks: %.300s", when, final)
+		}
+		g.checkChain(owner, slug, n)
+		t.Logf("killed %s: %v in %v transactions (resumed: %v), %v", when, final["status"], result["transactions"], result["resumed"], counts)
+	}
+}
+
+// checkChain checks that every imported Observation but the first
+// derives from the one imported just before it, in the record.
+func (g *gatewayProcess) checkChain(token, slug string, n int) {
+	g.t.Helper()
+	byText := map[string]string{}
+	derived := map[string]string{}
+	next := g.recordURL(slug, "/Observation?_count=1000")
+	for next != "" {
+		res := g.do("GET", next, token, nil)
+		if res.Status != http.StatusOK {
+			g.t.Fatalf("reading the Observations: %d %.300s", res.Status, res.Raw)
+		}
+		entries, _ := res.Body["entry"].([]any)
+		for _, e := range entries {
+			r, _ := e.(map[string]any)["resource"].(map[string]any)
+			code, _ := r["code"].(map[string]any)
+			text, _ := code["text"].(string)
+			byText[text] = "Observation/" + r["id"].(string)
+			if d, ok := r["derivedFrom"].([]any); ok && len(d) == 1 {
+				derived[text], _ = d[0].(map[string]any)["reference"].(string)
+			}
+		}
+		next = ""
+		links, _ := res.Body["link"].([]any)
+		for _, l := range links {
+			if m, _ := l.(map[string]any); m["relation"] == "next" {
+				next, _ = m["url"].(string)
+			}
+		}
+	}
+	bad := 0
+	for i := 1; i < n; i++ {
+		if got, want := derived[fmt.Sprintf("imported %d", i)], byText[fmt.Sprintf("imported %d", i-1)]; got != want || want == "" {
+			if bad++; bad <= 3 {
+				g.t.Errorf("imported %d derives from %q, want %q", i, got, want)
+			}
+		}
 	}
 }
 

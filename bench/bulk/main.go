@@ -61,6 +61,7 @@ type phase struct {
 	resources int
 	elapsed   time.Duration
 	peakRSS   int64 // bytes
+	peakAnon  int64 // bytes of RssAnon: the process's own memory, not the database file's pages
 }
 
 func run(ctx context.Context, o options, out, logw io.Writer) error {
@@ -138,14 +139,14 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 			start := time.Now()
 			n, err := s.fn()
 			elapsed := time.Since(start)
-			peak := stop()
+			peak, anon := stop()
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w\ncaddy log:\n%s", round+1, s.name, err, caddy.LogTail())
 			}
 			if n != o.n+1 {
 				return fmt.Errorf("round %d, %s: %d resources, want %d", round+1, s.name, n, o.n+1)
 			}
-			r[i] = phase{name: s.name, resources: n, elapsed: elapsed, peakRSS: peak}
+			r[i] = phase{name: s.name, resources: n, elapsed: elapsed, peakRSS: peak, peakAnon: anon}
 		}
 		all = append(all, r)
 	}
@@ -164,9 +165,11 @@ func report(out io.Writer, rounds [][3]phase) {
 	}
 	rate := func(p phase) float64 { return float64(p.resources) / p.elapsed.Seconds() }
 	rss := func(p phase) float64 { return float64(p.peakRSS) / (1 << 20) }
-	fmt.Fprintf(out, "| phase | resources/s (median) | peak RSS MiB (median) | throughput vs pages | peak RSS vs pages |\n|---|---|---|---|---|\n")
+	anon := func(p phase) float64 { return float64(p.peakAnon) / (1 << 20) }
+	fmt.Fprintf(out, "| phase | resources/s (median) | peak RSS MiB (median) | peak RssAnon MiB (median) | throughput vs pages | peak RSS vs pages | peak RssAnon vs pages |\n|---|---|---|---|---|---|---|\n")
 	for i, name := range []string{"pages", "export", "import"} {
-		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.2f× | %.2f× |\n", name, med(i, rate), med(i, rss), med(i, rate)/med(0, rate), med(i, rss)/med(0, rss))
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.1f | %.2f× | %.2f× | %.2f× |\n", name, med(i, rate), med(i, rss), med(i, anon),
+			med(i, rate)/med(0, rate), med(i, rss)/med(0, rss), med(i, anon)/med(0, anon))
 	}
 	fmt.Fprintln(out, "\nper round (seconds: pages / export / import):")
 	for k, r := range rounds {
@@ -174,19 +177,18 @@ func report(out io.Writer, rounds [][3]phase) {
 	}
 }
 
-// sampleRSS samples the process's VmRSS every 10 ms until the returned
-// function is called, which returns the largest sample.
-func sampleRSS(pid int) func() int64 {
+// sampleRSS samples the process's VmRSS and RssAnon every 10 ms until the
+// returned function is called, which returns the largest samples.
+func sampleRSS(pid int) func() (int64, int64) {
 	var mu sync.Mutex
-	var peak int64
+	var peak, peakAnon int64
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	read := func() {
-		if v := pfrproc.VmRSS(pid); v > 0 {
-			mu.Lock()
-			peak = max(peak, v)
-			mu.Unlock()
-		}
+		v, a := pfrproc.VmRSS(pid), pfrproc.ProcStatus(pid, "RssAnon")
+		mu.Lock()
+		peak, peakAnon = max(peak, v), max(peakAnon, a)
+		mu.Unlock()
 	}
 	go func() {
 		defer close(finished)
@@ -201,13 +203,13 @@ func sampleRSS(pid int) func() int64 {
 			}
 		}
 	}()
-	return func() int64 {
+	return func() (int64, int64) {
 		close(done)
 		<-finished
 		read()
 		mu.Lock()
 		defer mu.Unlock()
-		return peak
+		return peak, peakAnon
 	}
 }
 

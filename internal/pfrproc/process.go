@@ -168,7 +168,12 @@ func (p *Process) Log() (string, error) {
 
 // VmRSS returns the resident set size of process pid in bytes (VmRSS in
 // /proc/pid/status), or 0 when it cannot be read.
-func VmRSS(pid int) int64 {
+func VmRSS(pid int) int64 { return ProcStatus(pid, "VmRSS") }
+
+// ProcStatus returns a size field of /proc/pid/status in bytes ("VmRSS",
+// "RssAnon": the resident memory that is not a mapped file, so not the
+// embedded store's database pages), or 0 when it cannot be read.
+func ProcStatus(pid int, field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
@@ -176,7 +181,7 @@ func VmRSS(pid int) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}
