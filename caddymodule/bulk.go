@@ -42,7 +42,7 @@ type ExportConfig struct {
 	// How many resources an import writes per transaction: a larger
 	// import is written in chunks of this size (more when a reference
 	// cycle is larger), so that its memory does not grow with it. An
-	// import of at most this many is one transaction. Default: 1000.
+	// import of at most this many is one transaction. Default: 250.
 	ImportChunk int `json:"import_chunk,omitempty"`
 
 	// A PEM file of CA certificates that an import from a manifest URL

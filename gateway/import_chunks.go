@@ -20,7 +20,7 @@ import (
 
 // DefaultImportChunk is how many resources an import writes per
 // transaction (BulkConfig.ImportChunk).
-const DefaultImportChunk = 1000
+const DefaultImportChunk = 250
 
 // maxImportLine bounds one resource of an import (a line of NDJSON, an
 // entry of a Bundle).

@@ -7,7 +7,8 @@
 // imports the export into a fresh record of the same person (pfr
 // import's client). Throughput is resources per second; peak memory is
 // the gateway process's resident set (VmRSS, sampled every 10 ms) during
-// each phase. Ratios are taken within the run.
+// each phase, and its RssAnon (its own memory, without the database
+// file's mapped pages). Ratios are taken within the run.
 //
 //	go run ./bench/bulk [-n 10000] [-rounds 3]
 package main
