@@ -131,7 +131,6 @@ func runRecords(env *Env, args []string) int {
 	return ExitOK
 }
 
-
 // client builds the HTTP client for host: the CA to trust, and *.localhost
 // dialled on the loopback address.
 func (f *recordsFlags) client(host string) (*http.Client, error) {
