@@ -27,6 +27,15 @@ type EntryFacts struct {
 	// name), or a second resource.
 	unsure bool
 
+	// What JudgeEntry remembers from entry to entry (a searchset repeats
+	// its types and the record's Patient reference): the last type read,
+	// as a string, and the last reference it found to be the owner's own
+	// Patient, with that owner.
+	lastType  []byte
+	typ       string
+	selfRef   []byte
+	selfOwner Owner
+
 	data       []byte
 	resources  int  // members named "resource" of the entry
 	inResource bool // the entry member being scanned is its resource

@@ -142,3 +142,30 @@ func FuzzScanEntry(f *testing.F) {
 		}
 	})
 }
+
+// TestJudgeEntryRemembersSafely: what JudgeEntry remembers from entry to
+// entry (the last type, the owner's Patient reference) never changes a
+// judgement: one EntryFacts reused over every entry of the test data, for
+// owners taking turns, judges as a fresh one does.
+func TestJudgeEntryRemembersSafely(t *testing.T) {
+	p := DefaultOwnershipPolicy()
+	owners := []Owner{
+		{PatientID: "p1", Bases: []string{"https://x/fhir"}},
+		{PatientID: "p2", Bases: []string{"https://x/fhir"}},
+		{PatientID: "p1", Bases: []string{"https://y/fhir"}},
+	}
+	var shared EntryFacts
+	for i, raw := range realEntries(t) {
+		for k := range owners {
+			o := owners[(i+k)%len(owners)]
+			if _, err := ScanEntry(raw, &shared); err != nil {
+				t.Fatal(err)
+			}
+			typ, keep, decided := o.JudgeEntry(&shared, p)
+			wantTyp, wantKeep, wantDecided := o.QuickBelongs(raw, p)
+			if typ != wantTyp || keep != wantKeep || decided != wantDecided {
+				t.Fatalf("owner %v, reused facts: %q %v %v; fresh: %q %v %v: %.200s", o, typ, keep, decided, wantTyp, wantKeep, wantDecided, raw)
+			}
+		}
+	}
+}

@@ -105,7 +105,13 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 			}
 		}
 	}
-	f := &searchsetFilter{in: in, out: bufio.NewWriterSize(w, 32<<10), keep: keep, opts: opts}
+	out := outBuffers.Get().(*bufio.Writer)
+	out.Reset(w)
+	defer func() {
+		out.Reset(nil) // nothing of w's is kept; unflushed bytes of a failed body are dropped
+		outBuffers.Put(out)
+	}()
+	f := &searchsetFilter{in: in, out: out, keep: keep, opts: opts}
 	f.out.WriteByte('{')
 	if firstKey != nil {
 		// Written before the stream may move: the head's bytes are
@@ -434,6 +440,9 @@ type jsonStream struct {
 	// not to be a Bundle is written out exactly.
 	hold bool
 }
+
+// outBuffers keep FilterBundle's output buffers between bodies.
+var outBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // streamBuffers keeps the streams' buffers between bodies.
 var streamBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}

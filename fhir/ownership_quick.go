@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -42,7 +43,10 @@ func (o Owner) JudgeEntry(f *EntryFacts, p OwnershipPolicy) (typ string, belongs
 	if f.Type == nil || f.unsure {
 		return "", false, false
 	}
-	typ = string(f.Type)
+	if !bytes.Equal(f.Type, f.lastType) || f.typ == "" {
+		f.lastType, f.typ = append(f.lastType[:0], f.Type...), string(f.Type)
+	}
+	typ = f.typ
 	switch {
 	case typ == "OperationOutcome":
 		return typ, true, true
@@ -53,6 +57,10 @@ func (o Owner) JudgeEntry(f *EntryFacts, p OwnershipPolicy) (typ string, belongs
 	}
 	self := 0
 	for _, quoted := range f.refs {
+		if f.selfRef != nil && bytes.Equal(quoted, f.selfRef) && f.selfOwner.same(o) {
+			self++ // as the last time: the owner's own Patient
+			continue
+		}
 		var ref string
 		if bytes.IndexByte(quoted, '\\') < 0 {
 			ref = string(quoted[1 : len(quoted)-1])
@@ -78,6 +86,7 @@ func (o Owner) JudgeEntry(f *EntryFacts, p OwnershipPolicy) (typ string, belongs
 		case rtyp != "Patient":
 		case id == o.PatientID && o.PatientID != "":
 			self++
+			f.selfRef, f.selfOwner = append(f.selfRef[:0], quoted...), o
 		default:
 			return typ, false, true // another person
 		}
@@ -86,4 +95,10 @@ func (o Owner) JudgeEntry(f *EntryFacts, p OwnershipPolicy) (typ string, belongs
 		return typ, false, false
 	}
 	return typ, true, true
+}
+
+// same reports whether o and p are the same owner (the same Patient, the
+// same bases in the same order).
+func (o Owner) same(p Owner) bool {
+	return o.PatientID == p.PatientID && slices.Equal(o.Bases, p.Bases)
 }
