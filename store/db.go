@@ -34,6 +34,8 @@ type DB struct {
 
 	// snapshots are the paging snapshots of searches (in memory).
 	snapshots snapshots
+	// overlays are the index log's changes as searches read them.
+	overlays overlayCache
 }
 
 // Root bucket names. Every partition's data lives under its own bucket so

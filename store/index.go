@@ -2,9 +2,12 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,9 +22,18 @@ import (
 // Inside a partition bucket:
 //
 //	index/{type}:  tag key 0x00 id → (empty)
+//	indexlog:      type 0x00 seq → the index changes of one commit
 //
 // tag is the parameter's search.IndexTag (0 for the unreadable marker),
 // key what search.IndexKeys gives.
+//
+// A small commit (a single write: ~18 keys of an Observation, each in its
+// own leaf of a large index, so ~55 B-tree pages rewritten and fsynced)
+// appends its changes to indexlog instead: one record at the log's end,
+// about three pages. Every read of an index sees the log's changes over
+// it (indexCursor), and once the log holds maxLogKeys changes the commit
+// that would exceed it writes them, with its own, into the index in key
+// order (flushIndex), where they share leaves.
 //
 // A write computes the entries of the version it replaces from that
 // version's JSON (keys depend on nothing else) and removes them. A search
@@ -30,10 +42,27 @@ import (
 // checks the rest with the full evaluator: the answer is the one a scan
 // gives.
 var (
-	bucketIndex = []byte("index")
+	bucketIndex    = []byte("index")
+	bucketIndexLog = []byte("indexlog")
 	// metaIndexVersion in the meta bucket holds search.IndexVersion() once
 	// every partition is indexed (Open rebuilds otherwise).
 	metaIndexVersion = []byte("index-version")
+)
+
+// indexLayout names the store's own part of the index layout (the log);
+// the meta bucket holds search.IndexVersion() and it, so a file written
+// by a store that knows no log is indexed again, and the other way round.
+const indexLayout = "log1"
+
+// indexVersion is what metaIndexVersion holds once the indexes are built.
+func indexVersion() string { return search.IndexVersion() + "+" + indexLayout }
+
+// The index log's bounds (variables for tests): a commit with more than
+// maxLogCommit changes writes them into the index, and so does the one
+// that would make the log hold more than maxLogKeys.
+var (
+	maxLogCommit = 256
+	maxLogKeys   = 4096
 )
 
 // indexEntry is one key of one parameter (by tag) of a resource.
@@ -106,18 +135,93 @@ func (p *ptx) reindex(typ, id string, old, body []byte) error {
 	return nil
 }
 
-// flushIndex writes the pending index changes (reindex) to bbolt, each
-// type's in key order. The first error sticks: the transaction fails
-// with it (update).
+// flushIndex writes the pending index changes (reindex) to bbolt: as one
+// record per type at the end of the index log when they are few and the
+// log has room, else into the indexes, each type's in key order, together
+// with the log's changes (the log is then emptied). The first error
+// sticks: the transaction fails with it (update).
 func (p *ptx) flushIndex() error {
 	if p.indexErr != nil || len(p.pending) == 0 {
 		return p.indexErr
 	}
-	for _, typ := range slices.Sorted(maps.Keys(p.pending)) {
-		m := p.pending[typ]
+	if err := p.writePending(); err != nil {
+		p.indexErr = err
+		return err
+	}
+	p.pending, p.overlays = nil, nil
+	return nil
+}
+
+func (p *ptx) writePending() error {
+	n := 0
+	for _, m := range p.pending {
+		n += len(m)
+	}
+	lb := p.part.Bucket(bucketIndexLog)
+	logged := 0
+	if lb != nil {
+		c := lb.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			count, _ := binary.Uvarint(v)
+			logged += int(count)
+		}
+	}
+	if !p.noLog && n <= maxLogCommit && logged+n <= maxLogKeys {
+		lb, err := p.part.CreateBucketIfNotExists(bucketIndexLog)
+		if err != nil {
+			return fmt.Errorf("index log bucket: %w", err)
+		}
+		p.logWritten = true
+		for _, typ := range slices.Sorted(maps.Keys(p.pending)) {
+			// The file's sequence: never the same number twice in what
+			// is committed, in any partition (readOverlay relies on it).
+			seq, err := p.tx.Bucket(bucketMeta).NextSequence()
+			if err != nil {
+				return fmt.Errorf("index log: %w", err)
+			}
+			if err := lb.Put(logKey(typ, seq), encodeLogRecord(p.pending[typ])); err != nil {
+				return fmt.Errorf("index log %s: %w", typ, err)
+			}
+		}
+		return nil
+	}
+	changes := p.pending
+	if lb != nil {
+		// The log's changes come first (in the order they were made),
+		// the pending ones after them: the last change of a key wins.
+		changes = map[string]map[string]bool{}
+		c := lb.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			typ, ok := typeOfLogKey(k)
+			if !ok {
+				return fmt.Errorf("index log: corrupt key %q", k)
+			}
+			m := changes[typ]
+			if m == nil {
+				m = map[string]bool{}
+				changes[typ] = m
+			}
+			if err := decodeLogRecord(v, func(key []byte, present bool) { m[string(key)] = present }); err != nil {
+				return fmt.Errorf("index log %s: %w", typ, err)
+			}
+		}
+		for typ, pm := range p.pending {
+			m := changes[typ]
+			if m == nil {
+				changes[typ] = pm
+				continue
+			}
+			maps.Copy(m, pm)
+		}
+		if err := p.part.DeleteBucket(bucketIndexLog); err != nil {
+			return fmt.Errorf("index log: %w", err)
+		}
+		p.logWritten = true
+	}
+	for _, typ := range slices.Sorted(maps.Keys(changes)) {
+		m := changes[typ]
 		ib, err := nestedBucket(p.part, bucketIndex, typ)
 		if err != nil {
-			p.indexErr = err
 			return err
 		}
 		for _, k := range slices.Sorted(maps.Keys(m)) {
@@ -128,13 +232,292 @@ func (p *ptx) flushIndex() error {
 				err = ib.Delete(key)
 			}
 			if err != nil {
-				p.indexErr = fmt.Errorf("index %s/%s: %w", typ, idOfIndexKey(key), err)
-				return p.indexErr
+				return fmt.Errorf("index %s/%s: %w", typ, idOfIndexKey(key), err)
 			}
 		}
 	}
-	p.pending = nil
 	return nil
+}
+
+// logKey is the key of one record of the index log: type 0x00 seq.
+func logKey(typ string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(typ), 0), seq)
+}
+
+// typeOfLogKey returns the type of a log key.
+func typeOfLogKey(k []byte) (string, bool) {
+	if len(k) < 10 || k[len(k)-9] != 0 {
+		return "", false
+	}
+	return string(k[:len(k)-9]), true
+}
+
+// encodeLogRecord lays out one type's changes: their number, then each
+// key (its length, the key) and 1 when present or 0 when removed, in key
+// order.
+func encodeLogRecord(m map[string]bool) []byte {
+	size := binary.MaxVarintLen64
+	for k := range m {
+		size += len(k) + binary.MaxVarintLen64 + 1
+	}
+	out := binary.AppendUvarint(make([]byte, 0, size), uint64(len(m)))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = binary.AppendUvarint(out, uint64(len(k)))
+		out = append(out, k...)
+		if m[k] {
+			out = append(out, 1)
+		} else {
+			out = append(out, 0)
+		}
+	}
+	return out
+}
+
+// decodeLogRecord calls fn with each change of a record (key in bbolt's
+// memory: valid only during the call).
+func decodeLogRecord(v []byte, fn func(key []byte, present bool)) error {
+	n, w := binary.Uvarint(v)
+	if w <= 0 {
+		return fmt.Errorf("corrupt record")
+	}
+	v = v[w:]
+	for range n {
+		l, w := binary.Uvarint(v)
+		if w <= 0 || uint64(len(v)-w) < l+1 {
+			return fmt.Errorf("corrupt record")
+		}
+		key := v[w : w+int(l)]
+		fn(key, v[w+int(l)] == 1)
+		v = v[w+int(l)+1:]
+	}
+	if len(v) != 0 {
+		return fmt.Errorf("corrupt record")
+	}
+	return nil
+}
+
+// overlayEntry is one key the index log changes: present or removed.
+type overlayEntry struct {
+	key     []byte
+	present bool
+}
+
+// overlay returns the index log's changes of typ in key order (the last
+// change of each key), read once per transaction (flushIndex forgets it)
+// and kept across transactions in db.overlays while the log is what a
+// commit left.
+func (p *ptx) overlay(typ string) ([]overlayEntry, error) {
+	if ov, ok := p.overlays[typ]; ok {
+		return ov, nil
+	}
+	var ov []overlayEntry
+	if lb := p.part.Bucket(bucketIndexLog); lb != nil {
+		var err error
+		if ov, err = p.readOverlay(lb, typ); err != nil {
+			return nil, err
+		}
+	}
+	if p.overlays == nil {
+		p.overlays = map[string][]overlayEntry{}
+	}
+	p.overlays[typ] = ov
+	return ov, nil
+}
+
+// readOverlay reads typ's part of the log lb: the records after those of
+// the cached overlay when it holds the same first record, else all.
+func (p *ptx) readOverlay(lb *bolt.Bucket, typ string) ([]overlayEntry, error) {
+	prefix := append([]byte(typ), 0)
+	c := lb.Cursor()
+	k, _ := c.Seek(prefix)
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return nil, nil
+	}
+	first := binary.BigEndian.Uint64(k[len(prefix):])
+	switch k, _ = c.Seek(logKey(typ, math.MaxUint64)); {
+	case k == nil:
+		k, _ = c.Last()
+	case !bytes.HasPrefix(k, prefix):
+		k, _ = c.Prev()
+	}
+	last := binary.BigEndian.Uint64(k[len(prefix):])
+	// Log records are numbered by the file's one sequence, so the first
+	// and last number name what a committed log holds: records are only
+	// appended, and all removed together. A transaction that wrote to the
+	// log itself sees what no other does: it neither takes nor leaves
+	// a cached overlay.
+	cacheKey := p.key + "\x00" + typ
+	var base *logOverlay
+	if !p.logWritten && p.cache != nil {
+		base = p.cache.get(cacheKey)
+		if base != nil && base.first == first && base.last == last {
+			return base.ov, nil
+		}
+		if base != nil && (base.first != first || base.last > last) {
+			base = nil
+		}
+	}
+	from := first
+	if base != nil {
+		from = base.last + 1
+	}
+	m := map[string]bool{}
+	for k, v := c.Seek(logKey(typ, from)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if err := decodeLogRecord(v, func(key []byte, present bool) { m[string(key)] = present }); err != nil {
+			return nil, fmt.Errorf("index log %s: %w", typ, err)
+		}
+	}
+	var ov []overlayEntry
+	if base != nil {
+		ov = mergeOverlay(base.ov, m)
+	} else {
+		ov = make([]overlayEntry, 0, len(m))
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			ov = append(ov, overlayEntry{[]byte(k), m[k]})
+		}
+	}
+	if !p.logWritten && p.cache != nil {
+		p.cache.put(cacheKey, &logOverlay{first: first, last: last, ov: ov})
+	}
+	return ov, nil
+}
+
+// mergeOverlay returns base (in key order) with the later changes m over
+// it, in key order; base is not modified.
+func mergeOverlay(base []overlayEntry, m map[string]bool) []overlayEntry {
+	keys := slices.Sorted(maps.Keys(m))
+	out := make([]overlayEntry, 0, len(base)+len(keys))
+	i := 0
+	for _, k := range keys {
+		for i < len(base) && string(base[i].key) < k {
+			out = append(out, base[i])
+			i++
+		}
+		if i < len(base) && string(base[i].key) == k {
+			i++ // replaced
+		}
+		out = append(out, overlayEntry{[]byte(k), m[k]})
+	}
+	return append(out, base[i:]...)
+}
+
+// logOverlay is the overlay of one type's committed log records first
+// to last (the sequence numbers of their keys).
+type logOverlay struct {
+	first, last uint64
+	ov          []overlayEntry // shared: never modified
+}
+
+// overlayCache keeps the latest logOverlay of up to maxCachedOverlays
+// partition types, so a search does not decode the log each time.
+type overlayCache struct {
+	mu sync.Mutex
+	m  map[string]*logOverlay
+}
+
+const maxCachedOverlays = 256
+
+func (c *overlayCache) get(key string) *logOverlay {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *overlayCache) put(key string, o *logOverlay) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.m[key]; old != nil && old.first == o.first && old.last > o.last {
+		return // a newer one is there (an older transaction read it late)
+	}
+	if c.m == nil {
+		c.m = map[string]*logOverlay{}
+	}
+	if _, ok := c.m[key]; !ok && len(c.m) >= maxCachedOverlays {
+		for k := range c.m { // any one goes
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[key] = o
+}
+
+// indexView is one type's index as a transaction sees it: the index
+// bucket with the index log's changes over it.
+type indexView struct {
+	b  *bolt.Bucket // nil when the type has no index bucket yet
+	ov []overlayEntry
+}
+
+// cursor returns a new cursor on the view: bbolt's own when the log
+// changes nothing of the type.
+func (v *indexView) cursor() keyCursor {
+	if len(v.ov) == 0 && v.b != nil {
+		return boltKeys{v.b.Cursor()}
+	}
+	ic := &indexCursor{ov: v.ov}
+	if v.b != nil {
+		ic.c = v.b.Cursor()
+	}
+	return ic
+}
+
+// indexCursor walks the keys of an indexView in order: those of the
+// index bucket that the log does not remove, and those the log adds.
+type indexCursor struct {
+	c   *bolt.Cursor // nil: no index bucket
+	mk  []byte       // the bucket's current key, nil past the end
+	ov  []overlayEntry
+	oi  int    // the overlay's current position
+	cur []byte // the key last returned
+}
+
+// Seek moves to the first key >= k and returns it (nil: none).
+func (ic *indexCursor) Seek(k []byte) []byte {
+	if ic.c != nil {
+		ic.mk, _ = ic.c.Seek(k)
+	}
+	ic.oi, _ = slices.BinarySearchFunc(ic.ov, k, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
+	return ic.settle()
+}
+
+// Next moves to the key after the one last returned and returns it.
+func (ic *indexCursor) Next() []byte {
+	if ic.cur == nil {
+		return nil
+	}
+	if ic.mk != nil && bytes.Equal(ic.mk, ic.cur) {
+		ic.mk, _ = ic.c.Next()
+	}
+	if ic.oi < len(ic.ov) && bytes.Equal(ic.ov[ic.oi].key, ic.cur) {
+		ic.oi++
+	}
+	return ic.settle()
+}
+
+// settle returns the smallest visible key at or after the two positions,
+// stepping over the keys the log removes.
+func (ic *indexCursor) settle() []byte {
+	for {
+		hasO := ic.oi < len(ic.ov)
+		switch {
+		case ic.mk == nil && !hasO:
+			ic.cur = nil
+			return nil
+		case !hasO || ic.mk != nil && bytes.Compare(ic.mk, ic.ov[ic.oi].key) < 0:
+			ic.cur = ic.mk
+			return ic.cur
+		}
+		e := ic.ov[ic.oi]
+		if e.present {
+			ic.cur = e.key
+			return ic.cur
+		}
+		// Removed by the log: skip it here and in the bucket.
+		if ic.mk != nil && bytes.Equal(ic.mk, e.key) {
+			ic.mk, _ = ic.c.Next()
+		}
+		ic.oi++
+	}
 }
 
 // entriesOf returns the index entries of a stored JSON body (none for
@@ -156,11 +539,11 @@ func entriesOf(typ string, body []byte) []indexEntry {
 var unreadableEntries = []indexEntry{{0, []byte("!")}}
 
 // unreadableIDs returns the ids of typ marked unreadable.
-func unreadableIDs(ib *bolt.Bucket) []string {
+func unreadableIDs(ix *indexView) []string {
 	prefix := indexKey(0, unreadableEntries[0].key, "")
 	var ids []string
-	c := ib.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	c := ix.cursor()
+	for k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
 		ids = append(ids, idOfIndexKey(k))
 	}
 	return ids
@@ -179,17 +562,24 @@ func nestedBucket(parent *bolt.Bucket, name []byte, typ string) (*bolt.Bucket, e
 	return tb, nil
 }
 
-// indexBucket returns the index bucket of typ with the transaction's
-// pending changes in it, nil when the partition has none yet.
-func (p *ptx) indexBucket(typ string) (*bolt.Bucket, error) {
+// indexBucket returns the index of typ with the transaction's pending
+// changes in it, nil when nothing of typ was ever indexed.
+func (p *ptx) indexBucket(typ string) (*indexView, error) {
 	if err := p.flushIndex(); err != nil {
 		return nil, err
 	}
-	b := p.part.Bucket(bucketIndex)
-	if b == nil {
+	ov, err := p.overlay(typ)
+	if err != nil {
+		return nil, err
+	}
+	var tb *bolt.Bucket
+	if b := p.part.Bucket(bucketIndex); b != nil {
+		tb = b.Bucket([]byte(typ))
+	}
+	if tb == nil && len(ov) == 0 {
 		return nil, nil
 	}
-	return b.Bucket([]byte(typ)), nil
+	return &indexView{b: tb, ov: ov}, nil
 }
 
 // indexBatch is how many resources one transaction indexes while Open
@@ -224,7 +614,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	if string(version) == search.IndexVersion() {
+	if string(version) == indexVersion() {
 		return nil
 	}
 	type work struct {
@@ -236,9 +626,11 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, key := range parts {
 			b := tx.Bucket(partitionBucketName(key))
-			if b.Bucket(bucketIndex) != nil {
-				if err := b.DeleteBucket(bucketIndex); err != nil {
-					return fmt.Errorf("drop the indexes of partition %s: %w", key, err)
+			for _, name := range [][]byte{bucketIndex, bucketIndexLog} {
+				if b.Bucket(name) != nil {
+					if err := b.DeleteBucket(name); err != nil {
+						return fmt.Errorf("drop the indexes of partition %s: %w", key, err)
+					}
 				}
 			}
 			p := &ptx{tx: tx, part: b, key: key}
@@ -262,14 +654,14 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 		return err
 	}
 	if total > 0 {
-		logf("pfr_store: building search indexes of %d resources in %d partitions (once, for index version %s)", total, len(parts), search.IndexVersion())
+		logf("pfr_store: building search indexes of %d resources in %d partitions (once, for index version %s)", total, len(parts), indexVersion())
 	}
 	done, lastLog := 0, time.Now()
 	for _, w := range todo {
 		for start := 0; start < len(w.ids); start += indexBatch {
 			batch := w.ids[start:min(start+indexBatch, len(w.ids))]
 			err := db.bolt.Update(func(tx *bolt.Tx) error {
-				p := &ptx{tx: tx, part: tx.Bucket(partitionBucketName(w.part)), key: w.part}
+				p := &ptx{tx: tx, part: tx.Bucket(partitionBucketName(w.part)), key: w.part, noLog: true}
 				for _, id := range batch {
 					body := p.currentBody(w.typ, id)
 					if body == nil {
@@ -297,7 +689,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 		}
 	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaIndexVersion, []byte(search.IndexVersion()))
+		return tx.Bucket(bucketMeta).Put(metaIndexVersion, []byte(indexVersion()))
 	})
 	if err != nil {
 		return err

@@ -48,8 +48,9 @@ type boltKeys struct{ c *bolt.Cursor }
 func (b boltKeys) Seek(k []byte) []byte { k, _ = b.c.Seek(k); return k }
 func (b boltKeys) Next() []byte         { k, _ := b.c.Next(); return k }
 
-// keysOf returns a new cursor on the index ib.
-func keysOf(ib *bolt.Bucket) keyCursor { return boltKeys{ib.Cursor()} }
+// keysOf returns a new cursor on the index ix (its bucket with the index
+// log's changes over it).
+func keysOf(ix *indexView) keyCursor { return ix.cursor() }
 
 // rangeScan walks the keys of one parameter inside some ranges.
 type rangeScan struct {
@@ -173,7 +174,7 @@ const maxLookupValues = 16
 // lookupRanges returns ranges of one value each that hold exactly the
 // keys of ranges (a range of several values is split into its values, read
 // from the index); ok is false when there are more than maxLookupValues.
-func lookupRanges(ib *bolt.Bucket, tag byte, param string, ranges []search.KeyRange) (out []search.KeyRange, ok bool) {
+func lookupRanges(ib *indexView, tag byte, param string, ranges []search.KeyRange) (out []search.KeyRange, ok bool) {
 	if param == "_id" { // ids, not index keys
 		return ranges, true
 	}
@@ -209,7 +210,7 @@ func lookupRanges(ib *bolt.Bucket, tag byte, param string, ranges []search.KeyRa
 // one value are in id order too, so the cursor only moves forward: a
 // candidate before the cursor's key is decided by one comparison, one
 // just after it by a few steps, any other by a seek.
-func (s *rangeScan) lookupSorted(ib *bolt.Bucket, cs *candidates, order []int32) {
+func (s *rangeScan) lookupSorted(ib *indexView, cs *candidates, order []int32) {
 	if s.param == "_id" {
 		for _, r := range s.lookups {
 			if ci, ok := cs.index[search.IDOfRange(r)]; ok {

@@ -25,6 +25,15 @@ type ptx struct {
 	// them.
 	pending  map[string]map[string]bool
 	indexErr error
+	// overlays caches the index log's changes by type (overlay).
+	overlays map[string][]overlayEntry
+	// noLog writes every index change into the indexes, none to the
+	// index log (building the indexes at Open).
+	noLog bool
+	// cache is the DB's overlayCache; logWritten is set once the
+	// transaction wrote to the index log (its log is then its own).
+	cache      *overlayCache
+	logWritten bool
 }
 
 // view runs fn in a read-only transaction on partition key.
@@ -34,7 +43,7 @@ func (db *DB) view(key string, fn func(*ptx) error) error {
 		if err != nil {
 			return err
 		}
-		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex})
+		return fn(&ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex, cache: &db.overlays})
 	})
 }
 
@@ -46,7 +55,7 @@ func (db *DB) update(key string, fn func(*ptx) error) error {
 		if err != nil {
 			return err
 		}
-		p := &ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex}
+		p := &ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex, cache: &db.overlays}
 		if err := fn(p); err != nil {
 			return err
 		}
