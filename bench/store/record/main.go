@@ -36,6 +36,8 @@ type options struct {
 	n, runs, scanRuns, writes, bulk int
 	synthea, cpuProfile             string
 	hapiN, hapiParallel             int
+	dbDir, writeProfile             string
+	writesOnly                      bool
 }
 
 func main() {
@@ -49,6 +51,9 @@ func main() {
 	flag.IntVar(&o.hapiN, "hapi", 0, "also load the first Synthea patient and this many generated Observations into HAPI FHIR JPA (test/hapi, started here) and run the same searches there; 0: no HAPI")
 	flag.IntVar(&o.hapiParallel, "hapi-parallel", 2, "transactions of 1000 Observations sent to HAPI at once while loading")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured searches and writes with indexes to this file")
+	flag.StringVar(&o.dbDir, "db", "", "keep the loaded record (without and with indexes) in this directory and reuse it in later runs (a changed index layout is rebuilt at Open); the measured writes go to copies")
+	flag.BoolVar(&o.writesOnly, "writesonly", false, "measure the writes only (no searches, no HAPI)")
+	flag.StringVar(&o.writeProfile, "writeprofile", "", "write a CPU profile (PREFIX.cpu) and an allocation profile (PREFIX.alloc) of the measured writes of both modes")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
@@ -119,6 +124,14 @@ func pct(ds []time.Duration, p float64) time.Duration {
 	slices.Sort(s)
 	i := int(float64(len(s)-1) * p)
 	return s[i]
+}
+
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(max(len(ds), 1))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000) }
@@ -218,6 +231,142 @@ type row struct {
 	matches            string
 }
 
+// prepared is what a loaded record needs to be searched again: the first
+// Synthea patient, its family name, and when the last 1000 were written.
+type prepared struct {
+	Patient, Family           string
+	LastBatch, AfterLastBatch time.Time
+}
+
+// load writes the record into a new file at path with the indexes off.
+func load(o options, files []string, path string) (prepared, error) {
+	var pr prepared
+	s, _, err := open(path, true)
+	if err != nil {
+		return pr, err
+	}
+	defer s.db.Close()
+	for i, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return pr, err
+		}
+		part := fmt.Sprint(i + 1)
+		body := fmt.Sprintf(`{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":%d},{"name":"name","valueCode":"p%d"}]}`, i+1, i+1)
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
+			return pr, err
+		}
+		resp, err := s.do(http.StatusOK, http.MethodPost, "/fhir", part, raw)
+		if err != nil {
+			return pr, err
+		}
+		if i == 0 {
+			pr.Patient = firstPatient(resp)
+			pr.Family = familyOf(raw)
+		}
+	}
+	if pr.Patient == "" || pr.Family == "" {
+		return pr, fmt.Errorf("no Patient in %s", files[0])
+	}
+	rng := rand.New(rand.NewPCG(14, 100000))
+	start := recordEnd.AddDate(-3, 0, 0)
+	loadStart := time.Now()
+	for _, b := range observations(rng, pr.Patient, o.n, start, recordEnd.Sub(start)) {
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
+			return pr, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "loaded %d Observations in %s\n", o.n, time.Since(loadStart).Round(time.Millisecond))
+	// The last 1000 written: what _lastUpdated=gt selects.
+	pr.LastBatch = time.Now().UTC()
+	time.Sleep(10 * time.Millisecond)
+	for _, b := range observations(rng, pr.Patient, 1000, recordEnd, time.Hour) {
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
+			return pr, err
+		}
+	}
+	time.Sleep(10 * time.Millisecond)
+	pr.AfterLastBatch = time.Now().UTC()
+	return pr, nil
+}
+
+// recordEnd is when the generated Observations of the large record end.
+var recordEnd = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+
+// copyFile copies the file at from to to.
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// prepare gives a file holding the record without indexes at noIndex and
+// the same record with indexes at index (their build timed), loading it,
+// or copying both from o.dbDir when an earlier run kept them there.
+func prepare(o options, files []string, noIndex, index string) (pr prepared, build time.Duration, err error) {
+	cached := func(name string) string { return filepath.Join(o.dbDir, name) }
+	if o.dbDir != "" {
+		if raw, err := os.ReadFile(cached("record.json")); err == nil {
+			if err := json.Unmarshal(raw, &pr); err != nil {
+				return pr, 0, err
+			}
+			fmt.Fprintf(os.Stderr, "reusing the record kept in %s\n", o.dbDir)
+			if err := copyFile(cached("noindex.db"), noIndex); err != nil {
+				return pr, 0, err
+			}
+			if err := copyFile(cached("index.db"), index); err != nil {
+				return pr, 0, err
+			}
+			// Opened once: a changed key layout is rebuilt (and timed) here.
+			s, took, err := open(index, false)
+			if err != nil {
+				return pr, 0, err
+			}
+			return pr, took, s.db.Close()
+		}
+	}
+	if pr, err = load(o, files, noIndex); err != nil {
+		return pr, 0, err
+	}
+	if err := copyFile(noIndex, index); err != nil {
+		return pr, 0, err
+	}
+	s, took, err := open(index, false)
+	if err != nil {
+		return pr, 0, err
+	}
+	if err := s.db.Close(); err != nil {
+		return pr, 0, err
+	}
+	fmt.Fprintf(os.Stderr, "indexes built at Open in %s\n", took.Round(time.Millisecond))
+	if o.dbDir != "" {
+		if err := os.MkdirAll(o.dbDir, 0o700); err != nil {
+			return pr, 0, err
+		}
+		raw, _ := json.Marshal(pr)
+		for _, c := range [][2]string{{noIndex, cached("noindex.db")}, {index, cached("index.db")}} {
+			if err := copyFile(c[0], c[1]); err != nil {
+				return pr, 0, err
+			}
+		}
+		if err := os.WriteFile(cached("record.json"), raw, 0o600); err != nil {
+			return pr, 0, err
+		}
+	}
+	return pr, took, nil
+}
+
 func run(o options) error {
 	files, err := filepath.Glob(filepath.Join(o.synthea, "*.json"))
 	if err != nil || len(files) != 6 {
@@ -228,58 +377,28 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "store.db")
-
-	// Load everything with indexes off.
-	s, _, err := open(path, true)
+	noIndexPath, indexPath := filepath.Join(dir, "noindex.db"), filepath.Join(dir, "index.db")
+	pr, took, err := prepare(o, files, noIndexPath, indexPath)
 	if err != nil {
 		return err
 	}
-	var patient, family string
-	for i, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		part := fmt.Sprint(i + 1)
-		body := fmt.Sprintf(`{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":%d},{"name":"name","valueCode":"p%d"}]}`, i+1, i+1)
-		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
-			return err
-		}
-		resp, err := s.do(http.StatusOK, http.MethodPost, "/fhir", part, raw)
-		if err != nil {
-			return err
-		}
-		if i == 0 {
-			patient = firstPatient(resp)
-			family = familyOf(raw)
-		}
-	}
-	if patient == "" || family == "" {
-		return fmt.Errorf("no Patient in %s", files[0])
-	}
-	rng := rand.New(rand.NewPCG(14, 100000))
-	end := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	patient, family, end := pr.Patient, pr.Family, recordEnd
 	start := end.AddDate(-3, 0, 0)
-	loadStart := time.Now()
-	for _, b := range observations(rng, patient, o.n, start, end.Sub(start)) {
-		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
-			return err
-		}
+	sNo, _, err := open(noIndexPath, true)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(os.Stderr, "loaded %d Observations in %s\n", o.n, time.Since(loadStart).Round(time.Millisecond))
-	// The last 1000 written: what _lastUpdated=gt selects.
-	lastBatch := time.Now().UTC()
-	time.Sleep(10 * time.Millisecond)
-	for _, b := range observations(rng, patient, 1000, end, time.Hour) {
-		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil {
-			return err
-		}
+	defer sNo.db.Close()
+	sIdx, _, err := open(indexPath, false)
+	if err != nil {
+		return err
 	}
-	time.Sleep(10 * time.Millisecond)
-	afterLastBatch := time.Now().UTC()
+	defer sIdx.db.Close()
 
-	queries := searches(patient, family, end, lastBatch, afterLastBatch)
+	queries := searches(patient, family, end, pr.LastBatch, pr.AfterLastBatch)
+	if o.writesOnly {
+		queries = nil
+	}
 	rows := make([]row, len(queries))
 	measureAll := func(s *server, runs int, set func(r *row, p50, p99 time.Duration)) error {
 		for i, q := range queries {
@@ -304,98 +423,22 @@ func run(o options) error {
 		return nil
 	}
 	if o.scanRuns > 0 {
-		if err := measureAll(s, o.scanRuns, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }); err != nil {
+		if err := measureAll(sNo, o.scanRuns, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }); err != nil {
 			return err
 		}
 	}
-	writeRows := make([]row, 2)
-	writes := func(s *server, set func(r *row, p50, p99 time.Duration), part int) error {
-		// Heart rates dated before the record starts: no search measured
-		// here matches them, so both modes answer the same.
-		one := observationsOf(rng, patient, "8867-4", o.writes, start.AddDate(-1, 0, 0), time.Hour)
-		var single [][]byte
-		var b struct {
-			Entry []struct {
-				Resource json.RawMessage `json:"resource"`
-			} `json:"entry"`
-		}
-		for _, raw := range one {
-			if err := json.Unmarshal(raw, &b); err != nil {
-				return err
-			}
-			for _, e := range b.Entry {
-				single = append(single, e.Resource)
-			}
-		}
-		var created []string
-		ds, err := measure(len(single), func(i int) error {
-			rec, err := s.doRec(http.StatusCreated, http.MethodPost, "/fhir/Observation", "1", single[i])
-			if err == nil {
-				created = append(created, strings.Split(rec.Header().Get("Location"), "/_history")[0])
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		// Deleted again (not measured), so both modes search the same record.
-		for _, loc := range created {
-			i := strings.Index(loc, "/Observation/")
-			if _, err := s.do(http.StatusOK, http.MethodDelete, "/fhir"+loc[i:], "1", nil); err != nil {
-				if _, err2 := s.do(http.StatusNoContent, http.MethodDelete, "/fhir"+loc[i:], "1", nil); err2 != nil {
-					return err
-				}
-			}
-		}
-		writeRows[0].name = "POST Observation (one, fsync) on the large record"
-		set(&writeRows[0], pct(ds, 0.5), pct(ds, 0.99))
-		body := fmt.Sprintf(`{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":%d},{"name":"name","valueCode":"w%d"}]}`, part, part)
-		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
-			return err
-		}
-		batches := observations(rng, patient, o.bulk, start, end.Sub(start))
-		ds, err = measure(len(batches), func(i int) error {
-			_, err := s.do(http.StatusOK, http.MethodPost, "/fhir", fmt.Sprint(part), batches[i])
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		writeRows[1].name = "transaction of 1000 Observations"
-		set(&writeRows[1], pct(ds, 0.5), pct(ds, 0.99))
-		return nil
-	}
-	if o.scanRuns > 0 {
-		if err := writes(s, func(r *row, p50, p99 time.Duration) { r.scanP50, r.scanP99 = p50, p99 }, 100); err != nil {
-			return err
-		}
-	}
-	if err := s.db.Close(); err != nil {
-		return err
-	}
-
-	// The same file with indexes: built once at Open.
-	s, took, err := open(path, false)
-	if err != nil {
-		return err
-	}
-	defer s.db.Close()
-	fmt.Fprintf(os.Stderr, "indexes built at Open in %s\n", took.Round(time.Millisecond))
 	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
+		stop, err := startCPUProfile(o.cpuProfile)
 		if err != nil {
 			return err
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
-	if err := measureAll(s, o.runs, func(r *row, p50, p99 time.Duration) { r.indexP50, r.indexP99 = p50, p99 }); err != nil {
+	if err := measureAll(sIdx, o.runs, func(r *row, p50, p99 time.Duration) { r.indexP50, r.indexP99 = p50, p99 }); err != nil {
 		return err
 	}
-	if err := writes(s, func(r *row, p50, p99 time.Duration) { r.indexP50, r.indexP99 = p50, p99 }, 101); err != nil {
+	writeRows, err := measureWrites(o, sNo, sIdx, patient, start, end)
+	if err != nil {
 		return err
 	}
 
@@ -408,8 +451,10 @@ func run(o options) error {
 	for _, r := range writeRows {
 		fmt.Printf("| %s | | %s / %s | %s / %s | %.2f× slower |\n", r.name, ms(r.scanP50), ms(r.scanP99), ms(r.indexP50), ms(r.indexP99), float64(r.indexP50)/float64(max(r.scanP50, 1)))
 	}
-	fmt.Printf("\nruns: %d per search without indexes, %d with; %d single writes and %d Observations in transactions per mode.\n", o.scanRuns, o.runs, o.writes, o.bulk)
-	if o.hapiN == 0 {
+	fmt.Printf("\nruns: %d per search without indexes, %d with; %d single writes and %d Observations in transactions per mode, the two modes alternating (two files open at once).\n", o.scanRuns, o.runs, o.writes, o.bulk)
+	fmt.Printf("write ratio (index / no index, p50): single POST %.2f×, transaction of 1000 %.2f×\n",
+		float64(writeRows[0].indexP50)/float64(max(writeRows[0].scanP50, 1)), float64(writeRows[1].indexP50)/float64(max(writeRows[1].scanP50, 1)))
+	if o.hapiN == 0 || o.writesOnly {
 		return nil
 	}
 	hrows, hload, err := measureHAPI(o, files[0], family, end)
@@ -434,6 +479,126 @@ func run(o options) error {
 		fmt.Printf("| %s | %s | %s / %s | %s | %s / %s | %.1f× |\n", r.name, st.matches, ms(st.indexP50), ms(st.indexP99), r.matches, ms(r.indexP50), ms(r.indexP99), float64(r.indexP50)/float64(max(st.indexP50, 1)))
 	}
 	return nil
+}
+
+// startCPUProfile profiles the CPU into file until stop.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// measureWrites measures single POSTs on the large record (partition 1)
+// and transactions of 1000 Observations into a fresh partition, without
+// indexes (sNo) and with (sIdx): the two files are open at once and the
+// modes alternate write by write, so load on the machine weighs on both
+// alike. The same resources are written to both.
+func measureWrites(o options, sNo, sIdx *server, patient string, start, end time.Time) ([]row, error) {
+	rng := rand.New(rand.NewPCG(14, 4))
+	// Heart rates dated before the record starts: no search measured
+	// here matches them, so both modes answer the same.
+	var single [][]byte
+	var b struct {
+		Entry []struct {
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	for _, raw := range observationsOf(rng, patient, "8867-4", o.writes, start.AddDate(-1, 0, 0), time.Hour) {
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, err
+		}
+		for _, e := range b.Entry {
+			single = append(single, e.Resource)
+		}
+	}
+	batches := observations(rng, patient, o.bulk, start, end.Sub(start))
+	servers := []*server{sNo, sIdx}
+	// alternate runs fn(s, i) for every i on both servers, the first in
+	// turns, and returns the durations of each.
+	alternate := func(n int, fn func(s *server, i int) error) (no, idx []time.Duration, err error) {
+		out := [2][]time.Duration{}
+		for i := range n {
+			for j := range 2 {
+				k := (i + j) % 2
+				t := time.Now()
+				if err := fn(servers[k], i); err != nil {
+					return nil, nil, err
+				}
+				out[k] = append(out[k], time.Since(t))
+			}
+		}
+		return out[0], out[1], nil
+	}
+	if o.writeProfile != "" {
+		stop, err := startCPUProfile(o.writeProfile + ".cpu")
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		// What was allocated before (load, Open) is in PREFIX.alloc.base:
+		// go tool pprof -diff_base PREFIX.alloc.base PREFIX.alloc
+		writeHeapProfile(o.writeProfile + ".alloc.base")
+		defer writeHeapProfile(o.writeProfile + ".alloc")
+	}
+	created := map[*server][]string{}
+	no, idx, err := alternate(len(single), func(s *server, i int) error {
+		rec, err := s.doRec(http.StatusCreated, http.MethodPost, "/fhir/Observation", "1", single[i])
+		if err == nil {
+			created[s] = append(created[s], strings.Split(rec.Header().Get("Location"), "/_history")[0])
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	rows := []row{{name: "POST Observation (one, fsync) on the large record"}, {name: "transaction of 1000 Observations"}}
+	rows[0].scanP50, rows[0].scanP99, rows[0].indexP50, rows[0].indexP99 = pct(no, 0.5), pct(no, 0.99), pct(idx, 0.5), pct(idx, 0.99)
+	// The mean counts the writes that merge the store's index log into
+	// the indexes (about one in every 200 single writes).
+	fmt.Fprintf(os.Stderr, "single POST mean: no index %s ms, index %s ms (%.2f×)\n", ms(mean(no)), ms(mean(idx)), float64(mean(idx))/float64(max(mean(no), 1)))
+	// Deleted again (not measured), so both files hold the record searched.
+	for _, s := range servers {
+		for _, loc := range created[s] {
+			i := strings.Index(loc, "/Observation/")
+			if _, err := s.do(http.StatusOK, http.MethodDelete, "/fhir"+loc[i:], "1", nil); err != nil {
+				if _, err2 := s.do(http.StatusNoContent, http.MethodDelete, "/fhir"+loc[i:], "1", nil); err2 != nil {
+					return nil, err
+				}
+			}
+		}
+		body := `{"resourceType":"Parameters","parameter":[{"name":"id","valueInteger":100},{"name":"name","valueCode":"w100"}]}`
+		if _, err := s.do(http.StatusOK, http.MethodPost, "/fhir/$partition-management-create-partition", "DEFAULT", []byte(body)); err != nil {
+			return nil, err
+		}
+	}
+	no, idx, err = alternate(len(batches), func(s *server, i int) error {
+		_, err := s.do(http.StatusOK, http.MethodPost, "/fhir", "100", batches[i])
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	rows[1].scanP50, rows[1].scanP99, rows[1].indexP50, rows[1].indexP99 = pct(no, 0.5), pct(no, 0.99), pct(idx, 0.5), pct(idx, 0.99)
+	return rows, nil
+}
+
+// writeHeapProfile writes the allocation profile to file.
+func writeHeapProfile(file string) {
+	f, err := os.Create(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "record:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "record:", err)
+	}
 }
 
 // hapi is HAPI FHIR JPA over HTTP, answering the store's requests.
