@@ -390,7 +390,7 @@ func (p *parser) array(depth int) (any, error) {
 func (p *parser) rawStr() ([]byte, error) {
 	p.pos++
 	start := p.pos
-	p.pos = plainRun(p.data, p.pos)
+	p.pos = stringStop(p.data, p.pos)
 	for p.pos < len(p.data) {
 		c := p.data[p.pos]
 		switch {
@@ -409,7 +409,7 @@ func (p *parser) rawStr() ([]byte, error) {
 			if r == utf8.RuneError && size <= 1 {
 				return nil, p.fail("invalid UTF-8")
 			}
-			p.pos = plainRun(p.data, p.pos+size)
+			p.pos = stringStop(p.data, p.pos+size)
 		}
 	}
 	return nil, p.fail("unterminated string")
@@ -419,7 +419,7 @@ func (p *parser) rawStr() ([]byte, error) {
 func (p *parser) str() (string, error) {
 	p.pos++
 	start := p.pos
-	p.pos = plainRun(p.data, p.pos)
+	p.pos = stringStop(p.data, p.pos)
 	// Fast path: no escapes, ASCII or valid UTF-8, no control characters.
 	for p.pos < len(p.data) {
 		c := p.data[p.pos]
@@ -439,7 +439,7 @@ func (p *parser) str() (string, error) {
 			if r == utf8.RuneError && size <= 1 {
 				return "", p.fail("invalid UTF-8")
 			}
-			p.pos = plainRun(p.data, p.pos+size)
+			p.pos = stringStop(p.data, p.pos+size)
 		}
 	}
 	return "", p.fail("unterminated string")

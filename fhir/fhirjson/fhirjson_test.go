@@ -2,7 +2,6 @@ package fhirjson
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -217,28 +216,44 @@ func TestCheckVisit(t *testing.T) {
 	}
 }
 
-// TestPlain8: the eight-byte test of string bytes agrees with the byte
-// loop's, for every byte at every position, alone and in pairs.
-func TestPlain8(t *testing.T) {
-	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
-	word := func(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
-	for pos := range 8 {
-		for c := range 256 {
-			b := []byte("abcdefgh")
-			b[pos] = byte(c)
-			if got := plain8(word(b)); got != plain(byte(c)) {
-				t.Fatalf("byte %#x at %d: plain8 %v", c, pos, got)
+// TestStringStop: the eight-byte searches for the end of a string's
+// plain bytes (stringStop for the decoder, scanString's for ScanValue)
+// stop where a byte loop stops, for every byte at every position of the
+// first and the second eight bytes and in the tail, alone and before
+// another.
+func TestStringStop(t *testing.T) {
+	stops := func(c byte, nonASCII bool) bool { return c == '"' || c == '\\' || c < 0x20 || nonASCII && c >= 0x80 }
+	want := func(data []byte, nonASCII bool) int {
+		for i, c := range data {
+			if stops(c, nonASCII) {
+				return i
 			}
-			for pos2 := range 8 {
-				for _, c2 := range []byte{0, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff, 'a'} {
-					if pos2 == pos {
-						continue
-					}
-					b2 := bytes.Clone(b)
-					b2[pos2] = c2
-					if got := plain8(word(b2)); got != (plain(byte(c)) && plain(c2)) {
-						t.Fatalf("%q: plain8 %v", b2, got)
-					}
+		}
+		return len(data)
+	}
+	check := func(data []byte) {
+		t.Helper()
+		if got := stringStop(data, 0); got != want(data, true) {
+			t.Fatalf("stringStop(%q): %d, want %d", data, got, want(data, true))
+		}
+		// scanString: the same stop without multi-byte sequences; a
+		// quote there ends the string, anything else is scanned on.
+		quoted := append([]byte{'"'}, data...)
+		n, err := scanString(quoted)
+		if stop := want(data, false); stop < len(data) && data[stop] == '"' && (err != nil || n != stop+2) {
+			t.Fatalf("scanString(%q): %d, %v; want %d", quoted, n, err, stop+2)
+		}
+	}
+	for pos := range 19 {
+		for c := range 256 {
+			data := []byte("abcdefghijklmnopqrs")
+			data[pos] = byte(c)
+			check(data)
+			for pos2 := pos + 1; pos2 < len(data); pos2++ {
+				for _, c2 := range []byte{0, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff} {
+					d2 := bytes.Clone(data)
+					d2[pos2] = c2
+					check(d2)
 				}
 			}
 		}

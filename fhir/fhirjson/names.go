@@ -1,9 +1,7 @@
 package fhirjson
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math/bits"
 )
 
 // NameFunc is called by ScanValueNames with every member name of the
@@ -41,7 +39,7 @@ func ScanValueNames(data []byte, fn NameFunc) (int, error) {
 			if c != '"' {
 				return 0, syntaxErr(i, "a member name must be a string")
 			}
-			n, err := scanStringFast(data[i:])
+			n, err := scanString(data[i:])
 			if err != nil {
 				return 0, offset(err, i)
 			}
@@ -94,7 +92,7 @@ func ScanValueNames(data []byte, fn NameFunc) (int, error) {
 					state = scanKey
 				}
 			case c == '"':
-				n, err := scanStringFast(data[i:])
+				n, err := scanString(data[i:])
 				if err != nil {
 					return 0, offset(err, i)
 				}
@@ -137,41 +135,4 @@ func scanScalar(data []byte) (int, error) {
 		return len(word), nil
 	}
 	return 0, syntaxErr(0, fmt.Sprintf("invalid character %q where a value belongs", rune(c)))
-}
-
-// scanStringFast is scanString for strings without escapes, eight bytes
-// at a time: it looks for the first quote, backslash or control character
-// and, unless it is the closing quote, leaves the string to scanString.
-func scanStringFast(data []byte) (int, error) {
-	const (
-		ones   = 0x0101010101010101
-		highs  = 0x8080808080808080
-		quotes = ones * '"'
-		slashs = ones * '\\'
-		spaces = ones * 0x20
-	)
-	i := 1
-	for ; i+8 <= len(data); i += 8 {
-		w := binary.LittleEndian.Uint64(data[i:])
-		q, b := w^quotes, w^slashs
-		// A byte is flagged where it is '"', '\\' or below 0x20; the
-		// lowest flagged byte is exact (borrows only run upwards).
-		m := ((q-ones)&^q | (b-ones)&^b | (w-spaces)&^w) & highs
-		if m != 0 {
-			i += bits.TrailingZeros64(m) / 8
-			if data[i] == '"' {
-				return i + 1, nil
-			}
-			return scanString(data)
-		}
-	}
-	for ; i < len(data); i++ {
-		switch c := data[i]; {
-		case c == '"':
-			return i + 1, nil
-		case c == '\\' || c < 0x20:
-			return scanString(data)
-		}
-	}
-	return 0, ErrIncomplete
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // ErrIncomplete is ScanValue's answer when data ends inside the value:
@@ -71,31 +72,48 @@ const (
 	highs       = 0x8080808080808080 // 0x80 in every byte
 )
 
-// plain8 reports whether the eight bytes of w (little-endian) are all
-// ASCII that a JSON string holds as is: none is '"', '\\', a control
-// character or a byte of a multi-byte UTF-8 sequence.
-func plain8(w uint64) bool {
-	hasZero := func(v uint64) uint64 { return (v - lows) & ^v & highs }
-	return (w&highs)| // non-ASCII
-		((w-0x20*lows)&^w&highs)| // below 0x20 (exact for ASCII bytes)
-		hasZero(w^('"'*lows))|
-		hasZero(w^('\\'*lows)) == 0
-}
-
-// plainRun returns the index of the first byte at or after i that is not
-// plain (see plain8), looking eight bytes at a time; it may stop before
-// the last few plain bytes of data.
-func plainRun(data []byte, i int) int {
-	for i+8 <= len(data) && plain8(binary.LittleEndian.Uint64(data[i:])) {
-		i += 8
+// stringStop returns the index of the first byte at or after i that ends
+// a run of bytes a JSON string holds as they are and the decoder need not
+// look at: '"', '\\', a control character or a byte of a multi-byte UTF-8
+// sequence (to be checked). It looks at eight bytes at a time and returns
+// len(data) if there is none.
+func stringStop(data []byte, i int) int {
+	for ; i+8 <= len(data); i += 8 {
+		if m := stopMask(binary.LittleEndian.Uint64(data[i:]), true); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(data); i++ {
+		if c := data[i]; c == '"' || c == '\\' || c < 0x20 || c >= 0x80 {
+			return i
+		}
 	}
 	return i
+}
+
+// stopMask flags (0x80) the bytes of w (little-endian) that are '"',
+// '\\' or control characters, and with nonASCII also those of multi-byte
+// UTF-8 sequences (stringStop). Only the lowest flag is exact: a borrow only runs upwards, so
+// a byte can be flagged wrongly only above one that is flagged rightly.
+func stopMask(w uint64, nonASCII bool) uint64 {
+	q, b := w^('"'*lows), w^('\\'*lows)
+	m := ((q-lows)&^q | (b-lows)&^b | (w-0x20*lows)&^w) & highs
+	if nonASCII {
+		m |= w & highs
+	}
+	return m
 }
 
 // scanString returns the length of the string at the start of data
 // (which starts with '"'), quotes included.
 func scanString(data []byte) (int, error) {
-	i := plainRun(data, 1)
+	i := 1
+	for ; i+8 <= len(data); i += 8 { // eight bytes at a time up to the first that matters
+		if m := stopMask(binary.LittleEndian.Uint64(data[i:]), false); m != 0 {
+			i += bits.TrailingZeros64(m) / 8
+			break
+		}
+	}
 	for i < len(data) {
 		c := data[i]
 		switch {
