@@ -388,17 +388,14 @@ func (c *Client) do(ctx context.Context, home, method, u string, body io.Reader,
 // request for home (the origin an export or import was started at); a
 // request anywhere else gets neither.
 func (c *Client) credentials(req *http.Request, home string, token bool) {
-	if egress.Origin(req.URL.String()) != home {
-		return
-	}
-	for k, vs := range c.Header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
+	h := c.Header.Clone()
 	if token && c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+		if h == nil {
+			h = http.Header{}
+		}
+		h.Set("Authorization", "Bearer "+c.Token)
 	}
+	egress.AtOrigin(req, home, h)
 }
 
 // httpError reads what an OperationOutcome says.

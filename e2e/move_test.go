@@ -31,6 +31,8 @@ https://hapi.localhost:%[3]d, https://*.hapi.localhost:%[3]d {
 		data_dir %[1]s
 		dev_issuer
 		partition header
+		# imports from HAPI's own $export (on loopback)
+		webhook_allow 127.0.0.1/32
 		upstream reverse_proxy %[2]s
 	}
 }
@@ -414,6 +416,79 @@ func exportFromHAPI(t *testing.T, e *env, h *hapiServer, apexB, baseB, tokB, pid
 	got = readExportDir(t, viaGateway)
 	t.Logf("the gateway's $export in front of HAPI: %d resources in %.1fs", len(got), time.Since(started).Seconds())
 	sameResources(t, "the gateway's $export in front of HAPI", got, g, func(*node) bool { return true })
+
+	importFromHAPI(t, e, h, part, apexB, tokB, pid, g)
+}
+
+// importFromHAPI imports HAPI's own $export of the record's partition into
+// a new record of the same person on the HAPI gateway, through the
+// manifest URL: the import request names HAPI's partition header, which
+// the gateway sends to HAPI's origin only (its status URL and its Binary
+// files). The new record then holds the same resources, with the same
+// reference graph, as the record exported.
+func importFromHAPI(t *testing.T, e *env, h *hapiServer, part, apexB, tokB, pid string, g *graph) {
+	t.Helper()
+	types := map[string]bool{}
+	for ref := range g.nodes {
+		typ, _, _ := strings.Cut(ref, "/")
+		types[typ] = true
+	}
+	var list []string
+	for typ := range types {
+		list = append(list, typ)
+	}
+	slices.Sort(list)
+	hapi := func(u string) *http.Response {
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Header.Set(hapitest.PartitionHeader, part)
+		req.Header.Set("Prefer", "respond-async")
+		req.Header.Set("Accept", "application/fhir+json")
+		res, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	// Only the record's types: HAPI keeps the files of its earlier exports
+	// (Binary) in the partition too.
+	kick := hapi(h.base + "/$export?_type=" + strings.Join(list, ","))
+	status := kick.Header.Get("Content-Location")
+	if kick.StatusCode != http.StatusAccepted || status == "" {
+		t.Fatalf("HAPI's $export kick-off: %d %q", kick.StatusCode, status)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		res := hapi(status)
+		if res.StatusCode == http.StatusOK {
+			break
+		}
+		if res.StatusCode != http.StatusAccepted || time.Now().After(deadline) {
+			t.Fatalf("HAPI's $export status: %d", res.StatusCode)
+		}
+	}
+	person := e.do("GET", fmt.Sprintf("https://bethanie.hapi.localhost:%d/fhir/Patient/%s", httpsPort, pid), tokB, nil).Expect(t, http.StatusOK, "the record's Patient").Body
+	patient := map[string]any{"resourceType": "Patient"}
+	for _, k := range []string{"name", "gender", "birthDate"} {
+		patient[k] = person[k]
+	}
+	pidC := e.do("POST", apexB+"/pfr/v1/records", tokB, map[string]any{"slug": "bethanie-again", "patient": patient}).
+		Expect(t, http.StatusCreated, "a second record of the same person on the HAPI gateway").Body["patientId"].(string)
+	started := time.Now()
+	body, _ := json.Marshal(map[string]any{"manifest": status, "headers": map[string]string{hapitest.PartitionHeader: part}})
+	res := e.do("POST", apexB+"/pfr/v1/records/bethanie-again/import", tokB, body, "Content-Type", "application/json").
+		Expect(t, http.StatusAccepted, "the import from HAPI's manifest")
+	job := res.Header.Get("Content-Location")
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		res = e.do("GET", job, tokB, nil)
+		if res.Status != http.StatusAccepted || time.Now().After(deadline) {
+			break
+		}
+	}
+	res.Expect(t, http.StatusOK, "the import from HAPI's $export")
+	result, _ := res.Body["result"].(map[string]any)
+	t.Logf("import from HAPI's $export (manifest URL, partition header): %v resources in %v transactions, %.1fs",
+		result["imported"], result["transactions"], time.Since(started).Seconds())
+	compareGraphs(t, g, e.graphOf(t, fmt.Sprintf("https://bethanie-again.hapi.localhost:%d/fhir", httpsPort), tokB, pidC))
 }
 
 // partitionOf finds the partition (by id, as the header names it) that

@@ -367,6 +367,21 @@ func (t policyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.next.RoundTrip(r)
 }
 
+// AtOrigin adds h (credentials: a bearer token, an API key, a server's
+// partition header) to req when req's URL is at origin home (Origin), and
+// nothing when it is anywhere else: what a user gave for one server never
+// goes to a URL another server's answer named.
+func AtOrigin(req *http.Request, home string, h http.Header) {
+	if home == "" || Origin(req.URL.String()) != home {
+		return
+	}
+	for k, vs := range h {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+}
+
 // Origin is the origin of an absolute http(s) URL, scheme://host:port
 // with the port made explicit (https://a and https://a:443 are one
 // origin) and scheme and host in lower case; "" when u is not one. A

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/bulk"
@@ -101,6 +102,9 @@ func (g *Gateway) StartImport(w http.ResponseWriter, r *http.Request, id *auth.I
 			if json.Unmarshal(head, &mr) == nil && mr.Manifest != "" {
 				if err := g.importPolicy().Check(r.Context(), mr.Manifest); err != nil {
 					return fhir.Errorf(http.StatusUnprocessableEntity, fhir.CodeBusinessRule, "manifest url refused: %v", err)
+				}
+				if _, err := mr.credentials(); err != nil {
+					return err
 				}
 			}
 		}
@@ -613,6 +617,50 @@ type manifestRequest struct {
 	// Token is sent as a bearer token to the manifest's URL and to the
 	// files at the manifest's origin, never to another origin.
 	Token string `json:"token"`
+	// Headers are sent, like the token, only to the manifest's origin:
+	// what a Bulk Data server needs besides a token (HAPI's partition
+	// header X-Request-Partition-IDs, an API key). See credentials.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// maxManifestHeaders bounds the headers an import request may name.
+const maxManifestHeaders = 16
+
+// credentials is what goes to the manifest's origin: the headers the
+// request names and the token. A header name must be an HTTP token and
+// not one that HTTP itself or the gateway sets (Host, Authorization: use
+// token, hop-by-hop and framing headers, cookies); a value holds no
+// control character. A request that breaks a rule is refused (400).
+func (mr manifestRequest) credentials() (http.Header, error) {
+	h := http.Header{}
+	if len(mr.Headers) > maxManifestHeaders {
+		return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "an import names at most %d headers", maxManifestHeaders)
+	}
+	for name, value := range mr.Headers {
+		canonical := http.CanonicalHeaderKey(name)
+		if !httpguts.ValidHeaderFieldName(name) || reservedHeader(canonical) {
+			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "the header %q cannot be sent with an import", name)
+		}
+		if !httpguts.ValidHeaderFieldValue(value) || len(value) > 4096 {
+			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "the value of the header %q is not a valid header value", name)
+		}
+		h.Set(canonical, value)
+	}
+	if mr.Token != "" {
+		h.Set("Authorization", "Bearer "+mr.Token)
+	}
+	return h, nil
+}
+
+// reservedHeader reports whether an import request may not name the
+// header (canonical form).
+func reservedHeader(name string) bool {
+	switch name {
+	case "Host", "Authorization", "Cookie", "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Content-Length", "Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Expect", "Forwarded", "Via":
+		return true
+	}
+	return strings.HasPrefix(name, "Proxy-") || strings.HasPrefix(name, "X-Forwarded-")
 }
 
 // manifestRequestMax bounds the JSON body of an import from a manifest URL
@@ -633,6 +681,10 @@ func (g *Gateway) importPolicy() *egress.Policy {
 // followed. File URLs are resolved against the manifest's; the token goes
 // only to the manifest's origin.
 func (g *Gateway) fetchManifest(ctx context.Context, req manifestRequest, path string) error {
+	creds, err := req.credentials()
+	if err != nil {
+		return err
+	}
 	policy := g.importPolicy()
 	client := policy.Client(time.Minute)
 	home := egress.Origin(req.Manifest)
@@ -645,9 +697,7 @@ func (g *Gateway) fetchManifest(ctx context.Context, req manifestRequest, path s
 			return nil, fhir.Errorf(http.StatusBadRequest, fhir.CodeValue, "bad url %q", u)
 		}
 		r.Header.Set("Accept", accept)
-		if req.Token != "" && egress.Origin(u) == home {
-			r.Header.Set("Authorization", "Bearer "+req.Token)
-		}
+		egress.AtOrigin(r, home, creds)
 		res, err := client.Do(r)
 		if err != nil {
 			return nil, fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "fetching %s: %v", u, err)

@@ -117,12 +117,13 @@ func waitManifest(t testing.TB, hc *http.Client, token, status string) {
 }
 
 // bulkSource is a Bulk Data server's files, for asserting what the
-// gateway sends: each request's path and Authorization header.
+// gateway sends: each request's path, Authorization and partition header.
 type bulkSource struct {
-	srv  *httptest.Server
-	host string // name:port, the name resolving to its address
-	mu   sync.Mutex
-	seen []string // "path Authorization"
+	srv        *httptest.Server
+	host       string // name:port, the name resolving to its address
+	mu         sync.Mutex
+	seen       []string // "path Authorization"
+	partitions []string // X-Request-Partition-IDs of each request
 }
 
 func newBulkSource(t *testing.T, name string, serve http.HandlerFunc) *bulkSource {
@@ -131,6 +132,7 @@ func newBulkSource(t *testing.T, name string, serve http.HandlerFunc) *bulkSourc
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.seen = append(s.seen, r.URL.Path+" "+r.Header.Get("Authorization"))
+		s.partitions = append(s.partitions, r.Header.Get("X-Request-Partition-IDs"))
 		s.mu.Unlock()
 		serve(w, r)
 	}))
@@ -156,6 +158,12 @@ func (s *bulkSource) requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.seen...)
+}
+
+func (s *bulkSource) partitionHeaders() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.partitions...)
 }
 
 // TestImportFromManifestPolicy: the token goes to the manifest's origin
@@ -205,7 +213,7 @@ func TestImportFromManifestPolicy(t *testing.T) {
 	e.createRecord(t, alice, "johnny", "")
 	importFrom := func(manifest string) (int, []byte) {
 		return e.waitImport(t, alice, e.startImport(t, alice, "johnny", "application/json",
-			[]byte(`{"manifest":"`+manifest+`","token":"secret-token"}`), ""))
+			[]byte(`{"manifest":"`+manifest+`","token":"secret-token","headers":{"x-request-partition-ids":"7"}}`), ""))
 	}
 
 	code, body := importFrom("http://" + source.host + "/ok/manifest")
@@ -219,6 +227,23 @@ func TestImportFromManifestPolicy(t *testing.T) {
 	}
 	if got := files.requests(); len(got) != 1 || got[0] != "/obs.ndjson " {
 		t.Errorf("the file server at another origin got %q: the token must not go there", got)
+	}
+	// The headers the request names go where the token goes, only there.
+	for _, p := range source.partitionHeaders() {
+		if p != "7" {
+			t.Errorf("the manifest's origin got the partition header %q, want 7", p)
+		}
+	}
+	if got := files.partitionHeaders(); len(got) != 1 || got[0] != "" {
+		t.Errorf("the file server at another origin got the partition header %q", got)
+	}
+	// Headers an import may not name: refused when posted.
+	for _, h := range []string{`{"Host":"evil.example"}`, `{"Authorization":"Basic x"}`, `{"bad name":"1"}`, `{"X-Ok":"a\r\nInjected: 1"}`, `{"Proxy-Authorization":"x"}`} {
+		res := e.do(t, alice, "POST", "pfr.localhost", "/pfr/v1/records/johnny/import",
+			[]byte(`{"manifest":"http://`+source.host+`/ok/manifest","headers":`+h+`}`), "Content-Type", "application/json")
+		if res.Code != http.StatusBadRequest || !strings.Contains(res.Body.String(), "OperationOutcome") {
+			t.Errorf("headers %s: %d %s", h, res.Code, res.Body)
+		}
 	}
 	if n := len(e.readAll(t, alice, "johnny.pfr.localhost", "Observation")); n != 2 {
 		t.Fatalf("johnny holds %d Observations, want 2", n)
