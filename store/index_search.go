@@ -514,69 +514,80 @@ func (p *ptx) unionCandidates(typ string, filters []search.IndexFilter) (ids []s
 	return ids, true, nil
 }
 
-// walkOrder calls fn with the id of every live resource of typ in the
-// order of a single date sort key (see search.Query.OrderParam): by the
-// key's value, ascending or descending, equal values and resources
-// without one (last) in id order; fn returns false to stop. The id is
-// only valid during the call. ok is false when the index cannot give the
-// order: it is off, the parameter has no sort keys, or some resource of
-// typ is unreadable (only a scan reports those).
-func (p *ptx) walkOrder(typ, param string, desc bool, fn func(id []byte) bool) (ok bool, err error) {
+// orderedIDs returns ids of live resources of typ in the order of a
+// single date sort key (see search.Query.OrderParam): by the key's value,
+// ascending or descending, equal values and resources without one (last)
+// in id order. keep (nil: every id) chooses which go into the list
+// (with prefix); once want are kept (0: no bound) the list is complete,
+// and reading more than maxKeys keys (0: no bound) before that gives up.
+// ok is false when the index cannot give the order (it is off, the
+// parameter has no sort keys, or some resource of typ is unreadable: only
+// a scan reports those) or gave up.
+func (p *ptx) orderedIDs(typ, param string, desc bool, prefix string, keep func(id []byte) bool, want, maxKeys int) (list refList, ok bool, err error) {
 	if p.noIndex {
-		return false, nil
+		return refList{}, false, nil
 	}
 	ib, err := p.indexBucket(typ)
 	if err != nil || ib == nil {
-		return err == nil, err
+		return refList{prefix: prefix}, err == nil, err
 	}
 	tag, ok := search.IndexTag(typ, param)
 	if !ok || len(unreadableIDs(ib)) > 0 {
-		return false, nil
+		return refList{}, false, nil
 	}
 	lo := append([]byte{tag}, search.OrderRange().Lo...)
 	missing := append([]byte{tag}, search.OrderMissingValue()...)
 	// Every order key is the tag, the value (kind byte and a time of
 	// fixed width, as the missing one), 0x00 and the id: in key order,
 	// ascending values, equal ones in id order, the missing ones last.
+	// The cursor only moves forward: a descending order is read
+	// ascending and its runs of equal values put back to front.
 	idAt := len(missing) + 1
+	inRange := func(k []byte) bool { return len(k) > idAt && k[0] == tag && k[1] == lo[1] }
+	out := refListBuilder{prefix: prefix, buf: make([]byte, 0, 1<<16)}
+	var runs []int // descending: where each run of equal values starts
+	var value []byte
+	read := 0
 	c := keysOf(ib)
 	k := c.Seek(lo)
-	inRange := func(k []byte) bool { return len(k) > idAt && k[0] == tag && k[1] == lo[1] }
-	if !desc {
-		for ; inRange(k); k = c.Next() {
-			if !fn(k[idAt:]) {
-				return true, nil
-			}
+	for ; inRange(k) && (!desc || bytes.Compare(k, missing) < 0); k = c.Next() {
+		if read++; maxKeys > 0 && read > maxKeys {
+			return refList{}, false, nil
 		}
-		return true, nil
-	}
-	// Descending: the present values are read in order (the cursor
-	// moves forward only) and given back from the last run of equal
-	// values to the first, each run in id order; then the missing ones.
-	var ids refListBuilder
-	var runs []int // where each run of equal values starts in ids
-	var value []byte
-	for ; inRange(k) && bytes.Compare(k, missing) < 0; k = c.Next() {
-		if !bytes.Equal(k[:idAt], value) {
+		if keep != nil && !keep(k[idAt:]) {
+			continue
+		}
+		if desc && !bytes.Equal(k[:idAt], value) {
 			value = append(value[:0], k[:idAt]...)
-			runs = append(runs, len(ids.ends))
+			runs = append(runs, out.len())
 		}
-		ids.add(k[idAt:])
+		out.add(k[idAt:])
+		if !desc && want > 0 && out.len() == want {
+			return out.list(), true, nil
+		}
 	}
-	list := ids.list()
-	end := list.Len()
+	if !desc {
+		return out.list(), want <= 0 || out.len() == want, nil
+	}
+	// The elements stay where they are; only their spans are reordered.
+	asc := out.spans
+	spans := make([]refSpan, 0, len(asc))
+	end := len(asc)
 	for r := len(runs) - 1; r >= 0; r-- {
-		for i := runs[r]; i < end; i++ {
-			if !fn(list.bareBytes(i)) {
-				return true, nil
-			}
-		}
+		spans = append(spans, asc[runs[r]:end]...)
 		end = runs[r]
 	}
+	out.spans = spans
 	for ; inRange(k); k = c.Next() {
-		if !fn(k[idAt:]) {
-			return true, nil
+		if want > 0 && out.len() == want {
+			break
+		}
+		if read++; maxKeys > 0 && read > maxKeys {
+			return refList{}, false, nil
+		}
+		if keep == nil || keep(k[idAt:]) {
+			out.add(k[idAt:])
 		}
 	}
-	return true, nil
+	return out.list(), want <= 0 || out.len() == want, nil
 }

@@ -93,16 +93,13 @@ func (q *request) appendUnreadableOutcome(b *outBundle) {
 // there are enough of them that reading it costs less than decoding them),
 // so only a _sort on anything else reads them.
 func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) (refList, error) {
-	out := refListBuilder{prefix: typ + "/"}
 	if plan.orderOnly {
-		ok, err := p.walkOrder(typ, plan.orderParam, plan.orderDesc, func(id []byte) bool {
-			out.add(id)
-			return true
-		})
+		list, ok, err := p.orderedIDs(typ, plan.orderParam, plan.orderDesc, typ+"/", nil, 0, 0)
 		if err != nil || ok {
-			return out.list(), err
+			return list, err
 		}
 	}
+	out := refListBuilder{prefix: typ + "/"}
 	b, err := plan.bind(partitionSource{p, skip})
 	if err != nil {
 		return refList{}, err
@@ -224,31 +221,16 @@ const orderWalkPerHit = 256
 // orderByIndex returns the hits in the order of plan's date sort key, read
 // from its index; ok is false when the index cannot give it or reading it
 // would cost more than decoding the hits.
-func orderByIndex(p *ptx, typ string, plan *searchPlan, hits []searchHit) (_ refList, ok bool, _ error) {
+func orderByIndex(p *ptx, typ string, plan *searchPlan, hits []searchHit) (refList, bool, error) {
 	set := make(map[string]struct{}, len(hits))
 	for _, h := range hits {
 		set[h.id] = struct{}{}
 	}
-	out := refListBuilder{prefix: typ + "/"}
-	budget := orderWalkPerHit * len(hits)
-	complete := false
-	ok, err := p.walkOrder(typ, plan.orderParam, plan.orderDesc, func(id []byte) bool {
-		if budget--; budget < 0 {
-			return false
-		}
-		if _, in := set[string(id)]; in {
-			out.add(id)
-			if len(out.ends) == len(hits) {
-				complete = true
-				return false
-			}
-		}
-		return true
-	})
-	if err != nil || !ok || !complete {
-		return refList{}, false, err
+	keep := func(id []byte) bool {
+		_, in := set[string(id)]
+		return in
 	}
-	return out.list(), true, nil
+	return p.orderedIDs(typ, plan.orderParam, plan.orderDesc, typ+"/", keep, len(hits), orderWalkPerHit*len(hits))
 }
 
 // searchesContained reports whether the plan searches contained resources

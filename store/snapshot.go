@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,7 +32,7 @@ type searchSnapshot struct {
 	Expires time.Time `json:"expires"`
 }
 
-// refList is an ordered list of references packed in one string: the
+// refList is an ordered list of references packed in one buffer: the
 // matches of a search of a large record (100 000 for
 // Observation?_sort=-date) are one allocation, not one each.
 type refList struct {
@@ -39,8 +40,11 @@ type refList struct {
 	// of one type).
 	prefix string
 	data   []byte
-	ends   []int // ends[i] is where element i ends in data
+	spans  []refSpan // element i is data[spans[i].start:spans[i].end]
 }
+
+// refSpan is where one element of a refList lies in its data.
+type refSpan struct{ start, end uint32 }
 
 // packRefs packs refs.
 func packRefs(refs []string) refList {
@@ -52,22 +56,13 @@ func packRefs(refs []string) refList {
 }
 
 // Len is the number of elements.
-func (l refList) Len() int { return len(l.ends) }
+func (l refList) Len() int { return len(l.spans) }
 
 // bare returns element i without the prefix.
 func (l refList) bare(i int) string { return string(l.bareBytes(i)) }
 
 // bareBytes is bare in the list's own memory.
-func (l refList) bareBytes(i int) []byte {
-	start := 0
-	if i > 0 {
-		start = l.ends[i-1]
-	}
-	return l.data[start:l.ends[i]]
-}
-
-// At returns element i.
-func (l refList) At(i int) string { return l.prefix + l.bare(i) }
+func (l refList) bareBytes(i int) []byte { return l.data[l.spans[i].start:l.spans[i].end] }
 
 // bareAll returns every element without the prefix.
 func (l refList) bareAll() []string {
@@ -77,6 +72,9 @@ func (l refList) bareAll() []string {
 	}
 	return out
 }
+
+// At returns element i.
+func (l refList) At(i int) string { return l.prefix + l.bare(i) }
 
 // Slice returns elements i to j-1.
 func (l refList) Slice(i, j int) []string {
@@ -91,22 +89,39 @@ func (l refList) Slice(i, j int) []string {
 type refListBuilder struct {
 	prefix string
 	buf    []byte
-	ends   []int
+	spans  []refSpan
 }
 
 func (b *refListBuilder) add(v []byte) {
+	b.grow(len(v))
+	b.spans = append(b.spans, refSpan{uint32(len(b.buf)), uint32(len(b.buf) + len(v))})
 	b.buf = append(b.buf, v...)
-	b.ends = append(b.ends, len(b.buf))
 }
 
 func (b *refListBuilder) addString(v string) {
+	b.grow(len(v))
+	b.spans = append(b.spans, refSpan{uint32(len(b.buf)), uint32(len(b.buf) + len(v))})
 	b.buf = append(b.buf, v...)
-	b.ends = append(b.ends, len(b.buf))
 }
+
+// grow makes room for one more element of n bytes, doubling what is
+// full (append grows a large slice by a quarter: 100 000 ids would be
+// copied about twenty times).
+func (b *refListBuilder) grow(n int) {
+	if len(b.buf)+n > cap(b.buf) {
+		b.buf = slices.Grow(b.buf, max(n, cap(b.buf)))
+	}
+	if len(b.spans) == cap(b.spans) {
+		b.spans = slices.Grow(b.spans, max(1, cap(b.spans)))
+	}
+}
+
+// len is how many elements were added.
+func (b *refListBuilder) len() int { return len(b.spans) }
 
 // list returns what was added.
 func (b *refListBuilder) list() refList {
-	return refList{prefix: b.prefix, data: b.buf, ends: b.ends}
+	return refList{prefix: b.prefix, data: b.buf, spans: b.spans}
 }
 
 // Snapshots are kept in memory, not in the file: a search that has a

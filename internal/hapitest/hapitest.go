@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -59,7 +60,15 @@ type Options struct {
 	// JDBCURL, when set, is a PostgreSQL DSN (postgres://user:pw@host:port/db)
 	// HAPI keeps its data in instead of memory.
 	JDBCURL string
+	// JVMArgs, when set, replace the JVM options of a test server
+	// (DefaultJVMArgs: a small heap and the quick compiler, so that it
+	// starts fast): a benchmark gives HAPI the heap and the optimizing
+	// compiler a deployment has.
+	JVMArgs []string
 }
+
+// DefaultJVMArgs are the JVM options of a test server.
+var DefaultJVMArgs = []string{"-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"}
 
 // Server is one running HAPI process.
 type Server struct {
@@ -110,8 +119,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hapitest: %w", err)
 	}
-	s.cmd = exec.Command(java, "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-		"-jar", jar, o.Mode, strconv.Itoa(port), "--exit-on-stdin-eof")
+	jvm := o.JVMArgs
+	if len(jvm) == 0 {
+		jvm = DefaultJVMArgs
+	}
+	s.cmd = exec.Command(java, append(slices.Clone(jvm), "-jar", jar, o.Mode, strconv.Itoa(port), "--exit-on-stdin-eof")...)
 	s.cmd.Env = env
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	// HAPI exits when this pipe closes: with the caller, even one killed
