@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -591,3 +592,66 @@ func (p *ptx) orderedIDs(typ, param string, desc bool, prefix string, keep func(
 	}
 	return out.list(), want <= 0 || out.len() == want, nil
 }
+
+// referencedBy returns the targets ("Type/id") of reference parameter
+// param of the resources ids of typ (in id order), read from the index:
+// each distinct value of the parameter's reference keys is a target of
+// those resources if one of them has its key (found by stepping through
+// the value's ids and the resources' ids together, both in id order). ok
+// is false when the index cannot tell: no index, a value it may have
+// changed (search.RefKeyTarget), or more work than reading the resources
+// (maxJoinSeeksPerID seeks per resource).
+func (p *ptx) referencedBy(typ, param string, ids []string) (map[string]bool, bool, error) {
+	if p.noIndex {
+		return nil, false, nil
+	}
+	tag, ok := search.IndexTag(typ, param)
+	if !ok {
+		return nil, false, nil
+	}
+	ib, err := p.indexBucket(typ)
+	if err != nil || ib == nil {
+		return map[string]bool{}, err == nil, err
+	}
+	budget := maxJoinSeeksPerID*len(ids) + indexScanChunk
+	targets := map[string]bool{}
+	r := search.ReferenceRange()
+	lo, hi := append([]byte{tag}, r.Lo...), append([]byte{tag}, r.Hi...)
+	values := keysOf(ib) // walks from value to value
+	probe := keysOf(ib)  // looks the resources up in one value
+	var key []byte
+	for k := values.Seek(lo); k != nil && bytes.Compare(k, hi) < 0; {
+		cut := bytes.LastIndexByte(k, 0)
+		value := bytes.Clone(k[1:cut])
+		prefix := append(append([]byte{tag}, value...), 0)
+		// Is one of ids among the value's ids? Both lists are in id
+		// order: seek the next resource, then skip the resources before
+		// the key found.
+		for i := 0; i < len(ids); {
+			if budget--; budget < 0 {
+				return nil, false, nil
+			}
+			key = append(append(key[:0], prefix...), ids[i]...)
+			got := probe.Seek(key)
+			if got == nil || !bytes.HasPrefix(got, prefix) {
+				break // no key of this value at or after ids[i]
+			}
+			if bytes.Equal(got, key) {
+				ref, ok := search.RefKeyTarget(value)
+				if !ok {
+					return nil, false, nil
+				}
+				targets[ref] = true
+				break
+			}
+			next := string(got[len(prefix):])
+			i += sort.SearchStrings(ids[i:], next)
+		}
+		k = values.Seek(append(append([]byte{tag}, value...), 1))
+	}
+	return targets, true, nil
+}
+
+// maxJoinSeeksPerID bounds the lookups referencedBy makes per resource
+// (about what reading the resource costs).
+const maxJoinSeeksPerID = 8

@@ -626,6 +626,20 @@ func (s partitionSource) ScanIndexed(resourceType string, filters []search.Index
 	return nil
 }
 
+// VouchedIDs implements search.JoinSource.
+func (s partitionSource) VouchedIDs(resourceType string, filters []search.IndexFilter) ([]string, bool, error) {
+	ids, exact, ok, err := s.p.indexCandidates(resourceType, filters)
+	if err != nil || !ok || slices.Contains(exact, false) {
+		return nil, false, err
+	}
+	return ids, true, nil
+}
+
+// ReferencedBy implements search.JoinSource.
+func (s partitionSource) ReferencedBy(resourceType, param string, ids []string) (map[string]bool, bool, error) {
+	return s.p.referencedBy(resourceType, param, ids)
+}
+
 // Scan implements includeSource.
 func (s partitionSource) Scan(resourceType string, fn func(map[string]any) bool) error {
 	stop := fmt.Errorf("stop")

@@ -339,6 +339,26 @@ func refRange(id, typ string) KeyRange {
 	return r
 }
 
+// ReferenceRange is the key range of every reference key of a reference
+// parameter (RefKeyTarget reads their values).
+func ReferenceRange() KeyRange { return KeyRange{Lo: []byte{kindRefID}, Hi: []byte{kindRefID + 1}} }
+
+// RefKeyTarget returns "Type/id" of the value of a reference key (kind
+// byte included, as IndexKeys gives it), as the reference was read
+// (fhirpath.SplitReference); ok is false when the value may have been
+// changed on its way into the key (cut at its length limit, or a byte
+// clean replaced).
+func RefKeyTarget(v []byte) (ref string, ok bool) {
+	if len(v) < 2 || v[0] != kindRefID || len(v) >= maxIndexValue || bytes.IndexByte(v, 4) >= 0 {
+		return "", false
+	}
+	slash := bytes.LastIndexByte(v, '/')
+	if slash < 1 || !searchparam.IsResourceType(string(v[slash+1:])) {
+		return "", false
+	}
+	return string(v[slash+1:]) + "/" + string(v[1:slash]), true
+}
+
 // IDOfRange returns the id of an IDRange.
 func IDOfRange(r KeyRange) string { return string(r.Lo[1 : len(r.Lo)-1]) }
 

@@ -168,6 +168,22 @@ type IndexedSource interface {
 	ScanIndexed(resourceType string, filters []IndexFilter, fn func(res map[string]any) bool) error
 }
 
+// JoinSource is an IndexedSource that can resolve a join from its index
+// alone, without reading the joined resources.
+type JoinSource interface {
+	IndexedSource
+	// VouchedIDs returns the ids of the current resources of
+	// resourceType that have keys in every filter, when the index vouches
+	// that each matches them (every key found through Exact ranges); ok
+	// is false when it cannot vouch for every candidate.
+	VouchedIDs(resourceType string, filters []IndexFilter) (ids []string, ok bool, err error)
+	// ReferencedBy returns the "Type/id" every reference of parameter
+	// param of the resources ids (of resourceType, in id order) points
+	// at, as the join reads them (fhirpath.SplitReference); ok is false
+	// when the index cannot tell (or not cheaply).
+	ReferencedBy(resourceType, param string, ids []string) (targets map[string]bool, ok bool, err error)
+}
+
 // Bind returns the matcher of the query with its joins resolved against
 // src (one scan of each joined type, narrowed by its index filters when
 // src is an IndexedSource). Without joins it is Match.
@@ -252,6 +268,15 @@ func (j *join) resolve(src Source) (map[string]bool, error) {
 			return nil, err
 		}
 		m, filters := b.Match, b.Filters
+		if js, ok := src.(JoinSource); ok && b.Covered && len(filters) > 0 {
+			done, err := j.resolveFromIndex(js, sub, filters, set)
+			if err != nil {
+				return nil, err
+			}
+			if done {
+				continue
+			}
+		}
 		scan := src.Scan
 		if is, ok := src.(IndexedSource); ok && len(filters) > 0 {
 			scan = func(typ string, fn func(map[string]any) bool) error { return is.ScanIndexed(typ, filters, fn) }
@@ -276,6 +301,31 @@ func (j *join) resolve(src Source) (map[string]bool, error) {
 		}
 	}
 	return set, nil
+}
+
+// resolveFromIndex adds what sub's matches give the join to set when the
+// index alone can tell: every match vouched for by the index (sub is
+// covered by filters), and for _has the references of param read from the
+// index too. done is false when it could not (set is then unchanged).
+func (j *join) resolveFromIndex(src JoinSource, sub *Query, filters []IndexFilter, set map[string]bool) (done bool, err error) {
+	ids, ok, err := src.VouchedIDs(sub.ResourceType, filters)
+	if err != nil || !ok {
+		return false, err
+	}
+	if !j.has {
+		for _, id := range ids {
+			set[sub.ResourceType+"/"+id] = true
+		}
+		return true, nil
+	}
+	targets, ok, err := src.ReferencedBy(sub.ResourceType, j.param.Code, ids)
+	if err != nil || !ok {
+		return false, err
+	}
+	for ref := range targets {
+		set[ref] = true
+	}
+	return true, nil
 }
 
 // match tests res against the resolved set.
