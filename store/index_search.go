@@ -546,8 +546,9 @@ func (p *ptx) orderedIDs(typ, param string, desc bool, prefix string, keep func(
 	idAt := len(missing) + 1
 	inRange := func(k []byte) bool { return len(k) > idAt && k[0] == tag && k[1] == lo[1] }
 	out := refListBuilder{prefix: prefix, buf: make([]byte, 0, 1<<16)}
-	var runs []int // descending: where each run of equal values starts
+	var ties []refSpan // descending: runs of equal values (first, end)
 	var value []byte
+	runStart := 0
 	read := 0
 	c := keysOf(ib)
 	k := c.Seek(lo)
@@ -559,8 +560,11 @@ func (p *ptx) orderedIDs(typ, param string, desc bool, prefix string, keep func(
 			continue
 		}
 		if desc && !bytes.Equal(k[:idAt], value) {
+			if out.len()-runStart > 1 {
+				ties = append(ties, refSpan{uint32(runStart), uint32(out.len())})
+			}
+			runStart = out.len()
 			value = append(value[:0], k[:idAt]...)
-			runs = append(runs, out.len())
 		}
 		out.add(k[idAt:])
 		if !desc && want > 0 && out.len() == want {
@@ -570,15 +574,16 @@ func (p *ptx) orderedIDs(typ, param string, desc bool, prefix string, keep func(
 	if !desc {
 		return out.list(), want <= 0 || out.len() == want, nil
 	}
-	// The elements stay where they are; only their spans are reordered.
-	asc := out.spans
-	spans := make([]refSpan, 0, len(asc))
-	end := len(asc)
-	for r := len(runs) - 1; r >= 0; r-- {
-		spans = append(spans, asc[runs[r]:end]...)
-		end = runs[r]
+	// The elements stay where they are; their spans are reversed, and
+	// each run of equal values back to id order.
+	if out.len()-runStart > 1 {
+		ties = append(ties, refSpan{uint32(runStart), uint32(out.len())})
 	}
-	out.spans = spans
+	n := uint32(out.len())
+	slices.Reverse(out.spans)
+	for _, t := range ties {
+		slices.Reverse(out.spans[n-t.end : n-t.start])
+	}
 	for ; inRange(k); k = c.Next() {
 		if want > 0 && out.len() == want {
 			break

@@ -26,6 +26,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/hapitest"
@@ -38,6 +39,8 @@ type options struct {
 	hapiN, hapiParallel             int
 	dbDir, writeProfile             string
 	writesOnly                      bool
+	hapiJVM                         string
+	hapiWarmup                      int
 }
 
 func main() {
@@ -50,6 +53,8 @@ func main() {
 	flag.StringVar(&o.synthea, "synthea", "testdata/fhir/synthea", "directory of the six Synthea transaction Bundles")
 	flag.IntVar(&o.hapiN, "hapi", 0, "also load the first Synthea patient and this many generated Observations into HAPI FHIR JPA (test/hapi, started here) and run the same searches there; 0: no HAPI")
 	flag.IntVar(&o.hapiParallel, "hapi-parallel", 2, "transactions of 1000 Observations sent to HAPI at once while loading")
+	flag.StringVar(&o.hapiJVM, "hapi-jvm", "-Xmx4g -XX:+UseParallelGC", "JVM options of HAPI (the tests' server has a 768 MB heap and the quick compiler only: too small for 100 000 Observations and slower than a deployment)")
+	flag.IntVar(&o.hapiWarmup, "hapi-warmup", 5, "runs of each search on HAPI before the measured ones (its JIT compiler at work)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured searches and writes with indexes to this file")
 	flag.StringVar(&o.dbDir, "db", "", "keep the loaded record (without and with indexes) in this directory and reuse it in later runs (a changed index layout is rebuilt at Open); the measured writes go to copies")
 	flag.BoolVar(&o.writesOnly, "writesonly", false, "measure the writes only (no searches, no HAPI)")
@@ -644,7 +649,7 @@ func measureHAPI(o options, synthea, family string, end time.Time) ([]row, time.
 		return nil, 0, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: dir, Jar: hapitest.JarIn(".")})
+	srv, err := hapitest.Start(context.Background(), hapitest.Options{Mode: "header", Dir: dir, Jar: hapitest.JarIn("."), JVMArgs: strings.Fields(o.hapiJVM)})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -672,12 +677,16 @@ func measureHAPI(o options, synthea, family string, end time.Time) ([]row, time.
 	batches := observations(rng, patient, o.hapiN, start, end.Sub(start))
 	work := make(chan []byte)
 	errs := make(chan error, o.hapiParallel)
+	var loaded atomic.Int64
 	for range o.hapiParallel {
 		go func() {
 			var first error
 			for b := range work {
 				if _, err := h.do(http.StatusOK, http.MethodPost, "/fhir", "1", b); err != nil && first == nil {
 					first = err
+				}
+				if n := loaded.Add(1); n%10 == 0 {
+					fmt.Fprintf(os.Stderr, "HAPI: %d of %d transactions in %s\n", n, len(batches), time.Since(loadStart).Round(time.Second))
 				}
 			}
 			errs <- first
@@ -708,6 +717,12 @@ func measureHAPI(o options, synthea, family string, end time.Time) ([]row, time.
 	for _, q := range searches(patient, family, end, lastBatch, afterLastBatch) {
 		if q.partition != "1" {
 			continue // the other records are not loaded into HAPI
+		}
+		if _, err := measure(o.hapiWarmup, func(int) error {
+			_, err := h.do(http.StatusOK, http.MethodGet, q.target, q.partition, nil)
+			return err
+		}); err != nil {
+			return nil, 0, err
 		}
 		ds, err := measure(o.runs, func(int) error {
 			_, err := h.do(http.StatusOK, http.MethodGet, q.target, q.partition, nil)
