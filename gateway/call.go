@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -23,7 +24,22 @@ type captured struct {
 	header http.Header
 	body   bytes.Buffer
 	over   bool
-	limit  int // most bytes held; 0: maxInternalResponse
+	limit  int     // most bytes held; 0: maxInternalResponse
+	pooled *[]byte // where body's memory goes back to (release)
+}
+
+// captureBuffers keep the memory of captured answers between requests
+// whose handler releases them (proxy).
+var captureBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// release gives the body's memory back for another answer (unless it
+// grew very large); the body must not be used after.
+func (c *captured) release() {
+	if b := c.body.Bytes(); c.pooled != nil && cap(b) <= 1<<20 {
+		*c.pooled = b[:0]
+		captureBuffers.Put(c.pooled)
+	}
+	c.pooled, c.body = nil, bytes.Buffer{}
 }
 
 func (c *captured) Header() http.Header { return c.header }
@@ -42,7 +58,9 @@ func (c *captured) Write(b []byte) (int, error) {
 	if limit <= 0 {
 		limit = maxInternalResponse
 	}
-	if c.body.Cap() == 0 {
+	if c.pooled == nil && c.body.Cap() == 0 {
+		c.pooled = captureBuffers.Get().(*[]byte)
+		c.body = *bytes.NewBuffer((*c.pooled)[:0])
 		// Room for the announced body at once, rather than growing to it.
 		if n, err := strconv.Atoi(c.header.Get("Content-Length")); err == nil && n > len(b) {
 			c.body.Grow(min(n, limit))

@@ -48,8 +48,12 @@ type filteringWriter struct {
 	unread  bool
 	refused bool
 	status  int
-	held    bytes.Buffer
-	facts   fhir.EntryFacts // the held resource's, for the fast path
+	// held is the single resource, held as the resource of a Bundle entry
+	// (`{"resource":` before it) so that the fast path, which judges
+	// entries, reads it where it is; its memory comes from entryScratch
+	// and goes back there when Close is done with it.
+	held  *[]byte
+	facts fhir.EntryFacts // the held resource's, for the fast path
 	pw      *io.PipeWriter
 	done    chan error
 }
@@ -105,10 +109,15 @@ func (f *filteringWriter) Write(b []byte) (int, error) {
 		}
 		return len(b), nil // dropped: never shown unchecked
 	case f.single:
-		if int64(f.held.Len()+len(b)) > f.limit {
+		if f.held == nil {
+			f.held = entryScratch.Get().(*[]byte)
+			*f.held = append((*f.held)[:0], entryHead...)
+		}
+		if int64(len(f.resource())+len(b)) > f.limit {
 			return 0, fmt.Errorf("resource larger than %d bytes cannot be checked", f.limit)
 		}
-		return f.held.Write(b)
+		*f.held = append(*f.held, b...)
+		return len(b), nil
 	}
 	return f.pw.Write(b)
 }
@@ -137,29 +146,27 @@ func (f *filteringWriter) Close() error {
 		_ = f.pw.Close()
 		return <-f.done
 	}
-	if f.opts.Quick != nil && f.shape == nil {
-		// The fast path judges entries: make the resource one.
-		scratch := entryScratch.Get().(*[]byte)
-		entry := append(append(append((*scratch)[:0], `{"resource":`...), f.held.Bytes()...), '}')
+	defer f.release()
+	held := f.resource()
+	if f.opts.Quick != nil && f.shape == nil && f.held != nil {
+		// The fast path judges entries: the resource is held as one.
+		entry := append(*f.held, '}')
+		*f.held = entry[:len(entry)-1]
 		keep, decided := false, false
 		if n, err := fhir.ScanEntry(entry, &f.facts); err == nil && n == len(entry) {
 			keep, decided = f.opts.Quick(&f.facts)
 		}
-		if cap(entry) <= 1<<20 {
-			*scratch = entry[:0]
-			entryScratch.Put(scratch)
-		}
 		if decided && keep {
 			f.w.WriteHeader(f.status)
-			_, err := f.w.Write(f.held.Bytes())
+			_, err := f.w.Write(held)
 			return err
 		}
 	}
-	if f.write && len(bytes.TrimSpace(f.held.Bytes())) == 0 {
+	if f.write && len(bytes.TrimSpace(held)) == 0 {
 		f.w.WriteHeader(f.status) // return=minimal: nothing to judge
 		return nil
 	}
-	res, err := fhir.DecodeResource(f.held.Bytes())
+	res, err := fhir.DecodeResource(held)
 	if err != nil || !f.keep(res) {
 		f.log.Warn("security: refused a resource of another person (or unreadable) from the upstream",
 			zap.String("record", f.record), zap.Error(err))
@@ -175,7 +182,7 @@ func (f *filteringWriter) Close() error {
 		f.w.WriteHeader(f.status)
 		return nil
 	}
-	body := f.held.Bytes()
+	body := held
 	if f.shape != nil {
 		if body, err = fhir.Marshal(f.shape(res)); err != nil {
 			return err
@@ -186,7 +193,28 @@ func (f *filteringWriter) Close() error {
 	return err
 }
 
-// entryScratch keeps the memory in which a single resource is made a
+// entryHead is what comes before the held resource in filteringWriter.held.
+const entryHead = `{"resource":`
+
+// resource is the single resource held so far (nil before its first byte).
+func (f *filteringWriter) resource() []byte {
+	if f.held == nil {
+		return nil
+	}
+	return (*f.held)[len(entryHead):]
+}
+
+// release gives the held resource's memory back (unless it grew very
+// large), once what was held has been written or refused.
+func (f *filteringWriter) release() {
+	if f.held != nil && cap(*f.held) <= 1<<20 {
+		*f.held = (*f.held)[:0]
+		entryScratch.Put(f.held)
+	}
+	f.held = nil
+}
+
+// entryScratch keeps the memory in which a single resource is held, made a
 // Bundle entry for the fast path, between answers.
 var entryScratch = sync.Pool{New: func() any { return new([]byte) }}
 

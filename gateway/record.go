@@ -377,6 +377,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, rq *request) {
 			fhir.WriteError(w, writeOutcomeUnknown(in, upstreamError(err)))
 			return
 		}
+		defer res.release() // written on (copied) by the time proxy returns
 		if ferr := verifyAnswer(in, r, res); ferr != nil {
 			g.log.Warn("upstream answer refused", zap.String("record", rec.ID), zap.String("method", r.Method),
 				zap.String("path", out.URL.Path), zap.Int("status", res.status), zap.String("diagnostics", ferr.Error()))
