@@ -172,7 +172,8 @@ func (f *bodyFiles) sweep(referenced func(id string) bool) error {
 	return nil
 }
 
-// writeSynced writes data as a new file at path and syncs it.
+// writeSynced writes data as a new file at path and syncs it, then lets
+// the page cache drop it.
 func writeSynced(path string, data []byte) error {
 	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -186,6 +187,7 @@ func writeSynced(path string, data []byte) error {
 		file.Close()
 		return err
 	}
+	dropCached(file)
 	return file.Close()
 }
 

@@ -28,6 +28,18 @@ type gateway struct {
 	client *http.Client
 	port   int
 	token  string // the records' owner's dev-issuer bearer token
+	// cpu returns Caddy's CPU time so far (0 when unknown): the
+	// difference over a phase is what Caddy spent on it, however busy
+	// the machine is.
+	cpu func() time.Duration
+}
+
+// cpuTime is Caddy's CPU time so far, or 0 when unknown.
+func (g *gateway) cpuTime() time.Duration {
+	if g.cpu == nil {
+		return 0
+	}
+	return g.cpu()
 }
 
 // apex returns the URL of path on the apex (management API).

@@ -24,6 +24,7 @@ type intakeResult struct {
 	entries   int             // entries of each Bundle
 	latencies []time.Duration // one per accepted drop-off
 	wall      time.Duration   // the phase's wall time
+	cpu       time.Duration   // Caddy's CPU time over the phase (0: unknown)
 	failed    int             // answers that were not a new 202 receipt
 	firstFail error           // the first of them
 }
@@ -110,6 +111,7 @@ func measureIntake(ctx context.Context, g *gateway, seen *receipts, plan intakeP
 		}
 	}
 	start := time.Now()
+	cpu0 := g.cpuTime()
 	for range min(plan.concurrency, plan.count) {
 		wg.Go(func() {
 			for {
@@ -142,6 +144,9 @@ func measureIntake(ctx context.Context, g *gateway, seen *receipts, plan intakeP
 	}
 	wg.Wait()
 	res.wall = time.Since(start)
+	if cpu0 > 0 {
+		res.cpu = g.cpuTime() - cpu0
+	}
 	return res
 }
 

@@ -125,6 +125,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	g.cpu = func() time.Duration { return pfrproc.CPUTime(caddy.Pid()) }
 	fmt.Fprintf(out, "bench/dopu: %d CPUs, %s %s/%s; pfr at %s; -c %s -n50k %d -n2m %d -warmup %d -rounds %d\n\n",
 		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, caddy.Revision(ctx),
 		joinInts(o.concurrency), o.small, o.large, o.warmup, o.rounds)

@@ -44,7 +44,7 @@ func TestBenchSmoke(t *testing.T) {
 		count int
 	}{{"50 KB", 1, 4}, {"50 KB", 3, 4}, {"2 MB", 1, 2}, {"2 MB", 3, 2}} {
 		re := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(row.size) + `\s+(\d+)\s+\d+\s+` + strconv.Itoa(row.c) +
-			`\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s*$`)
+			`\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s*$`)
 		m := re.FindStringSubmatch(text)
 		if m == nil {
 			t.Errorf("no intake row for %s with %d senders", row.size, row.c)
