@@ -48,6 +48,7 @@ type Param struct {
 	compileOnce sync.Once
 	compiled    *fhirpath.Expr
 	compileErr  error
+	forType     sync.Map // resource type → compiled.ForType(it)
 
 	componentsOnce sync.Once
 	components     []ResolvedComponent
@@ -110,11 +111,20 @@ func (p *Param) ResolvedComponents() ([]ResolvedComponent, error) {
 	return p.components, p.componentsErr
 }
 
-// Evaluate evaluates the parameter's expression on res.
+// Evaluate evaluates the parameter's expression on res: without the
+// union operands that can only select another resource type than res's
+// (fhirpath.Expr.ForType, kept per type), which give nothing there.
 func (p *Param) Evaluate(res map[string]any) ([]fhirpath.Node, error) {
 	e, err := p.Compiled()
 	if err != nil {
 		return nil, err
+	}
+	if rt, ok := res["resourceType"].(string); ok && rt != "" {
+		v, ok := p.forType.Load(rt)
+		if !ok {
+			v, _ = p.forType.LoadOrStore(rt, e.ForType(rt))
+		}
+		e = v.(*fhirpath.Expr)
 	}
 	return e.Evaluate(res)
 }
