@@ -3,12 +3,15 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -114,6 +117,12 @@ func idOfIndexKey(k []byte) string {
 // order each insert lands after the previous one, and a transaction's
 // cost is linear in its entries.
 func (p *ptx) reindex(typ, id string, old, body []byte) error {
+	return p.reindexEntries(typ, id, old, func() []indexEntry { return entriesOf(typ, body) })
+}
+
+// reindexEntries is reindex with the new version's entries computed by
+// entries (called once, unless indexes are off).
+func (p *ptx) reindexEntries(typ, id string, old []byte, entries func() []indexEntry) error {
 	if p.noIndex {
 		return nil
 	}
@@ -129,7 +138,7 @@ func (p *ptx) reindex(typ, id string, old, body []byte) error {
 	for _, e := range entriesOf(typ, old) {
 		m[string(indexKey(e.tag, e.key, id))] = false
 	}
-	for _, e := range entriesOf(typ, body) {
+	for _, e := range entries() {
 		m[string(indexKey(e.tag, e.key, id))] = true
 	}
 	return nil
@@ -518,6 +527,57 @@ func (ic *indexCursor) settle() []byte {
 		}
 		ic.oi++
 	}
+}
+
+// searchForm returns what decodeForSearch gives for the JSON that
+// encodeResource writes of v (a decoded resource or a part of it): the
+// same tree with numbers as float64, parsed as encoding/json parses them,
+// without writing and reading the JSON. ok is false for anything whose
+// round trip is not surely that (an invalid UTF-8 string becomes U+FFFD,
+// a number beyond float64 an error, another Go type); the caller then
+// decodes the JSON itself.
+func searchForm(v any) (out any, ok bool) {
+	switch v := v.(type) {
+	case nil, bool:
+		return v, true
+	case string:
+		return v, utf8.ValidString(v)
+	case json.Number:
+		f, err := strconv.ParseFloat(string(v), 64)
+		return f, err == nil
+	case float64:
+		return v, !math.IsInf(v, 0) && !math.IsNaN(v)
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			if !utf8.ValidString(k) {
+				return nil, false
+			}
+			if m[k], ok = searchForm(e); !ok {
+				return nil, false
+			}
+		}
+		return m, true
+	case []any:
+		l := make([]any, len(v))
+		for i, e := range v {
+			if l[i], ok = searchForm(e); !ok {
+				return nil, false
+			}
+		}
+		return l, true
+	}
+	return nil, false
+}
+
+// entriesOfResource returns the index entries of res as written (its
+// JSON is body): from res itself when searchForm can give what decoding
+// body gives, else from body.
+func entriesOfResource(typ string, res map[string]any, body []byte) []indexEntry {
+	if form, ok := searchForm(res); ok {
+		return indexEntries(typ, form.(map[string]any))
+	}
+	return entriesOf(typ, body)
 }
 
 // entriesOf returns the index entries of a stored JSON body (none for

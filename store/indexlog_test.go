@@ -2,9 +2,12 @@ package store
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pfrgateway/caddy-pfr/fhir/search"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // withLogBounds sets the index log's bounds for one test.
@@ -284,5 +288,68 @@ func TestIndexRebuiltForLogLayout(t *testing.T) {
 	queries = append(queries, struct{ typ, query string }{"Observation", "status=final"}, struct{ typ, query string }{"Observation", "status=amended,preliminary"})
 	if _, _, hits := ixCompare(t, db, queries); hits == 0 {
 		t.Fatal("no hits")
+	}
+}
+
+// A write's index keys come from the resource it holds (searchForm), not
+// from decoding the JSON it stored: that is the same tree decoding gives,
+// on every resource of the Synthea Bundles and the real-world IPS
+// documents as the door parses them; and what would not round-trip the
+// same is left to decoding.
+func TestSearchFormIsTheDecodedJSON(t *testing.T) {
+	bundles := testkit.Synthea(t)
+	ips, _ := filepath.Glob(testkit.FHIRPath(t, "realworld/ips/*.json"))
+	for _, f := range ips {
+		bundles[f] = testkit.ReadFile(t, f)
+	}
+	n := 0
+	for name, raw := range bundles {
+		doc, err := parseResource(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		entries, _ := doc["entry"].([]any)
+		for _, e := range entries {
+			res, ok := e.(map[string]any)["resource"].(map[string]any)
+			if !ok {
+				continue
+			}
+			resource(res).stamp("x1", 3, time.Date(2026, 12, 4, 5, 0, 0, 0, time.UTC))
+			body, err := encodeResource(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := decodeForSearch(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := searchForm(res)
+			if !ok || !reflect.DeepEqual(got, any(want)) {
+				t.Fatalf("%s %s: searchForm gives %v (%v), decoding %v", name, res["resourceType"], got, ok, want)
+			}
+			typ := res["resourceType"].(string)
+			if a, b := entriesOfResource(typ, res, body), entriesOf(typ, body); !reflect.DeepEqual(a, b) {
+				t.Fatalf("%s %s: entries %v, from the JSON %v", name, typ, a, b)
+			}
+			n++
+		}
+	}
+	if n < 500 {
+		t.Fatalf("only %d resources", n)
+	}
+	for _, v := range []any{
+		"caf\xe9", map[string]any{"a\xff": "x"}, json.Number("1e400"), []any{json.Number("-1e999")},
+		1, int64(2), map[string]string{}, math.Inf(1), []byte("x"),
+	} {
+		if _, ok := searchForm(map[string]any{"resourceType": "Basic", "v": v}); ok {
+			t.Errorf("searchForm takes %#v", v)
+		}
+	}
+	// What it leaves to decoding is indexed as decoding gives it (an
+	// invalid byte as U+FFFD).
+	res := map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": "M\xfcller"}}}
+	body, _ := encodeResource(res)
+	if a, b := entriesOfResource("Patient", res, body), entriesOf("Patient", body); !reflect.DeepEqual(a, b) || len(a) == 0 {
+		t.Fatalf("entries %v, from the JSON %v", a, b)
 	}
 }

@@ -140,7 +140,14 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	if err := tb.Put([]byte(id), enc); err != nil {
 		return nil, fmt.Errorf("store current %s/%s: %w", typ, id, err)
 	}
-	if err := p.reindex(typ, id, old, rec.Body); err != nil {
+	// The new version's keys come from body itself: what decoding
+	// rec.Body gives, without decoding it (searchForm).
+	if err := p.reindexEntries(typ, id, old, func() []indexEntry {
+		if body == nil {
+			return nil
+		}
+		return entriesOfResource(typ, body, rec.Body)
+	}); err != nil {
 		return nil, err
 	}
 	vb, err := p.part.CreateBucketIfNotExists(bucketVersions)
