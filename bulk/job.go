@@ -110,6 +110,8 @@ type Job struct {
 	// ImportUndo is set while a failed import takes out what its chunks
 	// wrote: the failure the job ends with once they are gone.
 	ImportUndo *Failure `json:"importUndo,omitempty"`
+	// ImportLeft: what the failed import wrote could not all be taken out.
+	ImportLeft bool `json:"importLeft,omitempty"`
 }
 
 // ImportChunkFile names the file of an import's chunk k (from 0): where

@@ -192,6 +192,9 @@ func (g *Gateway) ImportStatus(w http.ResponseWriter, r *http.Request, id *auth.
 		WriteJSON(w, http.StatusAccepted, map[string]any{"job": job.ID, "status": job.Status, "progress": progress})
 	case bulk.StatusFailed:
 		f := job.Failure
+		if job.ImportLeft {
+			return fhir.Errorf(f.Status, f.Code, "the import failed: %s", f.Diagnostics)
+		}
 		return fhir.Errorf(f.Status, f.Code, "the import failed, nothing of it was written: %s", f.Diagnostics)
 	default:
 		WriteJSON(w, http.StatusOK, map[string]any{"job": job.ID, "status": job.Status, "result": job.Result})
@@ -477,6 +480,7 @@ func (w *importRun) undo(cause error) error {
 	}
 	failure := fhir.Errorf(job.ImportUndo.Status, job.ImportUndo.Code, "%s", job.ImportUndo.Diagnostics)
 	left := func(err error) error {
+		job.ImportLeft = true
 		return fhir.Errorf(job.ImportUndo.Status, job.ImportUndo.Code,
 			"%s; what it had written could not all be taken out (%v): it carries the tag %s|%s", job.ImportUndo.Diagnostics, err, dopu.TagSystem, w.tag)
 	}

@@ -287,3 +287,28 @@ func TestImportUndone(t *testing.T) {
 		t.Errorf("the failed import changed the record's Patient: %s", res.Body)
 	}
 }
+
+// TestImportUndoFails: when the transactions that would take a failed
+// import out fail too, the job says what is left and the tag it carries,
+// never that nothing was written.
+func TestImportUndoFails(t *testing.T) {
+	e := newExportEnv(t, false, gateway.BulkConfig{ImportChunk: 3})
+	alice := e.token(t, "alice", "")
+	e.createRecord(t, alice, "left", "")
+	var transactions atomic.Int32
+	hook := func(r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/fhir" && transactions.Add(1) >= 3 {
+			panic(http.ErrAbortHandler)
+		}
+	}
+	e.hook.Store(&hook)
+	status := e.startImport(t, alice, "left", "application/fhir+json", chunkedInput(true), "")
+	code, body := e.waitImport(t, alice, status)
+	e.hook.Store(nil)
+	if code < 500 || strings.Contains(string(body), "nothing of it was written") || !strings.Contains(string(body), "urn:pfr:dopu|import-") {
+		t.Errorf("the failed import whose undo failed: %d %s", code, body)
+	}
+	if got := e.readAll(t, alice, "left.pfr.localhost", "Observation"); len(got) == 0 {
+		t.Errorf("the first two transactions wrote no Observation: the test shows nothing")
+	}
+}
