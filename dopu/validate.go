@@ -301,11 +301,48 @@ func anyCompartmentType(heads []entryHead) bool {
 
 // bundleIdentifier returns Bundle.identifier as "system|value", or "".
 func bundleIdentifier(raw json.RawMessage) string {
-	var id Identifier
-	if len(raw) == 0 || json.Unmarshal(raw, &id) != nil || id.Value == "" {
+	if len(raw) == 0 || raw[0] != '{' {
+		return ""
+	}
+	id := readIdentifier(raw)
+	if id.Value == "" {
 		return ""
 	}
 	return id.System + "|" + id.Value
+}
+
+// readIdentifiers reads an identifier (raw valid JSON): a list of them,
+// or a single one (Composition, Bundle). Members of another JSON type are
+// left empty.
+func readIdentifiers(raw []byte) []Identifier {
+	var ids []Identifier
+	switch {
+	case len(raw) > 0 && raw[0] == '[':
+		_ = fhirjson.Elements(raw, func(_ int, v []byte) error {
+			if v[0] == '{' {
+				ids = append(ids, readIdentifier(v))
+			}
+			return nil
+		})
+	case len(raw) > 0 && raw[0] == '{':
+		ids = []Identifier{readIdentifier(raw)}
+	}
+	return ids
+}
+
+// readIdentifier reads the system and value of an Identifier object.
+func readIdentifier(raw []byte) Identifier {
+	var id Identifier
+	decodeStrings(raw, "identifier", func(error) {}, func(name string) *string {
+		switch name {
+		case "system":
+			return &id.System
+		case "value":
+			return &id.Value
+		}
+		return nil
+	})
+	return id
 }
 
 // identifiersDigest is a digest of the set of the entries' identifiers
@@ -369,16 +406,7 @@ func checkEntry(i int, e rawEntry, bundleType string) (entryHead, error) {
 	h := entryHead{FullURL: strings.TrimSpace(e.FullURL), Type: res.ResourceType, ID: res.ID}
 	// Most resources have a list of identifiers, some (Composition,
 	// Bundle) a single one.
-	var ids []Identifier
-	switch {
-	case len(res.Identifier) > 0 && res.Identifier[0] == '[':
-		_ = json.Unmarshal(res.Identifier, &ids) // type errors leave what they can
-	case len(res.Identifier) > 0 && res.Identifier[0] == '{':
-		var id Identifier
-		_ = json.Unmarshal(res.Identifier, &id)
-		ids = []Identifier{id}
-	}
-	h.Identifiers = nonEmptyIdentifiers(ids)
+	h.Identifiers = nonEmptyIdentifiers(readIdentifiers(res.Identifier))
 	for _, ref := range []*reference{res.Subject, res.Patient} {
 		if ref != nil && ref.Reference != "" {
 			h.SubjectRefs = append(h.SubjectRefs, ref.Reference)
@@ -493,6 +521,31 @@ func decodeValue(value []byte, v any, field string, note func(error)) {
 		*sp = string(value[1 : len(value)-1]) // a plain string: nothing to decode
 		return
 	}
+	if rp, ok := v.(**entryRequest); ok && value[0] == '{' {
+		*rp = new(entryRequest)
+		decodeStrings(value, field, note, func(name string) *string {
+			switch name {
+			case "method":
+				return &(*rp).Method
+			case "url":
+				return &(*rp).URL
+			case "ifNoneExist":
+				return &(*rp).IfNoneExist
+			}
+			return nil
+		})
+		return
+	}
+	if sp, ok := v.(**entrySearch); ok && value[0] == '{' {
+		*sp = new(entrySearch)
+		decodeStrings(value, field, note, func(name string) *string {
+			if name == "mode" {
+				return &(*sp).Mode
+			}
+			return nil
+		})
+		return
+	}
 	if rp, ok := v.(**reference); ok && value[0] == '{' {
 		// subject and patient: only their reference is read.
 		*rp = new(reference)
@@ -519,6 +572,22 @@ func decodeValue(value []byte, v any, field string, note func(error)) {
 		}
 		note(te)
 	}
+}
+
+// decodeStrings decodes the object value (valid JSON) into the string
+// fields that fieldOf names (nil for members it does not read), as
+// json.Unmarshal into a struct would, but matching names exactly, as the
+// rest of intake and pick-up do: null leaves a field as it is, another
+// JSON type is noted as a type error under field.
+func decodeStrings(value []byte, field string, note func(error), fieldOf func(name string) *string) {
+	_ = fhirjson.Members(value, func(name, member []byte) error {
+		name = memberName(name)
+		sp := fieldOf(string(name))
+		if sp != nil && member[0] != 'n' {
+			decodeValue(member, sp, field+"."+string(name), note)
+		}
+		return nil
+	})
 }
 
 // scanResourceHead reads res from the resource raw without decoding the
