@@ -269,8 +269,8 @@ func TestScanBundleReadsAsDecoding(t *testing.T) {
 	docs := map[string][]byte{
 		"escaped names": []byte(`{"resourceType":"Bundle","t\u0079pe":"collection","entry":[{"full\u0055rl":"urn:x","resource":{"resource\u0054ype":"Observation","identifier":[{"system":"s","value":"v"}],"subject":{"refer\u0065nce":"Patient/1"}}}]}`),
 		"wrong types":   []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":7,"resource":{"resourceType":"Observation","id":5,"subject":"Patient/1","patient":{"reference":["x"]}}},null,{"resource":[1]},{"request":{"method":1}}]}`),
-		"requests": []byte(`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Basic"},"request":{"method":null,"url":"x","ifNoneExist":"a\u0062"},"search":{"mode":5}},{"search":"match","request":[]},{"request":null,"search":{"mode":"outcome","score":1}}]}`),
-		"identifiers": []byte(`{"resourceType":"Bundle","type":"collection","identifier":{"system":"s","value":"b"},"entry":[{"resource":{"resourceType":"Observation","identifier":[1,{"value":"a","system":5},{"system":"s","value":"v\u0031"},null]}},{"resource":{"resourceType":"Composition","identifier":{"value":"c"}}}]}`),
+		"requests":      []byte(`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Basic"},"request":{"method":null,"url":"x","ifNoneExist":"a\u0062"},"search":{"mode":5}},{"search":"match","request":[]},{"request":null,"search":{"mode":"outcome","score":1}}]}`),
+		"identifiers":   []byte(`{"resourceType":"Bundle","type":"collection","identifier":{"system":"s","value":"b"},"entry":[{"resource":{"resourceType":"Observation","identifier":[1,{"value":"a","system":5},{"system":"s","value":"v\u0031"},null]}},{"resource":{"resourceType":"Composition","identifier":{"value":"c"}}}]}`),
 	}
 	for _, path := range []string{ipsPath, father, synthea, "spec/Bundle-bundle-transaction.json"} {
 		docs[path] = testkit.ReadFHIR(t, path)
