@@ -246,13 +246,27 @@ func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
 }
 
+// commonFHIRJSON are Content-Type values, as sent, that mime.ParseMediaType
+// reads as a JSON media type with at most a charset: rewritableBody says
+// yes to them without parsing.
+var commonFHIRJSON = map[string]bool{
+	"application/fhir+json": true, "application/fhir+json;charset=utf-8": true, "application/fhir+json; charset=utf-8": true,
+	"application/fhir+json;charset=UTF-8": true, "application/fhir+json; charset=UTF-8": true,
+	"application/json": true, "application/json;charset=utf-8": true, "application/json; charset=utf-8": true,
+	"application/json;charset=UTF-8": true, "application/json; charset=UTF-8": true,
+}
+
 // rewritableBody reports whether the body is text we can rewrite: a JSON,
 // XML, plain text or HTML media type with no content coding.
 func rewritableBody(h http.Header) bool {
 	if enc := h.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 		return false
 	}
-	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	ct := h.Get("Content-Type")
+	if commonFHIRJSON[ct] {
+		return true // what FHIR servers send: no need to parse it
+	}
+	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return false
 	}

@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -323,5 +324,24 @@ func TestResponseRewriterInformational(t *testing.T) {
 	_ = rw.Close()
 	if len(rec.infos) != 1 || rec.status != http.StatusOK || rec.body.String() != `"`+testPublic+`"` {
 		t.Errorf("infos %v status %d body %q", rec.infos, rec.status, rec.body.String())
+	}
+}
+
+// TestCommonFHIRJSON: every Content-Type rewritableBody accepts without
+// parsing is one mime.ParseMediaType reads as a rewritable JSON type.
+func TestCommonFHIRJSON(t *testing.T) {
+	for ct := range commonFHIRJSON {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/fhir+json" && mt != "application/json") || len(params) > 1 {
+			t.Errorf("%q: %q %v %v", ct, mt, params, err)
+		}
+		h := http.Header{"Content-Type": {ct}}
+		if !rewritableBody(h) {
+			t.Errorf("%q not rewritable", ct)
+		}
+		h.Set("Content-Encoding", "gzip")
+		if rewritableBody(h) {
+			t.Errorf("%q gzip-coded rewritable", ct)
+		}
 	}
 }
