@@ -12,21 +12,37 @@ const maxCachedReplacers = 4096
 // replacerCache keeps built replacers, which are immutable, so that a
 // request pays for a map lookup instead of building its patterns.
 var replacerCache = struct {
-	sync.Mutex
-	m map[string]*replacer
-}{m: map[string]*replacer{}}
+	sync.RWMutex
+	m map[replacerKey]*replacer
+}{m: map[replacerKey]*replacer{}}
+
+// replacerKey names a replacer: the public base and the upstream bases
+// (joined by NUL, which no URL holds; one base is used as it is, so the
+// usual lookup builds no string).
+type replacerKey struct{ public, bases string }
 
 // cachedReplacer returns newReplacer(bases, publicBase), built once.
 func cachedReplacer(bases []string, publicBase string) *replacer {
-	key := publicBase + "\x00" + strings.Join(bases, "\x00")
+	key := replacerKey{public: publicBase}
+	if len(bases) == 1 {
+		key.bases = bases[0]
+	} else {
+		key.bases = strings.Join(bases, "\x00")
+	}
+	replacerCache.RLock()
+	rp, ok := replacerCache.m[key]
+	replacerCache.RUnlock()
+	if ok {
+		return rp
+	}
 	replacerCache.Lock()
 	defer replacerCache.Unlock()
 	if rp, ok := replacerCache.m[key]; ok {
 		return rp
 	}
-	rp := newReplacer(bases, publicBase)
+	rp = newReplacer(bases, publicBase)
 	if len(replacerCache.m) >= maxCachedReplacers {
-		replacerCache.m = map[string]*replacer{}
+		replacerCache.m = map[replacerKey]*replacer{}
 	}
 	replacerCache.m[key] = rp
 	return rp

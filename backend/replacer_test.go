@@ -117,3 +117,19 @@ func TestReplaceMatchesReplaceAll(t *testing.T) {
 		t.Fatalf("rewrite differs from ReplaceAll")
 	}
 }
+
+// TestCachedReplacer: one replacer per public base and list of upstream
+// bases, whether one base or several.
+func TestCachedReplacer(t *testing.T) {
+	one := cachedReplacer([]string{"http://hapi:8080/fhir"}, "https://john.pfr.example/fhir")
+	if one == nil || cachedReplacer([]string{"http://hapi:8080/fhir"}, "https://john.pfr.example/fhir") != one {
+		t.Fatal("the same bases built twice")
+	}
+	two := cachedReplacer([]string{"http://hapi:8080/fhir", "http://other/fhir"}, "https://john.pfr.example/fhir")
+	if two == one || cachedReplacer([]string{"http://hapi:8080/fhir"}, "https://mary.pfr.example/fhir") == one {
+		t.Fatal("other bases got the same replacer")
+	}
+	if got, _ := two.replaceString("http://other/fhir/Patient/1"); got != "https://john.pfr.example/fhir/Patient/1" {
+		t.Errorf("second base not rewritten: %s", got)
+	}
+}
