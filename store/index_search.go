@@ -424,7 +424,10 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 			order = append(order, int32(i))
 		}
 	}
-	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(cs.ids[a], cs.ids[b]) })
+	byID := func(a, b int32) int { return strings.Compare(cs.ids[a], cs.ids[b]) }
+	if !slices.IsSortedFunc(order, byID) { // one value's keys come in id order
+		slices.SortFunc(order, byID)
+	}
 	for _, s := range lookup {
 		s.lookupSorted(ib, cs, order)
 		cs.keep(func(i int) uint8 { return s.found[i] })

@@ -222,6 +222,7 @@ func searches(patient, family string, end, lastBatch, afterLastBatch time.Time) 
 		{"Observation?patient=…&code=29463-7&date=ge{last month}&_count=50", "1", "/fhir/Observation?patient=" + patient + "&code=29463-7&date=ge" + month + "&_count=50"},
 		{"Observation?code=2339-0&value-quantity=gt250&_count=50", "1", "/fhir/Observation?code=2339-0&value-quantity=gt250&_count=50"},
 		{"Observation?_sort=-date&_count=10", "1", "/fhir/Observation?_sort=-date&_count=10"},
+		{"Observation?code=8867-4&_sort=-date&_count=10 (a quarter of the record, newest first)", "1", "/fhir/Observation?code=8867-4&_sort=-date&_count=10"},
 		{"Observation?_lastUpdated=gt{before the last 1000}&_lastUpdated=lt{after}&_count=10", "1", "/fhir/Observation?_lastUpdated=gt" + url.QueryEscape(lastBatch.Format(time.RFC3339Nano)) + "&_lastUpdated=lt" + url.QueryEscape(afterLastBatch.Format(time.RFC3339Nano)) + "&_count=10"},
 		{"Observation?subject:Patient.name={family}&code=85354-9&date=ge{last month}&_count=10 (chain)", "1", "/fhir/Observation?subject:Patient.name=" + url.QueryEscape(family) + "&code=85354-9&date=ge" + month + "&_count=10"},
 		{"Patient?_has:Observation:patient:code=85354-9 (_has)", "1", "/fhir/Patient?_has:Observation:patient:code=85354-9"},
