@@ -132,3 +132,58 @@ func TestBodyFilesSweptAtOpen(t *testing.T) {
 		t.Fatal("Get of a drop-off whose body file is gone succeeded")
 	}
 }
+
+// staleStore answers its first View as a snapshot taken before the
+// drop-off left pending (its status pending, its body file already
+// removed), and passes every later call through.
+type staleStore struct {
+	Store
+	stale *DropOff
+	views int
+}
+
+type staleTx struct {
+	Tx
+	stale *DropOff
+}
+
+func (s *staleStore) View(ctx context.Context, fn func(Tx) error) error {
+	s.views++
+	if s.views > 1 {
+		return s.Store.View(ctx, fn)
+	}
+	return s.Store.View(ctx, func(tx Tx) error { return fn(staleTx{tx, s.stale}) })
+}
+
+func (t staleTx) Get(id string) (*DropOff, error) {
+	d := *t.stale
+	return &d, nil
+}
+
+func (t staleTx) Body(string) ([]byte, error) { return nil, ErrNoBody }
+
+// TestGetAfterBodyFileRemoved: a preview whose snapshot still shows the
+// drop-off pending while a newer transaction took it out of pending and
+// removed its body file answers with the drop-off as it is now, not with
+// an error.
+func TestGetAfterBodyFileRemoved(t *testing.T) {
+	f := newFixture(t, Limits{}, Options{})
+	r := f.mustDrop("rec1", largeBundle(t, 1), "192.0.2.1")
+	var pending *DropOff
+	err := f.svc.store.View(context.Background(), func(tx Tx) error {
+		var err error
+		pending, err = tx.Get(r.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Reject(context.Background(), "rec1", r.ID, "no"); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.store = &staleStore{Store: f.svc.store, stale: pending}
+	sum, body, err := f.svc.Get(context.Background(), "rec1", r.ID)
+	if err != nil || sum.Status != StatusRejected || body != nil {
+		t.Fatalf("Get: %+v, %d bytes, %v; want rejected, no body, no error", sum, len(body), err)
+	}
+}

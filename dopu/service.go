@@ -465,7 +465,7 @@ func duplicateOf(d *DropOff, list []DropOff) string {
 func (s *Service) Get(ctx context.Context, recordID, id string) (*Summary, []byte, error) {
 	var sum Summary
 	var body []byte
-	err := s.store.View(ctx, func(tx Tx) error {
+	read := func(tx Tx) error {
 		d, err := tx.Get(id)
 		if err != nil {
 			return err
@@ -480,7 +480,15 @@ func (s *Service) Get(ctx context.Context, recordID, id string) (*Summary, []byt
 			body, err = tx.Body(id)
 		}
 		return err
-	})
+	}
+	err := s.store.View(ctx, read)
+	if errors.Is(err, ErrNoBody) {
+		// A body kept as a file goes once the transaction that takes its
+		// drop-off out of pending has committed, which may be after this
+		// snapshot was taken: a newer one shows the drop-off as it is now.
+		body = nil
+		err = s.store.View(ctx, read)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dopu: reading drop-off %s: %w", id, err)
 	}
