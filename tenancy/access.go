@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
@@ -30,8 +31,11 @@ var keyGeneration = []byte("generation")
 // remembers its answers with the generation of the state they were read
 // from, and reuses one only while that generation is still the current
 // one: a single read of one key instead of three reads and their decoding,
-// and never a stale answer, whichever node made the change. On any other
-// Store it is one View. The record returned is the caller's own copy.
+// and never a stale answer, whichever node made the change. On bbolt (one
+// process holds the file, so every change is made here) the current
+// generation is kept in memory and a remembered answer costs no read
+// transaction at all. On any other Store it is one View. The record
+// returned is the caller's own copy.
 func Access(ctx context.Context, s Store, slug, iss, sub string) (*Record, Role, error) {
 	if k, ok := s.(*KVStore); ok {
 		return k.access(ctx, slug, iss, sub)
@@ -76,6 +80,41 @@ func lookupAccess(tx Tx, slug, iss, sub string) (*Record, Role, error) {
 	return rec, m.Role, nil
 }
 
+// localGeneration is the generation of one bbolt database, in memory. A
+// writable bbolt file is held by one process, so every Update to it runs
+// here and advances this after its commit: it is never ahead of what a
+// reader may be told, and it is at least the generation of every Update
+// that has returned. An answer labelled with the generation of the
+// snapshot it was read from is therefore reused only while no returned
+// Update has committed after it, without a read transaction.
+type localGeneration struct{ n atomic.Uint64 }
+
+// localGenerations maps each open *bbolt.DB to its localGeneration,
+// shared by every KVStore on it (a store per module instance, across
+// config reloads). An entry lives as long as the process (one per
+// database opened; a database reopened is a new *bbolt.DB and starts
+// from its stored generation).
+var localGenerations sync.Map
+
+// advance raises the generation to at least gen (Updates may return in
+// another order than they committed).
+func (g *localGeneration) advance(gen uint64) {
+	for {
+		cur := g.n.Load()
+		if cur >= gen || g.n.CompareAndSwap(cur, gen) {
+			return
+		}
+	}
+}
+
+// refreshLocal advances s.local to the stored generation.
+func (s *KVStore) refreshLocal(ctx context.Context) error {
+	return s.db.View(ctx, "tenancy", func(ktx kv.Tx) error {
+		s.local.advance(generation(ktx))
+		return nil
+	})
+}
+
 // accessCache holds Access answers of one KVStore.
 type accessCache struct {
 	mu sync.RWMutex
@@ -96,6 +135,20 @@ func (s *KVStore) access(ctx context.Context, slug, iss, sub string) (*Record, R
 	c := &s.cache
 	var buf [192]byte
 	key := append(append(append(append(append(buf[:0], slug...), 0), iss...), 0), sub...)
+	if s.local != nil {
+		// Loaded before looking: an Update returning after this load is
+		// concurrent with this Access. The generation is not read inside
+		// a snapshot here: a snapshot's answer is labelled with the
+		// generation that snapshot holds, below.
+		gen := s.local.n.Load()
+		c.mu.RLock()
+		e, ok := c.m[string(key)]
+		c.mu.RUnlock()
+		if ok && e.gen == gen {
+			rec := e.rec
+			return &rec, e.role, nil
+		}
+	}
 	var out accessEntry
 	err := s.db.View(ctx, "tenancy", func(ktx kv.Tx) error {
 		gen := generation(ktx)
@@ -137,9 +190,11 @@ func generation(ktx kv.Tx) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-// bumpGeneration counts one more committed Update, in its transaction.
-func bumpGeneration(ktx kv.Tx) error {
+// bumpGeneration counts one more committed Update, in its transaction,
+// and returns the new generation.
+func bumpGeneration(ktx kv.Tx) (uint64, error) {
 	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], generation(ktx)+1)
-	return ktx.Bucket(bucketMeta).Put(keyGeneration, v[:])
+	gen := generation(ktx) + 1
+	binary.BigEndian.PutUint64(v[:], gen)
+	return gen, ktx.Bucket(bucketMeta).Put(keyGeneration, v[:])
 }

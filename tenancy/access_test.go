@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
@@ -314,16 +316,64 @@ func TestAccessReadDuringChange(t *testing.T) {
 	}
 }
 
-// afterViewDB calls after (when set) once each View has returned.
+// afterViewDB calls after (when set) once each View has returned, and
+// counts the Views. On bbolt it is one too (BoltDB), so that the store on
+// it keeps its generation in memory as on the plain database.
 type afterViewDB struct {
 	kv.DB
 	after func()
+	views int
 }
 
 func (d *afterViewDB) View(ctx context.Context, owner string, fn func(kv.Tx) error) error {
+	d.views++
 	err := d.DB.View(ctx, owner, fn)
 	if d.after != nil {
 		d.after()
 	}
 	return err
+}
+
+func (d *afterViewDB) BoltDB() *bbolt.DB { return kv.BoltOf(d.DB) }
+
+// TestAccessWithoutRead: on bbolt a remembered answer is used without a
+// read transaction (the generation is in memory, advanced by every Update
+// of this process, which holds the file); on PostgreSQL every Access reads
+// the stored generation, since another node may have changed it. Both see
+// a change at once, including one made through another store on the same
+// database.
+func TestAccessWithoutRead(t *testing.T) {
+	e := newTestEnv(t)
+	alice, bob := e.account(t, "alice"), e.account(t, "bob")
+	r := e.activeRecord(t, "john", alice)
+	counted := &afterViewDB{DB: e.kv}
+	s, err := NewStore(counted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Now = e.clock.Now
+	if (s.local != nil) != (kv.BoltOf(e.kv) != nil) {
+		t.Fatalf("generation in memory: %v, on bbolt: %v", s.local != nil, kv.BoltOf(e.kv) != nil)
+	}
+	const iss = "https://issuer.example"
+	for role := range []Role{RoleViewer, RoleManager} {
+		want := []Role{RoleViewer, RoleManager}[role]
+		// Changed through the other store on the same database.
+		e.update(t, func(tx Tx) error {
+			return tx.SetMembership(Membership{RecordID: r.ID, AccountID: bob.ID, Role: want})
+		})
+		counted.views = 0
+		for range 3 {
+			if _, got, err := accessOf(t, s, "john", iss, "bob"); err != nil || got != want {
+				t.Fatalf("bob: %q, %v; want %q", got, err, want)
+			}
+		}
+		wantViews := 1 // the first Access reads, the next two use memory
+		if s.local == nil {
+			wantViews = 3
+		}
+		if counted.views != wantViews {
+			t.Errorf("%d read transactions for three Accesses, want %d", counted.views, wantViews)
+		}
+	}
 }

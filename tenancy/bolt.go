@@ -49,6 +49,11 @@ type KVStore struct {
 	Now func() time.Time
 
 	cache accessCache // Access's answers, with the generation they were read at
+
+	// local is the generation of a bbolt database kept in memory, shared
+	// by every KVStore on it (nil on PostgreSQL): Access compares with it
+	// without a read transaction. See localGeneration.
+	local *localGeneration
 }
 
 var _ Store = (*KVStore)(nil)
@@ -70,19 +75,44 @@ func NewStore(db kv.DB) (*KVStore, error) {
 	if err := db.CreateBuckets(allBuckets); err != nil {
 		return nil, fmt.Errorf("tenancy: opening store: %w", err)
 	}
-	return &KVStore{db: db}, nil
+	s := &KVStore{db: db}
+	if b := kv.BoltOf(db); b != nil {
+		g, _ := localGenerations.LoadOrStore(b, new(localGeneration))
+		s.local = g.(*localGeneration)
+		if err := s.refreshLocal(context.Background()); err != nil {
+			return nil, fmt.Errorf("tenancy: opening store: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // Update implements Store.
 // It bumps the store's generation in the same transaction, so no answer
 // Access remembers from before it is used after it commits, on any node.
+// On bbolt it then advances the generation kept in memory to the one it
+// committed, before it returns.
 func (s *KVStore) Update(ctx context.Context, fn func(Tx) error) error {
-	return s.db.Update(ctx, "tenancy", func(ktx kv.Tx) error {
+	var gen uint64 // the generation this Update commits, once fn succeeded
+	err := s.db.Update(ctx, "tenancy", func(ktx kv.Tx) error {
+		gen = 0
 		if err := s.run(ktx, true, fn); err != nil {
 			return err
 		}
-		return bumpGeneration(ktx)
+		var err error
+		gen, err = bumpGeneration(ktx)
+		return err
 	})
+	if s.local != nil && gen != 0 {
+		if err == nil {
+			s.local.advance(gen)
+		} else if rerr := s.refreshLocal(ctx); rerr != nil {
+			// The commit failed, or maybe only its report did: count it
+			// as committed. No answer is wrongly reused; answers read
+			// before are not used again.
+			s.local.advance(gen)
+		}
+	}
+	return err
 }
 
 // View implements Store.

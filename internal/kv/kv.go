@@ -78,6 +78,23 @@ func Bolt(db *bbolt.DB) DB { return boltDB{db} }
 
 type boltDB struct{ db *bbolt.DB }
 
+// BoltDB returns the bbolt database under a DB from Bolt.
+func (b boltDB) BoltDB() *bbolt.DB { return b.db }
+
+// BoltOf returns the bbolt database under db, or nil when db is not on
+// bbolt (PostgreSQL). A DB wrapping another may forward by having a method
+// BoltDB() *bbolt.DB. A writable bbolt file is held by one process (its
+// file lock), so every change to it is made through this process: a
+// caller may keep in memory what it would otherwise read from the
+// database to learn of changes, keyed by the *bbolt.DB returned (the same
+// for every DB on one open database).
+func BoltOf(db DB) *bbolt.DB {
+	if b, ok := db.(interface{ BoltDB() *bbolt.DB }); ok {
+		return b.BoltDB()
+	}
+	return nil
+}
+
 func (b boltDB) Update(ctx context.Context, owner string, fn func(Tx) error) error {
 	return boltutil.Update(ctx, b.db, owner, func(tx *bbolt.Tx) error { return fn(boltTx{tx}) })
 }
