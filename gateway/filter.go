@@ -54,8 +54,8 @@ type filteringWriter struct {
 	// and goes back there when Close is done with it.
 	held  *[]byte
 	facts fhir.EntryFacts // the held resource's, for the fast path
-	pw      *io.PipeWriter
-	done    chan error
+	pw    *io.PipeWriter
+	done  chan error
 }
 
 func (f *filteringWriter) Header() http.Header { return f.w.Header() }
