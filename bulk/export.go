@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 )
 
 // Source reads below a record's FHIR base for a job. The gateway's
@@ -221,7 +222,7 @@ func (t *typeFile) finish() (string, error) {
 	if err := os.Rename(t.f.Name(), t.path); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(t.h.Sum(nil)), syncDir(filepath.Dir(t.path))
+	return hex.EncodeToString(t.h.Sum(nil)), durable.SyncDir(filepath.Dir(t.path))
 }
 
 func (t *typeFile) abandon() {

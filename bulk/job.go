@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 )
 
 // Status is where a job stands.
@@ -179,7 +181,7 @@ func (s fileStore) save(j *Job) error {
 	if err != nil {
 		return fmt.Errorf("bulk: encoding job: %w", err)
 	}
-	return writeAtomic(filepath.Join(dir, jobFile), data)
+	return durable.WriteBytes(filepath.Join(dir, jobFile), data)
 }
 
 func (s fileStore) load(id string) (*Job, error) {
@@ -242,37 +244,4 @@ func (s fileStore) remove(id string) error {
 		return err
 	}
 	return os.RemoveAll(dir)
-}
-
-// writeAtomic replaces path with data durably.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
@@ -529,7 +530,7 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		for _, l := range j.ErrorLines {
 			buf = append(append(buf, l...), '\n')
 		}
-		err := writeAtomic(filepath.Join(dir, ErrorFile), buf)
+		err := durable.WriteBytes(filepath.Join(dir, ErrorFile), buf)
 		if err == nil {
 			err = m.store.keep(id, ErrorFile)
 		}
@@ -559,7 +560,7 @@ func (m *Manager) runImport(ctx context.Context, j *Job, dir string, save func()
 		Save:     save,
 		Keep: func(name string, data []byte) error {
 			if data != nil {
-				if err := writeAtomic(filepath.Join(dir, name), data); err != nil {
+				if err := durable.WriteBytes(filepath.Join(dir, name), data); err != nil {
 					return err
 				}
 			}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 )
 
@@ -408,22 +409,10 @@ func (s *sharedStore) fetch(id, name string) error {
 	if err := os.MkdirAll(s.workDir(id), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(s.workDir(id), ".fetch-*")
-	if err != nil {
+	return durable.WriteFile(path, func(w io.Writer) error {
+		_, err := io.Copy(w, r)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, r)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }
 
 // chunkReader reads a kept file from the shared state.

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/egress"
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 )
 
 // Event is one step of progress.
@@ -314,25 +315,16 @@ func (c *Client) download(ctx context.Context, home, u, path string, token bool)
 		body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 		return nil, httpError(res.StatusCode, body)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".download-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
 	h := sha256.New()
 	pw := &progressWriter{c: c, name: filepath.Base(path), total: res.ContentLength}
-	n, err := io.Copy(io.MultiWriter(tmp, h, pw), res.Body)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	var n int64
+	err = durable.WriteFile(path, func(w io.Writer) error {
+		var err error
+		n, err = io.Copy(io.MultiWriter(w, h, pw), res.Body)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("downloading %s: %w", u, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, err
 	}
 	pw.finish()
 	return &File{URL: u, Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil

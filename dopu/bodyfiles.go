@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 )
 
 // FileBodyMin is the size from which a drop-off's body is kept in a file of
@@ -62,7 +64,7 @@ func openBodyFiles(dbPath string) (*bodyFiles, error) {
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("dopu: creating %s: %w", dir, err)
 		}
-		if err := syncDir(filepath.Dir(dir)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(dir)); err != nil {
 			return nil, fmt.Errorf("dopu: creating %s: %w", dir, err)
 		}
 	} else if err != nil {
@@ -105,7 +107,7 @@ func (f *bodyFiles) stage(id string, body []byte) (done func(kept bool), err err
 		done(false)
 		return nil, fmt.Errorf("dopu: storing a drop-off's body: %w", err)
 	}
-	if err := syncDir(f.dir); err != nil {
+	if err := durable.SyncDir(f.dir); err != nil {
 		done(false)
 		return nil, fmt.Errorf("dopu: storing a drop-off's body: %w", err)
 	}
@@ -189,17 +191,4 @@ func writeSynced(path string, data []byte) error {
 	}
 	dropCached(file)
 	return file.Close()
-}
-
-// syncDir makes the entries of directory dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

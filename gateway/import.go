@@ -25,6 +25,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/internal/durable"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
 
@@ -731,41 +732,31 @@ func (g *Gateway) fetchManifest(ctx context.Context, req manifestRequest, path s
 	if limit <= 0 {
 		limit = DefaultMaxImportBytes
 	}
-	out, err := os.Create(path + ".part")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(path + ".part")
-	defer out.Close()
-	written := int64(0)
-	base, _ := url.Parse(req.Manifest)
-	for _, o := range m.Output {
-		ref, err := url.Parse(o.URL)
-		if err != nil || o.URL == "" {
-			return fhir.Errorf(http.StatusBadGateway, fhir.CodeStructure, "the manifest names a file at %q, not a URL", o.URL)
+	return durable.WriteFile(path, func(w io.Writer) error {
+		written := int64(0)
+		base, _ := url.Parse(req.Manifest)
+		for _, o := range m.Output {
+			ref, err := url.Parse(o.URL)
+			if err != nil || o.URL == "" {
+				return fhir.Errorf(http.StatusBadGateway, fhir.CodeStructure, "the manifest names a file at %q, not a URL", o.URL)
+			}
+			res, err := get(base.ResolveReference(ref).String(), "application/fhir+ndjson")
+			if err != nil {
+				return err
+			}
+			n, err := io.Copy(w, io.LimitReader(res.Body, limit-written+1))
+			res.Body.Close()
+			written += n
+			if err != nil {
+				return fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "fetching %s: %v", o.URL, err)
+			}
+			if written > limit {
+				return fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooLong, "the export is larger than %d bytes", limit)
+			}
+			if _, err := w.Write([]byte("\n")); err != nil {
+				return err
+			}
 		}
-		res, err := get(base.ResolveReference(ref).String(), "application/fhir+ndjson")
-		if err != nil {
-			return err
-		}
-		n, err := io.Copy(out, io.LimitReader(res.Body, limit-written+1))
-		res.Body.Close()
-		written += n
-		if err != nil {
-			return fhir.Errorf(http.StatusBadGateway, fhir.CodeTransient, "fetching %s: %v", o.URL, err)
-		}
-		if written > limit {
-			return fhir.Errorf(http.StatusRequestEntityTooLarge, fhir.CodeTooLong, "the export is larger than %d bytes", limit)
-		}
-		if _, err := out.Write([]byte("\n")); err != nil {
-			return err
-		}
-	}
-	if err := out.Sync(); err != nil {
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(path+".part", path)
+		return nil
+	})
 }
