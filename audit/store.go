@@ -134,15 +134,21 @@ func (t boltTx) setCount(recordID string, n uint64) error {
 // returns how many each record received.
 func (t boltTx) add(events []Event) (map[string]uint64, error) {
 	added := make(map[string]uint64)
+	// Every event's JSON in one buffer: a value must stay unchanged until
+	// the transaction ends, so each is a full slice of what was appended
+	// (a buffer outgrown is left as it is, not reused).
+	var enc []byte
 	for _, e := range events {
 		seq, err := t.b(bucketEvents).NextSequence()
 		if err != nil {
 			return nil, fmt.Errorf("audit: numbering event: %w", err)
 		}
-		data, err := json.Marshal(storedAs(e))
+		start := len(enc)
+		enc, err = appendStored(enc, e)
 		if err != nil {
 			return nil, fmt.Errorf("audit: encoding event: %w", err)
 		}
+		data := enc[start:len(enc):len(enc)]
 		st := stamp(e.Time, seq)
 		if err := t.b(bucketEvents).Put(eventKey(e.RecordID, st), data); err != nil {
 			return nil, fmt.Errorf("audit: writing event of %s: %w", e.RecordID, err)
