@@ -87,3 +87,25 @@ func FuzzAppendStored(f *testing.F) {
 		})
 	})
 }
+
+// BenchmarkEncodeEvent compares the writer's encoder with encoding/json
+// on a gateway read's event.
+func BenchmarkEncodeEvent(b *testing.B) {
+	e := normalize(Event{
+		RecordID: "r1", Issuer: "https://issuer.example", Subject: "alice", ClientID: "app",
+		SourceIP: "127.0.0.1", Action: "R", Interaction: "read", Target: "Observation/1", Status: 200,
+	}, time.Now())
+	b.Run("appendStored", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf []byte
+		for b.Loop() {
+			buf, _ = appendStored(buf[:0], e)
+		}
+	})
+	b.Run("json.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = json.Marshal(storedAs(e))
+		}
+	})
+}
