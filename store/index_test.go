@@ -332,10 +332,14 @@ type scanOnly struct{ includeSource }
 
 func jsonNumber(s string) any { return json.Number(s) }
 
-func TestIndexAgreesWithScan(t *testing.T) {
+// openSteppingDB opens a store in a temporary folder whose clock moves on
+// by a third of a second at every reading: a few writes per second, so
+// _lastUpdated keys differ and some share a second.
+func openSteppingDB(t *testing.T) *DB {
+	t.Helper()
 	var mu sync.Mutex
 	clock := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
-	now := func() time.Time { // a few writes per second of the clock
+	now := func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
 		clock = clock.Add(333 * time.Millisecond)
@@ -346,6 +350,11 @@ func TestIndexAgreesWithScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestIndexAgreesWithScan(t *testing.T) {
+	db := openSteppingDB(t)
 	rng := rand.New(rand.NewPCG(14, 2026))
 	ixData(t, db, rng, 240)
 	queries := ixQueries(rng, 700)
@@ -358,7 +367,7 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	// Updates and deletions move and drop index entries in the same
 	// transaction: rewrite half with other values, delete a quarter.
 	ixData(t, db, rng, 120)
-	err = db.update(defaultPartitionKey, func(p *ptx) error {
+	err := db.update(defaultPartitionKey, func(p *ptx) error {
 		for i := 0; i < 240; i += 4 {
 			prev, err := p.current("Observation", fmt.Sprintf("o%d", i))
 			if err != nil {

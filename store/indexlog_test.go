@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,19 +65,7 @@ func TestIndexLogAgreesWithScan(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			withLogBounds(t, c.commit, c.keys)
-			var mu sync.Mutex
-			clock := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
-			now := func() time.Time {
-				mu.Lock()
-				defer mu.Unlock()
-				clock = clock.Add(333 * time.Millisecond)
-				return clock
-			}
-			db, err := Open(filepath.Join(t.TempDir(), "store.db"), &Options{Now: now})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = db.Close() })
+			db := openSteppingDB(t)
 			rng := rand.New(rand.NewPCG(14, 4))
 			ixData(t, db, rng, 100)
 			// Searches between the commits read the log as it grows
