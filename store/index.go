@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -121,27 +122,168 @@ func (p *ptx) reindex(typ, id string, old, body []byte) error {
 }
 
 // reindexEntries is reindex with the new version's entries computed by
-// entries (called once, unless indexes are off).
+// entries (called once, unless indexes are off). The entries of old and
+// of the new version are computed by p.keys (keyWork: on other cores
+// while the transaction goes on when it writes several resources) and
+// folded into p.pending in the order of the calls by flushIndex.
 func (p *ptx) reindexEntries(typ, id string, old []byte, entries func() []indexEntry) error {
 	if p.noIndex {
 		return nil
 	}
+	if p.keys == nil {
+		p.keys = &keyWork{}
+	}
+	p.keys.add(&keyJob{typ: typ, id: id, old: old, entries: entries})
+	return nil
+}
+
+// foldKeys waits for the index keys p.keys computes and folds them into
+// p.pending, in the order the changes were made: the last change of a
+// key wins, as if each was applied in turn.
+func (p *ptx) foldKeys() {
+	if p.keys == nil {
+		return
+	}
+	jobs := p.keys.finish()
+	p.keys = nil
 	if p.pending == nil {
 		p.pending = map[string]map[string]bool{}
 	}
-	m := p.pending[typ]
-	if m == nil {
-		m = map[string]bool{}
-		p.pending[typ] = m
+	for _, j := range jobs {
+		m := p.pending[j.typ]
+		if m == nil {
+			m = make(map[string]bool, len(jobs)*len(j.added))
+			p.pending[j.typ] = m
+		}
+		for _, k := range j.removed {
+			m[k] = false
+		}
+		for _, k := range j.added {
+			m[k] = true
+		}
 	}
-	// The last change of a key wins, as if each was applied in turn.
-	for _, e := range entriesOf(typ, old) {
-		m[string(indexKey(e.tag, e.key, id))] = false
+}
+
+// keyJob is the index work of one reindex: the keys of typ/id to remove
+// (those of old, the JSON of the version replaced) and to add (those
+// entries gives), computed by compute.
+type keyJob struct {
+	typ, id        string
+	old            []byte
+	entries        func() []indexEntry
+	removed, added []string
+	done           bool
+	panicked       any // what compute panicked with (re-raised by finish)
+}
+
+// compute computes the job's keys.
+func (j *keyJob) compute() {
+	defer func() {
+		if r := recover(); r != nil {
+			j.panicked = r
+		}
+	}()
+	j.done = true
+	j.removed = entryKeys(entriesOf(j.typ, j.old), j.id)
+	j.added = entryKeys(j.entries(), j.id)
+}
+
+// entryKeys returns the index keys of entries of resource id.
+func entryKeys(entries []indexEntry, id string) []string {
+	if len(entries) == 0 {
+		return nil
 	}
-	for _, e := range entries() {
-		m[string(indexKey(e.tag, e.key, id))] = true
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = string(indexKey(e.tag, e.key, id))
 	}
-	return nil
+	return out
+}
+
+// keyWork computes the index keys of one transaction's writes. Computing
+// a resource's keys is the largest part of indexing it (evaluating every
+// indexed parameter's FHIRPath on it, ~50 µs for an Observation), and
+// nothing else in the transaction depends on them until its index changes
+// are written or read (flushIndex): a transaction of many resources
+// queues them, and up to GOMAXPROCS-1 goroutines compute them while the
+// transaction parses, encodes and stores the next ones; the queue's rest
+// is computed by the transaction itself when it needs the keys (finish).
+// A single write computes its keys itself, as before.
+//
+// The entries functions run on other goroutines: what they read (the
+// resource written, old) must not change until the transaction ends,
+// which holds as ptx.write is the last to touch the resource it stores.
+type keyWork struct {
+	jobs    []*keyJob
+	queue   chan *keyJob // nil until a second job comes
+	workers sync.WaitGroup
+}
+
+// keyQueue bounds the jobs waiting for a worker; beyond it the
+// transaction computes a job itself.
+const keyQueue = 256
+
+// add queues j (computed by finish at the latest).
+func (w *keyWork) add(j *keyJob) {
+	w.jobs = append(w.jobs, j)
+	if len(w.jobs) < 2 {
+		return // a single write: computed by finish
+	}
+	if w.queue == nil {
+		n := runtime.GOMAXPROCS(0) - 1
+		if n < 1 {
+			return
+		}
+		w.queue = make(chan *keyJob, keyQueue)
+		for range n {
+			w.workers.Add(1)
+			go func() {
+				defer w.workers.Done()
+				for j := range w.queue {
+					j.compute()
+				}
+			}()
+		}
+		w.queue <- w.jobs[0]
+	}
+	select {
+	case w.queue <- j:
+	default:
+		j.compute() // the workers are behind: do it here
+	}
+}
+
+// finish computes what the workers have not taken, waits for them and
+// returns the jobs with their keys, in the order they were added. It
+// re-raises a panic of a job's computation here.
+func (w *keyWork) finish() []*keyJob {
+	w.stop()
+	for _, j := range w.jobs {
+		if !j.done { // a single write's
+			j.compute()
+		}
+	}
+	for _, j := range w.jobs {
+		if j.panicked != nil {
+			panic(j.panicked)
+		}
+	}
+	return w.jobs
+}
+
+// stop lets the workers end: it closes the queue, computes here what is
+// still in it, and waits for the workers. It is safe to call more than
+// once (update calls it when a transaction fails before flushIndex).
+func (w *keyWork) stop() {
+	if w.queue == nil {
+		return
+	}
+	close(w.queue)
+	for j := range w.queue {
+		j.compute()
+	}
+	w.workers.Wait()
+	w.queue = nil
 }
 
 // flushIndex writes the pending index changes (reindex) to bbolt: as one
@@ -150,6 +292,7 @@ func (p *ptx) reindexEntries(typ, id string, old []byte, entries func() []indexE
 // with the log's changes (the log is then emptied). The first error
 // sticks: the transaction fails with it (update).
 func (p *ptx) flushIndex() error {
+	p.foldKeys()
 	if p.indexErr != nil || len(p.pending) == 0 {
 		return p.indexErr
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -650,4 +651,67 @@ func TestTransactionReadsItsOwnIndexChanges(t *testing.T) {
 			t.Errorf("entry %d: found %v, want [%s]", i, ids, want)
 		}
 	}
+}
+
+// The index keys of a transaction's writes are computed on other
+// goroutines (keyWork) and folded in the order of the writes: the last
+// change of a key wins whichever goroutine computed it; more jobs than
+// the queue holds are computed by the transaction itself; a panic of a
+// computation comes back to the transaction; stop leaves no worker.
+func TestKeyWorkFoldsInOrder(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	body := func(code string) []byte {
+		return []byte(`{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"` + code + `"}]}}`)
+	}
+	key := func(code string) string {
+		for _, e := range entriesOf("Observation", body(code)) {
+			if e.tag == 0 {
+				t.Fatal("unreadable")
+			}
+			if k := string(e.key); strings.Contains(k, code) {
+				return string(indexKey(e.tag, e.key, "x"))
+			}
+		}
+		t.Fatalf("no key of code %s", code)
+		return ""
+	}
+	p := &ptx{}
+	n := 3 * keyQueue
+	// Resource x is written n times, each with the code of the time
+	// before as its old version: only the last code is left.
+	for i := range n {
+		var old []byte
+		if i > 0 {
+			old = body(fmt.Sprint(i - 1))
+		}
+		code := fmt.Sprint(i)
+		if err := p.reindexEntries("Observation", "x", old, func() []indexEntry { return entriesOf("Observation", body(code)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.foldKeys()
+	m := p.pending["Observation"]
+	for i := range n {
+		present, ok := m[key(fmt.Sprint(i))]
+		if !ok || present != (i == n-1) {
+			t.Fatalf("code %d: present %v (known %v), want %v", i, present, ok, i == n-1)
+		}
+	}
+
+	w := &keyWork{}
+	for range 10 {
+		w.add(&keyJob{typ: "Observation", id: "y", entries: func() []indexEntry { return nil }})
+	}
+	w.add(&keyJob{typ: "Observation", id: "z", entries: func() []indexEntry { panic("boom") }})
+	w.stop() // as update does when a transaction fails
+	if w.queue != nil {
+		t.Fatal("the queue is still open after stop")
+	}
+	defer func() {
+		if r := recover(); r != "boom" {
+			t.Fatalf("finish panicked with %v, want boom", r)
+		}
+	}()
+	w.finish()
+	t.Fatal("finish did not re-raise the computation's panic")
 }

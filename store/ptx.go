@@ -25,6 +25,9 @@ type ptx struct {
 	// them.
 	pending  map[string]map[string]bool
 	indexErr error
+	// keys computes the index keys of the writes not yet in pending
+	// (keyWork).
+	keys *keyWork
 	// overlays caches the index log's changes by type (overlay).
 	overlays map[string][]overlayEntry
 	// noLog writes every index change into the indexes, none to the
@@ -56,11 +59,19 @@ func (db *DB) update(key string, fn func(*ptx) error) error {
 			return err
 		}
 		p := &ptx{tx: tx, part: b, key: key, now: db.clock(), noIndex: db.noIndex, cache: &db.overlays}
+		defer p.stopKeys() // a failed transaction leaves no worker behind
 		if err := fn(p); err != nil {
 			return err
 		}
 		return p.flushIndex()
 	})
+}
+
+// stopKeys ends the workers computing index keys, if any.
+func (p *ptx) stopKeys() {
+	if p.keys != nil {
+		p.keys.stop()
+	}
 }
 
 // current returns the current version of typ/id (possibly a tombstone), or
