@@ -81,8 +81,8 @@ func indexEntries(typ string, res map[string]any) []indexEntry {
 		return nil
 	}
 	var out []indexEntry
-	for i, p := range search.IndexedParams(typ) {
-		for _, k := range search.IndexKeys(p, res) {
+	for i, keys := range search.ResourceKeys(typ, res) {
+		for _, k := range keys {
 			out = append(out, indexEntry{byte(i + 1), k})
 		}
 	}

@@ -135,13 +135,31 @@ func IndexedParams(resourceType string) []*searchparam.Param {
 // IndexKeys returns the index values of res for p, each as kind+value
 // (the store appends 0x00 and the id). Duplicates are removed.
 func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
-	nodes := evaluate(p, res)
-	seen := map[string]bool{}
+	return indexKeysIn(p, res, shapeOf(res))
+}
+
+// ResourceKeys returns IndexKeys of res for every parameter of
+// IndexedParams(resourceType), in that order: what the parameters share
+// (the resource's shape: see mayHave) looked at once.
+func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
+	params := IndexedParams(resourceType)
+	out := make([][][]byte, len(params))
+	s := shapeOf(res)
+	for i, p := range params {
+		out[i] = indexKeysIn(p, res, s)
+	}
+	return out
+}
+
+// indexKeysIn is IndexKeys on res of shape s.
+func indexKeysIn(p *searchparam.Param, res map[string]any, s *resourceShape) [][]byte {
+	nodes := evaluateIn(p, res, s)
 	var out [][]byte
 	add := func(kind byte, v string) {
 		k := indexValue(kind, v)
-		if !seen[string(k)] {
-			seen[string(k)] = true
+		// A parameter has a few values: a linear look is cheaper
+		// than a set.
+		if !slices.ContainsFunc(out, func(o []byte) bool { return bytes.Equal(o, k) }) {
 			out = append(out, k)
 		}
 	}
@@ -190,7 +208,7 @@ func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
 		}
 	}
 	if p.Type == searchparam.TypeDate {
-		if v := sortValueOf(p, res); v.present {
+		if v := sortValueOfNodes(p, nodes); v.present {
 			out = append(out, indexValue(kindOrder, string(timeKey(v.t))))
 		} else {
 			out = append(out, indexValue(kindOrder, string(orderMissing)))

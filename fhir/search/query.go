@@ -304,7 +304,12 @@ func (f *filter) match(res map[string]any) bool {
 // possible on malformed resources) give none, and so does a resource
 // without any element p's expression reads (mayHave).
 func evaluate(p *searchparam.Param, res map[string]any) []fhirpath.Node {
-	if !mayHave(p, res) {
+	return evaluateIn(p, res, shapeOf(res))
+}
+
+// evaluateIn is evaluate on res of shape s.
+func evaluateIn(p *searchparam.Param, res map[string]any, s *resourceShape) []fhirpath.Node {
+	if !s.mayHave(p, res) {
 		return nil
 	}
 	nodes, err := p.Evaluate(res)

@@ -108,8 +108,29 @@ func withoutWhere(expr string) string {
 // element, its primitive extension _name, or a choice name[Type]; and
 // below it the child the path names).
 func mayHave(p *searchparam.Param, res map[string]any) bool {
+	return shapeOf(res).mayHave(p, res)
+}
+
+// resourceShape is what mayHave looks at of one resource besides the
+// elements it names, gathered once for the many parameters evaluated on
+// the same resource (ResourceKeys).
+type resourceShape struct {
+	typ string
+	// stems holds k[:j] for each element k of the resource and each
+	// upper-case byte k[j], j > 0: the prefixes a choice element
+	// name[Type] has. Made when first needed.
+	stems map[string]bool
+}
+
+// shapeOf returns the shape of res.
+func shapeOf(res map[string]any) *resourceShape {
 	typ, _ := res["resourceType"].(string)
-	roots := rootsOf(p, typ)
+	return &resourceShape{typ: typ}
+}
+
+// mayHave is mayHave(p, res) for res of this shape.
+func (s *resourceShape) mayHave(p *searchparam.Param, res map[string]any) bool {
+	roots := rootsOf(p, s.typ)
 	if roots == nil {
 		return true
 	}
@@ -125,11 +146,19 @@ func mayHave(p *searchparam.Param, res map[string]any) bool {
 			return true
 		}
 	}
-	for k := range res {
-		for _, r := range roots {
-			if len(k) > len(r.elem) && strings.HasPrefix(k, r.elem) && unicode.IsUpper(rune(k[len(r.elem)])) {
-				return true // a choice element (value[x]): its type decides
+	if s.stems == nil {
+		s.stems = map[string]bool{}
+		for k := range res {
+			for j := 1; j < len(k); j++ {
+				if unicode.IsUpper(rune(k[j])) {
+					s.stems[k[:j]] = true
+				}
 			}
+		}
+	}
+	for _, r := range roots {
+		if s.stems[r.elem] {
+			return true // a choice element (value[x]): its type decides
 		}
 	}
 	return false

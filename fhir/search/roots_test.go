@@ -39,6 +39,7 @@ func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
 	skipped, evaluated := 0, 0
 	for _, res := range resources {
 		typ, _ := res["resourceType"].(string)
+		shape := shapeOf(res) // shared by the parameters, as ResourceKeys does
 		for _, p := range searchparam.ForType(typ) {
 			if p.Expression == "" {
 				continue
@@ -46,6 +47,9 @@ func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
 			want, err := p.Evaluate(res)
 			if err != nil {
 				continue
+			}
+			if shape.mayHave(p, res) != mayHave(p, res) {
+				t.Errorf("%s %s: a shape shared by the parameters decides otherwise than one of its own", typ, p.Code)
 			}
 			if mayHave(p, res) {
 				evaluated++
