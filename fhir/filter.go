@@ -74,11 +74,52 @@ type FilterOptions struct {
 func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, opts FilterOptions) (removed int, err error) {
 	in := &jsonStream{r: r, hold: true}
 	defer in.release()
+	out := outBuffers.Get().(*bufio.Writer)
+	out.Reset(w)
+	defer func() {
+		out.Reset(nil) // nothing of w's is kept; unflushed bytes of a failed body are dropped
+		outBuffers.Put(out)
+	}()
+	removed, err = filterBundle(in, w, out, keep, opts)
+	if err != nil {
+		return removed, err
+	}
+	if err := out.Flush(); err != nil {
+		return removed, fmt.Errorf("filter searchset: %w", err)
+	}
+	return removed, nil
+}
+
+// FilterBundleBytes is FilterBundle on a body held whole, for an answer
+// that is held anyway (it fits the gateway's buffer): body is read in
+// place, never copied into a stream buffer nor changed, and the kept
+// bytes are appended to out directly, so that the caller knows the
+// filtered body's length before it sends anything. No goroutine, no pipe.
+func FilterBundleBytes(body []byte, out *bytes.Buffer, keep func(res map[string]any) bool, opts FilterOptions) (removed int, err error) {
+	in := &jsonStream{r: eofReader{}, buf: body, eof: io.EOF, hold: true, borrowed: true}
+	return filterBundle(in, out, out, keep, opts)
+}
+
+// eofReader is an exhausted reader: the stream of a body held whole.
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// byteSink is where a filtered body goes: a bufio.Writer in front of the
+// client (FilterBundle) or the buffer of a held one (FilterBundleBytes).
+type byteSink interface {
+	io.Writer
+	io.ByteWriter
+}
+
+// filterBundle filters the stream in to out; a body that is not a Bundle
+// is passed through to w (which out writes to, or is) as it is.
+func filterBundle(in *jsonStream, w io.Writer, out byteSink, keep func(res map[string]any) bool, opts FilterOptions) (removed int, err error) {
 	passThrough := func() (int, error) {
 		if _, err := w.Write(in.buf); err != nil {
 			return 0, fmt.Errorf("filter searchset: %w", err)
 		}
-		if _, err := io.Copy(w, r); err != nil {
+		if _, err := io.Copy(w, in.r); err != nil {
 			return 0, fmt.Errorf("filter searchset: %w", err)
 		}
 		return 0, nil
@@ -105,12 +146,6 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 			}
 		}
 	}
-	out := outBuffers.Get().(*bufio.Writer)
-	out.Reset(w)
-	defer func() {
-		out.Reset(nil) // nothing of w's is kept; unflushed bytes of a failed body are dropped
-		outBuffers.Put(out)
-	}()
 	f := &searchsetFilter{in: in, out: out, keep: keep, opts: opts}
 	f.out.WriteByte('{')
 	if firstKey != nil {
@@ -128,10 +163,7 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 	if _, err := f.out.Write(in.buf[in.pos:]); err != nil {
 		return f.removed, fmt.Errorf("filter searchset: %w", err)
 	}
-	if _, err := io.Copy(f.out, r); err != nil {
-		return f.removed, fmt.Errorf("filter searchset: %w", err)
-	}
-	if err := f.out.Flush(); err != nil {
+	if _, err := io.Copy(f.out, in.r); err != nil {
 		return f.removed, fmt.Errorf("filter searchset: %w", err)
 	}
 	return f.removed, nil
@@ -140,7 +172,7 @@ func FilterBundle(r io.Reader, w io.Writer, keep func(res map[string]any) bool, 
 // searchsetFilter is the state of FilterSearchset inside a Bundle.
 type searchsetFilter struct {
 	in      *jsonStream
-	out     *bufio.Writer
+	out     byteSink
 	keep    func(res map[string]any) bool
 	opts    FilterOptions
 	removed int
@@ -439,6 +471,9 @@ type jsonStream struct {
 	// hold keeps every byte read, from the first, in buf: a body found
 	// not to be a Bundle is written out exactly.
 	hold bool
+	// borrowed: buf is the caller's body, held whole (FilterBundleBytes):
+	// never compacted (fill stops at eof first) nor pooled.
+	borrowed bool
 }
 
 // outBuffers keep FilterBundle's output buffers between bodies.
@@ -449,7 +484,7 @@ var streamBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); re
 
 // release gives the buffer back (unless it grew very large).
 func (s *jsonStream) release() {
-	if s.buf != nil && cap(s.buf) <= 1<<20 {
+	if s.buf != nil && !s.borrowed && cap(s.buf) <= 1<<20 {
 		b := s.buf[:0]
 		streamBuffers.Put(&b)
 	}

@@ -142,6 +142,16 @@ func TestFilterSearchset(t *testing.T) {
 			if out.String() != tc.want || removed != tc.removed {
 				t.Errorf("got %q (removed %d), want %q (removed %d)", out.String(), removed, tc.want, tc.removed)
 			}
+			// The same body held whole: the same answer, the body unchanged.
+			body := []byte(tc.in)
+			var held bytes.Buffer
+			removed, err = FilterBundleBytes(body, &held, keepOwn, FilterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held.String() != tc.want || removed != tc.removed || string(body) != tc.in {
+				t.Errorf("held whole: got %q (removed %d), want %q (removed %d); body now %q", held.String(), removed, tc.want, tc.removed, body)
+			}
 		})
 	}
 }
@@ -158,6 +168,9 @@ func TestFilterSearchsetErrors(t *testing.T) {
 	} {
 		if _, err := FilterSearchset(strings.NewReader(in), io.Discard, keepOwn); err == nil {
 			t.Errorf("no error for %s", in)
+		}
+		if _, err := FilterBundleBytes([]byte(in), new(bytes.Buffer), keepOwn, FilterOptions{}); err == nil {
+			t.Errorf("held whole: no error for %s", in)
 		}
 	}
 	if _, err := FilterSearchset(strings.NewReader(`{"resourceType":"Bundle","entry":[]}`), failingWriter{}, keepOwn); err == nil {

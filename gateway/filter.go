@@ -5,19 +5,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
 	"go.uber.org/zap"
 
+	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
 // filteringWriter removes, on its way to the client, every resource of a
 // FHIR JSON response that does not belong to the record: defense in depth
 // against an upstream that ignores partitions. A Bundle (search, history,
-// $everything, batch and transaction responses) is filtered entry by entry
-// as it streams through; a single resource (read, vread) is held, bounded,
+// $everything, batch and transaction responses) is filtered entry by entry:
+// one of up to maxHeldBundle bytes (a search page, which the response
+// rewriter in front of the filter holds whole anyway) is held and filtered
+// in place when it ends, on the handler's goroutine, and sent with its
+// Content-Length; a larger one streams through a filter on a goroutine of
+// its own as it arrives. A single resource (read, vread) is held, bounded,
 // and replaced by a 404 when it is foreign.
 type filteringWriter struct {
 	w      http.ResponseWriter
@@ -54,9 +60,18 @@ type filteringWriter struct {
 	// and goes back there when Close is done with it.
 	held  *[]byte
 	facts fhir.EntryFacts // the held resource's, for the fast path
-	pw    *io.PipeWriter
-	done  chan error
+	// bundle is the Bundle held so far, until it ends or outgrows
+	// maxHeldBundle; then pw and done are the streaming filter's.
+	bundle *[]byte
+	pw     *io.PipeWriter
+	done   chan error
 }
+
+// maxHeldBundle is the largest Bundle the filter holds to filter it whole:
+// the response rewriter's buffer (backend.DefaultBufferLimit), so that a
+// body it held whole is held whole here too, and a larger one streams
+// through both.
+const maxHeldBundle = backend.DefaultBufferLimit
 
 func (f *filteringWriter) Header() http.Header { return f.w.Header() }
 
@@ -78,10 +93,15 @@ func (f *filteringWriter) WriteHeader(status int) {
 		return
 	}
 	f.w.Header().Del("Content-Length")
-	if f.single {
-		return
-	}
-	f.w.WriteHeader(status)
+	// A single resource, and a Bundle until it outgrows maxHeldBundle, is
+	// held: the status goes out with the judged body (Close), or when the
+	// Bundle starts streaming.
+}
+
+// stream starts the streaming filter for a Bundle too large to hold,
+// handing it what was held so far.
+func (f *filteringWriter) stream() error {
+	f.w.WriteHeader(f.status)
 	pr, pw := io.Pipe()
 	f.pw, f.done = pw, make(chan error, 1)
 	go func() {
@@ -93,6 +113,15 @@ func (f *filteringWriter) WriteHeader(status int) {
 		}
 		f.done <- err
 	}()
+	if f.bundle == nil {
+		return nil
+	}
+	var err error
+	if held := *f.bundle; len(held) > 0 {
+		_, err = f.pw.Write(held) // read whole by the filter when it returns
+	}
+	f.releaseBundle()
+	return err
 }
 
 func (f *filteringWriter) Write(b []byte) (int, error) {
@@ -118,6 +147,19 @@ func (f *filteringWriter) Write(b []byte) (int, error) {
 		}
 		*f.held = append(*f.held, b...)
 		return len(b), nil
+	case f.pw != nil:
+		return f.pw.Write(b)
+	}
+	if f.bundle == nil {
+		f.bundle = bundleScratch.Get().(*[]byte)
+		*f.bundle = (*f.bundle)[:0]
+	}
+	if len(*f.bundle)+len(b) <= maxHeldBundle {
+		*f.bundle = append(*f.bundle, b...)
+		return len(b), nil
+	}
+	if err := f.stream(); err != nil {
+		return 0, err
 	}
 	return f.pw.Write(b)
 }
@@ -142,9 +184,11 @@ func (f *filteringWriter) Close() error {
 	case f.unread:
 		f.w.WriteHeader(f.status) // no body: nothing to check
 		return nil
-	case !f.single:
+	case !f.single && f.pw != nil:
 		_ = f.pw.Close()
 		return <-f.done
+	case !f.single:
+		return f.filterHeld()
 	}
 	defer f.release()
 	held := f.resource()
@@ -192,6 +236,51 @@ func (f *filteringWriter) Close() error {
 	_, err = f.w.Write(body)
 	return err
 }
+
+// filterHeld filters the Bundle held whole and sends it, with its length.
+// On error nothing was sent: the caller aborts the answer.
+func (f *filteringWriter) filterHeld() error {
+	defer f.releaseBundle()
+	var body []byte
+	if f.bundle != nil {
+		body = *f.bundle
+	}
+	outp := bundleScratch.Get().(*[]byte)
+	out := bytes.NewBuffer((*outp)[:0])
+	out.Grow(len(body)) // the kept entries fit in the body's size
+	defer func() {
+		if b := out.Bytes(); cap(b) <= maxHeldBundle+maxHeldBundle/4 {
+			*outp = b[:0]
+			bundleScratch.Put(outp)
+		}
+	}()
+	removed, err := fhir.FilterBundleBytes(body, out, f.keep, f.opts)
+	if removed > 0 {
+		f.log.Warn("security: removed resources of another person, or outside the token's scopes, from an upstream response",
+			zap.String("record", f.record), zap.Int("removed", removed))
+	}
+	if err != nil {
+		return err
+	}
+	f.w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
+	f.w.WriteHeader(f.status)
+	_, err = f.w.Write(out.Bytes())
+	return err
+}
+
+// releaseBundle gives the held Bundle's memory back (unless it grew past
+// what is ever held).
+func (f *filteringWriter) releaseBundle() {
+	if f.bundle != nil && cap(*f.bundle) <= maxHeldBundle+maxHeldBundle/4 {
+		*f.bundle = (*f.bundle)[:0]
+		bundleScratch.Put(f.bundle)
+	}
+	f.bundle = nil
+}
+
+// bundleScratch keeps the memory of held Bundles and of their filtered
+// copies between answers.
+var bundleScratch = sync.Pool{New: func() any { return new([]byte) }}
 
 // entryHead is what comes before the held resource in filteringWriter.held.
 const entryHead = `{"resource":`
