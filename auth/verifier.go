@@ -232,17 +232,25 @@ type jwsHeader struct {
 }
 
 // compactJWS reports whether token has only the characters of a JWS compact
-// serialization: the base64url alphabet and '.'.
+// serialization: the base64url alphabet and '.'. It is asked of every
+// request's token (before the cache, so that no other spelling of a cached
+// token passes), so it looks each byte up in a table.
 func compactJWS(token string) bool {
 	for i := 0; i < len(token); i++ {
-		switch c := token[i]; {
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		default:
+		if !jwsChar[token[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// jwsChar marks the bytes of a JWS compact serialization.
+var jwsChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+	}
+	return t
+}()
 
 func parseHeader(token string) (jwsHeader, error) {
 	var h jwsHeader

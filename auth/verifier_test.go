@@ -645,3 +645,18 @@ func flipUnusedBits(t *testing.T, seg string) string {
 	}
 	return flipped
 }
+
+// TestCompactJWS: exactly the base64url alphabet and '.' pass, whatever
+// the byte (a line break would make another spelling of a cached token).
+func TestCompactJWS(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+	for c := range 256 {
+		want := strings.IndexByte(alphabet, byte(c)) >= 0
+		if got := compactJWS(string([]byte{'a', byte(c), 'b'})); got != want {
+			t.Errorf("byte %#x: compactJWS %v, want %v", c, got, want)
+		}
+	}
+	if !compactJWS("") {
+		t.Error("the empty string has no byte outside the alphabet")
+	}
+}
