@@ -132,23 +132,11 @@ type accessEntry struct {
 // lookups (remembered only for found, active records: a wrong slug is not
 // kept).
 func (s *KVStore) access(ctx context.Context, slug, iss, sub string) (*Record, Role, error) {
-	c := &s.cache
-	var buf [192]byte
-	key := append(append(append(append(append(buf[:0], slug...), 0), iss...), 0), sub...)
-	if s.local != nil {
-		// Loaded before looking: an Update returning after this load is
-		// concurrent with this Access. The generation is not read inside
-		// a snapshot here: a snapshot's answer is labelled with the
-		// generation that snapshot holds, below.
-		gen := s.local.n.Load()
-		c.mu.RLock()
-		e, ok := c.m[string(key)]
-		c.mu.RUnlock()
-		if ok && e.gen == gen {
-			rec := e.rec
-			return &rec, e.role, nil
-		}
+	if rec, role, ok := s.remembered(slug, iss, sub); ok {
+		return rec, role, nil
 	}
+	c := &s.cache
+	key := accessKey(make([]byte, 0, len(slug)+len(iss)+len(sub)+2), slug, iss, sub)
 	var out accessEntry
 	err := s.db.View(ctx, "tenancy", func(ktx kv.Tx) error {
 		gen := generation(ktx)
@@ -179,6 +167,38 @@ func (s *KVStore) access(ctx context.Context, slug, iss, sub string) (*Record, R
 	}
 	rec := out.rec
 	return &rec, out.role, nil
+}
+
+// remembered is access's answer from memory, without a transaction, when
+// this process holds the only handle on the state (s.local) and the
+// answer remembered was read at its current generation. Its key is built
+// on the stack (no closure shares it), so that the usual request
+// allocates only the copy of the record it is given.
+func (s *KVStore) remembered(slug, iss, sub string) (*Record, Role, bool) {
+	if s.local == nil {
+		return nil, "", false
+	}
+	c := &s.cache
+	var buf [192]byte
+	key := accessKey(buf[:0], slug, iss, sub)
+	// Loaded before looking: an Update returning after this load is
+	// concurrent with this Access. The generation is not read inside a
+	// snapshot here: a snapshot's answer is labelled with the generation
+	// that snapshot holds (access).
+	gen := s.local.n.Load()
+	c.mu.RLock()
+	e, ok := c.m[string(key)]
+	c.mu.RUnlock()
+	if !ok || e.gen != gen {
+		return nil, "", false
+	}
+	rec := e.rec
+	return &rec, e.role, true
+}
+
+// accessKey appends the remembered answer's key of (slug, iss, sub) to b.
+func accessKey(b []byte, slug, iss, sub string) []byte {
+	return append(append(append(append(append(b, slug...), 0), iss...), 0), sub...)
 }
 
 // generation reads the store's generation in ktx.
