@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -118,7 +119,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 		// with line breaks would be another spelling of the same token.
 		return nil, tokenErr(ErrMalformed, "token has characters outside base64url", nil)
 	}
-	hash := sha256.Sum256([]byte(token))
+	hash := tokenHash(token)
 	if id := v.cache.get(hash, v.opts.Now()); id != nil {
 		// The audience depends on the request, so a cache hit checks it again.
 		ti := v.issuers[id.Issuer]
@@ -230,6 +231,21 @@ type jwsHeader struct {
 	Kid  string          `json:"kid"`
 	Crit json.RawMessage `json:"crit"`
 }
+
+// tokenHash is the SHA-256 of token, the cache's key, hashed from pooled
+// memory rather than from a copy of the token made for each request.
+func tokenHash(token string) [sha256.Size]byte {
+	bp := tokenBuffers.Get().(*[]byte)
+	b := append((*bp)[:0], token...)
+	sum := sha256.Sum256(b)
+	*bp = b[:0]
+	tokenBuffers.Put(bp)
+	return sum
+}
+
+// tokenBuffers keep the memory tokenHash hashes tokens from (a token is at
+// most maxTokenBytes).
+var tokenBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // compactJWS reports whether token has only the characters of a JWS compact
 // serialization: the base64url alphabet and '.'. It is asked of every
