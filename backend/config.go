@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 )
@@ -31,6 +32,9 @@ type Config struct {
 	// DataStoreHeader carries DataStoreID in tenant_header mode (default
 	// "X-FHIR-DSID"). Client-sent values are stripped in every mode.
 	DataStoreHeader string
+	// partitionKey is PartitionHeader in canonical form (set by New), so
+	// that each request sets it without canonicalizing it again.
+	partitionKey string
 	// DataStoreID is sent in DataStoreHeader in tenant_header mode, only when
 	// set.
 	DataStoreID string
@@ -109,6 +113,7 @@ func New(cfg Config) (*Backend, error) {
 			return nil, fmt.Errorf("backend: upstream URL: %w", err)
 		}
 	}
+	cfg.partitionKey = http.CanonicalHeaderKey(cfg.PartitionHeader)
 	cfg.UpstreamURLs = append([]string(nil), cfg.UpstreamURLs...)
 	cfg.StripHeaders = append([]string(nil), cfg.StripHeaders...)
 

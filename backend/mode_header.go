@@ -27,7 +27,7 @@ func (headerMode) checkTarget(_ *Config, t Target) error {
 }
 
 func (headerMode) apply(cfg *Config, r *http.Request, t Target, _ *url.URL, _, _ string) {
-	r.Header.Set(cfg.PartitionHeader, strconv.FormatInt(t.PartitionID, 10))
+	r.Header[cfg.partitionKey] = []string{strconv.FormatInt(t.PartitionID, 10)}
 }
 
 func (headerMode) baseSuffix(Target) string { return "" }

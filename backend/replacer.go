@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/url"
 	"sort"
@@ -144,13 +145,13 @@ func (rp *replacer) matchAt(buf []byte, atEOF bool) (int, matchState) {
 	return -1, noMatch
 }
 
-// rewrite scans buf, passing literal spans and replacements to emit, for
+// rewrite scans buf, writing literal spans and replacements to out, for
 // candidates starting before limit. It returns the number of bytes of buf
 // it consumed (at least limit unless it stopped at an undecided candidate,
 // whose bytes are left for the caller to carry) and how many replacements
 // it made. When limit < len(buf), every candidate before limit must have
 // more than maxLen bytes after it, so none is undecided.
-func (rp *replacer) rewrite(buf []byte, limit int, atEOF bool, emit func([]byte) error) (consumed, replaced int, err error) {
+func (rp *replacer) rewrite(buf []byte, limit int, atEOF bool, out io.Writer) (consumed, replaced int, err error) {
 	i, lit := 0, 0
 	for i < limit {
 		j := bytes.Index(buf[i:], candidatePrefix)
@@ -164,12 +165,12 @@ func (rp *replacer) rewrite(buf []byte, limit int, atEOF bool, emit func([]byte)
 			i = pos + 1
 			continue
 		case needMore:
-			return pos, replaced, emitSpan(emit, buf[lit:pos])
+			return pos, replaced, emitSpan(out, buf[lit:pos])
 		}
-		if err := emitSpan(emit, buf[lit:pos]); err != nil {
+		if err := emitSpan(out, buf[lit:pos]); err != nil {
 			return pos, replaced, err
 		}
-		if err := emit(rp.patterns[k].to); err != nil {
+		if _, err := out.Write(rp.patterns[k].to); err != nil {
 			return pos, replaced, err
 		}
 		replaced++
@@ -181,7 +182,7 @@ func (rp *replacer) rewrite(buf []byte, limit int, atEOF bool, emit func([]byte)
 		// A partial "http" at the very end may start a base.
 		end -= partialTail(buf[lit:])
 	}
-	return end, replaced, emitSpan(emit, buf[lit:end])
+	return end, replaced, emitSpan(out, buf[lit:end])
 }
 
 // partialTail returns the length of the longest proper prefix of
@@ -195,11 +196,12 @@ func partialTail(buf []byte) int {
 	return 0
 }
 
-func emitSpan(emit func([]byte) error, span []byte) error {
+func emitSpan(out io.Writer, span []byte) error {
 	if len(span) == 0 {
 		return nil
 	}
-	return emit(span)
+	_, err := out.Write(span)
+	return err
 }
 
 // replaceString rewrites a whole value (a header), reporting whether it
@@ -209,9 +211,6 @@ func (rp *replacer) replaceString(s string) (string, bool) {
 		return s, false
 	}
 	var out bytes.Buffer
-	_, n, _ := rp.rewrite([]byte(s), len(s), true, func(p []byte) error {
-		out.Write(p)
-		return nil
-	})
+	_, n, _ := rp.rewrite([]byte(s), len(s), true, &out)
 	return out.String(), n > 0
 }

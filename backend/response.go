@@ -52,9 +52,9 @@ type ResponseRewriter struct {
 	rewrite  bool // the body goes through stream
 	buffered bool // the rewritten body is held in buf
 	buf      bytes.Buffer
-	pooled   *[]byte // where buf's memory goes back to (bodyBuffers)
-	stream   *streamRewriter
-	in       int64 // body bytes received from the upstream
+	pooled   *[]byte        // where buf's memory goes back to (bodyBuffers)
+	stream   streamRewriter // its carry and scratch allocated only when used
+	in       int64          // body bytes received from the upstream
 	closed   bool
 }
 
@@ -108,7 +108,7 @@ func (rw *ResponseRewriter) WriteHeader(status int) {
 			rw.buf.Grow(min(int(declared)+int(declared)/4+1024, rw.limit()))
 		}
 	}
-	rw.stream = newStreamRewriter(rw.rp, bodySink{rw})
+	rw.stream = streamRewriter{rp: rw.rp, out: bodySink{rw}}
 }
 
 // Write sends p through the rewriter (writing a 200 header first if none
