@@ -217,6 +217,9 @@ func unknownHost(host string) *fhir.Error {
 }
 
 func hostOnly(hostport string) string {
+	if strings.IndexByte(hostport, ':') < 0 {
+		return hostport // no port: SplitHostPort would build an error to say so
+	}
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		return h
 	}

@@ -225,7 +225,9 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 			return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "dot segments are not allowed in FHIR paths")
 		}
 	}
-	if r.Header.Get("X-HTTP-Method-Override") != "" || r.Header.Get("X-HTTP-Method") != "" || r.Header.Get("X-Method-Override") != "" {
+	// Canonical spellings (X-HTTP-Method-Override is sent as this): Get
+	// canonicalizes any other anew on every request.
+	if r.Header.Get("X-Http-Method-Override") != "" || r.Header.Get("X-Http-Method") != "" || r.Header.Get("X-Method-Override") != "" {
 		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "HTTP method overrides are not supported")
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(p, g.cfg.FHIRPath), "/"), nil
