@@ -188,14 +188,27 @@ func (j *keyJob) compute() {
 	j.added = entryKeys(j.entries(), j.id)
 }
 
-// entryKeys returns the index keys of entries of resource id.
+// entryKeys returns the index keys of entries of resource id (indexKey
+// of each, as strings sharing one allocation).
 func entryKeys(entries []indexEntry, id string) []string {
 	if len(entries) == 0 {
 		return nil
 	}
+	size := 0
+	for _, e := range entries {
+		size += len(e.key) + len(id) + 2
+	}
+	buf := make([]byte, 0, size)
+	for _, e := range entries {
+		buf = append(append(append(append(buf, e.tag), e.key...), 0), id...)
+	}
+	all := string(buf)
 	out := make([]string, len(entries))
+	at := 0
 	for i, e := range entries {
-		out[i] = string(indexKey(e.tag, e.key, id))
+		n := len(e.key) + len(id) + 2
+		out[i] = all[at : at+n]
+		at += n
 	}
 	return out
 }
@@ -376,8 +389,17 @@ func (p *ptx) writePending() error {
 		if err != nil {
 			return err
 		}
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			key := []byte(k)
+		keys := slices.Sorted(maps.Keys(m))
+		size := 0
+		for _, k := range keys {
+			size += len(k)
+		}
+		// bbolt keeps the key slices until the commit: one buffer
+		// for all of them.
+		buf := make([]byte, 0, size)
+		for _, k := range keys {
+			buf = append(buf, k...)
+			key := buf[len(buf)-len(k):]
 			if m[k] {
 				err = ib.Put(key, nil)
 			} else {
