@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirpath"
 	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
@@ -140,20 +141,150 @@ func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
 
 // ResourceKeys returns IndexKeys of res for every parameter of
 // IndexedParams(resourceType), in that order: what the parameters share
-// (the resource's shape: see mayHave) looked at once.
+// (the resource's shape: see mayHave) looked at once, and a parameter
+// whose expression is the union of other indexed parameters' (an
+// Observation's combo-code is code | component-code) given the union of
+// their keys, without evaluating it again.
 func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
-	params := IndexedParams(resourceType)
-	out := make([][][]byte, len(params))
+	plan := keyPlanOf(resourceType)
+	out := make([][][]byte, len(plan.params))
+	failed := make([]bool, len(plan.params))
 	s := shapeOf(res)
+	for i, p := range plan.params {
+		if plan.unionOf[i] == nil {
+			nodes, err := evaluateErr(p, res, s)
+			out[i], failed[i] = keysOfNodes(p, nodes), err != nil
+		}
+	}
+	for i, parts := range plan.unionOf {
+		var keys [][]byte
+		for _, j := range parts {
+			if failed[j] { // the union fails as a whole: no keys
+				keys = nil
+				break
+			}
+			for _, k := range out[j] {
+				if !slices.ContainsFunc(keys, func(o []byte) bool { return bytes.Equal(o, k) }) {
+					keys = append(keys, k)
+				}
+			}
+		}
+		if parts != nil {
+			out[i] = keys
+		}
+	}
+	return out
+}
+
+// keyPlan says how ResourceKeys computes the keys of one type's indexed
+// parameters: unionOf[i] lists, in order, the parameters whose
+// expressions joined by | are params[i]'s (nil: params[i] is evaluated).
+type keyPlan struct {
+	params  []*searchparam.Param
+	unionOf [][]int
+}
+
+var keyPlans sync.Map // resource type → *keyPlan
+
+// keyPlanOf returns the keyPlan of resourceType.
+func keyPlanOf(resourceType string) *keyPlan {
+	if v, ok := keyPlans.Load(resourceType); ok {
+		return v.(*keyPlan)
+	}
+	params := IndexedParams(resourceType)
+	plan := &keyPlan{params: params, unionOf: make([][]int, len(params))}
+	parts := make([][]string, len(params))
 	for i, p := range params {
-		out[i] = indexKeysIn(p, res, s)
+		parts[i] = unionParts(p.Expression, resourceType)
+	}
+	for i, p := range params {
+		// Not dates: their order key is the first value's, which a
+		// union of keys cannot tell.
+		if p.Type == searchparam.TypeDate || len(parts[i]) < 2 {
+			continue
+		}
+		var of []int
+		for at := 0; at < len(parts[i]); {
+			best := -1
+			for j, q := range params {
+				if j == i || q.Type != p.Type || len(parts[j]) == 0 || len(parts[j]) >= len(parts[i]) ||
+					at+len(parts[j]) > len(parts[i]) || !slices.Equal(parts[j], parts[i][at:at+len(parts[j])]) {
+					continue
+				}
+				if best < 0 || len(parts[j]) > len(parts[best]) {
+					best = j
+				}
+			}
+			if best < 0 {
+				of = nil
+				break
+			}
+			of = append(of, best)
+			at += len(parts[best])
+		}
+		plan.unionOf[i] = of
+	}
+	// A parameter given by others is not itself a part of another.
+	for i, of := range plan.unionOf {
+		if slices.ContainsFunc(of, func(j int) bool { return plan.unionOf[j] != nil }) {
+			plan.unionOf[i] = nil
+		}
+	}
+	v, _ := keyPlans.LoadOrStore(resourceType, plan)
+	return v.(*keyPlan)
+}
+
+// unionParts returns the operands of the top-level unions of expr that
+// select resourceType (those of other types dropped, as
+// fhirpath.Expr.ForType drops them), nil when one of them may select
+// something else (it starts with a lower-case name, Resource or
+// DomainResource) or the expression cannot be split so.
+func unionParts(expr, resourceType string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i := 0; i <= len(expr); i++ {
+		if i < len(expr) {
+			switch expr[i] {
+			case '(', '[':
+				depth++
+				continue
+			case ')', ']':
+				depth--
+				continue
+			case '\'', '"', '`':
+				return nil
+			case '|':
+				if depth == 0 {
+					break
+				}
+				continue
+			default:
+				continue
+			}
+		}
+		part := strings.TrimSpace(expr[start:i])
+		start = i + 1
+		name := strings.TrimLeft(part, "( ")
+		if end := strings.IndexAny(name, ". )"); end >= 0 {
+			name = name[:end]
+		}
+		switch {
+		case name == resourceType:
+			out = append(out, part)
+		case name == "" || name == "Resource" || name == "DomainResource" || !unicode.IsUpper(rune(name[0])):
+			return nil
+		}
 	}
 	return out
 }
 
 // indexKeysIn is IndexKeys on res of shape s.
 func indexKeysIn(p *searchparam.Param, res map[string]any, s *resourceShape) [][]byte {
-	nodes := evaluateIn(p, res, s)
+	return keysOfNodes(p, evaluateIn(p, res, s))
+}
+
+// keysOfNodes returns the index values of p's values nodes.
+func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 	var out [][]byte
 	add := func(kind byte, v string) {
 		k := indexValue(kind, v)

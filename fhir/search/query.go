@@ -309,12 +309,19 @@ func evaluate(p *searchparam.Param, res map[string]any) []fhirpath.Node {
 
 // evaluateIn is evaluate on res of shape s.
 func evaluateIn(p *searchparam.Param, res map[string]any, s *resourceShape) []fhirpath.Node {
+	nodes, _ := evaluateErr(p, res, s)
+	return nodes
+}
+
+// evaluateErr is evaluateIn with the evaluation's error (nodes are then
+// nil).
+func evaluateErr(p *searchparam.Param, res map[string]any, s *resourceShape) ([]fhirpath.Node, error) {
 	if !s.mayHave(p, res) {
-		return nil
+		return nil, nil
 	}
 	nodes, err := p.Evaluate(res)
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	return nodes
+	return nodes, nil
 }

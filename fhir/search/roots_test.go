@@ -1,6 +1,7 @@
 package search
 
 import (
+	"bytes"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -14,28 +15,7 @@ import (
 // documents, every parameter of its type gives the same nodes with and
 // without the check.
 func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
-	var resources []map[string]any
-	bundles := testkit.Synthea(t)
-	ips, _ := filepath.Glob(testkit.FHIRPath(t, "realworld/ips/*.json"))
-	if len(ips) == 0 {
-		t.Fatal("no real-world IPS documents")
-	}
-	for _, f := range ips {
-		bundles[f] = testkit.ReadFile(t, f)
-	}
-	for _, raw := range bundles {
-		entries, _ := testkit.DecodeFHIR(t, raw)["entry"].([]any)
-		for _, e := range entries {
-			if res, ok := e.(map[string]any)["resource"].(map[string]any); ok {
-				resources = append(resources, res)
-				for _, c := range asList(res["contained"]) {
-					if cr, ok := c.(map[string]any); ok {
-						resources = append(resources, cr)
-					}
-				}
-			}
-		}
-	}
+	resources := sampleResources(t)
 	skipped, evaluated := 0, 0
 	for _, res := range resources {
 		typ, _ := res["resourceType"].(string)
@@ -74,6 +54,73 @@ func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
 	if parseRoots("Observation.descendants()", "Observation") != nil || parseRoots("CarePlan.subject", "Observation") != nil ||
 		parseRoots("Observation | Observation.component", "Observation") != nil {
 		t.Error("an expression not read by its roots must always be evaluated")
+	}
+}
+
+// sampleResources returns every resource (contained ones too) of the
+// Synthea Bundles and the real-world IPS documents.
+func sampleResources(t *testing.T) []map[string]any {
+	t.Helper()
+	var resources []map[string]any
+	bundles := testkit.Synthea(t)
+	ips, _ := filepath.Glob(testkit.FHIRPath(t, "realworld/ips/*.json"))
+	if len(ips) == 0 {
+		t.Fatal("no real-world IPS documents")
+	}
+	for _, f := range ips {
+		bundles[f] = testkit.ReadFile(t, f)
+	}
+	for _, raw := range bundles {
+		entries, _ := testkit.DecodeFHIR(t, raw)["entry"].([]any)
+		for _, e := range entries {
+			if res, ok := e.(map[string]any)["resource"].(map[string]any); ok {
+				resources = append(resources, res)
+				for _, c := range asList(res["contained"]) {
+					if cr, ok := c.(map[string]any); ok {
+						resources = append(resources, cr)
+					}
+				}
+			}
+		}
+	}
+	return resources
+}
+
+// ResourceKeys gives every parameter the keys IndexKeys gives it, also
+// those it takes as the union of other parameters' keys (an Observation's
+// combo-* parameters), on every sample resource and on Observations whose
+// components carry codes, quantities, concepts and absent reasons.
+func TestResourceKeysAreIndexKeys(t *testing.T) {
+	resources := sampleResources(t)
+	coding := func(code string) map[string]any {
+		return map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": code}}}
+	}
+	resources = append(resources,
+		map[string]any{"resourceType": "Observation", "status": "final", "code": coding("85354-9"),
+			"dataAbsentReason": coding("unknown"),
+			"component": []any{
+				map[string]any{"code": coding("8480-6"), "valueQuantity": map[string]any{"value": 120.0, "unit": "mm[Hg]"}},
+				map[string]any{"code": coding("85354-9"), "valueQuantity": map[string]any{"value": 120.0, "unit": "mm[Hg]"}},
+				map[string]any{"code": coding("8462-4"), "valueCodeableConcept": coding("LA1"), "dataAbsentReason": coding("unknown")},
+			}},
+		map[string]any{"resourceType": "Observation", "status": "final", "code": coding("1-1"), "valueCodeableConcept": coding("LA1"),
+			"component": []any{map[string]any{"code": coding("1-1"), "valueCodeableConcept": coding("LA2")}}},
+	)
+	unions := 0
+	for _, res := range resources {
+		typ, _ := res["resourceType"].(string)
+		got := ResourceKeys(typ, res)
+		for i, p := range IndexedParams(typ) {
+			if want := IndexKeys(p, res); !slices.EqualFunc(got[i], want, bytes.Equal) {
+				t.Errorf("%s %s: ResourceKeys %q, IndexKeys %q", typ, p.Code, got[i], want)
+			}
+			if keyPlanOf(typ).unionOf[i] != nil && len(got[i]) > 0 {
+				unions++
+			}
+		}
+	}
+	if unions == 0 {
+		t.Error("no parameter took its keys from others")
 	}
 }
 
