@@ -39,6 +39,7 @@ type options struct {
 	hapiN, hapiParallel             int
 	dbDir, writeProfile             string
 	writesOnly                      bool
+	only                            string
 	hapiJVM                         string
 	hapiWarmup                      int
 }
@@ -58,6 +59,7 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured searches and writes with indexes to this file")
 	flag.StringVar(&o.dbDir, "db", "", "keep the loaded record (without and with indexes) in this directory and reuse it in later runs (a changed index layout is rebuilt at Open); the measured writes go to copies")
 	flag.BoolVar(&o.writesOnly, "writesonly", false, "measure the writes only (no searches, no HAPI)")
+	flag.StringVar(&o.only, "only", "", "measure only the searches whose name contains this text (e.g. value-quantity), to profile one")
 	flag.StringVar(&o.writeProfile, "writeprofile", "", "write a CPU profile (PREFIX.cpu) and an allocation profile (PREFIX.alloc) of the measured writes of both modes")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -125,6 +127,9 @@ func measure(n int, fn func(i int) error) ([]time.Duration, error) {
 }
 
 func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0 // nothing measured (-writes 0)
+	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	i := int(float64(len(s)-1) * p)
@@ -163,6 +168,9 @@ func observations(rng *rand.Rand, patient string, n int, start time.Time, span t
 
 // observationsOf is observations of one code only ("" for the mix).
 func observationsOf(rng *rand.Rand, patient, only string, n int, start time.Time, span time.Duration) [][]byte {
+	if n <= 0 {
+		return nil // -writes 0 or -bulk 0: nothing to write
+	}
 	var out [][]byte
 	var entries []any
 	step := span / time.Duration(n)
@@ -404,6 +412,9 @@ func run(o options) error {
 	queries := searches(patient, family, end, pr.LastBatch, pr.AfterLastBatch)
 	if o.writesOnly {
 		queries = nil
+	}
+	if o.only != "" {
+		queries = slices.DeleteFunc(queries, func(q query) bool { return !strings.Contains(q.name, o.only) })
 	}
 	rows := make([]row, len(queries))
 	measureAll := func(s *server, runs int, set func(r *row, p50, p99 time.Duration)) error {
