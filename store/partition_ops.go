@@ -143,10 +143,12 @@ func (q *request) deletePartitionOp() error {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeRequired, "parameter id (valueInteger) is required")
 	}
 	var p partitionInfo
+	end := q.h.db.beginWrite(partitionKey(*id))
 	err = q.h.db.bolt.Update(func(tx *bolt.Tx) error {
 		p, err = deletePartition(tx, *id)
 		return err
 	})
+	end()
 	if err != nil {
 		return err
 	}

@@ -51,8 +51,10 @@ func (db *DB) view(key string, fn func(*ptx) error) error {
 }
 
 // update runs fn in a read-write transaction on partition key. bbolt commits
-// with fsync before update returns, so a nil error means durable.
+// with fsync before update returns, so a nil error means durable. The
+// partition's lazy search snapshots are placed first (beginWrite).
 func (db *DB) update(key string, fn func(*ptx) error) error {
+	defer db.beginWrite(key)()
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		b, err := openPartition(tx, key)
 		if err != nil {

@@ -378,15 +378,67 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 		count = min(max(plan.count, 0), maxPageSize)
 	}
 	self := q.base + path + queryString(plan.applied)
+	want := plan.offset + count
+	if plan.summaryCount {
+		want = 0
+	}
 
-	var refs refList
+	var (
+		total, offset, end int
+		page               []string // "Type/id" of the page's matches
+		searchID           string
+	)
+	writes, idle := q.h.db.writeState(q.part)
 	if err := q.h.db.view(q.part, func(p *ptx) error {
-		refs, err = runRefs(p, typ, plan, &q.unreadable)
+		if within == nil {
+			op, ok, err := orderedPage(p, typ, plan, want)
+			if err != nil {
+				return err
+			}
+			if ok {
+				total = op.total
+				offset = min(plan.offset, total)
+				end = min(offset+count, total, len(op.ids))
+				for _, id := range op.ids[min(offset, end):end] {
+					page = append(page, typ+"/"+id)
+				}
+				if !plan.summaryCount && (end < total || offset > 0) {
+					// Placed later, maybe in another goroutine: from a
+					// plan of its own.
+					query, eng := params.Encode(), q.h.engine
+					snap := &searchSnapshot{Partition: q.part, Kind: snapshotSearch, Type: typ, Query: query,
+						place: func(p *ptx) (refList, error) {
+							params, err := url.ParseQuery(query)
+							if err != nil {
+								return refList{}, fmt.Errorf("search snapshot query: %w", err)
+							}
+							plan, err := eng.plan(typ, params, false)
+							if err != nil {
+								return refList{}, err
+							}
+							return runRefs(p, typ, plan, nil)
+						}}
+					searchID, err = q.h.db.saveLazySnapshot(p, snap, total, writes, idle)
+				}
+				return err
+			}
+		}
+		refs, err := runRefs(p, typ, plan, &q.unreadable)
+		if err != nil {
+			return err
+		}
+		total = refs.Len()
+		offset = min(plan.offset, total)
+		end = min(offset+count, total)
+		page = refs.Slice(offset, end)
+		if !plan.summaryCount && (end < total || offset > 0) {
+			snap := &searchSnapshot{Partition: q.part, Kind: snapshotSearch, Type: typ, Query: params.Encode(), Refs: refs}
+			searchID, err = q.h.db.saveSnapshot(snap)
+		}
 		return err
 	}); err != nil {
 		return err
 	}
-	total := refs.Len()
 	b := q.newBundle("searchset")
 	b.Total = &total
 	b.Link = []outLink{{Relation: "self", URL: self}}
@@ -396,23 +448,13 @@ func (q *request) searchWithin(typ, path string, params url.Values, within func(
 		q.writeBundle(http.StatusOK, b)
 		return nil
 	}
-
-	offset := min(plan.offset, total)
-	end := min(offset+count, total)
-	if end < total || offset > 0 {
-		snap := &searchSnapshot{Partition: q.part, Kind: snapshotSearch, Type: typ, Query: params.Encode(), Refs: refs}
-		searchID, err := q.h.db.saveSnapshot(snap)
-		if err != nil {
-			return err
-		}
-		if end < total {
-			b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, snapshotSearch, end, count)})
-		}
-		if offset > 0 {
-			b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, snapshotSearch, max(offset-count, 0), count)})
-		}
+	if end < total {
+		b.Link = append(b.Link, outLink{Relation: "next", URL: q.snapshotLink(searchID, snapshotSearch, end, count)})
 	}
-	if err := q.fillPage(b, refs.Slice(offset, end), plan); err != nil {
+	if offset > 0 {
+		b.Link = append(b.Link, outLink{Relation: "previous", URL: q.snapshotLink(searchID, snapshotSearch, max(offset-count, 0), count)})
+	}
+	if err := q.fillPage(b, page, plan); err != nil {
 		return err
 	}
 	q.writeBundle(http.StatusOK, b)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
@@ -30,6 +32,16 @@ type searchSnapshot struct {
 	// "Type/id/version" for a history.
 	Refs    refList
 	Expires time.Time `json:"expires"`
+	// size is how many references the snapshot holds (or will hold,
+	// once placed): what maxSnapshotRefs counts.
+	size int
+	// A lazy snapshot (saveLazySnapshot) places its matches only when
+	// they are needed: ready is closed once Refs holds them (or err says
+	// why it cannot; nil ready: placed from the start), and place
+	// computes them in a transaction that sees what the search saw.
+	ready chan struct{}
+	place func(p *ptx) (refList, error)
+	err   error
 }
 
 // refList is an ordered list of references packed in one buffer: the
@@ -136,6 +148,55 @@ type snapshots struct {
 	refs  int      // references held by every snapshot together
 	// lastSweep is the last drop of expired snapshots.
 	lastSweep time.Time
+
+	// pending are the lazy snapshots of each partition not placed yet:
+	// nothing was written to the partition since their search read it.
+	// The next writer of the partition takes them (beginWrite) and
+	// places them in a read transaction begun before its own.
+	pending map[string][]*searchSnapshot
+	// writes counts the writes begun in each partition and writing those
+	// not ended: a search that saw no write in progress when it began and
+	// the same count when it registers its snapshot read what the
+	// partition still holds.
+	writes  map[string]uint64
+	writing map[string]int
+	// beginning counts the read transactions being begun to place a
+	// partition's snapshots: writes of the partition wait for them
+	// (cond, on mu) so that those transactions see what was pending.
+	// bbolt's Begin is never called with mu held: a search holds its
+	// read transaction while it takes mu, and a Begin may wait for every
+	// read transaction to end (a commit that grows the file).
+	beginning map[string]int
+	cond      *sync.Cond
+}
+
+// initLocked makes the maps and the condition; c.mu is held.
+func (c *snapshots) initLocked() {
+	if c.cond == nil {
+		c.byID = map[string]*searchSnapshot{}
+		c.pending = map[string][]*searchSnapshot{}
+		c.writes, c.writing, c.beginning = map[string]uint64{}, map[string]int{}, map[string]int{}
+		c.cond = sync.NewCond(&c.mu)
+	}
+}
+
+// beginReadLocked begins a read transaction that sees partition part as
+// it is now: no write of part begins before it has begun. c.mu is held
+// on entry and on return, released meanwhile.
+func (db *DB) beginReadLocked(part string) (*bolt.Tx, error) {
+	c := &db.snapshots
+	c.beginning[part]++
+	c.mu.Unlock()
+	tx, err := db.bolt.Begin(false)
+	c.mu.Lock()
+	if c.beginning[part]--; c.beginning[part] == 0 {
+		delete(c.beginning, part)
+	}
+	c.cond.Broadcast()
+	if err != nil {
+		return nil, fmt.Errorf("search snapshot: %w", err)
+	}
+	return tx, nil
 }
 
 // sweepInterval bounds how often saving a snapshot also drops expired ones.
@@ -155,25 +216,198 @@ func (db *DB) saveSnapshot(snap *searchSnapshot) (string, error) {
 	c := &db.snapshots
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byID == nil {
-		c.byID = map[string]*searchSnapshot{}
-	}
+	c.initLocked()
+	c.sweepLocked(now)
+	c.addLocked(id, snap)
+	return id, nil
+}
+
+// sweepLocked drops expired snapshots at most once per sweepInterval;
+// c.mu is held.
+func (c *snapshots) sweepLocked(now time.Time) {
 	if now.Sub(c.lastSweep) >= sweepInterval {
 		c.lastSweep = now
 		c.dropLocked(func(s *searchSnapshot) bool { return now.After(s.Expires) })
 	}
+}
+
+// addLocked keeps snap under id, dropping the oldest snapshots while the
+// snapshots hold more than maxSnapshotRefs references; c.mu is held.
+func (c *snapshots) addLocked(id string, snap *searchSnapshot) {
+	if snap.ready == nil {
+		snap.size = snap.Refs.Len()
+	}
 	c.byID[id] = snap
 	c.order = append(c.order, id)
-	c.refs += snap.Refs.Len()
+	c.refs += snap.size
 	for c.refs > maxSnapshotRefs && len(c.order) > 1 {
 		oldest := c.order[0]
 		c.order = c.order[1:]
 		if s := c.byID[oldest]; s != nil {
-			c.refs -= s.Refs.Len()
-			delete(c.byID, oldest)
+			c.forgetLocked(oldest, s)
 		}
 	}
+}
+
+// forgetLocked drops the snapshot s kept under id; c.mu is held.
+func (c *snapshots) forgetLocked(id string, s *searchSnapshot) {
+	c.refs -= s.size
+	delete(c.byID, id)
+	c.unpendLocked(s)
+}
+
+// unpendLocked takes s out of its partition's pending snapshots and
+// reports whether it was there; c.mu is held.
+func (c *snapshots) unpendLocked(s *searchSnapshot) bool {
+	list := c.pending[s.Partition]
+	i := slices.Index(list, s)
+	if i < 0 {
+		return false
+	}
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
+		delete(c.pending, s.Partition)
+	} else {
+		c.pending[s.Partition] = list
+	}
+	return true
+}
+
+// writeState returns how many writes of partition part have begun and
+// whether none is in progress: what a search that may save a lazy
+// snapshot notes before it begins its read transaction.
+func (db *DB) writeState(part string) (writes uint64, idle bool) {
+	c := &db.snapshots
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.initLocked()
+	return c.writes[part], c.writing[part] == 0
+}
+
+// saveLazySnapshot keeps snap, a search's snapshot whose matches are not
+// placed yet, under a fresh random id; p is the search's read
+// transaction, still open, and writes and idle what writeState said
+// before it began. When a write of the partition began since (or was in
+// progress then), what p reads may already be gone by the time the
+// snapshot is used: its matches are placed now, in p. Else the snapshot
+// waits in the partition's pending ones until its pages are asked for
+// (placeSnapshot) or the partition's next writer places it (beginWrite).
+func (db *DB) saveLazySnapshot(p *ptx, snap *searchSnapshot, size int, writes uint64, idle bool) (string, error) {
+	now := db.clock()
+	snap.Expires = now.Add(snapshotTTL)
+	snap.size = size
+	snap.ready = make(chan struct{})
+	id := newID()
+	c := &db.snapshots
+	c.mu.Lock()
+	c.initLocked()
+	if !idle || c.writes[snap.Partition] != writes || c.writing[snap.Partition] != 0 {
+		c.mu.Unlock()
+		fill(snap, p)
+		if snap.err != nil {
+			return "", snap.err
+		}
+		c.mu.Lock()
+	} else {
+		c.pending[snap.Partition] = append(c.pending[snap.Partition], snap)
+	}
+	defer c.mu.Unlock()
+	c.sweepLocked(now)
+	c.addLocked(id, snap)
 	return id, nil
+}
+
+// fill places the matches of the lazy snapshot snap in p and marks it
+// ready.
+func fill(snap *searchSnapshot, p *ptx) {
+	snap.Refs, snap.err = snap.place(p)
+	if snap.err == nil && snap.Refs.Len() != snap.size {
+		snap.err = fmt.Errorf("search snapshot: %d matches placed, %d counted", snap.Refs.Len(), snap.size)
+	}
+	close(snap.ready)
+}
+
+// beginWrite is called before a write transaction of partition part
+// begins; the write calls the function it returns once it has ended. The
+// partition's pending snapshots are placed in a read transaction begun
+// here, before the write's, so they see what their searches saw; they
+// are placed in the background, and their pages wait for them.
+func (db *DB) beginWrite(part string) (end func()) {
+	c := &db.snapshots
+	c.mu.Lock()
+	c.initLocked()
+	for c.beginning[part] > 0 {
+		c.cond.Wait()
+	}
+	c.writes[part]++
+	c.writing[part]++
+	taken := c.pending[part]
+	delete(c.pending, part)
+	var tx *bolt.Tx
+	var err error
+	if len(taken) > 0 {
+		tx, err = db.beginReadLocked(part)
+	}
+	c.mu.Unlock()
+	end = func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.writing[part]--; c.writing[part] == 0 {
+			delete(c.writing, part)
+		}
+	}
+	if len(taken) == 0 {
+		return end
+	}
+	if err != nil {
+		for _, s := range taken {
+			s.err = err
+			close(s.ready)
+		}
+		return end
+	}
+	go db.fillIn(tx, part, taken)
+	return end
+}
+
+// fillIn places the lazy snapshots snaps of partition part in the read
+// transaction tx, then ends it.
+func (db *DB) fillIn(tx *bolt.Tx, part string, snaps []*searchSnapshot) {
+	defer func() { _ = tx.Rollback() }()
+	b, err := openPartition(tx, part)
+	for _, s := range snaps {
+		if err != nil {
+			s.err = err
+			close(s.ready)
+			continue
+		}
+		fill(s, &ptx{tx: tx, part: b, key: part, now: db.clock(), noIndex: db.noIndex, cache: &db.overlays})
+	}
+}
+
+// placeSnapshot waits until the matches of snap are placed; a lazy
+// snapshot still pending is placed here, in a read transaction begun
+// while no write of its partition can begin.
+func (db *DB) placeSnapshot(snap *searchSnapshot) error {
+	if snap.ready == nil {
+		return nil
+	}
+	c := &db.snapshots
+	c.mu.Lock()
+	if c.unpendLocked(snap) {
+		tx, err := db.beginReadLocked(snap.Partition)
+		c.mu.Unlock()
+		if err != nil {
+			snap.err = err
+			close(snap.ready)
+		} else {
+			db.fillIn(tx, snap.Partition, []*searchSnapshot{snap})
+		}
+	} else {
+		c.mu.Unlock()
+	}
+	<-snap.ready
+	return snap.err
 }
 
 // dropLocked deletes the snapshots for which doomed is true; c.mu is held.
@@ -185,8 +419,7 @@ func (c *snapshots) dropLocked(doomed func(*searchSnapshot) bool) {
 			continue
 		}
 		if doomed(s) {
-			c.refs -= s.Refs.Len()
-			delete(c.byID, id)
+			c.forgetLocked(id, s)
 			continue
 		}
 		kept = append(kept, id)
@@ -212,6 +445,9 @@ func (db *DB) loadSnapshot(id, part string) (*searchSnapshot, error) {
 	c.mu.Unlock()
 	if snap == nil || snap.Partition != part || db.clock().After(snap.Expires) {
 		return nil, fhir.Errorf(http.StatusGone, fhir.CodeNotFound, "Search ID %q does not exist and may have expired", id)
+	}
+	if err := db.placeSnapshot(snap); err != nil {
+		return nil, err
 	}
 	return snap, nil
 }
