@@ -278,6 +278,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("pfr: upstream module %T is not an HTTP handler", mod)
 	}
 	g.upstream = up
+	idleReads(up)
 	if _, embedded := up.(*Store); embedded && g.State.cluster() {
 		return fmt.Errorf("pfr: %w", errStoreInCluster)
 	}

@@ -1,12 +1,18 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // Defaults of UpstreamTimeouts.
@@ -40,6 +46,8 @@ type UpstreamTimeouts struct {
 	// the deadline runs from the connection's last read, also while it
 	// waits idle in the pool, and a GET whose connection fails that way is
 	// sent again, so an equal value doubles the wait for a hung upstream.
+	// The gateway enforces it with one timer per connection, not with
+	// Caddy's deadline before every read (docs/upstreams.md).
 	// Default: `60s`.
 	Read caddy.Duration `json:"read,omitempty"`
 
@@ -169,4 +177,96 @@ func parseUpstreamTimeouts(d *caddyfile.Dispenser, g *Gateway) error {
 		}
 	}
 	return nil
+}
+
+// idleReads replaces, on a provisioned reverse_proxy whose HTTP transport
+// has a read timeout (the gateway's default `upstream_timeouts.read`, or
+// the transport's own `read_timeout`), Caddy's way of enforcing it — a
+// SetReadDeadline before every read of the upstream connection, which
+// moves a runtime timer each time: a few microseconds a read, a dozen
+// reads a search page — with one timer per connection that only looks at
+// when the last read began (idleReadConn). What a client sees is the same:
+// a read that waits longer than the timeout fails as past a deadline, also
+// while the connection waits idle in the pool. It reports whether it did;
+// transports it cannot reach whole (a custom TLS dialer, h2c, HTTP/3, a
+// write timeout) keep Caddy's way.
+func idleReads(up caddyhttp.MiddlewareHandler) bool {
+	h, ok := up.(*reverseproxy.Handler)
+	if !ok {
+		return false
+	}
+	ht, ok := h.Transport.(*reverseproxy.HTTPTransport)
+	if !ok || ht.Transport == nil || ht.ReadTimeout <= 0 || ht.WriteTimeout > 0 {
+		return false
+	}
+	rt := ht.Transport
+	if rt.DialContext == nil || rt.DialTLSContext != nil {
+		return false
+	}
+	for _, v := range ht.Versions {
+		if v != "1.1" && v != "2" {
+			return false
+		}
+	}
+	timeout, dial := time.Duration(ht.ReadTimeout), rt.DialContext
+	// Caddy's dialer reads the field when it dials: with none, it wraps
+	// nothing, and this wrapper enforces the timeout instead.
+	ht.ReadTimeout = 0
+	rt.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tcp, ok := conn.(*net.TCPConn); ok {
+			return newIdleReadConn(tcp, timeout), nil
+		}
+		return conn, nil
+	}
+	return true
+}
+
+// idleReadConn fails a read of the connection that has waited longer than
+// timeout, as a read deadline set when it began would: each Read notes
+// when it began (a clock read and an atomic store), and one timer per
+// connection, due when the latest read's deadline would pass, cuts the
+// connection's reads if no read began since (a deadline in the past), or
+// waits again until the newer read's deadline.
+type idleReadConn struct {
+	*net.TCPConn
+	timeout time.Duration
+	born    time.Time    // the connection's start, for a monotonic clock
+	began   atomic.Int64 // when the latest Read began, since born
+	timer   *time.Timer
+}
+
+func newIdleReadConn(c *net.TCPConn, timeout time.Duration) *idleReadConn {
+	ic := &idleReadConn{TCPConn: c, timeout: timeout, born: time.Now()}
+	ic.timer = time.AfterFunc(time.Duration(math.MaxInt64), ic.check)
+	ic.timer.Reset(timeout)
+	return ic
+}
+
+// Read notes when it began, then reads.
+func (c *idleReadConn) Read(b []byte) (int, error) {
+	c.began.Store(int64(time.Since(c.born)))
+	return c.TCPConn.Read(b)
+}
+
+// check runs when the latest read known at the timer's setting would be
+// past its deadline.
+func (c *idleReadConn) check() {
+	waited := time.Since(c.born) - time.Duration(c.began.Load())
+	if waited < c.timeout {
+		c.timer.Reset(c.timeout - waited)
+		return
+	}
+	// The read waiting since then (or the next one) fails with
+	// os.ErrDeadlineExceeded, a timeout, as with Caddy's deadline.
+	_ = c.TCPConn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// Close stops the timer and closes the connection.
+func (c *idleReadConn) Close() error {
+	c.timer.Stop()
+	return c.TCPConn.Close()
 }

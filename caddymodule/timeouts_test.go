@@ -1,12 +1,18 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // TestUpstreamTimeoutsCaddyfile: the block parses into the JSON config.
@@ -71,5 +77,116 @@ func TestTransportTimeouts(t *testing.T) {
 		if got := string(h["transport"]); got != c.want {
 			t.Errorf("%s: transport %s, want %s", c.in, got, c.want)
 		}
+	}
+}
+
+// TestIdleReadConn: a read that waits longer than the timeout fails as past
+// a deadline; reads that each wait less go on however long the connection
+// lives.
+func TestIdleReadConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	if server == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer server.Close()
+	const timeout = 400 * time.Millisecond
+	c := newIdleReadConn(raw.(*net.TCPConn), timeout)
+	defer c.Close()
+	// Flowing: a byte every tenth of the timeout, for three timeouts.
+	go func() {
+		for range 30 {
+			if _, err := server.Write([]byte{'x'}); err != nil {
+				return
+			}
+			time.Sleep(timeout / 10)
+		}
+	}()
+	buf := make([]byte, 1)
+	for i := range 30 {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("read %d of a flowing connection: %v", i, err)
+		}
+	}
+	// Stalled: nothing more comes.
+	start := time.Now()
+	_, err = c.Read(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a stalled read returned %v, want a timeout", err)
+	}
+	if waited := time.Since(start); waited < timeout/2 {
+		t.Errorf("a stalled read failed after %s, before its timeout of %s", waited, timeout)
+	}
+}
+
+// TestIdleReads: the reverse_proxy transport's read timeout moves from
+// Caddy's per-read deadline to idleReadConn where the transport dials
+// through DialContext alone, and stays Caddy's anywhere else.
+func TestIdleReads(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var d net.Dialer
+	handler := func(versions ...string) (*reverseproxy.Handler, *reverseproxy.HTTPTransport) {
+		ht := &reverseproxy.HTTPTransport{ReadTimeout: caddy.Duration(time.Minute), Versions: versions,
+			Transport: &http.Transport{DialContext: d.DialContext}}
+		return &reverseproxy.Handler{Transport: ht}, ht
+	}
+	h, ht := handler("1.1", "2")
+	if !idleReads(h) || ht.ReadTimeout != 0 {
+		t.Fatalf("not moved: read_timeout %v", ht.ReadTimeout)
+	}
+	conn, err := ht.Transport.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if ic, ok := conn.(*idleReadConn); !ok || ic.timeout != time.Minute {
+		t.Errorf("dialled %T, want an idleReadConn with the transport's timeout", conn)
+	}
+	for _, versions := range [][]string{{"h2c", "2"}, {"3"}} {
+		h, ht := handler(versions...)
+		if idleReads(h) || ht.ReadTimeout != caddy.Duration(time.Minute) {
+			t.Errorf("versions %v: moved", versions)
+		}
+	}
+	h, ht = handler()
+	ht.WriteTimeout = caddy.Duration(time.Minute)
+	if idleReads(h) {
+		t.Error("moved with a write timeout")
+	}
+	h, ht = handler()
+	ht.ReadTimeout = 0
+	if idleReads(h) {
+		t.Error("moved without a read timeout")
 	}
 }
