@@ -16,6 +16,11 @@ import (
 type replacer struct {
 	patterns []pattern // longest first
 	maxLen   int       // longest pattern
+	// hostFirst marks the bytes a pattern's host starts with (the byte
+	// after its "://" or ":\/\/"): a candidate whose host starts with
+	// another (a code system's http://loinc.org in a resource) is passed
+	// over without comparing it to every pattern.
+	hostFirst [256]bool
 }
 
 type pattern struct {
@@ -50,6 +55,11 @@ func newReplacer(bases []string, publicBase string) *replacer {
 	}
 	if len(rp.patterns) == 0 {
 		return nil
+	}
+	for _, p := range rp.patterns {
+		if i := hostStart(p.from); i < len(p.from) {
+			rp.hostFirst[p.from[i]] = true
+		}
 	}
 	sort.SliceStable(rp.patterns, func(i, j int) bool {
 		return len(rp.patterns[i].from) > len(rp.patterns[j].from)
@@ -122,9 +132,29 @@ const (
 	needMore            // a pattern may match, but more input is needed to know
 )
 
+// hostStart returns where the host of u, an http(s) URL spelt plainly or
+// with JSON's escaped slashes, starts; len(u) when u is too short to say,
+// or is no such URL.
+func hostStart(u []byte) int {
+	i := len(candidatePrefix)
+	if i < len(u) && u[i] == 's' {
+		i++
+	}
+	switch rest := u[min(i, len(u)):]; {
+	case bytes.HasPrefix(rest, []byte("://")):
+		return i + 3
+	case bytes.HasPrefix(rest, []byte(`:\/\/`)):
+		return i + 5
+	}
+	return len(u)
+}
+
 // matchAt judges buf, which starts at a candidate position. atEOF says that
 // no byte follows buf.
 func (rp *replacer) matchAt(buf []byte, atEOF bool) (int, matchState) {
+	if i := hostStart(buf); i < len(buf) && !rp.hostFirst[buf[i]] {
+		return -1, noMatch
+	}
 	for k, p := range rp.patterns {
 		n := len(p.from)
 		if len(buf) > n {

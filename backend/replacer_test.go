@@ -133,3 +133,31 @@ func TestCachedReplacer(t *testing.T) {
 		t.Errorf("second base not rewritten: %s", got)
 	}
 }
+
+// TestMatchAtHostFirst: passing over candidates by the first byte of
+// their host changes no verdict of matchAt.
+func TestMatchAtHostFirst(t *testing.T) {
+	rp := newReplacer([]string{"http://Upstream.example:8080/fhir", "https://[::1]/base"}, "https://john.pfr.example/fhir")
+	all := *rp
+	for c := range all.hostFirst {
+		all.hostFirst[c] = true // compares every candidate with every pattern
+	}
+	var candidates []string
+	for _, p := range rp.patterns {
+		from := string(p.from)
+		for n := len(candidatePrefix); n <= len(from); n++ {
+			candidates = append(candidates, from[:n], from[:n]+"/x", from[:n]+"2", from[:n]+`"`)
+		}
+	}
+	candidates = append(candidates, "http://loinc.org", `http:\/\/loinc.org`, "https://unitsofmeasure.org", "http", "https:", "https:/",
+		"http://", `http:\/`, "http://u", "httpx://upstream.example:8080/fhir", "http://upstream.example:8080/fhir/Patient/1")
+	for _, c := range candidates {
+		for _, atEOF := range []bool{false, true} {
+			k1, s1 := rp.matchAt([]byte(c), atEOF)
+			k2, s2 := all.matchAt([]byte(c), atEOF)
+			if k1 != k2 || s1 != s2 {
+				t.Errorf("%q (atEOF %v): %d %v, without passing over %d %v", c, atEOF, k1, s1, k2, s2)
+			}
+		}
+	}
+}
