@@ -102,6 +102,10 @@ func eventKey(recordID string, st []byte) []byte {
 	return append(recordPrefix(recordID), st...)
 }
 
+// eventSizeHint is about the size of an event as stored, for sizing a
+// batch's buffer.
+const eventSizeHint = 256
+
 // boltTx is the log's view of one kv transaction (bbolt or PostgreSQL).
 type boltTx struct{ tx kv.Tx }
 
@@ -136,8 +140,10 @@ func (t boltTx) add(events []Event) (map[string]uint64, error) {
 	added := make(map[string]uint64)
 	// Every event's JSON in one buffer: a value must stay unchanged until
 	// the transaction ends, so each is a full slice of what was appended
-	// (a buffer outgrown is left as it is, not reused).
-	var enc []byte
+	// (a buffer outgrown is left as it is, not reused). Sized for the
+	// batch at once (an event is about 200 bytes), so that a batch of
+	// thousands does not regrow it a dozen times.
+	enc := make([]byte, 0, len(events)*eventSizeHint)
 	for _, e := range events {
 		seq, err := t.b(bucketEvents).NextSequence()
 		if err != nil {
