@@ -139,7 +139,11 @@ func (p *ptx) reindexEntries(typ, id string, old []byte, entries func() []indexE
 
 // foldKeys waits for the index keys p.keys computes and folds them into
 // p.pending, in the order the changes were made: the last change of a
-// key wins, as if each was applied in turn.
+// key wins, as if each was applied in turn. The keys of a resource that
+// only adds keys, of a type with no other change pending, go to p.added
+// instead (a transaction creating many resources: no set of its keys to
+// build, only a list to sort); a later change of the type moves them
+// into p.pending first.
 func (p *ptx) foldKeys() {
 	if p.keys == nil {
 		return
@@ -149,12 +153,17 @@ func (p *ptx) foldKeys() {
 	if p.pending == nil {
 		p.pending = map[string]map[string]bool{}
 	}
+	if p.added == nil {
+		p.added = map[string][]string{}
+	}
+	seen := make(map[string]bool, len(jobs)) // type 0x00 id of the added
 	for _, j := range jobs {
-		m := p.pending[j.typ]
-		if m == nil {
-			m = make(map[string]bool, len(jobs)*len(j.added))
-			p.pending[j.typ] = m
+		if m := p.pending[j.typ]; m == nil && len(j.removed) == 0 && !seen[j.typ+"\x00"+j.id] {
+			seen[j.typ+"\x00"+j.id] = true
+			p.added[j.typ] = append(p.added[j.typ], j.added...)
+			continue
 		}
+		m := p.pendingOf(j.typ)
 		for _, k := range j.removed {
 			m[k] = false
 		}
@@ -162,6 +171,21 @@ func (p *ptx) foldKeys() {
 			m[k] = true
 		}
 	}
+}
+
+// pendingOf returns the set of typ's pending changes, with the keys only
+// added (p.added) moved into it.
+func (p *ptx) pendingOf(typ string) map[string]bool {
+	m := p.pending[typ]
+	if m == nil {
+		m = make(map[string]bool, len(p.added[typ]))
+		p.pending[typ] = m
+	}
+	for _, k := range p.added[typ] {
+		m[k] = true
+	}
+	delete(p.added, typ)
+	return m
 }
 
 // keyJob is the index work of one reindex: the keys of typ/id to remove
@@ -306,14 +330,14 @@ func (w *keyWork) stop() {
 // sticks: the transaction fails with it (update).
 func (p *ptx) flushIndex() error {
 	p.foldKeys()
-	if p.indexErr != nil || len(p.pending) == 0 {
+	if p.indexErr != nil || len(p.pending) == 0 && len(p.added) == 0 {
 		return p.indexErr
 	}
 	if err := p.writePending(); err != nil {
 		p.indexErr = err
 		return err
 	}
-	p.pending, p.overlays = nil, nil
+	p.pending, p.added, p.overlays = nil, nil, nil
 	return nil
 }
 
@@ -322,6 +346,9 @@ func (p *ptx) writePending() error {
 	for _, m := range p.pending {
 		n += len(m)
 	}
+	for _, keys := range p.added {
+		n += len(keys)
+	}
 	lb := p.part.Bucket(bucketIndexLog)
 	logged := 0
 	if lb != nil {
@@ -329,6 +356,12 @@ func (p *ptx) writePending() error {
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			count, _ := binary.Uvarint(v)
 			logged += int(count)
+		}
+	}
+	if lb != nil || !p.noLog && n <= maxLogCommit && logged+n <= maxLogKeys {
+		// The log's records and merge work on sets.
+		for _, typ := range slices.Collect(maps.Keys(p.added)) {
+			p.pendingOf(typ)
 		}
 	}
 	if !p.noLog && n <= maxLogCommit && logged+n <= maxLogKeys {
@@ -383,13 +416,26 @@ func (p *ptx) writePending() error {
 		}
 		p.logWritten = true
 	}
-	for _, typ := range slices.Sorted(maps.Keys(changes)) {
+	types := slices.Collect(maps.Keys(changes))
+	for typ := range p.added { // after the log's merge: none when it had some
+		if _, ok := changes[typ]; !ok {
+			types = append(types, typ)
+		}
+	}
+	slices.Sort(types)
+	for _, typ := range types {
 		m := changes[typ]
 		ib, err := nestedBucket(p.part, bucketIndex, typ)
 		if err != nil {
 			return err
 		}
-		keys := slices.Sorted(maps.Keys(m))
+		var keys []string
+		if m != nil {
+			keys = slices.Sorted(maps.Keys(m))
+		} else { // only added, each once
+			keys = p.added[typ]
+			slices.Sort(keys)
+		}
 		size := 0
 		for _, k := range keys {
 			size += len(k)
@@ -400,7 +446,7 @@ func (p *ptx) writePending() error {
 		for _, k := range keys {
 			buf = append(buf, k...)
 			key := buf[len(buf)-len(k):]
-			if m[k] {
+			if m == nil || m[k] {
 				err = ib.Put(key, nil)
 			} else {
 				err = ib.Delete(key)

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"path/filepath"
@@ -714,4 +715,73 @@ func TestKeyWorkFoldsInOrder(t *testing.T) {
 	}()
 	w.finish()
 	t.Fatal("finish did not re-raise the computation's panic")
+}
+
+// A transaction that creates resources folds their keys without a set
+// (ptx.added) until it changes one of them again: updating and deleting
+// resources it created, in transactions small enough for the index log
+// and too large for it, leaves the index holding exactly the keys of the
+// current resources.
+func TestIndexAfterCreateThenChange(t *testing.T) {
+	for _, n := range []int{5, maxLogCommit} {
+		db := openSteppingDB(t)
+		obs := func(code string) resource {
+			return resource{"resourceType": "Observation", "status": "final",
+				"code": map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": code}}}}
+		}
+		err := db.update(defaultPartitionKey, func(p *ptx) error {
+			recs := map[string]*record{}
+			for i := range n {
+				id := fmt.Sprint("o", i)
+				rec, err := p.write("Observation", id, obs("1-1"), nil)
+				if err != nil {
+					return err
+				}
+				recs[id] = rec
+			}
+			if _, err := p.write("Observation", "o1", obs("2-2"), recs["o1"]); err != nil {
+				return err
+			}
+			if _, err := p.write("Observation", "o2", nil, recs["o2"]); err != nil {
+				return err
+			}
+			_, err := p.write("Observation", "new", obs("3-3"), nil)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.view(defaultPartitionKey, func(p *ptx) error {
+			want := map[string]bool{}
+			if err := p.scanCurrent("Observation", func(id string, raw []byte) error {
+				for _, k := range entryKeys(entriesOf("Observation", raw), id) {
+					want[k] = true
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			ix, err := p.indexBucket("Observation")
+			if err != nil {
+				return err
+			}
+			got := map[string]bool{}
+			c := ix.cursor()
+			for k := c.Seek(nil); k != nil; k = c.Next() {
+				got[string(k)] = true
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("n=%d: the index holds %d keys, the resources %d", n, len(got), len(want))
+				for k := range got {
+					if !want[k] {
+						t.Errorf("n=%d: stale key %q", n, k)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -25,6 +25,9 @@ type ptx struct {
 	// them.
 	pending  map[string]map[string]bool
 	indexErr error
+	// added holds, by type, index keys only added, each once, of types
+	// not in pending (foldKeys): they are written as pending ones are.
+	added map[string][]string
 	// keys computes the index keys of the writes not yet in pending
 	// (keyWork).
 	keys *keyWork
