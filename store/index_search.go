@@ -126,6 +126,10 @@ func (s *rangeScan) collect(n int) bool {
 		if !ok {
 			break
 		}
+		if len(s.buf)+len(id) > cap(s.buf) {
+			// Doubled (append grows a large slice by a quarter).
+			s.buf = slices.Grow(s.buf, max(len(id), cap(s.buf)))
+		}
 		s.buf = append(s.buf, id...)
 		s.ends = append(s.ends, len(s.buf))
 		s.exact = append(s.exact, exact)
@@ -144,8 +148,8 @@ func (s *rangeScan) mark(i int32, exact bool) {
 
 // candidates are the driver's ids while the other filters narrow them.
 type candidates struct {
-	ids   []string
-	index map[string]int32
+	ids   []string // index.ids
+	index *idSet
 	alive []bool
 	sure  []bool // found through Exact ranges of every filter so far
 	n     int    // how many are alive
@@ -214,7 +218,7 @@ func lookupRanges(ib *indexView, tag byte, param string, ranges []search.KeyRang
 func (s *rangeScan) lookupSorted(ib *indexView, cs *candidates, order []int32) {
 	if s.param == "_id" {
 		for _, r := range s.lookups {
-			if ci, ok := cs.index[search.IDOfRange(r)]; ok {
+			if ci, ok := cs.index.lookupString(search.IDOfRange(r)); ok {
 				s.mark(ci, true)
 			}
 		}
@@ -262,6 +266,62 @@ func (s *rangeScan) lookupSorted(ib *indexView, cs *candidates, order []int32) {
 			}
 		}
 	}
+}
+
+// joinKeys bounds the keys joinValues reads for n candidates: 16 per
+// candidate (a key read in order and a hash probe cost a small fraction
+// of a lookup in id order, which also needs the candidates sorted by
+// id). A variable for tests.
+var joinKeys = func(n int) int { return 16*n + indexScanChunk }
+
+// joinValues marks in s.found the candidates that have a key in one of
+// s.lookups (single values) by walking each value's keys and looking
+// their ids up among the candidates; it reports false, leaving what it
+// marked, once it has read more than maxKeys keys (the values have many
+// more keys than there are candidates: lookupSorted is then cheaper).
+func (s *rangeScan) joinValues(ib *indexView, cs *candidates, maxKeys int) bool {
+	if s.param == "_id" {
+		return false // ids, not index keys: lookupSorted takes them
+	}
+	c := keysOf(ib)
+	read := 0
+	var prefix []byte
+	for _, r := range s.lookups {
+		v, _ := exactValue(r)
+		prefix = append(append(append(prefix[:0], s.tag), v...), 0)
+		for k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
+			if read++; read > maxKeys {
+				return false
+			}
+			if ci, ok := cs.index.lookup(k[len(prefix):]); ok && cs.alive[ci] {
+				s.mark(ci, r.Exact)
+			}
+		}
+	}
+	return true
+}
+
+// inIDOrder returns the alive candidates in id order.
+func (cs *candidates) inIDOrder() []int32 {
+	type idAt struct {
+		id string
+		i  int32
+	}
+	alive := make([]idAt, 0, cs.n)
+	for i, id := range cs.ids {
+		if cs.alive[i] {
+			alive = append(alive, idAt{id, int32(i)})
+		}
+	}
+	byID := func(a, b idAt) int { return strings.Compare(a.id, b.id) }
+	if !slices.IsSortedFunc(alive, byID) { // one value's keys come in id order
+		slices.SortFunc(alive, byID)
+	}
+	order := make([]int32, len(alive))
+	for j, a := range alive {
+		order[j] = a.i
+	}
+	return order
 }
 
 // lookupSteps is how many keys a lookup first steps forward before it
@@ -338,19 +398,21 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		}
 	}
 	d := scans[driver]
-	cs := &candidates{index: make(map[string]int32, len(d.ends))}
+	cs := &candidates{index: newIDSet(len(d.ends))}
+	// One string holds every id read: the candidates are its pieces, not
+	// one allocation each.
+	all := string(d.buf)
 	start := 0
 	for j, end := range d.ends {
-		id := d.buf[start:end]
+		id := all[start:end]
 		start = end
-		if i, ok := cs.index[string(id)]; ok {
+		if i, added := cs.index.addString(id); !added {
 			cs.sure[i] = cs.sure[i] || d.exact[j]
 			continue
 		}
-		cs.index[string(id)] = int32(len(cs.ids))
-		cs.ids = append(cs.ids, string(id))
 		cs.sure = append(cs.sure, d.exact[j])
 	}
+	cs.ids = cs.index.ids
 	cs.n = len(cs.ids)
 	cs.alive = make([]bool, cs.n)
 	for i := range cs.alive {
@@ -371,7 +433,7 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		s.found = make([]uint8, len(cs.ids))
 		start := 0
 		for j, end := range s.ends {
-			if ci, ok := cs.index[string(s.buf[start:end])]; ok {
+			if ci, ok := cs.index.lookup(s.buf[start:end]); ok {
 				s.mark(ci, s.exact[j])
 			}
 			start = end
@@ -405,7 +467,7 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 				if !ok {
 					break
 				}
-				if ci, ok := cs.index[string(id)]; ok {
+				if ci, ok := cs.index.lookup(id); ok {
 					s.mark(ci, exact)
 				}
 			}
@@ -417,21 +479,24 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		}
 		probing = still
 	}
-	// The candidates left, in id order.
-	order := make([]int32, 0, cs.n)
-	for i := range cs.ids {
-		if cs.alive[i] {
-			order = append(order, int32(i))
+	// The filters with few values: each value's keys are walked, its ids
+	// looked up among the candidates, while that reads few keys per
+	// candidate; else the candidates left are looked up in id order.
+	var order []int32
+	sorted := func() []int32 {
+		if order == nil {
+			order = cs.inIDOrder()
 		}
-	}
-	byID := func(a, b int32) int { return strings.Compare(cs.ids[a], cs.ids[b]) }
-	if !slices.IsSortedFunc(order, byID) { // one value's keys come in id order
-		slices.SortFunc(order, byID)
+		return order
 	}
 	for _, s := range lookup {
-		s.lookupSorted(ib, cs, order)
+		if !s.joinValues(ib, cs, joinKeys(cs.n)) {
+			s.lookupSorted(ib, cs, sorted())
+		}
 		cs.keep(func(i int) uint8 { return s.found[i] })
 	}
+	order = nil // the alive ones again, fewer
+	order = sorted()
 	updatedKeys := map[int64][][]byte{} // _lastUpdated keys by header time
 	records := p.records(typ)
 	for _, s := range headers {
@@ -548,7 +613,7 @@ func (p *ptx) orderedIDs(typ, param string, desc bool, prefix string, keep func(
 	// ascending and its runs of equal values put back to front.
 	idAt := len(missing) + 1
 	inRange := func(k []byte) bool { return len(k) > idAt && k[0] == tag && k[1] == lo[1] }
-	out := refListBuilder{prefix: prefix, buf: make([]byte, 0, 1<<16)}
+	out := refListBuilder{prefix: prefix, buf: make([]byte, 0, 1<<16), spans: make([]refSpan, 0, max(want, 0))}
 	var ties []refSpan // descending: runs of equal values (first, end)
 	var value []byte
 	runStart := 0

@@ -387,6 +387,22 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	ixCompare(t, db, queries)
 }
 
+// The candidates of a filter with few values are the same whether its
+// values' keys are walked (joinValues) or the candidates looked up in id
+// order (lookupSorted), or the walk gives up half-way.
+func TestIndexLookupsAgree(t *testing.T) {
+	db := openSteppingDB(t)
+	rng := rand.New(rand.NewPCG(14, 4))
+	ixData(t, db, rng, 240)
+	queries := ixQueries(rng, 400)
+	old := joinKeys
+	t.Cleanup(func() { joinKeys = old })
+	for _, budget := range []int{0, 1, 7} {
+		joinKeys = func(int) int { return budget }
+		ixCompare(t, db, queries)
+	}
+}
+
 // An existing database without indexes (or with another index version)
 // is indexed once at Open, with progress in the log.
 func TestIndexBuiltOnOpen(t *testing.T) {

@@ -134,6 +134,7 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) (refList, error
 	case err != nil:
 		return refList{}, err
 	case indexed:
+		hits = make([]searchHit, 0, len(ids))
 		for i, id := range ids {
 			// A candidate the index vouches for is a live resource
 			// (its keys go with it): its record is read only when its
@@ -222,12 +223,12 @@ const orderWalkPerHit = 256
 // from its index; ok is false when the index cannot give it or reading it
 // would cost more than decoding the hits.
 func orderByIndex(p *ptx, typ string, plan *searchPlan, hits []searchHit) (refList, bool, error) {
-	set := make(map[string]struct{}, len(hits))
+	set := newIDSet(len(hits))
 	for _, h := range hits {
-		set[h.id] = struct{}{}
+		set.addString(h.id)
 	}
 	keep := func(id []byte) bool {
-		_, in := set[string(id)]
+		_, in := set.lookup(id)
 		return in
 	}
 	return p.orderedIDs(typ, plan.orderParam, plan.orderDesc, typ+"/", keep, len(hits), orderWalkPerHit*len(hits))
