@@ -44,6 +44,12 @@ type ResponseRewriter struct {
 	// BufferLimit is the buffering threshold; set it before the first write.
 	// Zero means DefaultBufferLimit.
 	BufferLimit int
+	// Unbuffered, set before the first write, streams every rewritten body
+	// as it comes (as one past BufferLimit does) instead of holding it for
+	// its exact Content-Length: for a writer that holds the body itself
+	// and sends it with a length of its own (the gateway's response
+	// filter), so that the body is not held twice.
+	Unbuffered bool
 
 	w        http.ResponseWriter
 	rp       *replacer
@@ -97,7 +103,7 @@ func (rw *ResponseRewriter) WriteHeader(status int) {
 		return
 	}
 	declared, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
-	if err == nil && declared > int64(rw.limit()) {
+	if rw.Unbuffered || err == nil && declared > int64(rw.limit()) {
 		rw.startStreaming()
 	} else {
 		rw.buffered = true

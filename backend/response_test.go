@@ -345,3 +345,33 @@ func TestCommonFHIRJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestResponseRewriterUnbuffered: with Unbuffered, a body small enough to
+// be held streams instead (for a writer that holds it itself): the headers
+// leave at WriteHeader without a Content-Length, the rewritten bytes at
+// each write, and the body is the one a held rewrite gives.
+func TestResponseRewriterUnbuffered(t *testing.T) {
+	rec := newRecordingWriter()
+	rw := NewResponseRewriter(rec, []string{upBase}, testPublic)
+	rw.Unbuffered = true
+	body := searchset(upBase, 3)
+	h := rw.Header()
+	h.Set("Content-Type", "application/fhir+json;charset=UTF-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	rw.WriteHeader(http.StatusOK)
+	if rec.status != http.StatusOK || rec.sent.Get("Content-Length") != "" {
+		t.Fatalf("headers not sent at WriteHeader without a length: status %d, Content-Length %q", rec.status, rec.sent.Get("Content-Length"))
+	}
+	for i := 0; i < len(body); i += 7 {
+		_, _ = rw.Write([]byte(body[i:min(i+7, len(body))]))
+	}
+	if rec.written == 0 {
+		t.Error("nothing written before Close")
+	}
+	if err := rw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.ReplaceAll(body, upBase, testPublic); rec.body.String() != want {
+		t.Fatalf("body:\n got %s\nwant %s", rec.body.String(), want)
+	}
+}

@@ -371,6 +371,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, rq *request) {
 		sink = filter
 	}
 	rw := backend.NewResponseRewriter(sink, route.UpstreamBases, rq.base)
+	// A Bundle the filter judges is held by the filter (up to its limit)
+	// and sent with the length of what it keeps: the rewriter need not
+	// hold it too.
+	rw.Unbuffered = filter != nil && !filter.single
 	if in.verified() {
 		// Held whole and checked before anything reaches the client.
 		res, err := capture(rq.up, out, g.answerLimit(), 0)
