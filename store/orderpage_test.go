@@ -401,3 +401,47 @@ func TestBackKeysMergeTheLog(t *testing.T) {
 		}
 	}
 }
+
+// The same search run again while its snapshot is pending (nothing was
+// written since) shares it: one placement for both, and either's pages
+// stay what both saw when the older one is dropped and a write comes.
+func TestRepeatedSearchSharesItsPendingSnapshot(t *testing.T) {
+	s := newTestServer(t)
+	for i := range 6 {
+		s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", orderObs("http://loinc.org", false, fmt.Sprintf("2026-01-0%dT10:00:00Z", i+1)))
+	}
+	want := placeAll(t, s.db, "_sort=-date")
+	pending := func() int {
+		s.db.snapshots.mu.Lock()
+		defer s.db.snapshots.mu.Unlock()
+		return len(s.db.snapshots.pending["DEFAULT"])
+	}
+	first := s.must(http.StatusOK, "GET", "/fhir/Observation?_sort=-date&_count=2", "DEFAULT", nil).JSON(t)
+	second := s.must(http.StatusOK, "GET", "/fhir/Observation?_sort=-date&_count=2", "DEFAULT", nil).JSON(t)
+	other := s.must(http.StatusOK, "GET", "/fhir/Observation?_sort=date&_count=2", "DEFAULT", nil).JSON(t)
+	if n := pending(); n != 2 {
+		t.Fatalf("%d snapshots pending, want 2 (the repeated search shares one)", n)
+	}
+	// Only the newest search's snapshot fits: the older id goes, the
+	// snapshot it shares stays pending for the newer one.
+	defer func(n int) { maxSnapshotRefs = n }(maxSnapshotRefs)
+	maxSnapshotRefs = len(want)
+	s.must(http.StatusOK, "GET", "/fhir/Observation?_sort=-date&_count=2", "DEFAULT", nil)
+	expectOutcome(t, s.do("GET", linkOf(t, s, first, "next"), "DEFAULT", nil), http.StatusGone, "does not exist")
+	expectOutcome(t, s.do("GET", linkOf(t, s, other, "next"), "DEFAULT", nil), http.StatusGone, "does not exist")
+	if n := pending(); n != 1 {
+		t.Fatalf("%d snapshots pending, want 1", n)
+	}
+	_ = second
+	maxSnapshotRefs = 10 * len(want)
+	third := s.must(http.StatusOK, "GET", "/fhir/Observation?_sort=-date&_count=2", "DEFAULT", nil).JSON(t)
+	s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", orderObs("http://loinc.org", false, "2027-01-01T00:00:00Z"))
+	got, total := pageAll(t, s, linkOf(t, s, third, "next"), "DEFAULT", 10, nil)
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, str(r, "id"))
+	}
+	if total != float64(len(want)) || !slices.Equal(ids, want[2:]) {
+		t.Fatalf("pages after a write: %v (total %v), want %v", ids, total, want[2:])
+	}
+}

@@ -42,6 +42,10 @@ type searchSnapshot struct {
 	ready chan struct{}
 	place func(p *ptx) (refList, error)
 	err   error
+	// holders is how many search ids name the snapshot: the same search
+	// run again while its lazy snapshot is pending gets the same one
+	// (nothing was written since: the same matches).
+	holders int
 }
 
 // refList is an ordered list of references packed in one buffer: the
@@ -238,6 +242,7 @@ func (c *snapshots) addLocked(id string, snap *searchSnapshot) {
 		snap.size = snap.Refs.Len()
 	}
 	c.byID[id] = snap
+	snap.holders++
 	c.order = append(c.order, id)
 	c.refs += snap.size
 	for c.refs > maxSnapshotRefs && len(c.order) > 1 {
@@ -253,7 +258,9 @@ func (c *snapshots) addLocked(id string, snap *searchSnapshot) {
 func (c *snapshots) forgetLocked(id string, s *searchSnapshot) {
 	c.refs -= s.size
 	delete(c.byID, id)
-	c.unpendLocked(s)
+	if s.holders--; s.holders == 0 {
+		c.unpendLocked(s)
+	}
 }
 
 // unpendLocked takes s out of its partition's pending snapshots and
@@ -291,7 +298,8 @@ func (db *DB) writeState(part string) (writes uint64, idle bool) {
 // progress then), what p reads may already be gone by the time the
 // snapshot is used: its matches are placed now, in p. Else the snapshot
 // waits in the partition's pending ones until its pages are asked for
-// (placeSnapshot) or the partition's next writer places it (beginWrite).
+// (placeSnapshot) or the partition's next writer places it (beginWrite);
+// the same search pending already gives its snapshot instead.
 func (db *DB) saveLazySnapshot(p *ptx, snap *searchSnapshot, size int, writes uint64, idle bool) (string, error) {
 	now := db.clock()
 	snap.Expires = now.Add(snapshotTTL)
@@ -308,6 +316,14 @@ func (db *DB) saveLazySnapshot(p *ptx, snap *searchSnapshot, size int, writes ui
 			return "", snap.err
 		}
 		c.mu.Lock()
+	} else if i := slices.IndexFunc(c.pending[snap.Partition], func(s *searchSnapshot) bool {
+		return s.Kind == snap.Kind && s.Type == snap.Type && s.Query == snap.Query && !now.After(s.Expires)
+	}); i >= 0 {
+		// The same search, nothing written since: its snapshot, kept
+		// as long as the newer search's.
+		same := c.pending[snap.Partition][i]
+		same.Expires = snap.Expires
+		snap = same
 	} else {
 		c.pending[snap.Partition] = append(c.pending[snap.Partition], snap)
 	}
