@@ -226,16 +226,20 @@ func idleReads(up caddyhttp.MiddlewareHandler) bool {
 }
 
 // idleReadConn fails a read of the connection that has waited longer than
-// timeout, as a read deadline set when it began would: each Read notes
-// when it began (a clock read and an atomic store), and one timer per
-// connection, due when the latest read's deadline would pass, cuts the
-// connection's reads if no read began since (a deadline in the past), or
-// waits again until the newer read's deadline.
+// timeout, as a read deadline set when it began would: each Read notes when
+// it began and that it ended (a clock read and two atomic stores), and one
+// timer per connection, due when the pending read's deadline would pass,
+// cuts the connection's reads (a deadline in the past) if that read is
+// still waiting, or waits again: for the newer read's deadline, or a whole
+// timeout when no read is pending (time spent between reads, such as
+// waiting for a slow client, counts no more than with a deadline per read).
 type idleReadConn struct {
 	*net.TCPConn
 	timeout time.Duration
-	born    time.Time    // the connection's start, for a monotonic clock
-	began   atomic.Int64 // when the latest Read began, since born
+	born    time.Time // the connection's start, for a monotonic clock
+	// reading is 1 + when the pending Read began (since born), 0 when none
+	// is pending.
+	reading atomic.Int64
 	timer   *time.Timer
 }
 
@@ -246,23 +250,34 @@ func newIdleReadConn(c *net.TCPConn, timeout time.Duration) *idleReadConn {
 	return ic
 }
 
-// Read notes when it began, then reads.
+// Read notes when it began and that it ended, and reads.
 func (c *idleReadConn) Read(b []byte) (int, error) {
-	c.began.Store(int64(time.Since(c.born)))
-	return c.TCPConn.Read(b)
+	c.reading.Store(1 + int64(time.Since(c.born)))
+	n, err := c.TCPConn.Read(b)
+	c.reading.Store(0)
+	return n, err
 }
 
-// check runs when the latest read known at the timer's setting would be
-// past its deadline.
+// check runs when the read pending at the timer's setting would be past its
+// deadline.
 func (c *idleReadConn) check() {
-	waited := time.Since(c.born) - time.Duration(c.began.Load())
+	began := c.reading.Load()
+	if began == 0 {
+		c.timer.Reset(c.timeout) // no read pending: none can be late yet
+		return
+	}
+	waited := time.Since(c.born) - time.Duration(began-1)
 	if waited < c.timeout {
 		c.timer.Reset(c.timeout - waited)
 		return
 	}
-	// The read waiting since then (or the next one) fails with
-	// os.ErrDeadlineExceeded, a timeout, as with Caddy's deadline.
-	_ = c.TCPConn.SetReadDeadline(time.Unix(1, 0))
+	if c.reading.Load() == began {
+		// The read waiting since then (and any after it) fails with
+		// os.ErrDeadlineExceeded, a timeout, as with Caddy's deadline.
+		_ = c.TCPConn.SetReadDeadline(time.Unix(1, 0))
+		return
+	}
+	c.timer.Reset(c.timeout) // it ended just now
 }
 
 // Close stops the timer and closes the connection.

@@ -82,7 +82,7 @@ func TestTransportTimeouts(t *testing.T) {
 
 // TestIdleReadConn: a read that waits longer than the timeout fails as past
 // a deadline; reads that each wait less go on however long the connection
-// lives.
+// lives, and so does one after a pause between reads.
 func TestIdleReadConn(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -124,6 +124,15 @@ func TestIdleReadConn(t *testing.T) {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			t.Fatalf("read %d of a flowing connection: %v", i, err)
 		}
+	}
+	// A pause between reads longer than the timeout (a slow client, say)
+	// fails no read: only a read's own wait counts.
+	time.Sleep(2 * timeout)
+	if _, err := server.Write([]byte{'y'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || buf[0] != 'y' {
+		t.Fatalf("a read after a pause between reads: %q, %v", buf, err)
 	}
 	// Stalled: nothing more comes.
 	start := time.Now()
