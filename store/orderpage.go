@@ -168,12 +168,35 @@ func distinctIDs(ib *indexView, tag byte, values []search.KeyRange) int {
 	}
 }
 
-// countPrefix counts the keys of ib that start with prefix.
+// countPrefix counts the keys of ib that start with prefix: those of the
+// index bucket, read with bbolt's own cursor, corrected by the index
+// log's changes under prefix (a key the log adds that the bucket lacks,
+// one it removes that the bucket has), each looked up in the bucket. The
+// log holds few changes; merging it into every step of a count of 100 000
+// keys doubled the count's time.
 func countPrefix(ib *indexView, prefix []byte) int {
 	n := 0
-	c := keysOf(ib)
-	for k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
-		n++
+	var c *bolt.Cursor
+	if ib.b != nil {
+		c = ib.b.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+	}
+	i, _ := slices.BinarySearchFunc(ib.ov, prefix, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
+	for ; i < len(ib.ov) && bytes.HasPrefix(ib.ov[i].key, prefix); i++ {
+		e := ib.ov[i]
+		inBucket := false
+		if c != nil {
+			k, _ := c.Seek(e.key)
+			inBucket = bytes.Equal(k, e.key)
+		}
+		switch {
+		case e.present && !inBucket:
+			n++
+		case !e.present && inBucket:
+			n--
+		}
 	}
 	return n
 }

@@ -121,6 +121,16 @@ func TestOrderedPageAgreesWithRun(t *testing.T) {
 	}
 	s.must(http.StatusOK, "POST", "/fhir", "DEFAULT", txBundle("transaction", entries...))
 	checkOrderedPages(t, s.db, "indexed")
+	// Deletions and a changed date of resources in the index itself (the
+	// log removes their keys), then new ones only in the log.
+	indexed := placeAll(t, s.db, "_sort=date")
+	for _, id := range indexed[:3] {
+		s.must(http.StatusOK, "DELETE", "/fhir/Observation/"+id, "DEFAULT", nil)
+	}
+	moved := randomOrderObs(rng)
+	moved["id"] = indexed[10]
+	moved["effectiveDateTime"] = "2030-01-01T00:00:00Z"
+	s.must(http.StatusOK, "PUT", "/fhir/Observation/"+indexed[10], "DEFAULT", moved)
 	var ids []string
 	for range 20 {
 		b := s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", randomOrderObs(rng)).JSON(t)
