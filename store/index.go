@@ -746,39 +746,69 @@ func (ic *indexCursor) settle() []byte {
 // without writing and reading the JSON. ok is false for anything whose
 // round trip is not surely that (an invalid UTF-8 string becomes U+FFFD,
 // a number beyond float64 an error, another Go type); the caller then
-// decodes the JSON itself.
+// decodes the JSON itself. The parts of v that are already so (no
+// number to convert: most of a resource) are v's own, not copies: the
+// result is only to be read.
 func searchForm(v any) (out any, ok bool) {
-	switch v := v.(type) {
+	out, _, ok = searchFormOf(v)
+	return out, ok
+}
+
+// searchFormOf is searchForm; changed reports whether out is not v
+// itself.
+func searchFormOf(v any) (out any, changed, ok bool) {
+	// Unchanged parts are returned as v itself, not re-boxed.
+	switch x := v.(type) {
 	case nil, bool:
-		return v, true
+		return v, false, true
 	case string:
-		return v, utf8.ValidString(v)
+		return v, false, utf8.ValidString(x)
 	case json.Number:
-		f, err := strconv.ParseFloat(string(v), 64)
-		return f, err == nil
+		f, err := strconv.ParseFloat(string(x), 64)
+		return f, true, err == nil
 	case float64:
-		return v, !math.IsInf(v, 0) && !math.IsNaN(v)
+		return v, false, !math.IsInf(x, 0) && !math.IsNaN(x)
 	case map[string]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
+		var m map[string]any // a copy once an element changes
+		for k, e := range x {
 			if !utf8.ValidString(k) {
-				return nil, false
+				return nil, false, false
 			}
-			if m[k], ok = searchForm(e); !ok {
-				return nil, false
+			f, ch, ok := searchFormOf(e)
+			if !ok {
+				return nil, false, false
+			}
+			if ch {
+				if m == nil {
+					m = maps.Clone(x)
+				}
+				m[k] = f
 			}
 		}
-		return m, true
+		if m == nil {
+			return v, false, true
+		}
+		return m, true, true
 	case []any:
-		l := make([]any, len(v))
-		for i, e := range v {
-			if l[i], ok = searchForm(e); !ok {
-				return nil, false
+		var l []any
+		for i, e := range x {
+			f, ch, ok := searchFormOf(e)
+			if !ok {
+				return nil, false, false
+			}
+			if ch {
+				if l == nil {
+					l = slices.Clone(x)
+				}
+				l[i] = f
 			}
 		}
-		return l, true
+		if l == nil {
+			return v, false, true
+		}
+		return l, true, true
 	}
-	return nil, false
+	return nil, false, false
 }
 
 // entriesOfResource returns the index entries of res as written (its

@@ -314,6 +314,11 @@ func TestSearchFormIsTheDecodedJSON(t *testing.T) {
 			if !ok || !reflect.DeepEqual(got, any(want)) {
 				t.Fatalf("%s %s: searchForm gives %v (%v), decoding %v", name, res["resourceType"], got, ok, want)
 			}
+			// It shares what needs no change with res, and leaves res
+			// as it was.
+			if again, _ := encodeResource(res); !bytes.Equal(again, body) {
+				t.Fatalf("%s %s: searchForm changed the resource", name, res["resourceType"])
+			}
 			typ := res["resourceType"].(string)
 			if a, b := entriesOfResource(typ, res, body), entriesOf(typ, body); !reflect.DeepEqual(a, b) {
 				t.Fatalf("%s %s: entries %v, from the JSON %v", name, typ, a, b)
