@@ -67,8 +67,9 @@ var orderQueries = []string{
 	"code=http://loinc.org|8867-4&_sort=-date", "code=urn:other|8867-4&_sort=date",
 }
 
-// checkOrderedPages compares orderedPage with run for every order query
-// and several page ends: the same first matches, the same total.
+// checkOrderedPages compares orderedPage with run, and run with a scan,
+// for every order query and several page ends: the same first matches,
+// the same total.
 func checkOrderedPages(t *testing.T, db *DB, when string) {
 	t.Helper()
 	e := newSearchEngine()
@@ -82,6 +83,16 @@ func checkOrderedPages(t *testing.T, db *DB, when string) {
 			all, err := run(p, "Observation", plan, nil)
 			if err != nil {
 				return err
+			}
+			// And what a scan without the indexes finds.
+			p.noIndex = true
+			scanned, err := run(p, "Observation", plan, nil)
+			p.noIndex = false
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(all.bareAll(), scanned.bareAll()) {
+				t.Fatalf("%s: %s: the index places\n %v\nthe scan\n %v", when, query, all.bareAll(), scanned.bareAll())
 			}
 			for _, want := range []int{0, 1, 7, all.Len() / 2, all.Len(), all.Len() + 3} {
 				page, ok, err := orderedPage(p, "Observation", plan, want)
