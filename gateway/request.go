@@ -36,6 +36,8 @@ type request struct {
 	grants auth.Grants
 	// in is what the request asks for, once classified.
 	in interaction
+	// bases is owner's Bases, made once a request.
+	bases []string
 }
 
 // own is the request of the gateway's own work on rec, on behalf of the
@@ -46,7 +48,10 @@ func own(r *http.Request, up Upstream, rec *tenancy.Record, base string) *reques
 
 // owner is who the record's writes must belong to.
 func (rq *request) owner() fhir.Owner {
-	return fhir.Owner{PatientID: rq.rec.PatientID, Bases: []string{rq.base}}
+	if rq.bases == nil {
+		rq.bases = []string{rq.base}
+	}
+	return fhir.Owner{PatientID: rq.rec.PatientID, Bases: rq.bases}
 }
 
 // target is the record's partition, as the backend maps it upstream.

@@ -64,14 +64,21 @@ func scopeQuick(grants auth.Grants) func(typ string) (keep, decided bool) {
 
 // both keeps what every non-nil keep function keeps.
 func both(keeps ...func(map[string]any) bool) func(map[string]any) bool {
-	var set []func(map[string]any) bool
+	var only func(map[string]any) bool
+	n := 0
+	for _, k := range keeps {
+		if k != nil {
+			only, n = k, n+1
+		}
+	}
+	if n <= 1 {
+		return only // nil or the one rule: nothing to combine (the usual request)
+	}
+	set := make([]func(map[string]any) bool, 0, n)
 	for _, k := range keeps {
 		if k != nil {
 			set = append(set, k)
 		}
-	}
-	if len(set) == 0 {
-		return nil
 	}
 	return func(res map[string]any) bool {
 		for _, k := range set {
