@@ -152,7 +152,11 @@ func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
 	s := shapeOf(res)
 	for i, p := range plan.params {
 		if plan.unionOf[i] == nil {
-			nodes, err := evaluateErr(p, res, s)
+			roots, expr := plan.roots[i], plan.exprs[i]
+			if s.typ != resourceType { // what the plan is not for
+				roots, expr = rootsOf(p, s.typ), nil
+			}
+			nodes, err := evaluatePlanned(p, roots, expr, res, s)
 			out[i], failed[i] = keysOfNodes(p, nodes), err != nil
 		}
 	}
@@ -182,6 +186,11 @@ func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
 type keyPlan struct {
 	params  []*searchparam.Param
 	unionOf [][]int
+	// roots[i] and exprs[i] are rootsOf(params[i]) and the expression
+	// params[i].Evaluate evaluates on a resource of the type (nil when
+	// it does not compile: Evaluate then says why).
+	roots [][]root
+	exprs []*fhirpath.Expr
 }
 
 var keyPlans sync.Map // resource type → *keyPlan
@@ -192,10 +201,15 @@ func keyPlanOf(resourceType string) *keyPlan {
 		return v.(*keyPlan)
 	}
 	params := IndexedParams(resourceType)
-	plan := &keyPlan{params: params, unionOf: make([][]int, len(params))}
+	plan := &keyPlan{params: params, unionOf: make([][]int, len(params)),
+		roots: make([][]root, len(params)), exprs: make([]*fhirpath.Expr, len(params))}
 	parts := make([][]string, len(params))
 	for i, p := range params {
 		parts[i] = unionParts(p.Expression, resourceType)
+		plan.roots[i] = rootsOf(p, resourceType)
+		if e, err := p.Compiled(); err == nil {
+			plan.exprs[i] = e.ForType(resourceType)
+		}
 	}
 	for i, p := range params {
 		// Not dates: their order key is the first value's, which a
@@ -286,6 +300,8 @@ func indexKeysIn(p *searchparam.Param, res map[string]any, s *resourceShape) [][
 // keysOfNodes returns the index values of p's values nodes.
 func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 	var out [][]byte
+	var sortBy time.Time // a date's sort value, when sorted
+	sorted := false
 	add := func(kind byte, v string) {
 		k := indexValue(kind, v)
 		// A parameter has a few values: a linear look is cheaper
@@ -321,7 +337,13 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 				add(kindURI, s)
 			}
 		case searchparam.TypeDate:
-			for _, r := range dateRangesOf(n.Value) {
+			ranges := dateRangesOf(n.Value)
+			if !sorted && len(ranges) > 0 {
+				// What sortValueOf gives: the start of the first
+				// value's range.
+				sortBy, sorted = ranges[0].lo, true
+			}
+			for _, r := range ranges {
 				if r.lo.After(r.hi) {
 					add(kindInverted, "")
 				}
@@ -339,8 +361,8 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 		}
 	}
 	if p.Type == searchparam.TypeDate {
-		if v := sortValueOfNodes(p, nodes); v.present {
-			out = append(out, indexValue(kindOrder, string(timeKey(v.t))))
+		if sorted {
+			out = append(out, indexValue(kindOrder, string(timeKey(sortBy))))
 		} else {
 			out = append(out, indexValue(kindOrder, string(orderMissing)))
 		}

@@ -316,10 +316,23 @@ func evaluateIn(p *searchparam.Param, res map[string]any, s *resourceShape) []fh
 // evaluateErr is evaluateIn with the evaluation's error (nodes are then
 // nil).
 func evaluateErr(p *searchparam.Param, res map[string]any, s *resourceShape) ([]fhirpath.Node, error) {
-	if !s.mayHave(p, res) {
+	return evaluatePlanned(p, rootsOf(p, s.typ), nil, res, s)
+}
+
+// evaluatePlanned is evaluateErr with p's roots on the shape's type
+// (rootsOf) and, when not nil, p's expression for that type (what
+// p.Evaluate evaluates on it) given.
+func evaluatePlanned(p *searchparam.Param, roots []root, expr *fhirpath.Expr, res map[string]any, s *resourceShape) ([]fhirpath.Node, error) {
+	if !s.mayHaveRoots(roots, res) {
 		return nil, nil
 	}
-	nodes, err := p.Evaluate(res)
+	var nodes []fhirpath.Node
+	var err error
+	if expr != nil {
+		nodes, err = expr.Evaluate(res)
+	} else {
+		nodes, err = p.Evaluate(res)
+	}
 	if err != nil {
 		return nil, err
 	}

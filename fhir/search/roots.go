@@ -130,7 +130,12 @@ func shapeOf(res map[string]any) *resourceShape {
 
 // mayHave is mayHave(p, res) for res of this shape.
 func (s *resourceShape) mayHave(p *searchparam.Param, res map[string]any) bool {
-	roots := rootsOf(p, s.typ)
+	return s.mayHaveRoots(rootsOf(p, s.typ), res)
+}
+
+// mayHaveRoots is mayHave with the parameter's roots on this shape's
+// type given (rootsOf).
+func (s *resourceShape) mayHaveRoots(roots []root, res map[string]any) bool {
 	if roots == nil {
 		return true
 	}

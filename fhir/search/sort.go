@@ -51,12 +51,7 @@ func compareSortValues(a, b sortValue, desc bool) int {
 // start of their range, strings without case or accents, tokens by code,
 // references by their reference string.
 func sortValueOf(p *searchparam.Param, res map[string]any) sortValue {
-	return sortValueOfNodes(p, evaluate(p, res))
-}
-
-// sortValueOfNodes is sortValueOf with p's values in the resource given.
-func sortValueOfNodes(p *searchparam.Param, nodes []fhirpath.Node) sortValue {
-	for _, n := range nodes {
+	for _, n := range evaluate(p, res) {
 		if v, ok := sortValueOfNode(p.Type, n); ok {
 			return v
 		}
