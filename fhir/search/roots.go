@@ -56,7 +56,9 @@ func parseRoots(expr, typ string) []root {
 		return nil // the resource itself
 	}
 	path := regexp.MustCompile(`(?:^|[^\w.])` + types + `\.([a-z]\w*)(?:\.([a-z]\w*)(\(?))?`)
-	cast := regexp.MustCompile(`^\(\s*` + types + `\.([a-z]\w*)\s+as\s+([A-Za-z]\w*)\s*\)$`)
+	// A cast, and the elements below it ((Observation.value as
+	// CodeableConcept).text): all in the one choice element.
+	cast := regexp.MustCompile(`^\(\s*` + types + `\.([a-z]\w*)\s+as\s+([A-Za-z]\w*)\s*\)(?:\.[a-z]\w*)*$`)
 	var roots []root
 	// Each side of a union on its own.
 	for _, part := range strings.Split(withoutWhere(expr), "|") {

@@ -51,6 +51,12 @@ func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
 	if got := parseRoots("(Observation.value as Quantity) | Resource.meta.lastUpdated", "Observation"); !slices.Equal(got, []root{{"valueQuantity", ""}, {"meta", "lastUpdated"}}) {
 		t.Errorf("roots %v", got)
 	}
+	if got := parseRoots("(Observation.value as string) | (Observation.value as CodeableConcept).text", "Observation"); !slices.Equal(got, []root{{"valueString", ""}, {"valueCodeableConcept", ""}}) {
+		t.Errorf("roots %v", got)
+	}
+	if parseRoots("(Observation.value as CodeableConcept).coding.where(system = 'x')", "Observation") != nil {
+		t.Error("a function after a cast must be evaluated")
+	}
 	if parseRoots("Observation.descendants()", "Observation") != nil || parseRoots("CarePlan.subject", "Observation") != nil ||
 		parseRoots("Observation | Observation.component", "Observation") != nil {
 		t.Error("an expression not read by its roots must always be evaluated")
