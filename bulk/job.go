@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/durable"
@@ -167,21 +168,88 @@ var ErrNotFound = errors.New("bulk: no such job")
 
 // fileStore keeps each job in its own directory under dir: job.json,
 // written atomically (temporary file, fsync, rename, fsync of the
-// directory), beside the job's NDJSON files.
-type fileStore struct{ dir string }
+// directory), beside the job's NDJSON files. A job's directory appears
+// whole (job.json and an import's input), renamed from a staging
+// directory (stagingPrefix) where it was written.
+type fileStore struct {
+	dir string
+	// stale is how old a staging directory is when list removes it: what
+	// a crash left while a job was submitted.
+	stale time.Duration
+}
+
+// stagingPrefix starts the names of the directories new jobs are written
+// in before they appear under their id.
+const stagingPrefix = ".new-"
+
+// stagingStale is fileStore.stale: no submission takes that long.
+const stagingStale = 24 * time.Hour
 
 func (s fileStore) jobDir(id string) string { return filepath.Join(s.dir, id) }
 
-func (s fileStore) save(j *Job) error {
-	dir := s.jobDir(j.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("bulk: job directory: %w", err)
-	}
+func encodeJob(j *Job) ([]byte, error) {
 	data, err := json.MarshalIndent(j, "", "  ")
 	if err != nil {
-		return fmt.Errorf("bulk: encoding job: %w", err)
+		return nil, fmt.Errorf("bulk: encoding job: %w", err)
 	}
-	return durable.WriteBytes(filepath.Join(dir, jobFile), data)
+	return data, nil
+}
+
+// create writes the new job j (and its input, when input is not nil) in a
+// staging directory and renames it to the job's: list, which removes a
+// job directory without job.json (what a crash left), never sees it half
+// made.
+func (s fileStore) create(j *Job, input func(path string) error) (err error) {
+	data, err := encodeJob(j)
+	if err != nil {
+		return err
+	}
+	staging, err := os.MkdirTemp(s.dir, stagingPrefix+j.ID+"-")
+	if err != nil {
+		return fmt.Errorf("bulk: job directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(staging)
+		}
+	}()
+	if input != nil {
+		if err := input(filepath.Join(staging, InputFile)); err != nil {
+			return err
+		}
+	}
+	if err := durable.WriteBytes(filepath.Join(staging, jobFile), data); err != nil {
+		return fmt.Errorf("bulk: saving job %s: %w", j.ID, err)
+	}
+	if err := os.Rename(staging, s.jobDir(j.ID)); err != nil {
+		return fmt.Errorf("bulk: publishing job %s: %w", j.ID, err)
+	}
+	if err := durable.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("bulk: publishing job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// update saves a job whose run lock this process holds; ErrNotFound when
+// the job was removed (cancelled) meanwhile: its directory is not made
+// again.
+func (s fileStore) update(j *Job) error {
+	data, err := encodeJob(j)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.jobDir(j.ID), jobFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
+	err = durable.WriteBytes(path, data)
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound // the directory went meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("bulk: saving job %s: %w", j.ID, err)
+	}
+	return nil
 }
 
 func (s fileStore) load(id string) (*Job, error) {
@@ -215,6 +283,10 @@ func (s fileStore) list() ([]*Job, []error) {
 	var jobs []*Job
 	var errs []error
 	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), stagingPrefix) {
+			s.removeStale(filepath.Join(s.dir, e.Name()))
+			continue
+		}
 		if !e.IsDir() || !ValidJobID(e.Name()) {
 			continue
 		}
@@ -231,6 +303,24 @@ func (s fileStore) list() ([]*Job, []error) {
 		}
 	}
 	return jobs, errs
+}
+
+// removeStale removes the staging directory dir when nothing in it changed
+// for s.stale: a submission a crash interrupted.
+func (s fileStore) removeStale(dir string) {
+	entries, _ := os.ReadDir(dir)
+	latest := time.Time{}
+	if st, err := os.Stat(dir); err == nil {
+		latest = st.ModTime()
+	}
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.ModTime().After(latest) {
+			latest = info.ModTime()
+		}
+	}
+	if s.stale > 0 && !latest.IsZero() && time.Since(latest) > s.stale {
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // remove deletes a job and its files: job.json first, so that a crash

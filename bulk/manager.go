@@ -119,6 +119,10 @@ type Manager struct {
 	running  map[string]context.CancelFunc
 	progress map[string]Progress
 	queued   map[string]bool
+	// left holds the jobs the first sweep found unfinished (an earlier
+	// process left them): runJob counts them resumed once it holds their
+	// claim and finds them still unfinished.
+	left map[string]bool
 }
 
 // NewManager checks o and returns a Manager; jobs run once Run is called.
@@ -164,7 +168,7 @@ func NewManager(o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bulk: %w", err)
 	}
-	var store jobStore = fileStore{dir: o.Dir}
+	var store jobStore = fileStore{dir: o.Dir, stale: stagingStale}
 	if o.Shared != nil {
 		shared, err := newSharedStore(o.Shared, o.Dir, o.Node, o.LeaseTTL)
 		if err != nil {
@@ -175,6 +179,7 @@ func NewManager(o Options) (*Manager, error) {
 	return &Manager{
 		opts: o, store: store, log: o.Logger, queue: make(chan string, 4096),
 		running: map[string]context.CancelFunc{}, progress: map[string]Progress{}, queued: map[string]bool{},
+		left: map[string]bool{},
 	}, nil
 }
 
@@ -205,7 +210,7 @@ func (m *Manager) Submit(j *Job) (*Job, error) {
 	now := time.Now()
 	j.ID, j.Status, j.Created = id, StatusInProgress, now
 	j.TransactionTime = now.Truncate(time.Millisecond)
-	if err := m.store.save(j); err != nil {
+	if err := m.store.create(j, nil); err != nil {
 		return nil, err
 	}
 	m.enqueue(id)
@@ -222,43 +227,31 @@ func (m *Manager) SubmitImport(j *Job, input io.Reader, maxBytes int64) (*Job, e
 	if err != nil {
 		return nil, fmt.Errorf("bulk: %w", err)
 	}
-	dir := m.store.workDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("bulk: job directory: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = m.store.remove(id)
-			_ = os.RemoveAll(dir)
-		}
-	}()
-	f, err := os.OpenFile(filepath.Join(dir, InputFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	n, err := io.Copy(f, io.LimitReader(input, maxBytes+1))
-	if err == nil && n > maxBytes {
-		err = ErrInputTooLarge
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = m.store.keep(id, InputFile)
-	}
-	if err != nil {
-		return nil, err
-	}
 	now := time.Now()
 	j.ID, j.Kind, j.Status, j.Created, j.TransactionTime = id, KindImport, StatusInProgress, now, now.Truncate(time.Millisecond)
-	if err := m.store.save(j); err != nil {
+	// The job appears with its whole input: a directory with an input
+	// and no job is what a crash left, and a sweep removes it.
+	err = m.store.create(j, func(path string) error {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(f, io.LimitReader(input, maxBytes+1))
+		if err == nil && n > maxBytes {
+			err = ErrInputTooLarge
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+	if err != nil {
+		_ = m.store.remove(id)
 		return nil, err
 	}
-	ok = true
 	m.enqueue(id)
 	return j, nil
 }
@@ -392,14 +385,15 @@ func (m *Manager) sweep(start bool) {
 			_, running := m.running[j.ID]
 			m.mu.Unlock()
 			if !running {
+				// What was read here may be stale by now (another
+				// Manager on the directory, an older config, may have
+				// finished the job): runJob decides, holding the claim.
 				// In a cluster the job may run on another node: runJob
 				// counts a takeover once it holds the lease.
 				if _, shared := m.store.(*sharedStore); start && !shared {
-					m.log.Info("resuming a bulk export left unfinished", zap.String("job", j.ID), zap.String("record", j.RecordID))
-					j.Resumed++
-					if err := m.store.save(j); err != nil {
-						m.log.Error("saving a bulk job", zap.String("job", j.ID), zap.Error(err))
-					}
+					m.mu.Lock()
+					m.left[j.ID] = true
+					m.mu.Unlock()
 				}
 				m.enqueue(j.ID)
 			}
@@ -409,16 +403,15 @@ func (m *Manager) sweep(start bool) {
 
 // runJob runs one job to its end, saving after every type, so that a job
 // interrupted anywhere resumes at the type it was writing.
+//
+// Whether the job is to run is read once its claim is held: until then
+// another Manager (an older config on the same directory, another node of
+// a cluster) may run it, and finish it.
 func (m *Manager) runJob(parent context.Context, id string) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	m.mu.Lock()
 	if _, dup := m.running[id]; dup {
-		m.mu.Unlock()
-		return
-	}
-	j, err := m.store.load(id)
-	if err != nil || j.Status != StatusInProgress {
 		m.mu.Unlock()
 		return
 	}
@@ -432,6 +425,16 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		return // another process (an older config, another node) runs it
 	}
 	defer release()
+	j, err := m.store.load(id)
+	left := m.left[id]
+	delete(m.left, id)
+	if err != nil || j.Status != StatusInProgress {
+		m.mu.Unlock()
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			m.log.Error("loading a bulk job", zap.String("job", id), zap.Error(err))
+		}
+		return // finished (by another process) or removed meanwhile
+	}
 	m.running[id] = cancel
 	m.mu.Unlock()
 	if lost != nil {
@@ -448,29 +451,37 @@ func (m *Manager) runJob(parent context.Context, id string) {
 		delete(m.running, id)
 		delete(m.progress, id)
 		m.mu.Unlock()
-		if _, err := m.store.load(id); errors.Is(err, ErrNotFound) {
-			m.store.ended(id) // cancelled while it ran: its working files go
-		}
+		// Whatever ended the run here (the job finished, failed or was
+		// cancelled, the process stops, another node took the lease),
+		// what only this node's working directory holds goes: the next
+		// run, here or elsewhere, starts from what the store keeps.
+		m.store.ended(id)
 	}()
-	// save writes the job unless it was cancelled meanwhile.
+	// save writes the job unless it was cancelled meanwhile or, in a
+	// cluster, this node lost its lease.
 	save := func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		if _, ok := m.running[id]; !ok || ctx.Err() != nil {
 			return context.Canceled
 		}
-		if _, err := m.store.load(id); errors.Is(err, ErrNotFound) {
+		err := m.store.update(j)
+		if errors.Is(err, ErrNotFound) {
 			return context.Canceled // cancelled by another process
 		}
-		return m.store.save(j)
+		return err
 	}
 	dir := m.store.workDir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		m.fail(j, err, save)
 		return
 	}
-	if takeover {
-		m.log.Info("resuming a bulk job whose node stopped", zap.String("job", id), zap.String("record", j.RecordID))
+	if takeover || left {
+		if takeover {
+			m.log.Info("resuming a bulk job whose node stopped", zap.String("job", id), zap.String("record", j.RecordID))
+		} else {
+			m.log.Info("resuming a bulk export left unfinished", zap.String("job", id), zap.String("record", j.RecordID))
+		}
 		j.Resumed++
 		if err := save(); err != nil {
 			return
@@ -543,9 +554,7 @@ func (m *Manager) runJob(parent context.Context, id string) {
 	j.Expires = j.Finished.Add(m.opts.TTL)
 	if err := save(); err != nil && !errors.Is(err, context.Canceled) {
 		m.log.Error("saving a bulk job", zap.String("job", id), zap.Error(err))
-		return
 	}
-	m.store.ended(id)
 }
 
 // runImport runs an import job through the Importer.
@@ -596,7 +605,6 @@ func (m *Manager) runImport(ctx context.Context, j *Job, dir string, save func()
 	}
 	// The input is not needed any more.
 	m.store.discard(j.ID, InputFile)
-	m.store.ended(j.ID)
 }
 
 // fail ends j as failed, keeping why for its status URL.
@@ -620,9 +628,7 @@ func (m *Manager) fail(j *Job, err error, save func() error) {
 		if !errors.Is(err, context.Canceled) {
 			m.log.Error("saving a failed bulk job", zap.String("job", j.ID), zap.Error(err))
 		}
-		return
 	}
-	m.store.ended(j.ID)
 }
 
 func (m *Manager) setProgress(id string, p Progress) {

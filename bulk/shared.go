@@ -23,7 +23,14 @@ import (
 // any node answers a job's status URL and serves its files, and another
 // node finishes a job whose node died.
 type jobStore interface {
-	save(j *Job) error
+	// create stores a new job. When input is not nil, it writes the
+	// job's input (InputFile) at the path it is given, synced: the job
+	// is stored with its input, never seen without it.
+	create(j *Job, input func(path string) error) error
+	// update saves a job this process claimed (see claim): it fails with
+	// errLeaseLost once the claim is not this process's any more, with
+	// ErrNotFound when the job was removed (cancelled).
+	update(j *Job) error
 	load(id string) (*Job, error)
 	list() ([]*Job, []error)
 	remove(id string) error
@@ -51,8 +58,9 @@ type jobStore interface {
 	// discard removes a file that is not needed any more (an import's
 	// input once the import is done).
 	discard(id, name string)
-	// ended is told that a job ended on this node: what only this node's
-	// working directory held can go.
+	// ended is told that a run of the job ended on this node, however
+	// (finished, failed, cancelled, stopped, its lease lost): what only
+	// this node's working directory held can go.
 	ended(id string)
 }
 
@@ -141,18 +149,46 @@ func newSharedStore(db kv.DB, dir, node string, leaseTTL time.Duration) (*shared
 
 func (s *sharedStore) workDir(id string) string { return filepath.Join(s.dir, id) }
 
-// errLeaseLost refuses a save by a node whose lease another node took.
+// errLeaseLost refuses a save by a node whose lease is gone: another node
+// took it (this node stalled past it) and may have finished the job.
 var errLeaseLost = errors.New("bulk: another node runs this job now")
 
-// save stores j, unless another node holds a live lease on it (this node
-// stalled past its lease and the job was taken over).
-func (s *sharedStore) save(j *Job) error {
+// create keeps the job's input in the shared state (from this node's
+// working directory, where the node that runs it finds it too), then
+// stores the job.
+func (s *sharedStore) create(j *Job, input func(path string) error) error {
+	if input != nil {
+		if err := os.MkdirAll(s.workDir(j.ID), 0o700); err != nil {
+			return fmt.Errorf("bulk: job directory: %w", err)
+		}
+		if err := input(filepath.Join(s.workDir(j.ID), InputFile)); err != nil {
+			return err
+		}
+		if err := s.keep(j.ID, InputFile); err != nil {
+			return err
+		}
+	}
 	data, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("bulk: encoding job: %w", err)
 	}
 	return s.db.Update(context.Background(), kvOwner, func(tx kv.Tx) error {
-		if l, ok := readLease(tx, j.ID); ok && l.Node != s.node && time.Now().Before(l.Until) {
+		return tx.Bucket(bucketJobs).Put([]byte(j.ID), data)
+	})
+}
+
+// update stores j when the job is still there and this node holds its
+// lease (lapsed or not, as long as no other node took it).
+func (s *sharedStore) update(j *Job) error {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("bulk: encoding job: %w", err)
+	}
+	return s.db.Update(context.Background(), kvOwner, func(tx kv.Tx) error {
+		if tx.Bucket(bucketJobs).Get([]byte(j.ID)) == nil {
+			return ErrNotFound
+		}
+		if l, ok := readLease(tx, j.ID); !ok || l.Node != s.node {
 			return errLeaseLost
 		}
 		return tx.Bucket(bucketJobs).Put([]byte(j.ID), data)

@@ -54,7 +54,7 @@ func testSharedStore(t *testing.T, db kv.DB) {
 	a, b, dead := store("a"), store("b"), store("dead")
 	id, _ := newJobID()
 	j := &Job{ID: id, RecordID: "r", Status: StatusInProgress, Types: []string{"Observation"}}
-	if err := a.save(j); err != nil {
+	if err := a.create(j, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := b.load(id); err != nil || got.RecordID != "r" {
@@ -88,15 +88,24 @@ func testSharedStore(t *testing.T, db kv.DB) {
 	if !takeover {
 		t.Error("taking another node's expired lease is not reported as a takeover")
 	}
-	if err := dead.save(j); !errors.Is(err, errLeaseLost) {
+	if err := dead.update(j); !errors.Is(err, errLeaseLost) {
 		t.Errorf("the dead node saved over b's lease: %v", err)
 	}
-	if err := b.save(j); err != nil {
+	if err := b.update(j); err != nil {
 		t.Errorf("b cannot save: %v", err)
 	}
 
-	// A node whose lease another node took is told so.
+	// Once b finished and released the lease, neither the node whose
+	// lease b took nor b saves any more: the job is not theirs.
 	releaseB()
+	if err := dead.update(j); !errors.Is(err, errLeaseLost) {
+		t.Errorf("the dead node saved after b released the job: %v", err)
+	}
+	if err := b.update(j); !errors.Is(err, errLeaseLost) {
+		t.Errorf("b saved after releasing the job: %v", err)
+	}
+
+	// A node whose lease another node took is told so.
 	releaseA, lost, _, ok := a.claim(id, func() Progress { return Progress{Type: "Observation", Written: 7} })
 	if !ok {
 		t.Fatal("a cannot claim a released lease")
@@ -167,9 +176,14 @@ func testSharedStore(t *testing.T, db kv.DB) {
 	if _, err := a.open(id, "Observation.ndjson"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("the removed job's file opens: %v", err)
 	}
-	if _, _, _, ok := a.claim(id, nil); !ok {
-		t.Error("the removed job's lease is still held")
+	release, _, _, ok := a.claim(id, nil)
+	if !ok {
+		t.Fatal("the removed job's lease is still held")
 	}
+	if err := a.update(j); !errors.Is(err, ErrNotFound) {
+		t.Errorf("saving the removed job: %v, want ErrNotFound", err)
+	}
+	release()
 }
 
 // expire makes node's lease of id stale, as when the node was killed.
