@@ -21,93 +21,98 @@ type NameFunc func(depth int, name []byte, at int)
 // invalid; only a nil error says the calls describe a whole, valid value.
 // The value's bytes from at on may be incomplete when fn is called.
 func ScanValueNames(data []byte, fn NameFunc) (int, error) {
+	// A state machine whose states are the labels value, after and key
+	// (a jump, not a state variable tested at every token: this loop is
+	// the response filter's whole cost per byte).
 	var small [64]byte
 	stack := small[:0] // '{' or '[' of each open container
-	state := scanValue
 	i := 0
-	for {
-		if state == scanAfter && len(stack) == 0 {
-			return i, nil
+	var c byte
+value: // a value is expected
+	i = skipSpace(data, i)
+	if i >= len(data) {
+		return 0, ErrIncomplete
+	}
+	switch c = data[i]; {
+	case c == '"':
+		n, err := scanString(data[i:])
+		if err != nil {
+			return 0, offset(err, i)
 		}
-		i = skipSpace(data, i)
+		i += n
+	case c == '{' || c == '[':
+		if len(stack) >= MaxScanDepth {
+			return 0, syntaxErr(i, "nested too deeply")
+		}
+		stack = append(stack, c)
+		i = skipSpace(data, i+1)
 		if i >= len(data) {
 			return 0, ErrIncomplete
 		}
-		c := data[i]
-		switch state {
-		case scanKey:
-			if c != '"' {
-				return 0, syntaxErr(i, "a member name must be a string")
-			}
-			n, err := scanString(data[i:])
-			if err != nil {
-				return 0, offset(err, i)
-			}
-			name := data[i : i+n]
-			i = skipSpace(data, i+n)
-			if i >= len(data) {
-				return 0, ErrIncomplete
-			}
-			if data[i] != ':' {
-				return 0, syntaxErr(i, "a member name must be followed by ':'")
-			}
+		switch {
+		case c == '{' && data[i] == '}', c == '[' && data[i] == ']':
 			i++
-			if fn != nil {
-				fn(len(stack), name, skipSpace(data, i))
-			}
-			state = scanValue
-		case scanAfter:
-			top := stack[len(stack)-1]
-			switch {
-			case c == ',':
-				i++
-				if top == '{' {
-					state = scanKey
-				} else {
-					state = scanValue
-				}
-			case c == '}' && top == '{', c == ']' && top == '[':
-				i++
-				stack = stack[:len(stack)-1]
-			default:
-				return 0, syntaxErr(i, fmt.Sprintf("invalid character %q after a value", rune(c)))
-			}
-		default: // scanValue
-			switch {
-			case c == '{' || c == '[':
-				if len(stack) >= MaxScanDepth {
-					return 0, syntaxErr(i, "nested too deeply")
-				}
-				stack = append(stack, c)
-				i = skipSpace(data, i+1)
-				if i >= len(data) {
-					return 0, ErrIncomplete
-				}
-				switch {
-				case c == '{' && data[i] == '}', c == '[' && data[i] == ']':
-					i++
-					stack = stack[:len(stack)-1]
-					state = scanAfter
-				case c == '{':
-					state = scanKey
-				}
-			case c == '"':
-				n, err := scanString(data[i:])
-				if err != nil {
-					return 0, offset(err, i)
-				}
-				i += n
-				state = scanAfter
-			default:
-				n, err := scanScalar(data[i:])
-				if err != nil {
-					return 0, offset(err, i)
-				}
-				i += n
-				state = scanAfter
-			}
+			stack = stack[:len(stack)-1]
+		case c == '{':
+			goto key
+		default:
+			goto value
+		}
+	default:
+		n, err := scanScalar(data[i:])
+		if err != nil {
+			return 0, offset(err, i)
+		}
+		i += n
+	}
+after: // a value ended: ',' or a closing bracket, or the end
+	if len(stack) == 0 {
+		return i, nil
+	}
+	i = skipSpace(data, i)
+	if i >= len(data) {
+		return 0, ErrIncomplete
+	}
+	switch c, top := data[i], stack[len(stack)-1]; {
+	case c == ',':
+		i++
+		if top == '[' {
+			goto value
+		}
+	case c == '}' && top == '{', c == ']' && top == '[':
+		i++
+		stack = stack[:len(stack)-1]
+		goto after
+	default:
+		return 0, syntaxErr(i, fmt.Sprintf("invalid character %q after a value", rune(c)))
+	}
+key: // a member name is expected
+	i = skipSpace(data, i)
+	if i >= len(data) {
+		return 0, ErrIncomplete
+	}
+	if data[i] != '"' {
+		return 0, syntaxErr(i, "a member name must be a string")
+	}
+	{
+		n, err := scanString(data[i:])
+		if err != nil {
+			return 0, offset(err, i)
+		}
+		name := data[i : i+n]
+		i = skipSpace(data, i+n)
+		if i >= len(data) {
+			return 0, ErrIncomplete
+		}
+		if data[i] != ':' {
+			return 0, syntaxErr(i, "a member name must be followed by ':'")
+		}
+		i++
+		if fn != nil {
+			fn(len(stack), name, skipSpace(data, i))
 		}
 	}
+	goto value
 }
 
 // scanScalar returns the length of the number or literal (true, false,

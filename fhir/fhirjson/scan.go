@@ -26,13 +26,6 @@ func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("invalid JSON at byte %d: %s", e.Offset, e.Msg)
 }
 
-// Scan states.
-const (
-	scanValue = iota // a value is expected
-	scanAfter        // a value ended: ',' or a closing bracket, or the end
-	scanKey          // a member name is expected
-)
-
 // ScanValue returns the length of the one JSON value at the start of data
 // (whitespace before it included), checking its syntax as strictly
 // as encoding/json does (strings, escapes, numbers, literals, commas and
@@ -50,6 +43,14 @@ func ScanValue(data []byte) (int, error) { return ScanValueNames(data, nil) }
 func SkipSpace(data []byte, i int) int { return skipSpace(data, i) }
 
 func skipSpace(data []byte, i int) int {
+	if i < len(data) && data[i] > ' ' {
+		return i // compact JSON: no whitespace between tokens (inlined)
+	}
+	return skipSpaces(data, i)
+}
+
+// skipSpaces is skipSpace past at least one byte of whitespace.
+func skipSpaces(data []byte, i int) int {
 	for i < len(data) {
 		switch data[i] {
 		case ' ', '\t', '\n', '\r':
@@ -111,6 +112,9 @@ func scanString(data []byte) (int, error) {
 	for ; i+8 <= len(data); i += 8 { // eight bytes at a time up to the first that matters
 		if m := stopMask(binary.LittleEndian.Uint64(data[i:]), false); m != 0 {
 			i += bits.TrailingZeros64(m) / 8
+			if data[i] == '"' {
+				return i + 1, nil // no escape: most strings end here
+			}
 			break
 		}
 	}
