@@ -2,14 +2,12 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -119,8 +117,8 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 		// with line breaks would be another spelling of the same token.
 		return nil, tokenErr(ErrMalformed, "token has characters outside base64url", nil)
 	}
-	hash := tokenHash(token)
-	if id := v.cache.get(hash, v.opts.Now()); id != nil {
+	hash := v.cache.hash(token)
+	if id := v.cache.get(hash, token, v.opts.Now()); id != nil {
 		// The audience depends on the request, so a cache hit checks it again.
 		ti := v.issuers[id.Issuer]
 		if err := v.checkAudience(ti, id.Audience, audiences); err != nil {
@@ -166,7 +164,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 	if limit := v.opts.Now().Add(v.opts.JWKSCacheTTL); limit.Before(until) {
 		until = limit
 	}
-	v.cache.put(hash, id, until)
+	v.cache.put(hash, strings.Clone(token), id, until)
 	return issuer.check(ctx, id)
 }
 
@@ -231,21 +229,6 @@ type jwsHeader struct {
 	Kid  string          `json:"kid"`
 	Crit json.RawMessage `json:"crit"`
 }
-
-// tokenHash is the SHA-256 of token, the cache's key, hashed from pooled
-// memory rather than from a copy of the token made for each request.
-func tokenHash(token string) [sha256.Size]byte {
-	bp := tokenBuffers.Get().(*[]byte)
-	b := append((*bp)[:0], token...)
-	sum := sha256.Sum256(b)
-	*bp = b[:0]
-	tokenBuffers.Put(bp)
-	return sum
-}
-
-// tokenBuffers keep the memory tokenHash hashes tokens from (a token is at
-// most maxTokenBytes).
-var tokenBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // compactJWS reports whether token has only the characters of a JWS compact
 // serialization: the base64url alphabet and '.'. It is asked of every
