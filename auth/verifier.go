@@ -112,19 +112,21 @@ func (v *Verifier) Verify(ctx context.Context, token string, audiences []string)
 	if len(token) > maxTokenBytes {
 		return nil, tokenErr(ErrMalformed, "token too large", nil)
 	}
-	if !compactJWS(token) {
-		// Go's base64 decoders skip '\r' and '\n' even when strict: a token
-		// with line breaks would be another spelling of the same token.
-		return nil, tokenErr(ErrMalformed, "token has characters outside base64url", nil)
-	}
 	hash := v.cache.hash(token)
 	if id := v.cache.get(hash, token, v.opts.Now()); id != nil {
-		// The audience depends on the request, so a cache hit checks it again.
+		// The cache answers only the very bytes it verified (which passed
+		// compactJWS then). The audience depends on the request, so a
+		// cache hit checks it again.
 		ti := v.issuers[id.Issuer]
 		if err := v.checkAudience(ti, id.Audience, audiences); err != nil {
 			return nil, err
 		}
 		return ti.check(ctx, id)
+	}
+	if !compactJWS(token) {
+		// Go's base64 decoders skip '\r' and '\n' even when strict: a token
+		// with line breaks would be another spelling of the same token.
+		return nil, tokenErr(ErrMalformed, "token has characters outside base64url", nil)
 	}
 
 	header, err := parseHeader(token)
@@ -232,8 +234,8 @@ type jwsHeader struct {
 
 // compactJWS reports whether token has only the characters of a JWS compact
 // serialization: the base64url alphabet and '.'. It is asked of every
-// request's token (before the cache, so that no other spelling of a cached
-// token passes), so it looks each byte up in a table.
+// token the cache does not hold (so that no other spelling of a token is
+// verified as that token), so it looks each byte up in a table.
 func compactJWS(token string) bool {
 	for i := 0; i < len(token); i++ {
 		if !jwsChar[token[i]] {

@@ -425,6 +425,17 @@ func TestVerifyTokenCache(t *testing.T) {
 	if v.cache.len() != 1 {
 		t.Fatalf("cache holds %d entries, want 1", v.cache.len())
 	}
+	// Other spellings of the cached token are not the token: a line
+	// break, a signature with its unused bits set.
+	parts := strings.Split(token, ".")
+	for _, other := range []string{
+		parts[0] + "." + parts[1] + "." + parts[2][:10] + "\n" + parts[2][10:],
+		parts[0] + "." + parts[1] + "." + flipUnusedBits(t, parts[2]),
+	} {
+		if _, err := v.Verify(ctx, other, []string{testAud}); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("another spelling of the cached token: %v, want ErrMalformed", err)
+		}
+	}
 	// A cache hit still checks the audience requested now.
 	if _, err := v.Verify(ctx, token, []string{"https://mary.pfr.localhost/fhir"}); !errors.Is(err, ErrBadAudience) {
 		t.Fatalf("cached token for another audience: %v, want ErrBadAudience", err)
