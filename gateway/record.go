@@ -210,7 +210,13 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 		return "", fhir.Errorf(http.StatusNotFound, fhir.CodeNotFound,
 			"this Personal FHIR Record serves FHIR at %s", g.cfg.FHIRPath)
 	}
-	if raw := r.URL.EscapedPath(); strings.IndexByte(raw, '%') >= 0 {
+	// The path as sent, where it differs from Path's default encoding
+	// (net/url keeps it only then): an encoded separator ("%2F", "%2e")
+	// always makes it differ. Without it, an escape in the request could
+	// only be of a byte escaped by default, a backslash at most, which the
+	// check on p below refuses. (EscapedPath would escape Path anew on
+	// every request to say the same.)
+	if raw := r.URL.RawPath; strings.IndexByte(raw, '%') >= 0 {
 		lower := strings.ToLower(raw)
 		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") {
 			return "", errSeparators()
@@ -225,12 +231,20 @@ func (g *Gateway) fhirSubpath(r *http.Request) (string, error) {
 			return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeInvalid, "dot segments are not allowed in FHIR paths")
 		}
 	}
-	// Canonical spellings (X-HTTP-Method-Override is sent as this): Get
-	// canonicalizes any other anew on every request.
-	if r.Header.Get("X-Http-Method-Override") != "" || r.Header.Get("X-Http-Method") != "" || r.Header.Get("X-Method-Override") != "" {
-		return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "HTTP method overrides are not supported")
+	for _, k := range methodOverrides {
+		if v := r.Header[k]; len(v) > 0 && v[0] != "" { // Header.Get, without canonicalizing k anew
+			return "", fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported, "HTTP method overrides are not supported")
+		}
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(p, g.cfg.FHIRPath), "/"), nil
+}
+
+// methodOverrides are the headers that would change a request's method
+// for some servers, in the canonical spelling net/http keys them by.
+var methodOverrides = []string{
+	http.CanonicalHeaderKey("X-HTTP-Method-Override"),
+	http.CanonicalHeaderKey("X-HTTP-Method"),
+	http.CanonicalHeaderKey("X-Method-Override"),
 }
 
 // errSeparators refuses a FHIR path with encoded or doubled separators.
