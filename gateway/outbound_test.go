@@ -60,3 +60,31 @@ func TestOutboundRequest(t *testing.T) {
 		t.Error("the upstream request shares header values with the client's")
 	}
 }
+
+// TestOutboundKeepsEscaping: the upstream's path is spelled as the client
+// spelled the rest of it, escapes that are not the default encoding
+// included, and unescaped where the client did not escape.
+func TestOutboundKeepsEscaping(t *testing.T) {
+	g := newTestGateway(t)
+	for target, want := range map[string]string{
+		"/fhir/Observation/o-1":              "/fhir/Observation/o-1",
+		"/fhir/Observation/o%201":            "/fhir/Observation/o%201",
+		"/fhir/Observation/o%2D1":            "/fhir/Observation/o%2D1",
+		"/fhir/Observation/o%2d1":            "/fhir/Observation/o%2d1",
+		"/fhir/Observation/%C3%A9":           "/fhir/Observation/%C3%A9",
+		"/fhir/Observation/o%2D1/_history/2": "/fhir/Observation/o%2D1/_history/2",
+	} {
+		r := httptest.NewRequest(http.MethodGet, "https://john.pfr.localhost"+target, nil)
+		rest, err := g.fhirSubpath(r)
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		out, _, err := g.outbound(&request{r: r, rec: testRecord(), base: "https://john.pfr.localhost/fhir", rest: rest}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.URL.EscapedPath(); got != want {
+			t.Errorf("%s: upstream path %s, want %s", target, got, want)
+		}
+	}
+}

@@ -261,10 +261,14 @@ func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route
 	r := rq.r
 	out := upstreamCopy(r)
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rq.rest
-	// Keep the client's escaping of the rest (e.g. an encoded space in an id).
-	out.URL.RawPath = g.cfg.UpstreamFHIRPath + strings.TrimPrefix(r.URL.EscapedPath(), g.cfg.FHIRPath)
-	if out.URL.RawPath == out.URL.Path || strings.HasSuffix(r.URL.Path, "/") {
-		out.URL.RawPath = ""
+	// Keep the client's escaping of the rest (e.g. an encoded space in an
+	// id). Without a RawPath the client's escaping is Path's default
+	// encoding, which the upstream request gets without one too.
+	out.URL.RawPath = ""
+	if r.URL.RawPath != "" && !strings.HasSuffix(r.URL.Path, "/") {
+		if raw := g.cfg.UpstreamFHIRPath + strings.TrimPrefix(r.URL.EscapedPath(), g.cfg.FHIRPath); raw != out.URL.Path {
+			out.URL.RawPath = raw
+		}
 	}
 	out.RequestURI = ""
 	// A HEAD is asked upstream as a GET: the gateway judges what it would
