@@ -50,8 +50,8 @@ const (
 
 const maxIndexValue = 128
 
-// IndexVersion names the key layout and the indexed parameters of every
-// type (IndexedParams, whose positions a store may use as short tags). A
+// IndexVersion names the key layout (4: with pair keys) and the indexed
+// parameters of every type (IndexedParams, whose positions a store may use as short tags). A
 // store that finds indexes of another version rebuilds them.
 func IndexVersion() string {
 	indexVersionOnce.Do(func() {
@@ -63,7 +63,7 @@ func IndexVersion() string {
 				h.Write([]byte(p.Code + " " + p.Type + " " + p.Expression))
 			}
 		}
-		indexVersion = fmt.Sprintf("3-%08x", h.Sum32())
+		indexVersion = fmt.Sprintf("4-%08x", h.Sum32())
 	})
 	return indexVersion
 }
@@ -101,8 +101,10 @@ type IndexFilter struct {
 	Ranges []KeyRange
 }
 
-// Indexed reports whether a store indexes parameter p (IndexKeys gives
-// its keys).
+// Indexed reports whether a store indexes parameter p on every type it
+// applies to (IndexKeys gives its keys). A composite parameter is not: it
+// is indexed on the types where its components are (pair keys: see
+// pairOf), which IndexedParams lists.
 func Indexed(p *searchparam.Param) bool {
 	if p.Expression == "" || p.Code == "_id" { // a store finds ids by id
 		return false
@@ -125,7 +127,7 @@ func IndexedParams(resourceType string) []*searchparam.Param {
 	}
 	var out []*searchparam.Param
 	for _, p := range searchparam.ForType(resourceType) {
-		if Indexed(p) {
+		if _, pair := pairOf(p, resourceType); Indexed(p) || pair {
 			out = append(out, p)
 		}
 	}
@@ -134,9 +136,15 @@ func IndexedParams(resourceType string) []*searchparam.Param {
 }
 
 // IndexKeys returns the index values of res for p, each as kind+value
-// (the store appends 0x00 and the id). Duplicates are removed.
+// (the store appends 0x00 and the id). Duplicates are removed. The keys
+// of a pair-indexed composite are those of its components' parameters,
+// paired (pairKeys).
 func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
-	return indexKeysIn(p, res, shapeOf(res))
+	s := shapeOf(res)
+	if pp, ok := pairOf(p, s.typ); ok {
+		return pairKeys(indexKeysIn(pp.code, res, s), indexKeysIn(pp.value, res, s))
+	}
+	return indexKeysIn(p, res, s)
 }
 
 // ResourceKeys returns IndexKeys of res for every parameter of
@@ -144,14 +152,15 @@ func IndexKeys(p *searchparam.Param, res map[string]any) [][]byte {
 // (the resource's shape: see mayHave) looked at once, and a parameter
 // whose expression is the union of other indexed parameters' (an
 // Observation's combo-code is code | component-code) given the union of
-// their keys, without evaluating it again.
+// their keys, and a pair-indexed composite the pairs of its components'
+// keys, without evaluating them again.
 func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
 	plan := keyPlanOf(resourceType)
 	out := make([][][]byte, len(plan.params))
 	failed := make([]bool, len(plan.params))
 	s := shapeOf(res)
 	for i, p := range plan.params {
-		if plan.unionOf[i] == nil {
+		if plan.unionOf[i] == nil && plan.pairOf[i] == nil {
 			roots, expr := plan.roots[i], plan.exprs[i]
 			if s.typ != resourceType { // what the plan is not for
 				roots, expr = rootsOf(p, s.typ), nil
@@ -177,15 +186,25 @@ func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
 			out[i] = keys
 		}
 	}
+	for i, pair := range plan.pairOf {
+		if pair != nil && !failed[pair[0]] && !failed[pair[1]] {
+			out[i] = pairKeys(out[pair[0]], out[pair[1]])
+		}
+	}
 	return out
 }
 
 // keyPlan says how ResourceKeys computes the keys of one type's indexed
 // parameters: unionOf[i] lists, in order, the parameters whose
-// expressions joined by | are params[i]'s (nil: params[i] is evaluated).
+// expressions joined by | are params[i]'s; pairOf[i] the positions of a
+// pair-indexed composite's code and value parameters (both nil:
+// params[i] is evaluated).
 type keyPlan struct {
 	params  []*searchparam.Param
 	unionOf [][]int
+	pairOf  [][]int
+	// pairParams are the pair-indexed composites, in order.
+	pairParams []pairParam
 	// roots[i] and exprs[i] are rootsOf(params[i]) and the expression
 	// params[i].Evaluate evaluates on a resource of the type (nil when
 	// it does not compile: Evaluate then says why).
@@ -201,8 +220,14 @@ func keyPlanOf(resourceType string) *keyPlan {
 		return v.(*keyPlan)
 	}
 	params := IndexedParams(resourceType)
-	plan := &keyPlan{params: params, unionOf: make([][]int, len(params)),
+	plan := &keyPlan{params: params, unionOf: make([][]int, len(params)), pairOf: make([][]int, len(params)),
 		roots: make([][]root, len(params)), exprs: make([]*fhirpath.Expr, len(params))}
+	for i, p := range params {
+		if pp, ok := pairOf(p, resourceType); ok {
+			plan.pairOf[i] = []int{slices.Index(params, pp.code), slices.Index(params, pp.value)}
+			plan.pairParams = append(plan.pairParams, pp)
+		}
+	}
 	parts := make([][]string, len(params))
 	for i, p := range params {
 		parts[i] = unionParts(p.Expression, resourceType)
@@ -716,8 +741,10 @@ func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange,
 
 // IndexFilters returns the query's filters that an index answers, each
 // with its key ranges (a resource matching the query has a key in one of
-// the ranges of every IndexFilter). Negated, :missing, composite and
-// unindexable filters are left to Match.
+// the ranges of every IndexFilter). Negated, :missing, composite
+// parameters not pair-indexed and unindexable filters are left to Match.
+// The filters of the query come first, in order, then those of the pair
+// indexes that answer two of them together (pairFilters).
 func (q *Query) IndexFilters() []IndexFilter {
 	var out []IndexFilter
 	for _, f := range q.filters {
@@ -725,7 +752,13 @@ func (q *Query) IndexFilters() []IndexFilter {
 			out = append(out, IndexFilter{Param: f.param.Code, Ranges: f.index})
 		}
 	}
-	return out
+	return append(out, q.pairFilters()...)
+}
+
+// indexCovered reports whether an index answers every filter of the
+// query (IndexFilters has one for each).
+func (q *Query) indexCovered() bool {
+	return !slices.ContainsFunc(q.filters, func(f filter) bool { return f.index == nil })
 }
 
 // Unfiltered reports whether the query has no filter and no join: every

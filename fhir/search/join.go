@@ -213,7 +213,7 @@ type Bound struct {
 // BindIndexed is Bind that also returns the query's index filters.
 func (q *Query) BindIndexed(src Source) (Bound, error) {
 	b := Bound{Filters: q.IndexFilters()}
-	b.Covered = len(b.Filters) == len(q.filters)
+	b.Covered = q.indexCovered()
 	if len(q.joins) == 0 {
 		b.Match = q.Match
 		return b, nil

@@ -81,6 +81,9 @@ type filter struct {
 	// index holds the key ranges of every value (IndexFilters), nil when
 	// an index cannot answer the filter.
 	index []KeyRange
+	// codes are the codes of a token filter's values when index is not
+	// nil (for the pair indexes: pairFilters).
+	codes []string
 }
 
 // resultParams are the result-control parameters, handled apart from filters.
@@ -171,15 +174,26 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 		return fhir.Errorf(http.StatusBadRequest, fhir.CodeNotSupported,
 			"search parameter %s: modifier :%s is not supported on %s parameters", name, modifier, p.Type)
 	}
-	indexable := !f.negate && p.Type != searchparam.TypeComposite
+	pair, paired := pairOf(p, q.ResourceType)
+	indexable := !f.negate && (p.Type != searchparam.TypeComposite || paired)
 	for _, v := range splitOr(value) {
 		if v == "" {
 			continue
 		}
 		if indexable {
-			r, ok := indexRanges(p, modifier, v)
+			var r []KeyRange
+			var ok bool
+			if paired {
+				r, ok = compositeRanges(pair, v)
+			} else {
+				r, ok = indexRanges(p, modifier, v)
+			}
 			f.index = append(f.index, r...)
 			indexable = ok
+			if ok && p.Type == searchparam.TypeToken {
+				tv, _ := parseToken(v) // valid: it has ranges
+				f.codes = append(f.codes, tv.code)
+			}
 		}
 		if p.Type == searchparam.TypeComposite {
 			c, err := newCompositeMatcher(p, v, now)
@@ -196,7 +210,7 @@ func (q *Query) add(name, value string, strict bool, now time.Time) error {
 		f.matchers = append(f.matchers, m)
 	}
 	if !indexable {
-		f.index = nil
+		f.index, f.codes = nil, nil
 	}
 	if len(f.matchers) > 0 || len(f.composites) > 0 {
 		q.filters = append(q.filters, f)
