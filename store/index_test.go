@@ -110,12 +110,21 @@ func ixData(t *testing.T, db *DB, rng *rand.Rand, n int) {
 			default:
 				obs["effectiveDateTime"] = date()
 			}
-			switch rng.IntN(5) {
+			switch rng.IntN(9) {
 			case 0:
 				obs["valueString"] = pick(ixNames)
 			case 1:
 				obs["valueRange"] = map[string]any{"low": map[string]any{"value": num(), "unit": "mg"}, "high": map[string]any{"value": num(), "unit": "mg"}}
 			case 2:
+			case 3:
+				obs["valueCodeableConcept"] = map[string]any{"coding": []any{coding()}, "text": pick(ixNames)}
+			case 4:
+				obs["valueDateTime"] = date()
+			case 5:
+				obs["valuePeriod"] = period()
+			case 6: // value-quantity names it, code-value-quantity does not
+				obs["valueSampledData"] = map[string]any{"origin": map[string]any{"value": num()}, "period": 1, "dimensions": 1,
+					"lowerLimit": num(), "upperLimit": num(), "data": "1 2 3"}
 			default:
 				q := map[string]any{"value": num()}
 				if rng.IntN(3) > 0 {
@@ -206,6 +215,40 @@ func ixQueries(rng *rand.Rand, n int) []struct{ typ, query string } {
 			func() string {
 				return "code-value-quantity=" + pick(ixCodes) + "$" + pick(ixPrefixes) + pick(ixNumbers)
 			},
+			func() string {
+				return "code-value-quantity=" + pick(ixSystems) + "|" + pick(ixCodes) + "$" + pick(ixPrefixes) + pick(ixNumbers) + "," +
+					pick(ixCodes) + "$" + pick(ixPrefixes) + pick(ixNumbers) + "|http://unitsofmeasure.org|mg/dL"
+			},
+			func() string {
+				return "code-value-concept=" + pick(ixCodes) + "$" + pick(ixSystems) + "|" + pick(ixCodes)
+			},
+			func() string {
+				return "code-value-date=" + pick(ixCodes) + "$" + pick(ixPrefixes) + url.QueryEscape(pick(ixDates))
+			},
+			func() string { return "code-value-string=" + pick(ixCodes) + "$" + url.QueryEscape(pick(ixNames)[:3]) },
+			func() string {
+				return "combo-code-value-quantity=" + pick(ixCodes) + "$" + pick(ixPrefixes) + pick(ixNumbers)
+			},
+			func() string { return "value-concept=" + pick(ixCodes) },
+			func() string { return "value-date=" + pick(ixPrefixes) + url.QueryEscape(pick(ixDates)) },
+			// Conjunctions a pair index answers, and some it must not.
+			func() string {
+				return "code=" + pick(ixCodes) + "&value-quantity=" + pick(ixPrefixes) + pick(ixNumbers)
+			},
+			func() string {
+				return "code=" + pick(ixSystems) + "|" + pick(ixCodes) + "," + pick(ixCodes) + "&value-quantity=" + pick(ixPrefixes) + pick(ixNumbers)
+			},
+			func() string {
+				return "code=" + pick(ixCodes) + "&value-concept=" + pick(ixSystems) + "|" + pick(ixCodes)
+			},
+			func() string {
+				return "code=" + pick(ixCodes) + "&value-date=" + pick(ixPrefixes) + url.QueryEscape(pick(ixDates))
+			},
+			func() string { return "code=" + pick(ixCodes) + "&value-string=" + url.QueryEscape(pick(ixNames)[:3]) },
+			func() string {
+				return "code:not=" + pick(ixCodes) + "&value-quantity=" + pick(ixPrefixes) + pick(ixNumbers)
+			},
+			func() string { return "code:missing=false&value-quantity:missing=false" },
 		},
 		"Patient": {
 			func() string { return "name=" + url.QueryEscape(strings.ToLower(pick(ixNames)[:2])) },
@@ -799,5 +842,173 @@ func TestIndexAfterCreateThenChange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A pair index (search.IndexFilters' filter of a composite parameter)
+// holds every resource that matches: read alone, its candidates include
+// each match a scan finds, for the composite searches and for the
+// conjunctions of their components' parameters, before and after the
+// data changes (the index log's and the index's keys).
+func TestPairIndexHoldsEveryMatch(t *testing.T) {
+	db := openSteppingDB(t)
+	rng := rand.New(rand.NewPCG(14, 3))
+	ixData(t, db, rng, 300)
+	var queries []string
+	for _, code := range ixCodes {
+		for _, pre := range ixPrefixes {
+			n := ixNumbers[rng.IntN(len(ixNumbers))]
+			d := url.QueryEscape(ixDates[rng.IntN(len(ixDates))])
+			queries = append(queries,
+				"code="+code+"&value-quantity="+pre+n,
+				"code=http://loinc.org|"+code+"&value-quantity="+pre+n+"|http://unitsofmeasure.org|mg/dL",
+				"code-value-quantity="+code+"$"+pre+n,
+				"code="+code+"&value-date="+pre+d,
+				"code-value-date="+code+"$"+pre+d)
+		}
+		queries = append(queries,
+			"code="+code+"&value-concept="+ixCodes[rng.IntN(len(ixCodes))],
+			"code-value-concept="+code+"$http://snomed.info/sct|"+ixCodes[rng.IntN(len(ixCodes))],
+			"code="+code+"&value-string=m",
+			"code-value-string="+code+"$m")
+	}
+	e := newSearchEngine()
+	check := func() {
+		paired, hits := 0, 0
+		for _, query := range queries {
+			params, err := url.ParseQuery(query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := e.plan("Observation", params, false)
+			if err != nil {
+				continue // an unindexable value ("ap")
+			}
+			err = db.view(defaultPartitionKey, func(p *ptx) error {
+				b, err := plan.bind(partitionSource{p, nil})
+				if err != nil {
+					return err
+				}
+				scan := *plan
+				scan.bind = func(src includeSource) (search.Bound, error) {
+					b, err := plan.bind(scanOnly{src})
+					return search.Bound{Match: b.Match}, err
+				}
+				list, err := run(p, "Observation", &scan, nil)
+				if err != nil {
+					return err
+				}
+				for _, f := range b.Filters {
+					if !strings.Contains(f.Param, "-value-") {
+						continue
+					}
+					paired++
+					ids, _, ok, err := p.indexCandidates("Observation", []search.IndexFilter{f})
+					if err != nil || !ok {
+						return fmt.Errorf("pair filter %s not read: %v", f.Param, err)
+					}
+					for _, id := range list.bareAll() {
+						hits++
+						if _, found := slices.BinarySearch(ids, id); !found {
+							t.Errorf("%s: %s matches, not among the %d candidates of %s", query, id, len(ids), f.Param)
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+		}
+		if paired < len(queries)*3/4 || hits < len(queries) {
+			t.Fatalf("%d of %d queries with a pair filter, %d matches checked", paired, len(queries), hits)
+		}
+	}
+	check()
+	// Single writes: their keys wait in the index log.
+	for i := range 40 {
+		err := db.update(defaultPartitionKey, func(p *ptx) error {
+			other, err := p.current("Observation", fmt.Sprintf("o%d", 299-i))
+			if err != nil {
+				return err
+			}
+			prev, err := p.current("Observation", fmt.Sprintf("o%d", i))
+			if err != nil {
+				return err
+			}
+			var body resource
+			if err := json.Unmarshal(other.Body, &body); err != nil {
+				return err
+			}
+			_, err = p.write("Observation", fmt.Sprintf("o%d", i), body, prev)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = db.view(defaultPartitionKey, func(p *ptx) error {
+		if p.part.Bucket(bucketIndexLog) == nil {
+			t.Error("no index log")
+		}
+		return nil
+	})
+	check()
+}
+
+// A database indexed by a store before pair keys (another index version:
+// its indexes lack the composites' keys) is indexed again once at Open,
+// with progress in the log; its pair indexes then answer searches.
+func TestIndexRebuiltForPairKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	db, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 3))
+	ixData(t, db, rng, 200)
+	// What the previous version wrote: no key of a composite.
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		ib := tx.Bucket(partitionBucketName(defaultPartitionKey)).Bucket(bucketIndex).Bucket([]byte("Observation"))
+		for _, code := range []string{"code-value-concept", "code-value-date", "code-value-quantity", "code-value-string"} {
+			tag, ok := search.IndexTag("Observation", code)
+			if !ok {
+				return fmt.Errorf("%s not indexed", code)
+			}
+			c := ib.Cursor()
+			for k, _ := c.Seek([]byte{tag}); k != nil && k[0] == tag; k, _ = c.Seek([]byte{tag}) {
+				if err := ib.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(metaIndexVersion, []byte("3-00000000+"+indexLayout))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logs []string
+	db, err = Open(path, &Options{Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	joined := strings.Join(logs, "\n")
+	for _, want := range []string{"building search indexes of", "for index version " + indexVersion(), "search indexes built"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("log lacks %q:\n%s", want, joined)
+		}
+	}
+	var queries []struct{ typ, query string }
+	for _, code := range ixCodes {
+		queries = append(queries,
+			struct{ typ, query string }{"Observation", "code-value-quantity=" + code + "$gt1"},
+			struct{ typ, query string }{"Observation", "code=" + code + "&value-quantity=lt6"})
+	}
+	if _, _, hits := ixCompare(t, db, queries); hits == 0 {
+		t.Error("no pair search found anything")
 	}
 }
