@@ -723,6 +723,61 @@ func (g *generator) oneCode() string {
 	return url.QueryEscape(c)
 }
 
+// pairQueries generates n searches the store answers from its pair
+// indexes (search.IndexFilters): Observation's code-value-concept and
+// code-value-quantity composites and the conjunctions of code with
+// value-concept or value-quantity, on the code and value of one
+// Observation, with every prefix an index answers. They come from their
+// own generator so that queries' battery stays as it was.
+func (g *generator) pairQueries(n int) []query {
+	prefix := func() string { return g.pick([]string{"gt", "ge", "lt", "le", ""}) } // HAPI refuses sa and eb on quantities
+	var out []query
+	for len(out) < n {
+		var q query
+		switch g.rng.IntN(4) {
+		case 0:
+			code, concept := g.observationWith("valueCodeableConcept")
+			q = query{"Observation", "code-value-concept=" + code + "$" + concept}
+		case 1:
+			code, concept := g.observationWith("valueCodeableConcept")
+			q = query{"Observation", "code=" + code + "&value-concept=" + concept}
+		case 2:
+			code, v := g.observationWith("valueQuantity")
+			q = query{"Observation", "code-value-quantity=" + code + "$" + prefix() + v}
+		default:
+			code, v := g.observationWith("valueQuantity")
+			q = query{"Observation", "code=" + code + "&value-quantity=" + prefix() + v}
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+// observationWith returns the code of a random Observation with element
+// value (valueQuantity, valueCodeableConcept) and that value (a
+// quantity's number, a concept's first code), query-escaped; both are
+// "" when no Observation has it.
+func (g *generator) observationWith(value string) (code, v string) {
+	var with []map[string]any
+	for _, res := range g.d.byType["Observation"] {
+		if res[value] != nil && res["code"] != nil {
+			with = append(with, res)
+		}
+	}
+	if len(with) == 0 {
+		return "", ""
+	}
+	res := with[g.rng.IntN(len(with))]
+	_, code = tokenOf(res["code"])
+	switch value {
+	case "valueQuantity":
+		v, _ = numberOf(res[value])
+	default:
+		_, v = tokenOf(res[value])
+	}
+	return url.QueryEscape(code), url.QueryEscape(v)
+}
+
 // fewerPages raises a small _count so that q has at most 40 pages (HAPI
 // answers each page in tens of milliseconds).
 func fewerPages(st storeServer, q query) query {
@@ -751,6 +806,10 @@ type result struct {
 // searches is how many generated searches run on both servers (HAPI takes
 // 100–300 ms per search here: under a minute).
 const searches = 350
+
+// pairSearches is how many more searches answered by pair indexes
+// (pairQueries) run on both.
+const pairSearches = 40
 
 // TestStoreAgreesWithHAPI loads the six Synthea histories and generated
 // resources into the store and into HAPI FHIR JPA, runs several hundred
@@ -819,6 +878,7 @@ func TestStoreAgreesWithHAPI(t *testing.T) {
 	}
 	g := &generator{rng: rand.New(rand.NewPCG(14, 1)), d: d}
 	qs := g.queries(searches)
+	qs = append(qs, (&generator{rng: rand.New(rand.NewPCG(14, 6)), d: d}).pairQueries(pairSearches)...)
 
 	searchStart := time.Now()
 	var wg sync.WaitGroup
