@@ -229,6 +229,7 @@ func searches(patient, family string, end, lastBatch, afterLastBatch time.Time) 
 		{"Observation?patient=…&code=2339-0&date=ge{last day}&_count=50", "1", "/fhir/Observation?patient=Patient/" + patient + "&code=http://loinc.org|2339-0&date=ge" + day + "&_count=50"},
 		{"Observation?patient=…&code=29463-7&date=ge{last month}&_count=50", "1", "/fhir/Observation?patient=" + patient + "&code=29463-7&date=ge" + month + "&_count=50"},
 		{"Observation?code=2339-0&value-quantity=gt250&_count=50", "1", "/fhir/Observation?code=2339-0&value-quantity=gt250&_count=50"},
+		{"Observation?code-value-quantity=http://loinc.org|2339-0$gt250&_count=50 (composite)", "1", "/fhir/Observation?code-value-quantity=" + url.QueryEscape("http://loinc.org|2339-0$gt250") + "&_count=50"},
 		{"Observation?_sort=-date&_count=10", "1", "/fhir/Observation?_sort=-date&_count=10"},
 		{"Observation?code=8867-4&_sort=-date&_count=10 (a quarter of the record, newest first)", "1", "/fhir/Observation?code=8867-4&_sort=-date&_count=10"},
 		{"Observation?_lastUpdated=gt{before the last 1000}&_lastUpdated=lt{after}&_count=10", "1", "/fhir/Observation?_lastUpdated=gt" + url.QueryEscape(lastBatch.Format(time.RFC3339Nano)) + "&_lastUpdated=lt" + url.QueryEscape(afterLastBatch.Format(time.RFC3339Nano)) + "&_count=10"},
