@@ -46,6 +46,7 @@ const (
 	kindHigh     = 'h' // high end of a date range or number interval
 	kindOrder    = 'o' // the value a resource sorts by (dates)
 	kindInverted = 'w' // a date range or interval that ends before it starts
+	// kindPair ('p', pairindex.go) starts a composite's pair key.
 )
 
 const maxIndexValue = 128

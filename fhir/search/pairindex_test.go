@@ -86,6 +86,21 @@ func TestPairKeysAreCrossProduct(t *testing.T) {
 	if len(got) != len(values)-1 || len(got) == 0 { // all but the order key
 		t.Errorf("code-value-date keys %q of value-date keys %q", got, values)
 	}
+	// value-quantity names SampledData too, code-value-quantity does not:
+	// no key of either, and no value-quantity search matches it (its
+	// lowerLimit and upperLimit are not the value), so no pair is missed.
+	sampled := decodeNumbers(t, `{"resourceType": "Observation", "code": {"coding": [{"code": "x"}]},
+		"valueSampledData": {"origin": {"value": 300}, "period": 1, "dimensions": 1, "lowerLimit": 260, "upperLimit": 400, "data": "300 301"}}`)
+	for _, code := range []string{"value-quantity", "code-value-quantity"} {
+		if got := IndexKeys(lookup(t, "Observation", code), sampled); got != nil {
+			t.Errorf("SampledData: %s keys %q", code, got)
+		}
+	}
+	for _, query := range []string{"value-quantity=gt0", "value-quantity=lt1000", "value-quantity=300", "code-value-quantity=x$gt0"} {
+		if mustParse(t, "Observation", query).Match(sampled) {
+			t.Errorf("SampledData matches %s", query)
+		}
+	}
 	// Without a code or a value: no pair.
 	for _, body := range []string{
 		`{"resourceType": "Observation", "valueQuantity": {"value": 1}}`,
