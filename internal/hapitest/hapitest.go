@@ -238,21 +238,14 @@ func cpuTime(pid int) (time.Duration, bool) {
 	return time.Duration(utime+stime) * time.Second / clockTicks, true
 }
 
-// StartT starts HAPI for a test: bounded by the test's deadline (less a
-// minute, so that a start that cannot finish fails with HAPI's log
-// instead of the test binary's panic), failing the test when it does not
-// come up, and stopped when the test ends.
+// StartT starts HAPI for a test: bounded by the test's deadline as every
+// wait in a test is (testkit.WaitContext: less a margin, so that a start
+// that cannot finish fails with HAPI's log instead of the test binary's
+// panic), failing the test when it does not come up, and stopped when the
+// test ends.
 func StartT(t testing.TB, o Options) *Server {
 	t.Helper()
-	ctx := context.Background()
-	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
-		if deadline, ok := dt.Deadline(); ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, deadline.Add(-time.Minute))
-			t.Cleanup(cancel)
-		}
-	}
-	s, err := Start(ctx, o)
+	s, err := Start(testkit.WaitContext(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
