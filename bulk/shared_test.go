@@ -73,18 +73,14 @@ func testSharedStore(t *testing.T, db kv.DB) {
 	}
 	var releaseB func()
 	var takeover bool
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testkit.Wait(t, "b to get the expired lease", func() bool {
 		var ok bool
 		// dead keeps renewing while its goroutine runs: stop it the way
 		// a killed process stops, by making its lease stale.
 		expire(t, db, id, "dead")
-		if releaseB, _, takeover, ok = b.claim(id, nil); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("b never got the expired lease")
-		}
-	}
+		releaseB, _, takeover, ok = b.claim(id, nil)
+		return ok
+	})
 	if !takeover {
 		t.Error("taking another node's expired lease is not reported as a takeover")
 	}
@@ -111,18 +107,14 @@ func testSharedStore(t *testing.T, db kv.DB) {
 		t.Fatal("a cannot claim a released lease")
 	}
 	// Its renewals carry its progress to the other nodes.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if p, ok := b.progress(id); ok && p.Type == "Observation" && p.Written == 7 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("b never saw a's progress")
-		}
-	}
+	testkit.Wait(t, "b to see a's progress", func() bool {
+		p, ok := b.progress(id)
+		return ok && p.Type == "Observation" && p.Written == 7
+	})
 	steal(t, db, id, "b")
 	select {
 	case <-lost:
-	case <-time.After(5 * time.Second):
+	case <-testkit.WaitContext(t).Done():
 		t.Error("a was not told that its lease was taken")
 	}
 	releaseA()

@@ -155,21 +155,18 @@ node.localhost:`+strconv.Itoa(testkit.Reserve(t).Number)+` {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var keys []string
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testkit.WaitFor(t, "the certificate of node.localhost in PostgreSQL", 100*time.Millisecond, func() error {
 		rows, err := conn.Query(ctx, "SELECT key FROM pfr_certs WHERE key LIKE '%node.localhost%'")
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(keys) >= 2 {
-			break
+		if len(keys) < 2 {
+			return fmt.Errorf("the keys are %v", keys)
 		}
-	}
-	if len(keys) < 2 {
-		t.Fatalf("the certificate of node.localhost is not in PostgreSQL: %v", keys)
-	}
+		return nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -280,12 +281,14 @@ func TestCluster(t *testing.T) {
 	}
 	// Both nodes poll every 5 s (the default): wait for the alert, then for
 	// two more polls of each, and count.
-	var counts map[string]int
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if counts, _ = rc.snapshot(); counts[receipt] > 0 {
-			break
+	testkit.WaitFor(t, "the alert of "+receipt, 200*time.Millisecond, func() error {
+		if counts, _ := rc.snapshot(); counts[receipt] == 0 {
+			return errors.New("not delivered yet")
 		}
-	}
+		return nil
+	})
+	// Not a wait for something to happen: two more polls of each node
+	// (the product's 5 s interval) must not deliver it again.
 	time.Sleep(11 * time.Second)
 	counts, bad := rc.snapshot()
 	if counts[receipt] != 1 || len(bad) > 0 {
@@ -419,15 +422,15 @@ func TestClusterNodeKilled(t *testing.T) {
 	}
 	// Load for a while, kill A in the middle of it, load on B alone.
 	waitFor := func(n int) {
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		testkit.WaitFor(t, fmt.Sprintf("%d requests of the load", n), 0, func() error {
 			mu.Lock()
 			got := len(outcomes)
 			mu.Unlock()
-			if got >= n {
-				return
+			if got < n {
+				return fmt.Errorf("%d answered", got)
 			}
-		}
-		t.Fatalf("the load stalled before %d requests", n)
+			return nil
+		})
 	}
 	waitFor(60)
 	// An export kicked off on A and running there when A dies.
@@ -510,17 +513,17 @@ func startExport(t *testing.T, g *gatewayProcess, token, slug string) string {
 		t.Fatalf("Content-Location %q", loc)
 	}
 	path := loc[i:]
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	testkit.WaitFor(t, "the export to start reading", 50*time.Millisecond, func() error {
 		res := g.do("GET", g.recordURL(slug, path), token, nil)
 		if res.Status != http.StatusAccepted {
 			t.Fatalf("the export ended before the node could be killed: %d %.300s", res.Status, res.Raw)
 		}
-		if strings.Contains(res.Header.Get("X-Progress"), "reading") {
-			return path
+		if p := res.Header.Get("X-Progress"); !strings.Contains(p, "reading") {
+			return fmt.Errorf("it says %q", p)
 		}
-	}
-	t.Fatal("the export did not start")
-	return ""
+		return nil
+	})
+	return path
 }
 
 // checkExportOn polls an export's status on node g until it is complete
@@ -535,18 +538,19 @@ func checkExportOn(t *testing.T, g *gatewayProcess, token, slug, path string) ma
 		} `json:"output"`
 	}
 	started := time.Now()
-	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+	testkit.Wait(t, "the export to complete on the surviving node", func() bool {
 		res := g.do("GET", g.recordURL(slug, path), token, nil)
 		if res.Status == http.StatusOK {
 			if err := json.Unmarshal(res.Raw, &m); err != nil {
 				t.Fatal(err)
 			}
-			break
+			return true
 		}
-		if res.Status != http.StatusAccepted || time.Now().After(deadline) {
+		if res.Status != http.StatusAccepted {
 			t.Fatalf("the export's status on the surviving node: %d %.300s", res.Status, res.Raw)
 		}
-	}
+		return false
+	})
 	seen := map[string]bool{}
 	types := map[string]int{}
 	for _, o := range m.Output {

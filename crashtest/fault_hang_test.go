@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestFaultUpstreamHungOrDead: with the upstream frozen (SIGSTOP) or dead
@@ -147,15 +149,15 @@ func TestFaultUpstreamHungOrDead(t *testing.T) {
 // returns before a busy process on another core has stopped.
 func waitStopped(t *testing.T, pid int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	testkit.WaitFor(t, fmt.Sprintf("process %d to stop", pid), 5*time.Millisecond, func() error {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			t.Fatal(err)
 		}
 		// pid (comm) state …: the state follows the last ')'.
 		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && (stat[i+2] == 'T' || stat[i+2] == 't') {
-			return
+			return nil
 		}
-	}
-	t.Fatalf("process %d did not stop", pid)
+		return fmt.Errorf("its stat is %.100s", stat)
+	})
 }

@@ -3,12 +3,15 @@ package crashtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestImportKilled SIGKILLs the gateway while an import it acknowledged
@@ -63,16 +66,17 @@ func TestImportKilled(t *testing.T) {
 		}
 		g.restart()
 		var final map[string]any
-		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		testkit.Wait(t, "the import to complete after the restart", func() bool {
 			res := g.do("GET", status, owner, nil)
 			if res.Status == http.StatusOK {
 				final = res.Body
-				break
+				return true
 			}
-			if res.Status != http.StatusAccepted || time.Now().After(deadline) {
+			if res.Status != http.StatusAccepted {
 				t.Fatalf("%s: the import after the restart: %d %.300s", when, res.Status, res.Raw)
 			}
-		}
+			return false
+		})
 		counts := g.recordCounts(owner, slug, []string{"Observation", "Patient"})
 		if counts["Observation"] != n || counts["Patient"] != 1 {
 			t.Errorf("killed %s: the record holds %v, want %d Observations and its one Patient", when, counts, n)
@@ -130,16 +134,16 @@ func (g *gatewayProcess) checkChain(token, slug string, n int) {
 // phase (the test fails if it ends first).
 func (g *gatewayProcess) waitProgress(token, status, phase string) {
 	g.t.Helper()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testkit.WaitFor(g.t, fmt.Sprintf("the import to say %q", phase), 10*time.Millisecond, func() error {
 		res := g.do("GET", status, token, nil)
 		if res.Status != http.StatusAccepted {
 			g.t.Fatalf("the import ended before it was %s: %d %.300s", phase, res.Status, res.Raw)
 		}
-		if strings.Contains(res.Header.Get("X-Progress"), phase) {
-			return
+		if p := res.Header.Get("X-Progress"); !strings.Contains(p, phase) {
+			return fmt.Errorf("it says %q", p)
 		}
-	}
-	g.t.Fatalf("the import never said %q", phase)
+		return nil
+	})
 }
 
 // TestExportKilled SIGKILLs a single gateway while it runs an export it
@@ -183,14 +187,14 @@ func TestExportKilled(t *testing.T) {
 // waitDone polls an import's status until it is complete.
 func (g *gatewayProcess) waitDone(token, status string) {
 	g.t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testkit.WaitFor(g.t, "the import to end", 100*time.Millisecond, func() error {
 		res := g.do("GET", status, token, nil)
-		if res.Status == http.StatusOK {
-			return
-		}
-		if res.Status != http.StatusAccepted {
+		if res.Status != http.StatusOK && res.Status != http.StatusAccepted {
 			g.t.Fatalf("the import failed: %d %.300s", res.Status, res.Raw)
 		}
-	}
-	g.t.Fatal("the import did not end")
+		if res.Status != http.StatusOK {
+			return errors.New("it is in progress")
+		}
+		return nil
+	})
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // markerSystem is the Bundle.identifier system that names each Bundle the
@@ -179,7 +181,7 @@ func TestSIGKILLDuringIntake(t *testing.T) {
 // The senders stop at the first transport error (the kill) or after
 // perSender Bundles.
 func runSenders(t *testing.T, g *gatewayProcess, slug string, ledger *intakeLedger, round, senders, perSender int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	acks := make(chan struct{}, senders*perSender)
 	var wg sync.WaitGroup

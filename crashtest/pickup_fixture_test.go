@@ -223,7 +223,7 @@ func (f *pickupFixture) crashPickup(slug string, kill killWhen) crash {
 	done := make(chan struct{})
 	var first response
 	answered := false
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(f.t))
 	defer cancel()
 	started := time.Now()
 	go func() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/pfrproc"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // reloadCaddyfile is the gateway of the reload test: HTTPS from Caddy's
@@ -103,17 +104,16 @@ func TestReloadUnderLoad(t *testing.T) {
 	apexURL := func(p string) string { return base + p }
 	recordURL := func(p string) string { return fmt.Sprintf("https://reload.%s:%d/fhir%s", baseDomain, port, p) }
 	// The certificates come on the first handshakes.
-	deadline := time.Now().Add(30 * time.Second)
 	var created response
-	for {
+	testkit.WaitFor(t, "the first request over TLS", 200*time.Millisecond, func() error {
 		created, err = g.send(context.Background(), "POST", apexURL("/pfr/v1/records"), token,
 			map[string]any{"slug": "reload", "relationship": "self", "patient": faultPatient()})
-		if err == nil || time.Now().After(deadline) {
-			break
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, proc.LogTail(20))
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil || created.Status != http.StatusCreated {
+		return nil
+	})
+	if created.Status != http.StatusCreated {
 		t.Fatalf("creating the record: %v %d %s\n%s", err, created.Status, created.Raw, proc.LogTail(20))
 	}
 	patientID, _ := created.Body["patientId"].(string)

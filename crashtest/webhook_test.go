@@ -99,20 +99,18 @@ func TestSIGKILLWithWebhookDown(t *testing.T) {
 
 	// The first delivery of each alert fails (nothing listens) before the
 	// kill: what survives is an outbox entry waiting for its retry.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	testkit.WaitFor(t, "a failed delivery logged for every drop-off", 100*time.Millisecond, func() error {
 		failed := 0
 		for _, id := range receipts {
 			if g.logHasLine("drop-off alert not delivered; will retry", id) {
 				failed++
 			}
 		}
-		if failed == len(receipts) {
-			break
+		if failed < len(receipts) {
+			return fmt.Errorf("%d of %d logged:\n%s", failed, len(receipts), g.logTail(20))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no failed delivery logged within 30s for every drop-off:\n%s", g.logTail(20))
-		}
-	}
+		return nil
+	})
 	g.restart()
 	g.restart()
 

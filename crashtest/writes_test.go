@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // writesSystem is the identifier system of the owner-write crash test.
@@ -105,7 +107,7 @@ func TestSIGKILLDuringOwnerWrites(t *testing.T) {
 // runWriters writes from several goroutines until the kill, which comes at
 // a random moment once a few writes were acknowledged.
 func runWriters(t *testing.T, g *gatewayProcess, owner, slug, patientID string, ledger *writesLedger, round, writers, perWriter int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	acks := make(chan struct{}, writers*perWriter)
 	var wg sync.WaitGroup

@@ -97,8 +97,7 @@ func TestKeycloakRecipe(t *testing.T) {
 	}
 	script = strings.Replace(script, m[0], "", 1)
 	work := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
+	ctx := testkit.WaitContext(t)
 	env := append(os.Environ(), "HOME="+work, // kcadm keeps its login in ~/.keycloak, PFR_LOGIN_SECRET included
 		"KC_BOOTSTRAP_ADMIN_USERNAME=admin", "KC_BOOTSTRAP_ADMIN_PASSWORD=admin",
 		"JAVA_OPTS_APPEND=-Dnet.bytebuddy.experimental=true")
@@ -126,7 +125,7 @@ func TestKeycloakRecipe(t *testing.T) {
 		}
 	}()
 	kcBase := "http://localhost:" + kcPort
-	if err := waitHTTP(ctx, kcBase+"/realms/master", kcDone, 10*time.Minute); err != nil {
+	if err := waitHTTP(ctx, kcBase+"/realms/master", kcDone); err != nil {
 		t.Fatalf("Keycloak: %v\n%s", err, tail(kcLog.String(), 30))
 	}
 
@@ -373,10 +372,11 @@ func hasString(v any, s string) bool {
 	return false
 }
 
-// waitHTTP waits until u answers 200, or done closes.
-func waitHTTP(ctx context.Context, u string, done <-chan struct{}, timeout time.Duration) error {
+// waitHTTP waits until u answers 200, or done closes, or ctx ends
+// (testkit.WaitContext: the test's deadline is near).
+func waitHTTP(ctx context.Context, u string, done <-chan struct{}) error {
 	client := &http.Client{Timeout: 2 * time.Second}
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+	for {
 		if res, err := client.Get(u); err == nil {
 			_ = res.Body.Close()
 			if res.StatusCode == http.StatusOK {
@@ -391,7 +391,6 @@ func waitHTTP(ctx context.Context, u string, done <-chan struct{}, timeout time.
 		case <-time.After(time.Second):
 		}
 	}
-	return fmt.Errorf("%s did not answer in %s", u, timeout)
 }
 
 // tail returns the last n lines of s.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestQuickstartAnswersEveryName runs Caddyfile.example and checks what a
@@ -25,7 +27,7 @@ func TestQuickstartAnswersEveryName(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real pfr binary; run without -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	ex := startExample(ctx, t)
 

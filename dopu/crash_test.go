@@ -21,6 +21,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
 	"github.com/pfrgateway/caddy-pfr/internal/pgstate"
 	"github.com/pfrgateway/caddy-pfr/internal/pgtest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 const crashEnv = "DOPU_CRASH_CHILD_DB"
@@ -72,7 +73,7 @@ func TestCrashDuringIntake(t *testing.T) {
 	}
 	acked := map[string]string{} // id → sha256 of the body
 	for round, killAfter := range []int{3, 11, 25} {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashChildProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashEnv+"="+path)
 		stdout, err := cmd.StdoutPipe()

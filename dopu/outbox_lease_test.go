@@ -53,15 +53,15 @@ func TestAlertOnceAcrossDeliveryLoops(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = svc.Run(ctx) }()
 	}
-	deadline := time.Now().Add(time.Minute)
-	for outboxLen(t, f) > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	wg.Wait()
-	if left := outboxLen(t, f); left != 0 {
-		t.Fatalf("%d alerts still in the outbox", left)
-	}
+	stop := sync.OnceFunc(func() { cancel(); wg.Wait() })
+	defer stop()
+	testkit.WaitFor(t, "the outbox to empty", 5*time.Millisecond, func() error {
+		if left := outboxLen(t, f); left != 0 {
+			return fmt.Errorf("%d alerts still in it", left)
+		}
+		return nil
+	})
+	stop()
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	seen := map[string]int{}

@@ -266,9 +266,12 @@ func TestRunDeliversAndStops(t *testing.T) {
 	go func() { done <- f.svc.Run(ctx) }()
 	// Intake wakes Run: no need to wait for the (hour-long) poll.
 	f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
+	wait := testkit.WaitContext(t)
 	select {
 	case <-rc.hits:
-	case <-time.After(30 * time.Second):
+	case <-wait.Done():
+		cancel()
+		<-done
 		t.Fatal("Run did not deliver the alert")
 	}
 	cancel()
@@ -277,7 +280,7 @@ func TestRunDeliversAndStops(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-wait.Done():
 		t.Fatal("Run did not stop")
 	}
 	if len(rc.delivered()) != 1 {

@@ -187,11 +187,12 @@ func TestConcurrentIntakesBounded(t *testing.T) {
 		}()
 	}
 	// Wait until both slow senders hold the two slots.
-	for deadline := time.Now().Add(30 * time.Second); len(f.svc.parsing) < 2; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the slow senders never started")
+	testkit.WaitFor(t, "both slow senders to hold a slot", time.Millisecond, func() error {
+		if n := len(f.svc.parsing); n < 2 {
+			return fmt.Errorf("%d hold one", n)
 		}
-	}
+		return nil
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := f.svc.Intake(ctx, "rec1", fhir.ContentType, "", strings.NewReader("{}"), Sender{})

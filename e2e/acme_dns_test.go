@@ -236,18 +236,16 @@ func TestWildcardCertificateDNS01(t *testing.T) {
 // chain against Pebble's root only, until a certificate is served.
 func waitForWildcard(t *testing.T, pb *pebbleServer, name string) *x509.Certificate {
 	t.Helper()
-	var lastErr error
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	var leaf *x509.Certificate
+	testkit.WaitFor(t, "a certificate for "+name, 500*time.Millisecond, func() error {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", httpsPort),
 			&tls.Config{ServerName: name, RootCAs: pb.RootPool()})
 		if err != nil {
-			lastErr = err
-			continue
+			return err
 		}
-		leaf := conn.ConnectionState().PeerCertificates[0]
+		leaf = conn.ConnectionState().PeerCertificates[0]
 		conn.Close()
-		return leaf
-	}
-	t.Fatalf("no certificate for %s within 2 minutes: %v", name, lastErr)
-	return nil
+		return nil
+	})
+	return leaf
 }

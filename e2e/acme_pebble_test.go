@@ -175,7 +175,7 @@ func startPebble(t *testing.T) *pebbleServer {
 func startPebbleWith(t *testing.T, opts pebble.Options) *pebbleServer {
 	t.Helper()
 	testkit.Needs(t, "Pebble (an ACME server)")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	opts.Dir = t.TempDir()
 	srv, err := pebble.Start(ctx, opts)
 	if err != nil {

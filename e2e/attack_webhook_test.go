@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestAttackWebhookSSRF points a record's drop-off webhook at the Caddy
@@ -94,7 +96,7 @@ func TestAttackWebhookSSRF(t *testing.T) {
 	receipt := e.dropOff("hooked", []byte(bundle("collection", `{"resource":`+obs(`"subject":{"display":"x"}`)+`}`))).
 		Expect(t, http.StatusAccepted, "drop off").Header.Get("X-PFR-Receipt")
 	var alert map[string]any
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	testkit.WaitFor(t, "the alert to be dead", 200*time.Millisecond, func() error {
 		inbox := e.do("GET", apex("/pfr/v1/records/hooked/dropoffs"), owner, nil).Expect(t, http.StatusOK, "inbox")
 		items, _ := inbox.Body["dropoffs"].([]any)
 		for _, it := range items {
@@ -102,13 +104,11 @@ func TestAttackWebhookSSRF(t *testing.T) {
 				alert, _ = m["alert"].(map[string]any)
 			}
 		}
-		if alert != nil && alert["state"] == "dead" {
-			break
+		if alert == nil || alert["state"] != "dead" {
+			return fmt.Errorf("it is %v (%s)", alert, inbox.Raw)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the alert is not dead after 60s: %v (%s)", alert, inbox.Raw)
-		}
-	}
+		return nil
+	})
 	if !strings.Contains(fmt.Sprint(alert["lastError"]), "redirects are not followed") || alert["attempts"] != float64(2) {
 		t.Errorf("the owner does not see why: %v", alert)
 	}

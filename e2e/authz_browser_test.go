@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // authzLines turns on the built-in authorization server in a pfr block (a
@@ -146,14 +149,13 @@ func TestBuiltinAuthzBrowserLaunch(t *testing.T) {
 	clientID := out["clientId"].(string)
 	e.do("GET", recordURL("john", "/Observation"), access, nil).Expect(t, http.StatusOK, "read with the app's token")
 	// The access log names the app (AuditEvent agent altId) and the person.
-	named := false
-	for deadline := time.Now().Add(10 * time.Second); !named && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	testkit.WaitFor(t, "the access log to name the app and the person", 200*time.Millisecond, func() error {
 		log := e.do("GET", apex("/pfr/v1/records/john/audit"), owner, nil).Expect(t, http.StatusOK, "audit")
-		named = strings.Contains(string(log.Raw), `"altId":"`+clientID+`"`) && strings.Contains(string(log.Raw), `"value":"alice"`)
-	}
-	if !named {
-		t.Error("the access log does not name the app and the person")
-	}
+		if !strings.Contains(string(log.Raw), `"altId":"`+clientID+`"`) || !strings.Contains(string(log.Raw), `"value":"alice"`) {
+			return fmt.Errorf("it holds %.500s", log.Raw)
+		}
+		return nil
+	})
 	apps := e.do("GET", apex("/pfr/v1/records/john/apps"), owner, nil).Expect(t, http.StatusOK, "apps")
 	list, _ := apps.Body["apps"].([]any)
 	if len(list) != 1 || list[0].(map[string]any)["clientId"] != clientID || list[0].(map[string]any)["clientName"] != "My health app" {

@@ -63,19 +63,20 @@ const webhookAllowed = "127.0.0.2"
 // waitAlert waits (bounded) for an alert about dropoff.
 func (wr *webhookReceiver) waitAlert(t *testing.T, dropoff string) (map[string]any, string) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	var alert map[string]any
+	var body string
+	testkit.WaitFor(t, "an alert for drop-off "+dropoff, 200*time.Millisecond, func() error {
 		wr.mu.Lock()
+		defer wr.mu.Unlock()
 		for i, a := range wr.alerts {
 			if a["dropoff"] == dropoff {
-				body := wr.bodies[i]
-				wr.mu.Unlock()
-				return a, body
+				alert, body = a, wr.bodies[i]
+				return nil
 			}
 		}
-		wr.mu.Unlock()
-	}
-	t.Fatalf("no alert for drop-off %s within 30s (bad signatures: %d)", dropoff, wr.bad)
-	return nil, ""
+		return fmt.Errorf("none yet (bad signatures: %d)", wr.bad)
+	})
+	return alert, body
 }
 
 // bundlePatient returns the Patient of a Bundle, without its id.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // exportAll runs a Bulk Data export at base with token through the whole
@@ -24,25 +26,23 @@ func (e *env) exportAll(base, query, token string) (map[string]any, map[string][
 	if !strings.HasPrefix(status, base+"/$export-status/") {
 		t.Fatalf("Content-Location %q", status)
 	}
-	deadline := time.Now().Add(3 * time.Minute)
 	var manifest map[string]any
-	for manifest == nil {
+	testkit.WaitFor(t, "the export to finish", 100*time.Millisecond, func() error {
 		res := e.do("GET", status, token, nil)
 		switch res.Status {
 		case http.StatusAccepted:
 			if res.Header.Get("X-Progress") == "" || res.Header.Get("Retry-After") == "" {
 				t.Fatalf("a 202 without X-Progress or Retry-After: %v", res.Header)
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("the export did not finish")
-			}
-			time.Sleep(100 * time.Millisecond)
+			return fmt.Errorf("it says %q", res.Header.Get("X-Progress"))
 		case http.StatusOK:
 			manifest = res.Body
+			return nil
 		default:
 			t.Fatalf("status: %d %s", res.Status, res.Raw)
+			return nil
 		}
-	}
+	})
 	out := map[string][]json.RawMessage{}
 	outputs, _ := manifest["output"].([]any)
 	for _, o := range outputs {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func observation(patientRef, code string) map[string]any {
@@ -374,13 +376,13 @@ func TestAccessLog(t *testing.T) {
 		Expect(t, http.StatusAccepted, "drop-off")
 
 	var events []any
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	testkit.WaitFor(t, "five events in the access log", 200*time.Millisecond, func() error {
 		log := e.do("GET", apex("/pfr/v1/records/logged/audit"), alice, nil).Expect(t, http.StatusOK, "access log")
-		events, _ = log.Body["entry"].([]any)
-		if len(events) >= 5 {
-			break
+		if events, _ = log.Body["entry"].([]any); len(events) < 5 {
+			return fmt.Errorf("it holds %d", len(events))
 		}
-	}
+		return nil
+	})
 	var seen []string
 	for _, en := range events {
 		ev := en.(map[string]any)["resource"].(map[string]any)

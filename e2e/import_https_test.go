@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -89,12 +90,13 @@ func TestImportManifestOverHTTPS(t *testing.T) {
 		res := e.do("POST", apexURL+"/pfr/v1/records/ned/import", token, body, "Content-Type", contentType)
 		res.Expect(t, http.StatusAccepted, "import at "+apexURL)
 		status := res.Header.Get("Content-Location")
-		for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
-			res := e.do("GET", status, token, nil)
-			if res.Status != http.StatusAccepted || time.Now().After(deadline) {
-				return res
+		testkit.WaitFor(t, "the import at "+apexURL+" to end", 200*time.Millisecond, func() error {
+			if res = e.do("GET", status, token, nil); res.Status == http.StatusAccepted {
+				return errors.New("it is in progress")
 			}
-		}
+			return nil
+		})
+		return res
 	}
 	alice := e.token("alice")
 	apexA := apex("")
@@ -111,15 +113,16 @@ func TestImportManifestOverHTTPS(t *testing.T) {
 	kick := e.do("GET", recordURL("ned", "/$export"), alice, nil, "Prefer", "respond-async", "Accept", "application/fhir+json")
 	kick.Expect(t, http.StatusAccepted, "kick-off")
 	status := kick.Header.Get("Content-Location")
-	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+	testkit.WaitFor(t, "the export to finish", 100*time.Millisecond, func() error {
 		res := e.do("GET", status, alice, nil)
-		if res.Status == http.StatusOK {
-			break
-		}
-		if res.Status != http.StatusAccepted || time.Now().After(deadline) {
+		if res.Status != http.StatusOK && res.Status != http.StatusAccepted {
 			t.Fatalf("the export: %d %.300s", res.Status, res.Raw)
 		}
-	}
+		if res.Status != http.StatusOK {
+			return errors.New("it is in progress")
+		}
+		return nil
+	})
 	manifestRequest, _ := json.Marshal(map[string]string{"manifest": status, "token": alice})
 
 	// Without the source's CA: the certificate is refused, nothing is written.

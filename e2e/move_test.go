@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/auth"
 	"github.com/pfrgateway/caddy-pfr/internal/cli"
 	"github.com/pfrgateway/caddy-pfr/internal/hapitest"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // hapiGatewaySite is a second gateway in the same Caddy, at
@@ -457,15 +459,16 @@ func importFromHAPI(t *testing.T, e *env, h *hapiServer, part, apexB, tokB, pid 
 	if kick.StatusCode != http.StatusAccepted || status == "" {
 		t.Fatalf("HAPI's $export kick-off: %d %q", kick.StatusCode, status)
 	}
-	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(300 * time.Millisecond) {
+	testkit.WaitFor(t, "HAPI's $export to finish", 300*time.Millisecond, func() error {
 		res := hapi(status)
-		if res.StatusCode == http.StatusOK {
-			break
-		}
-		if res.StatusCode != http.StatusAccepted || time.Now().After(deadline) {
+		if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusAccepted {
 			t.Fatalf("HAPI's $export status: %d", res.StatusCode)
 		}
-	}
+		if res.StatusCode != http.StatusOK {
+			return errors.New("it is in progress")
+		}
+		return nil
+	})
 	person := e.do("GET", fmt.Sprintf("https://bethanie.hapi.localhost:%d/fhir/Patient/%s", httpsPort, pid), tokB, nil).Expect(t, http.StatusOK, "the record's Patient").Body
 	patient := map[string]any{"resourceType": "Patient"}
 	for _, k := range []string{"name", "gender", "birthDate"} {
@@ -478,12 +481,12 @@ func importFromHAPI(t *testing.T, e *env, h *hapiServer, part, apexB, tokB, pid 
 	res := e.do("POST", apexB+"/pfr/v1/records/bethanie-again/import", tokB, body, "Content-Type", "application/json").
 		Expect(t, http.StatusAccepted, "the import from HAPI's manifest")
 	job := res.Header.Get("Content-Location")
-	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(300 * time.Millisecond) {
-		res = e.do("GET", job, tokB, nil)
-		if res.Status != http.StatusAccepted || time.Now().After(deadline) {
-			break
+	testkit.WaitFor(t, "the import from HAPI's manifest to end", 300*time.Millisecond, func() error {
+		if res = e.do("GET", job, tokB, nil); res.Status == http.StatusAccepted {
+			return errors.New("it is in progress")
 		}
-	}
+		return nil
+	})
 	res.Expect(t, http.StatusOK, "the import from HAPI's $export")
 	result, _ := res.Body["result"].(map[string]any)
 	t.Logf("import from HAPI's $export (manifest URL, partition header): %v resources in %v transactions, %.1fs",

@@ -37,8 +37,6 @@ const (
 	appRedirectPath     = "/callback"     // http://127.0.0.1:<any port>/callback
 	smartUser           = "john"
 	smartPassword       = "john-password-for-tests-only"
-	// providerStartTimeout bounds how long node may take to print "ready".
-	providerStartTimeout = 60 * time.Second
 )
 
 // managementAudience() is the resource (and token aud) of the management API.
@@ -155,8 +153,8 @@ func startNode(t *testing.T, cmd *exec.Cmd, prefix string) string {
 		return line
 	case <-done:
 		t.Fatalf("%v exited before it was ready:\n%s", cmd.Args, stderr.String())
-	case <-time.After(providerStartTimeout):
-		t.Fatalf("%v not ready after %v:\n%s", cmd.Args, providerStartTimeout, stderr.String())
+	case <-testkit.WaitContext(t).Done():
+		t.Fatalf("%v not ready:\n%s", cmd.Args, stderr.String())
 	}
 	return ""
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/api"
 	"github.com/pfrgateway/caddy-pfr/gateway"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // node starts another node of e's cluster: a gateway on the same records,
@@ -78,13 +79,16 @@ func TestExportCluster(t *testing.T) {
 	running := a.kickOff(t, alice, "/$export?_type=Patient,Observation")
 	watcher := a.node(t, "watcher", false)
 	progress := ""
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(progress, "reading Observation"); time.Sleep(20 * time.Millisecond) {
+	testkit.WaitFor(t, "the watching node to see the export reading Observation", 0, func() error {
 		res := watcher.do(t, alice, "GET", johnHost, running, nil)
 		if res.Code != http.StatusAccepted {
 			t.Fatalf("the held export on the watching node: %d %s", res.Code, res.Body)
 		}
-		progress = res.Header().Get("X-Progress")
-	}
+		if progress = res.Header().Get("X-Progress"); !strings.Contains(progress, "reading Observation") {
+			return fmt.Errorf("it says %q", progress)
+		}
+		return nil
+	})
 	if !strings.Contains(progress, "reading Observation (type 2 of 2)") {
 		t.Errorf("a node not running the export says %q", progress)
 	}
@@ -128,13 +132,10 @@ func TestExportCluster(t *testing.T) {
 	}
 	// Node b's working files go once its jobs ended (just after their
 	// status says so).
-	var left []os.DirEntry
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if left, _ = os.ReadDir(b.cfg.Bulk.Dir); len(left) == 0 {
-			break
+	testkit.WaitFor(t, "node b's directory to empty", 0, func() error {
+		if left, _ := os.ReadDir(b.cfg.Bulk.Dir); len(left) > 0 {
+			return fmt.Errorf("it holds %v", left)
 		}
-	}
-	if len(left) > 0 {
-		t.Errorf("node b's directory still holds %v", left)
-	}
+		return nil
+	})
 }

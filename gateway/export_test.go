@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +25,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/backend"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 	"github.com/pfrgateway/caddy-pfr/store"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -254,31 +256,29 @@ type manifest struct {
 // answer before it is a 202 with X-Progress and Retry-After.
 func (e *exportEnv) poll(t testing.TB, token, status string) manifest {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
+	var m manifest
+	testkit.Wait(t, "the export to finish", func() bool {
 		res := e.do(t, token, "GET", johnHost, status, nil)
 		switch res.Code {
 		case http.StatusAccepted:
 			if res.Header().Get("X-Progress") == "" || res.Header().Get("Retry-After") == "" {
 				t.Fatalf("a 202 without X-Progress or Retry-After: %v", res.Header())
 			}
-			time.Sleep(20 * time.Millisecond)
-			continue
+			return false
 		case http.StatusOK:
-			var m manifest
 			if err := json.Unmarshal(res.Body.Bytes(), &m); err != nil {
 				t.Fatalf("manifest: %v: %s", err, res.Body)
 			}
 			if res.Header().Get("Expires") == "" {
 				t.Errorf("the manifest has no Expires header")
 			}
-			return m
+			return true
 		default:
 			t.Fatalf("status: %d %s", res.Code, res.Body)
+			return false
 		}
-	}
-	t.Fatal("the export did not finish in 2 minutes")
-	return manifest{}
+	})
+	return m
 }
 
 // download reads every output file of m: type → id → resource line.
@@ -696,19 +696,16 @@ func TestExportResumes(t *testing.T) {
 	}
 	status := e.kickOff(t, alice, "/$export?_type=Condition,Patient,Observation")
 	// Stop once the second type is under way.
-	for deadline := time.Now().Add(time.Minute); ; {
+	testkit.WaitFor(t, "the export to reach its second type", 2*time.Millisecond, func() error {
 		res := e.do(t, alice, "GET", johnHost, status, nil)
 		if res.Code != http.StatusAccepted {
 			t.Fatalf("the export ended before it could be interrupted: %d", res.Code)
 		}
-		if p := res.Header().Get("X-Progress"); strings.Contains(p, "Patient") || strings.Contains(p, "Observation") {
-			break
+		if p := res.Header().Get("X-Progress"); !strings.Contains(p, "Patient") && !strings.Contains(p, "Observation") {
+			return fmt.Errorf("it says %q", p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no progress")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return nil
+	})
 	e.restart(t)
 	m := e.poll(t, alice, status)
 	got := e.download(t, alice, m)
@@ -810,18 +807,16 @@ func TestExportStopsWhenAccessEnds(t *testing.T) {
 		t.Fatalf("a viewer polls: %d", res.Code)
 	}
 	jobFile := filepath.Join(e.cfg.Bulk.Dir, strings.TrimPrefix(status, "/fhir/$export-status/"), "job.json")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+	testkit.WaitFor(t, "the job to end", 10*time.Millisecond, func() error {
 		raw, err := os.ReadFile(jobFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Contains(raw, []byte(`"status": "in-progress"`)) {
-			break
+		if bytes.Contains(raw, []byte(`"status": "in-progress"`)) {
+			return errors.New("it is in progress")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the job did not end")
-		}
-	}
+		return nil
+	})
 	setRole(tenancy.RoleManager)
 	res := e.do(t, mark, "GET", johnHost, status, nil)
 	if res.Code != http.StatusForbidden || !strings.Contains(res.Body.String(), "no longer owns or manages") {

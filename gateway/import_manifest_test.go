@@ -16,6 +16,7 @@ import (
 
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/gateway"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // manifestPolicy is the destination policy of the manifest tests:
@@ -98,7 +99,7 @@ func httpKickOff(t testing.TB, hc *http.Client, token, kick string) string {
 // waitManifest polls an export's status URL over HTTP until it is done.
 func waitManifest(t testing.TB, hc *http.Client, token, status string) {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	testkit.Wait(t, "the export to finish", func() bool {
 		req, _ := http.NewRequest("GET", status, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		res, err := hc.Do(req)
@@ -106,14 +107,11 @@ func waitManifest(t testing.TB, hc *http.Client, token, status string) {
 			t.Fatal(err)
 		}
 		res.Body.Close()
-		if res.StatusCode == http.StatusOK {
-			return
-		}
-		if res.StatusCode != http.StatusAccepted {
+		if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusAccepted {
 			t.Fatalf("export status: %d", res.StatusCode)
 		}
-	}
-	t.Fatal("the export did not finish")
+		return res.StatusCode == http.StatusOK
+	})
 }
 
 // bulkSource is a Bulk Data server's files, for asserting what the

@@ -56,18 +56,20 @@ func (e *exportEnv) startImport(t testing.TB, token, slug, contentType string, b
 // waitImport polls an import until it ends and returns the last answer.
 func (e *exportEnv) waitImport(t testing.TB, token, status string) (int, []byte) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	var code int
+	var body []byte
+	testkit.Wait(t, "the import to end", func() bool {
 		res := e.do(t, token, "GET", "pfr.localhost", status, nil)
 		if res.Code == http.StatusAccepted {
 			if res.Header().Get("X-Progress") == "" {
 				t.Fatalf("a 202 without X-Progress")
 			}
-			continue
+			return false
 		}
-		return res.Code, res.Body.Bytes()
-	}
-	t.Fatal("the import did not end")
-	return 0, nil
+		code, body = res.Code, res.Body.Bytes()
+		return true
+	})
+	return code, body
 }
 
 // readAll reads every resource of typ in the record at host through the

@@ -334,7 +334,7 @@ func TestCertmagicDNS01Solver(t *testing.T) {
 		Resolvers:          []string{srv.Addr},
 		PropagationTimeout: 30 * time.Second,
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	chal := acme.Challenge{
 		Type:             acme.ChallengeTypeDNS01,

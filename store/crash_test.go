@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // crashChildEnv makes the test binary serve a store instead of testing.
@@ -142,7 +144,7 @@ func TestCrashKeepsEveryAcknowledgedWrite(t *testing.T) {
 	}
 	select {
 	case <-ackedEnough:
-	case <-time.After(30 * time.Second):
+	case <-testkit.WaitContext(t).Done():
 		t.Fatal("the child answered too few transactions")
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
@@ -29,7 +28,7 @@ func TestFhirKitClient(t *testing.T) {
 	s := newTestServer(t)
 	s.createPartition(1)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", "store.test.mjs")
 	cmd.Dir = dir

@@ -5,7 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // TestBenchSmoke runs the whole harness on a small record: cmd/pfr built,
@@ -16,7 +17,7 @@ func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs cmd/pfr")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	var out, log bytes.Buffer
 	if err := run(ctx, options{n: 30, rounds: 1}, &out, &log); err != nil {

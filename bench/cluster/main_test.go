@@ -5,7 +5,6 @@ import (
 	"context"
 	"regexp"
 	"testing"
-	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
@@ -16,7 +15,7 @@ import (
 // ratios printed. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
 	testkit.Needs(t, "PostgreSQL and the pfr binary run as five processes")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	var out bytes.Buffer
 	if err := run(ctx, options{reads: 20, clients: 2, records: 3, round: 10}, &out); err != nil {

@@ -27,7 +27,7 @@ const syntheaDir = "../../testdata/fhir/synthea"
 // Caddy stopped. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
 	testkit.Needs(t, "the pfr binary run as a separate process")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	profile := t.TempDir() + "/cpu.pprof"
 	o := options{concurrency: []int{1, 3}, small: 4, large: 2, warmup: 1, duration: time.Minute, rounds: 1,

@@ -22,7 +22,7 @@ import (
 // Caddy stopped. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
 	testkit.Needs(t, "the pfr binary run as a separate process")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	profile := filepath.Join(t.TempDir(), "cpu.pprof")
 	allocs := filepath.Join(t.TempDir(), "allocs.pprof")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"regexp"
 	"testing"
-	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
@@ -16,7 +15,7 @@ import (
 // tables printed. It asserts what was measured, never how fast.
 func TestBenchSmoke(t *testing.T) {
 	testkit.Needs(t, "the pfr binary run as a separate process")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	var out, log bytes.Buffer
 	o := options{n: 4, nHAPI: 0, records: []int{1, 30}, clients: 12, reads: 5, hapiJar: "-"}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"regexp"
 	"testing"
-	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
@@ -18,7 +17,7 @@ import (
 // fast.
 func TestBenchSmoke(t *testing.T) {
 	testkit.Needs(t, "BIND, Pebble and the pfr binary run as a separate process")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
 	defer cancel()
 	var out, log bytes.Buffer
 	if err := run(ctx, options{visits: 2}, &out, &log); err != nil {

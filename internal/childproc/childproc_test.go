@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 func TestOutputAndStop(t *testing.T) {
@@ -17,10 +19,8 @@ func TestOutputAndStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.Output(), "oops") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	t.Cleanup(p.Stop)
+	testkit.Wait(t, "the child's standard error", func() bool { return strings.Contains(p.Output(), "oops") })
 	if out := p.Output(); !strings.Contains(out, "ready\n") || !strings.Contains(out, "oops\n") {
 		t.Errorf("output %q lacks standard output or error", out)
 	}
@@ -93,14 +93,12 @@ func TestChildDiesWithParent(t *testing.T) {
 	}
 	_ = parent.Process.Kill()
 	_ = parent.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if alive(pid) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-		t.Fatalf("child %d outlived its killed parent", pid)
-	}
+	t.Cleanup(func() {
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	testkit.Wait(t, fmt.Sprintf("child %d to end with its killed parent", pid), func() bool { return !alive(pid) })
 }
 
 // alive reports whether pid runs (a zombie waiting for its reaper does not).
