@@ -78,11 +78,10 @@ func Stop() {
 func DSN(t testing.TB) string {
 	t.Helper()
 	testkit.Needs(t, "PostgreSQL")
-	if _, err := adminDSN(); err != nil {
+	ctx := testkit.WaitContext(t)
+	if _, err := adminDSN(ctx); err != nil {
 		t.Fatalf("no PostgreSQL for this test (set %s or install Debian's postgresql; `go test -short` skips it): %v", EnvDSN, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	dsn, drop, err := Database(ctx)
 	if err != nil {
 		t.Fatalf("pgtest: creating a database: %v", err)
@@ -95,7 +94,7 @@ func DSN(t testing.TB) string {
 // or the private cluster (started on first use), for benchmarks and other
 // programs outside `go test`; drop removes it. Call Stop at the end.
 func Database(ctx context.Context) (dsn string, drop func(), err error) {
-	admin, err := adminDSN()
+	admin, err := adminDSN(ctx)
 	if err != nil {
 		return "", nil, err
 	}
@@ -125,8 +124,8 @@ func Database(ctx context.Context) (dsn string, drop func(), err error) {
 }
 
 // adminDSN returns the DSN to make databases with, starting the private
-// cluster on first use.
-func adminDSN() (string, error) {
+// cluster on first use (waiting for it while ctx lasts).
+func adminDSN(ctx context.Context) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if server != "" {
@@ -139,7 +138,7 @@ func adminDSN() (string, error) {
 	if failed != nil {
 		return "", failed
 	}
-	c, dsn, err := startCluster()
+	c, dsn, err := startCluster(ctx)
 	if err != nil {
 		failed = err
 		return "", err
@@ -173,8 +172,9 @@ func binDir() (string, error) {
 	return "", errors.New("initdb not found in PATH or /usr/lib/postgresql/*/bin")
 }
 
-// startCluster runs initdb and postgres in a new temporary folder.
-func startCluster() (*cluster, string, error) {
+// startCluster runs initdb and postgres in a new temporary folder and
+// waits until postgres answers, it exits or ctx ends.
+func startCluster(ctx context.Context) (*cluster, string, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, "", err
@@ -227,12 +227,13 @@ func startCluster() (*cluster, string, error) {
 		return nil, "", err
 	}
 	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, dsn)
+		// One attempt's bound, not the wait's: a connection that hangs
+		// is tried again.
+		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(attempt, dsn)
 		if err == nil {
-			_ = conn.Close(ctx)
+			_ = conn.Close(attempt)
 			cancel()
 			break
 		}
@@ -240,13 +241,11 @@ func startCluster() (*cluster, string, error) {
 		select {
 		case <-proc.Exited():
 			return nil, "", fmt.Errorf("postgres exited: %v: %s", proc.Err(), proc.Output())
-		default:
-		}
-		if time.Now().After(deadline) {
+		case <-ctx.Done():
 			proc.Stop()
-			return nil, "", fmt.Errorf("postgres not ready after 60s: %v: %s", err, proc.Output())
+			return nil, "", fmt.Errorf("postgres not ready: %v: %s", err, proc.Output())
+		case <-time.After(50 * time.Millisecond):
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	ok = true
 	return &cluster{dir: dir, proc: proc}, dsn, nil

@@ -1,14 +1,12 @@
 package pgtest
 
 import (
-	"context"
 	"flag"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
@@ -35,7 +33,8 @@ func RerunOnPostgres(t *testing.T) {
 		t.Skip("this is the PostgreSQL run")
 	}
 	testkit.Needs(t, "PostgreSQL (the store tests ran on bbolt only)")
-	admin, err := adminDSN()
+	ctx := testkit.WaitContext(t)
+	admin, err := adminDSN(ctx)
 	if err != nil {
 		t.Fatalf("no PostgreSQL for the store tests' second run (set %s or install Debian's postgresql; `go test -short` skips it): %v", EnvDSN, err)
 	}
@@ -44,12 +43,6 @@ func RerunOnPostgres(t *testing.T) {
 		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
 			args = append(args, "-"+name+"="+f.Value.String())
 		}
-	}
-	ctx := context.Background()
-	if d, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-5*time.Second))
-		defer cancel()
 	}
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), EnvState+"=postgres", EnvDSN+"="+admin)
