@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&o.hapiJVM, "hapi-jvm", "-Xmx4g -XX:+UseParallelGC", "JVM options of HAPI (the tests' server has a 768 MB heap and the quick compiler only: too small for 100 000 Observations and slower than a deployment)")
 	flag.IntVar(&o.hapiWarmup, "hapi-warmup", 5, "runs of each search on HAPI before the measured ones (its JIT compiler at work)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured searches and writes with indexes to this file")
-	flag.StringVar(&o.dbDir, "db", "", "keep the loaded record (without and with indexes) in this directory and reuse it in later runs (a changed index layout is rebuilt at Open); the measured writes go to copies")
+	flag.StringVar(&o.dbDir, "db", "", "keep the loaded record (without and with indexes) in this directory and reuse it in later runs (a changed index layout is rebuilt at Open, timed, and the rebuilt file kept); the measured writes go to copies")
 	flag.BoolVar(&o.writesOnly, "writesonly", false, "measure the writes only (no searches, no HAPI)")
 	flag.StringVar(&o.only, "only", "", "measure only the searches whose name contains this text (e.g. value-quantity), to profile one")
 	flag.StringVar(&o.writeProfile, "writeprofile", "", "write a CPU profile (PREFIX.cpu) and an allocation profile (PREFIX.alloc) of the measured writes of both modes")
@@ -72,11 +72,16 @@ func main() {
 type server struct {
 	db *store.DB
 	h  http.Handler
+	// worked is true when Open reported long work (store.Options.Logf:
+	// building the indexes of another version).
+	worked bool
 }
 
 func open(path string, noIndexes bool) (*server, time.Duration, error) {
 	start := time.Now()
+	worked := false
 	db, err := store.Open(path, &store.Options{NoIndexes: noIndexes, Logf: func(f string, a ...any) {
+		worked = true
 		fmt.Fprintf(os.Stderr, f+"\n", a...)
 	}})
 	if err != nil {
@@ -87,7 +92,7 @@ func open(path string, noIndexes bool) (*server, time.Duration, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	return &server{db, h}, took, nil
+	return &server{db, h, worked}, took, nil
 }
 
 // do sends one request and checks the status.
@@ -343,12 +348,22 @@ func prepare(o options, files []string, noIndex, index string) (pr prepared, bui
 			if err := copyFile(cached("index.db"), index); err != nil {
 				return pr, 0, err
 			}
-			// Opened once: a changed key layout is rebuilt (and timed) here.
+			// Opened once: a changed key layout is rebuilt (and timed)
+			// here, and the rebuilt file kept for the next run.
 			s, took, err := open(index, false)
 			if err != nil {
 				return pr, 0, err
 			}
-			return pr, took, s.db.Close()
+			if err := s.db.Close(); err != nil {
+				return pr, 0, err
+			}
+			if s.worked {
+				if err := copyFile(index, cached("index.db")); err != nil {
+					return pr, 0, err
+				}
+				fmt.Fprintf(os.Stderr, "kept the rebuilt indexes in %s\n", o.dbDir)
+			}
+			return pr, took, nil
 		}
 	}
 	if pr, err = load(o, files, noIndex); err != nil {
