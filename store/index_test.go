@@ -990,13 +990,8 @@ func TestIndexRebuiltForPairKeys(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var logs []string
-	db, err = Open(path, &Options{Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, joined := openLogged(t, path)
 	defer db.Close()
-	joined := strings.Join(logs, "\n")
 	for _, want := range []string{"building search indexes of", "for index version " + indexVersion(), "search indexes built"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("log lacks %q:\n%s", want, joined)
@@ -1011,4 +1006,16 @@ func TestIndexRebuiltForPairKeys(t *testing.T) {
 	if _, _, hits := ixCompare(t, db, queries); hits == 0 {
 		t.Error("no pair search found anything")
 	}
+}
+
+// openLogged opens the store at path and returns it with what Open logged,
+// one line per message.
+func openLogged(t *testing.T, path string) (*DB, string) {
+	t.Helper()
+	var logs []string
+	db, err := Open(path, &Options{Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, strings.Join(logs, "\n")
 }

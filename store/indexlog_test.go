@@ -260,13 +260,9 @@ func TestIndexRebuiltForLogLayout(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var logs []string
-	db, err = Open(path, &Options{Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, joined := openLogged(t, path)
 	defer db.Close()
-	if joined := strings.Join(logs, "\n"); !strings.Contains(joined, "building search indexes of") || !strings.Contains(joined, indexVersion()) {
+	if !strings.Contains(joined, "building search indexes of") || !strings.Contains(joined, indexVersion()) {
 		t.Fatalf("not indexed again:\n%s", joined)
 	}
 	if records, _ := logState(t, db); records != 0 {
