@@ -168,9 +168,14 @@ quiet go run ./bench/bulk -pfr "$bin/pfr" -n 200 -rounds 1
 quiet go run ./bench/cluster -pfr "$bin/pfr" -n 200 -records 5 -round 50
 quiet go run ./bench/tls -pfr "$bin/pfr" -n 2
 quiet go run ./bench/provision -pfr "$bin/pfr" -n 3 -nhapi 2 -records 1,100 -clients 20 -reads 5
-for target in 'fhir FuzzCheckBundle' 'fhir FuzzQuickBelongs' 'backend FuzzRewriter' 'fhir/fhirjson FuzzDecode' 'fhir/fhirjson FuzzScanValue' 'fhir/fhirjson FuzzScanValueNames' 'fhir FuzzScanEntry' 'gateway FuzzWritePath'; do
+# Budgets in executions, not seconds: with a duration, Go's fuzzing
+# coordinator can report its own deadline as a failure ("context deadline
+# exceeded", no input written) when a starved worker is still running at
+# the end (FuzzCheckBundle did, on a busy machine). Each count is about
+# five seconds here; FuzzWritePath runs a whole write through the pipeline.
+for target in 'fhir FuzzCheckBundle 20000' 'fhir FuzzQuickBelongs 20000' 'backend FuzzRewriter 20000' 'fhir/fhirjson FuzzDecode 20000' 'fhir/fhirjson FuzzScanValue 20000' 'fhir/fhirjson FuzzScanValueNames 20000' 'fhir FuzzScanEntry 20000' 'gateway FuzzWritePath 4000'; do
 	set -- $target
-	quiet go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime 5s -fuzzminimizetime 2s
+	quiet go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime "$3x" -fuzzminimizetime 100x
 done
 
 for script in scripts/it/*.sh; do
