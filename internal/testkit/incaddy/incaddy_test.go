@@ -1,6 +1,7 @@
 package incaddy
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // the caddyfile adapter
 	"github.com/caddyserver/certmagic"
+
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // After IsolateHome, everything Caddy would write to the user's home goes
@@ -80,7 +83,10 @@ func TestLoadRefusesPortsNotHeld(t *testing.T) {
 			t.Errorf("Load(%s): %v, want a refusal naming %s", c.config, err, c.want)
 		}
 	}
-	if err := Load(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"a":{"listen":["127.0.0.1:40001"]}}}}}`, "json", 40001); err != nil {
+	// A config on a port this process holds loads (and listens on it:
+	// held, so no other copy of the tests can be given it).
+	held := testkit.Reserve(t)
+	if err := Load(fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"a":{"listen":[%q]}}}}}`, held.Addr()), "json", held.Number); err != nil {
 		t.Errorf("a config on a given port: %v", err)
 	}
 	_ = caddy.Stop()
