@@ -1,7 +1,7 @@
 // Package docs_test keeps the README and the pages of docs/ true: every
 // shell command in them parses and names packages, directories and pfr
-// commands that exist, and the README's walkthrough runs, twice in a row in
-// a fresh folder against Caddyfile.example, printing what the README says
+// commands that exist, and the walkthrough (docs/walkthrough.md) runs, twice in a row in
+// a fresh folder against Caddyfile.example, printing what the page says
 // it prints.
 package docs_test
 
@@ -120,7 +120,7 @@ var (
 
 // TestDocsCommandsParse checks every shell block of the README and docs/:
 // bash can parse it, the packages and directories it names exist, and the
-// pfr subcommands it runs are pfr's. The README's walkthrough is run for
+// pfr subcommands it runs are pfr's. The walkthrough (docs/walkthrough.md) is run for
 // real by TestWalkthroughTwice.
 func TestDocsCommandsParse(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
@@ -196,7 +196,11 @@ type step struct {
 	first, second []string
 }
 
-// walkthrough returns the README's walkthrough: each sh block between the
+// walkthroughPage is the page whose walkthrough TestWalkthroughTwice runs
+// (scripts/it/quickstart.sh runs the same region).
+const walkthroughPage = "docs/walkthrough.md"
+
+// walkthrough returns the walkthrough of walkthroughPage: each sh block between the
 // walkthrough markers with the text blocks after it. A "text" block is
 // what the step prints on every run, unless a "text again" block says
 // what it prints from the second run on.
@@ -205,7 +209,7 @@ func walkthrough(t *testing.T, readme string) []step {
 	_, rest, ok := strings.Cut(readme, "<!-- walkthrough:begin -->")
 	region, _, ok2 := strings.Cut(rest, "<!-- walkthrough:end -->")
 	if !ok || !ok2 {
-		t.Fatal("README.md has no <!-- walkthrough:begin --> … <!-- walkthrough:end --> region")
+		t.Fatal(walkthroughPage + " has no <!-- walkthrough:begin --> … <!-- walkthrough:end --> region")
 	}
 	var steps []step
 	for _, b := range blocks(region) {
@@ -215,7 +219,7 @@ func walkthrough(t *testing.T, readme string) []step {
 			steps = append(steps, step{line: b.line, script: b.body})
 		case "text", "text again":
 			if len(steps) == 0 {
-				t.Fatalf("README walkthrough: a text block (line %d) before any sh block", b.line)
+				t.Fatalf("walkthrough: a text block (line %d) before any sh block", b.line)
 			}
 			s := &steps[len(steps)-1]
 			if b.info == "text" {
@@ -227,15 +231,15 @@ func walkthrough(t *testing.T, readme string) []step {
 				s.second = lines
 			}
 		default:
-			t.Fatalf("README walkthrough: a %q block (line %d); only sh, text and \"text again\" are known", b.info, b.line)
+			t.Fatalf("walkthrough: a %q block (line %d); only sh, text and \"text again\" are known", b.info, b.line)
 		}
 	}
 	if len(steps) == 0 {
-		t.Fatal("README walkthrough has no sh block")
+		t.Fatal("the walkthrough has no sh block")
 	}
 	for _, s := range steps {
 		if s.first == nil {
-			t.Fatalf("README walkthrough: the sh block at line %d shows no expected output (a text block after it)", s.line)
+			t.Fatalf("walkthrough: the sh block at line %d shows no expected output (a text block after it)", s.line)
 		}
 	}
 	return steps
@@ -253,22 +257,22 @@ func matches(want, got string) bool {
 
 // TestWalkthroughTwice runs `pfr run --config Caddyfile.example` in a fresh
 // folder (on free ports instead of 8443 and 8080, so it runs beside a
-// quickstart you have running), then the README's walkthrough twice in a
-// row, each step's output checked against the README.
+// quickstart you have running), then the walkthrough twice in a row,
+// each step's output checked against the page.
 func TestWalkthroughTwice(t *testing.T) {
 	testkit.Needs(t, "the real pfr binary and curl")
 	for _, tool := range []string{"bash", "curl", "sed"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed to run the README's walkthrough", tool)
+			t.Fatalf("%s is needed to run the walkthrough", tool)
 		}
 	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	page, err := os.ReadFile(filepath.Join(root, walkthroughPage))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := testkit.WaitContext(t)
 	ex := startExample(ctx, t)
-	steps := walkthrough(t, ex.local(string(readme)))
+	steps := walkthrough(t, ex.local(string(page)))
 	work, proc := ex.dir, ex.q
 	shim := filepath.Join(work, ".shim")
 	if err := os.Mkdir(shim, 0o755); err != nil {
@@ -308,7 +312,7 @@ func TestWalkthroughTwice(t *testing.T) {
 				want = s.second
 			}
 			if msg := compare(want, got[i]); msg != "" {
-				t.Errorf("run %d, README line %d: %s", run, s.line, msg)
+				t.Errorf("run %d, "+walkthroughPage+" line %d: %s", run, s.line, msg)
 			}
 		}
 	}
@@ -358,11 +362,11 @@ func compare(want, got []string) string {
 	for i := 0; i < max(len(want), len(got)); i++ {
 		switch {
 		case i >= len(got):
-			return fmt.Sprintf("printed %d lines, the README shows %d; missing:\n  %s", len(got), len(want), want[i])
+			return fmt.Sprintf("printed %d lines, the page shows %d; missing:\n  %s", len(got), len(want), want[i])
 		case i >= len(want):
-			return fmt.Sprintf("printed %d lines, the README shows %d; extra:\n  %s", len(got), len(want), got[i])
+			return fmt.Sprintf("printed %d lines, the page shows %d; extra:\n  %s", len(got), len(want), got[i])
 		case !matches(want[i], got[i]):
-			return fmt.Sprintf("line %d differs\n  README: %s\n  got:    %s", i+1, want[i], got[i])
+			return fmt.Sprintf("line %d differs\n  page: %s\n  got:  %s", i+1, want[i], got[i])
 		}
 	}
 	return ""

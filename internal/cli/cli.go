@@ -157,7 +157,7 @@ caddy-pfr's commands:
 	_ = tw.Flush()
 	fmt.Fprint(w, `
 "pfr help <command>" or "pfr <command> --help" explains one.
-Start with the README's walkthrough; the docs are in docs/.
+Start with the README and docs/walkthrough.md; the docs are in docs/.
 `)
 }
 

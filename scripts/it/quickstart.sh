@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the README's quickstart as a new user would: `pfr run --config
-# Caddyfile.example` in a fresh directory, then every command of the README's
+# Runs the quickstart as a new user would: `pfr run --config
+# Caddyfile.example` in a fresh directory, then every command of docs/walkthrough.md's
 # walkthrough, verbatim but for the ports. Fails if any command fails or
 # prints an error.
 #
@@ -29,7 +29,7 @@ pid=$!
 # The port is held for this run: what answers there is this pfr.
 wait_ready "http://127.0.0.1:$http_port/" "$pid" || { tail -30 "$work/pfr.log"; exit 1; }
 
-# The README says `go run ./cmd/pfr`; here the binary built from the same source stands in.
+# The walkthrough says `go run ./cmd/pfr`; here the binary built from the same source stands in.
 mkdir -p "$work/bin"
 cat >"$work/bin/go" <<SH
 #!/usr/bin/env bash
@@ -39,12 +39,12 @@ exec "$pfr" "\$@"
 SH
 chmod +x "$work/bin/go"
 
-# Extract the walkthrough's shell blocks (```sh, not the expected output) from the README and run them.
+# Extract the walkthrough's shell blocks (```sh, not the expected output) from docs/walkthrough.md and run them.
 awk '/<!-- walkthrough:begin -->/{on=1} /<!-- walkthrough:end -->/{on=0}
-     on && /^```sh/{inblock=1; next} on && /^```/{inblock=0; next} on && inblock' "$root/README.md" >"$work/walkthrough.md.sh"
+     on && /^```sh/{inblock=1; next} on && /^```/{inblock=0; next} on && inblock' "$root/docs/walkthrough.md" >"$work/walkthrough.md.sh"
 ports "$work/walkthrough.md.sh" >"$work/walkthrough.sh"
-[ -s "$work/walkthrough.sh" ] || { echo "README has no walkthrough block"; exit 1; }
-echo "--- running the README walkthrough:"; cat "$work/walkthrough.sh"; echo "---"
+[ -s "$work/walkthrough.sh" ] || { echo "docs/walkthrough.md has no walkthrough block"; exit 1; }
+echo "--- running the walkthrough (docs/walkthrough.md):"; cat "$work/walkthrough.sh"; echo "---"
 # `pfr records` finds the gateway at the quickstart's address unless told otherwise.
 PATH="$work/bin:$PATH" PFR_API="https://pfr.localhost:$https_port" PFR_TOKEN= PFR_CACERT= \
 	bash -euo pipefail "$work/walkthrough.sh" | tee "$work/out.txt"
