@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -225,25 +226,64 @@ func countKeys(b kv.Bucket) int {
 	return n
 }
 
-// checkCounts fails unless the stored counts, the events and the time
-// index agree.
+// storedEvents returns how many events the log holds, in all segments.
+func storedEvents(t testing.TB, db kv.DB) int {
+	t.Helper()
+	n := 0
+	if err := db.View(context.Background(), "test", func(tx kv.Tx) error {
+		return tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+			evs, err := readSegment(nil, k[len(k)-stampLen:], v)
+			n += len(evs)
+			return err
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkCounts fails unless the stored counts, the segments and the time
+// index agree: every segment holds events in stamp order under its newest
+// stamp, is indexed by its oldest, and comes after the record's segments
+// before it.
 func checkCounts(t testing.TB, db kv.DB) {
 	t.Helper()
 	if err := db.View(context.Background(), "test", func(tx kv.Tx) error {
 		actual := map[string]uint64{}
-		err := tx.Bucket(bucketEvents).ForEach(func(k, _ []byte) error {
-			rec := string(k[:len(k)-stampLen-1])
-			actual[rec]++
-			if got := tx.Bucket(bucketByTime).Get(k[len(k)-stampLen:]); string(got) != rec {
-				t.Errorf("event of %s indexed as %q", rec, got)
+		newest := map[string][]byte{}
+		segments := 0
+		err := tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+			rec, key := string(k[:len(k)-stampLen-1]), k[len(k)-stampLen:]
+			evs, err := readSegment(nil, key, v)
+			if err != nil || len(evs) == 0 {
+				t.Errorf("segment %x of %s: %d events, %v", key, rec, len(evs), err)
+				return nil
+			}
+			segments++
+			actual[rec] += uint64(len(evs))
+			for i := 1; i < len(evs); i++ {
+				if bytes.Compare(evs[i-1].stamp, evs[i].stamp) >= 0 {
+					t.Errorf("segment %x of %s: events out of order", key, rec)
+				}
+			}
+			if !bytes.Equal(evs[len(evs)-1].stamp, key) {
+				t.Errorf("segment %x of %s: newest event %x", key, rec, evs[len(evs)-1].stamp)
+			}
+			if prev := newest[rec]; prev != nil && bytes.Compare(prev, evs[0].stamp) >= 0 {
+				t.Errorf("segment %x of %s overlaps the one before (newest %x)", key, rec, prev)
+			}
+			newest[rec] = bytes.Clone(key)
+			ref, err := parseByTime(evs[0].stamp, tx.Bucket(bucketByTime).Get(evs[0].stamp))
+			if err != nil || ref.recordID != rec || !bytes.Equal(ref.newest, key) {
+				t.Errorf("segment %x of %s indexed as %+v, %v", key, rec, ref, err)
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		if n, m := countKeys(tx.Bucket(bucketByTime)), countKeys(tx.Bucket(bucketEvents)); n != m {
-			t.Errorf("%d index entries for %d events", n, m)
+		if n := countKeys(tx.Bucket(bucketByTime)); n != segments {
+			t.Errorf("%d index entries for %d segments", n, segments)
 		}
 		stored := map[string]uint64{}
 		_ = tx.Bucket(bucketCounts).ForEach(func(k, _ []byte) error {

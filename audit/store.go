@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/pfrgateway/caddy-pfr/internal/kv"
@@ -15,8 +16,8 @@ import (
 // Buckets, all prefixed "audit/" since the bbolt file is shared with the
 // other packages.
 var (
-	bucketEvents = []byte("audit/events")  // record id, 0, time (8), seq (8) → storedEvent JSON
-	bucketByTime = []byte("audit/by-time") // time (8), seq (8) → record id
+	bucketEvents = []byte("audit/events")  // record id, 0, newest stamp → segment (segment.go)
+	bucketByTime = []byte("audit/by-time") // oldest stamp → record id, 0, newest stamp (byTimeValue)
 	bucketCounts = []byte("audit/counts")  // record id → number of events (8, big-endian)
 )
 
@@ -76,10 +77,14 @@ var (
 	latestStamp   = time.Unix(0, math.MaxInt64)
 )
 
-// stamp returns the stamp of an event at t with sequence number seq. Times
-// outside what a stamp holds count as its earliest or latest.
+// stamp returns the stamp of an event at t with sequence number seq.
 func stamp(t time.Time, seq uint64) []byte {
-	k := make([]byte, stampLen)
+	return appendStamp(make([]byte, 0, stampLen), t, seq)
+}
+
+// appendStamp appends the stamp of an event at t with sequence number seq.
+// Times outside what a stamp holds count as its earliest or latest.
+func appendStamp(buf []byte, t time.Time, seq uint64) []byte {
 	var ns uint64
 	switch {
 	case t.After(latestStamp):
@@ -87,9 +92,8 @@ func stamp(t time.Time, seq uint64) []byte {
 	case t.After(earliestStamp):
 		ns = uint64(t.UnixNano())
 	}
-	binary.BigEndian.PutUint64(k, ns)
-	binary.BigEndian.PutUint64(k[8:], seq)
-	return k
+	buf = binary.BigEndian.AppendUint64(buf, ns)
+	return binary.BigEndian.AppendUint64(buf, seq)
 }
 
 // recordPrefix is the start of every event key of recordID.
@@ -97,7 +101,8 @@ func recordPrefix(recordID string) []byte {
 	return append([]byte(recordID), 0)
 }
 
-// eventKey is the key of an event of recordID with stamp st.
+// eventKey is the key of recordID's segment whose newest event has stamp
+// st (see segment.go).
 func eventKey(recordID string, st []byte) []byte {
 	return append(recordPrefix(recordID), st...)
 }
@@ -105,6 +110,13 @@ func eventKey(recordID string, st []byte) []byte {
 // eventSizeHint is about the size of an event as stored, for sizing a
 // batch's buffer.
 const eventSizeHint = 256
+
+// seqSpan is how many events one sequence number stamps: the n-th event of
+// a batch gets the sequence number seq*seqSpan+n, unique across batches
+// (the bucket's sequence only grows) and above every sequence number the
+// log gave single events before (seq*seqSpan > seq), so one NextSequence
+// serves a whole batch (a round trip on PostgreSQL).
+const seqSpan = 1 << 20
 
 // boltTx is the log's view of one kv transaction (bbolt or PostgreSQL).
 type boltTx struct{ tx kv.Tx }
@@ -137,39 +149,176 @@ func (t boltTx) setCount(recordID string, n uint64) error {
 // add writes events (already normalized, with valid record ids) and
 // returns how many each record received.
 func (t boltTx) add(events []Event) (map[string]uint64, error) {
-	added := make(map[string]uint64)
-	// Every event's JSON in one buffer: a value must stay unchanged until
-	// the transaction ends, so each is a full slice of what was appended
-	// (a buffer outgrown is left as it is, not reused). Sized for the
-	// batch at once (an event is about 200 bytes), so that a batch of
-	// thousands does not regrow it a dozen times.
-	enc := make([]byte, 0, len(events)*eventSizeHint)
-	for _, e := range events {
-		seq, err := t.b(bucketEvents).NextSequence()
-		if err != nil {
-			return nil, fmt.Errorf("audit: numbering event: %w", err)
+	// Every event's stamp and JSON in one buffer: a value must stay
+	// unchanged until the transaction ends, so each is a full slice of
+	// what was appended (a buffer outgrown is left as it is, not reused).
+	enc := make([]byte, 0, len(events)*(eventSizeHint+stampLen))
+	byRecord := make(map[string][]segEvent)
+	var seq uint64
+	for i, e := range events {
+		if i%seqSpan == 0 {
+			s, err := t.b(bucketEvents).NextSequence()
+			if err != nil {
+				return nil, fmt.Errorf("audit: numbering events: %w", err)
+			}
+			seq = s * seqSpan
 		}
 		start := len(enc)
+		enc = appendStamp(enc, e.Time, seq+uint64(i%seqSpan))
+		var err error
 		enc, err = appendStored(enc, e)
 		if err != nil {
 			return nil, fmt.Errorf("audit: encoding event: %w", err)
 		}
-		data := enc[start:len(enc):len(enc)]
-		st := stamp(e.Time, seq)
-		if err := t.b(bucketEvents).Put(eventKey(e.RecordID, st), data); err != nil {
-			return nil, fmt.Errorf("audit: writing event of %s: %w", e.RecordID, err)
-		}
-		if err := t.b(bucketByTime).Put(st, []byte(e.RecordID)); err != nil {
-			return nil, fmt.Errorf("audit: indexing event of %s: %w", e.RecordID, err)
-		}
-		added[e.RecordID]++
+		st := enc[start : start+stampLen : start+stampLen]
+		data := enc[start+stampLen : len(enc) : len(enc)]
+		byRecord[e.RecordID] = append(byRecord[e.RecordID], segEvent{stamp: st, data: data})
 	}
-	for id, n := range added {
-		if err := t.setCount(id, t.count(id)+n); err != nil {
+	// Every read first, then every write: bbolt's Cursor.Prev can return
+	// nil where a leaf was emptied by a delete earlier in the same
+	// transaction, so the reverse walks that find overlaps run before any
+	// delete. (keepNewest and deleteExpired, after, walk forward only.)
+	type plan struct {
+		id         string
+		evs        []segEvent
+		overlapped []segmentRef
+	}
+	plans := make([]plan, 0, len(byRecord))
+	for id, evs := range byRecord {
+		sortByStamp(evs)
+		overlapped, older, err := t.overlaps(id, evs[0].stamp)
+		if err != nil {
+			return nil, err
+		}
+		if len(older) > 0 {
+			evs = append(older, evs...)
+			slices.SortFunc(evs, compareStamps)
+		}
+		plans = append(plans, plan{id, evs, overlapped})
+	}
+	added := make(map[string]uint64, len(plans))
+	for _, p := range plans {
+		for _, ref := range p.overlapped {
+			if err := t.deleteSegment(ref); err != nil {
+				return nil, err
+			}
+		}
+		for evs := p.evs; len(evs) > 0; {
+			n := min(len(evs), maxSegmentEvents)
+			if err := t.putSegment(p.id, evs[:n]); err != nil {
+				return nil, err
+			}
+			evs = evs[n:]
+		}
+		n := uint64(len(byRecord[p.id]))
+		added[p.id] = n
+		if err := t.setCount(p.id, t.count(p.id)+n); err != nil {
 			return nil, err
 		}
 	}
 	return added, nil
+}
+
+// sortByStamp sorts events by stamp; a batch is mostly in order already.
+func sortByStamp(evs []segEvent) {
+	if !slices.IsSortedFunc(evs, compareStamps) {
+		slices.SortFunc(evs, compareStamps)
+	}
+}
+
+func compareStamps(a, b segEvent) int { return bytes.Compare(a.stamp, b.stamp) }
+
+// overlaps returns recordID's segments holding events newer than oldest,
+// and copies of their events: new events older than the record's newest
+// stored one (a slow request's event in the next batch, another node's
+// batch) are merged with the segments they overlap, so that segments stay
+// apart.
+func (t boltTx) overlaps(recordID string, oldest []byte) ([]segmentRef, []segEvent, error) {
+	var refs []segmentRef
+	var evs []segEvent
+	prefix := recordPrefix(recordID)
+	c := t.b(bucketEvents).Cursor()
+	for k, v := t.lastOf(c, recordID); k != nil && bytes.HasPrefix(k, prefix) && bytes.Compare(k[len(prefix):], oldest) > 0; k, v = c.Prev() {
+		before := len(evs)
+		var err error
+		if evs, err = readSegment(evs, k[len(prefix):], v); err != nil {
+			return nil, nil, fmt.Errorf("audit: reading events of %s: %w", recordID, err)
+		}
+		refs = append(refs, segmentRef{recordID: recordID, newest: bytes.Clone(k[len(prefix):]), oldest: bytes.Clone(evs[before].stamp)})
+	}
+	// The values read are deleted before the merged events are written.
+	for i := range evs {
+		evs[i] = segEvent{stamp: bytes.Clone(evs[i].stamp), data: bytes.Clone(evs[i].data)}
+	}
+	return refs, evs, nil
+}
+
+// lastOf moves c to recordID's newest segment (or to a key of another
+// record or nil, when it has none).
+func (t boltTx) lastOf(c kv.Cursor, recordID string) (k, v []byte) {
+	// Every key of the record sorts before recordID+1: no record's key can
+	// start with the prefix recordID+NUL.
+	if k, _ = c.Seek(append([]byte(recordID), 1)); k == nil {
+		return c.Last()
+	}
+	return c.Prev()
+}
+
+// putSegment stores evs (in stamp order, at most maxSegmentEvents) as one
+// segment of recordID and indexes it by its oldest stamp.
+func (t boltTx) putSegment(recordID string, evs []segEvent) error {
+	ref := segmentRef{recordID: recordID, newest: evs[len(evs)-1].stamp, oldest: evs[0].stamp}
+	value := appendSegment(make([]byte, 0, segmentSize(evs)), evs)
+	if err := t.b(bucketEvents).Put(eventKey(recordID, ref.newest), value); err != nil {
+		return fmt.Errorf("audit: writing events of %s: %w", recordID, err)
+	}
+	if err := t.b(bucketByTime).Put(ref.oldest, byTimeValue(ref)); err != nil {
+		return fmt.Errorf("audit: indexing events of %s: %w", recordID, err)
+	}
+	return nil
+}
+
+// deleteSegment deletes a segment and its time index entry.
+func (t boltTx) deleteSegment(ref segmentRef) error {
+	if err := t.b(bucketEvents).Delete(eventKey(ref.recordID, ref.newest)); err != nil {
+		return fmt.Errorf("audit: deleting events of %s: %w", ref.recordID, err)
+	}
+	if err := t.b(bucketByTime).Delete(ref.oldest); err != nil {
+		return fmt.Errorf("audit: unindexing events of %s: %w", ref.recordID, err)
+	}
+	return nil
+}
+
+// trimSegment deletes the oldest n events of the segment ref holding evs
+// (fewer than all): the rest stay under the same key, indexed by their
+// oldest stamp.
+func (t boltTx) trimSegment(ref segmentRef, evs []segEvent, n int) error {
+	kept := evs[n:]
+	value := appendSegment(make([]byte, 0, segmentSize(kept)), kept)
+	if err := t.b(bucketByTime).Delete(ref.oldest); err != nil {
+		return fmt.Errorf("audit: unindexing events of %s: %w", ref.recordID, err)
+	}
+	newRef := segmentRef{recordID: ref.recordID, newest: ref.newest, oldest: bytes.Clone(kept[0].stamp)}
+	if err := t.b(bucketEvents).Put(eventKey(ref.recordID, ref.newest), value); err != nil {
+		return fmt.Errorf("audit: writing events of %s: %w", ref.recordID, err)
+	}
+	if err := t.b(bucketByTime).Put(newRef.oldest, byTimeValue(newRef)); err != nil {
+		return fmt.Errorf("audit: indexing events of %s: %w", ref.recordID, err)
+	}
+	return nil
+}
+
+// segment reads the segment ref points at.
+func (t boltTx) segment(ref segmentRef) ([]segEvent, error) {
+	v := t.b(bucketEvents).Get(eventKey(ref.recordID, ref.newest))
+	if v == nil {
+		return nil, fmt.Errorf("audit: events of %s indexed at %x are missing: %w", ref.recordID, ref.oldest, errBadSegment)
+	}
+	evs, err := readSegment(nil, ref.newest, v)
+	if err != nil {
+		return nil, fmt.Errorf("audit: reading events of %s: %w", ref.recordID, err)
+	}
+	return evs, nil
 }
 
 // keepNewest deletes the oldest events of recordID beyond max.
@@ -180,40 +329,79 @@ func (t boltTx) keepNewest(recordID string, max uint64) error {
 	}
 	excess := n - max
 	prefix := recordPrefix(recordID)
-	// Keys are collected before deleting: deleting under a bbolt cursor
-	// can skip entries.
-	var stamps [][]byte
+	// Segments are collected before deleting: deleting under a cursor can
+	// skip entries.
+	var refs []segmentRef
+	var counts []uint64
+	var seen uint64
+	var evs []segEvent
 	c := t.b(bucketEvents).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && uint64(len(stamps)) < excess; k, _ = c.Next() {
-		stamps = append(stamps, bytes.Clone(k[len(prefix):]))
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && seen < excess; k, v = c.Next() {
+		var err error
+		if evs, err = readSegment(evs[:0], k[len(prefix):], v); err != nil {
+			return fmt.Errorf("audit: reading events of %s: %w", recordID, err)
+		}
+		refs = append(refs, segmentRef{recordID: recordID, newest: bytes.Clone(k[len(prefix):]), oldest: bytes.Clone(evs[0].stamp)})
+		counts = append(counts, uint64(len(evs)))
+		seen += uint64(len(evs))
 	}
-	if err := t.deleteStamps(recordID, stamps); err != nil {
-		return err
+	var removed uint64
+	for i, ref := range refs {
+		if removed+counts[i] <= excess {
+			if err := t.deleteSegment(ref); err != nil {
+				return err
+			}
+			removed += counts[i]
+			continue
+		}
+		evs, err := t.segment(ref)
+		if err != nil {
+			return err
+		}
+		if err := t.trimSegment(ref, evs, int(excess-removed)); err != nil {
+			return err
+		}
+		removed = excess
 	}
-	return t.setCount(recordID, n-uint64(len(stamps)))
+	return t.setCount(recordID, n-removed)
 }
 
 // deleteExpired deletes up to maxExpiredPerTx events older than cutoff.
 func (t boltTx) deleteExpired(cutoff time.Time) error {
 	limit := stamp(cutoff, 0)
-	type expired struct {
-		recordID string
-		stamp    []byte
-	}
-	var found []expired
+	// Every segment indexed before limit holds an expired event: at most
+	// maxExpiredPerTx of them are needed.
+	var refs []segmentRef
 	c := t.b(bucketByTime).Cursor()
-	for k, v := c.First(); k != nil && bytes.Compare(k, limit) < 0; k, v = c.Next() {
-		if len(found) == maxExpiredPerTx {
-			break
-		}
-		found = append(found, expired{string(v), bytes.Clone(k)})
-	}
-	removed := make(map[string]uint64)
-	for _, x := range found {
-		if err := t.deleteStamps(x.recordID, [][]byte{x.stamp}); err != nil {
+	for k, v := c.First(); k != nil && bytes.Compare(k, limit) < 0 && len(refs) < maxExpiredPerTx; k, v = c.Next() {
+		ref, err := parseByTime(k, v)
+		if err != nil {
 			return err
 		}
-		removed[x.recordID]++
+		refs = append(refs, ref)
+	}
+	removed := make(map[string]uint64)
+	budget := maxExpiredPerTx
+	for _, ref := range refs {
+		if budget == 0 {
+			break
+		}
+		evs, err := t.segment(ref)
+		if err != nil {
+			return err
+		}
+		expired, _ := slices.BinarySearchFunc(evs, limit, func(e segEvent, l []byte) int { return bytes.Compare(e.stamp, l) })
+		expired = min(expired, budget)
+		if expired == len(evs) {
+			err = t.deleteSegment(ref)
+		} else {
+			err = t.trimSegment(ref, evs, expired)
+		}
+		if err != nil {
+			return err
+		}
+		removed[ref.recordID] += uint64(expired)
+		budget -= expired
 	}
 	for id, n := range removed {
 		have := t.count(id)
@@ -236,29 +424,22 @@ func (t boltTx) hasExpired(cutoff time.Time) bool {
 // deleteRecord deletes every event of recordID.
 func (t boltTx) deleteRecord(recordID string) error {
 	prefix := recordPrefix(recordID)
-	var stamps [][]byte
+	var refs []segmentRef
+	var evs []segEvent
 	c := t.b(bucketEvents).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		stamps = append(stamps, bytes.Clone(k[len(prefix):]))
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var err error
+		if evs, err = readSegment(evs[:0], k[len(prefix):], v); err != nil {
+			return fmt.Errorf("audit: reading events of %s: %w", recordID, err)
+		}
+		refs = append(refs, segmentRef{recordID: recordID, newest: bytes.Clone(k[len(prefix):]), oldest: bytes.Clone(evs[0].stamp)})
 	}
-	if err := t.deleteStamps(recordID, stamps); err != nil {
-		return err
+	for _, ref := range refs {
+		if err := t.deleteSegment(ref); err != nil {
+			return err
+		}
 	}
 	return t.setCount(recordID, 0)
-}
-
-// deleteStamps deletes the events of recordID with the given stamps and
-// their time index entries; it leaves the count to the caller.
-func (t boltTx) deleteStamps(recordID string, stamps [][]byte) error {
-	for _, st := range stamps {
-		if err := t.b(bucketEvents).Delete(eventKey(recordID, st)); err != nil {
-			return fmt.Errorf("audit: deleting event of %s: %w", recordID, err)
-		}
-		if err := t.b(bucketByTime).Delete(st); err != nil {
-			return fmt.Errorf("audit: unindexing event of %s: %w", recordID, err)
-		}
-	}
-	return nil
 }
 
 // Stored is an event read back, with the id its store gave it (stable,
@@ -269,31 +450,29 @@ type Stored struct {
 }
 
 // newest returns up to limit events of recordID at or after from, newest
-// first: a reverse walk over the record's keys.
+// first: a reverse walk over the record's segments, which hold its events
+// in time order.
 func (t boltTx) newest(recordID string, from time.Time, limit int) ([]Stored, error) {
 	prefix := recordPrefix(recordID)
-	// Every key of the record sorts before recordID+1, the first key of
-	// no other record can start with prefix.
-	end := append([]byte(recordID), 1)
 	lowest := stamp(from, 0)
 	c := t.b(bucketEvents).Cursor()
-	var k, v []byte
-	if k, _ = c.Seek(end); k == nil {
-		k, v = c.Last()
-	} else {
-		k, v = c.Prev()
-	}
 	var out []Stored
-	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
-		st := k[len(prefix):]
-		if bytes.Compare(st, lowest) < 0 {
-			break
+	var evs []segEvent
+	for k, v := t.lastOf(c, recordID); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
+		var err error
+		if evs, err = readSegment(evs[:0], k[len(prefix):], v); err != nil {
+			return nil, fmt.Errorf("audit: reading events of %s: %w", recordID, err)
 		}
-		var s storedEvent
-		if err := json.Unmarshal(v, &s); err != nil {
-			return nil, fmt.Errorf("audit: decoding event of %s: %w", recordID, err)
+		for i := len(evs) - 1; i >= 0 && len(out) < limit; i-- {
+			if bytes.Compare(evs[i].stamp, lowest) < 0 {
+				return out, nil
+			}
+			var s storedEvent
+			if err := json.Unmarshal(evs[i].data, &s); err != nil {
+				return nil, fmt.Errorf("audit: decoding event of %s: %w", recordID, err)
+			}
+			out = append(out, Stored{Event: s.event(recordID), ID: hex.EncodeToString(evs[i].stamp)})
 		}
-		out = append(out, Stored{Event: s.event(recordID), ID: hex.EncodeToString(st)})
 	}
 	return out, nil
 }
