@@ -3,6 +3,7 @@ package audit
 import (
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Event is one access to a record, as the gateway saw it.
@@ -89,6 +90,9 @@ func actionOf(interaction string) string {
 func truncate(s string, n int) string {
 	if len(s) > n {
 		s = s[:n]
+	}
+	if utf8.ValidString(s) {
+		return s // the usual case, checked eight bytes at a time
 	}
 	return strings.ToValidUTF8(s, "")
 }
