@@ -91,6 +91,16 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 /usr/bin/chromium --version
 
+step "valgrind for the instruction counts"
+# Debian's valgrind: bench/gateway -callgrind counts the instructions Caddy
+# executes per request (TestBenchCallgrind runs it with a few requests);
+# docs/developing.md counts the pipeline's with cachegrind.
+if ! command -v valgrind >/dev/null; then
+	quiet apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq valgrind
+fi
+valgrind --version
+
 step "Node packages"
 for dir in test/*/; do
 	if [ -f "$dir/package.json" ]; then

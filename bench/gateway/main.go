@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -40,6 +41,8 @@ type options struct {
 	profileOf   string        // the target profiled: "b" or "c"
 	hapi        bool          // (a) is the HAPI test server instead of pfr_store
 	hapiJar     string        // its jar; "": test/hapi's
+	callgrind   string        // count instructions under callgrind, dumps in this directory
+	callgrindN  int           // requests per counted window
 }
 
 func main() {
@@ -59,6 +62,8 @@ func main() {
 	flag.StringVar(&o.profileOf, "profiletarget", "c", "the target loaded while profiling: c (the gateway) or b (the bare reverse_proxy, to compare with)")
 	flag.BoolVar(&o.hapi, "hapi", false, "measure in front of the HAPI test server (test/hapi, partition header) instead of pfr_store")
 	flag.StringVar(&o.hapiJar, "hapi-jar", "", "the HAPI test server's jar (default: test/hapi's)")
+	flag.StringVar(&o.callgrind, "callgrind", "", "instead of timing, run Caddy under valgrind's callgrind and count the instructions it executes per request in windows of -callgrind-n requests on (b) and (c); the dumps go to this directory")
+	flag.IntVar(&o.callgrindN, "callgrind-n", 800, "requests per window counted with -callgrind")
 	flag.Parse()
 
 	pfrproc.Main("bench/gateway", func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
@@ -77,6 +82,8 @@ func (o options) validate() error {
 		return errors.New("-round must be at least 1")
 	case o.duration <= 0:
 		return errors.New("-duration must be positive")
+	case o.callgrind != "" && o.callgrindN < 1:
+		return errors.New("-callgrind-n must be at least 1")
 	}
 	if _, err := parseKinds(o.profileKind); (o.cpuProfile != "" || o.memProfile != "") && err != nil {
 		return err
@@ -98,6 +105,17 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		return err
 	}
 	defer caddy.Close()
+	if o.callgrind != "" {
+		if o.callgrind, err = filepath.Abs(o.callgrind); err == nil {
+			err = os.MkdirAll(o.callgrind, 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("-callgrind: %w", err)
+		}
+		if caddy.Binary, err = callgrindWrapper(o.callgrind, caddy.Binary); err != nil {
+			return err
+		}
+	}
 	list, workDir := caddy.Ports, caddy.WorkDir
 	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], trusted: list[4], admin: list[5]}
 	if o.hapi {
@@ -133,6 +151,10 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	warm := plan{requests: o.warmup, roundSize: max(o.warmup/2, 1), concurrency: o.concurrency, check: (*target).checkFull}
 	if _, err := rounds(ctx, targets, fx, warm); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
+	}
+
+	if o.callgrind != "" {
+		return countInstructions(ctx, caddy.Pid(), o.callgrind, targets, fx, o.callgrindN, out, logw)
 	}
 
 	start := time.Now()

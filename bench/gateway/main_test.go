@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,32 @@ import (
 // built and started, the record created, data loaded, every target
 // answering verified responses, the table printed, a profile written, and
 // Caddy stopped. It asserts what was measured, never how fast.
+// TestBenchCallgrind counts a few requests per window under callgrind:
+// eight windows, each a dump with a positive count per request.
+func TestBenchCallgrind(t *testing.T) {
+	testkit.Needs(t, "valgrind (Debian's package) and the pfr binary run as a separate process")
+	ctx := testkit.WaitContext(t)
+	dir := t.TempDir()
+	var out, log bytes.Buffer
+	o := options{requests: 1, concurrency: 1, duration: time.Minute, warmup: 2, roundSize: 1, callgrind: dir, callgrindN: 3}
+	if err := run(ctx, o, &out, &log); err != nil {
+		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
+	}
+	t.Log("\n" + out.String())
+	rows := regexp.MustCompile(`(?m)^\s*(read|search)\s+\((b|c)\) \S+\s+(\d+)\s+(\S+)$`).FindAllStringSubmatch(out.String(), -1)
+	if len(rows) != 8 {
+		t.Fatalf("%d counted windows, want 8", len(rows))
+	}
+	for _, r := range rows {
+		if n, _ := strconv.Atoi(r[3]); n <= 0 {
+			t.Errorf("%s %s: %s instructions a request", r[1], r[2], r[3])
+		}
+		if _, err := os.Stat(r[4]); err != nil {
+			t.Errorf("dump: %v", err)
+		}
+	}
+}
+
 func TestBenchSmoke(t *testing.T) {
 	testkit.Needs(t, "the pfr binary run as a separate process")
 	ctx, cancel := context.WithCancel(testkit.WaitContext(t))
@@ -249,6 +276,7 @@ func TestOptionsValidate(t *testing.T) {
 		"warmup 0":       func(o *options) { o.warmup = 0 },
 		"round 0":        func(o *options) { o.roundSize = 0 },
 		"duration 0":     func(o *options) { o.duration = 0 },
+		"callgrind n 0":  func(o *options) { o.callgrind, o.callgrindN = "cg", 0 },
 		"profile kind":   func(o *options) { o.cpuProfile, o.profileKind, o.profileOf = "cpu.pprof", "reads", "c" },
 		"profile target": func(o *options) { o.cpuProfile, o.profileKind, o.profileOf = "cpu.pprof", "read", "a" },
 	} {
