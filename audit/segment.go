@@ -28,8 +28,9 @@ import (
 const segmentMark = 0x01
 
 // maxSegmentEvents bounds a segment, and so what trimming its oldest
-// events rewrites (about 50 kB).
-const maxSegmentEvents = 256
+// events rewrites (about 15 kB), against the keys a busy record's batch
+// writes (one per segment).
+const maxSegmentEvents = 64
 
 // errBadSegment is wrapped by the error for a value that is neither.
 var errBadSegment = errors.New("malformed audit segment")
