@@ -43,6 +43,7 @@ type options struct {
 	hapiJar     string        // its jar; "": test/hapi's
 	callgrind   string        // count instructions under callgrind, dumps in this directory
 	callgrindN  int           // requests per counted window
+	callFill    int           // uncounted reads before the windows
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.hapiJar, "hapi-jar", "", "the HAPI test server's jar (default: test/hapi's)")
 	flag.StringVar(&o.callgrind, "callgrind", "", "instead of timing, run Caddy under valgrind's callgrind and count the instructions it executes per request in windows of -callgrind-n requests on (b) and (c); the dumps go to this directory")
 	flag.IntVar(&o.callgrindN, "callgrind-n", 800, "requests per window counted with -callgrind")
+	flag.IntVar(&o.callFill, "callgrind-fill", defaultLogFill, "uncounted reads sent before the -callgrind windows, so that the record's access log is at its limit as after some use")
 	flag.Parse()
 
 	pfrproc.Main("bench/gateway", func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
@@ -154,7 +156,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	}
 
 	if o.callgrind != "" {
-		return countInstructions(ctx, caddy.Pid(), o.callgrind, targets, fx, o.callgrindN, out, logw)
+		return countInstructions(ctx, caddy.Pid(), p.admin, o.callgrind, targets, fx, o.callgrindN, o.callFill, out, logw)
 	}
 
 	start := time.Now()

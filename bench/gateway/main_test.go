@@ -28,12 +28,12 @@ func TestBenchCallgrind(t *testing.T) {
 	ctx := testkit.WaitContext(t)
 	dir := t.TempDir()
 	var out, log bytes.Buffer
-	o := options{requests: 1, concurrency: 1, duration: time.Minute, warmup: 2, roundSize: 1, callgrind: dir, callgrindN: 3}
+	o := options{requests: 1, concurrency: 1, duration: time.Minute, warmup: 2, roundSize: 1, callgrind: dir, callgrindN: 3, callFill: 10}
 	if err := run(ctx, o, &out, &log); err != nil {
 		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
 	}
 	t.Log("\n" + out.String())
-	rows := regexp.MustCompile(`(?m)^\s*(read|search)\s+\((b|c)\) \S+\s+(\d+)\s+(\S+)$`).FindAllStringSubmatch(out.String(), -1)
+	rows := regexp.MustCompile(`(?m)^\s*(read|search)\s+\((b|c)\) \S+\s+(\d+)\s+(\d+)\s+(\S+)$`).FindAllStringSubmatch(out.String(), -1)
 	if len(rows) != 8 {
 		t.Fatalf("%d counted windows, want 8", len(rows))
 	}
@@ -41,7 +41,10 @@ func TestBenchCallgrind(t *testing.T) {
 		if n, _ := strconv.Atoi(r[3]); n <= 0 {
 			t.Errorf("%s %s: %s instructions a request", r[1], r[2], r[3])
 		}
-		if _, err := os.Stat(r[4]); err != nil {
+		if n, _ := strconv.Atoi(r[4]); n <= 0 {
+			t.Errorf("%s %s: %s bytes allocated a request", r[1], r[2], r[4])
+		}
+		if _, err := os.Stat(r[5]); err != nil {
 			t.Errorf("dump: %v", err)
 		}
 	}
