@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"slices"
 	"sort"
 	"strings"
@@ -78,6 +79,8 @@ type rangeScan struct {
 	// lookups are the filter's ranges as single values (lookupRanges),
 	// nil when there are too many to look up one by one.
 	lookups []search.KeyRange
+	// estimate is about how many keys lookups hold (estimateKeys).
+	estimate int
 }
 
 // next returns the id of the next key in the ranges and whether the
@@ -301,6 +304,50 @@ func (s *rangeScan) joinValues(ib *indexView, cs *candidates, maxKeys int) bool 
 	return true
 }
 
+// estimateSample is how many keys of one value estimateKeys reads.
+const estimateSample = 64
+
+// estimateKeys returns about how many keys s.lookups (single values)
+// hold: a value with at most estimateSample keys is counted; of a larger
+// one the first estimateSample keys are read, and its count estimated from
+// how many alive candidates lie in the part of the id space they span
+// (the keys of one value are in id order): keys read × alive candidates /
+// candidates before the last id read. The estimate only chooses how the
+// candidates are checked (joinValues or lookupSorted); both give the same
+// answer.
+func (s *rangeScan) estimateKeys(ib *indexView, cs *candidates) int {
+	if s.param == "_id" {
+		return len(s.lookups)
+	}
+	c := keysOf(ib)
+	total := 0
+	var prefix []byte
+	for _, r := range s.lookups {
+		v, _ := exactValue(r)
+		prefix = append(append(append(prefix[:0], s.tag), v...), 0)
+		read := 0
+		var last []byte
+		for k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
+			if read++; read > estimateSample {
+				last = k[len(prefix):]
+				break
+			}
+		}
+		if last == nil { // counted
+			total += read
+			continue
+		}
+		before := 0
+		for i, id := range cs.ids {
+			if cs.alive[i] && id < string(last) {
+				before++
+			}
+		}
+		total += (read - 1) * cs.n / max(before, 1)
+	}
+	return total
+}
+
 // inIDOrder returns the alive candidates in id order.
 func (cs *candidates) inIDOrder() []int32 {
 	type idAt struct {
@@ -489,13 +536,30 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		}
 		return order
 	}
+	//
+	// Which of the two is cheaper depends on how many keys the values
+	// have against the candidates, so each filter's keys are estimated
+	// first (estimateKeys: a sample of each value, the candidates as the
+	// yardstick of the id space), and the filters go in the order of
+	// their estimates: the one with fewest keys most likely drops most
+	// candidates, and the next looks up fewer.
 	for _, s := range lookup {
-		if !s.joinValues(ib, cs, joinKeys(cs.n)) {
+		s.estimate = s.estimateKeys(ib, cs)
+	}
+	slices.SortStableFunc(lookup, func(a, b *rangeScan) int { return cmp.Compare(a.estimate, b.estimate) })
+	for _, s := range lookup {
+		if cs.n == 0 {
+			break
+		}
+		budget := joinKeys(cs.n)
+		if s.estimate > budget || !s.joinValues(ib, cs, budget) {
 			s.lookupSorted(ib, cs, sorted())
 		}
 		cs.keep(func(i int) uint8 { return s.found[i] })
 	}
-	order = nil // the alive ones again, fewer
+	if order != nil { // the alive ones again, fewer: still in id order
+		order = slices.DeleteFunc(order, func(i int32) bool { return !cs.alive[i] })
+	}
 	order = sorted()
 	updatedKeys := map[int64][][]byte{} // _lastUpdated keys by header time
 	records := p.records(typ)

@@ -440,9 +440,69 @@ func TestIndexLookupsAgree(t *testing.T) {
 	queries := ixQueries(rng, 400)
 	old := joinKeys
 	t.Cleanup(func() { joinKeys = old })
-	for _, budget := range []int{0, 1, 7} {
+	for _, budget := range []int{0, 1, 7, 1 << 30} {
 		joinKeys = func(int) int { return budget }
 		ixCompare(t, db, queries)
+	}
+}
+
+// estimateKeys counts a value with few keys and estimates a large one
+// within a factor of two, from a sample of its keys and the candidates,
+// whether the ids are random or sequential (the candidates and the
+// value's keys drawn from the same ids).
+func TestEstimateKeys(t *testing.T) {
+	bdb, err := bolt.Open(filepath.Join(t.TempDir(), "ix.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bdb.Close() })
+	rng := rand.New(rand.NewPCG(14, 7))
+	for _, idOf := range []func(i int) string{
+		func(int) string { return newID() },
+		func(i int) string { return fmt.Sprintf("obs-%07d", i) },
+	} {
+		ids := make([]string, 20000)
+		for i := range ids {
+			ids[i] = idOf(i)
+		}
+		for _, c := range []struct{ keys, candidates int }{{3, 500}, {64, 500}, {65, 500}, {2000, 100}, {12000, 1000}, {20000, 300}} {
+			err := bdb.Update(func(tx *bolt.Tx) error {
+				_ = tx.DeleteBucket([]byte("ix"))
+				b, err := tx.CreateBucket([]byte("ix"))
+				if err != nil {
+					return err
+				}
+				for _, i := range rng.Perm(len(ids))[:c.keys] {
+					if err := b.Put(indexKey(9, []byte("cv\x01*"), ids[i]), nil); err != nil {
+						return err
+					}
+				}
+				// A neighbour value, not counted.
+				return b.Put(indexKey(9, []byte("cw\x01*"), ids[0]), nil)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs := &candidates{index: newIDSet(c.candidates)}
+			for _, i := range rng.Perm(len(ids))[:c.candidates] {
+				cs.index.addString(ids[i])
+			}
+			cs.ids = cs.index.ids
+			cs.n = len(cs.ids)
+			cs.alive = make([]bool, cs.n)
+			for i := range cs.alive {
+				cs.alive[i] = true
+			}
+			var got int
+			_ = bdb.View(func(tx *bolt.Tx) error {
+				s := &rangeScan{param: "code", tag: 9, lookups: []search.KeyRange{{Lo: []byte("cv\x01*\x00"), Hi: []byte("cv\x01*\x01")}}}
+				got = s.estimateKeys(&indexView{b: tx.Bucket([]byte("ix"))}, cs)
+				return nil
+			})
+			if c.keys <= estimateSample && got != c.keys || got < c.keys/2 || got > 2*c.keys {
+				t.Errorf("%s…: %d keys, %d candidates: estimated %d", ids[0][:4], c.keys, c.candidates, got)
+			}
+		}
 	}
 }
 
