@@ -304,46 +304,47 @@ func (s *rangeScan) joinValues(ib *indexView, cs *candidates, maxKeys int) bool 
 	return true
 }
 
-// estimateSample is how many keys of one value estimateKeys reads.
-const estimateSample = 64
+// estimateCovered is how many candidates the keys estimateKeys reads of a
+// value must pass before it estimates the value's count from them.
+const estimateCovered = 8
 
 // estimateKeys returns about how many keys s.lookups (single values)
-// hold: a value with at most estimateSample keys is counted; of a larger
-// one the first estimateSample keys are read, and its count estimated from
-// how many alive candidates lie in the part of the id space they span
-// (the keys of one value are in id order): keys read × alive candidates /
-// candidates before the last id read. The estimate only chooses how the
-// candidates are checked (joinValues or lookupSorted); both give the same
-// answer.
-func (s *rangeScan) estimateKeys(ib *indexView, cs *candidates) int {
+// hold, the candidates (order: the alive ones in id order) as the
+// yardstick of the id space: each value's keys are read, in id order,
+// until they pass estimateCovered candidates, and the value's count
+// estimated as keys read × alive candidates / candidates passed. A value
+// whose keys end first is counted; one whose keys pass fewer candidates
+// than that in 4 keys per candidate (a fourth of the seeks lookupSorted
+// would make) is estimated from what they passed (at least one). The
+// estimate only chooses how the candidates are checked (joinValues or
+// lookupSorted); both give the same answer.
+func (s *rangeScan) estimateKeys(ib *indexView, cs *candidates, order []int32) int {
 	if s.param == "_id" {
 		return len(s.lookups)
 	}
 	c := keysOf(ib)
 	total := 0
 	var prefix []byte
+	limit := 4*len(order) + indexScanChunk
 	for _, r := range s.lookups {
 		v, _ := exactValue(r)
 		prefix = append(append(append(prefix[:0], s.tag), v...), 0)
-		read := 0
-		var last []byte
-		for k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
-			if read++; read > estimateSample {
-				last = k[len(prefix):]
-				break
+		read, passed := 0, 0
+		k := c.Seek(prefix)
+		for ; k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
+			if read++; read%16 == 0 {
+				id := string(k[len(prefix):])
+				passed = sort.Search(len(order), func(j int) bool { return cs.ids[order[j]] >= id })
+				if passed >= estimateCovered || read >= limit {
+					break
+				}
 			}
 		}
-		if last == nil { // counted
+		if k == nil || !bytes.HasPrefix(k, prefix) { // counted
 			total += read
 			continue
 		}
-		before := 0
-		for i, id := range cs.ids {
-			if cs.alive[i] && id < string(last) {
-				before++
-			}
-		}
-		total += (read - 1) * cs.n / max(before, 1)
+		total += read * len(order) / max(passed, 1)
 	}
 	return total
 }
@@ -539,12 +540,12 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	//
 	// Which of the two is cheaper depends on how many keys the values
 	// have against the candidates, so each filter's keys are estimated
-	// first (estimateKeys: a sample of each value, the candidates as the
+	// first (estimateKeys: the first keys of each value, the candidates as the
 	// yardstick of the id space), and the filters go in the order of
 	// their estimates: the one with fewest keys most likely drops most
 	// candidates, and the next looks up fewer.
 	for _, s := range lookup {
-		s.estimate = s.estimateKeys(ib, cs)
+		s.estimate = s.estimateKeys(ib, cs, sorted())
 	}
 	slices.SortStableFunc(lookup, func(a, b *rangeScan) int { return cmp.Compare(a.estimate, b.estimate) })
 	for _, s := range lookup {

@@ -447,9 +447,10 @@ func TestIndexLookupsAgree(t *testing.T) {
 }
 
 // estimateKeys counts a value with few keys and estimates a large one
-// within a factor of two, from a sample of its keys and the candidates,
-// whether the ids are random or sequential (the candidates and the
-// value's keys drawn from the same ids).
+// within a factor of two, from its first keys and the candidates, whether
+// the ids are random or sequential (the candidates and the value's keys
+// drawn from the same ids); with very few candidates it says at least that
+// the value's keys cost more to read than a lookup of each candidate.
 func TestEstimateKeys(t *testing.T) {
 	bdb, err := bolt.Open(filepath.Join(t.TempDir(), "ix.db"), 0o600, nil)
 	if err != nil {
@@ -465,7 +466,10 @@ func TestEstimateKeys(t *testing.T) {
 		for i := range ids {
 			ids[i] = idOf(i)
 		}
-		for _, c := range []struct{ keys, candidates int }{{3, 500}, {64, 500}, {65, 500}, {2000, 100}, {12000, 1000}, {20000, 300}} {
+		for _, c := range []struct {
+			keys, candidates int
+			atLeast          bool // too few candidates to estimate
+		}{{3, 500, false}, {15, 500, false}, {64, 500, false}, {2000, 100, false}, {12000, 1000, false}, {20000, 300, false}, {20000, 20, true}} {
 			err := bdb.Update(func(tx *bolt.Tx) error {
 				_ = tx.DeleteBucket([]byte("ix"))
 				b, err := tx.CreateBucket([]byte("ix"))
@@ -494,12 +498,21 @@ func TestEstimateKeys(t *testing.T) {
 				cs.alive[i] = true
 			}
 			var got int
+			order := cs.inIDOrder()
 			_ = bdb.View(func(tx *bolt.Tx) error {
 				s := &rangeScan{param: "code", tag: 9, lookups: []search.KeyRange{{Lo: []byte("cv\x01*\x00"), Hi: []byte("cv\x01*\x01")}}}
-				got = s.estimateKeys(&indexView{b: tx.Bucket([]byte("ix"))}, cs)
+				got = s.estimateKeys(&indexView{b: tx.Bucket([]byte("ix"))}, cs, order)
 				return nil
 			})
-			if c.keys <= estimateSample && got != c.keys || got < c.keys/2 || got > 2*c.keys {
+			switch {
+			case c.atLeast:
+				// The keys read pass too few candidates: what they
+				// passed says that the value has more keys than a
+				// lookup of each candidate costs.
+				if got < joinKeys(c.candidates) {
+					t.Errorf("%s…: %d keys, %d candidates: estimated %d, fewer than %d", ids[0][:4], c.keys, c.candidates, got, joinKeys(c.candidates))
+				}
+			case c.keys < 16 && got != c.keys || got < c.keys/2 || got > 2*c.keys:
 				t.Errorf("%s…: %d keys, %d candidates: estimated %d", ids[0][:4], c.keys, c.candidates, got)
 			}
 		}
