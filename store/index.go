@@ -75,13 +75,19 @@ type indexEntry struct {
 	key []byte
 }
 
-// indexEntries computes the entries of res (nil: none).
+// indexEntries computes the entries of res (nil: none): the keys of
+// every indexed parameter but those whose keys are other parameters'
+// together (search.KeysOf), which searches read under those.
 func indexEntries(typ string, res map[string]any) []indexEntry {
 	if res == nil {
 		return nil
 	}
 	var out []indexEntry
+	stored := search.KeysOf(typ)
 	for i, keys := range search.ResourceKeys(typ, res) {
+		if !stored[i] {
+			continue
+		}
 		for _, k := range keys {
 			out = append(out, indexEntry{byte(i + 1), k})
 		}

@@ -54,10 +54,10 @@ func (b boltKeys) Next() []byte         { k, _ := b.c.Next(); return k }
 // log's changes over it).
 func keysOf(ix *indexView) keyCursor { return ix.cursor() }
 
-// rangeScan walks the keys of one parameter inside some ranges.
+// rangeScan walks the keys of one parameter inside some ranges (keys of
+// the type's index, tag included: filterRanges).
 type rangeScan struct {
 	param  string
-	tag    byte
 	ranges []search.KeyRange
 	c      keyCursor
 	i      int    // current range
@@ -93,8 +93,8 @@ func (s *rangeScan) next() (id []byte, exact, ok bool) {
 				break
 			}
 			r := s.ranges[s.i]
-			s.hi = append(append(s.hi[:0], s.tag), r.Hi...)
-			s.k = s.c.Seek(append([]byte{s.tag}, r.Lo...))
+			s.hi = r.Hi
+			s.k = s.c.Seek(r.Lo)
 		} else {
 			s.k = s.c.Next()
 		}
@@ -179,10 +179,11 @@ func (cs *candidates) keep(found func(i int) uint8) {
 // tries (a bare code has one per system it is written with).
 const maxLookupValues = 16
 
-// lookupRanges returns ranges of one value each that hold exactly the
-// keys of ranges (a range of several values is split into its values, read
-// from the index); ok is false when there are more than maxLookupValues.
-func lookupRanges(ib *indexView, tag byte, param string, ranges []search.KeyRange) (out []search.KeyRange, ok bool) {
+// lookupRanges returns ranges of one value each (tag, value: see
+// exactValue) that hold exactly the keys of ranges (filterRanges: a range
+// of several values is split into its values, read from the index); ok is
+// false when there are more than maxLookupValues.
+func lookupRanges(ib *indexView, param string, ranges []search.KeyRange) (out []search.KeyRange, ok bool) {
 	if param == "_id" { // ids, not index keys
 		return ranges, true
 	}
@@ -191,23 +192,44 @@ func lookupRanges(ib *indexView, tag byte, param string, ranges []search.KeyRang
 		if _, ok := exactValue(r); ok {
 			// Kept only when the value is in the index at all (a code
 			// searched with a system it is never written with).
-			if k := c.Seek(append([]byte{tag}, r.Lo...)); k != nil && bytes.Compare(k, append([]byte{tag}, r.Hi...)) < 0 {
+			if k := c.Seek(r.Lo); k != nil && bytes.Compare(k, r.Hi) < 0 {
 				out = append(out, r)
 			}
 			continue
 		}
-		hi := append([]byte{tag}, r.Hi...)
-		for k := c.Seek(append([]byte{tag}, r.Lo...)); k != nil && bytes.Compare(k, hi) < 0; {
+		for k := c.Seek(r.Lo); k != nil && bytes.Compare(k, r.Hi) < 0; {
 			if len(out) == maxLookupValues {
 				return nil, false
 			}
-			value := k[1:bytes.LastIndexByte(k, 0)]
+			value := k[:bytes.LastIndexByte(k, 0)]
 			out = append(out, search.KeyRange{
 				Lo:    append(bytes.Clone(value), 0),
 				Hi:    append(bytes.Clone(value), 1),
 				Exact: r.Exact,
 			})
-			k = c.Seek(append(append([]byte{tag}, value...), 1))
+			k = c.Seek(append(bytes.Clone(value), 1))
+		}
+	}
+	return out, true
+}
+
+// filterRanges returns the ranges of f in the index of typ: f's ranges
+// under each tag that holds f.Param's keys (search.IndexTags: its own, or
+// those of the parameters whose keys together are its keys), in that
+// order; an _id filter's ranges are ids, not index keys, and come as
+// they are. ok is false when no index holds f.Param's keys.
+func filterRanges(typ string, f search.IndexFilter) ([]search.KeyRange, bool) {
+	if f.Param == "_id" {
+		return f.Ranges, true
+	}
+	tags, ok := search.IndexTags(typ, f.Param)
+	if !ok {
+		return nil, false
+	}
+	out := make([]search.KeyRange, 0, len(tags)*len(f.Ranges))
+	for _, tag := range tags {
+		for _, r := range f.Ranges {
+			out = append(out, search.KeyRange{Lo: append([]byte{tag}, r.Lo...), Hi: append([]byte{tag}, r.Hi...), Exact: r.Exact})
 		}
 	}
 	return out, true
@@ -231,7 +253,7 @@ func (s *rangeScan) lookupSorted(ib *indexView, cs *candidates, order []int32) {
 	var target []byte
 	for _, r := range s.lookups {
 		v, _ := exactValue(r)
-		prefix := append(append([]byte{s.tag}, v...), 0)
+		prefix := append(bytes.Clone(v), 0)
 		var k []byte // the cursor's key, nil before the first seek
 		// How far to step before seeking: doubled each time stepping
 		// reaches the candidate, halved each time it does not (the
@@ -291,7 +313,7 @@ func (s *rangeScan) joinValues(ib *indexView, cs *candidates, maxKeys int) bool 
 	var prefix []byte
 	for _, r := range s.lookups {
 		v, _ := exactValue(r)
-		prefix = append(append(append(prefix[:0], s.tag), v...), 0)
+		prefix = append(append(prefix[:0], v...), 0)
 		for k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
 			if read++; read > maxKeys {
 				return false
@@ -328,7 +350,7 @@ func (s *rangeScan) estimateKeys(ib *indexView, cs *candidates, order []int32) i
 	limit := 4*len(order) + indexScanChunk
 	for _, r := range s.lookups {
 		v, _ := exactValue(r)
-		prefix = append(append(append(prefix[:0], s.tag), v...), 0)
+		prefix = append(append(prefix[:0], v...), 0)
 		read, passed := 0, 0
 		k := c.Seek(prefix)
 		for ; k != nil && bytes.HasPrefix(k, prefix); k = c.Next() {
@@ -380,8 +402,9 @@ const (
 	maxLookupSteps = 64
 )
 
-// exactValue returns the key value of a range holding exactly one value
-// (value 0x00 … value 0x01).
+// exactValue returns what the keys of a range holding exactly one value
+// start with (value 0x00 … value 0x01; the value is a tag and an index
+// value in lookupRanges' ranges).
 func exactValue(r search.KeyRange) ([]byte, bool) {
 	n := len(r.Lo)
 	if n == 0 || len(r.Hi) != n || r.Lo[n-1] != 0 || r.Hi[n-1] != 1 || !bytes.Equal(r.Lo[:n-1], r.Hi[:n-1]) {
@@ -427,11 +450,11 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	}
 	var scans []*rangeScan
 	for _, f := range filters {
-		tag, ok := search.IndexTag(typ, f.Param)
-		if !ok && f.Param != "_id" {
+		ranges, ok := filterRanges(typ, f)
+		if !ok {
 			continue // left to the evaluator
 		}
-		scans = append(scans, &rangeScan{param: f.Param, tag: tag, ranges: f.Ranges, c: keysOf(ib)})
+		scans = append(scans, &rangeScan{param: f.Param, ranges: ranges, c: keysOf(ib)})
 	}
 	if len(scans) == 0 {
 		return nil, nil, false, nil
@@ -492,7 +515,7 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 			continue
 		}
 		var few bool
-		s.lookups, few = lookupRanges(ib, s.tag, s.param, s.ranges)
+		s.lookups, few = lookupRanges(ib, s.param, s.ranges)
 		switch {
 		case few:
 			lookup = append(lookup, s)
@@ -600,21 +623,25 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	return ids, exact, true, nil
 }
 
-// lastUpdatedKeys returns the index values of _lastUpdated for a resource
-// of typ written at ms (Unix milliseconds): what IndexKeys gives for the
-// meta.lastUpdated the write stamped.
+// lastUpdatedKeys returns the index keys (without the id) of _lastUpdated
+// for a resource of typ written at ms (Unix milliseconds): its tag and
+// what IndexKeys gives for the meta.lastUpdated the write stamped.
 func lastUpdatedKeys(typ string, ms int64) [][]byte {
-	for _, p := range search.IndexedParams(typ) {
-		if p.Code == "_lastUpdated" {
-			res := map[string]any{"resourceType": typ, "meta": map[string]any{"lastUpdated": instant(time.UnixMilli(ms))}}
-			return search.IndexKeys(p, res)
-		}
+	tag, ok := search.IndexTag(typ, "_lastUpdated")
+	if !ok {
+		return nil
 	}
-	return nil
+	p := search.IndexedParams(typ)[tag-1]
+	res := map[string]any{"resourceType": typ, "meta": map[string]any{"lastUpdated": instant(time.UnixMilli(ms))}}
+	var out [][]byte
+	for _, v := range search.IndexKeys(p, res) {
+		out = append(out, append([]byte{tag}, v...))
+	}
+	return out
 }
 
-// keysInRanges reports whether one of the index values of resource id
-// lies in one of ranges, and whether one lies in an Exact one.
+// keysInRanges reports whether one of the index keys (without the id) of
+// resource id lies in one of ranges, and whether one lies in an Exact one.
 func keysInRanges(values [][]byte, ranges []search.KeyRange, id string) (in, exact bool) {
 	for _, v := range values {
 		key := append(append(bytes.Clone(v), 0), id...)

@@ -135,6 +135,25 @@ func ixData(t *testing.T, db *DB, rng *rand.Rand, n int) {
 			if rng.IntN(3) == 0 {
 				obs["performer"] = []any{map[string]any{"identifier": map[string]any{"system": pick(ixSystems), "value": "doc" + fmt.Sprint(rng.IntN(3))}}}
 			}
+			if rng.IntN(4) == 0 { // a panel: the combo-* parameters read its parts too
+				var comps []any
+				for range 1 + rng.IntN(3) {
+					c := map[string]any{"code": map[string]any{"coding": []any{coding()}}}
+					switch rng.IntN(3) {
+					case 0:
+						c["valueQuantity"] = map[string]any{"value": num(), "unit": "mg/dL"}
+					case 1:
+						c["valueCodeableConcept"] = map[string]any{"coding": []any{coding()}}
+					default:
+						c["dataAbsentReason"] = map[string]any{"coding": []any{coding()}}
+					}
+					comps = append(comps, c)
+				}
+				obs["component"] = comps
+			}
+			if rng.IntN(8) == 0 {
+				obs["dataAbsentReason"] = map[string]any{"coding": []any{coding()}}
+			}
 			if _, err := p.write("Observation", fmt.Sprintf("o%d", i), obs, nil); err != nil {
 				return err
 			}
@@ -212,6 +231,16 @@ func ixQueries(rng *rand.Rand, n int) []struct{ typ, query string } {
 			},
 			func() string { return "_id=o" + fmt.Sprint(rng.IntN(40)) + ",o" + fmt.Sprint(rng.IntN(40)) },
 			func() string { return "combo-code=" + pick(ixCodes) },
+			// Unions whose keys are their parts' (search.KeysOf).
+			func() string { return "combo-code=" + pick(ixSystems) + "|" + pick(ixCodes) + "," + pick(ixCodes) },
+			func() string { return "component-code=" + pick(ixCodes) },
+			func() string { return "combo-value-quantity=" + pick(ixPrefixes) + pick(ixNumbers) },
+			func() string { return "combo-value-concept=" + pick(ixCodes) },
+			func() string { return "combo-data-absent-reason=" + pick(ixSystems) + "|" + pick(ixCodes) },
+			func() string {
+				return "combo-code=" + pick(ixCodes) + "&date=" + pick(ixPrefixes) + url.QueryEscape(pick(ixDates))
+			},
+			func() string { return "combo-code=" + pick(ixCodes) + "&subject=p" + fmt.Sprint(rng.IntN(13)) },
 			func() string {
 				return "code-value-quantity=" + pick(ixCodes) + "$" + pick(ixPrefixes) + pick(ixNumbers)
 			},
@@ -500,7 +529,7 @@ func TestEstimateKeys(t *testing.T) {
 			var got int
 			order := cs.inIDOrder()
 			_ = bdb.View(func(tx *bolt.Tx) error {
-				s := &rangeScan{param: "code", tag: 9, lookups: []search.KeyRange{{Lo: []byte("cv\x01*\x00"), Hi: []byte("cv\x01*\x01")}}}
+				s := &rangeScan{param: "code", lookups: []search.KeyRange{{Lo: []byte("\x09cv\x01*\x00"), Hi: []byte("\x09cv\x01*\x01")}}}
 				got = s.estimateKeys(&indexView{b: tx.Bucket([]byte("ix"))}, cs, order)
 				return nil
 			})

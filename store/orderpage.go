@@ -65,11 +65,11 @@ func orderedPage(p *ptx, typ string, plan *searchPlan, want int) (page orderPage
 	}
 	var member func(id []byte) bool // nil: every resource matches
 	if !plan.orderOnly {
-		ftag, lookups, ok, err := singleFilter(p, typ, plan, ib)
+		lookups, ok, err := singleFilter(p, typ, plan, ib)
 		if err != nil || !ok {
 			return orderPage{}, false, err
 		}
-		page.total = distinctIDs(ib, ftag, lookups)
+		page.total = distinctIDs(ib, lookups)
 		if page.total < orderPageMin {
 			return orderPage{}, false, nil
 		}
@@ -78,7 +78,7 @@ func orderedPage(p *ptx, typ string, plan *searchPlan, want int) (page orderPage
 		member = func(id []byte) bool {
 			for _, r := range lookups {
 				v, _ := exactValue(r)
-				key = append(append(append(append(key[:0], ftag), v...), 0), id...)
+				key = append(append(append(key[:0], v...), 0), id...)
 				if k := probe.Seek(key); k != nil && bytes.Equal(k, key) {
 					return true
 				}
@@ -101,35 +101,35 @@ func orderedPage(p *ptx, typ string, plan *searchPlan, want int) (page orderPage
 	return page, true, nil
 }
 
-// singleFilter returns the tag of the one index filter of plan's
-// criteria and its values (lookupRanges); ok is false unless the filter covers
-// every criterion through exact ranges of few values.
-func singleFilter(p *ptx, typ string, plan *searchPlan, ib *indexView) (tag byte, lookups []search.KeyRange, ok bool, err error) {
+// singleFilter returns the values (lookupRanges) of the one index filter
+// of plan's criteria; ok is false unless the filter covers every
+// criterion through exact ranges of few values.
+func singleFilter(p *ptx, typ string, plan *searchPlan, ib *indexView) (lookups []search.KeyRange, ok bool, err error) {
 	b, err := plan.bind(partitionSource{p, nil})
 	if err != nil || !b.Covered || len(b.Filters) != 1 {
-		return 0, nil, false, err
+		return nil, false, err
 	}
 	f := b.Filters[0]
 	if f.Param == "_id" || slices.ContainsFunc(f.Ranges, func(r search.KeyRange) bool { return !r.Exact }) {
-		return 0, nil, false, nil
+		return nil, false, nil
 	}
-	if tag, ok = search.IndexTag(typ, f.Param); !ok {
-		return 0, nil, false, nil
+	ranges, ok := filterRanges(typ, f)
+	if !ok {
+		return nil, false, nil
 	}
-	if lookups, ok = lookupRanges(ib, tag, f.Param, f.Ranges); !ok {
-		return 0, nil, false, nil
+	if lookups, ok = lookupRanges(ib, f.Param, ranges); !ok {
+		return nil, false, nil
 	}
-	return tag, lookups, true, nil
+	return lookups, true, nil
 }
 
-// distinctIDs counts the resources with a key of tag in one of values
-// (single values, lookupRanges): one value's keys are its resources in id
-// order, so several values' keys are merged by id, each resource counted
-// once.
-func distinctIDs(ib *indexView, tag byte, values []search.KeyRange) int {
+// distinctIDs counts the resources with a key in one of values (single
+// values, lookupRanges): one value's keys are its resources in id order,
+// so several values' keys are merged by id, each resource counted once.
+func distinctIDs(ib *indexView, values []search.KeyRange) int {
 	if len(values) == 1 {
 		v, _ := exactValue(values[0])
-		return countPrefix(ib, append(append([]byte{tag}, v...), 0))
+		return countPrefix(ib, append(bytes.Clone(v), 0))
 	}
 	type run struct {
 		c      keyCursor
@@ -139,7 +139,7 @@ func distinctIDs(ib *indexView, tag byte, values []search.KeyRange) int {
 	runs := make([]*run, 0, len(values))
 	for _, r := range values {
 		v, _ := exactValue(r)
-		prefix := append(append([]byte{tag}, v...), 0)
+		prefix := append(bytes.Clone(v), 0)
 		c := keysOf(ib)
 		if k := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
 			runs = append(runs, &run{c: c, prefix: prefix, k: k})

@@ -65,6 +65,8 @@ var orderQueries = []string{
 	"_sort=date", "_sort=-date",
 	"code=8867-4&_sort=-date", "code=8867-4&_sort=date",
 	"code=http://loinc.org|8867-4&_sort=-date", "code=urn:other|8867-4&_sort=date",
+	// A union's keys, read under its parts' tags (code | component-code).
+	"combo-code=8867-4&_sort=-date", "combo-code=http://loinc.org|8867-4&_sort=date",
 }
 
 // checkOrderedPages compares orderedPage with run, and run with a scan,

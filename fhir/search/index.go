@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math"
 	"math/big"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -51,9 +52,10 @@ const (
 
 const maxIndexValue = 128
 
-// IndexVersion names the key layout (4: with pair keys) and the indexed
-// parameters of every type (IndexedParams, whose positions a store may use as short tags). A
-// store that finds indexes of another version rebuilds them.
+// IndexVersion names the key layout (4: with pair keys; 5: a union's keys
+// not stored, see KeysOf) and the indexed parameters of every type
+// (IndexedParams, whose positions a store may use as short tags). A store
+// that finds indexes of another version rebuilds them.
 func IndexVersion() string {
 	indexVersionOnce.Do(func() {
 		h := crc32.NewIEEE()
@@ -64,7 +66,7 @@ func IndexVersion() string {
 				h.Write([]byte(p.Code + " " + p.Type + " " + p.Expression))
 			}
 		}
-		indexVersion = fmt.Sprintf("4-%08x", h.Sum32())
+		indexVersion = fmt.Sprintf("5-%08x", h.Sum32())
 	})
 	return indexVersion
 }
@@ -76,14 +78,44 @@ var (
 
 // IndexTag returns the one-byte tag of parameter code among the indexed
 // parameters of resourceType: its position in IndexedParams plus one (no
-// type has more than 254); ok is false for a parameter not indexed.
+// type has more than 254); ok is false for a parameter not indexed, and
+// for one whose keys a store does not write (KeysOf: its keys are under
+// other tags).
 func IndexTag(resourceType, code string) (byte, bool) {
 	i := slices.IndexFunc(IndexedParams(resourceType), func(p *searchparam.Param) bool { return p.Code == code })
-	if i < 0 || i >= 254 {
+	if i < 0 || i >= 254 || keyPlanOf(resourceType).unionOf[i] != nil {
 		return 0, false
 	}
 	return byte(i + 1), true
 }
+
+// IndexTags returns the tags under which a store finds the keys of
+// parameter code of resourceType: its own (IndexTag), or those of the
+// parameters whose keys together are its keys (KeysOf); ok is false for
+// a parameter not indexed.
+func IndexTags(resourceType, code string) ([]byte, bool) {
+	if tag, ok := IndexTag(resourceType, code); ok {
+		return []byte{tag}, true
+	}
+	i := slices.IndexFunc(IndexedParams(resourceType), func(p *searchparam.Param) bool { return p.Code == code })
+	if i < 0 || i >= 254 {
+		return nil, false
+	}
+	var tags []byte
+	for _, j := range keyPlanOf(resourceType).unionOf[i] {
+		tags = append(tags, byte(j+1))
+	}
+	return tags, tags != nil
+}
+
+// KeysOf reports, for each of IndexedParams(resourceType), whether a
+// store writes its keys (ResourceKeys): false for a parameter whose keys
+// are those of other indexed parameters together (an Observation's
+// combo-code is code | component-code), which a store reads under their
+// tags instead (IndexTags). Its keys would repeat theirs: 3 of an
+// Observation's 19 in bench/store's record.
+// The slice is shared: do not modify it.
+func KeysOf(resourceType string) []bool { return keyPlanOf(resourceType).stored }
 
 // KeyRange is the keys k with Lo <= k < Hi, byte-wise. Exact says that
 // every resource with a key in the range matches the filter value the
@@ -197,7 +229,10 @@ func ResourceKeys(resourceType string, res map[string]any) [][][]byte {
 
 // keyPlan says how ResourceKeys computes the keys of one type's indexed
 // parameters: unionOf[i] lists, in order, the parameters whose
-// expressions joined by | are params[i]'s; pairOf[i] the positions of a
+// expressions joined by | are params[i]'s (each operand a path, maybe
+// with "as Type": nothing that can fail to evaluate, so params[i]'s keys
+// are always theirs together, and a store reads them instead of writing
+// params[i]'s); pairOf[i] the positions of a
 // pair-indexed composite's code and value parameters (both nil:
 // params[i] is evaluated).
 type keyPlan struct {
@@ -211,6 +246,8 @@ type keyPlan struct {
 	// it does not compile: Evaluate then says why).
 	roots [][]root
 	exprs []*fhirpath.Expr
+	// stored[i] is unionOf[i] == nil (KeysOf).
+	stored []bool
 }
 
 var keyPlans sync.Map // resource type → *keyPlan
@@ -232,6 +269,9 @@ func keyPlanOf(resourceType string) *keyPlan {
 	parts := make([][]string, len(params))
 	for i, p := range params {
 		parts[i] = unionParts(p.Expression, resourceType)
+		if slices.ContainsFunc(parts[i], func(part string) bool { return !plainPath.MatchString(part) }) {
+			parts[i] = nil
+		}
 		plan.roots[i] = rootsOf(p, resourceType)
 		if e, err := p.Compiled(); err == nil {
 			plan.exprs[i] = e.ForType(resourceType)
@@ -270,9 +310,18 @@ func keyPlanOf(resourceType string) *keyPlan {
 			plan.unionOf[i] = nil
 		}
 	}
+	plan.stored = make([]bool, len(params))
+	for i, of := range plan.unionOf {
+		plan.stored[i] = of == nil
+	}
 	v, _ := keyPlans.LoadOrStore(resourceType, plan)
 	return v.(*keyPlan)
 }
+
+// plainPath is an operand of a union whose evaluation cannot fail: a path
+// from the resource type, maybe cast ("(Observation.value as Quantity)"),
+// no function, indexer or other operator.
+var plainPath = regexp.MustCompile(`^\(?\s*[A-Z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)+(\s+as\s+[A-Z][A-Za-z0-9]*)?\s*\)?$`)
 
 // unionParts returns the operands of the top-level unions of expr that
 // select resourceType (those of other types dropped, as

@@ -134,3 +134,59 @@ func asList(v any) []any {
 	l, _ := v.([]any)
 	return l
 }
+
+// A store writes the keys of every indexed parameter but the unions of
+// others (KeysOf), and finds a union's keys under its parts' tags
+// (IndexTags): Observation's four combo-* parameters, whose operands are
+// plain paths; a union with an operand that could fail to evaluate (a
+// function, an indexer) is not read from its parts.
+func TestUnionKeysReadFromParts(t *testing.T) {
+	tag := func(code string) byte {
+		i := slices.IndexFunc(IndexedParams("Observation"), func(p *searchparam.Param) bool { return p.Code == code })
+		if i < 0 {
+			t.Fatalf("%s is not indexed", code)
+		}
+		return byte(i + 1)
+	}
+	want := map[string][]string{
+		"combo-code":               {"code", "component-code"},
+		"combo-value-quantity":     {"value-quantity", "component-value-quantity"},
+		"combo-value-concept":      {"value-concept", "component-value-concept"},
+		"combo-data-absent-reason": {"data-absent-reason", "component-data-absent-reason"},
+	}
+	for _, typ := range searchparam.ResourceTypes() {
+		stored := KeysOf(typ)
+		for i, p := range IndexedParams(typ) {
+			parts, union := want[p.Code]
+			union = union && typ == "Observation"
+			if stored[i] == union {
+				t.Errorf("%s %s: keys written %v", typ, p.Code, stored[i])
+			}
+			tags, ok := IndexTags(typ, p.Code)
+			own, ownOK := IndexTag(typ, p.Code)
+			switch {
+			case !ok:
+				t.Errorf("%s %s: no tags", typ, p.Code)
+			case union:
+				var wantTags []byte
+				for _, part := range parts {
+					wantTags = append(wantTags, tag(part))
+				}
+				if !bytes.Equal(tags, wantTags) || ownOK {
+					t.Errorf("%s %s: tags %v (own %v), want %v and none of its own", typ, p.Code, tags, ownOK, wantTags)
+				}
+			case !ownOK || !bytes.Equal(tags, []byte{own}) || own != byte(i+1):
+				t.Errorf("%s %s: tags %v, own %d", typ, p.Code, tags, own)
+			}
+		}
+	}
+	for expr, plain := range map[string]bool{
+		"Observation.code": true, "(Observation.value as Quantity)": true, "Observation.component.code": true,
+		"Observation.component.where(code.exists())": false, "Observation.component[0].code": false,
+		"Observation.value.as(Quantity)": false, "Observation.code and Observation.status": false,
+	} {
+		if plainPath.MatchString(expr) != plain {
+			t.Errorf("%s: plain path %v", expr, !plain)
+		}
+	}
+}
