@@ -438,15 +438,24 @@ const intersectFactor = 16
 // (lookupSorted), and _lastUpdated with many values is checked on the
 // record headers.
 func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []string, exact []bool, ok bool, err error) {
+	ids, exact, _, ok, err = p.candidateRecords(typ, filters)
+	return ids, exact, ok, err
+}
+
+// candidateRecords is indexCandidates, with recs[i] the record of ids[i]
+// when finding the candidates read it (to check _lastUpdated on its
+// header), else nil (valid in the transaction; recs is nil when none
+// was read): what reads the candidates next need not read it again.
+func (p *ptx) candidateRecords(typ string, filters []search.IndexFilter) (ids []string, exact []bool, recs [][]byte, ok bool, err error) {
 	if len(filters) == 0 || p.noIndex {
-		return nil, nil, false, nil
+		return nil, nil, nil, false, nil
 	}
 	ib, err := p.indexBucket(typ)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, nil, false, err
 	}
 	if ib == nil {
-		return nil, nil, true, nil // nothing of typ was ever written
+		return nil, nil, nil, true, nil // nothing of typ was ever written
 	}
 	var scans []*rangeScan
 	for _, f := range filters {
@@ -457,7 +466,7 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 		scans = append(scans, &rangeScan{param: f.Param, ranges: ranges, c: keysOf(ib)})
 	}
 	if len(scans) == 0 {
-		return nil, nil, false, nil
+		return nil, nil, nil, false, nil
 	}
 	driver := -1
 	for driver < 0 {
@@ -587,18 +596,26 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	order = sorted()
 	updatedKeys := map[int64][][]byte{} // _lastUpdated keys by header time
 	records := p.records(typ)
+	var read [][]byte // by candidate: the records read for their headers
+	if len(headers) > 0 {
+		read = make([][]byte, len(cs.ids))
+	}
+	var key []byte
 	for _, s := range headers {
 		for _, i := range order {
 			if !cs.alive[i] {
 				continue
 			}
+			if read[i] == nil {
+				read[i] = records.get(cs.ids[i])
+			}
 			in, ex := true, false
-			if rec := records.get(cs.ids[i]); rec != nil {
+			if rec := read[i]; rec != nil {
 				ms := recordLastUpdated(rec)
 				if _, ok := updatedKeys[ms]; !ok {
 					updatedKeys[ms] = lastUpdatedKeys(typ, ms)
 				}
-				in, ex = keysInRanges(updatedKeys[ms], s.ranges, cs.ids[i])
+				in, ex, key = keysInRanges(updatedKeys[ms], s.ranges, cs.ids[i], key)
 			}
 			if !in {
 				cs.alive[i] = false
@@ -610,17 +627,26 @@ func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []s
 	}
 	ids = make([]string, 0, cs.n)
 	exact = make([]bool, 0, cs.n)
+	if read != nil {
+		recs = make([][]byte, 0, cs.n)
+	}
 	for _, i := range order {
 		if cs.alive[i] {
 			ids = append(ids, cs.ids[i])
 			exact = append(exact, cs.sure[i] && !evaluator)
+			if read != nil {
+				recs = append(recs, read[i])
+			}
 		}
 	}
 	for _, id := range unreadableIDs(ib) {
 		ids = append(ids, id)
 		exact = append(exact, false)
+		if read != nil {
+			recs = append(recs, nil)
+		}
 	}
-	return ids, exact, true, nil
+	return ids, exact, recs, true, nil
 }
 
 // lastUpdatedKeys returns the index keys (without the id) of _lastUpdated
@@ -641,17 +667,19 @@ func lastUpdatedKeys(typ string, ms int64) [][]byte {
 }
 
 // keysInRanges reports whether one of the index keys (without the id) of
-// resource id lies in one of ranges, and whether one lies in an Exact one.
-func keysInRanges(values [][]byte, ranges []search.KeyRange, id string) (in, exact bool) {
+// resource id lies in one of ranges, and whether one lies in an Exact one;
+// it builds the keys in buf and returns it for the next call.
+func keysInRanges(values [][]byte, ranges []search.KeyRange, id string, buf []byte) (in, exact bool, _ []byte) {
 	for _, v := range values {
-		key := append(append(bytes.Clone(v), 0), id...)
+		buf = append(append(append(buf[:0], v...), 0), id...)
+		key := buf
 		for _, r := range ranges {
 			if bytes.Compare(r.Lo, key) <= 0 && bytes.Compare(key, r.Hi) < 0 {
 				in, exact = true, exact || r.Exact
 			}
 		}
 	}
-	return in, exact
+	return in, exact, buf
 }
 
 // unionCandidates returns, in id order, the ids of typ with a key in any

@@ -125,7 +125,7 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) (refList, error
 		}
 		hits = append(hits, h)
 	}
-	ids, exact, indexed, err := p.indexCandidates(typ, b.Filters)
+	ids, exact, recs, indexed, err := p.candidateRecords(typ, b.Filters)
 	if err == nil && !indexed && len(plan.around) > 0 {
 		ids, indexed, err = p.unionCandidates(typ, plan.around)
 		exact = make([]bool, len(ids)) // each is evaluated
@@ -138,8 +138,12 @@ func run(p *ptx, typ string, plan *searchPlan, skip *unreadable) (refList, error
 		for i, id := range ids {
 			// A candidate the index vouches for is a live resource
 			// (its keys go with it): its record is read only when its
-			// header or body is needed.
-			check(id, nil, b.Covered && exact[i])
+			// header or body is needed, unless finding it read it.
+			var rec []byte
+			if recs != nil {
+				rec = recs[i]
+			}
+			check(id, rec, b.Covered && exact[i])
 		}
 	default:
 		if err := p.scanCurrentRecords(typ, func(id string, rec []byte) error {
