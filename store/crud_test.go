@@ -2,8 +2,13 @@ package store
 
 import (
 	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
@@ -340,5 +345,51 @@ func TestCapabilityStatementChainsAndHas(t *testing.T) {
 	}
 	if d := docs["Patient"]["family"]; d != "string: " {
 		t.Errorf("a string parameter is not chainable: %q", d)
+	}
+}
+
+// The ids the server gives created resources are UUIDs of version 7 that
+// rise strictly in byte order, across goroutines and within a
+// millisecond (the index keys of a transaction's resources then land at
+// the end of each value's run), and carry the time they were made (or a
+// later one, when more than the counter holds were made in one).
+func TestResourceIDsRise(t *testing.T) {
+	v7 := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	before := time.Now().UnixMilli()
+	const workers, each = 4, 5000
+	got := make([][]string, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for range each {
+				got[w] = append(got[w], newResourceID())
+			}
+		})
+	}
+	wg.Wait()
+	var all []string
+	for _, ids := range got {
+		if !slices.IsSorted(ids) {
+			t.Fatal("one goroutine's ids do not rise")
+		}
+		all = append(all, ids...)
+	}
+	slices.Sort(all)
+	if len(slices.Compact(all)) != workers*each {
+		t.Fatal("an id was given twice")
+	}
+	for _, id := range all {
+		if !v7.MatchString(id) || !fhir.IsID(id) {
+			t.Fatalf("%s is not a UUID of version 7", id)
+		}
+	}
+	ms, err := strconv.ParseInt(strings.ReplaceAll(all[0], "-", "")[:12], 16, 64)
+	if err != nil || ms < before {
+		t.Errorf("the first id %s says %d ms, made at %d or after", all[0], ms, before)
+	}
+	// Every id above the last one given, whatever the clock says.
+	last := all[len(all)-1]
+	if next := newResourceID(); next <= last {
+		t.Errorf("%s after %s", next, last)
 	}
 }

@@ -103,7 +103,7 @@ func (h *handler) applyTransaction(q *request, p *ptx, entries []*entry) error {
 			}
 		}
 		if e.id == "" {
-			e.id = newID()
+			e.id = newResourceID()
 		}
 		if e.fullURL != "" {
 			ids[e.fullURL] = e.typ + "/" + e.id
