@@ -29,7 +29,11 @@ import (
 //	indexlog:      type 0x00 seq → the index changes of one commit
 //
 // tag is the parameter's search.IndexTag (0 for the unreadable marker),
-// key what search.IndexKeys gives.
+// key what search.IndexKeys gives. A parameter whose keys are those of
+// other parameters together (search.KeysOf: Observation's combo-code) has
+// none of its own: searches read its parts' (filterRanges). Ids of
+// created resources rise with time (newResourceID), so a value's keys are
+// about in the order their resources were written.
 //
 // A small commit (a single write: ~18 keys of an Observation, each in its
 // own leaf of a large index, so ~55 B-tree pages rewritten and fsynced)
