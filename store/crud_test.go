@@ -1,6 +1,8 @@
 package store
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"slices"
@@ -9,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/internal/testkit"
@@ -391,5 +395,43 @@ func TestResourceIDsRise(t *testing.T) {
 	last := all[len(all)-1]
 	if next := newResourceID(); next <= last {
 		t.Errorf("%s after %s", next, last)
+	}
+}
+
+// Pages split in the buckets a write adds to are filled to appendFill,
+// not bbolt's half: created resources' ids rise, so most keys go after
+// the last of their bucket or run, and half-filled pages would stay so.
+// Observations created in transactions fill the leaves of their current,
+// versions, sequence and index buckets to more than 80 %.
+func TestPagesFilledWhereWritesAppend(t *testing.T) {
+	s := newTestServer(t)
+	rng := rand.New(rand.NewPCG(14, 9))
+	for range 6 {
+		var entries []map[string]any
+		for i := range 500 {
+			entries = append(entries, postEntry(fmt.Sprintf("urn:uuid:o%d", i), randomOrderObs(rng)))
+		}
+		s.must(http.StatusOK, "POST", "/fhir", "DEFAULT", txBundle("transaction", entries...))
+	}
+	err := s.db.bolt.View(func(tx *bolt.Tx) error {
+		part := tx.Bucket(partitionBucketName(defaultPartitionKey))
+		for _, b := range []struct {
+			name string
+			b    *bolt.Bucket
+		}{
+			{"current", part.Bucket(bucketCurrent).Bucket([]byte("Observation"))},
+			{"versions", part.Bucket(bucketVersions)},
+			{"sequence", part.Bucket(bucketSequence)},
+			{"index", part.Bucket(bucketIndex).Bucket([]byte("Observation"))},
+		} {
+			st := b.b.Stats()
+			if fill := float64(st.LeafInuse) / float64(st.LeafAlloc); fill < 0.8 {
+				t.Errorf("%s: leaves %.0f %% full (%d pages)", b.name, 100*fill, st.LeafPageN)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

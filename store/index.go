@@ -439,6 +439,7 @@ func (p *ptx) writePending() error {
 		if err != nil {
 			return err
 		}
+		ib.FillPercent = appendFill
 		var keys []string
 		if m != nil {
 			keys = slices.Sorted(maps.Keys(m))

@@ -149,6 +149,7 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	if err != nil {
 		return nil, fmt.Errorf("current bucket %s: %w", typ, err)
 	}
+	tb.FillPercent = appendFill
 	var old []byte // the JSON of the version replaced: its index entries go
 	if v := tb.Get([]byte(id)); len(v) >= recordHeaderLen && v[0] == recordKindResource && !p.noIndex {
 		old = append([]byte(nil), v[recordHeaderLen:]...)
@@ -170,6 +171,7 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	if err != nil {
 		return nil, fmt.Errorf("versions bucket: %w", err)
 	}
+	vb.FillPercent = appendFill
 	vk := versionKey(typ, id, rec.Version)
 	if err := vb.Put(vk, enc); err != nil {
 		return nil, fmt.Errorf("store version %s/%s/%d: %w", typ, id, rec.Version, err)
@@ -184,11 +186,20 @@ func (p *ptx) write(typ, id string, body resource, prev *record) (*record, error
 	if err != nil {
 		return nil, fmt.Errorf("sequence bucket: %w", err)
 	}
+	sb.FillPercent = appendFill
 	if err := sb.Put(seqKey(seq), vk); err != nil {
 		return nil, fmt.Errorf("store sequence %d: %w", seq, err)
 	}
 	return rec, nil
 }
+
+// appendFill is how full bbolt fills the pages it splits in the buckets
+// a write adds to (its default is half): ids of created resources rise
+// (newResourceID) and the global sequence does, so most keys are added
+// after the last of their bucket or of their value's run in an index,
+// and pages split half full would stay half empty (a record of 100 000
+// Observations: 456 MB without indexes, 300 MB with random ids).
+const appendFill = 0.9
 
 // currentType is typ's bucket of current records, nil when typ has none.
 func (p *ptx) currentType(typ string) *bolt.Bucket {
