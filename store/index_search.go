@@ -434,9 +434,11 @@ const intersectFactor = 16
 // only the candidates: each that finishes drops those it lacks, so the
 // rest work on fewer; one that has not finished at intersectFactor times
 // the driver is left to the evaluator. Then the filters with few values
-// (lookupRanges) are looked up for the candidates left, in id order
-// (lookupSorted), and _lastUpdated with many values is checked on the
-// record headers.
+// (lookupRanges), fewest estimated keys first (estimateKeys), each either
+// walked with its ids looked up among the candidates (joinValues) or
+// merged with the candidates in id order (lookupSorted), whichever its
+// estimate says reads less; and _lastUpdated with many values is checked
+// on the record headers.
 func (p *ptx) indexCandidates(typ string, filters []search.IndexFilter) (ids []string, exact []bool, ok bool, err error) {
 	ids, exact, _, ok, err = p.candidateRecords(typ, filters)
 	return ids, exact, ok, err
