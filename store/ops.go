@@ -27,6 +27,12 @@ type writeResult struct {
 	Message string
 }
 
+// uuidString spells b as a UUID: lower-case hex in 8-4-4-4-12 groups.
+func uuidString(b [16]byte) string {
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
 // newID returns a random id (a Bundle's, a paging snapshot's; a created
 // resource's is newResourceID): 128 random bits as hex in UUID layout,
 // which never collides with client-assigned ids in practice.
@@ -37,8 +43,7 @@ func newID() string {
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	return uuidString(b)
 }
 
 // newResourceID returns the id of a resource the server creates: a UUID
@@ -74,8 +79,7 @@ func newResourceID() string {
 	b[6] = 0x70 | byte(seq>>8)
 	b[7] = byte(seq)
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	return uuidString(b)
 }
 
 // lastResourceID is the time and counter of the id newResourceID gave
