@@ -3,7 +3,8 @@ package audit
 import (
 	"encoding/json"
 	"time"
-	"unicode/utf8"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
 )
 
 // appendStored appends e as stored (storedEvent's JSON: its short names,
@@ -27,7 +28,7 @@ func appendStored(buf []byte, e Event) ([]byte, error) {
 	buf = appendField(buf, "cid", e.ClientID)
 	buf = appendField(buf, "ip", e.SourceIP)
 	buf = append(buf, `,"a":`...)
-	buf = appendJSONString(buf, e.Action)
+	buf = fhirjson.AppendString(buf, e.Action)
 	buf = appendField(buf, "i", e.Interaction)
 	buf = appendField(buf, "tgt", e.Target)
 	if e.Status != 0 {
@@ -46,7 +47,7 @@ func appendField(buf []byte, name, value string) []byte {
 	buf = append(buf, ',', '"')
 	buf = append(buf, name...)
 	buf = append(buf, '"', ':')
-	return appendJSONString(buf, value)
+	return fhirjson.AppendString(buf, value)
 }
 
 // appendInt appends n in decimal.
@@ -71,48 +72,4 @@ func appendUint(buf []byte, u uint64) []byte {
 		}
 	}
 	return append(buf, d[i:]...)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(buf []byte, s string) []byte {
-	buf = append(buf, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			buf = append(buf, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				buf = append(buf, '\\', c)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
-				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	buf = append(buf, s[start:]...)
-	return append(buf, '"')
 }
