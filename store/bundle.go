@@ -255,11 +255,7 @@ func (q *request) searchInTx(p *ptx, typ string, params url.Values) (json.RawMes
 	}
 	q.appendUnknownOutcome(b, plan)
 	q.appendUnreadableOutcome(b)
-	raw, err := json.Marshal(b)
-	if err != nil {
-		return nil, fmt.Errorf("encode search result: %w", err)
-	}
-	return raw, nil
+	return b.appendJSON(make([]byte, 0, b.sizeHint())), nil
 }
 
 // responseEntry renders the response of one processed entry.

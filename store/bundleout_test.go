@@ -1,0 +1,94 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// TestBundleJSONAgreesWithEncodingJSON: the Bundle writer says what
+// encoding/json says of the same struct (decoded, the same JSON value),
+// for every optional part present or not and strings that need escaping,
+// and copies each resource's bytes as stored.
+func TestBundleJSONAgreesWithEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 14))
+	strs := []string{"", "a", "searchset", `quo"te`, `back\slash`, "tab\there\nnew", "\x01\x1f", "<div>&amp;</div>",
+		"ünïcödé €", "\u2028\u2029", "bad \xff utf-8", "http://x/fhir/Observation/1?a=b&c=d"}
+	str := func() string { return strs[rng.IntN(len(strs))] }
+	resources := []json.RawMessage{
+		json.RawMessage(`{"resourceType":"Observation","id":"1","text":{"div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">a &lt; b</div>"},"valueQuantity":{"value":1.50}}`),
+		json.RawMessage(`{"resourceType":"Patient","name":[{"given":["Zoë","\u00e9"]}],"x":[1,2.0e3,true,null,{}]}`),
+		json.RawMessage(`{"resourceType":"OperationOutcome","issue":[]}`),
+	}
+	opt := func() bool { return rng.IntN(2) == 0 }
+	for i := range 500 {
+		b := &outBundle{ResourceType: "Bundle", Type: str()}
+		if opt() {
+			b.ID = str()
+		}
+		if opt() {
+			b.Meta = &outMeta{}
+			if opt() {
+				b.Meta.LastUpdated = str()
+			}
+		}
+		if opt() {
+			n := rng.IntN(1000) - 1
+			b.Total = &n
+		}
+		for range rng.IntN(3) {
+			b.Link = append(b.Link, outLink{Relation: str(), URL: str()})
+		}
+		for range rng.IntN(4) {
+			var e outEntry
+			if opt() {
+				e.FullURL = str()
+			}
+			if opt() {
+				e.Resource = resources[rng.IntN(len(resources))]
+			}
+			if opt() {
+				e.Search = &outSearch{Mode: str()}
+			}
+			if opt() {
+				e.Request = &outRequest{Method: str(), URL: str()}
+			}
+			if opt() {
+				e.Response = &outResponse{Status: str()}
+				if opt() {
+					e.Response.Location, e.Response.Etag, e.Response.LastModified = str(), str(), str()
+				}
+				if opt() {
+					e.Response.Outcome = resources[2]
+				}
+			}
+			b.Entry = append(b.Entry, e)
+		}
+		got := b.appendJSON(nil)
+		want, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotV, wantV any
+		if err := json.Unmarshal(got, &gotV); err != nil {
+			t.Fatalf("bundle %d: invalid JSON %s: %v", i, got, err)
+		}
+		if err := json.Unmarshal(want, &wantV); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(gotV, wantV) {
+			t.Fatalf("bundle %d:\n got %s\nwant %s", i, got, want)
+		}
+		// encoding/json's member order, so a page reads as before.
+		if !bytes.HasPrefix(got, []byte(`{"resourceType":"Bundle"`)) {
+			t.Fatalf("bundle %d starts %.40s", i, got)
+		}
+		for _, e := range b.Entry {
+			if len(e.Resource) > 0 && !bytes.Contains(got, e.Resource) {
+				t.Fatalf("bundle %d: the resource's stored bytes are not in %s", i, got)
+			}
+		}
+	}
+}
