@@ -36,7 +36,13 @@ type EntryFacts struct {
 	selfRef   []byte
 	selfOwner Owner
 
+	// ResourceType and ID are, after ScanResource, the values (raw JSON)
+	// of the resource's last top-level members of those names; nil when
+	// it has none, and after ScanEntry.
+	ResourceType, ID []byte
+
 	data       []byte
+	bare       bool // ScanResource: data is the resource, not an entry
 	resources  int  // members named "resource" of the entry
 	inResource bool // the entry member being scanned is its resource
 	first      bool // the next member of the resource is its first
@@ -47,9 +53,18 @@ type EntryFacts struct {
 // fhirjson.ScanValue does (the same length, ErrIncomplete and syntax
 // errors) and fills f with what it learns on the way. f describes the
 // entry only when the error is nil.
-func ScanEntry(data []byte, f *EntryFacts) (int, error) {
-	f.Type, f.refs, f.unsure = nil, f.refs[:0], false
-	f.data, f.resources, f.inResource, f.first = data, 0, false, false
+func ScanEntry(data []byte, f *EntryFacts) (int, error) { return f.scan(data, false) }
+
+// ScanResource is ScanEntry for a resource on its own (the answer to a
+// read, not an entry of a Bundle): f then describes it as ScanEntry
+// describes an entry that holds it, and also gives its top-level
+// resourceType and id (ResourceType, ID), so that one pass both checks an
+// answer and judges it.
+func ScanResource(data []byte, f *EntryFacts) (int, error) { return f.scan(data, true) }
+
+func (f *EntryFacts) scan(data []byte, bare bool) (int, error) {
+	f.Type, f.refs, f.unsure, f.ResourceType, f.ID = nil, f.refs[:0], false, nil, nil
+	f.data, f.bare, f.resources, f.inResource, f.first = data, bare, 0, false, bare
 	if f.fn == nil {
 		f.fn = f.name
 	}
@@ -70,7 +85,20 @@ func ScanEntry(data []byte, f *EntryFacts) (int, error) {
 // name is ScanEntry's fhirjson.NameFunc.
 func (f *EntryFacts) name(depth int, name []byte, at int) {
 	data := f.data
-	if depth == 1 {
+	if f.bare {
+		if depth == 1 {
+			if f.first && string(name) == `"resourceType"` {
+				f.Type = letters(data, at)
+			}
+			f.first = false
+			switch string(name) {
+			case `"resourceType"`:
+				f.ResourceType = value(data, at)
+			case `"id"`:
+				f.ID = value(data, at)
+			}
+		}
+	} else if depth == 1 {
 		f.inResource = false
 		if string(name) == `"resource"` {
 			f.resources++
@@ -86,13 +114,23 @@ func (f *EntryFacts) name(depth int, name []byte, at int) {
 	switch string(name) {
 	case `"reference"`:
 		if at < len(data) && data[at] == '"' {
-			if n, err := fhirjson.ScanValue(data[at:]); err == nil {
-				f.refs = append(f.refs, data[at:at+n])
+			if v := value(data, at); v != nil {
+				f.refs = append(f.refs, v)
 			}
 		}
 	case `"contained"`:
 		f.unsure = true
 	}
+}
+
+// value returns the JSON value at data[at], or nil when it is incomplete
+// or invalid (the scan then fails too).
+func value(data []byte, at int) []byte {
+	n, err := fhirjson.ScanValue(data[at:])
+	if err != nil {
+		return nil
+	}
+	return data[at : at+n]
 }
 
 // letters returns the string value at data[at] when it is made of ASCII

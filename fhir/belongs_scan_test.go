@@ -169,3 +169,68 @@ func TestJudgeEntryRemembersSafely(t *testing.T) {
 		}
 	}
 }
+
+// TestScanResourceAgreesWithScanEntry: a resource scanned on its own (a
+// read's answer) cuts as ScanValue does, judges as the entry that holds it
+// (the same owners, the same variants as above), and reads the top-level
+// resourceType and id encoding/json reads (the last of repeated members).
+func TestScanResourceAgreesWithScanEntry(t *testing.T) {
+	o := Owner{PatientID: "p1", Bases: []string{"https://x/fhir"}}
+	p := DefaultOwnershipPolicy()
+	var resources []string
+	for _, raw := range realEntries(t) {
+		_ = fhirjson.Members(raw, func(name, value []byte) error {
+			if string(name) == `"resource"` {
+				resources = append(resources, string(value))
+			}
+			return nil
+		})
+	}
+	resources = append(resources,
+		`{"id":"x","resourceType":"Observation","subject":{"reference":"Patient/p1"}}`,
+		`{"resourceType":"Observation","id":"a","id":"b","resourceType":"Condition","subject":{"reference":"Patient/p1"}}`,
+		`{"resourceType":"Observation","contained":[{"resourceType":"Patient","id":"c"}],"subject":{"reference":"#c"}}`,
+		`{"resourceType":"Observation","subject":{"refer\u0065nce":"Patient/p2"}}`,
+		`{"resourceType":"Observation","id":7,"subject":{"reference":"Patient/p1"}}`,
+		`[{"resourceType":"Observation","subject":{"reference":"Patient/p1"}}]`,
+		`{"resourceType":"Observation","subject":{"reference":"Patient/p1"}`,
+		`{"resourceType":"Observation","subject":{"reference":"Patient/p1"}} {}`,
+	)
+	judged := 0
+	var f, g EntryFacts
+	for _, res := range resources {
+		for _, r := range []string{res, strings.ReplaceAll(res, `"Patient/p1"`, `"Patient/p2"`), " \n" + res + "\n"} {
+			data := []byte(r)
+			n, err := ScanResource(data, &f)
+			want, wantErr := fhirjson.ScanValue(data)
+			if n != want || (err == nil) != (wantErr == nil) {
+				t.Fatalf("ScanResource(%.200q) = %d, %v; ScanValue %d, %v", data, n, err, want, wantErr)
+			}
+			if err != nil || len(bytes.TrimLeft(data[n:], " \t\r\n")) > 0 {
+				continue
+			}
+			var top struct {
+				ResourceType json.RawMessage `json:"resourceType"`
+				ID           json.RawMessage `json:"id"`
+			}
+			if json.Unmarshal(data[:n], &top) == nil && (!bytes.Equal(f.ResourceType, top.ResourceType) || !bytes.Equal(f.ID, top.ID)) {
+				t.Fatalf("ScanResource(%.200s) read resourceType %s, id %s; encoding/json %s, %s", data, f.ResourceType, f.ID, top.ResourceType, top.ID)
+			}
+			entry := []byte(`{"resource":` + r + `}`)
+			if m, err := ScanEntry(entry, &g); err != nil || m != len(entry) {
+				t.Fatalf("ScanEntry(%.200s): %d, %v", entry, m, err)
+			}
+			typ, keep, decided := o.JudgeEntry(&f, p)
+			wtyp, wkeep, wdecided := o.JudgeEntry(&g, p)
+			if typ != wtyp || keep != wkeep || decided != wdecided {
+				t.Fatalf("%.300s: judged alone %q %v %v, as an entry %q %v %v", r, typ, keep, decided, wtyp, wkeep, wdecided)
+			}
+			if decided {
+				judged++
+			}
+		}
+	}
+	if judged < len(resources) {
+		t.Errorf("decided %d of %d variants of %d resources", judged, 3*len(resources), len(resources))
+	}
+}

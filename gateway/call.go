@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/pfrgateway/caddy-pfr/fhir"
 )
 
 // maxInternalResponse bounds what the gateway reads back from its own calls
@@ -26,6 +28,10 @@ type captured struct {
 	over   bool
 	limit  int     // most bytes held; 0: maxInternalResponse
 	pooled *[]byte // where body's memory goes back to (release)
+	// facts are what verifyAnswer's one pass over a resource (not a
+	// Bundle) learnt for the response filter, when judged.
+	facts  fhir.EntryFacts
+	judged bool
 }
 
 // captureBuffers keep the memory of captured answers between requests
@@ -39,7 +45,7 @@ func (c *captured) release() {
 		*c.pooled = b[:0]
 		captureBuffers.Put(c.pooled)
 	}
-	c.pooled, c.body = nil, bytes.Buffer{}
+	c.pooled, c.body, c.judged = nil, bytes.Buffer{}, false
 }
 
 func (c *captured) Header() http.Header { return c.header }

@@ -60,6 +60,12 @@ type filteringWriter struct {
 	// and goes back there when Close is done with it.
 	held  *[]byte
 	facts fhir.EntryFacts // the held resource's, for the fast path
+	// known are facts learnt of knownBody before it was written here (the
+	// one pass of verifyAnswer over the upstream's answer): when the held
+	// resource is those very bytes (the URL rewriter changed nothing), the
+	// fast path judges from them instead of reading the resource again.
+	known     *fhir.EntryFacts
+	knownBody []byte
 	// bundle is the Bundle held so far, until it ends or outgrows
 	// maxHeldBundle; then pw and done are the streaming filter's.
 	bundle *[]byte
@@ -193,12 +199,16 @@ func (f *filteringWriter) Close() error {
 	defer f.release()
 	held := f.resource()
 	if f.opts.Quick != nil && f.shape == nil && f.held != nil {
-		// The fast path judges entries: the resource is held as one.
-		entry := append(*f.held, '}')
-		*f.held = entry[:len(entry)-1]
 		keep, decided := false, false
-		if n, err := fhir.ScanEntry(entry, &f.facts); err == nil && n == len(entry) {
-			keep, decided = f.opts.Quick(&f.facts)
+		if f.known != nil && bytes.Equal(held, f.knownBody) {
+			keep, decided = f.opts.Quick(f.known)
+		} else {
+			// The fast path judges entries: the resource is held as one.
+			entry := append(*f.held, '}')
+			*f.held = entry[:len(entry)-1]
+			if n, err := fhir.ScanEntry(entry, &f.facts); err == nil && n == len(entry) {
+				keep, decided = f.opts.Quick(&f.facts)
+			}
 		}
 		if decided && keep {
 			f.w.WriteHeader(f.status)

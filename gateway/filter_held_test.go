@@ -126,3 +126,57 @@ func TestFilterBundleHeldInvalid(t *testing.T) {
 		t.Errorf("sent %q of a Bundle that failed its check", rec.Body)
 	}
 }
+
+// TestFilterSingleKnownFacts: a single resource is judged from the facts
+// verifyAnswer's pass learnt only when the held bytes are the bytes those
+// facts describe; when anything between changed them (the URL rewriter),
+// the held resource is read again, and a resource of another person is
+// refused either way.
+func TestFilterSingleKnownFacts(t *testing.T) {
+	owner := fhir.Owner{PatientID: "p1"}
+	policy := fhir.DefaultOwnershipPolicy()
+	own := []byte(`{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/p1"}}`)
+	foreign := []byte(`{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/p2"}}`)
+	for _, c := range []struct {
+		name         string
+		known, held  []byte
+		wantStatus   int
+		wantFromKnow bool
+	}{
+		{"same bytes, own", own, own, http.StatusOK, true},
+		{"same bytes, foreign", foreign, foreign, http.StatusNotFound, true},
+		{"changed to foreign", own, foreign, http.StatusNotFound, false},
+		{"changed to own", foreign, own, http.StatusOK, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var known fhir.EntryFacts
+			if n, err := fhir.ScanResource(c.known, &known); err != nil || n != len(c.known) {
+				t.Fatal(n, err)
+			}
+			rec := httptest.NewRecorder()
+			rec.Header().Set("Content-Type", "application/fhir+json")
+			fromKnown := false
+			f := &filteringWriter{w: rec, log: zap.NewNop(), record: "rec1", limit: 1 << 20, single: true,
+				keep:  func(res map[string]any) bool { return owner.Belongs(res, policy) },
+				known: &known, knownBody: c.known}
+			f.opts.Quick = func(e *fhir.EntryFacts) (bool, bool) {
+				fromKnown = e == &known
+				_, keep, decided := owner.JudgeEntry(e, policy)
+				return keep, decided
+			}
+			f.WriteHeader(http.StatusOK)
+			if _, err := f.Write(c.held); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != c.wantStatus || fromKnown != c.wantFromKnow {
+				t.Fatalf("status %d, judged from the known facts %v; want %d, %v: %s", rec.Code, fromKnown, c.wantStatus, c.wantFromKnow, rec.Body)
+			}
+			if c.wantStatus == http.StatusOK && !bytes.Equal(rec.Body.Bytes(), c.held) {
+				t.Fatalf("sent %s, want %s", rec.Body, c.held)
+			}
+		})
+	}
+}

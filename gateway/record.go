@@ -408,6 +408,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, rq *request) {
 			fhir.WriteError(w, ferr)
 			return
 		}
+		if filter != nil && filter.single && res.judged {
+			filter.known, filter.knownBody = &res.facts, res.body.Bytes()
+		}
 		for k, vs := range res.header {
 			rw.Header()[k] = vs
 		}

@@ -61,24 +61,21 @@ type answerEntry struct {
 // decodeAnswer reads raw into body and reports whether it is a FHIR
 // resource: one JSON object with a resourceType string. Only a Bundle is
 // decoded (its type and entries' statuses); of any other resource one
-// pass of fhirjson.Members checks the syntax and reads resourceType and id,
-// building nothing. Member names match exactly (FHIR's spelling); of a
-// repeated one the last counts, as encoding/json does.
-func decodeAnswer(raw []byte, body *answerBody) bool {
-	if len(raw) == 0 {
+// pass (fhir.ScanResource) checks the syntax, reads resourceType and id
+// and learns what the response filter judges (facts), building nothing.
+// Member names match exactly (FHIR's spelling); of a repeated one the
+// last counts, as encoding/json does.
+func decodeAnswer(raw []byte, body *answerBody, facts *fhir.EntryFacts) bool {
+	start := fhirjson.SkipSpace(raw, 0)
+	if start == len(raw) || raw[start] != '{' {
 		return false
 	}
-	var typ, id []byte
-	err := fhirjson.Members(raw, func(name, value []byte) error {
-		switch string(name) {
-		case `"resourceType"`:
-			typ = value
-		case `"id"`:
-			id = value
-		}
-		return nil
-	})
-	if err != nil || typ == nil {
+	n, err := fhir.ScanResource(raw[start:], facts)
+	if err != nil || fhirjson.SkipSpace(raw, start+n) != len(raw) {
+		return false
+	}
+	typ, id := facts.ResourceType, facts.ID
+	if typ == nil {
 		return false
 	}
 	var ok bool
@@ -125,7 +122,8 @@ func jsonString(value []byte) (string, bool) {
 func verifyAnswer(in interaction, r *http.Request, res *captured) *fhir.Error {
 	raw := res.body.Bytes()
 	var body answerBody
-	decoded := decodeAnswer(raw, &body)
+	decoded := decodeAnswer(raw, &body, &res.facts)
+	res.judged = decoded && body.ResourceType != "Bundle"
 	notConfirmed := func(format string, args ...any) *fhir.Error {
 		return fhir.Errorf(http.StatusBadGateway, fhir.CodeException,
 			"the upstream FHIR server did not confirm the %s: it answered %s%s; treat it as not done",
