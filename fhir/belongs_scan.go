@@ -46,7 +46,6 @@ type EntryFacts struct {
 	resources  int  // members named "resource" of the entry
 	inResource bool // the entry member being scanned is its resource
 	first      bool // the next member of the resource is its first
-	fn         fhirjson.NameFunc
 }
 
 // ScanEntry scans the JSON value at the start of data exactly as
@@ -65,10 +64,7 @@ func ScanResource(data []byte, f *EntryFacts) (int, error) { return f.scan(data,
 func (f *EntryFacts) scan(data []byte, bare bool) (int, error) {
 	f.Type, f.refs, f.unsure, f.ResourceType, f.ID = nil, f.refs[:0], false, nil, nil
 	f.data, f.bare, f.resources, f.inResource, f.first = data, bare, 0, false, bare
-	if f.fn == nil {
-		f.fn = f.name
-	}
-	n, err := fhirjson.ScanValueNames(data, f.fn)
+	n, err := fhirjson.ScanValueNames(data, (*factNames)(f))
 	f.data = nil
 	if err != nil {
 		return 0, err
@@ -82,8 +78,13 @@ func (f *EntryFacts) scan(data []byte, bare bool) (int, error) {
 	return n, nil
 }
 
-// name is ScanEntry's fhirjson.NameFunc.
-func (f *EntryFacts) name(depth int, name []byte, at int) {
+// factNames is EntryFacts as the fhirjson.NameVisitor of ScanEntry and
+// ScanResource.
+type factNames EntryFacts
+
+// Name learns what one member name tells.
+func (n *factNames) Name(depth int, name []byte, at int) {
+	f := (*EntryFacts)(n)
 	data := f.data
 	if f.bare {
 		if depth == 1 {

@@ -4,14 +4,24 @@ import (
 	"fmt"
 )
 
-// NameFunc is called by ScanValueNames with every member name of the
-// value, as sent (quotes and escapes included), the nesting depth of the
-// object that holds it (1 for the members of the outermost object, arrays
-// counted as levels too) and the index in data where the member's value
-// starts.
+// NameVisitor's Name is called by ScanValueNames with every member name
+// of the value, as sent (quotes and escapes included), the nesting depth
+// of the object that holds it (1 for the members of the outermost object,
+// arrays counted as levels too) and the index in data where the member's
+// value starts. It is an interface, not a func, so that a type's method is
+// called directly (a method value is called through a wrapper: two calls
+// for every member name).
+type NameVisitor interface {
+	Name(depth int, name []byte, at int)
+}
+
+// NameFunc is a func as a NameVisitor.
 type NameFunc func(depth int, name []byte, at int)
 
-// ScanValueNames is ScanValue that also calls fn (unless nil) with every
+// Name calls fn.
+func (fn NameFunc) Name(depth int, name []byte, at int) { fn(depth, name, at) }
+
+// ScanValueNames is ScanValue that also tells fn (unless nil) of every
 // member name on the way, in the same single pass: what a filter needs to
 // know of a value (which members it has, and where their values start) is
 // learnt while its end is found, instead of in another pass over it. Its
@@ -20,7 +30,7 @@ type NameFunc func(depth int, name []byte, at int)
 // called for members of a value that then turns out to be incomplete or
 // invalid; only a nil error says the calls describe a whole, valid value.
 // The value's bytes from at on may be incomplete when fn is called.
-func ScanValueNames(data []byte, fn NameFunc) (int, error) {
+func ScanValueNames(data []byte, fn NameVisitor) (int, error) {
 	// A state machine whose states are the labels value, after and key
 	// (a jump, not a state variable tested at every token: this loop is
 	// the response filter's whole cost per byte).
@@ -35,6 +45,10 @@ value: // a value is expected
 	}
 	switch c = data[i]; {
 	case c == '"':
+		if j := quoteOrStop(data, i); j < len(data) && data[j] == '"' {
+			i = j + 1
+			break
+		}
 		n, err := scanString(data[i:])
 		if err != nil {
 			return 0, offset(err, i)
@@ -95,12 +109,18 @@ key: // a member name is expected
 		return 0, syntaxErr(i, "a member name must be a string")
 	}
 	{
-		n, err := scanString(data[i:])
-		if err != nil {
-			return 0, offset(err, i)
+		j := quoteOrStop(data, i)
+		if j < len(data) && data[j] == '"' {
+			j++
+		} else {
+			n, err := scanString(data[i:])
+			if err != nil {
+				return 0, offset(err, i)
+			}
+			j = i + n
 		}
-		name := data[i : i+n]
-		i = skipSpace(data, i+n)
+		name := data[i:j]
+		i = skipSpace(data, j)
 		if i >= len(data) {
 			return 0, ErrIncomplete
 		}
@@ -109,7 +129,7 @@ key: // a member name is expected
 		}
 		i++
 		if fn != nil {
-			fn(len(stack), name, skipSpace(data, i))
+			fn.Name(len(stack), name, skipSpace(data, i))
 		}
 	}
 	goto value

@@ -22,13 +22,13 @@ func checkNames(t *testing.T, data []byte) {
 			value string
 		}
 		var got []named
-		n, err := ScanValueNames(part, func(depth int, name []byte, at int) {
+		n, err := ScanValueNames(part, NameFunc(func(depth int, name []byte, at int) {
 			v := ""
 			if m, err := ScanValue(part[at:]); err == nil {
 				v = string(part[at : at+m])
 			}
 			got = append(got, named{depth, string(name), v})
-		})
+		}))
 		want, wantErr := ScanValue(part)
 		var se, wantSE *SyntaxError
 		switch {
@@ -115,9 +115,9 @@ func TestScanValueNames(t *testing.T) {
 	// resource's 2, an element of an array in the resource 4.
 	var got []string
 	entry := `{"fullUrl":"u","resource":{"resourceType":"Observation","performer":[{"reference":"Practitioner/x"}]}}`
-	if _, err := ScanValueNames([]byte(entry), func(depth int, name []byte, at int) {
+	if _, err := ScanValueNames([]byte(entry), NameFunc(func(depth int, name []byte, at int) {
 		got = append(got, strings.Repeat(".", depth)+string(name)+"@"+entry[at:at+1])
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{`."fullUrl"@"`, `."resource"@{`, `.."resourceType"@"`, `.."performer"@[`, `...."reference"@"`}

@@ -80,7 +80,8 @@ const (
 // len(data) if there is none.
 func stringStop(data []byte, i int) int {
 	for ; i+8 <= len(data); i += 8 {
-		if m := stopMask(binary.LittleEndian.Uint64(data[i:]), true); m != 0 {
+		w := binary.LittleEndian.Uint64(data[i:])
+		if m := stopMask(w) | w&highs; m != 0 {
 			return i + bits.TrailingZeros64(m)/8
 		}
 	}
@@ -93,31 +94,40 @@ func stringStop(data []byte, i int) int {
 }
 
 // stopMask flags (0x80) the bytes of w (little-endian) that are '"',
-// '\\' or control characters, and with nonASCII also those of multi-byte
-// UTF-8 sequences (stringStop). Only the lowest flag is exact: a borrow only runs upwards, so
-// a byte can be flagged wrongly only above one that is flagged rightly.
-func stopMask(w uint64, nonASCII bool) uint64 {
+// '\\' or control characters; stringStop adds the bytes of multi-byte
+// UTF-8 sequences (w&highs). Only the lowest flag is exact: a borrow only
+// runs upwards, so a byte can be flagged wrongly only above one that is
+// flagged rightly.
+func stopMask(w uint64) uint64 {
 	q, b := w^('"'*lows), w^('\\'*lows)
-	m := ((q-lows)&^q | (b-lows)&^b | (w-0x20*lows)&^w) & highs
-	if nonASCII {
-		m |= w & highs
+	return ((q-lows)&^q | (b-lows)&^b | (w-0x20*lows)&^w) & highs
+}
+
+// quoteOrStop returns the index of the first byte after the '"' at
+// data[i] that ends a run of plain string bytes (stopMask: '"', '\\' or a
+// control character), looking at eight bytes at a time, or len(data) when
+// fewer than eight bytes are left to look at. Where it finds a '"', the
+// string ends there; at anything else the caller reads the string with
+// scanString, which reports what is wrong. It is small enough to be
+// inlined into the scanner's loop: most strings of FHIR JSON are short
+// member names and codes, for which a call costs as much as the reading.
+func quoteOrStop(data []byte, i int) int {
+	for i++; i+8 <= len(data); i += 8 {
+		if m := stopMask(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
 	}
-	return m
+	return len(data)
 }
 
 // scanString returns the length of the string at the start of data
 // (which starts with '"'), quotes included.
 func scanString(data []byte) (int, error) {
-	i := 1
-	for ; i+8 <= len(data); i += 8 { // eight bytes at a time up to the first that matters
-		if m := stopMask(binary.LittleEndian.Uint64(data[i:]), false); m != 0 {
-			i += bits.TrailingZeros64(m) / 8
-			if data[i] == '"' {
-				return i + 1, nil // no escape: most strings end here
-			}
-			break
-		}
+	i := quoteOrStop(data, 0) // eight bytes at a time up to the first that matters
+	if i < len(data) && data[i] == '"' {
+		return i + 1, nil // no escape: most strings end here
 	}
+	i = max(1, min(i, len(data)-8)) // the last bytes, or what stopped the loop, one at a time
 	for i < len(data) {
 		c := data[i]
 		switch {
