@@ -25,6 +25,7 @@ type ports struct {
 	gateway    int // (c) the gateway over plain HTTP
 	gatewayTLS int // (d) the gateway over HTTPS
 	trusted    int // (e) the gateway over plain HTTP with trust_upstream_isolation and response_filter off
+	embedded   int // (f) the gateway over plain HTTP with the store in its own process (upstream pfr_store), as Caddyfile.example runs it
 	admin      int // Caddy's admin endpoint (pprof)
 }
 
@@ -71,6 +72,19 @@ http://:%[2]d {
 // with extra lines in its pfr block. Every gateway site shares one data
 // directory, so one record and one token serve them all.
 func gatewaySite(scheme string, port int, p ports, workDir string, extra ...string) string {
+	return gatewaySiteTo(scheme, port, fmt.Sprintf("reverse_proxy 127.0.0.1:%d", p.store), workDir, extra...)
+}
+
+// embeddedSite is (f): the gateway whose upstream handler is the store
+// itself, on the same database file as (a) (one bbolt database, shared in
+// the process), so that no request crosses a socket to reach it.
+func embeddedSite(p ports, workDir string) string {
+	return gatewaySiteTo("http", p.embedded, fmt.Sprintf("pfr_store {\n\t\t\tpath %s/store.db\n\t\t}", workDir), workDir)
+}
+
+// gatewaySiteTo is a gateway site whose pfr block's upstream is upstream
+// (a handler and its configuration, as the Caddyfile writes it).
+func gatewaySiteTo(scheme string, port int, upstream, workDir string, extra ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%[1]s://%[2]s:%[3]d, %[1]s://*.%[2]s:%[3]d {\n", scheme, baseDomain, port)
 	if scheme == "https" {
@@ -80,7 +94,7 @@ func gatewaySite(scheme string, port int, p ports, workDir string, extra ...stri
 	for _, line := range extra {
 		b.WriteString("\t\t" + line + "\n")
 	}
-	fmt.Fprintf(&b, "\t\tupstream reverse_proxy 127.0.0.1:%d\n\t}\n}\n", p.store)
+	fmt.Fprintf(&b, "\t\tupstream %s\n\t}\n}\n", upstream)
 	return b.String()
 }
 
@@ -92,10 +106,11 @@ http://:%[2]d {
 }
 `
 
-// caddyfile renders the bench configuration: (a), (b), (c), and (d) and
-// (e) when asked for. With external, (a) is a server of its own on
-// p.store (HAPI), and this Caddy serves (b) to (e) in front of it.
-func caddyfile(p ports, workDir string, withTLS, withTrusted, external bool) string {
+// caddyfile renders the bench configuration: (a), (b), (c), and (d), (e)
+// and (f) when asked for. With external, (a) is a server of its own on
+// p.store (HAPI), and this Caddy serves (b) to (e) in front of it; (f),
+// the gateway with the embedded store in its process, is not served.
+func caddyfile(p ports, workDir string, withTLS, withTrusted, withEmbedded, external bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, p.admin, p.gateway, p.gatewayTLS, workDir)
 	if external {
@@ -109,6 +124,9 @@ func caddyfile(p ports, workDir string, withTLS, withTrusted, external bool) str
 	}
 	if withTrusted {
 		b.WriteString(gatewaySite("http", p.trusted, p, workDir, "trust_upstream_isolation", "response_filter off"))
+	}
+	if withEmbedded && !external {
+		b.WriteString(embeddedSite(p, workDir))
 	}
 	return b.String()
 }

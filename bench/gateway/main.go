@@ -34,6 +34,7 @@ type options struct {
 	pfrBinary   string        // a built pfr; empty: build cmd/pfr
 	https       bool          // also measure (d)
 	trusted     bool          // also measure (e)
+	embedded    bool          // also measure (f)
 	cpuProfile  string        // write a CPU profile of the gateway path here
 	memProfile  string        // write an allocation profile of the gateway path here
 	profileTime time.Duration // how long to profile
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
 	flag.BoolVar(&o.https, "https", true, "also measure (d), the gateway over HTTPS")
 	flag.BoolVar(&o.trusted, "trusted", true, "also measure (e), the gateway with trust_upstream_isolation (no response filtering)")
+	flag.BoolVar(&o.embedded, "embedded", true, "also measure (f), the gateway with the store in its own process (upstream pfr_store, as Caddyfile.example runs it; not with -hapi)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, load only the gateway and write Caddy's CPU profile to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "after measuring, load only the gateway and write what Caddy allocated meanwhile (a delta of /debug/pprof/allocs) to this file")
 	flag.DurationVar(&o.profileTime, "profiletime", 10*time.Second, "how long -cpuprofile profiles")
@@ -102,7 +104,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	caddy, err := pfrproc.NewBench(ctx, "gateway", o.pfrBinary, 6, logw)
+	caddy, err := pfrproc.NewBench(ctx, "gateway", o.pfrBinary, 7, logw)
 	if err != nil {
 		return err
 	}
@@ -119,7 +121,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		}
 	}
 	list, workDir := caddy.Ports, caddy.WorkDir
-	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], trusted: list[4], admin: list[5]}
+	p := ports{store: list[0], proxy: list[1], gateway: list[2], gatewayTLS: list[3], trusted: list[4], admin: list[5], embedded: list[6]}
 	if o.hapi {
 		hapi, err := startHAPI(ctx, o.hapiJar, workDir, logw)
 		if err != nil {
@@ -131,7 +133,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		}
 	}
 	ready := fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", p.proxy)
-	if err := caddy.Start(ctx, caddyfile(p, workDir, o.https, o.trusted, o.hapi), ready, http.StatusOK); err != nil {
+	if err := caddy.Start(ctx, caddyfile(p, workDir, o.https, o.trusted, o.embedded, o.hapi), ready, http.StatusOK); err != nil {
 		return err
 	}
 
@@ -223,6 +225,9 @@ func benchTargets(p ports, fx *fixture, o options) []*target {
 	if o.trusted {
 		targets = append(targets, &target{label: "(e) gateway trusting", base: record("http", p.trusted), header: bearer})
 	}
+	if o.embedded && !o.hapi {
+		targets = append(targets, &target{label: "(f) gateway embedded", base: record("http", p.embedded), header: bearer})
+	}
 	for _, t := range targets {
 		t.client = newClient(o.concurrency) // one pool per target: no target reuses another's connections
 	}
@@ -232,15 +237,16 @@ func benchTargets(p ports, fx *fixture, o options) []*target {
 // comparisons are the ratio rows for the targets present: the gateway
 // against the bare proxy (the target), the proxy against the store,
 // the gateway over HTTPS against the bare proxy and against itself over
-// plain HTTP, and the gateway without response filtering against the bare
-// proxy.
+// plain HTTP, the gateway without response filtering against the bare
+// proxy, and the gateway with the store in its process against the bare
+// proxy and against the store alone (what the embedded default adds).
 func comparisons(targets []*target) []comparison {
 	index := map[byte]int{}
 	for i, t := range targets {
 		index[t.label[1]] = i // the letter in "(a) …"
 	}
 	var cs []comparison
-	for _, pair := range []string{"cb", "ba", "ca", "db", "dc", "eb", "ce"} {
+	for _, pair := range []string{"cb", "ba", "ca", "db", "dc", "eb", "ce", "fb", "fa"} {
 		x, okX := index[pair[0]]
 		y, okY := index[pair[1]]
 		if okX && okY {

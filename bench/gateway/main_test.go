@@ -28,14 +28,15 @@ func TestBenchCallgrind(t *testing.T) {
 	ctx := testkit.WaitContext(t)
 	dir := t.TempDir()
 	var out, log bytes.Buffer
-	o := options{requests: 1, concurrency: 1, duration: time.Minute, warmup: 2, roundSize: 1, callgrind: dir, callgrindN: 3, callFill: 10}
+	o := options{requests: 1, concurrency: 1, duration: time.Minute, warmup: 2, roundSize: 1, callgrind: dir, callgrindN: 3, callFill: 10,
+		embedded: true}
 	if err := run(ctx, o, &out, &log); err != nil {
 		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
 	}
 	t.Log("\n" + out.String())
-	rows := regexp.MustCompile(`(?m)^\s*(read|search)\s+\((b|c)\) \S+\s+(\d+)\s+(\d+)\s+(\S+)$`).FindAllStringSubmatch(out.String(), -1)
-	if len(rows) != 8 {
-		t.Fatalf("%d counted windows, want 8", len(rows))
+	rows := regexp.MustCompile(`(?m)^\s*(read|search)\s+\((b|c|f)\) \S+ ?\S*\s+(\d+)\s+(\d+)\s+(\S+)$`).FindAllStringSubmatch(out.String(), -1)
+	if len(rows) != 12 {
+		t.Fatalf("%d counted windows, want 12 (two each of (b), (c) and (f), reads and searches)", len(rows))
 	}
 	for _, r := range rows {
 		if n, _ := strconv.Atoi(r[3]); n <= 0 {
@@ -59,7 +60,7 @@ func TestBenchSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	o := options{
 		requests: 12, concurrency: 2, duration: time.Minute, warmup: 4, roundSize: 5,
-		https: true, trusted: true, cpuProfile: profile, memProfile: allocs, profileTime: time.Second, profileKind: "both",
+		https: true, trusted: true, embedded: true, cpuProfile: profile, memProfile: allocs, profileTime: time.Second, profileKind: "both",
 		profileOf: "b",
 	}
 	if err := run(ctx, o, &out, &log); err != nil {
@@ -68,7 +69,7 @@ func TestBenchSmoke(t *testing.T) {
 	text := out.String()
 	t.Log("\n" + text)
 	for _, k := range []string{"read", "search"} {
-		for _, target := range []string{"(a) pfr_store", "(b) reverse_proxy", "(c) gateway", "(d) gateway https", "(e) gateway trusting"} {
+		for _, target := range []string{"(a) pfr_store", "(b) reverse_proxy", "(c) gateway", "(d) gateway https", "(e) gateway trusting", "(f) gateway embedded"} {
 			row := regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(target) + `\s+(\d+)\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s+([\d.]+)ms\s*$`)
 			m := row.FindStringSubmatch(text)
 			if m == nil {
@@ -82,7 +83,7 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("%s %s: no CPU time measured", k, target)
 			}
 		}
-		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(b)", "(d)/(c)", "(e)/(b)", "(c)/(e)"} {
+		for _, r := range []string{"(c)/(b)", "(b)/(a)", "(c)/(a)", "(d)/(b)", "(d)/(c)", "(e)/(b)", "(c)/(e)", "(f)/(b)", "(f)/(a)"} {
 			if !regexp.MustCompile(`(?m)^\s*` + k + `\s+` + regexp.QuoteMeta(r) + `\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s+[\d.]+×\s*$`).MatchString(text) {
 				t.Errorf("no %s ratio row %s", k, r)
 			}
@@ -292,8 +293,8 @@ func TestOptionsValidate(t *testing.T) {
 }
 
 func TestCaddyfileHasEveryPath(t *testing.T) {
-	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, trusted: 1005, admin: 1006}
-	plain := caddyfile(p, "/w", false, false, false)
+	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, trusted: 1005, admin: 1006, embedded: 1007}
+	plain := caddyfile(p, "/w", false, false, false, false)
 	for _, want := range []string{"admin 127.0.0.1:1006", "default_bind 127.0.0.1", "http://:1001 {", "path /w/store.db",
 		"http://:1002 {\n\treverse_proxy 127.0.0.1:1001", "http://pfr.localhost:1003, http://*.pfr.localhost:1003",
 		"upstream reverse_proxy 127.0.0.1:1001", "dev_issuer", "data_dir /w/gateway", "root /w/caddy"} {
@@ -301,16 +302,17 @@ func TestCaddyfileHasEveryPath(t *testing.T) {
 			t.Errorf("Caddyfile lacks %q:\n%s", want, plain)
 		}
 	}
-	if strings.Contains(plain, "https://") || strings.Contains(plain, "trust_upstream_isolation") {
+	if strings.Contains(plain, "https://") || strings.Contains(plain, "trust_upstream_isolation") || strings.Contains(plain, ":1007") {
 		t.Errorf("optional sites are there unasked:\n%s", plain)
 	}
-	hapi := caddyfile(p, "/w", false, false, true)
+	hapi := caddyfile(p, "/w", true, true, true, true)
 	if strings.Contains(hapi, "pfr_store") || !strings.Contains(hapi, "http://:1002 {\n\treverse_proxy 127.0.0.1:1001") ||
 		!strings.Contains(hapi, "upstream reverse_proxy 127.0.0.1:1001") {
 		t.Errorf("in front of HAPI on 1001, want no store site and (b), (c) proxying to it:\n%s", hapi)
 	}
-	all := caddyfile(p, "/w", true, true, false)
-	for _, want := range []string{"https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
+	all := caddyfile(p, "/w", true, true, true, false)
+	for _, want := range []string{"http://pfr.localhost:1007, http://*.pfr.localhost:1007 {\n\tpfr {",
+		"\t\tupstream pfr_store {\n\t\t\tpath /w/store.db\n\t\t}\n","https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
 		"http://pfr.localhost:1005, http://*.pfr.localhost:1005 {\n\tpfr {", "\t\ttrust_upstream_isolation\n"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("Caddyfile lacks %q:\n%s", want, all)
