@@ -312,7 +312,7 @@ func TestCaddyfileHasEveryPath(t *testing.T) {
 	}
 	all := caddyfile(p, "/w", true, true, true, false)
 	for _, want := range []string{"http://pfr.localhost:1007, http://*.pfr.localhost:1007 {\n\tpfr {",
-		"\t\tupstream pfr_store {\n\t\t\tpath /w/store.db\n\t\t}\n","https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
+		"\t\tupstream pfr_store {\n\t\t\tpath /w/store.db\n\t\t}\n", "https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
 		"http://pfr.localhost:1005, http://*.pfr.localhost:1005 {\n\tpfr {", "\t\ttrust_upstream_isolation\n"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("Caddyfile lacks %q:\n%s", want, all)
