@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"net/http"
 	"reflect"
 	"testing"
 )
@@ -89,6 +90,38 @@ func TestBundleJSONAgreesWithEncodingJSON(t *testing.T) {
 			if len(e.Resource) > 0 && !bytes.Contains(got, e.Resource) {
 				t.Fatalf("bundle %d: the resource's stored bytes are not in %s", i, got)
 			}
+		}
+	}
+}
+
+// TestSearchEntriesAreStoredBytes: every Bundle the store answers with
+// (search, history, a batch's read, a transaction's return=representation)
+// carries each resource exactly as a read returns it: a narrative's "<div>"
+// and "&" as written, decimals as sent.
+func TestSearchEntriesAreStoredBytes(t *testing.T) {
+	s := newTestServer(t)
+	s.createPartition(1)
+	obs := `{"resourceType":"Observation","status":"final","code":{"text":"a < b & c > d"},` +
+		`"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">a &lt; b <b>bold</b></div>"},` +
+		`"valueQuantity":{"value":1.500,"unit":"mg"}}`
+	created := s.must(http.StatusCreated, http.MethodPost, "/fhir/Observation", "1", obs, "Prefer", "return=representation")
+	id := str(created.JSON(t), "id")
+	read := s.must(http.StatusOK, http.MethodGet, "/fhir/Observation/"+id, "1", nil).Body
+	if !bytes.Contains(read, []byte(`<b>bold</b>`)) || !bytes.Contains(read, []byte(`1.500`)) {
+		t.Fatalf("the read changed the resource: %s", read)
+	}
+	batch := `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation/` + id + `"}},` +
+		`{"request":{"method":"GET","url":"Observation?code:text=a"}}]}`
+	for name, body := range map[string][]byte{
+		"search":  s.must(http.StatusOK, http.MethodGet, "/fhir/Observation?_id="+id, "1", nil).Body,
+		"history": s.must(http.StatusOK, http.MethodGet, "/fhir/Observation/"+id+"/_history", "1", nil).Body,
+		"batch":   s.must(http.StatusOK, http.MethodPost, "/fhir", "1", batch).Body,
+	} {
+		if n := bytes.Count(body, read); n == 0 {
+			t.Errorf("%s: the resource is not in it as read:\n%s\nread:\n%s", name, body, read)
+		}
+		if !json.Valid(body) {
+			t.Errorf("%s: not valid JSON: %s", name, body)
 		}
 	}
 }
