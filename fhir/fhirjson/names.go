@@ -127,9 +127,22 @@ key: // a member name is expected
 		if data[i] != ':' {
 			return 0, syntaxErr(i, "a member name must be followed by ':'")
 		}
-		i++
+		i = skipSpace(data, i+1)
 		if fn != nil {
-			fn.Name(len(stack), name, skipSpace(data, i))
+			fn.Name(len(stack), name, i)
+		}
+		// Compact JSON's commonest member, a string followed by the next
+		// member's name ("code":"x","…), goes from name to name here,
+		// without the turn through the states value and after (the open
+		// container is this object).
+		if i < len(data) && data[i] == '"' {
+			if k := quoteOrStop(data, i); k < len(data) && data[k] == '"' {
+				if i = k + 1; i < len(data) && data[i] == ',' {
+					i++
+					goto key
+				}
+				goto after
+			}
 		}
 	}
 	goto value
