@@ -569,7 +569,7 @@ func (p *ptx) readOverlay(lb *bolt.Bucket, typ string) ([]overlayEntry, error) {
 	case k == nil:
 		k, _ = c.Last()
 	case !bytes.HasPrefix(k, prefix):
-		k, _ = c.Prev()
+		k, _ = cursorPrev(c, k)
 	}
 	last := binary.BigEndian.Uint64(k[len(prefix):])
 	// Log records are numbered by the file's one sequence, so the first

@@ -265,7 +265,9 @@ func walkOrder(ib *indexView, tag byte, desc bool, want int, member func(id []by
 
 // backKeys walks the keys of an indexView backwards: those of the index
 // bucket that the index log does not remove, and those the log adds (the
-// mirror of indexCursor). A key is only valid until the walk moves.
+// mirror of indexCursor). A key is only valid until the walk moves. Its
+// bbolt cursor steps back with cursorPrev: inside a write transaction
+// that removed keys, a plain Prev can stop short.
 type backKeys struct {
 	c   *bolt.Cursor // nil: no index bucket
 	mk  []byte       // the bucket's current key, nil before the start
@@ -286,11 +288,7 @@ func newBackKeys(ix *indexView) *backKeys {
 // Before moves to the last key < k and returns it (nil: none).
 func (bk *backKeys) Before(k []byte) []byte {
 	if bk.c != nil {
-		if bk.mk, _ = bk.c.Seek(k); bk.mk == nil {
-			bk.mk, _ = bk.c.Last()
-		} else {
-			bk.mk, _ = bk.c.Prev()
-		}
+		bk.mk, _ = cursorBefore(bk.c, k)
 	}
 	i, _ := slices.BinarySearchFunc(bk.ov, k, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
 	bk.oi = i - 1
@@ -303,7 +301,7 @@ func (bk *backKeys) Prev() []byte {
 		return nil
 	}
 	if bk.mk != nil && bytes.Equal(bk.mk, bk.cur) {
-		bk.mk, _ = bk.c.Prev()
+		bk.mk, _ = cursorPrev(bk.c, bk.mk)
 	}
 	if bk.oi >= 0 && bytes.Equal(bk.ov[bk.oi].key, bk.cur) {
 		bk.oi--
@@ -331,7 +329,7 @@ func (bk *backKeys) settle() []byte {
 		}
 		// Removed by the log: skip it here and in the bucket.
 		if bk.mk != nil && bytes.Equal(bk.mk, e.key) {
-			bk.mk, _ = bk.c.Prev()
+			bk.mk, _ = cursorPrev(bk.c, bk.mk)
 		}
 		bk.oi--
 	}

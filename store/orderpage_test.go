@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -467,4 +468,137 @@ func TestRepeatedSearchSharesItsPendingSnapshot(t *testing.T) {
 	if total != float64(len(want)) || !slices.Equal(ids, want[2:]) {
 		t.Fatalf("pages after a write: %v (total %v), want %v", ids, total, want[2:])
 	}
+}
+
+// bbolt (1.5) merges and splits nodes only when a write transaction
+// commits: a leaf whose keys a delete removed stays in the tree, empty,
+// until then, and Cursor.Prev stops at it (returns nil) where Next steps
+// over it. A reverse walk of the index inside the transaction that
+// removed a leaf's worth of keys must still read every key before them:
+// here 600 resources of one date (~10 leaves of each order index) are
+// deleted between 300 of an earlier and 300 of a later date, and the
+// sorted first pages are read backwards in the same transaction.
+//
+// No write path of the store reads the order index backwards today (a
+// Bundle's GET entries place their matches with run, which reads forward;
+// orderedPage runs in read transactions, which see committed, rebalanced
+// trees): the Bundle at the end checks that path too.
+func TestReverseWalkAfterDeletesInWriteTx(t *testing.T) {
+	withOrderPageMin(t, 1)
+	s := newTestServer(t)
+	var entries []map[string]any
+	for day, n := range []int{300, 600, 300} {
+		for i := range n {
+			entries = append(entries, postEntry(fmt.Sprintf("urn:uuid:d%d-%d", day, i),
+				orderObs("http://loinc.org", i%3 == 0, fmt.Sprintf("2026-01-0%dT10:00:00Z", day+1))))
+		}
+	}
+	s.must(http.StatusOK, "POST", "/fhir", "DEFAULT", txBundle("transaction", entries...))
+	byDate := placeAll(t, s.db, "_sort=date")
+	if len(byDate) != 1200 {
+		t.Fatalf("%d Observations placed, want 1200", len(byDate))
+	}
+	middle := byDate[300:900] // the second day's, in id order
+	queries := []string{
+		"_sort=-date", "_sort=-_lastUpdated", "code=8867-4&_sort=-date",
+		"code=http://loinc.org|8867-4&_sort=-date", "_sort=date",
+	}
+	e := newSearchEngine()
+	errRollback := errors.New("rolled back")
+	err := s.db.update("DEFAULT", func(p *ptx) error {
+		for _, id := range middle {
+			prev, err := p.current("Observation", id)
+			if err != nil {
+				return err
+			}
+			if _, err := p.write("Observation", id, nil, prev); err != nil {
+				return err
+			}
+		}
+		if err := p.flushIndex(); err != nil {
+			return err
+		}
+		if p.part.Bucket(bucketIndexLog) != nil {
+			t.Fatal("the deletions went to the index log, not into the index")
+		}
+		for _, query := range queries {
+			params, _ := url.ParseQuery(query)
+			plan, err := e.plan("Observation", params, true)
+			if err != nil {
+				return err
+			}
+			all, err := run(p, "Observation", plan, nil)
+			if err != nil {
+				return err
+			}
+			p.noIndex = true
+			scanned, err := run(p, "Observation", plan, nil)
+			p.noIndex = false
+			if err != nil {
+				return err
+			}
+			if all.Len() != 600 || !slices.Equal(all.bareAll(), scanned.bareAll()) {
+				t.Fatalf("%s: the index places %d, the scan %d (or another order)", query, all.Len(), scanned.Len())
+			}
+			for _, want := range []int{1, 299, 300, 301, 600, 700} {
+				page, ok, err := orderedPage(p, "Observation", plan, want)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					t.Fatalf("%s: want %d: no ordered page", query, want)
+				}
+				if page.total != 600 {
+					t.Errorf("%s: want %d: total %d, want 600", query, want, page.total)
+				}
+				if exp := all.bareAll()[:min(want, 600)]; !slices.Equal(page.ids, exp) {
+					t.Errorf("%s: want %d: %d ids read backwards, want %d (first differing at %d)",
+						query, want, len(page.ids), len(exp), firstDiff(page.ids, exp))
+				}
+			}
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+
+	// The same deletions and sorted searches as one transaction Bundle.
+	entries = entries[:0]
+	for _, id := range middle {
+		entries = append(entries, map[string]any{"request": map[string]any{"method": "DELETE", "url": "Observation/" + id}})
+	}
+	for _, query := range queries {
+		entries = append(entries, map[string]any{"request": map[string]any{"method": "GET", "url": "Observation?" + query + "&_count=1000"}})
+	}
+	out := s.must(http.StatusOK, "POST", "/fhir", "DEFAULT", txBundle("transaction", entries...)).JSON(t)
+	got := out["entry"].([]any)[len(middle):]
+	after := placeAll(t, s.db, "_sort=date")
+	for i, query := range queries {
+		b := got[i].(map[string]any)["resource"].(map[string]any)
+		var ids []string
+		for _, m := range b["entry"].([]any) {
+			ids = append(ids, str(m, "resource", "id"))
+		}
+		want := placeAll(t, s.db, query)
+		if total := b["total"].(float64); total != 600 || !slices.Equal(ids, want) {
+			t.Errorf("Bundle GET %s: total %v, %d ids, want 600 in the order a search gives after the commit", query, total, len(ids))
+		}
+	}
+	if len(after) != 600 {
+		t.Fatalf("%d left after the Bundle, want 600", len(after))
+	}
+}
+
+// firstDiff is the first index where a and b differ (-1: none).
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
 }

@@ -282,13 +282,7 @@ func (p *ptx) versions(typ, id string, fn func(*record) (bool, error)) error {
 	c := vb.Cursor()
 	// Seek past the last version of this resource, then walk back.
 	end := append(append([]byte(nil), prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-	var k, v []byte
-	if k, _ = c.Seek(end); k == nil {
-		k, v = c.Last()
-	} else {
-		k, v = c.Prev()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Prev() {
+	for k, v := cursorBefore(c, end); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = cursorPrev(c, k) {
 		_, _, ver, err := splitVersionKey(k)
 		if err != nil {
 			return err
@@ -315,7 +309,7 @@ func (p *ptx) sequence(typ string, fn func(*record) (bool, error)) error {
 		return nil
 	}
 	c := sb.Cursor()
-	for k, vk := c.Last(); k != nil; k, vk = c.Prev() {
+	for k, vk := c.Last(); k != nil; k, vk = cursorPrev(c, k) {
 		t, id, _, err := splitVersionKey(vk)
 		if err != nil {
 			return err
