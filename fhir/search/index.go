@@ -53,7 +53,8 @@ const (
 const maxIndexValue = 128
 
 // IndexVersion names the key layout (4: with pair keys; 5: a union's keys
-// not stored, see KeysOf) and the indexed parameters of every type
+// not stored, see KeysOf; 6: a date's low key that its order key repeats
+// not stored, see lowAlsoOrder) and the indexed parameters of every type
 // (IndexedParams, whose positions a store may use as short tags). A store
 // that finds indexes of another version rebuilds them.
 func IndexVersion() string {
@@ -66,7 +67,7 @@ func IndexVersion() string {
 				h.Write([]byte(p.Code + " " + p.Type + " " + p.Expression))
 			}
 		}
-		indexVersion = fmt.Sprintf("5-%08x", h.Sum32())
+		indexVersion = fmt.Sprintf("6-%08x", h.Sum32())
 	})
 	return indexVersion
 }
@@ -437,12 +438,38 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 	}
 	if p.Type == searchparam.TypeDate {
 		if sorted {
-			out = append(out, indexValue(kindOrder, string(timeKey(sortBy))))
+			// The order key stands for the low key of the same value
+			// too (lowAlsoOrder): that one is not stored.
+			v := timeKey(sortBy)
+			out = slices.DeleteFunc(out, func(k []byte) bool { return k[0] == kindLow && bytes.Equal(k[1:], v) })
+			out = append(out, indexValue(kindOrder, string(v)))
 		} else {
 			out = append(out, indexValue(kindOrder, string(orderMissing)))
 		}
 	}
 	return out
+}
+
+// lowAlsoOrder adds to a date parameter's ranges of low keys the same
+// ranges of order keys: a dated resource's order key is the low key of
+// its first value (a time of fixed width, as the low keys), and that low
+// key is not stored, so a resource's low keys are its kindLow keys and
+// its order key together. The order ranges end before the value of the
+// resources without one (orderMissing, above every time).
+func lowAlsoOrder(ranges []KeyRange) []KeyRange {
+	for _, r := range ranges {
+		if r.Lo[0] != kindLow {
+			continue
+		}
+		o := KeyRange{Lo: append([]byte{kindOrder}, r.Lo[1:]...), Exact: r.Exact}
+		if len(r.Hi) == 1 { // to the end of the low keys
+			o.Hi = OrderMissingValue()
+		} else {
+			o.Hi = append([]byte{kindOrder}, r.Hi[1:]...)
+		}
+		ranges = append(ranges, o)
+	}
+	return ranges
 }
 
 // tokenKey is the value of a token key: the code, 0x01, then '*' when the
@@ -735,24 +762,25 @@ func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange,
 		// As prefix.go's matchDateRange: eq is "the target lies within
 		// the search range" (low and high both inside: only the low is
 		// read here, so not exact); the ranges past either end are exact.
+		// A low key is read in the order keys too (lowAlsoOrder).
 		within := func(kind byte) KeyRange { return between(kind, lo, hi) }
 		above := KeyRange{Lo: append(append([]byte{kindHigh}, hi...), 1), Hi: []byte{kindHigh + 1}, Exact: true} // high > search high
 		below := KeyRange{Lo: []byte{kindLow}, Hi: append([]byte{kindLow}, lo...), Exact: true}                  // low < search low
 		switch pre {
 		case prefixEq: // the search range holds the target
-			return []KeyRange{within(kindLow)}, true
+			return lowAlsoOrder([]KeyRange{within(kindLow)}), true
 		case prefixGt: // the target ends after the search range
 			return []KeyRange{above}, true
 		case prefixGe:
 			return []KeyRange{above, within(kindHigh)}, true
 		case prefixLt: // the target starts before the search range
-			return []KeyRange{below}, true
+			return lowAlsoOrder([]KeyRange{below}), true
 		case prefixLe:
-			return []KeyRange{below, within(kindLow)}, true
+			return lowAlsoOrder([]KeyRange{below, within(kindLow)}), true
 		case prefixSa: // the target starts at or after the search end
 			r := atLeast(kindLow, hi)
 			r.Exact = true
-			return []KeyRange{r}, true
+			return lowAlsoOrder([]KeyRange{r}), true
 		case prefixEb: // the target ends at or before the search start
 			r := atMost(kindHigh, lo)
 			r.Exact = true

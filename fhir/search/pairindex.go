@@ -119,7 +119,11 @@ func pairKeys(codes, values [][]byte) [][]byte {
 		}
 		seen = append(seen, code)
 		for _, v := range values {
-			if len(v) == 0 || v[0] == kindOrder {
+			switch {
+			case len(v) == 0 || OrderMissing(v):
+				continue
+			case v[0] == kindOrder: // a date's first low key (lowAlsoOrder)
+				out = append(out, pairKey(code, append([]byte{kindLow}, v[1:]...)))
 				continue
 			}
 			out = append(out, pairKey(code, v))
@@ -144,6 +148,9 @@ func pairRanges(code string, values []KeyRange) []KeyRange {
 	prefix := pairKey(indexValue(kindToken, clean(code))[1:], nil)
 	out := make([]KeyRange, 0, len(values))
 	for _, r := range values {
+		if r.Lo[0] == kindOrder { // pair keys hold the low key (pairKeys)
+			continue
+		}
 		out = append(out, KeyRange{
 			Lo: append(slices.Clip(prefix), r.Lo...),
 			Hi: append(slices.Clip(prefix), r.Hi...),
