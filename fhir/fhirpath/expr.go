@@ -63,6 +63,9 @@ type Env struct {
 	MaxSteps int
 }
 
+// noEnv is the Env of an evaluation given none (an Env is only read).
+var noEnv Env
+
 // ErrTooCostly is the error of an evaluation that exceeded Env.MaxSteps.
 var ErrTooCostly = errors.New("the expression needs too much work on this resource")
 
@@ -132,7 +135,7 @@ func (e *Expr) EvaluateEnv(resource map[string]any, env *Env) ([]Node, error) {
 		return nil, nil
 	}
 	if env == nil {
-		env = &Env{}
+		env = &noEnv
 	}
 	root := resourceNode(resource)
 	c := &evalContext{env: env, resource: root}
@@ -148,7 +151,7 @@ func (e *Expr) EvaluateEnv(resource map[string]any, env *Env) ([]Node, error) {
 // relative to each item its main expression found.
 func (e *Expr) EvaluateFocus(resource map[string]any, focus Node, env *Env) ([]Node, error) {
 	if env == nil {
-		env = &Env{}
+		env = &noEnv
 	}
 	c := &evalContext{env: env, resource: resourceNode(resource)}
 	out, err := e.root.eval(c, []Node{focus})

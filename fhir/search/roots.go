@@ -118,11 +118,20 @@ func mayHave(p *searchparam.Param, res map[string]any) bool {
 // the same resource (ResourceKeys).
 type resourceShape struct {
 	typ string
-	// stems holds k[:j] for each element k of the resource and each
-	// upper-case byte k[j], j > 0: the prefixes a choice element
-	// name[Type] has. Made when first needed.
-	stems map[string]bool
+	// names holds, for each name a root may find on the resource, how:
+	// nameElem for each element k and for k without its leading _ (a
+	// primitive's extension), nameStem for k[:j] at each upper-case
+	// byte k[j], j > 0 (the prefixes a choice element name[Type] has).
+	// Made when first needed: most of a type's parameters read
+	// elements a resource does not have, and one lookup here tells.
+	names map[string]uint8
 }
+
+// The ways a name is found on a resource (resourceShape.names).
+const (
+	nameElem = 1 << iota
+	nameStem
+)
 
 // shapeOf returns the shape of res.
 func shapeOf(res map[string]any) *resourceShape {
@@ -141,6 +150,30 @@ func (s *resourceShape) mayHaveRoots(roots []root, res map[string]any) bool {
 	if roots == nil {
 		return true
 	}
+	if s.names == nil {
+		s.names = make(map[string]uint8, 2*len(res))
+		for k := range res {
+			s.names[k] |= nameElem
+			if len(k) > 1 && k[0] == '_' {
+				s.names[k[1:]] |= nameElem
+			}
+			for j := 1; j < len(k); j++ {
+				if unicode.IsUpper(rune(k[j])) {
+					s.names[k[:j]] |= nameStem
+				}
+			}
+		}
+	}
+	found := false
+	for _, r := range roots {
+		if s.names[r.elem] != 0 {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return false // no root's element, extension or choice
+	}
 	for _, r := range roots {
 		v, ok := res[r.elem]
 		if !ok {
@@ -153,18 +186,8 @@ func (s *resourceShape) mayHaveRoots(roots []root, res map[string]any) bool {
 			return true
 		}
 	}
-	if s.stems == nil {
-		s.stems = map[string]bool{}
-		for k := range res {
-			for j := 1; j < len(k); j++ {
-				if unicode.IsUpper(rune(k[j])) {
-					s.stems[k[:j]] = true
-				}
-			}
-		}
-	}
 	for _, r := range roots {
-		if s.stems[r.elem] {
+		if s.names[r.elem]&nameStem != 0 {
 			return true // a choice element (value[x]): its type decides
 		}
 	}
