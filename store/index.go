@@ -35,7 +35,7 @@ import (
 // created resources rise with time (newResourceID), so a value's keys are
 // about in the order their resources were written.
 //
-// A small commit (a single write: ~18 keys of an Observation, each in its
+// A small commit (a single write: ~14 keys of an Observation, each in its
 // own leaf of a large index, so ~55 B-tree pages rewritten and fsynced)
 // appends its changes to indexlog instead: one record at the log's end,
 // about three pages. Every read of an index sees the log's changes over
@@ -121,7 +121,7 @@ func idOfIndexKey(k []byte) string {
 // Why not Put each key now: bbolt splits a node only when it commits, so
 // inside one transaction every key lands in the leaf that held its place
 // when the transaction began, and an insert moves every key after it in
-// that leaf. A resource's ~17 keys are mostly shared prefixes (the same
+// that leaf. A resource's ~14 keys are mostly shared prefixes (the same
 // code, subject, category, _lastUpdated…) followed by a random id, so the
 // keys of a large transaction pile up in a few leaves at random places:
 // n resources cost O(n²) moves (83 % of a 20 000-resource import). In key
