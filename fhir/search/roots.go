@@ -58,13 +58,22 @@ func parseRoots(expr, typ string) []root {
 	path := regexp.MustCompile(`(?:^|[^\w.])` + types + `\.([a-z]\w*)(?:\.([a-z]\w*)(\(?))?`)
 	// A cast, and the elements below it ((Observation.value as
 	// CodeableConcept).text): all in the one choice element.
-	cast := regexp.MustCompile(`^\(\s*` + types + `\.([a-z]\w*)\s+as\s+([A-Za-z]\w*)\s*\)(?:\.[a-z]\w*)*$`)
+	// A cast deeper in the resource ((Observation.component.value as
+	// Quantity)): in the top-level element.
+	cast := regexp.MustCompile(`^\(\s*` + types + `\.([a-z]\w*)((?:\.[a-z]\w*)*)\s+as\s+([A-Za-z]\w*)\s*\)(?:\.[a-z]\w*)*$`)
 	var roots []root
 	// Each side of a union on its own.
 	for _, part := range strings.Split(withoutWhere(expr), "|") {
 		part = strings.TrimSpace(part)
+		if otherType(part, typ) {
+			continue // selects nothing on typ (fhirpath.Expr.ForType drops it)
+		}
 		if m := cast.FindStringSubmatch(part); m != nil {
-			roots = append(roots, root{elem: m[1] + strings.ToUpper(m[2][:1]) + m[2][1:]})
+			if m[2] != "" {
+				roots = append(roots, root{elem: m[1]})
+			} else {
+				roots = append(roots, root{elem: m[1] + strings.ToUpper(m[3][:1]) + m[3][1:]})
+			}
 			continue
 		}
 		for _, o := range opaque {
@@ -80,6 +89,19 @@ func parseRoots(expr, typ string) []root {
 		}
 	}
 	return roots
+}
+
+// otherType reports whether part (one side of a union) starts with the
+// name of a resource type other than typ (and Resource, DomainResource):
+// it selects nothing on a resource of type typ.
+func otherType(part, typ string) bool {
+	name := strings.TrimLeft(part, "( ")
+	end := strings.IndexByte(name, '.')
+	if end <= 0 {
+		return false
+	}
+	name = name[:end]
+	return name != typ && name != "Resource" && name != "DomainResource" && searchparam.IsResourceType(name)
 }
 
 // withoutWhere removes the arguments of every where(…) from expr.

@@ -54,6 +54,17 @@ func TestRootsSkipOnlyEmptyParameters(t *testing.T) {
 	if got := parseRoots("(Observation.value as string) | (Observation.value as CodeableConcept).text", "Observation"); !slices.Equal(got, []root{{"valueString", ""}, {"valueCodeableConcept", ""}}) {
 		t.Errorf("roots %v", got)
 	}
+	// A cast deeper in the resource is read in its top-level element;
+	// the sides of a union that select another type read nothing.
+	if got := parseRoots("(Observation.component.value as Quantity) | (Observation.component.value as SampledData)", "Observation"); !slices.Equal(got, []root{{"component", ""}, {"component", ""}}) {
+		t.Errorf("roots %v", got)
+	}
+	if got := parseRoots("AllergyIntolerance.code | (DeviceRequest.code as CodeableConcept) | Observation.code | (Medication.ingredient.item as CodeableConcept)", "Observation"); !slices.Equal(got, []root{{"code", ""}}) {
+		t.Errorf("roots %v", got)
+	}
+	if got := parseRoots("CarePlan.subject.where(resolve() is Patient) | Observation.subject.where(resolve() is Patient)", "Observation"); !slices.Equal(got, []root{{"subject", ""}}) {
+		t.Errorf("roots %v", got)
+	}
 	if parseRoots("(Observation.value as CodeableConcept).coding.where(system = 'x')", "Observation") != nil {
 		t.Error("a function after a cast must be evaluated")
 	}
