@@ -2,6 +2,8 @@ package search
 
 import (
 	"bytes"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -53,6 +55,38 @@ func TestOrderKeyStandsForItsLowKey(t *testing.T) {
 			}
 			if len(q.IndexFilters()) > 0 && q.Match(res) && !found {
 				t.Errorf("%s: %s matches, but no key %q is in its ranges", body, query, keys)
+			}
+		}
+	}
+}
+
+// floatKeys (kept answers or not) gives the keys intervalsOf and ratKey
+// give a point: on random, repeated, integral and extreme values, whose
+// table slots collide.
+func TestFloatKeysAreRatKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 8))
+	values := []float64{0, math.Copysign(0, -1), 1, -1, 0.1, 0.6, 101.2, 1e300, -1e-300, math.MaxFloat64,
+		math.SmallestNonzeroFloat64, math.Inf(1), math.NaN(), 4.35, 72, 9007199254740993}
+	for range 20000 {
+		switch rng.IntN(3) {
+		case 0:
+			values = append(values, math.Round(rng.NormFloat64()*400*10)/10)
+		case 1:
+			values = append(values, rng.NormFloat64()*math.Pow(10, float64(rng.IntN(40)-20)))
+		default:
+			values = append(values, math.Float64frombits(rng.Uint64()))
+		}
+	}
+	for round := range 3 {
+		for _, f := range values {
+			lo, hi, ok := floatKeys(f)
+			var wantLo, wantHi string
+			ivs := intervalsOf(f)
+			if len(ivs) == 1 {
+				wantLo, wantHi = string(ratKey(ivs[0].lo, false)), string(ratKey(ivs[0].hi, true))
+			}
+			if ok != (len(ivs) == 1) || lo != wantLo || hi != wantHi {
+				t.Fatalf("round %d: %v: keys %x %x (%v), want %x %x", round, f, lo, hi, ok, wantLo, wantHi)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -427,6 +428,24 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 				add(kindHigh, string(timeKey(r.hi)))
 			}
 		case searchparam.TypeNumber, searchparam.TypeQuantity:
+			if f, m, ok := pointFloat(n.Value); ok {
+				// What intervalsOf gives, the point first.
+				if lo, hi, ok := floatKeys(f); ok {
+					add(kindLow, lo)
+					add(kindHigh, hi)
+				}
+				if m == nil {
+					continue
+				}
+				if iv, ok := rangeInterval(m); ok {
+					if iv.lo != nil && iv.hi != nil && iv.lo.Cmp(iv.hi) > 0 {
+						add(kindInverted, "")
+					}
+					add(kindLow, string(ratKey(iv.lo, false)))
+					add(kindHigh, string(ratKey(iv.hi, true)))
+				}
+				continue
+			}
 			for _, iv := range intervalsOf(n.Value) {
 				if iv.lo != nil && iv.hi != nil && iv.lo.Cmp(iv.hi) > 0 {
 					add(kindInverted, "")
@@ -470,6 +489,53 @@ func lowAlsoOrder(ranges []KeyRange) []KeyRange {
 		ranges = append(ranges, o)
 	}
 	return ranges
+}
+
+// pointFloat returns the float64 a number or quantity node holds as a
+// point (the node itself, or a Quantity's value as decoded for search),
+// and the node's object when it is one (a Range's ends are read from it
+// as intervalsOf reads them).
+func pointFloat(v any) (f float64, m map[string]any, ok bool) {
+	switch v := v.(type) {
+	case float64:
+		return v, nil, true
+	case map[string]any:
+		f, ok := v["value"].(float64)
+		return f, v, ok
+	}
+	return 0, nil, false
+}
+
+// floatKeys returns the low and high key values (without kind) of the
+// point f, as intervalsOf and ratKey give them (ok false when f is no
+// number: no keys). The exact rational arithmetic took a tenth of a
+// resource's keys; measured values repeat (a device's readings have a
+// few hundred), so the last answers are kept, by f's bits, in a small
+// table shared by every goroutine (a pure function: any entry found is
+// the answer).
+func floatKeys(f float64) (lo, hi string, ok bool) {
+	bits := math.Float64bits(f)
+	slot := &floatKeyTable[(bits*0x9e3779b97f4a7c15)>>(64-floatKeyBits)]
+	if e := slot.Load(); e != nil && e.bits == bits {
+		return e.lo, e.hi, e.ok
+	}
+	e := &floatKeyEntry{bits: bits}
+	if r, ok := toRat(f); ok {
+		e.lo, e.hi, e.ok = string(ratKey(r, false)), string(ratKey(r, true)), true
+	}
+	slot.Store(e)
+	return e.lo, e.hi, e.ok
+}
+
+// floatKeyTable holds floatKeys' last answers, 2^floatKeyBits of them.
+const floatKeyBits = 12
+
+var floatKeyTable [1 << floatKeyBits]atomic.Pointer[floatKeyEntry]
+
+type floatKeyEntry struct {
+	bits   uint64
+	lo, hi string
+	ok     bool
 }
 
 // tokenKey is the value of a token key: the code, 0x01, then '*' when the
