@@ -138,8 +138,12 @@ func (e *Expr) EvaluateEnv(resource map[string]any, env *Env) ([]Node, error) {
 		env = &noEnv
 	}
 	root := resourceNode(resource)
-	c := &evalContext{env: env, resource: root}
-	out, err := e.root.eval(c, []Node{root})
+	// The context and the initial focus in one allocation.
+	start := &struct {
+		c     evalContext
+		focus [1]Node
+	}{c: evalContext{env: env, resource: root}, focus: [1]Node{root}}
+	out, err := e.root.eval(&start.c, start.focus[:])
 	if err != nil {
 		return nil, fmt.Errorf("fhirpath: evaluate %q: %w", e.src, err)
 	}

@@ -377,15 +377,26 @@ func indexKeysIn(p *searchparam.Param, res map[string]any, s *resourceShape) [][
 // keysOfNodes returns the index values of p's values nodes.
 func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 	var out [][]byte
+	var buf []byte       // the keys' bytes, each key a full slice of it
 	var sortBy time.Time // a date's sort value, when sorted
 	sorted := false
 	add := func(kind byte, v string) {
-		k := indexValue(kind, v)
+		if len(v) > maxIndexValue { // as indexValue cuts
+			v = v[:maxIndexValue]
+		}
 		// A parameter has a few values: a linear look is cheaper
 		// than a set.
-		if !slices.ContainsFunc(out, func(o []byte) bool { return bytes.Equal(o, k) }) {
-			out = append(out, k)
+		for _, o := range out {
+			if len(o) == 1+len(v) && o[0] == kind && string(o[1:]) == v {
+				return
+			}
 		}
+		if buf == nil {
+			buf, out = make([]byte, 0, 64), make([][]byte, 0, 4)
+		}
+		at := len(buf)
+		buf = append(append(buf, kind), v...)
+		out = append(out, buf[at:len(buf):len(buf)])
 	}
 	for _, n := range nodes {
 		switch p.Type {
