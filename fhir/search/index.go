@@ -488,7 +488,7 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 // resources without one (orderMissing, above every time).
 func lowAlsoOrder(ranges []KeyRange) []KeyRange {
 	for _, r := range ranges {
-		if r.Lo[0] != kindLow {
+		if len(r.Lo) == 0 || r.Lo[0] != kindLow {
 			continue
 		}
 		o := KeyRange{Lo: append([]byte{kindOrder}, r.Lo[1:]...), Exact: r.Exact}

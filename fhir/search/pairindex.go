@@ -148,7 +148,7 @@ func pairRanges(code string, values []KeyRange) []KeyRange {
 	prefix := pairKey(indexValue(kindToken, clean(code))[1:], nil)
 	out := make([]KeyRange, 0, len(values))
 	for _, r := range values {
-		if r.Lo[0] == kindOrder { // pair keys hold the low key (pairKeys)
+		if len(r.Lo) > 0 && r.Lo[0] == kindOrder { // pair keys hold the low key (pairKeys)
 			continue
 		}
 		out = append(out, KeyRange{
