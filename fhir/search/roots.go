@@ -147,7 +147,16 @@ type resourceShape struct {
 	// Made when first needed: most of a type's parameters read
 	// elements a resource does not have, and one lookup here tells.
 	names map[string]uint8
+	// asked counts the questions before names is made: a search's
+	// evaluator asks about a few parameters of a resource (names would
+	// cost more than it saves), ResourceKeys about all of them.
+	asked int
 }
+
+// namesAfter is how many questions a shape answers by looking in the
+// resource itself (and names only for the choice prefixes) before it
+// gathers names for the rest.
+const namesAfter = 4
 
 // The ways a name is found on a resource (resourceShape.names).
 const (
@@ -172,6 +181,50 @@ func (s *resourceShape) mayHaveRoots(roots []root, res map[string]any) bool {
 	if roots == nil {
 		return true
 	}
+	if s.names == nil && s.asked < namesAfter {
+		s.asked++
+		return s.mayHaveRootsIn(roots, res)
+	}
+	s.gatherNames(res)
+	found := false
+	for _, r := range roots {
+		if s.names[r.elem] != 0 {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return false // no root's element, extension or choice
+	}
+	return s.mayHaveRootsIn(roots, res)
+}
+
+// mayHaveRootsIn is mayHaveRoots decided by looking in res (and in
+// names for the choice prefixes).
+func (s *resourceShape) mayHaveRootsIn(roots []root, res map[string]any) bool {
+	for _, r := range roots {
+		v, ok := res[r.elem]
+		if !ok {
+			if _, ok := res["_"+r.elem]; ok {
+				return true
+			}
+			continue
+		}
+		if r.child == "" || hasChild(v, r.child) {
+			return true
+		}
+	}
+	s.gatherNames(res)
+	for _, r := range roots {
+		if s.names[r.elem]&nameStem != 0 {
+			return true // a choice element (value[x]): its type decides
+		}
+	}
+	return false
+}
+
+// gatherNames makes s.names (see resourceShape) once.
+func (s *resourceShape) gatherNames(res map[string]any) {
 	if s.names == nil {
 		s.names = make(map[string]uint8, 2*len(res))
 		for k := range res {
@@ -186,34 +239,6 @@ func (s *resourceShape) mayHaveRoots(roots []root, res map[string]any) bool {
 			}
 		}
 	}
-	found := false
-	for _, r := range roots {
-		if s.names[r.elem] != 0 {
-			found = true
-			break
-		}
-	}
-	if !found {
-		return false // no root's element, extension or choice
-	}
-	for _, r := range roots {
-		v, ok := res[r.elem]
-		if !ok {
-			if _, ok := res["_"+r.elem]; ok {
-				return true
-			}
-			continue
-		}
-		if r.child == "" || hasChild(v, r.child) {
-			return true
-		}
-	}
-	for _, r := range roots {
-		if s.names[r.elem]&nameStem != 0 {
-			return true // a choice element (value[x]): its type decides
-		}
-	}
-	return false
 }
 
 // hasChild reports whether v (an element, or a list of them) may have
