@@ -29,14 +29,30 @@ func cursorPrev(c *bolt.Cursor, at []byte) (k, v []byte) {
 		return nil, nil
 	}
 	// A key before at exists: each Prev that returns nil left an empty
-	// leaf behind, and the next moves on to the one before it.
+	// leaf behind, and the next moves on to the one before it. The steps
+	// are bounded all the same (a leaf holds at least one key when
+	// written, so a bucket has fewer leaves than the keys a transaction
+	// deleted from it, never near the bound): should bbolt ever stop
+	// stepping on, the key is found walking forwards from the first.
 	c.Seek(at)
-	for {
+	for range maxEmptyLeaves {
 		if k, v = c.Prev(); k != nil {
 			return k, v
 		}
 	}
+	var lk, lv []byte
+	for k, v = c.First(); k != nil && bytes.Compare(k, at) < 0; k, v = c.Next() {
+		lk, lv = k, v
+	}
+	if lk != nil {
+		c.Seek(lk)
+	}
+	return lk, lv
 }
+
+// maxEmptyLeaves bounds cursorPrev's steps over emptied leaves (a
+// variable so that a test can take the walk forwards).
+var maxEmptyLeaves = 1 << 20
 
 // cursorBefore moves c to the last key < k and returns it (nil: none).
 func cursorBefore(c *bolt.Cursor, k []byte) (key, v []byte) {

@@ -14,7 +14,8 @@ import (
 // cursorPrev and cursorBefore read backwards every key a forward walk
 // reads, inside a write transaction whose deletes emptied whole leaves
 // (runs of hundreds of keys, at the bucket's start and end too), where
-// bbolt's own Prev stops at the first empty leaf.
+// bbolt's own Prev stops at the first empty leaf; with their steps over
+// emptied leaves bounded at none too (the fallback).
 func TestCursorPrevStepsOverEmptiedLeaves(t *testing.T) {
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "c.db"), 0o600, nil)
 	if err != nil {
@@ -41,7 +42,13 @@ func TestCursorPrevStepsOverEmptiedLeaves(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 14))
 	errRollback := errors.New("rolled back")
 	plainStopped := false
-	for round := range 40 {
+	defer func(bound int) { maxEmptyLeaves = bound }(maxEmptyLeaves)
+	for round := range 60 {
+		// The last rounds take cursorPrev's bounded fallback (a walk
+		// forwards from the first key) at every emptied leaf.
+		if round == 40 {
+			maxEmptyLeaves = 0
+		}
 		err := db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket([]byte("b"))
 			// Runs of deleted keys; the first and last rounds delete
