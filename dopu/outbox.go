@@ -249,9 +249,12 @@ func (s *Service) retry(ctx context.Context, a Alert, cause error) error {
 	if dead {
 		log, msg = s.opts.Logger.Warn, "drop-off alert will never be delivered; kept as dead for the owner"
 	}
-	log(msg, zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID),
-		zap.Int("attempt", a.Attempts+1), zap.Error(cause))
+	// Logged once the new schedule is stored, so that the line never
+	// tells of a retry that a crash at this moment would leave to the
+	// attempt's lease instead (a crash test waits for this line).
+	var next time.Time
 	err := s.store.Update(ctx, func(tx Tx) error {
+		next = time.Time{}
 		cur, err := tx.Alert(a.DropOffID)
 		if errors.Is(err, ErrNotFound) {
 			return nil // delivered or dropped meanwhile
@@ -267,11 +270,24 @@ func (s *Service) retry(ctx context.Context, a Alert, cause error) error {
 		cur.NextAttempt = s.now().Add(s.backoff(cur.Attempts))
 		cur.LastError = cause.Error()
 		cur.Dead = dead
+		next = cur.NextAttempt
 		return tx.PutAlert(cur)
 	})
 	if err != nil {
 		return fmt.Errorf("dopu: rescheduling alert %s: %w", a.DropOffID, err)
 	}
+	fields := []zap.Field{zap.String("record", a.RecordID), zap.String("dropoff", a.DropOffID),
+		zap.Int("attempt", a.Attempts+1), zap.Error(cause)}
+	if next.IsZero() {
+		// Delivered, dropped or taken over by another attempt meanwhile:
+		// nothing was rescheduled here.
+		s.opts.Logger.Debug("drop-off alert not delivered by this attempt; another holds it", fields...)
+		return nil
+	}
+	if !dead {
+		fields = append(fields, zap.Time("next_attempt", next))
+	}
+	log(msg, fields...)
 	return nil
 }
 
