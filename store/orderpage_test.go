@@ -60,6 +60,18 @@ func randomOrderObs(rng *rand.Rand) map[string]any {
 	return orderObs(system, system != "" && rng.IntN(5) == 0, date)
 }
 
+// placedBothWays runs plan's search of Observations on p twice: with the
+// indexes, and as a scan without them.
+func placedBothWays(p *ptx, plan *searchPlan) (indexed, scanned refList, err error) {
+	if indexed, err = run(p, "Observation", plan, nil); err != nil {
+		return indexed, scanned, err
+	}
+	p.noIndex = true
+	scanned, err = run(p, "Observation", plan, nil)
+	p.noIndex = false
+	return indexed, scanned, err
+}
+
 // orderQueries are the sorted searches the order tests compare.
 var orderQueries = []string{
 	"", "code=8867-4", // the default order: _lastUpdated
@@ -83,14 +95,7 @@ func checkOrderedPages(t *testing.T, db *DB, when string) {
 			t.Fatal(err)
 		}
 		err = db.view("DEFAULT", func(p *ptx) error {
-			all, err := run(p, "Observation", plan, nil)
-			if err != nil {
-				return err
-			}
-			// And what a scan without the indexes finds.
-			p.noIndex = true
-			scanned, err := run(p, "Observation", plan, nil)
-			p.noIndex = false
+			all, scanned, err := placedBothWays(p, plan)
 			if err != nil {
 				return err
 			}
@@ -527,13 +532,7 @@ func TestReverseWalkAfterDeletesInWriteTx(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			all, err := run(p, "Observation", plan, nil)
-			if err != nil {
-				return err
-			}
-			p.noIndex = true
-			scanned, err := run(p, "Observation", plan, nil)
-			p.noIndex = false
+			all, scanned, err := placedBothWays(p, plan)
 			if err != nil {
 				return err
 			}
