@@ -19,7 +19,7 @@ import (
 // not held by a dead process's lease for AlertLease.
 func TestRetryLoggedOnceStored(t *testing.T) {
 	c := testkit.NewClock()
-	addr := freeAddr(t) // nothing listens: every attempt fails
+	port := testkit.Reserve(t) // held, never listening: every attempt is refused
 	var f *fixture
 	var dropOff string
 	lines := 0
@@ -35,7 +35,7 @@ func TestRetryLoggedOnceStored(t *testing.T) {
 		}
 		return nil
 	}))
-	opts := Options{Now: c.Now, Logger: logger, Webhook: webhookTo("http://" + addr + "/hook"),
+	opts := Options{Now: c.Now, Logger: logger, Webhook: webhookTo("http://" + port.Addr() + "/hook"),
 		RetryBase: time.Minute, RetryCap: time.Hour}
 	f = newFixture(t, Limits{}, opts)
 	f.clock = c

@@ -71,30 +71,26 @@ func newReceiver(t *testing.T, c *testkit.Clock) *receiver {
 	return &receiver{t: t, clock: c, hits: make(chan struct{}, 1)}
 }
 
-// serveOn starts rc on addr (127.0.0.1:port), closed at the end of the test.
+// serveOn starts h on addr (an address with port 0: the kernel picks),
+// closed at the end of the test.
 func serveOn(t *testing.T, addr string, h http.Handler) *httptest.Server {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listening on %s: %v", addr, err)
 	}
+	return serveListener(t, l, h)
+}
+
+// serveListener starts h on l, closed at the end of the test.
+func serveListener(t *testing.T, l net.Listener, h http.Handler) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()
 	srv.Listener = l
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func webhookTo(url string) func(context.Context, string) (WebhookTarget, error) {
@@ -145,8 +141,8 @@ func TestAlertSignedAndWithoutClinicalContent(t *testing.T) {
 
 func TestAlertSurvivesReceiverDownAndRestart(t *testing.T) {
 	c := testkit.NewClock()
-	addr := freeAddr(t) // nothing listens yet: connections are refused
-	opts := Options{Now: c.Now, Webhook: webhookTo("http://" + addr + "/hook"), RetryBase: time.Minute, RetryCap: time.Hour}
+	port := testkit.Reserve(t) // held, never listening yet: connections are refused, and nobody else gets it
+	opts := Options{Now: c.Now, Webhook: webhookTo("http://" + port.Addr() + "/hook"), RetryBase: time.Minute, RetryCap: time.Hour}
 	f := newFixture(t, Limits{}, opts)
 	f.clock = c
 	r := f.mustDrop("rec1", testkit.ReadFHIR(t, ipsPath), "192.0.2.1")
@@ -179,7 +175,11 @@ func TestAlertSurvivesReceiverDownAndRestart(t *testing.T) {
 	}
 	// The receiver comes back on the same address.
 	rc := newReceiver(t, c)
-	serveOn(t, addr, rc)
+	l, err := port.Listen()
+	if err != nil {
+		t.Fatalf("listening on the held port %s: %v", port.Addr(), err)
+	}
+	serveListener(t, l, rc)
 	if n, err := f.svc.DeliverDue(context.Background()); err != nil || n != 1 {
 		t.Fatalf("after the receiver came back: delivered %d, %v", n, err)
 	}
@@ -359,8 +359,7 @@ func TestAlertToRefusedDestinationsIsDeadNeverDialled(t *testing.T) {
 	if err != nil {
 		t.Skipf("no 127.0.0.2: %v", err)
 	}
-	ln.Close()
-	redirector := serveOn(t, ln.Addr().String(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	redirector := serveListener(t, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "http://127.0.0.1:"+vport+"/stop", http.StatusFound)
 	}))
 	_, rport, _ := net.SplitHostPort(redirector.Listener.Addr().String())

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/pfrgateway/caddy-pfr/auth"
+	"github.com/pfrgateway/caddy-pfr/internal/testkit"
 )
 
 // fakeCaddy records what is handed to Caddy.
@@ -250,9 +251,7 @@ func TestRecordsListAndShow(t *testing.T) {
 	if code, _, errOut, _ = runCLI(t, []string{"records", "list", "--token", "t", "--api", api}, nil); code != ExitError || !strings.Contains(errOut, "certificate") {
 		t.Errorf("unknown CA: exit %d, %s", code, errOut)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	closed := l.Addr().String()
-	_ = l.Close()
+	closed := testkit.Reserve(t).Addr() // held, never listening: refused, and nobody else's
 	if code, _, errOut, _ = runCLI(t, []string{"records", "list", "--token", "t", "--api", "https://" + closed}, nil); code != ExitError || !strings.Contains(errOut, "is it running?") {
 		t.Errorf("no gateway: exit %d, %s", code, errOut)
 	}
