@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // ContentType is the media type of every FHIR JSON body this project writes.
@@ -166,9 +167,15 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		body, _ = json.Marshal(NewOutcome(SeverityError, CodeException, "cannot encode response"))
 	}
+	WriteBody(w, status, body)
+}
+
+// WriteBody writes body, FHIR JSON already encoded, with the given status
+// and the headers every FHIR JSON answer carries.
+func WriteBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", ContentType)
-	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Del("Content-Encoding")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)

@@ -75,13 +75,7 @@ func outcomeJSON(oo *fhir.OperationOutcome) json.RawMessage {
 
 // writeBundle answers with a Bundle.
 func (q *request) writeBundle(status int, b *outBundle) {
-	body := b.appendJSON(make([]byte, 0, b.sizeHint()))
-	h := q.w.Header()
-	h.Set("Content-Type", fhir.ContentType)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Del("Content-Encoding")
-	q.w.WriteHeader(status)
-	_, _ = q.w.Write(body)
+	fhir.WriteBody(q.w, status, b.appendJSON(make([]byte, 0, b.sizeHint())))
 }
 
 // sizeHint is about the length of b's JSON: its resources' and a little
