@@ -113,3 +113,50 @@ func FuzzRewriter(f *testing.F) {
 		}
 	})
 }
+
+// TestRewriteByHostAgreesWithReference: finding candidates by their hosts
+// (rewrite's bytes.Index for each host, then the scheme before it) gives
+// the reference rewrite for bases of every shape — hosts that occur inside
+// others and inside schemes ("h" in "https", "hapi"), an IPv6 literal, a
+// host written in capitals, the escaped-slash form, more hosts than are
+// looked for at once — for bodies made of the patterns' own pieces, whole
+// and cut into random writes.
+func TestRewriteByHostAgreesWithReference(t *testing.T) {
+	many := []string{}
+	for n := range maxFoundHosts + 2 {
+		many = append(many, "http://host"+strings.Repeat("x", n)+":80/fhir")
+	}
+	for _, bases := range [][]string{
+		fuzzBases,
+		{"http://Upstream.example:8080/fhir", "https://[::1]/base", "http://127.0.0.1:8080/fhir"},
+		many,
+	} {
+		rp := newReplacer(bases, testPublic)
+		if len(bases) == len(many) && len(rp.hosts) <= maxFoundHosts {
+			t.Fatalf("%d hosts: the fallback is not exercised", len(rp.hosts))
+		}
+		pieces := []string{"/", "?", `"`, "2", "h", "x", `\/`, ":", "://", `:\/\/`, "s", "http", "https://", "loinc.org", ","}
+		for _, p := range rp.patterns {
+			from := string(p.from)
+			pieces = append(pieces, from, from[:len(from)/2], from[len(from)/2:], from[hostStart(p.from):])
+		}
+		rng := rand.New(rand.NewPCG(uint64(len(bases)), 9))
+		for round := 0; round < 2000; round++ {
+			var in []byte
+			for n := rng.IntN(40); n > 0; n-- {
+				in = append(in, pieces[rng.IntN(len(pieces))]...)
+			}
+			want := referenceRewrite(rp, string(in))
+			if got, _ := rp.replaceString(string(in)); got != want {
+				t.Fatalf("bases %v, input %q:\n got %q\nwant %q", bases, in, got, want)
+			}
+			var cuts []int
+			for c := 0; c < len(in); c += 1 + rng.IntN(3*rp.maxLen) {
+				cuts = append(cuts, c)
+			}
+			if got := streamChunks(t, rp, in, cuts); got != want {
+				t.Fatalf("bases %v, input %q cut at %v:\n got %q\nwant %q", bases, in, cuts, got, want)
+			}
+		}
+	}
+}
