@@ -119,17 +119,18 @@ key: // a member name is expected
 			}
 			j = i + n
 		}
-		name := data[i:j]
-		i = skipSpace(data, j)
-		if i >= len(data) {
-			return 0, ErrIncomplete
-		}
-		if data[i] != ':' {
-			return 0, syntaxErr(i, "a member name must be followed by ':'")
+		name := i // data[name:j]
+		if i = j; i >= len(data) || data[i] != ':' {
+			if i = skipSpace(data, i); i >= len(data) {
+				return 0, ErrIncomplete
+			}
+			if data[i] != ':' {
+				return 0, syntaxErr(i, "a member name must be followed by ':'")
+			}
 		}
 		i = skipSpace(data, i+1)
 		if fn != nil {
-			fn.Name(len(stack), name, i)
+			fn.Name(len(stack), data[name:j], i)
 		}
 		// Compact JSON's commonest member, a string followed by the next
 		// member's name ("code":"x","…), goes from name to name here,

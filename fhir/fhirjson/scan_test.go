@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -131,6 +132,33 @@ func TestMembersAndElements(t *testing.T) {
 		}
 		if errE == nil && len(elems) != len(a) {
 			t.Errorf("Elements(%s): %d elements, want %d", c, len(elems), len(a))
+		}
+	}
+}
+
+// TestStopMaskIsThreeZeroTests: stopMask, which clears the high bits of w
+// once for its three tests, flags what the three textbook zero-byte tests
+// ((x-0x01…)&^x&0x80… for x = w^'"', w^'\\' and w with 0x20 for 0x01)
+// flag together, for words made of the bytes that matter and their
+// neighbours, and for random words.
+func TestStopMaskIsThreeZeroTests(t *testing.T) {
+	zero := func(x, one uint64) uint64 { return (x - one) &^ x & highs }
+	textbook := func(w uint64) uint64 {
+		return zero(w^'"'*lows, lows) | zero(w^'\\'*lows, lows) | zero(w, 0x20*lows)
+	}
+	special := []byte{0, 1, 0x1f, 0x20, 0x21, '"', 0x23, '\\' - 1, '\\', '\\' + 1, 0x7f, 0x80, 0xa2, 0xdc, 0xff}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 200000; round++ {
+		var w uint64
+		for b := 0; b < 8; b++ {
+			c := uint64(rng.IntN(256))
+			if rng.IntN(2) == 0 {
+				c = uint64(special[rng.IntN(len(special))])
+			}
+			w |= c << (8 * b)
+		}
+		if got, want := stopMask(w), textbook(w); got != want {
+			t.Fatalf("stopMask(%#016x) = %#016x, want %#016x", w, got, want)
 		}
 	}
 }
