@@ -54,7 +54,8 @@ const globalOptions = `{
 
 // storeAndProxySites are (a) and (b). They have no host matcher: the
 // gateway's upstream requests carry the PFR's Host, and a site bound to the
-// host 127.0.0.1 would answer them with an empty 200. Arguments: %[1]d
+// host 127.0.0.1 would answer them with an empty 200. The bare proxy sends
+// its upstream what the gateway sends: the client's bearer token removed. Arguments: %[1]d
 // store, %[2]d proxy, %[3]s work directory.
 const storeAndProxySites = `
 http://:%[1]d {
@@ -64,7 +65,9 @@ http://:%[1]d {
 }
 
 http://:%[2]d {
-	reverse_proxy 127.0.0.1:%[1]d
+	reverse_proxy 127.0.0.1:%[1]d {
+		header_up -Authorization
+	}
 }
 `
 
@@ -102,7 +105,9 @@ func gatewaySiteTo(scheme string, port int, upstream, workDir string, extra ...s
 // (the HAPI test server on p.store). Arguments: %[1]d upstream, %[2]d proxy.
 const proxySite = `
 http://:%[2]d {
-	reverse_proxy 127.0.0.1:%[1]d
+	reverse_proxy 127.0.0.1:%[1]d {
+		header_up -Authorization
+	}
 }
 `
 

@@ -45,7 +45,7 @@ func (k kind) String() string {
 type target struct {
 	label  string      // "(a) pfr_store" in the table
 	base   string      // the FHIR base URL the requests go to
-	header http.Header // the partition header, or the bearer token
+	header http.Header // what every request carries: the bearer token and the partition header
 	client *http.Client
 }
 
