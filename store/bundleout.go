@@ -3,7 +3,9 @@ package store
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/pfrgateway/caddy-pfr/fhir"
 	"github.com/pfrgateway/caddy-pfr/fhir/fhirjson"
@@ -73,10 +75,27 @@ func outcomeJSON(oo *fhir.OperationOutcome) json.RawMessage {
 	return raw
 }
 
-// writeBundle answers with a Bundle.
+// writeBundle answers with a Bundle, written from a pooled buffer: a
+// search page is tens of kilobytes, allocated (and cleared) anew for
+// every search before, the largest allocation of an embedded gateway's
+// search. The ResponseWriter, an io.Writer, keeps nothing of it.
 func (q *request) writeBundle(status int, b *outBundle) {
-	fhir.WriteBody(q.w, status, b.appendJSON(make([]byte, 0, b.sizeHint())))
+	pooled := bundleBuffers.Get().(*[]byte)
+	buf := b.appendJSON(slices.Grow((*pooled)[:0], b.sizeHint()))
+	fhir.WriteBody(q.w, status, buf)
+	if cap(buf) <= maxPooledBundle {
+		*pooled = buf[:0]
+		bundleBuffers.Put(pooled)
+	}
 }
+
+// bundleBuffers keep writeBundle's buffers between answers.
+var bundleBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBundle is the largest buffer kept (a page of a few hundred
+// resources); a larger answer (an $everything, a long history) gets its
+// own.
+const maxPooledBundle = 1 << 20
 
 // sizeHint is about the length of b's JSON: its resources' and a little
 // for the rest of each entry.

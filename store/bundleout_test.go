@@ -3,9 +3,12 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -123,5 +126,50 @@ func TestSearchEntriesAreStoredBytes(t *testing.T) {
 		if !json.Valid(body) {
 			t.Errorf("%s: not valid JSON: %s", name, body)
 		}
+	}
+}
+
+// TestPooledBundlesUnderConcurrentSearches: searches answered at the same
+// time from writeBundle's pooled buffers each get their own page — the
+// resources they match, whole — however the buffers go round.
+func TestPooledBundlesUnderConcurrentSearches(t *testing.T) {
+	s := newTestServer(t)
+	s.createPartition(1)
+	const codes, each = 6, 5
+	for c := range codes {
+		for i := range each {
+			obs := fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"urn:test","code":"c%d"}]},"valueString":"%s"}`,
+				c, strings.Repeat(fmt.Sprintf("c%d-", c), 40*(i+1)))
+			s.must(http.StatusCreated, http.MethodPost, "/fhir/Observation", "1", obs)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, codes)
+	for c := range codes {
+		wg.Go(func() {
+			for range 40 {
+				res := s.do(http.MethodGet, fmt.Sprintf("/fhir/Observation?code=urn:test|c%d", c), "1", nil)
+				var page struct {
+					Entry []struct {
+						Resource struct{ ValueString string } `json:"resource"`
+					} `json:"entry"`
+				}
+				if err := json.Unmarshal(res.Body, &page); err != nil || res.Status != http.StatusOK || len(page.Entry) != each {
+					errs <- fmt.Errorf("code c%d: status %d, %d entries, %v: %.200s", c, res.Status, len(page.Entry), err, res.Body)
+					return
+				}
+				for _, e := range page.Entry {
+					if v := e.Resource.ValueString; strings.Trim(v, fmt.Sprintf("c%d-", c)) != "" {
+						errs <- fmt.Errorf("code c%d: an entry of another search: %.60s", c, v)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
