@@ -213,16 +213,30 @@ func hostLen(u []byte) int {
 	return len(u)
 }
 
-// schemes are what can come before a pattern's host, shortest first.
-var schemes = [][]byte{[]byte("http://"), []byte("https://"), []byte(`http:\/\/`), []byte(`https:\/\/`)}
+// The schemes that can come before a pattern's host: "http://",
+// "https://" and their escaped forms; the longest is 10 bytes.
+const minScheme, maxScheme = len("http://"), len(`https:\/\/`)
 
-// schemeBefore returns where the scheme ending at buf[at] starts (one of
-// schemes; they exclude each other), or -1.
+// schemeBefore returns where the scheme ending at buf[at] starts (the
+// schemes exclude each other), or -1.
 func schemeBefore(buf []byte, at int) int {
-	for _, s := range schemes {
-		if c := at - len(s); c >= 0 && bytes.Equal(buf[c:at], s) {
-			return c
+	if at < minScheme || buf[at-1] != '/' {
+		return -1
+	}
+	if buf[at-2] == '/' {
+		switch {
+		case string(buf[at-7:at]) == "http://":
+			return at - 7
+		case at >= 8 && string(buf[at-8:at]) == "https://":
+			return at - 8
 		}
+		return -1
+	}
+	switch {
+	case at >= 9 && string(buf[at-9:at]) == `http:\/\/`:
+		return at - 9
+	case at >= 10 && string(buf[at-10:at]) == `https:\/\/`:
+		return at - 10
 	}
 	return -1
 }
@@ -235,8 +249,8 @@ func schemeBefore(buf []byte, at int) int {
 func (rp *replacer) hostCandidate(buf []byte, k, i, end int) int {
 	h := rp.hosts[k]
 	part := h.name[h.from:] // looked for; the host starts h.from bytes before it
-	stop := min(len(buf), end+len(schemes[len(schemes)-1])+len(h.name))
-	for from := i + len(schemes[0]) + h.from; from < stop; {
+	stop := min(len(buf), end+maxScheme+len(h.name))
+	for from := i + minScheme + h.from; from < stop; {
 		j := bytes.Index(buf[from:stop], part)
 		if j < 0 {
 			return -1
