@@ -29,9 +29,8 @@ type EntryFacts struct {
 
 	// What JudgeEntry remembers from entry to entry (a searchset repeats
 	// its types and the record's Patient reference): the last type read,
-	// as a string, and the last reference it found to be the owner's own
-	// Patient, with that owner.
-	lastType  []byte
+	// and the last reference it found to be the owner's own Patient, with
+	// that owner.
 	typ       string
 	selfRef   []byte
 	selfOwner Owner

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pfrgateway/caddy-pfr/fhir/searchparam"
 )
 
 // QuickBelongs judges a Bundle entry (its raw JSON) without decoding it,
@@ -43,8 +45,11 @@ func (o Owner) JudgeEntry(f *EntryFacts, p OwnershipPolicy) (typ string, belongs
 	if f.Type == nil || f.unsure {
 		return "", false, false
 	}
-	if !bytes.Equal(f.Type, f.lastType) || f.typ == "" {
-		f.lastType, f.typ = append(f.lastType[:0], f.Type...), string(f.Type)
+	if f.typ == "" || string(f.Type) != f.typ {
+		var known bool
+		if f.typ, known = searchparam.ResourceTypeOf(f.Type); !known {
+			f.typ = string(f.Type) // for the caller's log; undecided below
+		}
 	}
 	typ = f.typ
 	switch {
@@ -59,6 +64,11 @@ func (o Owner) JudgeEntry(f *EntryFacts, p OwnershipPolicy) (typ string, belongs
 	for _, quoted := range f.refs {
 		if f.selfRef != nil && bytes.Equal(quoted, f.selfRef) && f.selfOwner.same(o) {
 			self++ // as the last time: the owner's own Patient
+			continue
+		}
+		if o.PatientID != "" && len(quoted) == len(`"Patient/"`)+len(o.PatientID) &&
+			string(quoted[:9]) == `"Patient/` && string(quoted[9:len(quoted)-1]) == o.PatientID {
+			self++ // "Patient/{the owner's id}", as servers write it: what ParseReference would find
 			continue
 		}
 		var ref string

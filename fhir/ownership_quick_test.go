@@ -122,11 +122,41 @@ func TestQuickBelongsAgreesWithBelongs(t *testing.T) {
 		`{"resource":{"resourceType":"Practitioner","name":[{"text":"\"reference\":\"Patient/p2\""}]}}`:                             true,
 		`{"resource":{"resourceType":"StructureDefinition","url":"x"}}`:                                                             false,
 		`{"resource":{"resourceType":"OperationOutcome","issue":[]}}`:                                                               true,
+		`{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p10"}}}`:                                         false,
+		`{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p"}}}`:                                           false,
+		`{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p1/_history/2"}}}`:                               true,
 	} {
 		_, got, decided := o.QuickBelongs([]byte(raw), p)
 		if !decided || got != want {
 			t.Errorf("QuickBelongs(%s) = %v, %v; want %v, true", raw, got, decided, want)
 		}
+	}
+}
+
+// TestJudgeEntryAllocatesNothingForTheOwner: judging a resource of a
+// known type whose Patient reference is the owner's, written as servers
+// write it ("Patient/{id}"), allocates nothing — a read's answer is
+// judged with facts of its own, so nothing is remembered from an entry
+// before. (Other references are read by ParseReference, the one home of
+// that rule, which allocates.)
+func TestJudgeEntryAllocatesNothingForTheOwner(t *testing.T) {
+	o := Owner{PatientID: "p1", Bases: []string{"https://x/fhir"}}
+	p := DefaultOwnershipPolicy()
+	var f EntryFacts
+	entry := []byte(`{"resource":{"resourceType":"Observation","status":"final","subject":{"reference":"Patient/p1"}}}`)
+	if _, err := ScanEntry(entry, &f); err != nil {
+		t.Fatal(err)
+	}
+	var belongs, decided bool
+	allocs := testing.AllocsPerRun(100, func() {
+		f.typ, f.selfRef = "", nil // as new facts
+		_, belongs, decided = o.JudgeEntry(&f, p)
+	})
+	if !belongs || !decided {
+		t.Fatalf("the owner's Observation: belongs %v, decided %v", belongs, decided)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations judging the owner's Observation, want none", allocs)
 	}
 }
 

@@ -215,3 +215,22 @@ func IsResourceType(t string) bool {
 	_, ok := index()[t]
 	return ok
 }
+
+// ResourceTypeOf returns the R4 resource type that b spells and whether
+// it spells one; the string is shared, so a caller reading types out of
+// JSON allocates nothing for them.
+func ResourceTypeOf(b []byte) (string, bool) {
+	typeNamesOnce.Do(func() {
+		typeNames = make(map[string]string, len(resourceTypes))
+		for _, t := range resourceTypes {
+			typeNames[t] = t
+		}
+	})
+	t, ok := typeNames[string(b)]
+	return t, ok
+}
+
+var (
+	typeNamesOnce sync.Once
+	typeNames     map[string]string // each resource type to itself
+)

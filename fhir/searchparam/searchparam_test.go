@@ -206,3 +206,18 @@ func TestResolvedComponents(t *testing.T) {
 		t.Error("ByURL found an unknown URL")
 	}
 }
+
+// TestResourceTypeOf: it knows exactly the resource types IsResourceType
+// knows, hands out the same string each time, and allocates nothing.
+func TestResourceTypeOf(t *testing.T) {
+	for _, typ := range append(ResourceTypes(), "", "observation", "Observations", "Patient ", "Bundle\x00") {
+		got, ok := ResourceTypeOf([]byte(typ))
+		if ok != IsResourceType(typ) || ok && got != typ {
+			t.Errorf("ResourceTypeOf(%q) = %q, %v; IsResourceType says %v", typ, got, ok, IsResourceType(typ))
+		}
+	}
+	b := []byte("Observation")
+	if allocs := testing.AllocsPerRun(100, func() { _, _ = ResourceTypeOf(b) }); allocs != 0 {
+		t.Errorf("%v allocations", allocs)
+	}
+}
