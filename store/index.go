@@ -43,6 +43,28 @@ import (
 // that would exceed it writes them, with its own, into the index in key
 // order (flushIndex), where they share leaves.
 //
+// The keys of parameters placed by a measured value (search.ValuePlaced:
+// an Observation's value-quantity and code-value-quantity, 4 of its ~14
+// keys) go elsewhere: their place in their parameter's run depends on
+// the value, so a transaction of 1 000 resources puts them at random
+// places in runs as long as the partition, and its commit rewrites
+// about every leaf of those runs (~2 300 of a 20 000-Observation
+// partition's, against ~300 for the other keys). They go to the type's
+// delta instead, a bucket that holds only those added since it was
+// last merged: a transaction rewrites the delta's few leaves, not the
+// index's many.
+//
+//	indexdelta/{type}:   tag key 0x00 id → (empty), as in index/{type}
+//	indexdelta: type 0x00 → the keys added to the delta since its merge
+//
+// Once more than maxDeltaKeys were added to it, the commit that adds
+// them moves the delta into the index in key order (mergeDelta) and
+// drops it: that commit rewrites the index's leaves that the keys land
+// on, as every commit did before, once for many commits. A key removed
+// is removed from both; a key may be in both (a resource written again
+// with the same value), and every read sees the index, the delta and
+// the log's changes over them as one set (indexView).
+//
 // A write computes the entries of the version it replaces from that
 // version's JSON (keys depend on nothing else) and removes them. A search
 // takes candidates from the most selective of its indexed filters, drops
@@ -50,17 +72,19 @@ import (
 // checks the rest with the full evaluator: the answer is the one a scan
 // gives.
 var (
-	bucketIndex    = []byte("index")
-	bucketIndexLog = []byte("indexlog")
+	bucketIndex      = []byte("index")
+	bucketIndexLog   = []byte("indexlog")
+	bucketIndexDelta = []byte("indexdelta")
 	// metaIndexVersion in the meta bucket holds search.IndexVersion() once
 	// every partition is indexed (Open rebuilds otherwise).
 	metaIndexVersion = []byte("index-version")
 )
 
-// indexLayout names the store's own part of the index layout (the log);
-// the meta bucket holds search.IndexVersion() and it, so a file written
-// by a store that knows no log is indexed again, and the other way round.
-const indexLayout = "log1"
+// indexLayout names the store's own part of the index layout (the log,
+// the delta); the meta bucket holds search.IndexVersion() and it, so a
+// file written by a store that knows no log or no delta is indexed
+// again, and the other way round.
+const indexLayout = "log1+delta1"
 
 // indexVersion is what metaIndexVersion holds once the indexes are built.
 func indexVersion() string { return search.IndexVersion() + "+" + indexLayout }
@@ -72,6 +96,12 @@ var (
 	maxLogCommit = 256
 	maxLogKeys   = 4096
 )
+
+// maxDeltaKeys bounds the keys added to a type's delta between two
+// merges (a variable for tests). A transaction of 1 000 Observations adds
+// ~4 000: the delta is merged at every fifth, and the four before it
+// rewrite at most its ~400 leaves each.
+var maxDeltaKeys = 16384
 
 // indexEntry is one key of one parameter (by tag) of a resource.
 type indexEntry struct {
@@ -447,11 +477,6 @@ func (p *ptx) writePending() error {
 	slices.Sort(types)
 	for _, typ := range types {
 		m := changes[typ]
-		ib, err := nestedBucket(p.part, bucketIndex, typ)
-		if err != nil {
-			return err
-		}
-		ib.FillPercent = appendFill
 		var keys []string
 		if m != nil {
 			keys = slices.Sorted(maps.Keys(m))
@@ -459,25 +484,120 @@ func (p *ptx) writePending() error {
 			keys = p.added[typ]
 			slices.Sort(keys)
 		}
-		size := 0
-		for _, k := range keys {
-			size += len(k)
+		if err := p.writeKeys(typ, keys, m); err != nil {
+			return err
 		}
-		// bbolt keeps the key slices until the commit: one buffer
-		// for all of them.
-		buf := make([]byte, 0, size)
-		for _, k := range keys {
-			buf = append(buf, k...)
-			key := buf[len(buf)-len(k):]
-			if m == nil || m[k] {
-				err = ib.Put(key, nil)
-			} else {
+	}
+	return nil
+}
+
+// writeKeys writes typ's index changes keys (in key order; present when
+// m is nil or m says so) to bbolt: into the index, those of parameters
+// placed by value into the delta (removed from both), which is merged
+// into the index once it has had more than maxDeltaKeys.
+func (p *ptx) writeKeys(typ string, keys []string, m map[string]bool) error {
+	ib, err := nestedBucket(p.part, bucketIndex, typ)
+	if err != nil {
+		return err
+	}
+	ib.FillPercent = appendFill
+	var db *bolt.Bucket // the delta, once a key goes to it
+	if parent := p.part.Bucket(bucketIndexDelta); parent != nil {
+		db = parent.Bucket([]byte(typ))
+	}
+	byValue := search.ValuePlaced(typ)
+	size := 0
+	for _, k := range keys {
+		size += len(k)
+	}
+	// bbolt keeps the key slices until the commit: one buffer for all
+	// of them.
+	buf := make([]byte, 0, size)
+	toDelta := 0
+	for _, k := range keys {
+		buf = append(buf, k...)
+		key := buf[len(buf)-len(k):]
+		present := m == nil || m[k]
+		tag := int(key[0])
+		switch delta := tag > 0 && tag <= len(byValue) && byValue[tag-1]; {
+		case delta && present:
+			if db == nil {
+				if db, err = nestedBucket(p.part, bucketIndexDelta, typ); err != nil {
+					return err
+				}
+			}
+			err = db.Put(key, nil)
+			toDelta++
+		case present:
+			err = ib.Put(key, nil)
+		default:
+			if db != nil {
+				err = db.Delete(key)
+			}
+			if err == nil {
 				err = ib.Delete(key)
 			}
-			if err != nil {
-				return fmt.Errorf("index %s/%s: %w", typ, idOfIndexKey(key), err)
-			}
 		}
+		if err != nil {
+			return fmt.Errorf("index %s/%s: %w", typ, idOfIndexKey(key), err)
+		}
+	}
+	if toDelta == 0 {
+		return nil
+	}
+	return p.countDelta(typ, ib, toDelta)
+}
+
+// countDelta adds n to the keys added to typ's delta since its last
+// merge, and merges it into the index ib once they are more than
+// maxDeltaKeys. The count is an upper bound of the delta's keys (a key
+// put twice or removed again still counts): it decides when to merge,
+// never what a search finds.
+func (p *ptx) countDelta(typ string, ib *bolt.Bucket, n int) error {
+	parent := p.part.Bucket(bucketIndexDelta)
+	countKey := append([]byte(typ), 0)
+	added, _ := binary.Uvarint(parent.Get(countKey))
+	added += uint64(n)
+	if added <= uint64(maxDeltaKeys) {
+		if err := parent.Put(countKey, binary.AppendUvarint(nil, added)); err != nil {
+			return fmt.Errorf("index delta %s: %w", typ, err)
+		}
+		return nil
+	}
+	if err := mergeDelta(parent, typ, ib); err != nil {
+		return err
+	}
+	if err := parent.Delete(countKey); err != nil {
+		return fmt.Errorf("index delta %s: %w", typ, err)
+	}
+	return nil
+}
+
+// mergeDelta moves the keys of typ's delta (a bucket of parent) into its
+// index ib, in key order, and drops the delta.
+func mergeDelta(parent *bolt.Bucket, typ string, ib *bolt.Bucket) error {
+	db := parent.Bucket([]byte(typ))
+	if db == nil {
+		return nil
+	}
+	// Copied: bbolt keeps a key until the commit, and the delta's pages
+	// are freed by DeleteBucket (their memory may be remapped).
+	var buf []byte
+	var ends []int
+	c := db.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		buf = append(buf, k...)
+		ends = append(ends, len(buf))
+	}
+	at := 0
+	for _, end := range ends {
+		if err := ib.Put(buf[at:end:end], nil); err != nil {
+			return fmt.Errorf("index %s: merge the delta: %w", typ, err)
+		}
+		at = end
+	}
+	if err := parent.DeleteBucket([]byte(typ)); err != nil {
+		return fmt.Errorf("index delta %s: %w", typ, err)
 	}
 	return nil
 }
@@ -685,39 +805,103 @@ func (c *overlayCache) put(key string, o *logOverlay) {
 }
 
 // indexView is one type's index as a transaction sees it: the index
-// bucket with the index log's changes over it.
+// bucket and the delta, with the index log's changes over them.
 type indexView struct {
 	b  *bolt.Bucket // nil when the type has no index bucket yet
+	d  *bolt.Bucket // the delta, nil when none
 	ov []overlayEntry
+	// dtags are the tags the delta holds keys of, in order (deltaTags).
+	dtags []byte
 }
 
-// cursor returns a new cursor on the view: bbolt's own when the log
-// changes nothing of the type.
+// newIndexView returns the view of index b and delta d (either may be
+// nil) with the log's changes ov over them.
+func newIndexView(b, d *bolt.Bucket, ov []overlayEntry) *indexView {
+	v := &indexView{b: b, d: d, ov: ov}
+	if d != nil {
+		c := d.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Seek([]byte{k[0] + 1}) {
+			v.dtags = append(v.dtags, k[0])
+			if k[0] == 0xff {
+				break
+			}
+		}
+		if v.dtags == nil { // emptied in this transaction
+			v.d = nil
+		}
+	}
+	return v
+}
+
+// cursor returns a new cursor on the view: bbolt's own when neither the
+// log nor the delta changes anything of the type.
 func (v *indexView) cursor() keyCursor {
-	if len(v.ov) == 0 && v.b != nil {
+	if len(v.ov) == 0 && v.d == nil && v.b != nil {
 		return boltKeys{v.b.Cursor()}
 	}
-	ic := &indexCursor{ov: v.ov}
+	ic := &indexCursor{ov: v.ov, dtags: v.dtags}
 	if v.b != nil {
 		ic.c = v.b.Cursor()
+	}
+	if v.d != nil {
+		ic.d = v.d.Cursor()
 	}
 	return ic
 }
 
+// has reports whether k is in the index or the delta (the log's changes
+// aside).
+func (v *indexView) has(k []byte) bool {
+	for _, b := range []*bolt.Bucket{v.b, v.d} {
+		if b != nil {
+			if at, _ := b.Cursor().Seek(k); bytes.Equal(at, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // indexCursor walks the keys of an indexView in order: those of the
-// index bucket that the log does not remove, and those the log adds.
+// index bucket and of the delta (a key in both once) that the log does
+// not remove, and those the log adds.
+//
+// Most of a type's tags have no key in the delta: a Seek into one of
+// them does not seek the delta, but notes where its next keys begin
+// (the first key of the next tag it holds keys of) and seeks there only
+// if the walk gets that far.
 type indexCursor struct {
-	c   *bolt.Cursor // nil: no index bucket
-	mk  []byte       // the bucket's current key, nil past the end
-	ov  []overlayEntry
-	oi  int    // the overlay's current position
-	cur []byte // the key last returned
+	c  *bolt.Cursor // nil: no index bucket
+	mk []byte       // the bucket's current key, nil past the end
+	d  *bolt.Cursor // nil: no delta
+	// dk is the delta's current key, nil past its end; while dwait, a
+	// bound instead: the delta holds no key before it not yet passed.
+	dk    []byte
+	dwait bool
+	dtags []byte
+	ov    []overlayEntry
+	oi    int    // the overlay's current position
+	cur   []byte // the key last returned
 }
 
 // Seek moves to the first key >= k and returns it (nil: none).
 func (ic *indexCursor) Seek(k []byte) []byte {
 	if ic.c != nil {
 		ic.mk, _ = ic.c.Seek(k)
+	}
+	if ic.d != nil {
+		ic.dk, ic.dwait = nil, false
+		tag := byte(0)
+		if len(k) > 0 {
+			tag = k[0]
+		}
+		i, found := slices.BinarySearch(ic.dtags, tag)
+		switch {
+		case found || len(k) == 0:
+			ic.dk, _ = ic.d.Seek(k)
+		case i < len(ic.dtags):
+			ic.dk, ic.dwait = []byte{ic.dtags[i]}, true
+		}
 	}
 	ic.oi, _ = slices.BinarySearchFunc(ic.ov, k, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
 	return ic.settle()
@@ -728,36 +912,50 @@ func (ic *indexCursor) Next() []byte {
 	if ic.cur == nil {
 		return nil
 	}
-	if ic.mk != nil && bytes.Equal(ic.mk, ic.cur) {
+	cur := ic.cur
+	if ic.mk != nil && bytes.Equal(ic.mk, cur) {
 		ic.mk, _ = ic.c.Next()
 	}
-	if ic.oi < len(ic.ov) && bytes.Equal(ic.ov[ic.oi].key, ic.cur) {
+	if !ic.dwait && ic.dk != nil && bytes.Equal(ic.dk, cur) {
+		ic.dk, _ = ic.d.Next()
+	}
+	if ic.oi < len(ic.ov) && bytes.Equal(ic.ov[ic.oi].key, cur) {
 		ic.oi++
 	}
 	return ic.settle()
 }
 
-// settle returns the smallest visible key at or after the two positions,
+// settle returns the smallest visible key at or after the positions,
 // stepping over the keys the log removes.
 func (ic *indexCursor) settle() []byte {
 	for {
-		hasO := ic.oi < len(ic.ov)
-		switch {
-		case ic.mk == nil && !hasO:
+		least := ic.mk
+		if ic.dk != nil && (least == nil || bytes.Compare(ic.dk, least) < 0) {
+			least = ic.dk
+		}
+		if ic.oi < len(ic.ov) && (least == nil || bytes.Compare(ic.ov[ic.oi].key, least) < 0) {
+			least = ic.ov[ic.oi].key
+		}
+		if ic.dwait && ic.dk != nil && bytes.Compare(ic.dk, least) <= 0 {
+			// The walk reached where the delta's keys go on.
+			ic.dk, _ = ic.d.Seek(ic.dk)
+			ic.dwait = false
+			continue
+		}
+		if least == nil {
 			ic.cur = nil
 			return nil
-		case !hasO || ic.mk != nil && bytes.Compare(ic.mk, ic.ov[ic.oi].key) < 0:
-			ic.cur = ic.mk
-			return ic.cur
 		}
-		e := ic.ov[ic.oi]
-		if e.present {
-			ic.cur = e.key
-			return ic.cur
+		if ic.oi >= len(ic.ov) || !bytes.Equal(ic.ov[ic.oi].key, least) || ic.ov[ic.oi].present {
+			ic.cur = least
+			return least
 		}
-		// Removed by the log: skip it here and in the bucket.
-		if ic.mk != nil && bytes.Equal(ic.mk, e.key) {
+		// Removed by the log: skip it here and in the buckets.
+		if ic.mk != nil && bytes.Equal(ic.mk, least) {
 			ic.mk, _ = ic.c.Next()
+		}
+		if ic.dk != nil && bytes.Equal(ic.dk, least) {
+			ic.dk, _ = ic.d.Next()
 		}
 		ic.oi++
 	}
@@ -896,14 +1094,17 @@ func (p *ptx) indexBucket(typ string) (*indexView, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tb *bolt.Bucket
+	var tb, db *bolt.Bucket
 	if b := p.part.Bucket(bucketIndex); b != nil {
 		tb = b.Bucket([]byte(typ))
 	}
-	if tb == nil && len(ov) == 0 {
+	if b := p.part.Bucket(bucketIndexDelta); b != nil {
+		db = b.Bucket([]byte(typ))
+	}
+	if tb == nil && db == nil && len(ov) == 0 {
 		return nil, nil
 	}
-	return &indexView{b: tb, ov: ov}, nil
+	return newIndexView(tb, db, ov), nil
 }
 
 // indexBatch is how many resources one transaction indexes while Open
@@ -950,7 +1151,7 @@ func (db *DB) buildIndexes(logf func(string, ...any)) error {
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, key := range parts {
 			b := tx.Bucket(partitionBucketName(key))
-			for _, name := range [][]byte{bucketIndex, bucketIndexLog} {
+			for _, name := range [][]byte{bucketIndex, bucketIndexLog, bucketIndexDelta} {
 				if b.Bucket(name) != nil {
 					if err := b.DeleteBucket(name); err != nil {
 						return fmt.Errorf("drop the indexes of partition %s: %w", key, err)

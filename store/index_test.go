@@ -428,9 +428,26 @@ func openSteppingDB(t *testing.T) *DB {
 }
 
 func TestIndexAgreesWithScan(t *testing.T) {
+	t.Run("delta", func(t *testing.T) { indexAgreesWithScan(t, false) })
+	// The first commit's keys placed by value (~300) merged into the
+	// index, the second's (updates, ~190) kept in the delta: the
+	// searches after it read both.
+	t.Run("delta merged", func(t *testing.T) {
+		withDeltaBound(t, 250)
+		indexAgreesWithScan(t, true)
+	})
+}
+
+// indexAgreesWithScan is TestIndexAgreesWithScan; merged says that the
+// first commit's keys placed by value are merged into the index and the
+// second's are not.
+func indexAgreesWithScan(t *testing.T, merged bool) {
 	db := openSteppingDB(t)
 	rng := rand.New(rand.NewPCG(14, 2026))
 	ixData(t, db, rng, 240)
+	if _, delta, _ := deltaState(t, db); merged != (len(delta) == 0) {
+		t.Fatalf("after the first commit %d keys in the delta (merged: %v)", len(delta), merged)
+	}
 	queries := ixQueries(rng, 700)
 	indexed, vouched, hits := ixCompare(t, db, queries)
 	t.Logf("%d queries, %d served by the index (%d with candidates it vouches for, not evaluated), %d hits in all", len(queries), indexed, vouched, hits)
@@ -441,6 +458,11 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	// Updates and deletions move and drop index entries in the same
 	// transaction: rewrite half with other values, delete a quarter.
 	ixData(t, db, rng, 120)
+	if index, delta, _ := deltaState(t, db); len(delta) == 0 || merged != slices.ContainsFunc(index, func(k string) bool {
+		return k[0] > 0 && search.ValuePlaced("Observation")[k[0]-1]
+	}) {
+		t.Fatalf("after the second commit %d keys in the delta (merged: %v)", len(delta), merged)
+	}
 	err := db.update(defaultPartitionKey, func(p *ptx) error {
 		for i := 0; i < 240; i += 4 {
 			prev, err := p.current("Observation", fmt.Sprintf("o%d", i))

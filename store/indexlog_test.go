@@ -53,18 +53,26 @@ func logState(t *testing.T, db *DB) (records, indexed int) {
 // the same generated data and queries as TestIndexAgreesWithScan, written
 // as one large commit, then many small ones (updates of the first
 // resources, deletions; searched in between), with every change logged, with the log merged
-// every few commits, and with no log.
+// every few commits, and with no log; and with the keys placed by value
+// kept in the delta (the default bound) or the delta merged every few
+// commits.
 func TestIndexLogAgreesWithScan(t *testing.T) {
 	for _, c := range []struct {
 		name         string
 		commit, keys int
+		delta        int // maxDeltaKeys, 0: as is
 	}{
-		{"logged", 1 << 30, 1 << 30},
-		{"merged", 200, 1500},
-		{"direct", -1, 0},
+		{"logged", 1 << 30, 1 << 30, 0},
+		{"merged", 200, 1500, 0},
+		{"direct", -1, 0, 0},
+		{"merged, delta merged", 200, 1500, 60},
+		{"direct, delta merged", -1, 0, 150},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			withLogBounds(t, c.commit, c.keys)
+			if c.delta > 0 {
+				withDeltaBound(t, c.delta)
+			}
 			db := openSteppingDB(t)
 			rng := rand.New(rand.NewPCG(14, 4))
 			ixData(t, db, rng, 100)
@@ -91,7 +99,7 @@ func TestIndexLogAgreesWithScan(t *testing.T) {
 				}
 			}
 			records, indexed := logState(t, db)
-			switch c.name {
+			switch strings.Split(c.name, ",")[0] {
 			case "logged":
 				if records == 0 || indexed != 0 {
 					t.Fatalf("every change should be in the log: %d records, %d keys indexed", records, indexed)

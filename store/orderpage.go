@@ -169,29 +169,38 @@ func distinctIDs(ib *indexView, values []search.KeyRange) int {
 }
 
 // countPrefix counts the keys of ib that start with prefix: those of the
-// index bucket, read with bbolt's own cursor, corrected by the index
-// log's changes under prefix (a key the log adds that the bucket lacks,
-// one it removes that the bucket has), each looked up in the bucket. The
-// log holds few changes; merging it into every step of a count of 100 000
-// keys doubled the count's time.
+// index bucket, read with bbolt's own cursor, and those of the delta
+// that the bucket lacks, corrected by the index log's changes under
+// prefix (a key the log adds that neither holds, one it removes that
+// one holds), each looked up. The log and the delta hold few keys;
+// merging them into every step of a count of 100 000 keys doubled the
+// count's time.
 func countPrefix(ib *indexView, prefix []byte) int {
 	n := 0
-	var c *bolt.Cursor
 	if ib.b != nil {
-		c = ib.b.Cursor()
+		c := ib.b.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			n++
+		}
+	}
+	if ib.d != nil {
+		var c *bolt.Cursor
+		if ib.b != nil {
+			c = ib.b.Cursor()
+		}
+		dc := ib.d.Cursor()
+		for k, _ := dc.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = dc.Next() {
+			if c == nil {
+				n++
+			} else if at, _ := c.Seek(k); !bytes.Equal(at, k) {
+				n++
+			}
 		}
 	}
 	i, _ := slices.BinarySearchFunc(ib.ov, prefix, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
 	for ; i < len(ib.ov) && bytes.HasPrefix(ib.ov[i].key, prefix); i++ {
 		e := ib.ov[i]
-		inBucket := false
-		if c != nil {
-			k, _ := c.Seek(e.key)
-			inBucket = bytes.Equal(k, e.key)
-		}
-		switch {
+		switch inBucket := ib.has(e.key); {
 		case e.present && !inBucket:
 			n++
 		case !e.present && inBucket:
@@ -264,23 +273,35 @@ func walkOrder(ib *indexView, tag byte, desc bool, want int, member func(id []by
 }
 
 // backKeys walks the keys of an indexView backwards: those of the index
-// bucket that the index log does not remove, and those the log adds (the
-// mirror of indexCursor). A key is only valid until the walk moves. Its
-// bbolt cursor steps back with cursorPrev: inside a write transaction
-// that removed keys, a plain Prev can stop short.
+// bucket and of the delta (a key in both once) that the index log does
+// not remove, and those the log adds (the mirror of indexCursor, which
+// says how the delta is skipped where it holds nothing). A key is only
+// valid until the walk moves. Its bbolt cursors step back with
+// cursorPrev: inside a write transaction that removed keys, a plain Prev
+// can stop short.
 type backKeys struct {
-	c   *bolt.Cursor // nil: no index bucket
-	mk  []byte       // the bucket's current key, nil before the start
-	ov  []overlayEntry
-	oi  int    // the overlay's current position, -1 before the start
-	cur []byte // the key last returned
+	c  *bolt.Cursor // nil: no index bucket
+	mk []byte       // the bucket's current key, nil before the start
+	d  *bolt.Cursor // nil: no delta
+	// dk is the delta's current key, nil before its start; while dwait,
+	// a bound instead: the delta holds no key at or after it not yet
+	// passed.
+	dk    []byte
+	dwait bool
+	dtags []byte
+	ov    []overlayEntry
+	oi    int    // the overlay's current position, -1 before the start
+	cur   []byte // the key last returned
 }
 
 // newBackKeys returns a backward walk of ix.
 func newBackKeys(ix *indexView) *backKeys {
-	bk := &backKeys{ov: ix.ov}
+	bk := &backKeys{ov: ix.ov, dtags: ix.dtags}
 	if ix.b != nil {
 		bk.c = ix.b.Cursor()
+	}
+	if ix.d != nil {
+		bk.d = ix.d.Cursor()
 	}
 	return bk
 }
@@ -289,6 +310,23 @@ func newBackKeys(ix *indexView) *backKeys {
 func (bk *backKeys) Before(k []byte) []byte {
 	if bk.c != nil {
 		bk.mk, _ = cursorBefore(bk.c, k)
+	}
+	if bk.d != nil {
+		bk.dk, bk.dwait = nil, false
+		tag := byte(0xff)
+		if len(k) > 0 {
+			tag = k[0]
+		}
+		// The last tag at or before k's that the delta holds keys of.
+		i, found := slices.BinarySearch(bk.dtags, tag)
+		switch {
+		case found || len(k) == 0:
+			bk.dk, _ = cursorBefore(bk.d, k)
+		case i > 0 && bk.dtags[i-1] < 0xff:
+			bk.dk, bk.dwait = []byte{bk.dtags[i-1] + 1}, true
+		case i > 0:
+			bk.dk, _ = cursorBefore(bk.d, k)
+		}
 	}
 	i, _ := slices.BinarySearchFunc(bk.ov, k, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
 	bk.oi = i - 1
@@ -300,36 +338,51 @@ func (bk *backKeys) Prev() []byte {
 	if bk.cur == nil {
 		return nil
 	}
-	if bk.mk != nil && bytes.Equal(bk.mk, bk.cur) {
+	cur := bk.cur
+	if bk.mk != nil && bytes.Equal(bk.mk, cur) {
 		bk.mk, _ = cursorPrev(bk.c, bk.mk)
 	}
-	if bk.oi >= 0 && bytes.Equal(bk.ov[bk.oi].key, bk.cur) {
+	if !bk.dwait && bk.dk != nil && bytes.Equal(bk.dk, cur) {
+		bk.dk, _ = cursorPrev(bk.d, bk.dk)
+	}
+	if bk.oi >= 0 && bytes.Equal(bk.ov[bk.oi].key, cur) {
 		bk.oi--
 	}
 	return bk.settle()
 }
 
-// settle returns the largest visible key at or before the two positions,
+// settle returns the largest visible key at or before the positions,
 // stepping over the keys the log removes.
 func (bk *backKeys) settle() []byte {
 	for {
-		hasO := bk.oi >= 0
-		switch {
-		case bk.mk == nil && !hasO:
+		most := bk.mk
+		if bk.oi >= 0 && (most == nil || bytes.Compare(bk.ov[bk.oi].key, most) > 0) {
+			most = bk.ov[bk.oi].key
+		}
+		if bk.dwait && (most == nil || bytes.Compare(most, bk.dk) < 0) {
+			// The walk reached where the delta's keys go on (before
+			// the bound; while most is at or past it, most is larger
+			// than any of them).
+			bk.dk, _ = cursorBefore(bk.d, bk.dk)
+			bk.dwait = false
+		}
+		if !bk.dwait && bk.dk != nil && (most == nil || bytes.Compare(bk.dk, most) > 0) {
+			most = bk.dk
+		}
+		if most == nil {
 			bk.cur = nil
 			return nil
-		case !hasO || bk.mk != nil && bytes.Compare(bk.mk, bk.ov[bk.oi].key) > 0:
-			bk.cur = bk.mk
-			return bk.cur
 		}
-		e := bk.ov[bk.oi]
-		if e.present {
-			bk.cur = e.key
-			return bk.cur
+		if bk.oi < 0 || !bytes.Equal(bk.ov[bk.oi].key, most) || bk.ov[bk.oi].present {
+			bk.cur = most
+			return most
 		}
-		// Removed by the log: skip it here and in the bucket.
-		if bk.mk != nil && bytes.Equal(bk.mk, e.key) {
+		// Removed by the log: skip it here and in the buckets.
+		if bk.mk != nil && bytes.Equal(bk.mk, most) {
 			bk.mk, _ = cursorPrev(bk.c, bk.mk)
+		}
+		if !bk.dwait && bk.dk != nil && bytes.Equal(bk.dk, most) {
+			bk.dk, _ = cursorPrev(bk.d, bk.dk)
 		}
 		bk.oi--
 	}

@@ -119,6 +119,17 @@ func IndexTags(resourceType, code string) ([]byte, bool) {
 // The slice is shared: do not modify it.
 func KeysOf(resourceType string) []bool { return keyPlanOf(resourceType).stored }
 
+// ValuePlaced reports, for each of IndexedParams(resourceType), whether
+// its keys are ordered by a measured value: a quantity's or a number's,
+// alone or paired with a code (an Observation's value-quantity and
+// code-value-quantity). Such a key's place among the parameter's keys
+// depends on the value, not on when the resource was written, so a
+// store's writes of them land at random places of long runs, where
+// the keys of other parameters (a code's, a subject's, a date's, each
+// value's followed by an id that rises with time) mostly land at the
+// end of their value's run. The slice is shared: do not modify it.
+func ValuePlaced(resourceType string) []bool { return keyPlanOf(resourceType).byValue }
+
 // KeyRange is the keys k with Lo <= k < Hi, byte-wise. Exact says that
 // every resource with a key in the range matches the filter value the
 // range was made for (else the evaluator decides).
@@ -250,6 +261,9 @@ type keyPlan struct {
 	exprs []*fhirpath.Expr
 	// stored[i] is unionOf[i] == nil (KeysOf).
 	stored []bool
+	// byValue[i] says that params[i]'s keys are placed by a measured
+	// value (ValuePlaced).
+	byValue []bool
 }
 
 var keyPlans sync.Map // resource type → *keyPlan
@@ -315,6 +329,13 @@ func keyPlanOf(resourceType string) *keyPlan {
 	plan.stored = make([]bool, len(params))
 	for i, of := range plan.unionOf {
 		plan.stored[i] = of == nil
+	}
+	plan.byValue = make([]bool, len(params))
+	for i, p := range params {
+		if pp := plan.pairOf[i]; pp != nil {
+			p = params[pp[1]]
+		}
+		plan.byValue[i] = p.Type == searchparam.TypeQuantity || p.Type == searchparam.TypeNumber
 	}
 	v, _ := keyPlans.LoadOrStore(resourceType, plan)
 	return v.(*keyPlan)

@@ -248,3 +248,32 @@ func inRanges(v []byte, ranges []KeyRange) bool {
 		return bytes.Compare(r.Lo, key) <= 0 && bytes.Compare(key, r.Hi) < 0
 	})
 }
+
+// The parameters whose keys a measured value places: quantities and
+// numbers, and the composites pairing a code with one; not tokens,
+// references, dates or a code paired with a concept.
+func TestValuePlaced(t *testing.T) {
+	want := map[string]map[string]bool{
+		"Observation": {"value-quantity": true, "component-value-quantity": true, "code-value-quantity": true,
+			"combo-value-quantity": true, "code": false, "date": false, "subject": false, "code-value-concept": false,
+			"code-value-date": false, "_lastUpdated": false},
+		"RiskAssessment": {"probability": true, "subject": false},
+	}
+	for typ, params := range want {
+		placed := ValuePlaced(typ)
+		seen := 0
+		for i, p := range IndexedParams(typ) {
+			w, ok := params[p.Code]
+			if !ok {
+				continue
+			}
+			seen++
+			if placed[i] != w {
+				t.Errorf("%s %s: placed by value %v, want %v", typ, p.Code, placed[i], w)
+			}
+		}
+		if seen != len(params) {
+			t.Errorf("%s: %d of %d parameters indexed", typ, seen, len(params))
+		}
+	}
+}
