@@ -479,17 +479,47 @@ func (p *ptx) writePending() error {
 		m := changes[typ]
 		var keys []string
 		if m != nil {
-			keys = slices.Sorted(maps.Keys(m))
+			keys = slices.Collect(maps.Keys(m))
 		} else { // only added, each once
 			keys = p.added[typ]
-			slices.Sort(keys)
 		}
+		keys = sortKeys(keys)
 		if err := p.writeKeys(typ, keys, m); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// sortKeys returns keys sorted (in keys itself or a new slice). A
+// transaction of 1 000 Observations writes ~14 000 keys, whose sort
+// (~3 ms) waits for nothing but the cores: many keys are sorted in two
+// halves at once, on the transaction's goroutine and another (the key
+// workers are done by then), and the halves merged.
+func sortKeys(keys []string) []string {
+	if len(keys) < parallelSortMin || runtime.GOMAXPROCS(0) < 2 {
+		slices.Sort(keys)
+		return keys
+	}
+	a, b := keys[:len(keys)/2], keys[len(keys)/2:]
+	var wg sync.WaitGroup
+	wg.Go(func() { slices.Sort(b) })
+	slices.Sort(a)
+	wg.Wait()
+	out := make([]string, 0, len(keys))
+	for len(a) > 0 && len(b) > 0 {
+		if b[0] < a[0] {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}
+
+// parallelSortMin is the fewest keys sortKeys sorts in two halves (a
+// variable for tests).
+var parallelSortMin = 4096
 
 // writeKeys writes typ's index changes keys (in key order; present when
 // m is nil or m says so) to bbolt: into the index, those of parameters

@@ -252,3 +252,26 @@ func TestValueKeysGoToTheDelta(t *testing.T) {
 		t.Fatalf("after the deletions value-quantity=gt104 found %v, want the last one", got)
 	}
 }
+
+// sortKeys sorts, in two halves or not, whatever the lengths and
+// whichever half holds the smallest keys.
+func TestSortKeys(t *testing.T) {
+	old := parallelSortMin
+	t.Cleanup(func() { parallelSortMin = old })
+	rng := rand.New(rand.NewPCG(14, 5))
+	for round := range 200 {
+		parallelSortMin = []int{1, 2, 5, 1 << 30}[round%4]
+		keys := make([]string, rng.IntN(300))
+		for i := range keys {
+			keys[i] = fmt.Sprintf("%c%d", 'a'+rng.IntN(3), rng.IntN(1000))
+		}
+		if round%5 == 0 { // sorted halves, the second before the first
+			slices.Sort(keys)
+			keys = append(keys[len(keys)/2:], keys[:len(keys)/2]...)
+		}
+		want := slices.Sorted(slices.Values(keys))
+		if got := sortKeys(keys); !slices.Equal(got, want) {
+			t.Fatalf("round %d: sortKeys(%d keys) = %q, want %q", round, len(keys), got, want)
+		}
+	}
+}
