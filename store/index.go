@@ -44,12 +44,13 @@ import (
 // order (flushIndex), where they share leaves.
 //
 // The keys of parameters placed by a measured value (search.ValuePlaced:
-// an Observation's value-quantity and code-value-quantity, 4 of its ~14
+// an Observation's value-quantity and code-value-quantity, 2 of its ~12
 // keys) go elsewhere: their place in their parameter's run depends on
 // the value, so a transaction of 1 000 resources puts them at random
 // places in runs as long as the partition, and its commit rewrites
-// about every leaf of those runs (~2 300 of a 20 000-Observation
-// partition's, against ~300 for the other keys). They go to the type's
+// about every leaf of those runs (with index version 6's 4 such keys,
+// ~2 300 page writes of a transaction into a 20 000-Observation
+// partition, against ~300 for the other keys). They go to the type's
 // delta instead, a bucket that holds only those added since it was
 // last merged: a transaction rewrites the delta's few leaves, not the
 // index's many.
@@ -99,7 +100,7 @@ var (
 
 // maxDeltaKeys bounds the keys added to a type's delta between two
 // merges (a variable for tests). A transaction of 1 000 Observations adds
-// ~4 000: the delta is merged at every fifth, and the four before it
+// ~2 000: the delta is merged at every ninth, and the eight before it
 // rewrite at most its ~400 leaves each.
 var maxDeltaKeys = 16384
 

@@ -429,11 +429,11 @@ func openSteppingDB(t *testing.T) *DB {
 
 func TestIndexAgreesWithScan(t *testing.T) {
 	t.Run("delta", func(t *testing.T) { indexAgreesWithScan(t, false) })
-	// The first commit's keys placed by value (~300) merged into the
-	// index, the second's (updates, ~190) kept in the delta: the
+	// The first commit's keys placed by value (~150) merged into the
+	// index, the second's (updates, ~90) kept in the delta: the
 	// searches after it read both.
 	t.Run("delta merged", func(t *testing.T) {
-		withDeltaBound(t, 250)
+		withDeltaBound(t, 120)
 		indexAgreesWithScan(t, true)
 	})
 }

@@ -189,7 +189,7 @@ func deltaState(t *testing.T, db *DB) (index, delta []string, added uint64) {
 // searches by value find the same before and after the merge.
 func TestValueKeysGoToTheDelta(t *testing.T) {
 	withLogBounds(t, -1, 0) // every commit's keys into the index and the delta
-	withDeltaBound(t, 18)
+	withDeltaBound(t, 9)
 	s := newTestServer(t)
 	placed := search.ValuePlaced("Observation")
 	byValue := func(k string) bool { return k[0] > 0 && placed[k[0]-1] }
@@ -206,16 +206,16 @@ func TestValueKeysGoToTheDelta(t *testing.T) {
 		slices.Sort(ids)
 		return ids
 	}
-	// Each Observation has 4 keys placed by value (value-quantity and
-	// code-value-quantity, low and high): four fill the delta to 16.
+	// Each Observation has 2 keys placed by value (value-quantity and
+	// code-value-quantity, a point each): four fill the delta to 8.
 	var ids []string
 	for v := range 4 {
 		r := s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", obs(100+v*3))
 		ids = append(ids, str(r.JSON(t), "id"))
 	}
 	index, delta, added := deltaState(t, s.db)
-	if len(delta) != 16 || added != 16 || slices.ContainsFunc(delta, func(k string) bool { return !byValue(k) }) {
-		t.Fatalf("want the 16 keys placed by value in the delta: %d keys, %d added: %q", len(delta), added, delta)
+	if len(delta) != 8 || added != 8 || slices.ContainsFunc(delta, func(k string) bool { return !byValue(k) }) {
+		t.Fatalf("want the 8 keys placed by value in the delta: %d keys, %d added: %q", len(delta), added, delta)
 	}
 	if len(index) == 0 || slices.ContainsFunc(index, byValue) {
 		t.Fatalf("want the other keys in the index, none placed by value: %q", index)
@@ -245,8 +245,8 @@ func TestValueKeysGoToTheDelta(t *testing.T) {
 			t.Fatalf("key %q of a deleted resource is left", k)
 		}
 	}
-	if len(delta) != 4 {
-		t.Fatalf("want the last resource's 4 keys in the delta, got %q", delta)
+	if len(delta) != 2 {
+		t.Fatalf("want the last resource's 2 keys in the delta, got %q", delta)
 	}
 	if got := search(); len(got) != 1 {
 		t.Fatalf("after the deletions value-quantity=gt104 found %v, want the last one", got)

@@ -48,6 +48,7 @@ const (
 	kindHigh     = 'h' // high end of a date range or number interval
 	kindOrder    = 'o' // the value a resource sorts by (dates)
 	kindInverted = 'w' // a date range or interval that ends before it starts
+	kindPoint    = 'n' // a number that is a point: its low and high key in one (pointAlso)
 	// kindPair ('p', pairindex.go) starts a composite's pair key.
 )
 
@@ -55,7 +56,8 @@ const maxIndexValue = 128
 
 // IndexVersion names the key layout (4: with pair keys; 5: a union's keys
 // not stored, see KeysOf; 6: a date's low key that its order key repeats
-// not stored, see lowAlsoOrder) and the indexed parameters of every type
+// not stored, see lowAlsoOrder; 7: a number that is a point has one key,
+// see pointKey) and the indexed parameters of every type
 // (IndexedParams, whose positions a store may use as short tags). A store
 // that finds indexes of another version rebuilds them.
 func IndexVersion() string {
@@ -68,7 +70,7 @@ func IndexVersion() string {
 				h.Write([]byte(p.Code + " " + p.Type + " " + p.Expression))
 			}
 		}
-		indexVersion = fmt.Sprintf("6-%08x", h.Sum32())
+		indexVersion = fmt.Sprintf("7-%08x", h.Sum32())
 	})
 	return indexVersion
 }
@@ -460,11 +462,20 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 				add(kindHigh, string(timeKey(r.hi)))
 			}
 		case searchparam.TypeNumber, searchparam.TypeQuantity:
+			// The low and high keys of an interval, one point key when
+			// they are a point's (pointKey).
+			interval := func(lo, hi string) {
+				if pk, ok := pointKey(lo, hi); ok {
+					add(kindPoint, pk)
+				} else {
+					add(kindLow, lo)
+					add(kindHigh, hi)
+				}
+			}
 			if f, m, ok := pointFloat(n.Value); ok {
 				// What intervalsOf gives, the point first.
 				if lo, hi, ok := floatKeys(f); ok {
-					add(kindLow, lo)
-					add(kindHigh, hi)
+					interval(lo, hi)
 				}
 				if m == nil {
 					continue
@@ -473,8 +484,7 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 					if iv.lo != nil && iv.hi != nil && iv.lo.Cmp(iv.hi) > 0 {
 						add(kindInverted, "")
 					}
-					add(kindLow, string(ratKey(iv.lo, false)))
-					add(kindHigh, string(ratKey(iv.hi, true)))
+					interval(string(ratKey(iv.lo, false)), string(ratKey(iv.hi, true)))
 				}
 				continue
 			}
@@ -482,8 +492,7 @@ func keysOfNodes(p *searchparam.Param, nodes []fhirpath.Node) [][]byte {
 				if iv.lo != nil && iv.hi != nil && iv.lo.Cmp(iv.hi) > 0 {
 					add(kindInverted, "")
 				}
-				add(kindLow, string(ratKey(iv.lo, false)))
-				add(kindHigh, string(ratKey(iv.hi, true)))
+				interval(string(ratKey(iv.lo, false)), string(ratKey(iv.hi, true)))
 			}
 		}
 	}
@@ -521,6 +530,79 @@ func lowAlsoOrder(ranges []KeyRange) []KeyRange {
 		ranges = append(ranges, o)
 	}
 	return ranges
+}
+
+// pointKey returns the value of a point's key (kindPoint) that stands for
+// a low key of value lo and a high key of value hi (ratKey's): lo, then 0
+// when hi is lo (a number a float64 holds) or 1 when hi is the float after
+// lo (0.1, 101.2: the two floats around it). ok is false otherwise (an
+// interval wider than that: its two keys are kept).
+//
+// A point's low and high keys are one key so (index version 7): the
+// values a measured quantity takes are random, so every key of one lands
+// at a random place of a long run, and two such keys cost a write twice
+// what one does (see store's delta). A number's ranges of low or high
+// keys read the point keys whose low or high value lies in them too
+// (pointAlso).
+func pointKey(lo, hi string) (string, bool) {
+	if len(lo) != 8 || len(hi) != 8 {
+		return "", false
+	}
+	l, h := binary.BigEndian.Uint64([]byte(lo)), binary.BigEndian.Uint64([]byte(hi))
+	switch {
+	case h == l:
+		return lo + "\x00", true
+	case h == l+1:
+		return lo + "\x01", true
+	}
+	return "", false
+}
+
+// pointAlso adds to a number's key ranges the ranges of point keys
+// (pointKey) standing for the keys of the ranges of low or high keys:
+// a point key of value v and step d stands for a low key of value v and
+// a high key of value v+d (the key values read as big-endian integers,
+// which order them as the numbers), and both v and v+d rise with the
+// point key, so the point keys whose low (high) value lies in a range
+// are a range too, Exact as the range is.
+func pointAlso(ranges []KeyRange) []KeyRange {
+	for _, r := range ranges {
+		if len(r.Lo) == 0 || r.Lo[0] != kindLow && r.Lo[0] != kindHigh {
+			continue
+		}
+		ranges = append(ranges, KeyRange{Lo: pointBound(r.Lo), Hi: pointBound(r.Hi), Exact: r.Exact})
+	}
+	return ranges
+}
+
+// pointBound returns, for a bound b of a range of low or high keys (the
+// kind alone: before all of them; the kind after it: after all of them;
+// the kind and a value: before the keys of that value; followed by 0x01:
+// after them), the least point key whose low or high key is at or after
+// b.
+func pointBound(b []byte) []byte {
+	kind := b[0]
+	if len(b) < 9 {
+		if len(b) == 1 && (b[0] == kindLow || b[0] == kindHigh) {
+			return []byte{kindPoint}
+		}
+		return []byte{kindPoint + 1}
+	}
+	t := binary.BigEndian.Uint64(b[1:9])
+	if len(b) > 9 && b[9] > 0 { // after the keys of value t
+		if t == math.MaxUint64 {
+			return []byte{kindPoint + 1}
+		}
+		t++
+	}
+	// The least point (v, d) with v >= t (low) or v+d >= t (high).
+	switch {
+	case kind == kindLow:
+		return binary.BigEndian.AppendUint64([]byte{kindPoint}, t)
+	case t == 0:
+		return []byte{kindPoint}
+	}
+	return append(binary.BigEndian.AppendUint64([]byte{kindPoint}, t-1), 1)
 }
 
 // pointFloat returns the float64 a number or quantity node holds as a
@@ -898,19 +980,23 @@ func valueRanges(p *searchparam.Param, modifier, raw string) (ranges []KeyRange,
 		if err != nil {
 			return nil, false
 		}
+		var r KeyRange
 		switch pre {
 		case prefixEq:
-			return []KeyRange{between(kindLow, ratKey(s.lo, false), ratKey(s.hi, true))}, true
+			r = between(kindLow, ratKey(s.lo, false), ratKey(s.hi, true))
 		case prefixGe, prefixGt:
-			return []KeyRange{atLeast(kindHigh, ratKey(s.value, false))}, true
+			r = atLeast(kindHigh, ratKey(s.value, false))
 		case prefixSa:
-			return []KeyRange{atLeast(kindLow, ratKey(s.value, false))}, true
+			r = atLeast(kindLow, ratKey(s.value, false))
 		case prefixLe, prefixLt:
-			return []KeyRange{atMost(kindLow, ratKey(s.value, true))}, true
+			r = atMost(kindLow, ratKey(s.value, true))
 		case prefixEb:
-			return []KeyRange{atMost(kindHigh, ratKey(s.value, true))}, true
+			r = atMost(kindHigh, ratKey(s.value, true))
+		default:
+			return nil, false
 		}
-		return nil, false
+		// A point's low and high key are one key (pointAlso).
+		return pointAlso([]KeyRange{r}), true
 	}
 	return nil, false
 }
