@@ -943,6 +943,18 @@ func (ic *indexCursor) Next() []byte {
 	if ic.cur == nil {
 		return nil
 	}
+	if ic.oi >= len(ic.ov) && (ic.dk == nil || ic.dwait) && ic.mk != nil {
+		// Only the bucket's keys are left before the delta's bound (a
+		// single tag byte): the walk of a tag the delta holds nothing
+		// of, as fast as bbolt's own.
+		k, _ := ic.c.Next()
+		ic.mk = k
+		if k != nil && (ic.dk == nil || k[0] < ic.dk[0]) {
+			ic.cur = k
+			return k
+		}
+		return ic.settle()
+	}
 	cur := ic.cur
 	if ic.mk != nil && bytes.Equal(ic.mk, cur) {
 		ic.mk, _ = ic.c.Next()
