@@ -59,8 +59,8 @@ import (
 //	indexdelta: type 0x00 → the keys added to the delta since its merge
 //
 // Once more than maxDeltaKeys were added to it, the commit that adds
-// them moves the delta into the index in key order (mergeDelta) and
-// drops it: that commit rewrites the index's leaves that the keys land
+// them writes its own changes and the delta's keys into the index in one
+// key order (mergeDelta) and drops the delta: that commit rewrites the index's leaves that the keys land
 // on, as every commit did before, once for many commits. A key removed
 // is removed from both; a key may be in both (a resource written again
 // with the same value), and every read sees the index, the delta and
@@ -524,19 +524,42 @@ var parallelSortMin = 4096
 
 // writeKeys writes typ's index changes keys (in key order; present when
 // m is nil or m says so) to bbolt: into the index, those of parameters
-// placed by value into the delta (removed from both), which is merged
-// into the index once it has had more than maxDeltaKeys.
+// placed by value into the delta (removed from both). The changes that
+// would take the keys added to the delta since its last merge past
+// maxDeltaKeys are written with the delta's keys into the index instead
+// (mergeDelta).
 func (p *ptx) writeKeys(typ string, keys []string, m map[string]bool) error {
 	ib, err := nestedBucket(p.part, bucketIndex, typ)
 	if err != nil {
 		return err
 	}
 	ib.FillPercent = appendFill
-	var db *bolt.Bucket // the delta, once a key goes to it
-	if parent := p.part.Bucket(bucketIndexDelta); parent != nil {
-		db = parent.Bucket([]byte(typ))
-	}
 	byValue := search.ValuePlaced(typ)
+	toDelta := func(k string) bool {
+		tag := int(k[0])
+		return tag > 0 && tag <= len(byValue) && byValue[tag-1]
+	}
+	present := func(k string) bool { return m == nil || m[k] }
+	added := 0
+	for _, k := range keys {
+		if toDelta(k) && present(k) {
+			added++
+		}
+	}
+	// The count of keys added since the merge is an upper bound of the
+	// delta's keys (a key put twice or removed again still counts): it
+	// decides when to merge, never what a search finds.
+	var db *bolt.Bucket
+	var count uint64
+	countKey := append([]byte(typ), 0)
+	parent := p.part.Bucket(bucketIndexDelta)
+	if parent != nil {
+		db = parent.Bucket([]byte(typ))
+		count, _ = binary.Uvarint(parent.Get(countKey))
+	}
+	if count+uint64(added) > uint64(maxDeltaKeys) {
+		return mergeDelta(parent, db, ib, typ, keys, present)
+	}
 	size := 0
 	for _, k := range keys {
 		size += len(k)
@@ -544,22 +567,18 @@ func (p *ptx) writeKeys(typ string, keys []string, m map[string]bool) error {
 	// bbolt keeps the key slices until the commit: one buffer for all
 	// of them.
 	buf := make([]byte, 0, size)
-	toDelta := 0
 	for _, k := range keys {
 		buf = append(buf, k...)
 		key := buf[len(buf)-len(k):]
-		present := m == nil || m[k]
-		tag := int(key[0])
-		switch delta := tag > 0 && tag <= len(byValue) && byValue[tag-1]; {
-		case delta && present:
+		switch {
+		case toDelta(k) && present(k):
 			if db == nil {
 				if db, err = nestedBucket(p.part, bucketIndexDelta, typ); err != nil {
 					return err
 				}
 			}
 			err = db.Put(key, nil)
-			toDelta++
-		case present:
+		case present(k):
 			err = ib.Put(key, nil)
 		default:
 			if db != nil {
@@ -573,61 +592,75 @@ func (p *ptx) writeKeys(typ string, keys []string, m map[string]bool) error {
 			return fmt.Errorf("index %s/%s: %w", typ, idOfIndexKey(key), err)
 		}
 	}
-	if toDelta == 0 {
+	if added == 0 {
 		return nil
 	}
-	return p.countDelta(typ, ib, toDelta)
-}
-
-// countDelta adds n to the keys added to typ's delta since its last
-// merge, and merges it into the index ib once they are more than
-// maxDeltaKeys. The count is an upper bound of the delta's keys (a key
-// put twice or removed again still counts): it decides when to merge,
-// never what a search finds.
-func (p *ptx) countDelta(typ string, ib *bolt.Bucket, n int) error {
-	parent := p.part.Bucket(bucketIndexDelta)
-	countKey := append([]byte(typ), 0)
-	added, _ := binary.Uvarint(parent.Get(countKey))
-	added += uint64(n)
-	if added <= uint64(maxDeltaKeys) {
-		if err := parent.Put(countKey, binary.AppendUvarint(nil, added)); err != nil {
-			return fmt.Errorf("index delta %s: %w", typ, err)
-		}
-		return nil
-	}
-	if err := mergeDelta(parent, typ, ib); err != nil {
-		return err
-	}
-	if err := parent.Delete(countKey); err != nil {
+	if err := p.part.Bucket(bucketIndexDelta).Put(countKey, binary.AppendUvarint(nil, count+uint64(added))); err != nil {
 		return fmt.Errorf("index delta %s: %w", typ, err)
 	}
 	return nil
 }
 
-// mergeDelta moves the keys of typ's delta (a bucket of parent) into its
-// index ib, in key order, and drops the delta.
-func mergeDelta(parent *bolt.Bucket, typ string, ib *bolt.Bucket) error {
-	db := parent.Bucket([]byte(typ))
-	if db == nil {
+// mergeDelta writes typ's index changes keys (in key order, present as
+// present says) and the keys of its delta db (nil: none; a bucket of
+// parent) into the index ib, all in one key order (a change of keys wins
+// over the delta's key), and drops the delta and its count. In one key
+// order: bbolt splits nodes only when a transaction commits, so a key
+// written before others of the same transaction, in a leaf they are
+// appended to, moves them all (a transaction of 10 000 Observations into a
+// new partition took 6 times as long when the delta's keys followed its
+// own).
+func mergeDelta(parent, db, ib *bolt.Bucket, typ string, keys []string, present func(string) bool) error {
+	var old []string // copied: the delta's pages are freed below
+	if db != nil {
+		c := db.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			old = append(old, string(k))
+		}
+	}
+	size := 0
+	for _, k := range keys {
+		size += len(k)
+	}
+	for _, k := range old {
+		size += len(k)
+	}
+	// bbolt keeps the key slices until the commit: one buffer for all
+	// of them, never grown.
+	buf := make([]byte, 0, size)
+	put := func(k string, present bool) error {
+		buf = append(buf, k...)
+		key := buf[len(buf)-len(k):]
+		if present {
+			return ib.Put(key, nil)
+		}
+		return ib.Delete(key)
+	}
+	for i, j := 0, 0; i < len(keys) || j < len(old); {
+		var err error
+		if j >= len(old) || i < len(keys) && keys[i] <= old[j] {
+			if j < len(old) && old[j] == keys[i] {
+				j++ // changed now
+			}
+			err = put(keys[i], present(keys[i]))
+			i++
+		} else {
+			err = put(old[j], true)
+			j++
+		}
+		if err != nil {
+			return fmt.Errorf("index %s: %w", typ, err)
+		}
+	}
+	if parent == nil {
 		return nil
 	}
-	// Copied: bbolt keeps a key until the commit, and the delta's pages
-	// are freed by DeleteBucket (their memory may be remapped).
-	var buf []byte
-	var ends []int
-	c := db.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		buf = append(buf, k...)
-		ends = append(ends, len(buf))
-	}
-	at := 0
-	for _, end := range ends {
-		if err := ib.Put(buf[at:end:end], nil); err != nil {
-			return fmt.Errorf("index %s: merge the delta: %w", typ, err)
+	if db != nil {
+		if err := parent.DeleteBucket([]byte(typ)); err != nil {
+			return fmt.Errorf("index delta %s: %w", typ, err)
 		}
-		at = end
 	}
-	if err := parent.DeleteBucket([]byte(typ)); err != nil {
+	if err := parent.Delete(append([]byte(typ), 0)); err != nil {
 		return fmt.Errorf("index delta %s: %w", typ, err)
 	}
 	return nil

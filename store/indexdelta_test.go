@@ -224,12 +224,19 @@ func TestValueKeysGoToTheDelta(t *testing.T) {
 	if len(before) != 2 {
 		t.Fatalf("value-quantity=gt104 found %v, want the two above 104", before)
 	}
-	// The fifth passes the bound: everything in the index, no delta.
-	r := s.must(http.StatusCreated, "POST", "/fhir/Observation", "DEFAULT", obs(120))
-	ids = append(ids, str(r.JSON(t), "id"))
+	// Updating the first passes the bound: everything in the index, no
+	// delta, and of the first's keys only its new ones (the commit's
+	// changes win over the delta's keys).
+	oldKeys := slices.DeleteFunc(slices.Clone(delta), func(k string) bool { return idOfIndexKey([]byte(k)) != ids[0] })
+	first := obs(121)
+	first["id"] = ids[0]
+	s.must(http.StatusOK, "PUT", "/fhir/Observation/"+ids[0], "DEFAULT", first)
 	index, delta, added = deltaState(t, s.db)
 	if len(delta) != 0 || added != 0 || !slices.ContainsFunc(index, byValue) {
 		t.Fatalf("want the delta merged: %d keys left, %d added, index %q", len(delta), added, index)
+	}
+	if len(oldKeys) != 2 || slices.ContainsFunc(oldKeys, func(k string) bool { return slices.Contains(index, k) }) {
+		t.Fatalf("the first's old keys %q: want 2, none left in the index", oldKeys)
 	}
 	if got := search(); len(got) != 3 || !slices.Contains(got, before[0]) || !slices.Contains(got, before[1]) {
 		t.Fatalf("after the merge value-quantity=gt104 found %v", got)
