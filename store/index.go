@@ -903,7 +903,7 @@ func (v *indexView) cursor() keyCursor {
 	if len(v.ov) == 0 && v.d == nil && v.b != nil {
 		return boltKeys{v.b.Cursor()}
 	}
-	ic := &indexCursor{ov: v.ov, dtags: v.dtags}
+	ic := &indexCursor{ov: v.ov, dtags: v.dtags, dbound: -1}
 	if v.b != nil {
 		ic.c = v.b.Cursor()
 	}
@@ -931,21 +931,21 @@ func (v *indexView) has(k []byte) bool {
 // not remove, and those the log adds.
 //
 // Most of a type's tags have no key in the delta: a Seek into one of
-// them does not seek the delta, but notes where its next keys begin
-// (the first key of the next tag it holds keys of) and seeks there only
-// if the walk gets that far.
+// them does not seek the delta, but notes the next tag it holds keys of
+// (dbound) and seeks there only if the walk gets that far; until then
+// Next steps the bucket alone, as bbolt's own cursor.
 type indexCursor struct {
 	c  *bolt.Cursor // nil: no index bucket
 	mk []byte       // the bucket's current key, nil past the end
 	d  *bolt.Cursor // nil: no delta
-	// dk is the delta's current key, nil past its end; while dwait, a
-	// bound instead: the delta holds no key before it not yet passed.
-	dk    []byte
-	dwait bool
-	dtags []byte
-	ov    []overlayEntry
-	oi    int    // the overlay's current position
-	cur   []byte // the key last returned
+	dk []byte       // the delta's current key, nil past its end or while dbound holds
+	// dbound, when not -1, is a tag: the delta holds no key before the
+	// first key of that tag not yet passed (it was not sought).
+	dbound int
+	dtags  []byte
+	ov     []overlayEntry
+	oi     int    // the overlay's current position
+	cur    []byte // the key last returned
 }
 
 // Seek moves to the first key >= k and returns it (nil: none).
@@ -953,8 +953,8 @@ func (ic *indexCursor) Seek(k []byte) []byte {
 	if ic.c != nil {
 		ic.mk, _ = ic.c.Seek(k)
 	}
+	ic.dk, ic.dbound = nil, -1
 	if ic.d != nil {
-		ic.dk, ic.dwait = nil, false
 		tag := byte(0)
 		if len(k) > 0 {
 			tag = k[0]
@@ -964,7 +964,7 @@ func (ic *indexCursor) Seek(k []byte) []byte {
 		case found || len(k) == 0:
 			ic.dk, _ = ic.d.Seek(k)
 		case i < len(ic.dtags):
-			ic.dk, ic.dwait = []byte{ic.dtags[i]}, true
+			ic.dbound = int(ic.dtags[i])
 		}
 	}
 	ic.oi, _ = slices.BinarySearchFunc(ic.ov, k, func(e overlayEntry, k []byte) int { return bytes.Compare(e.key, k) })
@@ -976,13 +976,12 @@ func (ic *indexCursor) Next() []byte {
 	if ic.cur == nil {
 		return nil
 	}
-	if ic.oi >= len(ic.ov) && (ic.dk == nil || ic.dwait) && ic.mk != nil {
-		// Only the bucket's keys are left before the delta's bound (a
-		// single tag byte): the walk of a tag the delta holds nothing
-		// of, as fast as bbolt's own.
+	if ic.oi >= len(ic.ov) && ic.dk == nil && ic.mk != nil {
+		// Only the bucket's keys are left before the delta's bound:
+		// the walk of a tag the delta holds nothing of.
 		k, _ := ic.c.Next()
 		ic.mk = k
-		if k != nil && (ic.dk == nil || k[0] < ic.dk[0]) {
+		if k != nil && (ic.dbound < 0 || int(k[0]) < ic.dbound) {
 			ic.cur = k
 			return k
 		}
@@ -992,7 +991,7 @@ func (ic *indexCursor) Next() []byte {
 	if ic.mk != nil && bytes.Equal(ic.mk, cur) {
 		ic.mk, _ = ic.c.Next()
 	}
-	if !ic.dwait && ic.dk != nil && bytes.Equal(ic.dk, cur) {
+	if ic.dk != nil && bytes.Equal(ic.dk, cur) {
 		ic.dk, _ = ic.d.Next()
 	}
 	if ic.oi < len(ic.ov) && bytes.Equal(ic.ov[ic.oi].key, cur) {
@@ -1012,10 +1011,10 @@ func (ic *indexCursor) settle() []byte {
 		if ic.oi < len(ic.ov) && (least == nil || bytes.Compare(ic.ov[ic.oi].key, least) < 0) {
 			least = ic.ov[ic.oi].key
 		}
-		if ic.dwait && ic.dk != nil && bytes.Compare(ic.dk, least) <= 0 {
+		if ic.dbound >= 0 && (least == nil || int(least[0]) >= ic.dbound) {
 			// The walk reached where the delta's keys go on.
-			ic.dk, _ = ic.d.Seek(ic.dk)
-			ic.dwait = false
+			ic.dk, _ = ic.d.Seek([]byte{byte(ic.dbound)})
+			ic.dbound = -1
 			continue
 		}
 		if least == nil {
