@@ -283,20 +283,19 @@ type backKeys struct {
 	c  *bolt.Cursor // nil: no index bucket
 	mk []byte       // the bucket's current key, nil before the start
 	d  *bolt.Cursor // nil: no delta
-	// dk is the delta's current key, nil before its start; while dwait,
-	// a bound instead: the delta holds no key at or after it not yet
-	// passed.
-	dk    []byte
-	dwait bool
-	dtags []byte
-	ov    []overlayEntry
-	oi    int    // the overlay's current position, -1 before the start
-	cur   []byte // the key last returned
+	dk []byte       // the delta's current key, nil before its start or while dbound holds
+	// dbound, when not -1, is a tag: the delta holds no key not yet
+	// passed at or after the first key of that tag (it was not sought).
+	dbound int
+	dtags  []byte
+	ov     []overlayEntry
+	oi     int    // the overlay's current position, -1 before the start
+	cur    []byte // the key last returned
 }
 
 // newBackKeys returns a backward walk of ix.
 func newBackKeys(ix *indexView) *backKeys {
-	bk := &backKeys{ov: ix.ov, dtags: ix.dtags}
+	bk := &backKeys{ov: ix.ov, dtags: ix.dtags, dbound: -1}
 	if ix.b != nil {
 		bk.c = ix.b.Cursor()
 	}
@@ -312,7 +311,7 @@ func (bk *backKeys) Before(k []byte) []byte {
 		bk.mk, _ = cursorBefore(bk.c, k)
 	}
 	if bk.d != nil {
-		bk.dk, bk.dwait = nil, false
+		bk.dk, bk.dbound = nil, -1
 		tag := byte(0xff)
 		if len(k) > 0 {
 			tag = k[0]
@@ -323,7 +322,7 @@ func (bk *backKeys) Before(k []byte) []byte {
 		case found || len(k) == 0:
 			bk.dk, _ = cursorBefore(bk.d, k)
 		case i > 0 && bk.dtags[i-1] < 0xff:
-			bk.dk, bk.dwait = []byte{bk.dtags[i-1] + 1}, true
+			bk.dbound = int(bk.dtags[i-1]) + 1
 		case i > 0:
 			bk.dk, _ = cursorBefore(bk.d, k)
 		}
@@ -342,7 +341,7 @@ func (bk *backKeys) Prev() []byte {
 	if bk.mk != nil && bytes.Equal(bk.mk, cur) {
 		bk.mk, _ = cursorPrev(bk.c, bk.mk)
 	}
-	if !bk.dwait && bk.dk != nil && bytes.Equal(bk.dk, cur) {
+	if bk.dk != nil && bytes.Equal(bk.dk, cur) {
 		bk.dk, _ = cursorPrev(bk.d, bk.dk)
 	}
 	if bk.oi >= 0 && bytes.Equal(bk.ov[bk.oi].key, cur) {
@@ -359,14 +358,14 @@ func (bk *backKeys) settle() []byte {
 		if bk.oi >= 0 && (most == nil || bytes.Compare(bk.ov[bk.oi].key, most) > 0) {
 			most = bk.ov[bk.oi].key
 		}
-		if bk.dwait && (most == nil || bytes.Compare(most, bk.dk) < 0) {
+		if bk.dbound >= 0 && (most == nil || int(most[0]) < bk.dbound) {
 			// The walk reached where the delta's keys go on (before
 			// the bound; while most is at or past it, most is larger
 			// than any of them).
-			bk.dk, _ = cursorBefore(bk.d, bk.dk)
-			bk.dwait = false
+			bk.dk, _ = cursorBefore(bk.d, []byte{byte(bk.dbound)})
+			bk.dbound = -1
 		}
-		if !bk.dwait && bk.dk != nil && (most == nil || bytes.Compare(bk.dk, most) > 0) {
+		if bk.dk != nil && (most == nil || bytes.Compare(bk.dk, most) > 0) {
 			most = bk.dk
 		}
 		if most == nil {
@@ -381,7 +380,7 @@ func (bk *backKeys) settle() []byte {
 		if bk.mk != nil && bytes.Equal(bk.mk, most) {
 			bk.mk, _ = cursorPrev(bk.c, bk.mk)
 		}
-		if !bk.dwait && bk.dk != nil && bytes.Equal(bk.dk, most) {
+		if bk.dk != nil && bytes.Equal(bk.dk, most) {
 			bk.dk, _ = cursorPrev(bk.d, bk.dk)
 		}
 		bk.oi--
