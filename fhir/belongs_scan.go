@@ -81,6 +81,11 @@ func (f *EntryFacts) scan(data []byte, bare bool) (int, error) {
 // ScanResource.
 type factNames EntryFacts
 
+// Sieve: the names Name learns from are those of the entry and of its
+// resource (depths 1 and 2), and "reference" and "contained" (eleven
+// bytes with their quotes) at any depth.
+func (n *factNames) Sieve() (depth int, lengths uint64) { return 2, 1 << len(`"reference"`) }
+
 // Name learns what one member name tells.
 func (n *factNames) Name(depth int, name []byte, at int) {
 	f := (*EntryFacts)(n)

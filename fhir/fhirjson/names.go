@@ -15,6 +15,35 @@ type NameVisitor interface {
 	Name(depth int, name []byte, at int)
 }
 
+// NameSieve is a NameVisitor that hears only of some names: every name at
+// a depth up to Depth, and deeper names whose length (quotes included) is
+// below 64 and a set bit of Lengths. The scanners leave the other names
+// out where they find them, without a call: a filter that looks for
+// "reference" in a search page hears of a name in ten, not of all.
+type NameSieve interface {
+	NameVisitor
+	Sieve() (depth int, lengths uint64)
+}
+
+// sieve returns what fn hears of (NameSieve): every name up to depth,
+// and deeper names whose lengths are bits of lengths; nothing for a nil
+// fn, every name for a NameVisitor that is no NameSieve.
+func sieve(fn NameVisitor) (depth int, lengths uint64) {
+	switch s := fn.(type) {
+	case nil:
+		return -1, 0
+	case NameSieve:
+		return s.Sieve()
+	}
+	return MaxScanDepth, 0
+}
+
+// hears reports whether a visitor with the sieve depth, lengths hears of
+// a name of length n at depth d.
+func hears(d, n, depth int, lengths uint64) bool {
+	return d <= depth || uint(n) < 64 && lengths>>uint(n)&1 != 0
+}
+
 // NameFunc is a func as a NameVisitor.
 type NameFunc func(depth int, name []byte, at int)
 
@@ -34,6 +63,7 @@ func ScanValueNames(data []byte, fn NameVisitor) (int, error) {
 	// A state machine whose states are the labels value, after and key
 	// (a jump, not a state variable tested at every token: this loop is
 	// the response filter's whole cost per byte).
+	depth, lengths := sieve(fn)
 	var small [64]byte
 	stack := small[:0] // '{' or '[' of each open container
 	i := 0
@@ -129,7 +159,7 @@ key: // a member name is expected
 			}
 		}
 		i = skipSpace(data, i+1)
-		if fn != nil {
+		if hears(len(stack), j-name, depth, lengths) {
 			fn.Name(len(stack), data[name:j], i)
 		}
 		// Compact JSON's commonest member, a string followed by the next

@@ -3,6 +3,7 @@ package fhirjson
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -139,4 +140,47 @@ func FuzzScanValueNames(f *testing.F) {
 		}
 		checkNames(t, []byte(s))
 	})
+}
+
+// sieved is a NameSieve that records what it hears.
+type sieved struct {
+	depth   int
+	lengths uint64
+	heard   []string
+}
+
+func (s *sieved) Sieve() (int, uint64) { return s.depth, s.lengths }
+func (s *sieved) Name(depth int, name []byte, at int) {
+	s.heard = append(s.heard, fmt.Sprintf("%d %s %d", depth, name, at))
+}
+
+// TestNameSieve: a NameSieve hears of exactly the names its sieve lets
+// through, with what a visitor that hears all is told of them.
+func TestNameSieve(t *testing.T) {
+	doc := []byte(`{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/p"},` +
+		`"component":[{"code":{"coding":[{"system":"s","code":"c"}]},"contained":[]}],"x":{"y":{"reference":"R/1","ab":1}}}`)
+	for _, sv := range []sieved{{depth: 1}, {depth: 2, lengths: 1 << 11}, {depth: 0, lengths: 1<<4 | 1<<6}, {depth: -1}} {
+		var all []string
+		var allDepth []int
+		var allLen []int
+		if _, err := ScanValueNames(doc, NameFunc(func(depth int, name []byte, at int) {
+			all = append(all, fmt.Sprintf("%d %s %d", depth, name, at))
+			allDepth, allLen = append(allDepth, depth), append(allLen, len(name))
+		})); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for k := range all {
+			if allDepth[k] <= sv.depth || sv.lengths>>allLen[k]&1 != 0 {
+				want = append(want, all[k])
+			}
+		}
+		s := sv
+		if _, err := ScanValueNames(doc, &s); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(s.heard, want) {
+			t.Errorf("sieve %d, %b: heard %q, want %q", sv.depth, sv.lengths, s.heard, want)
+		}
+	}
 }
