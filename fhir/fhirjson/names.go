@@ -60,6 +60,24 @@ func (fn NameFunc) Name(depth int, name []byte, at int) { fn(depth, name, at) }
 // invalid; only a nil error says the calls describe a whole, valid value.
 // The value's bytes from at on may be incomplete when fn is called.
 func ScanValueNames(data []byte, fn NameVisitor) (int, error) {
+	if haveBlocks && len(data) >= blocksFrom {
+		if i := skipSpace(data, 0); i < len(data) && (data[i] == '{' || data[i] == '[') {
+			if n, ok := scanBlocks(data, fn); ok {
+				return n, nil
+			}
+		}
+	}
+	return scanBytes(data, fn)
+}
+
+// blocksFrom: ScanValueNames walks blocks (scanBlocks) when data holds at
+// least this many bytes; a shorter value costs less read byte by byte
+// than classified.
+const blocksFrom = 128
+
+// scanBytes is ScanValueNames one byte at a time: the rule, and the whole
+// of it where scanBlocks does not answer.
+func scanBytes(data []byte, fn NameVisitor) (int, error) {
 	// A state machine whose states are the labels value, after and key
 	// (a jump, not a state variable tested at every token: this loop is
 	// the response filter's whole cost per byte).

@@ -32,7 +32,10 @@ func (e *SyntaxError) Error() string {
 // colons, control characters; not UTF-8, not repeated member names: Check
 // and Decode are the door for bodies that are written). It builds nothing
 // and allocates only for nesting deeper than 64 levels, so a filter can
-// cut a stream into values at the speed of a byte loop. ErrIncomplete when
+// cut a stream into values at the speed of a byte loop — or faster: on
+// a machine with AVX2 an object or array is classified 64 bytes at a time
+// and walked from token to token (scanBlocks), the byte loop answering
+// for whatever the walk does not find whole and valid. ErrIncomplete when
 // data ends inside the value (a number at the very end counts as
 // incomplete: only its next byte shows that it ended); a *SyntaxError
 // otherwise.
