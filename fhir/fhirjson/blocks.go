@@ -47,8 +47,8 @@ func blockTokensGo(b *[64]byte, st *blockState) uint64 {
 	return m.op&^in | quote | starts
 }
 
-// classifyGo is classify64 in Go, one byte at a time: what the assembly
-// must agree with (and what a machine without it would do).
+// classifyGo sorts a block's bytes into masks one byte at a time (the
+// assembly compares 32 at a time).
 //
 // op flags ',', ':', '[', ']', '{', '}' and also 0x0c and 0x1a (bytes
 // that equal an op's with bit 5 set, as the vector lookup compares them):
@@ -113,11 +113,8 @@ func escapedBits(backslash uint64, carry *uint64) uint64 {
 // that is not whitespace is a token or follows one in its run, so a walk
 // that checks every token and every run has checked the whole value.
 type blocks struct {
-	data []byte
-	tok  uint64 // the tokens of the block at base, as classified
-	base int
-	next int // the next block to classify
-
+	data      []byte
+	next      int // the next block to classify
 	st        blockState
 	backslash int // the last backslash classified, or -1
 	control   int // the first control character classified inside a string, or -1
@@ -133,17 +130,16 @@ func (b *blocks) init(data []byte) {
 // tokens of the block it is in, so that they stay in a register.)
 func (b *blocks) refill() (tok uint64, base int) {
 	for b.next < len(b.data) {
-		if b.classify(); b.tok != 0 {
-			return b.tok, b.base
+		if tok, base = b.classify(); tok != 0 {
+			return tok, base
 		}
 	}
 	return 0, 0
 }
 
-// classify classifies the next block.
-func (b *blocks) classify() {
-	at := b.next
-	var tok uint64
+// classify classifies the next block: its tokens and its index.
+func (b *blocks) classify() (tok uint64, at int) {
+	at = b.next
 	if at <= len(b.data)-64 {
 		tok = blockTokens(&b.data[at], &b.st)
 	} else {
@@ -160,7 +156,8 @@ func (b *blocks) classify() {
 	if b.st.control != 0 && b.control < 0 {
 		b.control = at + bits.TrailingZeros64(b.st.control)
 	}
-	b.tok, b.base, b.next = tok, at, at+64
+	b.next = at + 64
+	return tok, at
 }
 
 // escapesOK: scanString finds the string at data[i] valid, ending at j.
