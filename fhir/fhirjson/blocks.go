@@ -183,7 +183,10 @@ func isOther(c byte) bool {
 //
 // Each step to the next token is written out where it is taken (two
 // lines: the next block's tokens when the block's are used up, then the
-// lowest), so that the block's tokens and base stay in registers.
+// lowest), so that the block's tokens and base stay in registers. A
+// method for it is not inlined (the call to refill in it costs more than
+// the inliner allows), and called it makes the walk slower than the byte
+// loop.
 func scanBlocks(data []byte, fn NameVisitor) (n int, ok bool) {
 	depth, lengths := sieve(fn)
 	var b blocks
