@@ -16,10 +16,11 @@ type NameVisitor interface {
 }
 
 // NameSieve is a NameVisitor that hears only of some names: every name at
-// a depth up to Depth, and deeper names whose length (quotes included) is
-// below 64 and a set bit of Lengths. The scanners leave the other names
-// out where they find them, without a call: a filter that looks for
-// "reference" in a search page hears of a name in ten, not of all.
+// a depth up to the depth Sieve returns, and deeper names whose length
+// (quotes included) is below 64 and a set bit of the lengths it returns.
+// The scanners leave the other names out where they find them, without a
+// call: a filter that looks for "reference" in a search page hears of a
+// name in five, not of all.
 type NameSieve interface {
 	NameVisitor
 	Sieve() (depth int, lengths uint64)
@@ -51,7 +52,8 @@ type NameFunc func(depth int, name []byte, at int)
 func (fn NameFunc) Name(depth int, name []byte, at int) { fn(depth, name, at) }
 
 // ScanValueNames is ScanValue that also tells fn (unless nil) of every
-// member name on the way, in the same single pass: what a filter needs to
+// member name on the way (a NameSieve: of those it asks for), in the same
+// single pass: what a filter needs to
 // know of a value (which members it has, and where their values start) is
 // learnt while its end is found, instead of in another pass over it. Its
 // contract is ScanValue's (the length, ErrIncomplete, *SyntaxError; the
