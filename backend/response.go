@@ -68,7 +68,16 @@ type ResponseRewriter struct {
 // (absolute upstream FHIR base URLs, in either scheme) is rewritten to start
 // with publicBase (e.g. "https://john.pfr.localhost:8443/fhir") instead.
 func NewResponseRewriter(w http.ResponseWriter, bases []string, publicBase string) *ResponseRewriter {
-	return &ResponseRewriter{w: w, rp: cachedReplacer(bases, publicBase)}
+	rw := new(ResponseRewriter)
+	rw.Reset(w, bases, publicBase)
+	return rw
+}
+
+// Reset makes rw what NewResponseRewriter(w, bases, publicBase) returns,
+// in rw's own memory (a writer kept between requests), forgetting
+// everything it was. Close it first if it was used.
+func (rw *ResponseRewriter) Reset(w http.ResponseWriter, bases []string, publicBase string) {
+	*rw = ResponseRewriter{w: w, rp: cachedReplacer(bases, publicBase)}
 }
 
 // Header returns the header map of the wrapped writer.

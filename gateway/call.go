@@ -97,7 +97,13 @@ func call(up Upstream, req *http.Request) (*captured, error) {
 // started the answer), the body was larger than limit, or the request's
 // deadline (of length after) passed.
 func capture(up Upstream, req *http.Request, limit int, after time.Duration) (*captured, error) {
-	res := &captured{header: http.Header{}, limit: limit}
+	return captureInto(&captured{header: http.Header{}}, up, req, limit, after)
+}
+
+// captureInto is capture holding the answer in res, which must be empty
+// (its header map may hold memory, not keys).
+func captureInto(res *captured, up Upstream, req *http.Request, limit int, after time.Duration) (*captured, error) {
+	res.limit = limit
 	err := up.ServeHTTP(res, req)
 	if after > 0 && errors.Is(req.Context().Err(), context.DeadlineExceeded) {
 		err = upstreamTimeout{after: after}

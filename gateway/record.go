@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -258,8 +259,14 @@ func errSeparators() *fhir.Error {
 // The upstream is asked for FHIR JSON, the only format the gateway checks,
 // unless raw: the content of a Binary (see format.go).
 func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route, error) {
+	return g.outboundInto(nil, rq, raw)
+}
+
+// outboundInto is outbound building the upstream's request in x when it
+// can (see exchange.request); x may be nil.
+func (g *Gateway) outboundInto(x *exchange, rq *request, raw bool) (*http.Request, *backend.Route, error) {
 	r := rq.r
-	out := upstreamCopy(r)
+	out := x.request(r)
 	out.URL.Path = g.cfg.UpstreamFHIRPath + rq.rest
 	// Keep the client's escaping of the rest (e.g. an encoded space in an
 	// id). Without a RawPath the client's escaping is Path's default
@@ -298,20 +305,28 @@ func (g *Gateway) outbound(rq *request, raw bool) (*http.Request, *backend.Route
 // gateway, not the client (an upstream that needs its own goes in the
 // upstream handler's config, e.g. reverse_proxy header_up).
 func upstreamCopy(r *http.Request) *http.Request {
-	out := new(http.Request)
-	*out = *r
-	u := *r.URL
-	out.URL = &u
-	out.Header = headerWithout(r.Header, "Authorization", "Cookie")
-	if r.Trailer != nil {
-		out.Trailer = r.Trailer.Clone()
-	}
+	out, u := new(http.Request), new(url.URL)
+	copyForUpstream(out, u, nil, nil, r)
 	return out
 }
 
+// copyForUpstream makes *out the upstream's copy of r (upstreamCopy) with
+// *u as its URL, its header in into (a map to fill, or nil for a new one)
+// and the header's values in values when they fit.
+func copyForUpstream(out *http.Request, u *url.URL, into http.Header, values []string, r *http.Request) {
+	*out = *r
+	*u = *r.URL
+	out.URL = u
+	out.Header = headerWithout(into, values, r.Header, "Authorization", "Cookie")
+	if r.Trailer != nil {
+		out.Trailer = r.Trailer.Clone()
+	}
+}
+
 // headerWithout is h.Clone() without the (canonical) names given, in the
-// same two allocations.
-func headerWithout(h http.Header, names ...string) http.Header {
+// same two allocations, or none: into, when not nil, is the (empty) map
+// to fill, and values the memory for the values when they fit in it.
+func headerWithout(into http.Header, values []string, h http.Header, names ...string) http.Header {
 	skip := func(k string) bool { return slices.Contains(names, k) }
 	nv := 0
 	for k, vv := range h {
@@ -319,8 +334,15 @@ func headerWithout(h http.Header, names ...string) http.Header {
 			nv += len(vv)
 		}
 	}
-	values := make([]string, nv)
-	out := make(http.Header, len(h))
+	if cap(values) >= nv {
+		values = values[:nv]
+	} else {
+		values = make([]string, nv)
+	}
+	out := into
+	if out == nil {
+		out = make(http.Header, len(h))
+	}
 	for k, vv := range h {
 		if skip(k) || vv == nil {
 			continue
@@ -335,13 +357,21 @@ func headerWithout(h http.Header, names ...string) http.Header {
 // proxy sends the request to the upstream in the record's partition and
 // streams the response back, rewritten to the record's base and filtered.
 func (g *Gateway) proxy(w http.ResponseWriter, rq *request) {
+	x := newExchange()
+	g.proxyWith(w, x, rq)
+	x.done() // not after a panic, which passes it by: see exchange.done
+}
+
+// proxyWith is proxy with its objects in x.
+func (g *Gateway) proxyWith(w http.ResponseWriter, x *exchange, rq *request) {
 	r, in, rec := rq.r, rq.in, rq.rec
-	out, route, err := g.outbound(rq, rawBinary(r, in))
+	out, route, err := g.outboundInto(x, rq, rawBinary(r, in))
 	if err != nil {
 		fhir.WriteError(w, err)
 		return
 	}
-	tw := &trackingWriter{ResponseWriter: w}
+	x.tw = trackingWriter{ResponseWriter: w}
+	tw := &x.tw
 	var sink http.ResponseWriter = tw
 	var filter *filteringWriter
 	ownership := g.iso.filters()
@@ -380,22 +410,24 @@ func (g *Gateway) proxy(w http.ResponseWriter, rq *request) {
 		// Bundles: their entries are judged one by one too.
 		opts.Nested = true
 		opts.Shape, opts.Link = shape, link
-		filter = &filteringWriter{
+		x.filter = filteringWriter{
 			w: tw, log: g.log, record: rec.ID, limit: g.cfg.MaxBodyBytes, shape: shape,
 			keep: keep, write: write, hide: scopeKeep, raw: rawBinary(r, in),
 			single: in.kind == auth.InteractionRead || in.kind == auth.InteractionVRead || write,
 			opts:   opts,
 		}
+		filter = &x.filter
 		sink = filter
 	}
-	rw := backend.NewResponseRewriter(sink, route.UpstreamBases, rq.base)
+	rw := &x.rw
+	rw.Reset(sink, route.UpstreamBases, rq.base)
 	// A Bundle the filter judges is held by the filter (up to its limit)
 	// and sent with the length of what it keeps: the rewriter need not
 	// hold it too.
 	rw.Unbuffered = filter != nil && !filter.single
 	if in.verified() {
 		// Held whole and checked before anything reaches the client.
-		res, err := capture(rq.up, out, g.answerLimit(), 0)
+		res, err := captureInto(x.answer(), rq.up, out, g.answerLimit(), 0)
 		if err != nil {
 			g.log.Warn("upstream failed", zap.String("record", rec.ID), zap.Error(err))
 			fhir.WriteError(w, writeOutcomeUnknown(in, upstreamError(err)))
