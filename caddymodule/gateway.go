@@ -22,6 +22,7 @@ import (
 	"github.com/pfrgateway/caddy-pfr/dopu"
 	"github.com/pfrgateway/caddy-pfr/egress"
 	"github.com/pfrgateway/caddy-pfr/fhir"
+	"github.com/pfrgateway/caddy-pfr/forward"
 	"github.com/pfrgateway/caddy-pfr/gateway"
 	"github.com/pfrgateway/caddy-pfr/tenancy"
 )
@@ -139,7 +140,16 @@ type Gateway struct {
 	// `reverse_proxy` or the embedded `pfr_store`. Required.
 	UpstreamRaw json.RawMessage `json:"upstream,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
+	// Send requests through a `reverse_proxy` upstream's own transport,
+	// skipping the handler's per-request work, when its configuration is
+	// one fixed address and transport options only, which the gateway
+	// carries out as the handler would (package forward; anything more,
+	// and a request the forwarder does not handle, goes through the
+	// handler). Default: on.
+	DirectUpstream *bool `json:"direct_upstream,omitempty"`
+
 	upstream  caddyhttp.MiddlewareHandler
+	direct    *forward.Forwarder
 	gw        *gateway.Gateway
 	stopDOPU  func()
 	stopAudit func()
@@ -269,6 +279,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.UpstreamRaw, err = withTransportTimeouts(g.UpstreamRaw, timeouts); err != nil {
 		return fmt.Errorf("pfr: upstream timeouts: %w", err)
 	}
+	upstreamRaw := g.UpstreamRaw // LoadModule clears it
 	mod, err := ctx.LoadModule(g, "UpstreamRaw")
 	if err != nil {
 		return fmt.Errorf("pfr: loading upstream handler: %w", err)
@@ -279,6 +290,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	}
 	g.upstream = up
 	idleReads(up)
+	if g.DirectUpstream == nil || *g.DirectUpstream {
+		if g.direct = directForwarder(ctx, up, upstreamRaw); g.direct != nil {
+			g.logger.Info("requests go straight through the upstream reverse_proxy's transport", zap.String("address", g.direct.Address))
+		}
+	}
 	if _, embedded := up.(*Store); embedded && g.State.cluster() {
 		return fmt.Errorf("pfr: %w", errStoreInCluster)
 	}
@@ -501,6 +517,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // serveUpstream sends a request through the upstream handler, its errors
 // carrying their status to the gateway.
 func (g *Gateway) serveUpstream(w http.ResponseWriter, r *http.Request) error {
+	if g.direct != nil && forward.Handles(r) {
+		err := g.direct.ServeHTTP(w, r)
+		if fe, ok := err.(*forward.Error); ok {
+			return statusError{caddyhttp.Error(fe.Status, fe.Err)}
+		}
+		return err
+	}
 	err := g.upstream.ServeHTTP(w, r, noNext)
 	var he caddyhttp.HandlerError
 	if errors.As(err, &he) {

@@ -50,6 +50,7 @@ import (
 //	    webhook_allow <cidr or address>...
 //	    trust_upstream_isolation [true|false]
 //	    response_filter on|off
+//	    direct_upstream on|off
 //	    dropoff [off] {
 //	        <see DropOffConfig>
 //	    }
@@ -174,17 +175,17 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.AllowedTypes = append(g.AllowedTypes, args...)
 		case "response_filter":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			on := d.Val() == "on"
-			if !on && d.Val() != "off" {
-				return d.Errf("response_filter takes on or off, not %q", d.Val())
-			}
-			if d.NextArg() {
-				return d.ArgErr()
+			on, err := onOff(d)
+			if err != nil {
+				return err
 			}
 			g.ResponseFilter = &on
+		case "direct_upstream":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			g.DirectUpstream = &on
 		case "trust_upstream_isolation":
 			trust := true
 			if d.NextArg() {
@@ -403,3 +404,19 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Gateway)(nil)
+
+// onOff reads the one argument of the current option, on or off.
+func onOff(d *caddyfile.Dispenser) (bool, error) {
+	name := d.Val()
+	if !d.NextArg() {
+		return false, d.ArgErr()
+	}
+	on := d.Val() == "on"
+	if !on && d.Val() != "off" {
+		return false, d.Errf("%s takes on or off, not %q", name, d.Val())
+	}
+	if d.NextArg() {
+		return false, d.ArgErr()
+	}
+	return on, nil
+}
