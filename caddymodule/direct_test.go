@@ -170,6 +170,13 @@ func TestForwarderAsReverseProxy(t *testing.T) {
 			r.Header.Set("Content-Type", "application/fhir+json")
 			return r
 		},
+		"absolute https URL": func() *http.Request {
+			// The request line's scheme does not choose TLS to the upstream
+			// (the gateway's export reads are built from the record's https URL).
+			r := httptest.NewRequest(http.MethodGet, "https://john.pfr.localhost/fhir/Patient?_count=5", nil)
+			r.RequestURI = "/fhir/Patient?_count=5"
+			return r
+		},
 		"delete": func() *http.Request {
 			return httptest.NewRequest(http.MethodDelete, "http://john.pfr.localhost/fhir/Patient/p1", nil)
 		},

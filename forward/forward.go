@@ -16,7 +16,8 @@
 // Server header dropped, and its trailers. A request that asks for more
 // (a protocol upgrade, trailers of its own, TLS early data) is not the
 // Forwarder's: Handles says so, and the caller sends it through
-// reverse_proxy itself.
+// reverse_proxy itself. Unlike reverse_proxy, the Forwarder sets no
+// placeholders and passes no informational (1xx) answer on.
 package forward
 
 import (
@@ -115,7 +116,10 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 // prepare makes r the upstream's request (reverse_proxy's prepareRequest
 // and directRequest for a plain request).
 func (f *Forwarder) prepare(r *http.Request) {
-	r.URL.Host = f.Address
+	// A scheme and host in the request line (absolute form, or a URL the
+	// caller built whole) do not choose how the upstream is reached: the
+	// transport's TLS setting and Address do.
+	r.URL.Scheme, r.URL.Host = "", f.Address
 	r.RequestURI = ""
 	r.Close = false
 	if r.ContentLength == 0 {
