@@ -170,6 +170,10 @@ func TestForwarderAsReverseProxy(t *testing.T) {
 			r.Header.Set("Content-Type", "application/fhir+json")
 			return r
 		},
+		"escaped path": func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "http://john.pfr.localhost/fhir/Binary/a%27b%20c?x=%2F", nil)
+			return r
+		},
 		"absolute https URL": func() *http.Request {
 			// The request line's scheme does not choose TLS to the upstream
 			// (the gateway's export reads are built from the record's https URL).
