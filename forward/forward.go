@@ -36,7 +36,9 @@ import (
 
 // Forwarder sends requests to one address.
 type Forwarder struct {
-	// Transport carries the requests (reverse_proxy's HTTPTransport).
+	// Transport carries the requests (reverse_proxy's HTTPTransport). It
+	// chooses the scheme: requests reach it without one, and it sets
+	// http or https (HTTPTransport: https when it has TLS settings).
 	Transport http.RoundTripper
 	// Address is the upstream's host:port, the request URL's host.
 	Address string
@@ -166,8 +168,6 @@ func addForwarded(r *http.Request, trusted bool) {
 		h["X-Forwarded-For"] = []string{joined}
 	} else if clientIP != "" {
 		h["X-Forwarded-For"] = []string{clientIP}
-	} else {
-		delete(h, "X-Forwarded-For")
 	}
 	proto := "https"
 	if r.TLS == nil {
