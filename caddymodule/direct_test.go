@@ -20,15 +20,23 @@ import (
 	"github.com/pfrgateway/caddy-pfr/forward"
 )
 
-// provisionProxy provisions the reverse_proxy of raw, as the gateway's
-// upstream handler is.
-func provisionProxy(t *testing.T, raw string) (caddy.Context, *reverseproxy.Handler) {
+// provisioningContext is a Caddy context to provision modules with, its
+// storage in a temporary folder.
+func provisioningContext(t *testing.T) caddy.Context {
 	t.Helper()
 	storage := fmt.Sprintf(`{"module":"file_system","root":%q}`, t.TempDir())
 	ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: json.RawMessage(storage)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx
+}
+
+// provisionProxy provisions the reverse_proxy of raw, as the gateway's
+// upstream handler is.
+func provisionProxy(t *testing.T, raw string) (caddy.Context, *reverseproxy.Handler) {
+	t.Helper()
+	ctx := provisioningContext(t)
 	h := new(reverseproxy.Handler)
 	if err := json.Unmarshal([]byte(raw), h); err != nil {
 		t.Fatal(err)
@@ -333,12 +341,7 @@ func TestGatewayGoesDirect(t *testing.T) {
 			t.Fatal(err)
 		}
 		g.DataDir = t.TempDir()
-		storage := fmt.Sprintf(`{"module":"file_system","root":%q}`, t.TempDir())
-		ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: json.RawMessage(storage)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.Provision(ctx); err != nil {
+		if err := g.Provision(provisioningContext(t)); err != nil {
 			t.Fatalf("%s: %v", c.lines, err)
 		}
 		if got := g.direct != nil; got != c.direct {
