@@ -111,26 +111,40 @@ http://:%[2]d {
 }
 `
 
-// caddyfile renders the bench configuration: (a), (b), (c), and (d), (e)
-// and (f) when asked for. With external, (a) is a server of its own on
-// p.store (HAPI), and this Caddy serves (b) to (e) in front of it; (f),
-// the gateway with the embedded store in its process, is not served.
-func caddyfile(p ports, workDir string, withTLS, withTrusted, withEmbedded, external bool) string {
+// sites says which targets caddyfile serves besides (a), (b) and (c).
+type sites struct {
+	tls, trusted, embedded bool // (d), (e), (f)
+	// external: (a) is a server of its own on p.store (HAPI), and this
+	// Caddy serves (b) to (e) in front of it; (f) is not served.
+	external bool
+	// handler: the gateways send their upstream requests through the
+	// reverse_proxy handler (direct_upstream off) instead of its
+	// transport directly.
+	handler bool
+}
+
+// caddyfile renders the bench configuration: (a), (b), (c), and what s
+// asks for.
+func caddyfile(p ports, workDir string, s sites) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, p.admin, p.gateway, p.gatewayTLS, workDir)
-	if external {
+	if s.external {
 		fmt.Fprintf(&b, proxySite, p.store, p.proxy)
 	} else {
 		fmt.Fprintf(&b, storeAndProxySites, p.store, p.proxy, workDir)
 	}
-	b.WriteString(gatewaySite("http", p.gateway, p, workDir))
-	if withTLS {
-		b.WriteString(gatewaySite("https", p.gatewayTLS, p, workDir))
+	var direct []string
+	if s.handler {
+		direct = []string{"direct_upstream off"}
 	}
-	if withTrusted {
-		b.WriteString(gatewaySite("http", p.trusted, p, workDir, "trust_upstream_isolation", "response_filter off"))
+	b.WriteString(gatewaySite("http", p.gateway, p, workDir, direct...))
+	if s.tls {
+		b.WriteString(gatewaySite("https", p.gatewayTLS, p, workDir, direct...))
 	}
-	if withEmbedded && !external {
+	if s.trusted {
+		b.WriteString(gatewaySite("http", p.trusted, p, workDir, append(direct, "trust_upstream_isolation", "response_filter off")...))
+	}
+	if s.embedded && !s.external {
 		b.WriteString(embeddedSite(p, workDir))
 	}
 	return b.String()

@@ -34,6 +34,7 @@ type options struct {
 	pfrBinary   string        // a built pfr; empty: build cmd/pfr
 	https       bool          // also measure (d)
 	trusted     bool          // also measure (e)
+	direct      bool          // the gateways use a reverse_proxy upstream's transport directly
 	embedded    bool          // also measure (f)
 	cpuProfile  string        // write a CPU profile of the gateway path here
 	memProfile  string        // write an allocation profile of the gateway path here
@@ -56,6 +57,7 @@ func main() {
 	flag.IntVar(&o.roundSize, "round", 100, "requests per target and request kind in one round; targets take turns round by round")
 	flag.StringVar(&o.pfrBinary, "pfr", "", "a built pfr binary (default: go build github.com/pfrgateway/caddy-pfr/cmd/pfr)")
 	flag.BoolVar(&o.https, "https", true, "also measure (d), the gateway over HTTPS")
+	flag.BoolVar(&o.direct, "direct", true, "the gateways send upstream requests through the reverse_proxy upstream's transport directly (false: direct_upstream off, through the handler)")
 	flag.BoolVar(&o.trusted, "trusted", true, "also measure (e), the gateway with trust_upstream_isolation (no response filtering)")
 	flag.BoolVar(&o.embedded, "embedded", true, "also measure (f), the gateway with the store in its own process (upstream pfr_store, as Caddyfile.example runs it; not with -hapi)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "after measuring, load only the gateway and write Caddy's CPU profile to this file")
@@ -133,7 +135,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) error {
 		}
 	}
 	ready := fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", p.proxy)
-	if err := caddy.Start(ctx, caddyfile(p, workDir, o.https, o.trusted, o.embedded, o.hapi), ready, http.StatusOK); err != nil {
+	if err := caddy.Start(ctx, caddyfile(p, workDir, sites{tls: o.https, trusted: o.trusted, embedded: o.embedded, external: o.hapi, handler: !o.direct}), ready, http.StatusOK); err != nil {
 		return err
 	}
 

@@ -294,7 +294,7 @@ func TestOptionsValidate(t *testing.T) {
 
 func TestCaddyfileHasEveryPath(t *testing.T) {
 	p := ports{store: 1001, proxy: 1002, gateway: 1003, gatewayTLS: 1004, trusted: 1005, admin: 1006, embedded: 1007}
-	plain := caddyfile(p, "/w", false, false, false, false)
+	plain := caddyfile(p, "/w", sites{})
 	for _, want := range []string{"admin 127.0.0.1:1006", "default_bind 127.0.0.1", "http://:1001 {", "path /w/store.db",
 		"http://:1002 {\n\treverse_proxy 127.0.0.1:1001", "http://pfr.localhost:1003, http://*.pfr.localhost:1003",
 		"upstream reverse_proxy 127.0.0.1:1001", "dev_issuer", "data_dir /w/gateway", "root /w/caddy"} {
@@ -305,12 +305,12 @@ func TestCaddyfileHasEveryPath(t *testing.T) {
 	if strings.Contains(plain, "https://") || strings.Contains(plain, "trust_upstream_isolation") || strings.Contains(plain, ":1007") {
 		t.Errorf("optional sites are there unasked:\n%s", plain)
 	}
-	hapi := caddyfile(p, "/w", true, true, true, true)
+	hapi := caddyfile(p, "/w", sites{tls: true, trusted: true, embedded: true, external: true})
 	if strings.Contains(hapi, "pfr_store") || !strings.Contains(hapi, "http://:1002 {\n\treverse_proxy 127.0.0.1:1001") ||
 		!strings.Contains(hapi, "upstream reverse_proxy 127.0.0.1:1001") {
 		t.Errorf("in front of HAPI on 1001, want no store site and (b), (c) proxying to it:\n%s", hapi)
 	}
-	all := caddyfile(p, "/w", true, true, true, false)
+	all := caddyfile(p, "/w", sites{tls: true, trusted: true, embedded: true})
 	for _, want := range []string{"http://pfr.localhost:1007, http://*.pfr.localhost:1007 {\n\tpfr {",
 		"\t\tupstream pfr_store {\n\t\t\tpath /w/store.db\n\t\t}\n", "https://pfr.localhost:1004, https://*.pfr.localhost:1004 {\n\ttls {\n\t\ton_demand",
 		"http://pfr.localhost:1005, http://*.pfr.localhost:1005 {\n\tpfr {", "\t\ttrust_upstream_isolation\n"} {
@@ -320,6 +320,15 @@ func TestCaddyfileHasEveryPath(t *testing.T) {
 	}
 	if n := strings.Count(all, "trust_upstream_isolation"); n != 1 {
 		t.Errorf("trust_upstream_isolation in %d sites, want only (e)", n)
+	}
+	if strings.Contains(all, "direct_upstream") {
+		t.Errorf("direct_upstream set unasked:\n%s", all)
+	}
+	// -direct=false: (c), (d) and (e) through the handler; (f) has no
+	// reverse_proxy.
+	handler := caddyfile(p, "/w", sites{tls: true, trusted: true, embedded: true, handler: true})
+	if n := strings.Count(handler, "\t\tdirect_upstream off\n"); n != 3 {
+		t.Errorf("direct_upstream off in %d sites, want (c), (d) and (e):\n%s", n, handler)
 	}
 }
 
