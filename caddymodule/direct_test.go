@@ -80,6 +80,7 @@ func recordingUpstream(t *testing.T) (*httptest.Server, func() seen) {
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, `{"resourceType":"Patient"}`)
 		h.Set("X-Checksum", "c1")
+		h.Set(http.TrailerPrefix+"X-Late", "unannounced")
 	}))
 	t.Cleanup(srv.Close)
 	return srv, func() seen { mu.Lock(); defer mu.Unlock(); return last }
@@ -214,12 +215,7 @@ func TestForwarderAsReverseProxy(t *testing.T) {
 // after its header aborts the client's answer (http.ErrAbortHandler), as
 // reverse_proxy does.
 func TestForwarderErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := closedAddr(t)
 	req := func() *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "http://john.pfr.localhost/fhir/Patient/p1", nil)
 		return caddyhttp.PrepareRequest(r, caddy.NewReplacer(), httptest.NewRecorder(), &caddyhttp.Server{})
@@ -269,6 +265,18 @@ func TestForwarderErrors(t *testing.T) {
 	}()
 }
 
+// closedAddr is a loopback address nothing listens on (an ephemeral port
+// taken and given back): dialled, it refuses.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func errorsAs(err error, target **forward.Error) bool {
 	fe, ok := err.(*forward.Error)
 	*target = fe
@@ -280,27 +288,31 @@ func errorsAs(err error, target **forward.Error) bool {
 // request on the handler, and so do a request that upgrades its
 // connection, one with trailers, and TLS early data.
 func TestDirectForwarderOnlyForPlainProxies(t *testing.T) {
+	a1, a2 := closedAddr(t), closedAddr(t)
+	addrs := strings.NewReplacer("ADDR1", a1, "ADDR2", a2)
 	for _, raw := range []string{
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"},{"dial":"127.0.0.1:10"}]}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"},{"dial":"ADDR2"}]}`,
 		`{"handler":"reverse_proxy","upstreams":[{"dial":"{http.vars.pfr_upstream}"}]}`,
 		`{"handler":"reverse_proxy","upstreams":[{"dial":"unix//tmp/fhir.sock"}]}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9","max_requests":5}]}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"headers":{"request":{"set":{"Authorization":["Bearer x"]}}}}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"load_balancing":{"retries":2}}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"health_checks":{"passive":{"fail_duration":"10s"}}}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"flush_interval":-1}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"trusted_proxies":["10.0.0.0/8"]}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"transport":{"protocol":"http","proxy_protocol":"v2"}}`,
-		`{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"transport":{"protocol":"http","versions":["h2c","2"]}}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1","max_requests":5}]}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"headers":{"request":{"set":{"Authorization":["Bearer x"]}}}}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"load_balancing":{"retries":2}}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"health_checks":{"passive":{"fail_duration":"10s"}}}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"flush_interval":-1}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"trusted_proxies":["10.0.0.0/8"]}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"transport":{"protocol":"http","proxy_protocol":"v2"}}`,
+		`{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"transport":{"protocol":"http","versions":["h2c","2"]}}`,
 	} {
+		raw = addrs.Replace(raw)
 		ctx, h := provisionProxy(t, raw)
 		if f := directForwarder(ctx, h, json.RawMessage(raw)); f != nil {
 			t.Errorf("taken over: %s", raw)
 		}
 	}
-	raw := `{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:9"}],"transport":{"protocol":"http","tls":{},"keep_alive":{"max_idle_conns_per_host":64},"versions":["1.1","2"]}}`
+	raw := `{"handler":"reverse_proxy","upstreams":[{"dial":"ADDR1"}],"transport":{"protocol":"http","tls":{},"keep_alive":{"max_idle_conns_per_host":64},"versions":["1.1","2"]}}`
+	raw = addrs.Replace(raw)
 	ctx, h := provisionProxy(t, raw)
-	if f := directForwarder(ctx, h, json.RawMessage(raw)); f == nil || f.Address != "127.0.0.1:9" {
+	if f := directForwarder(ctx, h, json.RawMessage(raw)); f == nil || f.Address != a1 {
 		t.Errorf("a plain proxy with TLS and keep-alive options is not taken over: %+v", f)
 	}
 
@@ -321,17 +333,18 @@ func TestDirectForwarderOnlyForPlainProxies(t *testing.T) {
 // and with `direct_upstream off`, or an option of the handler's own,
 // through the handler.
 func TestGatewayGoesDirect(t *testing.T) {
+	addrs := strings.NewReplacer("ADDR1", closedAddr(t), "ADDR2", closedAddr(t))
 	for _, c := range []struct {
 		lines  string
 		direct bool
 	}{
-		{"upstream reverse_proxy 127.0.0.1:9", true},
-		{"upstream reverse_proxy 127.0.0.1:9 {\n\t\t\ttransport http {\n\t\t\t\tkeepalive 30s\n\t\t\t}\n\t\t}", true},
-		{"direct_upstream off\n\t\tupstream reverse_proxy 127.0.0.1:9", false},
-		{"upstream reverse_proxy 127.0.0.1:9 {\n\t\t\theader_up Host {upstream_hostport}\n\t\t}", false},
-		{"upstream reverse_proxy 127.0.0.1:9 127.0.0.1:10", false},
+		{"upstream reverse_proxy ADDR1", true},
+		{"upstream reverse_proxy ADDR1 {\n\t\t\ttransport http {\n\t\t\t\tkeepalive 30s\n\t\t\t}\n\t\t}", true},
+		{"direct_upstream off\n\t\tupstream reverse_proxy ADDR1", false},
+		{"upstream reverse_proxy ADDR1 {\n\t\t\theader_up Host {upstream_hostport}\n\t\t}", false},
+		{"upstream reverse_proxy ADDR1 ADDR2", false},
 	} {
-		cfg, err := adapt(t, fmt.Sprintf(":8443 {\n\tpfr {\n\t\tbase_domain pfr.localhost\n\t\tdev_issuer\n\t\t%s\n\t}\n}", c.lines))
+		cfg, err := adapt(t, fmt.Sprintf("http://pfr.localhost {\n\tpfr {\n\t\tbase_domain pfr.localhost\n\t\tdev_issuer\n\t\t%s\n\t}\n}", addrs.Replace(c.lines)))
 		if err != nil {
 			t.Fatal(err)
 		}

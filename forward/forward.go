@@ -93,24 +93,34 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	for k, vv := range res.Header {
 		h[k] = append(h[k], vv...)
 	}
-	if len(res.Trailer) > 0 {
-		keys := make([]string, 0, len(res.Trailer))
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
 		for k := range res.Trailer {
 			keys = append(keys, k)
 		}
 		h.Add("Trailer", strings.Join(keys, ", "))
 	}
 	w.WriteHeader(res.StatusCode)
-	if err := copyBody(w, res, flushEach(res)); err != nil {
+	rc := http.NewResponseController(w) // flushes through wrapping writers
+	if err := copyBody(w, rc, res, flushEach(res)); err != nil {
+		_ = rc.Flush() // what came is the client's, then the cut
 		panic(http.ErrAbortHandler)
 	}
-	if len(res.Trailer) > 0 {
-		if fl, ok := w.(http.Flusher); ok {
-			fl.Flush() // the header must be out before trailers are set
-		}
+	if len(res.Trailer) == 0 {
+		return nil
+	}
+	// Chunked, so that trailers can follow even a short body.
+	_ = rc.Flush()
+	if len(res.Trailer) == announced {
 		for k, vv := range res.Trailer {
 			h[k] = append(h[k], vv...)
 		}
+		return nil
+	}
+	// Trailers the upstream did not announce go out as such by name.
+	for k, vv := range res.Trailer {
+		h[http.TrailerPrefix+k] = append(h[http.TrailerPrefix+k], vv...)
 	}
 	return nil
 }
@@ -160,13 +170,16 @@ func addForwarded(r *http.Request, trusted bool) {
 		clientIP = ""
 	}
 	clientIP, _, _ = strings.Cut(clientIP, "%")
-	if prior := h["X-Forwarded-For"]; trusted && len(prior) > 0 && strings.Join(prior, ", ") != "" {
-		joined := strings.Join(prior, ", ")
-		if clientIP != "" {
-			joined += ", " + clientIP
-		}
-		h["X-Forwarded-For"] = []string{joined}
-	} else if clientIP != "" {
+	prior := ""
+	if trusted {
+		prior = strings.Join(h["X-Forwarded-For"], ", ")
+	}
+	switch {
+	case prior != "" && clientIP != "":
+		h["X-Forwarded-For"] = []string{prior + ", " + clientIP}
+	case prior != "":
+		h["X-Forwarded-For"] = []string{prior}
+	case clientIP != "":
 		h["X-Forwarded-For"] = []string{clientIP}
 	}
 	proto := "https"
@@ -218,22 +231,21 @@ func flushEach(res *http.Response) bool {
 // buffers are copyBody's.
 var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyBody copies the answer's body to w, flushing after each piece when
-// flush, and reports a failed read (a write error is the client's: the
-// rest is read and dropped, as the copy cannot go on).
-func copyBody(w http.ResponseWriter, res *http.Response, flush bool) error {
+// copyBody copies the answer's body to w, flushing through rc after each
+// piece when flush. Its error is a failed read of the answer or write to
+// the client: either way the copy cannot go on.
+func copyBody(w http.ResponseWriter, rc *http.ResponseController, res *http.Response, flush bool) error {
 	bp := buffers.Get().(*[]byte)
 	defer buffers.Put(bp)
 	buf := *bp
-	fl, _ := w.(http.Flusher)
 	for {
 		n, err := res.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
 			}
-			if flush && fl != nil {
-				fl.Flush()
+			if flush {
+				_ = rc.Flush()
 			}
 		}
 		if err == io.EOF {
