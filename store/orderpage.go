@@ -358,7 +358,7 @@ func (bk *backKeys) settle() []byte {
 		if bk.oi >= 0 && (most == nil || bytes.Compare(bk.ov[bk.oi].key, most) > 0) {
 			most = bk.ov[bk.oi].key
 		}
-		if bk.dbound >= 0 && (most == nil || int(most[0]) < bk.dbound) {
+		if bk.dbound >= 0 && (len(most) == 0 || int(most[0]) < bk.dbound) {
 			// The walk reached where the delta's keys go on (before
 			// the bound; while most is at or past it, most is larger
 			// than any of them).
