@@ -514,8 +514,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return g.gw.ServeHTTP(w, r, gateway.UpstreamFunc(g.serveUpstream))
 }
 
-// serveUpstream sends a request through the upstream handler, its errors
-// carrying their status to the gateway.
+// serveUpstream sends a request upstream — through the forwarder when it
+// takes the request (directForwarder, forward.Handles), through the
+// upstream handler otherwise — its errors carrying their status to the
+// gateway.
 func (g *Gateway) serveUpstream(w http.ResponseWriter, r *http.Request) error {
 	if g.direct != nil && forward.Handles(r) {
 		err := g.direct.ServeHTTP(w, r)
